@@ -1,0 +1,39 @@
+"""One exception hierarchy for everything `sfu` raises on purpose.
+
+Catch :class:`SfuError` to handle any of them; each message says what was
+wrong and, where it helps, what to do instead.
+"""
+
+from __future__ import annotations
+
+
+class SfuError(Exception):
+    """Base class of every error raised by `sfu`."""
+
+
+class InvalidOffer(SfuError, ValueError):
+    """An SDP offer could not be parsed or cannot be answered."""
+
+
+class NotAllowed(SfuError):
+    """The caller is not permitted to do this (bad token, wrong role, banned)."""
+
+
+class RoomFull(SfuError):
+    """The room has reached a capacity limit."""
+
+
+class RoomClosed(SfuError):
+    """The room (or the server owning it) is closed."""
+
+
+class ServerClosed(RoomClosed):
+    """The server is closed: no room or session can be created on it."""
+
+
+class DuplicateIdentity(SfuError):
+    """A participant with this identity is already in the room."""
+
+
+class InvalidSetting(SfuError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
