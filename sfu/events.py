@@ -1,0 +1,107 @@
+"""Typed room events, yielded by ``async for event in room.events()``.
+
+Every event is a frozen dataclass whose first field is the room's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "EventStream",
+    "ParticipantConnected",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "RoomClosed",
+    "RoomEvent",
+]
+
+Role = Literal["speaker", "listener"]
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    room: str
+
+
+@dataclass(frozen=True)
+class ParticipantJoined(RoomEvent):
+    """An offer was answered: the participant is a member from now on."""
+
+    identity: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class ParticipantConnected(RoomEvent):
+    """ICE and DTLS completed: media flows to and from the participant."""
+
+    identity: str
+
+
+@dataclass(frozen=True)
+class ParticipantLeft(RoomEvent):
+    """The participant's session is closed; ``reason`` says why."""
+
+    identity: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoomClosed(RoomEvent):
+    """The room is closed; it is the last event of every stream."""
+
+    reason: str
+
+
+class EventStream(AsyncIterator[RoomEvent]):
+    """One subscriber's view of a room's events.
+
+    Each subscriber has its own bounded queue (``maxsize`` events). When a
+    slow subscriber lets it fill, the *oldest* event is dropped and counted
+    in :attr:`dropped`, so a stalled consumer costs bounded memory and
+    never blocks the room. Iteration stops after :class:`RoomClosed`, or
+    when :meth:`close` is called.
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._events: collections.deque[RoomEvent] = collections.deque(maxlen=maxsize)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._finished = False
+        self.dropped = 0
+
+    def _put(self, event: RoomEvent) -> None:
+        if self._closed:
+            return
+        if len(self._events) == self._events.maxlen:
+            self.dropped += 1
+        self._events.append(event)
+        self._wakeup.set()
+        if isinstance(event, RoomClosed):
+            self._closed = True
+
+    def close(self) -> None:
+        """Stop the iteration; events already queued are still delivered."""
+        self._closed = True
+        self._wakeup.set()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> RoomEvent:
+        while not self._events:
+            if self._closed or self._finished:
+                self._finished = True
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._events.popleft()
+
+    async def next(self, timeout: float | None = None) -> RoomEvent:
+        """The next event, waiting at most ``timeout`` seconds (TimeoutError)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)

@@ -1,0 +1,302 @@
+"""The Router: one room's media path, speakers' packets in, slot streams out.
+
+For each incoming speaker packet (already SRTP-unprotected) the Router
+
+1. reads the fixed header and the RFC 6464 level, without decoding;
+2. asks the :class:`~sfu.mix.SlotMap` which slot carries this speaker;
+3. maps the packet into that slot's continuous stream: the slot has its
+   own SSRC, sequence numbers continue with no gap when the speaker in it
+   changes, timestamps advance by the real time elapsed, and the first
+   packet of a new speaker carries the marker bit;
+4. hands it to the :class:`~sfu.relay.FanOut`, which, per receiver,
+   writes the header (receiver's payload type and extension id, CSRC =
+   the speaker's SSRC), copies the payload byte for byte, protects it
+   and sends the batch.
+
+Steps 1-3 run once per incoming packet, in Python; step 4 runs per
+receiver, in the compiled kernel.
+
+One set of slot streams is shared by every receiver of the room. A
+speaker that also receives is excluded from the slot carrying its own
+voice (it never hears itself); that slot's sequence numbers jump for it
+when someone else takes the slot, which its jitter buffer treats as loss.
+Listeners always see gap-free streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
+
+from ..mix import SlotMap, read_audio_level
+from ..relay import FanOut
+from ..transport.rtp import (
+    OPUS_CLOCK_RATE,
+    ReceiveStatistics,
+    ntp_time,
+    parse_rtp_header,
+    strip_padding,
+    uint16_gt,
+)
+
+__all__ = ["Publisher", "Router", "SlotStream"]
+
+logger = logging.getLogger(__name__)
+
+#: Receivers' sender reports are sent this often (seconds).
+SENDER_REPORT_INTERVAL = 5.0
+
+
+@dataclass(eq=False)
+class Publisher:
+    """A speaker's inbound stream, as the Router sees it."""
+
+    number: int  # the participant's number: the SlotMap's speaker id
+    payload_type: int
+    audio_level_id: int
+    receiver_id: int = -1  # its own receiver id when it also receives slots
+    ssrc: int = -1
+    muted: bool = False
+    level: int = -1  # last RFC 6464 byte, -1 when the client sends none
+    statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
+    packets: int = 0
+    octets: int = 0
+
+
+class SlotStream:
+    """The state of one slot's outgoing RTP stream (shared by all receivers)."""
+
+    __slots__ = (
+        "last_sequence",
+        "last_time",
+        "last_timestamp",
+        "marker_pending",
+        "publisher",
+        "sequence_offset",
+        "source_ssrc",
+        "ssrc",
+        "switch_sequence",
+        "timestamp_offset",
+    )
+
+    def __init__(self, ssrc: int) -> None:
+        self.ssrc = ssrc
+        self.publisher: Publisher | None = None
+        self.source_ssrc = -1
+        self.sequence_offset = 0
+        self.timestamp_offset = 0
+        self.switch_sequence = 0
+        self.marker_pending = False
+        self.last_sequence = secrets.randbelow(1 << 15)
+        self.last_timestamp = secrets.randbelow(1 << 31)
+        self.last_time: float | None = None
+
+    def switch(self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float) -> None:
+        """Start carrying ``publisher``'s stream from this packet on."""
+        if self.last_time is None:
+            next_timestamp = self.last_timestamp
+        else:
+            elapsed = max(now - self.last_time, 0.020)
+            next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
+        self.publisher = publisher
+        self.source_ssrc = ssrc
+        self.sequence_offset = (self.last_sequence + 1 - sequence) & 0xFFFF
+        self.timestamp_offset = (next_timestamp - timestamp) & 0xFFFFFFFF
+        self.switch_sequence = sequence
+        self.marker_pending = True
+
+    def rtp_timestamp_at(self, now: float) -> int:
+        if self.last_time is None:
+            return self.last_timestamp
+        return (self.last_timestamp + int((now - self.last_time) * OPUS_CLOCK_RATE)) & 0xFFFFFFFF
+
+
+@dataclass(eq=False)
+class _Receiver:
+    receiver_id: int
+    slot_count: int
+    srtp: pylibsrtp.Session
+    address: Any
+    next_report: float = 0.0
+
+
+class Router:
+    """Per-room media path; see the module documentation."""
+
+    def __init__(self, sock: socket.socket, slots: int, *, threshold: int = 60, hold: float = 1.0) -> None:
+        self.slot_count = slots
+        self.slot_map = SlotMap(slots, threshold=threshold, hold=hold)
+        self.fanout = FanOut(sock)
+        self.slots = [SlotStream(secrets.randbits(32)) for _ in range(slots)]
+        # The SSRC of the server's own reports to speakers.
+        self.report_ssrc = secrets.randbits(32)
+        self._publishers: dict[int, Publisher] = {}
+        self._receivers: dict[int, _Receiver] = {}
+        self.packets_in = 0
+        self.packets_dropped = 0
+
+    @property
+    def slot_ssrcs(self) -> list[int]:
+        return [slot.ssrc for slot in self.slots]
+
+    # -- membership ------------------------------------------------------------
+
+    def add_publisher(self, publisher: Publisher) -> None:
+        self._publishers[publisher.number] = publisher
+
+    def remove_publisher(self, publisher: Publisher) -> None:
+        self._publishers.pop(publisher.number, None)
+        self.release(publisher)
+
+    def release(self, publisher: Publisher) -> None:
+        """Take ``publisher`` off its slot at once (muted, demoted, gone)."""
+        slot = self.slot_map.remove(publisher.number)
+        if slot >= 0 and self.slots[slot].publisher is publisher:
+            self.slots[slot].publisher = None
+
+    def add_receiver(
+        self,
+        receiver_id: int,
+        address: Any,
+        srtp: pylibsrtp.Session,
+        *,
+        payload_type: int,
+        audio_level_id: int,
+        slot_count: int,
+        now: float,
+    ) -> None:
+        slot_count = min(slot_count, self.slot_count)
+        self.fanout.add_receiver(
+            receiver_id, address, srtp, payload_type=payload_type, audio_level_id=audio_level_id, slot_count=slot_count
+        )
+        # Spread the receivers' sender reports over the interval.
+        offset = (receiver_id * 0.618) % 1.0 * SENDER_REPORT_INTERVAL
+        self._receivers[receiver_id] = _Receiver(receiver_id, slot_count, srtp, address, now + offset)
+
+    def set_receiver_address(self, receiver_id: int, address: Any) -> None:
+        receiver = self._receivers.get(receiver_id)
+        if receiver is not None:
+            receiver.address = address
+            self.fanout.set_address(receiver_id, address)
+
+    def remove_receiver(self, receiver_id: int) -> None:
+        if self._receivers.pop(receiver_id, None) is not None:
+            self.fanout.remove_receiver(receiver_id)
+
+    def receiver_counters(self, receiver_id: int) -> list[tuple[int, int]]:
+        if receiver_id not in self._receivers:
+            return []
+        return list(self.fanout.counters(receiver_id))
+
+    def close(self) -> None:
+        self._publishers.clear()
+        self._receivers.clear()
+        self.fanout.close()
+
+    # -- the packet path ---------------------------------------------------------
+
+    def forward(self, publisher: Publisher, packet: bytes, now: float) -> None:
+        """One decrypted RTP packet from ``publisher``."""
+        self.packets_in += 1
+        try:
+            payload_type, marker, sequence, timestamp, ssrc, offset = parse_rtp_header(packet)
+        except ValueError:
+            self.packets_dropped += 1
+            return
+        if payload_type != publisher.payload_type:
+            # Only Opus was negotiated; anything else is not ours to forward.
+            self.packets_dropped += 1
+            return
+        if ssrc != publisher.ssrc:
+            publisher.ssrc = ssrc
+            publisher.statistics = ReceiveStatistics()
+        publisher.statistics.add(sequence, timestamp, now)
+        publisher.packets += 1
+        publisher.octets += len(packet) - offset
+        level = read_audio_level(packet, publisher.audio_level_id)
+        publisher.level = level
+        if publisher.muted:
+            return
+        slot = self.slot_map.update(publisher.number, level, now)
+        if slot < 0:
+            return
+        stream = self.slots[slot]
+        if stream.publisher is not publisher or stream.source_ssrc != ssrc:
+            stream.switch(publisher, ssrc, sequence, timestamp, now)
+        elif uint16_gt(stream.switch_sequence, sequence):
+            # Reordered from before the switch: it would land in the previous speaker's range.
+            return
+        out_sequence = (sequence + stream.sequence_offset) & 0xFFFF
+        out_timestamp = (timestamp + stream.timestamp_offset) & 0xFFFFFFFF
+        if uint16_gt(out_sequence, stream.last_sequence) or stream.last_time is None:
+            stream.last_sequence = out_sequence
+            stream.last_timestamp = out_timestamp
+            stream.last_time = now
+        marker = marker or stream.marker_pending
+        stream.marker_pending = False
+        if packet[0] & 0x20:
+            packet = strip_padding(packet)
+        self.fanout.forward(
+            slot,
+            packet,
+            offset,
+            stream.ssrc,
+            out_sequence,
+            out_timestamp,
+            marker,
+            ssrc,
+            level,
+            publisher.receiver_id,
+        )
+
+    # -- RTCP -------------------------------------------------------------------
+
+    def receiver_report(self, publisher: Publisher, now: float) -> bytes | None:
+        """An RR about ``publisher``'s stream, so its encoder sees the loss."""
+        if publisher.ssrc < 0:
+            return None
+        statistics = publisher.statistics
+        dlsr = int((now - statistics.last_sr_arrival) * 65536) if statistics.last_sr else 0
+        report = RtcpReceiverInfo(
+            ssrc=publisher.ssrc,
+            fraction_lost=statistics.report_fraction_lost(),
+            packets_lost=min(statistics.lost, 0x7FFFFF),
+            highest_sequence=statistics.extended_max & 0xFFFFFFFF,
+            jitter=int(statistics.jitter),
+            lsr=statistics.last_sr,
+            dlsr=dlsr & 0xFFFFFFFF,
+        )
+        return bytes(RtcpRrPacket(ssrc=self.report_ssrc, reports=[report]))
+
+    def sender_reports(self, receiver_id: int, now: float, unix_time: float) -> bytes | None:
+        """A compound packet with one SR per slot the receiver has (RFC 3550 6.4.1)."""
+        receiver = self._receivers.get(receiver_id)
+        if receiver is None:
+            return None
+        ntp = ntp_time(unix_time)
+        compound = b""
+        for slot, (packets, octets) in enumerate(self.fanout.counters(receiver_id)):
+            stream = self.slots[slot]
+            info = RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=stream.rtp_timestamp_at(now),
+                packet_count=packets & 0xFFFFFFFF,
+                octet_count=octets & 0xFFFFFFFF,
+            )
+            compound += bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
+        return compound or None
+
+    def due_sender_reports(self, now: float) -> list[int]:
+        """Receivers whose sender report is due; schedules their next one."""
+        due = []
+        for receiver in self._receivers.values():
+            if receiver.next_report <= now:
+                receiver.next_report = now + SENDER_REPORT_INTERVAL
+                due.append(receiver.receiver_id)
+        return due

@@ -1,0 +1,153 @@
+"""RTP/RTCP helpers for the control side of the media path.
+
+RTCP packets are parsed and built with :mod:`aiortc.rtp` (one small class
+per packet type); this module adds what the server needs on top: telling
+RTP from RTCP on a multiplexed port, reading the fixed RTP header without
+copying, sequence arithmetic, NTP time, and receive statistics.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "OPUS_CLOCK_RATE",
+    "ReceiveStatistics",
+    "is_rtcp",
+    "ntp_time",
+    "parse_rtp_header",
+    "strip_padding",
+    "uint16_add",
+    "uint16_gt",
+    "uint32_add",
+]
+
+OPUS_CLOCK_RATE = 48000
+
+_HEADER = struct.Struct("!BBHII")
+# Seconds from 1900 (NTP epoch) to 1970 (Unix epoch).
+_NTP_EPOCH_OFFSET = 2208988800
+
+
+def is_rtcp(data: bytes) -> bool:
+    """True when a demultiplexed SRTP datagram is RTCP (RFC 5761 section 4).
+
+    RTCP packet types 192..223 appear as RTP payload types 64..95 once the
+    marker bit is masked.
+    """
+    return len(data) >= 2 and 64 <= (data[1] & 0x7F) <= 95
+
+
+def parse_rtp_header(data: bytes) -> tuple[int, bool, int, int, int, int]:
+    """Return ``(payload_type, marker, sequence, timestamp, ssrc, payload_offset)``.
+
+    RFC 3550 section 5.1::
+
+        |V=2|P|X|  CC   |M|     PT      |       sequence number         |
+        |                           timestamp                           |
+        |           synchronization source (SSRC) identifier            |
+        |            contributing source (CSRC) identifiers             |
+        |        header extension (RFC 8285), when X is set             |
+
+    The payload runs from the returned offset to the end of the packet
+    less any padding (see :func:`strip_padding`). Raises ``ValueError``
+    when the packet is truncated or not version 2.
+    """
+    if len(data) < 12:
+        raise ValueError("RTP packet truncated")
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise ValueError("RTP packet has version %d, not 2" % (first >> 6))
+    offset = 12 + 4 * (first & 0x0F)
+    if first & 0x10:
+        if offset + 4 > len(data):
+            raise ValueError("RTP header extension truncated")
+        offset += 4 + 4 * (data[offset + 2] << 8 | data[offset + 3])
+    if offset > len(data):
+        raise ValueError("RTP packet truncated")
+    return second & 0x7F, bool(second & 0x80), sequence, timestamp, ssrc, offset
+
+
+def strip_padding(data: bytes) -> bytes:
+    """Drop RTP padding (P bit; the last byte counts the padding bytes)."""
+    if data[0] & 0x20 and data[-1]:
+        return data[: len(data) - data[-1]]
+    return data
+
+
+def uint16_add(a: int, b: int) -> int:
+    return (a + b) & 0xFFFF
+
+
+def uint16_gt(a: int, b: int) -> bool:
+    """``a`` is after ``b`` in 16-bit sequence space (RFC 1982)."""
+    half = 0x8000
+    return (a > b and a - b < half) or (a < b and b - a > half)
+
+
+def uint32_add(a: int, b: int) -> int:
+    return (a + b) & 0xFFFFFFFF
+
+
+def ntp_time(unix_time: float | None = None) -> int:
+    """64-bit NTP timestamp of a wall-clock time (now by default)."""
+    now = time.time() if unix_time is None else unix_time
+    return int((now + _NTP_EPOCH_OFFSET) * (1 << 32))
+
+
+@dataclass
+class ReceiveStatistics:
+    """What a receiver report needs about one inbound stream (RFC 3550 A.3, A.8)."""
+
+    clock_rate: int = OPUS_CLOCK_RATE
+    base_sequence: int = -1
+    max_sequence: int = 0
+    cycles: int = 0
+    received: int = 0
+    jitter: float = 0.0
+    expected_prior: int = 0
+    received_prior: int = 0
+    last_transit: float | None = None
+    last_sr: int = 0  # middle 32 bits of the last SR's NTP time
+    last_sr_arrival: float = 0.0
+
+    def add(self, sequence: int, timestamp: int, arrival: float) -> None:
+        if self.base_sequence < 0:
+            self.base_sequence = self.max_sequence = sequence
+        elif uint16_gt(sequence, self.max_sequence):
+            if sequence < self.max_sequence:
+                self.cycles += 1 << 16
+            self.max_sequence = sequence
+        self.received += 1
+        transit = arrival * self.clock_rate - timestamp
+        if self.last_transit is not None:
+            delta = abs(transit - self.last_transit)
+            # Timestamps wrap: a jump of more than half the space is a wrap, not jitter.
+            if delta < 1 << 31:
+                self.jitter += (delta - self.jitter) / 16
+        self.last_transit = transit
+
+    @property
+    def extended_max(self) -> int:
+        return self.cycles + self.max_sequence
+
+    @property
+    def expected(self) -> int:
+        return self.extended_max - self.base_sequence + 1 if self.base_sequence >= 0 else 0
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    def report_fraction_lost(self) -> int:
+        """Fraction lost since the previous call, as the 8-bit RR field."""
+        expected_interval = self.expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior = self.expected
+        self.received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        if expected_interval <= 0 or lost_interval <= 0:
+            return 0
+        return min(255, (lost_interval << 8) // expected_interval)

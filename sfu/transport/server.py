@@ -1,0 +1,337 @@
+"""The Server: one UDP port, ICE-lite, DTLS-SRTP, shared by every room.
+
+Every datagram is demultiplexed by its first byte (RFC 7983): STUN
+(0-3) is matched to a session by the USERNAME's server ufrag and checked
+against that session's password; DTLS (20-63) and SRTP/SRTCP (128-191)
+are matched by source address, and only addresses that passed a STUN
+check are known. Everything else is dropped and counted in
+:attr:`Server.drops` by reason.
+
+Sends of STUN, DTLS and RTCP go through the asyncio transport; the media
+fan-out writes to the same socket directly from :mod:`sfu.relay` with
+``sendmmsg``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidSetting, ServerClosed
+from .dtls import Certificate
+from .ice import parse_binding_request, success_response
+
+if TYPE_CHECKING:
+    from ..room import Room
+    from .session import Session
+
+__all__ = ["Server"]
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[Any, ...]
+
+#: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
+TICK = 0.25
+#: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.server._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for one client must not disturb the others.
+        self.server.drops["socket error"] += 1
+        logger.debug("x socket error: %s", exc)
+
+
+class Server:
+    """One process's media endpoint: a single UDP port for all rooms.
+
+    ``host`` and ``port`` are where the socket binds (port 0 picks a free
+    one); ``announce`` is the address written into SDP answers (defaults
+    to ``host``; set it when binding 0.0.0.0 or behind NAT). A session that
+    sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
+    (RFC 7675 consent freshness, seen from the ICE-lite side).
+
+    Use ``async with Server(...) as server:`` or ``await server.start()``
+    and ``await server.close()``; ``close`` is idempotent and leaves no
+    task, socket or session behind.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        announce: str | None = None,
+        consent_timeout: float = 30.0,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
+        if consent_timeout <= 0 or handshake_timeout <= 0:
+            raise InvalidSetting("consent_timeout and handshake_timeout must be positive seconds")
+        self.host = host
+        self.requested_port = port
+        self.announce = announce or host
+        self.consent_timeout = consent_timeout
+        self.handshake_timeout = handshake_timeout
+        self.certificate = Certificate.generate()
+        self.drops: collections.Counter[str] = collections.Counter()
+        self.packets_in = 0
+        self._rooms: dict[str, Room] = {}
+        self._sessions_by_ufrag: dict[str, Session] = {}
+        self._sessions_by_address: dict[Address, Session] = {}
+        self._handshaking: set[Session] = set()
+        self._socket: socket.socket | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    # -- life cycle --------------------------------------------------------
+
+    async def start(self) -> Server:
+        if self._closed:
+            raise ServerClosed("this Server is closed; create a new one")
+        if self._started:
+            return self
+        self._loop = asyncio.get_running_loop()
+        infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            for option, force in ((socket.SO_SNDBUF, 32), (socket.SO_RCVBUF, 33)):  # SO_*BUFFORCE
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind(sockaddr)
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        self._transport = transport
+        self._task = self._loop.create_task(self._housekeeping(), name=f"sfu-server-{self.port}")
+        self._started = True
+        logger.info("sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce)
+        return self
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Close every room, session and the socket; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for room in list(self._rooms.values()):
+            await room.close("server closed")
+        for session in list(self._sessions_by_ufrag.values()):
+            session.close("server closed")
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            # Let the loop run the transport's connection_lost callback.
+            await asyncio.sleep(0)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        logger.info("sfu server closed")
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._started and not self._closed:
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("listening" if self._started else "new")
+        return f"<sfu.Server {state} {self.host}:{self.port if self._socket else self.requested_port}>"
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._socket is None:
+            raise ServerClosed("the server is not started")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def socket(self) -> socket.socket:
+        if self._socket is None:
+            raise ServerClosed("the server is not started")
+        return self._socket
+
+    def room(self, name: str, *, slots: int = 3) -> Room:
+        """The room called ``name``, created on first use with ``slots`` slots."""
+        from ..room import Room
+
+        if self._closed:
+            raise ServerClosed("the server is closed")
+        if not self._started:
+            raise ServerClosed("start the server first: `async with Server() as server` or `await server.start()`")
+        room = self._rooms.get(name)
+        if room is not None:
+            if room.slots != slots:
+                raise InvalidSetting(f"room {name!r} exists with {room.slots} slots, not {slots}")
+            return room
+        room = Room(self, name, slots=slots)
+        self._rooms[name] = room
+        return room
+
+    @property
+    def rooms(self) -> dict[str, Room]:
+        return dict(self._rooms)
+
+    def sessions(self) -> Iterator[Session]:
+        return iter(list(self._sessions_by_ufrag.values()))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "rooms": len(self._rooms),
+            "sessions": len(self._sessions_by_ufrag),
+            "packets_in": self.packets_in,
+            "drops": dict(self.drops),
+        }
+
+    # -- used by rooms and sessions ----------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise ServerClosed("the server is not started")
+        return self._loop
+
+    def _register(self, session: Session) -> None:
+        if self._closed:
+            raise ServerClosed("the server is closed")
+        self._sessions_by_ufrag[session.credentials.ufrag] = session
+
+    def _room_closed(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+
+    def _address_checked(self, session: Session, address: Address) -> None:
+        previous = self._sessions_by_address.get(address)
+        if previous is not None and previous is not session:
+            # The client's port now belongs to another session (a reconnect).
+            previous.checked_addresses.discard(address)
+        self._sessions_by_address[address] = session
+
+    def _handshake_started(self, session: Session) -> None:
+        self._handshaking.add(session)
+
+    def _handshake_done(self, session: Session) -> None:
+        self._handshaking.discard(session)
+
+    def _session_closed(self, session: Session) -> None:
+        if self._sessions_by_ufrag.get(session.credentials.ufrag) is session:
+            del self._sessions_by_ufrag[session.credentials.ufrag]
+        for address in session.checked_addresses:
+            if self._sessions_by_address.get(address) is session:
+                del self._sessions_by_address[address]
+        self._handshaking.discard(session)
+
+    def _send(self, data: bytes, address: Address) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, address)
+
+    # -- the socket --------------------------------------------------------
+
+    def _datagram_received(self, data: bytes, addr: Address) -> None:
+        self.packets_in += 1
+        if not data:
+            self.drops["empty datagram"] += 1
+            return
+        first = data[0]
+        if 127 < first < 192:
+            session = self._sessions_by_address.get(addr)
+            if session is None:
+                self.drops["srtp from unchecked address"] += 1
+            else:
+                session.receive_srtp(data, self.loop.time())
+        elif first < 2:
+            self._stun_received(data, addr)
+        elif 19 < first < 64:
+            session = self._sessions_by_address.get(addr)
+            if session is None:
+                self.drops["dtls from unchecked address"] += 1
+            else:
+                session.receive_dtls(data, self.loop.time())
+        else:
+            self.drops["not stun, dtls or rtp"] += 1
+
+    def _stun_received(self, data: bytes, addr: Address) -> None:
+        try:
+            request = parse_binding_request(data)
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+            self.drops["stun malformed"] += 1
+            logger.debug("x malformed stun from %s: %s", addr, exc)
+            return
+        session = self._sessions_by_ufrag.get(request.local_ufrag)
+        if session is None:
+            self.drops["stun unknown ufrag"] += 1
+            return
+        if not request.check(session.credentials, session.remote_ufrag):
+            # No error response: answering unauthenticated requests would make
+            # the port a reflector; the client retries with the right credentials.
+            self.drops["stun bad credentials"] += 1
+            return
+        self._send(success_response(request, (addr[0], addr[1]), session.credentials), addr)
+        session.receive_binding(request, addr, self.loop.time())
+
+    # -- timers --------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        loop = self.loop
+        next_second = loop.time() + 1.0
+        while True:
+            await asyncio.sleep(TICK)
+            now = loop.time()
+            try:
+                for session in list(self._handshaking):
+                    session.handle_timeout(now)
+                    if session.state != "closed" and now - session.created > self.handshake_timeout:
+                        session.close("handshake timed out")
+                if now >= next_second:
+                    next_second = now + 1.0
+                    self._check_consent(now)
+                    for room in list(self._rooms.values()):
+                        room._tick(now)
+            except Exception:  # a bug in one tick must not stop the timers of every room
+                logger.exception("sfu server housekeeping failed")
+
+    def _check_consent(self, now: float) -> None:
+        limit = now - self.consent_timeout
+        for session in list(self._sessions_by_ufrag.values()):
+            if session.last_valid < limit:
+                session.close("consent expired: no valid STUN or SRTP from the client")
+
+

@@ -1,0 +1,150 @@
+"""One participant's WebRTC session on the server's shared port.
+
+A session is created when an offer is answered. It owns the ICE
+credentials, the checked client addresses, the DTLS server and, once the
+handshake is done, the two SRTP contexts. It knows nothing about rooms:
+what arrives is handed to its :class:`SessionHandler` (the participant).
+
+States: ``new`` (answered, waiting for a STUN check) -> ``checking`` (an
+address passed a check, DTLS under way) -> ``connected`` (SRTP keys) ->
+``closed``. Closing is idempotent and always ends in the handler's
+``session_closed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pylibsrtp
+
+from .dtls import DtlsServer
+from .ice import BindingRequest, IceCredentials
+from .rtp import is_rtcp
+from .srtp import create_srtp_sessions
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Session", "SessionHandler"]
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[Any, ...]
+
+
+class SessionHandler(Protocol):
+    def session_connected(self, session: Session) -> None: ...
+    def session_address_changed(self, session: Session) -> None: ...
+    def session_rtp(self, session: Session, packet: bytes, now: float) -> None: ...
+    def session_rtcp(self, session: Session, packet: bytes, now: float) -> None: ...
+    def session_closed(self, session: Session, reason: str) -> None: ...
+
+
+class Session:
+    def __init__(
+        self,
+        server: Server,
+        credentials: IceCredentials,
+        remote_ufrag: str,
+        remote_fingerprints: tuple[tuple[str, str], ...],
+        handler: SessionHandler,
+        now: float,
+    ) -> None:
+        self.server = server
+        self.credentials = credentials
+        self.remote_ufrag = remote_ufrag
+        self.handler = handler
+        self.state = "new"
+        self.address: Address | None = None
+        self.checked_addresses: set[Address] = set()
+        self.last_valid = now
+        self.created = now
+        self.dtls = DtlsServer(server.certificate, remote_fingerprints, self._send_dtls)
+        self.srtp_tx: pylibsrtp.Session | None = None
+        self.srtp_rx: pylibsrtp.Session | None = None
+        self.close_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.credentials.ufrag} {self.state} {self.address}>"
+
+    # -- input from the server's socket --------------------------------
+
+    def receive_binding(self, request: BindingRequest, address: Address, now: float) -> None:
+        """A binding request that passed the credential check."""
+        self.last_valid = now
+        if address not in self.checked_addresses:
+            self.checked_addresses.add(address)
+            self.server._address_checked(self, address)
+        if self.address is None or (request.use_candidate and address != self.address):
+            self.address = address
+            logger.debug("%r selected %s", self, address)
+            if self.state == "new":
+                self.state = "checking"
+                self.server._handshake_started(self)
+            self.handler.session_address_changed(self)
+
+    def receive_dtls(self, data: bytes, now: float) -> None:
+        if self.state not in ("checking", "connected"):
+            self.server.drops["dtls before ice"] += 1
+            return
+        completed = self.dtls.feed(data, now)
+        if completed and self.dtls.keys is not None:
+            self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
+            self.state = "connected"
+            self.last_valid = now
+            self.server._handshake_done(self)
+            logger.debug("%r connected", self)
+            self.handler.session_connected(self)
+        elif self.dtls.state == "failed":
+            self.close(f"dtls failed: {self.dtls.failure}")
+        elif self.dtls.state == "closed":
+            self.close("closed by the client")
+
+    def receive_srtp(self, data: bytes, now: float) -> None:
+        rx = self.srtp_rx
+        if rx is None:
+            self.server.drops["srtp before dtls"] += 1
+            return
+        try:
+            if is_rtcp(data):
+                plain = rx.unprotect_rtcp(data)
+                self.last_valid = now
+                self.handler.session_rtcp(self, plain, now)
+            else:
+                plain = rx.unprotect(data)
+                self.last_valid = now
+                self.handler.session_rtp(self, plain, now)
+        except pylibsrtp.Error:
+            self.server.drops["srtp unprotect failed"] += 1
+
+    def handle_timeout(self, now: float) -> None:
+        deadline = self.dtls.next_timeout()
+        if deadline is not None and now >= deadline:
+            self.dtls.handle_timeout(now)
+            if self.dtls.state == "failed":
+                self.close(f"dtls failed: {self.dtls.failure}")
+
+    # -- output ---------------------------------------------------------
+
+    def _send_dtls(self, data: bytes) -> None:
+        if self.address is not None:
+            self.server._send(data, self.address)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        """Protect and send one (compound) RTCP packet to the client."""
+        if self.srtp_tx is None or self.address is None:
+            return
+        self.server._send(self.srtp_tx.protect_rtcp(packet), self.address)
+
+    # -- end --------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.close_reason = reason
+        logger.debug("%r closed: %s", self, reason)
+        self.dtls.close()
+        self.server._session_closed(self)
+        self.handler.session_closed(self, reason)

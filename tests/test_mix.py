@@ -1,0 +1,129 @@
+"""Levels and slot ranking: the compiled module and its Python twin, same cases."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sfu import _mix_py
+
+NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def _compiled() -> ModuleType | None:
+    if NO_EXTENSIONS:
+        return None
+    return importlib.import_module("sfu._mix")
+
+
+IMPLEMENTATIONS = [pytest.param(_mix_py, id="python")]
+if not NO_EXTENSIONS:
+    IMPLEMENTATIONS.append(pytest.param("compiled", id="cython"))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def mix(request: pytest.FixtureRequest) -> ModuleType:
+    if request.param == "compiled":
+        module = _compiled()
+        assert module is not None
+        return module
+    return request.param  # type: ignore[no-any-return]
+
+
+def rtp(extension: bytes = b"", profile: int = 0xBEDE, csrcs: int = 0) -> bytes:
+    first = 0x80 | (0x10 if extension else 0) | csrcs
+    header = struct.pack("!BBHII", first, 111, 1, 2, 3) + b"\x00\x00\x00\x09" * csrcs
+    if extension:
+        padded = extension + bytes(-len(extension) % 4)
+        header += struct.pack("!HH", profile, len(padded) // 4) + padded
+    return header + b"opus"
+
+
+@pytest.mark.parametrize(
+    ("packet", "extension_id", "expected"),
+    [
+        (rtp(b"\x10\xaa"), 1, 0xAA),  # id 1, len 1, V=1 level 42
+        (rtp(b"\x10\x2a"), 1, 42),
+        (rtp(b"\x10\x2a"), 2, -1),  # other id
+        (rtp(b"\x22\x01\x02\x03\x10\x05"), 1, 5),  # skips a 3-byte element
+        (rtp(b"\x00\x00\x10\x07"), 1, 7),  # padding before
+        (rtp(b"\xf0\x07"), 15, -1),  # reserved id 15 stops parsing
+        (rtp(b"\x10\x2a", csrcs=2), 1, 42),  # after CSRCs
+        (rtp(b"\x03\x01\x33", profile=0x1000), 3, 0x33),  # two-byte form
+        (rtp(b"\x03\x00", profile=0x1000), 3, -1),  # two-byte, empty element
+        (rtp(), 1, -1),  # no extension
+        (rtp(b"\x10\x2a"), 0, -1),  # not negotiated
+        (rtp(b"\x10\x2a")[:14], 1, -1),  # truncated block
+        (b"\x90\x6f", 1, -1),  # truncated header
+        (rtp(b"\x10\x2a")[:12] + b"\xbe\xde\x00\x09", 1, -1),  # length past the end
+    ],
+)
+def test_read_audio_level(mix: ModuleType, packet: bytes, extension_id: int, expected: int) -> None:
+    assert mix.read_audio_level(packet, extension_id) == expected
+
+
+def test_slot_map_free_slots_then_recency(mix: ModuleType) -> None:
+    slots = mix.SlotMap(2, threshold=60, hold=1.0)
+    assert slots.update(10, 30, 0.0) == 0
+    assert slots.update(11, 30, 0.0) == 1
+    # A third speaker must wait until a holder has been quiet for `hold`.
+    assert slots.update(12, 30, 0.5) == -1
+    slots.update(10, 30, 0.9)  # 10 keeps talking; 11 fell quiet at 0.0
+    assert slots.update(11, 127, 0.9) == 1  # silence keeps the slot
+    assert slots.update(12, 30, 1.2) == 1  # 11 quiet for 1.2 s: replaced
+    assert slots.holders() == [10, 12]
+    assert slots.update(11, 30, 1.3) == -1
+    # Silent packets never take an occupied slot.
+    assert slots.update(13, 127, 5.0) == -1
+    assert slots.remove(10) == 0
+    assert slots.slot_of(10) == -1
+    # A silent newcomer may take a free slot but gives it up first.
+    assert slots.update(13, 127, 5.1) == 0
+    assert slots.update(11, 30, 5.2) == 0
+    assert slots.holders() == [11, 12]
+
+
+def test_slot_map_validates(mix: ModuleType) -> None:
+    for kwargs in ({"slots": 0}, {"slots": 17}, {"slots": 3, "threshold": 128}, {"slots": 3, "hold": -1.0}):
+        with pytest.raises(ValueError):
+            mix.SlotMap(**kwargs)
+
+
+def test_selector_loads_compiled_module() -> None:
+    from sfu import mix
+
+    assert mix.EXTENSION_LOADED is (not NO_EXTENSIONS)
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set")
+@settings(max_examples=300, deadline=None)
+@given(
+    packet=st.binary(max_size=64),
+    extension_id=st.integers(min_value=0, max_value=15),
+    events=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(-1, 255), st.floats(0, 0.6), st.booleans()),
+        max_size=200,
+    ),
+    slot_count=st.integers(1, 4),
+)
+def test_twins_agree(packet: bytes, extension_id: int, events: list[tuple[int, int, float, bool]], slot_count: int) -> None:
+    compiled = _compiled()
+    assert compiled is not None
+    prefixed = b"\x90" + packet  # X bit set, so the parser really walks the bytes
+    assert compiled.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(prefixed, extension_id)
+    assert compiled.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(packet, extension_id)
+    fast, reference = compiled.SlotMap(slot_count, hold=0.5), _mix_py.SlotMap(slot_count, hold=0.5)
+    now = 0.0
+    for speaker, level, step, remove in events:
+        now += step
+        if remove:
+            assert fast.remove(speaker) == reference.remove(speaker)
+        else:
+            assert fast.update(speaker, level, now) == reference.update(speaker, level, now)
+        assert fast.holders() == reference.holders()
