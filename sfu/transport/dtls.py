@@ -1,0 +1,480 @@
+"""DTLS-SRTP, server side, as a state machine over memory BIOs.
+
+The Server is always the DTLS server (it answers ``a=setup:passive``). One
+:class:`DtlsServer` per session takes datagrams in with :meth:`DtlsServer.feed`
+and hands datagrams out through a ``send`` callback; it never touches a socket
+and never reads the clock: the caller passes ``now`` (``loop.time()``) and
+calls :meth:`DtlsServer.handle_timeout` when :meth:`DtlsServer.next_timeout`
+says so.
+
+- DTLS 1.2: RFC 6347. DTLS-SRTP (use_srtp, key export): RFC 5764.
+- Certificates are self-signed and authenticated by the SDP ``a=fingerprint``
+  (RFC 8122): the client certificate must match one of the offer's
+  fingerprints, or the handshake fails and no keys are produced.
+
+pyOpenSSL's memory BIO is a byte stream, not a datagram queue: one
+``bio_read`` returns every record written since the last one, and a partial
+record written into it would shift every later record. So incoming datagrams
+are checked to hold whole records before they go in, and outgoing bytes are
+cut at record boundaries and packed into datagrams of at most :data:`MTU`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import weakref
+from collections.abc import Callable, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL, crypto
+
+from sfu.errors import InvalidOffer
+from sfu.transport.srtp import PROFILES, SrtpKeys, split_keying_material
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MTU",
+    "Certificate",
+    "DtlsServer",
+    "SrtpKeys",
+    "is_dtls_datagram",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest datagram sent, in bytes. Below the IPv6 minimum MTU (1280) minus the
+#: IPv6 and UDP headers, so a flight carrying a certificate is never
+#: fragmented at the IP level (fragments are often dropped by NATs).
+MTU = 1200
+
+#: Seconds from the first datagram to a completed handshake before giving up.
+HANDSHAKE_TIMEOUT = 30.0
+
+#: How long a generated certificate is valid. WebRTC peers authenticate it by
+#: fingerprint, not by date, but a Server should still make a new one before
+#: :attr:`Certificate.expires`.
+CERTIFICATE_LIFETIME = datetime.timedelta(days=365)
+
+_DTLS_1_2 = 0xFEFD  # ProtocolVersion {254, 253}; pyOpenSSL has no constant
+_RECORD_HEADER = 13
+_EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 §4.2
+_RECV_SIZE = 16384 + 2048  # largest DTLS plaintext plus expansion
+
+# The server key is ECDSA, so only ECDHE-ECDSA suites apply; AEAD first, CBC
+# last for old stacks. The client's key type (RSA or ECDSA) is not limited by
+# this: it only signs CertificateVerify.
+_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+)
+
+# Hash function names of the SDP fingerprint attribute (RFC 8122 §5, which
+# takes them from the IANA "Hash Function Textual Names" registry).
+_DIGESTS: dict[str, hashes.HashAlgorithm] = {
+    "sha-1": hashes.SHA1(),
+    "sha-224": hashes.SHA224(),
+    "sha-256": hashes.SHA256(),
+    "sha-384": hashes.SHA384(),
+    "sha-512": hashes.SHA512(),
+}
+
+
+def _format_fingerprint(digest: bytes) -> str:
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+def is_dtls_datagram(data: bytes) -> bool:
+    """Return True if `data` is a sequence of whole DTLS records.
+
+    Each record (RFC 6347 §4.1, DTLSPlaintext / DTLSCiphertext)::
+
+         0               1               2               3
+        +---------------+---------------+---------------+---------------+
+        |  ContentType  | version major | version minor |    epoch ...  |
+        +---------------+---------------+---------------+---------------+
+        |   ... epoch   |          sequence_number (48 bits) ...        |
+        +---------------+---------------+---------------+---------------+
+        |                  ... sequence_number          |   length ...  |
+        +---------------+---------------+---------------+---------------+
+        |  ... length   |  fragment (length bytes) ...
+        +---------------+---------------
+
+    ContentType must be in 20..63 (the DTLS range of the RFC 7983 demux) and
+    the major version 254 (DTLS 1.0 and 1.2 both use it; ClientHello records
+    often say 1.0). A record running past the end of the datagram makes the
+    whole datagram invalid.
+    """
+    end = len(data)
+    pos = 0
+    if end == 0:
+        return False
+    while pos < end:
+        if end - pos < _RECORD_HEADER:
+            return False
+        if not 20 <= data[pos] <= 63 or data[pos + 1] != 0xFE:
+            return False
+        pos += _RECORD_HEADER + (data[pos + 11] << 8 | data[pos + 12])
+    return pos == end
+
+
+def _reason(exc: SSL.Error) -> str:
+    """The OpenSSL reason strings of `exc`, for a human."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(entry[-1]) for entry in errors if isinstance(entry, tuple))
+    return str(exc) or type(exc).__name__
+
+
+class Certificate:
+    """One ECDSA P-256 self-signed certificate per Server, with its key.
+
+    Every :class:`DtlsServer` made with it shares one OpenSSL context.
+    """
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+        self._key = key
+        self._certificate = certificate
+        self._context: SSL.Context | None = None
+        #: SHA-256 fingerprint, for ``a=fingerprint:sha-256 <fingerprint>``.
+        self.fingerprint: str = _format_fingerprint(certificate.fingerprint(hashes.SHA256()))
+
+    @classmethod
+    def generate(cls) -> Certificate:
+        """Make a new key pair and a self-signed certificate for it."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        # A random name: the certificate must not identify the server or a room.
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, secrets.token_hex(16))])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            # Back-dated a day so a peer with a slow clock does not see it as not yet valid.
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + CERTIFICATE_LIFETIME)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, certificate)
+
+    @property
+    def expires(self) -> datetime.datetime:
+        """When the certificate stops being valid (UTC)."""
+        return self._certificate.not_valid_after_utc
+
+    def fingerprints(self) -> list[tuple[str, str]]:
+        """``(algorithm, value)`` pairs, as in ``a=fingerprint``, strongest last."""
+        return [
+            (name, _format_fingerprint(self._certificate.fingerprint(_DIGESTS[name])))
+            for name in ("sha-256", "sha-384", "sha-512")
+        ]
+
+    def ssl_context(self) -> SSL.Context:
+        """The OpenSSL context every session of this certificate uses (made once)."""
+        if self._context is None:
+            self._context = self._make_context()
+        return self._context
+
+    def _make_context(self) -> SSL.Context:
+        context = SSL.Context(SSL.DTLS_METHOD)
+        # DTLS 1.2 only: RFC 8827 forbids 1.0, and the record splitting in this
+        # module knows the 1.2 record header, not DTLS 1.3's unified header.
+        context.set_min_proto_version(_DTLS_1_2)
+        context.set_max_proto_version(_DTLS_1_2)
+        context.set_options(
+            SSL.OP_NO_TICKET
+            | SSL.OP_NO_COMPRESSION
+            | SSL.OP_CIPHER_SERVER_PREFERENCE
+            # Nothing sets an MTU on a memory BIO: use the one given per session.
+            | SSL.OP_NO_QUERY_MTU
+            # Keys are exported once; a renegotiation would only cost CPU.
+            | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+        )
+        # Every session is a new peer: resumption would skip the certificate.
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer)
+        context.use_certificate(self._certificate)
+        context.use_privatekey(self._key)
+        context.check_privatekey()
+        context.set_cipher_list(_CIPHERS)
+        # OpenSSL picks the first profile of this list that the client offers.
+        context.set_tlsext_use_srtp(b":".join(profile.name for profile in PROFILES))
+        return context
+
+
+def _verify_peer(
+    connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int
+) -> bool:
+    """OpenSSL's verify callback: pin the client certificate to the offer.
+
+    The chain is self-signed, so OpenSSL's own verdict (`ok`, `error`) is
+    ignored; the end-entity certificate (depth 0) must match a fingerprint.
+    Rejecting here, before the server's Finished, makes OpenSSL send a fatal
+    alert, so the client learns of it instead of waiting for media.
+    """
+    if depth != 0:
+        return True
+    ref = connection.get_app_data()
+    server = ref() if isinstance(ref, weakref.ref) else None
+    if not isinstance(server, DtlsServer):
+        return False
+    return server._check_peer(certificate.to_cryptography())
+
+
+class DtlsServer:
+    """DTLS 1.2 server side of one session, over memory BIOs (RFC 6347, RFC 5764).
+
+    ``remote_fingerprints`` are the offer's ``a=fingerprint`` values as
+    ``(algorithm, value)``, e.g. ``("sha-256", "AB:CD:...")``; the client
+    certificate must match one of them (entries with an unknown hash are
+    skipped). ``send`` gets each outgoing datagram; it is called only from
+    :meth:`feed`, :meth:`handle_timeout` and :meth:`close`.
+
+    States: ``new`` → ``connecting`` (first datagram) → ``connected`` (keys
+    set) → ``closed`` (close_notify either way, or :meth:`close`); ``failed``
+    from ``connecting`` or ``connected``, with the reason in :attr:`failure`.
+    """
+
+    def __init__(
+        self,
+        certificate: Certificate,
+        remote_fingerprints: Sequence[tuple[str, str]],
+        send: Callable[[bytes], None],
+        *,
+        label: str = "",
+    ) -> None:
+        self._remote: list[tuple[hashes.HashAlgorithm, bytes]] = []
+        for algorithm, value in remote_fingerprints:
+            digest = _DIGESTS.get(algorithm.strip().lower())
+            if digest is None:
+                continue
+            try:
+                expected = bytes.fromhex(value.replace(":", ""))
+            except ValueError:
+                continue
+            if len(expected) == digest.digest_size:
+                self._remote.append((digest, expected))
+        if not self._remote:
+            raise InvalidOffer(
+                "the offer has no usable a=fingerprint: give the client certificate's digest "
+                f"with one of {', '.join(_DIGESTS)}"
+            )
+        self._send = send
+        self._label = label or f"{id(self):x}"
+        self.state = "new"
+        self.keys: SrtpKeys | None = None
+        self.failure: str | None = None
+        #: Datagrams ignored: malformed, or arriving after the session ended.
+        self.dropped = 0
+        #: Flights re-sent on a timeout.
+        self.retransmissions = 0
+        self._deadline: float | None = None  # handshake gives up at this time
+        self._retransmit_at: float | None = None
+        self._peer_rejected = False
+        ssl = SSL.Connection(certificate.ssl_context(), None)
+        # A weak reference: the connection must not keep this object alive.
+        ssl.set_app_data(weakref.ref(self))
+        ssl.set_accept_state()
+        ssl.set_ciphertext_mtu(MTU)
+        self._ssl: SSL.Connection | None = ssl
+
+    def __repr__(self) -> str:
+        return f"<DtlsServer {self._label} {self.state}>"
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data: bytes, now: float) -> bool:
+        """Take one datagram of DTLS records; return True if it completed the handshake.
+
+        Never raises on bad input: a datagram that is not whole DTLS records
+        is dropped and counted; OpenSSL discards bad records itself, and a
+        fatal alert or handshake error moves the session to ``failed``.
+        """
+        ssl = self._ssl
+        if ssl is None or not is_dtls_datagram(data):
+            self.dropped += 1
+            logger.debug(
+                "x dtls %s: dropped %d bytes in state %s", self._label, len(data), self.state
+            )
+            return False
+        logger.debug("< dtls %s: %d bytes", self._label, len(data))
+        if self.state == "new":
+            self.state = "connecting"
+            self._deadline = now + HANDSHAKE_TIMEOUT
+        ssl.bio_write(data)
+        if self.state == "connecting":
+            return self._handshake(ssl, now)
+        self._read(ssl)
+        return False
+
+    def _handshake(self, ssl: SSL.Connection, now: float) -> bool:
+        try:
+            ssl.do_handshake()
+        except SSL.WantReadError:
+            self._flush(ssl)
+            self._arm_timer(ssl, now)
+            return False
+        except SSL.Error as exc:
+            if self._peer_rejected:
+                self._fail("fingerprint mismatch")
+            else:
+                self._fail(f"handshake failed: {_reason(exc)}")
+            return False
+
+        # Checked again on the finished session: the verify callback is the
+        # early answer, this is the one the keys depend on.
+        certificate = ssl.get_peer_certificate(as_cryptography=True)
+        if certificate is None or not self._check_peer(certificate):
+            self._fail("fingerprint mismatch", notify=True)
+            return False
+        selected = ssl.get_selected_srtp_profile()
+        profile = next((p for p in PROFILES if p.name == selected), None)
+        if profile is None:
+            self._fail("no SRTP profile negotiated", notify=True)
+            return False
+        material = ssl.export_keying_material(
+            _EXPORTER_LABEL, 2 * (profile.key_length + profile.salt_length)
+        )
+        client_write, server_write = split_keying_material(profile, material)
+        self.keys = SrtpKeys(profile=profile.libsrtp, local=server_write, remote=client_write)
+        self.state = "connected"
+        self._deadline = self._retransmit_at = None
+        logger.debug(
+            "- dtls %s: connected, %s, %s",
+            self._label,
+            ssl.get_cipher_name(),
+            profile.name.decode(),
+        )
+        self._flush(ssl)
+        return True
+
+    def _read(self, ssl: SSL.Connection) -> None:
+        """Process records after the handshake: alerts, a repeated client
+        Finished (OpenSSL re-sends our last flight), application data."""
+        while True:
+            try:
+                data = ssl.recv(_RECV_SIZE)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                logger.debug("< dtls %s: close_notify", self._label)
+                self._end("closed", None, notify=True)
+                return
+            except SSL.Error as exc:
+                self._fail(f"connection failed: {_reason(exc)}")
+                return
+            # No data channel on an audio-only session: nothing reads it.
+            self.dropped += 1
+            logger.debug("x dtls %s: %d bytes of application data ignored", self._label, len(data))
+        self._flush(ssl)
+
+    # ------------------------------------------------------------------ time
+
+    def next_timeout(self) -> float | None:
+        """When :meth:`handle_timeout` is next due (the clock of ``now``), or None."""
+        if self.state != "connecting" or self._deadline is None:
+            return None
+        if self._retransmit_at is None:
+            return self._deadline
+        return min(self._retransmit_at, self._deadline)
+
+    def handle_timeout(self, now: float) -> None:
+        """Re-send the last flight if its timer ran out; fail past the deadline.
+
+        OpenSSL keeps the retransmission timer (1 s, doubling, RFC 6347
+        §4.2.4.1) on its own clock; :meth:`next_timeout` translates it into
+        the caller's. Called early, this does nothing but re-arm.
+        """
+        ssl = self._ssl
+        if ssl is None or self.state != "connecting" or self._deadline is None:
+            return
+        if now >= self._deadline:
+            self._fail("handshake timeout")
+            return
+        if self._retransmit_at is None or now < self._retransmit_at:
+            return
+        try:
+            resent = ssl.DTLSv1_handle_timeout()
+        except SSL.Error:
+            # OpenSSL gives up after its own number of retransmissions.
+            self._fail("handshake timeout")
+            return
+        if resent:
+            self.retransmissions += 1
+            logger.debug("> dtls %s: retransmitting flight", self._label)
+        self._flush(ssl)
+        self._arm_timer(ssl, now)
+
+    def _arm_timer(self, ssl: SSL.Connection, now: float) -> None:
+        remaining = ssl.DTLSv1_get_timeout()
+        self._retransmit_at = None if remaining is None else now + remaining
+
+    # ------------------------------------------------------------------ end
+
+    def close(self) -> None:
+        """Send close_notify if connected and free the OpenSSL session. Idempotent."""
+        if self._ssl is None:
+            return
+        self._end("closed", None, notify=self.state == "connected")
+
+    def _fail(self, reason: str, *, notify: bool = False) -> None:
+        logger.debug("x dtls %s: failed: %s", self._label, reason)
+        self.keys = None
+        self._end("failed", reason, notify=notify)
+
+    def _end(self, state: str, failure: str | None, *, notify: bool) -> None:
+        ssl = self._ssl
+        if ssl is not None:
+            if notify:
+                try:
+                    ssl.shutdown()  # queues close_notify
+                except SSL.Error:
+                    pass
+            # Whatever OpenSSL queued (an alert, close_notify) still goes out.
+            self._flush(ssl)
+        self._ssl = None
+        self.state = state
+        self.failure = failure
+        self._deadline = self._retransmit_at = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_peer(self, certificate: x509.Certificate) -> bool:
+        """True if `certificate` matches one of the offer's fingerprints (RFC 8122 §5)."""
+        for digest, expected in self._remote:
+            if certificate.fingerprint(digest) == expected:
+                return True
+        self._peer_rejected = True
+        return False
+
+    def _flush(self, ssl: SSL.Connection) -> None:
+        """Send what OpenSSL wrote, whole records packed into datagrams of at most MTU."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(ssl.bio_read(65536))
+            except SSL.WantReadError:
+                break
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        end = len(data)
+        start = pos = 0
+        while pos < end:
+            # OpenSSL sizes each record to the MTU already; a datagram takes as
+            # many whole records as fit (RFC 6347 §4.1.1).
+            next_pos = pos + _RECORD_HEADER + (data[pos + 11] << 8 | data[pos + 12])
+            if next_pos - start > MTU and pos > start:
+                self._emit(data[start:pos])
+                start = pos
+            pos = next_pos
+        self._emit(data[start:])
+
+    def _emit(self, datagram: bytes) -> None:
+        logger.debug("> dtls %s: %d bytes", self._label, len(datagram))
+        self._send(datagram)

@@ -1,0 +1,111 @@
+"""SRTP keys from a DTLS-SRTP handshake, and the libsrtp sessions that use them.
+
+DTLS-SRTP (RFC 5764) negotiates a protection profile in the ``use_srtp``
+extension and derives the master keys with the TLS exporter (RFC 5705).
+This module knows the profiles the Server offers and how to turn the
+exported keying material into a pair of :class:`pylibsrtp.Session`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pylibsrtp
+from pylibsrtp import Policy
+
+__all__ = [
+    "PROFILES",
+    "SrtpKeys",
+    "SrtpProfile",
+    "create_srtp_sessions",
+    "split_keying_material",
+]
+
+#: Replay window for inbound streams (packets). libsrtp's default is 128; audio
+#: over a congested path can reorder further than that, and a larger window
+#: costs a few bytes per stream.
+REPLAY_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class SrtpProfile:
+    """One DTLS-SRTP protection profile (RFC 5764 §4.1.2, RFC 7714 §14.2)."""
+
+    name: bytes  # the OpenSSL name, as in the use_srtp extension
+    libsrtp: int  # pylibsrtp.Policy.SRTP_PROFILE_* constant
+    key_length: int  # master key, bytes
+    salt_length: int  # master salt, bytes
+
+
+def _available(profile: SrtpProfile) -> bool:
+    # A libsrtp built without an AEAD backend has no GCM: such a profile is
+    # left out rather than negotiated and then failing to create a session.
+    try:
+        Policy(srtp_profile=profile.libsrtp)
+    except pylibsrtp.Error:  # pragma: no cover - depends on how libsrtp was built
+        return False
+    return True
+
+
+#: Offered in this order of preference: AES-GCM first (RFC 7714; authenticated
+#: encryption in one pass, 16-byte tag), then the mandatory-to-implement
+#: AES128_CM_SHA1_80 (RFC 5764, RFC 8827 §6.5) that every WebRTC client has.
+PROFILES: tuple[SrtpProfile, ...] = tuple(
+    profile
+    for profile in (
+        SrtpProfile(b"SRTP_AEAD_AES_128_GCM", Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
+        SrtpProfile(b"SRTP_AES128_CM_SHA1_80", Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
+    )
+    if _available(profile)
+)
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    """The SRTP master keys of one session, from the server's point of view."""
+
+    profile: int  # pylibsrtp.Policy.SRTP_PROFILE_* constant
+    local: bytes  # master key + salt the server protects with (server write)
+    remote: bytes  # master key + salt the server unprotects with (client write)
+
+    def __repr__(self) -> str:
+        # Never put key material in logs or tracebacks.
+        return f"SrtpKeys(profile={self.profile}, local=<{len(self.local)} bytes>, remote=<{len(self.remote)} bytes>)"
+
+
+def split_keying_material(profile: SrtpProfile, material: bytes) -> tuple[bytes, bytes]:
+    """Split exported keying material into ``(client_write, server_write)``.
+
+    RFC 5764 §4.2: the exporter output (label ``EXTRACTOR-dtls_srtp``) is::
+
+        client_write_SRTP_master_key[key_length]
+        server_write_SRTP_master_key[key_length]
+        client_write_SRTP_master_salt[salt_length]
+        server_write_SRTP_master_salt[salt_length]
+
+    Each returned value is key + salt, as libsrtp takes them.
+    """
+    k, s = profile.key_length, profile.salt_length
+    if len(material) != 2 * (k + s):
+        raise ValueError(f"keying material is {len(material)} bytes, expected {2 * (k + s)}")
+    client = material[:k] + material[2 * k : 2 * k + s]
+    server = material[k : 2 * k] + material[2 * k + s :]
+    return client, server
+
+
+def create_srtp_sessions(keys: SrtpKeys) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
+    """Return ``(tx, rx)``: the session that protects what the server sends and
+    the one that unprotects what it receives, for any SSRC.
+
+    Repeated transmission of an index stays forbidden on tx (libsrtp's
+    default): with AES-CM or GCM, protecting two payloads under the same SSRC
+    and index reuses the keystream, so a sender must never do it.
+    """
+    tx_policy = Policy(
+        key=keys.local, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=keys.profile
+    )
+    rx_policy = Policy(
+        key=keys.remote, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=keys.profile
+    )
+    rx_policy.window_size = REPLAY_WINDOW
+    return pylibsrtp.Session(tx_policy), pylibsrtp.Session(rx_policy)
