@@ -1,0 +1,148 @@
+"""The shared port under bad input: checks, unchecked addresses, garbage, consent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+
+import pytest
+from aioice import stun
+
+import sfu
+
+from ..clients import join, wait_for
+
+
+def answer_credentials(answer: str) -> tuple[str, str]:
+    ufrag = re.search(r"a=ice-ufrag:(\S+)", answer)
+    pwd = re.search(r"a=ice-pwd:(\S+)", answer)
+    assert ufrag and pwd
+    return ufrag.group(1), pwd.group(1)
+
+
+def offer_ufrag(offer: str) -> str:
+    match = re.search(r"a=ice-ufrag:(\S+)", offer)
+    assert match
+    return match.group(1)
+
+
+def binding_request(server_ufrag: str, client_ufrag: str, pwd: str, *, use_candidate: bool = True) -> bytes:
+    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{server_ufrag}:{client_ufrag}"
+    request.attributes["PRIORITY"] = 1853824767
+    request.attributes["ICE-CONTROLLING"] = 1
+    if use_candidate:
+        request.attributes["USE-CANDIDATE"] = None
+    request.add_message_integrity(pwd.encode())
+    return bytes(request)
+
+
+@pytest.fixture
+def udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    yield sock
+    sock.close()
+
+
+async def recv(sock: socket.socket) -> bytes:
+    return await asyncio.get_running_loop().run_in_executor(None, sock.recv, 2048)
+
+
+async def test_binding_request_answered_only_with_right_credentials(udp: socket.socket) -> None:
+    async with sfu.Server() as server:
+        room = server.room("ice")
+        # A real offer from an aiortc client, so the session exists; we then speak STUN by hand.
+        client = await join(room, "raw", speaker=False)
+        await client.pc.close()  # its own agent stays quiet from now on
+        participant = client.participant
+        assert participant is not None
+        server_ufrag, pwd = answer_credentials(participant.answer)
+        client_ufrag = participant.session.remote_ufrag if participant.session else ""
+        target = ("127.0.0.1", server.port)
+
+        udp.sendto(binding_request(server_ufrag, client_ufrag, "wrong-password-wrong-password"), target)
+        udp.sendto(binding_request(server_ufrag, "nope", pwd), target)
+        udp.sendto(binding_request("unknown1", client_ufrag, pwd), target)
+        udp.sendto(os.urandom(64)[:1] + b"\x01" + os.urandom(40), target)  # STUN-looking garbage
+        await wait_for(lambda: server.drops["stun bad credentials"] == 2, 2, "two credential failures")
+        assert server.drops["stun unknown ufrag"] == 1
+        with pytest.raises(TimeoutError):
+            udp.settimeout(0.3)
+            udp.recv(2048)
+
+        udp.settimeout(2)
+        udp.sendto(binding_request(server_ufrag, client_ufrag, pwd), target)
+        response = stun.parse_message(await recv(udp))
+        assert response.message_class == stun.Class.RESPONSE
+        assert response.attributes["XOR-MAPPED-ADDRESS"] == udp.getsockname()
+        assert response.check_message_integrity(pwd.encode())
+        assert "FINGERPRINT" in response.attributes
+
+
+async def test_unchecked_addresses_and_garbage_do_not_disturb_a_listener(udp: socket.socket) -> None:
+    async with sfu.Server() as server:
+        room = server.room("noisy")
+        speaker = await join(room, "alice", speaker=True)
+        listener = await join(room, "bob", speaker=False)
+        try:
+            await wait_for(lambda: len(listener.packets(0)) >= 10, 15, "audio at the listener")
+            target = ("127.0.0.1", server.port)
+            dtls_hello = bytes([22, 0xFE, 0xFD]) + os.urandom(60)
+            rtp = bytes([0x80, 111]) + os.urandom(100)
+            rtcp = bytes([0x80, 200]) + os.urandom(30)
+            for _ in range(50):
+                udp.sendto(dtls_hello, target)
+                udp.sendto(rtp, target)
+                udp.sendto(rtcp, target)
+                udp.sendto(os.urandom(80), target)
+                udp.sendto(b"", target)
+            await wait_for(lambda: server.drops["dtls from unchecked address"] >= 50, 5, "dtls drops")
+            await wait_for(lambda: server.drops["srtp from unchecked address"] >= 100, 5, "srtp drops")
+            before = len(listener.packets(0))
+            await asyncio.sleep(0.6)
+            assert len(listener.packets(0)) >= before + 20, "the listener stopped receiving"
+            assert listener.participant is not None and listener.participant.connected
+        finally:
+            await asyncio.gather(speaker.close(), listener.close())
+
+
+async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
+    async with sfu.Server(consent_timeout=1.0) as server:
+        room = server.room("consent")
+        events = room.events()
+        client = await join(room, "ghost", speaker=False)
+        await client.pc.close()
+        participant = client.participant
+        assert participant is not None
+        server_ufrag, pwd = answer_credentials(participant.answer)
+        udp.sendto(binding_request(server_ufrag, participant.session.remote_ufrag, pwd), ("127.0.0.1", server.port))
+        await recv(udp)
+        await asyncio.wait_for(participant.wait_closed(), 5)
+        assert participant.close_reason is not None and "consent" in participant.close_reason
+        assert list(server.sessions()) == []
+        kinds = [type(await events.next(1)).__name__ for _ in range(2)]
+        assert kinds == ["ParticipantJoined", "ParticipantLeft"]
+
+
+async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket) -> None:
+    async with sfu.Server() as server:
+        room = server.room("forged")
+        speaker = await join(room, "alice", speaker=True)
+        listener = await join(room, "bob", speaker=False)
+        try:
+            await wait_for(lambda: len(listener.packets(0)) >= 5, 15, "audio")
+            assert speaker.participant is not None and speaker.participant.session is not None
+            address = speaker.participant.session.address
+            assert address is not None
+            # Forge packets *from another port* claiming the speaker's SSRC: never forwarded.
+            forged = bytes([0x80, 111, 0, 1, 0, 0, 0, 1]) + (speaker.sent_ssrc or 0).to_bytes(4, "big") + b"x" * 60
+            for _ in range(20):
+                udp.sendto(forged, ("127.0.0.1", server.port))
+            await wait_for(lambda: server.drops["srtp from unchecked address"] >= 20, 5, "drops")
+            assert all(p.payload != b"x" * 60 for p in listener.packets(0))
+        finally:
+            await asyncio.gather(speaker.close(), listener.close())
