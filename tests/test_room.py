@@ -114,6 +114,8 @@ async def test_rtcp_reports_flow_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
             assert listener.participant is not None
             participant = listener.participant
 
+            await participant.wait_connected(10)
+
             def listener_reported_rtt() -> bool:
                 slot = participant.stats()["slots"][0]
                 return slot["round_trip_time"] is not None
