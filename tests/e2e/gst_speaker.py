@@ -1,0 +1,93 @@
+"""A GStreamer webrtcbin speaker, driven over stdin/stdout by a test.
+
+Run with Debian's /usr/bin/python3 (it sees python3-gi). Protocol, one JSON
+object per line: it prints ``{"offer": sdp}``, reads ``{"answer": sdp}``,
+then sends a 440 Hz Opus tone for ``--seconds`` and prints
+``{"done": true, "ice": state}``. Errors print ``{"error": text}``.
+
+webrtcbin offers what the server must cope with: Opus only, no header
+extensions (so no RFC 6464 levels), ``a=rtcp-mux-only``, transport-cc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+PIPELINE = (
+    "webrtcbin name=webrtc bundle-policy=max-bundle "
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample ! "
+    "opusenc ! rtpopuspay pt=96 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=96 ! webrtc."
+)
+
+
+def say(message: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    Gst.init(None)
+    pipeline = Gst.parse_launch(PIPELINE)
+    webrtc = pipeline.get_by_name("webrtc")
+    loop = GLib.MainLoop()
+
+    def on_offer(promise: Gst.Promise, _: object) -> None:
+        reply = promise.get_reply()
+        offer = reply.get_value("offer")
+        webrtc.emit("set-local-description", offer, Gst.Promise.new())
+
+    def on_negotiation_needed(element: Gst.Element) -> None:
+        element.emit("create-offer", None, Gst.Promise.new_with_change_func(on_offer, None))
+
+    def on_gathering(element: Gst.Element, _: object) -> None:
+        if element.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            say({"offer": element.get_property("local-description").sdp.as_text()})
+            line = sys.stdin.readline()
+            if not line:
+                loop.quit()
+                return
+            answer_text = json.loads(line)["answer"]
+            _, sdp = GstSdp.SDPMessage.new_from_text(answer_text)
+            answer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
+            element.emit("set-remote-description", answer, Gst.Promise.new())
+            GLib.timeout_add(int(args.seconds * 1000), finish)
+
+    def finish() -> bool:
+        state = webrtc.get_property("ice-connection-state")
+        say({"done": True, "ice": state.value_nick})
+        loop.quit()
+        return False
+
+    def on_message(_: Gst.Bus, message: Gst.Message) -> None:
+        if message.type == Gst.MessageType.ERROR:
+            error, _debug = message.parse_error()
+            say({"error": str(error)})
+            loop.quit()
+
+    webrtc.connect("on-negotiation-needed", on_negotiation_needed)
+    webrtc.connect("notify::ice-gathering-state", on_gathering)
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    pipeline.set_state(Gst.State.PLAYING)
+    GLib.timeout_add(int((args.seconds + 20) * 1000), loop.quit)  # hard stop
+    try:
+        loop.run()
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+
+
+if __name__ == "__main__":
+    main()
