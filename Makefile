@@ -35,6 +35,11 @@ APT_PACKAGES := chromium espeak-ng sox iproute2 \
 	gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-base gstreamer1.0-tools python3-gi \
 	gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gstreamer-1.0
+# Debian's own python3 needs these to make a venv and compile the extensions
+# (a pyenv or other self-built Python brings its own).
+ifeq ($(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null),/usr)
+APT_PACKAGES += python3-venv python3-dev gcc
+endif
 
 .PHONY: help test demo build lint typecheck system-packages clean distclean
 

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-import aioice.ice
 import aiohttp
+import aioice.ice
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +44,9 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-async def join(session: aiohttp.ClientSession, base: str, identity: str, speaker: bool, slots: int = 3) -> tuple[Client, float]:
+async def join(
+    session: aiohttp.ClientSession, base: str, identity: str, speaker: bool, slots: int = 3
+) -> tuple[Client, float]:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     from tests.clients import _record_received
@@ -60,7 +62,9 @@ async def join(session: aiohttp.ClientSession, base: str, identity: str, speaker
     await pc.setLocalDescription(await pc.createOffer())
     started = time.monotonic()
     role = "speaker" if speaker else "listener"
-    async with session.post(f"{base}/rooms/bench/{role}", json={"identity": identity, "sdp": pc.localDescription.sdp}) as response:
+    async with session.post(
+        f"{base}/rooms/bench/{role}", json={"identity": identity, "sdp": pc.localDescription.sdp}
+    ) as response:
         response.raise_for_status()
         answer = (await response.json())["sdp"]
     _record_received(client)
@@ -92,13 +96,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         async with aiohttp.ClientSession() as session:
             speaker, _ = await join(session, base, "speaker", True)
             clients.append(speaker)
-            joined = await asyncio.gather(*(join(session, base, f"l{i}", False) for i in range(args.listeners)))
+            joined = await asyncio.gather(
+                *(join(session, base, f"l{i}", False) for i in range(args.listeners))
+            )
             listeners = [client for client, _ in joined]
             clients.extend(listeners)
             deadline = time.monotonic() + 30
             while any(not c.packets(0) for c in listeners) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            join_times = sorted(c.packets(0)[0].arrival - started for c, started in joined if c.packets(0))
+            join_times = sorted(
+                c.packets(0)[0].arrival - started for c, started in joined if c.packets(0)
+            )
             await asyncio.sleep(1.0)  # settle
             packets_before = sum(c.total_received() for c in listeners)
             cpu_before, wall_before = process_cpu(server.pid), time.monotonic()
@@ -125,11 +133,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--listeners", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--http-port", type=int, default=8765)
-    parser.add_argument("--no-extensions", action="store_true", help="run the server with SFU_NO_EXTENSIONS=1")
+    parser.add_argument(
+        "--no-extensions", action="store_true", help="run the server with SFU_NO_EXTENSIONS=1"
+    )
     args = parser.parse_args()
     if not 1 <= args.listeners <= 500 or not 1 <= args.seconds <= 120:
         parser.error("listeners must be 1..500 and seconds 1..120")

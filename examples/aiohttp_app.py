@@ -72,11 +72,17 @@ def make_app(server: sfu.Server) -> web.Application:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    parser.add_argument("--udp-port", type=int, default=0, help="media UDP port (default: any free one)")
-    parser.add_argument("--announce", default=None, help="address put in SDP answers (default: --host)")
+    parser.add_argument(
+        "--udp-port", type=int, default=0, help="media UDP port (default: any free one)"
+    )
+    parser.add_argument(
+        "--announce", default=None, help="address put in SDP answers (default: --host)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     async with sfu.Server(args.host, args.udp_port, announce=args.announce) as server:
@@ -84,7 +90,10 @@ async def main() -> None:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
-        print(f"open http://{args.host}:{args.port}/  (media on udp {args.host}:{server.port})", flush=True)
+        print(
+            f"open http://{args.host}:{args.port}/  (media on udp {args.host}:{server.port})",
+            flush=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:

@@ -99,7 +99,9 @@ class Participant:
         cumulative packets lost, jitter (seconds) and round-trip time
         (seconds, ``None`` until a report answers one of our SRs).
         """
-        counters = self.room.router.receiver_counters(self.receiver_id) if self.receiver_id >= 0 else []
+        counters = (
+            self.room.router.receiver_counters(self.receiver_id) if self.receiver_id >= 0 else []
+        )
         slots = []
         for slot, (packets, octets) in enumerate(counters):
             report = self._slot_reports.get(slot, {})
@@ -179,7 +181,11 @@ class Participant:
             return
         slot_by_ssrc = {ssrc: slot for slot, ssrc in enumerate(self.room.router.slot_ssrcs)}
         for rtcp in packets:
-            if isinstance(rtcp, RtcpSrPacket) and self.publisher is not None and rtcp.ssrc == self.publisher.ssrc:
+            if (
+                isinstance(rtcp, RtcpSrPacket)
+                and self.publisher is not None
+                and rtcp.ssrc == self.publisher.ssrc
+            ):
                 statistics = self.publisher.statistics
                 statistics.last_sr = (rtcp.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
                 statistics.last_sr_arrival = now

@@ -37,7 +37,9 @@ class Room:
 
     def __init__(self, server: Server, name: str, *, slots: int = 3) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
-            raise InvalidSetting(f"a room name must be a non-empty string of at most 256 characters, got {name!r}")
+            raise InvalidSetting(
+                f"a room name must be a non-empty string of at most 256 characters, got {name!r}"
+            )
         if not isinstance(slots, int) or not 1 <= slots <= 16:
             raise InvalidSetting(f"slots must be an integer between 1 and 16, got {slots!r}")
         self.server = server
@@ -98,13 +100,19 @@ class Room:
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
         if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
-            raise InvalidSetting(f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters")
+            raise InvalidSetting(
+                f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
+            )
         if identity in self._participants:
-            raise DuplicateIdentity(f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one")
+            raise DuplicateIdentity(
+                f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
+            )
         offer = parse_offer(offer_sdp)
         negotiation = negotiate(offer, publish=publish, max_slots=self.slots)
         number = next(_participant_numbers)
-        participant: Participant = (Speaker if publish else Listener)(self, identity, number, negotiation)
+        participant: Participant = (Speaker if publish else Listener)(
+            self, identity, number, negotiation
+        )
         credentials = IceCredentials.generate()
         participant.answer = build_answer(
             offer,
@@ -139,7 +147,13 @@ class Room:
             participant.publisher = publisher
             self.router.add_publisher(publisher)
         self._participants[identity] = participant
-        logger.info("%s joined room %r as %s (%d slots)", identity, self.name, participant.role, participant.slot_count)
+        logger.info(
+            "%s joined room %r as %s (%d slots)",
+            identity,
+            self.name,
+            participant.role,
+            participant.slot_count,
+        )
         self._emit(ParticipantJoined(self.name, identity, participant.role))
         return participant
 
@@ -161,7 +175,12 @@ class Room:
     # -- callbacks from participants ------------------------------------------------
 
     def _participant_connected(self, participant: Participant) -> None:
-        logger.info("%s connected to room %r from %s", participant.identity, self.name, participant.stats()["address"])
+        logger.info(
+            "%s connected to room %r from %s",
+            participant.identity,
+            self.name,
+            participant.stats()["address"],
+        )
         self._emit(ParticipantConnected(self.name, participant.identity))
 
     def _participant_closed(self, participant: Participant, reason: str) -> None:
@@ -193,10 +212,10 @@ class Room:
             unix_time = time.time()
             by_receiver = {p.receiver_id: p for p in self._participants.values()}
             for receiver_id in due:
-                participant = by_receiver.get(receiver_id)
+                receiver = by_receiver.get(receiver_id)
                 compound = router.sender_reports(receiver_id, now, unix_time)
-                if participant is not None and participant.session is not None and compound:
-                    participant.session.send_rtcp(compound)
+                if receiver is not None and receiver.session is not None and compound:
+                    receiver.session.send_rtcp(compound)
 
     # -- end -----------------------------------------------------------------------
 

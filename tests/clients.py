@@ -76,7 +76,9 @@ class Client:
     identity: str
     track: ToneTrack | None = None
     participant: Participant | None = None
-    sent: list[tuple[int, int, int, bytes]] = field(default_factory=list)  # (ssrc, seq, ts, payload)
+    sent: list[tuple[int, int, int, bytes]] = field(
+        default_factory=list
+    )  # (ssrc, seq, ts, payload)
     received: dict[int, list[ReceivedPacket]] = field(default_factory=dict)
 
     @property
@@ -121,7 +123,9 @@ def _record_received(client: Client) -> None:
         original = receiver._handle_rtp_packet
         packets = client.received.setdefault(index, [])
 
-        def make(original: Callable[..., Awaitable[None]], packets: list[ReceivedPacket]) -> Callable[..., Awaitable[None]]:
+        def make(
+            original: Callable[..., Awaitable[None]], packets: list[ReceivedPacket]
+        ) -> Callable[..., Awaitable[None]]:
             async def handle(packet: Any, arrival_time_ms: int) -> None:
                 packets.append(
                     ReceivedPacket(
@@ -183,7 +187,9 @@ async def join(
     return client
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, message: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float, message: str = "condition"
+) -> None:
     """Poll ``predicate`` every 20 ms; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -90,7 +90,12 @@ def test_slot_map_free_slots_then_recency(mix: ModuleType) -> None:
 
 
 def test_slot_map_validates(mix: ModuleType) -> None:
-    for kwargs in ({"slots": 0}, {"slots": 17}, {"slots": 3, "threshold": 128}, {"slots": 3, "hold": -1.0}):
+    for kwargs in (
+        {"slots": 0},
+        {"slots": 17},
+        {"slots": 3, "threshold": 128},
+        {"slots": 3, "hold": -1.0},
+    ):
         with pytest.raises(ValueError):
             mix.SlotMap(**kwargs)
 
@@ -101,7 +106,9 @@ def test_selector_loads_compiled_module() -> None:
     assert mix.EXTENSION_LOADED is (not NO_EXTENSIONS)
 
 
-@pytest.mark.skipif(NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set")
+@pytest.mark.skipif(
+    NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set"
+)
 @settings(max_examples=300, deadline=None)
 @given(
     packet=st.binary(max_size=64),
@@ -112,12 +119,18 @@ def test_selector_loads_compiled_module() -> None:
     ),
     slot_count=st.integers(1, 4),
 )
-def test_twins_agree(packet: bytes, extension_id: int, events: list[tuple[int, int, float, bool]], slot_count: int) -> None:
+def test_twins_agree(
+    packet: bytes, extension_id: int, events: list[tuple[int, int, float, bool]], slot_count: int
+) -> None:
     compiled = _compiled()
     assert compiled is not None
     prefixed = b"\x90" + packet  # X bit set, so the parser really walks the bytes
-    assert compiled.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(prefixed, extension_id)
-    assert compiled.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(packet, extension_id)
+    assert compiled.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(
+        prefixed, extension_id
+    )
+    assert compiled.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(
+        packet, extension_id
+    )
     fast, reference = compiled.SlotMap(slot_count, hold=0.5), _mix_py.SlotMap(slot_count, hold=0.5)
     now = 0.0
     for speaker, level, step, remove in events:

@@ -28,10 +28,16 @@ async def test_one_speaker_twenty_listeners_byte_identical() -> None:
         room = server.room("town-hall")
         events = room.events()
         speaker = await join(room, "alice", speaker=True)
-        listeners = await asyncio.gather(*(join(room, f"listener-{i}", speaker=False) for i in range(20)))
+        listeners = await asyncio.gather(
+            *(join(room, f"listener-{i}", speaker=False) for i in range(20))
+        )
         clients = [speaker, *listeners]
         try:
-            await wait_for(lambda: all(len(c.packets(0)) >= 50 for c in listeners), 20, "50 packets at every listener")
+            await wait_for(
+                lambda: all(len(c.packets(0)) >= 50 for c in listeners),
+                20,
+                "50 packets at every listener",
+            )
             assert speaker.track is not None
             speaker.track.loud = False
             await asyncio.sleep(0.1)
@@ -87,8 +93,12 @@ async def test_four_speakers_take_turns_with_three_slots() -> None:
                 assert packets, f"slot {slot} carried nothing"
                 assert len({p.ssrc for p in packets}) == 1, "a slot is one stream with one SSRC"
                 for before, after in zip(packets, packets[1:], strict=False):
-                    assert (after.sequence - before.sequence) & 0xFFFF == 1, "sequence gap in a slot stream"
-                    assert 0 < (after.timestamp - before.timestamp) & 0xFFFFFFFF < 1 << 31, "timestamp went back"
+                    assert (after.sequence - before.sequence) & 0xFFFF == 1, (
+                        "sequence gap in a slot stream"
+                    )
+                    assert 0 < (after.timestamp - before.timestamp) & 0xFFFFFFFF < 1 << 31, (
+                        "timestamp went back"
+                    )
                     if after.csrc != before.csrc:
                         assert after.marker, "a new speaker in a slot starts with the marker bit"
                         # Time advanced across the switch as it did on the wall clock.
@@ -99,7 +109,9 @@ async def test_four_speakers_take_turns_with_three_slots() -> None:
             assert any(dan in p.csrc for slot in range(3) for p in listener.packets(slot)[-10:])
             for client in speakers:
                 for slot in range(3):
-                    assert all(client.sent_ssrc not in p.csrc for p in client.packets(slot)), "a speaker heard itself"
+                    assert all(client.sent_ssrc not in p.csrc for p in client.packets(slot)), (
+                        "a speaker heard itself"
+                    )
         finally:
             await close_all(clients)
 
@@ -120,7 +132,9 @@ async def test_rtcp_reports_flow_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
                 slot = participant.stats()["slots"][0]
                 return slot["round_trip_time"] is not None
 
-            await wait_for(listener_reported_rtt, 15, "a receiver report answering our sender report")
+            await wait_for(
+                listener_reported_rtt, 15, "a receiver report answering our sender report"
+            )
             slot = participant.stats()["slots"][0]
             assert 0 <= slot["round_trip_time"] < 1.0
             assert slot["fraction_lost"] == 0.0
@@ -132,7 +146,9 @@ async def test_rtcp_reports_flow_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
 
             deadline = asyncio.get_running_loop().time() + 10
             while not await remote_inbound():
-                assert asyncio.get_running_loop().time() < deadline, "the speaker never got a receiver report"
+                assert asyncio.get_running_loop().time() < deadline, (
+                    "the speaker never got a receiver report"
+                )
                 await asyncio.sleep(0.2)
             inbound = speaker.participant.stats()["inbound"] if speaker.participant else {}
             assert inbound["packets_received"] > 0 and inbound["audio_level"] is not None
@@ -164,7 +180,9 @@ async def test_duplicate_identity_and_closed_room() -> None:
             assert first.participant is not None and first.participant.closed
             assert first.participant.close_reason == "room closed: done for today"
             seen = [event async for event in events]
-            assert isinstance(seen[-1], sfu.events.RoomClosed) and seen[-1].reason == "done for today"
+            assert (
+                isinstance(seen[-1], sfu.events.RoomClosed) and seen[-1].reason == "done for today"
+            )
             assert any(isinstance(e, sfu.ParticipantLeft) and e.identity == "same" for e in seen)
             with pytest.raises(sfu.RoomClosed):
                 await join(room, "late", speaker=False)
@@ -188,7 +206,9 @@ async def test_server_close_is_idempotent_and_leaves_nothing() -> None:
         await server.close()
         assert client.participant.closed
         assert list(server.sessions()) == []
-        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sfu-") and not t.done()]
+        assert not [
+            t for t in asyncio.all_tasks() if t.get_name().startswith("sfu-") and not t.done()
+        ]
         with pytest.raises(sfu.ServerClosed):
             server.room("again")
         # The port is free again.

@@ -97,7 +97,9 @@ class SlotStream:
         self.last_timestamp = secrets.randbelow(1 << 31)
         self.last_time: float | None = None
 
-    def switch(self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float) -> None:
+    def switch(
+        self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float
+    ) -> None:
         """Start carrying ``publisher``'s stream from this packet on."""
         if self.last_time is None:
             next_timestamp = self.last_timestamp
@@ -129,7 +131,9 @@ class _Receiver:
 class Router:
     """Per-room media path; see the module documentation."""
 
-    def __init__(self, sock: socket.socket, slots: int, *, threshold: int = 60, hold: float = 1.0) -> None:
+    def __init__(
+        self, sock: socket.socket, slots: int, *, threshold: int = 60, hold: float = 1.0
+    ) -> None:
         self.slot_count = slots
         self.slot_map = SlotMap(slots, threshold=threshold, hold=hold)
         self.fanout = FanOut(sock)
@@ -173,11 +177,18 @@ class Router:
     ) -> None:
         slot_count = min(slot_count, self.slot_count)
         self.fanout.add_receiver(
-            receiver_id, address, srtp, payload_type=payload_type, audio_level_id=audio_level_id, slot_count=slot_count
+            receiver_id,
+            address,
+            srtp,
+            payload_type=payload_type,
+            audio_level_id=audio_level_id,
+            slot_count=slot_count,
         )
         # Spread the receivers' sender reports over the interval.
         offset = (receiver_id * 0.618) % 1.0 * SENDER_REPORT_INTERVAL
-        self._receivers[receiver_id] = _Receiver(receiver_id, slot_count, srtp, address, now + offset)
+        self._receivers[receiver_id] = _Receiver(
+            receiver_id, slot_count, srtp, address, now + offset
+        )
 
     def set_receiver_address(self, receiver_id: int, address: Any) -> None:
         receiver = self._receivers.get(receiver_id)

@@ -80,7 +80,9 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     )
 
 
-def success_response(request: BindingRequest, address: tuple[str, int], credentials: IceCredentials) -> bytes:
+def success_response(
+    request: BindingRequest, address: tuple[str, int], credentials: IceCredentials
+) -> bytes:
     """The binding success response: XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT."""
     response = stun.Message(
         message_method=stun.Method.BINDING,

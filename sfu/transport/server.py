@@ -120,7 +120,9 @@ class Server:
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
             sock.bind(sockaddr)
-            transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Protocol(self), sock=sock
+            )
         except BaseException:
             sock.close()
             raise
@@ -128,7 +130,9 @@ class Server:
         self._transport = transport
         self._task = self._loop.create_task(self._housekeeping(), name=f"sfu-server-{self.port}")
         self._started = True
-        logger.info("sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce)
+        logger.info(
+            "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
+        )
         return self
 
     async def __aenter__(self) -> Server:
@@ -173,7 +177,9 @@ class Server:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("listening" if self._started else "new")
-        return f"<sfu.Server {state} {self.host}:{self.port if self._socket else self.requested_port}>"
+        return (
+            f"<sfu.Server {state} {self.host}:{self.port if self._socket else self.requested_port}>"
+        )
 
     # -- public API --------------------------------------------------------
 
@@ -196,7 +202,9 @@ class Server:
         if self._closed:
             raise ServerClosed("the server is closed")
         if not self._started:
-            raise ServerClosed("start the server first: `async with Server() as server` or `await server.start()`")
+            raise ServerClosed(
+                "start the server first: `async with Server() as server` or `await server.start()`"
+            )
         room = self._rooms.get(name)
         if room is not None:
             if room.slots != slots:
@@ -333,5 +341,3 @@ class Server:
         for session in list(self._sessions_by_ufrag.values()):
             if session.last_valid < limit:
                 session.close("consent expired: no valid STUN or SRTP from the client")
-
-

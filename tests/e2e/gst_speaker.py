@@ -52,7 +52,10 @@ def main() -> None:
         element.emit("create-offer", None, Gst.Promise.new_with_change_func(on_offer, None))
 
     def on_gathering(element: Gst.Element, _: object) -> None:
-        if element.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+        if (
+            element.get_property("ice-gathering-state")
+            == GstWebRTC.WebRTCICEGatheringState.COMPLETE
+        ):
             say({"offer": element.get_property("local-description").sdp.as_text()})
             line = sys.stdin.readline()
             if not line:

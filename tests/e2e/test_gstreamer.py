@@ -13,7 +13,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,12 @@ def test_host() -> str:
     if missing:
         pytest.skip(f"needs Debian packages: {missing}")
     if not NETWORK_ISOLATION.isolated:
-        pytest.skip(f"needs the test process in its own network namespace ({NETWORK_ISOLATION.reason})")
-    existing = subprocess.run(["ip", "-o", "addr", "show", "dev", INTERFACE], capture_output=True, check=False)
+        pytest.skip(
+            f"needs the test process in its own network namespace ({NETWORK_ISOLATION.reason})"
+        )
+    existing = subprocess.run(
+        ["ip", "-o", "addr", "show", "dev", INTERFACE], capture_output=True, check=False
+    )
     if TEST_HOST not in existing.stdout.decode():
         for command in (
             ["ip", "link", "add", INTERFACE, "type", "veth", "peer", "name", PEER_INTERFACE],
@@ -99,7 +102,9 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             process.stdin.write((json.dumps({"answer": speaker.answer}) + "\n").encode())
             await process.stdin.drain()
             await speaker.wait_connected(15)
-            await wait_for(lambda: len(listener.packets(0)) >= 50, 15, "GStreamer's audio at the listener")
+            await wait_for(
+                lambda: len(listener.packets(0)) >= 50, 15, "GStreamer's audio at the listener"
+            )
             inbound = speaker.stats()["inbound"]
             assert inbound["audio_level"] is None, "webrtcbin sends no RFC 6464 level"
             assert {p.csrc for p in listener.packets(0)} == {(inbound["ssrc"],)}

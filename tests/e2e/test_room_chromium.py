@@ -29,7 +29,9 @@ async def test_chromium_speaker_heard_by_two_chromium_listeners(new_page: NewPag
             member = await room.add_listener(await peer.offer(), identity=f"listener-{index}")
             await peer.apply_answer(member.answer)
             listeners.append(peer)
-        await asyncio.gather(speaker.wait_connected(), *(peer.wait_connected() for peer in listeners))
+        await asyncio.gather(
+            speaker.wait_connected(), *(peer.wait_connected() for peer in listeners)
+        )
 
         for peer in listeners:
             streams = await peer.wait_for_audio(min_packets=50, timeout=20)

@@ -28,7 +28,9 @@ def offer_ufrag(offer: str) -> str:
     return match.group(1)
 
 
-def binding_request(server_ufrag: str, client_ufrag: str, pwd: str, *, use_candidate: bool = True) -> bytes:
+def binding_request(
+    server_ufrag: str, client_ufrag: str, pwd: str, *, use_candidate: bool = True
+) -> bytes:
     request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
     request.attributes["USERNAME"] = f"{server_ufrag}:{client_ufrag}"
     request.attributes["PRIORITY"] = 1853824767
@@ -64,11 +66,15 @@ async def test_binding_request_answered_only_with_right_credentials(udp: socket.
         client_ufrag = participant.session.remote_ufrag if participant.session else ""
         target = ("127.0.0.1", server.port)
 
-        udp.sendto(binding_request(server_ufrag, client_ufrag, "wrong-password-wrong-password"), target)
+        udp.sendto(
+            binding_request(server_ufrag, client_ufrag, "wrong-password-wrong-password"), target
+        )
         udp.sendto(binding_request(server_ufrag, "nope", pwd), target)
         udp.sendto(binding_request("unknown1", client_ufrag, pwd), target)
         udp.sendto(os.urandom(64)[:1] + b"\x01" + os.urandom(40), target)  # STUN-looking garbage
-        await wait_for(lambda: server.drops["stun bad credentials"] == 2, 2, "two credential failures")
+        await wait_for(
+            lambda: server.drops["stun bad credentials"] == 2, 2, "two credential failures"
+        )
         assert server.drops["stun unknown ufrag"] == 1
         with pytest.raises(TimeoutError):
             udp.settimeout(0.3)
@@ -83,7 +89,9 @@ async def test_binding_request_answered_only_with_right_credentials(udp: socket.
         assert "FINGERPRINT" in response.attributes
 
 
-async def test_unchecked_addresses_and_garbage_do_not_disturb_a_listener(udp: socket.socket) -> None:
+async def test_unchecked_addresses_and_garbage_do_not_disturb_a_listener(
+    udp: socket.socket,
+) -> None:
     async with sfu.Server() as server:
         room = server.room("noisy")
         speaker = await join(room, "alice", speaker=True)
@@ -100,8 +108,12 @@ async def test_unchecked_addresses_and_garbage_do_not_disturb_a_listener(udp: so
                 udp.sendto(rtcp, target)
                 udp.sendto(os.urandom(80), target)
                 udp.sendto(b"", target)
-            await wait_for(lambda: server.drops["dtls from unchecked address"] >= 50, 5, "dtls drops")
-            await wait_for(lambda: server.drops["srtp from unchecked address"] >= 100, 5, "srtp drops")
+            await wait_for(
+                lambda: server.drops["dtls from unchecked address"] >= 50, 5, "dtls drops"
+            )
+            await wait_for(
+                lambda: server.drops["srtp from unchecked address"] >= 100, 5, "srtp drops"
+            )
             before = len(listener.packets(0))
             await asyncio.sleep(0.6)
             assert len(listener.packets(0)) >= before + 20, "the listener stopped receiving"
@@ -119,7 +131,10 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         participant = client.participant
         assert participant is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
-        udp.sendto(binding_request(server_ufrag, participant.session.remote_ufrag, pwd), ("127.0.0.1", server.port))
+        udp.sendto(
+            binding_request(server_ufrag, participant.session.remote_ufrag, pwd),
+            ("127.0.0.1", server.port),
+        )
         await recv(udp)
         await asyncio.wait_for(participant.wait_closed(), 5)
         assert participant.close_reason is not None and "consent" in participant.close_reason
@@ -139,7 +154,11 @@ async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket
             address = speaker.participant.session.address
             assert address is not None
             # Forge packets *from another port* claiming the speaker's SSRC: never forwarded.
-            forged = bytes([0x80, 111, 0, 1, 0, 0, 0, 1]) + (speaker.sent_ssrc or 0).to_bytes(4, "big") + b"x" * 60
+            forged = (
+                bytes([0x80, 111, 0, 1, 0, 0, 0, 1])
+                + (speaker.sent_ssrc or 0).to_bytes(4, "big")
+                + b"x" * 60
+            )
             for _ in range(20):
                 udp.sendto(forged, ("127.0.0.1", server.port))
             await wait_for(lambda: server.drops["srtp from unchecked address"] >= 20, 5, "drops")
