@@ -1,0 +1,620 @@
+"""SDP offer parsing and answer generation for the ICE-lite audio server.
+
+Pure functions, no I/O. The client always offers, the server answers
+(WHIP/WHEP style), so only the two directions we need are written:
+
+* :func:`parse_offer` reads an offer (RFC 8866 syntax) into frozen
+  dataclasses and checks everything the transport depends on: ICE
+  credentials (RFC 8839), DTLS fingerprint and role (RFC 8122, RFC 8842),
+  rtcp-mux (RFC 5761, RFC 8858), BUNDLE (RFC 8843), Opus (RFC 7587).
+* :func:`negotiate` decides, for a speaker or a listener, which audio
+  m-lines carry the participant's voice and which carry the K slot streams.
+* :func:`build_answer` writes the answer (RFC 3264, RFC 8829 JSEP): ICE-lite,
+  ``a=setup:passive``, one host candidate, Opus only, and for every slot an
+  ``a=ssrc`` + ``a=msid`` so a browser demultiplexes by SSRC and makes one
+  track per slot (RFC 5576, RFC 8830).
+
+An SDP description is a list of ``<type>=<value>`` lines; ``m=`` lines open
+media sections and every line before the first ``m=`` is session level::
+
+    v=0
+    o=- <sess-id> <sess-version> IN IP4 <address>
+    s=-
+    t=0 0
+    a=group:BUNDLE 0 1          (session attributes)
+    m=audio 9 UDP/TLS/RTP/SAVPF 111
+    a=mid:0                     (media attributes, until the next m=)
+    a=rtpmap:111 opus/48000/2
+    ...
+
+Attributes the server does not use are ignored, malformed or not; anything
+that decides whether the offer can be answered raises
+:class:`sfu.errors.InvalidOffer` with a message saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sfu.errors import InvalidOffer, InvalidSetting
+
+__all__ = [
+    "AUDIO_LEVEL_URI",
+    "MAX_OFFER_SIZE",
+    "Codec",
+    "MediaSection",
+    "Negotiation",
+    "Offer",
+    "build_answer",
+    "negotiate",
+    "parse_offer",
+]
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+#: Offers longer than this (in bytes of UTF-8) are refused before parsing.
+MAX_OFFER_SIZE = 64 * 1024
+
+DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
+SENDING = frozenset({"sendrecv", "sendonly"})  # offerer sends: we may receive
+RECEIVING = frozenset({"sendrecv", "recvonly"})  # offerer receives: we may send
+# DTLS-SRTP profiles an answerer must accept (RFC 8829 section 5.1.3).
+SRTP_PROTOCOLS = frozenset(
+    {
+        "UDP/TLS/RTP/SAVPF",
+        "UDP/TLS/RTP/SAVP",
+        "TCP/DTLS/RTP/SAVPF",
+        "TCP/DTLS/RTP/SAVP",
+        "RTP/SAVPF",
+        "RTP/SAVP",
+    }
+)
+# Digest length in bytes of each fingerprint hash we can verify (RFC 8122).
+FINGERPRINT_SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
+SETUP_VALUES = frozenset({"actpass", "active", "passive", "holdconn"})
+
+_LINE = re.compile(r"([a-z])=(.*)")
+# Control characters (but TAB, CR, LF), lone surrogates and U+FFFD: not text.
+_GARBAGE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
+_INT = re.compile(r"[0-9]{1,10}")
+_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")  # RFC 8839 section 5.4 ice-char
+_FINGERPRINT = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2})*")
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 8866 token
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One ``a=rtpmap`` entry with its ``a=fmtp`` and ``a=rtcp-fb`` lines."""
+
+    payload_type: int
+    name: str
+    clock_rate: int
+    channels: int
+    fmtp: str | None
+    rtcp_feedback: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    """One ``m=`` line of the offer and its attributes (offerer's view)."""
+
+    index: int
+    kind: str
+    port: int
+    protocol: str
+    mid: str | None
+    direction: str
+    opus: Codec | None
+    extensions: dict[str, int]
+    ssrcs: tuple[int, ...]
+    rtcp_mux: bool
+    ice_ufrag: str | None
+    ice_pwd: str | None
+    fingerprints: tuple[tuple[str, str], ...]
+    setup: str | None
+    formats: tuple[str, ...] = ()
+    bundle_only: bool = False
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A parsed offer; the ICE/DTLS fields are those of the transport we use."""
+
+    sections: tuple[MediaSection, ...]
+    bundle: tuple[str, ...]
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprints: tuple[tuple[str, str], ...]
+    setup: str
+
+
+@dataclass(frozen=True)
+class Negotiation:
+    """Which m-lines carry what, for one participant (see :func:`negotiate`)."""
+
+    publish: int | None
+    slots: tuple[int, ...]
+    accepted: tuple[int, ...]
+    payload_type: int
+    audio_level_id: int
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _fields(value: str) -> list[str]:
+    """Split on SP/TAB only (str.split() would also split on U+2028 etc.)."""
+    return [f for f in re.split(r"[ \t]+", value) if f]
+
+
+def _excerpt(text: str, limit: int = 40) -> str:
+    """Offer text quoted in an error message, cut short (offers can be 64 KiB)."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _int(text: str) -> int | None:
+    """ASCII decimal or None (int() would accept '١٢' and '+1')."""
+    return int(text) if _INT.fullmatch(text) else None
+
+
+class _SectionBuilder:
+    """Attributes gathered for one m= line while its lines are read."""
+
+    def __init__(self, index: int, line: str) -> None:
+        fields = _fields(line)
+        if len(fields) < 4:
+            raise InvalidOffer(
+                f"m= line {index} is malformed: expected "
+                f"'m=<media> <port> <proto> <fmt> ...', got {_excerpt('m=' + line)}"
+            )
+        port_text = fields[1].split("/", 1)[0]  # RFC 8866: <port>/<number of ports>
+        port = _int(port_text)
+        if port is None or port > 65535:
+            raise InvalidOffer(f"m= line {index} has an invalid port {_excerpt(fields[1])}")
+        self.index = index
+        self.kind = fields[0]
+        self.port = port
+        self.protocol = fields[2]
+        self.formats = tuple(fields[3:])
+        self.mid: str | None = None
+        self.direction: str | None = None
+        self.rtpmaps: dict[int, tuple[str, int, int]] = {}
+        self.fmtp: dict[str, str] = {}
+        self.rtcp_fb: dict[str, list[str]] = {}
+        self.extensions: dict[str, int] = {}
+        self.ssrcs: dict[int, None] = {}  # ordered set
+        self.rtcp_mux = False
+        self.bundle_only = False
+        self.ice_ufrag: str | None = None
+        self.ice_pwd: str | None = None
+        self.fingerprints: list[tuple[str, str]] = []
+        self.setup: str | None = None
+
+
+def _parse_rtpmap(where: str, value: str) -> tuple[int, tuple[str, int, int]]:
+    """``a=rtpmap:<pt> <name>/<clock rate>[/<channels>]`` (RFC 8866 6.6)."""
+    pt_text, _, encoding = value.partition(" ")
+    pt = _int(pt_text.strip())
+    if pt is None or pt > 127:
+        raise InvalidOffer(
+            f"{where}: a=rtpmap has an invalid payload type {_excerpt(pt_text)} (must be 0..127)"
+        )
+    parts = encoding.strip().split("/")
+    clock_rate = _int(parts[1]) if len(parts) >= 2 else None
+    channels = _int(parts[2]) if len(parts) >= 3 else 1
+    if not parts[0] or clock_rate is None or channels is None or len(parts) > 3:
+        raise InvalidOffer(f"{where}: a=rtpmap:{_excerpt(value)} is malformed")
+    return pt, (parts[0], clock_rate, channels)
+
+
+def _parse_extmap(where: str, value: str, extensions: dict[str, int]) -> None:
+    """``a=extmap:<id>[/<direction>] <uri> [<attributes>]`` (RFC 8285 section 5)."""
+    fields = _fields(value)
+    ext_id = _int(fields[0].split("/", 1)[0]) if fields else None
+    # 1..14 fit the one-byte header form, 15..255 need the two-byte form.
+    if ext_id is None or not 1 <= ext_id <= 255 or len(fields) < 2:
+        raise InvalidOffer(
+            f"{where}: a=extmap:{_excerpt(value)} has an invalid id (must be 1..255, 1..14 "
+            "for one-byte headers) or no URI"
+        )
+    uri = fields[1]
+    if uri in extensions:
+        return  # the first mapping wins
+    if ext_id in extensions.values():
+        raise InvalidOffer(f"{where}: extmap id {ext_id} is used for two extensions")
+    extensions[uri] = ext_id
+
+
+def _parse_attribute(where: str, line: str, target: _SectionBuilder) -> None:
+    """Apply one ``a=`` line to a media section (or the session defaults)."""
+    name, _, value = line.partition(":")
+    if name == "mid":
+        if not _TOKEN.fullmatch(value):
+            raise InvalidOffer(
+                f"{where}: a=mid:{_excerpt(value)} is not a valid identification tag"
+            )
+        target.mid = value
+    elif name in DIRECTIONS:
+        target.direction = name
+    elif name == "rtpmap":
+        pt, encoding = _parse_rtpmap(where, value)
+        target.rtpmaps.setdefault(pt, encoding)
+    elif name == "fmtp":
+        pt_text, _, params = value.partition(" ")
+        target.fmtp.setdefault(pt_text, params.strip())
+    elif name == "rtcp-fb":
+        pt_text, _, feedback = value.partition(" ")
+        if feedback.strip():
+            target.rtcp_fb.setdefault(pt_text, []).append(feedback.strip())
+    elif name == "extmap":
+        _parse_extmap(where, value, target.extensions)
+    elif name == "ssrc":
+        ssrc = _int(value.partition(" ")[0])
+        if ssrc is not None and ssrc < 2**32:
+            target.ssrcs[ssrc] = None
+    elif name in ("rtcp-mux", "rtcp-mux-only"):  # mux-only implies mux (RFC 8858)
+        target.rtcp_mux = True
+    elif name == "bundle-only":
+        target.bundle_only = True
+    elif name == "ice-ufrag":
+        target.ice_ufrag = value
+    elif name == "ice-pwd":
+        target.ice_pwd = value
+    elif name == "fingerprint":
+        fields = _fields(value)
+        algorithm = fields[0].lower() if fields else ""
+        fingerprint = fields[1].upper() if len(fields) == 2 else ""  # "" = malformed
+        target.fingerprints.append((algorithm, fingerprint))
+    elif name == "setup":
+        target.setup = value.strip()
+
+
+def _opus(section: _SectionBuilder) -> Codec | None:
+    """The first opus/48000/2 in m= line order (RFC 7587 section 7)."""
+    for fmt in section.formats:
+        pt = _int(fmt)
+        if pt is None or pt not in section.rtpmaps:
+            continue
+        name, clock_rate, channels = section.rtpmaps[pt]
+        if name.lower() == "opus" and clock_rate == 48000 and channels == 2:
+            feedback = section.rtcp_fb.get(fmt, []) + section.rtcp_fb.get("*", [])
+            return Codec(pt, name, clock_rate, channels, section.fmtp.get(fmt), tuple(feedback))
+    return None
+
+
+def parse_offer(text: str) -> Offer:
+    """Parse an SDP offer (RFC 8866) and check its transport can be used.
+
+    The transport is that of the first usable audio m-line (in the BUNDLE
+    group when there is one, RFC 8843): its ICE credentials must follow
+    RFC 8839 section 5.4, its fingerprints RFC 8122 (sha-1 .. sha-512) and its
+    ``a=setup`` must let the server be the DTLS server (RFC 8842).
+
+    Raises :class:`sfu.errors.InvalidOffer` saying what is wrong.
+    """
+    if not isinstance(text, str):
+        raise InvalidOffer(f"offer must be str (SDP text), got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidOffer("offer is empty")
+    if len(text) > MAX_OFFER_SIZE or len(text.encode("utf-8", "surrogatepass")) > MAX_OFFER_SIZE:
+        raise InvalidOffer(f"offer is larger than {MAX_OFFER_SIZE // 1024} KiB")
+    garbage = _GARBAGE.search(text)
+    if garbage:
+        raise InvalidOffer(
+            f"offer is not SDP text: control character {garbage.group()!r} "
+            f"at offset {garbage.start()}"
+        )
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    lines = [line for line in lines if line.strip()]  # tolerate blank lines
+    if lines[0].strip() != "v=0":
+        raise InvalidOffer(f"offer does not start with v=0 (got {lines[0][:40]!r})")
+
+    session = _SectionBuilder(-1, "session 9 - -")  # holds session-level values
+    bundle: tuple[str, ...] | None = None
+    ice_lite = False
+    builders: list[_SectionBuilder] = []
+    for number, line in enumerate(lines, 1):
+        if "\r" in line:
+            raise InvalidOffer(f"line {number} contains a bare CR (lines end with CRLF)")
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise InvalidOffer(f"line {number} is not of the form x=value: {line[:60]!r}")
+        kind, value = match.groups()
+        if kind == "m":
+            builders.append(_SectionBuilder(len(builders), value))
+        elif kind != "a":
+            continue  # o=, s=, c=, t=, b= ...: the server has no use for them
+        elif builders:
+            _parse_attribute(f"m-line {builders[-1].index}", value, builders[-1])
+        elif value.startswith("group:"):
+            fields = _fields(value[len("group:") :])
+            if fields and fields[0] == "BUNDLE" and bundle is None:
+                bundle = tuple(dict.fromkeys(fields[1:]))
+        elif value == "ice-lite":
+            ice_lite = True
+        else:
+            _parse_attribute("session", value, session)
+
+    if not builders:
+        raise InvalidOffer("offer has no m= line")
+    if ice_lite:
+        raise InvalidOffer("offer is ICE-lite but so is the server: the client must run full ICE")
+    mids: set[str] = set()
+    for builder in builders:
+        if builder.mid is not None:
+            if builder.mid in mids:
+                raise InvalidOffer(f"offer has a duplicate a=mid:{_excerpt(builder.mid)}")
+            mids.add(builder.mid)
+    for mid in bundle or ():
+        if mid not in mids:
+            raise InvalidOffer(f"a=group:BUNDLE names mid {_excerpt(mid)} but no m-line has it")
+
+    sections = tuple(_section(builder, session) for builder in builders)
+    bundle = bundle or ()
+    transport = _transport_group(sections, bundle)[0]
+    return Offer(sections, bundle, *_check_transport(transport))
+
+
+def _section(builder: _SectionBuilder, session: _SectionBuilder) -> MediaSection:
+    """Resolve media-level values, falling back to the session level."""
+    extensions = dict(session.extensions)
+    extensions.update(builder.extensions)
+    return MediaSection(
+        index=builder.index,
+        kind=builder.kind,
+        port=builder.port,
+        protocol=builder.protocol,
+        mid=builder.mid,
+        direction=builder.direction or session.direction or "sendrecv",
+        opus=_opus(builder),
+        extensions=extensions,
+        ssrcs=tuple(builder.ssrcs),
+        rtcp_mux=builder.rtcp_mux,
+        ice_ufrag=builder.ice_ufrag if builder.ice_ufrag is not None else session.ice_ufrag,
+        ice_pwd=builder.ice_pwd if builder.ice_pwd is not None else session.ice_pwd,
+        fingerprints=tuple(builder.fingerprints or session.fingerprints),
+        setup=builder.setup if builder.setup is not None else session.setup,
+        formats=builder.formats,
+        bundle_only=builder.bundle_only,
+    )
+
+
+def _check_transport(
+    section: MediaSection,
+) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
+    """Validate the ICE and DTLS parameters of the transport m-line."""
+    where = f"m-line {section.index}"
+    ufrag, pwd = section.ice_ufrag, section.ice_pwd
+    # RFC 8839 section 5.4: ufrag 4..256 ice-chars, pwd 22..256 ice-chars.
+    if ufrag is None:
+        raise InvalidOffer(f"{where}: offer has no a=ice-ufrag")
+    if not (4 <= len(ufrag) <= 256 and _ICE_CHARS.fullmatch(ufrag)):
+        raise InvalidOffer(f"{where}: a=ice-ufrag must be 4..256 characters of [A-Za-z0-9+/]")
+    if pwd is None:
+        raise InvalidOffer(f"{where}: offer has no a=ice-pwd")
+    if not (22 <= len(pwd) <= 256 and _ICE_CHARS.fullmatch(pwd)):
+        raise InvalidOffer(f"{where}: a=ice-pwd must be 22..256 characters of [A-Za-z0-9+/]")
+
+    if not section.fingerprints:
+        raise InvalidOffer(f"{where}: offer has no a=fingerprint (DTLS-SRTP needs one)")
+    supported = []
+    for algorithm, value in section.fingerprints:
+        size = FINGERPRINT_SIZES.get(algorithm)
+        if size is None:
+            continue
+        if not _FINGERPRINT.fullmatch(value) or (len(value) + 1) // 3 != size:
+            raise InvalidOffer(f"{where}: a=fingerprint:{algorithm} value is malformed")
+        supported.append((algorithm, value))
+    if not supported:
+        offered = ", ".join(sorted({a or "?" for a, _ in section.fingerprints}))
+        raise InvalidOffer(
+            f"{where}: a=fingerprint uses only unsupported hash algorithms ({_excerpt(offered)}); "
+            f"use one of {', '.join(FINGERPRINT_SIZES)}"
+        )
+
+    # RFC 4145 section 4: no a=setup means "active".
+    setup = section.setup if section.setup is not None else "active"
+    if setup == "passive":
+        raise InvalidOffer(
+            f"{where}: a=setup:passive asks the server to be the DTLS client, but the "
+            "server is always the DTLS server; offer a=setup:actpass or active"
+        )
+    if setup not in ("actpass", "active"):
+        what = "cannot be used" if setup in SETUP_VALUES else "is unknown"
+        raise InvalidOffer(f"{where}: a=setup:{_excerpt(setup)} {what}; offer actpass or active")
+    return ufrag, pwd, tuple(supported), setup
+
+
+# ------------------------------------------------------------ negotiation
+
+
+def _unusable(section: MediaSection, bundle: tuple[str, ...]) -> str | None:
+    """Why an audio m-line cannot carry audio for us, or None if it can."""
+    where = f"audio m-line {section.index}"
+    in_bundle = section.mid is not None and section.mid in bundle
+    if section.port == 0 and not (section.bundle_only and in_bundle):
+        return f"{where} is disabled (port 0)"
+    if section.protocol.upper() not in SRTP_PROTOCOLS:
+        return (
+            f"{where} uses protocol {section.protocol}; the server needs DTLS-SRTP "
+            "(UDP/TLS/RTP/SAVPF)"
+        )
+    if section.opus is None:
+        return f"{where} does not offer opus/48000/2 (the server only forwards Opus)"
+    if not section.rtcp_mux:
+        return f"{where} has no a=rtcp-mux: the server requires rtcp-mux"
+    return None
+
+
+def _transport_group(
+    sections: Sequence[MediaSection], bundle: tuple[str, ...]
+) -> list[MediaSection]:
+    """The audio m-lines that share the transport, the transport one first.
+
+    With BUNDLE (RFC 8843) every usable audio m-line of the group shares the
+    transport of the first one; those whose Opus payload type or audio-level
+    id differ are left out, since one transport carries one mapping. Without
+    BUNDLE only the first usable audio m-line can be used.
+    """
+    audio = [s for s in sections if s.kind == "audio"]
+    if not audio:
+        raise InvalidOffer("offer has no audio m-line")
+    reasons = {s.index: _unusable(s, bundle) for s in audio}
+    usable = [s for s in audio if reasons[s.index] is None]
+    if not usable:
+        raise InvalidOffer(
+            "offer has no usable audio m-line: "
+            + "; ".join(reason for reason in reasons.values() if reason)
+        )
+    bundled = [s for s in usable if s.mid is not None and s.mid in bundle]
+    if not bundled:
+        return usable[:1]
+    first = bundled[0]
+    assert first.opus is not None  # checked by _unusable
+    level_id = first.extensions.get(AUDIO_LEVEL_URI, 0)
+    return [
+        s
+        for s in bundled
+        if s.opus is not None
+        and s.opus.payload_type == first.opus.payload_type
+        and s.extensions.get(AUDIO_LEVEL_URI, 0) == level_id
+    ]
+
+
+def negotiate(offer: Offer, *, publish: bool, max_slots: int) -> Negotiation:
+    """Choose the publish m-line (speakers) and up to ``max_slots`` slot m-lines.
+
+    The publish m-line is the first accepted one the client sends on; slots
+    are, in order, the accepted m-lines the client receives on (the publish
+    one too when it is sendrecv). Raises :class:`InvalidOffer` when a speaker
+    has nothing to send on or a listener nothing to receive on, and
+    :class:`InvalidSetting` when ``max_slots`` is negative.
+    """
+    if isinstance(max_slots, bool) or not isinstance(max_slots, int) or max_slots < 0:
+        raise InvalidSetting(f"max_slots must be an int >= 0, got {max_slots!r}")
+    group = _transport_group(offer.sections, offer.bundle)
+    hint = ""
+    if not offer.bundle and sum(s.kind == "audio" for s in offer.sections) > 1:
+        hint = " (without a=group:BUNDLE only the first usable audio m-line is used)"
+
+    publish_index: int | None = None
+    if publish:
+        sending = [s for s in group if s.direction in SENDING]
+        if not sending:
+            raise InvalidOffer(
+                "a speaker needs to send audio, but the offer has no audio m-line that "
+                f"sends (sendrecv or sendonly){hint}"
+            )
+        publish_index = sending[0].index
+
+    receivable = [s.index for s in group if s.direction in RECEIVING]
+    if not publish and not receivable:
+        raise InvalidOffer(
+            "a listener needs to receive audio, but the offer has no audio m-line that "
+            f"receives (sendrecv or recvonly){hint}"
+        )
+    transport = group[0]
+    assert transport.opus is not None
+    return Negotiation(
+        publish=publish_index,
+        slots=tuple(receivable[:max_slots]),
+        accepted=tuple(s.index for s in group),
+        payload_type=transport.opus.payload_type,
+        audio_level_id=transport.extensions.get(AUDIO_LEVEL_URI, 0),
+    )
+
+
+# ----------------------------------------------------------------- answer
+
+
+def _answer_direction(index: int, negotiation: Negotiation) -> str:
+    """The server's direction for an accepted m-line."""
+    is_slot = index in negotiation.slots
+    if index == negotiation.publish:
+        return "sendrecv" if is_slot else "recvonly"
+    return "sendonly" if is_slot else "inactive"
+
+
+def build_answer(
+    offer: Offer,
+    negotiation: Negotiation,
+    *,
+    ice_ufrag: str,
+    ice_pwd: str,
+    fingerprint: str,
+    address: str,
+    port: int,
+    slot_ssrcs: Sequence[int],
+    cname: str,
+    session_id: int,
+    session_version: int = 1,
+) -> str:
+    """Write the SDP answer (RFC 3264, RFC 8829 section 5.3) for a negotiation.
+
+    ``fingerprint`` is the server certificate's sha-256 ('AB:CD:...');
+    ``address``/``port`` are the single UDP host candidate (IPv4 or IPv6);
+    ``slot_ssrcs[i]`` is the SSRC the server sends slot ``i`` with.
+    Rejected m-lines get port 0 and stay out of the BUNDLE group.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidSetting(f"address must be an IP address, got {address!r}") from None
+    if not 1 <= port <= 65535:
+        raise InvalidSetting(f"port must be 1..65535, got {port}")
+    if len(slot_ssrcs) < len(negotiation.slots):
+        raise InvalidSetting(
+            f"{len(negotiation.slots)} slots need as many SSRCs, got {len(slot_ssrcs)}"
+        )
+    if not _FINGERPRINT.fullmatch(fingerprint) or len(fingerprint) != 95:
+        raise InvalidSetting("fingerprint must be a sha-256 digest written 'AB:CD:...'")
+    net = f"IN IP{ip.version} {ip.compressed}"
+
+    accepted = [offer.sections[i] for i in negotiation.accepted]
+    bundled = bool(offer.bundle) and all(s.mid in offer.bundle for s in accepted)
+    lines = [
+        "v=0",
+        f"o=- {session_id} {session_version} {net}",
+        "s=-",
+        "t=0 0",
+        "a=ice-lite",
+    ]
+    if bundled:
+        lines.append("a=group:BUNDLE " + " ".join(str(s.mid) for s in accepted))
+    lines.append("a=msid-semantic:WMS sfu")
+
+    pt = negotiation.payload_type
+    for section in offer.sections:
+        mid = [f"a=mid:{section.mid}"] if section.mid is not None else []
+        if section.index not in negotiation.accepted:
+            fmt = section.formats[0] if section.formats else "0"
+            lines += [f"m={section.kind} 0 {section.protocol} {fmt}", f"c={net}", *mid]
+            continue
+        opus = section.opus
+        assert opus is not None  # accepted sections offered opus
+        lines += [f"m=audio {port} {section.protocol} {pt}", f"c={net}", *mid]
+        lines += [f"a={_answer_direction(section.index, negotiation)}", "a=rtcp-mux"]
+        lines.append(f"a=rtpmap:{pt} opus/48000/2")
+        if opus.fmtp:
+            lines.append(f"a=fmtp:{pt} {opus.fmtp}")
+        if negotiation.audio_level_id:
+            lines.append(f"a=extmap:{negotiation.audio_level_id} {AUDIO_LEVEL_URI}")
+        lines += [
+            f"a=ice-ufrag:{ice_ufrag}",
+            f"a=ice-pwd:{ice_pwd}",
+            f"a=fingerprint:sha-256 {fingerprint}",
+            "a=setup:passive",
+            # Repeated on every accepted m-line: some clients (aiortc) read the
+            # candidates of the last bundled m-line only.
+            f"a=candidate:1 1 udp 2130706431 {ip.compressed} {port} typ host",
+            "a=end-of-candidates",
+        ]
+        if section.index in negotiation.slots:
+            slot = negotiation.slots.index(section.index)
+            lines += [
+                f"a=msid:sfu slot{slot}",
+                f"a=ssrc:{slot_ssrcs[slot]} cname:{cname}",
+            ]
+    return "\r\n".join(lines) + "\r\n"
