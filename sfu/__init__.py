@@ -11,7 +11,7 @@ listeners share it::
 
 from __future__ import annotations
 
-from . import errors, events
+from . import auth, errors, events
 from .errors import (
     DuplicateIdentity,
     InvalidOffer,
@@ -22,8 +22,21 @@ from .errors import (
     ServerClosed,
     SfuError,
 )
-from .events import ParticipantConnected, ParticipantJoined, ParticipantLeft, RoomEvent
+from .events import (
+    EventStream,
+    HandLowered,
+    HandRaised,
+    MuteChanged,
+    ParticipantConnected,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRemoved,
+    RoleChanged,
+    RoomEvent,
+    RosterChanged,
+)
 from .participant import Listener, Participant, Speaker
+from .policy import RoomPolicy
 from .room import Room
 from .transport.server import Server
 
@@ -31,6 +44,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DuplicateIdentity",
+    "EventStream",
+    "HandLowered",
+    "HandRaised",
+    "MuteChanged",
+    "ParticipantRemoved",
+    "RoleChanged",
+    "RoomPolicy",
+    "RosterChanged",
+    "auth",
     "InvalidOffer",
     "InvalidSetting",
     "Listener",

@@ -13,14 +13,20 @@ from typing import Literal
 
 __all__ = [
     "EventStream",
+    "HandLowered",
+    "HandRaised",
+    "MuteChanged",
     "ParticipantConnected",
     "ParticipantJoined",
     "ParticipantLeft",
+    "ParticipantRemoved",
+    "RoleChanged",
     "RoomClosed",
     "RoomEvent",
+    "RosterChanged",
 ]
 
-Role = Literal["speaker", "listener"]
+Role = Literal["moderator", "speaker", "listener"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,64 @@ class ParticipantLeft(RoomEvent):
 
     identity: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ParticipantRemoved(RoomEvent):
+    """A moderator (``by``; ``None`` for the backend) removed the participant."""
+
+    identity: str
+    reason: str
+    by: str | None
+    banned: bool
+
+
+@dataclass(frozen=True)
+class HandRaised(RoomEvent):
+    identity: str
+
+
+@dataclass(frozen=True)
+class HandLowered(RoomEvent):
+    identity: str
+    by: str | None  # None: the participant itself (or the backend)
+
+
+@dataclass(frozen=True)
+class RoleChanged(RoomEvent):
+    """Promotion or demotion. When ``renegotiate`` is True the client must send
+    a new offer (adding or dropping its sending audio line) through
+    :meth:`sfu.Participant.renegotiate`; ICE and DTLS stay up."""
+
+    identity: str
+    role: Role
+    by: str | None
+    renegotiate: bool
+
+
+@dataclass(frozen=True)
+class MuteChanged(RoomEvent):
+    """``by`` is the moderator who (un)muted, the identity itself for a
+    self-mute, or ``None`` for the backend."""
+
+    identity: str
+    muted: bool
+    by: str | None
+
+
+@dataclass(frozen=True)
+class RosterChanged(RoomEvent):
+    """The roster changes of one ``roster_interval``, batched.
+
+    ``joined`` and ``updated`` map identity -> role; ``left`` lists
+    identities. An identity that joined and left within the interval is
+    in neither.
+    """
+
+    joined: tuple[tuple[str, Role], ...]
+    left: tuple[str, ...]
+    updated: tuple[tuple[str, Role], ...]
+    size: int
 
 
 @dataclass(frozen=True)
@@ -84,6 +148,11 @@ class EventStream(AsyncIterator[RoomEvent]):
         self._wakeup.set()
         if isinstance(event, RoomClosed):
             self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """No more events will be queued (``RoomClosed`` seen, or :meth:`close`)."""
+        return self._closed
 
     def close(self) -> None:
         """Stop the iteration; events already queued are still delivered."""

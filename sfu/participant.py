@@ -1,9 +1,11 @@
 """Participants: one member of a room with one WebRTC session.
 
-A :class:`Speaker` publishes its voice (one inbound Opus stream) and may
-receive slots too; a :class:`Listener` only receives. Both are created by
-:meth:`sfu.Room.add_speaker` / :meth:`sfu.Room.add_listener`, never
-directly.
+A :class:`Speaker` may publish its voice (it holds the ``publish`` grant:
+roles ``speaker`` and ``moderator``); a :class:`Listener` only receives.
+Both are created by :meth:`sfu.Room.join` and friends, never directly.
+Promotion and demotion change the object's class in place (a promoted
+listener *is* a :class:`Speaker` from then on) and keep its session,
+identity and slots.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket
 
+from .auth import Role
+from .errors import InvalidOffer, RoomClosed
 from .media.router import Publisher
+from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time
-from .transport.sdp import Negotiation
+from .transport.sdp import Negotiation, negotiate, parse_offer
 
 if TYPE_CHECKING:
     from .room import Room
@@ -31,33 +36,62 @@ logger = logging.getLogger(__name__)
 class Participant:
     """A member of a room. See :class:`Speaker` and :class:`Listener`."""
 
-    role: Literal["speaker", "listener"]
-
-    def __init__(self, room: Room, identity: str, number: int, negotiation: Negotiation) -> None:
+    def __init__(
+        self,
+        room: Room,
+        identity: str,
+        number: int,
+        negotiation: Negotiation,
+        role: Role,
+        grants: frozenset[str],
+        credentials: IceCredentials,
+    ) -> None:
         self.room = room
         self.identity = identity
         self.number = number
         self.negotiation = negotiation
+        self.role: Role = role
+        self.grants = grants
+        self.credentials = credentials
+        self.token_id: str | None = None
         self.answer = ""
         self.session: Session | None = None
+        self.publisher: Publisher | None = None
+        self.moderator_muted = False
+        self.self_muted = False
         self.joined_at = time.time()
         self.connected_at: float | None = None
         self.close_reason: str | None = None
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
-        # What the receiver's RTCP reports say about each slot stream.
+        self._receiving = False  # registered in the Router's fan-out
+        # What the client's RTCP reports say about each slot stream.
         self._slot_reports: dict[int, dict[str, float]] = {}
         self.rtcp_received = 0
         self.rtp_dropped = 0
-        self.publisher: Publisher | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.identity!r} in {self.room.name!r}>"
+        return f"<{type(self).__name__} {self.identity!r} ({self.role}) in {self.room.name!r}>"
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def can_publish(self) -> bool:
+        return "publish" in self.grants
+
+    @property
+    def is_moderator(self) -> bool:
+        return "moderate" in self.grants
+
+    @property
+    def muted(self) -> bool:
+        """Muted by a moderator or by itself: nothing it sends is forwarded."""
+        return self.moderator_muted or self.self_muted
 
     @property
     def receiver_id(self) -> int:
-        """Id of this participant in the room's fan-out, -1 when it takes no slot."""
-        return self.number if self.negotiation.slots else -1
+        """Id of this participant in the room's fan-out (its number)."""
+        return self.number
 
     @property
     def slot_count(self) -> int:
@@ -78,9 +112,138 @@ class Participant:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
+    # -- what the participant itself may do ----------------------------------
+
     async def close(self, reason: str = "left") -> None:
         """Leave the room and free the session; idempotent."""
         self._close(reason)
+
+    def raise_hand(self) -> None:
+        self.room.raise_hand(self.identity)
+
+    def lower_hand(self) -> None:
+        self.room.lower_hand(self.identity)
+
+    def set_self_muted(self, muted: bool) -> None:
+        """The participant's own mute; it cannot undo a moderator's mute."""
+        if self.self_muted == muted:
+            return
+        was_muted = self.muted
+        self.self_muted = muted
+        self._apply_mute(was_muted)
+        self.room._participant_muted(self, muted)
+
+    async def renegotiate(self, offer_sdp: str) -> str:
+        """Answer a new offer on the same session (after promotion or demotion).
+
+        ICE credentials and DTLS fingerprint must stay the same: ICE and DTLS
+        stay up, only the media lines change. A participant allowed to
+        publish must offer a sending audio line; one that may not is
+        answered so that the server never receives on any line. Raises
+        :class:`~sfu.errors.InvalidOffer`; the previous state is kept then.
+        """
+        if self.closed or self.session is None:
+            raise RoomClosed(f"{self.identity!r} has left room {self.room.name!r}")
+        offer = parse_offer(offer_sdp)
+        if offer.ice_ufrag != self.session.remote_ufrag:
+            raise InvalidOffer(
+                "the new offer changes the ICE credentials; ICE restarts are not supported: "
+                "renegotiate on the same connection"
+            )
+        if set(offer.fingerprints) != set(self.session.dtls_fingerprints):
+            raise InvalidOffer("the new offer changes the DTLS fingerprint; keep the same connection")
+        negotiation = negotiate(offer, publish=self.can_publish, max_slots=self.room.slots)
+        answer = self.room._answer(offer, negotiation, self.credentials)
+        self._apply_negotiation(negotiation, connected=self.session.state == "connected")
+        self.answer = answer
+        logger.info("%s renegotiated in room %r (%s, %d slots)", self.identity, self.room.name, self.role, self.slot_count)
+        return answer
+
+    # -- changes made by the room ----------------------------------------------
+
+    def _apply_negotiation(self, negotiation: Negotiation, *, connected: bool) -> None:
+        router = self.room.router
+        previous = self.negotiation
+        self.negotiation = negotiation
+        # Publishing side.
+        if self.can_publish and negotiation.publish is not None:
+            if self.publisher is None:
+                self.publisher = Publisher(
+                    number=self.number,
+                    payload_type=negotiation.payload_type,
+                    audio_level_id=negotiation.audio_level_id,
+                    receiver_id=self.receiver_id,
+                    muted=self.muted,
+                )
+                router.add_publisher(self.publisher)
+            else:
+                self.publisher.payload_type = negotiation.payload_type
+                self.publisher.audio_level_id = negotiation.audio_level_id
+        elif self.publisher is not None:
+            router.remove_publisher(self.publisher)
+            self.publisher = None
+        # Receiving side: re-register when what the fan-out writes changed.
+        if connected and (
+            not self._receiving
+            or previous.slots != negotiation.slots
+            or previous.payload_type != negotiation.payload_type
+            or previous.audio_level_id != negotiation.audio_level_id
+        ):
+            self._stop_receiving()
+            self._start_receiving()
+
+    def _start_receiving(self) -> None:
+        session = self.session
+        if self._receiving or not self.negotiation.slots or session is None or session.srtp_tx is None:
+            return
+        self.room.router.add_receiver(
+            self.receiver_id,
+            session.address,
+            session.srtp_tx,
+            payload_type=self.negotiation.payload_type,
+            audio_level_id=self.negotiation.audio_level_id,
+            slot_count=self.slot_count,
+            now=self.room.server.loop.time(),
+        )
+        self._receiving = True
+
+    def _stop_receiving(self) -> None:
+        if self._receiving:
+            self.room.router.remove_receiver(self.receiver_id)
+            self._receiving = False
+
+    def _set_role(self, role: Role, grants: frozenset[str]) -> None:
+        self.role = role
+        self.grants = grants
+        self.__class__ = Speaker if self.can_publish else Listener
+        if not self.can_publish and self.publisher is not None:
+            # Demoted: silent from the next packet, whatever the client does.
+            self.room.router.remove_publisher(self.publisher)
+            self.publisher = None
+
+    def _set_muted(self, muted: bool) -> bool:
+        """Moderator mute; True when it changed."""
+        if self.moderator_muted == muted:
+            return False
+        was_muted = self.muted
+        self.moderator_muted = muted
+        self._apply_mute(was_muted)
+        return True
+
+    def _apply_mute(self, was_muted: bool) -> None:
+        publisher = self.publisher
+        if publisher is None or was_muted == self.muted:
+            return
+        publisher.muted = self.muted
+        if self.muted:
+            self.room.router.release(publisher)
+
+    def _detach(self) -> None:
+        """Leave the Router (called by the room once the participant is gone)."""
+        if self.publisher is not None:
+            self.room.router.remove_publisher(self.publisher)
+            self.publisher = None
+        self._stop_receiving()
 
     def _close(self, reason: str) -> None:
         if self.closed:
@@ -91,6 +254,8 @@ class Participant:
             self.session.close(reason)
         self.room._participant_closed(self, reason)
 
+    # -- statistics ------------------------------------------------------------
+
     def stats(self) -> dict[str, Any]:
         """Counters and what RTCP says about this participant's streams.
 
@@ -99,9 +264,7 @@ class Participant:
         cumulative packets lost, jitter (seconds) and round-trip time
         (seconds, ``None`` until a report answers one of our SRs).
         """
-        counters = (
-            self.room.router.receiver_counters(self.receiver_id) if self.receiver_id >= 0 else []
-        )
+        counters = self.room.router.receiver_counters(self.receiver_id) if self._receiving else []
         slots = []
         for slot, (packets, octets) in enumerate(counters):
             report = self._slot_reports.get(slot, {})
@@ -123,6 +286,7 @@ class Participant:
             "state": "closed" if self.closed else (session.state if session else "new"),
             "address": session.address if session else None,
             "join_time": (self.connected_at - self.joined_at) if self.connected_at else None,
+            "muted": self.muted,
             "rtcp_received": self.rtcp_received,
             "rtp_dropped": self.rtp_dropped,
             "slots": slots,
@@ -141,31 +305,22 @@ class Participant:
             }
         return result
 
-    # -- SessionHandler ------------------------------------------------------
+    # -- SessionHandler ----------------------------------------------------------
 
     def session_connected(self, session: Session) -> None:
         self.connected_at = time.time()
-        if self.receiver_id >= 0 and session.srtp_tx is not None:
-            self.room.router.add_receiver(
-                self.receiver_id,
-                session.address,
-                session.srtp_tx,
-                payload_type=self.negotiation.payload_type,
-                audio_level_id=self.negotiation.audio_level_id,
-                slot_count=self.slot_count,
-                now=self.room.server.loop.time(),
-            )
+        self._start_receiving()
         self._connected.set()
         self.room._participant_connected(self)
 
     def session_address_changed(self, session: Session) -> None:
-        if session.state == "connected" and self.receiver_id >= 0:
+        if self._receiving:
             self.room.router.set_receiver_address(self.receiver_id, session.address)
 
     def session_rtp(self, session: Session, packet: bytes, now: float) -> None:
         publisher = self.publisher
         if publisher is None:
-            # A listener (or a send-less speaker) is never forwarded.
+            # A listener (or a demoted speaker) is never forwarded.
             self.rtp_dropped += 1
             self.room.server.drops["rtp from a participant that may not send"] += 1
             return
@@ -211,16 +366,8 @@ class Participant:
 
 
 class Speaker(Participant):
-    """A participant whose voice is published to the room."""
-
-    role: Literal["speaker", "listener"] = "speaker"
-
-    @property
-    def muted(self) -> bool:
-        return self.publisher is not None and self.publisher.muted
+    """A participant allowed to publish its voice (role speaker or moderator)."""
 
 
 class Listener(Participant):
     """A participant that only receives the room's slots."""
-
-    role: Literal["speaker", "listener"] = "listener"

@@ -1,24 +1,46 @@
-"""Room: a named audio room, its members and its Router.
+"""Room: a named audio room, its members, roles, moderation and Router.
 
-Created by :meth:`sfu.Server.room`. Closing a room closes its members;
-closing a member frees its session; both are idempotent.
+Created by :meth:`sfu.Server.room`. Permissions are the server's to
+enforce: a join is checked (token, ban, capacity) before any state is
+created; a participant without the ``publish`` grant is never forwarded;
+moderation calls made on behalf of a participant (``by=identity``) need
+the ``moderate`` grant. Calls with ``by=None`` come from the backend itself
+and are always allowed.
+
+Closing a room closes its members; closing a member frees its session;
+both are idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
 import time
 from typing import TYPE_CHECKING
 
-from .errors import DuplicateIdentity, InvalidSetting, RoomClosed
-from .events import EventStream, ParticipantConnected, ParticipantJoined, ParticipantLeft, RoomEvent
+from .auth import Claims, Role, grants_of, verify_token
+from .errors import DuplicateIdentity, InvalidSetting, NotAllowed, RoomClosed, RoomFull
+from .events import (
+    EventStream,
+    HandLowered,
+    HandRaised,
+    MuteChanged,
+    ParticipantConnected,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRemoved,
+    RoleChanged,
+    RoomEvent,
+    RosterChanged,
+)
 from .events import RoomClosed as RoomClosedEvent
-from .media.router import Publisher, Router
+from .media.router import Router
 from .participant import Listener, Participant, Speaker
+from .policy import RoomPolicy
 from .transport.ice import IceCredentials
-from .transport.sdp import build_answer, negotiate, parse_offer
+from .transport.sdp import Negotiation, Offer, build_answer, negotiate, parse_offer
 from .transport.session import Session
 
 if TYPE_CHECKING:
@@ -33,22 +55,29 @@ _participant_numbers = itertools.count(1)
 
 
 class Room:
-    """A named audio room; see the package documentation for the API."""
+    """A named audio room; see the module and README for the API."""
 
-    def __init__(self, server: Server, name: str, *, slots: int = 3) -> None:
+    def __init__(self, server: Server, name: str, policy: RoomPolicy) -> None:
         if not isinstance(name, str) or not name or len(name) > 256:
             raise InvalidSetting(
                 f"a room name must be a non-empty string of at most 256 characters, got {name!r}"
             )
-        if not isinstance(slots, int) or not 1 <= slots <= 16:
-            raise InvalidSetting(f"slots must be an integer between 1 and 16, got {slots!r}")
+        if policy.private and server.token_secret is None:
+            raise InvalidSetting("a private room needs tokens: create the Server with token_secret=...")
         self.server = server
         self.name = name
-        self.slots = slots
-        self.router = Router(server.socket, slots)
+        self.policy = policy
+        self.router = Router(server.socket, policy.slots, threshold=policy.threshold, hold=policy.hold)
         self.created_at = time.time()
         self._participants: dict[str, Participant] = {}
         self._subscribers: list[EventStream] = []
+        self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
+        self._banned_identities: set[str] = set()
+        self._banned_tokens: set[str] = set()
+        self._roster_joined: dict[str, Role] = {}
+        self._roster_left: set[str] = set()
+        self._roster_updated: dict[str, Role] = {}
+        self._roster_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.close_reason: str | None = None
         # A random CNAME per room: nothing identifying the room goes on the wire.
@@ -57,75 +86,143 @@ class Room:
     def __repr__(self) -> str:
         return f"<Room {self.name!r} {len(self._participants)} members>"
 
-    # -- members ---------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        return self.policy.slots
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # -- members ---------------------------------------------------------------
 
     @property
     def participants(self) -> dict[str, Participant]:
         return dict(self._participants)
 
     @property
-    def speakers(self) -> list[Speaker]:
-        return [p for p in self._participants.values() if isinstance(p, Speaker)]
+    def speakers(self) -> list[Participant]:
+        """Members allowed to publish (speakers and moderators)."""
+        return [p for p in self._participants.values() if p.can_publish]
 
     @property
-    def listeners(self) -> list[Listener]:
-        return [p for p in self._participants.values() if isinstance(p, Listener)]
+    def listeners(self) -> list[Participant]:
+        return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
         return self._participants.get(identity)
 
-    async def add_speaker(self, offer: str, identity: str) -> Speaker:
-        """Answer a speaker's offer: it publishes its voice and receives slots.
+    def __getitem__(self, identity: str) -> Participant:
+        participant = self._participants.get(identity)
+        if participant is None:
+            raise KeyError(f"{identity!r} is not in room {self.name!r}")
+        return participant
 
-        Raises :class:`~sfu.errors.InvalidOffer` for an unusable offer,
-        :class:`~sfu.errors.DuplicateIdentity` when ``identity`` is taken and
-        :class:`~sfu.errors.RoomClosed` when the room is closed. Nothing is
-        registered when it raises.
+    async def join(
+        self,
+        offer: str,
+        *,
+        token: str | None = None,
+        identity: str | None = None,
+        role: Role | None = None,
+    ) -> Participant:
+        """Answer an offer for a new member.
+
+        With a ``token`` (required in a private room), identity and role
+        come from it; ``identity``/``role`` may be given too but must agree
+        (a token's holder may always join with fewer rights: a speaker
+        token can join as listener). Without a token the backend vouches
+        for ``identity`` and ``role`` (default ``listener``).
+
+        Raises :class:`~sfu.errors.NotAllowed` (bad token, banned, role
+        not granted), :class:`~sfu.errors.RoomFull`,
+        :class:`~sfu.errors.DuplicateIdentity`,
+        :class:`~sfu.errors.InvalidOffer` or :class:`~sfu.errors.RoomClosed`;
+        nothing is registered when it raises.
         """
-        participant = self._admit(offer, identity, publish=True)
-        assert isinstance(participant, Speaker)
-        return participant
-
-    async def add_listener(self, offer: str, identity: str) -> Listener:
-        """Answer a listener's offer: it receives up to ``slots`` slot streams."""
-        participant = self._admit(offer, identity, publish=False)
-        assert isinstance(participant, Listener)
-        return participant
-
-    def _admit(self, offer_sdp: str, identity: str, *, publish: bool) -> Participant:
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
+        claims = self._check_token(token)
+        if claims is not None:
+            if identity is not None and identity != claims.identity:
+                raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
+            identity = claims.identity
+            grants = claims.grants
+            if role is None:
+                role = claims.role
+            elif not grants_of(role) <= claims.grants | {"subscribe"}:
+                raise NotAllowed(f"the token does not grant the {role!r} role")
+            else:
+                grants = grants_of(role) | (claims.grants & {"moderate"})
+        else:
+            role = role or "listener"
+            grants = grants_of(role)
         if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
             raise InvalidSetting(
                 f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
             )
+        if identity in self._banned_identities or (
+            claims is not None and claims.token_id in self._banned_tokens
+        ):
+            raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
         if identity in self._participants:
             raise DuplicateIdentity(
                 f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
             )
+        publish = "publish" in grants
+        self._check_capacity(publish)
+        return self._admit(
+            offer, identity, role, grants, publish, claims.token_id if claims else None
+        )
+
+    async def add_speaker(
+        self, offer: str, identity: str | None = None, *, token: str | None = None
+    ) -> Participant:
+        """Answer a speaker's offer: it publishes its voice and receives slots."""
+        return await self.join(offer, token=token, identity=identity, role="speaker")
+
+    async def add_listener(
+        self, offer: str, identity: str | None = None, *, token: str | None = None
+    ) -> Participant:
+        """Answer a listener's offer: it receives up to ``slots`` slot streams."""
+        return await self.join(offer, token=token, identity=identity, role="listener")
+
+    def _check_token(self, token: str | None) -> Claims | None:
+        secret = self.server.token_secret
+        if token is None:
+            if self.policy.private:
+                raise NotAllowed(f"room {self.name!r} is private: a join token is required")
+            return None
+        if secret is None:
+            raise NotAllowed("this server does not accept tokens (no token_secret configured)")
+        return verify_token(secret, token, room=self.name)
+
+    def _check_capacity(self, publish: bool) -> None:
+        if publish:
+            limit, count, what = self.policy.max_speakers, len(self.speakers), "speakers"
+        else:
+            limit, count, what = self.policy.max_listeners, len(self.listeners), "listeners"
+        if limit is not None and count >= limit:
+            raise RoomFull(f"room {self.name!r} is full: it holds at most {limit} {what}")
+
+    def _admit(
+        self,
+        offer_sdp: str,
+        identity: str,
+        role: Role,
+        grants: frozenset[str],
+        publish: bool,
+        token_id: str | None,
+    ) -> Participant:
         offer = parse_offer(offer_sdp)
         negotiation = negotiate(offer, publish=publish, max_slots=self.slots)
-        number = next(_participant_numbers)
-        participant: Participant = (Speaker if publish else Listener)(
-            self, identity, number, negotiation
-        )
         credentials = IceCredentials.generate()
-        participant.answer = build_answer(
-            offer,
-            negotiation,
-            ice_ufrag=credentials.ufrag,
-            ice_pwd=credentials.pwd,
-            fingerprint=self.server.certificate.fingerprint,
-            address=self.server.announce,
-            port=self.server.port,
-            slot_ssrcs=self.router.slot_ssrcs,
-            cname=self._cname,
-            session_id=secrets.randbits(62),
+        cls = Speaker if publish else Listener
+        participant: Participant = cls(
+            self, identity, next(_participant_numbers), negotiation, role, grants, credentials
         )
+        participant.token_id = token_id
+        participant.answer = self._answer(offer, negotiation, credentials)
         # Everything that can fail has run: register.
         session = Session(
             self.server,
@@ -137,27 +234,122 @@ class Room:
         )
         self.server._register(session)
         participant.session = session
-        if publish and negotiation.publish is not None:
-            publisher = Publisher(
-                number=number,
-                payload_type=negotiation.payload_type,
-                audio_level_id=negotiation.audio_level_id,
-                receiver_id=participant.receiver_id,
-            )
-            participant.publisher = publisher
-            self.router.add_publisher(publisher)
+        participant._apply_negotiation(negotiation, connected=False)
         self._participants[identity] = participant
         logger.info(
-            "%s joined room %r as %s (%d slots)",
-            identity,
-            self.name,
-            participant.role,
-            participant.slot_count,
+            "%s joined room %r as %s (%d slots)", identity, self.name, role, participant.slot_count
         )
-        self._emit(ParticipantJoined(self.name, identity, participant.role))
+        self._emit(ParticipantJoined(self.name, identity, role))
+        self._roster_change(identity, role, joined=True)
         return participant
 
-    # -- events ---------------------------------------------------------------
+    def _answer(self, offer: Offer, negotiation: Negotiation, credentials: IceCredentials) -> str:
+        return build_answer(
+            offer,
+            negotiation,
+            ice_ufrag=credentials.ufrag,
+            ice_pwd=credentials.pwd,
+            fingerprint=self.server.certificate.fingerprint,
+            address=self.server.announce,
+            port=self.server.port,
+            slot_ssrcs=self.router.slot_ssrcs,
+            cname=self._cname,
+            session_id=secrets.randbits(62),
+        )
+
+    # -- moderation -------------------------------------------------------------
+
+    def _actor(self, by: str | None) -> None:
+        """Check that ``by`` (a member acting through signaling) may moderate."""
+        if by is None:
+            return
+        actor = self._participants.get(by)
+        if actor is None or "moderate" not in actor.grants:
+            raise NotAllowed(f"{by!r} is not a moderator of room {self.name!r}")
+
+    @property
+    def hands(self) -> list[str]:
+        """Identities with a raised hand, first raised first."""
+        return list(self._hands)
+
+    def raise_hand(self, identity: str) -> None:
+        participant = self[identity]
+        if participant.can_publish or identity in self._hands:
+            return
+        self._hands[identity] = time.time()
+        self._emit(HandRaised(self.name, identity))
+
+    def lower_hand(self, identity: str, *, by: str | None = None) -> None:
+        if by is not None and by != identity:
+            self._actor(by)
+        if self._hands.pop(identity, None) is not None:
+            self._emit(HandLowered(self.name, identity, by))
+
+    async def promote(self, identity: str, *, role: Role = "speaker", by: str | None = None) -> Participant:
+        """Let a listener speak (or make a member a moderator).
+
+        The participant keeps its session, identity and slots; its client
+        must renegotiate with an offer that adds a sending audio line
+        (:class:`~sfu.events.RoleChanged` with ``renegotiate=True`` tells it).
+        """
+        self._actor(by)
+        if role == "listener":
+            raise InvalidSetting("promote to 'speaker' or 'moderator'; use demote() for 'listener'")
+        participant = self[identity]
+        if role == "speaker" and participant.can_publish:
+            return participant
+        if not participant.can_publish and role in ("speaker", "moderator"):
+            self._check_capacity(publish=True)
+        needs_offer = participant.negotiation.publish is None
+        participant._set_role(role, grants_of(role))
+        self._hands.pop(identity, None)
+        logger.info("%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend")
+        self._emit(RoleChanged(self.name, identity, role, by, renegotiate=needs_offer))
+        self._roster_change(identity, role)
+        return participant
+
+    async def demote(self, identity: str, *, by: str | None = None) -> Participant:
+        """Send a speaker back to the audience: silent from its next packet on."""
+        self._actor(by)
+        participant = self[identity]
+        if participant.role == "listener":
+            return participant
+        participant._set_role("listener", grants_of("listener"))
+        logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
+        self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
+        self._roster_change(identity, "listener")
+        return participant
+
+    async def mute(self, identity: str, *, by: str | None = None) -> None:
+        """Server-side mute: the speaker's packets are not forwarded and do not rank."""
+        self._actor(by)
+        participant = self[identity]
+        if participant._set_muted(True):
+            self._emit(MuteChanged(self.name, identity, True, by))
+
+    async def unmute(self, identity: str, *, by: str | None = None) -> None:
+        self._actor(by)
+        participant = self[identity]
+        if participant._set_muted(False):
+            self._emit(MuteChanged(self.name, identity, False, by))
+
+    async def remove(
+        self, identity: str, reason: str = "removed by a moderator", *, by: str | None = None, ban: bool = False
+    ) -> None:
+        """Close the participant's session, telling it why; ``ban`` keeps it (and its token) out."""
+        self._actor(by)
+        participant = self[identity]
+        if ban:
+            self._banned_identities.add(identity)
+            if participant.token_id is not None:
+                self._banned_tokens.add(participant.token_id)
+        self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
+        participant._close(f"removed: {reason}")
+
+    def unban(self, identity: str) -> None:
+        self._banned_identities.discard(identity)
+
+    # -- events -------------------------------------------------------------------
 
     def events(self, maxsize: int = 1024) -> EventStream:
         """A new subscription to this room's events (see :class:`EventStream`)."""
@@ -169,37 +361,74 @@ class Room:
         return stream
 
     def _emit(self, event: RoomEvent) -> None:
-        for stream in self._subscribers:
-            stream._put(event)
+        if self._subscribers:
+            self._subscribers = [s for s in self._subscribers if not s.closed]
+            for stream in self._subscribers:
+                stream._put(event)
 
-    # -- callbacks from participants ------------------------------------------------
+    def _roster_change(self, identity: str, role: Role, *, joined: bool = False, left: bool = False) -> None:
+        if left:
+            if self._roster_joined.pop(identity, None) is None:
+                self._roster_left.add(identity)
+            self._roster_updated.pop(identity, None)
+        elif joined:
+            self._roster_left.discard(identity)
+            self._roster_joined[identity] = role
+        elif identity in self._roster_joined:
+            self._roster_joined[identity] = role
+        else:
+            self._roster_updated[identity] = role
+        if self._roster_timer is None and not self._closed:
+            self._roster_timer = self.server.loop.call_later(self.policy.roster_interval, self._flush_roster)
+
+    def _flush_roster(self) -> None:
+        self._roster_timer = None
+        if not (self._roster_joined or self._roster_left or self._roster_updated):
+            return
+        event = RosterChanged(
+            self.name,
+            joined=tuple(self._roster_joined.items()),
+            left=tuple(sorted(self._roster_left)),
+            updated=tuple(self._roster_updated.items()),
+            size=len(self._participants),
+        )
+        self._roster_joined, self._roster_left, self._roster_updated = {}, set(), {}
+        self._emit(event)
+
+    def roster(self) -> list[tuple[str, Role]]:
+        """Every member's identity and role, in join order."""
+        return [(p.identity, p.role) for p in self._participants.values()]
+
+    # -- callbacks from participants ---------------------------------------------
 
     def _participant_connected(self, participant: Participant) -> None:
         logger.info(
             "%s connected to room %r from %s",
             participant.identity,
             self.name,
-            participant.stats()["address"],
+            participant.session.address if participant.session else None,
         )
         self._emit(ParticipantConnected(self.name, participant.identity))
+
+    def _participant_muted(self, participant: Participant, muted: bool) -> None:
+        self._emit(MuteChanged(self.name, participant.identity, muted, participant.identity))
 
     def _participant_closed(self, participant: Participant, reason: str) -> None:
         if self._participants.get(participant.identity) is not participant:
             return
         del self._participants[participant.identity]
-        if participant.publisher is not None:
-            self.router.remove_publisher(participant.publisher)
-        if participant.receiver_id >= 0:
-            self.router.remove_receiver(participant.receiver_id)
+        self._hands.pop(participant.identity, None)
+        participant._detach()
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
+        self._roster_change(participant.identity, participant.role, left=True)
 
-    # -- timers ----------------------------------------------------------------------
+    # -- timers ---------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
         """Once a second: receiver reports to speakers, due sender reports to receivers."""
         router = self.router
-        for participant in list(self._participants.values()):
+        for participant in self._participants.values():
             publisher = participant.publisher
             session = participant.session
             if publisher is None or session is None or session.state != "connected":
@@ -217,14 +446,17 @@ class Room:
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
 
-    # -- end -----------------------------------------------------------------------
+    # -- end ------------------------------------------------------------------------
 
     async def close(self, reason: str = "closed") -> None:
-        """Close every member, then the room; idempotent."""
+        """Close every member (telling each why), then the room; idempotent."""
         if self._closed:
             return
         self._closed = True
         self.close_reason = reason
+        if self._roster_timer is not None:
+            self._roster_timer.cancel()
+            self._roster_timer = None
         for participant in list(self._participants.values()):
             participant._close(f"room closed: {reason}")
         self.router.close()

@@ -63,6 +63,8 @@ class Server:
     to ``host``; set it when binding 0.0.0.0 or behind NAT). A session that
     sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
     (RFC 7675 consent freshness, seen from the ICE-lite side).
+    ``token_secret`` is the HS256 key that join tokens are checked with
+    (:mod:`sfu.auth`); private rooms need it.
 
     Use ``async with Server(...) as server:`` or ``await server.start()``
     and ``await server.close()``; ``close`` is idempotent and leaves no
@@ -77,11 +79,15 @@ class Server:
         announce: str | None = None,
         consent_timeout: float = 30.0,
         handshake_timeout: float = 30.0,
+        token_secret: str | bytes | None = None,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
         if consent_timeout <= 0 or handshake_timeout <= 0:
             raise InvalidSetting("consent_timeout and handshake_timeout must be positive seconds")
+        if token_secret is not None and len(token_secret) < 32:
+            raise InvalidSetting("token_secret must be at least 32 bytes (use secrets.token_urlsafe(32))")
+        self.token_secret = token_secret
         self.host = host
         self.requested_port = port
         self.announce = announce or host
@@ -195,8 +201,15 @@ class Server:
             raise ServerClosed("the server is not started")
         return self._socket
 
-    def room(self, name: str, *, slots: int = 3) -> Room:
-        """The room called ``name``, created on first use with ``slots`` slots."""
+    def room(self, name: str, *, slots: int = 3, **policy: Any) -> Room:
+        """The room called ``name``, created on first use.
+
+        Keyword arguments are :class:`~sfu.policy.RoomPolicy` fields
+        (``slots``, ``max_speakers``, ``max_listeners``, ``private``,
+        ``roster_interval``, ``hold``, ``threshold``). Asking for an existing
+        room with different settings raises :class:`~sfu.errors.InvalidSetting`.
+        """
+        from ..policy import RoomPolicy
         from ..room import Room
 
         if self._closed:
@@ -205,12 +218,16 @@ class Server:
             raise ServerClosed(
                 "start the server first: `async with Server() as server` or `await server.start()`"
             )
+        try:
+            wanted = RoomPolicy(slots=slots, **policy)
+        except TypeError as exc:
+            raise InvalidSetting(f"unknown room setting: {exc}") from None
         room = self._rooms.get(name)
         if room is not None:
-            if room.slots != slots:
-                raise InvalidSetting(f"room {name!r} exists with {room.slots} slots, not {slots}")
+            if room.policy != wanted:
+                raise InvalidSetting(f"room {name!r} exists with other settings: {room.policy}")
             return room
-        room = Room(self, name, slots=slots)
+        room = Room(self, name, wanted)
         self._rooms[name] = room
         return room
 

@@ -60,6 +60,7 @@ class Session:
         self.checked_addresses: set[Address] = set()
         self.last_valid = now
         self.created = now
+        self.dtls_fingerprints = remote_fingerprints
         self.dtls = DtlsServer(server.certificate, remote_fingerprints, self._send_dtls)
         self.srtp_tx: pylibsrtp.Session | None = None
         self.srtp_rx: pylibsrtp.Session | None = None

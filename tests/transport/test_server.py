@@ -139,7 +139,11 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         await asyncio.wait_for(participant.wait_closed(), 5)
         assert participant.close_reason is not None and "consent" in participant.close_reason
         assert list(server.sessions()) == []
-        kinds = [type(await events.next(1)).__name__ for _ in range(2)]
+        kinds = []
+        while len(kinds) < 2:
+            event = await events.next(1)
+            if not isinstance(event, sfu.RosterChanged):
+                kinds.append(type(event).__name__)
         assert kinds == ["ParticipantJoined", "ParticipantLeft"]
 
 

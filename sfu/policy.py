@@ -1,0 +1,47 @@
+"""Room settings, checked once when the room is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidSetting
+
+__all__ = ["RoomPolicy"]
+
+
+@dataclass(frozen=True)
+class RoomPolicy:
+    """What a room allows.
+
+    ``slots``: slot streams per receiver (1..16). ``max_speakers`` /
+    ``max_listeners``: capacity (``None``: unlimited); a join past it raises
+    :class:`~sfu.errors.RoomFull`. ``private``: every join needs a valid
+    token signed with the server's ``token_secret``. ``roster_interval``:
+    roster changes are batched into one :class:`~sfu.events.RosterChanged`
+    per interval (seconds), so a join storm costs O(joins) events, not
+    O(joins x members). ``hold``: seconds a quiet slot holder keeps its slot
+    before an active speaker may take it. ``threshold``: the RFC 6464 level
+    (-dBov) at or above which a packet counts as speech.
+    """
+
+    slots: int = 3
+    max_speakers: int | None = None
+    max_listeners: int | None = None
+    private: bool = False
+    roster_interval: float = 0.5
+    hold: float = 1.0
+    threshold: int = 60
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.slots, int) or not 1 <= self.slots <= 16:
+            raise InvalidSetting(f"slots must be an integer between 1 and 16, got {self.slots!r}")
+        for name in ("max_speakers", "max_listeners"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InvalidSetting(f"{name} must be None or an integer >= 0, got {value!r}")
+        if not 0 < self.roster_interval <= 60:
+            raise InvalidSetting(f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}")
+        if not 0 <= self.hold <= 60:
+            raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")
+        if not isinstance(self.threshold, int) or not 0 <= self.threshold <= 127:
+            raise InvalidSetting(f"threshold must be a -dBov level in 0..127, got {self.threshold!r}")
