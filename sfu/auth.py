@@ -73,7 +73,9 @@ def grants_of(role: str) -> frozenset[str]:
 def _key(secret: str | bytes) -> bytes:
     key = secret.encode() if isinstance(secret, str) else secret
     if not isinstance(key, bytes) or len(key) < MIN_SECRET_BYTES:
-        raise InvalidSetting(f"a token secret must be at least {MIN_SECRET_BYTES} bytes (HS256 keys shorter than the hash are weak)")
+        raise InvalidSetting(
+            f"a token secret must be at least {MIN_SECRET_BYTES} bytes (HS256 keys shorter than the hash are weak)"
+        )
     return key
 
 
@@ -136,7 +138,9 @@ def verify_token(
     except jwt.ImmatureSignatureError:
         raise NotAllowed("the join token is not valid yet (nbf in the future)") from None
     except jwt.InvalidSignatureError:
-        raise NotAllowed("the join token's signature is wrong (tampered, or signed with another key)") from None
+        raise NotAllowed(
+            "the join token's signature is wrong (tampered, or signed with another key)"
+        ) from None
     except jwt.MissingRequiredClaimError as exc:
         raise NotAllowed(f"the join token lacks the {exc.claim!r} claim") from None
     except jwt.InvalidTokenError as exc:

@@ -151,12 +151,20 @@ class Participant:
                 "renegotiate on the same connection"
             )
         if set(offer.fingerprints) != set(self.session.dtls_fingerprints):
-            raise InvalidOffer("the new offer changes the DTLS fingerprint; keep the same connection")
+            raise InvalidOffer(
+                "the new offer changes the DTLS fingerprint; keep the same connection"
+            )
         negotiation = negotiate(offer, publish=self.can_publish, max_slots=self.room.slots)
         answer = self.room._answer(offer, negotiation, self.credentials)
         self._apply_negotiation(negotiation, connected=self.session.state == "connected")
         self.answer = answer
-        logger.info("%s renegotiated in room %r (%s, %d slots)", self.identity, self.room.name, self.role, self.slot_count)
+        logger.info(
+            "%s renegotiated in room %r (%s, %d slots)",
+            self.identity,
+            self.room.name,
+            self.role,
+            self.slot_count,
+        )
         return answer
 
     # -- changes made by the room ----------------------------------------------
@@ -194,7 +202,12 @@ class Participant:
 
     def _start_receiving(self) -> None:
         session = self.session
-        if self._receiving or not self.negotiation.slots or session is None or session.srtp_tx is None:
+        if (
+            self._receiving
+            or not self.negotiation.slots
+            or session is None
+            or session.srtp_tx is None
+        ):
             return
         self.room.router.add_receiver(
             self.receiver_id,

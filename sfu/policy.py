@@ -40,8 +40,12 @@ class RoomPolicy:
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise InvalidSetting(f"{name} must be None or an integer >= 0, got {value!r}")
         if not 0 < self.roster_interval <= 60:
-            raise InvalidSetting(f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}")
+            raise InvalidSetting(
+                f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}"
+            )
         if not 0 <= self.hold <= 60:
             raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")
         if not isinstance(self.threshold, int) or not 0 <= self.threshold <= 127:
-            raise InvalidSetting(f"threshold must be a -dBov level in 0..127, got {self.threshold!r}")
+            raise InvalidSetting(
+                f"threshold must be a -dBov level in 0..127, got {self.threshold!r}"
+            )

@@ -63,11 +63,15 @@ class Room:
                 f"a room name must be a non-empty string of at most 256 characters, got {name!r}"
             )
         if policy.private and server.token_secret is None:
-            raise InvalidSetting("a private room needs tokens: create the Server with token_secret=...")
+            raise InvalidSetting(
+                "a private room needs tokens: create the Server with token_secret=..."
+            )
         self.server = server
         self.name = name
         self.policy = policy
-        self.router = Router(server.socket, policy.slots, threshold=policy.threshold, hold=policy.hold)
+        self.router = Router(
+            server.socket, policy.slots, threshold=policy.threshold, hold=policy.hold
+        )
         self.created_at = time.time()
         self._participants: dict[str, Participant] = {}
         self._subscribers: list[EventStream] = []
@@ -285,7 +289,9 @@ class Room:
         if self._hands.pop(identity, None) is not None:
             self._emit(HandLowered(self.name, identity, by))
 
-    async def promote(self, identity: str, *, role: Role = "speaker", by: str | None = None) -> Participant:
+    async def promote(
+        self, identity: str, *, role: Role = "speaker", by: str | None = None
+    ) -> Participant:
         """Let a listener speak (or make a member a moderator).
 
         The participant keeps its session, identity and slots; its client
@@ -303,7 +309,9 @@ class Room:
         needs_offer = participant.negotiation.publish is None
         participant._set_role(role, grants_of(role))
         self._hands.pop(identity, None)
-        logger.info("%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend")
+        logger.info(
+            "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
+        )
         self._emit(RoleChanged(self.name, identity, role, by, renegotiate=needs_offer))
         self._roster_change(identity, role)
         return participant
@@ -334,7 +342,12 @@ class Room:
             self._emit(MuteChanged(self.name, identity, False, by))
 
     async def remove(
-        self, identity: str, reason: str = "removed by a moderator", *, by: str | None = None, ban: bool = False
+        self,
+        identity: str,
+        reason: str = "removed by a moderator",
+        *,
+        by: str | None = None,
+        ban: bool = False,
     ) -> None:
         """Close the participant's session, telling it why; ``ban`` keeps it (and its token) out."""
         self._actor(by)
@@ -366,7 +379,9 @@ class Room:
             for stream in self._subscribers:
                 stream._put(event)
 
-    def _roster_change(self, identity: str, role: Role, *, joined: bool = False, left: bool = False) -> None:
+    def _roster_change(
+        self, identity: str, role: Role, *, joined: bool = False, left: bool = False
+    ) -> None:
         if left:
             if self._roster_joined.pop(identity, None) is None:
                 self._roster_left.add(identity)
@@ -379,7 +394,9 @@ class Room:
         else:
             self._roster_updated[identity] = role
         if self._roster_timer is None and not self._closed:
-            self._roster_timer = self.server.loop.call_later(self.policy.roster_interval, self._flush_roster)
+            self._roster_timer = self.server.loop.call_later(
+                self.policy.roster_interval, self._flush_roster
+            )
 
     def _flush_roster(self) -> None:
         self._roster_timer = None

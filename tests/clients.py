@@ -196,3 +196,21 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         await asyncio.sleep(0.02)
+
+
+async def start_speaking(client: Client, frequency: float = 660.0) -> str:
+    """Renegotiate a promoted listener: its first line starts sending a tone.
+
+    Returns the new answer. ICE and DTLS are those of the first offer.
+    """
+    assert client.participant is not None
+    transceiver = client.pc.getTransceivers()[0]
+    client.track = ToneTrack(frequency)
+    transceiver.direction = "sendrecv"
+    transceiver.sender.replaceTrack(client.track)
+    offer = await make_offer(client.pc)
+    answer = await client.participant.renegotiate(offer)
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    if not client.sent:
+        _record_sent(client)
+    return answer

@@ -86,7 +86,9 @@ class Server:
         if consent_timeout <= 0 or handshake_timeout <= 0:
             raise InvalidSetting("consent_timeout and handshake_timeout must be positive seconds")
         if token_secret is not None and len(token_secret) < 32:
-            raise InvalidSetting("token_secret must be at least 32 bytes (use secrets.token_urlsafe(32))")
+            raise InvalidSetting(
+                "token_secret must be at least 32 bytes (use secrets.token_urlsafe(32))"
+            )
         self.token_secret = token_secret
         self.host = host
         self.requested_port = port

@@ -1,0 +1,169 @@
+"""Join tokens: every way a token can be wrong, table-driven."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from sfu import auth
+from sfu.errors import InvalidSetting, NotAllowed
+
+SECRET = "s" * 40
+OTHER_SECRET = "o" * 40
+NOW = 1_800_000_000.0
+
+
+def tamper(token: str, **changes: object) -> str:
+    """Change claims in the payload without re-signing."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    encoded = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{encoded}.{signature}"
+
+
+def good(**overrides: object) -> str:
+    arguments: dict[str, object] = {
+        "room": "hall",
+        "identity": "alice",
+        "role": "speaker",
+        "ttl": 60,
+        "now": NOW,
+    }
+    arguments.update(overrides)
+    return auth.issue_token(SECRET, **arguments)  # type: ignore[arg-type]
+
+
+CASES = [
+    # (description, token, verify-time, reason fragment)
+    ("missing", None, NOW, "required"),
+    ("empty", "", NOW, "required"),
+    ("garbage", "not-a-jwt", NOW, "malformed"),
+    ("wrong room", good(room="other"), NOW, "for room 'other'"),
+    ("expired", good(ttl=60), NOW + 120, "expired"),
+    ("not yet valid", good(not_before=NOW + 600), NOW, "not valid yet"),
+    ("tampered role", tamper(good(role="listener"), role="moderator"), NOW, "signature"),
+    ("tampered room", tamper(good(), room="hall2"), NOW, "signature"),
+    (
+        "wrong key",
+        auth.issue_token(OTHER_SECRET, room="hall", identity="a", now=NOW),
+        NOW,
+        "signature",
+    ),
+    (
+        "alg none",
+        jwt.encode(
+            {
+                "sub": "a",
+                "room": "hall",
+                "role": "moderator",
+                "exp": NOW + 60,
+                "nbf": NOW,
+                "jti": "x",
+            },
+            None,
+            algorithm="none",
+        ),
+        NOW,
+        "malformed",
+    ),
+    (
+        "missing jti",
+        jwt.encode(
+            {"sub": "a", "room": "hall", "role": "speaker", "exp": NOW + 60, "nbf": NOW},
+            SECRET,
+            algorithm="HS256",
+        ),
+        NOW,
+        "'jti'",
+    ),
+    (
+        "unknown role",
+        jwt.encode(
+            {"sub": "a", "room": "hall", "role": "admin", "exp": NOW + 60, "nbf": NOW, "jti": "x"},
+            SECRET,
+            algorithm="HS256",
+        ),
+        NOW,
+        "role 'admin'",
+    ),
+    (
+        "bad grants",
+        jwt.encode(
+            {
+                "sub": "a",
+                "room": "hall",
+                "role": "speaker",
+                "grants": ["root"],
+                "exp": NOW + 60,
+                "nbf": NOW,
+                "jti": "x",
+            },
+            SECRET,
+            algorithm="HS256",
+        ),
+        NOW,
+        "grants",
+    ),
+    ("skew beyond leeway (expired 6 s ago)", good(ttl=60), NOW + 66, "expired"),
+    ("skew beyond leeway (issued 6 s ahead)", good(now=NOW + 6), NOW, "not valid yet"),
+]
+
+
+@pytest.mark.parametrize(
+    ("token", "at", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_tokens_are_refused_with_a_reason(token: str | None, at: float, reason: str) -> None:
+    with pytest.raises(NotAllowed, match=reason):
+        auth.verify_token(SECRET, token, room="hall", now=at)
+
+
+def test_a_good_token_gives_its_claims() -> None:
+    claims = auth.verify_token(SECRET, good(role="moderator"), room="hall", now=NOW + 10)
+    assert claims.identity == "alice" and claims.role == "moderator" and claims.room == "hall"
+    assert claims.grants == {"publish", "subscribe", "moderate"}
+    assert claims.expires == NOW + 60
+    assert claims.token_id
+
+
+@pytest.mark.parametrize("skew", [-4.9, 4.9])
+def test_clock_skew_within_leeway_is_accepted(skew: float) -> None:
+    token = good(ttl=60, now=NOW + (skew if skew > 0 else 0))
+    at = NOW + 60 - skew if skew < 0 else NOW
+    assert auth.verify_token(SECRET, token, room="hall", now=at).identity == "alice"
+
+
+def test_tokens_are_unique_and_verified_against_the_real_clock() -> None:
+    first = auth.issue_token(SECRET, room="hall", identity="a")
+    second = auth.issue_token(SECRET, room="hall", identity="a")
+    assert first != second
+    assert auth.verify_token(SECRET, first, room="hall").identity == "a"
+    expired = auth.issue_token(SECRET, room="hall", identity="a", ttl=1, now=time.time() - 100)
+    with pytest.raises(NotAllowed, match="expired"):
+        auth.verify_token(SECRET, expired, room="hall")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"role": "admin"},
+        {"ttl": 0},
+        {"room": ""},
+        {"identity": ""},
+        {"grants": ["publish", "root"]},
+    ],
+)
+def test_issue_validates(arguments: dict[str, object]) -> None:
+    base: dict[str, object] = {"room": "hall", "identity": "a"}
+    base.update(arguments)
+    with pytest.raises(InvalidSetting):
+        auth.issue_token(SECRET, **base)  # type: ignore[arg-type]
+
+
+def test_short_secret_refused() -> None:
+    with pytest.raises(InvalidSetting, match="32 bytes"):
+        auth.issue_token("short", room="hall", identity="a")

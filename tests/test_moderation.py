@@ -1,0 +1,260 @@
+"""Roles and moderation on real aiortc peers: the server enforces every rule."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+from aiortc.rtp import RtpPacket
+
+import sfu
+from sfu import auth
+
+from .clients import Client, join, start_speaking, wait_for
+
+SECRET = secrets.token_urlsafe(32)
+
+
+def heard_from(client: Client, ssrc: int | None, slots: int = 3) -> int:
+    return sum(1 for slot in range(slots) for p in client.packets(slot) if ssrc in p.csrc)
+
+
+def slot_packets_sent(client: Client) -> int:
+    assert client.participant is not None
+    return sum(slot["packets_sent"] for slot in client.participant.stats()["slots"])
+
+
+async def drain(events: sfu.EventStream, wanted: type, timeout: float = 5) -> sfu.RoomEvent:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await events.next(max(0.01, deadline - time.monotonic()))
+        if isinstance(event, wanted):
+            return event
+
+
+async def test_raise_hand_promote_and_the_new_speaker_is_heard() -> None:
+    async with sfu.Server() as server:
+        room = server.room("stage")
+        events = room.events()
+        mod = await join(room, "mod", speaker=True, loud=False)
+        bob = await join(room, "bob", speaker=False)
+        carol = await join(room, "carol", speaker=False)
+        clients = [mod, bob, carol]
+        try:
+            assert bob.participant is not None
+            await bob.participant.wait_connected(10)
+            session = bob.participant.session
+            bob.participant.raise_hand()
+            assert room.hands == ["bob"]
+            assert isinstance(await drain(events, sfu.HandRaised), sfu.HandRaised)
+            with pytest.raises(sfu.NotAllowed):
+                await room.promote("bob", by="carol")  # carol is no moderator
+            await room.promote("mod", role="moderator")
+            await room.promote("bob", by="mod")
+            changed = await drain(events, sfu.RoleChanged)
+            assert isinstance(changed, sfu.RoleChanged)
+            while changed.identity != "bob":  # type: ignore[attr-defined]
+                changed = await drain(events, sfu.RoleChanged)
+            assert changed.role == "speaker" and changed.renegotiate and changed.by == "mod"  # type: ignore[attr-defined]
+            assert room.hands == [] and isinstance(bob.participant, sfu.Speaker)
+
+            await start_speaking(bob)
+            await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard by carol")
+            assert heard_from(mod, bob.sent_ssrc) > 0
+            assert (
+                bob.participant.session is session
+                and session is not None
+                and session.state == "connected"
+            )
+            assert heard_from(bob, bob.sent_ssrc) == 0, "a speaker never hears itself"
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_mute_and_demote_silence_within_one_packet() -> None:
+    async with sfu.Server() as server:
+        room = server.room("mute")
+        alice = await join(room, "alice", speaker=True)
+        bob = await join(room, "bob", speaker=False)
+        try:
+            await wait_for(lambda: len(bob.packets(0)) >= 10, 10, "alice heard")
+            await room.mute("alice")
+            # From the mute on, the server forwards nothing more of alice's.
+            frozen = slot_packets_sent(bob)
+            await asyncio.sleep(0.5)
+            assert slot_packets_sent(bob) == frozen
+            assert alice.participant is not None and alice.participant.muted
+            assert room.router.slot_map.holders().count(alice.participant.number) == 0, (
+                "muted speakers do not rank"
+            )
+
+            # A self-unmute cannot undo a moderator's mute.
+            alice.participant.set_self_muted(False)
+            await asyncio.sleep(0.3)
+            assert slot_packets_sent(bob) == frozen
+
+            await room.unmute("alice")
+            await wait_for(lambda: slot_packets_sent(bob) > frozen + 10, 5, "alice heard again")
+
+            await room.demote("alice")
+            frozen = slot_packets_sent(bob)
+            dropped = alice.participant.rtp_dropped
+            await asyncio.sleep(0.5)
+            assert slot_packets_sent(bob) == frozen
+            assert alice.participant.rtp_dropped > dropped, (
+                "her client still sends; the server drops it"
+            )
+            assert (
+                isinstance(alice.participant, sfu.Listener) and alice.participant.role == "listener"
+            )
+        finally:
+            await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_listener_that_sends_rtp_anyway_is_never_heard() -> None:
+    async with sfu.Server() as server:
+        room = server.room("sneaky")
+        sneaky = await join(room, "sneaky", speaker=False)
+        honest = await join(room, "honest", speaker=False)
+        try:
+            assert sneaky.participant is not None
+            await sneaky.participant.wait_connected(10)
+            assert honest.participant is not None
+            await honest.participant.wait_connected(10)
+            # A modified client: push RTP through its own SRTP context anyway.
+            transport = sneaky.pc.getTransceivers()[0].sender.transport
+            for sequence in range(100):
+                packet = RtpPacket(
+                    payload_type=111, sequence_number=sequence, timestamp=960 * sequence, ssrc=1234
+                )
+                packet.payload = b"\xfc" + b"x" * 60
+                await transport._send_rtp(packet.serialize())
+                await asyncio.sleep(0.002)
+            await wait_for(
+                lambda: sneaky.participant is not None and sneaky.participant.rtp_dropped >= 100,
+                5,
+                "drops",
+            )
+            assert honest.total_received() == 0
+            assert server.drops["rtp from a participant that may not send"] >= 100
+        finally:
+            await asyncio.gather(sneaky.close(), honest.close())
+
+
+async def test_remove_closes_the_session_and_a_ban_keeps_the_token_out() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("strict", private=True)
+        events = room.events()
+        token = auth.issue_token(SECRET, room="strict", identity="troll", role="listener")
+        troll_pc = await join_with_token(room, token)
+        try:
+            participant = troll_pc.participant
+            assert participant is not None
+            await participant.wait_connected(10)
+            await room.remove("troll", "spamming", ban=True)
+            removed = await drain(events, sfu.ParticipantRemoved)
+            assert removed.reason == "spamming" and removed.banned  # type: ignore[attr-defined]
+            left = await drain(events, sfu.ParticipantLeft)
+            assert left.reason == "removed: spamming"  # type: ignore[attr-defined]
+            assert (
+                participant.closed
+                and participant.session is not None
+                and participant.session.state == "closed"
+            )
+            assert list(server.sessions()) == []
+            # The client is told at the DTLS level (close_notify) and its connection ends.
+            await wait_for(
+                lambda: troll_pc.pc.connectionState in ("closed", "failed"),
+                10,
+                "client disconnected",
+            )
+            with pytest.raises(sfu.NotAllowed, match="may not rejoin"):
+                await join_with_token(room, token)
+            fresh = auth.issue_token(SECRET, room="strict", identity="troll")
+            with pytest.raises(sfu.NotAllowed, match="may not rejoin"):
+                await join_with_token(room, fresh)
+        finally:
+            await troll_pc.close()
+
+
+async def join_with_token(room: sfu.Room, token: str) -> Client:
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from .clients import _record_received, make_offer
+
+    pc = RTCPeerConnection(sfu_configuration())
+    for _ in range(3):
+        pc.addTransceiver("audio", direction="recvonly")
+    try:
+        participant = await room.join(await make_offer(pc), token=token)
+    except BaseException:
+        await pc.close()
+        raise
+    client = Client(pc=pc, identity=participant.identity, participant=participant)
+    _record_received(client)
+    await pc.setRemoteDescription(RTCSessionDescription(participant.answer, "answer"))
+    return client
+
+
+def sfu_configuration():  # type: ignore[no-untyped-def]
+    from aiortc import RTCConfiguration
+
+    return RTCConfiguration(iceServers=[])
+
+
+async def test_private_room_tokens_roles_and_capacity() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("vip", private=True, max_speakers=1, max_listeners=1)
+        with pytest.raises(sfu.NotAllowed, match="private"):
+            await join(room, "nobody", speaker=False)
+        wrong_room = auth.issue_token(SECRET, room="elsewhere", identity="x")
+        with pytest.raises(sfu.NotAllowed, match="for room 'elsewhere'"):
+            await join_with_token(room, wrong_room)
+        listener_token = auth.issue_token(SECRET, room="vip", identity="lee", role="listener")
+        from aiortc import RTCPeerConnection
+
+        from .clients import make_offer
+
+        pc = RTCPeerConnection(sfu_configuration())
+        pc.addTransceiver("audio", direction="sendrecv")
+        offer = await make_offer(pc)
+        await pc.close()
+        with pytest.raises(sfu.NotAllowed, match="does not grant"):
+            await room.add_speaker(offer, token=listener_token)
+        assert room.participants == {} and list(server.sessions()) == []
+
+        lee = await join_with_token(room, listener_token)
+        other = auth.issue_token(SECRET, room="vip", identity="max", role="listener")
+        with pytest.raises(sfu.RoomFull, match="at most 1 listeners"):
+            await join_with_token(room, other)
+        assert set(room.participants) == {"lee"}
+        with pytest.raises(sfu.NotAllowed):
+            await room.promote("lee", by="lee")
+        await lee.close()
+
+
+async def test_two_rooms_on_one_server_are_isolated() -> None:
+    async with sfu.Server() as server:
+        red, blue = server.room("red"), server.room("blue")
+        red_speaker = await join(red, "r-speaker", speaker=True, frequency=300)
+        blue_speaker = await join(blue, "b-speaker", speaker=True, frequency=900)
+        red_listener = await join(red, "r-listener", speaker=False)
+        blue_listener = await join(blue, "b-listener", speaker=False)
+        clients = [red_speaker, blue_speaker, red_listener, blue_listener]
+        try:
+            await wait_for(
+                lambda: len(red_listener.packets(0)) >= 50 and len(blue_listener.packets(0)) >= 50,
+                15,
+                "audio in both rooms",
+            )
+            assert heard_from(red_listener, blue_speaker.sent_ssrc) == 0
+            assert heard_from(blue_listener, red_speaker.sent_ssrc) == 0
+            assert heard_from(red_listener, red_speaker.sent_ssrc) >= 50
+            red_ssrcs = {p.ssrc for s in range(3) for p in red_listener.packets(s)}
+            blue_ssrcs = {p.ssrc for s in range(3) for p in blue_listener.packets(s)}
+            assert not red_ssrcs & blue_ssrcs
+            assert red_speaker.total_received() == 0 and blue_speaker.total_received() == 0
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
