@@ -23,6 +23,7 @@ from .errors import (
     SfuError,
 )
 from .events import (
+    ActiveSpeakersChanged,
     EventStream,
     HandLowered,
     HandRaised,
@@ -34,6 +35,7 @@ from .events import (
     RoleChanged,
     RoomEvent,
     RosterChanged,
+    SlotInfo,
 )
 from .participant import Listener, Participant, Speaker
 from .policy import RoomPolicy
@@ -43,6 +45,8 @@ from .transport.server import Server
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveSpeakersChanged",
+    "SlotInfo",
     "DuplicateIdentity",
     "EventStream",
     "HandLowered",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "ActiveSpeakersChanged",
     "EventStream",
     "HandLowered",
     "HandRaised",
@@ -24,6 +25,7 @@ __all__ = [
     "RoomClosed",
     "RoomEvent",
     "RosterChanged",
+    "SlotInfo",
 ]
 
 Role = Literal["moderator", "speaker", "listener"]
@@ -113,6 +115,27 @@ class RosterChanged(RoomEvent):
     left: tuple[str, ...]
     updated: tuple[tuple[str, Role], ...]
     size: int
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """Who a slot carries: the speaker's identity, its SSRC (the CSRC of every
+    packet in the slot) and its last RFC 6464 level (-dBov, None if unknown)."""
+
+    identity: str
+    ssrc: int | None
+    level: int | None
+
+
+@dataclass(frozen=True)
+class ActiveSpeakersChanged(RoomEvent):
+    """The stage changed: who is in each slot, and the dominant speaker.
+
+    Debounced: at most one per ``stage_interval`` of the room.
+    """
+
+    slots: tuple[SlotInfo | None, ...]
+    dominant: str | None
 
 
 @dataclass(frozen=True)

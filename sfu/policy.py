@@ -21,7 +21,8 @@ class RoomPolicy:
     per interval (seconds), so a join storm costs O(joins) events, not
     O(joins x members). ``hold``: seconds a quiet slot holder keeps its slot
     before an active speaker may take it. ``threshold``: the RFC 6464 level
-    (-dBov) at or above which a packet counts as speech.
+    (-dBov) at or above which a packet counts as speech. ``stage_interval``:
+    :class:`~sfu.events.ActiveSpeakersChanged` is emitted at most this often.
     """
 
     slots: int = 3
@@ -31,6 +32,7 @@ class RoomPolicy:
     roster_interval: float = 0.5
     hold: float = 1.0
     threshold: int = 60
+    stage_interval: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, int) or not 1 <= self.slots <= 16:
@@ -42,6 +44,10 @@ class RoomPolicy:
         if not 0 < self.roster_interval <= 60:
             raise InvalidSetting(
                 f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}"
+            )
+        if not 0.05 <= self.stage_interval <= 60:
+            raise InvalidSetting(
+                f"stage_interval must be in [0.05, 60] seconds, got {self.stage_interval!r}"
             )
         if not 0 <= self.hold <= 60:
             raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")

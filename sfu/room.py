@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from .auth import Claims, Role, grants_of, verify_token
 from .errors import DuplicateIdentity, InvalidSetting, NotAllowed, RoomClosed, RoomFull
 from .events import (
+    ActiveSpeakersChanged,
     EventStream,
     HandLowered,
     HandRaised,
@@ -34,6 +35,7 @@ from .events import (
     RoleChanged,
     RoomEvent,
     RosterChanged,
+    SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
 from .media.router import Router
@@ -74,6 +76,10 @@ class Room:
         )
         self.created_at = time.time()
         self._participants: dict[str, Participant] = {}
+        self._by_number: dict[int, Participant] = {}
+        self._stage: tuple[tuple[int, ...], int] = ((), -1)  # holders, dominant: last emitted
+        self._stage_emitted = 0.0
+        self._dominant = -1
         self._subscribers: list[EventStream] = []
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._banned_identities: set[str] = set()
@@ -240,6 +246,7 @@ class Room:
         participant.session = session
         participant._apply_negotiation(negotiation, connected=False)
         self._participants[identity] = participant
+        self._by_number[participant.number] = participant
         logger.info(
             "%s joined room %r as %s (%d slots)", identity, self.name, role, participant.slot_count
         )
@@ -416,9 +423,74 @@ class Room:
         """Every member's identity and role, in join order."""
         return [(p.identity, p.role) for p in self._participants.values()]
 
+    # -- the stage -----------------------------------------------------------------
+
+    def _slot_info(self, number: int) -> SlotInfo | None:
+        participant = self._by_number.get(number)
+        if participant is None:
+            return None
+        publisher = participant.publisher
+        ssrc = publisher.ssrc if publisher is not None and publisher.ssrc >= 0 else None
+        level = publisher.level & 0x7F if publisher is not None and publisher.level >= 0 else None
+        return SlotInfo(participant.identity, ssrc, level)
+
+    def stage(self) -> tuple[SlotInfo | None, ...]:
+        """Who is in each slot right now (``None``: a free slot)."""
+        return tuple(
+            self._slot_info(number) if number >= 0 else None
+            for number in self.router.slot_map.holders()
+        )
+
+    def active_speakers(self) -> list[SlotInfo]:
+        """The speakers in slots, loudest (last level) first; the dominant one leads."""
+        infos = [info for info in self.stage() if info is not None]
+        dominant = self._by_number.get(self._dominant)
+        infos.sort(
+            key=lambda info: (
+                dominant is None or info.identity != dominant.identity,
+                127 if info.level is None else info.level,
+            )
+        )
+        return infos
+
+    @property
+    def dominant_speaker(self) -> str | None:
+        participant = self._by_number.get(self._dominant)
+        return participant.identity if participant is not None else None
+
+    def _pick_dominant(self, holders: list[int]) -> int:
+        """The loudest holder now talking; else the previous one while it holds a slot."""
+        best, best_level = -1, self.policy.threshold + 1
+        for number in holders:
+            participant = self._by_number.get(number)
+            publisher = participant.publisher if participant is not None else None
+            if publisher is None or publisher.muted:
+                continue
+            level = 0 if publisher.level < 0 else publisher.level & 0x7F
+            if level < best_level:
+                best, best_level = number, level
+        if best < 0 and self._dominant in holders:
+            return self._dominant
+        return best
+
+    def _check_stage(self, now: float) -> None:
+        """Emit :class:`ActiveSpeakersChanged` when the stage changed (debounced)."""
+        if now - self._stage_emitted < self.policy.stage_interval:
+            return
+        holders = self.router.slot_map.holders()
+        self._dominant = self._pick_dominant(holders)
+        key = (tuple(holders), self._dominant)
+        if key == self._stage:
+            return
+        self._stage = key
+        self._stage_emitted = now
+        self._emit(ActiveSpeakersChanged(self.name, self.stage(), self.dominant_speaker))
+
     # -- callbacks from participants ---------------------------------------------
 
     def _participant_connected(self, participant: Participant) -> None:
+        if participant.connected_at is not None:
+            self.server._observe_join(participant.connected_at - participant.joined_at)
         logger.info(
             "%s connected to room %r from %s",
             participant.identity,
@@ -434,6 +506,7 @@ class Room:
         if self._participants.get(participant.identity) is not participant:
             return
         del self._participants[participant.identity]
+        self._by_number.pop(participant.number, None)
         self._hands.pop(participant.identity, None)
         participant._detach()
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)

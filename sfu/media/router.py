@@ -144,6 +144,7 @@ class Router:
         self._receivers: dict[int, _Receiver] = {}
         self.packets_in = 0
         self.packets_dropped = 0
+        self.payload_bytes_out = 0  # Opus payload bytes handed to the kernel, all receivers
 
     @property
     def slot_ssrcs(self) -> list[int]:
@@ -253,7 +254,7 @@ class Router:
         stream.marker_pending = False
         if packet[0] & 0x20:
             packet = strip_padding(packet)
-        self.fanout.forward(
+        sent = self.fanout.forward(
             slot,
             packet,
             offset,
@@ -265,6 +266,7 @@ class Router:
             level,
             publisher.receiver_id,
         )
+        self.payload_bytes_out += sent * (len(packet) - offset)
 
     # -- RTCP -------------------------------------------------------------------
 

@@ -98,6 +98,13 @@ class Server:
         self.certificate = Certificate.generate()
         self.drops: collections.Counter[str] = collections.Counter()
         self.packets_in = 0
+        self.bytes_in = 0
+        # Upper bounds (seconds) of the join-latency histogram: answer -> DTLS done.
+        self.join_buckets = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, float("inf"))
+        self.join_counts = [0] * len(self.join_buckets)
+        self.join_sum = 0.0
+        # Media counters of rooms already closed, so totals never go back.
+        self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0}
         self._rooms: dict[str, Room] = {}
         self._sessions_by_ufrag: dict[str, Session] = {}
         self._sessions_by_address: dict[Address, Session] = {}
@@ -241,10 +248,19 @@ class Server:
         return iter(list(self._sessions_by_ufrag.values()))
 
     def stats(self) -> dict[str, Any]:
+        """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
+        routers = [room.router for room in self._rooms.values()]
         return {
             "rooms": len(self._rooms),
             "sessions": len(self._sessions_by_ufrag),
+            "participants": sum(len(room.participants) for room in self._rooms.values()),
             "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self._retired_out["packets"] + sum(r.fanout.sent for r in routers),
+            "packets_out_dropped": self._retired_out["dropped"]
+            + sum(r.fanout.dropped for r in routers),
+            "payload_bytes_out": self._retired_out["payload_bytes"]
+            + sum(r.payload_bytes_out for r in routers),
             "drops": dict(self.drops),
         }
 
@@ -264,6 +280,17 @@ class Server:
     def _room_closed(self, room: Room) -> None:
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+        router = room.router
+        self._retired_out["packets"] += router.fanout.sent
+        self._retired_out["dropped"] += router.fanout.dropped
+        self._retired_out["payload_bytes"] += router.payload_bytes_out
+
+    def _observe_join(self, seconds: float) -> None:
+        self.join_sum += seconds
+        for index, bound in enumerate(self.join_buckets):
+            if seconds <= bound:
+                self.join_counts[index] += 1
+                break
 
     def _address_checked(self, session: Session, address: Address) -> None:
         previous = self._sessions_by_address.get(address)
@@ -294,6 +321,7 @@ class Server:
 
     def _datagram_received(self, data: bytes, addr: Address) -> None:
         self.packets_in += 1
+        self.bytes_in += len(data)
         if not data:
             self.drops["empty datagram"] += 1
             return
@@ -343,6 +371,8 @@ class Server:
             await asyncio.sleep(TICK)
             now = loop.time()
             try:
+                for room in list(self._rooms.values()):
+                    room._check_stage(now)
                 for session in list(self._handshaking):
                     session.handle_timeout(now)
                     if session.state != "closed" and now - session.created > self.handshake_timeout:

@@ -1,0 +1,212 @@
+"""aiohttp adapters: the WebSocket signaling handler, WHIP/WHEP endpoints, /metrics.
+
+Mount them in any aiohttp app::
+
+    app.router.add_get("/ws", websocket_handler(server))
+    add_whip_whep(app, server)                 # POST /rooms/{room}/whip and /whep
+    app.router.add_get("/metrics", metrics_handler(server))
+
+Other frameworks: :class:`sfu.signaling.SignalingSession` needs only a
+``send(text)`` and a ``close(code, reason)`` coroutine; see the README for
+Starlette/FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..errors import DuplicateIdentity, InvalidOffer, NotAllowed, RoomClosed, RoomFull
+from ..participant import Participant
+from ..room import Room
+from ..transport.server import Server
+from . import STATIC_DIR
+from .metrics import render_metrics
+from .protocol import MAX_MESSAGE, SignalingSession
+
+__all__ = ["STATIC_DIR", "add_whip_whep", "metrics_handler", "websocket_handler"]
+
+logger = logging.getLogger(__name__)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _room_factory(
+    server: Server, create_rooms: bool, room_settings: dict[str, Any] | None
+) -> Callable[[str], Room | None]:
+    def factory(name: str) -> Room | None:
+        room = server.rooms.get(name)
+        if room is None and create_rooms:
+            room = server.room(name, **(room_settings or {}))
+        return room
+
+    return factory
+
+
+def websocket_handler(
+    server: Server, *, create_rooms: bool = True, room_settings: dict[str, Any] | None = None
+) -> Handler:
+    """A GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
+
+    ``create_rooms``: a join for an unknown room creates it (with
+    ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields); otherwise it
+    is refused with ``not_found``.
+    """
+    factory = _room_factory(server, create_rooms, room_settings)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        # Frames up to 1 MiB are read and answered (too_large past 64 KiB);
+        # aiohttp closes the connection (1009) beyond that.
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(MAX_MESSAGE * 16, 1 << 20))
+        await ws.prepare(request)
+
+        async def close(code: int, reason: str) -> None:
+            await ws.close(code=code, message=reason.encode()[:120])
+
+        session = SignalingSession(
+            server, ws.send_str, close, room_factory=factory, peer=str(request.remote)
+        )
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    await session.handle(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await session.send(
+                        {
+                            "type": "error",
+                            "code": "bad_message",
+                            "message": "send text frames (JSON)",
+                            "id": None,
+                        }
+                    )
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            await session.close(1001, "signaling connection closed")
+        return ws
+
+    return handler
+
+
+# -- WHIP (RFC 9725) and WHEP --------------------------------------------------------
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _plain(status: int, text: str, **headers: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+def add_whip_whep(
+    app: web.Application,
+    server: Server,
+    *,
+    prefix: str = "",
+    create_rooms: bool = True,
+    room_settings: dict[str, Any] | None = None,
+) -> None:
+    """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);
+    ``POST {prefix}/rooms/{room}/whep`` listens (one slot per offered audio
+    line). Body: the SDP offer (``Content-Type: application/sdp``); reply
+    201 with the answer and a ``Location`` to ``DELETE`` when leaving.
+
+    Authentication is a join token as ``Authorization: Bearer <token>``; it is
+    required when the server has a ``token_secret``. Without one (a server
+    with no authentication at all) the resource gets a random identity.
+    Trickle ICE (PATCH) is not needed by an ICE-lite server and answers 405.
+    """
+    factory = _room_factory(server, create_rooms, room_settings)
+    resources: dict[str, Participant] = {}
+
+    def make(kind: str) -> Handler:
+        publish = kind == "whip"
+
+        async def post(request: web.Request) -> web.StreamResponse:
+            if request.content_type != "application/sdp":
+                return _plain(415, "send the SDP offer with Content-Type: application/sdp")
+            if request.content_length is not None and request.content_length > 64 * 1024:
+                return _plain(413, "offer too large")
+            offer = await request.text()
+            token = _bearer(request)
+            name = request.match_info["room"]
+            if server.token_secret is not None and token is None:
+                return _plain(
+                    401,
+                    "a join token is required: Authorization: Bearer <token>",
+                    **{"WWW-Authenticate": "Bearer"},
+                )
+            room = factory(name)
+            if room is None:
+                return _plain(404, f"no room {name!r}")
+            identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
+            try:
+                if publish:
+                    participant = await room.add_speaker(offer, identity, token=token)
+                else:
+                    participant = await room.add_listener(offer, identity, token=token)
+            except InvalidOffer as exc:
+                return _plain(400, str(exc))
+            except NotAllowed as exc:
+                return _plain(403, str(exc))
+            except (RoomFull, DuplicateIdentity) as exc:
+                return _plain(409, str(exc))
+            except RoomClosed as exc:
+                return _plain(404, str(exc))
+            for stale in [key for key, held in resources.items() if held.closed]:
+                del resources[stale]  # sessions that ended without a DELETE
+            resource = secrets.token_urlsafe(16)
+            resources[resource] = participant
+            location = f"{prefix}/rooms/{name}/{kind}/{resource}"
+            logger.info(
+                "%s %s joined room %r as %s",
+                kind.upper(),
+                participant.identity,
+                name,
+                participant.role,
+            )
+            return web.Response(
+                status=201,
+                text=participant.answer,
+                content_type="application/sdp",
+                headers={"Location": location},
+            )
+
+        return post
+
+    async def delete(request: web.Request) -> web.StreamResponse:
+        participant = resources.pop(request.match_info["resource"], None)
+        if participant is None or participant.room.name != request.match_info["room"]:
+            return _plain(404, "no such session")
+        await participant.close("left")
+        return web.Response(status=200)
+
+    async def patch(request: web.Request) -> web.StreamResponse:
+        if request.match_info["resource"] not in resources:
+            return _plain(404, "no such session")
+        return _plain(405, "trickle ICE is not supported: the server is ICE-lite", Allow="DELETE")
+
+    for kind in ("whip", "whep"):
+        app.router.add_post(f"{prefix}/rooms/{{room}}/{kind}", make(kind))
+        app.router.add_delete(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", delete)
+        app.router.add_patch(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", patch)
+
+
+def metrics_handler(server: Server) -> Handler:
+    """A GET handler serving the server's metrics in Prometheus text format."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body, content_type = render_metrics(server)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return handler

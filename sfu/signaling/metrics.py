@@ -1,0 +1,94 @@
+"""Prometheus metrics of a :class:`~sfu.Server`, read at scrape time.
+
+Nothing is counted per packet here: the collector reads the counters the
+server keeps anyway (``server.stats()``, drops by reason, the join-latency
+histogram) when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..transport.server import Server
+
+__all__ = ["ServerCollector", "render_metrics"]
+
+
+class ServerCollector(Collector):
+    """Exports one server's rooms, participants, media counters and join latency."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = weakref.ref(server)
+
+    def collect(self) -> Iterator[Metric]:
+        server = self._server()
+        if server is None:
+            return
+        stats = server.stats()
+        yield GaugeMetricFamily("sfu_rooms", "Open rooms", value=stats["rooms"])
+        participants = GaugeMetricFamily("sfu_participants", "Members by role", labels=["role"])
+        counts = {"moderator": 0, "speaker": 0, "listener": 0}
+        for room in server.rooms.values():
+            for participant in room.participants.values():
+                counts[participant.role] += 1
+        for role, count in counts.items():
+            participants.add_metric([role], count)
+        yield participants
+        yield GaugeMetricFamily("sfu_sessions", "WebRTC sessions", value=stats["sessions"])
+        yield CounterMetricFamily(
+            "sfu_packets_in", "Datagrams received on the media port", value=stats["packets_in"]
+        )
+        yield CounterMetricFamily(
+            "sfu_bytes_in", "Bytes received on the media port", value=stats["bytes_in"]
+        )
+        yield CounterMetricFamily(
+            "sfu_packets_out", "Slot packets handed to the kernel", value=stats["packets_out"]
+        )
+        yield CounterMetricFamily(
+            "sfu_payload_bytes_out",
+            "Opus payload bytes in slot packets handed to the kernel",
+            value=stats["payload_bytes_out"],
+        )
+        drops = CounterMetricFamily(
+            "sfu_drops", "Datagrams and packets dropped, by reason", labels=["reason"]
+        )
+        drops.add_metric(["send buffer full or send error"], stats["packets_out_dropped"])
+        for reason, count in sorted(stats["drops"].items()):
+            drops.add_metric([reason], count)
+        yield drops
+        cumulative, buckets = 0, []
+        for bound, count in zip(server.join_buckets, server.join_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "sfu_join_seconds",
+            "From the answer to DTLS done, per participant",
+            buckets=buckets,
+            sum_value=server.join_sum,
+        )
+
+
+_registries: weakref.WeakKeyDictionary[Server, CollectorRegistry] = weakref.WeakKeyDictionary()
+
+
+def render_metrics(server: Server) -> tuple[bytes, str]:
+    """The Prometheus text exposition for ``server``, and its content type."""
+    registry = _registries.get(server)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ServerCollector(server))
+        _registries[server] = registry
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,435 @@
+"""The JSON-over-WebSocket signaling protocol, independent of any web framework.
+
+One :class:`SignalingSession` per WebSocket; it carries one participant in
+one room. The adapter (see :mod:`sfu.signaling.aiohttp`) feeds it each text
+frame with :meth:`SignalingSession.handle` and calls
+:meth:`SignalingSession.close` when the socket closes; the session sends
+through the ``send`` and ``close`` coroutines it was given. The protocol is
+documented message by message in ``docs/signaling.md``.
+
+Bad input never breaks the room or other connections: every problem is an
+``error`` reply with a code, and the connection goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    DuplicateIdentity,
+    InvalidOffer,
+    InvalidSetting,
+    NotAllowed,
+    RoomClosed,
+    RoomFull,
+    SfuError,
+)
+from ..events import (
+    ActiveSpeakersChanged,
+    HandLowered,
+    HandRaised,
+    MuteChanged,
+    ParticipantLeft,
+    ParticipantRemoved,
+    RoleChanged,
+    RoomEvent,
+    RosterChanged,
+)
+from ..events import RoomClosed as RoomClosedEvent
+
+if TYPE_CHECKING:
+    from ..participant import Participant
+    from ..room import Room
+    from ..transport.server import Server
+
+__all__ = [
+    "CLOSE_REMOVED",
+    "CLOSE_ROOM_CLOSED",
+    "CLOSE_SESSION_ENDED",
+    "MAX_MESSAGE",
+    "SignalingSession",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
+MAX_MESSAGE = 64 * 1024
+#: How a member's close reason starts when its room closed (see Room.close).
+ROOM_CLOSED_PREFIX = "room closed: "
+#: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
+CLOSE_REMOVED = 4001
+CLOSE_ROOM_CLOSED = 4002
+CLOSE_SESSION_ENDED = 4003
+CLOSE_LEFT = 1000
+
+Send = Callable[[str], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+RoomFactory = Callable[[str], "Room | None"]
+
+_ERROR_CODES: list[tuple[type[BaseException], str]] = [
+    (InvalidOffer, "invalid_offer"),
+    (NotAllowed, "not_allowed"),
+    (RoomFull, "room_full"),
+    (DuplicateIdentity, "duplicate_identity"),
+    (RoomClosed, "room_closed"),
+    (InvalidSetting, "bad_message"),
+    (KeyError, "not_found"),
+]
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _field(
+    message: dict[str, Any], name: str, kind: type, *, required: bool = True, default: Any = None
+) -> Any:
+    value = message.get(name, default)
+    if value is None:
+        if required:
+            raise ProtocolError("bad_message", f"{message['type']!r} needs a {name!r} field")
+        return default
+    if kind is bool:
+        valid = isinstance(value, bool)
+    else:
+        valid = isinstance(value, kind) and not isinstance(value, bool)
+    if not valid:
+        raise ProtocolError("bad_message", f"{name!r} must be a {kind.__name__}")
+    return value
+
+
+class SignalingSession:
+    """One client connection speaking ``docs/signaling.md``.
+
+    ``room_factory(name)`` returns the room to join (or ``None`` for "no
+    such room"); by default an existing room of ``server``. Safe to cancel:
+    :meth:`close` ends the event relay task and the participant.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        send: Send,
+        close: Close,
+        *,
+        room_factory: RoomFactory | None = None,
+        peer: str = "?",
+    ) -> None:
+        self.server = server
+        self._send = send
+        self._close_transport = close
+        self._room_factory = room_factory or (lambda name: server.rooms.get(name))
+        self.peer = peer
+        self.participant: Participant | None = None
+        self._relay: asyncio.Task[None] | None = None
+        self._closed = False
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "join": self._join,
+            "offer": self._offer,
+            "raise_hand": self._raise_hand,
+            "lower_hand": self._lower_hand,
+            "mute": self._mute,
+            "promote": self._promote,
+            "demote": self._demote,
+            "mute_participant": self._mute_participant,
+            "remove": self._remove,
+            "leave": self._leave,
+            "ping": self._ping,
+        }
+
+    def __repr__(self) -> str:
+        who = self.participant.identity if self.participant else "-"
+        return f"<SignalingSession {self.peer} {who}>"
+
+    # -- input ----------------------------------------------------------------
+
+    async def handle(self, text: str) -> None:
+        """Handle one text frame; replies (or an error) are sent before it returns."""
+        message_id: Any = None
+        try:
+            if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
+                raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")
+            try:
+                message = json.loads(text)
+            except (ValueError, RecursionError):
+                raise ProtocolError("bad_json", "the message is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise ProtocolError("bad_message", "a message must be a JSON object")
+            message_id = message.get("id")
+            if isinstance(message_id, (dict, list)):
+                message_id = None
+                raise ProtocolError("bad_message", "'id' must be a string or a number")
+            kind = message.get("type")
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise ProtocolError("bad_message", f"unknown message type {kind!r}")
+            if kind not in ("join", "ping") and self.participant is None:
+                raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
+            reply = await handler(message)
+        except ProtocolError as exc:
+            await self._error(exc.code, str(exc), message_id)
+            return
+        except SfuError as exc:
+            await self._error(self._code(exc), str(exc), message_id)
+            return
+        except KeyError as exc:
+            await self._error(
+                "not_found",
+                f"no participant {exc.args[0]!r} in this room" if exc.args else "not found",
+                message_id,
+            )
+            return
+        except Exception:  # a bug must not take the connection (or the room) down
+            logger.exception("%r: error handling a message", self)
+            await self._error("internal", "internal error (logged on the server)", message_id)
+            return
+        if message_id is not None:
+            reply["id"] = message_id
+        await self.send(reply)
+
+    @staticmethod
+    def _code(exc: BaseException) -> str:
+        for kind, code in _ERROR_CODES:
+            if isinstance(exc, kind):
+                return code
+        return "bad_message"
+
+    # -- commands ---------------------------------------------------------------
+
+    async def _join(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.participant is not None:
+            raise ProtocolError(
+                "already_joined", "this connection has already joined; open another to join again"
+            )
+        name = _field(message, "room", str)
+        token = _field(message, "token", str)
+        offer = _field(message, "offer", str)
+        if self.server.token_secret is None:
+            raise NotAllowed("this server has no token_secret: signaling joins need a token")
+        room = self._room_factory(name)
+        if room is None:
+            raise ProtocolError("not_found", f"no room {name!r}")
+        events = room.events()  # subscribe first: no event between join and relay is lost
+        try:
+            participant = await room.join(offer, token=token)
+        except BaseException:
+            events.close()
+            raise
+        self.participant = participant
+        self._relay = asyncio.get_running_loop().create_task(
+            self._relay_events(room, participant, events),
+            name=f"sfu-signaling-{participant.identity}",
+        )
+        logger.info("%r joined room %r as %s", self, room.name, participant.role)
+        return {
+            "type": "joined",
+            "identity": participant.identity,
+            "role": participant.role,
+            "answer": participant.answer,
+            "room": room.name,
+            "slots": room.slots,
+            "roster": [
+                {
+                    "identity": p.identity,
+                    "role": p.role,
+                    "muted": p.muted,
+                    "hand": p.identity in room.hands,
+                }
+                for p in room.participants.values()
+            ],
+            "hands": room.hands,
+            **self._stage_message(room),
+        }
+
+    async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.participant is not None
+        answer = await self.participant.renegotiate(_field(message, "sdp", str))
+        return {"type": "answer", "sdp": answer}
+
+    async def _raise_hand(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.participant is not None
+        self.participant.raise_hand()
+        return {"type": "ok"}
+
+    async def _lower_hand(self, message: dict[str, Any]) -> dict[str, Any]:
+        participant = self.participant
+        assert participant is not None
+        identity = _field(message, "identity", str, required=False, default=participant.identity)
+        participant.room.lower_hand(identity, by=participant.identity)
+        return {"type": "ok"}
+
+    async def _mute(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.participant is not None
+        self.participant.set_self_muted(_field(message, "muted", bool))
+        return {"type": "ok"}
+
+    async def _promote(self, message: dict[str, Any]) -> dict[str, Any]:
+        participant = self.participant
+        assert participant is not None
+        role = _field(message, "role", str, required=False, default="speaker")
+        if role not in ("speaker", "moderator"):
+            raise ProtocolError("bad_message", "'role' must be 'speaker' or 'moderator'")
+        await participant.room.promote(
+            _field(message, "identity", str), role=role, by=participant.identity
+        )
+        return {"type": "ok"}
+
+    async def _demote(self, message: dict[str, Any]) -> dict[str, Any]:
+        participant = self.participant
+        assert participant is not None
+        await participant.room.demote(_field(message, "identity", str), by=participant.identity)
+        return {"type": "ok"}
+
+    async def _mute_participant(self, message: dict[str, Any]) -> dict[str, Any]:
+        participant = self.participant
+        assert participant is not None
+        identity = _field(message, "identity", str)
+        if _field(message, "muted", bool):
+            await participant.room.mute(identity, by=participant.identity)
+        else:
+            await participant.room.unmute(identity, by=participant.identity)
+        return {"type": "ok"}
+
+    async def _remove(self, message: dict[str, Any]) -> dict[str, Any]:
+        participant = self.participant
+        assert participant is not None
+        identity = _field(message, "identity", str)
+        reason = _field(message, "reason", str, required=False, default="removed by a moderator")
+        ban = _field(message, "ban", bool, required=False, default=False)
+        await participant.room.remove(identity, reason[:200], by=participant.identity, ban=ban)
+        return {"type": "ok"}
+
+    async def _leave(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.participant is not None
+        await self.send({"type": "ok", **({"id": message["id"]} if "id" in message else {})})
+        await self.close(CLOSE_LEFT, "left")
+        return {"type": "ok"}
+
+    async def _ping(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "pong"}
+
+    # -- output -------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        try:
+            await self._send(json.dumps(message, separators=(",", ":")))
+        except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
+            logger.debug("%r: send failed: %s", self, exc)
+
+    async def _error(self, code: str, message: str, message_id: Any = None) -> None:
+        logger.debug("x %r: %s: %s", self, code, message)
+        await self.send({"type": "error", "code": code, "message": message, "id": message_id})
+
+    def _stage_message(self, room: Room) -> dict[str, Any]:
+        return {
+            "active_speakers": {
+                "slots": [None if info is None else info.__dict__ for info in room.stage()],
+                "dominant": room.dominant_speaker,
+            }
+        }
+
+    async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
+        """Forward the room's events this member needs, until it or the room ends."""
+        try:
+            async for event in events:
+                if await self._forward_event(event, participant):
+                    return
+        finally:
+            events.close()
+
+    async def _forward_event(self, event: RoomEvent, participant: Participant) -> bool:
+        """Send one event; True when the connection must end."""
+        if isinstance(event, RosterChanged):
+            await self.send(
+                {
+                    "type": "roster",
+                    "joined": [{"identity": i, "role": r} for i, r in event.joined],
+                    "left": list(event.left),
+                    "updated": [{"identity": i, "role": r} for i, r in event.updated],
+                    "size": event.size,
+                }
+            )
+        elif isinstance(event, (HandRaised, HandLowered)):
+            await self.send({"type": "hands", "hands": participant.room.hands})
+        elif isinstance(event, RoleChanged):
+            await self.send(
+                {
+                    "type": "role_changed",
+                    "identity": event.identity,
+                    "role": event.role,
+                    "by": event.by,
+                    "renegotiate": event.renegotiate,
+                }
+            )
+        elif isinstance(event, MuteChanged):
+            await self.send(
+                {"type": "muted", "identity": event.identity, "muted": event.muted, "by": event.by}
+            )
+        elif isinstance(event, ActiveSpeakersChanged):
+            await self.send(
+                {
+                    "type": "active_speakers",
+                    "slots": [None if info is None else info.__dict__ for info in event.slots],
+                    "dominant": event.dominant,
+                }
+            )
+        elif isinstance(event, ParticipantRemoved) and event.identity == participant.identity:
+            await self.send(
+                {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
+            )
+            await self.close(CLOSE_REMOVED, "removed")
+            return True
+        elif isinstance(event, ParticipantLeft) and event.identity == participant.identity:
+            # Every way out ends here: removal was told above; a closing room
+            # closes its members first; anything else (consent, DTLS) ends the session.
+            if event.reason.startswith(ROOM_CLOSED_PREFIX):
+                await self.send(
+                    {"type": "room_closed", "reason": event.reason[len(ROOM_CLOSED_PREFIX) :]}
+                )
+                await self.close(CLOSE_ROOM_CLOSED, "room closed")
+            else:
+                await self.send(
+                    {
+                        "type": "error",
+                        "code": "room_closed",
+                        "message": f"your session ended: {event.reason}",
+                        "id": None,
+                    }
+                )
+                await self.close(CLOSE_SESSION_ENDED, "session ended")
+            return True
+        elif isinstance(event, RoomClosedEvent):
+            await self.send({"type": "room_closed", "reason": event.reason})
+            await self.close(CLOSE_ROOM_CLOSED, "room closed")
+            return True
+        return False
+
+    # -- end ------------------------------------------------------------------------
+
+    async def close(self, code: int = CLOSE_LEFT, reason: str = "") -> None:
+        """Leave the room and close the transport; idempotent, safe to cancel."""
+        if self._closed:
+            return
+        self._closed = True
+        participant = self.participant
+        if participant is not None:
+            await participant.close("left" if code == CLOSE_LEFT else reason or "signaling closed")
+        relay = self._relay
+        if relay is not None and relay is not asyncio.current_task():
+            relay.cancel()
+            try:
+                await relay
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self._close_transport(code, reason)
+        except (ConnectionError, RuntimeError):
+            pass
