@@ -1,0 +1,379 @@
+"""The signaling protocol over a real aiohttp WebSocket, with aiortc peers for the media."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+import sfu
+from sfu import auth
+from sfu.signaling.aiohttp import add_whip_whep, metrics_handler, websocket_handler
+
+from ..clients import Client, ToneTrack, _record_received, _record_sent, make_offer, wait_for
+from ..conftest import client_configuration
+
+SECRET = secrets.token_urlsafe(32)
+
+
+class App:
+    def __init__(self, server: sfu.Server, base: str, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.base = base
+        self.http = session
+
+    def token(self, identity: str, role: str = "listener", room: str = "hall") -> str:
+        return auth.issue_token(SECRET, room=room, identity=identity, role=role)  # type: ignore[arg-type]
+
+    async def ws(self) -> Socket:
+        return Socket(await self.http.ws_connect(f"{self.base}/ws"))
+
+
+class Socket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+
+    async def send(self, message: Any) -> None:
+        await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
+
+    async def receive(self, timeout: float = 5) -> dict[str, Any]:
+        message = await self.ws.receive(timeout)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        data = json.loads(message.data)
+        assert isinstance(data, dict)
+        return data
+
+    async def expect(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+        """The next message of type ``kind``; other messages are kept in ``events``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            message = await self.receive(max(0.01, deadline - loop.time()))
+            if message["type"] == kind:
+                return message
+            self.events.append(message)
+
+    async def request(self, message: dict[str, Any], kind: str = "ok") -> dict[str, Any]:
+        message_id = secrets.token_hex(4)
+        await self.send({**message, "id": message_id})
+        while True:
+            reply = await self.receive()
+            if reply.get("id") == message_id:
+                assert reply["type"] == kind, reply
+                return reply
+            self.events.append(reply)
+
+
+@pytest_asyncio.fixture
+async def app() -> AsyncIterator[App]:
+    async with sfu.Server(token_secret=SECRET) as server:
+        web_app = web.Application()
+        web_app.router.add_get("/ws", websocket_handler(server))
+        web_app.router.add_get("/metrics", metrics_handler(server))
+        add_whip_whep(web_app, server)
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as session:
+            yield App(server, f"http://127.0.0.1:{port}", session)
+        await runner.cleanup()
+
+
+async def peer(speaker: bool = False, slots: int = 3) -> tuple[RTCPeerConnection, Client]:
+    pc = RTCPeerConnection(client_configuration())
+    client = Client(pc=pc, identity="")
+    if speaker:
+        client.track = ToneTrack()
+        pc.addTransceiver(client.track, direction="sendrecv")
+        slots -= 1
+    for _ in range(slots):
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, client
+
+
+async def joined(app: App, identity: str, role: str = "listener") -> tuple[Socket, Client]:
+    socket = await app.ws()
+    pc, client = await peer(speaker=role != "listener")
+    reply = await socket.request(
+        {
+            "type": "join",
+            "room": "hall",
+            "token": app.token(identity, role),
+            "offer": pc.localDescription.sdp,
+        },
+        "joined",
+    )
+    _record_received(client)
+    await pc.setRemoteDescription(RTCSessionDescription(reply["answer"], "answer"))
+    if role != "listener":
+        _record_sent(client)
+    client.participant = app.server.rooms["hall"][identity]
+    # Closing an aiortc peer while its ICE is still checking can leave its consent task behind.
+    await client.participant.wait_connected(10)
+    return socket, client
+
+
+async def test_join_moderate_and_leave(app: App) -> None:
+    mod, mod_pc = await joined(app, "mod", "moderator")
+    bob, bob_pc = await joined(app, "bob")
+    try:
+        # Roster batches reach both.
+        roster = await mod.expect("roster")
+        assert ("bob", "listener") in {(e["identity"], e["role"]) for e in roster["joined"]}
+
+        await bob.request({"type": "raise_hand"})
+        assert (await mod.expect("hands"))["hands"] == ["bob"]
+        # A listener may not moderate.
+        error = await bob.request({"type": "promote", "identity": "bob"}, "error")
+        assert error["code"] == "not_allowed"
+
+        await mod.request({"type": "promote", "identity": "bob"})
+        changed = await bob.expect("role_changed")
+        assert changed == {
+            "type": "role_changed",
+            "identity": "bob",
+            "role": "speaker",
+            "by": "mod",
+            "renegotiate": True,
+        }
+        # Bob renegotiates on the same connection and is heard by the moderator.
+        transceiver = bob_pc.pc.getTransceivers()[0]
+        bob_pc.track = ToneTrack(880)
+        transceiver.direction = "sendrecv"
+        transceiver.sender.replaceTrack(bob_pc.track)
+        answer = await bob.request({"type": "offer", "sdp": await make_offer(bob_pc.pc)}, "answer")
+        await bob_pc.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        _record_sent(bob_pc)
+        await wait_for(
+            lambda: any(bob_pc.sent_ssrc in p.csrc for s in range(3) for p in mod_pc.packets(s)),
+            10,
+            "bob heard",
+        )
+        stage = await mod.expect("active_speakers")
+        assert any(slot and slot["identity"] in ("bob", "mod") for slot in stage["slots"])
+
+        await mod.request({"type": "mute_participant", "identity": "bob", "muted": True})
+        assert (await bob.expect("muted"))["muted"] is True
+        await bob.request({"type": "mute", "muted": False})  # self-unmute cannot lift it
+        assert app.server.rooms["hall"]["bob"].muted
+        await mod.request({"type": "mute_participant", "identity": "bob", "muted": False})
+        await mod.request({"type": "demote", "identity": "bob"})
+        assert (await bob.expect("role_changed"))["role"] == "listener"
+
+        error = await mod.request({"type": "demote", "identity": "nobody"}, "error")
+        assert error["code"] == "not_found"
+        pong = await bob.request({"type": "ping"}, "pong")
+        assert pong["type"] == "pong"
+        await bob.request({"type": "leave"})
+        closing = await bob.ws.receive(5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await wait_for(lambda: "bob" not in app.server.rooms["hall"].participants, 5, "bob gone")
+    finally:
+        await asyncio.gather(mod_pc.close(), bob_pc.close(), mod.ws.close(), bob.ws.close())
+
+
+BAD_MESSAGES = [
+    ("not json", "{oops", "bad_json"),
+    ("array", "[1, 2]", "bad_message"),
+    ("no type", "{}", "bad_message"),
+    ("unknown type", {"type": "teleport"}, "bad_message"),
+    ("type not a string", {"type": 7}, "bad_message"),
+    ("id is an object", {"type": "ping", "id": {"a": 1}}, "bad_message"),
+    ("too large", json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large"),
+    ("command before join", {"type": "raise_hand"}, "not_joined"),
+    ("offer before join", {"type": "offer", "sdp": "v=0"}, "not_joined"),
+    ("join without token", {"type": "join", "room": "hall", "offer": "v=0"}, "bad_message"),
+    (
+        "join with a bad token",
+        {"type": "join", "room": "hall", "token": "x.y.z", "offer": "v=0"},
+        "not_allowed",
+    ),
+    (
+        "join with a number room",
+        {"type": "join", "room": 5, "token": "t", "offer": "v=0"},
+        "bad_message",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "code"), [c[1:] for c in BAD_MESSAGES], ids=[c[0] for c in BAD_MESSAGES]
+)
+async def test_bad_messages_get_errors_and_the_room_goes_on(
+    app: App, message: Any, code: str
+) -> None:
+    speaker, speaker_pc = await joined(app, "alice", "speaker")
+    listener, listener_pc = await joined(app, "lis")
+    rogue = await app.ws()
+    try:
+        await wait_for(lambda: len(listener_pc.packets(0)) >= 5, 10, "audio before")
+        await rogue.send(message)
+        error = await rogue.expect("error")
+        assert error["code"] == code, error
+        # The rogue connection still works, the room is untouched.
+        assert (await rogue.request({"type": "ping"}, "pong"))["type"] == "pong"
+        before = len(listener_pc.packets(0))
+        await asyncio.sleep(0.3)
+        assert len(listener_pc.packets(0)) > before
+        assert set(app.server.rooms["hall"].participants) == {"alice", "lis"}
+    finally:
+        await asyncio.gather(
+            speaker_pc.close(),
+            listener_pc.close(),
+            speaker.ws.close(),
+            listener.ws.close(),
+            rogue.ws.close(),
+        )
+
+
+async def test_join_errors_and_out_of_order(app: App) -> None:
+    socket, client = await joined(app, "ann")
+    try:
+        pc, _ = await peer()
+        again = await socket.request(
+            {
+                "type": "join",
+                "room": "hall",
+                "token": app.token("ann"),
+                "offer": pc.localDescription.sdp,
+            },
+            "error",
+        )
+        assert again["code"] == "already_joined"
+        other = await app.ws()
+        duplicate = await other.request(
+            {
+                "type": "join",
+                "room": "hall",
+                "token": app.token("ann"),
+                "offer": pc.localDescription.sdp,
+            },
+            "error",
+        )
+        assert duplicate["code"] == "duplicate_identity"
+        bad_offer = await other.request(
+            {"type": "join", "room": "hall", "token": app.token("zed"), "offer": "v=0\r\nnope"},
+            "error",
+        )
+        assert bad_offer["code"] == "invalid_offer"
+        speaker_as_listener_token = await other.request(
+            {"type": "offer", "sdp": pc.localDescription.sdp}, "error"
+        )
+        assert speaker_as_listener_token["code"] == "not_joined"
+        await pc.close()
+        await other.ws.close()
+    finally:
+        await asyncio.gather(client.close(), socket.ws.close())
+
+
+async def test_removed_and_room_closed_are_told_then_the_socket_closes(app: App) -> None:
+    mod, mod_pc = await joined(app, "mod", "moderator")
+    troll, troll_pc = await joined(app, "troll")
+    lis, lis_pc = await joined(app, "lis")
+    try:
+        await mod.request({"type": "remove", "identity": "troll", "reason": "spam", "ban": True})
+        removed = await troll.expect("removed")
+        assert removed["reason"] == "spam" and removed["banned"] is True and removed["by"] == "mod"
+        closing = await troll.ws.receive(5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4001
+        await app.server.rooms["hall"].close("the show is over")
+        assert (await lis.expect("room_closed"))["reason"] == "the show is over"
+        closing = await lis.ws.receive(5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4002
+    finally:
+        await asyncio.gather(
+            mod_pc.close(),
+            troll_pc.close(),
+            lis_pc.close(),
+            mod.ws.close(),
+            troll.ws.close(),
+            lis.ws.close(),
+        )
+
+
+async def test_websocket_drop_frees_the_participant(app: App) -> None:
+    socket, client = await joined(app, "drop")
+    await socket.ws.close()
+    await wait_for(
+        lambda: "drop" not in app.server.rooms["hall"].participants, 5, "participant gone"
+    )
+    await client.close()
+
+
+async def test_whip_publish_and_whep_listen(app: App) -> None:
+    whep_pc, whep_client = await peer(slots=1)
+    whip_pc, whip_client = await peer(speaker=True, slots=0)
+    whip_pc.getTransceivers()[0].direction = "sendonly"
+    await whip_pc.setLocalDescription(await whip_pc.createOffer())
+    try:
+        url = f"{app.base}/rooms/hall/whep"
+        async with app.http.post(
+            url, data=whep_pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+        ) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        async with app.http.post(
+            url, data="x", headers={"Authorization": f"Bearer {app.token('w')}"}
+        ) as r:
+            assert r.status == 415
+        headers = {
+            "Content-Type": "application/sdp",
+            "Authorization": f"Bearer {app.token('viewer')}",
+        }
+        async with app.http.post(url, data=whep_pc.localDescription.sdp, headers=headers) as r:
+            assert r.status == 201 and r.content_type == "application/sdp"
+            whep_location = r.headers["Location"]
+            whep_answer = await r.text()
+        _record_received(whep_client)
+        await whep_pc.setRemoteDescription(RTCSessionDescription(whep_answer, "answer"))
+
+        headers = {
+            "Content-Type": "application/sdp",
+            "Authorization": f"Bearer {app.token('obs', 'listener')}",
+        }
+        async with app.http.post(
+            f"{app.base}/rooms/hall/whip", data=whip_pc.localDescription.sdp, headers=headers
+        ) as r:
+            assert r.status == 403, "a listener token may not publish"
+        headers["Authorization"] = f"Bearer {app.token('obs', 'speaker')}"
+        async with app.http.post(
+            f"{app.base}/rooms/hall/whip", data=whip_pc.localDescription.sdp, headers=headers
+        ) as r:
+            assert r.status == 201
+            whip_location = r.headers["Location"]
+            whip_answer = await r.text()
+        await whip_pc.setRemoteDescription(RTCSessionDescription(whip_answer, "answer"))
+        _record_sent(whip_client)
+        await wait_for(
+            lambda: len(whep_client.packets(0)) >= 20, 10, "WHEP listener hears the WHIP publisher"
+        )
+        assert {p.csrc for p in whep_client.packets(0)} == {(whip_client.sent_ssrc,)}
+        async with app.http.patch(
+            app.base + whip_location,
+            data="a=candidate",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+        ) as r:
+            assert r.status == 405
+        async with app.http.get(f"{app.base}/metrics") as r:
+            metrics = await r.text()
+        assert 'sfu_participants{role="speaker"} 1.0' in metrics
+        assert "sfu_packets_out_total" in metrics and "sfu_join_seconds_bucket" in metrics
+        for location in (whip_location, whep_location):
+            async with app.http.delete(app.base + location) as r:
+                assert r.status == 200
+            async with app.http.delete(app.base + location) as r:
+                assert r.status == 404
+        assert app.server.rooms["hall"].participants == {}
+    finally:
+        await asyncio.gather(whip_pc.close(), whep_pc.close())
