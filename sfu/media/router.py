@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,10 @@ class Router:
         self.packets_in = 0
         self.packets_dropped = 0
         self.payload_bytes_out = 0  # Opus payload bytes handed to the kernel, all receivers
+        # Consumers of every forwarded speaker packet besides the fan-out (the
+        # Mixer while it runs): tap(publisher, packet, payload_offset, sequence,
+        # timestamp, slot, now). Empty when nothing consumes: no cost.
+        self.taps: list[Callable[[Publisher, bytes, int, int, int, int, float], None]] = []
 
     @property
     def slot_ssrcs(self) -> list[int]:
@@ -254,6 +259,8 @@ class Router:
         stream.marker_pending = False
         if packet[0] & 0x20:
             packet = strip_padding(packet)
+        for tap in self.taps:
+            tap(publisher, packet, offset, sequence, timestamp, slot, now)
         sent = self.fanout.forward(
             slot,
             packet,
