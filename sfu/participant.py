@@ -15,13 +15,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket
-
 from .auth import Role
 from .errors import InvalidOffer, RoomClosed
 from .media.router import Publisher
 from .transport.ice import IceCredentials
-from .transport.rtp import OPUS_CLOCK_RATE, ntp_time
+from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
 from .transport.sdp import Negotiation, negotiate, parse_offer
 
 if TYPE_CHECKING:
@@ -342,37 +340,32 @@ class Participant:
     def session_rtcp(self, session: Session, packet: bytes, now: float) -> None:
         self.rtcp_received += 1
         try:
-            packets = RtcpPacket.parse(packet)
+            sender, blocks = read_reports(packet)
         except ValueError as exc:
             self.room.server.drops["rtcp malformed"] += 1
             logger.debug("x %r malformed rtcp: %s", self, exc)
             return
-        slot_by_ssrc = {ssrc: slot for slot, ssrc in enumerate(self.room.router.slot_ssrcs)}
-        for rtcp in packets:
-            if (
-                isinstance(rtcp, RtcpSrPacket)
-                and self.publisher is not None
-                and rtcp.ssrc == self.publisher.ssrc
-            ):
-                statistics = self.publisher.statistics
-                statistics.last_sr = (rtcp.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
-                statistics.last_sr_arrival = now
-            if isinstance(rtcp, (RtcpRrPacket, RtcpSrPacket)):
-                for report in rtcp.reports:
-                    slot = slot_by_ssrc.get(report.ssrc)
-                    if slot is None:
-                        continue
-                    values: dict[str, float] = {
-                        "fraction_lost": report.fraction_lost / 256,
-                        "packets_lost": report.packets_lost,
-                        "jitter": report.jitter / OPUS_CLOCK_RATE,
-                    }
-                    if report.lsr:
-                        middle = (ntp_time() >> 16) & 0xFFFFFFFF
-                        round_trip = (middle - report.lsr - report.dlsr) & 0xFFFFFFFF
-                        if round_trip < 1 << 31:  # else the clocks disagree: no estimate
-                            values["round_trip_time"] = round_trip / 65536
-                    self._slot_reports.setdefault(slot, {}).update(values)
+        publisher = self.publisher
+        if sender is not None and publisher is not None and sender[0] == publisher.ssrc:
+            publisher.statistics.last_sr = (sender[1] >> 16) & 0xFFFFFFFF
+            publisher.statistics.last_sr_arrival = now
+        if not blocks:
+            return
+        slot_ssrcs = self.room.router.slot_ssrcs
+        for block in blocks:
+            if block.ssrc not in slot_ssrcs:
+                continue
+            values: dict[str, float] = {
+                "fraction_lost": block.fraction_lost / 256,
+                "packets_lost": block.packets_lost,
+                "jitter": block.jitter / OPUS_CLOCK_RATE,
+            }
+            if block.lsr:
+                middle = (ntp_time() >> 16) & 0xFFFFFFFF
+                round_trip = (middle - block.lsr - block.dlsr) & 0xFFFFFFFF
+                if round_trip < 1 << 31:  # else the clocks disagree: no estimate
+                    values["round_trip_time"] = round_trip / 65536
+            self._slot_reports.setdefault(slot_ssrcs.index(block.ssrc), {}).update(values)
 
     def session_closed(self, session: Session, reason: str) -> None:
         self._close(reason)

@@ -63,9 +63,15 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     """Parse a STUN binding request with a USERNAME; raise ValueError otherwise.
 
     FINGERPRINT, when present, is verified by the parser; a request without
-    MESSAGE-INTEGRITY fails :meth:`BindingRequest.check`.
+    MESSAGE-INTEGRITY fails :meth:`BindingRequest.check`. Any malformation
+    raises ``ValueError``, nothing else.
     """
-    message = stun.parse_message(data)
+    try:
+        message = stun.parse_message(data)
+    except ValueError:
+        raise
+    except Exception as exc:  # the codec can trip on hostile attribute values in many ways
+        raise ValueError(f"STUN message malformed: {exc!r}") from None
     if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
         raise ValueError("STUN message is not a binding request")
     username = message.attributes.get("USERNAME")

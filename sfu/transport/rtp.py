@@ -17,7 +17,9 @@ __all__ = [
     "ReceiveStatistics",
     "is_rtcp",
     "ntp_time",
+    "ReportBlock",
     "parse_rtp_header",
+    "read_reports",
     "strip_padding",
     "uint16_add",
     "uint16_gt",
@@ -75,6 +77,70 @@ def strip_padding(data: bytes) -> bytes:
     if data[0] & 0x20 and data[-1]:
         return data[: len(data) - data[-1]]
     return data
+
+
+_REPORT_BLOCK = struct.Struct("!IIIIII")  # ssrc, lost word, highest seq, jitter, lsr, dlsr
+
+
+@dataclass(frozen=True)
+class ReportBlock:
+    """One reception report block (RFC 3550 section 6.4.1)."""
+
+    ssrc: int
+    fraction_lost: int  # 8-bit fixed point: lost / 256
+    packets_lost: int  # cumulative, signed 24 bits
+    highest_sequence: int
+    jitter: int  # RTP timestamp units
+    lsr: int  # middle 32 bits of the NTP time of the last SR received
+    dlsr: int  # delay since that SR, 1/65536 s
+
+
+def read_reports(data: bytes) -> tuple[tuple[int, int] | None, list[ReportBlock]]:
+    """Walk a compound RTCP packet; return ``((sr_ssrc, sr_ntp) | None, report blocks)``.
+
+    Only SR (200) and RR (201) are read; other packet types are skipped by
+    their length. This runs for every RTCP packet of every receiver, so it
+    reads with :mod:`struct` instead of building objects per packet::
+
+        |V=2|P|  RC   |   PT=200/201  |             length            |
+        |                     SSRC of sender                            |
+        | SR only: NTP msw | NTP lsw | RTP ts | packet count | octets    |
+        | RC report blocks of 24 bytes                                  |
+
+    Raises ``ValueError`` when a packet is truncated or not version 2.
+    """
+    sender: tuple[int, int] | None = None
+    blocks: list[ReportBlock] = []
+    position, size = 0, len(data)
+    while position + 4 <= size:
+        first, packet_type, length = struct.unpack_from("!BBH", data, position)
+        if first >> 6 != 2:
+            raise ValueError("RTCP packet has a bad version")
+        end = position + 4 + 4 * length
+        if end > size:
+            raise ValueError("RTCP packet truncated")
+        count = first & 0x1F
+        if packet_type in (200, 201):
+            offset = position + 8
+            if packet_type == 200:
+                if offset + 20 > end:
+                    raise ValueError("RTCP sender report truncated")
+                ssrc, msw, lsw = struct.unpack_from("!III", data, position + 4)
+                sender = (ssrc, msw << 32 | lsw)
+                offset += 20
+            if offset + 24 * count > end:
+                raise ValueError("RTCP report blocks truncated")
+            for _ in range(count):
+                ssrc, lost, highest, jitter, lsr, dlsr = _REPORT_BLOCK.unpack_from(data, offset)
+                packets_lost = lost & 0xFFFFFF
+                if packets_lost & 0x800000:
+                    packets_lost -= 1 << 24
+                blocks.append(
+                    ReportBlock(ssrc, lost >> 24, packets_lost, highest, jitter, lsr, dlsr)
+                )
+                offset += 24
+        position = end
+    return sender, blocks
 
 
 def uint16_add(a: int, b: int) -> int:

@@ -47,7 +47,11 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server = server
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.server._datagram_received(data, addr)
+        try:
+            self.server._datagram_received(data, addr)
+        except Exception:  # a bug on one packet must not stop the port
+            self.server.drops["internal error"] += 1
+            logger.exception("x error handling a datagram from %s", addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for one client must not disturb the others.
@@ -346,7 +350,7 @@ class Server:
     def _stun_received(self, data: bytes, addr: Address) -> None:
         try:
             request = parse_binding_request(data)
-        except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             self.drops["stun malformed"] += 1
             logger.debug("x malformed stun from %s: %s", addr, exc)
             return

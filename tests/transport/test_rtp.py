@@ -1,0 +1,136 @@
+"""RTP header and RTCP report parsing, including malformed input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiortc.rtp import (
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sfu.transport.rtp import (
+    ReceiveStatistics,
+    is_rtcp,
+    parse_rtp_header,
+    read_reports,
+    strip_padding,
+    uint16_gt,
+)
+
+
+def block(ssrc: int, lost: int = -3) -> RtcpReceiverInfo:
+    return RtcpReceiverInfo(
+        ssrc=ssrc,
+        fraction_lost=64,
+        packets_lost=lost,
+        highest_sequence=70000,
+        jitter=123,
+        lsr=0xABCD,
+        dlsr=0x10000,
+    )
+
+
+def test_read_reports_of_a_compound_packet() -> None:
+    sender_info = RtcpSenderInfo(
+        ntp_timestamp=(5 << 32) | 7, rtp_timestamp=1, packet_count=2, octet_count=3
+    )
+    compound = (
+        bytes(RtcpSrPacket(ssrc=11, sender_info=sender_info, reports=[block(1), block(2, lost=5)]))
+        + bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=11, items=[(1, b"cname")])]))
+        + bytes(RtcpRrPacket(ssrc=12, reports=[block(3)]))
+    )
+    sender, blocks = read_reports(compound)
+    assert sender == (11, (5 << 32) | 7)
+    assert [b.ssrc for b in blocks] == [1, 2, 3]
+    assert blocks[0].packets_lost == -3 and blocks[1].packets_lost == 5
+    assert blocks[0].fraction_lost == 64 and blocks[0].jitter == 123
+    assert (
+        blocks[0].lsr == 0xABCD
+        and blocks[0].dlsr == 0x10000
+        and blocks[0].highest_sequence == 70000
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes(RtcpRrPacket(ssrc=1, reports=[block(2)]))[:-4],  # block cut
+        b"\x81\xc9\x00\x07" + b"\x00" * 8,  # length says more than there is
+        b"\x41\xc9\x00\x01\x00\x00\x00\x01",  # version 1
+        b"\x80\xc8\x00\x01\x00\x00\x00\x01",  # SR without sender info
+        b"\x85\xc9\x00\x01\x00\x00\x00\x01",  # RR claiming 5 blocks
+    ],
+)
+def test_read_reports_malformed(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        read_reports(data)
+
+
+@given(st.binary(max_size=200))
+def test_read_reports_only_raises_value_error(data: bytes) -> None:
+    try:
+        read_reports(data)
+    except ValueError:
+        pass
+
+
+def rtp(
+    first: int = 0x80, payload: bytes = b"opus", extension: bytes = b"", csrcs: int = 0
+) -> bytes:
+    header = struct.pack(
+        "!BBHII", first | csrcs | (0x10 if extension else 0), 0x80 | 111, 65535, 4000, 99
+    )
+    header += b"\x00\x00\x00\x01" * csrcs
+    if extension:
+        header += struct.pack("!HH", 0xBEDE, len(extension) // 4) + extension
+    return header + payload
+
+
+def test_parse_rtp_header() -> None:
+    assert parse_rtp_header(rtp()) == (111, True, 65535, 4000, 99, 12)
+    assert parse_rtp_header(rtp(csrcs=2, extension=b"\x10\x2a\x00\x00"))[5] == 12 + 8 + 8
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80\x6f",
+        rtp()[:11],
+        rtp(first=0x40),
+        rtp(csrcs=3)[:20],
+        rtp(extension=b"\x10\x2a\x00\x00")[:14],
+    ],
+)
+def test_parse_rtp_header_malformed(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_rtp_header(data)
+
+
+def test_padding_and_demux() -> None:
+    padded = rtp(first=0xA0, payload=b"opus\x00\x00\x03")
+    assert strip_padding(padded).endswith(b"opus")
+    assert strip_padding(rtp()) == rtp()
+    assert is_rtcp(bytes(RtcpRrPacket(ssrc=1)))
+    assert not is_rtcp(rtp())
+    assert uint16_gt(1, 65535) and not uint16_gt(65535, 1) and uint16_gt(5, 4)
+
+
+def test_receive_statistics_loss_wrap_and_jitter() -> None:
+    statistics = ReceiveStatistics()
+    sequences = [65530 + i for i in range(6)] + [0, 1, 3, 4]  # wraps, loses seq 2
+    for index, sequence in enumerate(sequences):
+        statistics.add(sequence & 0xFFFF, 960 * index, 0.02 * index)
+    assert statistics.extended_max == (1 << 16) + 4
+    assert statistics.expected == 11 and statistics.received == 10 and statistics.lost == 1
+    assert statistics.report_fraction_lost() == 256 // 11
+    assert statistics.report_fraction_lost() == 0  # nothing new since
+    assert statistics.jitter < 1  # perfectly paced
