@@ -50,8 +50,14 @@ class _Protocol(asyncio.DatagramProtocol):
         try:
             self.server._datagram_received(data, addr)
         except Exception:  # a bug on one packet must not stop the port
-            self.server.drops["internal error"] += 1
-            logger.exception("x error handling a datagram from %s", addr)
+            drops = self.server.drops
+            drops["internal error"] += 1
+            if (
+                drops["internal error"] & (drops["internal error"] - 1) == 0
+            ):  # 1st, 2nd, 4th, ...: no log flood
+                logger.exception(
+                    "x error handling a datagram from %s (%d so far)", addr, drops["internal error"]
+                )
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for one client must not disturb the others.
