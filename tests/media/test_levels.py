@@ -1,0 +1,78 @@
+"""Decoded levels: Opus encoded here from tones of known level, decoded and measured."""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+import pytest
+
+from sfu.media.levels import SILENCE, OpusLevelMeter, audio_level
+
+RATE = 48000
+FRAME = 960  # 20 ms
+
+
+def tone(dbov: float | None, seconds: float = 1.0, frequency: float = 440.0) -> np.ndarray:
+    """16-bit mono samples of a sine whose RMS is ``dbov`` (None: digital silence)."""
+    count = int(RATE * seconds)
+    if dbov is None:
+        return np.zeros(count, dtype=np.int16)
+    amplitude = np.sqrt(2.0) * 10 ** (dbov / 20.0) * 32767
+    time = np.arange(count) / RATE
+    samples: np.ndarray = np.round(amplitude * np.sin(2 * np.pi * frequency * time)).astype(
+        np.int16
+    )
+    return samples
+
+
+def encode(samples: np.ndarray) -> list[bytes]:
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = 64000
+    encoder.time_base = fractions.Fraction(1, RATE)
+    payloads = []
+    for start in range(0, len(samples) - FRAME + 1, FRAME):
+        frame = av.AudioFrame.from_ndarray(
+            samples[start : start + FRAME].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE
+        frame.pts = start
+        payloads += [bytes(packet) for packet in encoder.encode(frame)]
+    payloads += [bytes(packet) for packet in encoder.encode(None)]
+    return payloads
+
+
+@pytest.mark.parametrize(("dbov", "expected"), [(-10, 10), (-30, 30), (-60, 60), (None, SILENCE)])
+def test_opus_level_matches_tone(dbov: float | None, expected: int) -> None:
+    meter = OpusLevelMeter()
+    levels = [meter.level(payload) for payload in encode(tone(dbov))]
+    assert len(levels) >= 45
+    settled = levels[5:-3]  # the codec's start-up and the flushed tail
+    assert all(level >= 0 for level in settled)
+    assert all(abs(level - expected) <= 2 for level in settled), settled
+    assert meter.errors == 0
+
+
+def test_formula_on_raw_frames() -> None:
+    # RFC 6465 Appendix A on the samples themselves: full-scale sine is -3 dBov.
+    assert audio_level(tone(-3.0103, 0.02)) == 3
+    assert audio_level(tone(-40.0, 0.02)) == 40
+    assert audio_level(tone(-40.0, 0.02).astype(np.float32) / 32767) == 40
+    assert audio_level(np.zeros(960, dtype=np.int16)) == SILENCE
+    assert audio_level(np.array([], dtype=np.int16)) == SILENCE
+    assert audio_level(np.full(960, 1, dtype=np.int16)) == 90  # 1 LSB: -90.3 dBov
+    assert audio_level(np.full(960, 32767, dtype=np.int16)) == 0
+
+
+def test_undecodable_payload_gives_no_level() -> None:
+    meter = OpusLevelMeter()
+    assert meter.level(b"") == -1
+    assert meter.level(b"\xff\xff\xff") == -1
+    assert meter.errors >= 1
+    # The meter still works afterwards.
+    levels = [meter.level(payload) for payload in encode(tone(-20))]
+    assert abs(levels[20] - 20) <= 2
