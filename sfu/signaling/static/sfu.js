@@ -1,0 +1,884 @@
+/*
+ * sfu.js: the browser client of sfu rooms (Python package `sfu`).
+ *
+ * A plain ES module, no build step, no dependency. It speaks the JSON-over-
+ * WebSocket protocol of docs/signaling.md and drives one RTCPeerConnection:
+ *
+ *   import { SfuClient } from "/sfu.js";
+ *   const client = new SfuClient({ url: "ws://127.0.0.1:8080/ws", token });
+ *   client.on("roster", (roster) => render(roster));
+ *   await client.join();          // listener, or speaker when the token's role allows
+ *   client.setMuted(true);
+ *   await client.leave();
+ *
+ * Media: the client always offers and the server answers; offers are
+ * non-trickle (ICE gathering completes first, the candidates are in the SDP).
+ * A listener offers K recvonly audio lines (K = `slots`, default 3); a
+ * speaker (token role "speaker" or "moderator") puts its microphone on the
+ * first line (sendrecv) and K-1 recvonly lines after it. Line i carries
+ * slot i. On `role_changed` about itself with `renegotiate: true` the client
+ * adds (promotion) or drops (demotion) the microphone on the first line and
+ * sends a new `offer` on the same connection.
+ *
+ * Who is in a slot comes from two places: `active_speakers` events (slot ->
+ * {identity, ssrc}) and, fresher, the CSRC of the packets each slot receiver
+ * gets (RTCRtpReceiver.getContributingSources), mapped to an identity through
+ * the SSRCs the events named.
+ *
+ * Events (client.on(type, fn); fn gets one argument):
+ *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
+ *   "connection"      RTCPeerConnection.connectionState
+ *   "joined"          the `joined` message
+ *   "roster"          Map identity -> {identity, role, muted, hand}
+ *   "hands"           identities with a raised hand, oldest first
+ *   "role"            {identity, role, by, renegotiate} for role changes of anyone
+ *   "muted"           {identity, muted, by}
+ *   "active_speakers" {slots, dominant}
+ *   "slots"           array, per slot: identity or null (events + CSRC)
+ *   "levels"          Map identity -> decoded audio level 0..1 (own mic included)
+ *   "speaking"        Set of identities heard in the last `speakingHold` ms
+ *   "removed"         {reason, by, banned}
+ *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
+ *                     "disconnected" (first connection lost) or a fatal error code
+ *   "error"           SfuError {code, message, id}
+ *   "track"           {slot, track, audio}
+ *
+ * Reconnection: when the WebSocket closes without `leave()`, `removed` or
+ * `room_closed` (or the peer connection fails, or a ping goes unanswered),
+ * the client waits (backoff doubling from 0.5 s to 10 s, with jitter), then
+ * joins again with the same token on a new RTCPeerConnection.
+ */
+
+const CLOSE_REMOVED = 4001;
+const CLOSE_ROOM_CLOSED = 4002;
+// Errors after which joining again with the same token cannot succeed.
+const FATAL_JOIN_ERRORS = new Set(["not_allowed", "room_closed", "bad_message", "invalid_offer"]);
+
+/** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
+export class SfuError extends Error {
+  constructor(code, message, id = null) {
+    super(message || code);
+    this.name = "SfuError";
+    this.code = code;
+    this.id = id;
+  }
+}
+
+/** The claims of a JWT, read without checking it (the server checks it). */
+export function tokenClaims(token) {
+  try {
+    let b64 = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    b64 += "=".repeat((4 - (b64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return {};
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function waitForGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    // Past the timeout, send what was gathered: loopback/host candidates
+    // come first, and a slow interface must not block the join.
+    const timer = setTimeout(done, timeoutMs);
+    function done() {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    }
+    function check() {
+      if (pc.iceGatheringState === "complete") done();
+    }
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+export class SfuClient {
+  /**
+   * @param {object} options
+   * @param {string} options.url      WebSocket URL of the signaling endpoint (ws:// or wss://)
+   * @param {string} options.token    join token (identity, room and role come from it)
+   * @param {string} [options.room]   room name; default: the token's `room` claim
+   * @param {number} [options.slots=3] how many slot streams to receive
+   * @param {boolean} [options.publish] offer a microphone at join; default: the token's role may publish
+   * @param {HTMLElement} [options.audioContainer] where the slot <audio> elements go (default: document.body)
+   * @param {MediaTrackConstraints|boolean} [options.audio=true] getUserMedia audio constraints
+   * @param {boolean} [options.reconnect=true]
+   * @param {number} [options.levelInterval=200] ms between getStats() level polls (0: off)
+   * @param {number} [options.speakingThreshold=0.01] decoded level (0..1) that counts as speech
+   * @param {number} [options.speakingHold=700] ms a voice stays "speaking" after its last loud sample
+   * @param {RTCConfiguration} [options.rtcConfiguration] default {iceServers: []} (the server is ICE-lite)
+   */
+  constructor(options) {
+    const {
+      url,
+      token,
+      room,
+      slots = 3,
+      publish,
+      audioContainer,
+      audio = true,
+      reconnect = true,
+      levelInterval = 200,
+      speakingThreshold = 0.01,
+      speakingHold = 700,
+      iceGatheringTimeout = 5000,
+      requestTimeout = 10000,
+      pingInterval = 15000,
+      backoffInitial = 500,
+      backoffMax = 10000,
+      rtcConfiguration = { iceServers: [] },
+    } = options || {};
+    if (!url) throw new TypeError("SfuClient: `url` (the signaling WebSocket URL) is required");
+    if (!token) throw new TypeError("SfuClient: `token` (a join token) is required");
+    const claims = tokenClaims(token);
+    this.url = url;
+    this.token = token;
+    this.room = room || claims.room || null;
+    this.identity = claims.sub || null;
+    this.role = claims.role || "listener";
+    this.slotCount = slots;
+    this.publishAtJoin = publish === undefined ? this._rolePublishes(this.role) : !!publish;
+    this.options = {
+      audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
+      iceGatheringTimeout, requestTimeout, pingInterval, backoffInitial, backoffMax,
+      rtcConfiguration,
+    };
+
+    this.state = "new";
+    this.connectionState = "new";
+    /** @type {Map<string, {identity: string, role: string, muted: boolean, hand: boolean}>} */
+    this.roster = new Map();
+    this.hands = [];
+    this.activeSpeakers = []; // per slot: null or {identity, ssrc, level}
+    this.dominant = null;
+    this.slotParticipants = []; // per slot: identity or null
+    this.levels = new Map();
+    this.speaking = new Set();
+    this.muted = false; // self-mute
+    this.mutedBy = null; // moderator who muted us, when server-side muted by someone else
+    this.handRaised = false;
+    this.pc = null;
+    this.ws = null;
+    this.micStream = null;
+    this.audioElements = [];
+
+    this._listeners = new Map();
+    this._pending = new Map();
+    this._nextId = 1;
+    this._ssrcIdentity = new Map();
+    this._lastLoud = new Map();
+    this._ending = null; // {reason, code}: the close is expected, do not reconnect
+    this._negotiation = Promise.resolve();
+    this._levelTimer = null;
+    this._pingTimer = null;
+    this._reconnectAttempt = 0;
+    this._everJoined = false;
+    this._reconnecting = false;
+    this._generation = 0; // bumps on each (re)connection; stale callbacks check it
+  }
+
+  // -- events -------------------------------------------------------------------------
+
+  /** Subscribe; returns a function that unsubscribes. */
+  on(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    const set = this._listeners.get(type);
+    if (set) set.delete(fn);
+  }
+
+  once(type) {
+    return new Promise((resolve) => {
+      const off = this.on(type, (value) => {
+        off();
+        resolve(value);
+      });
+    });
+  }
+
+  _emit(type, value) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (err) {
+        console.error(`sfu.js: a "${type}" listener threw`, err);
+      }
+    }
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit("state", state);
+  }
+
+  // -- properties -----------------------------------------------------------------------
+
+  get canPublish() {
+    return this._rolePublishes(this.role);
+  }
+
+  get isModerator() {
+    return this.role === "moderator";
+  }
+
+  /** The microphone track being sent, if any. */
+  get micTrack() {
+    return this.micStream ? this.micStream.getAudioTracks()[0] || null : null;
+  }
+
+  _rolePublishes(role) {
+    return role === "speaker" || role === "moderator";
+  }
+
+  // -- life cycle -------------------------------------------------------------------------
+
+  /** Join the room; resolves with the `joined` message once the answer is applied. */
+  async join() {
+    if (this.state !== "new" && this.state !== "closed") {
+      throw new SfuError("already_joined", `join() called in state ${this.state}`);
+    }
+    this._ending = null;
+    this._everJoined = false;
+    this._reconnectAttempt = 0;
+    try {
+      return await this._connect(this.publishAtJoin);
+    } catch (err) {
+      this._teardown();
+      this._setState("closed");
+      throw err;
+    }
+  }
+
+  /** Leave the room: tells the server, closes the WebSocket and the peer connection. */
+  async leave() {
+    if (this.state === "closed") return;
+    this._ending = { reason: "left", code: 1000 };
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN && this.state === "joined") {
+      try {
+        await this._request("leave", {}, 2000);
+      } catch {
+        // Closing the socket leaves the room too.
+      }
+    }
+    this._finish({ reason: "left", code: 1000 });
+  }
+
+  async _connect(publish) {
+    const generation = ++this._generation;
+    this._setState(this._everJoined ? "reconnecting" : "connecting");
+    const ws = await this._openSocket(generation);
+    const pc = new RTCPeerConnection(this.options.rtcConfiguration);
+    this.pc = pc;
+    pc.addEventListener("track", (event) => this._onTrack(pc, event));
+    pc.addEventListener("connectionstatechange", () => this._onConnectionState(pc, generation));
+    const K = this.slotCount;
+    if (publish) {
+      const track = await this._microphone();
+      pc.addTransceiver(track, { direction: "sendrecv", streams: [this.micStream] });
+      this._applyTrackEnabled();
+    } else {
+      pc.addTransceiver("audio", { direction: "recvonly" });
+    }
+    for (let i = 1; i < K; i++) pc.addTransceiver("audio", { direction: "recvonly" });
+    const offer = await this._makeOffer(pc);
+    if (generation !== this._generation) throw new SfuError("closed", "superseded");
+    const joined = await this._request("join", { room: this.room, token: this.token, offer }, null, ws);
+    await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
+    this._onJoined(joined);
+    return joined;
+  }
+
+  _openSocket(generation) {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        reject(new SfuError("closed", `cannot open ${this.url}: ${err}`));
+        return;
+      }
+      this.ws = ws;
+      let opened = false;
+      ws.addEventListener("open", () => {
+        opened = true;
+        resolve(ws);
+      });
+      ws.addEventListener("message", (event) => {
+        if (generation === this._generation) this._onMessage(event.data);
+      });
+      ws.addEventListener("close", (event) => {
+        if (!opened) reject(new SfuError("closed", `cannot connect to ${this.url} (${event.code})`));
+        if (generation === this._generation) this._onSocketClose(event);
+      });
+    });
+  }
+
+  async _makeOffer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForGathering(pc, this.options.iceGatheringTimeout);
+    return pc.localDescription.sdp;
+  }
+
+  async _microphone() {
+    const live = this.micTrack;
+    if (live && live.readyState === "live") return live;
+    this.micStream = await navigator.mediaDevices.getUserMedia({ audio: this.options.audio, video: false });
+    return this.micTrack;
+  }
+
+  _stopMicrophone() {
+    if (this.micStream) for (const track of this.micStream.getTracks()) track.stop();
+    this.micStream = null;
+  }
+
+  _onJoined(joined) {
+    this.identity = joined.identity;
+    this.role = joined.role;
+    this.room = joined.room || this.room;
+    this.roster = new Map();
+    for (const entry of joined.roster || []) {
+      this.roster.set(entry.identity, {
+        identity: entry.identity,
+        role: entry.role,
+        muted: !!entry.muted,
+        hand: !!entry.hand,
+      });
+    }
+    if (!this.roster.has(this.identity)) {
+      this.roster.set(this.identity, { identity: this.identity, role: this.role, muted: false, hand: false });
+    }
+    this._setHands(joined.hands || [], false);
+    this.mutedBy = null;
+    const me = this.roster.get(this.identity);
+    const wasMuted = this.muted;
+    this.handRaised = me.hand;
+    this._everJoined = true;
+    this._reconnectAttempt = 0;
+    this._setState("joined");
+    this._emit("joined", joined);
+    this._emit("role", { identity: this.identity, role: this.role, by: null, renegotiate: false });
+    this._emit("roster", this.roster);
+    this._emit("hands", this.hands);
+    if (joined.active_speakers) this._onActiveSpeakers(joined.active_speakers);
+    this._startTimers();
+    // A reconnection starts a new server-side participant: restore self-mute.
+    if (wasMuted && this.canPublish && !me.muted) this._command("mute", { muted: true });
+  }
+
+  _finish(detail) {
+    if (this.state === "closed") return;
+    this._ending = this._ending || detail;
+    this._teardown();
+    this._setState("closed");
+    this._emit("closed", detail);
+  }
+
+  _teardown() {
+    this._generation++;
+    this._stopTimers();
+    for (const { reject, timer } of this._pending.values()) {
+      clearTimeout(timer);
+      reject(new SfuError("closed", "the connection closed"));
+    }
+    this._pending.clear();
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(1000);
+    }
+    this._closePeer();
+    if (this._ending) this._stopMicrophone();
+  }
+
+  _closePeer() {
+    if (this.pc) {
+      this.pc.close();
+      this.pc = null;
+    }
+    for (const audio of this.audioElements) {
+      if (!audio) continue;
+      audio.srcObject = null;
+      audio.remove();
+    }
+    this.audioElements = [];
+    this.connectionState = "closed";
+  }
+
+  _onSocketClose(event) {
+    // Requests in flight will get no reply.
+    for (const { reject, timer } of this._pending.values()) {
+      clearTimeout(timer);
+      reject(new SfuError("closed", `the signaling connection closed (${event.code})`));
+    }
+    this._pending.clear();
+    if (this._ending || event.code === CLOSE_REMOVED || event.code === CLOSE_ROOM_CLOSED) {
+      const ending = this._ending || {
+        reason: event.code === CLOSE_REMOVED ? "removed" : "room_closed",
+        code: event.code,
+      };
+      this._finish(ending);
+      return;
+    }
+    if (!this.options.reconnect || !this._everJoined || this.state === "closed") {
+      this._finish({ reason: "disconnected", code: event.code });
+      return;
+    }
+    this._scheduleReconnect(`the signaling connection closed (${event.code})`);
+  }
+
+  /** Drop the current connection and join again with backoff (network drop). */
+  _scheduleReconnect(why) {
+    if (this._reconnecting) return; // the loop in progress handles it
+    console.warn(`sfu.js: ${why}; reconnecting`);
+    this._teardown();
+    this._setState("reconnecting");
+    this._reconnecting = true;
+    this._reconnectLoop().finally(() => {
+      this._reconnecting = false;
+    });
+  }
+
+  async _reconnectLoop() {
+    const { backoffInitial, backoffMax } = this.options;
+    while (!this._ending && this.state !== "closed") {
+      const attempt = this._reconnectAttempt++;
+      const delay = Math.min(backoffMax, backoffInitial * 2 ** attempt);
+      await sleep(delay * (0.75 + Math.random() * 0.5));
+      if (this._ending || this.state === "closed") return;
+      try {
+        await this._connect(this.canPublish);
+        return;
+      } catch (err) {
+        if (err instanceof SfuError && FATAL_JOIN_ERRORS.has(err.code)) {
+          this._emit("error", err);
+          this._finish({ reason: err.code, code: 0 });
+          return;
+        }
+        // duplicate_identity: the server has not noticed the old connection
+        // is gone yet; network errors: not back yet. Try again.
+        console.warn(`sfu.js: reconnect attempt ${attempt + 1} failed: ${err.message || err}`);
+        this._teardown();
+        this._setState("reconnecting");
+      }
+    }
+  }
+
+  _onConnectionState(pc, generation) {
+    if (generation !== this._generation || pc !== this.pc) return;
+    this.connectionState = pc.connectionState;
+    this._emit("connection", pc.connectionState);
+    if (pc.connectionState === "failed" && this.state === "joined" && this.options.reconnect) {
+      this._scheduleReconnect("the media connection failed");
+    }
+  }
+
+  _onTrack(pc, event) {
+    if (pc !== this.pc) return;
+    const slot = pc.getTransceivers().indexOf(event.transceiver);
+    if (slot < 0) return;
+    let audio = this.audioElements[slot];
+    if (!audio) {
+      audio = document.createElement("audio");
+      audio.autoplay = true;
+      audio.dataset.slot = String(slot);
+      audio.dataset.sfu = "slot";
+      (this.options.audioContainer || document.body).appendChild(audio);
+      this.audioElements[slot] = audio;
+    }
+    audio.srcObject = new MediaStream([event.track]);
+    // Chromium computes inbound audio levels only for audio that plays.
+    audio.play().catch((err) => console.warn(`sfu.js: audio.play() for slot ${slot}: ${err}`));
+    this._emit("track", { slot, track: event.track, audio });
+  }
+
+  // -- signaling ------------------------------------------------------------------------
+
+  _send(message, ws = this.ws) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) throw new SfuError("closed", "not connected");
+    ws.send(JSON.stringify(message));
+  }
+
+  /** Send a message with an id; resolves with the reply, rejects with an SfuError. */
+  _request(type, fields = {}, timeoutMs = undefined, ws = this.ws) {
+    const id = this._nextId++;
+    const timeout = timeoutMs === undefined || timeoutMs === null ? this.options.requestTimeout : timeoutMs;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new SfuError("timeout", `no reply to ${type} within ${timeout} ms`, id));
+      }, timeout);
+      this._pending.set(id, { resolve, reject, timer, type });
+      try {
+        this._send({ type, id, ...fields }, ws);
+      } catch (err) {
+        clearTimeout(timer);
+        this._pending.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  /** A request whose failure is reported as an "error" event (and rethrown). */
+  async _command(type, fields = {}) {
+    try {
+      return await this._request(type, fields);
+    } catch (err) {
+      this._emit("error", err);
+      throw err;
+    }
+  }
+
+  _onMessage(data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      console.warn("sfu.js: a message that is not JSON", data);
+      return;
+    }
+    if (message === null || typeof message !== "object") return;
+    const pending = message.id !== undefined && message.id !== null ? this._pending.get(message.id) : undefined;
+    if (pending) {
+      this._pending.delete(message.id);
+      clearTimeout(pending.timer);
+      if (message.type === "error") pending.reject(new SfuError(message.code, message.message, message.id));
+      else pending.resolve(message);
+      return;
+    }
+    switch (message.type) {
+      case "roster":
+        return this._onRoster(message);
+      case "hands":
+        return this._setHands(message.hands || [], true);
+      case "role_changed":
+        return this._onRoleChanged(message);
+      case "muted":
+        return this._onMuted(message);
+      case "active_speakers":
+        return this._onActiveSpeakers(message);
+      case "removed":
+        this._ending = { reason: "removed", code: CLOSE_REMOVED };
+        this._emit("removed", { reason: message.reason, by: message.by, banned: !!message.banned });
+        // The server closes the socket (4001); do not wait for it to stop the media.
+        this._finish({ reason: "removed", code: CLOSE_REMOVED });
+        return;
+      case "room_closed":
+        this._ending = { reason: "room_closed", code: CLOSE_ROOM_CLOSED };
+        this._finish({ reason: "room_closed", code: CLOSE_ROOM_CLOSED, detail: message.reason });
+        return;
+      case "error":
+        this._emit("error", new SfuError(message.code, message.message, message.id ?? null));
+        return;
+      default:
+        return; // pong, ok without a pending request, types from a newer server
+    }
+  }
+
+  _onRoster(message) {
+    for (const entry of message.joined || []) {
+      const old = this.roster.get(entry.identity);
+      this.roster.set(entry.identity, {
+        identity: entry.identity,
+        role: entry.role,
+        muted: old ? old.muted : false,
+        hand: old ? old.hand : this.hands.includes(entry.identity),
+      });
+    }
+    for (const entry of message.updated || []) {
+      const old = this.roster.get(entry.identity);
+      if (old) old.role = entry.role;
+      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted: false, hand: false });
+    }
+    for (const identity of message.left || []) {
+      if (identity !== this.identity) this.roster.delete(identity);
+    }
+    this._emit("roster", this.roster);
+  }
+
+  _setHands(hands, emit) {
+    this.hands = [...hands];
+    const raised = new Set(this.hands);
+    for (const entry of this.roster.values()) entry.hand = raised.has(entry.identity);
+    this.handRaised = raised.has(this.identity);
+    if (emit) {
+      this._emit("hands", this.hands);
+      this._emit("roster", this.roster);
+    }
+  }
+
+  _onRoleChanged(message) {
+    const entry = this.roster.get(message.identity);
+    if (entry) entry.role = message.role;
+    if (message.identity === this.identity) {
+      this.role = message.role;
+      if (message.renegotiate) {
+        const publish = this._rolePublishes(message.role);
+        this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
+      }
+    }
+    this._emit("role", message);
+    this._emit("roster", this.roster);
+  }
+
+  _onMuted(message) {
+    const entry = this.roster.get(message.identity);
+    if (entry) entry.muted = !!message.muted;
+    if (message.identity === this.identity) {
+      // `by` someone else: a moderator's mute, which we cannot undo ourselves.
+      if (message.by && message.by !== this.identity) this.mutedBy = message.muted ? message.by : null;
+      if (entry) entry.muted = this.muted || !!this.mutedBy;
+      this._applyTrackEnabled();
+    }
+    this._emit("muted", message);
+    this._emit("roster", this.roster);
+  }
+
+  _onActiveSpeakers(message) {
+    this.activeSpeakers = message.slots || [];
+    this.dominant = message.dominant ?? null;
+    for (const info of this.activeSpeakers) {
+      if (info && info.ssrc !== null && info.ssrc !== undefined) this._ssrcIdentity.set(info.ssrc >>> 0, info.identity);
+    }
+    this._emit("active_speakers", { slots: this.activeSpeakers, dominant: this.dominant });
+    this._updateSlots(this.activeSpeakers.map((info) => (info ? info.identity : null)));
+  }
+
+  _updateSlots(slots) {
+    const changed =
+      slots.length !== this.slotParticipants.length || slots.some((s, i) => s !== this.slotParticipants[i]);
+    if (!changed) return;
+    this.slotParticipants = slots;
+    this._emit("slots", slots);
+  }
+
+  // -- renegotiation ------------------------------------------------------------------------
+
+  _queueNegotiation(step) {
+    const run = this._negotiation.then(step).catch((err) => {
+      console.error("sfu.js: renegotiation failed", err);
+      this._emit("error", err instanceof SfuError ? err : new SfuError("negotiation", String(err)));
+    });
+    this._negotiation = run;
+    return run;
+  }
+
+  async _startPublishing() {
+    const pc = this.pc;
+    if (!pc) return;
+    const transceiver = pc.getTransceivers()[0];
+    let track;
+    try {
+      track = await this._microphone();
+    } catch (err) {
+      throw new SfuError("microphone", `no microphone: ${err.message || err}`);
+    }
+    if (pc !== this.pc) return;
+    transceiver.direction = "sendrecv";
+    await transceiver.sender.replaceTrack(track);
+    if (transceiver.sender.setStreams) transceiver.sender.setStreams(this.micStream);
+    this._applyTrackEnabled();
+    await this._renegotiate(pc);
+    // The server forgets a self-mute set before the promotion? Tell it again.
+    if (this.muted) this._command("mute", { muted: true }).catch(() => {});
+  }
+
+  async _stopPublishing() {
+    const pc = this.pc;
+    if (!pc) return;
+    const transceiver = pc.getTransceivers()[0];
+    this._stopMicrophone();
+    await transceiver.sender.replaceTrack(null);
+    transceiver.direction = "recvonly";
+    await this._renegotiate(pc);
+  }
+
+  async _renegotiate(pc) {
+    const sdp = await this._makeOffer(pc);
+    if (pc !== this.pc) return;
+    const reply = await this._request("offer", { sdp });
+    if (pc !== this.pc) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+  }
+
+  // -- commands -------------------------------------------------------------------------------
+
+  /** Self-mute: the microphone track is disabled (silence is sent) and the room is told. */
+  setMuted(muted) {
+    this.muted = !!muted;
+    this._applyTrackEnabled();
+    if (this.state === "joined") return this._command("mute", { muted: this.muted });
+    return Promise.resolve();
+  }
+
+  _applyTrackEnabled() {
+    const track = this.micTrack;
+    if (track) track.enabled = !this.muted && !this.mutedBy;
+  }
+
+  raiseHand() {
+    return this._command("raise_hand");
+  }
+
+  /** Lower your own hand, or (moderators) someone else's. */
+  lowerHand(identity) {
+    return this._command("lower_hand", identity ? { identity } : {});
+  }
+
+  promote(identity, role = "speaker") {
+    return this._command("promote", { identity, role });
+  }
+
+  demote(identity) {
+    return this._command("demote", { identity });
+  }
+
+  muteParticipant(identity, muted = true) {
+    return this._command("mute_participant", { identity, muted });
+  }
+
+  remove(identity, { reason, ban = false } = {}) {
+    const fields = { identity, ban };
+    if (reason) fields.reason = reason;
+    return this._command("remove", fields);
+  }
+
+  ping() {
+    return this._request("ping");
+  }
+
+  // -- levels, slots and stats -------------------------------------------------------------------
+
+  _startTimers() {
+    this._stopTimers();
+    const generation = this._generation;
+    if (this.options.levelInterval > 0) {
+      this._levelTimer = setInterval(() => {
+        if (generation === this._generation) this._pollLevels().catch(() => {});
+      }, this.options.levelInterval);
+    }
+    if (this.options.pingInterval > 0) {
+      this._pingTimer = setInterval(() => {
+        if (generation !== this._generation || this.state !== "joined") return;
+        // An unanswered ping means the network dropped without a close.
+        this.ping().catch((err) => {
+          if (generation === this._generation && err.code === "timeout" && this.options.reconnect) {
+            this._scheduleReconnect("a ping went unanswered");
+          }
+        });
+      }, this.options.pingInterval);
+    }
+  }
+
+  _stopTimers() {
+    clearInterval(this._levelTimer);
+    clearInterval(this._pingTimer);
+    this._levelTimer = this._pingTimer = null;
+  }
+
+  /**
+   * One entry per slot: packets, bytes, decoded level, energy, the CSRC of
+   * the last packets and who that is. `outbound`: packets sent and the
+   * microphone's level.
+   */
+  async stats() {
+    const pc = this.pc;
+    if (!pc) return { slots: [], outbound: null };
+    const report = await pc.getStats();
+    const transceivers = pc.getTransceivers();
+    const byMid = new Map();
+    let outbound = null;
+    let source = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") byMid.set(String(s.mid), s);
+      else if (s.type === "outbound-rtp" && s.kind === "audio") outbound = s;
+      else if (s.type === "media-source" && s.kind === "audio") source = s;
+    });
+    const slots = transceivers.map((t, slot) => {
+      const s = byMid.get(String(t.mid)) || {};
+      const csrcs = t.receiver.getContributingSources();
+      const latest = csrcs.reduce((a, b) => (!a || b.timestamp > a.timestamp ? b : a), null);
+      const csrc = latest && performance.timeOrigin + performance.now() - latest.timestamp < 1000 ? latest.source >>> 0 : null;
+      const audio = this.audioElements[slot];
+      return {
+        slot,
+        mid: t.mid,
+        direction: t.currentDirection || t.direction,
+        ssrc: s.ssrc ?? null,
+        packetsReceived: s.packetsReceived || 0,
+        bytesReceived: s.bytesReceived || 0,
+        packetsLost: s.packetsLost || 0,
+        audioLevel: s.audioLevel || 0,
+        totalAudioEnergy: s.totalAudioEnergy || 0,
+        totalSamplesReceived: s.totalSamplesReceived || 0,
+        concealedSamples: s.concealedSamples || 0,
+        jitter: s.jitter || 0,
+        csrc,
+        identity: csrc !== null ? this._ssrcIdentity.get(csrc) ?? null : this.slotParticipants[slot] ?? null,
+        playing: audio ? !audio.paused : false,
+      };
+    });
+    return {
+      slots,
+      outbound: outbound
+        ? {
+            ssrc: outbound.ssrc,
+            packetsSent: outbound.packetsSent || 0,
+            bytesSent: outbound.bytesSent || 0,
+            audioLevel: source ? source.audioLevel || 0 : 0,
+            totalAudioEnergy: source ? source.totalAudioEnergy || 0 : 0,
+          }
+        : null,
+    };
+  }
+
+  async _pollLevels() {
+    if (this.state !== "joined" || !this.pc) return;
+    const { slots, outbound } = await this.stats();
+    const now = performance.now();
+    const levels = new Map();
+    const slotIdentities = [];
+    for (const s of slots) {
+      // CSRC first (packet-accurate), else the last active_speakers event.
+      const identity = s.identity ?? this.activeSpeakers[s.slot]?.identity ?? null;
+      slotIdentities.push(identity);
+      if (identity) levels.set(identity, Math.max(levels.get(identity) || 0, s.audioLevel));
+    }
+    if (outbound && this.identity && this.micTrack && this.micTrack.enabled) {
+      levels.set(this.identity, Math.max(levels.get(this.identity) || 0, outbound.audioLevel));
+    }
+    this._updateSlots(slotIdentities);
+    this.levels = levels;
+    this._emit("levels", levels);
+    const { speakingThreshold, speakingHold } = this.options;
+    for (const [identity, level] of levels) {
+      if (level >= speakingThreshold) this._lastLoud.set(identity, now);
+    }
+    const speaking = new Set();
+    for (const [identity, at] of this._lastLoud) {
+      if (now - at <= speakingHold && this.roster.has(identity)) speaking.add(identity);
+      else if (now - at > speakingHold) this._lastLoud.delete(identity);
+    }
+    const changed = speaking.size !== this.speaking.size || [...speaking].some((i) => !this.speaking.has(i));
+    if (changed) {
+      this.speaking = speaking;
+      this._emit("speaking", speaking);
+    }
+  }
+}
+
+// For pages that load this file as a module but want a global (e.g. from the console).
+if (typeof window !== "undefined" && !window.SfuClient) window.SfuClient = SfuClient;
