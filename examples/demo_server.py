@@ -1,0 +1,206 @@
+"""The sfu demo: Clubhouse-style audio rooms in the browser.
+
+Run it and open the printed URL in a few browser tabs::
+
+    python examples/demo_server.py                 # http://127.0.0.1:8080/
+    python examples/demo_server.py --host 0.0.0.0 --announce 192.0.2.10 --udp-port 40000
+
+Pick a room, a name and a role (moderator, speaker or listener) and join.
+Speakers and moderators are on the stage; listeners are in the audience and
+can raise a hand; moderators promote, demote, mute and remove people.
+
+Everything the page uses is part of the ``sfu`` package, not demo code:
+
+* ``GET /ws``: the JSON-over-WebSocket signaling (docs/signaling.md),
+  :func:`sfu.signaling.aiohttp.websocket_handler`;
+* ``GET /sfu.js``: the browser client shipped in ``sfu/signaling/static``;
+* ``POST /rooms/{room}/whip`` and ``/whep``: WHIP publishing and WHEP
+  listening (Bearer token, ``application/sdp``; DELETE the ``Location``);
+* ``GET /metrics``: Prometheus text.
+
+Only ``POST /api/token`` is demo-only: it signs a join token for any room,
+name and role (``{"room", "identity", "role"}`` -> ``{"token"}``), so anyone
+can try it out. ``--no-demo-tokens`` turns it off (404); then tokens must come
+from your own backend (``sfu.auth.issue_token``) and the page is opened as
+``/?token=...``. The token secret is random per run unless ``--token-secret``
+or the ``SFU_TOKEN_SECRET`` environment variable sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+import sfu
+from sfu.signaling.aiohttp import STATIC_DIR, add_whip_whep, metrics_handler, websocket_handler
+
+__all__ = ["PAGE_DIR", "make_app", "main"]
+
+logger = logging.getLogger("sfu.demo")
+
+PAGE_DIR = Path(__file__).resolve().parent / "static"
+ROLES = ("moderator", "speaker", "listener")
+#: Demo tokens last a working day: sfu.js rejoins with the same token after a network drop.
+TOKEN_TTL = 12 * 3600.0
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # printable, at most 64 characters
+
+SERVER_KEY = web.AppKey("server", sfu.Server)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(PAGE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def client_script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC_DIR / "sfu.js",
+        headers={"Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def issue_demo_token(request: web.Request) -> web.Response:
+    """``POST /api/token`` ``{"room", "identity", "role"}`` -> ``{"token"}``: try-it-out only."""
+    server = request.app[SERVER_KEY]
+    assert server.token_secret is not None
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}') from None
+    if not isinstance(body, dict):
+        raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}')
+    room, identity, role = body.get("room"), body.get("identity"), body.get("role", "listener")
+    for field, value in (("room", room), ("identity", identity)):
+        if not isinstance(value, str) or not _NAME.match(value.strip() or "\x00"):
+            raise _bad_request(f"{field} must be 1 to 64 printable characters")
+    if role not in ROLES:
+        raise _bad_request(f"role must be one of {', '.join(ROLES)}")
+    assert isinstance(room, str) and isinstance(identity, str)
+    token = sfu.auth.issue_token(
+        server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
+    )
+    logger.info("issued a demo token: %s as %s in room %r", identity.strip(), role, room.strip())
+    return web.json_response({"token": token})
+
+
+def make_app(server: sfu.Server, *, demo_tokens: bool = True) -> web.Application:
+    """The demo's aiohttp application for a started-or-not ``server``.
+
+    ``server`` must have a ``token_secret`` (joins are token-checked).
+    ``demo_tokens``: serve ``POST /api/token``; otherwise it is a 404.
+    """
+    if server.token_secret is None:
+        raise ValueError("the demo needs a Server with token_secret=... (joins carry tokens)")
+    app = web.Application(client_max_size=256 * 1024)
+    app[SERVER_KEY] = server
+    app.router.add_get("/", index)
+    app.router.add_get("/sfu.js", client_script)
+    app.router.add_static("/static/", PAGE_DIR, append_version=False)
+    app.router.add_get("/ws", websocket_handler(server))
+    app.router.add_get("/metrics", metrics_handler(server))
+    add_whip_whep(app, server)
+    if demo_tokens:
+        app.router.add_post("/api/token", issue_demo_token)
+    return app
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="HTTP and UDP address (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument(
+        "--udp-port", type=int, default=0, help="the media UDP port (default 0: any free one)"
+    )
+    parser.add_argument(
+        "--announce",
+        default=None,
+        help="address written in SDP answers (default: --host; required with --host 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--token-secret",
+        default=os.environ.get("SFU_TOKEN_SECRET"),
+        help="HS256 secret for join tokens, >= 32 bytes (default: $SFU_TOKEN_SECRET, else random per run)",
+    )
+    parser.add_argument(
+        "--no-demo-tokens",
+        dest="demo_tokens",
+        action="store_false",
+        help="do not serve POST /api/token (tokens must come from your backend)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    if args.host in ("0.0.0.0", "::") and not args.announce:
+        parser.error(f"--host {args.host} needs --announce ADDRESS (the address clients reach)")
+    if args.token_secret is not None and len(args.token_secret.encode()) < 32:
+        parser.error("--token-secret / SFU_TOKEN_SECRET must be at least 32 bytes")
+    return args
+
+
+async def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name in ("aiohttp.access", "aioice", "aiortc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    secret = args.token_secret or secrets.token_urlsafe(32)
+    if args.token_secret is None:
+        logger.info("random token secret for this run (set SFU_TOKEN_SECRET to keep tokens valid)")
+    async with sfu.Server(
+        args.host, args.udp_port, announce=args.announce, token_secret=secret
+    ) as server:
+        runner = web.AppRunner(make_app(server, demo_tokens=args.demo_tokens))
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, args.host, args.port)
+            await site.start()
+            shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+            loop = (
+                "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+            )
+            print(
+                f"sfu demo: open http://{shown}:{args.port}/  "
+                f"(media on udp {server.announce}:{server.port}, metrics at /metrics, "
+                f"demo tokens {'on' if args.demo_tokens else 'off'}, {loop})",
+                flush=True,
+            )
+            await asyncio.Event().wait()
+        finally:
+            # Rooms first: each member is told (room_closed) and its WebSocket
+            # closes, so the HTTP shutdown does not wait for open sockets.
+            await server.close()
+            await runner.cleanup()
+
+
+def run(argv: list[str] | None = None) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main(argv))
+    else:
+        uvloop.run(main(argv))
+
+
+if __name__ == "__main__":
+    try:
+        run(sys.argv[1:])
+    except KeyboardInterrupt:
+        pass

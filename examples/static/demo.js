@@ -1,0 +1,348 @@
+// The demo page's logic: lobby -> token -> SfuClient -> render the room.
+// Everything about media and signaling is in /sfu.js; this file only renders.
+import { SfuClient, tokenClaims } from "/sfu.js";
+
+const $ = (selector) => document.querySelector(selector);
+const ROLE_LABEL = { moderator: "Moderator", speaker: "Speaker", listener: "" };
+const STATE_LABEL = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" };
+
+let client = null;
+let toastTimer = null;
+
+const params = new URLSearchParams(location.search);
+if (params.get("room")) $("#room-input").value = params.get("room");
+
+// -- lobby ----------------------------------------------------------------------------------
+
+async function demoToken(room, identity, role) {
+  const response = await fetch("/api/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ room, identity, role }),
+  });
+  if (response.status === 404) {
+    throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || `The token request failed (${response.status}).`);
+  return body.token;
+}
+
+$("#join-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const room = $("#room-input").value.trim();
+  const identity = $("#name-input").value.trim();
+  const role = new FormData(event.target).get("role") || "listener";
+  const button = $("#join-button");
+  button.disabled = true;
+  $("#join-error").textContent = "";
+  try {
+    await enter(await demoToken(room, identity, role));
+  } catch (err) {
+    $("#join-error").textContent = describeError(err);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function describeError(err) {
+  const messages = {
+    duplicate_identity: "Someone in this room already has that name. Pick another one.",
+    not_allowed: "You may not join this room with this token.",
+    room_full: "The room is full.",
+    room_closed: "The room is closed.",
+  };
+  return messages[err.code] || err.message || String(err);
+}
+
+async function enter(token) {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const next = new SfuClient({ url, token, audioContainer: $("#audio-sink") });
+  next.on("state", render);
+  next.on("connection", render);
+  next.on("roster", render);
+  next.on("hands", render);
+  next.on("role", render);
+  next.on("muted", render);
+  next.on("active_speakers", render);
+  next.on("speaking", render);
+  next.on("error", (err) => toast(err.message || describeError(err), err.code));
+  next.on("closed", (detail) => onClosed(next, detail));
+  next.on("removed", (detail) => showNotice("removed", "You were removed from the room",
+    `${detail.by ? `${detail.by} removed you` : "You were removed"}${detail.reason ? `: ${detail.reason}` : "."}`));
+  client = next;
+  window.demo.client = next;
+  await next.join(); // throws (and the lobby shows why) when the join is refused
+  history.replaceState(null, "", `?room=${encodeURIComponent(next.room)}`);
+  $("#lobby").hidden = true;
+  $("#room").hidden = false;
+  $("#controls").hidden = false;
+  $("#topbar-room").hidden = false;
+  $("#room-name").textContent = next.room;
+  document.title = `${next.room} · sfu rooms`;
+  render();
+}
+
+function onClosed(closed, detail) {
+  if (closed !== client) return;
+  render();
+  if (detail.reason === "room_closed") {
+    showNotice("room_closed", "This room has ended", detail.detail ? `The room closed: ${detail.detail}.` : "The room closed.");
+  } else if (detail.reason === "left") {
+    showNotice("left", "You left the room", "Come back any time.");
+  } else if (detail.reason !== "removed" && $("#room").hidden === false) {
+    showNotice("disconnected", "Disconnected", `The connection to the room was lost (${detail.reason}).`);
+  }
+}
+
+function showNotice(kind, title, text) {
+  const notice = $("#notice");
+  if (notice.dataset.kind === "removed" && !notice.hidden) return; // keep the more specific notice
+  notice.dataset.kind = kind;
+  $("#notice-title").textContent = title;
+  $("#notice-text").textContent = text;
+  notice.hidden = false;
+}
+
+$("#notice-button").addEventListener("click", () => {
+  $("#notice").hidden = true;
+  $("#notice").dataset.kind = "";
+  $("#room").hidden = true;
+  $("#controls").hidden = true;
+  $("#topbar-room").hidden = true;
+  $("#lobby").hidden = false;
+  client = null;
+  window.demo.client = null;
+  document.title = "sfu rooms";
+});
+
+function toast(text, code = "") {
+  const el = $("#toast");
+  el.textContent = text;
+  el.dataset.code = code || "";
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), 4000);
+}
+
+// -- controls -------------------------------------------------------------------------------------
+
+$("#mic-button").addEventListener("click", () => {
+  if (!client || client.mutedBy) return;
+  client.setMuted(!client.muted).catch(() => {});
+  render();
+});
+
+$("#hand-button").addEventListener("click", () => {
+  if (!client) return;
+  (client.handRaised ? client.lowerHand() : client.raiseHand()).catch(() => {});
+});
+
+$("#leave-button").addEventListener("click", () => client && client.leave());
+
+$("#share-button").addEventListener("click", async () => {
+  if (!client) return;
+  const link = `${location.origin}/?room=${encodeURIComponent(client.room)}`;
+  try {
+    await navigator.clipboard.writeText(link);
+    toast("Invite link copied.");
+  } catch {
+    toast(link);
+  }
+});
+
+// Moderator actions, delegated from the cards and the hands panel.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  const holder = button && button.closest("[data-identity]");
+  if (!button || !holder || !client) return;
+  const identity = holder.dataset.identity;
+  const actions = {
+    promote: () => client.promote(identity),
+    demote: () => client.demote(identity),
+    mute: () => client.muteParticipant(identity, true),
+    unmute: () => client.muteParticipant(identity, false),
+    remove: () => client.remove(identity, { reason: "removed by a moderator" }),
+    dismiss: () => client.lowerHand(identity),
+  };
+  const action = actions[button.dataset.action];
+  if (action) action().catch(() => {});
+});
+
+// -- rendering -----------------------------------------------------------------------------------
+
+function hue(identity) {
+  let h = 0;
+  for (const ch of identity) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+function initials(identity) {
+  const words = identity.split(/[\s._-]+/).filter(Boolean);
+  const letters = words.length > 1 ? words[0][0] + words[1][0] : identity.slice(0, 2);
+  return letters.toUpperCase();
+}
+
+const MUTED_SVG =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M19 11h-2c0 .74-.16 1.44-.45 2.07l1.46 1.46A6.96 6.96 0 0 0 19 11zm-4 .17V5a3 3 0 0 0-5.94-.6L15 10.34v.83zM4.27 3 3 4.27l6 6V11a3 3 0 0 0 4.5 2.6l1.5 1.5A5 5 0 0 1 7 11H5a7 7 0 0 0 6 6.92V21h2v-3.08a6.9 6.9 0 0 0 3.2-1.26L19.73 20 21 18.73 4.27 3z"/></svg>';
+
+function card(identity) {
+  let el = document.querySelector(`.person[data-identity="${CSS.escape(identity)}"]`);
+  if (el) return el;
+  el = document.createElement("div");
+  el.className = "person";
+  el.dataset.identity = identity;
+  el.innerHTML = `
+    <div class="avatar"><span class="initials"></span>
+      <span class="badge badge-muted" title="Muted">${MUTED_SVG}</span>
+      <span class="badge badge-hand" title="Hand raised">✋</span></div>
+    <div class="name"></div>
+    <div class="role-label"></div>
+    <div class="actions"></div>`;
+  el.querySelector(".avatar").style.setProperty("--hue", hue(identity));
+  el.querySelector(".initials").textContent = initials(identity);
+  el.querySelector(".name").textContent = identity;
+  el.querySelector(".name").title = identity;
+  return el;
+}
+
+function setActions(container, wanted) {
+  // Rebuild only when the set changes, so a click never lands on a replaced button.
+  const key = wanted.map(([action]) => action).join(",");
+  if (container.dataset.key === key) return;
+  container.dataset.key = key;
+  container.replaceChildren(
+    ...wanted.map(([action, label]) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.action = action;
+      button.textContent = label;
+      return button;
+    }),
+  );
+}
+
+function render() {
+  if (!client) return;
+  const c = client;
+  const live = c.state === "joined" && c.connectionState === "connected";
+  const state = c.state === "closed" ? "closed" : c.state === "reconnecting" ? "reconnecting" : live ? "live" : "connecting";
+  const pill = $("#connection-state");
+  pill.dataset.state = state;
+  pill.textContent = STATE_LABEL[state];
+  $("#room").dataset.state = c.state;
+  const banner = $("#banner");
+  banner.hidden = c.state !== "reconnecting";
+  banner.dataset.kind = c.state === "reconnecting" ? "reconnecting" : "";
+  banner.textContent = "Connection lost. Reconnecting…";
+
+  const stage = $("#stage");
+  const audience = $("#audience");
+  const members = [...c.roster.values()];
+  const onStage = members
+    .filter((m) => m.role !== "listener")
+    .sort((a, b) => (a.role === "moderator" ? 0 : 1) - (b.role === "moderator" ? 0 : 1));
+  const inAudience = members.filter((m) => m.role === "listener");
+  const seen = new Set();
+  for (const [container, list] of [[stage, onStage], [audience, inAudience]]) {
+    list.forEach((m, index) => {
+      const el = card(m.identity);
+      seen.add(m.identity);
+      el.dataset.role = m.role;
+      el.dataset.muted = String(!!m.muted && m.role !== "listener");
+      el.dataset.hand = String(!!m.hand);
+      el.dataset.speaking = String(c.speaking.has(m.identity) && !m.muted);
+      el.dataset.dominant = String(c.dominant === m.identity);
+      el.classList.toggle("self", m.identity === c.identity);
+      el.querySelector(".role-label").textContent = ROLE_LABEL[m.role] || "";
+      const actions = [];
+      if (c.isModerator && m.identity !== c.identity && c.state === "joined") {
+        if (m.role === "listener") actions.push(["promote", "Invite to speak"]);
+        else {
+          actions.push(m.muted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
+          actions.push(["demote", "To audience"]);
+        }
+        actions.push(["remove", "Remove"]);
+      }
+      setActions(el.querySelector(".actions"), actions);
+      if (container.children[index] !== el) container.insertBefore(el, container.children[index] || null);
+    });
+  }
+  for (const el of document.querySelectorAll(".person")) if (!seen.has(el.dataset.identity)) el.remove();
+
+  const listening = inAudience.length;
+  $("#member-count").textContent =
+    `${members.length} ${members.length === 1 ? "person" : "people"} · ${onStage.length} on stage · ${listening} listening`;
+  $("#audience-count").textContent = listening ? String(listening) : "";
+  $("#audience-empty").hidden = listening > 0;
+
+  // Hands queue, for moderators.
+  const panel = $("#hands-panel");
+  panel.hidden = !c.isModerator;
+  const hands = $("#hands");
+  const items = c.hands.map((identity) => {
+    let li = hands.querySelector(`li[data-identity="${CSS.escape(identity)}"]`);
+    if (!li) {
+      li = document.createElement("li");
+      li.className = "hand";
+      li.dataset.identity = identity;
+      li.innerHTML = '<span class="who"></span>';
+      li.querySelector(".who").textContent = identity;
+      const buttons = document.createElement("span");
+      setActions(buttons, [["promote", "Invite"], ["dismiss", "Dismiss"]]);
+      li.append(...buttons.children);
+    }
+    return li;
+  });
+  for (const li of [...hands.children]) if (!items.includes(li)) li.remove();
+  items.forEach((li, index) => {
+    if (hands.children[index] !== li) hands.insertBefore(li, hands.children[index] || null);
+  });
+  $("#hands-count").textContent = c.hands.length ? String(c.hands.length) : "";
+  $("#hands-empty").hidden = c.hands.length > 0;
+
+  // Bottom controls.
+  const mic = $("#mic-button");
+  mic.hidden = !c.canPublish;
+  const muted = c.muted || !!c.mutedBy;
+  mic.dataset.muted = String(muted);
+  mic.disabled = !!c.mutedBy;
+  mic.title = c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
+  mic.querySelector(".label").textContent = c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
+  const hand = $("#hand-button");
+  hand.hidden = c.canPublish;
+  hand.dataset.raised = String(c.handRaised);
+  hand.querySelector(".label").textContent = c.handRaised ? "Lower hand" : "Raise hand";
+  $("#leave-button").disabled = c.state === "closed";
+}
+
+// -- test and console hooks ----------------------------------------------------------------------
+
+window.demo = {
+  client: null,
+  /** SfuClient.stats(): per slot packets, level, energy, CSRC -> identity; outbound packets. */
+  stats: () => (client ? client.stats() : Promise.resolve(null)),
+  /** What the page shows, as data. */
+  snapshot() {
+    const people = [...document.querySelectorAll(".person")].map((el) => ({
+      ...el.dataset,
+      place: el.parentElement ? el.parentElement.id : null,
+    }));
+    return {
+      state: client ? client.state : null,
+      connection: client ? client.connectionState : null,
+      role: client ? client.role : null,
+      people,
+      hands: client ? [...client.hands] : [],
+      dominant: client ? client.dominant : null,
+      slots: client ? [...client.slotParticipants] : [],
+      notice: $("#notice").hidden ? null : $("#notice").dataset.kind,
+    };
+  },
+  tokenClaims,
+};
+
+// ?token=... joins straight away with a token from another backend.
+if (params.get("token")) {
+  enter(params.get("token")).catch((err) => ($("#join-error").textContent = describeError(err)));
+}
