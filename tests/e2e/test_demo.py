@@ -1,0 +1,443 @@
+"""The demo (examples/demo_server.py) in headless Chromium: a room driven through its page.
+
+The demo app runs in-process on 127.0.0.1 (its ``make_app``), each person is a
+tab of one browser loading the real page, and the tests click the page's
+controls and read its DOM and ``getStats()`` (``window.demo.stats()``, see
+examples/static/index.html for the DOM hooks). Every tab's fake microphone
+plays the same speech file, so "who is talking" is chosen by self-muting
+everyone but one speaker.
+
+A WHIP publisher and a WHEP listener are aiortc clients speaking plain HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from playwright.async_api import Page
+
+import sfu
+from tests.clients import Client, ToneTrack, _record_received, _record_sent, wait_for
+from tests.conftest import client_configuration
+
+NewPage = Callable[..., Awaitable[Page]]
+
+DEMO_SERVER = Path(__file__).resolve().parents[2] / "examples" / "demo_server.py"
+
+
+def load_demo_server() -> ModuleType:
+    """examples/demo_server.py as a module (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("sfu_demo_server", DEMO_SERVER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo_server = load_demo_server()
+
+
+@dataclass
+class Demo:
+    server: sfu.Server
+    url: str
+    secret: str
+    runner: web.AppRunner
+    port: int
+
+    def token(self, room: str, identity: str, role: sfu.auth.Role) -> str:
+        return sfu.auth.issue_token(self.secret, room=room, identity=identity, role=role)
+
+
+async def start_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1:``port``; cleanup cuts open WebSockets after 0.5 s."""
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets  # type: ignore[attr-defined]
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def demo() -> AsyncIterator[Demo]:
+    secret = secrets.token_urlsafe(32)
+    async with sfu.Server("127.0.0.1", 0, token_secret=secret) as server:
+        runner, port = await start_site(demo_server.make_app(server))
+        box = Demo(server, f"http://127.0.0.1:{port}", secret, runner, port)
+        try:
+            yield box
+        finally:
+            await box.runner.cleanup()
+
+
+# ---------------------------------------------------------------- page helpers
+
+
+async def join(new_page: NewPage, demo: Demo, room: str, name: str, role: str) -> Page:
+    """Open the demo page, fill in the lobby form and wait until the tab is live in the room."""
+    page = await new_page(f"{demo.url}/?room={room}")
+    assert await page.input_value("#room-input") == room
+    await page.fill("#name-input", name)
+    await page.check(f"input[name=role][value={role}]")
+    await page.click("#join-button")
+    await page.wait_for_selector("#room:not([hidden])", timeout=15000)
+    await page.wait_for_selector("#connection-state[data-state=live]", timeout=15000)
+    return page
+
+
+def person(name: str) -> str:
+    return f'.person[data-identity="{name}"]'
+
+
+async def attribute(page: Page, selector: str, name: str) -> str | None:
+    return await page.get_attribute(selector, name)
+
+
+async def wait_attribute(
+    page: Page, selector: str, name: str, value: str, timeout: float = 10
+) -> None:
+    await page.wait_for_function(
+        "([sel, name, value]) => { const el = document.querySelector(sel);"
+        " return !!el && el.getAttribute(name) === value; }",
+        arg=[selector, name, value],
+        timeout=timeout * 1000,
+    )
+
+
+async def stats(page: Page) -> dict[str, Any]:
+    result = await page.evaluate("window.demo.stats()")
+    assert result is not None
+    return dict(result)
+
+
+async def wait_hearing(page: Page, identity: str, timeout: float = 15) -> dict[str, Any]:
+    """Wait until a slot whose packets name ``identity`` (CSRC) plays audio that is not silent.
+
+    Returns that slot's stats. Decoded levels dip to 0 between words, so
+    energy growth between two samples and a non-zero level at some sample
+    are both required.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    energy: dict[int, float] = {}
+    level_seen: dict[int, bool] = {}
+    last: Any = None
+    while loop.time() < deadline:
+        last = await stats(page)
+        for slot in last["slots"]:
+            if slot["identity"] != identity or slot["packetsReceived"] == 0:
+                continue
+            index = slot["slot"]
+            level_seen[index] = level_seen.get(index, False) or slot["audioLevel"] > 0
+            grew = index in energy and slot["totalAudioEnergy"] > energy[index]
+            energy[index] = slot["totalAudioEnergy"]
+            if grew and level_seen[index] and slot["playing"]:
+                return dict(slot)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{identity!r} not heard within {timeout}s; last stats {last}")
+
+
+async def packets_received(page: Page) -> int:
+    return sum(int(s["packetsReceived"]) for s in (await stats(page))["slots"])
+
+
+async def wait_ring(
+    pages: list[Page], speaking: str, quiet: list[str], timeout: float = 15
+) -> None:
+    """On every page, ``speaking``'s card has the ring and none of ``quiet`` has it."""
+    script = (
+        "([speaking, quiet]) => {"
+        ' const ring = (n) => document.querySelector(`.person[data-identity="${n}"]`)'
+        "?.dataset.speaking === 'true';"
+        " return ring(speaking) && quiet.every((n) => !ring(n)); }"
+    )
+    await asyncio.gather(
+        *(
+            page.wait_for_function(script, arg=[speaking, quiet], timeout=timeout * 1000)
+            for page in pages
+        )
+    )
+
+
+async def set_self_muted(page: Page, muted: bool) -> None:
+    if await attribute(page, "#mic-button", "data-muted") != str(muted).lower():
+        await page.click("#mic-button")
+    await wait_attribute(page, "#mic-button", "data-muted", str(muted).lower())
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
+    """Moderator, two speakers, three listeners: hearing, the ring, hand -> promote, mute, remove."""
+    room_name = "town-hall"
+    mod = await join(new_page, demo, room_name, "mod", "moderator")
+    ann = await join(new_page, demo, room_name, "ann", "speaker")
+    ben = await join(new_page, demo, room_name, "ben", "speaker")
+    listeners = [await join(new_page, demo, room_name, f"lis{i}", "listener") for i in (1, 2, 3)]
+    lis1, lis2, lis3 = listeners
+    everyone = [mod, ann, ben, *listeners]
+    room = demo.server.rooms[room_name]
+    assert sorted(room.participants) == ["ann", "ben", "lis1", "lis2", "lis3", "mod"]
+
+    # Every page shows the same stage and audience.
+    for page in everyone:
+        for name in ("mod", "ann", "ben"):
+            await page.wait_for_selector(f"#stage {person(name)}", timeout=10000)
+        for name in ("lis1", "lis2", "lis3"):
+            await page.wait_for_selector(f"#audience {person(name)}", timeout=10000)
+    assert await mod.get_attribute(f"#stage {person('mod')}", "data-role") == "moderator"
+    assert await mod.is_visible("#hands-panel")
+    assert not await lis1.is_visible("#hands-panel")
+    assert await lis1.is_visible("#hand-button") and not await lis1.is_visible("#mic-button")
+
+    # Only ann talks: every listener hears ann (the CSRC names her), the ring is on her.
+    await set_self_muted(mod, True)
+    await set_self_muted(ben, True)
+    for page in listeners:
+        slot = await wait_hearing(page, "ann")
+        assert slot["csrc"] == room["ann"].stats()["inbound"]["ssrc"]
+    await wait_ring(everyone, "ann", ["ben", "mod"])
+    for page in everyone:
+        await wait_attribute(page, f"#stage {person('ben')}", "data-muted", "true")
+
+    # Switch: ben talks, ann is quiet. The ring follows.
+    await set_self_muted(ann, True)
+    await set_self_muted(ben, False)
+    for page in listeners:
+        await wait_hearing(page, "ben")
+    await wait_ring(everyone, "ben", ["ann", "mod"])
+    await mod.wait_for_function(
+        "() => document.querySelector('.person[data-identity=\"ben\"]').dataset.dominant === 'true'",
+        timeout=10000,
+    )
+
+    # Raise hand -> the moderator sees it -> promote -> lis1 is on stage and heard.
+    await set_self_muted(ben, True)
+    await lis1.click("#hand-button")
+    await wait_attribute(lis1, "#hand-button", "data-raised", "true")
+    await mod.wait_for_selector('#hands li[data-identity="lis1"]', timeout=10000)
+    await wait_attribute(mod, f"#audience {person('lis1')}", "data-hand", "true")
+    assert room.hands == ["lis1"]
+    await mod.click('#hands li[data-identity="lis1"] button[data-action=promote]')
+    for page in everyone:
+        await page.wait_for_selector(f"#stage {person('lis1')}", timeout=10000)
+    await lis1.wait_for_selector("#mic-button:visible", timeout=10000)
+    assert not await lis1.is_visible("#hand-button")
+    await wait_for(
+        lambda: room["lis1"].stats().get("inbound", {}).get("packets_received", 0) > 50,
+        15,
+        "the promoted listener's voice reaches the server",
+    )
+    for page in (lis2, lis3):
+        await wait_hearing(page, "lis1")
+    await wait_ring([mod, lis2, lis3, ann], "lis1", ["ann", "ben", "mod"])
+
+    # The moderator mutes lis1: its page says so, and the listeners hear silence.
+    await mod.click(f"{person('lis1')} button[data-action=mute]")
+    await wait_attribute(lis1, "#mic-button", "data-muted", "true")
+    assert await lis1.is_disabled("#mic-button")
+    for page in everyone:
+        await wait_attribute(page, person("lis1"), "data-muted", "true")
+    await asyncio.sleep(0.6)  # packets in flight, jitter buffers
+    before = [await packets_received(page) for page in (lis2, lis3)]
+    await asyncio.sleep(2.0)
+    after = [await packets_received(page) for page in (lis2, lis3)]
+    assert after == before, f"packets still arrive after the mute: {before} -> {after}"
+    for page in (lis2, lis3):
+        levels = [s["audioLevel"] for s in (await stats(page))["slots"]]
+        assert max(levels) == 0, f"audio still playing after the mute: {levels}"
+    await lis2.wait_for_function(
+        "() => !document.querySelector('.person[data-speaking=\"true\"]')", timeout=10000
+    )
+
+    # Demote lis1: back in the audience, its microphone stopped and its first line recvonly again.
+    await mod.click(f"{person('lis1')} button[data-action=demote]")
+    for page in everyone:
+        await page.wait_for_selector(f"#audience {person('lis1')}", timeout=10000)
+    await lis1.wait_for_selector("#hand-button:visible", timeout=10000)
+    await lis1.wait_for_function(
+        "() => { const c = window.demo.client;"
+        " return c.micStream === null && c.pc.getTransceivers()[0].currentDirection === 'recvonly'; }",
+        timeout=10000,
+    )
+    assert room["lis1"].role == "listener" and room["lis1"].publisher is None
+
+    # Remove lis2: its tab is told and disconnected, the others see it go.
+    await mod.click(f"{person('lis2')} button[data-action=remove]")
+    await lis2.wait_for_selector("#notice[data-kind=removed]:not([hidden])", timeout=10000)
+    assert "mod" in (await lis2.text_content("#notice-text") or "")
+    await wait_attribute(lis2, "#connection-state", "data-state", "closed")
+    assert await lis2.evaluate("window.demo.client.pc === null && window.demo.client.ws === null")
+    await wait_for(lambda: room.get("lis2") is None, 5, "lis2 leaves the room")
+    for page in (mod, lis3):
+        await page.wait_for_selector(person("lis2"), state="detached", timeout=10000)
+
+    # Leave: the rest go quietly and the room empties.
+    for page in (mod, ann, ben, lis1, lis3):
+        await page.click("#leave-button")
+        await page.wait_for_selector("#notice[data-kind=left]:not([hidden])", timeout=10000)
+    await wait_for(lambda: not room.participants, 5, "everyone left")
+
+
+async def test_whip_publisher_heard_by_a_browser_listener(new_page: NewPage, demo: Demo) -> None:
+    """An aiortc client publishes with plain WHIP HTTP; the demo page hears it and shows it."""
+    page = await join(new_page, demo, "whip-room", "lis", "listener")
+    pc = RTCPeerConnection(client_configuration())
+    track = ToneTrack(440.0)
+    client = Client(pc=pc, identity="encoder", track=track)
+    pc.addTransceiver(track, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    token = demo.token("whip-room", "encoder", "speaker")
+    url = f"{demo.url}/rooms/whip-room/whip"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                url,
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 201, await response.text()
+                assert response.content_type == "application/sdp"
+                location = response.headers["Location"]
+                answer = await response.text()
+            assert location.startswith("/rooms/whip-room/whip/")
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            _record_sent(client)
+
+            await page.wait_for_selector(f"#stage {person('encoder')}", timeout=10000)
+            slot = await wait_hearing(page, "encoder")
+            assert slot["csrc"] == client.sent_ssrc
+            await wait_ring([page], "encoder", [])
+
+            async with http.delete(demo.url + location) as response:
+                assert response.status == 200
+            async with http.delete(demo.url + location) as response:
+                assert response.status == 404
+        await page.wait_for_selector(person("encoder"), state="detached", timeout=10000)
+        assert demo.server.rooms["whip-room"].get("encoder") is None
+    finally:
+        await pc.close()
+    await page.click("#leave-button")
+
+
+async def test_whep_listener_hears_a_browser_speaker(new_page: NewPage, demo: Demo) -> None:
+    """An aiortc client listens with plain WHEP HTTP (one m-line: one slot) to a demo page speaker."""
+    speaker = await join(new_page, demo, "whep-room", "talker", "speaker")
+    pc = RTCPeerConnection(client_configuration())
+    client = Client(pc=pc, identity="player")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    token = demo.token("whep-room", "player", "listener")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{demo.url}/rooms/whep-room/whep",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 201, await response.text()
+                location = response.headers["Location"]
+                answer = await response.text()
+            _record_received(client)
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await speaker.wait_for_selector(f"#audience {person('player')}", timeout=10000)
+
+            await wait_for(lambda: len(client.packets(0)) >= 50, 15, "WHEP listener gets packets")
+            talker = demo.server.rooms["whep-room"]["talker"].stats()["inbound"]["ssrc"]
+            assert {p.csrc for p in client.packets(0)} == {(talker,)}
+            assert all(p.payload for p in client.packets(0))
+            # The browser speaker's page shows its own ring (its microphone level).
+            await wait_ring([speaker], "talker", [])
+
+            async with http.delete(demo.url + location) as response:
+                assert response.status == 200
+        await speaker.wait_for_selector(person("player"), state="detached", timeout=10000)
+    finally:
+        await pc.close()
+    await speaker.click("#leave-button")
+
+
+async def test_reconnects_after_the_http_server_drops(new_page: NewPage, demo: Demo) -> None:
+    """The signaling server goes away and comes back: sfu.js rejoins with the same token."""
+    talker = await join(new_page, demo, "flaky", "talker", "speaker")
+    listener = await join(new_page, demo, "flaky", "lis", "listener")
+    await wait_hearing(listener, "talker")
+    room = demo.server.rooms["flaky"]
+    old = room["lis"]
+
+    await demo.runner.cleanup()  # every WebSocket closes (1001); HTTP is down
+    await listener.wait_for_selector("#banner[data-kind=reconnecting]:not([hidden])", timeout=5000)
+    await wait_attribute(listener, "#connection-state", "data-state", "reconnecting")
+    await wait_for(lambda: not room.participants, 5, "the dropped members leave the room")
+    await asyncio.sleep(1.5)  # a reconnect attempt or two fails while the server is down
+    demo.runner, _ = await start_site(demo_server.make_app(demo.server), demo.port)
+
+    for page in (talker, listener):
+        await wait_attribute(page, "#connection-state", "data-state", "live", timeout=20)
+    assert room.get("lis") is not None and room["lis"] is not old
+    assert await listener.is_hidden("#banner")
+    await wait_hearing(listener, "talker")
+    for page in (talker, listener):
+        await page.click("#leave-button")
+
+
+async def test_demo_http_endpoints(demo: Demo) -> None:
+    """The page, sfu.js, /metrics and the demo token endpoint; --no-demo-tokens turns it off."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(demo.url + "/") as response:
+            assert response.status == 200
+            assert 'id="join-form"' in await response.text()
+        async with http.get(demo.url + "/sfu.js") as response:
+            assert response.status == 200
+            assert "javascript" in response.headers["Content-Type"]
+            assert "export class SfuClient" in await response.text()
+        for path in ("/static/demo.js", "/static/demo.css"):
+            async with http.get(demo.url + path) as response:
+                assert response.status == 200, path
+        async with http.get(demo.url + "/metrics") as response:
+            assert response.status == 200
+            assert "# TYPE" in await response.text()
+        body = {"room": "r", "identity": "zoe", "role": "moderator"}
+        async with http.post(demo.url + "/api/token", json=body) as response:
+            assert response.status == 200
+            token = (await response.json())["token"]
+        claims = sfu.auth.verify_token(demo.secret, token, room="r")
+        assert (claims.identity, claims.role) == ("zoe", "moderator")
+        for bad in (
+            {"room": "r", "identity": "zoe", "role": "admin"},
+            {"room": "", "identity": "zoe", "role": "speaker"},
+            {"room": "r", "identity": "x" * 65, "role": "speaker"},
+            {"room": "r"},
+            ["not", "an", "object"],
+        ):
+            async with http.post(demo.url + "/api/token", json=bad) as response:
+                assert response.status == 400, bad
+                assert "error" in await response.json()
+        async with http.post(demo.url + "/api/token", data="{") as response:
+            assert response.status == 400
+
+    runner, port = await start_site(demo_server.make_app(demo.server, demo_tokens=False))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/api/token", json=body) as response:
+                assert response.status == 404
+            async with http.get(f"http://127.0.0.1:{port}/") as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
