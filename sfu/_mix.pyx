@@ -176,7 +176,7 @@ cdef class ActiveSpeakerDetector:
 
     cdef readonly int slots
     cdef readonly double interval, c1, c2, c3, hold, floor_window
-    cdef readonly int n1, n2, n3, medium_threshold, long_threshold
+    cdef readonly int n1, n2, n3, medium_threshold, long_threshold, margin
     cdef readonly long long dominant
     cdef int _bin, _top, _history, _floor_frames, _dominant_index
     cdef int _w1, _w2, _w3
@@ -230,21 +230,22 @@ cdef class ActiveSpeakerDetector:
         self,
         int slots=3,
         *,
-        double interval=0.3,
+        double interval=0.1,
         double c1=3,
         double c2=2,
         double c3=0,
         double hold=1.0,
         int n1=13,
-        int n2=5,
-        int n3=10,
+        int n2=3,
+        int n3=8,
         int medium_threshold=7,
-        int long_threshold=4,
+        int long_threshold=2,
         double floor_window=15.0,
+        int margin=15,
     ):
         validate_detector(
             slots, interval, c1, c2, c3, hold, n1, n2, n3,
-            medium_threshold, long_threshold, floor_window,
+            medium_threshold, long_threshold, floor_window, margin,
         )
         if self._relative1 != NULL:
             raise RuntimeError("ActiveSpeakerDetector is already initialised")
@@ -256,6 +257,7 @@ cdef class ActiveSpeakerDetector:
         self.medium_threshold = medium_threshold
         self.long_threshold = long_threshold
         self.floor_window = floor_window
+        self.margin = margin
         self._bin = (127 + n1 - 1) // n1
         self._top = 127 // self._bin
         self._history = n2 * n3
@@ -537,7 +539,7 @@ cdef class ActiveSpeakerDetector:
         self._position[index] = 0 if position == self._history else position
         self._track_floor(index, loudness)
         if (
-            loudness >= self._floor[index] + self._bin
+            loudness >= self._floor[index] + self.margin
             and loudness // self._bin > self.medium_threshold
         ):
             self._last_active[index] = now
@@ -662,7 +664,7 @@ cdef class ActiveSpeakerDetector:
                             position = 0
                         fill -= 1
                     self._position[index] = position
-            threshold = self._floor[index] + step
+            threshold = self._floor[index] + self.margin
             position = self._position[index]
             total = active = group = longs = 0
             for age in range(history):
@@ -744,3 +746,80 @@ cdef class ActiveSpeakerDetector:
             self._grab(dominant, now, True)
             changed = True
         return changed
+
+
+# -- mixing kernels (the Mixer: sfu/media/mixer.py); see sfu/_mix_py.py ----------------
+
+from ._mix_py import LIMIT_CEILING, LIMIT_KNEE
+
+cdef long long _LIMIT_KNEE = LIMIT_KNEE
+cdef long long _LIMIT_RANGE = LIMIT_CEILING - LIMIT_KNEE
+
+
+cdef inline long long _soft_clip(long long value) noexcept nogil:
+    cdef long long magnitude = -value if value < 0 else value
+    cdef long long excess
+    if magnitude > _LIMIT_KNEE:
+        excess = magnitude - _LIMIT_KNEE
+        # Positive operands: C division truncates as Python's // floors.
+        magnitude = _LIMIT_KNEE + excess * _LIMIT_RANGE / (excess + _LIMIT_RANGE)
+    return -magnitude if value < 0 else magnitude
+
+
+cpdef long long soft_clip(long long value):
+    return _soft_clip(value)
+
+
+def mix_add(unsigned char[::1] acc, const unsigned char[::1] frame):
+    cdef Py_ssize_t samples = frame.shape[0] // 2
+    cdef Py_ssize_t i
+    if frame.shape[0] % 2 or acc.shape[0] < 4 * samples:
+        raise ValueError(
+            f"mix_add: frame of {frame.shape[0]} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {acc.shape[0]}"
+        )
+    if samples == 0:
+        return
+    cdef int* total = <int*>&acc[0]
+    cdef const short* pcm = <const short*>&frame[0]
+    with nogil:
+        for i in range(samples):
+            total[i] += pcm[i]
+
+
+def mix_limit(const unsigned char[::1] acc, unsigned char[::1] out, minus=None):
+    cdef Py_ssize_t samples = out.shape[0] // 2
+    cdef Py_ssize_t i
+    cdef const unsigned char[::1] own_view
+    cdef const short* own = NULL
+    cdef long long value, energy = 0
+    if out.shape[0] % 2 or acc.shape[0] < 4 * samples:
+        raise ValueError(
+            f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
+            f"and a minus frame of {2 * samples} bytes"
+        )
+    if minus is not None:
+        own_view = minus
+        if own_view.shape[0] < 2 * samples:
+            raise ValueError(
+                f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
+                f"and a minus frame of {2 * samples} bytes"
+            )
+        if samples:
+            own = <const short*>&own_view[0]
+    if samples == 0:
+        return 0
+    cdef const int* total = <const int*>&acc[0]
+    cdef short* pcm = <short*>&out[0]
+    with nogil:
+        for i in range(samples):
+            value = total[i]
+            if own != NULL:
+                value -= own[i]
+            value = _soft_clip(value)
+            pcm[i] = <short>value
+            energy += value * value
+    return energy
+
+
+__all__ += ["LIMIT_CEILING", "LIMIT_KNEE", "mix_add", "mix_limit", "soft_clip"]

@@ -224,6 +224,7 @@ def validate_detector(
     medium_threshold: int,
     long_threshold: int,
     floor_window: float,
+    margin: int = 10,
 ) -> None:
     """Raise ``ValueError`` naming the first bad detector setting."""
     if not 1 <= slots <= 16:
@@ -249,6 +250,8 @@ def validate_detector(
         )
     if not 0 <= long_threshold < n2:
         raise ValueError(f"long_threshold must be in 0..{n2 - 1} for n2={n2}, got {long_threshold}")
+    if not 0 <= margin <= 127:
+        raise ValueError(f"margin must be a level difference in 0..127 dB, got {margin}")
     if not 0.1 <= floor_window <= 600.0:
         raise ValueError(f"floor_window must be between 0.1 and 600 seconds, got {floor_window}")
 
@@ -266,11 +269,11 @@ class ActiveSpeakerDetector:
       20 ms; a speaker that stops sending is fed silence);
     * a per-speaker noise floor is the lowest loudness received, raised
       slowly (geometric mean with the lowest of each ``floor_window``
-      seconds); a frame less than one bin above it counts as silence, so
-      constant background noise never looks like speech. Unlike Jitsi,
-      digital silence (127 -dBov) is a floor like any other: otherwise a
-      client that sends 127 between words gets its quietest *speech* as
-      floor and half its speech is ignored;
+      seconds); a frame less than ``margin`` dB above it counts as
+      silence, so constant background noise never looks like speech.
+      Unlike Jitsi, digital silence (127 -dBov) is a floor like any other:
+      otherwise a client that sends 127 between words gets its quietest
+      *speech* as floor and half its speech is ignored;
     * *immediate*: the newest frame's loudness in ``n1`` bins; *medium*:
       how many of the last ``n2`` frames are above ``medium_threshold``
       bins; *long*: how many of the last ``n3`` groups of ``n2`` frames have
@@ -282,12 +285,28 @@ class ActiveSpeakerDetector:
       the lowest speaker id). With no dominant speaker, the comparison is
       against silence, so a room's silent speaker never becomes dominant.
 
-    Defaults, tuned on ``bench/speaker_corpus.py`` (see ``bench/DETECTOR.md``):
-    the published thresholds ``c1, c2, c3 = 3, 2, 0`` and bins 13/5/10 are
-    kept: the medium and long scales are what keeps a cough or an "mm-hm"
-    off the stage, and the long scale (1 s) is what lets a new speaker take
-    over quickly from one who has just stopped. The decision interval is the
-    main latency knob: it is ``interval`` seconds, default 0.3 as published.
+    Defaults, tuned on the synthetic conversations of
+    ``bench/speaker_corpus.py`` (five 150 s conversations, ~100 turn
+    changes; figures and the sweep in ``bench/DETECTOR.md``):
+
+    * ``c1, c2, c3 = 3, 2, 0`` and ``n1 = 13`` as published: a negative
+      ``c3`` takes over faster after an overlap but lets interjections
+      through (0.3-1.3 false switches a minute), larger ones only add
+      latency;
+    * ``interval = 0.1`` (published 0.3): the decision period is added to
+      every switch; 0.3 s gave a median latency of ~0.5 s, 0.1 s gives
+      ~0.15 s for a few microseconds per decision;
+    * ``n2, n3 = 3, 8`` with ``long_threshold = 2`` (published 5, 10 and
+      4): a medium block of 60 ms and a long window of 0.48 s. With the
+      published 100 ms blocks and 1 s window, the previous speaker's long
+      score takes ~1 s to fade, which is most of the switch latency after
+      an overlap; shorter windows still keep a < 300 ms interjection
+      (at most 4 active blocks) below a talking speaker's long score;
+    * ``margin = 15`` dB (Jitsi: one bin, 10 dB): a constant noise
+      fluctuates by about 10 dB from frame to frame above its minimum, so
+      one bin let a noisy channel look active and keep the stage;
+    * ``floor_window = 15`` s, ``medium_threshold = 7`` bins (about
+      -47 dBov) as published; ``hold = 1`` s (the previous SlotMap's).
 
     **Ranking**: every speaker with sound in its history, scored by its mean
     loudness bin over the history (0..1), best first, the dominant speaker
@@ -309,17 +328,18 @@ class ActiveSpeakerDetector:
         self,
         slots: int = 3,
         *,
-        interval: float = 0.3,
+        interval: float = 0.1,
         c1: float = 3,
         c2: float = 2,
         c3: float = 0,
         hold: float = 1.0,
         n1: int = 13,
-        n2: int = 5,
-        n3: int = 10,
+        n2: int = 3,
+        n3: int = 8,
         medium_threshold: int = 7,
-        long_threshold: int = 4,
+        long_threshold: int = 2,
         floor_window: float = 15.0,
+        margin: int = 15,
     ) -> None:
         validate_detector(
             slots,
@@ -334,6 +354,7 @@ class ActiveSpeakerDetector:
             medium_threshold,
             long_threshold,
             floor_window,
+            margin,
         )
         self.slots = slots
         self.interval = float(interval)
@@ -343,6 +364,7 @@ class ActiveSpeakerDetector:
         self.medium_threshold = medium_threshold
         self.long_threshold = long_threshold
         self.floor_window = float(floor_window)
+        self.margin = margin
         self._bin = (127 + n1 - 1) // n1  # loudness units per bin
         self._top = 127 // self._bin  # highest bin
         self._history = n2 * n3
@@ -470,7 +492,7 @@ class ActiveSpeakerDetector:
         self._position[index] = 0 if position == self._history else position
         self._track_floor(index, loudness)
         if (
-            loudness >= self._floor[index] + self._bin
+            loudness >= self._floor[index] + self.margin
             and loudness // self._bin > self.medium_threshold
         ):
             self._last_active[index] = now
@@ -593,7 +615,7 @@ class ActiveSpeakerDetector:
                         if position == history:
                             position = 0
                     self._position[index] = position
-            threshold = self._floor[index] + step
+            threshold = self._floor[index] + self.margin
             position = self._position[index]
             total = active = group = long = 0
             for age in range(history):
@@ -660,3 +682,81 @@ class ActiveSpeakerDetector:
             self._grab(dominant, now, True)
             changed = True
         return changed
+
+
+# -- mixing kernels (the Mixer: sfu/media/mixer.py) ------------------------------------
+#
+# Frames are native-endian int16 mono PCM in bytes objects (as PyAV decodes
+# them); the accumulator is a bytearray of native int32, so a sum of up to
+# 65536 full-scale frames cannot overflow. mix_limit() maps the sum back to
+# int16 through soft_clip(): never a wrap, whatever the number of speakers.
+
+#: Below this magnitude the limiter passes samples through unchanged (0.75 full scale).
+LIMIT_KNEE = 24576
+#: What the limiter's curve approaches and never reaches (int16 maximum).
+LIMIT_CEILING = 32767
+_LIMIT_RANGE = LIMIT_CEILING - LIMIT_KNEE
+
+
+def soft_clip(value: int) -> int:
+    """Map a sum of int16 samples into int16 without wrapping: the limiter's curve.
+
+    The identity up to :data:`LIMIT_KNEE`; above it, with ``d = |x| - knee``
+    and ``r = ceiling - knee``, ``|y| = knee + d * r // (d + r)``: slope 1 at
+    the knee, approaching :data:`LIMIT_CEILING` without reaching it, so the
+    result is in -32766..32766 for any input. Integer arithmetic on
+    magnitudes (floor = truncation there), so the compiled kernel gives
+    bit-identical results.
+    """
+    magnitude = -value if value < 0 else value
+    if magnitude > LIMIT_KNEE:
+        excess = magnitude - LIMIT_KNEE
+        magnitude = LIMIT_KNEE + excess * _LIMIT_RANGE // (excess + _LIMIT_RANGE)
+    return -magnitude if value < 0 else magnitude
+
+
+def mix_add(acc: bytearray, frame: bytes) -> None:
+    """``acc[i] += frame[i]``: add an int16 frame into the int32 accumulator.
+
+    ``acc`` must hold at least as many samples as ``frame``; ValueError otherwise.
+    """
+    samples = len(frame) // 2
+    if len(frame) % 2 or len(acc) < 4 * samples:
+        raise ValueError(
+            f"mix_add: frame of {len(frame)} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {len(acc)}"
+        )
+    total = memoryview(acc).cast("B").cast("i")
+    pcm = memoryview(frame).cast("B").cast("h")
+    for i in range(samples):
+        total[i] += pcm[i]
+
+
+def mix_limit(acc: bytes | bytearray, out: bytearray, minus: bytes | None = None) -> int:
+    """``out[i] = soft_clip(acc[i] - minus[i])``; returns the sum of ``out[i] ** 2``.
+
+    ``out`` (int16) sets the number of samples; ``minus`` (int16, optional)
+    is one speaker's own frame, for mix-minus. The returned energy gives the
+    mix's RFC 6464 level without another pass.
+    """
+    samples = len(out) // 2
+    if len(out) % 2 or len(acc) < 4 * samples or (minus is not None and len(minus) < 2 * samples):
+        raise ValueError(
+            f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
+            f"and a minus frame of {2 * samples} bytes"
+        )
+    total = memoryview(acc).cast("B").cast("i")
+    pcm = memoryview(out).cast("B").cast("h")
+    energy = 0
+    if minus is None:
+        for i in range(samples):
+            value = soft_clip(total[i])
+            pcm[i] = value
+            energy += value * value
+    else:
+        own = memoryview(minus).cast("B").cast("h")
+        for i in range(samples):
+            value = soft_clip(total[i] - own[i])
+            pcm[i] = value
+            energy += value * value
+    return energy
