@@ -3,7 +3,7 @@
 import { SfuClient, tokenClaims } from "/sfu.js";
 
 const $ = (selector) => document.querySelector(selector);
-const ROLE_LABEL = { moderator: "Moderator", speaker: "Speaker", listener: "" };
+const ROLE_LABEL = { moderator: "Moderator", speaker: "", listener: "" };
 const STATE_LABEL = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" };
 
 let client = null;
@@ -151,8 +151,20 @@ $("#share-button").addEventListener("click", async () => {
   }
 });
 
-// Moderator actions, delegated from the cards and the hands panel.
+function closeMenus(except = null) {
+  for (const el of document.querySelectorAll(".person.menu-open")) if (el !== except) el.classList.remove("menu-open");
+}
+
+// Moderator actions, delegated from the cards' menus and the hands panel.
 document.addEventListener("click", (event) => {
+  const menuButton = event.target.closest(".menu-button");
+  if (menuButton) {
+    const el = menuButton.closest(".person");
+    closeMenus(el);
+    el.classList.toggle("menu-open");
+    return;
+  }
+  closeMenus();
   const button = event.target.closest("button[data-action]");
   const holder = button && button.closest("[data-identity]");
   if (!button || !holder || !client) return;
@@ -183,6 +195,10 @@ function initials(identity) {
   return letters.toUpperCase();
 }
 
+const HAND_SVG =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M23 5.5V20c0 2.2-1.8 4-4 4h-7.3c-1.08 0-2.1-.43-2.85-1.19L1 14.83s1.26-1.23 1.3-1.25c.22-.19.49-.29.79-.29.22 0 .42.06.6.16.04.01 4.31 2.46 4.31 2.46V4c0-.83.67-1.5 1.5-1.5S11 3.17 11 4v7h1V1.5c0-.83.67-1.5 1.5-1.5S15 .67 15 1.5V11h1V2.5c0-.83.67-1.5 1.5-1.5s1.5.67 1.5 1.5V11h1V5.5c0-.83.67-1.5 1.5-1.5s1.5.67 1.5 1.5z"/></svg>';
+const DOTS_SVG =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="5" cy="12" r="2"/><circle cx="12" cy="12" r="2"/><circle cx="19" cy="12" r="2"/></svg>';
 const MUTED_SVG =
   '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M19 11h-2c0 .74-.16 1.44-.45 2.07l1.46 1.46A6.96 6.96 0 0 0 19 11zm-4 .17V5a3 3 0 0 0-5.94-.6L15 10.34v.83zM4.27 3 3 4.27l6 6V11a3 3 0 0 0 4.5 2.6l1.5 1.5A5 5 0 0 1 7 11H5a7 7 0 0 0 6 6.92V21h2v-3.08a6.9 6.9 0 0 0 3.2-1.26L19.73 20 21 18.73 4.27 3z"/></svg>';
 
@@ -195,10 +211,11 @@ function card(identity) {
   el.innerHTML = `
     <div class="avatar"><span class="initials"></span>
       <span class="badge badge-muted" title="Muted">${MUTED_SVG}</span>
-      <span class="badge badge-hand" title="Hand raised">✋</span></div>
+      <span class="badge badge-hand" title="Hand raised">${HAND_SVG}</span>
+      <button class="menu-button" type="button" aria-label="Moderator actions" aria-haspopup="menu" hidden>${DOTS_SVG}</button></div>
     <div class="name"></div>
     <div class="role-label"></div>
-    <div class="actions"></div>`;
+    <div class="actions" role="menu"></div>`;
   el.querySelector(".avatar").style.setProperty("--hue", hue(identity));
   el.querySelector(".initials").textContent = initials(identity);
   el.querySelector(".name").textContent = identity;
@@ -265,6 +282,8 @@ function render() {
         actions.push(["remove", "Remove"]);
       }
       setActions(el.querySelector(".actions"), actions);
+      el.querySelector(".menu-button").hidden = actions.length === 0;
+      if (!actions.length) el.classList.remove("menu-open");
       if (container.children[index] !== el) container.insertBefore(el, container.children[index] || null);
     });
   }
@@ -286,7 +305,7 @@ function render() {
       li = document.createElement("li");
       li.className = "hand";
       li.dataset.identity = identity;
-      li.innerHTML = '<span class="who"></span>';
+      li.innerHTML = `<span class="hand-icon">${HAND_SVG}</span><span class="who"></span>`;
       li.querySelector(".who").textContent = identity;
       const buttons = document.createElement("span");
       setActions(buttons, [["promote", "Invite"], ["dismiss", "Dismiss"]]);

@@ -174,6 +174,12 @@ async def wait_ring(
     )
 
 
+async def moderate(page: Page, name: str, action: str) -> None:
+    """Open ``name``'s card menu on a moderator's page and pick ``action``."""
+    await page.click(f"{person(name)} .menu-button")
+    await page.click(f"{person(name)} .actions button[data-action={action}]")
+
+
 async def set_self_muted(page: Page, muted: bool) -> None:
     if await attribute(page, "#mic-button", "data-muted") != str(muted).lower():
         await page.click("#mic-button")
@@ -249,7 +255,7 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     await wait_ring([mod, lis2, lis3, ann], "lis1", ["ann", "ben", "mod"])
 
     # The moderator mutes lis1: its page says so, and the listeners hear silence.
-    await mod.click(f"{person('lis1')} button[data-action=mute]")
+    await moderate(mod, "lis1", "mute")
     await wait_attribute(lis1, "#mic-button", "data-muted", "true")
     assert await lis1.is_disabled("#mic-button")
     for page in everyone:
@@ -267,7 +273,7 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     )
 
     # Demote lis1: back in the audience, its microphone stopped and its first line recvonly again.
-    await mod.click(f"{person('lis1')} button[data-action=demote]")
+    await moderate(mod, "lis1", "demote")
     for page in everyone:
         await page.wait_for_selector(f"#audience {person('lis1')}", timeout=10000)
     await lis1.wait_for_selector("#hand-button:visible", timeout=10000)
@@ -279,7 +285,7 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     assert room["lis1"].role == "listener" and room["lis1"].publisher is None
 
     # Remove lis2: its tab is told and disconnected, the others see it go.
-    await mod.click(f"{person('lis2')} button[data-action=remove]")
+    await moderate(mod, "lis2", "remove")
     await lis2.wait_for_selector("#notice[data-kind=removed]:not([hidden])", timeout=10000)
     assert "mod" in (await lis2.text_content("#notice-text") or "")
     await wait_attribute(lis2, "#connection-state", "data-state", "closed")
