@@ -1,0 +1,231 @@
+"""Shared plumbing of the benchmarks: the server process, the floor, results.
+
+* :class:`ServerProcess` starts ``bench/serve.py`` pinned to one CPU (with
+  ``SFU_NO_EXTENSIONS=1`` for the pure-Python path) and stops it.
+* :func:`run_floor` runs the C floor (``srtp_protect`` + ``sendto`` per
+  datagram, :func:`bench._sink.floor_protect_sendto`) in its own process
+  pinned to the server's CPU, and returns its CPU per datagram.
+* :func:`write_result` writes ``bench/results/<name>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+SERVER_CPU = 0
+LOADGEN_CPU = 1
+#: Priority of the server and the load generator: ahead of whatever else runs
+#: on a shared machine (root only; otherwise ignored).
+NICE = -10
+
+
+def pin_loadgen(cpu: int | None = LOADGEN_CPU, nice: int = NICE) -> list[int]:
+    """Pin this process (the load generator) to ``cpu`` when the machine has it."""
+    if cpu is not None and cpu < (os.cpu_count() or 1) and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass  # not root: default priority
+    return sorted(os.sched_getaffinity(0))
+
+
+class ServerProcess:
+    """``bench/serve.py`` in a child process; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        cpu: int | None = SERVER_CPU,
+        no_extensions: bool = False,
+        lag_interval: float = 0.01,
+        max_seconds: float = 600.0,
+        nice: int = NICE,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.cpu = cpu
+        self.no_extensions = no_extensions
+        self.args = [
+            sys.executable,
+            os.path.join(HERE, "serve.py"),
+            "--lag-interval",
+            str(lag_interval),
+            "--max-seconds",
+            str(max_seconds),
+            "--nice",
+            str(nice),
+            *(extra or []),
+        ]
+        if cpu is not None and 1 < (os.cpu_count() or 1) and cpu < (os.cpu_count() or 1):
+            self.args += ["--cpu", str(cpu)]
+        self.process: asyncio.subprocess.Process | None = None
+        self.info: dict[str, Any] = {}
+
+    async def __aenter__(self) -> ServerProcess:
+        env = dict(os.environ)
+        env.pop("SFU_NO_EXTENSIONS", None)
+        if self.no_extensions:
+            env["SFU_NO_EXTENSIONS"] = "1"
+        tree = env.get("SFU_TREE") or ROOT
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+        self.process = await asyncio.create_subprocess_exec(
+            *self.args, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError("bench/serve.py exited before it was ready")
+        self.info = json.loads(line)
+        if self.info["extension"] == self.no_extensions:
+            raise RuntimeError(
+                f"server fan-out extension={self.info['extension']}, wanted {not self.no_extensions}"
+            )
+        return self
+
+    @property
+    def control(self) -> int:
+        return int(self.info["control"])
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+FLOOR_SCRIPT = r"""
+import json, os, resource, socket, sys
+sys.path.insert(0, sys.argv[1])
+import pylibsrtp, _sink
+spec = json.load(sys.stdin)
+if spec["cpu"] is not None:
+    os.sched_setaffinity(0, {spec["cpu"]})
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, spec["nice"])
+except OSError:
+    pass
+profile = getattr(pylibsrtp.Policy, spec["profile"])
+sessions = [pylibsrtp.Session(pylibsrtp.Policy(key=os.urandom(spec["key_length"]),
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+            for _ in spec["ports"]]
+addresses = [("127.0.0.1", port) for port in spec["ports"]]
+packet = bytes.fromhex(spec["packet"])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+_sink.floor_protect_sendto(sock, sessions, addresses, packet, min(10000, spec["count"]))  # warm up
+best = None
+for _ in range(spec["repeat"]):
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    sent = _sink.floor_protect_sendto(sock, sessions, addresses, packet, spec["count"])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    row = {"sent": sent, "cpu_s": cpu, "us_per_packet": cpu / max(sent, 1) * 1e6}
+    if best is None or row["us_per_packet"] < best["us_per_packet"]:
+        best = row
+print(json.dumps(best))
+"""
+
+#: libsrtp profile constant name and master key length, per OpenSSL profile name.
+FLOOR_PROFILES = {
+    "SRTP_AEAD_AES_128_GCM": ("SRTP_PROFILE_AEAD_AES_128_GCM", 28),
+    "SRTP_AES128_CM_SHA1_80": ("SRTP_PROFILE_AES128_CM_SHA1_80", 30),
+}
+
+
+async def run_floor(
+    ports: list[int],
+    packet: bytes,
+    count: int,
+    profile: str,
+    *,
+    cpu: int | None = SERVER_CPU,
+    repeat: int = 3,
+) -> dict[str, Any]:
+    """CPU µs per datagram of the C floor, in a process pinned to ``cpu``.
+
+    Datagrams go round-robin to ``ports`` on 127.0.0.1 (the listeners'
+    sockets, drained by the sink like the server's packets), each receiver
+    with its own SRTP session of ``profile``.
+    """
+    name, key_length = FLOOR_PROFILES[profile]
+    if cpu is not None and cpu >= (os.cpu_count() or 1):
+        cpu = None
+    spec = {
+        "ports": ports,
+        "packet": packet.hex(),
+        "count": count,
+        "profile": name,
+        "key_length": key_length,
+        "cpu": cpu if (os.cpu_count() or 1) > 1 else None,
+        "repeat": repeat,
+        "nice": NICE,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FLOOR_SCRIPT,
+        HERE,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(json.dumps(spec).encode()), 120)
+    result: dict[str, Any] = json.loads(out)
+    result["profile"] = profile
+    result["receivers"] = len(ports)
+    result["packet_bytes"] = len(packet)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                "",
+            )
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def write_result(name: str, data: dict[str, Any]) -> str:
+    """Write ``bench/results/<name>-<date>.json``; return its path."""
+    os.makedirs(RESULTS, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(RESULTS, f"{name}-{stamp}.json")
+    data = {"benchmark": name, "date": stamp, "machine": machine(), **data}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+        f.write("\n")
+    return path
+
+
+def percentile(values: Any, q: float) -> float | None:
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return None
+    return float(np.percentile(array, q))

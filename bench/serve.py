@@ -1,0 +1,271 @@
+"""The server under test, as its own process, so its CPU is measured apart.
+
+Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
+(aiohttp, 127.0.0.1 only) that the load generator drives:
+
+``POST /offer``  ``{"room", "role": "listener"|"speaker", "identity", "offer"}``
+                 -> ``{"answer"}`` (``{"error"}`` with status 400 on failure)
+``GET /stats``   the process's own ``getrusage`` (utime, stime, maxrss),
+                 ``/proc/self/status`` VmRSS, ``server.stats()``, per room the
+                 FanOut's sent/dropped counters and connected members, and the
+                 event-loop lag (``?reset=1`` starts a new lag window)
+``POST /quit``   close the server and exit
+
+Event-loop lag: a ticker sleeps 10 ms and records how late it woke up; the
+worst lateness per window is what the "never blocks > 50 ms" target reads.
+
+On start it prints one JSON line to stdout: ``{"control": port, "media":
+port, "pid", "extension", "uvloop", "cpu"}``. It exits on SIGTERM/SIGINT,
+``POST /quit``, or after ``--max-seconds`` (every benchmark is bounded).
+
+Run: ``python bench/serve.py --cpu 0`` (``SFU_NO_EXTENSIONS=1`` in the
+environment selects the pure-Python fan-out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+#: The sfu source tree to serve: this checkout, or SFU_TREE (e.g. an exported
+#: commit, so a benchmark does not see files being edited in the work tree).
+TREE = os.environ.get("SFU_TREE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TREE)
+
+import sfu  # noqa: E402
+from sfu import relay  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+#: Upper bounds (ms) of the lag histogram buckets; the last bucket is open.
+LAG_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200)
+
+
+def read_vmrss() -> int:
+    """Resident set size of this process in bytes (``/proc/self/status``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def read_schedstat() -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of this process's threads.
+
+    ``/proc/<pid>/task/*/schedstat``: the wait tells how much another process
+    on the same core (a shared machine) delayed the server.
+    """
+    running = waiting = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        running += int(fields[0])
+        waiting += int(fields[1])
+    return running / 1e9, waiting / 1e9
+
+
+class LagMonitor:
+    """A ticker that records how late the event loop runs a 10 ms sleep."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.task: asyncio.Task[None] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.worst = 0.0
+        self.ticks = 0
+        self.total = 0.0
+        self.histogram = [0] * (len(LAG_BUCKETS) + 1)
+        self.since = time.monotonic()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "interval_ms": self.interval * 1000,
+            "window_s": time.monotonic() - self.since,
+            "ticks": self.ticks,
+            "worst_ms": self.worst * 1000,
+            "mean_ms": self.total / self.ticks * 1000 if self.ticks else 0.0,
+            "buckets_ms": list(LAG_BUCKETS),
+            "histogram": list(self.histogram),
+            "over_50ms": sum(self.histogram[LAG_BUCKETS.index(50) + 1 :]),
+        }
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval)
+            lag = max(0.0, loop.time() - start - self.interval)
+            self.ticks += 1
+            self.total += lag
+            if lag > self.worst:
+                self.worst = lag
+            ms = lag * 1000
+            bucket = 0
+            while bucket < len(LAG_BUCKETS) and ms > LAG_BUCKETS[bucket]:
+                bucket += 1
+            self.histogram[bucket] += 1
+
+
+class Control:
+    """The HTTP control endpoint around one sfu.Server."""
+
+    def __init__(self, server: sfu.Server, lag: LagMonitor, stop: asyncio.Event) -> None:
+        self.server = server
+        self.lag = lag
+        self.stop = stop
+        self.offers = 0
+        self.offer_errors = 0
+
+    async def offer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            room = self.server.room(str(body["room"]), slots=int(body.get("slots", 3)))
+            if body.get("role") == "speaker":
+                participant: sfu.Participant = await room.add_speaker(
+                    body["offer"], identity=str(body["identity"])
+                )
+            else:
+                participant = await room.add_listener(body["offer"], identity=str(body["identity"]))
+        except (sfu.SfuError, KeyError, ValueError) as exc:
+            self.offer_errors += 1
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        self.offers += 1
+        return web.json_response({"answer": participant.answer})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        running, waiting = read_schedstat()
+        rooms = {}
+        for name, room in self.server.rooms.items():
+            members = room.participants.values()
+            fanout = room.router.fanout
+            rooms[name] = {
+                "members": len(members),
+                "connected": sum(1 for p in members if p.connected),
+                "speakers": len(room.speakers),
+                "receivers": len(fanout),
+                "fanout_sent": int(fanout.sent),
+                "fanout_dropped": int(fanout.dropped),
+                "router_packets_in": room.router.packets_in,
+                "router_packets_dropped": room.router.packets_dropped,
+            }
+        result = {
+            "time": time.time(),
+            "monotonic": time.monotonic(),
+            "utime": usage.ru_utime,
+            "stime": usage.ru_stime,
+            "maxrss": usage.ru_maxrss * 1024,
+            "involuntary_switches": usage.ru_nivcsw,
+            "sched_running": running,
+            "sched_waiting": waiting,
+            "loadavg": os.getloadavg()[0],
+            "vmrss": read_vmrss(),
+            "server": self.server.stats(),
+            "rooms": rooms,
+            "lag": self.lag.snapshot(),
+            "offers": self.offers,
+            "offer_errors": self.offer_errors,
+        }
+        if request.query.get("reset"):
+            self.lag.reset()
+        return web.json_response(result)
+
+    async def quit(self, request: web.Request) -> web.Response:
+        self.stop.set()
+        return web.json_response({"ok": True})
+
+
+async def serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    lag = LagMonitor(args.lag_interval)
+    async with sfu.Server(LOOPBACK, args.port, consent_timeout=args.consent_timeout) as server:
+        control = Control(server, lag, stop)
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/offer", control.offer)
+        app.router.add_get("/stats", control.stats)
+        app.router.add_post("/quit", control.quit)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, LOOPBACK, args.control_port)
+        await site.start()
+        control_port = runner.addresses[0][1]
+        if args.lag_interval > 0:
+            lag.task = loop.create_task(lag.run())
+        print(
+            json.dumps(
+                {
+                    "control": control_port,
+                    "media": server.port,
+                    "pid": os.getpid(),
+                    "extension": relay.EXTENSION_LOADED,
+                    "uvloop": args.uvloop_used,
+                    "cpu": sorted(os.sched_getaffinity(0)),
+                    "tree": os.path.dirname(os.path.dirname(os.path.abspath(sfu.__file__))),
+                }
+            ),
+            flush=True,
+        )
+        try:
+            await asyncio.wait_for(stop.wait(), args.max_seconds)
+        except asyncio.TimeoutError:
+            print("serve.py: --max-seconds reached, exiting", file=sys.stderr)
+        if lag.task is not None:
+            lag.task.cancel()
+            try:
+                await lag.task
+            except asyncio.CancelledError:
+                pass
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="UDP media port (0: any)")
+    parser.add_argument("--control-port", type=int, default=0, help="HTTP control port (0: any)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="scheduling priority (negative: before others)"
+    )
+    parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop")
+    parser.add_argument("--lag-interval", type=float, default=0.01, help="lag ticker period (s)")
+    parser.add_argument("--consent-timeout", type=float, default=30.0)
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long")
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    if args.nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+        except OSError as exc:  # not root: run at the default priority
+            print(f"serve.py: cannot set priority {args.nice}: {exc}", file=sys.stderr)
+    try:
+        import uvloop
+    except ImportError:
+        args.uvloop_used = False
+    else:
+        args.uvloop_used = not args.no_uvloop
+    if args.uvloop_used:
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Smoke test of the load generator (bench/loadgen.py) against bench/serve.py.
+
+20 listeners and one synthetic speaker over loopback, a few seconds: every
+listener must get exactly the packets the speaker sent, the sampled SRTP
+authentications must pass, and the fan-out latency and first-packet
+bookkeeping must be filled. Also the pieces the benchmarks rely on: the
+offer is one the server accepts, the stamped Opus packet keeps its frame,
+and a listener whose certificate does not match its offer is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import numpy as np
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
+
+pytest.importorskip("Cython")
+harness = pytest.importorskip("harness")
+loadgen = pytest.importorskip("loadgen")  # builds bench/_sink on first import
+
+pytestmark = pytest.mark.allow_leftover_tasks  # asyncio subprocess transports close lazily
+
+
+def test_stamped_payload_is_an_opus_code3_packet_with_the_frame() -> None:
+    frame = bytes([0x78]) + bytes(range(1, 60))
+    packet = loadgen.stamped(frame, 0x0102030405060708)
+    assert packet[0] == 0x78 | 3  # same config, code 3
+    assert packet[1] == 0x41  # CBR, padding, one frame
+    assert packet[2] == 8  # padding length
+    assert packet[3:-8] == frame[1:]
+    assert packet[-8:] == bytes(range(1, 9))
+    # A packet that already has several frames is left alone.
+    assert loadgen.stamped(bytes([0x79, 1, 2]), 1) == bytes([0x79, 1, 2])
+
+
+def test_parse_answer_refuses_a_non_loopback_candidate() -> None:
+    answer = (
+        "v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\n"
+        "a=fingerprint:sha-256 AA:BB\r\na=candidate:1 1 udp 1 192.0.2.1 4000 typ host\r\n"
+    )
+    with pytest.raises(ValueError, match="not 127.0.0.1"):
+        loadgen.parse_answer(answer)
+
+
+async def test_loadgen_listeners_count_every_packet() -> None:
+    async with harness.ServerProcess(cpu=None, max_seconds=120) as server:
+        async with loadgen.LoadGen(
+            server.control, capacity=32, sample_every=4, join_timeout=20
+        ) as gen:
+            speaker = await gen.add_speaker()
+            assert speaker.state == "connected"
+            joins = await gen.add_listeners(20)
+            assert joins["joined"] == 20, joins
+            window = await gen.measure(2.0)
+            summary = window.summary()
+            stats = await gen.server_stats()
+
+    assert window.expected >= 80  # 50 packets/s for 2 s, give or take the loop
+    # Exact counts: every listener got every packet the speaker sent, once.
+    assert (window.received == window.expected).all(), window.received
+    assert summary["loss"] == 0.0
+    assert summary["fanout_sent"] == 20 * window.expected
+    # 1 in 4 packets per listener went through srtp_unprotect, all passed.
+    assert summary["auth_ok"] >= 20 * (window.expected // 4)
+    assert summary["auth_failed"] == 0
+    # The speaker's send times came back out of the decrypted samples.
+    sink = gen.sink
+    assert sink.sample_count > 0
+    samples = sink.samples_ns[: sink.sample_count]
+    assert (samples > 0).all() and (samples < 2e9).all()
+    assert np.count_nonzero(sink.seq_copies == 20) >= window.expected
+    # Every listener got a first packet after its offer.
+    for peer in gen.listeners:
+        assert sink.first_ns[peer.index] > peer.offer_ns
+    assert stats["server"]["sessions"] == 21
+    assert stats["lag"]["ticks"] > 0
+
+
+async def test_listener_with_a_foreign_certificate_is_refused() -> None:
+    async with harness.ServerProcess(cpu=None, max_seconds=60) as server:
+        async with loadgen.LoadGen(server.control, capacity=4, join_timeout=3) as gen:
+            peer = loadgen.Peer(0, "impostor", gen.certificate, receive=3, send_ssrc=None)
+            # The offer announces another certificate's fingerprint.
+            other = loadgen.ClientCertificate()
+            peer.offer = peer.offer.replace(gen.certificate.fingerprint, other.fingerprint)
+            assert not await gen._connect(peer, "listener")
+            assert peer.state == "failed"
+            await asyncio.sleep(0)
