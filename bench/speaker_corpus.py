@@ -25,9 +25,10 @@ its whole length), false switches per minute (to anyone but the current
 speaker; the interjection-driven ones are also counted apart), and the
 seconds during which the dominant speaker is not the current one.
 
-Run ``python bench/speaker_corpus.py`` (``--help``); it writes
-``bench/results/detector-corpus.json``. ``--tune`` also sweeps the
-parameters and writes ``bench/results/detector-tuning.json``.
+Run ``python bench/speaker_corpus.py`` (``--help``): five 150 s
+conversations (seeds 1-5), figures pooled over them and per conversation,
+written to ``bench/results/detector-corpus.json``. ``--tune`` also sweeps
+the parameters and writes ``bench/results/detector-tuning.json``.
 """
 
 from __future__ import annotations
@@ -449,34 +450,75 @@ def compare(
     }
 
 
+def pooled(figures: list[dict[str, Any]], corpora: list[Corpus]) -> dict[str, Any]:
+    """One detector's figures over several conversations: latencies pooled, rates summed."""
+    latencies = sorted(value for item in figures for value in item["latencies_ms"])
+    minutes = sum((corpus.seconds - corpus.turns[0].onset) / 60.0 for corpus in corpora)
+    false_switches = sum(item["false_switches"] for item in figures)
+    return {
+        "conversations": len(corpora),
+        "minutes": round(minutes, 2),
+        "turn_changes": len(latencies),
+        "missed_turns": sum(item["missed_turns"] for item in figures),
+        "latency_median_ms": statistics.median(latencies),
+        "latency_p95_ms": latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)],
+        "false_switches": false_switches,
+        "false_switches_per_minute": round(false_switches / minutes, 3),
+        "interjection_switches": sum(item["interjection_switches"] for item in figures),
+        "wrong_speaker_seconds": round(sum(item["wrong_speaker_seconds"] for item in figures), 2),
+    }
+
+
 def _factory(**settings: Any) -> Callable[[], Detector]:
     from sfu.mix import ActiveSpeakerDetector
 
     return lambda: ActiveSpeakerDetector(3, **settings)
 
 
-def tune(corpus: Corpus) -> list[dict[str, Any]]:
-    """Sweep the main knobs; every row is one setting's figures on the corpus."""
+def tune(corpora: list[Corpus]) -> list[dict[str, Any]]:
+    """Sweep the main knobs; every row is one setting's pooled figures, best first."""
     rows = []
-    events = packets(corpus)
+    events = [packets(corpus) for corpus in corpora]
     grid = [
-        {"interval": interval, "c1": c1, "c2": c2, "c3": c3, "n3": n3}
-        for interval in (0.1, 0.15, 0.2, 0.3)
-        for c1, c2, c3 in ((3, 2, 0), (3, 2, 1), (2, 1, 0), (3, 2, 2), (5, 3, 0))
-        for n3 in (6, 10, 16)
+        {"interval": 0.3, "n2": 5, "n3": 10, "long_threshold": 4, "margin": 10},  # published
+        {"interval": 0.3, "n2": 5, "n3": 10, "long_threshold": 4, "margin": 15},
+    ] + [
+        {
+            "interval": interval,
+            "c3": c3,
+            "n2": n2,
+            "n3": n3,
+            "long_threshold": n2 - 1,
+            "margin": margin,
+        }
+        for interval in (0.05, 0.1, 0.2, 0.3)
+        for c3 in (0.0, -1.0)
+        for n2, n3 in ((5, 10), (5, 6), (3, 8), (3, 10))
+        for margin in (10, 15, 18)
     ]
     for settings in grid:
-        figures = evaluate(corpus, run_detector(_factory(**settings), corpus, events))
-        figures.pop("first_false_switches")
-        rows.append({"settings": settings, **figures})
+        figures = [
+            evaluate(corpus, run_detector(_factory(**settings), corpus, stream))
+            for corpus, stream in zip(corpora, events, strict=True)
+        ]
+        rows.append({"settings": settings, **pooled(figures, corpora)})
+    rows.sort(
+        key=lambda row: (
+            row["false_switches_per_minute"] >= 0.5,
+            row["latency_p95_ms"],
+            row["latency_median_ms"],
+        )
+    )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=150.0, help="conversation length")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--corpus", help="cache the corpus (JSON levels) here and reuse it")
+    parser.add_argument(
+        "--seeds", default="1,2,3,4,5", help="one conversation per seed (comma-separated)"
+    )
+    parser.add_argument("--cache", help="keep the corpora (JSON levels) in this folder")
     parser.add_argument(
         "--out", default=os.path.join(HERE, "results", "detector-corpus.json"), help="figures"
     )
@@ -484,50 +526,47 @@ def main() -> None:
     args = parser.parse_args()
     if not tools_available():
         sys.exit("needs espeak-ng and sox (Debian: apt-get install espeak-ng sox)")
-    started = time.perf_counter()
-    if args.corpus and os.path.exists(args.corpus):
-        corpus = load(args.corpus)
-    else:
-        corpus = build(args.seconds, args.seed)
-        if args.corpus:
-            save(corpus, args.corpus)
-    built = time.perf_counter() - started
     from sfu.mix import EXTENSION_LOADED, ActiveSpeakerDetector
 
-    reference = ActiveSpeakerDetector(3)
-    settings = {
-        name: getattr(reference, name)
-        for name in (
-            "slots",
-            "interval",
-            "c1",
-            "c2",
-            "c3",
-            "hold",
-            "n1",
-            "n2",
-            "n3",
-            "medium_threshold",
-            "long_threshold",
-            "floor_window",
+    started = time.perf_counter()
+    corpora = []
+    for seed in [int(value) for value in args.seeds.split(",")]:
+        path = (
+            os.path.join(args.cache, f"corpus-{args.seconds:g}s-{seed}.json") if args.cache else ""
         )
+        if path and os.path.exists(path):
+            corpora.append(load(path))
+            continue
+        corpora.append(build(args.seconds, seed))
+        if path:
+            os.makedirs(args.cache, exist_ok=True)
+            save(corpora[-1], path)
+    built = time.perf_counter() - started
+
+    reference = ActiveSpeakerDetector(3)
+    names = "slots interval c1 c2 c3 hold n1 n2 n3 medium_threshold long_threshold"
+    settings = {name: getattr(reference, name) for name in (names + " floor_window margin").split()}
+    per_seed = [compare(corpus, lambda: ActiveSpeakerDetector(3)) for corpus in corpora]
+    results = {
+        name: pooled([item[name] for item in per_seed], corpora)
+        for name in ("detector", "baseline")
     }
-    results = compare(corpus, lambda: ActiveSpeakerDetector(3))
     report: dict[str, Any] = {
         "corpus": {
-            "seconds": corpus.seconds,
-            "seed": args.seed,
-            "turns": len(corpus.turns),
-            "interjections": len(corpus.interjections),
-            "speakers": len(corpus.levels),
+            "seconds": [corpus.seconds for corpus in corpora],
+            "seeds": args.seeds,
+            "turns": sum(len(corpus.turns) for corpus in corpora),
+            "interjections": sum(len(corpus.interjections) for corpus in corpora),
+            "speakers": len(corpora[0].levels),
             "build_seconds": round(built, 1),
         },
         "compiled": EXTENSION_LOADED,
         "settings": settings,
         **results,
+        "per_conversation": per_seed,
     }
     if args.tune:
-        rows = tune(corpus)
+        rows = tune(corpora)
         tuning_path = os.path.join(os.path.dirname(args.out), "detector-tuning.json")
         with open(tuning_path, "w") as file:
             json.dump({"corpus": report["corpus"], "rows": rows}, file, indent=1)
@@ -541,7 +580,7 @@ def main() -> None:
             f"{name:9} latency median {figures['latency_median_ms']:6.0f} ms"
             f"  p95 {figures['latency_p95_ms']:6.0f} ms"
             f"  false/min {figures['false_switches_per_minute']:6.2f}"
-            f"  wrong {figures['wrong_speaker_seconds']:6.1f} s"
+            f"  wrong {figures['wrong_speaker_seconds']:6.1f} s of {figures['minutes']:.1f} min"
             f"  missed {figures['missed_turns']}/{figures['turn_changes']}"
         )
     print(f"-> {args.out}")
