@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -173,16 +174,21 @@ async def main(argv: list[str] | None = None) -> None:
             site = web.TCPSite(runner, args.host, args.port)
             await site.start()
             shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-            loop = (
+            flavour = (
                 "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
             )
             print(
                 f"sfu demo: open http://{shown}:{args.port}/  "
                 f"(media on udp {server.announce}:{server.port}, metrics at /metrics, "
-                f"demo tokens {'on' if args.demo_tokens else 'off'}, {loop})",
+                f"demo tokens {'on' if args.demo_tokens else 'off'}, {flavour})",
                 flush=True,
             )
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            logger.info("shutting down: closing rooms, then the HTTP server")
         finally:
             # Rooms first: each member is told (room_closed) and its WebSocket
             # closes, so the HTTP shutdown does not wait for open sockets.
