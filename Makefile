@@ -19,7 +19,7 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-DEMO ?= examples/aiohttp_app.py
+DEMO ?= examples/demo_server.py
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
