@@ -399,7 +399,7 @@ class SignalingSession:
                 await self.send(
                     {
                         "type": "error",
-                        "code": "room_closed",
+                        "code": "session_ended",
                         "message": f"your session ended: {event.reason}",
                         "id": None,
                     }
