@@ -26,8 +26,22 @@ else:
 
         EXTENSION_LOADED = False
 
+# Mixing kernels (sfu.media.mixer), same selection.
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
+else:
+    try:
+        from ._mix import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
+    except ImportError:  # pragma: no cover - depends on the build
+        from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
+
 __all__ = [
     "EXTENSION_LOADED",
+    "LIMIT_CEILING",
+    "LIMIT_KNEE",
+    "mix_add",
+    "mix_limit",
+    "soft_clip",
     "NO_LEVEL",
     "ActiveSpeakerDetector",
     "SlotMap",

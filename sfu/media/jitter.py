@@ -1,0 +1,162 @@
+"""A small jitter buffer for the Mixer: one per active speaker, no I/O, no clock.
+
+Packets are pushed as they arrive (RTP sequence number, timestamp, Opus
+payload) and pulled once per mixer frame, in sequence order. The buffer
+
+* reorders by sequence number (16-bit, extended across wrap-around, RFC
+  3550 appendix A.1), dropping duplicates and packets that arrive after
+  their turn (``late``);
+* waits for ``depth`` packets (or ``depth`` pulls) before it starts
+  playing, so that a packet reordered or delayed by up to ``depth`` frames
+  still makes its turn;
+* reports a missing packet as :data:`LOST` when its turn comes (the caller
+  conceals it: Opus PLC), and after ``max_conceal`` consecutive misses
+  goes idle (:data:`EMPTY`: the speaker stopped, was muted or lost its
+  slot) and buffers afresh on the next packet;
+* is bounded: past ``capacity`` packets (a sender bursting, or a stalled
+  mixer) the oldest are dropped and play skips ahead (``overflow``).
+
+Pulls take no time argument: the mixer pulls exactly once per frame, so
+one pull is one frame of the stream. Timestamps are kept for the caller
+(DTX gaps show as timestamp jumps) but do not drive the playout.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Final
+
+__all__ = ["EMPTY", "LOST", "PACKET", "JitterBuffer"]
+
+#: :meth:`JitterBuffer.pull` outcomes.
+PACKET: Final = 0  # the next packet, in order
+LOST: Final = 1  # its turn came and it is missing: conceal one frame
+EMPTY: Final = 2  # nothing to play (idle or still buffering)
+
+_RESTART = 3000  # a jump of more sequence numbers than this is a new stream
+
+
+class JitterBuffer:
+    """Reorders one speaker's packets; see the module documentation."""
+
+    __slots__ = (
+        "_highest",
+        "_misses",
+        "_next",
+        "_payloads",
+        "_playing",
+        "_sequences",
+        "_timestamps",
+        "_waited",
+        "capacity",
+        "depth",
+        "duplicates",
+        "late",
+        "concealed",
+        "max_conceal",
+        "overflow",
+        "played",
+    )
+
+    def __init__(self, depth: int = 2, capacity: int = 16, max_conceal: int = 3) -> None:
+        if not 1 <= depth <= capacity:
+            raise ValueError(f"need 1 <= depth <= capacity, got depth={depth} capacity={capacity}")
+        if max_conceal < 0:
+            raise ValueError(f"max_conceal must be >= 0, got {max_conceal}")
+        self.depth = depth
+        self.capacity = capacity
+        self.max_conceal = max_conceal
+        self._sequences: list[int] = []  # extended sequence numbers, sorted
+        self._payloads: dict[int, bytes] = {}
+        self._timestamps: dict[int, int] = {}
+        self._highest = -1  # highest extended sequence seen, -1 before the first
+        self._next = 0  # extended sequence to play next (while playing)
+        self._playing = False
+        self._waited = 0  # pulls while buffering
+        self._misses = 0  # consecutive LOST
+        self.played = 0
+        self.concealed = 0
+        self.late = 0
+        self.duplicates = 0
+        self.overflow = 0
+
+    def __len__(self) -> int:
+        return len(self._sequences)
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    def reset(self) -> None:
+        """Forget everything buffered (a new stream: SSRC change)."""
+        self._sequences.clear()
+        self._payloads.clear()
+        self._timestamps.clear()
+        self._highest = -1
+        self._playing = False
+        self._waited = 0
+        self._misses = 0
+
+    def _extend(self, sequence: int) -> int:
+        if self._highest < 0:
+            return sequence + 0x10000  # room below for reordering before the first
+        delta = ((sequence - self._highest + 0x8000) & 0xFFFF) - 0x8000
+        return self._highest + delta
+
+    def push(self, sequence: int, timestamp: int, payload: bytes) -> None:
+        """Add one packet (16-bit RTP ``sequence``)."""
+        extended = self._extend(sequence & 0xFFFF)
+        if self._highest >= 0 and abs(extended - self._highest) > _RESTART:
+            self.reset()  # the sender restarted its sequence numbers
+            extended = self._extend(sequence & 0xFFFF)
+        if self._playing and extended < self._next:
+            self.late += 1
+            return
+        if extended in self._payloads:
+            self.duplicates += 1
+            return
+        if extended > self._highest:
+            self._highest = extended
+        bisect.insort(self._sequences, extended)
+        self._payloads[extended] = payload
+        self._timestamps[extended] = timestamp
+        while len(self._sequences) > self.capacity:
+            oldest = self._sequences.pop(0)
+            del self._payloads[oldest]
+            del self._timestamps[oldest]
+            self.overflow += 1
+            if self._playing:
+                self._next = self._sequences[0]
+
+    def pull(self) -> tuple[int, bytes, int]:
+        """The next frame's outcome: ``(PACKET, payload, timestamp)``,
+        ``(LOST, b"", -1)`` or ``(EMPTY, b"", -1)``."""
+        sequences = self._sequences
+        if not self._playing:
+            if not sequences:
+                return EMPTY, b"", -1
+            self._waited += 1
+            if len(sequences) < self.depth and self._waited < self.depth:
+                return EMPTY, b"", -1
+            self._playing = True
+            self._next = sequences[0]
+            self._misses = 0
+        if sequences and sequences[0] - self._next > self.capacity:
+            # A gap longer than the buffer: concealing all of it would only add delay.
+            self.concealed += sequences[0] - self._next
+            self._next = sequences[0]
+        if sequences and sequences[0] == self._next:
+            head = sequences.pop(0)
+            self._next += 1
+            self._misses = 0
+            self.played += 1
+            return PACKET, self._payloads.pop(head), self._timestamps.pop(head)
+        # Its turn came and it is not here (a later one is, or nothing is).
+        self._misses += 1
+        if not sequences and self._misses > self.max_conceal:
+            self._playing = False
+            self._waited = 0
+            return EMPTY, b"", -1
+        self._next += 1
+        self.concealed += 1
+        return LOST, b"", -1

@@ -1,0 +1,683 @@
+"""The Mixer: decodes the active speakers, mixes them, encodes one Opus stream per output.
+
+Mixing is an output, not the forwarding path (DESIGN.md, decision 7): the
+Mixer runs only while something consumes it (a recorder, a live HTTP
+stream, a mixed listener). The first consumer starts it, the last one
+leaving stops it; its one task belongs to it and is awaited by
+:meth:`Mixer.close` and :meth:`Mixer.wait_stopped`.
+
+While it runs it holds a tap on the Router (``router.taps``): every
+forwarded speaker packet (unmuted, holding a slot) is copied into that
+speaker's :class:`~sfu.media.jitter.JitterBuffer`. Every 20 ms, paced by
+the loop clock against absolute deadlines (no drift; after a stall it
+catches up, at most :data:`MAX_CATCH_UP` seconds):
+
+1. each speaker yields one 20 ms frame: the next packet decoded by its own
+   libopus decoder (PyAV), or Opus packet-loss concealment when the packet
+   is missing (a TOC-only packet makes libopus conceal one packet's worth;
+   FFmpeg's libopus wrapper exposes no in-band FEC decoding), or nothing
+   when the speaker is idle;
+2. the loudest ``max_speakers`` frames (RFC 6464 level) are summed into an
+   int32 accumulator (:func:`sfu.mix.mix_add`, Cython with a Python twin);
+3. each output stream takes the sum through the soft limiter
+   (:func:`sfu.mix.mix_limit`: never wraps) into int16, minus one speaker's
+   own frame for a mix-minus stream, and encodes it with its own libopus
+   encoder (20 ms, mono). The room mix is one stream whoever consumes it;
+   a speaker who consumes the mix gets its own mix-minus stream, so it
+   never hears itself.
+
+Encoded packets go to callbacks (:meth:`Mixer.add_output`: the recorder,
+live streams) and, as RTP with the stream's own SSRC and continuous
+sequence numbers and timestamps, to mixed listeners through a
+:class:`~sfu.relay.FanOut` (:meth:`Mixer.add_receiver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import math
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import av
+
+from ..mix import mix_add, mix_limit
+from ..relay import FanOut
+from .jitter import LOST, PACKET, JitterBuffer
+
+if TYPE_CHECKING:
+    from ..participant import Participant
+    from .router import Publisher, Router
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "MAX_CATCH_UP",
+    "PTIME",
+    "SAMPLE_RATE",
+    "MixOutput",
+    "Mixer",
+    "OpusDecoder",
+    "OpusEncoder",
+    "plc_packet",
+]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+PTIME = 0.020
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+FRAME_BYTES = 2 * FRAME_SAMPLES  # int16 mono
+#: After a stall longer than this (seconds) the mixer skips ahead instead of catching up.
+MAX_CATCH_UP = 1.0
+#: A speaker with no packet for this long is forgotten (its decoder freed).
+SPEAKER_TIMEOUT = 5.0
+
+#: ``callback(packet, samples, now)``: an encoded Opus packet of ``samples``
+#: 48 kHz samples, for the frame due at loop time ``now``.
+OutputCallback = Callable[[bytes, int, float], None]
+
+_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+_SILENCE = bytes(FRAME_BYTES)
+
+
+def plc_packet(last: bytes) -> bytes:
+    """A payload-less Opus packet that makes libopus conceal one packet like ``last``.
+
+    libopus decodes a frame of length <= 1 byte as lost (packet-loss
+    concealment) for the duration the TOC byte says (RFC 6716 section 3.1):
+    code 0 one frame, code 1 two (code 2 needs a length byte: sent as 1),
+    code 3 the count in the second byte, with no frame data.
+    """
+    toc = last[0]
+    code = toc & 0x03
+    if code == 0:
+        return bytes((toc,))
+    if code < 3:
+        return bytes(((toc & 0xFC) | 1,))
+    return bytes((toc, last[1] & 0x3F if len(last) > 1 else 1))
+
+
+class OpusDecoder:
+    """libopus through PyAV: Opus packets in, 48 kHz mono int16 bytes out."""
+
+    def __init__(self) -> None:
+        context: Any = av.CodecContext.create("libopus", "r")
+        context.sample_rate = SAMPLE_RATE
+        context.layout = "mono"  # libopus downmixes stereo packets
+        context.open()
+        self._context = context
+        self.errors = 0
+
+    def decode(self, payload: bytes) -> bytes:
+        """Decoded PCM (empty when libopus rejects the packet; counted in ``errors``)."""
+        try:
+            frames = self._context.decode(av.Packet(payload))
+        except av.FFmpegError:
+            self.errors += 1
+            return b""
+        if len(frames) == 1:
+            return _pcm(frames[0])
+        return b"".join(_pcm(frame) for frame in frames)
+
+
+def _pcm(frame: Any) -> bytes:
+    if frame.format.name == "s16" and len(frame.layout.channels) == 1:
+        return bytes(frame.planes[0])[: 2 * frame.samples]
+    # Not what libopus gives for a mono s16 request; convert rather than fail.
+    array = frame.to_ndarray()
+    if array.dtype.kind == "f":
+        array = (array * 32767.0).clip(-32768, 32767)
+    return bytes(array.mean(axis=0).astype("<i2").tobytes())
+
+
+class OpusEncoder:
+    """libopus through PyAV: 20 ms frames of 48 kHz mono int16 in, one Opus packet out."""
+
+    def __init__(self, bitrate: int = 48000) -> None:
+        context: Any = av.CodecContext.create("libopus", "w")
+        context.sample_rate = SAMPLE_RATE
+        context.layout = "mono"
+        context.format = "s16"
+        context.bit_rate = bitrate
+        context.options = {"application": "audio", "frame_duration": "20"}
+        context.open()
+        self._context = context
+        self._pts = 0
+        #: The OpusHead libopus wrote (pre-skip included), for Ogg files (RFC 7845).
+        self.head = bytes(context.extradata or b"")
+
+    def encode(self, pcm: bytes) -> list[bytes]:
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = _TIME_BASE
+        frame.pts = self._pts
+        self._pts += FRAME_SAMPLES
+        return [bytes(packet) for packet in self._context.encode(frame)]
+
+
+class _Speaker:
+    """One speaker's input: jitter buffer, decoder and the decoded samples not yet mixed."""
+
+    __slots__ = (
+        "decoder",
+        "fifo",
+        "jitter",
+        "last_packet",
+        "last_payload",
+        "level",
+        "number",
+        "ssrc",
+    )
+
+    def __init__(self, number: int, ssrc: int, depth: int) -> None:
+        self.number = number
+        self.ssrc = ssrc
+        self.jitter = JitterBuffer(depth=depth)
+        self.decoder: OpusDecoder | None = None
+        self.fifo = bytearray()
+        self.last_packet = 0.0
+        self.last_payload = b""
+        self.level = 127
+
+    def restart(self, ssrc: int) -> None:
+        self.ssrc = ssrc
+        self.jitter.reset()
+        self.decoder = None  # a new stream: a fresh decoder state
+        self.fifo.clear()
+        self.last_payload = b""
+
+    def pull(self, timing: list[float]) -> bytes | None:
+        """One 20 ms frame, or None when the speaker has nothing to play."""
+        fifo = self.fifo
+        while len(fifo) < FRAME_BYTES:
+            outcome, payload, _ = self.jitter.pull()
+            if outcome == PACKET and payload:
+                self.last_payload = payload
+            elif outcome == LOST and self.last_payload:
+                payload = plc_packet(self.last_payload)
+            elif outcome == LOST:
+                fifo += _SILENCE  # nothing decoded yet to conceal from
+                continue
+            else:
+                break
+            if self.decoder is None:
+                self.decoder = OpusDecoder()
+            started = time.thread_time()
+            fifo += self.decoder.decode(payload)
+            timing[0] += time.thread_time() - started
+        if not fifo:
+            return None
+        if len(fifo) < FRAME_BYTES:
+            fifo += bytes(FRAME_BYTES - len(fifo))  # the tail of a stream that stopped
+        pcm = bytes(fifo[:FRAME_BYTES])
+        del fifo[:FRAME_BYTES]
+        return pcm
+
+
+class _Stream:
+    """One encoded output: the room mix (``exclude`` -1) or a mix-minus."""
+
+    def __init__(self, exclude: int, ssrc: int, bitrate: int) -> None:
+        self.exclude = exclude
+        self.ssrc = ssrc
+        self.encoder = OpusEncoder(bitrate)
+        self.outputs: list[MixOutput] = []
+        self.fanout: FanOut | None = None
+        self.receivers: set[int] = set()
+        self.sequence = secrets.randbelow(1 << 16)
+        self.timestamp = secrets.randbits(32)
+        self.marker = True
+
+    @property
+    def empty(self) -> bool:
+        return not self.outputs and not self.receivers
+
+
+class MixOutput:
+    """A consumer's handle on a mixed stream (from :meth:`Mixer.add_output`)."""
+
+    def __init__(
+        self,
+        mixer: Mixer,
+        stream: _Stream,
+        callback: OutputCallback,
+        on_close: Callable[[], None] | None,
+    ) -> None:
+        self.mixer = mixer
+        self._stream = stream
+        self.callback = callback
+        self.on_close = on_close
+        self.closed = False
+
+    @property
+    def exclude(self) -> int:
+        return self._stream.exclude
+
+    @property
+    def opus_head(self) -> bytes:
+        """The OpusHead of this stream's encoder (channel count, pre-skip)."""
+        return self._stream.encoder.head
+
+    def close(self) -> None:
+        """Stop receiving packets; idempotent."""
+        self.mixer.remove_output(self)
+
+
+class Mixer:
+    """A room's mixer; see the module documentation.
+
+    ``router`` is the room's :class:`~sfu.media.router.Router`; ``sock`` the
+    server's UDP socket (mixed listeners are sent to from it); ``loop`` the
+    loop the mixing task runs in. ``max_speakers`` caps how many speakers
+    are mixed (default: all the Router forwards, i.e. the slot holders);
+    ``jitter_depth`` is the playout delay in packets.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        sock: socket.socket | None = None,
+        name: str = "",
+        bitrate: int = 48000,
+        max_speakers: int | None = None,
+        jitter_depth: int = 2,
+    ) -> None:
+        if max_speakers is not None and max_speakers < 1:
+            raise ValueError(f"max_speakers must be >= 1, got {max_speakers}")
+        self.router = router
+        self.name = name
+        self.bitrate = bitrate
+        self.max_speakers = max_speakers
+        self.jitter_depth = jitter_depth
+        #: SSRC of the room mix sent to mixed listeners.
+        self.ssrc = secrets.randbits(32)
+        self._loop = loop
+        self._sock = sock
+        self._minus_ssrcs: dict[int, int] = {}
+        self._streams: dict[int, _Stream] = {}
+        self._receivers: dict[int, _Stream] = {}
+        self._speakers: dict[int, _Speaker] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._acc = bytearray(4 * FRAME_SAMPLES)
+        self._zero = bytes(4 * FRAME_SAMPLES)
+        self._full = bytearray(FRAME_BYTES)
+        self._minus = bytearray(FRAME_BYTES)
+        # Counters (stats()): frames mixed, frames skipped after stalls, CPU seconds.
+        self.frames = 0
+        self.skipped = 0
+        self.starts = 0
+        self._timing = [0.0, 0.0, 0.0]  # decode, mix, encode
+        self._epoch = 0.0  # loop time of frame 0 of this run
+        self._frame = 0  # the frame the task mixes next (or is mixing)
+        self._done = -math.inf  # the latest frame time mixed
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "idle"
+        return f"<Mixer {self.name!r} {state}, {len(self._streams)} streams>"
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the mixing task is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def consumers(self) -> int:
+        """Outputs and mixed receivers attached."""
+        return sum(len(s.outputs) + len(s.receivers) for s in self._streams.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: frames mixed, skipped, CPU seconds spent decoding, mixing, encoding."""
+        decode, mix, encode = self._timing
+        return {
+            "running": self.running,
+            "streams": len(self._streams),
+            "speakers": len(self._speakers),
+            "frames": self.frames,
+            "skipped_frames": self.skipped,
+            "starts": self.starts,
+            "decode_seconds": decode,
+            "mix_seconds": mix,
+            "encode_seconds": encode,
+            "concealed": sum(s.jitter.concealed for s in self._speakers.values()),
+            "late": sum(s.jitter.late for s in self._speakers.values()),
+        }
+
+    def ssrc_for(self, exclude: int) -> int:
+        """The SSRC of the stream without speaker ``exclude`` (-1: the room mix)."""
+        if exclude < 0:
+            return self.ssrc
+        ssrc = self._minus_ssrcs.get(exclude)
+        if ssrc is None:
+            ssrc = self._minus_ssrcs[exclude] = secrets.randbits(32)
+        return ssrc
+
+    # -- consumers -------------------------------------------------------------------
+
+    def _stream(self, exclude: int) -> _Stream:
+        if self._closed:
+            raise RuntimeError(f"the mixer of room {self.name!r} is closed")
+        stream = self._streams.get(exclude)
+        if stream is None:
+            stream = self._streams[exclude] = _Stream(exclude, self.ssrc_for(exclude), self.bitrate)
+        return stream
+
+    def add_output(
+        self,
+        callback: OutputCallback,
+        *,
+        exclude: int = -1,
+        on_close: Callable[[], None] | None = None,
+    ) -> MixOutput:
+        """Receive every encoded packet of the room mix (or of the mix without
+        speaker number ``exclude``) as ``callback(packet, samples, now)``, from the
+        next frame on; starts the mixer. ``on_close`` is called if the mixer
+        closes first (the room closed). Callbacks run in the mixing task: they
+        must not block; one that raises is removed.
+        """
+        stream = self._stream(exclude)
+        output = MixOutput(self, stream, callback, on_close)
+        stream.outputs.append(output)
+        self._start()
+        return output
+
+    def remove_output(self, output: MixOutput) -> None:
+        """Detach ``output``; the mixer stops within one frame when it was the last."""
+        if output.closed:
+            return
+        output.closed = True
+        stream = output._stream
+        if output in stream.outputs:
+            stream.outputs.remove(output)
+        self._drop_if_empty(stream)
+
+    def add_receiver(self, participant: Participant) -> None:
+        """Send the mix to a connected participant as RTP (a mixed listener).
+
+        A participant allowed to publish gets the mix without its own voice.
+        """
+        session = participant.session
+        if session is None or session.srtp_tx is None or session.address is None:
+            return
+        if self._sock is None:
+            raise RuntimeError("this mixer has no socket to send RTP from")
+        exclude = participant.number if participant.can_publish else -1
+        stream = self._stream(exclude)
+        if stream.fanout is None:
+            stream.fanout = FanOut(self._sock)
+        negotiation = participant.negotiation
+        stream.fanout.add_receiver(
+            participant.receiver_id,
+            session.address,
+            session.srtp_tx,
+            payload_type=negotiation.payload_type,
+            audio_level_id=negotiation.audio_level_id,
+            slot_count=1,
+        )
+        stream.receivers.add(participant.receiver_id)
+        self._receivers[participant.receiver_id] = stream
+        self._start()
+
+    def set_receiver_address(self, participant: Participant) -> None:
+        stream = self._receivers.get(participant.receiver_id)
+        session = participant.session
+        if stream is None or stream.fanout is None or session is None:
+            return
+        if session.address is not None:
+            stream.fanout.set_address(participant.receiver_id, session.address)
+
+    def remove_receiver(self, participant: Participant) -> None:
+        stream = self._receivers.pop(participant.receiver_id, None)
+        if stream is None:
+            return
+        stream.receivers.discard(participant.receiver_id)
+        if stream.fanout is not None and participant.receiver_id in stream.fanout:
+            stream.fanout.remove_receiver(participant.receiver_id)
+        self._drop_if_empty(stream)
+
+    def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
+        """(packets, payload octets) sent to a mixed receiver, like the Router's."""
+        stream = self._receivers.get(participant.receiver_id)
+        if stream is None or stream.fanout is None:
+            return []
+        return list(stream.fanout.counters(participant.receiver_id))
+
+    def _drop_if_empty(self, stream: _Stream) -> None:
+        if stream.empty and self._streams.get(stream.exclude) is stream:
+            del self._streams[stream.exclude]
+            if stream.fanout is not None:
+                stream.fanout.close()
+        # No stream left: the task sees it at its next frame and ends.
+
+    # -- the task --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self.running:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self.starts += 1
+        # Frame n (from 1) is due at epoch + n * PTIME: absolute deadlines, no drift.
+        self._epoch = loop.time()
+        self._frame = 0
+        self.router.taps.append(self._tap)
+        self._task = loop.create_task(self._run(), name=f"sfu-mixer-{self.name}")
+        logger.info("mixer of room %r started", self.name)
+
+    def _frame_time(self, frame: int) -> float:
+        return self._epoch + frame * PTIME
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            while self._streams and not self._closed:
+                self._frame += 1
+                delay = self._frame_time(self._frame) - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    if delay < -MAX_CATCH_UP:
+                        # Stalled: skip the lost time rather than burst it out.
+                        behind = int(-delay / PTIME)
+                        self._frame += behind
+                        self.skipped += behind
+                    await asyncio.sleep(0)  # catching up: let the loop breathe
+                if not self._streams or self._closed:
+                    break
+                deadline = self._frame_time(self._frame)
+                if deadline > self._done:  # else catch_up() mixed it already
+                    self.step(deadline)
+        finally:
+            if self._tap in self.router.taps:
+                self.router.taps.remove(self._tap)
+            self._speakers.clear()
+            logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
+
+    def catch_up(self, now: float) -> None:
+        """Mix at once every frame due by loop time ``now`` that the task has
+        not mixed yet (it lags under load): a recorder calls this before it
+        stops, so that its file ends at the wall-clock time of the stop."""
+        if not self.running:
+            return
+        frame = max(self._frame, 1)
+        while self._frame_time(frame) <= now:
+            deadline = self._frame_time(frame)
+            if deadline > self._done and now - deadline < MAX_CATCH_UP:
+                self.step(deadline)
+            frame += 1
+
+    async def wait_stopped(self) -> None:
+        """Wait until the mixing task has ended (it ends once no consumer is left).
+
+        Returns at once when the mixer is not running or still has
+        consumers; otherwise waits at most one frame. Safe to cancel: the
+        task is not cancelled with it.
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        if task is asyncio.current_task() or (self._streams and not self._closed):
+            return  # still consumed: it is not stopping
+        await asyncio.wait([task])
+
+    async def close(self) -> None:
+        """Stop mixing now: every output's ``on_close`` is called, receivers are
+        dropped and the task is awaited; idempotent."""
+        if self._closed:
+            await self.wait_stopped()
+            return
+        self._closed = True
+        streams = list(self._streams.values())
+        self._streams.clear()
+        self._receivers.clear()
+        for stream in streams:
+            for output in stream.outputs:
+                output.closed = True
+                if output.on_close is not None:
+                    try:
+                        output.on_close()
+                    except Exception:
+                        logger.exception("mixer output close callback failed")
+            stream.outputs.clear()
+            if stream.fanout is not None:
+                stream.fanout.close()
+        await self.wait_stopped()
+
+    # -- the packet path (Router tap) -----------------------------------------------
+
+    def _tap(
+        self,
+        publisher: Publisher,
+        packet: bytes,
+        offset: int,
+        sequence: int,
+        timestamp: int,
+        slot: int,
+        now: float,
+    ) -> None:
+        speaker = self._speakers.get(publisher.number)
+        if speaker is None:
+            speaker = self._speakers[publisher.number] = _Speaker(
+                publisher.number, publisher.ssrc, self.jitter_depth
+            )
+        elif speaker.ssrc != publisher.ssrc:
+            speaker.restart(publisher.ssrc)
+        speaker.last_packet = now
+        speaker.level = publisher.level & 0x7F if publisher.level >= 0 else 127
+        speaker.jitter.push(sequence, timestamp, packet[offset:])
+
+    # -- one frame -------------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        """Mix and encode the frame due at loop time ``now`` (the task calls this every 20 ms)."""
+        self._done = max(self._done, now)
+        timing = self._timing
+        frames: list[tuple[int, int, bytes]] = []  # (level, number, pcm)
+        gone: list[int] = []
+        for number, speaker in self._speakers.items():
+            pcm = speaker.pull(timing)
+            if pcm is not None:
+                frames.append((speaker.level, number, pcm))
+            elif now - speaker.last_packet > SPEAKER_TIMEOUT:
+                gone.append(number)
+        for number in gone:
+            del self._speakers[number]
+        if self.max_speakers is not None and len(frames) > self.max_speakers:
+            frames.sort()  # lowest level byte (-dBov) = loudest first
+            del frames[self.max_speakers :]
+
+        started = time.thread_time()
+        acc = self._acc
+        acc[:] = self._zero
+        for _, _, pcm in frames:
+            mix_add(acc, pcm)
+        own = {number: pcm for _, number, pcm in frames}
+        full_energy = -1
+        mixed = time.thread_time()
+        timing[1] += mixed - started
+        contributors = len(frames)
+        csrc = self._csrc(frames)
+
+        for stream in list(self._streams.values()):
+            mine = own.get(stream.exclude)
+            started = time.thread_time()
+            if mine is not None:
+                energy = mix_limit(acc, self._minus, mine)
+                pcm_out: bytes | bytearray = self._minus
+                voiced = contributors > 1
+            else:
+                if full_energy < 0:
+                    full_energy = mix_limit(acc, self._full)
+                energy = full_energy
+                pcm_out = self._full
+                voiced = contributors > 0
+            encoding = time.thread_time()
+            timing[1] += encoding - started
+            packets = stream.encoder.encode(bytes(pcm_out))
+            timing[2] += time.thread_time() - encoding
+            level = _level(energy, voiced)
+            for packet in packets:
+                self._deliver(stream, packet, now, level, csrc)
+        self.frames += 1
+
+    def _csrc(self, frames: list[tuple[int, int, bytes]]) -> int:
+        """The loudest contributor's SSRC (the FanOut writes exactly one CSRC)."""
+        if not frames:
+            return 0
+        loudest = min(frames)[1]
+        speaker = self._speakers.get(loudest)
+        return speaker.ssrc & 0xFFFFFFFF if speaker is not None and speaker.ssrc >= 0 else 0
+
+    def _deliver(self, stream: _Stream, packet: bytes, now: float, level: int, csrc: int) -> None:
+        samples = FRAME_SAMPLES
+        for output in list(stream.outputs):
+            try:
+                output.callback(packet, samples, now)
+            except Exception:
+                logger.exception("mixer output %r failed: removed", output.callback)
+                self.remove_output(output)
+        if stream.fanout is not None and len(stream.fanout):
+            stream.fanout.forward(
+                0,
+                packet,
+                0,
+                stream.ssrc,
+                stream.sequence,
+                stream.timestamp,
+                stream.marker,
+                csrc,
+                level,
+                -1,
+            )
+            stream.marker = False
+        stream.sequence = (stream.sequence + 1) & 0xFFFF
+        stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
+
+
+def _level(energy: int, voiced: bool) -> int:
+    """The RFC 6464 byte (V flag, level in -dBov) of a 20 ms mixed frame's energy."""
+    if energy <= 0:
+        level = 127
+    else:
+        mean = energy / FRAME_SAMPLES / (32767.0 * 32767.0)
+        level = min(127, max(0, round(-10.0 * math.log10(mean))))
+    return (0x80 if voiced else 0) | level

@@ -1,0 +1,119 @@
+"""The mixer's jitter buffer (sfu.media.jitter): reordering, loss, lateness, bounds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sfu.media.jitter import EMPTY, LOST, PACKET, JitterBuffer
+
+
+def drain(buffer: JitterBuffer, pulls: int) -> list[str]:
+    """What ``pulls`` pulls give: the payload as text, "lost" or "-" (empty)."""
+    out = []
+    for _ in range(pulls):
+        outcome, payload, _ = buffer.pull()
+        out.append(payload.decode() if outcome == PACKET else "lost" if outcome == LOST else "-")
+    return out
+
+
+def push(buffer: JitterBuffer, *sequences: int) -> None:
+    for sequence in sequences:
+        buffer.push(sequence, sequence * 960, str(sequence).encode())
+
+
+@pytest.mark.parametrize(
+    ("pushed", "expected"),
+    [
+        # In order: plays once `depth` (2) packets are in.
+        ([1, 2, 3, 4], ["1", "2", "3", "4", "lost", "lost", "lost", "-"]),
+        # Reordered within the depth: played in order.
+        ([2, 1, 4, 3], ["1", "2", "3", "4", "lost", "lost", "lost", "-"]),
+        # A missing packet is concealed once its turn comes.
+        ([1, 2, 4, 5], ["1", "2", "lost", "4", "5", "lost", "lost", "lost"]),
+        # Duplicates are dropped.
+        ([1, 1, 2, 2], ["1", "2", "lost", "lost", "lost", "-", "-", "-"]),
+        # Across the 16-bit wrap.
+        ([65534, 65535, 0, 1], ["65534", "65535", "0", "1", "lost", "lost", "lost", "-"]),
+    ],
+)
+def test_playout(pushed: list[int], expected: list[str]) -> None:
+    buffer = JitterBuffer(depth=2, max_conceal=3)
+    push(buffer, *pushed)
+    assert drain(buffer, len(expected)) == expected
+
+
+def test_waits_for_depth_then_starts_on_a_single_packet() -> None:
+    buffer = JitterBuffer(depth=3)
+    assert drain(buffer, 1) == ["-"]  # nothing at all
+    push(buffer, 10)
+    assert drain(buffer, 3) == ["-", "-", "10"]  # waited `depth` pulls for a second packet
+
+
+def test_late_packet_is_dropped_and_counted() -> None:
+    buffer = JitterBuffer(depth=1)
+    push(buffer, 1, 3)
+    assert drain(buffer, 2) == ["1", "lost"]
+    push(buffer, 2)  # its turn is over
+    assert buffer.late == 1
+    assert drain(buffer, 1) == ["3"]
+    assert buffer.concealed == 1 and buffer.played == 2
+
+
+def test_goes_idle_after_max_conceal_and_rebuffers() -> None:
+    buffer = JitterBuffer(depth=2, max_conceal=2)
+    push(buffer, 1, 2)
+    assert drain(buffer, 5) == ["1", "2", "lost", "lost", "-"]
+    assert not buffer.playing
+    push(buffer, 50, 51)  # the speaker is back (sequence numbers went on)
+    assert drain(buffer, 2) == ["50", "51"]
+
+
+def test_capacity_bounds_the_buffer_and_skips_ahead() -> None:
+    buffer = JitterBuffer(depth=2, capacity=4)
+    push(buffer, *range(1, 11))
+    assert len(buffer) == 4 and buffer.overflow == 6
+    assert drain(buffer, 4) == ["7", "8", "9", "10"]
+
+
+def test_long_gap_is_skipped_not_concealed_for_its_length() -> None:
+    buffer = JitterBuffer(depth=1, capacity=8)
+    push(buffer, 1)
+    assert drain(buffer, 1) == ["1"]
+    push(buffer, 500)
+    assert drain(buffer, 1) == ["500"]
+    assert buffer.concealed == 498
+
+
+def test_sequence_restart_resets() -> None:
+    buffer = JitterBuffer(depth=1)
+    push(buffer, 40000)
+    assert drain(buffer, 1) == ["40000"]
+    push(buffer, 7)  # a new stream, far away
+    assert drain(buffer, 1) == ["7"]
+
+
+def test_reset_and_bad_settings() -> None:
+    buffer = JitterBuffer()
+    push(buffer, 1, 2)
+    buffer.reset()
+    assert len(buffer) == 0 and drain(buffer, 1) == ["-"]
+    with pytest.raises(ValueError):
+        JitterBuffer(depth=0)
+    with pytest.raises(ValueError):
+        JitterBuffer(depth=5, capacity=4)
+    with pytest.raises(ValueError):
+        JitterBuffer(max_conceal=-1)
+
+
+@given(st.permutations(list(range(12))), st.integers(0, 65535))
+@settings(max_examples=100)
+def test_any_order_within_capacity_plays_everything_in_order(order: list[int], base: int) -> None:
+    buffer = JitterBuffer(depth=2, capacity=16)
+    for offset in order:
+        sequence = (base + offset) & 0xFFFF
+        buffer.push(sequence, 0, str(offset).encode())
+    played = drain(buffer, 12)
+    assert played == [str(i) for i in range(12)]
+    assert drain(buffer, 1) == ["lost"] and buffer.pull()[0] in (LOST, EMPTY)

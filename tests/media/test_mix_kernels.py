@@ -1,0 +1,133 @@
+"""Mixing kernels: the compiled sfu._mix and its Python twin give the same results, never wrap."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sfu.mix
+from sfu import _mix_py
+
+NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+IMPLEMENTATIONS = [pytest.param(_mix_py, id="python")]
+if not NO_EXTENSIONS:
+    IMPLEMENTATIONS.append(pytest.param("compiled", id="cython"))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def mix(request: pytest.FixtureRequest) -> ModuleType:
+    if request.param == "compiled":
+        return importlib.import_module("sfu._mix")
+    return request.param  # type: ignore[no-any-return]
+
+
+def frame(*samples: int) -> bytes:
+    return struct.pack(f"={len(samples)}h", *samples)
+
+
+def ints(data: bytes | bytearray, code: str = "h") -> list[int]:
+    return list(struct.unpack(f"={len(data) // struct.calcsize(code)}{code}", data))
+
+
+def mixed(
+    mix: ModuleType, frames: list[bytes], minus: bytes | None = None
+) -> tuple[list[int], int]:
+    samples = len(frames[0]) // 2
+    acc = bytearray(4 * samples)
+    for pcm in frames:
+        mix.mix_add(acc, pcm)
+    out = bytearray(2 * samples)
+    energy = mix.mix_limit(acc, out, minus)
+    return ints(out), energy
+
+
+def test_compiled_kernels_are_the_ones_in_use() -> None:
+    if NO_EXTENSIONS:
+        assert sfu.mix.mix_add is _mix_py.mix_add
+    else:
+        compiled = importlib.import_module("sfu._mix")
+        assert sfu.mix.mix_add is compiled.mix_add, "the compiled kernel did not load"
+        assert sfu.mix.mix_limit is compiled.mix_limit
+
+
+def test_below_the_knee_the_sum_is_exact(mix: ModuleType) -> None:
+    out, energy = mixed(mix, [frame(1000, -2000, 0, 12000), frame(500, 500, -7, 12000)])
+    assert out == [1500, -1500, -7, 24000]
+    assert energy == sum(x * x for x in out)
+
+
+@pytest.mark.parametrize("count", [2, 3, 16, 64])
+def test_full_scale_inputs_never_wrap(mix: ModuleType, count: int) -> None:
+    loud = frame(32767, -32768, 32767, -32768, 20000, -20000)
+    out, _ = mixed(mix, [loud] * count)
+    assert out[0] > 30000 and out[2] > 30000, "positive full scale must stay positive"
+    assert out[1] < -30000 and out[3] < -30000, "negative full scale must stay negative"
+    assert all(abs(x) <= 32766 for x in out)
+    # More speakers, closer to the ceiling, never past it.
+    fewer, _ = mixed(mix, [loud] * (count - 1))
+    assert out[0] >= fewer[0] and out[1] <= fewer[1]
+
+
+def test_mix_minus_leaves_one_speaker_out(mix: ModuleType) -> None:
+    a, b, c = frame(100, 200), frame(1000, -1000), frame(7, 7)
+    out, _ = mixed(mix, [a, b, c], minus=b)
+    assert out == [107, 207]
+
+
+def test_soft_clip_curve(mix: ModuleType) -> None:
+    knee = _mix_py.LIMIT_KNEE
+    assert [mix.soft_clip(x) for x in (0, 1, -1, knee, -knee)] == [0, 1, -1, knee, -knee]
+    previous = knee
+    for x in range(knee + 1, 200000, 997):
+        y = mix.soft_clip(x)
+        assert previous <= y < _mix_py.LIMIT_CEILING  # monotonic, below the ceiling
+        assert mix.soft_clip(-x) == -y  # odd
+        previous = y
+    assert mix.soft_clip(1 << 40) == 32766
+    assert mix.soft_clip(-(1 << 40)) == -32766
+
+
+def test_bad_sizes(mix: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        mix.mix_add(bytearray(8), frame(1, 2, 3))  # accumulator too small
+    with pytest.raises(ValueError):
+        mix.mix_add(bytearray(8), b"\x00")  # odd length
+    with pytest.raises(ValueError):
+        mix.mix_limit(bytes(4), bytearray(4))  # 2 samples need 8 bytes of accumulator
+    with pytest.raises(ValueError):
+        mix.mix_limit(bytes(8), bytearray(4), b"\x00\x00")  # minus too short
+    assert mix.mix_limit(b"", bytearray()) == 0
+
+
+int16 = st.integers(-32768, 32767)
+
+
+@given(
+    st.integers(1, 64).flatmap(
+        lambda n: st.lists(st.lists(int16, min_size=n, max_size=n), min_size=1, max_size=20)
+    ),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_compiled_and_python_agree(frames: list[list[int]], use_minus: bool) -> None:
+    if NO_EXTENSIONS:
+        pytest.skip("no compiled extension")
+    compiled = importlib.import_module("sfu._mix")
+    pcm = [frame(*samples) for samples in frames]
+    minus = pcm[0] if use_minus else None
+    assert mixed(compiled, pcm, minus) == mixed(_mix_py, pcm, minus)
+
+
+@given(st.integers(-(1 << 40), 1 << 40))
+def test_soft_clip_agrees(value: int) -> None:
+    if NO_EXTENSIONS:
+        pytest.skip("no compiled extension")
+    compiled = importlib.import_module("sfu._mix")
+    assert compiled.soft_clip(value) == _mix_py.soft_clip(value)
+    assert -32766 <= _mix_py.soft_clip(value) <= 32766

@@ -1,0 +1,235 @@
+"""The Mixer without a network: its task's life cycle, mixing, mix-minus, PLC, limits.
+
+Packets go in through the Router's tap, the way the Router hands them over,
+and frames are mixed by calling ``step()`` without awaiting in between, so
+the mixer's own task (started by the first consumer) does not interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import av
+import numpy as np
+import pytest
+
+from sfu.media.mixer import PTIME, Mixer, OpusDecoder, plc_packet
+from sfu.media.router import Publisher, Router
+
+from .mixing import assert_tones, decode_payloads, opus_tone, tone
+
+
+@pytest.fixture
+def router() -> Iterator[Router]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    router = Router(sock, 3)
+    yield router
+    router.close()
+    sock.close()
+
+
+def publisher(number: int, level: int = 0x80 | 20) -> Publisher:
+    return Publisher(
+        number=number, payload_type=111, audio_level_id=1, ssrc=1000 + number, level=level
+    )
+
+
+def feed(router: Router, speaker: Publisher, payload: bytes, sequence: int, now: float) -> None:
+    packet = b"\x80\x6f" + bytes(10) + payload  # a 12-byte header the taps skip
+    for tap in list(router.taps):
+        tap(speaker, packet, 12, sequence & 0xFFFF, sequence * 960, 0, now)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.times: list[float] = []
+
+    def __call__(self, packet: bytes, samples: int, now: float) -> None:
+        assert samples == 960
+        self.packets.append(packet)
+        self.times.append(now)
+
+
+def run(
+    mixer: Mixer,
+    router: Router,
+    speakers: dict[Publisher, list[bytes]],
+    *,
+    drop: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """Feed one packet per speaker and mix one frame, for every packet (synchronously)."""
+    frames = max(len(packets) for packets in speakers.values())
+    for index in range(frames):
+        now = 100.0 + index * PTIME
+        for speaker, packets in speakers.items():
+            if index < len(packets) and (speaker.number, index) not in drop:
+                feed(router, speaker, packets[index], index, now)
+        mixer.step(now)
+
+
+async def test_runs_only_while_consumed_and_leaves_no_task(router: Router) -> None:
+    mixer = Mixer(router, name="t")
+    assert not mixer.running and router.taps == []
+    first, second = Collector(), Collector()
+    out1 = mixer.add_output(first)
+    assert mixer.running and router.taps == [mixer._tap]
+    task = mixer.task
+    assert task is not None and task.get_name() == "sfu-mixer-t"
+    out2 = mixer.add_output(second, exclude=7)
+    await asyncio.sleep(0.2)
+    assert 5 <= len(first.packets) <= 12 and len(second.packets) >= 5
+    out1.close()
+    out1.close()  # idempotent
+    assert mixer.running
+    out2.close()
+    await mixer.wait_stopped()
+    assert task.done() and not mixer.running and router.taps == []
+    count = len(first.packets)
+    await asyncio.sleep(0.05)
+    assert len(first.packets) == count
+    # And again: a second consumer starts a second run.
+    out3 = mixer.add_output(Collector())
+    assert mixer.running and mixer.starts == 2
+    await mixer.close()
+    assert out3.closed and not mixer.running and router.taps == []
+    with pytest.raises(RuntimeError):
+        mixer.add_output(Collector())
+
+
+async def test_pacing_follows_absolute_deadlines(router: Router) -> None:
+    mixer = Mixer(router)
+    collector = Collector()
+    mixer.add_output(collector)
+    await asyncio.sleep(1.0)
+    await mixer.close()
+    times = np.array(collector.times)
+    steps = np.diff(times)
+    assert np.allclose(steps, PTIME, atol=1e-9), "frames are stamped with exact deadlines"
+    # Frames produced match the wall time (minus up to a few frames of start-up/lag).
+    assert 40 <= len(times) <= 51
+
+
+async def test_two_tones_are_mixed_and_mix_minus_leaves_one_out(router: Router) -> None:
+    mixer = Mixer(router)
+    full, without_a = Collector(), Collector()
+    a, b = publisher(1), publisher(2)
+    mixer.add_output(full)
+    mixer.add_output(without_a, exclude=a.number)
+    run(mixer, router, {a: opus_tone(440, 100), b: opus_tone(1000, 100)})
+    await mixer.close()
+    assert len(full.packets) == len(without_a.packets) == 100
+    mix = decode_payloads(full.packets)[960 * 10 :]
+    assert_tones(mix, present=[440, 1000])
+    minus = decode_payloads(without_a.packets)[960 * 10 :]
+    assert_tones(minus, present=[1000], absent=[440])
+    assert np.abs(mix).max() < 32767
+
+
+async def test_loud_speakers_are_limited_not_wrapped(router: Router) -> None:
+    mixer = Mixer(router)
+    full = Collector()
+    mixer.add_output(full)
+    speakers = {publisher(n): opus_tone(440, 60, amplitude=0.95) for n in range(1, 4)}
+    run(mixer, router, speakers)
+    await mixer.close()
+    pcm = decode_payloads(full.packets)[960 * 10 :].astype(np.int32)
+    # Three in-phase full-scale tones: the limiter holds the peak below full
+    # scale. A wrap would flip signs at the peaks: the sample after a
+    # positive peak would be strongly negative.
+    assert pcm.max() > 20000 and pcm.min() < -20000
+    jumps = np.abs(np.diff(pcm))
+    assert jumps.max() < 20000, "a sign flip between neighbouring samples: the sum wrapped"
+
+
+async def test_only_the_loudest_max_speakers_are_mixed(router: Router) -> None:
+    mixer = Mixer(router, max_speakers=2)
+    full = Collector()
+    mixer.add_output(full)
+    speakers = {
+        publisher(1, level=0x80 | 10): opus_tone(440, 60),
+        publisher(2, level=0x80 | 20): opus_tone(1000, 60),
+        publisher(3, level=0x80 | 60): opus_tone(2500, 60),  # the quietest by RFC 6464
+    }
+    run(mixer, router, speakers)
+    await mixer.close()
+    assert_tones(decode_payloads(full.packets)[9600:], present=[440, 1000], absent=[2500])
+
+
+async def test_lost_packets_are_concealed(router: Router) -> None:
+    mixer = Mixer(router)
+    full = Collector()
+    mixer.add_output(full)
+    a = publisher(1)
+    lost = {(1, index) for index in range(20, 100, 7)}
+    run(mixer, router, {a: opus_tone(440, 100)}, drop=lost)
+    stats = mixer.stats()
+    assert stats["concealed"] == len(lost)
+    await mixer.close()
+    pcm = decode_payloads(full.packets)[960 * 5 :]
+    # PLC fills each gap: no 20 ms of the output is near silence.
+    frames = pcm[: len(pcm) // 960 * 960].reshape(-1, 960).astype(np.float64)
+    rms = np.sqrt((frames**2).mean(axis=1))
+    assert rms.min() > 1000, rms.min()
+    assert_tones(pcm, present=[440])
+
+
+def test_plc_packet_makes_libopus_conceal() -> None:
+    assert plc_packet(b"\xf8\x01\x02") == b"\xf8"
+    assert plc_packet(b"\xf9\x01\x02") == b"\xf9"
+    assert plc_packet(b"\xfa\x01\x02") == b"\xf9"  # code 2 needs a length: code 1
+    assert plc_packet(b"\xfb\x83\x01") == b"\xfb\x03"
+    decoder = OpusDecoder()
+    for payload in opus_tone(440, 10):
+        decoder.decode(payload)
+    concealed = np.frombuffer(decoder.decode(plc_packet(payload)), dtype="<i2")
+    assert len(concealed) == 960
+    assert np.abs(concealed).max() > 1000, "libopus PLC continues the tone"
+    # An empty packet would end the decoder (EOF) in FFmpeg: that is why the TOC-only packet.
+    context = av.CodecContext.create("libopus", "r")
+    context.open()
+    assert context.decode(av.Packet(b"")) == []
+
+
+async def test_a_failing_output_is_removed(router: Router) -> None:
+    mixer = Mixer(router)
+
+    def broken(packet: bytes, samples: int, now: float) -> None:
+        raise RuntimeError("boom")
+
+    good = Collector()
+    bad = mixer.add_output(broken)
+    mixer.add_output(good)
+    mixer.step(1.0)
+    mixer.step(1.02)
+    assert bad.closed and len(good.packets) == 2
+    await mixer.close()
+
+
+async def test_close_calls_on_close_and_catch_up_fills_lag(router: Router) -> None:
+    mixer = Mixer(router)
+    closed: list[str] = []
+    collector = Collector()
+    mixer.add_output(collector, on_close=lambda: closed.append("x"))
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.1)
+    before = len(collector.packets)
+    # Block the loop for 200 ms: the task lags; catch_up() mixes what is due.
+    import time
+
+    time.sleep(0.2)
+    mixer.catch_up(loop.time())
+    assert len(collector.packets) >= before + 9
+    await mixer.close()
+    assert closed == ["x"]
+    await mixer.close()  # idempotent
+    assert closed == ["x"]
+
+
+def test_tone_helper_is_what_it_says() -> None:
+    pcm = np.frombuffer(b"".join(tone(440, 50)), dtype="<i2")
+    assert_tones(pcm, present=[440], absent=[1000])
