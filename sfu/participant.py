@@ -63,6 +63,9 @@ class Participant:
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
         self._receiving = False  # registered in the Router's fan-out
+        # Receives the room mix instead of slots (Room.join(mixed=True)): registered
+        # with the room's Mixer instead of the Router while connected.
+        self.mixed = False
         # What the client's RTCP reports say about each slot stream.
         self._slot_reports: dict[int, dict[str, float]] = {}
         self.rtcp_received = 0
@@ -152,8 +155,12 @@ class Participant:
             raise InvalidOffer(
                 "the new offer changes the DTLS fingerprint; keep the same connection"
             )
-        negotiation = negotiate(offer, publish=self.can_publish, max_slots=self.room.slots)
-        answer = self.room._answer(offer, negotiation, self.credentials)
+        max_slots = 1 if self.mixed else self.room.slots
+        negotiation = negotiate(offer, publish=self.can_publish, max_slots=max_slots)
+        mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
+        answer = self.room._answer(offer, negotiation, self.credentials, mix_ssrcs)
+        if self.mixed:
+            self._stop_receiving()  # a role change changes the stream (mix-minus or not)
         self._apply_negotiation(negotiation, connected=self.session.state == "connected")
         self.answer = answer
         logger.info(
@@ -207,6 +214,10 @@ class Participant:
             or session.srtp_tx is None
         ):
             return
+        if self.mixed:
+            self.room.mixer.add_receiver(self)
+            self._receiving = True
+            return
         self.room.router.add_receiver(
             self.receiver_id,
             session.address,
@@ -219,6 +230,9 @@ class Participant:
         self._receiving = True
 
     def _stop_receiving(self) -> None:
+        if self._receiving and self.mixed:
+            self.room.mixer.remove_receiver(self)
+            self._receiving = False
         if self._receiving:
             self.room.router.remove_receiver(self.receiver_id)
             self._receiving = False
@@ -276,6 +290,8 @@ class Participant:
         (seconds, ``None`` until a report answers one of our SRs).
         """
         counters = self.room.router.receiver_counters(self.receiver_id) if self._receiving else []
+        if self.mixed and self._receiving:
+            counters = self.room.mixer.receiver_counters(self)
         slots = []
         for slot, (packets, octets) in enumerate(counters):
             report = self._slot_reports.get(slot, {})
@@ -325,7 +341,9 @@ class Participant:
         self.room._participant_connected(self)
 
     def session_address_changed(self, session: Session) -> None:
-        if self._receiving:
+        if self._receiving and self.mixed:
+            self.room.mixer.set_receiver_address(self)
+        elif self._receiving:
             self.room.router.set_receiver_address(self.receiver_id, session.address)
 
     def session_rtp(self, session: Session, packet: bytes, now: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ from .transport.sdp import Negotiation, Offer, build_answer, negotiate, parse_of
 from .transport.session import Session
 
 if TYPE_CHECKING:
+    from .media.mixer import Mixer
+    from .media.recorder import Recorder
     from .transport.server import Server
 
 __all__ = ["Room"]
@@ -135,8 +138,13 @@ class Room:
         token: str | None = None,
         identity: str | None = None,
         role: Role | None = None,
+        mixed: bool = False,
     ) -> Participant:
         """Answer an offer for a new member.
+
+        ``mixed=True``: the member receives the room mix (without its own
+        voice) on its first receiving audio line instead of the slots
+        (:mod:`sfu.media.mixer`); it is a Mixer consumer while connected.
 
         With a ``token`` (required in a private room), identity and role
         come from it; ``identity``/``role`` may be given too but must agree
@@ -182,20 +190,32 @@ class Room:
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(
-            offer, identity, role, grants, publish, claims.token_id if claims else None
+            offer, identity, role, grants, publish, claims.token_id if claims else None, mixed
         )
 
     async def add_speaker(
-        self, offer: str, identity: str | None = None, *, token: str | None = None
+        self,
+        offer: str,
+        identity: str | None = None,
+        *,
+        token: str | None = None,
+        mixed: bool = False,
     ) -> Participant:
-        """Answer a speaker's offer: it publishes its voice and receives slots."""
-        return await self.join(offer, token=token, identity=identity, role="speaker")
+        """Answer a speaker's offer: it publishes its voice and receives slots
+        (or, ``mixed=True``, the room mix without its own voice)."""
+        return await self.join(offer, token=token, identity=identity, role="speaker", mixed=mixed)
 
     async def add_listener(
-        self, offer: str, identity: str | None = None, *, token: str | None = None
+        self,
+        offer: str,
+        identity: str | None = None,
+        *,
+        token: str | None = None,
+        mixed: bool = False,
     ) -> Participant:
-        """Answer a listener's offer: it receives up to ``slots`` slot streams."""
-        return await self.join(offer, token=token, identity=identity, role="listener")
+        """Answer a listener's offer: it receives up to ``slots`` slot streams
+        (or, ``mixed=True``, the room mix on its first audio line)."""
+        return await self.join(offer, token=token, identity=identity, role="listener", mixed=mixed)
 
     def _check_token(self, token: str | None) -> Claims | None:
         secret = self.server.token_secret
@@ -223,16 +243,20 @@ class Room:
         grants: frozenset[str],
         publish: bool,
         token_id: str | None,
+        mixed: bool = False,
     ) -> Participant:
         offer = parse_offer(offer_sdp)
-        negotiation = negotiate(offer, publish=publish, max_slots=self.slots)
+        negotiation = negotiate(offer, publish=publish, max_slots=1 if mixed else self.slots)
         credentials = IceCredentials.generate()
         cls = Speaker if publish else Listener
         participant: Participant = cls(
             self, identity, next(_participant_numbers), negotiation, role, grants, credentials
         )
         participant.token_id = token_id
-        participant.answer = self._answer(offer, negotiation, credentials)
+        participant.mixed = mixed
+        participant.answer = self._answer(
+            offer, negotiation, credentials, self._mix_ssrcs(participant) if mixed else None
+        )
         # Everything that can fail has run: register.
         session = Session(
             self.server,
@@ -254,7 +278,13 @@ class Room:
         self._roster_change(identity, role, joined=True)
         return participant
 
-    def _answer(self, offer: Offer, negotiation: Negotiation, credentials: IceCredentials) -> str:
+    def _answer(
+        self,
+        offer: Offer,
+        negotiation: Negotiation,
+        credentials: IceCredentials,
+        slot_ssrcs: list[int] | None = None,
+    ) -> str:
         return build_answer(
             offer,
             negotiation,
@@ -263,7 +293,7 @@ class Room:
             fingerprint=self.server.certificate.fingerprint,
             address=self.server.announce,
             port=self.server.port,
-            slot_ssrcs=self.router.slot_ssrcs,
+            slot_ssrcs=self.router.slot_ssrcs if slot_ssrcs is None else slot_ssrcs,
             cname=self._cname,
             session_id=secrets.randbits(62),
         )
@@ -536,6 +566,58 @@ class Room:
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
 
+    # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
+
+    _mixer: Mixer | None = None
+
+    @property
+    def mixer(self) -> Mixer:
+        """The room's :class:`~sfu.media.mixer.Mixer`, made on first use.
+
+        It runs only while something consumes it (a recording, a live
+        stream, a mixed listener); forwarding never depends on it.
+        """
+        if self._mixer is None:
+            from .media.mixer import Mixer
+
+            if self._closed:
+                raise RoomClosed(f"room {self.name!r} is closed")
+            self._mixer = Mixer(
+                self.router,
+                loop=self.server.loop,
+                sock=self.server.socket,
+                name=self.name,
+                max_speakers=self.slots,
+            )
+        return self._mixer
+
+    def _mix_ssrcs(self, participant: Participant) -> list[int]:
+        """The SSRC a mixed participant receives the mix with (its answer's a=ssrc)."""
+        return [self.mixer.ssrc_for(participant.number if participant.can_publish else -1)]
+
+    async def record(self, path: str | os.PathLike[str], *, per_speaker: bool = False) -> Recorder:
+        """Record the room mix to ``path`` as Ogg/Opus until ``await recorder.stop()``.
+
+        ``per_speaker=True`` also writes each speaker's own packets, not
+        transcoded, to ``<stem>-<identity><suffix>`` beside it
+        (:mod:`sfu.media.recorder`). Raises :class:`~sfu.errors.RoomClosed`,
+        or ``OSError`` when the file cannot be created.
+        """
+        from .media.recorder import Recorder
+
+        if self._closed:
+            raise RoomClosed(f"room {self.name!r} is closed")
+
+        def identity_of(number: int) -> str | None:
+            participant = self._by_number.get(number)
+            return participant.identity if participant is not None else None
+
+        recorder = Recorder(
+            self.mixer, path, per_speaker=per_speaker, identity_of=identity_of, title=self.name
+        )
+        recorder.start(self.server.loop.time())
+        return recorder
+
     # -- end ------------------------------------------------------------------------
 
     async def close(self, reason: str = "closed") -> None:
@@ -549,6 +631,8 @@ class Room:
             self._roster_timer = None
         for participant in list(self._participants.values()):
             participant._close(f"room closed: {reason}")
+        if self._mixer is not None:
+            await self._mixer.close()  # ends recordings and live streams
         self.router.close()
         self.server._room_closed(self)
         logger.info("room %r closed: %s", self.name, reason)

@@ -5,6 +5,7 @@ Mount them in any aiohttp app::
     app.router.add_get("/ws", websocket_handler(server))
     add_whip_whep(app, server)                 # POST /rooms/{room}/whip and /whep
     app.router.add_get("/metrics", metrics_handler(server))
+    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))  # the room mix
 
 Other frameworks: :class:`sfu.signaling.SignalingSession` needs only a
 ``send(text)`` and a ``close(code, reason)`` coroutine; see the README for
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..errors import DuplicateIdentity, InvalidOffer, NotAllowed, RoomClosed, RoomFull
+from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..room import Room
 from ..transport.server import Server
@@ -28,7 +30,13 @@ from . import STATIC_DIR
 from .metrics import render_metrics
 from .protocol import MAX_MESSAGE, SignalingSession
 
-__all__ = ["STATIC_DIR", "add_whip_whep", "metrics_handler", "websocket_handler"]
+__all__ = [
+    "STATIC_DIR",
+    "add_whip_whep",
+    "live_stream_handler",
+    "metrics_handler",
+    "websocket_handler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +126,9 @@ def add_whip_whep(
 ) -> None:
     """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);
     ``POST {prefix}/rooms/{room}/whep`` listens (one slot per offered audio
-    line). Body: the SDP offer (``Content-Type: application/sdp``); reply
+    line; ``?mix=1`` asks for the room mix on the first line instead: a
+    player offering one audio line then hears every speaker). Body: the SDP
+    offer (``Content-Type: application/sdp``); reply
     201 with the answer and a ``Location`` to ``DELETE`` when leaving.
 
     Authentication is a join token as ``Authorization: Bearer <token>``; it is
@@ -154,7 +164,8 @@ def add_whip_whep(
                 if publish:
                     participant = await room.add_speaker(offer, identity, token=token)
                 else:
-                    participant = await room.add_listener(offer, identity, token=token)
+                    mixed = request.query.get("mix", "") in ("1", "true", "yes")
+                    participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
             except InvalidOffer as exc:
                 return _plain(400, str(exc))
             except NotAllowed as exc:

@@ -1,0 +1,247 @@
+"""The room mix as a live Ogg/Opus HTTP stream, for audiences beyond the room's cap.
+
+Mount the aiohttp handler::
+
+    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
+
+and any number of clients (an ``<audio src=".../live.ogg">`` element,
+ffplay, VLC) get ``200 audio/ogg`` with chunked transfer encoding: the
+OpusHead and OpusTags pages first, then pages of the mix as the Mixer
+encodes it (one page per ``packets_per_page`` packets, 100 ms by default).
+Each client gets a well-formed Ogg stream of its own (page sequence from 0,
+granule positions counting what it was sent), paginated from the same
+shared Opus packets: the encode happens once per room.
+
+Slow clients: every client has a bounded queue of packets, at most
+``max_lag`` seconds (2 s) of audio. A client that falls that far behind
+skips ahead: its queue is emptied and it continues from the live edge (an
+audible cut, and still a valid Ogg/Opus stream). A client that has had to
+skip ``max_skips`` times (5) is disconnected. Nothing is ever buffered
+without bound: memory per client is at most ``max_lag`` of audio plus what
+aiohttp holds for one write.
+
+Private rooms need a join token, as ``Authorization: Bearer <token>`` or,
+since ``<audio>`` cannot set headers, ``?token=<token>``.
+
+The live stream is a Mixer consumer: the first client starts the room's
+mixer, the last one leaving lets it stop. The room closing ends every
+stream (with an end-of-stream page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..auth import verify_token
+from ..errors import NotAllowed
+from .mixer import PTIME, MixOutput
+from .ogg import OggWriter, opus_tags
+
+if TYPE_CHECKING:
+    from ..room import Room
+    from ..transport.server import Server
+    from .mixer import Mixer
+
+__all__ = ["LiveClient", "LiveStream", "live_stream_handler"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class LiveClient:
+    """One HTTP client of a :class:`LiveStream`: a bounded packet queue and its Ogg pages."""
+
+    def __init__(self, stream: LiveStream, serial: int) -> None:
+        self.stream = stream
+        self.writer = OggWriter(serial, packets_per_page=255)
+        self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.skips = 0
+        self.sent_packets = 0
+        self.closed = False
+        self._granule = 0
+        self._wake = asyncio.Event()
+
+    def headers(self) -> bytes:
+        """The OpusHead and OpusTags pages, first thing on the wire."""
+        return self.writer.headers(self.stream.opus_head, opus_tags("sfu live"))
+
+    def _put(self, packet: bytes, samples: int) -> None:
+        queue = self.queue
+        if len(queue) >= self.stream.max_packets:
+            # Too far behind: skip to the live edge, or give up on this client.
+            queue.clear()
+            self.skips += 1
+            self.stream.skipped += 1
+            if self.skips >= self.stream.max_skips:
+                logger.info("live stream %r: dropping a client too slow to follow", self.stream)
+                self.close()
+                return
+        queue.append((packet, samples))
+        if len(queue) >= self.stream.packets_per_page:
+            self._wake.set()
+
+    def close(self) -> None:
+        """End this client's stream (its reader gets the EOS page, then ``b""``)."""
+        if not self.closed:
+            self.closed = True
+            self._wake.set()
+            self.stream._remove(self)
+
+    async def read(self) -> bytes:
+        """The next pages to send; ``b""`` once the stream has ended and all was read."""
+        if self.closed and not self.queue:
+            return self.writer.close()
+        await self._wake.wait()
+        self._wake.clear()
+        out = []
+        while self.queue:
+            packet, samples = self.queue.popleft()
+            self._granule += samples
+            self.sent_packets += 1
+            out.append(self.writer.write(packet, self._granule))
+        out.append(self.writer.flush())
+        if self.closed:
+            out.append(self.writer.close())
+        return b"".join(out)
+
+
+class LiveStream:
+    """The room mix fanned out to HTTP clients; one per room, alive while it has clients."""
+
+    def __init__(
+        self,
+        mixer: Mixer,
+        *,
+        max_lag: float = 2.0,
+        packets_per_page: int = 5,
+        max_skips: int = 5,
+    ) -> None:
+        if max_lag < PTIME * packets_per_page:
+            raise ValueError("max_lag must hold at least one page of packets")
+        self.mixer = mixer
+        self.max_lag = max_lag
+        self.packets_per_page = packets_per_page
+        self.max_packets = max(1, round(max_lag / PTIME))
+        self.max_skips = max_skips
+        self.clients: list[LiveClient] = []
+        self.skipped = 0
+        self._serial = secrets.randbits(32)
+        self._output: MixOutput | None = None
+
+    def __repr__(self) -> str:
+        return f"<LiveStream {self.mixer.name!r} {len(self.clients)} clients>"
+
+    @property
+    def opus_head(self) -> bytes:
+        assert self._output is not None
+        return self._output.opus_head
+
+    def subscribe(self) -> LiveClient:
+        """A new client; the first one attaches the stream to the mixer."""
+        if self._output is None:
+            self._output = self.mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
+        client = LiveClient(self, self._serial)
+        self.clients.append(client)
+        return client
+
+    def _remove(self, client: LiveClient) -> None:
+        if client in self.clients:
+            self.clients.remove(client)
+        if not self.clients and self._output is not None:
+            self._output.close()
+            self._output = None
+
+    def _on_packet(self, packet: bytes, samples: int, now: float) -> None:
+        for client in list(self.clients):
+            client._put(packet, samples)
+
+    def _on_mixer_closed(self) -> None:
+        self._output = None
+        for client in list(self.clients):
+            client.close()
+
+    def close(self) -> None:
+        """End every client's stream."""
+        for client in list(self.clients):
+            client.close()
+
+
+def _token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token") or None
+
+
+def live_stream_handler(
+    server: Server,
+    *,
+    max_lag: float = 2.0,
+    packets_per_page: int = 5,
+    max_skips: int = 5,
+) -> Handler:
+    """A GET handler streaming room ``{room}``'s mix as chunked ``audio/ogg``.
+
+    Mount it on a path with a ``{room}`` part, e.g.
+    ``/rooms/{room}/live.ogg``. 404 for an unknown room (rooms are not
+    created by listening), 403 for a private room without a valid token.
+    """
+    streams: dict[str, LiveStream] = {}
+
+    def stream_of(room: Room) -> LiveStream:
+        live = streams.get(room.name)
+        if live is None or live.mixer is not room.mixer or not live.clients:
+            live = streams[room.name] = LiveStream(
+                room.mixer,
+                max_lag=max_lag,
+                packets_per_page=packets_per_page,
+                max_skips=max_skips,
+            )
+        return live
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["room"]
+        room = server.rooms.get(name)
+        if room is None or room.closed:
+            return web.Response(status=404, text=f"no room {name!r}\n")
+        if room.policy.private:
+            secret = server.token_secret
+            try:
+                if secret is None:
+                    raise NotAllowed("no token_secret")
+                verify_token(secret, _token(request), room=name)
+            except NotAllowed as exc:
+                return web.Response(status=403, text=f"{exc}\n")
+        client = stream_of(room).subscribe()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "audio/ogg",
+                "Cache-Control": "no-cache, no-store",
+                "X-Content-Type-Options": "nosniff",
+            }
+        )
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            await response.write(client.headers())
+            while True:
+                chunk = await client.read()
+                if not chunk:
+                    break
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            client.close()
+        return response
+
+    return handler

@@ -1,0 +1,349 @@
+"""Recording a room to Ogg/Opus files (RFC 7845).
+
+``recorder = await room.record("talk.opus")`` writes the room mix, as the
+Mixer encodes it, until ``await recorder.stop()``. With
+``per_speaker=True`` each speaker's own packets also go to a file of their
+own, ``talk-<identity>.opus`` beside it, *without transcoding*: the payloads
+are the bytes the speaker sent, taken from the Router's tap (so a speaker
+is recorded while it is forwarded: unmuted and holding a slot).
+
+Every file starts at the moment ``record()`` was called and ends when
+``stop()`` is called, so the tracks line up and each one lasts the wall
+time of the recording:
+
+* the mix file gets one 20 ms packet per mixer frame (the mixer catches up
+  after a stall, see :mod:`sfu.media.mixer`);
+* a speaker file places each packet by its RTP timestamp: the first one at
+  the wall-clock offset since the start, the next ones by timestamp
+  difference (a jump larger than a minute or disagreeing with the wall
+  clock by more than a second, e.g. a new SSRC, is placed by the wall clock
+  again). Time without packets (before the first one, DTX, a lost slot, a
+  mute, after the last one) is filled with 20 ms Opus silence frames, so
+  granule positions (RFC 7845 section 4) always count real time. Packets
+  arriving with an older timestamp than one already written (reordered)
+  are dropped and counted in ``late``.
+
+A speaker file's pre-skip is 0. RFC 7845 section 4.2 recommends 80 ms
+for a stream cut mid-way, so that the decoder converges before output
+starts; here the speaker's packets follow silence frames, wherever they
+start, so a pre-skip at the head of the file would not help (the decoder
+meets them as a receiver joining mid-stream does), and tools that report
+the container duration from granule positions alone (FFmpeg) would report
+it 80 ms too long.
+
+Stopping writes the end-of-stream page and closes the files; a room that
+closes stops its recorders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .mixer import FRAME_SAMPLES, SAMPLE_RATE, MixOutput
+from .ogg import OggWriter, opus_head, opus_tags, packet_samples, parse_opus_head
+
+if TYPE_CHECKING:
+    from .mixer import Mixer
+    from .router import Publisher
+
+__all__ = ["SILENCE_MONO", "SILENCE_STEREO", "Recorder", "SpeakerTrack"]
+
+logger = logging.getLogger(__name__)
+
+#: A 20 ms CELT fullband Opus frame of digital silence (config 31, code 0),
+#: mono and stereo: what fills the gaps of a speaker file.
+SILENCE_MONO = b"\xf8\xff\xfe"
+SILENCE_STEREO = b"\xfc\xff\xfe"
+
+SPEAKER_PRE_SKIP = 0  # see the module documentation
+_MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
+_MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
+
+
+def _safe_name(identity: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", identity)[:64] or "speaker"
+
+
+class SpeakerTrack:
+    """One speaker's passthrough Ogg/Opus file: packets placed by RTP timestamp.
+
+    ``start`` is the loop time the recording started at (file position 0).
+    No I/O of its own: :meth:`packet` and :meth:`finish` return page bytes.
+    """
+
+    def __init__(self, path: Path, start: float, *, serial: int | None = None) -> None:
+        self.path = path
+        self.start = start
+        self.identity = path.stem
+        self.writer = OggWriter(secrets.randbits(32) if serial is None else serial)
+        self.position = 0  # samples written after the pre-skip
+        self.silence = SILENCE_MONO
+        self.packets = 0  # speaker packets written
+        self.filled = 0  # silence frames written
+        self.late = 0
+        self._ssrc = -1
+        self._next_timestamp = 0  # RTP timestamp expected at the current position
+        self._started = False
+
+    def _fill(self, samples: int) -> bytes:
+        """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled)."""
+        out = []
+        for _ in range(samples // FRAME_SAMPLES):
+            self.position += FRAME_SAMPLES
+            self.filled += 1
+            out.append(self.writer.write(self.silence, SPEAKER_PRE_SKIP + self.position))
+        return b"".join(out)
+
+    def _wall_position(self, now: float) -> int:
+        return round((now - self.start) * SAMPLE_RATE)
+
+    def begin(self, first_payload: bytes) -> bytes:
+        """The header pages; the channel count is the first packet's (TOC stereo flag)."""
+        stereo = bool(first_payload[0] & 0x04)
+        self.silence = SILENCE_STEREO if stereo else SILENCE_MONO
+        head = opus_head(2 if stereo else 1, SPEAKER_PRE_SKIP)
+        self._started = True
+        return self.writer.headers(head, opus_tags("sfu (passthrough)"))
+
+    def packet(self, ssrc: int, timestamp: int, payload: bytes, now: float) -> bytes:
+        """Place one packet; returns the pages it completed."""
+        try:
+            samples = packet_samples(payload)
+        except ValueError:
+            return b""  # an empty payload: nothing to place
+        out = b"" if self._started else self.begin(payload)
+        wall = self._wall_position(now)
+        if ssrc != self._ssrc:
+            target = wall  # a new stream: place it by the wall clock
+            self._ssrc = ssrc
+        else:
+            gap = ((timestamp - self._next_timestamp + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+            target = self.position + gap
+            if gap < 0:
+                self.late += 1
+                return out
+            if gap > _MAX_TIMESTAMP_GAP or abs(target - wall) > _MAX_CLOCK_DISAGREEMENT:
+                target = wall
+        if target > self.position:
+            out += self._fill(target - self.position)
+        self.position += samples
+        self.packets += 1
+        self._next_timestamp = (timestamp + samples) & 0xFFFFFFFF
+        return out + self.writer.write(payload, SPEAKER_PRE_SKIP + self.position)
+
+    def finish(self, now: float) -> bytes:
+        """Fill up to ``now`` and end the stream (EOS page)."""
+        out = b"" if self._started else self.begin(self.silence)
+        wall = self._wall_position(now)
+        if wall > self.position:
+            out += self._fill(wall - self.position)
+        return out + self.writer.close()
+
+    @property
+    def duration(self) -> float:
+        return self.position / SAMPLE_RATE
+
+
+class Recorder:
+    """Writes a room's mix (and optionally each speaker's packets) to Ogg/Opus files.
+
+    Made by :meth:`sfu.Room.record`; see the module documentation. ``path``
+    is the mix file; ``speaker_paths`` maps each recorded speaker's
+    identity to its file (filled in as speakers are heard).
+    """
+
+    def __init__(
+        self,
+        mixer: Mixer,
+        path: str | os.PathLike[str],
+        *,
+        per_speaker: bool = False,
+        identity_of: Callable[[int], str | None] | None = None,
+        title: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.per_speaker = per_speaker
+        self.speaker_paths: dict[str, Path] = {}
+        self._mixer = mixer
+        self._identity_of = identity_of or (lambda number: None)
+        self._title = title
+        self._output: MixOutput | None = None
+        self._file: IO[bytes] | None = None
+        self._writer = OggWriter(secrets.randbits(32))
+        self._granule = 0
+        self._pre_skip = 0
+        self._tracks: dict[int, SpeakerTrack] = {}
+        self._files: dict[int, IO[bytes]] = {}
+        self._tapping = False
+        self._stopped = False
+        self.started_at = 0.0
+        self.stopped_at: float | None = None
+        self.packets = 0
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "recording"
+        return f"<Recorder {str(self.path)!r} {state}>"
+
+    @property
+    def recording(self) -> bool:
+        return self._file is not None and not self._stopped
+
+    @property
+    def duration(self) -> float:
+        """Seconds of mix written (pre-skip excluded)."""
+        return max(0, self._granule - self._pre_skip) / SAMPLE_RATE
+
+    def start(self, now: float) -> None:
+        """Open the files and attach to the mixer (called by ``Room.record``)."""
+        if self._file is not None or self._stopped:
+            raise RuntimeError("a Recorder starts once")
+        self._file = open(self.path, "wb")  # closed by stop()
+        try:
+            self._output = self._mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
+            head = self._output.opus_head
+            self._pre_skip = parse_opus_head(head)[1]
+            comments = {"TITLE": self._title} if self._title else None
+            self._file.write(self._writer.headers(head, opus_tags("sfu", comments)))
+        except BaseException:
+            self._file.close()
+            self._file = None
+            if self._output is not None:
+                self._output.close()
+            raise
+        self.started_at = now
+        if self.per_speaker:
+            self._mixer.router.taps.append(self._tap)
+            self._tapping = True
+        logger.info(
+            "recording to %s%s", self.path, " (and per speaker)" if self.per_speaker else ""
+        )
+
+    # -- callbacks ---------------------------------------------------------------
+
+    def _on_packet(self, packet: bytes, samples: int, now: float) -> None:
+        if self._file is None:
+            return
+        self._granule += samples
+        self.packets += 1
+        pages = self._writer.write(packet, self._granule)
+        if pages:
+            self._file.write(pages)
+
+    def _tap(
+        self,
+        publisher: Publisher,
+        packet: bytes,
+        offset: int,
+        sequence: int,
+        timestamp: int,
+        slot: int,
+        now: float,
+    ) -> None:
+        track = self._tracks.get(publisher.number)
+        if track is None:
+            track = self._open_track(publisher.number)
+            if track is None:
+                return
+        pages = track.packet(publisher.ssrc, timestamp, packet[offset:], now)
+        if pages:
+            self._files[publisher.number].write(pages)
+
+    def _open_track(self, number: int) -> SpeakerTrack | None:
+        identity = self._identity_of(number) or f"speaker-{number}"
+        name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
+        path = self.path.with_name(name)
+        if path in self.speaker_paths.values() or path == self.path:
+            path = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        try:
+            handle = open(path, "wb")  # closed by stop()
+        except OSError:
+            logger.exception("cannot record speaker %s to %s", identity, path)
+            return None
+        track = SpeakerTrack(path, self.started_at)
+        key = identity if identity not in self.speaker_paths else f"{identity}-{number}"
+        track.identity = key
+        self._tracks[number] = track
+        self._files[number] = handle
+        self.speaker_paths[key] = path
+        return track
+
+    def _on_mixer_closed(self) -> None:
+        self._output = None
+        self._finish(self._mixer_time())
+
+    def _mixer_time(self) -> float:
+        loop = self._mixer._loop
+        return loop.time() if loop is not None else self.started_at
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _finish(self, now: float) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopped_at = now
+        if self._tapping:
+            taps = self._mixer.router.taps
+            if self._tap in taps:
+                taps.remove(self._tap)
+            self._tapping = False
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+        if self._file is not None:
+            if self._writer.packets == 0:
+                # Stopped before the first frame: one silent frame keeps the file valid.
+                self._granule = FRAME_SAMPLES
+                self._file.write(self._writer.write(SILENCE_MONO, self._granule))
+            self._file.write(self._writer.close())
+            self._file.close()
+        for number, track in self._tracks.items():
+            handle = self._files[number]
+            handle.write(track.finish(now))
+            handle.close()
+        logger.info(
+            "recording to %s stopped: %.2f s, %d speaker files",
+            self.path,
+            self.duration,
+            len(self._tracks),
+        )
+
+    async def stop(self) -> None:
+        """Finalise every file (EOS page, closed); idempotent. Waits for the
+        mixer to stop when this was its last consumer."""
+        if not self._stopped:
+            now = self._mixer_time()
+            self._mixer.catch_up(now)  # the mix file ends at the stop, even if the task lags
+            self._finish(now)
+        if self._mixer.consumers == 0:
+            await self._mixer.wait_stopped()
+
+    async def __aenter__(self) -> Recorder:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "recording": self.recording,
+            "duration": self.duration,
+            "packets": self.packets,
+            "speakers": {
+                track.identity: {
+                    "path": str(track.path),
+                    "duration": track.duration,
+                    "packets": track.packets,
+                    "silence_frames": track.filled,
+                    "late": track.late,
+                }
+                for track in self._tracks.values()
+            },
+        }

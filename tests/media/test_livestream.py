@@ -1,0 +1,173 @@
+"""The live HTTP stream of the room mix (sfu.media.livestream), read with aiohttp.
+
+Two aiortc speakers play 440 Hz and 1000 Hz; two HTTP clients read
+``/rooms/{room}/live.ogg`` and decode it with PyAV: both tones are in it
+(each band >= 20 % of the energy). Slow clients skip ahead, then are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import sfu
+from sfu.auth import issue_token
+from sfu.media.livestream import LiveStream
+from sfu.media.mixer import Mixer
+from sfu.media.ogg import FIRST_PAGE, LAST_PAGE, parse_pages, read_packets
+from sfu.media.router import Router
+from sfu.signaling.aiohttp import live_stream_handler
+
+from ..clients import join, wait_for
+from .mixing import assert_tones, decode_ogg
+
+SECRET = "s" * 40
+
+
+async def serve(server: sfu.Server, **settings: float) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server, **settings))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def read_for(session: aiohttp.ClientSession, url: str, seconds: float) -> bytes:
+    data = b""
+    async with session.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "audio/ogg"
+        assert response.headers.get("Transfer-Encoding") == "chunked"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            try:
+                chunk = await asyncio.wait_for(response.content.readany(), deadline - loop.time())
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[tuple[sfu.Server, str]]:
+    async with sfu.Server(token_secret=SECRET) as server:
+        runner, base = await serve(server)
+        try:
+            yield server, base
+        finally:
+            await runner.cleanup()
+
+
+async def test_two_clients_hear_both_speakers(http_server: tuple[sfu.Server, str]) -> None:
+    server, base = http_server
+    room = server.room("stage")
+    a = await join(room, "alice", speaker=True, frequency=440)
+    b = await join(room, "bob", speaker=True, frequency=1000)
+    try:
+        await wait_for(lambda: len(a.sent) > 25 and len(b.sent) > 25, 15, "speakers sending")
+        assert not room.mixer.running
+        url = f"{base}/rooms/stage/live.ogg"
+        async with aiohttp.ClientSession() as session:
+            first, second = await asyncio.gather(
+                read_for(session, url, 3.0), read_for(session, url, 2.0)
+            )
+        # The handlers notice the clients are gone at their next write.
+        await wait_for(lambda: not room.mixer.running, 2, "the mixer to stop without clients")
+    finally:
+        await asyncio.gather(a.close(), b.close())
+    for data, seconds in ((first, 3.0), (second, 2.0)):
+        pages = list(parse_pages(data))  # CRCs checked
+        assert pages[0].header_type == FIRST_PAGE and pages[0].sequence == 0
+        assert [p.sequence for p in pages] == list(range(len(pages))), "each client: its own pages"
+        packets = [packet for packet, _ in read_packets(data)]
+        assert packets[0].startswith(b"OpusHead") and packets[1].startswith(b"OpusTags")
+        # About `seconds` of audio, sent as it is mixed (not faster, not much later).
+        assert seconds - 0.5 <= (len(packets) - 2) * 0.02 <= seconds + 0.1
+        pcm = decode_ogg(data)
+        assert_tones(pcm[48000 // 2 :], present=[440, 1000])
+
+
+async def test_room_close_ends_the_stream(http_server: tuple[sfu.Server, str]) -> None:
+    server, base = http_server
+    room = server.room("ending")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/rooms/ending/live.ogg") as response:
+            assert response.status == 200
+            await asyncio.sleep(0.5)
+            await room.close()
+            data = await asyncio.wait_for(response.read(), 5)  # the response ends
+    pages = list(parse_pages(data))
+    assert pages[-1].header_type & LAST_PAGE
+    assert len(list(read_packets(data))) >= 2 + 10
+
+
+async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) -> None:
+    server, base = http_server
+    server.room("secret", private=True)
+    token = issue_token(SECRET, room="secret", identity="fan", role="listener")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/rooms/nowhere/live.ogg") as response:
+            assert response.status == 404
+        async with session.get(f"{base}/rooms/secret/live.ogg") as response:
+            assert response.status == 403
+        async with session.get(f"{base}/rooms/secret/live.ogg?token=garbage") as response:
+            assert response.status == 403
+        async with session.get(f"{base}/rooms/secret/live.ogg?token={token}") as response:
+            assert response.status == 200
+            assert (await response.content.readexactly(4)) == b"OggS"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{base}/rooms/secret/live.ogg", headers=headers) as response:
+            assert response.status == 200
+
+
+async def test_slow_client_skips_ahead_then_is_dropped() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    live = LiveStream(mixer, max_lag=0.2, packets_per_page=5, max_skips=3)
+    fast, slow = live.subscribe(), live.subscribe()
+    assert mixer.running
+    fast.headers()
+    for index in range(50):
+        live._on_packet(bytes([0xF8, index]), 960, float(index))
+        assert len(slow.queue) <= live.max_packets == 10  # bounded, whatever happens
+        if index % 5 == 4:
+            await fast.read()  # keeps up
+    assert fast.skips == 0 and fast.sent_packets == 50
+    # The slow one skipped to the live edge each time its queue was full, then was dropped.
+    assert slow.skips == 3 and slow.closed and slow not in live.clients
+    assert live.clients == [fast]
+    fast.close()
+    assert live.clients == []
+    await mixer.wait_stopped()
+    assert not mixer.running
+    await mixer.close()
+    router.close()
+    sock.close()
+
+
+async def test_a_client_that_is_gone_does_not_stop_the_others(
+    http_server: tuple[sfu.Server, str],
+) -> None:
+    server, base = http_server
+    room = server.room("many")
+    url = f"{base}/rooms/many/live.ogg"
+    async with aiohttp.ClientSession() as session:
+        reader = asyncio.create_task(read_for(session, url, 1.5))
+        async with session.get(url) as response:
+            await response.content.readexactly(4)
+        # That one disconnected; the other goes on.
+        data = await reader
+    assert len(list(read_packets(data))) >= 2 + 50
+    await wait_for(lambda: not room.mixer.running, 2, "the mixer to stop")

@@ -1,0 +1,166 @@
+"""Mixed listeners: the room mix as one RTP stream, over a real aiortc peer.
+
+Two aiortc speakers play 440 Hz and 1000 Hz. A listener joining with
+``mixed=True`` gets one stream (the mixer's SSRC, continuous sequence
+numbers and timestamps) whose decoded payloads hold both tones; a speaker
+joining with ``mixed=True`` hears the other one only (mix-minus); a WHEP
+client asks for the mix with ``?mix=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+import sfu
+from sfu.signaling.aiohttp import add_whip_whep
+
+from ..clients import (
+    Client,
+    ToneTrack,
+    _record_received,
+    _record_sent,
+    join,
+    make_offer,
+    start_speaking,
+    wait_for,
+)
+from ..conftest import client_configuration
+from .mixing import assert_tones, decode_payloads
+
+
+async def join_mixed(
+    room: sfu.Room, identity: str, *, lines: int = 1, frequency: float | None = None
+) -> Client:
+    """An aiortc client offering ``lines`` audio lines (the first sendrecv when
+    it speaks ``frequency``), joined with ``mixed=True``."""
+    pc = RTCPeerConnection(client_configuration())
+    client = Client(pc=pc, identity=identity)
+    if frequency is not None:
+        client.track = ToneTrack(frequency)
+        pc.addTransceiver(client.track, direction="sendrecv")
+    for _ in range(lines - (frequency is not None)):
+        pc.addTransceiver("audio", direction="recvonly")
+    offer = await make_offer(pc)
+    if frequency is not None:
+        client.participant = await room.add_speaker(offer, identity, mixed=True)
+    else:
+        client.participant = await room.add_listener(offer, identity, mixed=True)
+    _record_received(client)
+    await pc.setRemoteDescription(RTCSessionDescription(client.participant.answer, "answer"))
+    if frequency is not None:
+        _record_sent(client)
+    return client
+
+
+def assert_one_continuous_stream(client: Client, ssrc: int) -> None:
+    packets = client.packets(0)
+    assert packets, "nothing received"
+    assert {p.ssrc for p in packets} == {ssrc}
+    for before, after in zip(packets, packets[1:]):
+        assert (after.sequence - before.sequence) & 0xFFFF == 1, "sequence gap"
+        assert (after.timestamp - before.timestamp) & 0xFFFFFFFF == 960, "timestamp step"
+
+
+async def test_mixed_listener_and_mixed_speaker() -> None:
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        a = await join(room, "alice", speaker=True, frequency=440)
+        listener = await join_mixed(room, "lis", lines=3)
+        b = await join_mixed(room, "bob", frequency=1000)
+        clients = [a, listener, b]
+        try:
+            assert f"a=ssrc:{room.mixer.ssrc} " in (listener.participant.answer or "")
+            assert listener.participant is not None and b.participant is not None
+            # One line carries the mix; the other two are not used.
+            assert listener.participant.answer.count("a=sendonly") == 1
+            assert listener.participant.answer.count("a=inactive") == 2
+            await wait_for(lambda: len(listener.packets(0)) >= 150, 20, "3 s of mix")
+            await wait_for(lambda: len(b.packets(0)) >= 150, 10, "3 s of mix-minus")
+            assert listener.packets(1) == [] and listener.packets(2) == []
+            assert_one_continuous_stream(listener, room.mixer.ssrc)
+            assert_one_continuous_stream(b, room.mixer.ssrc_for(b.participant.number))
+            # The mix carries the loudest contributor as CSRC and an RFC 6464 level.
+            assert {p.csrc[0] for p in listener.packets(0)[-50:]} <= {a.sent_ssrc, b.sent_ssrc}
+            assert any(p.audio_level is not None for p in listener.packets(0))
+            stats = listener.participant.stats()
+            assert stats["slots"][0]["packets_sent"] >= 150
+            # Decode what was received, from when both were on stage.
+            assert_tones(
+                decode_payloads([p.payload for p in listener.packets(0)][50:]), [440, 1000]
+            )
+            # Bob never hears himself; Alice he does.
+            assert_tones(
+                decode_payloads([p.payload for p in b.packets(0)][50:]), [440], absent=[1000]
+            )
+            assert a.total_received() > 0 and all(
+                b.sent_ssrc in p.csrc for p in a.packets(0)[-10:]
+            ), "slot listeners are not affected"
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+        await wait_for(lambda: not room.mixer.running, 5, "the mixer to stop with its consumers")
+
+
+async def test_whep_with_mix_query() -> None:
+    async with sfu.Server() as server:
+        room = server.room("whep")
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        a = await join(room, "alice", speaker=True, frequency=440)
+        b = await join(room, "bob", speaker=True, frequency=1000)
+        pc = RTCPeerConnection(client_configuration())
+        viewer = Client(pc=pc, identity="whep")
+        try:
+            pc.addTransceiver("audio", direction="recvonly")
+            offer = await make_offer(pc)
+            url = f"http://127.0.0.1:{port}/rooms/whep/whep?mix=1"
+            async with aiohttp.ClientSession() as session:
+                async with session.post(
+                    url, data=offer, headers={"Content-Type": "application/sdp"}
+                ) as response:
+                    assert response.status == 201
+                    answer = await response.text()
+            assert f"a=ssrc:{room.mixer.ssrc} " in answer
+            _record_received(viewer)
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await wait_for(lambda: len(viewer.packets(0)) >= 150, 20, "3 s of mix over WHEP")
+            assert_tones(decode_payloads([p.payload for p in viewer.packets(0)][50:]), [440, 1000])
+        finally:
+            await asyncio.gather(a.close(), b.close(), pc.close())
+            await runner.cleanup()
+
+
+async def test_promoted_mixed_listener_switches_to_mix_minus() -> None:
+    async with sfu.Server() as server:
+        room = server.room("promote")
+        a = await join(room, "alice", speaker=True, frequency=440)
+        fan = await join_mixed(room, "fan")
+        try:
+            assert fan.participant is not None
+            await wait_for(lambda: len(fan.packets(0)) >= 25, 10, "the room mix")
+            await room.promote("fan")
+            await start_speaking(fan, frequency=660)
+            own = room.mixer.ssrc_for(fan.participant.number)
+            assert f"a=ssrc:{own} " in fan.participant.answer
+
+            def minus() -> list[bytes]:
+                return [p.payload for p in fan.packets(0) if p.ssrc == own]
+
+            await wait_for(lambda: len(minus()) >= 150, 20, "3 s of mix-minus after promotion")
+            assert_tones(decode_payloads(minus()[50:]), [440], absent=[660])
+            # The fan's voice does reach the room (Alice hears it through her slots).
+            await wait_for(
+                lambda: any(fan.sent_ssrc in p.csrc for i in range(3) for p in a.packets(i)),
+                10,
+                "the fan on one of Alice's slots",
+            )
+        finally:
+            await asyncio.gather(a.close(), fan.close())

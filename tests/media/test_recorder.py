@@ -1,0 +1,211 @@
+"""Recording a room (room.record): the mix and per-speaker passthrough files, read back.
+
+Two aiortc speakers play 440 Hz and 1000 Hz; the mix file must hold both
+tones (each band >= 20 % of the energy, :data:`tests.media.mixing.PRESENT`);
+each speaker file must carry exactly the payloads its speaker sent, placed
+by RTP timestamp; every file lasts the wall time of the recording (2 %).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+import sfu
+from sfu.media.mixer import FRAME_SAMPLES
+from sfu.media.ogg import LAST_PAGE, parse_opus_head, parse_pages, read_packets
+from sfu.media.recorder import SILENCE_MONO, SILENCE_STEREO, SpeakerTrack
+
+from ..clients import Client, join, wait_for
+from .mixing import assert_tones, decode_ogg, opus_tone
+
+RECORD_SECONDS = 3.0
+
+
+def container_duration(path: Path) -> float:
+    with av.open(str(path)) as container:
+        assert container.duration is not None
+        return float(container.duration) / 1e6
+
+
+def decoded_duration(path: Path) -> float:
+    return len(decode_ogg(path.read_bytes())) / 48000
+
+
+def ffprobe_duration(path: Path) -> float | None:
+    if shutil.which("ffprobe") is None:
+        return None
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stderr == "", result.stderr  # e.g. CRC mismatches
+    return float(result.stdout)
+
+
+def assert_well_formed(path: Path) -> list[bytes]:
+    """Valid pages (CRC, sequence), BOS first, EOS last; returns the audio packets."""
+    data = path.read_bytes()
+    pages = list(parse_pages(data))
+    assert pages[0].header_type == 0x02 and pages[-1].header_type & LAST_PAGE
+    assert [p.sequence for p in pages] == list(range(len(pages)))
+    assert len({p.serial for p in pages}) == 1
+    packets = [packet for packet, _ in read_packets(data)]
+    assert packets[0].startswith(b"OpusHead") and packets[1].startswith(b"OpusTags")
+    return packets[2:]
+
+
+def assert_duration(path: Path, wall: float) -> None:
+    durations = {"decoded": decoded_duration(path), "container": container_duration(path)}
+    probed = ffprobe_duration(path)
+    if probed is not None:
+        durations["ffprobe"] = probed
+    for what, seconds in durations.items():
+        assert abs(seconds - wall) <= 0.02 * wall, (
+            f"{path.name}: {what} {seconds:.3f} s vs wall {wall:.3f} s"
+        )
+
+
+async def speakers(room: sfu.Room) -> tuple[Client, Client]:
+    a = await join(room, "alice", speaker=True, frequency=440)
+    b = await join(room, "bob", speaker=True, frequency=1000)
+    await wait_for(lambda: len(a.sent) > 25 and len(b.sent) > 25, 15, "both speakers sending")
+    await wait_for(lambda: len([s for s in room.stage() if s]) == 2, 10, "both speakers on stage")
+    return a, b
+
+
+async def test_record_mix_and_per_speaker(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        room = server.room("studio")
+        a, b = await speakers(room)
+        try:
+            loop = asyncio.get_running_loop()
+            path = tmp_path / "talk.opus"
+            started = loop.time()
+            recorder = await room.record(path, per_speaker=True)
+            assert room.mixer.running and recorder.recording
+            sent_before = {c.identity: len(c.sent) for c in (a, b)}
+            await asyncio.sleep(RECORD_SECONDS)
+            sent_after = {c.identity: len(c.sent) for c in (a, b)}
+            await recorder.stop()
+            wall = loop.time() - started
+            await recorder.stop()  # idempotent
+            assert not room.mixer.running, "the recorder was the mixer's only consumer"
+            assert room.router.taps == []
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    # The mix: both tones, no wrap, the right length, readable by FFmpeg.
+    assert_well_formed(path)
+    channels, pre_skip, _ = parse_opus_head(next(read_packets(path.read_bytes()))[0])
+    assert channels == 1 and pre_skip > 0
+    mix = decode_ogg(path.read_bytes())
+    assert_tones(mix[48000 // 2 :], present=[440, 1000])
+    assert abs(mix).max() < 32767
+    assert_duration(path, wall)
+
+    # Per speaker: payloads byte-identical to what each one sent, in order.
+    assert set(recorder.speaker_paths) == {"alice", "bob"}
+    for client in (a, b):
+        speaker_path = recorder.speaker_paths[client.identity]
+        assert speaker_path == tmp_path / f"talk-{client.identity}.opus"
+        packets = assert_well_formed(speaker_path)
+        silence = {SILENCE_MONO, SILENCE_STEREO}
+        written = [p for p in packets if p not in silence]
+        sent = [payload for _, _, _, payload in client.sent]
+        # A tone repeats its packets: find every place the written run fits.
+        starts = [
+            start
+            for start in range(len(sent) - len(written) + 1)
+            if sent[start : start + len(written)] == written
+        ]
+        assert starts, "the file does not hold a run of the sent payloads, in order"
+        # Everything sent while recording (give or take the edges) is in the file.
+        assert any(
+            start <= sent_before[client.identity] + 5
+            and start + len(written) >= sent_after[client.identity] - 5
+            for start in starts
+        ), (starts, len(written), sent_before, sent_after)
+        assert_duration(speaker_path, wall)
+        # Granule positions follow the RTP timestamps: the position of each
+        # written packet minus the first's equals their timestamp difference.
+        data = speaker_path.read_bytes()
+        position = 0
+        positions = []
+        for packet, _ in list(read_packets(data))[2:]:
+            if packet not in silence:
+                positions.append(position)
+            position += FRAME_SAMPLES
+        offsets = [p - positions[0] for p in positions]
+        assert any(
+            offsets
+            == [
+                (ts - client.sent[start][2]) & 0xFFFFFFFF
+                for _, _, ts, _ in client.sent[start : start + len(written)]
+            ]
+            for start in starts
+        ), "packets are not placed by their RTP timestamps"
+        pages = list(parse_pages(data))
+        assert pages[-1].granule == position  # pre-skip 0: granule = samples
+
+
+async def test_room_close_finalises_a_recording(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        room = server.room("closing")
+        recorder = await room.record(tmp_path / "x.opus", per_speaker=True)
+        await asyncio.sleep(0.5)
+        await room.close()
+        assert not recorder.recording and not room.mixer.running
+        await recorder.stop()  # still fine
+        with pytest.raises(sfu.RoomClosed):
+            await room.record(tmp_path / "y.opus")
+    packets = assert_well_formed(tmp_path / "x.opus")
+    assert 15 <= len(packets) <= 30
+
+
+async def test_stop_before_the_first_frame_still_makes_a_valid_file(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        room = server.room("quick")
+        recorder = await room.record(tmp_path / "q.opus")
+        await recorder.stop()
+    assert len(assert_well_formed(tmp_path / "q.opus")) >= 1
+    assert container_duration(tmp_path / "q.opus") < 0.1
+
+
+def test_speaker_track_fills_gaps_and_drops_late_packets(tmp_path: Path) -> None:
+    packets = opus_tone(440, 10)
+    track = SpeakerTrack(tmp_path / "s.opus", start=10.0)
+    out = track.packet(5, 1000, packets[0], now=10.5)  # 0.5 s in: 25 frames of silence first
+    assert track.position == 26 * FRAME_SAMPLES and track.filled == 25
+    out += track.packet(5, 1960, packets[1], now=10.52)
+    out += track.packet(5, 1960 + 48000, packets[2], now=11.52)  # 1 s of DTX: 49 frames filled
+    assert track.filled == 25 + 49
+    out += track.packet(5, 1960, packets[3], now=11.53)  # older than what is written
+    assert track.late == 1
+    out += track.packet(9, 77, packets[4], now=12.0)  # a new SSRC: placed by the wall clock
+    assert track.position == round(2.0 * 48000) + FRAME_SAMPLES
+    out += track.finish(now=13.0)
+    assert track.position == 3 * 48000
+    written = [p for p, _ in read_packets(out)][2:]
+    assert [p for p in written if p != SILENCE_MONO] == [packets[i] for i in (0, 1, 2, 4)]
+    assert len(written) == 150
+    (tmp_path / "s.opus").write_bytes(out)
+    assert abs(decoded_duration(tmp_path / "s.opus") - 3.0) < 0.001
+
+
+def test_silence_frames_decode_to_silence() -> None:
+    for frame, channels in ((SILENCE_MONO, 1), (SILENCE_STEREO, 2)):
+        context = av.CodecContext.create("libopus", "r")
+        context.sample_rate = 48000
+        context.layout = "mono" if channels == 1 else "stereo"
+        context.open()
+        frames = [f for _ in range(3) for f in context.decode(av.Packet(frame))]
+        assert [f.samples for f in frames] == [960] * 3
+        assert all(abs(f.to_ndarray()).max() == 0 for f in frames)
