@@ -24,6 +24,7 @@ from .errors import (
 )
 from .events import (
     ActiveSpeakersChanged,
+    DominantSpeakerChanged,
     EventStream,
     HandLowered,
     HandRaised,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActiveSpeakersChanged",
+    "DominantSpeakerChanged",
     "SlotInfo",
     "DuplicateIdentity",
     "EventStream",

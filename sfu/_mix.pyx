@@ -547,6 +547,27 @@ cdef class ActiveSpeakerDetector:
                 self._pending[index] = 1
                 self._requests[self._request_count] = index
                 self._request_count += 1
+        elif self._slot[index] < 0 and not self._pending[index] and self._free_slot() >= 0:
+            # Not talking, but a slot is free: take it (it is the first to go).
+            self._pending[index] = 1
+            self._requests[self._request_count] = index
+            self._request_count += 1
+
+    cdef inline int _free_slot(self) noexcept:
+        cdef int slot
+        for slot in range(self.slots):
+            if self._holder_index[slot] < 0:
+                return slot
+        return -1
+
+    cdef bint _take_free(self, int index) noexcept:
+        cdef int slot = self._free_slot()
+        if slot < 0:
+            return False
+        self._holder[slot] = self._ids[index]
+        self._holder_index[slot] = index
+        self._slot[index] = slot
+        return True
 
     cdef inline void _track_floor(self, int index, int loudness) noexcept:
         cdef int floor = self._floor[index]
@@ -573,7 +594,12 @@ cdef class ActiveSpeakerDetector:
             for request in range(self._request_count):
                 index = self._requests[request]
                 self._pending[index] = 0
-                if self._slot[index] < 0 and self._grab(index, now, False):
+                if self._slot[index] >= 0:
+                    continue
+                if self._last_active[index] == self._last_time[index]:  # talking now
+                    if self._grab(index, now, False):
+                        changed = True
+                elif self._take_free(index):
                     changed = True
             self._request_count = 0
         if now - self._last_decision >= self.interval:

@@ -316,9 +316,12 @@ class ActiveSpeakerDetector:
     ``medium_threshold`` bins and its noise floor) takes a free slot at the
     next :meth:`update` (so its first words are forwarded), or else the slot
     of the holder that has been quiet the longest, once that one has been
-    quiet for ``hold`` seconds. The dominant speaker always has a slot,
-    taking the quietest holder's at once if need be, and can never lose it.
-    Holders never move between slots.
+    quiet for ``hold`` seconds. A speaker that is not talking still takes a
+    slot while one is free (a lone speaker, or a constant tone, is heard even
+    though its level never rises above its noise floor); such a holder has
+    never been active, so it is the first to give its slot up. The dominant
+    speaker always has a slot, taking the quietest holder's at once if need
+    be, and can never lose it. Holders never move between slots.
 
     Speakers are non-negative integers. :meth:`level` and :meth:`update`
     take the current time from the caller, in seconds.
@@ -499,6 +502,10 @@ class ActiveSpeakerDetector:
             if self._slot[index] < 0 and not self._pending[index]:
                 self._pending[index] = True
                 self._requests.append(index)
+        elif self._slot[index] < 0 and not self._pending[index] and -1 in self._holder_index:
+            # Not talking, but a slot is free: take it (it is the first to go).
+            self._pending[index] = True
+            self._requests.append(index)
 
     def _track_floor(self, index: int, loudness: int) -> None:
         floor = self._floor[index]
@@ -529,7 +536,12 @@ class ActiveSpeakerDetector:
         if self._requests:
             for index in self._requests:
                 self._pending[index] = False
-                if self._slot[index] < 0 and self._grab(index, now, False):
+                if self._slot[index] >= 0:
+                    continue
+                if self._last_active[index] == self._last_time[index]:  # talking now
+                    if self._grab(index, now, False):
+                        changed = True
+                elif self._take_free(index):
                     changed = True
             self._requests.clear()
         if now - self._last_decision >= self.interval:
@@ -560,6 +572,16 @@ class ActiveSpeakerDetector:
         return list(zip(self._ranked, self._scores, strict=True))
 
     # -- decisions -------------------------------------------------------------------------
+
+    def _take_free(self, index: int) -> bool:
+        """Give ``index`` a free slot, if there is one."""
+        if -1 not in self._holder_index:
+            return False
+        slot = self._holder_index.index(-1)
+        self._holder[slot] = self._ids[index]
+        self._holder_index[slot] = index
+        self._slot[index] = slot
+        return True
 
     def _grab(self, index: int, now: float, force: bool) -> bool:
         """Give ``index`` a free slot, or the quietest holder's (after ``hold``)."""

@@ -13,6 +13,7 @@ from typing import Literal
 
 __all__ = [
     "ActiveSpeakersChanged",
+    "DominantSpeakerChanged",
     "EventStream",
     "HandLowered",
     "HandRaised",
@@ -136,6 +137,13 @@ class ActiveSpeakersChanged(RoomEvent):
 
     slots: tuple[SlotInfo | None, ...]
     dominant: str | None
+
+
+@dataclass(frozen=True)
+class DominantSpeakerChanged(RoomEvent):
+    """A new dominant speaker (``None``: nobody), with the same debounce."""
+
+    identity: str | None
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,7 @@ class Participant:
                 router.add_publisher(self.publisher)
             else:
                 self.publisher.payload_type = negotiation.payload_type
-                self.publisher.audio_level_id = negotiation.audio_level_id
+                router.set_audio_level_id(self.publisher, negotiation.audio_level_id)
         elif self.publisher is not None:
             router.remove_publisher(self.publisher)
             self.publisher = None
@@ -262,6 +262,8 @@ class Participant:
         publisher.muted = self.muted
         if self.muted:
             self.room.router.release(publisher)
+        else:
+            self.room.router.restore(publisher)
 
     def _detach(self) -> None:
         """Leave the Router (called by the room once the participant is gone)."""
@@ -327,7 +329,8 @@ class Participant:
                 "bytes_received": publisher.octets,
                 "packets_lost": statistics.lost,
                 "jitter": statistics.jitter / OPUS_CLOCK_RATE,
-                "audio_level": publisher.level if publisher.level >= 0 else None,
+                "audio_level": publisher.level & 0x7F if publisher.level >= 0 else None,
+                "level_source": "extension" if publisher.meter is None else "decoded",
                 "muted": publisher.muted,
             }
         return result

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidSetting
+from .mix import ActiveSpeakerDetector
 
 __all__ = ["RoomPolicy"]
 
@@ -20,8 +22,11 @@ class RoomPolicy:
     roster changes are batched into one :class:`~sfu.events.RosterChanged`
     per interval (seconds), so a join storm costs O(joins) events, not
     O(joins x members). ``hold``: seconds a quiet slot holder keeps its slot
-    before an active speaker may take it. ``threshold``: the RFC 6464 level
-    (-dBov) at or above which a packet counts as speech. ``stage_interval``:
+    before an active speaker may take it. ``decision_interval`` and
+    ``thresholds`` (C1, C2, C3 on the immediate, medium and long time
+    scales): the dominant-speaker decision of
+    :class:`~sfu.mix.ActiveSpeakerDetector` (see ``bench/DETECTOR.md`` for
+    how the defaults were chosen; ``None`` keeps them). ``stage_interval``:
     :class:`~sfu.events.ActiveSpeakersChanged` is emitted at most this often.
     """
 
@@ -31,7 +36,8 @@ class RoomPolicy:
     private: bool = False
     roster_interval: float = 0.5
     hold: float = 1.0
-    threshold: int = 60
+    decision_interval: float | None = None
+    thresholds: tuple[float, float, float] | None = None
     stage_interval: float = 0.25
 
     def __post_init__(self) -> None:
@@ -51,7 +57,22 @@ class RoomPolicy:
             )
         if not 0 <= self.hold <= 60:
             raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")
-        if not isinstance(self.threshold, int) or not 0 <= self.threshold <= 127:
+        if self.thresholds is not None and not (
+            isinstance(self.thresholds, tuple) and len(self.thresholds) == 3
+        ):
             raise InvalidSetting(
-                f"threshold must be a -dBov level in 0..127, got {self.threshold!r}"
+                f"thresholds must be a tuple (c1, c2, c3), got {self.thresholds!r}"
             )
+        try:
+            ActiveSpeakerDetector(self.slots, **self.detector_settings())
+        except (ValueError, TypeError) as exc:
+            raise InvalidSetting(f"invalid active-speaker setting: {exc}") from None
+
+    def detector_settings(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~sfu.mix.ActiveSpeakerDetector` (its defaults where unset)."""
+        settings: dict[str, Any] = {"hold": self.hold}
+        if self.decision_interval is not None:
+            settings["interval"] = self.decision_interval
+        if self.thresholds is not None:
+            settings["c1"], settings["c2"], settings["c3"] = self.thresholds
+        return settings

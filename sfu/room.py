@@ -25,6 +25,7 @@ from .auth import Claims, Role, grants_of, verify_token
 from .errors import DuplicateIdentity, InvalidSetting, NotAllowed, RoomClosed, RoomFull
 from .events import (
     ActiveSpeakersChanged,
+    DominantSpeakerChanged,
     EventStream,
     HandLowered,
     HandRaised,
@@ -74,15 +75,13 @@ class Room:
         self.server = server
         self.name = name
         self.policy = policy
-        self.router = Router(
-            server.socket, policy.slots, threshold=policy.threshold, hold=policy.hold
-        )
+        self.router = Router(server.socket, policy.slots, **policy.detector_settings())
         self.created_at = time.time()
         self._participants: dict[str, Participant] = {}
         self._by_number: dict[int, Participant] = {}
-        self._stage: tuple[tuple[int, ...], int] = ((), -1)  # holders, dominant: last emitted
+        # Holders and dominant as last emitted: an empty stage is not news.
+        self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
         self._stage_emitted = 0.0
-        self._dominant = -1
         self._subscribers: list[EventStream] = []
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._banned_identities: set[str] = set()
@@ -468,53 +467,37 @@ class Room:
         """Who is in each slot right now (``None``: a free slot)."""
         return tuple(
             self._slot_info(number) if number >= 0 else None
-            for number in self.router.slot_map.holders()
+            for number in self.router.detector.holders()
         )
 
-    def active_speakers(self) -> list[SlotInfo]:
-        """The speakers in slots, loudest (last level) first; the dominant one leads."""
-        infos = [info for info in self.stage() if info is not None]
-        dominant = self._by_number.get(self._dominant)
-        infos.sort(
-            key=lambda info: (
-                dominant is None or info.identity != dominant.identity,
-                127 if info.level is None else info.level,
-            )
-        )
-        return infos
+    def active_speakers(self) -> list[tuple[SlotInfo, float]]:
+        """The ranked speakers with their score (0..1), best first; the dominant one leads."""
+        ranked = []
+        for number, score in self.router.detector.ranking():
+            info = self._slot_info(number)
+            if info is not None:
+                ranked.append((info, score))
+        return ranked
 
     @property
     def dominant_speaker(self) -> str | None:
-        participant = self._by_number.get(self._dominant)
+        participant = self._by_number.get(self.router.detector.dominant)
         return participant.identity if participant is not None else None
 
-    def _pick_dominant(self, holders: list[int]) -> int:
-        """The loudest holder now talking; else the previous one while it holds a slot."""
-        best, best_level = -1, self.policy.threshold + 1
-        for number in holders:
-            participant = self._by_number.get(number)
-            publisher = participant.publisher if participant is not None else None
-            if publisher is None or publisher.muted:
-                continue
-            level = 0 if publisher.level < 0 else publisher.level & 0x7F
-            if level < best_level:
-                best, best_level = number, level
-        if best < 0 and self._dominant in holders:
-            return self._dominant
-        return best
-
     def _check_stage(self, now: float) -> None:
-        """Emit :class:`ActiveSpeakersChanged` when the stage changed (debounced)."""
+        """Emit stage events when the stage changed, at most once per ``stage_interval``."""
         if now - self._stage_emitted < self.policy.stage_interval:
             return
-        holders = self.router.slot_map.holders()
-        self._dominant = self._pick_dominant(holders)
-        key = (tuple(holders), self._dominant)
+        detector = self.router.detector
+        key = (tuple(detector.holders()), detector.dominant)
         if key == self._stage:
             return
+        dominant_changed = key[1] != self._stage[1]
         self._stage = key
         self._stage_emitted = now
         self._emit(ActiveSpeakersChanged(self.name, self.stage(), self.dominant_speaker))
+        if dominant_changed:
+            self._emit(DominantSpeakerChanged(self.name, self.dominant_speaker))
 
     # -- callbacks from participants ---------------------------------------------
 

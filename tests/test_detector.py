@@ -99,15 +99,29 @@ def detector_with(mix: ModuleType, speakers: list[int], slots: int = 3, **kwargs
 
 def test_first_level_is_the_first_noise_floor(mix: ModuleType) -> None:
     # As in Jitsi: the first level a speaker sends is its first floor, so it
-    # is not active until a quieter frame (any pause) or silence came first.
+    # is not talking until a quieter frame (any pause) or silence came first.
+    # A free slot is taken all the same, so a lone speaker is always heard.
     detector = detector_with(mix, [1])
     detector.level(1, 25, 0.0)
     detector.update(0.0)
-    assert detector.slot_of(1) == -1
-    detector.level(1, 70, 0.02)
-    detector.level(1, 25, 0.04)
-    detector.update(0.04)
     assert detector.slot_of(1) == 0
+    detector.update(0.5)
+    assert detector.dominant == -1
+
+
+def test_a_quiet_holder_of_a_free_slot_gives_it_up_at_once(mix: ModuleType) -> None:
+    detector = mix.ActiveSpeakerDetector(1)
+    for speaker in (1, 2):
+        detector.add(speaker)
+    detector.level(1, 127, 0.0)  # silent, but the only slot is free
+    detector.update(0.0)
+    assert detector.holders() == [1]
+    detector.level(2, 127, 0.02)
+    detector.update(0.02)
+    assert detector.holders() == [1], "a silent newcomer never takes an occupied slot"
+    detector.level(2, 20, 0.04)  # 2 starts talking
+    detector.update(0.04)
+    assert detector.holders() == [2], "1 never talked: no hold time protects it"
 
 
 def test_first_speaker_becomes_dominant_quickly(mix: ModuleType) -> None:
@@ -247,17 +261,21 @@ def test_dominant_always_has_a_slot(mix: ModuleType) -> None:
     assert detector.holders() == [2]
 
 
-def test_newcomer_takes_a_free_slot_on_its_first_active_packet(mix: ModuleType) -> None:
-    detector = detector_with(mix, [1, 2])
+def test_newcomer_takes_a_free_slot_on_its_first_packet(mix: ModuleType) -> None:
+    detector = detector_with(mix, [1, 2], slots=2)
     detector.level(2, SILENT, 0.0)
-    assert detector.update(0.0) is False
-    assert detector.slot_of(2) == -1  # silence asks for nothing
-    detector.level(2, 0x80 | 30, 0.02)  # V bit set: same level
-    assert detector.update(0.02) is True
+    assert detector.update(0.0) is True  # a free slot is taken even in silence
     assert detector.slot_of(2) == 0
+    detector.level(2, 0x80 | 30, 0.02)  # V bit set: same level
+    detector.update(0.02)
+    assert detector.slot_of(2) == 0  # holders never move
     detector.level(1, 90, 0.03)
     assert detector.observe(1, 30, 0.04) == 1
-    assert detector.holders() == [2, 1, -1]
+    assert detector.holders() == [2, 1]
+    detector.add(3)
+    detector.level(3, SILENT, 0.05)
+    assert detector.update(0.05) is False
+    assert detector.slot_of(3) == -1  # silence never takes an occupied slot
 
 
 def test_ranking_order_and_scores(mix: ModuleType) -> None:

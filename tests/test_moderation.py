@@ -86,7 +86,7 @@ async def test_mute_and_demote_silence_within_one_packet() -> None:
             await asyncio.sleep(0.5)
             assert slot_packets_sent(bob) == frozen
             assert alice.participant is not None and alice.participant.muted
-            assert room.router.slot_map.holders().count(alice.participant.number) == 0, (
+            assert room.router.detector.holders().count(alice.participant.number) == 0, (
                 "muted speakers do not rank"
             )
 

@@ -3,7 +3,9 @@
 For each incoming speaker packet (already SRTP-unprotected) the Router
 
 1. reads the fixed header and the RFC 6464 level, without decoding;
-2. asks the :class:`~sfu.mix.SlotMap` which slot carries this speaker;
+2. feeds the level to the :class:`~sfu.mix.ActiveSpeakerDetector` and asks
+   it which slot carries this speaker (a speaker whose client sends no
+   level is decoded, and only that one, to measure it);
 3. maps the packet into that slot's continuous stream: the slot has its
    own SSRC, sequence numbers continue with no gap when the speaker in it
    changes, timestamps advance by the real time elapsed, and the first
@@ -35,7 +37,7 @@ from typing import Any
 import pylibsrtp
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
-from ..mix import SlotMap, read_audio_level
+from ..mix import ActiveSpeakerDetector, read_audio_level
 from ..relay import FanOut
 from ..transport.rtp import (
     OPUS_CLOCK_RATE,
@@ -45,6 +47,7 @@ from ..transport.rtp import (
     strip_padding,
     uint16_gt,
 )
+from .levels import OpusLevelMeter
 
 __all__ = ["Publisher", "Router", "SlotStream"]
 
@@ -58,7 +61,7 @@ SENDER_REPORT_INTERVAL = 5.0
 class Publisher:
     """A speaker's inbound stream, as the Router sees it."""
 
-    number: int  # the participant's number: the SlotMap's speaker id
+    number: int  # the participant's number: the detector's speaker id
     payload_type: int
     audio_level_id: int
     receiver_id: int = -1  # its own receiver id when it also receives slots
@@ -68,6 +71,8 @@ class Publisher:
     statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
     packets: int = 0
     octets: int = 0
+    # Decodes the speaker's Opus for its level when its client sends no RFC 6464 level.
+    meter: OpusLevelMeter | None = None
 
 
 class SlotStream:
@@ -132,11 +137,10 @@ class _Receiver:
 class Router:
     """Per-room media path; see the module documentation."""
 
-    def __init__(
-        self, sock: socket.socket, slots: int, *, threshold: int = 60, hold: float = 1.0
-    ) -> None:
+    def __init__(self, sock: socket.socket, slots: int, **detector: Any) -> None:
+        """``detector``: :class:`~sfu.mix.ActiveSpeakerDetector` settings (``hold``, ``interval``, ``c1``...)."""
         self.slot_count = slots
-        self.slot_map = SlotMap(slots, threshold=threshold, hold=hold)
+        self.detector = ActiveSpeakerDetector(slots, **detector)
         self.fanout = FanOut(sock)
         self.slots = [SlotStream(secrets.randbits(32)) for _ in range(slots)]
         # The SSRC of the server's own reports to speakers.
@@ -159,16 +163,34 @@ class Router:
 
     def add_publisher(self, publisher: Publisher) -> None:
         self._publishers[publisher.number] = publisher
+        if publisher.audio_level_id == 0:
+            publisher.meter = OpusLevelMeter()
+        if not publisher.muted:
+            self.detector.add(publisher.number)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self._publishers.pop(publisher.number, None)
         self.release(publisher)
 
     def release(self, publisher: Publisher) -> None:
-        """Take ``publisher`` off its slot at once (muted, demoted, gone)."""
-        slot = self.slot_map.remove(publisher.number)
-        if slot >= 0 and self.slots[slot].publisher is publisher:
-            self.slots[slot].publisher = None
+        """Take ``publisher`` off the ranking and its slot at once (muted, demoted, gone)."""
+        self.detector.remove(publisher.number)
+        for stream in self.slots:
+            if stream.publisher is publisher:
+                stream.publisher = None
+
+    def restore(self, publisher: Publisher) -> None:
+        """Rank ``publisher`` again (unmuted)."""
+        if publisher.number in self._publishers:
+            self.detector.add(publisher.number)
+
+    def set_audio_level_id(self, publisher: Publisher, extension_id: int) -> None:
+        """The speaker renegotiated: levels come in another extension id, or decoded."""
+        publisher.audio_level_id = extension_id
+        if extension_id:
+            publisher.meter = None
+        elif publisher.meter is None:
+            publisher.meter = OpusLevelMeter()
 
     def add_receiver(
         self,
@@ -236,11 +258,14 @@ class Router:
         publisher.statistics.add(sequence, timestamp, now)
         publisher.packets += 1
         publisher.octets += len(packet) - offset
-        level = read_audio_level(packet, publisher.audio_level_id)
+        if publisher.meter is None:
+            level = read_audio_level(packet, publisher.audio_level_id)
+        else:
+            level = publisher.meter.level(packet[offset:])
         publisher.level = level
         if publisher.muted:
             return
-        slot = self.slot_map.update(publisher.number, level, now)
+        slot = self.detector.observe(publisher.number, level, now)
         if slot < 0:
             return
         stream = self.slots[slot]

@@ -2,7 +2,7 @@
 
 Run with Debian's /usr/bin/python3 (it sees python3-gi). Protocol, one JSON
 object per line: it prints ``{"offer": sdp}``, reads ``{"answer": sdp}``,
-then sends a 440 Hz Opus tone for ``--seconds`` and prints
+then sends 440 Hz Opus tone bursts for ``--seconds`` and prints
 ``{"done": true, "ice": state}``. Errors print ``{"error": text}``.
 
 webrtcbin offers what the server must cope with: Opus only, no header
@@ -24,7 +24,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 PIPELINE = (
     "webrtcbin name=webrtc bundle-policy=max-bundle "
-    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample ! "
+    # 0.68 s of 440 Hz every 1.2 s: talk and pause, as a voice would.
+    "audiotestsrc is-live=true wave=ticks freq=440 volume=0.3 sine-periods-per-tick=300 "
+    "tick-interval=1200000000 ! audioconvert ! audioresample ! "
     "opusenc ! rtpopuspay pt=96 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=96 ! webrtc."
 )
 

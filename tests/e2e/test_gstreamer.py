@@ -89,7 +89,7 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             SYSTEM_PYTHON,
             str(HERE / "gst_speaker.py"),
             "--seconds",
-            "4",
+            "5",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -106,8 +106,11 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
                 lambda: len(listener.packets(0)) >= 50, 15, "GStreamer's audio at the listener"
             )
             inbound = speaker.stats()["inbound"]
-            assert inbound["audio_level"] is None, "webrtcbin sends no RFC 6464 level"
+            assert inbound["level_source"] == "decoded", "webrtcbin sends no RFC 6464 level"
             assert {p.csrc for p in listener.packets(0)} == {(inbound["ssrc"],)}
+            # Its decoded levels rank it: the tone bursts make it the dominant speaker.
+            await wait_for(lambda: room.dominant_speaker == "gstreamer", 5, "GStreamer ranked dominant")
+            assert speaker.stats()["inbound"]["audio_level"] is not None
             done = await read_message(process, 20)
             assert done["ice"] in ("connected", "completed")
         finally:
