@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["NO_LEVEL", "ActiveSpeakerDetector", "SlotMap", "read_audio_level"]
+__all__ = ["NO_LEVEL", "ActiveSpeakerDetector", "read_audio_level"]
 
 #: Returned by :func:`read_audio_level` when the packet carries no level.
 NO_LEVEL = -1
@@ -79,86 +79,6 @@ def read_audio_level(packet: bytes, extension_id: int) -> int:
     return NO_LEVEL
 
 
-class SlotMap:
-    """Maps the most recently active speakers onto ``slots`` slots.
-
-    A speaker is *active* in a packet whose level is at least as loud as
-    ``threshold`` (-dBov; a packet without a level counts as active). A
-    speaker with no slot gets a free one at once; when none is free, it
-    takes the slot of the holder that has been quiet the longest, but only
-    once that holder has been quiet for ``hold`` seconds, so a short pause
-    does not lose a slot. A holder keeps its slot while it stays silent
-    until someone else needs it.
-
-    Only slot holders have state, so the cost does not grow with the
-    number of speakers. Speakers are small non-negative integers.
-    """
-
-    def __init__(self, slots: int, *, threshold: int = 60, hold: float = 1.0) -> None:
-        if not 1 <= slots <= 16:
-            raise ValueError(f"slots must be between 1 and 16, got {slots}")
-        if not 0 <= threshold <= 127:
-            raise ValueError(f"threshold must be a -dBov level in 0..127, got {threshold}")
-        if hold < 0:
-            raise ValueError(f"hold must be >= 0 seconds, got {hold}")
-        self.slots = slots
-        self.threshold = threshold
-        self.hold = hold
-        self._holder = [-1] * slots
-        self._last_active = [NEVER] * slots
-
-    def update(self, speaker: int, level: int, now: float) -> int:
-        """Account one packet of ``speaker``; return its slot, or -1 for none."""
-        active = level < 0 or (level & 0x7F) <= self.threshold
-        free = -1
-        for slot in range(self.slots):
-            holder = self._holder[slot]
-            if holder == speaker:
-                if active:
-                    self._last_active[slot] = now
-                return slot
-            if holder < 0 and free < 0:
-                free = slot
-        if free >= 0:
-            self._holder[free] = speaker
-            # A silent newcomer holds a free slot but is the first to give it up.
-            self._last_active[free] = now if active else NEVER
-            return free
-        if not active:
-            return -1
-        quietest = 0
-        for slot in range(1, self.slots):
-            if self._last_active[slot] < self._last_active[quietest]:
-                quietest = slot
-        if now - self._last_active[quietest] < self.hold:
-            return -1
-        self._holder[quietest] = speaker
-        self._last_active[quietest] = now
-        return quietest
-
-    def remove(self, speaker: int) -> int:
-        """Free the slot of ``speaker`` (muted, demoted, gone); return it or -1."""
-        for slot in range(self.slots):
-            if self._holder[slot] == speaker:
-                self._holder[slot] = -1
-                self._last_active[slot] = NEVER
-                return slot
-        return -1
-
-    def slot_of(self, speaker: int) -> int:
-        for slot in range(self.slots):
-            if self._holder[slot] == speaker:
-                return slot
-        return -1
-
-    def holders(self) -> list[int]:
-        """The speaker in each slot, -1 where the slot is free."""
-        return list(self._holder)
-
-
-# -- dominant speaker ---------------------------------------------------------------
-
-#: Duration of one level (one Opus packet) that the detector assumes (seconds).
 FRAME = 0.02
 
 #: Lowest activity score: scores are divided by one another and logged.
@@ -306,7 +226,7 @@ class ActiveSpeakerDetector:
       fluctuates by about 10 dB from frame to frame above its minimum, so
       one bin let a noisy channel look active and keep the stage;
     * ``floor_window = 15`` s, ``medium_threshold = 7`` bins (about
-      -47 dBov) as published; ``hold = 1`` s (the previous SlotMap's).
+      -47 dBov) as published; ``hold = 1`` s.
 
     **Ranking**: every speaker with sound in its history, scored by its mean
     loudness bin over the history (0..1), best first, the dominant speaker

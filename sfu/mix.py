@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, SlotMap, read_audio_level
+    from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
 
     EXTENSION_LOADED = False
 else:
     try:
-        from ._mix import NO_LEVEL, ActiveSpeakerDetector, SlotMap, read_audio_level
+        from ._mix import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
 
         EXTENSION_LOADED = True
     except ImportError:  # pragma: no cover - depends on the build
-        from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, SlotMap, read_audio_level
+        from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
 
         EXTENSION_LOADED = False
 
@@ -44,6 +44,5 @@ __all__ = [
     "soft_clip",
     "NO_LEVEL",
     "ActiveSpeakerDetector",
-    "SlotMap",
     "read_audio_level",
 ]
