@@ -12,7 +12,7 @@ can raise a hand; moderators promote, demote, mute and remove people.
 Everything the page uses is part of the ``sfu`` package, not demo code:
 
 * ``GET /ws``: the JSON-over-WebSocket signaling (docs/signaling.md),
-  :func:`sfu.signaling.aiohttp.websocket_handler`;
+  :func:`sfu.signaling.aiohttp.add_signaling`;
 * ``GET /sfu.js``: the browser client shipped in ``sfu/signaling/static``;
 * ``POST /rooms/{room}/whip`` and ``/whep``: WHIP publishing and WHEP
   listening (Bearer token, ``application/sdp``; DELETE the ``Location``);
@@ -43,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 import sfu
-from sfu.signaling.aiohttp import STATIC_DIR, add_whip_whep, metrics_handler, websocket_handler
+from sfu.signaling.aiohttp import STATIC_DIR, add_signaling, add_whip_whep, metrics_handler
 
 __all__ = ["PAGE_DIR", "make_app", "main"]
 
@@ -110,7 +110,7 @@ def make_app(server: sfu.Server, *, demo_tokens: bool = True) -> web.Application
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
-    app.router.add_get("/ws", websocket_handler(server))
+    add_signaling(app, server)
     app.router.add_get("/metrics", metrics_handler(server))
     add_whip_whep(app, server)
     if demo_tokens:

@@ -95,12 +95,16 @@ class RoleChanged(RoomEvent):
 
 @dataclass(frozen=True)
 class MuteChanged(RoomEvent):
-    """``by`` is the moderator who (un)muted, the identity itself for a
-    self-mute, or ``None`` for the backend."""
+    """A mute changed. ``muted`` is the effect (nothing of it is forwarded);
+    ``moderator_muted`` and ``self_muted`` are the two causes: a self-unmute
+    does not lift a moderator's mute. ``by`` is the moderator who acted, the
+    identity itself for a self-mute, or ``None`` for the backend."""
 
     identity: str
     muted: bool
     by: str | None
+    moderator_muted: bool = False
+    self_muted: bool = False
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ class Participant:
         was_muted = self.muted
         self.self_muted = muted
         self._apply_mute(was_muted)
-        self.room._participant_muted(self, muted)
+        self.room._emit_mute(self, self.identity)
 
     async def renegotiate(self, offer_sdp: str) -> str:
         """Answer a new offer on the same session (after promotion or demotion).

@@ -19,10 +19,17 @@ import logging
 import os
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .auth import Claims, Role, grants_of, verify_token
-from .errors import DuplicateIdentity, InvalidSetting, NotAllowed, RoomClosed, RoomFull
+from .errors import (
+    DuplicateIdentity,
+    InvalidOffer,
+    InvalidSetting,
+    NotAllowed,
+    RoomClosed,
+    RoomFull,
+)
 from .events import (
     ActiveSpeakersChanged,
     DominantSpeakerChanged,
@@ -86,6 +93,9 @@ class Room:
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._banned_identities: set[str] = set()
         self._banned_tokens: set[str] = set()
+        # Moderators' decisions per identity ("role": (role, grants), "moderator_muted"),
+        # kept for the room's life so that rejoining does not undo them.
+        self._decisions: dict[str, dict[str, Any]] = {}
         self._roster_joined: dict[str, Role] = {}
         self._roster_left: set[str] = set()
         self._roster_updated: dict[str, Role] = {}
@@ -186,10 +196,23 @@ class Room:
             raise DuplicateIdentity(
                 f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
             )
+        decision = self._decisions.get(identity, {})
+        if "role" in decision:
+            # A moderator promoted or demoted this identity earlier in this room:
+            # that stands over the token when it comes back (a reconnect).
+            role, grants = decision["role"]
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(
-            offer, identity, role, grants, publish, claims.token_id if claims else None, mixed
+            offer,
+            identity,
+            role,
+            grants,
+            publish,
+            claims.token_id if claims else None,
+            mixed,
+            moderator_muted=bool(decision.get("moderator_muted")),
+            promoted="role" in decision,
         )
 
     async def add_speaker(
@@ -243,9 +266,22 @@ class Room:
         publish: bool,
         token_id: str | None,
         mixed: bool = False,
+        *,
+        moderator_muted: bool = False,
+        promoted: bool = False,
     ) -> Participant:
         offer = parse_offer(offer_sdp)
-        negotiation = negotiate(offer, publish=publish, max_slots=1 if mixed else self.slots)
+        max_slots = 1 if mixed else self.slots
+        must_offer = False
+        try:
+            negotiation = negotiate(offer, publish=publish, max_slots=max_slots)
+        except InvalidOffer:
+            if not (publish and promoted):
+                raise
+            # Promoted before a reconnect, its client offered as a listener:
+            # answer that, and ask it for a sending line like at promotion.
+            negotiation = negotiate(offer, publish=False, max_slots=max_slots)
+            must_offer = True
         credentials = IceCredentials.generate()
         cls = Speaker if publish else Listener
         participant: Participant = cls(
@@ -253,6 +289,7 @@ class Room:
         )
         participant.token_id = token_id
         participant.mixed = mixed
+        participant.moderator_muted = moderator_muted
         participant.answer = self._answer(
             offer, negotiation, credentials, self._mix_ssrcs(participant) if mixed else None
         )
@@ -275,6 +312,8 @@ class Room:
         )
         self._emit(ParticipantJoined(self.name, identity, role))
         self._roster_change(identity, role, joined=True)
+        if must_offer:
+            self._emit(RoleChanged(self.name, identity, role, None, renegotiate=True))
         return participant
 
     def _answer(
@@ -344,6 +383,7 @@ class Room:
             self._check_capacity(publish=True)
         needs_offer = participant.negotiation.publish is None
         participant._set_role(role, grants_of(role))
+        self._decisions.setdefault(identity, {})["role"] = (role, participant.grants)
         self._hands.pop(identity, None)
         logger.info(
             "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
@@ -359,6 +399,7 @@ class Room:
         if participant.role == "listener":
             return participant
         participant._set_role("listener", grants_of("listener"))
+        self._decisions.setdefault(identity, {})["role"] = ("listener", participant.grants)
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
         self._roster_change(identity, "listener")
@@ -368,14 +409,16 @@ class Room:
         """Server-side mute: the speaker's packets are not forwarded and do not rank."""
         self._actor(by)
         participant = self[identity]
+        self._decisions.setdefault(identity, {})["moderator_muted"] = True
         if participant._set_muted(True):
-            self._emit(MuteChanged(self.name, identity, True, by))
+            self._emit_mute(participant, by)
 
     async def unmute(self, identity: str, *, by: str | None = None) -> None:
         self._actor(by)
         participant = self[identity]
+        self._decisions.setdefault(identity, {})["moderator_muted"] = False
         if participant._set_muted(False):
-            self._emit(MuteChanged(self.name, identity, False, by))
+            self._emit_mute(participant, by)
 
     async def remove(
         self,
@@ -512,8 +555,17 @@ class Room:
         )
         self._emit(ParticipantConnected(self.name, participant.identity))
 
-    def _participant_muted(self, participant: Participant, muted: bool) -> None:
-        self._emit(MuteChanged(self.name, participant.identity, muted, participant.identity))
+    def _emit_mute(self, participant: Participant, by: str | None) -> None:
+        self._emit(
+            MuteChanged(
+                self.name,
+                participant.identity,
+                participant.muted,
+                by,
+                participant.moderator_muted,
+                participant.self_muted,
+            )
+        )
 
     def _participant_closed(self, participant: Participant, reason: str) -> None:
         if self._participants.get(participant.identity) is not participant:

@@ -179,13 +179,15 @@ async def test_remove_closes_the_session_and_a_ban_keeps_the_token_out() -> None
             await troll_pc.close()
 
 
-async def join_with_token(room: sfu.Room, token: str) -> Client:
+async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) -> Client:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    from .clients import _record_received, make_offer
+    from .clients import ToneTrack, _record_received, make_offer
 
     pc = RTCPeerConnection(sfu_configuration())
-    for _ in range(3):
+    if speaker:
+        pc.addTransceiver(ToneTrack(), direction="sendrecv")
+    for _ in range(2 if speaker else 3):
         pc.addTransceiver("audio", direction="recvonly")
     try:
         participant = await room.join(await make_offer(pc), token=token)
@@ -258,3 +260,38 @@ async def test_two_rooms_on_one_server_are_isolated() -> None:
             assert red_speaker.total_received() == 0 and blue_speaker.total_received() == 0
         finally:
             await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_moderators_decisions_survive_a_reconnect() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("sticky")
+        events = room.events()
+        speaker_token = auth.issue_token(SECRET, room="sticky", identity="sam", role="speaker")
+        listener_token = auth.issue_token(SECRET, room="sticky", identity="lou", role="listener")
+        sam = await join_with_token(room, speaker_token, speaker=True)
+        lou = await join_with_token(room, listener_token)
+        await asyncio.gather(room["sam"].wait_connected(10), room["lou"].wait_connected(10))
+        await room.demote("sam")
+        await room.promote("lou")
+        await room.mute("lou")
+        for client in (sam, lou):
+            await client.close()
+        await wait_for(lambda: not room.participants, 5, "both gone")
+
+        # Sam's speaker token does not bring back what a moderator took away.
+        sam_again = await join_with_token(room, speaker_token, speaker=True)
+        assert room["sam"].role == "listener" and not room["sam"].can_publish
+        # Lou comes back as the speaker she was made, still muted, and is asked
+        # for a sending line (her client offered as a listener).
+        lou_again = await join_with_token(room, listener_token)
+        participant = room["lou"]
+        assert participant.role == "speaker" and participant.muted and participant.moderator_muted
+        asked = await drain(events, sfu.RoleChanged, timeout=5)
+        while not (asked.identity == "lou" and asked.by is None):  # type: ignore[attr-defined]
+            asked = await drain(events, sfu.RoleChanged, timeout=5)
+        assert asked.renegotiate  # type: ignore[attr-defined]
+        participant.set_self_muted(False)
+        assert participant.muted, "a self-unmute does not lift the moderator's mute"
+        muted = await drain(events, sfu.MuteChanged)
+        assert muted.muted and muted.moderator_muted and not muted.self_muted  # type: ignore[attr-defined]
+        await asyncio.gather(sam_again.close(), lou_again.close())

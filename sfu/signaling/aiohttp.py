@@ -2,7 +2,7 @@
 
 Mount them in any aiohttp app::
 
-    app.router.add_get("/ws", websocket_handler(server))
+    add_signaling(app, server)                 # GET /ws, closed on shutdown
     add_whip_whep(app, server)                 # POST /rooms/{room}/whip and /whep
     app.router.add_get("/metrics", metrics_handler(server))
     app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))  # the room mix
@@ -14,6 +14,7 @@ Starlette/FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from .protocol import MAX_MESSAGE, SignalingSession
 
 __all__ = [
     "STATIC_DIR",
+    "add_signaling",
     "add_whip_whep",
     "live_stream_handler",
     "metrics_handler",
@@ -56,18 +58,20 @@ def _room_factory(
     return factory
 
 
-def websocket_handler(
-    server: Server, *, create_rooms: bool = True, room_settings: dict[str, Any] | None = None
-) -> Handler:
-    """A GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
+class SignalingHandler:
+    """The GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
 
-    ``create_rooms``: a join for an unknown room creates it (with
-    ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields); otherwise it
-    is refused with ``not_found``.
+    It keeps its open connections so that :meth:`close_all` can end them
+    when the application shuts down (``add_signaling`` registers that);
+    otherwise aiohttp waits for open WebSockets until its shutdown timeout.
     """
-    factory = _room_factory(server, create_rooms, room_settings)
 
-    async def handler(request: web.Request) -> web.StreamResponse:
+    def __init__(self, server: Server, factory: Callable[[str], Room | None]) -> None:
+        self.server = server
+        self.factory = factory
+        self.sessions: set[SignalingSession] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         # Frames up to 1 MiB are read and answered (too_large past 64 KiB);
         # aiohttp closes the connection (1009) beyond that.
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(MAX_MESSAGE * 16, 1 << 20))
@@ -77,8 +81,9 @@ def websocket_handler(
             await ws.close(code=code, message=reason.encode()[:120])
 
         session = SignalingSession(
-            server, ws.send_str, close, room_factory=factory, peer=str(request.remote)
+            self.server, ws.send_str, close, room_factory=self.factory, peer=str(request.remote)
         )
+        self.sessions.add(session)
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -95,9 +100,43 @@ def websocket_handler(
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
+            self.sessions.discard(session)
             await session.close(1001, "signaling connection closed")
         return ws
 
+    async def close_all(self, *_: object) -> None:
+        """Close every open connection (1001 "going away"); their members leave."""
+        await asyncio.gather(
+            *(session.close(1001, "server shutting down") for session in list(self.sessions)),
+            return_exceptions=True,
+        )
+
+
+def websocket_handler(
+    server: Server, *, create_rooms: bool = True, room_settings: dict[str, Any] | None = None
+) -> Handler:
+    """A GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
+
+    ``create_rooms``: a join for an unknown room creates it (with
+    ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields); otherwise it
+    is refused with ``not_found``. Prefer :func:`add_signaling`, which also
+    closes the connections on shutdown.
+    """
+    return SignalingHandler(server, _room_factory(server, create_rooms, room_settings)).handle
+
+
+def add_signaling(
+    app: web.Application,
+    server: Server,
+    path: str = "/ws",
+    *,
+    create_rooms: bool = True,
+    room_settings: dict[str, Any] | None = None,
+) -> SignalingHandler:
+    """Mount the signaling WebSocket at ``path`` and close its connections on shutdown."""
+    handler = SignalingHandler(server, _room_factory(server, create_rooms, room_settings))
+    app.router.add_get(path, handler.handle)
+    app.on_shutdown.append(handler.close_all)
     return handler
 
 

@@ -371,7 +371,14 @@ class SignalingSession:
             )
         elif isinstance(event, MuteChanged):
             await self.send(
-                {"type": "muted", "identity": event.identity, "muted": event.muted, "by": event.by}
+                {
+                    "type": "muted",
+                    "identity": event.identity,
+                    "muted": event.muted,
+                    "by": event.by,
+                    "moderator_muted": event.moderator_muted,
+                    "self_muted": event.self_muted,
+                }
             )
         elif isinstance(event, ActiveSpeakersChanged):
             await self.send(

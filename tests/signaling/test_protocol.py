@@ -377,3 +377,27 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
         assert app.server.rooms["hall"].participants == {}
     finally:
         await asyncio.gather(whip_pc.close(), whep_pc.close())
+
+
+async def test_app_shutdown_closes_signaling_connections() -> None:
+    from sfu.signaling.aiohttp import add_signaling
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        web_app = web.Application()
+        handler = add_signaling(web_app, server)
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as http:
+            app = App(server, f"http://127.0.0.1:{port}", http)
+            socket, client = await joined(app, "guest")
+            assert len(handler.sessions) == 1
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            closing = await socket.ws.receive(5)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+            await asyncio.wait_for(cleanup, 10)
+            assert handler.sessions == set()
+            assert "guest" not in server.rooms["hall"].participants
+            await client.close()

@@ -638,9 +638,11 @@ export class SfuClient {
     const entry = this.roster.get(message.identity);
     if (entry) entry.muted = !!message.muted;
     if (message.identity === this.identity) {
-      // `by` someone else: a moderator's mute, which we cannot undo ourselves.
-      if (message.by && message.by !== this.identity) this.mutedBy = message.muted ? message.by : null;
-      if (entry) entry.muted = this.muted || !!this.mutedBy;
+      // A moderator's mute, which we cannot undo ourselves.
+      if (!message.moderator_muted) this.mutedBy = null;
+      else if (message.by && message.by !== this.identity) this.mutedBy = message.by;
+      else if (!this.mutedBy) this.mutedBy = "a moderator";
+      if (entry) entry.muted = !!message.muted;
       this._applyTrackEnabled();
     }
     this._emit("muted", message);
