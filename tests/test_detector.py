@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
-import os
 import random
 import sys
 from collections.abc import Callable
@@ -19,31 +18,17 @@ from hypothesis import strategies as st
 
 from sfu import _mix_py
 
-NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+from .twins import NO_EXTENSIONS, compiled, implementations, resolve
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FRAME = 0.02
 SILENT = 127
 
 
-def _compiled() -> ModuleType | None:
-    if NO_EXTENSIONS:
-        return None
-    return importlib.import_module("sfu._mix")
-
-
-IMPLEMENTATIONS = [pytest.param(_mix_py, id="python")]
-if not NO_EXTENSIONS:
-    IMPLEMENTATIONS.append(pytest.param("compiled", id="cython"))
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
+@pytest.fixture(params=implementations(_mix_py, "_mix"))
 def mix(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "compiled":
-        module = _compiled()
-        assert module is not None
-        return module
-    return request.param  # type: ignore[no-any-return]
+    return resolve(request.param)
 
 
 # -- synthetic level scripts ---------------------------------------------------------
@@ -339,7 +324,7 @@ def test_validates_settings(
 def test_selector_exports_detector() -> None:
     from sfu import mix
 
-    expected = _mix_py if NO_EXTENSIONS else _compiled()
+    expected = _mix_py if NO_EXTENSIONS else compiled("_mix")
     assert mix.ActiveSpeakerDetector is expected.ActiveSpeakerDetector  # type: ignore[union-attr]
 
 
@@ -374,10 +359,9 @@ def test_twins_agree(
     hold: float,
     c3: float,
 ) -> None:
-    compiled = _compiled()
-    assert compiled is not None
+    fast = compiled("_mix")
     kwargs: dict[str, Any] = {"interval": interval, "hold": hold, "c3": c3, "floor_window": 0.5}
-    fast = compiled.ActiveSpeakerDetector(slots, **kwargs)
+    fast = fast.ActiveSpeakerDetector(slots, **kwargs)
     reference = _mix_py.ActiveSpeakerDetector(slots, **kwargs)
     for speaker in range(4):
         fast.add(speaker)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
 from types import ModuleType
 
@@ -13,27 +11,12 @@ from hypothesis import strategies as st
 
 from sfu import _mix_py
 
-NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+from .twins import NO_EXTENSIONS, compiled, implementations, resolve
 
 
-def _compiled() -> ModuleType | None:
-    if NO_EXTENSIONS:
-        return None
-    return importlib.import_module("sfu._mix")
-
-
-IMPLEMENTATIONS = [pytest.param(_mix_py, id="python")]
-if not NO_EXTENSIONS:
-    IMPLEMENTATIONS.append(pytest.param("compiled", id="cython"))
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
+@pytest.fixture(params=implementations(_mix_py, "_mix"))
 def mix(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "compiled":
-        module = _compiled()
-        assert module is not None
-        return module
-    return request.param  # type: ignore[no-any-return]
+    return resolve(request.param)
 
 
 def rtp(extension: bytes = b"", profile: int = 0xBEDE, csrcs: int = 0) -> bytes:
@@ -80,12 +63,11 @@ def test_selector_loads_compiled_module() -> None:
 @settings(max_examples=300, deadline=None)
 @given(packet=st.binary(max_size=64), extension_id=st.integers(min_value=0, max_value=15))
 def test_twins_agree(packet: bytes, extension_id: int) -> None:
-    compiled = _compiled()
-    assert compiled is not None
+    fast = compiled("_mix")
     prefixed = b"\x90" + packet  # X bit set, so the parser really walks the bytes
-    assert compiled.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(
+    assert fast.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(
         prefixed, extension_id
     )
-    assert compiled.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(
+    assert fast.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(
         packet, extension_id
     )

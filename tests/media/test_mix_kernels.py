@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
 from types import ModuleType
 
@@ -14,17 +12,12 @@ from hypothesis import strategies as st
 import sfu.mix
 from sfu import _mix_py
 
-NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
-IMPLEMENTATIONS = [pytest.param(_mix_py, id="python")]
-if not NO_EXTENSIONS:
-    IMPLEMENTATIONS.append(pytest.param("compiled", id="cython"))
+from ..twins import NO_EXTENSIONS, compiled, implementations, resolve
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
+@pytest.fixture(params=implementations(_mix_py, "_mix"))
 def mix(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "compiled":
-        return importlib.import_module("sfu._mix")
-    return request.param  # type: ignore[no-any-return]
+    return resolve(request.param)
 
 
 def frame(*samples: int) -> bytes:
@@ -51,9 +44,9 @@ def test_compiled_kernels_are_the_ones_in_use() -> None:
     if NO_EXTENSIONS:
         assert sfu.mix.mix_add is _mix_py.mix_add
     else:
-        compiled = importlib.import_module("sfu._mix")
-        assert sfu.mix.mix_add is compiled.mix_add, "the compiled kernel did not load"
-        assert sfu.mix.mix_limit is compiled.mix_limit
+        module = compiled("_mix")
+        assert sfu.mix.mix_add is module.mix_add, "the compiled kernel did not load"
+        assert sfu.mix.mix_limit is module.mix_limit
 
 
 def test_below_the_knee_the_sum_is_exact(mix: ModuleType) -> None:
@@ -116,18 +109,13 @@ int16 = st.integers(-32768, 32767)
 )
 @settings(max_examples=300, deadline=None)
 def test_compiled_and_python_agree(frames: list[list[int]], use_minus: bool) -> None:
-    if NO_EXTENSIONS:
-        pytest.skip("no compiled extension")
-    compiled = importlib.import_module("sfu._mix")
+    module = compiled("_mix")
     pcm = [frame(*samples) for samples in frames]
     minus = pcm[0] if use_minus else None
-    assert mixed(compiled, pcm, minus) == mixed(_mix_py, pcm, minus)
+    assert mixed(module, pcm, minus) == mixed(_mix_py, pcm, minus)
 
 
 @given(st.integers(-(1 << 40), 1 << 40))
 def test_soft_clip_agrees(value: int) -> None:
-    if NO_EXTENSIONS:
-        pytest.skip("no compiled extension")
-    compiled = importlib.import_module("sfu._mix")
-    assert compiled.soft_clip(value) == _mix_py.soft_clip(value)
+    assert compiled("_mix").soft_clip(value) == _mix_py.soft_clip(value)
     assert -32766 <= _mix_py.soft_clip(value) <= 32766
