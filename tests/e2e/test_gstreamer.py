@@ -109,7 +109,9 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             assert inbound["level_source"] == "decoded", "webrtcbin sends no RFC 6464 level"
             assert {p.csrc for p in listener.packets(0)} == {(inbound["ssrc"],)}
             # Its decoded levels rank it: the tone bursts make it the dominant speaker.
-            await wait_for(lambda: room.dominant_speaker == "gstreamer", 5, "GStreamer ranked dominant")
+            await wait_for(
+                lambda: room.dominant_speaker == "gstreamer", 5, "GStreamer ranked dominant"
+            )
             assert speaker.stats()["inbound"]["audio_level"] is not None
             done = await read_message(process, 20)
             assert done["ice"] in ("connected", "completed")
