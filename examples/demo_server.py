@@ -43,7 +43,13 @@ from typing import Any
 from aiohttp import web
 
 import sfu
-from sfu.signaling.aiohttp import STATIC_DIR, add_signaling, add_whip_whep, metrics_handler
+from sfu.signaling.aiohttp import (
+    STATIC_DIR,
+    add_signaling,
+    add_whip_whep,
+    live_stream_handler,
+    metrics_handler,
+)
 
 __all__ = ["PAGE_DIR", "make_app", "main"]
 
@@ -97,11 +103,15 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
-def make_app(server: sfu.Server, *, demo_tokens: bool = True) -> web.Application:
+def make_app(
+    server: sfu.Server, *, demo_tokens: bool = True, max_listeners: int | None = None
+) -> web.Application:
     """The demo's aiohttp application for a started-or-not ``server``.
 
     ``server`` must have a ``token_secret`` (joins are token-checked).
     ``demo_tokens``: serve ``POST /api/token``; otherwise it is a 404.
+    ``max_listeners``: rooms hold at most that many listeners; the page
+    offers the others the room's live stream (``/rooms/{room}/live.ogg``).
     """
     if server.token_secret is None:
         raise ValueError("the demo needs a Server with token_secret=... (joins carry tokens)")
@@ -110,8 +120,10 @@ def make_app(server: sfu.Server, *, demo_tokens: bool = True) -> web.Application
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
-    add_signaling(app, server)
+    add_signaling(app, server, room_settings={"max_listeners": max_listeners})
     app.router.add_get("/metrics", metrics_handler(server))
+    # The overflow audience of a full room listens to the mix over plain HTTP.
+    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
     add_whip_whep(app, server)
     if demo_tokens:
         app.router.add_post("/api/token", issue_demo_token)
@@ -133,6 +145,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--announce",
         default=None,
         help="address written in SDP answers (default: --host; required with --host 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--max-listeners",
+        type=int,
+        default=None,
+        help="listeners per room (default: unlimited); the rest get the live stream",
     )
     parser.add_argument(
         "--token-secret",
@@ -168,7 +186,9 @@ async def main(argv: list[str] | None = None) -> None:
     async with sfu.Server(
         args.host, args.udp_port, announce=args.announce, token_secret=secret
     ) as server:
-        runner = web.AppRunner(make_app(server, demo_tokens=args.demo_tokens))
+        runner = web.AppRunner(
+            make_app(server, demo_tokens=args.demo_tokens, max_listeners=args.max_listeners)
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, args.host, args.port)

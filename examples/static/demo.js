@@ -39,11 +39,25 @@ $("#join-form").addEventListener("submit", async (event) => {
   try {
     await enter(await demoToken(room, identity, role));
   } catch (err) {
-    $("#join-error").textContent = describeError(err);
+    if (err.code === "room_full" && role === "listener") {
+      offerLiveStream(room);
+    } else {
+      $("#join-error").textContent = describeError(err);
+    }
   } finally {
     button.disabled = false;
   }
 });
+
+// A full room still has a seat for everyone: the mix as a plain HTTP stream.
+function offerLiveStream(room) {
+  const box = $("#overflow");
+  box.hidden = false;
+  $("#overflow-room").textContent = room;
+  const audio = $("#overflow-audio");
+  audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg`;
+  audio.play().catch(() => {}); // autoplay may wait for a click on the controls
+}
 
 function describeError(err) {
   const messages = {

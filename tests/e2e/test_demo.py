@@ -447,3 +447,28 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
                 assert response.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo) -> None:
+    runner, port = await start_site(demo_server.make_app(demo.server, max_listeners=1))
+    full = Demo(demo.server, f"http://127.0.0.1:{port}", demo.secret, runner, port)
+    try:
+        host = await join(new_page, full, "packed", "host", "moderator")
+        fan = await join(new_page, full, "packed", "fan", "listener")
+        late = await new_page(f"{full.url}/?room=packed")
+        await late.fill("#name-input", "late")
+        await late.check("input[name=role][value=listener]")
+        await late.click("#join-button")
+        await late.wait_for_selector("#overflow:not([hidden])", timeout=15000)
+        assert await late.is_hidden("#room")
+        # The <audio> element plays the room's mix over HTTP: time advances, no error.
+        await late.wait_for_function(
+            "() => { const a = document.querySelector('#overflow-audio');"
+            " return !a.error && a.currentTime > 1.0; }",
+            timeout=15000,
+        )
+        assert "late" not in demo.server.rooms["packed"].participants
+        for page in (host, fan):
+            await page.click("#leave-button")
+    finally:
+        await runner.cleanup()
