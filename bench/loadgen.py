@@ -591,8 +591,8 @@ class SyntheticSpeaker(Peer):
                 self.timestamp,
                 self.send_ssrc,
             )
-        self._send(self.srtp_tx.protect(header + payload))
-        self.sent += 1
+        if self._send(self.srtp_tx.protect(header + payload)):
+            self.sent += 1
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + 960) & 0xFFFFFFFF
 
@@ -992,14 +992,29 @@ class LoadGen:
         exactly what the speakers sent in between.
         """
         self.set_speaking(False)
-        await asyncio.sleep(settle)
+        await self.settle(settle)
         before = await self.snapshot()
         self.set_speaking(speaking)
         await asyncio.sleep(seconds)
         self.set_speaking(False)
-        await asyncio.sleep(settle)
+        await self.settle(settle)
         after = await self.snapshot()
         return self.window(before, after)
+
+    async def settle(self, seconds: float, limit: float = 10.0) -> float:
+        """Wait ``seconds``, then until the server has routed every speaker packet
+        sent so far (a starved or overloaded server works through a backlog
+        after the speakers stop), at most ``limit`` seconds. Returns the wait."""
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        sent = sum(speaker.sent for speaker in self.speakers)
+        while time.monotonic() - start < limit:
+            room = (await self.server_stats())["rooms"].get(self.room, {})
+            if room.get("router_packets_in", sent) >= sent:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)  # the last copies into the listeners' sockets
+        return time.monotonic() - start
 
 
 def server_deltas(before: dict[str, Any], after: dict[str, Any], room: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import signal
@@ -195,6 +196,11 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     lag = LagMonitor(args.lag_interval)
+    if args.slow_callback > 0:
+        # Diagnosis only (costly): asyncio logs each callback that ran longer.
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        loop.set_debug(True)
+        loop.slow_callback_duration = args.slow_callback / 1000
     async with sfu.Server(LOOPBACK, args.port, consent_timeout=args.consent_timeout) as server:
         control = Control(server, lag, stop)
         app = web.Application(client_max_size=1 << 20)
@@ -245,6 +251,12 @@ def main() -> None:
     )
     parser.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop")
     parser.add_argument("--lag-interval", type=float, default=0.01, help="lag ticker period (s)")
+    parser.add_argument(
+        "--slow-callback",
+        type=float,
+        default=0.0,
+        help="log callbacks longer than this many ms (debug mode)",
+    )
     parser.add_argument("--consent-timeout", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long")
     args = parser.parse_args()
