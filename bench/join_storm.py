@@ -1,0 +1,137 @@
+"""Join storm: N listeners (default 1,000) joining as fast as they can.
+
+A synthetic speaker talks the whole time; the listeners' offers go out with
+``--concurrency`` joins in flight (default: all at once, the control
+endpoint's connection pool permitting). Reported: joins per second,
+offer -> answer, offer -> DTLS connected and offer -> first RTP packet (the
+kernel's receive time of the listener's first packet), p50/p99/max; whether
+every listener then receives audio (an exact-count window afterwards); the
+server's worst event-loop lag during the storm (its 10 ms ticker) and its
+CPU. Targets (issue 7): all receive audio, p99 offer -> first packet <= 2 s,
+no event-loop stall > 50 ms.
+
+Run: ``python bench/join_storm.py [--listeners 1000] [--concurrency 1000]``.
+Writes ``bench/results/join_storm-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import harness
+import loadgen
+import numpy as np
+
+
+def stats_ms(values_ns: list[int]) -> dict[str, float | None]:
+    return {
+        "p50_ms": ms(harness.percentile(values_ns, 50)),
+        "p99_ms": ms(harness.percentile(values_ns, 99)),
+        "max_ms": ms(max(values_ns) if values_ns else None),
+    }
+
+
+def ms(value_ns: float | None) -> float | None:
+    return round(value_ns / 1e6, 2) if value_ns is not None else None
+
+
+async def main(args: argparse.Namespace) -> None:
+    cpus = harness.pin_loadgen()
+    extra = (
+        ["--slow-callback", str(args.slow_callback), "--no-uvloop"] if args.slow_callback else []
+    )
+    async with harness.ServerProcess(no_extensions=args.no_extensions, extra=extra) as server:
+        async with loadgen.LoadGen(
+            server.control,
+            capacity=args.listeners + 16,
+            concurrency=args.concurrency,
+            join_timeout=args.join_timeout,
+        ) as gen:
+            await gen.add_speaker()
+            gen.set_speaking(True)
+            await asyncio.sleep(1.0)
+            before = await gen.server_stats(reset_lag=True)
+            joins = await gen.add_listeners(args.listeners)
+            await asyncio.sleep(0.5)  # the last joiners' first packets
+            during = await gen.server_stats(reset_lag=True)
+            check = await gen.measure(args.check_seconds)
+            sink = gen.sink
+            peers = gen.listeners
+            first = [
+                int(sink.first_ns[p.index]) - p.offer_ns for p in peers if sink.first_ns[p.index]
+            ]
+            answer = [p.answer_ns - p.offer_ns for p in peers]
+            connected = [p.connected_ns - p.offer_ns for p in peers]
+            summary = check.summary()
+            span_ns = (
+                max(p.connected_ns for p in peers) - min(p.offer_ns for p in peers) if peers else 0
+            )
+            result: dict[str, Any] = {
+                "listeners": args.listeners,
+                "concurrency": args.concurrency,
+                "joined": joins["joined"],
+                "failed": joins["failed"],
+                "failures": joins["failures"],
+                "seconds": joins["seconds"],
+                "joins_per_second": joins["joins_per_second"],
+                "first_offer_to_last_connected_s": round(span_ns / 1e9, 3),
+                "offer_to_answer": stats_ms(answer),
+                "offer_to_connected": stats_ms(connected),
+                "offer_to_first_packet": stats_ms(first),
+                "listeners_with_audio_during_storm": len(first),
+                "server_lag_worst_ms": round(during["lag"]["worst_ms"], 2),
+                "server_lag_over_50ms_ticks": during["lag"]["over_50ms"],
+                "server_lag_histogram": during["lag"],
+                "server_cpu_s": round(
+                    (during["utime"] + during["stime"]) - (before["utime"] + before["stime"]), 3
+                ),
+                "server_rss_growth_mb": round((during["vmrss"] - before["vmrss"]) / 2**20, 1),
+                "check_window": summary,
+                "all_receive_audio": bool(
+                    joins["failed"] == 0
+                    and summary["listeners_with_nothing"] == 0
+                    and len(first) == args.listeners
+                ),
+                "server_drops": during["server"].get("drops"),
+                "loadgen_cpus": cpus,
+            }
+            result["targets_met"] = {
+                "all_receive_audio": result["all_receive_audio"],
+                "p99_first_packet_le_2s": (result["offer_to_first_packet"]["p99_ms"] or 1e9)
+                <= 2000,
+                "no_lag_over_50ms": result["server_lag_worst_ms"] <= 50,
+            }
+            check_loss = np.round(summary["loss"], 5)
+    print(
+        f"{result['joined']}/{args.listeners} joined in {result['seconds']} s "
+        f"({result['joins_per_second']} joins/s, concurrency {args.concurrency}); "
+        f"offer->first packet p50 {result['offer_to_first_packet']['p50_ms']} ms, "
+        f"p99 {result['offer_to_first_packet']['p99_ms']} ms, max {result['offer_to_first_packet']['max_ms']} ms; "
+        f"worst server loop lag {result['server_lag_worst_ms']} ms; "
+        f"all receive audio: {result['all_receive_audio']} (loss after the storm {check_loss:.3%})"
+    )
+    print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listeners", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=1000, help="joins in flight at once")
+    parser.add_argument("--join-timeout", type=float, default=30.0)
+    parser.add_argument("--check-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
+    )
+    parser.add_argument(
+        "--slow-callback",
+        type=float,
+        default=0.0,
+        help="diagnosis: the server logs callbacks over this many ms",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.wait_for(main(parse_args()), 600))

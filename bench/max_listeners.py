@@ -1,0 +1,137 @@
+"""Maximum listeners one server core holds at < 0.5 % loss (1 and 3 speakers).
+
+For each speaker count, the room grows by ``--step`` listeners from
+``--start`` until a step fails; each step is an exact-count window (the
+speakers paused at both ends, see :meth:`loadgen.LoadGen.measure`) in which
+EVERY listener's packet count is checked against what the speakers sent.
+A step fails when the loss over all listeners reaches ``--max-loss``
+(0.5 %), when any single listener loses more than 5x that, when joins fail,
+or when the server's core is saturated (CPU share >= ``--max-cpu``). The
+result is the largest N of a passing step. Loss is also attributed: packets
+the server's fan-out dropped (EAGAIN), kernel receive-buffer drops at the
+listeners (the load generator falling behind), and the rest.
+
+Target (issue 7): >= 3,000 listeners with one speaker.
+
+Run: ``python bench/max_listeners.py [--speakers 1 3] [--start 1000 --step 500]``.
+Writes ``bench/results/max_listeners-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import harness
+import loadgen
+
+
+async def measure_step(
+    gen: loadgen.LoadGen, args: argparse.Namespace, joins: dict[str, Any], speakers: int
+) -> tuple[dict[str, Any], list[str], bool]:
+    """One exact-count window at the current N: (step, failures, contended)."""
+    await gen.server_stats(reset_lag=True)
+    window = await gen.measure(args.seconds)
+    summary = window.summary()
+    lag = window.server["lag"]
+    step = {
+        "listeners": len(gen.listeners),
+        "joins": joins,
+        **summary,
+        "server_lag_worst_ms": lag["worst_ms"],
+    }
+    failures = []
+    if joins["failed"]:
+        failures.append(f"{joins['failed']} joins failed")
+    if summary["loss"] >= args.max_loss:
+        failures.append(f"loss {summary['loss']:.3%}")
+    if summary["worst_listener_loss"] >= 5 * args.max_loss:
+        failures.append(f"a listener lost {summary['worst_listener_loss']:.2%}")
+    if summary["server_cpu_share"] >= args.max_cpu:
+        failures.append(f"server core at {summary['server_cpu_share']:.0%}")
+    contended = window.server_wait > 0.1 * window.seconds
+    step["contended"] = contended
+    print(
+        f"{speakers} speaker(s) N={step['listeners']:>5}: loss {summary['loss']:.3%} "
+        f"(worst listener {summary['worst_listener_loss']:.2%}, fan-out dropped "
+        f"{summary['fanout_dropped']}, rcvbuf drops {summary['udp_rcvbuf_errors']}), server CPU "
+        f"{summary['server_cpu_share']:.0%} (waited {window.server_wait:.1f} s for it), loadgen CPU "
+        f"{summary['loadgen_cpu_share']:.0%}, worst lag {lag['worst_ms']:.1f} ms"
+        + (f"  FAIL: {', '.join(failures)}" if failures else ""),
+        flush=True,
+    )
+    return step, failures, contended
+
+
+async def climb(args: argparse.Namespace, speakers: int) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    best = 0
+    reason = f"reached --max {args.max}"
+    async with harness.ServerProcess(no_extensions=args.no_extensions) as server:
+        async with loadgen.LoadGen(
+            server.control, capacity=args.max + 16, concurrency=args.concurrency
+        ) as gen:
+            for _ in range(speakers):
+                await gen.add_speaker()
+            n = args.start if speakers == 1 else args.start_3
+            while n <= args.max:
+                joins = await gen.add_listeners(n - len(gen.listeners))
+                await asyncio.sleep(args.settle)
+                for attempt in range(1 + args.retries):
+                    step, failures, contended = await measure_step(gen, args, joins, speakers)
+                    steps.append(step)
+                    # A step lost to another process holding the server's CPU (this
+                    # machine is shared) says nothing about the server: measure again.
+                    if not failures or not contended or attempt == args.retries:
+                        break
+                    print(
+                        f"{speakers} speaker(s) N={step['listeners']:>5}: contended, measuring again",
+                        flush=True,
+                    )
+                if failures:
+                    reason = "; ".join(failures) + (
+                        " (server starved by another process)" if contended else ""
+                    )
+                    break
+                best = step["listeners"]
+                n += args.step if speakers == 1 else args.step_3
+    return {"speakers": speakers, "max_listeners": best, "stopped_because": reason, "steps": steps}
+
+
+async def main(args: argparse.Namespace) -> None:
+    cpus = harness.pin_loadgen()
+    results = [await climb(args, speakers) for speakers in args.speakers]
+    for result in results:
+        print(
+            f"{result['speakers']} speaker(s): {result['max_listeners']} listeners held ({result['stopped_because']})"
+        )
+    print(
+        f"wrote {harness.write_result('max_listeners', {'args': vars(args), 'loadgen_cpus': cpus, 'results': results})}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--speakers", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--start", type=int, default=1000, help="first N with one speaker")
+    parser.add_argument("--step", type=int, default=500, help="N step with one speaker")
+    parser.add_argument("--start-3", type=int, default=500, help="first N with more speakers")
+    parser.add_argument("--step-3", type=int, default=250, help="N step with more speakers")
+    parser.add_argument("--max", type=int, default=6000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="window per step")
+    parser.add_argument("--settle", type=float, default=1.0)
+    parser.add_argument("--max-loss", type=float, default=0.005)
+    parser.add_argument("--max-cpu", type=float, default=0.97)
+    parser.add_argument(
+        "--retries", type=int, default=2, help="re-measure a failed step the server was starved in"
+    )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.wait_for(main(parse_args()), 900))
