@@ -53,7 +53,10 @@ async def run_path(
     name = "python" if no_extensions else "compiled"
     async with harness.ServerProcess(no_extensions=no_extensions) as server:
         async with loadgen.LoadGen(
-            server.control, capacity=max(args.listeners) + 16, concurrency=args.concurrency
+            server.control,
+            capacity=max(args.listeners) + 16,
+            concurrency=args.concurrency,
+            profiles=args.srtp.encode(),
         ) as gen:
             await gen.add_speaker()
             for n in sorted(args.listeners):
@@ -175,8 +178,12 @@ async def main(args: argparse.Namespace) -> None:
             f"{fmt(e.get('python_total_us'))} {fmt(e.get('python_marginal_us'))}  "
             f"{fmt(e.get('python_total_x_floor'))}  {fmt(e.get('python_x_compiled_total'))}"
         )
+    # A non-default profile list gets its own result name (report.py reads the default one).
+    name = "cpu_per_packet"
+    if args.srtp != loadgen.SRTP_PROFILES.decode():
+        name += "_" + args.srtp.replace("SRTP_", "").replace(":", "_").lower()
     path = harness.write_result(
-        "cpu_per_packet",
+        name,
         {
             "args": vars(args),
             "loadgen_cpus": cpus,
@@ -195,18 +202,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--paths", nargs="+", choices=["compiled", "python"], default=["compiled", "python"]
     )
-    parser.add_argument("--seconds", type=float, default=6.0, help="speaking window per N")
-    parser.add_argument("--silent-seconds", type=float, default=3.0, help="silent window per N")
+    parser.add_argument("--seconds", type=float, default=5.0, help="speaking window per N")
+    parser.add_argument("--silent-seconds", type=float, default=2.0, help="silent window per N")
     parser.add_argument(
         "--settle", type=float, default=1.0, help="pause after joins before measuring"
     )
     parser.add_argument(
         "--floor",
         type=int,
-        default=100,
+        default=50,
         help="floor bursts (one datagram per listener) per run; 0: no floor",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="joins in flight")
+    parser.add_argument(
+        "--srtp",
+        default=loadgen.SRTP_PROFILES.decode(),
+        help="use_srtp profiles the listeners offer, e.g. SRTP_AES128_CM_SHA1_80",
+    )
     return parser.parse_args(argv)
 
 
