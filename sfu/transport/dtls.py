@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
 
 from sfu.errors import InvalidOffer
+from sfu.transport.dtls_record import RecordKeys, iter_records
 from sfu.transport.srtp import PROFILES, SrtpKeys, split_keying_material
 
 __all__ = [
@@ -63,6 +64,8 @@ _DTLS_1_2 = 0xFEFD  # ProtocolVersion {254, 253}; pyOpenSSL has no constant
 _RECORD_HEADER = 13
 _EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 §4.2
 _RECV_SIZE = 16384 + 2048  # largest DTLS plaintext plus expansion
+_CHANGE_CIPHER_SPEC, _ALERT, _HANDSHAKE = 20, 21, 22  # record content types
+_MAX_REPLAYS = 8  # re-sends of our last flight, after the handshake
 
 # The server key is ECDSA, so only ECDHE-ECDSA suites apply; AEAD first, CBC
 # last for old stacks. The client's key type (RSA or ECDSA) is not limited by
@@ -282,6 +285,11 @@ class DtlsServer:
         ssl.set_accept_state()
         ssl.set_ciphertext_mtu(MTU)
         self._ssl: SSL.Connection | None = ssl
+        # After the handshake: the record keys and our last flight, so that the
+        # OpenSSL connection (~85 KB) can be freed (see sfu.transport.dtls_record).
+        self._records: RecordKeys | None = None
+        self._final_flight: list[bytes] = []
+        self._replays = 0
 
     def __repr__(self) -> str:
         return f"<DtlsServer {self._label} {self.state}>"
@@ -296,6 +304,9 @@ class DtlsServer:
         fatal alert or handshake error moves the session to ``failed``.
         """
         ssl = self._ssl
+        if ssl is None and self._records is not None and is_dtls_datagram(data):
+            self._feed_released(data)
+            return False
         if ssl is None or not is_dtls_datagram(data):
             self.dropped += 1
             logger.debug(
@@ -344,14 +355,54 @@ class DtlsServer:
         self.keys = SrtpKeys(profile=profile.libsrtp, local=server_write, remote=client_write)
         self.state = "connected"
         self._deadline = self._retransmit_at = None
-        logger.debug(
-            "- dtls %s: connected, %s, %s",
-            self._label,
-            ssl.get_cipher_name(),
-            profile.name.decode(),
+        cipher = ssl.get_cipher_name() or ""
+        logger.debug("- dtls %s: connected, %s, %s", self._label, cipher, profile.name.decode())
+        flight = self._flush(ssl)
+        master, client_random, server_random = (
+            ssl.master_key(),
+            ssl.client_random(),
+            ssl.server_random(),
         )
-        self._flush(ssl)
+        records = None
+        if master and client_random and server_random:
+            records = RecordKeys.derive(cipher, master, client_random, server_random)
+        if records is not None:
+            self._records, self._final_flight, self._ssl = records, flight, None
         return True
+
+    def _feed_released(self, data: bytes) -> None:
+        """After the handshake, without OpenSSL: the client's alerts and repeated flights."""
+        assert self._records is not None
+        try:
+            records = iter_records(data)
+        except ValueError:
+            self.dropped += 1
+            return
+        for kind, epoch, _sequence, header, fragment in records:
+            if kind in (_HANDSHAKE, _CHANGE_CIPHER_SPEC):
+                # The client did not get our last flight and sent its own again:
+                # answer its Finished (the flight's one epoch-1 record) once.
+                if kind == _HANDSHAKE and epoch == 1 and self._replays < _MAX_REPLAYS:
+                    self._replays += 1
+                    self.retransmissions += 1
+                    for datagram in self._final_flight:
+                        self._emit(datagram)
+                return
+            if kind != _ALERT or epoch != 1:
+                self.dropped += 1  # application data, or a plaintext (unauthenticated) alert
+                continue
+            try:
+                alert = self._records.open(header, fragment)
+            except ValueError:
+                self.dropped += 1
+                continue
+            if len(alert) == 2 and alert[1] == 0:
+                logger.debug("< dtls %s: close_notify", self._label)
+                self._end("closed", None, notify=True)
+                return
+            if len(alert) == 2 and alert[0] == 2:
+                self._fail(f"fatal alert {alert[1]} from the client")
+                return
 
     def _read(self, ssl: SSL.Connection) -> None:
         """Process records after the handshake: alerts, a repeated client
@@ -418,7 +469,7 @@ class DtlsServer:
 
     def close(self) -> None:
         """Send close_notify if connected and free the OpenSSL session. Idempotent."""
-        if self._ssl is None:
+        if self._ssl is None and self._records is None:
             return
         self._end("closed", None, notify=self.state == "connected")
 
@@ -437,7 +488,11 @@ class DtlsServer:
                     pass
             # Whatever OpenSSL queued (an alert, close_notify) still goes out.
             self._flush(ssl)
+        elif self._records is not None and notify:
+            self._emit(self._records.seal(_ALERT, b"\x01\x00"))  # warning, close_notify
         self._ssl = None
+        self._records = None
+        self._final_flight = []
         self.state = state
         self.failure = failure
         self._deadline = self._retransmit_at = None
@@ -452,7 +507,7 @@ class DtlsServer:
         self._peer_rejected = True
         return False
 
-    def _flush(self, ssl: SSL.Connection) -> None:
+    def _flush(self, ssl: SSL.Connection) -> list[bytes]:
         """Send what OpenSSL wrote, whole records packed into datagrams of at most MTU."""
         chunks = []
         while True:
@@ -461,7 +516,8 @@ class DtlsServer:
             except SSL.WantReadError:
                 break
         if not chunks:
-            return
+            return []
+        sent = []
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         end = len(data)
         start = pos = 0
@@ -470,10 +526,13 @@ class DtlsServer:
             # many whole records as fit (RFC 6347 §4.1.1).
             next_pos = pos + _RECORD_HEADER + (data[pos + 11] << 8 | data[pos + 12])
             if next_pos - start > MTU and pos > start:
-                self._emit(data[start:pos])
+                sent.append(data[start:pos])
                 start = pos
             pos = next_pos
-        self._emit(data[start:])
+        sent.append(data[start:])
+        for datagram in sent:
+            self._emit(datagram)
+        return sent
 
     def _emit(self, datagram: bytes) -> None:
         logger.debug("> dtls %s: %d bytes", self._label, len(datagram))

@@ -60,6 +60,7 @@ class Client:
         *,
         certificate: bool = True,
         accept_server: bool = True,
+        ciphers: bytes | None = None,
     ) -> None:
         if key_type == "rsa":
             key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = rsa.generate_private_key(
@@ -88,6 +89,8 @@ class Client:
             context.use_privatekey(key)
         if profiles is not None:
             context.set_tlsext_use_srtp(profiles)
+        if ciphers is not None:
+            context.set_cipher_list(ciphers)
         self.ssl = SSL.Connection(context, None)
         self.ssl.set_connect_state()
         self.ssl.set_ciphertext_mtu(MTU)
@@ -586,3 +589,73 @@ def test_client_close_notify(certificate: Certificate) -> None:
     # The server answers with its own close_notify.
     (notify,) = wire.take()
     assert notify[0] == 21
+
+
+# -- after the handshake, without OpenSSL (sfu.transport.dtls_record) -----------------
+
+
+def handshake_until_final_flight(wire: Wire, client: Client) -> tuple[list[bytes], list[bytes]]:
+    """Run the handshake until the server completes; return (client's last flight, server's last flight)."""
+    to_server = client.start()
+    for _ in range(10):
+        completed = False
+        for datagram in to_server:
+            completed = wire.server.feed(datagram, 1000.0) or completed
+        to_client = wire.take()
+        if completed:
+            return to_server, to_client
+        to_server = client.receive(to_client)
+    raise AssertionError("the handshake did not complete")
+
+
+def test_openssl_connection_is_released_after_the_handshake(certificate: Certificate) -> None:
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    run_handshake(wire, client)
+    assert wire.server.state == "connected" and wire.server.keys is not None
+    assert wire.server._ssl is None, "an AES-GCM session keeps no OpenSSL connection"
+
+
+def test_lost_final_flight_is_replayed_without_openssl(certificate: Certificate) -> None:
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    client_flight, server_flight = handshake_until_final_flight(wire, client)
+    assert wire.server.state == "connected" and wire.server._ssl is None
+    # Our last flight is lost; the client sends its own again.
+    for datagram in client_flight:
+        wire.server.feed(datagram, 1001.0)
+    replay = wire.take()
+    assert replay == server_flight
+    client.receive(replay)
+    assert client.connected and client.keys().remote == wire.server.keys.local  # type: ignore[union-attr]
+    # Replays are bounded.
+    for _ in range(20):
+        for datagram in client_flight:
+            wire.server.feed(datagram, 1002.0)
+    assert len(wire.take()) <= 8 * len(server_flight)
+
+
+def test_forged_alerts_after_release_are_ignored(certificate: Certificate) -> None:
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    run_handshake(wire, client)
+    # An encrypted-looking alert that does not authenticate, and a plaintext epoch-0 one.
+    forged = bytes([21, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 9, 0, 26]) + bytes(26)
+    plain = bytes([21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 9, 0, 2, 2, 40])
+    for datagram in (forged, plain, forged[:20]):
+        assert wire.server.feed(datagram, 2000.0) is False
+    assert wire.server.state == "connected"
+    assert wire.server.dropped >= 3
+
+
+def test_cbc_suite_keeps_openssl(certificate: Certificate) -> None:
+    client = Client(ciphers=b"ECDHE-ECDSA-AES128-SHA")
+    wire = Wire(client.fingerprints, certificate)
+    run_handshake(wire, client)
+    assert wire.server.state == "connected"
+    assert wire.server._ssl is not None, "no record layer of our own for CBC: OpenSSL stays"
+    wire.server.close()
+    (notify,) = wire.take()
+    client.ssl.bio_write(notify)
+    with pytest.raises(SSL.ZeroReturnError):
+        client.ssl.recv(1500)
