@@ -86,6 +86,8 @@ class Room:
         self.created_at = time.time()
         self._participants: dict[str, Participant] = {}
         self._by_number: dict[int, Participant] = {}
+        # Members allowed to publish (True) and the others (False), for capacity checks in O(1).
+        self._counts = {True: 0, False: 0}
         # Holders and dominant as last emitted: an empty stage is not news.
         self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
         self._stage_emitted = 0.0
@@ -167,6 +169,7 @@ class Room:
         :class:`~sfu.errors.InvalidOffer` or :class:`~sfu.errors.RoomClosed`;
         nothing is registered when it raises.
         """
+        await self.server.admission.turn()
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
         claims = self._check_token(token)
@@ -251,10 +254,10 @@ class Room:
 
     def _check_capacity(self, publish: bool) -> None:
         if publish:
-            limit, count, what = self.policy.max_speakers, len(self.speakers), "speakers"
+            limit, what = self.policy.max_speakers, "speakers"
         else:
-            limit, count, what = self.policy.max_listeners, len(self.listeners), "listeners"
-        if limit is not None and count >= limit:
+            limit, what = self.policy.max_listeners, "listeners"
+        if limit is not None and self._counts[publish] >= limit:
             raise RoomFull(f"room {self.name!r} is full: it holds at most {limit} {what}")
 
     def _admit(
@@ -303,6 +306,7 @@ class Room:
             self.server.loop.time(),
         )
         self.server._register(session)
+        self._counts[participant.can_publish] += 1
         participant.session = session
         participant._apply_negotiation(negotiation, connected=False)
         self._participants[identity] = participant
@@ -382,7 +386,7 @@ class Room:
         if not participant.can_publish and role in ("speaker", "moderator"):
             self._check_capacity(publish=True)
         needs_offer = participant.negotiation.publish is None
-        participant._set_role(role, grants_of(role))
+        self._change_role(participant, role, grants_of(role))
         self._decisions.setdefault(identity, {})["role"] = (role, participant.grants)
         self._hands.pop(identity, None)
         logger.info(
@@ -392,13 +396,18 @@ class Room:
         self._roster_change(identity, role)
         return participant
 
+    def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
+        self._counts[participant.can_publish] -= 1
+        participant._set_role(role, grants)
+        self._counts[participant.can_publish] += 1
+
     async def demote(self, identity: str, *, by: str | None = None) -> Participant:
         """Send a speaker back to the audience: silent from its next packet on."""
         self._actor(by)
         participant = self[identity]
         if participant.role == "listener":
             return participant
-        participant._set_role("listener", grants_of("listener"))
+        self._change_role(participant, "listener", grants_of("listener"))
         self._decisions.setdefault(identity, {})["role"] = ("listener", participant.grants)
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
@@ -572,6 +581,7 @@ class Room:
             return
         del self._participants[participant.identity]
         self._by_number.pop(participant.number, None)
+        self._counts[participant.can_publish] -= 1
         self._hands.pop(participant.identity, None)
         participant._detach()
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)

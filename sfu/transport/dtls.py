@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
 
@@ -279,6 +279,7 @@ class DtlsServer:
         self._deadline: float | None = None  # handshake gives up at this time
         self._retransmit_at: float | None = None
         self._peer_rejected = False
+        self._peer_checked: tuple[bytes, bool] | None = None
         ssl = SSL.Connection(certificate.ssl_context(), None)
         # A weak reference: the connection must not keep this object alive.
         ssl.set_app_data(weakref.ref(self))
@@ -500,12 +501,21 @@ class DtlsServer:
     # ------------------------------------------------------------------ helpers
 
     def _check_peer(self, certificate: x509.Certificate) -> bool:
-        """True if `certificate` matches one of the offer's fingerprints (RFC 8122 §5)."""
-        for digest, expected in self._remote:
-            if certificate.fingerprint(digest) == expected:
-                return True
-        self._peer_rejected = True
-        return False
+        """True if `certificate` matches one of the offer's fingerprints (RFC 8122 §5).
+
+        The verdict is kept by certificate: the verify callback asks first and
+        the finished handshake asks again, about the same certificate.
+        """
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        if self._peer_checked is not None and self._peer_checked[0] == der:
+            return self._peer_checked[1]
+        matched = any(
+            certificate.fingerprint(digest) == expected for digest, expected in self._remote
+        )
+        self._peer_checked = (der, matched)
+        if not matched:
+            self._peer_rejected = True
+        return matched
 
     def _flush(self, ssl: SSL.Connection) -> list[bytes]:
         """Send what OpenSSL wrote, whole records packed into datagrams of at most MTU."""

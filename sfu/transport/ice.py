@@ -14,15 +14,13 @@ accept and builds the answers.
 
 from __future__ import annotations
 
+import base64
 import secrets
-import string
 from dataclasses import dataclass
 
 from aioice import stun
 
 __all__ = ["BindingRequest", "IceCredentials", "parse_binding_request", "success_response"]
-
-_ICE_CHARS = string.ascii_letters + string.digits + "+/"
 
 
 @dataclass(frozen=True)
@@ -34,10 +32,11 @@ class IceCredentials:
 
     @classmethod
     def generate(cls) -> IceCredentials:
-        # 8 and 32 ice-chars: above RFC 8839's minimums (4 and 22), and the
-        # ufrag is long enough to index sessions without collisions in practice.
-        ufrag = "".join(secrets.choice(_ICE_CHARS) for _ in range(8))
-        pwd = "".join(secrets.choice(_ICE_CHARS) for _ in range(32))
+        # 8 and 32 ice-chars (RFC 8839 minimums: 4 and 22). Base64 of random
+        # bytes uses exactly the ice-char alphabet (ALPHA / DIGIT / "+" / "/"),
+        # and is much cheaper per join than choosing characters one by one.
+        ufrag = base64.b64encode(secrets.token_bytes(6)).decode()
+        pwd = base64.b64encode(secrets.token_bytes(24)).decode()
         return cls(ufrag, pwd)
 
 

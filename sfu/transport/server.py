@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..admission import Admission
 from ..errors import InvalidSetting, ServerClosed
 from .dtls import Certificate
 from .ice import parse_binding_request, success_response
@@ -74,7 +75,8 @@ class Server:
     sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
     (RFC 7675 consent freshness, seen from the ICE-lite side).
     ``token_secret`` is the HS256 key that join tokens are checked with
-    (:mod:`sfu.auth`); private rooms need it.
+    (:mod:`sfu.auth`); private rooms need it. ``joins_per_turn`` bounds how
+    many joins run in one event-loop iteration (:mod:`sfu.admission`).
 
     Use ``async with Server(...) as server:`` or ``await server.start()``
     and ``await server.close()``; ``close`` is idempotent and leaves no
@@ -90,9 +92,12 @@ class Server:
         consent_timeout: float = 30.0,
         handshake_timeout: float = 30.0,
         token_secret: str | bytes | None = None,
+        joins_per_turn: int = 4,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
+        if not isinstance(joins_per_turn, int) or joins_per_turn < 1:
+            raise InvalidSetting(f"joins_per_turn must be an integer >= 1, got {joins_per_turn!r}")
         if consent_timeout <= 0 or handshake_timeout <= 0:
             raise InvalidSetting("consent_timeout and handshake_timeout must be positive seconds")
         if token_secret is not None and len(token_secret) < 32:
@@ -100,6 +105,8 @@ class Server:
                 "token_secret must be at least 32 bytes (use secrets.token_urlsafe(32))"
             )
         self.token_secret = token_secret
+        # Joins per event-loop turn (see sfu.admission): a crowd cannot stall the loop.
+        self.admission = Admission(joins_per_turn)
         self.host = host
         self.requested_port = port
         self.announce = announce or host
