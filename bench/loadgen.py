@@ -648,6 +648,7 @@ class Window:
     auth_failed: int
     rcvbuf_errors: int
     server_wait: float = 0.0  # seconds the server was runnable but another task had its CPU
+    backlog: float = 0.0  # seconds the server needed after the speakers stopped (see measure)
     server: dict[str, Any] = field(default_factory=dict)
     server_counters: dict[str, Any] = field(default_factory=dict)
 
@@ -685,6 +686,7 @@ class Window:
             "auth_failed": self.auth_failed,
             "udp_rcvbuf_errors": self.rcvbuf_errors,
             "server_runqueue_wait_s": round(self.server_wait, 4),
+            "server_backlog_s": round(self.backlog, 3),
             "loadavg": self.server.get("loadavg"),
             "server_counters": self.server_counters,
         }
@@ -997,9 +999,13 @@ class LoadGen:
         self.set_speaking(speaking)
         await asyncio.sleep(seconds)
         self.set_speaking(False)
-        await self.settle(settle)
+        waited = await self.settle(settle)
         after = await self.snapshot()
-        return self.window(before, after)
+        window = self.window(before, after)
+        # How long the server still worked on the window's packets after the
+        # speakers stopped: more than a packet time means it fell behind.
+        window.backlog = max(0.0, waited - settle - 0.05)
+        return window
 
     async def settle(self, seconds: float, limit: float = 10.0) -> float:
         """Wait ``seconds``, then until the server has routed every speaker packet

@@ -6,8 +6,12 @@ speakers paused at both ends, see :meth:`loadgen.LoadGen.measure`) in which
 EVERY listener's packet count is checked against what the speakers sent.
 A step fails when the loss over all listeners reaches ``--max-loss``
 (0.5 %), when any single listener loses more than 5x that, when joins fail,
-or when the server's core is saturated (CPU share >= ``--max-cpu``). The
-result is the largest N of a passing step. Loss is also attributed: packets
+or when the server cannot keep real time: after the speakers stop it still
+works through their packets for more than ``--max-backlog`` seconds (its
+core is then saturated; the socket buffer hides the loss for a while). The
+result is the largest N of a passing step. A failed step in which the
+server spent more than 10 % of the window waiting for its CPU (another
+process on a shared machine) is measured again, up to ``--retries`` times. Loss is also attributed: packets
 the server's fan-out dropped (EAGAIN), kernel receive-buffer drops at the
 listeners (the load generator falling behind), and the rest.
 
@@ -48,8 +52,10 @@ async def measure_step(
         failures.append(f"loss {summary['loss']:.3%}")
     if summary["worst_listener_loss"] >= 5 * args.max_loss:
         failures.append(f"a listener lost {summary['worst_listener_loss']:.2%}")
-    if summary["server_cpu_share"] >= args.max_cpu:
-        failures.append(f"server core at {summary['server_cpu_share']:.0%}")
+    if window.backlog > args.max_backlog:
+        failures.append(
+            f"server fell {window.backlog:.2f} s behind (core at {summary['server_cpu_share']:.0%})"
+        )
     contended = window.server_wait > 0.1 * window.seconds
     step["contended"] = contended
     print(
@@ -57,8 +63,8 @@ async def measure_step(
         f"(worst listener {summary['worst_listener_loss']:.2%}, fan-out dropped "
         f"{summary['fanout_dropped']}, rcvbuf drops {summary['udp_rcvbuf_errors']}), server CPU "
         f"{summary['server_cpu_share']:.0%} (waited {window.server_wait:.1f} s for it), loadgen CPU "
-        f"{summary['loadgen_cpu_share']:.0%}, worst lag {lag['worst_ms']:.1f} ms"
-        + (f"  FAIL: {', '.join(failures)}" if failures else ""),
+        f"{summary['loadgen_cpu_share']:.0%}, worst lag {lag['worst_ms']:.1f} ms, "
+        f"backlog {window.backlog:.2f} s" + (f"  FAIL: {', '.join(failures)}" if failures else ""),
         flush=True,
     )
     return step, failures, contended
@@ -122,7 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="window per step")
     parser.add_argument("--settle", type=float, default=1.0)
     parser.add_argument("--max-loss", type=float, default=0.005)
-    parser.add_argument("--max-cpu", type=float, default=0.97)
+    parser.add_argument(
+        "--max-backlog",
+        type=float,
+        default=0.5,
+        help="seconds the server may still be busy with a window's packets after it ends",
+    )
     parser.add_argument(
         "--retries", type=int, default=2, help="re-measure a failed step the server was starved in"
     )

@@ -64,10 +64,23 @@ def pct(value: Any, digits: int = 2) -> str:
 
 
 def max_listeners() -> None:
-    data = newest("max_listeners")
-    if data is None:
+    # The newest result for each speaker count (a run may do only some).
+    results: dict[int, dict[str, Any]] = {}
+    files = []
+    for path in sorted(
+        glob.glob(os.path.join(HERE, "results", "max_listeners-*.json")), reverse=True
+    ):
+        with open(path) as f:
+            run = json.load(f)
+        for result in run["results"]:
+            if result["speakers"] not in results:
+                results[result["speakers"]] = result
+                files.append(os.path.relpath(path, HERE))
+    if not results:
         return
-    print(f"### Maximum listeners on one core (`{data['_file']}`)\n")
+    data = {"results": [results[k] for k in sorted(results)]}
+    names = ", ".join(f"`{name}`" for name in sorted(set(files)))
+    print(f"### Maximum listeners on one core ({names})\n")
     print("| speakers | listeners held | stopped at | because |")
     print("|---:|---:|---:|---|")
     for result in data["results"]:
@@ -77,9 +90,9 @@ def max_listeners() -> None:
         )
     print("\nEvery step (exact counts per listener):\n")
     print(
-        "| speakers | listeners | packets/s out | loss | worst listener | server core | load generator core | worst loop lag ms | server starved, re-measured |"
+        "| speakers | listeners | packets/s out | loss | worst listener | server core | load generator core | server backlog s | worst loop lag ms | server starved (run-queue wait > 10 %) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for result in data["results"]:
         for step in result["steps"]:
             # Speaking time: each speaker sends 50 packets/s (the window also
@@ -89,7 +102,8 @@ def max_listeners() -> None:
             print(
                 f"| {result['speakers']} | {step['listeners']} | {rate:,.0f} | {pct(step['loss'], 3)} "
                 f"| {pct(step['worst_listener_loss'])} | {pct(step['server_cpu_share'], 0)} "
-                f"| {pct(step['loadgen_cpu_share'], 0)} | {num(step['server_lag_worst_ms'], 0)} | {'yes' if step.get('contended') else ''} |"
+                f"| {pct(step['loadgen_cpu_share'], 0)} | {num(step.get('server_backlog_s'))} "
+                f"| {num(step['server_lag_worst_ms'], 0)} | {'yes' if step.get('contended') else ''} |"
             )
     print()
 
