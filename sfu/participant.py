@@ -34,6 +34,36 @@ logger = logging.getLogger(__name__)
 class Participant:
     """A member of a room. See :class:`Speaker` and :class:`Listener`."""
 
+    # Slots, not a __dict__: a room holds thousands of these (bench: bytes per listener).
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_closed_event",
+        "_connected",
+        "_connected_event",
+        "_receiving",
+        "_slot_reports",
+        "answer",
+        "close_reason",
+        "connected_at",
+        "credentials",
+        "grants",
+        "identity",
+        "joined_at",
+        "mixed",
+        "moderator_muted",
+        "negotiation",
+        "number",
+        "publisher",
+        "role",
+        "room",
+        "rtcp_received",
+        "rtp_dropped",
+        "self_muted",
+        "session",
+        "token_id",
+    )
+
     def __init__(
         self,
         room: Room,
@@ -60,8 +90,11 @@ class Participant:
         self.joined_at = time.time()
         self.connected_at: float | None = None
         self.close_reason: str | None = None
-        self._connected = asyncio.Event()
-        self._closed = asyncio.Event()
+        # Plain flags; the events exist only while somebody waits (they cost ~1 KB each).
+        self._connected = False
+        self._closed = False
+        self._connected_event: asyncio.Event | None = None
+        self._closed_event: asyncio.Event | None = None
         self._receiving = False  # registered in the Router's fan-out
         # Receives the room mix instead of slots (Room.join(mixed=True)): registered
         # with the room's Mixer instead of the Router while connected.
@@ -100,18 +133,26 @@ class Participant:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set() and not self.closed
+        return self._connected and not self._closed
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until ICE and DTLS are done (``TimeoutError`` after ``timeout``)."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        if self._connected:
+            return
+        if self._connected_event is None:
+            self._connected_event = asyncio.Event()
+        await asyncio.wait_for(self._connected_event.wait(), timeout)
 
     async def wait_closed(self) -> None:
-        await self._closed.wait()
+        if self._closed:
+            return
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        await self._closed_event.wait()
 
     # -- what the participant itself may do ----------------------------------
 
@@ -276,7 +317,9 @@ class Participant:
         if self.closed:
             return
         self.close_reason = reason
-        self._closed.set()
+        self._closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         if self.session is not None:
             self.session.close(reason)
         self.room._participant_closed(self, reason)
@@ -340,7 +383,9 @@ class Participant:
     def session_connected(self, session: Session) -> None:
         self.connected_at = time.time()
         self._start_receiving()
-        self._connected.set()
+        self._connected = True
+        if self._connected_event is not None:
+            self._connected_event.set()
         self.room._participant_connected(self)
 
     def session_address_changed(self, session: Session) -> None:
@@ -395,6 +440,10 @@ class Participant:
 class Speaker(Participant):
     """A participant allowed to publish its voice (role speaker or moderator)."""
 
+    __slots__ = ()
+
 
 class Listener(Participant):
     """A participant that only receives the room's slots."""
+
+    __slots__ = ()

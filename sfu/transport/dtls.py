@@ -243,6 +243,26 @@ class DtlsServer:
     from ``connecting`` or ``connected``, with the reason in :attr:`failure`.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_deadline",
+        "_final_flight",
+        "_label",
+        "_peer_checked",
+        "_peer_rejected",
+        "_records",
+        "_remote",
+        "_replays",
+        "_retransmit_at",
+        "_send",
+        "_ssl",
+        "dropped",
+        "failure",
+        "keys",
+        "retransmissions",
+        "state",
+    )
+
     def __init__(
         self,
         certificate: Certificate,
@@ -369,6 +389,9 @@ class DtlsServer:
             records = RecordKeys.derive(cipher, master, client_random, server_random)
         if records is not None:
             self._records, self._final_flight, self._ssl = records, flight, None
+        # What the handshake needed and nothing after it does.
+        self._remote = []
+        self._peer_checked = None
         return True
 
     def _feed_released(self, data: bytes) -> None:

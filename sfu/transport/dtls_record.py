@@ -69,13 +69,17 @@ def iter_records(data: bytes) -> list[tuple[int, int, int, bytes, bytes]]:
     return records
 
 
-@dataclass
+@dataclass(slots=True)
 class RecordKeys:
-    """Epoch-1 keys of both directions of one DTLS 1.2 AES-GCM session."""
+    """Epoch-1 keys of both directions of one DTLS 1.2 AES-GCM session.
 
-    client: AESGCM
+    The AES-GCM contexts are made when a record is sealed or opened, which
+    happens a few times per session at most; the raw keys are what is kept.
+    """
+
+    client_key: bytes
     client_iv: bytes
-    server: AESGCM
+    server_key: bytes
     server_iv: bytes
     next_sequence: int = 1  # the server's Finished was epoch 1, sequence 0
 
@@ -93,7 +97,7 @@ class RecordKeys:
         )
         client_key, server_key = block[:key_size], block[key_size : 2 * key_size]
         client_iv, server_iv = block[2 * key_size : 2 * key_size + 4], block[2 * key_size + 4 :]
-        return cls(AESGCM(client_key), client_iv, AESGCM(server_key), server_iv)
+        return cls(client_key, client_iv, server_key, server_iv)
 
     def seal(self, kind: int, plaintext: bytes) -> bytes:
         """One epoch-1 record from the server."""
@@ -101,7 +105,7 @@ class RecordKeys:
         self.next_sequence += 1
         explicit = struct.pack("!HHI", 1, sequence >> 32, sequence & 0xFFFFFFFF)
         aad = explicit + bytes([kind]) + _VERSION + struct.pack("!H", len(plaintext))
-        sealed = self.server.encrypt(self.server_iv + explicit, plaintext, aad)
+        sealed = AESGCM(self.server_key).encrypt(self.server_iv + explicit, plaintext, aad)
         fragment = explicit + sealed
         return bytes([kind]) + _VERSION + explicit + struct.pack("!H", len(fragment)) + fragment
 
@@ -112,6 +116,6 @@ class RecordKeys:
         explicit = fragment[:8]
         aad = header[3:11] + header[0:3] + struct.pack("!H", len(fragment) - 24)
         try:
-            return self.client.decrypt(self.client_iv + explicit, fragment[8:], aad)
+            return AESGCM(self.client_key).decrypt(self.client_iv + explicit, fragment[8:], aad)
         except InvalidTag:
             raise ValueError("DTLS record does not authenticate") from None

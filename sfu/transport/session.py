@@ -42,6 +42,23 @@ class SessionHandler(Protocol):
 
 
 class Session:
+    __slots__ = (
+        "address",
+        "checked_addresses",
+        "close_reason",
+        "created",
+        "credentials",
+        "dtls",
+        "dtls_fingerprints",
+        "handler",
+        "last_valid",
+        "remote_ufrag",
+        "server",
+        "srtp_rx",
+        "srtp_tx",
+        "state",
+    )
+
     def __init__(
         self,
         server: Server,

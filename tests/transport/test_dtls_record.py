@@ -30,7 +30,7 @@ def test_seal_and_open_mirror_each_other() -> None:
     )
     assert server is not None
     # The client's view: the same keys with the directions swapped.
-    client = RecordKeys(server.server, server.server_iv, server.client, server.client_iv)
+    client = RecordKeys(server.server_key, server.server_iv, server.client_key, server.client_iv)
     record = server.seal(21, b"\x01\x00")
     ((kind, epoch, sequence, header, fragment),) = iter_records(record)
     assert (kind, epoch, sequence) == (21, 1, 1)
