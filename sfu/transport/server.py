@@ -39,6 +39,9 @@ Address = tuple[Any, ...]
 
 #: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
 TICK = 0.25
+#: DTLS handshake datagrams worked on per event-loop iteration, and the most that may wait.
+HANDSHAKES_PER_TURN = 4
+MAX_HANDSHAKE_BACKLOG = 8192
 #: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
 SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -126,6 +129,8 @@ class Server:
         self._sessions_by_ufrag: dict[str, Session] = {}
         self._sessions_by_address: dict[Address, Session] = {}
         self._handshaking: set[Session] = set()
+        self._handshake_backlog: collections.deque[tuple[Session, bytes]] = collections.deque()
+        self._handshake_pump_scheduled = False
         self._socket: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,8 +237,10 @@ class Server:
 
         Keyword arguments are :class:`~sfu.policy.RoomPolicy` fields
         (``slots``, ``max_speakers``, ``max_listeners``, ``private``,
-        ``roster_interval``, ``hold``, ``threshold``). Asking for an existing
-        room with different settings raises :class:`~sfu.errors.InvalidSetting`.
+        ``roster_interval``, ``hold``, ``decision_interval``, ``thresholds``,
+        ``stage_interval``). Asking for an existing room with no settings
+        returns it whatever its settings; with settings that differ from its
+        own, raises :class:`~sfu.errors.InvalidSetting`.
         """
         from ..policy import RoomPolicy
         from ..room import Room
@@ -244,11 +251,13 @@ class Server:
             raise ServerClosed(
                 "start the server first: `async with Server() as server` or `await server.start()`"
             )
+        room = self._rooms.get(name)
+        if room is not None and not policy and room.policy.slots == slots:
+            return room  # the common case, once per join: no settings to compare
         try:
             wanted = RoomPolicy(slots=slots, **policy)
         except TypeError as exc:
             raise InvalidSetting(f"unknown room setting: {exc}") from None
-        room = self._rooms.get(name)
         if room is not None:
             if room.policy != wanted:
                 raise InvalidSetting(f"room {name!r} exists with other settings: {room.policy}")
@@ -355,10 +364,36 @@ class Server:
             session = self._sessions_by_address.get(addr)
             if session is None:
                 self.drops["dtls from unchecked address"] += 1
-            else:
+            elif session.state == "connected":
                 session.receive_dtls(data, self.loop.time())
+            else:
+                self._queue_handshake(session, data)
         else:
             self.drops["not stun, dtls or rtp"] += 1
+
+    def _queue_handshake(self, session: Session, data: bytes) -> None:
+        """Handshake datagrams wait their turn: each costs up to ~1 ms (ECDHE,
+        ECDSA), so a crowd connecting at once would stall the loop; at most
+        ``HANDSHAKES_PER_TURN`` are worked on per event-loop iteration."""
+        if len(self._handshake_backlog) >= MAX_HANDSHAKE_BACKLOG:
+            self.drops["dtls handshake backlog full"] += 1  # the client retransmits
+            return
+        self._handshake_backlog.append((session, data))
+        if not self._handshake_pump_scheduled:
+            self._handshake_pump_scheduled = True
+            self.loop.call_soon(self._pump_handshakes)
+
+    def _pump_handshakes(self) -> None:
+        self._handshake_pump_scheduled = False
+        backlog = self._handshake_backlog
+        now = self.loop.time()
+        for _ in range(min(HANDSHAKES_PER_TURN, len(backlog))):
+            session, data = backlog.popleft()
+            if session.state != "closed":
+                session.receive_dtls(data, now)
+        if backlog:
+            self._handshake_pump_scheduled = True
+            self.loop.call_soon(self._pump_handshakes)
 
     def _stun_received(self, data: bytes, addr: Address) -> None:
         try:
