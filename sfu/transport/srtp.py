@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pylibsrtp
+from pylibsrtp._binding import ffi as _ffi
 from pylibsrtp import Policy
 
 __all__ = [
@@ -93,6 +94,11 @@ def split_keying_material(profile: SrtpProfile, material: bytes) -> tuple[bytes,
     return client, server
 
 
+# One work buffer for every pylibsrtp Session of the process (see _share_work_buffer).
+_SHARED_CDATA = _ffi.new("char[]", 1500)
+_SHARED_BUFFER = _ffi.buffer(_SHARED_CDATA)
+
+
 def create_srtp_sessions(keys: SrtpKeys) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
     """Return ``(tx, rx)``: the session that protects what the server sends and
     the one that unprotects what it receives, for any SSRC.
@@ -108,4 +114,24 @@ def create_srtp_sessions(keys: SrtpKeys) -> tuple[pylibsrtp.Session, pylibsrtp.S
         key=keys.remote, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=keys.profile
     )
     rx_policy.window_size = REPLAY_WINDOW
-    return pylibsrtp.Session(tx_policy), pylibsrtp.Session(rx_policy)
+    tx, rx = pylibsrtp.Session(tx_policy), pylibsrtp.Session(rx_policy)
+    _share_work_buffer(tx)
+    _share_work_buffer(rx)
+    return tx, rx
+
+
+def _share_work_buffer(session: pylibsrtp.Session) -> None:
+    """Point the session's 1,500-byte work buffer at one shared buffer.
+
+    pylibsrtp gives every Session its own buffer to copy a packet into, run
+    libsrtp and copy it out: 3 KB per participant for two sessions, all used
+    from the one event-loop thread and never across an ``await``. Sharing it
+    is safe there, and leaves the session as it was on any other pylibsrtp
+    layout (the fan-out checks the same internals, see sfu/_relay.pyx).
+    """
+    if getattr(session, "_cdata", None) is None or getattr(session, "_buffer", None) is None:
+        return
+    if len(session._buffer) != len(_SHARED_BUFFER):
+        return
+    session._cdata = _SHARED_CDATA
+    session._buffer = _SHARED_BUFFER
