@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pylibsrtp
-from pylibsrtp._binding import ffi as _ffi
 from pylibsrtp import Policy
+from pylibsrtp._binding import ffi as _ffi
 
 __all__ = [
     "PROFILES",
