@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
 
 from sfu.errors import InvalidOffer
@@ -132,6 +132,29 @@ def _reason(exc: SSL.Error) -> str:
     return str(exc) or type(exc).__name__
 
 
+def self_signed(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, lifetime: datetime.timedelta
+) -> x509.Certificate:
+    """A self-signed certificate for ``key``, as WebRTC peers use (RFC 8827 6.5).
+
+    The name is random: the certificate must not identify a server or a room.
+    It is back-dated a day so a peer with a slow clock does not see it as not
+    yet valid.
+    """
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, secrets.token_hex(16))])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + lifetime)
+        .sign(key, hashes.SHA256())
+    )
+
+
 class Certificate:
     """One ECDSA P-256 self-signed certificate per Server, with its key.
 
@@ -149,20 +172,7 @@ class Certificate:
     def generate(cls) -> Certificate:
         """Make a new key pair and a self-signed certificate for it."""
         key = ec.generate_private_key(ec.SECP256R1())
-        # A random name: the certificate must not identify the server or a room.
-        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, secrets.token_hex(16))])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            # Back-dated a day so a peer with a slow clock does not see it as not yet valid.
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + CERTIFICATE_LIFETIME)
-            .sign(key, hashes.SHA256())
-        )
+        certificate = self_signed(key, CERTIFICATE_LIFETIME)
         return cls(key, certificate)
 
     @property

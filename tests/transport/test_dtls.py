@@ -25,6 +25,7 @@ from sfu.transport.dtls import (
     DtlsServer,
     SrtpKeys,
     is_dtls_datagram,
+    self_signed,
 )
 from sfu.transport.srtp import PROFILES, create_srtp_sessions, split_keying_material
 
@@ -68,18 +69,7 @@ class Client:
             )
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "client")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
+        self.certificate = self_signed(key, datetime.timedelta(days=1))
         self.fingerprints = [("sha-256", fingerprint(self.certificate, hashes.SHA256()))]
         context = SSL.Context(SSL.DTLS_METHOD)
         context.set_options(SSL.OP_NO_QUERY_MTU)
