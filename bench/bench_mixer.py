@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sfu import _mix_py
 from sfu.media import mixer as mixer_module
-from sfu.media.mixer import FRAME_SAMPLES, PTIME, Mixer, OpusDecoder, OpusEncoder, plc_packet
+from sfu.media.mixer import PTIME, Mixer
+from sfu.media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, plc_packet
 from sfu.media.router import Publisher, Router
 
 try:

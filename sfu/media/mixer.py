@@ -35,7 +35,6 @@ sequence numbers and timestamps, to mixed listeners through a
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import math
 import secrets
@@ -44,34 +43,20 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import av
-
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
 from .jitter import LOST, PACKET, JitterBuffer
+from .opus import FRAME_BYTES, FRAME_SAMPLES, OpusDecoder, OpusEncoder, plc_packet
 
 if TYPE_CHECKING:
     from ..participant import Participant
     from .router import Publisher, Router
 
-__all__ = [
-    "FRAME_SAMPLES",
-    "MAX_CATCH_UP",
-    "PTIME",
-    "SAMPLE_RATE",
-    "MixOutput",
-    "Mixer",
-    "OpusDecoder",
-    "OpusEncoder",
-    "plc_packet",
-]
+__all__ = ["MAX_CATCH_UP", "PTIME", "MixOutput", "Mixer"]
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
 PTIME = 0.020
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
-FRAME_BYTES = 2 * FRAME_SAMPLES  # int16 mono
 #: After a stall longer than this (seconds) the mixer skips ahead instead of catching up.
 MAX_CATCH_UP = 1.0
 #: A speaker with no packet for this long is forgotten (its decoder freed).
@@ -81,84 +66,7 @@ SPEAKER_TIMEOUT = 5.0
 #: 48 kHz samples, for the frame due at loop time ``now``.
 OutputCallback = Callable[[bytes, int, float], None]
 
-_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _SILENCE = bytes(FRAME_BYTES)
-
-
-def plc_packet(last: bytes) -> bytes:
-    """A payload-less Opus packet that makes libopus conceal one packet like ``last``.
-
-    libopus decodes a frame of length <= 1 byte as lost (packet-loss
-    concealment) for the duration the TOC byte says (RFC 6716 section 3.1):
-    code 0 one frame, code 1 two (code 2 needs a length byte: sent as 1),
-    code 3 the count in the second byte, with no frame data.
-    """
-    toc = last[0]
-    code = toc & 0x03
-    if code == 0:
-        return bytes((toc,))
-    if code < 3:
-        return bytes(((toc & 0xFC) | 1,))
-    return bytes((toc, last[1] & 0x3F if len(last) > 1 else 1))
-
-
-class OpusDecoder:
-    """libopus through PyAV: Opus packets in, 48 kHz mono int16 bytes out."""
-
-    def __init__(self) -> None:
-        context: Any = av.CodecContext.create("libopus", "r")
-        context.sample_rate = SAMPLE_RATE
-        context.layout = "mono"  # libopus downmixes stereo packets
-        context.open()
-        self._context = context
-        self.errors = 0
-
-    def decode(self, payload: bytes) -> bytes:
-        """Decoded PCM (empty when libopus rejects the packet; counted in ``errors``)."""
-        try:
-            frames = self._context.decode(av.Packet(payload))
-        except av.FFmpegError:
-            self.errors += 1
-            return b""
-        if len(frames) == 1:
-            return _pcm(frames[0])
-        return b"".join(_pcm(frame) for frame in frames)
-
-
-def _pcm(frame: Any) -> bytes:
-    if frame.format.name == "s16" and len(frame.layout.channels) == 1:
-        return bytes(frame.planes[0])[: 2 * frame.samples]
-    # Not what libopus gives for a mono s16 request; convert rather than fail.
-    array = frame.to_ndarray()
-    if array.dtype.kind == "f":
-        array = (array * 32767.0).clip(-32768, 32767)
-    return bytes(array.mean(axis=0).astype("<i2").tobytes())
-
-
-class OpusEncoder:
-    """libopus through PyAV: 20 ms frames of 48 kHz mono int16 in, one Opus packet out."""
-
-    def __init__(self, bitrate: int = 48000) -> None:
-        context: Any = av.CodecContext.create("libopus", "w")
-        context.sample_rate = SAMPLE_RATE
-        context.layout = "mono"
-        context.format = "s16"
-        context.bit_rate = bitrate
-        context.options = {"application": "audio", "frame_duration": "20"}
-        context.open()
-        self._context = context
-        self._pts = 0
-        #: The OpusHead libopus wrote (pre-skip included), for Ogg files (RFC 7845).
-        self.head = bytes(context.extradata or b"")
-
-    def encode(self, pcm: bytes) -> list[bytes]:
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = SAMPLE_RATE
-        frame.time_base = _TIME_BASE
-        frame.pts = self._pts
-        self._pts += FRAME_SAMPLES
-        return [bytes(packet) for packet in self._context.encode(frame)]
 
 
 class _Speaker:

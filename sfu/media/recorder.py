@@ -45,8 +45,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .mixer import FRAME_SAMPLES, SAMPLE_RATE, MixOutput
+from .mixer import MixOutput
 from .ogg import OggWriter, opus_head, opus_tags, packet_samples, parse_opus_head
+from .opus import FRAME_SAMPLES, SAMPLE_RATE
 
 if TYPE_CHECKING:
     from .mixer import Mixer

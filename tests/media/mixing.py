@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-from sfu.media.mixer import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from sfu.media.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
 
 #: A tone "is in" a signal when the band around it holds at least this share of the energy.
 #: Two equal tones mixed give about 0.5 each; a tone that is absent gives < 0.01.

@@ -15,7 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from sfu.media.mixer import PTIME, Mixer, OpusDecoder, plc_packet
+from sfu.media.mixer import PTIME, Mixer
+from sfu.media.opus import OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
 
 from .mixing import assert_tones, decode_payloads, opus_tone, tone

@@ -17,8 +17,8 @@ import av
 import pytest
 
 import sfu
-from sfu.media.mixer import FRAME_SAMPLES
 from sfu.media.ogg import LAST_PAGE, parse_opus_head, parse_pages, read_packets
+from sfu.media.opus import FRAME_SAMPLES
 from sfu.media.recorder import SILENCE_MONO, SILENCE_STEREO, SpeakerTrack
 
 from ..clients import Client, join, wait_for
