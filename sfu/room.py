@@ -13,7 +13,6 @@ both are idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -43,13 +42,13 @@ from .events import (
     ParticipantRemoved,
     RoleChanged,
     RoomEvent,
-    RosterChanged,
     SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
 from .media.router import Router
 from .participant import Listener, Participant, Speaker
 from .policy import RoomPolicy
+from .roster import RosterBatch
 from .transport.ice import IceCredentials
 from .transport.sdp import Negotiation, Offer, build_answer, negotiate, parse_offer
 from .transport.session import Session
@@ -98,10 +97,9 @@ class Room:
         # Moderators' decisions per identity ("role": (role, grants), "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
-        self._roster_joined: dict[str, Role] = {}
-        self._roster_left: set[str] = set()
-        self._roster_updated: dict[str, Role] = {}
-        self._roster_timer: asyncio.TimerHandle | None = None
+        self._roster = RosterBatch(
+            name, policy.roster_interval, self._emit, lambda: len(self._participants)
+        )
         self._closed = False
         self.close_reason: str | None = None
         # A random CNAME per room: nothing identifying the room goes on the wire.
@@ -315,7 +313,7 @@ class Room:
             "%s joined room %r as %s (%d slots)", identity, self.name, role, participant.slot_count
         )
         self._emit(ParticipantJoined(self.name, identity, role))
-        self._roster_change(identity, role, joined=True)
+        self._roster.change(self.server.loop, identity, role, joined=True)
         if must_offer:
             self._emit(RoleChanged(self.name, identity, role, None, renegotiate=True))
         return participant
@@ -393,7 +391,7 @@ class Room:
             "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
         )
         self._emit(RoleChanged(self.name, identity, role, by, renegotiate=needs_offer))
-        self._roster_change(identity, role)
+        self._roster.change(self.server.loop, identity, role)
         return participant
 
     def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
@@ -411,7 +409,7 @@ class Room:
         self._decisions.setdefault(identity, {})["role"] = ("listener", participant.grants)
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
-        self._roster_change(identity, "listener")
+        self._roster.change(self.server.loop, identity, "listener")
         return participant
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
@@ -466,39 +464,6 @@ class Room:
             self._subscribers = [s for s in self._subscribers if not s.closed]
             for stream in self._subscribers:
                 stream._put(event)
-
-    def _roster_change(
-        self, identity: str, role: Role, *, joined: bool = False, left: bool = False
-    ) -> None:
-        if left:
-            if self._roster_joined.pop(identity, None) is None:
-                self._roster_left.add(identity)
-            self._roster_updated.pop(identity, None)
-        elif joined:
-            self._roster_left.discard(identity)
-            self._roster_joined[identity] = role
-        elif identity in self._roster_joined:
-            self._roster_joined[identity] = role
-        else:
-            self._roster_updated[identity] = role
-        if self._roster_timer is None and not self._closed:
-            self._roster_timer = self.server.loop.call_later(
-                self.policy.roster_interval, self._flush_roster
-            )
-
-    def _flush_roster(self) -> None:
-        self._roster_timer = None
-        if not (self._roster_joined or self._roster_left or self._roster_updated):
-            return
-        event = RosterChanged(
-            self.name,
-            joined=tuple(self._roster_joined.items()),
-            left=tuple(sorted(self._roster_left)),
-            updated=tuple(self._roster_updated.items()),
-            size=len(self._participants),
-        )
-        self._roster_joined, self._roster_left, self._roster_updated = {}, set(), {}
-        self._emit(event)
 
     def roster(self) -> list[tuple[str, Role]]:
         """Every member's identity and role, in join order."""
@@ -586,7 +551,7 @@ class Room:
         participant._detach()
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
-        self._roster_change(participant.identity, participant.role, left=True)
+        self._roster.change(self.server.loop, participant.identity, participant.role, left=True)
 
     # -- timers ---------------------------------------------------------------------
 
@@ -671,9 +636,7 @@ class Room:
             return
         self._closed = True
         self.close_reason = reason
-        if self._roster_timer is not None:
-            self._roster_timer.cancel()
-            self._roster_timer = None
+        self._roster.close()
         for participant in list(self._participants.values()):
             participant._close(f"room closed: {reason}")
         if self._mixer is not None:
