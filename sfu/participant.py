@@ -417,9 +417,10 @@ class Participant:
             publisher.statistics.last_sr_arrival = now
         if not blocks:
             return
-        slot_ssrcs = self.room.router.slot_ssrcs
+        router = self.room.router
         for block in blocks:
-            if block.ssrc not in slot_ssrcs:
+            slot = router.slot_of_ssrc(block.ssrc)
+            if slot < 0:
                 continue
             values: dict[str, float] = {
                 "fraction_lost": block.fraction_lost / 256,
@@ -431,7 +432,7 @@ class Participant:
                 round_trip = (middle - block.lsr - block.dlsr) & 0xFFFFFFFF
                 if round_trip < 1 << 31:  # else the clocks disagree: no estimate
                     values["round_trip_time"] = round_trip / 65536
-            self._slot_reports.setdefault(slot_ssrcs.index(block.ssrc), {}).update(values)
+            self._slot_reports.setdefault(slot, {}).update(values)
 
     def session_closed(self, session: Session, reason: str) -> None:
         self._close(reason)

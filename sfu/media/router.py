@@ -159,6 +159,13 @@ class Router:
     def slot_ssrcs(self) -> list[int]:
         return [slot.ssrc for slot in self.slots]
 
+    def slot_of_ssrc(self, ssrc: int) -> int:
+        """The slot sent with ``ssrc`` (a receiver report names it), -1 for none."""
+        for index, slot in enumerate(self.slots):
+            if slot.ssrc == ssrc:
+                return index
+        return -1
+
     # -- membership ------------------------------------------------------------
 
     def add_publisher(self, publisher: Publisher) -> None:

@@ -14,6 +14,7 @@ Bad input never breaks the room or other connections: every problem is an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from ..events import (
     RoleChanged,
     RoomEvent,
     RosterChanged,
+    SlotInfo,
 )
 from ..events import RoomClosed as RoomClosedEvent
 
@@ -79,6 +81,14 @@ _ERROR_CODES: list[tuple[type[BaseException], str]] = [
     (InvalidSetting, "bad_message"),
     (KeyError, "not_found"),
 ]
+
+
+def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str, Any]:
+    """Who is in each slot, as ``joined`` and ``active_speakers`` carry it."""
+    return {
+        "slots": [None if info is None else dataclasses.asdict(info) for info in slots],
+        "dominant": dominant,
+    }
 
 
 class ProtocolError(Exception):
@@ -329,12 +339,7 @@ class SignalingSession:
         await self.send({"type": "error", "code": code, "message": message, "id": message_id})
 
     def _stage_message(self, room: Room) -> dict[str, Any]:
-        return {
-            "active_speakers": {
-                "slots": [None if info is None else info.__dict__ for info in room.stage()],
-                "dominant": room.dominant_speaker,
-            }
-        }
+        return {"active_speakers": _stage(room.stage(), room.dominant_speaker)}
 
     async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
         """Forward the room's events this member needs, until it or the room ends."""
@@ -381,13 +386,7 @@ class SignalingSession:
                 }
             )
         elif isinstance(event, ActiveSpeakersChanged):
-            await self.send(
-                {
-                    "type": "active_speakers",
-                    "slots": [None if info is None else info.__dict__ for info in event.slots],
-                    "dominant": event.dominant,
-                }
-            )
+            await self.send({"type": "active_speakers", **_stage(event.slots, event.dominant)})
         elif isinstance(event, ParticipantRemoved) and event.identity == participant.identity:
             await self.send(
                 {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
