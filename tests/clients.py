@@ -95,8 +95,43 @@ class Client:
     def total_received(self) -> int:
         return sum(len(v) for v in self.received.values())
 
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until this client's own ICE and DTLS are up.
+
+        The server may see the handshake finish a moment before the client has
+        processed the server's last flight; a test that sends through the
+        client's transport must wait for the client's side.
+        """
+        deadline = time.monotonic() + timeout
+        while self.pc.connectionState != "connected":
+            if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"client {self.identity} not connected: {self.pc.connectionState}"
+                )
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
+        connections = [
+            transceiver.sender.transport.transport._connection
+            for transceiver in self.pc.getTransceivers()
+            if transceiver.sender.transport is not None
+        ]
         await self.pc.close()
+        # aioice starts its consent task when connect() resumes after ICE
+        # completes; a close() that runs in between finds no task to stop and
+        # the task starts afterwards. Let connect() resume, then stop it.
+        await asyncio.sleep(0)
+        for connection in connections:
+            # Newer aioice names it _query_consent_task.
+            handle = getattr(connection, "_query_consent_task", None) or getattr(
+                connection, "_query_consent_handle", None
+            )
+            if handle is not None and not handle.done():
+                handle.cancel()
+                try:
+                    await handle
+                except asyncio.CancelledError:
+                    pass
 
 
 def _record_sent(client: Client) -> None:

@@ -123,6 +123,7 @@ async def test_listener_that_sends_rtp_anyway_is_never_heard() -> None:
             await sneaky.participant.wait_connected(10)
             assert honest.participant is not None
             await honest.participant.wait_connected(10)
+            await sneaky.wait_connected(10)
             # A modified client: push RTP through its own SRTP context anyway.
             transport = sneaky.pc.getTransceivers()[0].sender.transport
             for sequence in range(100):
