@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from typing import Any
 
 import harness
@@ -42,6 +43,8 @@ async def main(args: argparse.Namespace) -> None:
     extra = (
         ["--slow-callback", str(args.slow_callback), "--no-uvloop"] if args.slow_callback else []
     )
+    if args.server_profile:
+        extra += ["--profile", os.path.abspath(args.server_profile)]
     async with harness.ServerProcess(no_extensions=args.no_extensions, extra=extra) as server:
         async with loadgen.LoadGen(
             server.control,
@@ -84,6 +87,7 @@ async def main(args: argparse.Namespace) -> None:
                 "server_lag_worst_ms": round(during["lag"]["worst_ms"], 2),
                 "server_lag_over_50ms_ticks": during["lag"]["over_50ms"],
                 "server_lag_histogram": during["lag"],
+                "server_gc": during.get("gc"),
                 "server_cpu_s": round(
                     (during["utime"] + during["stime"]) - (before["utime"] + before["stime"]), 3
                 ),
@@ -109,7 +113,8 @@ async def main(args: argparse.Namespace) -> None:
         f"({result['joins_per_second']} joins/s, concurrency {args.concurrency}); "
         f"offer->first packet p50 {result['offer_to_first_packet']['p50_ms']} ms, "
         f"p99 {result['offer_to_first_packet']['p99_ms']} ms, max {result['offer_to_first_packet']['max_ms']} ms; "
-        f"worst server loop lag {result['server_lag_worst_ms']} ms; "
+        f"worst server loop lag {result['server_lag_worst_ms']} ms "
+        f"(worst full GC {(result['server_gc'] or {}).get('worst_ms', [0, 0, None])[2]} ms); "
         f"all receive audio: {result['all_receive_audio']} (loss after the storm {check_loss:.3%})"
     )
     print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")
@@ -129,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="diagnosis: the server logs callbacks over this many ms",
+    )
+    parser.add_argument(
+        "--server-profile",
+        default=None,
+        help="diagnosis: the server writes cProfile stats to this file (slows it ~2x)",
     )
     return parser.parse_args(argv)
 

@@ -8,7 +8,8 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
 ``GET /stats``   the process's own ``getrusage`` (utime, stime, maxrss),
                  ``/proc/self/status`` VmRSS, ``server.stats()``, per room the
                  FanOut's sent/dropped counters and connected members, and the
-                 event-loop lag (``?reset=1`` starts a new lag window)
+                 event-loop lag and cyclic-GC pauses (``?reset=1`` starts a
+                 new window for both)
 ``POST /quit``   close the server and exit
 
 Event-loop lag: a ticker sleeps 10 ms and records how late it woke up; the
@@ -122,12 +123,60 @@ class LagMonitor:
             self.histogram[bucket] += 1
 
 
+class GcMonitor:
+    """Times every cyclic-GC pass (``gc.callbacks``): per generation, how many and the worst.
+
+    A full (generation 2) pass walks every tracked object not frozen, so
+    during a join storm it is the likeliest single stall of the loop.
+    """
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.count = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.worst = [0.0, 0.0, 0.0]
+        self.worst_full_objects = 0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        took = time.perf_counter() - self._started
+        self.count[generation] += 1
+        self.total[generation] += took
+        if took > self.worst[generation]:
+            self.worst[generation] = took
+            if generation == 2:
+                self.worst_full_objects = len(gc.get_objects())
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "collections": list(self.count),
+            "total_ms": [round(t * 1000, 2) for t in self.total],
+            "worst_ms": [round(t * 1000, 2) for t in self.worst],
+            "tracked_objects_after_worst_full": self.worst_full_objects,
+            "tracked_objects_now": len(gc.get_objects()),
+            "frozen_objects": gc.get_freeze_count(),
+        }
+
+
 class Control:
     """The HTTP control endpoint around one sfu.Server."""
 
-    def __init__(self, server: sfu.Server, lag: LagMonitor, stop: asyncio.Event) -> None:
+    def __init__(
+        self, server: sfu.Server, lag: LagMonitor, gc_monitor: GcMonitor, stop: asyncio.Event
+    ) -> None:
         self.server = server
         self.lag = lag
+        self.gc_monitor = gc_monitor
         self.stop = stop
         self.offers = 0
         self.offer_errors = 0
@@ -179,11 +228,13 @@ class Control:
             "server": self.server.stats(),
             "rooms": rooms,
             "lag": self.lag.snapshot(),
+            "gc": self.gc_monitor.snapshot(),
             "offers": self.offers,
             "offer_errors": self.offer_errors,
         }
         if request.query.get("reset"):
             self.lag.reset()
+            self.gc_monitor.reset()
         return web.json_response(result)
 
     async def quit(self, request: web.Request) -> web.Response:
@@ -203,7 +254,8 @@ async def serve(args: argparse.Namespace) -> None:
         loop.set_debug(True)
         loop.slow_callback_duration = args.slow_callback / 1000
     async with sfu.Server(LOOPBACK, args.port, consent_timeout=args.consent_timeout) as server:
-        control = Control(server, lag, stop)
+        gc_monitor = GcMonitor()
+        control = Control(server, lag, gc_monitor, stop)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/offer", control.offer)
         app.router.add_get("/stats", control.stats)
@@ -221,6 +273,13 @@ async def serve(args: argparse.Namespace) -> None:
             gc.freeze()
         if args.lag_interval > 0:
             lag.task = loop.create_task(lag.run())
+        profiler = None
+        if args.profile:
+            # Diagnosis only: cProfile slows the server ~2x, the shares stay telling.
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         print(
             json.dumps(
                 {
@@ -239,6 +298,9 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.wait_for(stop.wait(), args.max_seconds)
         except asyncio.TimeoutError:
             print("serve.py: --max-seconds reached, exiting", file=sys.stderr)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         if lag.task is not None:
             lag.task.cancel()
             try:
@@ -246,6 +308,7 @@ async def serve(args: argparse.Namespace) -> None:
             except asyncio.CancelledError:
                 pass
         await runner.cleanup()
+        gc_monitor.close()
 
 
 def main() -> None:
@@ -266,6 +329,9 @@ def main() -> None:
         type=float,
         default=0.0,
         help="log callbacks longer than this many ms (debug mode)",
+    )
+    parser.add_argument(
+        "--profile", default=None, help="diagnosis: write cProfile stats of the run to this file"
     )
     parser.add_argument("--consent-timeout", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long")
