@@ -9,7 +9,8 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  ``/proc/self/status`` VmRSS, ``server.stats()``, per room the
                  FanOut's sent/dropped counters and connected members, and the
                  event-loop lag and cyclic-GC pauses (``?reset=1`` starts a
-                 new window for both)
+                 new window for both; ``?types=N``: the N commonest types of
+                 the objects the cyclic GC tracks)
 ``POST /quit``   close the server and exit
 
 Event-loop lag: a ticker sleeps 10 ms and records how late it woke up; the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import logging
@@ -232,6 +234,10 @@ class Control:
             "offers": self.offers,
             "offer_errors": self.offer_errors,
         }
+        if request.query.get("types"):
+            # Diagnosis: which objects the cyclic GC walks (not frozen), by type.
+            counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+            result["gc_types"] = dict(counts.most_common(int(request.query["types"])))
         if request.query.get("reset"):
             self.lag.reset()
             self.gc_monitor.reset()
