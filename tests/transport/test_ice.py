@@ -33,7 +33,7 @@ def test_good_request_checks_and_is_answered() -> None:
     assert parsed.check(CREDENTIALS, "cli1")
     answer = stun.parse_message(success_response(parsed, ("127.0.0.1", 5000), CREDENTIALS))
     assert answer.message_class == stun.Class.RESPONSE
-    assert answer.transaction_id == parsed.message.transaction_id
+    assert answer.transaction_id == parsed.transaction_id
     assert answer.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", 5000)
     assert answer.check_message_integrity(CREDENTIALS.pwd.encode())
 
@@ -89,6 +89,73 @@ def test_random_bytes_only_raise_value_error(data: bytes, attribute: bytes) -> N
             parse_binding_request(candidate)
         except ValueError:
             pass  # the server catches exactly this
+
+
+@given(
+    ufrag=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=32
+    ),
+    priority=st.integers(0, 2**32 - 1),
+    tie_breaker=st.integers(0, 2**64 - 1),
+    use_candidate=st.booleans(),
+    fingerprint=st.booleans(),
+)
+def test_requests_from_aioice_parse_and_check(
+    ufrag: str, priority: int, tie_breaker: int, use_candidate: bool, fingerprint: bool
+) -> None:
+    """Our codec against an independent one: whatever aioice builds, we read alike."""
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    message.attributes["USERNAME"] = f"srvufrag:{ufrag}"
+    message.attributes["PRIORITY"] = priority
+    message.attributes["ICE-CONTROLLING"] = tie_breaker
+    if use_candidate:
+        message.attributes["USE-CANDIDATE"] = None
+    message.add_message_integrity(CREDENTIALS.pwd.encode())
+    if not fingerprint:
+        del message.attributes["FINGERPRINT"]
+    parsed = parse_binding_request(bytes(message))
+    assert parsed.transaction_id == message.transaction_id
+    assert (parsed.local_ufrag, parsed.remote_ufrag) == ("srvufrag", ufrag)
+    assert parsed.use_candidate is use_candidate
+    assert parsed.check(CREDENTIALS, ufrag)
+    assert not parsed.check(IceCredentials("srvufrag", "q" * 32), ufrag)
+
+
+@pytest.mark.parametrize(
+    "address", [("127.0.0.1", 5000), ("10.1.2.3", 65535), ("::1", 4000), ("fe80::1%lo", 9)]
+)
+def test_responses_read_back_with_aioice(address: tuple[str, int]) -> None:
+    parsed = parse_binding_request(request())
+    data = success_response(parsed, address, CREDENTIALS)
+    answer = stun.parse_message(data)  # raises if FINGERPRINT is wrong
+    assert "FINGERPRINT" in answer.attributes
+    assert answer.attributes["XOR-MAPPED-ADDRESS"] == (address[0].split("%")[0], address[1])
+    assert answer.check_message_integrity(CREDENTIALS.pwd.encode())
+    assert not answer.check_message_integrity(b"q" * 32)
+
+
+def with_length(data: bytes) -> bytes:
+    """``data`` with the header's length field made to match it."""
+    return data[:2] + (len(data) - 20).to_bytes(2, "big") + data[4:]
+
+
+def test_attributes_after_message_integrity_are_ignored() -> None:
+    """RFC 8489 section 14.5: only FINGERPRINT may follow MESSAGE-INTEGRITY."""
+    clean = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    clean.attributes["USERNAME"] = "srvufrag:cli1"
+    clean.add_message_integrity(CREDENTIALS.pwd.encode())
+    without_fingerprint = bytes(clean)[:-8]
+    smuggled = with_length(without_fingerprint + b"\x00\x25\x00\x00")  # USE-CANDIDATE
+    parsed = parse_binding_request(smuggled)
+    assert parsed.check(CREDENTIALS, "cli1") and not parsed.use_candidate
+
+
+def test_tampered_request_fails_the_check() -> None:
+    data = bytearray(request())
+    data[10] ^= 0x01  # the transaction id, covered by MESSAGE-INTEGRITY
+    tampered = with_length(bytes(data[:-8]))  # without the FINGERPRINT that would catch it first
+    assert not parse_binding_request(tampered).check(CREDENTIALS, "cli1")
+    assert parse_binding_request(with_length(request()[:-8])).check(CREDENTIALS, "cli1")
 
 
 def test_generated_credentials_meet_rfc_8839() -> None:
