@@ -111,27 +111,35 @@ class Client:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
-        connections = [
-            transceiver.sender.transport.transport._connection
-            for transceiver in self.pc.getTransceivers()
-            if transceiver.sender.transport is not None
-        ]
-        await self.pc.close()
-        # aioice starts its consent task when connect() resumes after ICE
-        # completes; a close() that runs in between finds no task to stop and
-        # the task starts afterwards. Let connect() resume, then stop it.
-        await asyncio.sleep(0)
-        for connection in connections:
-            # Newer aioice names it _query_consent_task.
-            handle = getattr(connection, "_query_consent_task", None) or getattr(
-                connection, "_query_consent_handle", None
-            )
-            if handle is not None and not handle.done():
-                handle.cancel()
-                try:
-                    await handle
-                except asyncio.CancelledError:
-                    pass
+        await close_peer(self.pc)
+
+
+async def close_peer(pc: RTCPeerConnection) -> None:
+    """``pc.close()``, and stop the ICE consent task that close() can miss.
+
+    aioice starts its consent task when ``connect()`` resumes after ICE
+    completes; a close() that runs in between finds no task to stop, and
+    the task starts afterwards and outlives the peer. Let ``connect()``
+    resume, then stop it.
+    """
+    connections = [
+        transceiver.sender.transport.transport._connection
+        for transceiver in pc.getTransceivers()
+        if transceiver.sender.transport is not None
+    ]
+    await pc.close()
+    await asyncio.sleep(0)
+    for connection in connections:
+        # Newer aioice names it _query_consent_task.
+        handle = getattr(connection, "_query_consent_task", None) or getattr(
+            connection, "_query_consent_handle", None
+        )
+        if handle is not None and not handle.done():
+            handle.cancel()
+            try:
+                await handle
+            except asyncio.CancelledError:
+                pass
 
 
 def _record_sent(client: Client) -> None:

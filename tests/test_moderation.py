@@ -12,7 +12,7 @@ from aiortc.rtp import RtpPacket
 import sfu
 from sfu import auth
 
-from .clients import Client, join, start_speaking, wait_for
+from .clients import Client, close_peer, join, start_speaking, wait_for
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -193,7 +193,7 @@ async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) 
     try:
         participant = await room.join(await make_offer(pc), token=token)
     except BaseException:
-        await pc.close()
+        await close_peer(pc)
         raise
     client = Client(pc=pc, identity=participant.identity, participant=participant)
     _record_received(client)
@@ -223,7 +223,7 @@ async def test_private_room_tokens_roles_and_capacity() -> None:
         pc = RTCPeerConnection(sfu_configuration())
         pc.addTransceiver("audio", direction="sendrecv")
         offer = await make_offer(pc)
-        await pc.close()
+        await close_peer(pc)
         with pytest.raises(sfu.NotAllowed, match="does not grant"):
             await room.add_speaker(offer, token=listener_token)
         assert room.participants == {} and list(server.sessions()) == []

@@ -29,7 +29,14 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
 import sfu
-from tests.clients import Client, ToneTrack, _record_received, _record_sent, wait_for
+from tests.clients import (
+    Client,
+    ToneTrack,
+    _record_received,
+    _record_sent,
+    close_peer,
+    wait_for,
+)
 from tests.conftest import client_configuration
 
 NewPage = Callable[..., Awaitable[Page]]
@@ -338,7 +345,7 @@ async def test_whip_publisher_heard_by_a_browser_listener(new_page: NewPage, dem
         await page.wait_for_selector(person("encoder"), state="detached", timeout=10000)
         assert demo.server.rooms["whip-room"].get("encoder") is None
     finally:
-        await pc.close()
+        await close_peer(pc)
     await page.click("#leave-button")
 
 
@@ -375,7 +382,7 @@ async def test_whep_listener_hears_a_browser_speaker(new_page: NewPage, demo: De
                 assert response.status == 200
         await speaker.wait_for_selector(person("player"), state="detached", timeout=10000)
     finally:
-        await pc.close()
+        await close_peer(pc)
     await speaker.click("#leave-button")
 
 

@@ -23,6 +23,7 @@ from ..clients import (
     ToneTrack,
     _record_received,
     _record_sent,
+    close_peer,
     join,
     make_offer,
     start_speaking,
@@ -134,7 +135,7 @@ async def test_whep_with_mix_query() -> None:
             await wait_for(lambda: len(viewer.packets(0)) >= 150, 20, "3 s of mix over WHEP")
             assert_tones(decode_payloads([p.payload for p in viewer.packets(0)][50:]), [440, 1000])
         finally:
-            await asyncio.gather(a.close(), b.close(), pc.close())
+            await asyncio.gather(a.close(), b.close(), close_peer(pc))
             await runner.cleanup()
 
 

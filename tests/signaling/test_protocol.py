@@ -18,7 +18,15 @@ import sfu
 from sfu import auth
 from sfu.signaling.aiohttp import add_whip_whep, metrics_handler, websocket_handler
 
-from ..clients import Client, ToneTrack, _record_received, _record_sent, make_offer, wait_for
+from ..clients import (
+    Client,
+    ToneTrack,
+    _record_received,
+    _record_sent,
+    close_peer,
+    make_offer,
+    wait_for,
+)
 from ..conftest import client_configuration
 
 SECRET = secrets.token_urlsafe(32)
@@ -272,7 +280,7 @@ async def test_join_errors_and_out_of_order(app: App) -> None:
             {"type": "offer", "sdp": pc.localDescription.sdp}, "error"
         )
         assert speaker_as_listener_token["code"] == "not_joined"
-        await pc.close()
+        await close_peer(pc)
         await other.ws.close()
     finally:
         await asyncio.gather(client.close(), socket.ws.close())
@@ -376,7 +384,7 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
                 assert r.status == 404
         assert app.server.rooms["hall"].participants == {}
     finally:
-        await asyncio.gather(whip_pc.close(), whep_pc.close())
+        await asyncio.gather(close_peer(whip_pc), close_peer(whep_pc))
 
 
 async def test_app_shutdown_closes_signaling_connections() -> None:

@@ -12,7 +12,7 @@ from aioice import stun
 
 import sfu
 
-from ..clients import join, wait_for
+from ..clients import close_peer, join, wait_for
 
 
 def answer_credentials(answer: str) -> tuple[str, str]:
@@ -59,7 +59,7 @@ async def test_binding_request_answered_only_with_right_credentials(udp: socket.
         room = server.room("ice")
         # A real offer from an aiortc client, so the session exists; we then speak STUN by hand.
         client = await join(room, "raw", speaker=False)
-        await client.pc.close()  # its own agent stays quiet from now on
+        await close_peer(client.pc)  # its own agent stays quiet from now on
         participant = client.participant
         assert participant is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
@@ -127,7 +127,7 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         room = server.room("consent")
         events = room.events()
         client = await join(room, "ghost", speaker=False)
-        await client.pc.close()
+        await close_peer(client.pc)
         participant = client.participant
         assert participant is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
