@@ -88,6 +88,13 @@ async def main(args: argparse.Namespace) -> None:
                 "server_lag_over_50ms_ticks": during["lag"]["over_50ms"],
                 "server_lag_histogram": during["lag"],
                 "server_gc": during.get("gc"),
+                # When the worst stall ended, from the first offer: the accept
+                # burst, the answers, or the handshakes?
+                "server_lag_worst_after_first_offer_ms": round(
+                    during["lag"]["worst_at"] * 1000 - min(p.offer_ns for p in peers) / 1e6, 1
+                )
+                if peers and during["lag"].get("worst_at")
+                else None,
                 "server_cpu_s": round(
                     (during["utime"] + during["stime"]) - (before["utime"] + before["stime"]), 3
                 ),

@@ -91,6 +91,7 @@ class LagMonitor:
 
     def reset(self) -> None:
         self.worst = 0.0
+        self.worst_at = 0.0  # wall clock (time.time()) of the worst tick
         self.ticks = 0
         self.total = 0.0
         self.histogram = [0] * (len(LAG_BUCKETS) + 1)
@@ -102,6 +103,7 @@ class LagMonitor:
             "window_s": time.monotonic() - self.since,
             "ticks": self.ticks,
             "worst_ms": self.worst * 1000,
+            "worst_at": self.worst_at,
             "mean_ms": self.total / self.ticks * 1000 if self.ticks else 0.0,
             "buckets_ms": list(LAG_BUCKETS),
             "histogram": list(self.histogram),
@@ -118,6 +120,7 @@ class LagMonitor:
             self.total += lag
             if lag > self.worst:
                 self.worst = lag
+                self.worst_at = time.time()
             ms = lag * 1000
             bucket = 0
             while bucket < len(LAG_BUCKETS) and ms > LAG_BUCKETS[bucket]:
