@@ -271,7 +271,9 @@ async def serve(args: argparse.Namespace) -> None:
         app.router.add_post("/quit", control.quit)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, args.control_port)
+        # As the demo: 1,000 offers connect at once; the default backlog of 128
+        # could drop connections (1 s SYN retransmission each).
+        site = web.TCPSite(runner, LOOPBACK, args.control_port, backlog=1024)
         await site.start()
         control_port = runner.addresses[0][1]
         if not args.no_gc_freeze:

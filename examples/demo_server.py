@@ -192,7 +192,10 @@ async def main(argv: list[str] | None = None) -> None:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, args.host, args.port)
+            # A crowd connects at once: past the listen backlog (aiohttp's
+            # default 128) the kernel drops connections and each client waits
+            # a 1 s SYN retransmission. The kernel caps it at net.core.somaxconn.
+            site = web.TCPSite(runner, args.host, args.port, backlog=1024)
             await site.start()
             # Start-up objects are never scanned by the cyclic GC again: short
             # full collections when a crowd joins (README, "Running it").
