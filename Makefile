@@ -1,4 +1,5 @@
-# The two commands:
+# The two commands (the README's `./dev test` and `./dev demo` install make
+# and a C compiler when missing, then run these):
 #   make test   install what is missing, then ruff, mypy, and the whole pytest
 #               suite twice: with the compiled extensions, and with
 #               SFU_NO_EXTENSIONS=1 (the pure-Python twins). Fails if any fails.

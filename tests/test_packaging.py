@@ -1,6 +1,6 @@
 """The build: compiled extensions really load, and each has its Python twin.
 
-``make test`` runs the suite twice: once as built (every Cython module must
+``./dev test`` (``make test``) runs the suite twice: once as built (every Cython module must
 have loaded; a silent fallback to the pure-Python twin would hide a broken
 build), once with ``SFU_NO_EXTENSIONS=1`` (every selector must pick the twin).
 """
