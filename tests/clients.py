@@ -37,7 +37,7 @@ class ToneTrack(AudioStreamTrack):
         self._samples_sent = 0
         self._started: float | None = None
 
-    async def recv(self) -> AudioFrame:  # type: ignore[override]
+    async def recv(self) -> AudioFrame:
         if self._started is None:
             self._started = time.time()
         else:
@@ -157,7 +157,7 @@ def _record_sent(client: Client) -> None:
             client.sent.append((ssrc, seq, ts, data[offset:]))
         await original(data)
 
-    transport._send_rtp = send_rtp
+    transport._send_rtp = send_rtp  # type: ignore[method-assign]
 
 
 def _record_received(client: Client) -> None:
@@ -186,7 +186,7 @@ def _record_received(client: Client) -> None:
 
             return handle
 
-        receiver._handle_rtp_packet = make(original, packets)
+        receiver._handle_rtp_packet = make(original, packets)  # type: ignore[method-assign,assignment]
 
 
 async def make_offer(pc: RTCPeerConnection) -> str:

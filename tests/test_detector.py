@@ -325,7 +325,7 @@ def test_selector_exports_detector() -> None:
     from sfu import mix
 
     expected = _mix_py if NO_EXTENSIONS else compiled("_mix")
-    assert mix.ActiveSpeakerDetector is expected.ActiveSpeakerDetector  # type: ignore[union-attr]
+    assert mix.ActiveSpeakerDetector is expected.ActiveSpeakerDetector
 
 
 # -- the twins agree ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,7 +30,7 @@ from .mixing import assert_tones, decode_ogg
 SECRET = "s" * 40
 
 
-async def serve(server: sfu.Server, **settings: float) -> tuple[web.AppRunner, str]:
+async def serve(server: sfu.Server, **settings: Any) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server, **settings))
     runner = web.AppRunner(app)

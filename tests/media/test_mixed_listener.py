@@ -74,8 +74,8 @@ async def test_mixed_listener_and_mixed_speaker() -> None:
         b = await join_mixed(room, "bob", frequency=1000)
         clients = [a, listener, b]
         try:
-            assert f"a=ssrc:{room.mixer.ssrc} " in (listener.participant.answer or "")
             assert listener.participant is not None and b.participant is not None
+            assert f"a=ssrc:{room.mixer.ssrc} " in (listener.participant.answer or "")
             # One line carries the mix; the other two are not used.
             assert listener.participant.answer.count("a=sendonly") == 1
             assert listener.participant.answer.count("a=inactive") == 2

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import sfu
@@ -208,4 +209,4 @@ def test_silence_frames_decode_to_silence() -> None:
         context.open()
         frames = [f for _ in range(3) for f in context.decode(av.Packet(frame))]
         assert [f.samples for f in frames] == [960] * 3
-        assert all(abs(f.to_ndarray()).max() == 0 for f in frames)
+        assert all(np.abs(f.to_ndarray()).max() == 0 for f in frames)

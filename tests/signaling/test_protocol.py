@@ -46,7 +46,7 @@ class App:
 
 
 class Socket:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import socket
+from collections.abc import Iterator
 
 import pytest
 from aioice import stun
@@ -42,7 +43,7 @@ def binding_request(
 
 
 @pytest.fixture
-def udp() -> socket.socket:
+def udp() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2)
@@ -131,6 +132,7 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         participant = client.participant
         assert participant is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
+        assert participant.session is not None
         udp.sendto(
             binding_request(server_ufrag, participant.session.remote_ufrag, pwd),
             ("127.0.0.1", server.port),
@@ -139,7 +141,7 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         await asyncio.wait_for(participant.wait_closed(), 5)
         assert participant.close_reason is not None and "consent" in participant.close_reason
         assert list(server.sessions()) == []
-        kinds = []
+        kinds: list[str] = []
         while len(kinds) < 2:
             event = await events.next(1)
             if not isinstance(event, sfu.RosterChanged):
