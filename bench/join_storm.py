@@ -63,6 +63,18 @@ async def main(args: argparse.Namespace) -> None:
             during = await gen.server_stats(reset_lag=True)
             loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
             check = await gen.measure(args.check_seconds)
+            # How fast the (shared) machine was just now: the C floor's cost per
+            # datagram to these listeners, on the server's CPU. The storm's CPU and
+            # p99 move with it from run to run; this tells a slow phase apart.
+            floor = None
+            if args.floor and gen.listeners:
+                floor = await harness.run_floor(
+                    [peer.sock.getsockname()[1] for peer in gen.listeners],
+                    # An RTP header (V=2, Opus PT) and a typical Opus payload size.
+                    bytes.fromhex("806f000000000000f100f100") + bytes(100),
+                    args.floor,
+                    gen.listeners[0].profile.decode() or "SRTP_AES128_CM_SHA1_80",
+                )
             sink = gen.sink
             peers = gen.listeners
             first = [
@@ -117,6 +129,7 @@ async def main(args: argparse.Namespace) -> None:
                     and len(first) == args.listeners
                 ),
                 "server_drops": during["server"].get("drops"),
+                "machine_floor_us_per_packet": round(floor["us_per_packet"], 3) if floor else None,
                 "loadgen_cpus": cpus,
             }
             result["targets_met"] = {
@@ -133,7 +146,9 @@ async def main(args: argparse.Namespace) -> None:
         f"p99 {result['offer_to_first_packet']['p99_ms']} ms, max {result['offer_to_first_packet']['max_ms']} ms; "
         f"worst server loop lag {result['server_lag_worst_ms']} ms "
         f"(worst full GC {(result['server_gc'] or {}).get('worst_ms', [0, 0, None])[2]} ms); "
-        f"all receive audio: {result['all_receive_audio']} (loss after the storm {check_loss:.3%})"
+        f"all receive audio: {result['all_receive_audio']} (loss after the storm {check_loss:.3%}); "
+        f"server CPU {result['server_cpu_s']} s, machine floor "
+        f"{result['machine_floor_us_per_packet']} us/packet"
     )
     print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")
 
@@ -146,6 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check-seconds", type=float, default=3.0)
     parser.add_argument(
         "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
+    )
+    parser.add_argument(
+        "--floor",
+        type=int,
+        default=20,
+        help="bursts of the C floor run after the storm as a machine-speed probe (0: none)",
     )
     parser.add_argument(
         "--slow-callback",
