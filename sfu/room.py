@@ -386,7 +386,9 @@ class Room:
         needs_offer = participant.negotiation.publish is None
         self._change_role(participant, role, grants_of(role))
         self._decisions.setdefault(identity, {})["role"] = (role, participant.grants)
-        self._hands.pop(identity, None)
+        if self._hands.pop(identity, None) is not None:
+            # The hand was answered: everyone watching the hands sees it go down.
+            self._emit(HandLowered(self.name, identity, by))
         logger.info(
             "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
         )
@@ -547,8 +549,9 @@ class Room:
         del self._participants[participant.identity]
         self._by_number.pop(participant.number, None)
         self._counts[participant.can_publish] -= 1
-        self._hands.pop(participant.identity, None)
         participant._detach()
+        if self._hands.pop(participant.identity, None) is not None:
+            self._emit(HandLowered(self.name, participant.identity, None))
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._roster.change(self.server.loop, participant.identity, participant.role, left=True)

@@ -38,6 +38,7 @@ async def test_raise_hand_promote_and_the_new_speaker_is_heard() -> None:
     async with sfu.Server() as server:
         room = server.room("stage")
         events = room.events()
+        hand_events = room.events()
         mod = await join(room, "mod", speaker=True, loud=False)
         bob = await join(room, "bob", speaker=False)
         carol = await join(room, "carol", speaker=False)
@@ -59,6 +60,8 @@ async def test_raise_hand_promote_and_the_new_speaker_is_heard() -> None:
                 changed = await drain(events, sfu.RoleChanged)
             assert changed.role == "speaker" and changed.renegotiate and changed.by == "mod"  # type: ignore[attr-defined]
             assert room.hands == [] and isinstance(bob.participant, sfu.Speaker)
+            lowered = await drain(hand_events, sfu.HandLowered)
+            assert lowered == sfu.HandLowered("stage", "bob", "mod"), "the answered hand goes down"
 
             await start_speaking(bob)
             await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard by carol")
@@ -69,6 +72,15 @@ async def test_raise_hand_promote_and_the_new_speaker_is_heard() -> None:
                 and session.state == "connected"
             )
             assert heard_from(bob, bob.sent_ssrc) == 0, "a speaker never hears itself"
+
+            # A hand raised by someone who then leaves goes down too.
+            assert carol.participant is not None
+            carol.participant.raise_hand()
+            assert room.hands == ["carol"]
+            await carol.close()
+            lowered = await drain(hand_events, sfu.HandLowered, timeout=10)
+            assert lowered == sfu.HandLowered("stage", "carol", None)
+            assert room.hands == []
         finally:
             await asyncio.gather(*(c.close() for c in clients))
 

@@ -148,6 +148,9 @@ async def test_join_moderate_and_leave(app: App) -> None:
         assert error["code"] == "not_allowed"
 
         await mod.request({"type": "promote", "identity": "bob"})
+        # The answered hand goes down for everyone watching the hands.
+        hands = [m for m in mod.events if m["type"] == "hands"] or [await mod.expect("hands")]
+        assert hands[-1]["hands"] == []
         changed = await bob.expect("role_changed")
         assert changed == {
             "type": "role_changed",
