@@ -12,7 +12,8 @@
 # place. Stamp files keep a second run fast; editing pyproject.toml, setup.py
 # or a .pyx reinstalls/recompiles. `make build` forces it.
 #
-# Variables: PYTHON (interpreter for the venv), VENV, DEMO, PYTEST_ARGS
+# Variables: PYTHON (interpreter for the venv), VENV, DEMO, DEMO_ARGS (e.g.
+# ./dev demo DEMO_ARGS='--port 9000'), PYTEST_ARGS
 # (e.g. make test PYTEST_ARGS='-x -k relay').
 
 SHELL := /bin/bash
@@ -22,6 +23,7 @@ PYTHON ?= python3
 VENV ?= .venv
 DEMO ?= examples/demo_server.py
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sfu-installed
@@ -64,7 +66,7 @@ test: system-packages $(STAMP)
 	exit $$status
 
 demo: system-packages $(STAMP)
-	$(BIN)/python $(DEMO)
+	$(BIN)/python $(DEMO) $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sfu tests

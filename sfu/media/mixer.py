@@ -1,6 +1,7 @@
 """The Mixer: decodes the active speakers, mixes them, encodes one Opus stream per output.
 
-Mixing is an output, not the forwarding path (DESIGN.md, decision 7): the
+Mixing is an output, not the forwarding path (listeners get the speakers'
+packets untouched; nothing is decoded for them): the
 Mixer runs only while something consumes it (a recorder, a live HTTP
 stream, a mixed listener). The first consumer starts it, the last one
 leaving stops it; its one task belongs to it and is awaited by

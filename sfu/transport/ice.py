@@ -6,12 +6,13 @@ request whose USERNAME is ``<server ufrag>:<client ufrag>`` and whose
 MESSAGE-INTEGRITY is keyed with the server's password (short-term
 credentials, RFC 8489 section 9.1). The address such a request came from
 becomes a *checked* address of that session; only checked addresses may
-send DTLS and SRTP (RFC 8445 section 7.3.1.1 + DESIGN.md rule 11).
+send DTLS and SRTP (RFC 8445 section 7.3.1.1): anything else from an
+address nobody vouched for is dropped, so the port is no reflector.
 
 Message coding: the server only ever parses binding requests and builds
 binding success responses, once per join and then once per consent check
-(every ~5 s per client, for every listener). DESIGN.md names
-:mod:`aioice.stun` as the codec; it costs ~65 µs per request and answer
+(every ~5 s per client, for every listener). The project's design first
+named :mod:`aioice.stun` as the codec; it costs ~65 µs per request and answer
 (attribute tables, ``ipaddress`` objects), a large share of a join and of
 an idle listener's cost. This module codes those two messages itself with
 ``struct``, ``hmac`` and ``zlib.crc32`` (~12 µs); the tests check it

@@ -1,7 +1,8 @@
 """RTP/RTCP helpers for the control side of the media path.
 
-RTCP packets are parsed and built with :mod:`aiortc.rtp` (one small class
-per packet type); this module adds what the server needs on top: telling
+The receiver and sender reports the server sends are built with
+:mod:`aiortc.rtp` (in :mod:`sfu.media.router`); the reports it receives are
+read here with ``struct`` (:func:`read_reports`). This module also has: telling
 RTP from RTCP on a multiplexed port, reading the fixed RTP header without
 copying, sequence arithmetic, NTP time, and receive statistics.
 """

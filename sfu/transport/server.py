@@ -358,7 +358,7 @@ class Server:
                 self.drops["srtp from unchecked address"] += 1
             else:
                 session.receive_srtp(data, self.loop.time())
-        elif first < 2:
+        elif first < 4:  # STUN (RFC 7983); only binding requests are answered
             self._stun_received(data, addr)
         elif 19 < first < 64:
             session = self._sessions_by_address.get(addr)

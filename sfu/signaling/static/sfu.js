@@ -52,7 +52,8 @@
 const CLOSE_REMOVED = 4001;
 const CLOSE_ROOM_CLOSED = 4002;
 // Errors after which joining again with the same token cannot succeed.
-const FATAL_JOIN_ERRORS = new Set(["not_allowed", "room_closed", "bad_message", "invalid_offer"]);
+// On a join, not_found means the room is gone (a server that does not create rooms on demand).
+const FATAL_JOIN_ERRORS = new Set(["not_allowed", "room_closed", "bad_message", "invalid_offer", "not_found"]);
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
 export class SfuError extends Error {
