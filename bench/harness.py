@@ -241,6 +241,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while this VM wanted it, all CPUs,
+    since boot (``/proc/stat``; 0 where the kernel does not report it)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0
+    if len(fields) < 9 or fields[0] != "cpu":
+        return 0.0
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def commit(tree: str) -> str | None:
     """The commit of ``tree``: ``git rev-parse HEAD``, or a ``.commit`` file beside an export."""
     try:

@@ -58,10 +58,12 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(1.0)
             before = await gen.server_stats(reset_lag=True)
             loadgen_before = resource.getrusage(resource.RUSAGE_SELF)
+            steal_before = harness.steal_seconds()
             joins = await gen.add_listeners(args.listeners)
             await asyncio.sleep(0.5)  # the last joiners' first packets
             during = await gen.server_stats(reset_lag=True)
             loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
+            steal = harness.steal_seconds() - steal_before
             check = await gen.measure(args.check_seconds)
             # How fast the (shared) machine was just now: the C floor's cost per
             # datagram to these listeners, on the server's CPU. The storm's CPU and
@@ -129,6 +131,8 @@ async def main(args: argparse.Namespace) -> None:
                     and len(first) == args.listeners
                 ),
                 "server_drops": during["server"].get("drops"),
+                # Time the hypervisor ran others while this VM's CPUs wanted to run.
+                "machine_steal_s": round(steal, 2),
                 "machine_floor_us_per_packet": round(floor["us_per_packet"], 3) if floor else None,
                 "loadgen_cpus": cpus,
             }
