@@ -10,6 +10,10 @@ Claims: ``sub`` (identity), ``room``, ``role``, ``grants`` (list of
 ``publish``/``subscribe``/``moderate``), ``iat``, ``nbf``, ``exp`` and a
 random ``jti`` (so one token can be banned without banning the person).
 Every failure raises :class:`sfu.errors.NotAllowed` with the reason.
+
+``subscribe`` is implied: every member of a room may listen (a room's
+audio is what joining it is for); ``publish`` and ``moderate`` are the
+grants the server enforces.
 """
 
 from __future__ import annotations

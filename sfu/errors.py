@@ -35,5 +35,19 @@ class DuplicateIdentity(SfuError):
     """A participant with this identity is already in the room."""
 
 
+class NotFound(SfuError, KeyError):
+    """No participant with this identity is in the room (also a ``KeyError``,
+    as ``room[identity]`` is a mapping lookup)."""
+
+    def __str__(self) -> str:
+        # KeyError would quote the message as a repr.
+        return str(self.args[0]) if self.args else "not found"
+
+
+class ParticipantClosed(SfuError):
+    """The participant has left (or was removed, or its session ended): it can
+    no longer act or be waited for."""
+
+
 class InvalidSetting(SfuError, ValueError):
     """A configuration value is out of range or of the wrong type."""

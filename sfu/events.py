@@ -112,8 +112,9 @@ class RosterChanged(RoomEvent):
     """The roster changes of one ``roster_interval``, batched.
 
     ``joined`` and ``updated`` map identity -> role; ``left`` lists
-    identities. An identity that joined and left within the interval is
-    in neither.
+    identities: the net change since the previous event. An identity that
+    joined and left within the interval is in neither; one that left and
+    came back is ``updated``.
     """
 
     joined: tuple[tuple[str, Role], ...]

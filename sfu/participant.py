@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .auth import Role
-from .errors import InvalidOffer, RoomClosed
+from .errors import InvalidOffer, ParticipantClosed, RoomClosed
 from .media.router import Publisher
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
@@ -140,12 +140,24 @@ class Participant:
         return self._connected and not self._closed
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until ICE and DTLS are done (``TimeoutError`` after ``timeout``)."""
-        if self._connected:
+        """Wait until ICE and DTLS are done (``TimeoutError`` after ``timeout``).
+
+        Raises :class:`~sfu.errors.ParticipantClosed` if the participant
+        closes first (it left, was removed, its handshake failed).
+        """
+        if self._connected and not self._closed:
             return
+        self._check_open()
         if self._connected_event is None:
             self._connected_event = asyncio.Event()
         await asyncio.wait_for(self._connected_event.wait(), timeout)
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ParticipantClosed(
+                f"{self.identity!r} has left room {self.room.name!r}: {self.close_reason}"
+            )
 
     async def wait_closed(self) -> None:
         if self._closed:
@@ -161,13 +173,16 @@ class Participant:
         self._close(reason)
 
     def raise_hand(self) -> None:
+        self._check_open()  # a late message must not touch a rejoined namesake
         self.room.raise_hand(self.identity)
 
     def lower_hand(self) -> None:
+        self._check_open()
         self.room.lower_hand(self.identity)
 
     def set_self_muted(self, muted: bool) -> None:
         """The participant's own mute; it cannot undo a moderator's mute."""
+        self._check_open()
         if self.self_muted == muted:
             return
         was_muted = self.muted
@@ -219,23 +234,10 @@ class Participant:
         router = self.room.router
         previous = self.negotiation
         self.negotiation = negotiation
-        # Publishing side.
-        if self.can_publish and negotiation.publish is not None:
-            if self.publisher is None:
-                self.publisher = Publisher(
-                    number=self.number,
-                    payload_type=negotiation.payload_type,
-                    audio_level_id=negotiation.audio_level_id,
-                    receiver_id=self.receiver_id,
-                    muted=self.muted,
-                )
-                router.add_publisher(self.publisher)
-            else:
-                self.publisher.payload_type = negotiation.payload_type
-                router.set_audio_level_id(self.publisher, negotiation.audio_level_id)
-        elif self.publisher is not None:
-            router.remove_publisher(self.publisher)
-            self.publisher = None
+        if self.publisher is not None and self.can_publish and negotiation.publish is not None:
+            self.publisher.payload_type = negotiation.payload_type
+            router.set_audio_level_id(self.publisher, negotiation.audio_level_id)
+        self._sync_publisher()
         # Receiving side: re-register when what the fan-out writes changed.
         if connected and (
             not self._receiving
@@ -282,9 +284,28 @@ class Participant:
         self.role = role
         self.grants = grants
         self.__class__ = Speaker if self.can_publish else Listener
-        if not self.can_publish and self.publisher is not None:
-            # Demoted: silent from the next packet, whatever the client does.
-            self.room.router.remove_publisher(self.publisher)
+        # Demoted: silent from the next packet, whatever the client does.
+        # Promoted while its sending line is still negotiated (demoted, then
+        # promoted back before renegotiating): heard again at once.
+        self._sync_publisher()
+
+    def _sync_publisher(self) -> None:
+        """A router publisher exactly when the role may send and a sending line is negotiated."""
+        router = self.room.router
+        negotiation = self.negotiation
+        if self.can_publish and negotiation.publish is not None:
+            if self.publisher is None:
+                publisher = Publisher(
+                    number=self.number,
+                    payload_type=negotiation.payload_type,
+                    audio_level_id=negotiation.audio_level_id,
+                    receiver_id=self.receiver_id,
+                    muted=self.muted,
+                )
+                router.add_publisher(publisher)  # may raise: nothing is kept then
+                self.publisher = publisher
+        elif self.publisher is not None:
+            router.remove_publisher(self.publisher)
             self.publisher = None
 
     def _set_muted(self, muted: bool) -> bool:
@@ -320,6 +341,8 @@ class Participant:
         self._closed = True
         if self._closed_event is not None:
             self._closed_event.set()
+        if self._connected_event is not None:
+            self._connected_event.set()  # a waiter learns it will never connect
         if self.session is not None:
             self.session.close(reason)
         self.room._participant_closed(self, reason)

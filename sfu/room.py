@@ -13,6 +13,7 @@ both are idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -26,6 +27,7 @@ from .errors import (
     InvalidOffer,
     InvalidSetting,
     NotAllowed,
+    NotFound,
     RoomClosed,
     RoomFull,
 )
@@ -93,7 +95,8 @@ class Room:
         self._subscribers: list[EventStream] = []
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._banned_identities: set[str] = set()
-        self._banned_tokens: set[str] = set()
+        self._banned_tokens: dict[str, str] = {}  # token id -> the identity it was for
+        self._close_done: asyncio.Event | None = None
         # Moderators' decisions per identity ("role": (role, grants), "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
@@ -135,9 +138,10 @@ class Room:
         return self._participants.get(identity)
 
     def __getitem__(self, identity: str) -> Participant:
+        """The member called ``identity``; :class:`~sfu.errors.NotFound` (a ``KeyError``) if absent."""
         participant = self._participants.get(identity)
         if participant is None:
-            raise KeyError(f"{identity!r} is not in room {self.name!r}")
+            raise NotFound(f"{identity!r} is not in room {self.name!r}")
         return participant
 
     async def join(
@@ -294,7 +298,6 @@ class Room:
         participant.answer = self._answer(
             offer, negotiation, credentials, self._mix_ssrcs(participant) if mixed else None
         )
-        # Everything that can fail has run: register.
         session = Session(
             self.server,
             credentials,
@@ -303,10 +306,17 @@ class Room:
             participant,
             self.server.loop.time(),
         )
-        self.server._register(session)
-        self._counts[participant.can_publish] += 1
         participant.session = session
-        participant._apply_negotiation(negotiation, connected=False)
+        participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
+        try:
+            self.server._register(session)
+        except BaseException:
+            if participant.publisher is not None:
+                self.router.remove_publisher(participant.publisher)
+                participant.publisher = None
+            raise
+        # Nothing after this can fail: the member is in.
+        self._counts[participant.can_publish] += 1
         self._participants[identity] = participant
         self._by_number[participant.number] = participant
         logger.info(
@@ -384,7 +394,9 @@ class Room:
         if not participant.can_publish and role in ("speaker", "moderator"):
             self._check_capacity(publish=True)
         needs_offer = participant.negotiation.publish is None
-        self._change_role(participant, role, grants_of(role))
+        # A listener holding the moderate grant (a moderator token joined as
+        # listener) keeps it, as a join with such a token does.
+        self._change_role(participant, role, grants_of(role) | (participant.grants & {"moderate"}))
         self._decisions.setdefault(identity, {})["role"] = (role, participant.grants)
         if self._hands.pop(identity, None) is not None:
             # The hand was answered: everyone watching the hands sees it go down.
@@ -402,7 +414,11 @@ class Room:
         self._counts[participant.can_publish] += 1
 
     async def demote(self, identity: str, *, by: str | None = None) -> Participant:
-        """Send a speaker back to the audience: silent from its next packet on."""
+        """Send a speaker back to the audience: silent from its next packet on.
+
+        Never refused for capacity: the audience may go past ``max_listeners``
+        by the people taken off the stage.
+        """
         self._actor(by)
         participant = self[identity]
         if participant.role == "listener":
@@ -437,18 +453,32 @@ class Room:
         by: str | None = None,
         ban: bool = False,
     ) -> None:
-        """Close the participant's session, telling it why; ``ban`` keeps it (and its token) out."""
+        """Close the participant's session, telling it why; ``ban`` keeps it (and its token) out.
+
+        Banning someone who is not in the room (their connection just
+        dropped) still keeps them out; removing them without a ban raises
+        :class:`~sfu.errors.NotFound`.
+        """
         self._actor(by)
-        participant = self[identity]
+        participant = self._participants.get(identity)
+        if participant is None:
+            if not ban:
+                raise NotFound(f"{identity!r} is not in room {self.name!r}")
+            self._banned_identities.add(identity)
+            logger.info("%s banned from room %r while absent", identity, self.name)
+            return
         if ban:
             self._banned_identities.add(identity)
             if participant.token_id is not None:
-                self._banned_tokens.add(participant.token_id)
+                self._banned_tokens[participant.token_id] = identity
         self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
 
     def unban(self, identity: str) -> None:
+        """Let ``identity`` join again, with the token it was removed with too."""
         self._banned_identities.discard(identity)
+        for token_id in [t for t, who in self._banned_tokens.items() if who == identity]:
+            del self._banned_tokens[token_id]
 
     # -- events -------------------------------------------------------------------
 
@@ -634,11 +664,20 @@ class Room:
     # -- end ------------------------------------------------------------------------
 
     async def close(self, reason: str = "closed") -> None:
-        """Close every member (telling each why), then the room; idempotent."""
+        """Close every member (telling each why), then the room; idempotent.
+
+        A second call returns when the first has finished. The room leaves
+        ``server.rooms`` at once, so the name can be used for a new room
+        while this one still stops its mixer.
+        """
         if self._closed:
+            if self._close_done is not None:
+                await self._close_done.wait()
             return
         self._closed = True
+        self._close_done = asyncio.Event()
         self.close_reason = reason
+        self.server._forget_room(self)
         self._roster.close()
         for participant in list(self._participants.values()):
             participant._close(f"room closed: {reason}")
@@ -646,6 +685,7 @@ class Room:
             await self._mixer.close()  # ends recordings and live streams
         self.router.close()
         self.server._room_closed(self)
+        self._close_done.set()
         logger.info("room %r closed: %s", self.name, reason)
         self._emit(RoomClosedEvent(self.name, reason))
         self._subscribers.clear()

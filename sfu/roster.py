@@ -29,9 +29,10 @@ class RosterBatch:
         self.interval = interval
         self._emit = emit
         self._size = size
-        self._joined: dict[str, Role] = {}
-        self._left: set[str] = set()
-        self._updated: dict[str, Role] = {}
+        # Per identity changed in this interval: was it in the roster the
+        # clients know (the last event's), and what is it now (None: gone)?
+        self._present_before: dict[str, bool] = {}
+        self._now: dict[str, Role | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -46,34 +47,43 @@ class RosterBatch:
     ) -> None:
         """Note a join, a departure or a role change; the event goes out at the interval's end.
 
-        Someone who joins and leaves within one interval is in neither list.
+        The event says the net change since the last one: someone who joins
+        and leaves within one interval is in neither list, someone who leaves
+        and comes back is ``updated``, and someone who leaves, comes back and
+        leaves again has ``left``.
         """
-        if left:
-            if self._joined.pop(identity, None) is None:
-                self._left.add(identity)
-            self._updated.pop(identity, None)
-        elif joined:
-            self._left.discard(identity)
-            self._joined[identity] = role
-        elif identity in self._joined:
-            self._joined[identity] = role
-        else:
-            self._updated[identity] = role
+        if identity not in self._present_before:
+            # Its first change in this interval tells what the clients know:
+            # only someone absent can join; someone present left or changed.
+            self._present_before[identity] = not joined
+        self._now[identity] = None if left else role
         if self._timer is None and not self._closed:
             self._timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
         self._timer = None
-        if not (self._joined or self._left or self._updated):
+        if not self._now:
+            return
+        joined, left, updated = [], [], []
+        for identity, role in self._now.items():
+            before = self._present_before[identity]
+            if role is None:
+                if before:
+                    left.append(identity)
+            elif before:
+                updated.append((identity, role))
+            else:
+                joined.append((identity, role))
+        self._present_before, self._now = {}, {}
+        if not (joined or left or updated):
             return
         event = RosterChanged(
             self.room,
-            joined=tuple(self._joined.items()),
-            left=tuple(sorted(self._left)),
-            updated=tuple(self._updated.items()),
+            joined=tuple(joined),
+            left=tuple(sorted(left)),
+            updated=tuple(updated),
             size=self._size(),
         )
-        self._joined, self._left, self._updated = {}, set(), {}
         self._emit(event)
 
     def close(self) -> None:

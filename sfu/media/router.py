@@ -169,9 +169,9 @@ class Router:
     # -- membership ------------------------------------------------------------
 
     def add_publisher(self, publisher: Publisher) -> None:
-        self._publishers[publisher.number] = publisher
         if publisher.audio_level_id == 0:
-            publisher.meter = OpusLevelMeter()
+            publisher.meter = OpusLevelMeter()  # first: if it fails, nothing is registered
+        self._publishers[publisher.number] = publisher
         if not publisher.muted:
             self.detector.add(publisher.number)
 

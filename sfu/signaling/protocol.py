@@ -25,6 +25,8 @@ from ..errors import (
     InvalidOffer,
     InvalidSetting,
     NotAllowed,
+    NotFound,
+    ParticipantClosed,
     RoomClosed,
     RoomFull,
     SfuError,
@@ -79,6 +81,8 @@ _ERROR_CODES: list[tuple[type[BaseException], str]] = [
     (DuplicateIdentity, "duplicate_identity"),
     (RoomClosed, "room_closed"),
     (InvalidSetting, "bad_message"),
+    (NotFound, "not_found"),
+    (ParticipantClosed, "session_ended"),
     (KeyError, "not_found"),
 ]
 

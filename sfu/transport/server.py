@@ -126,6 +126,7 @@ class Server:
         # Media counters of rooms already closed, so totals never go back.
         self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0}
         self._rooms: dict[str, Room] = {}
+        self._closing_rooms: set[Room] = set()  # closing, no longer in _rooms
         self._sessions_by_ufrag: dict[str, Session] = {}
         self._sessions_by_address: dict[Address, Session] = {}
         self._handshaking: set[Session] = set()
@@ -187,8 +188,8 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        for room in list(self._rooms.values()):
-            await room.close("server closed")
+        for room in [*self._rooms.values(), *self._closing_rooms]:
+            await room.close("server closed")  # or wait for a close under way
         for session in list(self._sessions_by_ufrag.values()):
             session.close("server closed")
         if self._task is not None:
@@ -232,7 +233,7 @@ class Server:
             raise ServerClosed("the server is not started")
         return self._socket
 
-    def room(self, name: str, *, slots: int = 3, **policy: Any) -> Room:
+    def room(self, name: str, *, slots: int | None = None, **policy: Any) -> Room:
         """The room called ``name``, created on first use.
 
         Keyword arguments are :class:`~sfu.policy.RoomPolicy` fields
@@ -252,10 +253,12 @@ class Server:
                 "start the server first: `async with Server() as server` or `await server.start()`"
             )
         room = self._rooms.get(name)
-        if room is not None and not policy and room.policy.slots == slots:
+        if room is not None and not policy and slots in (None, room.policy.slots):
             return room  # the common case, once per join: no settings to compare
+        if slots is not None:
+            policy["slots"] = slots
         try:
-            wanted = RoomPolicy(slots=slots, **policy)
+            wanted = RoomPolicy(**policy)
         except TypeError as exc:
             raise InvalidSetting(f"unknown room setting: {exc}") from None
         if room is not None:
@@ -303,9 +306,15 @@ class Server:
             raise ServerClosed("the server is closed")
         self._sessions_by_ufrag[session.credentials.ufrag] = session
 
-    def _room_closed(self, room: Room) -> None:
+    def _forget_room(self, room: Room) -> None:
+        """A closing room gives its name back at once."""
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            self._closing_rooms.add(room)
+
+    def _room_closed(self, room: Room) -> None:
+        self._forget_room(room)
+        self._closing_rooms.discard(room)
         router = room.router
         self._retired_out["packets"] += router.fanout.sent
         self._retired_out["dropped"] += router.fanout.dropped

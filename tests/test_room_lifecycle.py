@@ -1,0 +1,175 @@
+"""Room state through role changes, failed joins, absent identities and closing.
+
+Offers are written by hand (no client connects): what is checked here is
+the room's bookkeeping, which must never leave a member half in or let a
+decision be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import sfu
+from sfu import auth
+from sfu.media import router as router_module
+
+UFRAG = "Zx4f"
+PWD = "k3Jq9sT0pV7wY2bN5cR8dF1h"
+FINGERPRINT = ":".join(f"{i:02X}" for i in range(32))
+SECRET = "s" * 40
+
+
+def audio(mid: int, direction: str, level: bool = True) -> list[str]:
+    return [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        f"a=ice-ufrag:{UFRAG}",
+        f"a=ice-pwd:{PWD}",
+        f"a=fingerprint:sha-256 {FINGERPRINT}",
+        "a=setup:actpass",
+        f"a=mid:{mid}",
+        f"a={direction}",
+        "a=rtcp-mux",
+        "a=rtpmap:111 opus/48000/2",
+        *(["a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level"] if level else []),
+    ]
+
+
+def offer(*directions: str, level: bool = True) -> str:
+    lines = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
+    lines.append("a=group:BUNDLE " + " ".join(str(i) for i in range(len(directions))))
+    for mid, direction in enumerate(directions):
+        lines += audio(mid, direction, level)
+    return "\r\n".join(lines) + "\r\n"
+
+
+SPEAKER = offer("sendrecv", "recvonly")
+LISTENER = offer("recvonly", "recvonly")
+
+
+async def test_demoted_then_promoted_back_is_heard_without_a_new_offer() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        events = room.events()
+        alice = await room.add_speaker(SPEAKER, "alice")
+        assert alice.publisher is not None
+        await room.demote("alice")
+        assert alice.publisher is None, "demoted: silent at once"
+        await room.promote("alice")
+        assert alice.publisher is not None, "its sending line is still negotiated: heard again"
+        assert alice.number in room.router._publishers
+        changes = []
+        while len(changes) < 2:
+            event = await events.next(2)
+            if isinstance(event, sfu.RoleChanged):
+                changes.append((event.role, event.renegotiate))
+        # Demotion asks the client to drop its sending line; the promotion that
+        # follows finds it still there and needs no new offer.
+        assert changes == [("listener", True), ("speaker", False)]
+
+
+async def test_a_join_that_fails_late_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", max_speakers=1)
+
+        def broken_meter() -> None:
+            raise RuntimeError("no decoder")
+
+        # A speaker without the level extension needs a decoder: make that fail.
+        monkeypatch.setattr(router_module, "OpusLevelMeter", broken_meter)
+        with pytest.raises(RuntimeError):
+            await room.add_speaker(offer("sendrecv", level=False), "alice")
+        monkeypatch.undo()
+        assert room.participants == {} and list(server.sessions()) == []
+        assert room.router._publishers == {}
+        # The seat was not taken by the failed join.
+        bob = await room.add_speaker(SPEAKER, "bob")
+        assert room.speakers == [bob]
+
+
+async def test_wait_connected_ends_when_the_participant_closes() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        bob = await room.add_listener(LISTENER, "bob")
+        waiting = asyncio.ensure_future(bob.wait_connected())
+        await asyncio.sleep(0)
+        await room.remove("bob", "test")
+        with pytest.raises(sfu.ParticipantClosed, match="removed: test"):
+            await asyncio.wait_for(waiting, 2)
+        with pytest.raises(sfu.ParticipantClosed):
+            await bob.wait_connected(1)
+        with pytest.raises(sfu.ParticipantClosed):
+            bob.raise_hand()  # a late message cannot touch a namesake who rejoins
+        with pytest.raises(sfu.ParticipantClosed):
+            bob.set_self_muted(True)
+
+
+async def test_asking_for_an_existing_room_without_settings_returns_it() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", slots=5)
+        assert server.room("r") is room
+        assert server.room("r", slots=5) is room
+        with pytest.raises(sfu.InvalidSetting, match="other settings"):
+            server.room("r", slots=3)
+
+
+async def test_moderating_an_absent_identity() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        for call in (room.promote("ghost"), room.demote("ghost"), room.mute("ghost")):
+            with pytest.raises(sfu.NotFound, match="'ghost' is not in room 'r'"):
+                await call
+        with pytest.raises(sfu.NotFound):
+            await room.remove("ghost")
+        with pytest.raises(KeyError):
+            room["ghost"]  # still a mapping lookup
+        # Banning someone whose connection just dropped still keeps them out.
+        await room.remove("ghost", ban=True)
+        token = auth.issue_token(SECRET, room="r", identity="ghost", role="listener")
+        with pytest.raises(sfu.NotAllowed, match="may not rejoin"):
+            await room.join(LISTENER, token=token)
+
+
+async def test_unban_lets_the_same_token_back_in() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(SECRET, room="r", identity="carl", role="listener")
+        await room.join(LISTENER, token=token)
+        await room.remove("carl", ban=True)
+        with pytest.raises(sfu.NotAllowed):
+            await room.join(LISTENER, token=token)
+        room.unban("carl")
+        carl = await room.join(LISTENER, token=token)
+        assert room.get("carl") is carl
+
+
+async def test_promoting_a_moderator_who_listens_keeps_the_moderate_grant() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(LISTENER, token=token, role="listener")
+        assert "moderate" in mo.grants and not mo.can_publish
+        await room.promote("mo")
+        assert "moderate" in mo.grants and mo.can_publish
+        await room.add_listener(LISTENER, "lee")
+        await room.mute("lee", by="mo")  # still allowed to moderate
+
+
+async def test_a_closing_room_gives_its_name_back_and_closes_once(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        await room.add_listener(LISTENER, "lee")
+        await room.record(tmp_path / "r.ogg")  # a mixer: closing the room then takes a while
+        first = asyncio.ensure_future(room.close("first"))
+        await asyncio.sleep(0)
+        assert "r" not in server.rooms
+        fresh = server.room("r")
+        assert fresh is not room and not fresh.closed
+        await asyncio.wait_for(asyncio.gather(first, room.close("second")), 5)
+        assert room.close_reason == "first"
+        assert server.rooms == {"r": fresh}
