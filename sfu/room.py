@@ -193,9 +193,7 @@ class Room:
             raise InvalidSetting(
                 f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
             )
-        if identity in self._banned_identities or (
-            claims is not None and claims.token_id in self._banned_tokens
-        ):
+        if self.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
         if identity in self._participants:
             raise DuplicateIdentity(
@@ -323,6 +321,9 @@ class Room:
             "%s joined room %r as %s (%d slots)", identity, self.name, role, participant.slot_count
         )
         self._emit(ParticipantJoined(self.name, identity, role))
+        if participant.moderator_muted:
+            # A moderator's mute that outlived a reconnect: everyone sees it again.
+            self._emit_mute(participant, None)
         self._roster.change(self.server.loop, identity, role, joined=True)
         if must_offer:
             self._emit(RoleChanged(self.name, identity, role, None, renegotiate=True))
@@ -473,6 +474,12 @@ class Room:
                 self._banned_tokens[participant.token_id] = identity
         self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
+
+    def is_banned(self, identity: str, token_id: str | None = None) -> bool:
+        """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
+        return identity in self._banned_identities or (
+            token_id is not None and token_id in self._banned_tokens
+        )
 
     def unban(self, identity: str) -> None:
         """Let ``identity`` join again, with the token it was removed with too."""

@@ -296,9 +296,13 @@ async def test_moderators_decisions_survive_a_reconnect() -> None:
         assert room["sam"].role == "listener" and not room["sam"].can_publish
         # Lou comes back as the speaker she was made, still muted, and is asked
         # for a sending line (her client offered as a listener).
+        rejoin_events = room.events()
         lou_again = await join_with_token(room, listener_token)
         participant = room["lou"]
         assert participant.role == "speaker" and participant.muted and participant.moderator_muted
+        # Everyone is told again that she is muted (their rosters start her unmuted).
+        announced = await drain(rejoin_events, sfu.MuteChanged)
+        assert announced == sfu.MuteChanged("sticky", "lou", True, None, True, False)
         asked = await drain(events, sfu.RoleChanged, timeout=5)
         while not (asked.identity == "lou" and asked.by is None):  # type: ignore[attr-defined]
             asked = await drain(events, sfu.RoleChanged, timeout=5)

@@ -66,6 +66,9 @@ class LiveClient:
         self.skips = 0
         self.sent_packets = 0
         self.closed = False
+        #: Called when the client is dropped for being too slow: its writer may be
+        #: blocked on a peer that does not read, so the connection must be cut.
+        self.on_drop: Callable[[], None] | None = None
         self._granule = 0
         self._wake = asyncio.Event()
 
@@ -83,6 +86,8 @@ class LiveClient:
             if self.skips >= self.stream.max_skips:
                 logger.info("live stream %r: dropping a client too slow to follow", self.stream)
                 self.close()
+                if self.on_drop is not None:
+                    self.on_drop()
                 return
         queue.append((packet, samples))
         if len(queue) >= self.stream.packets_per_page:
@@ -217,10 +222,19 @@ def live_stream_handler(
             try:
                 if secret is None:
                     raise NotAllowed("no token_secret")
-                verify_token(secret, _token(request), room=name)
+                claims = verify_token(secret, _token(request), room=name)
+                if room.is_banned(claims.identity, claims.token_id):
+                    raise NotAllowed(f"{claims.identity!r} was removed from room {name!r}")
             except NotAllowed as exc:
                 return web.Response(status=403, text=f"{exc}\n")
         client = stream_of(room).subscribe()
+        transport = request.transport
+
+        def cut() -> None:
+            if transport is not None:
+                transport.close()  # a blocked write then fails: the handler ends
+
+        client.on_drop = cut
         response = web.StreamResponse(
             headers={
                 "Content-Type": "audio/ogg",
@@ -229,17 +243,20 @@ def live_stream_handler(
             }
         )
         response.enable_chunked_encoding()
+        # A peer that stops reading blocks a write; past this long it is cut off
+        # (the packets meanwhile are skipped or the client dropped, as above).
+        write_timeout = max(5.0, 4 * max_lag)
         try:
             await response.prepare(request)
-            await response.write(client.headers())
+            await asyncio.wait_for(response.write(client.headers()), write_timeout)
             while True:
                 chunk = await client.read()
                 if not chunk:
                     break
-                await response.write(chunk)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client went away
+                await asyncio.wait_for(response.write(chunk), write_timeout)
+            await asyncio.wait_for(response.write_eof(), write_timeout)
+        except (ConnectionError, asyncio.TimeoutError):
+            cut()  # the client went away, or stopped reading
         finally:
             client.close()
         return response

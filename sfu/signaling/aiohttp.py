@@ -19,10 +19,19 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from ..errors import DuplicateIdentity, InvalidOffer, NotAllowed, RoomClosed, RoomFull
+from ..auth import verify_token
+from ..errors import (
+    DuplicateIdentity,
+    InvalidOffer,
+    InvalidSetting,
+    NotAllowed,
+    RoomClosed,
+    RoomFull,
+)
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..room import Room
@@ -186,16 +195,28 @@ def add_whip_whep(
                 return _plain(415, "send the SDP offer with Content-Type: application/sdp")
             if request.content_length is not None and request.content_length > 64 * 1024:
                 return _plain(413, "offer too large")
-            offer = await request.text()
+            try:
+                offer = (await request.read()).decode(request.charset or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                return _plain(400, "the offer must be SDP text in UTF-8")
             token = _bearer(request)
             name = request.match_info["room"]
-            if server.token_secret is not None and token is None:
-                return _plain(
-                    401,
-                    "a join token is required: Authorization: Bearer <token>",
-                    **{"WWW-Authenticate": "Bearer"},
-                )
-            room = factory(name)
+            if server.token_secret is not None:
+                if token is None:
+                    return _plain(
+                        401,
+                        "a join token is required: Authorization: Bearer <token>",
+                        **{"WWW-Authenticate": "Bearer"},
+                    )
+                try:
+                    # The token first: a bad one must not create the room it names.
+                    verify_token(server.token_secret, token, room=name)
+                except NotAllowed as exc:
+                    return _plain(403, str(exc))
+            try:
+                room = factory(name)
+            except InvalidSetting as exc:
+                return _plain(400, str(exc))
             if room is None:
                 return _plain(404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
@@ -205,7 +226,7 @@ def add_whip_whep(
                 else:
                     mixed = request.query.get("mix", "") in ("1", "true", "yes")
                     participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
-            except InvalidOffer as exc:
+            except (InvalidOffer, InvalidSetting) as exc:
                 return _plain(400, str(exc))
             except NotAllowed as exc:
                 return _plain(403, str(exc))
@@ -217,7 +238,7 @@ def add_whip_whep(
                 del resources[stale]  # sessions that ended without a DELETE
             resource = secrets.token_urlsafe(16)
             resources[resource] = participant
-            location = f"{prefix}/rooms/{name}/{kind}/{resource}"
+            location = f"{prefix}/rooms/{quote(name, safe='')}/{kind}/{resource}"
             logger.info(
                 "%s %s joined room %r as %s",
                 kind.upper(),

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..auth import verify_token
 from ..errors import (
     DuplicateIdentity,
     InvalidOffer,
@@ -226,6 +227,8 @@ class SignalingSession:
         offer = _field(message, "offer", str)
         if self.server.token_secret is None:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
+        # The token first: a bad one must not create the room it names.
+        verify_token(self.server.token_secret, token, room=name)
         room = self._room_factory(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
@@ -235,6 +238,10 @@ class SignalingSession:
         except BaseException:
             events.close()
             raise
+        if self._closed:  # the connection closed while the join waited its turn
+            events.close()
+            await participant.close("signaling connection closed")
+            raise ProtocolError("not_joined", "the connection closed during the join")
         self.participant = participant
         self._relay = asyncio.get_running_loop().create_task(
             self._relay_events(room, participant, events),

@@ -130,6 +130,10 @@ async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) ->
         headers = {"Authorization": f"Bearer {token}"}
         async with session.get(f"{base}/rooms/secret/live.ogg", headers=headers) as response:
             assert response.status == 200
+        # Banned from the room: banned from its stream too, with the same token.
+        await server.rooms["secret"].remove("fan", ban=True)
+        async with session.get(f"{base}/rooms/secret/live.ogg", headers=headers) as response:
+            assert response.status == 403
 
 
 async def test_slow_client_skips_ahead_then_is_dropped() -> None:
@@ -138,6 +142,9 @@ async def test_slow_client_skips_ahead_then_is_dropped() -> None:
     mixer = Mixer(router)
     live = LiveStream(mixer, max_lag=0.2, packets_per_page=5, max_skips=3)
     fast, slow = live.subscribe(), live.subscribe()
+    cut: list[str] = []
+    slow.on_drop = lambda: cut.append("slow")  # the handler closes the connection here
+    fast.on_drop = lambda: cut.append("fast")
     assert mixer.running
     fast.headers()
     for index in range(50):
@@ -148,6 +155,7 @@ async def test_slow_client_skips_ahead_then_is_dropped() -> None:
     assert fast.skips == 0 and fast.sent_packets == 50
     # The slow one skipped to the live edge each time its queue was full, then was dropped.
     assert slow.skips == 3 and slow.closed and slow not in live.clients
+    assert cut == ["slow"], "a dropped client's connection is cut, however blocked its writer"
     assert live.clients == [fast]
     fast.close()
     assert live.clients == []

@@ -390,6 +390,51 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
         await asyncio.gather(close_peer(whip_pc), close_peer(whep_pc))
 
 
+async def test_bad_tokens_and_malformed_requests_create_nothing(app: App) -> None:
+    sdp = {"Content-Type": "application/sdp"}
+    before = set(app.server.rooms)
+    # A bad token, over WebSocket and over WHIP/WHEP: refused before any room is made.
+    socket = await app.ws()
+    join = {"type": "join", "room": "made-up", "token": "garbage", "offer": "v=0"}
+    assert (await socket.request(join, "error"))["code"] == "not_allowed"
+    for kind in ("whip", "whep"):
+        headers = {**sdp, "Authorization": "Bearer garbage"}
+        async with app.http.post(
+            f"{app.base}/rooms/made-up/{kind}", data="v=0", headers=headers
+        ) as r:
+            assert r.status == 403
+    assert set(app.server.rooms) == before
+    # Malformed bodies and names: 400 saying why, never a 500.
+    good = {**sdp, "Authorization": f"Bearer {app.token('w')}"}
+    url = f"{app.base}/rooms/hall/whep"
+    async with app.http.post(url, data=b"\xff\xfe", headers=good) as r:
+        assert r.status == 400 and "UTF-8" in await r.text()
+    odd_charset = {**good, "Content-Type": "application/sdp; charset=nope"}
+    async with app.http.post(url, data="v=0", headers=odd_charset) as r:
+        assert r.status == 400
+    long_name = "x" * 300
+    headers = {**sdp, "Authorization": f"Bearer {app.token('w', room=long_name)}"}
+    async with app.http.post(
+        f"{app.base}/rooms/{long_name}/whep", data="v=0", headers=headers
+    ) as r:
+        assert r.status == 400
+    # A room name that needs escaping comes back escaped in Location, and works.
+    pc, _ = await peer(slots=1)
+    try:
+        headers = {**sdp, "Authorization": f"Bearer {app.token('v', room='a b')}"}
+        async with app.http.post(
+            f"{app.base}/rooms/a%20b/whep", data=pc.localDescription.sdp, headers=headers
+        ) as r:
+            assert r.status == 201
+            location = r.headers["Location"]
+        assert location.startswith("/rooms/a%20b/whep/")
+        async with app.http.delete(app.base + location) as r:
+            assert r.status == 200
+    finally:
+        await close_peer(pc)
+        await socket.ws.close()
+
+
 async def test_app_shutdown_closes_signaling_connections() -> None:
     from sfu.signaling.aiohttp import add_signaling
 

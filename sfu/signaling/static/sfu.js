@@ -363,13 +363,17 @@ export class SfuClient {
       this.roster.set(this.identity, { identity: this.identity, role: this.role, muted: false, hand: false });
     }
     this._setHands(joined.hands || [], false);
-    this.mutedBy = null;
     const me = this.roster.get(this.identity);
+    // Muted at join: a moderator's mute that outlived a reconnect (self-mute
+    // is restored below, after the join).
+    this.mutedBy = me.muted ? "a moderator" : null;
     const wasMuted = this.muted;
     this.handRaised = me.hand;
     this._everJoined = true;
-    this._reconnectAttempt = 0;
+    // The reconnect backoff restarts once media connects, not on `joined`:
+    // a network that lets signaling through but not UDP must not loop fast.
     this._setState("joined");
+    this._applyTrackEnabled();
     this._emit("joined", joined);
     this._emit("role", { identity: this.identity, role: this.role, by: null, renegotiate: false });
     this._emit("roster", this.roster);
@@ -471,6 +475,7 @@ export class SfuClient {
         }
         // duplicate_identity: the server has not noticed the old connection
         // is gone yet; network errors: not back yet. Try again.
+        if (this._ending || this.state === "closed") return; // leave() meanwhile
         console.warn(`sfu.js: reconnect attempt ${attempt + 1} failed: ${err.message || err}`);
         this._teardown();
         this._setState("reconnecting");
@@ -481,6 +486,7 @@ export class SfuClient {
   _onConnectionState(pc, generation) {
     if (generation !== this._generation || pc !== this.pc) return;
     this.connectionState = pc.connectionState;
+    if (pc.connectionState === "connected") this._reconnectAttempt = 0;
     this._emit("connection", pc.connectionState);
     if (pc.connectionState === "failed" && this.state === "joined" && this.options.reconnect) {
       this._scheduleReconnect("the media connection failed");
