@@ -358,6 +358,16 @@ class SignalingSession:
             async for event in events:
                 if await self._forward_event(event, participant):
                     return
+                if events.dropped:
+                    # This client read too slowly and lost events: its roster or
+                    # hands would stay wrong. It joins again and starts fresh.
+                    await self._error(
+                        "session_ended",
+                        f"your connection fell behind ({events.dropped} room events lost); "
+                        "join again",
+                    )
+                    await self.close(CLOSE_SESSION_ENDED, "fell behind")
+                    return
         finally:
             events.close()
 

@@ -457,3 +457,41 @@ async def test_app_shutdown_closes_signaling_connections() -> None:
             assert handler.sessions == set()
             assert "guest" not in server.rooms["hall"].participants
             await client.close()
+
+
+async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
+    """Events lost to a slow reader would leave its roster wrong: it must rejoin."""
+    from sfu.signaling.protocol import CLOSE_SESSION_ENDED, SignalingSession
+
+    from ..test_room_lifecycle import LISTENER
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        reader_blocked = asyncio.Event()
+        sent: list[dict[str, Any]] = []
+        closed: list[int] = []
+
+        async def send(text: str) -> None:
+            message = json.loads(text)
+            sent.append(message)
+            if message["type"] == "hands":
+                await reader_blocked.wait()  # the client stops reading here
+
+        async def close(code: int, reason: str) -> None:
+            closed.append(code)
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="hall", identity="slow", role="listener")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        assert sent[-1]["type"] == "joined"
+        await room.add_listener(LISTENER, "busy")
+        for _ in range(700):  # 1,400 hand events: more than the 1,024 a subscriber holds
+            room.raise_hand("busy")
+            room.lower_hand("busy")
+        await asyncio.sleep(0.1)
+        reader_blocked.set()
+        await wait_for(lambda: closed == [CLOSE_SESSION_ENDED], 5, "the slow client is closed")
+        assert any(m.get("code") == "session_ended" and "fell behind" in m["message"] for m in sent)
+        assert "slow" not in room.participants
