@@ -227,7 +227,8 @@ def live_stream_handler(
                     raise NotAllowed(f"{claims.identity!r} was removed from room {name!r}")
             except NotAllowed as exc:
                 return web.Response(status=403, text=f"{exc}\n")
-        client = stream_of(room).subscribe()
+        live = stream_of(room)
+        client = live.subscribe()
         transport = request.transport
 
         def cut() -> None:
@@ -259,6 +260,8 @@ def live_stream_handler(
             cut()  # the client went away, or stopped reading
         finally:
             client.close()
+            if not live.clients and streams.get(name) is live:
+                del streams[name]  # nobody listens: forget it (and its mixer)
         return response
 
     return handler

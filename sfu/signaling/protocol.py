@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,15 @@ logger = logging.getLogger(__name__)
 
 #: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
 MAX_MESSAGE = 64 * 1024
+#: Commands that change room state are fanned out to every member (a hand
+#: raised is a message to each), so each connection may send at most this
+#: burst, refilled at this rate per second; the excess is refused.
+COMMAND_BURST = 20
+COMMAND_RATE = 5.0
+#: What a command costs in the bucket: the ones every member hears of.
+_FANNED_OUT = frozenset(
+    {"raise_hand", "lower_hand", "mute", "promote", "demote", "mute_participant", "remove"}
+)
 #: How a member's close reason starts when its room closed (see Room.close).
 ROOM_CLOSED_PREFIX = "room closed: "
 #: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
@@ -144,6 +154,8 @@ class SignalingSession:
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
         self._closed = False
+        self._tokens = float(COMMAND_BURST)
+        self._tokens_at = time.monotonic()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "join": self._join,
             "offer": self._offer,
@@ -186,6 +198,8 @@ class SignalingSession:
                 raise ProtocolError("bad_message", f"unknown message type {kind!r}")
             if kind not in ("join", "ping") and self.participant is None:
                 raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
+            if kind in _FANNED_OUT:
+                self._spend_token(kind)
             reply = await handler(message)
         except ProtocolError as exc:
             await self._error(exc.code, str(exc), message_id)
@@ -207,6 +221,18 @@ class SignalingSession:
         if message_id is not None:
             reply["id"] = message_id
         await self.send(reply)
+
+    def _spend_token(self, kind: str) -> None:
+        now = time.monotonic()
+        self._tokens = min(COMMAND_BURST, self._tokens + (now - self._tokens_at) * COMMAND_RATE)
+        self._tokens_at = now
+        if self._tokens < 1:
+            raise ProtocolError(
+                "rate_limited",
+                f"too many commands: at most {COMMAND_RATE:g} per second "
+                f"(bursts of {COMMAND_BURST}); {kind!r} was not done",
+            )
+        self._tokens -= 1
 
     @staticmethod
     def _code(exc: BaseException) -> str:

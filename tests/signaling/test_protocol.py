@@ -495,3 +495,40 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
         await wait_for(lambda: closed == [CLOSE_SESSION_ENDED], 5, "the slow client is closed")
         assert any(m.get("code") == "session_ended" and "fell behind" in m["message"] for m in sent)
         assert "slow" not in room.participants
+
+
+async def test_commands_every_member_hears_of_are_rate_limited() -> None:
+    """One client's hand-waving must not become a flood to the whole room."""
+    from sfu.signaling.protocol import COMMAND_BURST, SignalingSession
+
+    from ..test_room_lifecycle import LISTENER
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        events = room.events(maxsize=10_000)
+        sent: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="hall", identity="waver", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER}
+        await session.handle(json.dumps(join))
+        for number in range(100):
+            kind = "raise_hand" if number % 2 == 0 else "lower_hand"
+            await session.handle(json.dumps({"type": kind, "id": number}))
+        refused = [m for m in sent if m.get("code") == "rate_limited"]
+        done = [m for m in sent if m.get("type") == "ok"]
+        assert len(done) <= COMMAND_BURST + 2 and len(refused) >= 100 - COMMAND_BURST - 2
+        hand_events = 0
+        while events._events:
+            event = events._events.popleft()
+            hand_events += isinstance(event, (sfu.HandRaised, sfu.HandLowered))
+        assert hand_events <= COMMAND_BURST + 2
+        await session.handle(json.dumps({"type": "ping", "id": "p"}))
+        assert sent[-1]["type"] == "pong", "ping is not limited"
+        await session.close()
