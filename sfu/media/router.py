@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: Receivers' sender reports are sent this often (seconds).
 SENDER_REPORT_INTERVAL = 5.0
+#: Packets after a slot switch during which one from before it is dropped.
+SWITCH_GUARD_PACKETS = 64
 
 
 @dataclass(eq=False)
@@ -87,6 +89,7 @@ class SlotStream:
         "sequence_offset",
         "source_ssrc",
         "ssrc",
+        "switch_guard",
         "switch_sequence",
         "timestamp_offset",
     )
@@ -98,6 +101,7 @@ class SlotStream:
         self.sequence_offset = 0
         self.timestamp_offset = 0
         self.switch_sequence = 0
+        self.switch_guard = False
         self.marker_pending = False
         self.last_sequence = secrets.randbelow(1 << 15)
         self.last_timestamp = secrets.randbelow(1 << 31)
@@ -117,6 +121,7 @@ class SlotStream:
         self.sequence_offset = (self.last_sequence + 1 - sequence) & 0xFFFF
         self.timestamp_offset = (next_timestamp - timestamp) & 0xFFFFFFFF
         self.switch_sequence = sequence
+        self.switch_guard = True
         self.marker_pending = True
 
     def rtp_timestamp_at(self, now: float) -> int:
@@ -278,9 +283,15 @@ class Router:
         stream = self.slots[slot]
         if stream.publisher is not publisher or stream.source_ssrc != ssrc:
             stream.switch(publisher, ssrc, sequence, timestamp, now)
-        elif uint16_gt(stream.switch_sequence, sequence):
-            # Reordered from before the switch: it would land in the previous speaker's range.
-            return
+        elif stream.switch_guard:
+            if uint16_gt(stream.switch_sequence, sequence):
+                # Reordered from before the switch: it would land in the previous speaker's range.
+                return
+            if (sequence - stream.switch_sequence) & 0xFFFF >= SWITCH_GUARD_PACKETS:
+                # Well past the switch: nothing from before it can still arrive. (Left
+                # on, the check would drop half of all packets once the sequence
+                # numbers wrapped half-way round, ~11 minutes into a turn.)
+                stream.switch_guard = False
         out_sequence = (sequence + stream.sequence_offset) & 0xFFFF
         out_timestamp = (timestamp + stream.timestamp_offset) & 0xFFFFFFFF
         if uint16_gt(out_sequence, stream.last_sequence) or stream.last_time is None:
