@@ -257,6 +257,9 @@ class Router:
         self.packets_in += 1
         try:
             payload_type, marker, sequence, timestamp, ssrc, offset = parse_rtp_header(packet)
+            if packet[0] & 0x20:
+                # Before anything is counted or decoded: a bad padding count drops it.
+                packet = strip_padding(packet, offset)
         except ValueError:
             self.packets_dropped += 1
             return
@@ -300,8 +303,6 @@ class Router:
             stream.last_time = now
         marker = marker or stream.marker_pending
         stream.marker_pending = False
-        if packet[0] & 0x20:
-            packet = strip_padding(packet)
         for tap in self.taps:
             tap(publisher, packet, offset, sequence, timestamp, slot, now)
         sent = self.fanout.forward(

@@ -416,12 +416,14 @@ class DtlsServer:
             if kind in (_HANDSHAKE, _CHANGE_CIPHER_SPEC):
                 # The client did not get our last flight and sent its own again:
                 # answer its Finished (the flight's one epoch-1 record) once.
+                # The flight usually comes as one datagram of epoch-0 records
+                # (Certificate ... ChangeCipherSpec) ending with that Finished.
                 if kind == _HANDSHAKE and epoch == 1 and self._replays < _MAX_REPLAYS:
                     self._replays += 1
                     self.retransmissions += 1
                     for datagram in self._final_flight:
                         self._emit(datagram)
-                return
+                continue
             if kind != _ALERT or epoch != 1:
                 self.dropped += 1  # application data, or a plaintext (unauthenticated) alert
                 continue

@@ -73,11 +73,18 @@ def parse_rtp_header(data: bytes) -> tuple[int, bool, int, int, int, int]:
     return second & 0x7F, bool(second & 0x80), sequence, timestamp, ssrc, offset
 
 
-def strip_padding(data: bytes) -> bytes:
-    """Drop RTP padding (P bit; the last byte counts the padding bytes)."""
-    if data[0] & 0x20 and data[-1]:
-        return data[: len(data) - data[-1]]
-    return data
+def strip_padding(data: bytes, payload_offset: int = 12) -> bytes:
+    """Drop RTP padding (P bit; the last byte counts the padding bytes, itself included).
+
+    Raises ``ValueError`` when the count is 0 or reaches into the header
+    (RFC 3550 section 5.1: such a packet is invalid).
+    """
+    if not data[0] & 0x20:
+        return data
+    count = data[-1]
+    if count == 0 or count > len(data) - payload_offset:
+        raise ValueError(f"RTP padding count {count} does not fit the payload")
+    return data[: len(data) - count]
 
 
 _REPORT_BLOCK = struct.Struct("!IIIIII")  # ssrc, lost word, highest seq, jitter, lsr, dlsr

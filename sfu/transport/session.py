@@ -124,17 +124,17 @@ class Session:
         if rx is None:
             self.server.drops["srtp before dtls"] += 1
             return
+        rtcp = is_rtcp(data)
         try:
-            if is_rtcp(data):
-                plain = rx.unprotect_rtcp(data)
-                self.last_valid = now
-                self.handler.session_rtcp(self, plain, now)
-            else:
-                plain = rx.unprotect(data)
-                self.last_valid = now
-                self.handler.session_rtp(self, plain, now)
-        except pylibsrtp.Error:
+            plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
+        except (pylibsrtp.Error, ValueError):  # ValueError: longer than libsrtp takes
             self.server.drops["srtp unprotect failed"] += 1
+            return
+        self.last_valid = now
+        if rtcp:
+            self.handler.session_rtcp(self, plain, now)
+        else:
+            self.handler.session_rtp(self, plain, now)
 
     def handle_timeout(self, now: float) -> None:
         deadline = self.dtls.next_timeout()

@@ -79,3 +79,21 @@ def test_a_packet_from_before_a_switch_is_not_forwarded(
     # A late packet of the same stream from before the slot's switch point.
     route.forward(first, packet(499, 0), 0.3)
     assert len(fanout.forwarded) == 10
+
+
+def test_a_bad_padding_count_drops_the_packet_and_nothing_else(
+    router: tuple[Router, RecordingFanOut],
+) -> None:
+    route, fanout = router
+    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+    route.add_publisher(speaker)
+    route.forward(speaker, packet(100, 0), 0.0)
+    good = packet(101, 960)
+    hostile = bytes([good[0] | 0x20]) + good[1:-1] + bytes([0x40])  # pads past the payload
+    route.forward(speaker, hostile, 0.02)
+    assert route.packets_dropped == 1 and len(fanout.forwarded) == 1
+    padded = bytes([good[0] | 0x20]) + good[1:] + bytes([0, 0, 3])  # a valid 3-byte padding
+    route.forward(speaker, padded, 0.04)
+    assert len(fanout.forwarded) == 2
+    (_, first), (_, second) = fanout.forwarded
+    assert (second - first) & 0xFFFF == 1, "the dropped packet took no sequence number"

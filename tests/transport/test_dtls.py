@@ -27,6 +27,7 @@ from sfu.transport.dtls import (
     is_dtls_datagram,
     self_signed,
 )
+from sfu.transport.dtls_record import iter_records
 from sfu.transport.srtp import PROFILES, create_srtp_sessions, split_keying_material
 
 GCM = b"SRTP_AEAD_AES_128_GCM"
@@ -623,6 +624,20 @@ def test_lost_final_flight_is_replayed_without_openssl(certificate: Certificate)
         for datagram in client_flight:
             wire.server.feed(datagram, 1002.0)
     assert len(wire.take()) <= 8 * len(server_flight)
+
+
+def test_final_flight_is_replayed_for_a_flight_sent_in_one_datagram(
+    certificate: Certificate,
+) -> None:
+    """Clients usually send Certificate ... Finished as one datagram: the
+    epoch-1 Finished comes after epoch-0 records in it."""
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    client_flight, server_flight = handshake_until_final_flight(wire, client)
+    whole = b"".join(client_flight)
+    assert len(list(iter_records(whole))) > 1
+    wire.server.feed(whole, 1001.0)
+    assert wire.take() == server_flight
 
 
 def test_forged_alerts_after_release_are_ignored(certificate: Certificate) -> None:
