@@ -257,6 +257,7 @@ class DtlsServer:
         "__weakref__",
         "_deadline",
         "_final_flight",
+        "_handshake_timeout",
         "_label",
         "_peer_checked",
         "_peer_rejected",
@@ -280,6 +281,7 @@ class DtlsServer:
         send: Callable[[bytes], None],
         *,
         label: str = "",
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._remote: list[tuple[hashes.HashAlgorithm, bytes]] = []
         for algorithm, value in remote_fingerprints:
@@ -298,6 +300,7 @@ class DtlsServer:
                 f"with one of {', '.join(_DIGESTS)}"
             )
         self._send = send
+        self._handshake_timeout = handshake_timeout
         self._label = label or f"{id(self):x}"
         self.state = "new"
         self.keys: SrtpKeys | None = None
@@ -347,7 +350,7 @@ class DtlsServer:
         logger.debug("< dtls %s: %d bytes", self._label, len(data))
         if self.state == "new":
             self.state = "connecting"
-            self._deadline = now + HANDSHAKE_TIMEOUT
+            self._deadline = now + self._handshake_timeout
         ssl.bio_write(data)
         if self.state == "connecting":
             return self._handshake(ssl, now)

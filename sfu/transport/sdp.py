@@ -515,12 +515,23 @@ def negotiate(offer: Offer, *, publish: bool, max_slots: int) -> Negotiation:
         )
     transport = group[0]
     assert transport.opus is not None
+    payload_type = transport.opus.payload_type
+    if 64 <= payload_type <= 95:
+        raise InvalidOffer(
+            f"Opus on payload type {payload_type} would read as RTCP on the one muxed port "
+            "(RFC 5761 section 4): offer it on 96..127 or 0..63"
+        )
+    level_id = transport.extensions.get(AUDIO_LEVEL_URI, 0)
+    if level_id > 14:
+        # Only the one-byte header form (ids 1..14) is written per receiver; without
+        # the extension the server measures this speaker's level by decoding.
+        level_id = 0
     return Negotiation(
         publish=publish_index,
         slots=tuple(receivable[:max_slots]),
         accepted=tuple(s.index for s in group),
-        payload_type=transport.opus.payload_type,
-        audio_level_id=transport.extensions.get(AUDIO_LEVEL_URI, 0),
+        payload_type=payload_type,
+        audio_level_id=level_id,
     )
 
 

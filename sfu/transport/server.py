@@ -41,6 +41,9 @@ Address = tuple[Any, ...]
 TICK = 0.25
 #: DTLS handshake datagrams worked on per event-loop iteration, and the most that may wait.
 HANDSHAKES_PER_TURN = 4
+#: Handshake datagrams one session may have waiting (a flight is 1-3, and
+#: retransmissions of them).
+MAX_HANDSHAKE_QUEUED_PER_SESSION = 8
 MAX_HANDSHAKE_BACKLOG = 8192
 #: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -387,6 +390,12 @@ class Server:
         if len(self._handshake_backlog) >= MAX_HANDSHAKE_BACKLOG:
             self.drops["dtls handshake backlog full"] += 1  # the client retransmits
             return
+        if session.handshake_queued >= MAX_HANDSHAKE_QUEUED_PER_SESSION:
+            # A handshake needs a few datagrams: one client flooding cannot fill
+            # the backlog and starve everyone else's.
+            self.drops["dtls handshake datagrams over the session's share"] += 1
+            return
+        session.handshake_queued += 1
         self._handshake_backlog.append((session, data))
         if not self._handshake_pump_scheduled:
             self._handshake_pump_scheduled = True
@@ -398,8 +407,15 @@ class Server:
         now = self.loop.time()
         for _ in range(min(HANDSHAKES_PER_TURN, len(backlog))):
             session, data = backlog.popleft()
-            if session.state != "closed":
+            session.handshake_queued -= 1
+            if session.state == "closed":
+                continue
+            try:
                 session.receive_dtls(data, now)
+            except Exception:  # a bug in one session must not stall the others' handshakes
+                logger.exception("%r: error in its DTLS handshake", session)
+                self.drops["dtls handshake error"] += 1
+                session.close("internal error in the DTLS handshake")
         if backlog:
             self._handshake_pump_scheduled = True
             self.loop.call_soon(self._pump_handshakes)

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 Address = tuple[Any, ...]
 
 
+#: Distinct SSRCs a client may send SRTP/SRTCP with (a speaker uses one, a
+#: browser's receive-only lines a few for their reports).
+MAX_INBOUND_SSRCS = 16
+
 class SessionHandler(Protocol):
     def session_connected(self, session: Session) -> None: ...
     def session_address_changed(self, session: Session) -> None: ...
@@ -50,6 +54,8 @@ class Session:
         "credentials",
         "dtls",
         "dtls_fingerprints",
+        "handshake_queued",
+        "inbound_ssrcs",
         "handler",
         "last_valid",
         "remote_ufrag",
@@ -78,7 +84,16 @@ class Session:
         self.last_valid = now
         self.created = now
         self.dtls_fingerprints = remote_fingerprints
-        self.dtls = DtlsServer(server.certificate, remote_fingerprints, self._send_dtls)
+        self.handshake_queued = 0  # its datagrams waiting in the server's handshake backlog
+        # SSRCs whose packets authenticated: libsrtp keeps a stream for each
+        # (SSRC_ANY_INBOUND) and never drops it, so their number is capped.
+        self.inbound_ssrcs: set[int] = set()
+        self.dtls = DtlsServer(
+            server.certificate,
+            remote_fingerprints,
+            self._send_dtls,
+            handshake_timeout=server.handshake_timeout,
+        )
         self.srtp_tx: pylibsrtp.Session | None = None
         self.srtp_rx: pylibsrtp.Session | None = None
         self.close_reason: str | None = None
@@ -125,11 +140,20 @@ class Session:
             self.server.drops["srtp before dtls"] += 1
             return
         rtcp = is_rtcp(data)
+        if len(data) < 12:
+            self.server.drops["srtp unprotect failed"] += 1
+            return
+        ssrc = int.from_bytes(data[4:8] if rtcp else data[8:12], "big")
+        known = self.inbound_ssrcs
+        if ssrc not in known and len(known) >= MAX_INBOUND_SSRCS:
+            self.server.drops["srtp from too many ssrcs"] += 1
+            return
         try:
             plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
         except (pylibsrtp.Error, ValueError):  # ValueError: longer than libsrtp takes
             self.server.drops["srtp unprotect failed"] += 1
             return
+        known.add(ssrc)
         self.last_valid = now
         if rtcp:
             self.handler.session_rtcp(self, plain, now)

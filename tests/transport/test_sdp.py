@@ -506,7 +506,9 @@ def test_line_endings(ending: str) -> None:
 
 def test_extmap_two_byte_ids_are_syntactically_valid() -> None:
     offer = parse_offer(edit("a=extmap:1 ", "a=extmap:200 "))
-    assert negotiate(offer, publish=True, max_slots=3).audio_level_id == 200
+    assert offer.sections[0].extensions[AUDIO_LEVEL_URI] == 200
+    # Parsed, but not used: see test_an_audio_level_id_past_14_is_not_used.
+    assert negotiate(offer, publish=True, max_slots=3).audio_level_id == 0
 
 
 # ------------------------------------------------------------- negotiation rules
@@ -889,3 +891,26 @@ def test_mutated_offers_raise_only_invalid_offer(text: str, publish: bool, slots
     except InvalidOffer:
         return
     check_answer(answer_for(offer, negotiation), offer, negotiation)
+
+
+def test_an_audio_level_id_past_14_is_not_used() -> None:
+    """The fan-out writes the one-byte header form (ids 1..14): a two-byte-only
+    id is left out of the answer and the speaker's level is decoded instead."""
+    offer = parse_offer(make_offer(audio("0", "sendrecv", level=16)))
+    negotiation = negotiate(offer, publish=True, max_slots=3)
+    assert negotiation.audio_level_id == 0
+    answer = answer_for(offer, negotiation)
+    assert AUDIO_LEVEL_URI not in answer
+    assert (
+        negotiate(
+            parse_offer(make_offer(audio("0", level=14))), publish=True, max_slots=3
+        ).audio_level_id
+        == 14
+    )
+
+
+@pytest.mark.parametrize("pt", [64, 72, 95])
+def test_opus_on_an_rtcp_payload_type_is_refused(pt: int) -> None:
+    offer = parse_offer(make_offer(audio("0", "sendrecv", pt=pt)))
+    with pytest.raises(InvalidOffer, match="RFC 5761"):
+        negotiate(offer, publish=True, max_slots=3)

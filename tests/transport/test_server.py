@@ -171,3 +171,56 @@ async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket
             assert all(p.payload != b"x" * 60 for p in listener.packets(0))
         finally:
             await asyncio.gather(speaker.close(), listener.close())
+
+
+async def test_one_client_cannot_fill_the_handshake_backlog(udp: socket.socket) -> None:
+    """A checked client flooding DTLS datagrams gets its share, not the whole backlog."""
+    from sfu.transport.server import MAX_HANDSHAKE_QUEUED_PER_SESSION
+
+    from ..test_room_lifecycle import LISTENER, UFRAG
+
+    async with sfu.Server() as server:
+        room = server.room("flood")
+        participant = await room.add_listener(LISTENER, "flooder")
+        server_ufrag, pwd = answer_credentials(participant.answer)
+        udp.sendto(binding_request(server_ufrag, UFRAG, pwd), ("127.0.0.1", server.port))
+        await recv(udp)  # checked: its DTLS is now read
+        # Records of a future epoch: DTLS discards them quietly (RFC 6347 section
+        # 4.1), so the session lives on while each costs the server a look.
+        hello = bytes([22, 0xFE, 0xFD, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4]) + b"junk"
+        # As one batch read hands them over (uvloop reads many datagrams per
+        # wake-up; the default loop reads one, which a flood cannot outpace).
+        address = udp.getsockname()
+        for _ in range(200):
+            server._datagram_received(hello, address)
+        assert len(server._handshake_backlog) == MAX_HANDSHAKE_QUEUED_PER_SESSION
+        assert server.drops["dtls handshake datagrams over the session's share"] == 200 - 8
+        await wait_for(lambda: not server._handshake_backlog, 5, "the backlog worked off")
+        assert not participant.closed, "quietly discarded records do not end the session"
+
+
+async def test_a_client_cannot_make_the_server_keep_streams_for_many_ssrcs() -> None:
+    """libsrtp keeps a stream per authenticated SSRC: a client gets a bounded number."""
+    from aiortc.rtp import RtpPacket
+
+    from sfu.transport.session import MAX_INBOUND_SSRCS
+
+    async with sfu.Server() as server:
+        room = server.room("ssrcs")
+        client = await join(room, "many", speaker=True, frequency=440)
+        try:
+            assert client.participant is not None
+            await client.participant.wait_connected(10)
+            await client.wait_connected(10)
+            transport = client.pc.getTransceivers()[0].sender.transport
+            for ssrc in range(1000, 1100):
+                rtp = RtpPacket(payload_type=111, sequence_number=1, timestamp=960, ssrc=ssrc)
+                rtp.payload = b"\xfc" + b"x" * 40
+                await transport._send_rtp(rtp.serialize())
+            await wait_for(
+                lambda: server.drops["srtp from too many ssrcs"] > 0, 5, "extra SSRCs refused"
+            )
+            session = client.participant.session
+            assert session is not None and len(session.inbound_ssrcs) <= MAX_INBOUND_SSRCS
+        finally:
+            await client.close()
