@@ -564,6 +564,12 @@ class Mixer:
             except Exception:
                 logger.exception("mixer output %r failed: removed", output.callback)
                 self.remove_output(output)
+                if output.on_close is not None:
+                    # Its owner (a recorder, a live stream) finishes as if the room had closed.
+                    try:
+                        output.on_close()
+                    except Exception:
+                        logger.exception("closing mixer output %r failed", output.callback)
         if stream.fanout is not None and len(stream.fanout):
             stream.fanout.forward(
                 0,

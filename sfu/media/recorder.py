@@ -181,6 +181,7 @@ class Recorder:
         self._pre_skip = 0
         self._tracks: dict[int, SpeakerTrack] = {}
         self._files: dict[int, IO[bytes]] = {}
+        self._unrecordable: set[int] = set()  # speakers whose file failed: not retried
         self._tapping = False
         self._stopped = False
         self.started_at = 0.0
@@ -246,14 +247,26 @@ class Recorder:
         slot: int,
         now: float,
     ) -> None:
-        track = self._tracks.get(publisher.number)
+        number = publisher.number
+        track = self._tracks.get(number)
         if track is None:
-            track = self._open_track(publisher.number)
+            if number in self._unrecordable:
+                return
+            track = self._open_track(number)
             if track is None:
+                self._unrecordable.add(number)
                 return
         pages = track.packet(publisher.ssrc, timestamp, packet[offset:], now)
         if pages:
-            self._files[publisher.number].write(pages)
+            try:
+                self._files[number].write(pages)
+            except OSError:
+                # Disk full or gone: this speaker's file stops here; forwarding
+                # and the other files go on.
+                logger.exception("recording of speaker %s stopped", track.identity)
+                self._unrecordable.add(number)
+                del self._tracks[number]
+                self._files.pop(number).close()
 
     def _open_track(self, number: int) -> SpeakerTrack | None:
         identity = self._identity_of(number) or f"speaker-{number}"
@@ -298,16 +311,24 @@ class Recorder:
             self._output.close()
             self._output = None
         if self._file is not None:
-            if self._writer.packets == 0:
-                # Stopped before the first frame: one silent frame keeps the file valid.
-                self._granule = FRAME_SAMPLES
-                self._file.write(self._writer.write(SILENCE_MONO, self._granule))
-            self._file.write(self._writer.close())
-            self._file.close()
+            try:
+                if self._writer.packets == 0:
+                    # Stopped before the first frame: one silent frame keeps the file valid.
+                    self._granule = FRAME_SAMPLES
+                    self._file.write(self._writer.write(SILENCE_MONO, self._granule))
+                self._file.write(self._writer.close())
+            except OSError:  # e.g. the disk filled: the file is closed all the same
+                logger.exception("finishing the recording %s failed", self.path)
+            finally:
+                self._file.close()
         for number, track in self._tracks.items():
             handle = self._files[number]
-            handle.write(track.finish(now))
-            handle.close()
+            try:
+                handle.write(track.finish(now))
+            except OSError:
+                logger.exception("finishing the recording %s failed", track.path)
+            finally:
+                handle.close()
         logger.info(
             "recording to %s stopped: %.2f s, %d speaker files",
             self.path,

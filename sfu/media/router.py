@@ -304,7 +304,12 @@ class Router:
         marker = marker or stream.marker_pending
         stream.marker_pending = False
         for tap in self.taps:
-            tap(publisher, packet, offset, sequence, timestamp, slot, now)
+            try:
+                tap(publisher, packet, offset, sequence, timestamp, slot, now)
+            except Exception:  # a recorder's failure must never stop the listeners' audio
+                logger.exception("router tap %r failed: removed", tap)
+                # A new list: this loop goes on over the old one.
+                self.taps = [other for other in self.taps if other is not tap]
         sent = self.fanout.forward(
             slot,
             packet,

@@ -37,6 +37,7 @@ Address = tuple[Any, ...]
 #: browser's receive-only lines a few for their reports).
 MAX_INBOUND_SSRCS = 16
 
+
 class SessionHandler(Protocol):
     def session_connected(self, session: Session) -> None: ...
     def session_address_changed(self, session: Session) -> None: ...

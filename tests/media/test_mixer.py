@@ -234,3 +234,29 @@ async def test_close_calls_on_close_and_catch_up_fills_lag(router: Router) -> No
 def test_tone_helper_is_what_it_says() -> None:
     pcm = np.frombuffer(b"".join(tone(440, 50)), dtype="<i2")
     assert_tones(pcm, present=[440], absent=[1000])
+
+
+async def test_a_failing_output_is_removed_and_told(router: Router) -> None:
+    """A consumer whose callback raises (a recorder on a full disk) is detached
+    and its on_close runs, so it finishes its files instead of hanging on."""
+    mixer = Mixer(router)
+    told: list[str] = []
+
+    def broken(packet: bytes, samples: int, now: float) -> None:
+        raise OSError("no space left on device")
+
+    good = Collector()
+    failing = mixer.add_output(broken, on_close=lambda: told.append("closed"))
+    mixer.add_output(good)
+    await wait_for_packets(good, 5)
+    assert failing.closed and told == ["closed"]
+    assert mixer.running, "the other consumer goes on"
+    await mixer.close()
+
+
+async def wait_for_packets(collector: Collector, count: int, timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(collector.packets) < count:
+        assert loop.time() < deadline, f"only {len(collector.packets)} packets"
+        await asyncio.sleep(0.02)

@@ -97,3 +97,26 @@ def test_a_bad_padding_count_drops_the_packet_and_nothing_else(
     assert len(fanout.forwarded) == 2
     (_, first), (_, second) = fanout.forwarded
     assert (second - first) & 0xFFFF == 1, "the dropped packet took no sequence number"
+
+
+def test_a_failing_tap_never_stops_the_listeners_audio(
+    router: tuple[Router, RecordingFanOut],
+) -> None:
+    route, fanout = router
+    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+    route.add_publisher(speaker)
+    seen: list[int] = []
+
+    def broken(*args: Any) -> None:
+        raise OSError("no space left on device")
+
+    def recording(
+        publisher: Publisher, packet: bytes, offset: int, sequence: int, *rest: Any
+    ) -> None:
+        seen.append(sequence)
+
+    route.taps.extend([broken, recording])
+    for index in range(3):
+        route.forward(speaker, packet(200 + index, index * 960), index * 0.02)
+    assert len(fanout.forwarded) == 3, "every packet still reaches the fan-out"
+    assert route.taps == [recording] and seen == [200, 201, 202]
