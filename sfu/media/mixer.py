@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
 from .jitter import LOST, PACKET, JitterBuffer
-from .opus import FRAME_BYTES, FRAME_SAMPLES, OpusDecoder, OpusEncoder, plc_packet
+from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
 
 if TYPE_CHECKING:
     from ..participant import Participant
@@ -211,6 +211,10 @@ class Mixer:
         self._loop = loop
         self._sock = sock
         self._minus_ssrcs: dict[int, int] = {}
+        # Where a dropped stream's SSRC stopped (next sequence, next timestamp,
+        # monotonic time): a stream made again with that SSRC goes on from there,
+        # since its receivers' SRTP would refuse older sequence numbers as replays.
+        self._positions: dict[int, tuple[int, int, float]] = {}
         self._streams: dict[int, _Stream] = {}
         self._receivers: dict[int, _Stream] = {}
         self._speakers: dict[int, _Speaker] = {}
@@ -287,6 +291,12 @@ class Mixer:
         stream = self._streams.get(exclude)
         if stream is None:
             stream = self._streams[exclude] = _Stream(exclude, self.ssrc_for(exclude), self.bitrate)
+            position = self._positions.pop(stream.ssrc, None)
+            if position is not None:
+                sequence, timestamp, stopped = position
+                elapsed = max(FRAME_SAMPLES, int((time.monotonic() - stopped) * SAMPLE_RATE))
+                stream.sequence = sequence
+                stream.timestamp = (timestamp + elapsed) & 0xFFFFFFFF
         return stream
 
     def add_output(
@@ -372,6 +382,7 @@ class Mixer:
     def _drop_if_empty(self, stream: _Stream) -> None:
         if stream.empty and self._streams.get(stream.exclude) is stream:
             del self._streams[stream.exclude]
+            self._positions[stream.ssrc] = (stream.sequence, stream.timestamp, time.monotonic())
             if stream.fanout is not None:
                 stream.fanout.close()
         # No stream left: the task sees it at its next frame and ends.

@@ -260,3 +260,20 @@ async def wait_for_packets(collector: Collector, count: int, timeout: float = 2.
     while len(collector.packets) < count:
         assert loop.time() < deadline, f"only {len(collector.packets)} packets"
         await asyncio.sleep(0.02)
+
+
+async def test_a_stream_made_again_goes_on_from_its_old_sequence(router: Router) -> None:
+    """A mixed listener that renegotiates keeps its SRTP context: its stream,
+    dropped and made again with the same SSRC, must not go back in sequence."""
+    mixer = Mixer(router)
+    first = Collector()
+    output = mixer.add_output(first, exclude=5)
+    await wait_for_packets(first, 3)
+    stream = output._stream
+    ssrc, last = stream.ssrc, (stream.sequence - 1) & 0xFFFF
+    output.close()
+    await mixer.wait_stopped()
+    again = mixer.add_output(Collector(), exclude=5)
+    assert again._stream.ssrc == ssrc
+    assert again._stream.sequence == (last + 1) & 0xFFFF
+    await mixer.close()
