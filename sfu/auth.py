@@ -18,6 +18,7 @@ grants the server enforces.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -53,6 +54,8 @@ ALGORITHM = "HS256"
 #: Clock skew tolerated between the issuing backend and the server (seconds).
 DEFAULT_LEEWAY = 5.0
 MIN_SECRET_BYTES = 32
+#: Longest room name and identity (the room refuses longer ones too).
+MAX_NAME_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ def grants_of(role: str) -> frozenset[str]:
         return ROLES[role]
     except KeyError:
         raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}") from None
+
+
+def check_secret(secret: str | bytes) -> bytes:
+    """The HMAC key of ``secret``; :class:`~sfu.errors.InvalidSetting` if it is too short."""
+    return _key(secret)
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -99,12 +107,27 @@ def issue_token(
     ``grants`` narrows or widens what the role implies (for example a
     listener allowed to moderate); by default it is the role's grants.
     """
-    if not isinstance(room, str) or not room:
-        raise InvalidSetting("room must be a non-empty string")
-    if not isinstance(identity, str) or not identity:
-        raise InvalidSetting("identity must be a non-empty string")
+    if not isinstance(room, str) or not room or len(room) > MAX_NAME_LENGTH:
+        raise InvalidSetting(
+            f"room must be a non-empty string of at most {MAX_NAME_LENGTH} characters"
+        )
+    if not isinstance(identity, str) or not identity or len(identity) > MAX_NAME_LENGTH:
+        raise InvalidSetting(
+            f"identity must be a non-empty string of at most {MAX_NAME_LENGTH} characters"
+        )
+    if role not in ROLES:
+        raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+        ):
+            raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")
     if ttl <= 0:
         raise InvalidSetting(f"ttl must be a positive number of seconds, got {ttl!r}")
+    if isinstance(grants, (str, bytes)):
+        raise InvalidSetting(f"grants must be a list of grant names, got the string {grants!r}")
     granted = grants_of(role) if grants is None else frozenset(grants)
     unknown = granted - GRANTS
     if unknown:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import InvalidSetting
+
 __all__ = [
     "ActiveSpeakersChanged",
     "DominantSpeakerChanged",
@@ -165,10 +167,14 @@ class EventStream(AsyncIterator[RoomEvent]):
     slow subscriber lets it fill, the *oldest* event is dropped and counted
     in :attr:`dropped`, so a stalled consumer costs bounded memory and
     never blocks the room. Iteration stops after :class:`RoomClosed`, or
-    when :meth:`close` is called.
+    when :meth:`close` is called. The room holds its subscribers weakly: a
+    stream nobody refers to any more (a loop left with ``break``) stops
+    receiving; ``async with room.events() as stream:`` closes it on exit.
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise InvalidSetting(f"maxsize must be an integer >= 1, got {maxsize!r}")
         self._events: collections.deque[RoomEvent] = collections.deque(maxlen=maxsize)
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -198,6 +204,12 @@ class EventStream(AsyncIterator[RoomEvent]):
     def __aiter__(self) -> EventStream:
         return self
 
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
     async def __anext__(self) -> RoomEvent:
         while not self._events:
             if self._closed or self._finished:
@@ -208,5 +220,15 @@ class EventStream(AsyncIterator[RoomEvent]):
         return self._events.popleft()
 
     async def next(self, timeout: float | None = None) -> RoomEvent:
-        """The next event, waiting at most ``timeout`` seconds (TimeoutError)."""
+        """The next event, waiting at most ``timeout`` seconds (``TimeoutError``;
+        a queued event is returned at once, even with ``timeout=0``). After the
+        last event (``RoomClosed``, or :meth:`close`) it raises
+        ``StopAsyncIteration``, as iterating would end."""
+        if self._events:
+            return self._events.popleft()
+        if timeout is not None and timeout <= 0:
+            if self._closed or self._finished:
+                self._finished = True
+                raise StopAsyncIteration
+            raise asyncio.TimeoutError()
         return await asyncio.wait_for(self.__anext__(), timeout)

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .auth import Role
-from .errors import InvalidOffer, ParticipantClosed, RoomClosed
+from .errors import InvalidOffer, ParticipantClosed
 from .media.router import Publisher
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
@@ -199,8 +199,9 @@ class Participant:
         answered so that the server never receives on any line. Raises
         :class:`~sfu.errors.InvalidOffer`; the previous state is kept then.
         """
-        if self.closed or self.session is None:
-            raise RoomClosed(f"{self.identity!r} has left room {self.room.name!r}")
+        self._check_open()
+        if self.session is None:
+            raise ParticipantClosed(f"{self.identity!r} has no session in room {self.room.name!r}")
         offer = parse_offer(offer_sdp)
         if offer.ice_ufrag != self.session.remote_ufrag:
             raise InvalidOffer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,19 @@ class RoomPolicy:
     stage_interval: float = 0.25
 
     def __post_init__(self) -> None:
-        if not isinstance(self.slots, int) or not 1 <= self.slots <= 16:
+        # bool is an int to Python: True slots or False max_speakers is a mistake.
+        if not _is_int(self.slots) or not 1 <= self.slots <= 16:
             raise InvalidSetting(f"slots must be an integer between 1 and 16, got {self.slots!r}")
         for name in ("max_speakers", "max_listeners"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is not None and (not _is_int(value) or value < 0):
                 raise InvalidSetting(f"{name} must be None or an integer >= 0, got {value!r}")
+        if not isinstance(self.private, bool):
+            raise InvalidSetting(f"private must be True or False, got {self.private!r}")
+        for name in ("roster_interval", "stage_interval", "hold", "decision_interval"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise InvalidSetting(f"{name} must be a number of seconds, got {value!r}")
         if not 0 < self.roster_interval <= 60:
             raise InvalidSetting(
                 f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}"
@@ -76,3 +84,12 @@ class RoomPolicy:
         if self.thresholds is not None:
             settings["c1"], settings["c2"], settings["c3"] = self.thresholds
         return settings
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,9 +19,10 @@ import logging
 import os
 import secrets
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from .auth import Claims, Role, grants_of, verify_token
+from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
     InvalidOffer,
@@ -64,7 +65,7 @@ __all__ = ["Room"]
 
 logger = logging.getLogger(__name__)
 
-MAX_IDENTITY_LENGTH = 256
+MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
 _participant_numbers = itertools.count(1)
 
 
@@ -72,9 +73,10 @@ class Room:
     """A named audio room; see the module and README for the API."""
 
     def __init__(self, server: Server, name: str, policy: RoomPolicy) -> None:
-        if not isinstance(name, str) or not name or len(name) > 256:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
             raise InvalidSetting(
-                f"a room name must be a non-empty string of at most 256 characters, got {name!r}"
+                f"a room name must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+                f"got {name!r:.60}"
             )
         if policy.private and server.token_secret is None:
             raise InvalidSetting(
@@ -92,7 +94,8 @@ class Room:
         # Holders and dominant as last emitted: an empty stage is not news.
         self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
         self._stage_emitted = 0.0
-        self._subscribers: list[EventStream] = []
+        # Weakly held: a stream its subscriber dropped without close() goes away.
+        self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._banned_identities: set[str] = set()
         self._banned_tokens: dict[str, str] = {}  # token id -> the identity it was for
@@ -422,8 +425,9 @@ class Room:
         """
         self._actor(by)
         participant = self[identity]
-        if participant.role == "listener":
+        if participant.role == "listener" and not participant.can_publish:
             return participant
+        # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
         self._decisions.setdefault(identity, {})["role"] = ("listener", participant.grants)
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
@@ -495,14 +499,16 @@ class Room:
         if self._closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
         else:
-            self._subscribers.append(stream)
+            self._subscribers.add(stream)
         return stream
 
     def _emit(self, event: RoomEvent) -> None:
         if self._subscribers:
-            self._subscribers = [s for s in self._subscribers if not s.closed]
-            for stream in self._subscribers:
-                stream._put(event)
+            for stream in list(self._subscribers):
+                if stream.closed:
+                    self._subscribers.discard(stream)
+                else:
+                    stream._put(event)
 
     def roster(self) -> list[tuple[str, Role]]:
         """Every member's identity and role, in join order."""

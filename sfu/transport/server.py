@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import socket
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..admission import Admission
+from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
 from .dtls import Certificate
 from .ice import parse_binding_request, success_response
@@ -100,16 +102,37 @@ class Server:
         token_secret: str | bytes | None = None,
         joins_per_turn: int = 4,
     ) -> None:
-        if not isinstance(port, int) or not 0 <= port <= 65535:
+        self._started = self._closed = False  # first: __del__ reads them even if this raises
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
-        if not isinstance(joins_per_turn, int) or joins_per_turn < 1:
+        for name, address in (("host", host), ("announce", announce)):
+            if address is not None and (not isinstance(address, str) or not address):
+                raise InvalidSetting(f"{name} must be a non-empty string, got {address!r}")
+        if (
+            isinstance(joins_per_turn, bool)
+            or not isinstance(joins_per_turn, int)
+            or joins_per_turn < 1
+        ):
             raise InvalidSetting(f"joins_per_turn must be an integer >= 1, got {joins_per_turn!r}")
-        if consent_timeout <= 0 or handshake_timeout <= 0:
-            raise InvalidSetting("consent_timeout and handshake_timeout must be positive seconds")
-        if token_secret is not None and len(token_secret) < 32:
-            raise InvalidSetting(
-                "token_secret must be at least 32 bytes (use secrets.token_urlsafe(32))"
-            )
+        for name, seconds in (
+            ("consent_timeout", consent_timeout),
+            ("handshake_timeout", handshake_timeout),
+        ):
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, (int, float))
+                or not math.isfinite(seconds)
+                or seconds <= 0
+            ):
+                raise InvalidSetting(
+                    f"{name} must be a positive number of seconds, got {seconds!r}"
+                )
+        if token_secret is not None:
+            if not isinstance(token_secret, (str, bytes)):
+                raise InvalidSetting(
+                    f"token_secret must be str or bytes, got {type(token_secret).__name__}"
+                )
+            check_secret(token_secret)  # the same rule (bytes, not characters) as sfu.auth
         self.token_secret = token_secret
         # Joins per event-loop turn (see sfu.admission): a crowd cannot stall the loop.
         self.admission = Admission(joins_per_turn)
@@ -139,16 +162,37 @@ class Server:
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._started = False
-        self._closed = False
+        self._starting: asyncio.Future[None] | None = None
+        self._close_done: asyncio.Event | None = None
 
     # -- life cycle --------------------------------------------------------
 
     async def start(self) -> Server:
+        """Bind the socket and start the timers; idempotent (concurrent calls share one start)."""
         if self._closed:
             raise ServerClosed("this Server is closed; create a new one")
         if self._started:
             return self
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            return await self.start()
+        starting = self._starting = asyncio.get_running_loop().create_future()
+        try:
+            await self._start()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                starting.cancel()
+            else:
+                starting.set_exception(exc)
+                starting.exception()  # retrieved: no warning when nobody else waited
+            raise
+        else:
+            starting.set_result(None)
+        finally:
+            self._starting = None
+        return self
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_DGRAM)
         family, _, _, _, sockaddr = infos[0]
@@ -167,6 +211,10 @@ class Server:
         except BaseException:
             sock.close()
             raise
+        if self._closed:  # close() ran while the endpoint was being made
+            transport.close()
+            sock.close()
+            raise ServerClosed("the server was closed while it started")
         self._socket = sock
         self._transport = transport
         self._task = self._loop.create_task(self._housekeeping(), name=f"sfu-server-{self.port}")
@@ -174,7 +222,6 @@ class Server:
         logger.info(
             "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
         )
-        return self
 
     async def __aenter__(self) -> Server:
         return await self.start()
@@ -187,10 +234,20 @@ class Server:
         return self._closed
 
     async def close(self) -> None:
-        """Close every room, session and the socket; idempotent."""
+        """Close every room, session and the socket; idempotent (a second call
+        returns when the first has finished)."""
         if self._closed:
+            if self._close_done is not None:
+                await self._close_done.wait()
             return
         self._closed = True
+        self._close_done = asyncio.Event()
+        if self._starting is not None:
+            # A start under way sees the close and releases what it made.
+            try:
+                await asyncio.shield(self._starting)
+            except (ServerClosed, asyncio.CancelledError, OSError):
+                pass
         for room in [*self._rooms.values(), *self._closing_rooms]:
             await room.close("server closed")  # or wait for a close under way
         for session in list(self._sessions_by_ufrag.values()):
@@ -211,6 +268,7 @@ class Server:
             self._socket.close()
             self._socket = None
         logger.info("sfu server closed")
+        self._close_done.set()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._started and not self._closed:
@@ -255,6 +313,8 @@ class Server:
             raise ServerClosed(
                 "start the server first: `async with Server() as server` or `await server.start()`"
             )
+        if not isinstance(name, str):
+            raise InvalidSetting(f"a room name must be a string, got {type(name).__name__}")
         room = self._rooms.get(name)
         if room is not None and not policy and slots in (None, room.policy.slots):
             return room  # the common case, once per join: no settings to compare
@@ -262,7 +322,7 @@ class Server:
             policy["slots"] = slots
         try:
             wanted = RoomPolicy(**policy)
-        except TypeError as exc:
+        except TypeError as exc:  # only an unknown keyword: the values are checked in RoomPolicy
             raise InvalidSetting(f"unknown room setting: {exc}") from None
         if room is not None:
             if room.policy != wanted:

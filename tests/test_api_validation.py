@@ -1,0 +1,158 @@
+"""The public API under bad input and awkward call orders: sfu.errors, never a
+built-in exception from deep inside, and nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+import sfu
+from sfu import auth
+from sfu.policy import RoomPolicy
+
+from .test_room_lifecycle import LISTENER, SPEAKER
+
+SECRET = "s" * 40
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"port": "x"},
+        {"port": True},
+        {"port": 70000},
+        {"host": 123},
+        {"host": ""},
+        {"consent_timeout": float("nan")},
+        {"consent_timeout": "30"},
+        {"handshake_timeout": float("inf")},
+        {"handshake_timeout": 0},
+        {"joins_per_turn": True},
+        {"token_secret": 12345},
+        {"token_secret": bytearray(40)},
+        {"token_secret": "short"},
+    ],
+)
+def test_server_settings_are_checked(arguments: dict[str, object]) -> None:
+    with pytest.raises(sfu.InvalidSetting):
+        sfu.Server(**arguments)  # type: ignore[arg-type]
+
+
+def test_a_secret_is_measured_in_bytes_as_tokens_are() -> None:
+    sfu.Server(token_secret="é" * 16)  # 32 bytes in UTF-8: accepted, as sfu.auth accepts it
+    with pytest.raises(sfu.InvalidSetting):
+        sfu.Server(token_secret="a" * 31)
+
+
+async def test_close_during_start_leaves_nothing_open() -> None:
+    server = sfu.Server()
+    starting = asyncio.ensure_future(server.start())
+    await asyncio.sleep(0)
+    await server.close()
+    with pytest.raises(sfu.ServerClosed):
+        await starting
+    assert server._socket is None and server._transport is None and server._task is None
+
+
+async def test_concurrent_starts_bind_one_socket() -> None:
+    server = sfu.Server()
+    first, second = await asyncio.gather(server.start(), server.start())
+    assert first is second is server
+    port = server.port
+    await asyncio.gather(server.close(), server.close())
+    assert server._socket is None and server._task is None
+    assert port > 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"slots": True},
+        {"max_speakers": False},
+        {"private": "no"},
+        {"roster_interval": "1"},
+        {"hold": float("nan")},
+        {"decision_interval": True},
+    ],
+)
+def test_room_policy_refuses_wrong_types(settings: dict[str, object]) -> None:
+    with pytest.raises(sfu.InvalidSetting):
+        RoomPolicy(**settings)  # type: ignore[arg-type]
+
+
+async def test_room_names_are_checked_before_use() -> None:
+    async with sfu.Server() as server:
+        with pytest.raises(sfu.InvalidSetting, match="must be a string"):
+            server.room(["a"])  # type: ignore[arg-type]
+        with pytest.raises(sfu.InvalidSetting, match="at most 256"):
+            server.room("x" * 300)
+        with pytest.raises(sfu.InvalidSetting, match="unknown room setting"):
+            server.room("r", colour="red")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"role": "admin", "grants": ["publish"]},
+        {"ttl": float("nan")},
+        {"ttl": "60"},
+        {"grants": "publish"},
+        {"identity": "x" * 300},
+        {"not_before": float("inf")},
+    ],
+)
+def test_issue_token_checks_its_arguments(arguments: dict[str, object]) -> None:
+    base: dict[str, object] = {"room": "r", "identity": "ada"}
+    with pytest.raises(sfu.InvalidSetting):
+        auth.issue_token(SECRET, **{**base, **arguments})  # type: ignore[arg-type]
+
+
+async def test_event_stream_next_and_size() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        with pytest.raises(sfu.InvalidSetting):
+            room.events(maxsize=0)
+        stream = room.events()
+        await room.add_listener(LISTENER, "lee")
+        event = await stream.next(0)  # queued: returned at once, even with no time to wait
+        assert isinstance(event, sfu.ParticipantJoined)
+        with pytest.raises(asyncio.TimeoutError):
+            await stream.next(0)
+        stream.close()
+        with pytest.raises(StopAsyncIteration):
+            await stream.next(1)
+
+
+async def test_an_abandoned_event_stream_is_released() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        for _ in range(50):
+            room.events()  # never kept, never closed
+        gc.collect()
+        assert len(room._subscribers) == 0
+        async with room.events() as kept:
+            assert len(room._subscribers) == 1
+        assert kept.closed
+
+
+async def test_demote_takes_the_voice_of_a_listener_token_widened_with_publish() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(
+            SECRET, room="r", identity="w", role="listener", grants=["publish", "subscribe"]
+        )
+        widened = await room.join(SPEAKER, token=token)
+        assert widened.can_publish and widened.role == "listener"
+        await room.demote("w")
+        assert not widened.can_publish and widened.publisher is None
+
+
+async def test_renegotiating_after_leaving_raises_participant_closed() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        lee = await room.add_listener(LISTENER, "lee")
+        await lee.close()
+        with pytest.raises(sfu.ParticipantClosed):
+            await lee.renegotiate(LISTENER)
