@@ -34,10 +34,10 @@ import gc
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,19 @@ PAGE_DIR = Path(__file__).resolve().parent / "static"
 ROLES = ("moderator", "speaker", "listener")
 #: Demo tokens last a working day: sfu.js rejoins with the same token after a network drop.
 TOKEN_TTL = 12 * 3600.0
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # printable, at most 64 characters
+_MAX_NAME = 64
+
+
+def _valid_name(value: object) -> bool:
+    """1..64 characters that show: no control, format (zero-width, bidi
+    override) or separator-only characters a lookalike name could hide in."""
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
+        return False
+    return all(
+        unicodedata.category(char)[0] not in "C" and unicodedata.category(char) not in ("Zl", "Zp")
+        for char in value
+    )
+
 
 SERVER_KEY = web.AppKey("server", sfu.Server)
 
@@ -92,15 +104,29 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}')
     room, identity, role = body.get("room"), body.get("identity"), body.get("role", "listener")
     for field, value in (("room", room), ("identity", identity)):
-        if not isinstance(value, str) or not _NAME.match(value.strip() or "\x00"):
-            raise _bad_request(f"{field} must be 1 to 64 printable characters")
+        if not _valid_name(value):
+            raise _bad_request(
+                f"{field} must be 1 to {_MAX_NAME} visible characters "
+                "(no control, zero-width or direction-changing ones)"
+            )
     if role not in ROLES:
         raise _bad_request(f"role must be one of {', '.join(ROLES)}")
     assert isinstance(room, str) and isinstance(identity, str)
+    if role == "moderator":
+        # Whoever opens a room moderates it; later arrivals ask to be promoted.
+        existing = server.rooms.get(room.strip())
+        moderators = [p for p in existing.participants.values()] if existing else []
+        if any("moderate" in p.grants for p in moderators):
+            raise web.HTTPForbidden(
+                text=json.dumps(
+                    {"error": "this room has a moderator already: join and ask to be promoted"}
+                ),
+                content_type="application/json",
+            )
     token = sfu.auth.issue_token(
         server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
     )
-    logger.info("issued a demo token: %s as %s in room %r", identity.strip(), role, room.strip())
+    logger.info("issued a demo token: %r as %s in room %r", identity.strip(), role, room.strip())
     return web.json_response({"token": token})
 
 
@@ -121,11 +147,12 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
-    add_signaling(app, server, room_settings={"max_listeners": max_listeners})
+    room_settings = {"max_listeners": max_listeners}
+    add_signaling(app, server, room_settings=room_settings)
     app.router.add_get("/metrics", metrics_handler(server))
     # The overflow audience of a full room listens to the mix over plain HTTP.
     app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
-    add_whip_whep(app, server)
+    add_whip_whep(app, server, room_settings=room_settings)  # the same limits, whoever opens a room
     if demo_tokens:
         app.router.add_post("/api/token", issue_demo_token)
     return app

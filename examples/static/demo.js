@@ -59,6 +59,16 @@ function offerLiveStream(room) {
   audio.play().catch(() => {}); // autoplay may wait for a click on the controls
 }
 
+// Joining (this room once a seat frees, or another one) ends the overflow stream:
+// nobody should hear a room twice, or two rooms at once.
+function stopLiveStream() {
+  const audio = $("#overflow-audio");
+  audio.pause();
+  audio.removeAttribute("src");
+  audio.load();
+  $("#overflow").hidden = true;
+}
+
 function describeError(err) {
   const messages = {
     duplicate_identity: "Someone in this room already has that name. Pick another one.",
@@ -70,6 +80,7 @@ function describeError(err) {
 }
 
 async function enter(token) {
+  stopLiveStream();
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   const next = new SfuClient({ url, token, audioContainer: $("#audio-sink") });
   next.on("state", render);

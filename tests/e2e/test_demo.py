@@ -38,6 +38,7 @@ from tests.clients import (
     wait_for,
 )
 from tests.conftest import client_configuration
+from tests.test_room_lifecycle import SPEAKER as SPEAKER_OFFER
 
 NewPage = Callable[..., Awaitable[Page]]
 
@@ -444,6 +445,23 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
                 assert "error" in await response.json()
         async with http.post(demo.url + "/api/token", data="{") as response:
             assert response.status == 400
+        # Names that hide or disguise themselves: zero-width, a direction override, C1.
+        for sneaky in ("\u200b", "Ada\u202e", "a\x85b", " "):
+            body = {"room": "r", "identity": sneaky, "role": "speaker"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                assert response.status == 400, repr(sneaky)
+        # Whoever opens a room moderates it; a second moderator token is refused.
+        body = {"room": "owned", "identity": "owner", "role": "moderator"}
+        async with http.post(demo.url + "/api/token", json=body) as response:
+            owner_token = (await response.json())["token"]
+        owner = await demo.server.room("owned").join(SPEAKER_OFFER, token=owner_token)
+        body = {"room": "owned", "identity": "usurper", "role": "moderator"}
+        async with http.post(demo.url + "/api/token", json=body) as response:
+            assert response.status == 403
+        body["role"] = "speaker"
+        async with http.post(demo.url + "/api/token", json=body) as response:
+            assert response.status == 200
+        await owner.close()
 
     runner, port = await start_site(demo_server.make_app(demo.server, demo_tokens=False))
     try:

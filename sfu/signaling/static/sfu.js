@@ -52,8 +52,16 @@
 const CLOSE_REMOVED = 4001;
 const CLOSE_ROOM_CLOSED = 4002;
 // Errors after which joining again with the same token cannot succeed.
-// On a join, not_found means the room is gone (a server that does not create rooms on demand).
-const FATAL_JOIN_ERRORS = new Set(["not_allowed", "room_closed", "bad_message", "invalid_offer", "not_found"]);
+// On a join, not_found means the room is gone (a server that does not create rooms on
+// demand); room_full on a rejoin means the seat was taken meanwhile: say so, do not loop.
+const FATAL_JOIN_ERRORS = new Set([
+  "not_allowed",
+  "room_closed",
+  "bad_message",
+  "invalid_offer",
+  "not_found",
+  "room_full",
+]);
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
 export class SfuError extends Error {
