@@ -6,9 +6,12 @@ one and "Listen" in the other::
     python examples/aiohttp_app.py --host 127.0.0.1 --port 8080
 
 The whole signaling is two HTTP calls: ``POST /rooms/{room}/{speaker|listener}``
-with ``{"identity": ..., "sdp": <offer>}`` returns ``{"sdp": <answer>}``, and
-``DELETE /rooms/{room}/{identity}`` leaves. Everything media goes through
-the one UDP port of :class:`sfu.Server`.
+with ``{"identity": ..., "sdp": <offer>}`` returns ``{"sdp": <answer>,
+"leave": <url>}``, and ``DELETE <url>`` leaves (the URL is unguessable, so
+only the one who joined can end that session). Everything media goes
+through the one UDP port of :class:`sfu.Server`. There is no
+authentication here: put this behind your login, or use join tokens
+(``sfu.auth``) as the demo server does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
+import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -24,6 +29,7 @@ import sfu
 
 PAGE = Path(__file__).with_name("aiohttp_app.html")
 SERVER_KEY = web.AppKey("server", sfu.Server)
+SESSIONS_KEY = web.AppKey("sessions", dict)  # leave-URL secret -> participant
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -37,27 +43,37 @@ async def join(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="role must be speaker or listener")
     try:
         body = await request.json()
-        identity, offer = str(body["identity"]), str(body["sdp"])
+        identity, offer = body["identity"], body["sdp"]
+        if not isinstance(identity, str) or not isinstance(offer, str):
+            raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise web.HTTPBadRequest(text='send JSON {"identity": ..., "sdp": ...}') from None
-    room = server.room(request.match_info["room"])
+        raise web.HTTPBadRequest(
+            text='send JSON {"identity": "<name>", "sdp": "<offer>"}'
+        ) from None
     try:
+        room = server.room(request.match_info["room"])
         if role == "speaker":
             participant: sfu.Participant = await room.add_speaker(offer, identity=identity)
         else:
             participant = await room.add_listener(offer, identity=identity)
-    except sfu.InvalidOffer as exc:
+    except (sfu.InvalidOffer, sfu.InvalidSetting) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-    except sfu.DuplicateIdentity as exc:
+    except (sfu.DuplicateIdentity, sfu.RoomFull) as exc:
         raise web.HTTPConflict(text=str(exc)) from None
-    return web.json_response({"sdp": participant.answer})
+    except sfu.RoomClosed as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+    sessions = request.app[SESSIONS_KEY]
+    for key in [key for key, held in sessions.items() if held.closed]:
+        del sessions[key]  # sessions that ended without a DELETE
+    key = secrets.token_urlsafe(16)
+    sessions[key] = participant
+    return web.json_response({"sdp": participant.answer, "leave": f"/sessions/{key}"})
 
 
 async def leave(request: web.Request) -> web.Response:
-    room = request.app[SERVER_KEY].rooms.get(request.match_info["room"])
-    participant = room.get(request.match_info["identity"]) if room else None
+    participant = request.app[SESSIONS_KEY].pop(request.match_info["key"], None)
     if participant is None:
-        raise web.HTTPNotFound(text="no such participant")
+        raise web.HTTPNotFound(text="no such session")
     await participant.close("left")
     return web.Response(status=204)
 
@@ -65,9 +81,10 @@ async def leave(request: web.Request) -> web.Response:
 def make_app(server: sfu.Server) -> web.Application:
     app = web.Application()
     app[SERVER_KEY] = server
+    app[SESSIONS_KEY] = {}
     app.router.add_get("/", index)
     app.router.add_post("/rooms/{room}/{role}", join)
-    app.router.add_delete("/rooms/{room}/{identity}", leave)
+    app.router.add_delete("/sessions/{key}", leave)
     return app
 
 
@@ -84,6 +101,8 @@ async def main() -> None:
         "--announce", default=None, help="address put in SDP answers (default: --host)"
     )
     args = parser.parse_args()
+    if args.host in ("0.0.0.0", "::") and not args.announce:
+        parser.error(f"--host {args.host} needs --announce ADDRESS (the address clients reach)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     async with sfu.Server(args.host, args.udp_port, announce=args.announce) as server:
         runner = web.AppRunner(make_app(server))
@@ -94,8 +113,12 @@ async def main() -> None:
             f"open http://{args.host}:{args.port}/  (media on udp {args.host}:{server.port})",
             flush=True,
         )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)  # a clean close, whichever way it ends
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 

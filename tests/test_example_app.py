@@ -1,0 +1,74 @@
+"""examples/aiohttp_app.py, the smallest embedding, driven over HTTP by a real
+aiortc client: join, hear nothing wrong, leave by the URL only the joiner knows."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+import sfu
+
+from .clients import close_peer, make_offer, wait_for
+from .conftest import client_configuration
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "aiohttp_app.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("aiohttp_app_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_join_and_leave_through_the_example_app() -> None:
+    example = load_example()
+    async with sfu.Server() as server:
+        runner = web.AppRunner(example.make_app(server))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        pc = RTCPeerConnection(client_configuration())
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="recvonly")
+        try:
+            offer = await make_offer(pc)
+            async with aiohttp.ClientSession() as http:
+                bad_bodies: list[object] = [{"identity": "x"}, {"identity": None, "sdp": offer}, []]
+                for bad in bad_bodies:
+                    async with http.post(f"{base}/rooms/hall/listener", json=bad) as r:
+                        assert r.status == 400, bad
+                too_long = {"identity": "x" * 300, "sdp": offer}
+                async with http.post(f"{base}/rooms/hall/listener", json=too_long) as r:
+                    assert r.status == 400
+                body = {"identity": "lee", "sdp": offer}
+                async with http.post(f"{base}/rooms/hall/listener", json=body) as r:
+                    assert r.status == 200
+                    reply = await r.json()
+                async with http.post(f"{base}/rooms/hall/listener", json=body) as r:
+                    assert r.status == 409, "the same name twice"
+                await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+                participant = server.rooms["hall"].get("lee")
+                assert participant is not None
+                await participant.wait_connected(10)
+                # Knowing the name is not enough to end someone's session.
+                async with http.delete(f"{base}/rooms/hall/lee") as r:
+                    assert r.status in (404, 405)
+                assert not participant.closed
+                async with http.delete(base + reply["leave"]) as r:
+                    assert r.status == 204
+                await wait_for(lambda: participant.closed, 5, "lee left")
+                async with http.delete(base + reply["leave"]) as r:
+                    assert r.status == 404
+        finally:
+            await close_peer(pc)
+            await runner.cleanup()
