@@ -42,39 +42,42 @@ def packet(sequence: int, timestamp: int, ssrc: int = 0x1234, level: int = 30) -
     return header + extension + b"opus"
 
 
+Routed = tuple[Router, RecordingFanOut, Publisher]
+
+
 @pytest.fixture
-def router() -> Iterator[tuple[Router, RecordingFanOut]]:
+def router() -> Iterator[Routed]:
+    """A router, what it hands to the fan-out, and one speaker (levels in extension id 1)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
     fanout = RecordingFanOut()
     router.fanout = fanout  # type: ignore[assignment]
-    yield router, fanout
+    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+    router.add_publisher(speaker)
+    yield router, fanout, speaker
     router.close()
     sock.close()
 
 
-def test_a_long_turn_is_forwarded_past_the_sequence_wrap(
-    router: tuple[Router, RecordingFanOut],
-) -> None:
+def talk(router: Routed, first_sequence: int, count: int) -> None:
+    """``count`` 20 ms packets of the speaker, sequence numbers from ``first_sequence``."""
+    route, _, speaker = router
+    for index in range(count):
+        route.forward(speaker, packet(first_sequence + index, index * 960), index * 0.02)
+
+
+def test_a_long_turn_is_forwarded_past_the_sequence_wrap(router: Routed) -> None:
     """70,000 packets (23 minutes) of one speaker: every one forwarded, gap-free."""
-    route, fanout = router
-    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
-    route.add_publisher(speaker)
-    for index in range(70_000):
-        route.forward(speaker, packet(1000 + index, index * 960), index * 0.02)
+    _, fanout, _ = router
+    talk(router, 1000, 70_000)
     assert len(fanout.forwarded) == 70_000
     sequences = [sequence for _, sequence in fanout.forwarded]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:]))
 
 
-def test_a_packet_from_before_a_switch_is_not_forwarded(
-    router: tuple[Router, RecordingFanOut],
-) -> None:
-    route, fanout = router
-    first = Publisher(number=1, payload_type=111, audio_level_id=1)
-    route.add_publisher(first)
-    for index in range(10):
-        route.forward(first, packet(500 + index, index * 960), index * 0.02)
+def test_a_packet_from_before_a_switch_is_not_forwarded(router: Routed) -> None:
+    route, fanout, first = router
+    talk(router, 500, 10)
     assert len(fanout.forwarded) == 10
     # A late packet of the same stream from before the slot's switch point.
     route.forward(first, packet(499, 0), 0.3)
@@ -82,11 +85,9 @@ def test_a_packet_from_before_a_switch_is_not_forwarded(
 
 
 def test_a_bad_padding_count_drops_the_packet_and_nothing_else(
-    router: tuple[Router, RecordingFanOut],
+    router: Routed,
 ) -> None:
-    route, fanout = router
-    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
-    route.add_publisher(speaker)
+    route, fanout, speaker = router
     route.forward(speaker, packet(100, 0), 0.0)
     good = packet(101, 960)
     hostile = bytes([good[0] | 0x20]) + good[1:-1] + bytes([0x40])  # pads past the payload
@@ -100,11 +101,9 @@ def test_a_bad_padding_count_drops_the_packet_and_nothing_else(
 
 
 def test_a_failing_tap_never_stops_the_listeners_audio(
-    router: tuple[Router, RecordingFanOut],
+    router: Routed,
 ) -> None:
-    route, fanout = router
-    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
-    route.add_publisher(speaker)
+    route, fanout, speaker = router
     seen: list[int] = []
 
     def broken(*args: Any) -> None:
