@@ -46,3 +46,14 @@ def test_room_settings_match_the_readme() -> None:
     documented = documented_call("server.room")
     actual = {field.name: field.default for field in dataclasses.fields(RoomPolicy)}
     assert documented == actual
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """`.ci/run` must run what the README tells a newcomer to run, nothing weaker."""
+    block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert block, "the README opens with a sh block of its two commands"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    test_command = next(c for c in commands if c.endswith(" test"))
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    ci_commands = [line.split("#")[0].strip() for line in ci.splitlines()]
+    assert test_command in ci_commands
