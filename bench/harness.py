@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import json
@@ -221,6 +222,23 @@ async def run_floor(
     result["receivers"] = len(ports)
     result["packet_bytes"] = len(packet)
     return result
+
+
+def parser(
+    doc: str | None, *, listeners: int | None = 1000, concurrency: int = 64
+) -> argparse.ArgumentParser:
+    """The options every benchmark against a server process shares: ``--listeners``
+    (unless None), ``--concurrency`` (joins in flight) and ``--no-extensions``."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    if listeners is not None:
+        parser.add_argument("--listeners", type=int, default=listeners)
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help="joins in flight at once"
+    )
+    parser.add_argument(
+        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
+    )
+    return parser
 
 
 def machine() -> dict[str, Any]:

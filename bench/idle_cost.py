@@ -98,8 +98,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listeners", type=int, default=1000)
+    parser = harness.parser(__doc__)
     parser.add_argument(
         "--seconds", type=float, default=15.0, help="idle window with the listeners"
     )
@@ -109,10 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=6.0, help="wait after the joins")
     parser.add_argument(
         "--lag-interval", type=float, default=0.01, help="server lag ticker period (0: off)"
-    )
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument(
-        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
     )
     return parser.parse_args(argv)
 

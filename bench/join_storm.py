@@ -158,14 +158,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listeners", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=1000, help="joins in flight at once")
+    parser = harness.parser(__doc__, concurrency=1000)
     parser.add_argument("--join-timeout", type=float, default=30.0)
     parser.add_argument("--check-seconds", type=float, default=3.0)
-    parser.add_argument(
-        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
-    )
     parser.add_argument(
         "--floor",
         type=int,

@@ -96,15 +96,10 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listeners", type=int, default=1000)
+    parser = harness.parser(__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--sample-every", type=int, default=64, help="decrypt 1 packet in this many (power of 2)"
-    )
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument(
-        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
     )
     return parser.parse_args(argv)
 

@@ -118,7 +118,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, listeners=None)
     parser.add_argument("--speakers", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--start", type=int, default=1000, help="first N with one speaker")
     parser.add_argument("--step", type=int, default=500, help="N step with one speaker")
@@ -136,10 +136,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--retries", type=int, default=2, help="re-measure a failed step the server was starved in"
-    )
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument(
-        "--no-extensions", action="store_true", help="server with SFU_NO_EXTENSIONS=1"
     )
     return parser.parse_args(argv)
 
