@@ -481,6 +481,24 @@ cdef class Sink:
             self._sample_count += 1
 
 
+cdef int _fill_destinations(sessions, addresses, void **contexts, unsigned char *names) except -1:
+    """Each receiver's libsrtp context, and its ``struct sockaddr_in`` in 16 bytes
+    of ``names``: family (host order), port and address (network order)."""
+    cdef Py_ssize_t r
+    cdef int k
+    for r in range(len(sessions)):
+        contexts[r] = _srtp_pointer(sessions[r])
+        host, port = addresses[r]
+        raw = _socket.inet_aton(host)
+        names[r * 16] = _socket.AF_INET & 0xFF
+        names[r * 16 + 1] = (_socket.AF_INET >> 8) & 0xFF
+        names[r * 16 + 2] = (port >> 8) & 0xFF
+        names[r * 16 + 3] = port & 0xFF
+        for k in range(4):
+            names[r * 16 + 4 + k] = raw[k]
+    return 0
+
+
 def floor_protect_sendto(sock, sessions, addresses, const unsigned char[::1] packet,
                          long count, long first_sequence=0):
     """The C floor: ``count`` datagrams of copy + srtp_protect + sendto, no batching.
@@ -513,17 +531,7 @@ def floor_protect_sendto(sock, sessions, addresses, const unsigned char[::1] pac
     cdef int fd = sock.fileno()
     cdef uint16_t sequence
     try:
-        for r in range(n):
-            contexts[r] = _srtp_pointer(sessions[r])
-            host, port = addresses[r]
-            raw = _socket.inet_aton(host)
-            # struct sockaddr_in: family (host order), port, address (network order).
-            names[r * 16] = _socket.AF_INET & 0xFF
-            names[r * 16 + 1] = (_socket.AF_INET >> 8) & 0xFF
-            names[r * 16 + 2] = (port >> 8) & 0xFF
-            names[r * 16 + 3] = port & 0xFF
-            for k in range(4):
-                names[r * 16 + 4 + k] = raw[k]
+        _fill_destinations(sessions, addresses, contexts, names)
         with nogil:
             for i in range(count):
                 r = i % n
@@ -576,16 +584,7 @@ def floor_protect_sendmmsg(sock, sessions, addresses, const unsigned char[::1] p
     cdef uint16_t sequence
     cdef unsigned char *out
     try:
-        for r in range(n):
-            contexts[r] = _srtp_pointer(sessions[r])
-            host, port = addresses[r]
-            raw = _socket.inet_aton(host)
-            names[r * 16] = _socket.AF_INET & 0xFF
-            names[r * 16 + 1] = (_socket.AF_INET >> 8) & 0xFF
-            names[r * 16 + 2] = (port >> 8) & 0xFF
-            names[r * 16 + 3] = port & 0xFF
-            for k in range(4):
-                names[r * 16 + 4 + k] = raw[k]
+        _fill_destinations(sessions, addresses, contexts, names)
         for k in range(batch):
             iov[k].iov_base = buffers + k * BUFFER
             messages[k].msg_hdr.msg_iov = &iov[k]
