@@ -9,13 +9,13 @@ from pathlib import Path
 from types import ModuleType
 
 import aiohttp
-from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import sfu
 
 from .clients import close_peer, make_offer, wait_for
 from .conftest import client_configuration
+from .sites import start_site
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "aiohttp_app.py"
 
@@ -32,11 +32,8 @@ def load_example() -> ModuleType:
 async def test_join_and_leave_through_the_example_app() -> None:
     example = load_example()
     async with sfu.Server() as server:
-        runner = web.AppRunner(example.make_app(server))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, port = await start_site(example.make_app(server))
+        base = f"http://127.0.0.1:{port}"
         pc = RTCPeerConnection(client_configuration())
         for _ in range(3):
             pc.addTransceiver("audio", direction="recvonly")

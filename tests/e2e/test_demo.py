@@ -38,6 +38,7 @@ from tests.clients import (
     wait_for,
 )
 from tests.conftest import client_configuration
+from tests.sites import start_site
 from tests.test_room_lifecycle import SPEAKER as SPEAKER_OFFER
 
 NewPage = Callable[..., Awaitable[Page]]
@@ -68,17 +69,6 @@ class Demo:
 
     def token(self, room: str, identity: str, role: sfu.auth.Role) -> str:
         return sfu.auth.issue_token(self.secret, room=room, identity=identity, role=role)
-
-
-async def start_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on 127.0.0.1:``port``; cleanup cuts open WebSockets after 0.5 s."""
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    server = site._server
-    assert server is not None and server.sockets  # type: ignore[attr-defined]
-    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
 @pytest_asyncio.fixture(loop_scope="session")

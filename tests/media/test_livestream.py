@@ -25,6 +25,7 @@ from sfu.media.router import Router
 from sfu.signaling.aiohttp import live_stream_handler
 
 from ..clients import join, wait_for
+from ..sites import start_site
 from .mixing import assert_tones, decode_ogg
 
 SECRET = "s" * 40
@@ -33,11 +34,7 @@ SECRET = "s" * 40
 async def serve(server: sfu.Server, **settings: Any) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server, **settings))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await start_site(app)
     return runner, f"http://127.0.0.1:{port}"
 
 

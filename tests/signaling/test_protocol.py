@@ -28,6 +28,7 @@ from ..clients import (
     wait_for,
 )
 from ..conftest import client_configuration
+from ..sites import start_site
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -88,11 +89,7 @@ async def app() -> AsyncIterator[App]:
         web_app.router.add_get("/ws", websocket_handler(server))
         web_app.router.add_get("/metrics", metrics_handler(server))
         add_whip_whep(web_app, server)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_site(web_app)
         async with aiohttp.ClientSession() as session:
             yield App(server, f"http://127.0.0.1:{port}", session)
         await runner.cleanup()
@@ -439,11 +436,7 @@ async def test_app_shutdown_closes_signaling_connections() -> None:
     async with sfu.Server(token_secret=SECRET) as server:
         web_app = web.Application()
         handler = add_signaling(web_app, server)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_site(web_app)
         async with aiohttp.ClientSession() as http:
             app = App(server, f"http://127.0.0.1:{port}", http)
             socket, client = await joined(app, "guest")
