@@ -115,8 +115,8 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     if role == "moderator":
         # Whoever opens a room moderates it; later arrivals ask to be promoted.
         existing = server.rooms.get(room.strip())
-        moderators = [p for p in existing.participants.values()] if existing else []
-        if any("moderate" in p.grants for p in moderators):
+        members = existing.participants.values() if existing else ()
+        if any("moderate" in member.grants for member in members):
             raise web.HTTPForbidden(
                 text=json.dumps(
                     {"error": "this room has a moderator already: join and ask to be promoted"}
