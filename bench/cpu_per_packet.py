@@ -224,5 +224,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    asyncio.run(asyncio.wait_for(main(arguments), 900))
+    harness.run(main(arguments), 900)
     _ = json  # results are JSON; see harness.write_result

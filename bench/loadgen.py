@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime
 import fractions
 import json
@@ -45,7 +46,6 @@ import random
 import resource
 import secrets
 import socket
-import string
 import struct
 import sys
 import threading
@@ -91,7 +91,6 @@ CONSENT_INTERVAL = 5.0  # seconds, randomised +-20 % per check (RFC 7675 5.1)
 STUN_RETRANSMIT = 0.5
 PACKET_TIME = 0.020
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python lacks the name
-_ICE_CHARS = string.ascii_letters + string.digits + "+/"
 
 
 # ------------------------------------------------------------------ credentials
@@ -134,9 +133,11 @@ def fingerprint_of(certificate: x509.Certificate) -> str:
 
 
 def ice_credentials() -> tuple[str, str]:
+    """Random ICE ufrag (8 chars) and pwd (24): base64 of random bytes uses
+    exactly the ice-char set (RFC 8839 5.4), without padding at these sizes."""
     return (
-        "".join(random.choice(_ICE_CHARS) for _ in range(8)),
-        "".join(random.choice(_ICE_CHARS) for _ in range(24)),
+        base64.b64encode(os.urandom(6)).decode(),
+        base64.b64encode(os.urandom(18)).decode(),
     )
 
 
@@ -286,6 +287,75 @@ def encode_tone(seconds: float = 4.0, bitrate: int = 28000) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ one peer
+
+
+class _Exchange(asyncio.Protocol):
+    """One HTTP/1.1 request on its own TCP connection; the reply is complete
+    at its Content-Length (the connection stays open, as a browser's would)."""
+
+    def __init__(self, request: bytes, done: asyncio.Future[bytes]) -> None:
+        self.request = request
+        self.done = done
+        self.received = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]  # a TCP transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.received += data
+        head, separator, body = self.received.partition(b"\r\n\r\n")
+        if not separator:
+            return
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            self.done.set_exception(ConnectionError("control reply without Content-Length"))
+        elif len(body) >= length:
+            self.done.set_result(self.received)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"control connection lost: {exc}"))
+
+
+async def post_json(
+    host: str, port: int, path: str, body: bytes, keep: list[asyncio.BaseTransport]
+) -> dict[str, Any]:
+    """POST ``body`` (JSON) and return the JSON reply, whatever its status.
+
+    A join's offer is what a fresh browser sends: a new TCP connection and
+    one request; the connection is appended to ``keep`` for the caller to
+    close later (a browser keeps its signaling connection open). Hand-written
+    rather than aiohttp's client because in a join storm the load generator
+    shares the machine with the server, and the client library's own cost per
+    request (several times this one's) made the load generator, not the
+    server, set the pace.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    transport, _ = await loop.create_connection(lambda: _Exchange(request, done), host, port)
+    keep.append(transport)
+    raw = await done
+    head, _, content = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0]
+    if not status_line.startswith(b"HTTP/1.1 "):
+        raise ConnectionError(f"unexpected control reply {status_line[:80]!r}")
+    try:
+        reply = json.loads(content)
+    except ValueError:
+        raise ConnectionError(f"control reply is not JSON: {status_line[:80]!r}") from None
+    if not isinstance(reply, dict):
+        raise ConnectionError(f"control reply is not a JSON object: {status_line[:80]!r}")
+    return reply
 
 
 class Peer:
@@ -710,6 +780,7 @@ class LoadGen:
         profiles: bytes = SRTP_PROFILES,
     ) -> None:
         self.base = f"http://{LOOPBACK}:{control_port}"
+        self.control_port = control_port
         self.room = room
         self.capacity = capacity
         self.slots = slots
@@ -727,6 +798,7 @@ class LoadGen:
         self.payloads = encode_tone()
         self._handshaking: set[Peer] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._control_connections: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sink_thread: threading.Thread | None = None
         self._closing = False
@@ -761,6 +833,8 @@ class LoadGen:
             await asyncio.to_thread(self._sink_thread.join, 5.0)
         for peer in [*self.listeners, *self.speakers, *self.failed]:
             peer.close()
+        for transport in self._control_connections:
+            transport.close()
         if self._http is not None:
             await self._http.close()
 
@@ -775,17 +849,20 @@ class LoadGen:
             return result
 
     async def _post_offer(self, peer: Peer, role: str) -> Answer:
-        assert self._http is not None
-        body = {
-            "room": self.room,
-            "role": role,
-            "identity": peer.identity,
-            "offer": peer.offer,
-            "slots": self.slots,
-        }
+        body = json.dumps(
+            {
+                "room": self.room,
+                "role": role,
+                "identity": peer.identity,
+                "offer": peer.offer,
+                "slots": self.slots,
+            }
+        ).encode()
         peer.offer_ns = time.time_ns()
-        async with self._http.post(f"{self.base}/offer", json=body) as response:
-            reply = await response.json()
+        reply = await asyncio.wait_for(
+            post_json(LOOPBACK, self.control_port, "/offer", body, self._control_connections),
+            self.join_timeout,
+        )
         if "answer" not in reply:
             raise ConnectionError(f"offer refused: {reply.get('error')}")
         peer.answer_ns = time.time_ns()

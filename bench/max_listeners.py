@@ -141,4 +141,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(asyncio.wait_for(main(parse_args()), 900))
+    harness.run(main(parse_args()), 900)
