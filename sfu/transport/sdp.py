@@ -34,6 +34,7 @@ that decides whether the offer can be answered raises
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -172,6 +173,8 @@ class _SectionBuilder:
         if port is None or port > 65535:
             raise InvalidOffer(f"m= line {index} has an invalid port {_excerpt(fields[1])}")
         self.index = index
+        #: How error messages name it (made once: it is needed only for them).
+        self.where = "session" if index < 0 else f"m-line {index}"
         self.kind = fields[0]
         self.port = port
         self.protocol = fields[2]
@@ -225,9 +228,10 @@ def _parse_extmap(where: str, value: str, extensions: dict[str, int]) -> None:
     extensions[uri] = ext_id
 
 
-def _parse_attribute(where: str, line: str, target: _SectionBuilder) -> None:
+def _parse_attribute(line: str, target: _SectionBuilder) -> None:
     """Apply one ``a=`` line to a media section (or the session defaults)."""
     name, _, value = line.partition(":")
+    where = target.where
     if name == "mid":
         if not _TOKEN.fullmatch(value):
             raise InvalidOffer(
@@ -325,7 +329,7 @@ def parse_offer(text: str) -> Offer:
         elif kind != "a":
             continue  # o=, s=, c=, t=, b= ...: the server has no use for them
         elif builders:
-            _parse_attribute(f"m-line {builders[-1].index}", value, builders[-1])
+            _parse_attribute(value, builders[-1])
         elif value.startswith("group:"):
             fields = _fields(value[len("group:") :])
             if fields and fields[0] == "BUNDLE" and bundle is None:
@@ -333,7 +337,7 @@ def parse_offer(text: str) -> Offer:
         elif value == "ice-lite":
             ice_lite = True
         else:
-            _parse_attribute("session", value, session)
+            _parse_attribute(value, session)
 
     if not builders:
         raise InvalidOffer("offer has no m= line")
@@ -546,6 +550,23 @@ def _answer_direction(index: int, negotiation: Negotiation) -> str:
     return "sendonly" if is_slot else "inactive"
 
 
+@functools.lru_cache(maxsize=64)
+def _candidate_address(address: str) -> tuple[int, str]:
+    """IP version and canonical text of the answer's address (a server has one
+    or two: cached, as it is checked for every answer)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidSetting(f"address must be an IP address, got {address!r}") from None
+    return ip.version, ip.compressed
+
+
+@functools.lru_cache(maxsize=16)
+def _check_sha256_fingerprint(fingerprint: str) -> None:
+    if not _FINGERPRINT.fullmatch(fingerprint) or len(fingerprint) != 95:
+        raise InvalidSetting("fingerprint must be a sha-256 digest written 'AB:CD:...'")
+
+
 def build_answer(
     offer: Offer,
     negotiation: Negotiation,
@@ -567,19 +588,15 @@ def build_answer(
     ``slot_ssrcs[i]`` is the SSRC the server sends slot ``i`` with.
     Rejected m-lines get port 0 and stay out of the BUNDLE group.
     """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise InvalidSetting(f"address must be an IP address, got {address!r}") from None
+    version, compressed = _candidate_address(address)
     if not 1 <= port <= 65535:
         raise InvalidSetting(f"port must be 1..65535, got {port}")
     if len(slot_ssrcs) < len(negotiation.slots):
         raise InvalidSetting(
             f"{len(negotiation.slots)} slots need as many SSRCs, got {len(slot_ssrcs)}"
         )
-    if not _FINGERPRINT.fullmatch(fingerprint) or len(fingerprint) != 95:
-        raise InvalidSetting("fingerprint must be a sha-256 digest written 'AB:CD:...'")
-    net = f"IN IP{ip.version} {ip.compressed}"
+    _check_sha256_fingerprint(fingerprint)
+    net = f"IN IP{version} {compressed}"
 
     accepted = [offer.sections[i] for i in negotiation.accepted]
     bundled = bool(offer.bundle) and all(s.mid in offer.bundle for s in accepted)
@@ -617,7 +634,7 @@ def build_answer(
             "a=setup:passive",
             # Repeated on every accepted m-line: some clients (aiortc) read the
             # candidates of the last bundled m-line only.
-            f"a=candidate:1 1 udp 2130706431 {ip.compressed} {port} typ host",
+            f"a=candidate:1 1 udp 2130706431 {compressed} {port} typ host",
             "a=end-of-candidates",
         ]
         if section.index in negotiation.slots:

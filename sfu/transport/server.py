@@ -159,6 +159,7 @@ class Server:
         self._handshake_backlog: collections.deque[tuple[Session, bytes]] = collections.deque()
         self._handshake_pump_scheduled = False
         self._socket: socket.socket | None = None
+        self._bound_port = 0  # the socket's port, read once (every answer names it)
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -216,6 +217,7 @@ class Server:
             sock.close()
             raise ServerClosed("the server was closed while it started")
         self._socket = sock
+        self._bound_port = int(sock.getsockname()[1])
         self._transport = transport
         self._task = self._loop.create_task(self._housekeeping(), name=f"sfu-server-{self.port}")
         self._started = True
@@ -286,7 +288,7 @@ class Server:
     def port(self) -> int:
         if self._socket is None:
             raise ServerClosed("the server is not started")
-        return int(self._socket.getsockname()[1])
+        return self._bound_port
 
     @property
     def socket(self) -> socket.socket:
