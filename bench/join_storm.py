@@ -131,6 +131,13 @@ async def main(args: argparse.Namespace) -> None:
                     and len(first) == args.listeners
                 ),
                 "server_drops": during["server"].get("drops"),
+                # Datagrams the server read during the storm (the speaker's
+                # included), and the listeners' retransmissions: answers
+                # late enough to fire a client's timer mean repeated work.
+                "server_datagrams_in": during["server"]["packets_in"]
+                - before["server"]["packets_in"],
+                "client_retransmissions": sum(p.retransmissions for p in gen.listeners)
+                + sum(p.retransmissions for p in gen.failed),
                 # Time the hypervisor ran others while this VM's CPUs wanted to run.
                 "machine_steal_s": round(steal, 2),
                 "machine_floor_us_per_packet": round(floor["us_per_packet"], 3) if floor else None,

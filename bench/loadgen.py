@@ -402,6 +402,8 @@ class Peer:
         self.next_consent = 0.0
         self.consent_sent = 0
         self.send_errors = 0
+        #: STUN requests and DTLS flights sent again because no answer came in time.
+        self.retransmissions = 0
         self._transaction = b""
         self._stun_request = b""
         self._next_stun = 0.0
@@ -560,9 +562,11 @@ class Peer:
         """Retransmit STUN or the DTLS flight when due (called by the load generator)."""
         if self.state == "ice" and now >= self._next_stun:
             self._next_stun = now + STUN_RETRANSMIT
+            self.retransmissions += 1
             self._send(self._stun_request)
         elif self.state == "dtls" and self.ssl is not None and self._dtls_retransmit is not None:
             if now >= self._dtls_retransmit:
+                self.retransmissions += 1
                 try:
                     self.ssl.DTLSv1_handle_timeout()
                 except SSL.Error as exc:
