@@ -21,7 +21,9 @@ without bound: memory per client is at most ``max_lag`` of audio plus what
 aiohttp holds for one write.
 
 Private rooms need a join token, as ``Authorization: Bearer <token>`` or,
-since ``<audio>`` cannot set headers, ``?token=<token>``.
+since ``<audio>`` cannot set headers, ``?token=<token>``. A stream opened
+with a token whose holder is then banned from the room (``room.remove(...,
+ban=True)``) ends at its next page, like a stream of a closed room.
 
 The live stream is a Mixer consumer: the first client starts the room's
 mixer, the last one leaving lets it stop. The room closing ends every
@@ -217,6 +219,7 @@ def live_stream_handler(
         room = server.rooms.get(name)
         if room is None or room.closed:
             return web.Response(status=404, text=f"no room {name!r}\n")
+        claims = None
         if room.policy.private:
             secret = server.token_secret
             try:
@@ -254,6 +257,17 @@ def live_stream_handler(
                 chunk = await client.read()
                 if not chunk:
                     break
+                if (
+                    claims is not None
+                    and not client.closed
+                    and room.is_banned(claims.identity, claims.token_id)
+                ):
+                    # Banned after the stream opened: not one more packet of the
+                    # room's audio; the next read gives the end-of-stream page.
+                    logger.info("live stream of room %r ended: %s was banned", name, claims.identity)
+                    client.queue.clear()
+                    client.close()
+                    continue
                 await asyncio.wait_for(response.write(chunk), write_timeout)
             await asyncio.wait_for(response.write_eof(), write_timeout)
         except (ConnectionError, asyncio.TimeoutError):

@@ -133,6 +133,34 @@ async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) ->
             assert response.status == 403
 
 
+async def test_a_stream_open_when_its_listener_is_banned_ends(
+    http_server: tuple[sfu.Server, str],
+) -> None:
+    """Removed with a ban: the live stream already open stops at its next page."""
+    server, base = http_server
+    room = server.room("private-stage", private=True)
+    token = issue_token(SECRET, room="private-stage", identity="fan", role="listener")
+    other = issue_token(SECRET, room="private-stage", identity="friend", role="listener")
+    url = f"{base}/rooms/private-stage/live.ogg?token="
+    async with aiohttp.ClientSession() as session:
+        friend = asyncio.create_task(read_for(session, url + other, 2.0))
+        async with session.get(url + token) as response:
+            assert response.status == 200
+            before = await response.content.readexactly(200)  # headers and a first page
+            await room.remove("fan", ban=True)
+            banned_at = asyncio.get_running_loop().time()
+            rest = await asyncio.wait_for(response.read(), 5)  # the response ends
+            ended_after = asyncio.get_running_loop().time() - banned_at
+        friend_data = await friend
+    data = before + rest
+    pages = list(parse_pages(data))  # a well-formed stream to its end
+    assert pages[-1].header_type & LAST_PAGE
+    # At most the page being written when the ban came, not the 2 s the friend got.
+    assert ended_after < 1.0
+    assert len(list(read_packets(friend_data))) - 2 >= 60
+    assert len(list(read_packets(data))) - 2 < len(list(read_packets(friend_data))) - 2
+
+
 async def test_slow_client_skips_ahead_then_is_dropped() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
