@@ -264,7 +264,9 @@ def live_stream_handler(
                 ):
                     # Banned after the stream opened: not one more packet of the
                     # room's audio; the next read gives the end-of-stream page.
-                    logger.info("live stream of room %r ended: %s was banned", name, claims.identity)
+                    logger.info(
+                        "live stream of room %r ended: %s was banned", name, claims.identity
+                    )
                     client.queue.clear()
                     client.close()
                     continue
