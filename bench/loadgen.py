@@ -323,8 +323,8 @@ class _Exchange(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"control connection lost: {exc}"))
 
 
-async def post_json(host: str, port: int, path: str, body: bytes) -> dict[str, Any]:
-    """POST ``body`` (JSON) and return the JSON reply, whatever its status.
+async def http_json(host: str, port: int, path: str, body: bytes | None = None) -> dict[str, Any]:
+    """POST ``body`` (JSON), or GET without one; return the JSON reply, whatever its status.
 
     A join's offer is what a fresh browser sends: a new TCP connection and
     one request. The client closes it once the reply is in: the benchmarks
@@ -337,10 +337,13 @@ async def post_json(host: str, port: int, path: str, body: bytes) -> dict[str, A
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    if body is None:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    else:
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
     transport, _ = await loop.create_connection(lambda: _Exchange(request, done), host, port)
     try:
         raw = await done
@@ -862,7 +865,7 @@ class LoadGen:
         ).encode()
         peer.offer_ns = time.time_ns()
         reply = await asyncio.wait_for(
-            post_json(LOOPBACK, self.control_port, "/offer", body), self.join_timeout
+            http_json(LOOPBACK, self.control_port, "/offer", body), self.join_timeout
         )
         if "answer" not in reply:
             raise ConnectionError(f"offer refused: {reply.get('error')}")

@@ -92,3 +92,23 @@ async def test_listener_with_a_foreign_certificate_is_refused() -> None:
             assert not await gen._connect(peer, "listener")
             assert peer.state == "failed"
             await asyncio.sleep(0)
+
+
+async def test_join_cost_times_every_piece_of_a_join() -> None:
+    join_cost = pytest.importorskip("join_cost")
+    figures = await join_cost.main(20)
+    pieces = [
+        "parse_offer_loadgen_us",
+        "parse_offer_chromium_us",
+        "add_listener_us",
+        "server_handshake_us",
+        "inside_do_handshake_us",
+        "handshake_floor_us",
+        "http_post_new_connection_us",
+    ]
+    assert all(figures[name] > 0 for name in pieces), figures
+    # Parsing is part of answering; OpenSSL's part is part of the handshake, which
+    # does at least the key exchange, the signature and the verification timed alone.
+    assert figures["add_listener_us"] > figures["parse_offer_loadgen_us"]
+    assert figures["server_handshake_us"] > figures["inside_do_handshake_us"]
+    assert figures["handshake_over_floor"] > 1
