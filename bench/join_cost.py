@@ -14,8 +14,9 @@ judged without a storm's noise (ratios within one run):
 * the handshake's cryptographic floor, with ``cryptography``'s OpenSSL: one
   X25519 key exchange, one ECDSA P-256 signature (ServerKeyExchange) and one
   verification (the client's CertificateVerify);
-* one HTTP POST of an offer-sized body on a new TCP connection to an aiohttp
-  server in another process, pinned to another CPU: its CPU per request.
+* one HTTP POST of an offer-sized body to an aiohttp server in another
+  process, pinned to another CPU: its CPU per request on a new TCP
+  connection, and on one opened beforehand.
 
 Run: ``python bench/join_cost.py [--count 1000]``; writes
 ``bench/results/join_cost-<date>.json``.
@@ -194,8 +195,9 @@ def _http_server(port_queue: Any, cpu: int | None) -> None:
         uvloop.run(main())
 
 
-async def time_http(count: int, offer: str) -> float:
-    """Server CPU per POST of ``offer`` on a new connection, ``count`` at once."""
+async def time_http(count: int, offer: str) -> tuple[float, float]:
+    """Server CPU per POST of ``offer``, ``count`` at once: on new connections,
+    and on connections already open."""
     context = multiprocessing.get_context("spawn")
     ports = context.Queue()
     cpus = sorted(os.sched_getaffinity(0))
@@ -219,7 +221,19 @@ async def time_http(count: int, offer: str) -> float:
             *(loadgen.http_json(loadgen.LOOPBACK, port, "/offer", body) for _ in range(count))
         )
         after = await server_cpu()
-        return us_per(after - before, count)
+        # The same requests on connections opened beforehand (a client whose
+        # signaling connection is already up when it joins).
+        connections = await asyncio.gather(
+            *(loadgen.ControlConnection.open(loadgen.LOOPBACK, port) for _ in range(count))
+        )
+        try:
+            start = await server_cpu()
+            await asyncio.gather(*(c.request("/offer", body) for c in connections))
+            end = await server_cpu()
+        finally:
+            for connection in connections:
+                connection.close()
+        return us_per(after - before, count), us_per(end - start, count)
     finally:
         child.kill()
         child.join(10)
@@ -237,8 +251,11 @@ async def main(count: int) -> dict[str, Any]:
         "add_listener_us": await time_add_listener(texts),
         **time_handshakes(count, client),
         **time_crypto_floor(count),
-        "http_post_new_connection_us": await time_http(count, texts[0]),
     }
+    (
+        result["http_post_new_connection_us"],
+        result["http_post_open_connection_us"],
+    ) = await time_http(count, texts[0])
     result["handshake_over_floor"] = round(
         result["server_handshake_us"] / result["handshake_floor_us"], 2
     )

@@ -289,20 +289,33 @@ def encode_tone(seconds: float = 4.0, bitrate: int = 28000) -> list[bytes]:
 # ------------------------------------------------------------------ one peer
 
 
-class _Exchange(asyncio.Protocol):
-    """One HTTP/1.1 request on its own TCP connection; the reply is complete
-    at its Content-Length."""
+class ControlConnection(asyncio.Protocol):
+    """An HTTP/1.1 connection to the control endpoint, one request at a time.
 
-    def __init__(self, request: bytes, done: asyncio.Future[bytes]) -> None:
-        self.request = request
-        self.done = done
+    Hand-written rather than aiohttp's client because in a join storm the load
+    generator shares the machine with the server, and the client library's own
+    cost per request (several times this one's) made the load generator, not
+    the server, set the pace. Replies must carry a Content-Length (aiohttp's
+    JSON responses do).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.received = b""
+        self.reply: asyncio.Future[bytes] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> ControlConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(cls, host, port)
+        return connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]  # a TCP transport
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
 
     def data_received(self, data: bytes) -> None:
-        if self.done.done():
+        if self.reply is None or self.reply.done():
             return
         self.received += data
         head, separator, body = self.received.partition(b"\r\n\r\n")
@@ -314,52 +327,62 @@ class _Exchange(asyncio.Protocol):
             if name.strip().lower() == b"content-length":
                 length = int(value)
         if length is None:
-            self.done.set_exception(ConnectionError("control reply without Content-Length"))
+            self.reply.set_exception(ConnectionError("control reply without Content-Length"))
         elif len(body) >= length:
-            self.done.set_result(self.received)
+            self.reply.set_result(self.received)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(ConnectionError(f"control connection lost: {exc}"))
+        self.closed = True
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_exception(ConnectionError(f"control connection lost: {exc}"))
+
+    async def request(self, path: str, body: bytes | None = None) -> dict[str, Any]:
+        """POST ``body`` (JSON), or GET without one; the JSON reply, whatever its status."""
+        if self.transport is None or self.closed or self.reply is not None:
+            raise ConnectionError("control connection closed or busy")
+        host, port = self.transport.get_extra_info("peername")[:2]
+        if body is None:
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        else:
+            request = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+        self.reply = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        try:
+            raw = await self.reply
+        finally:
+            self.reply, self.received = None, b""
+        head, _, content = raw.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0]
+        if not status_line.startswith(b"HTTP/1.1 "):
+            raise ConnectionError(f"unexpected control reply {status_line[:80]!r}")
+        try:
+            reply = json.loads(content)
+        except ValueError:
+            raise ConnectionError(f"control reply is not JSON: {status_line[:80]!r}") from None
+        if not isinstance(reply, dict):
+            raise ConnectionError(f"control reply is not a JSON object: {status_line[:80]!r}")
+        return reply
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def http_json(host: str, port: int, path: str, body: bytes | None = None) -> dict[str, Any]:
-    """POST ``body`` (JSON), or GET without one; return the JSON reply, whatever its status.
+    """One request on a new connection, closed once the reply is in.
 
-    A join's offer is what a fresh browser sends: a new TCP connection and
-    one request. The client closes it once the reply is in: the benchmarks
-    measure the server's cost per listener, and a thousand idle HTTP
-    connections held open would add ~10 KB each to its memory. Hand-written
-    rather than aiohttp's client because in a join storm the load generator
-    shares the machine with the server, and the client library's own cost per
-    request (several times this one's) made the load generator, not the
-    server, set the pace.
+    That is what a fresh browser's join costs the server. Closed rather than
+    kept: the benchmarks measure the server's memory per listener, and a
+    thousand idle HTTP connections held open would add ~10 KB each to it.
     """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
-    if body is None:
-        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-    else:
-        request = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-    transport, _ = await loop.create_connection(lambda: _Exchange(request, done), host, port)
+    connection = await ControlConnection.open(host, port)
     try:
-        raw = await done
+        return await connection.request(path, body)
     finally:
-        transport.close()
-    head, _, content = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0]
-    if not status_line.startswith(b"HTTP/1.1 "):
-        raise ConnectionError(f"unexpected control reply {status_line[:80]!r}")
-    try:
-        reply = json.loads(content)
-    except ValueError:
-        raise ConnectionError(f"control reply is not JSON: {status_line[:80]!r}") from None
-    if not isinstance(reply, dict):
-        raise ConnectionError(f"control reply is not a JSON object: {status_line[:80]!r}")
-    return reply
+        connection.close()
 
 
 class Peer:
