@@ -147,7 +147,9 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
-    room_settings = {"max_listeners": max_listeners}
+    # Rooms are made by whoever names one: each closes itself once it has been
+    # empty for five minutes, so a long-running demo does not keep them all.
+    room_settings = {"max_listeners": max_listeners, "close_when_empty": 300.0}
     add_signaling(app, server, room_settings=room_settings)
     app.router.add_get("/metrics", metrics_handler(server))
     # The overflow audience of a full room listens to the mix over plain HTTP.

@@ -29,6 +29,13 @@ class RoomPolicy:
     :class:`~sfu.mix.ActiveSpeakerDetector` (see ``bench/DETECTOR.md`` for
     how the defaults were chosen; ``None`` keeps them). ``stage_interval``:
     :class:`~sfu.events.ActiveSpeakersChanged` is emitted at most this often.
+    ``close_when_empty``: seconds after which a room with no members, no
+    join under way and nothing consuming its mix (recording, live stream)
+    closes itself with the reason ``"empty"`` and frees its name (``None``,
+    the default: it stays until closed). A room that holds bans or
+    moderators' decisions stays, so that they keep holding; rooms that
+    clients create by name (:mod:`sfu.signaling`) would otherwise add up for
+    as long as the server runs (~17 KB each).
     """
 
     slots: int = 3
@@ -40,6 +47,7 @@ class RoomPolicy:
     decision_interval: float | None = None
     thresholds: tuple[float, float, float] | None = None
     stage_interval: float = 0.25
+    close_when_empty: float | None = None
 
     def __post_init__(self) -> None:
         # bool is an int to Python: True slots or False max_speakers is a mistake.
@@ -62,6 +70,13 @@ class RoomPolicy:
         if not 0.05 <= self.stage_interval <= 60:
             raise InvalidSetting(
                 f"stage_interval must be in [0.05, 60] seconds, got {self.stage_interval!r}"
+            )
+        if self.close_when_empty is not None and not (
+            _is_number(self.close_when_empty) and 0 < self.close_when_empty <= 86400
+        ):
+            raise InvalidSetting(
+                "close_when_empty must be None or a number of seconds in (0, 86400], "
+                f"got {self.close_when_empty!r}"
             )
         if not 0 <= self.hold <= 60:
             raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")

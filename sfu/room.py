@@ -108,6 +108,11 @@ class Room:
         )
         self._closed = False
         self.close_reason: str | None = None
+        # For close_when_empty: joins between their start and their answer, and
+        # since when (housekeeping clock) nothing has held the room.
+        self._joining = 0
+        self._empty_since: float | None = None
+        self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room: nothing identifying the room goes on the wire.
         self._cname = secrets.token_hex(8)
 
@@ -174,6 +179,20 @@ class Room:
         :class:`~sfu.errors.InvalidOffer` or :class:`~sfu.errors.RoomClosed`;
         nothing is registered when it raises.
         """
+        self._joining += 1  # an empty room does not close under a join
+        try:
+            return await self._join(offer, token, identity, role, mixed)
+        finally:
+            self._joining -= 1
+
+    async def _join(
+        self,
+        offer: str,
+        token: str | None,
+        identity: str | None,
+        role: Role | None,
+        mixed: bool,
+    ) -> Participant:
         await self.server.admission.turn()
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
@@ -602,7 +621,10 @@ class Room:
     # -- timers ---------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        """Once a second: receiver reports to speakers, due sender reports to receivers."""
+        """Once a second: receiver reports to speakers, due sender reports to
+        receivers; an empty room past ``close_when_empty`` closes."""
+        if self.policy.close_when_empty is not None:
+            self._check_empty(now)
         router = self.router
         for participant in self._participants.values():
             publisher = participant.publisher
@@ -621,6 +643,29 @@ class Room:
                 compound = router.sender_reports(receiver_id, now, unix_time)
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
+
+    def _check_empty(self, now: float) -> None:
+        held = (
+            self._participants
+            or self._joining
+            or (self._mixer is not None and self._mixer.running)
+            or self._banned_identities
+            or self._banned_tokens
+            or self._decisions
+        )
+        if held or self._closed:
+            self._empty_since = None
+            return
+        if self._empty_since is None:
+            self._empty_since = now
+            return
+        assert self.policy.close_when_empty is not None
+        if now - self._empty_since >= self.policy.close_when_empty:
+            logger.info("room %r empty for %.0f s: closing", self.name, now - self._empty_since)
+            # Closed now (the name is free, a join raises RoomClosed); the mixer,
+            # if one was ever made, stops in a task.
+            if self._begin_close("empty"):
+                self._closing_task = self.server.loop.create_task(self._finish_close())
 
     # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
 
@@ -683,10 +728,16 @@ class Room:
         ``server.rooms`` at once, so the name can be used for a new room
         while this one still stops its mixer.
         """
-        if self._closed:
+        if not self._begin_close(reason):
             if self._close_done is not None:
                 await self._close_done.wait()
             return
+        await self._finish_close()
+
+    def _begin_close(self, reason: str) -> bool:
+        """The part of closing that cannot wait: False if already closed."""
+        if self._closed:
+            return False
         self._closed = True
         self._close_done = asyncio.Event()
         self.close_reason = reason
@@ -694,6 +745,11 @@ class Room:
         self._roster.close()
         for participant in list(self._participants.values()):
             participant._close(f"room closed: {reason}")
+        return True
+
+    async def _finish_close(self) -> None:
+        assert self._close_done is not None and self.close_reason is not None
+        reason = self.close_reason
         if self._mixer is not None:
             await self._mixer.close()  # ends recordings and live streams
         self.router.close()

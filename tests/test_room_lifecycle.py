@@ -173,3 +173,66 @@ async def test_a_closing_room_gives_its_name_back_and_closes_once(tmp_path: Path
         await asyncio.wait_for(asyncio.gather(first, room.close("second")), 5)
         assert room.close_reason == "first"
         assert server.rooms == {"r": fresh}
+
+
+async def closed_within(room: sfu.Room, seconds: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not room.closed and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return room.closed
+
+
+async def test_an_empty_room_closes_itself_after_close_when_empty(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        kept = server.room("kept")  # the default: stays, however long empty
+        never_joined = server.room("never-joined", close_when_empty=1.0)
+        room = server.room("r", close_when_empty=1.0)
+        events = room.events()
+        await room.add_listener(LISTENER, "lee")
+        recorder = await room.record(tmp_path / "r.ogg")
+        assert await closed_within(never_joined, 4), "nobody ever joined: closed"
+        assert "never-joined" not in server.rooms
+        await room["lee"].close()
+        assert not await closed_within(room, 2.5), "its recording holds it"
+        await recorder.stop()
+        assert await closed_within(room, 4)
+        assert room.close_reason == "empty" and "r" not in server.rooms
+        seen = [event async for event in events]
+        assert isinstance(seen[-1], sfu.events.RoomClosed) and seen[-1].reason == "empty"
+        with pytest.raises(sfu.RoomClosed):
+            await room.add_listener(LISTENER, "late")
+        assert server.room("r", close_when_empty=1.0) is not room, "the name is free again"
+        assert not kept.closed and server.rooms["kept"] is kept
+
+
+async def test_an_empty_room_with_a_ban_stays() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", close_when_empty=0.5)
+        await room.add_listener(LISTENER, "troll")
+        await room.remove("troll", ban=True)
+        assert not await closed_within(room, 2.5), "closing it would forget the ban"
+        with pytest.raises(sfu.NotAllowed):
+            await room.add_listener(LISTENER, "troll")
+
+
+async def test_an_empty_room_does_not_close_under_a_join() -> None:
+    async with sfu.Server(joins_per_turn=1) as server:
+        room = server.room("r", close_when_empty=0.5)
+        room._empty_since = -1e9  # empty "for ever": the next check would close it
+        # One join per loop turn: the first (elsewhere) takes this turn's, so
+        # the join to the empty room has started and waits for the next.
+        elsewhere = asyncio.ensure_future(server.room("other").add_listener(LISTENER, "first"))
+        joining = asyncio.ensure_future(room.add_listener(LISTENER, "lee"))
+        await asyncio.sleep(0)
+        assert elsewhere.done() and not joining.done()
+        room._check_empty(server.loop.time())
+        member = await joining
+        assert not room.closed and member.room is room
+
+
+def test_close_when_empty_is_checked() -> None:
+    for value in (0, -1, "60", float("nan"), True, 86401):
+        with pytest.raises(sfu.InvalidSetting, match="close_when_empty"):
+            sfu.RoomPolicy(close_when_empty=value)  # type: ignore[arg-type]
+    assert sfu.RoomPolicy(close_when_empty=30).close_when_empty == 30

@@ -127,8 +127,9 @@ def websocket_handler(
     """A GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
 
     ``create_rooms``: a join for an unknown room creates it (with
-    ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields); otherwise it
-    is refused with ``not_found``. Prefer :func:`add_signaling`, which also
+    ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields; give it
+    ``close_when_empty`` so that rooms named once do not stay for ever);
+    otherwise it is refused with ``not_found``. Prefer :func:`add_signaling`, which also
     closes the connections on shutdown.
     """
     return SignalingHandler(server, _room_factory(server, create_rooms, room_settings)).handle
