@@ -223,10 +223,15 @@ async def time_http(count: int, offer: str) -> tuple[float, float]:
         after = await server_cpu()
         # The same requests on connections opened beforehand (a client whose
         # signaling connection is already up when it joins).
-        connections = await asyncio.gather(
-            *(loadgen.ControlConnection.open(loadgen.LOOPBACK, port) for _ in range(count))
+        opened = await asyncio.gather(
+            *(loadgen.ControlConnection.open(loadgen.LOOPBACK, port) for _ in range(count)),
+            return_exceptions=True,
         )
+        connections = [c for c in opened if isinstance(c, loadgen.ControlConnection)]
         try:
+            if len(connections) < count:
+                failure = next(c for c in opened if isinstance(c, BaseException))
+                raise RuntimeError(f"could not open {count} connections: {failure}")
             start = await server_cpu()
             await asyncio.gather(*(c.request("/offer", body) for c in connections))
             end = await server_cpu()

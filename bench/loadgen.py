@@ -352,6 +352,11 @@ class ControlConnection(asyncio.Protocol):
         self.transport.write(request)
         try:
             raw = await self.reply
+        except BaseException:
+            # Cancelled or failed mid-reply: what is still on its way must not be
+            # read as the answer to a later request.
+            self.close()
+            raise
         finally:
             self.reply, self.received = None, b""
         head, _, content = raw.partition(b"\r\n\r\n")
@@ -367,6 +372,7 @@ class ControlConnection(asyncio.Protocol):
         return reply
 
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 

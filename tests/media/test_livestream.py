@@ -155,6 +155,9 @@ async def test_a_stream_open_when_its_listener_is_banned_ends(
     data = before + rest
     pages = list(parse_pages(data))  # a well-formed stream to its end
     assert pages[-1].header_type & LAST_PAGE
+    assert [p.sequence for p in pages] == list(range(len(pages))), "no page left out"
+    delivered = (len(list(read_packets(data))) - 2) * 960  # 20 ms packets of the mix
+    assert pages[-1].granule == delivered, "the last granule counts what was sent, no more"
     # At most the page being written when the ban came, not the 2 s the friend got.
     assert ended_after < 1.0
     assert len(list(read_packets(friend_data))) - 2 >= 60
