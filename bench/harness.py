@@ -186,6 +186,48 @@ FLOOR_PROFILES = {
 }
 
 
+CRYPTO_PROBE = r"""
+import json, os, sys, time
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+spec = json.loads(sys.argv[1])
+if spec["cpu"] is not None:
+    os.sched_setaffinity(0, {spec["cpu"]})
+key = ec.generate_private_key(ec.SECP256R1())
+data = os.urandom(200)
+signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
+peer = x25519.X25519PrivateKey.generate().public_key()
+best = None
+for _ in range(spec["repeat"]):
+    start = time.process_time()
+    for _ in range(spec["count"]):
+        x25519.X25519PrivateKey.generate().exchange(peer)
+        key.sign(data, ec.ECDSA(hashes.SHA256()))
+        key.public_key().verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    seconds = (time.process_time() - start) / spec["count"]
+    best = seconds if best is None else min(best, seconds)
+print(json.dumps({"us": best * 1e6}))
+"""
+
+
+async def run_crypto_probe(
+    count: int = 200, *, cpu: int | None = SERVER_CPU, repeat: int = 3
+) -> float:
+    """CPU µs of a DTLS handshake's crypto (X25519, ECDSA P-256 sign and
+    verify), best of ``repeat`` in a process pinned to ``cpu``: how fast the
+    (shared) machine runs a join's heaviest code right now."""
+    if cpu is not None and (cpu >= (os.cpu_count() or 1) or (os.cpu_count() or 1) < 2):
+        cpu = None
+    spec = json.dumps({"count": count, "cpu": cpu, "repeat": repeat})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRYPTO_PROBE, spec, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    if process.returncode != 0:
+        raise RuntimeError(f"crypto probe failed with exit code {process.returncode}")
+    return float(json.loads(out)["us"])
+
+
 async def run_floor(
     ports: list[int],
     packet: bytes,
