@@ -11,7 +11,9 @@ While it runs it holds a tap on the Router (``router.taps``): every
 forwarded speaker packet (unmuted, holding a slot) is copied into that
 speaker's :class:`~sfu.media.jitter.JitterBuffer`. Every 20 ms, paced by
 the loop clock against absolute deadlines (no drift; after a stall it
-catches up, at most :data:`MAX_CATCH_UP` seconds):
+catches up, at most :data:`MAX_CATCH_UP` seconds; beyond that it skips
+ahead, and the RTP timestamps move on by the time skipped while outputs
+that keep time, a recording, fill it with silence):
 
 1. each speaker yields one 20 ms frame: the next packet decoded by its own
    libopus decoder (PyAV), or Opus packet-loss concealment when the packet
@@ -157,11 +159,13 @@ class MixOutput:
         stream: _Stream,
         callback: OutputCallback,
         on_close: Callable[[], None] | None,
+        on_gap: Callable[[int], None] | None = None,
     ) -> None:
         self.mixer = mixer
         self._stream = stream
         self.callback = callback
         self.on_close = on_close
+        self.on_gap = on_gap
         self.closed = False
 
     @property
@@ -305,15 +309,18 @@ class Mixer:
         *,
         exclude: int = -1,
         on_close: Callable[[], None] | None = None,
+        on_gap: Callable[[int], None] | None = None,
     ) -> MixOutput:
         """Receive every encoded packet of the room mix (or of the mix without
         speaker number ``exclude``) as ``callback(packet, samples, now)``, from the
         next frame on; starts the mixer. ``on_close`` is called if the mixer
-        closes first (the room closed). Callbacks run in the mixing task: they
-        must not block; one that raises is removed.
+        closes first (the room closed); ``on_gap(samples)`` when frames were
+        skipped after a stall (an output that keeps time, a recording, fills
+        them). Callbacks run in the mixing task: they must not block; one that
+        raises is removed.
         """
         stream = self._stream(exclude)
-        output = MixOutput(self, stream, callback, on_close)
+        output = MixOutput(self, stream, callback, on_close, on_gap)
         stream.outputs.append(output)
         self._start()
         return output
@@ -420,6 +427,7 @@ class Mixer:
                         behind = int(-delay / PTIME)
                         self._frame += behind
                         self.skipped += behind
+                        self._skip(behind)
                     await asyncio.sleep(0)  # catching up: let the loop breathe
                 if not self._streams or self._closed:
                     break
@@ -567,6 +575,32 @@ class Mixer:
         speaker = self._speakers.get(loudest)
         return speaker.ssrc & 0xFFFFFFFF if speaker is not None and speaker.ssrc >= 0 else 0
 
+    def _skip(self, frames: int) -> None:
+        """``frames`` were skipped after a stall: the streams' RTP timestamps move
+        on by as much (with the marker of a new talkspurt, RFC 3551 4.1) and
+        outputs that keep time are told, so that both still count real time."""
+        samples = frames * FRAME_SAMPLES
+        for stream in list(self._streams.values()):
+            stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
+            stream.marker = True
+            for output in list(stream.outputs):
+                if output.on_gap is None:
+                    continue
+                try:
+                    output.on_gap(samples)
+                except Exception:
+                    logger.exception("mixer output %r failed on a gap: removed", output.callback)
+                    self._fail_output(output)
+
+    def _fail_output(self, output: MixOutput) -> None:
+        self.remove_output(output)
+        if output.on_close is not None:
+            # Its owner (a recorder, a live stream) finishes as if the room had closed.
+            try:
+                output.on_close()
+            except Exception:
+                logger.exception("closing mixer output %r failed", output.callback)
+
     def _deliver(self, stream: _Stream, packet: bytes, now: float, level: int, csrc: int) -> None:
         samples = FRAME_SAMPLES
         for output in list(stream.outputs):
@@ -574,13 +608,7 @@ class Mixer:
                 output.callback(packet, samples, now)
             except Exception:
                 logger.exception("mixer output %r failed: removed", output.callback)
-                self.remove_output(output)
-                if output.on_close is not None:
-                    # Its owner (a recorder, a live stream) finishes as if the room had closed.
-                    try:
-                        output.on_close()
-                    except Exception:
-                        logger.exception("closing mixer output %r failed", output.callback)
+                self._fail_output(output)
         if stream.fanout is not None and len(stream.fanout):
             stream.fanout.forward(
                 0,

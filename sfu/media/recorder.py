@@ -12,7 +12,8 @@ Every file starts at the moment ``record()`` was called and ends when
 time of the recording:
 
 * the mix file gets one 20 ms packet per mixer frame (the mixer catches up
-  after a stall, see :mod:`sfu.media.mixer`);
+  after a stall, see :mod:`sfu.media.mixer`; frames it skips after a longer
+  one are written as silence, at most :data:`MAX_GAP_FILL` seconds);
 * a speaker file places each packet by its RTP timestamp: the first one at
   the wall-clock offset since the start, the next ones by timestamp
   difference (a jump larger than a minute or disagreeing with the wall
@@ -65,6 +66,9 @@ SILENCE_STEREO = b"\xfc\xff\xfe"
 SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
 _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
+#: Seconds of silence written at most for one mixer stall (a process suspended
+#: for an hour would otherwise write an hour of it in one go).
+MAX_GAP_FILL = 600
 
 
 def _safe_name(identity: str) -> str:
@@ -179,6 +183,7 @@ class Recorder:
         self._writer = OggWriter(secrets.randbits(32))
         self._granule = 0
         self._pre_skip = 0
+        self._silence = SILENCE_MONO
         self._tracks: dict[int, SpeakerTrack] = {}
         self._files: dict[int, IO[bytes]] = {}
         self._unrecordable: set[int] = set()  # speakers whose file failed: not retried
@@ -207,9 +212,12 @@ class Recorder:
             raise RuntimeError("a Recorder starts once")
         self._file = open(self.path, "wb")  # closed by stop()
         try:
-            self._output = self._mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
+            self._output = self._mixer.add_output(
+                self._on_packet, on_close=self._on_mixer_closed, on_gap=self._on_gap
+            )
             head = self._output.opus_head
-            self._pre_skip = parse_opus_head(head)[1]
+            channels, self._pre_skip = parse_opus_head(head)[:2]
+            self._silence = SILENCE_STEREO if channels == 2 else SILENCE_MONO
             comments = {"TITLE": self._title} if self._title else None
             self._file.write(self._writer.headers(head, opus_tags("sfu", comments)))
         except BaseException:
@@ -236,6 +244,25 @@ class Recorder:
         pages = self._writer.write(packet, self._granule)
         if pages:
             self._file.write(pages)
+
+    def _on_gap(self, samples: int) -> None:
+        """Mixer frames skipped after a stall: silence, so the file keeps wall time."""
+        if self._file is None:
+            return
+        frames = samples // FRAME_SAMPLES
+        if frames > MAX_GAP_FILL * SAMPLE_RATE // FRAME_SAMPLES:
+            logger.warning(
+                "recording %s: a %.0f s stall, %d s of it filled",
+                self.path,
+                samples / SAMPLE_RATE,
+                MAX_GAP_FILL,
+            )
+            frames = MAX_GAP_FILL * SAMPLE_RATE // FRAME_SAMPLES
+        pages = []
+        for _ in range(frames):
+            self._granule += FRAME_SAMPLES
+            pages.append(self._writer.write(self._silence, self._granule))
+        self._file.write(b"".join(pages))
 
     def _tap(
         self,

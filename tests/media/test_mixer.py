@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from sfu.media.mixer import PTIME, Mixer
+from sfu.media.mixer import MAX_CATCH_UP, PTIME, Mixer
 from sfu.media.opus import OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
 
@@ -276,4 +276,26 @@ async def test_a_stream_made_again_goes_on_from_its_old_sequence(router: Router)
     again = mixer.add_output(Collector(), exclude=5)
     assert again._stream.ssrc == ssrc
     assert again._stream.sequence == (last + 1) & 0xFFFF
+    await mixer.close()
+
+
+async def test_frames_skipped_after_a_stall_still_count_as_time(router: Router) -> None:
+    """Past MAX_CATCH_UP the mixer skips ahead: the RTP timestamps move on by
+    the time skipped and outputs that keep time are told how much it was."""
+    import time
+
+    mixer = Mixer(router)
+    collector = Collector()
+    gaps: list[int] = []
+    mixer.add_output(collector, on_gap=gaps.append)
+    await wait_for_packets(collector, 5)
+    stream = next(iter(mixer._streams.values()))
+    timestamp, delivered = stream.timestamp, len(collector.packets)
+    time.sleep(MAX_CATCH_UP + 0.5)  # the loop stalls
+    await wait_for_packets(collector, delivered + 5)
+    skipped = sum(gaps)
+    assert mixer.skipped * 960 == skipped
+    assert 0.5 * 48000 <= skipped <= (MAX_CATCH_UP + 0.6) * 48000
+    advance = (stream.timestamp - timestamp) & 0xFFFFFFFF
+    assert advance == (len(collector.packets) - delivered) * 960 + skipped
     await mixer.close()

@@ -210,3 +210,25 @@ def test_silence_frames_decode_to_silence() -> None:
         frames = [f for _ in range(3) for f in context.decode(av.Packet(frame))]
         assert [f.samples for f in frames] == [960] * 3
         assert all(np.abs(f.to_ndarray()).max() == 0 for f in frames)
+
+
+async def test_a_long_stall_leaves_the_mix_file_as_long_as_the_wall_clock(
+    tmp_path: Path,
+) -> None:
+    """The mixer skips what it cannot catch up; the recording fills it with
+    silence, so the file still lasts from record() to stop()."""
+    import time
+
+    async with sfu.Server() as server:
+        room = server.room("stalled")
+        loop = asyncio.get_running_loop()
+        recorder = await room.record(tmp_path / "s.opus")
+        await asyncio.sleep(0.3)
+        time.sleep(1.8)  # the event loop stalls: past the mixer's catch-up
+        await asyncio.sleep(0.3)
+        wall = loop.time() - recorder.started_at
+        await recorder.stop()
+        assert room.mixer.skipped > 0
+    assert abs(recorder.duration - wall) < 0.15, (recorder.duration, wall)
+    assert_well_formed(tmp_path / "s.opus")
+    assert abs(container_duration(tmp_path / "s.opus") - wall) < 0.15
