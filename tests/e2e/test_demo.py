@@ -487,3 +487,32 @@ async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo)
             await page.click("#leave-button")
     finally:
         await runner.cleanup()
+
+
+async def test_leaving_while_reconnecting_stays_left(new_page: NewPage, demo: Demo) -> None:
+    """Leave pressed while a reconnect attempt hangs: sfu.js closes, and
+    neither that attempt failing nor the server coming back revives it."""
+    page = await join(new_page, demo, "left-for-good", "quitter", "listener")
+    room = demo.server.rooms["left-for-good"]
+    await demo.runner.cleanup()  # every WebSocket closes (1001); HTTP is down
+    await wait_attribute(page, "#connection-state", "data-state", "reconnecting")
+    # A port that accepts connections and never answers: the next attempt hangs.
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    black_hole = await asyncio.start_server(hold, "127.0.0.1", demo.port)
+    try:
+        await wait_for(lambda: held, 10, "a reconnect attempt to connect")
+        await page.click("#leave-button")
+        await wait_attribute(page, "#connection-state", "data-state", "closed")
+    finally:
+        for writer in held:
+            writer.close()  # the hanging attempt fails now
+        black_hole.close()
+        await black_hole.wait_closed()
+    demo.runner, _ = await start_site(demo_server.make_app(demo.server), demo.port)
+    await asyncio.sleep(3.0)  # past several backoff steps (0.5 s, 1 s, 2 s)
+    assert await page.get_attribute("#connection-state", "data-state") == "closed"
+    assert room.get("quitter") is None, "it did not join again"
