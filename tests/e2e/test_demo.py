@@ -504,7 +504,7 @@ async def test_leaving_while_reconnecting_stays_left(new_page: NewPage, demo: De
 
     black_hole = await asyncio.start_server(hold, "127.0.0.1", demo.port)
     try:
-        await wait_for(lambda: held, 10, "a reconnect attempt to connect")
+        await wait_for(lambda: bool(held), 10, "a reconnect attempt to connect")
         await page.click("#leave-button")
         await wait_attribute(page, "#connection-state", "data-state", "closed")
     finally:
