@@ -516,3 +516,23 @@ async def test_leaving_while_reconnecting_stays_left(new_page: NewPage, demo: De
     await asyncio.sleep(3.0)  # past several backoff steps (0.5 s, 1 s, 2 s)
     assert await page.get_attribute("#connection-state", "data-state") == "closed"
     assert room.get("quitter") is None, "it did not join again"
+
+
+async def test_a_moderators_mute_is_shown_again_after_a_reconnect(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """The server keeps a moderator's mute over a rejoin; the rejoined page must
+    know it from the join itself (its mic button stays locked)."""
+    mod = await join(new_page, demo, "kept-muted", "chair", "moderator")
+    spk = await join(new_page, demo, "kept-muted", "talker", "speaker")
+    await moderate(mod, "talker", "mute")
+    await wait_attribute(spk, "#mic-button", "data-muted", "true")
+    assert await spk.is_disabled("#mic-button")
+    await demo.runner.cleanup()  # every WebSocket closes; both pages reconnect
+    await wait_attribute(spk, "#connection-state", "data-state", "reconnecting")
+    demo.runner, _ = await start_site(demo_server.make_app(demo.server), demo.port)
+    await wait_attribute(spk, "#connection-state", "data-state", "live", timeout=20)
+    room = demo.server.rooms["kept-muted"]
+    assert room["talker"].moderator_muted, "the server kept the mute"
+    await wait_attribute(spk, "#mic-button", "data-muted", "true")
+    assert await spk.is_disabled("#mic-button"), "the page knows who muted it"
