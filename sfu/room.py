@@ -100,7 +100,7 @@ class Room:
         self._banned_identities: set[str] = set()
         self._banned_tokens: dict[str, str] = {}  # token id -> the identity it was for
         self._close_done: asyncio.Event | None = None
-        # Moderators' decisions per identity ("role": (role, grants), "moderator_muted"),
+        # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
         self._roster = RosterBatch(
@@ -225,8 +225,10 @@ class Room:
         decision = self._decisions.get(identity, {})
         if "role" in decision:
             # A moderator promoted or demoted this identity earlier in this room:
-            # that stands over the token when it comes back (a reconnect).
-            role, grants = decision["role"]
+            # that role stands over the token when it comes back (a reconnect).
+            # The `moderate` grant is the new token's to give, not the old one's.
+            role = decision["role"]
+            grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(
@@ -421,7 +423,7 @@ class Room:
         # A listener holding the moderate grant (a moderator token joined as
         # listener) keeps it, as a join with such a token does.
         self._change_role(participant, role, grants_of(role) | (participant.grants & {"moderate"}))
-        self._decisions.setdefault(identity, {})["role"] = (role, participant.grants)
+        self._decisions.setdefault(identity, {})["role"] = role
         if self._hands.pop(identity, None) is not None:
             # The hand was answered: everyone watching the hands sees it go down.
             self._emit(HandLowered(self.name, identity, by))
@@ -449,7 +451,7 @@ class Room:
             return participant
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
-        self._decisions.setdefault(identity, {})["role"] = ("listener", participant.grants)
+        self._decisions.setdefault(identity, {})["role"] = "listener"
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
         self._roster.change(self.server.loop, identity, "listener")

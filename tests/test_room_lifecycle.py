@@ -257,3 +257,22 @@ async def test_only_decisions_that_matter_keep_an_empty_room() -> None:
         assert await closed_within(room, 4)
         with pytest.raises(sfu.RoomClosed):
             await room.remove("lee", ban=True)  # a ban on it would bind nothing
+
+
+async def test_a_promotion_outliving_a_rejoin_does_not_keep_the_old_tokens_grants() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        cohost = auth.issue_token(
+            SECRET, room="hall", identity="carol", role="listener", grants=["subscribe", "moderate"]
+        )
+        carol = await room.join(LISTENER, token=cohost)
+        await room.promote("carol")
+        await carol.close()
+        # The backend takes the co-host's rights away: her new token is a listener's.
+        plain = auth.issue_token(SECRET, room="hall", identity="carol", role="listener")
+        carol = await room.join(SPEAKER, token=plain)
+        assert carol.role == "speaker", "the moderator's promotion stands"
+        assert "moderate" not in carol.grants, "the old token's grant does not"
+        await room.add_listener(LISTENER, "bob")
+        with pytest.raises(sfu.NotAllowed):
+            await room.remove("bob", by="carol", ban=True)
