@@ -218,6 +218,8 @@ def add_whip_whep(
                 room = factory(name)
             except InvalidSetting as exc:
                 return _plain(400, str(exc))
+            except RoomClosed as exc:  # the server is shutting down (ServerClosed)
+                return _plain(503, str(exc))
             if room is None:
                 return _plain(404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
@@ -257,9 +259,10 @@ def add_whip_whep(
         return post
 
     async def delete(request: web.Request) -> web.StreamResponse:
-        participant = resources.pop(request.match_info["resource"], None)
+        participant = resources.get(request.match_info["resource"])
         if participant is None or participant.room.name != request.match_info["room"]:
-            return _plain(404, "no such session")
+            return _plain(404, "no such session")  # and a wrong room forgets nothing
+        del resources[request.match_info["resource"]]
         await participant.close("left")
         return web.Response(status=200)
 

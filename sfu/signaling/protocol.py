@@ -106,6 +106,12 @@ def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str
     }
 
 
+def _no_constant(name: str) -> Any:
+    """JSON's NaN and Infinity are not JSON (RFC 8259): refused, as a browser could
+    not read them back (an ``id`` is echoed in the reply)."""
+    raise ValueError(f"{name} is not JSON")
+
+
 class ProtocolError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -153,6 +159,7 @@ class SignalingSession:
         self.peer = peer
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
+        self._joined_sent: asyncio.Event | None = None
         self._closed = False
         self._tokens = float(COMMAND_BURST)
         self._tokens_at = time.monotonic()
@@ -183,7 +190,7 @@ class SignalingSession:
             if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
                 raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")
             try:
-                message = json.loads(text)
+                message = json.loads(text, parse_constant=_no_constant)
             except (ValueError, RecursionError):
                 raise ProtocolError("bad_json", "the message is not valid JSON") from None
             if not isinstance(message, dict):
@@ -221,6 +228,8 @@ class SignalingSession:
         if message_id is not None:
             reply["id"] = message_id
         await self.send(reply)
+        if kind == "join" and self._joined_sent is not None:
+            self._joined_sent.set()  # the room's events may follow now
 
     def _spend_token(self, kind: str) -> None:
         now = time.monotonic()
@@ -269,6 +278,9 @@ class SignalingSession:
             await participant.close("signaling connection closed")
             raise ProtocolError("not_joined", "the connection closed during the join")
         self.participant = participant
+        # Events go out only after the `joined` reply: a large reply can yield
+        # while it is written (compression), and the client must read it first.
+        self._joined_sent = asyncio.Event()
         self._relay = asyncio.get_running_loop().create_task(
             self._relay_events(room, participant, events),
             name=f"sfu-signaling-{participant.identity}",
@@ -381,6 +393,8 @@ class SignalingSession:
     async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
         """Forward the room's events this member needs, until it or the room ends."""
         try:
+            if self._joined_sent is not None:
+                await self._joined_sent.wait()
             async for event in events:
                 if await self._forward_event(event, participant):
                     return
@@ -434,13 +448,21 @@ class SignalingSession:
             )
         elif isinstance(event, ActiveSpeakersChanged):
             await self.send({"type": "active_speakers", **_stage(event.slots, event.dominant)})
-        elif isinstance(event, ParticipantRemoved) and event.identity == participant.identity:
+        elif (
+            isinstance(event, ParticipantRemoved)
+            and event.identity == participant.identity
+            and participant.closed  # not a predecessor of the same name, removed meanwhile
+        ):
             await self.send(
                 {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
             )
             await self.close(CLOSE_REMOVED, "removed")
             return True
-        elif isinstance(event, ParticipantLeft) and event.identity == participant.identity:
+        elif (
+            isinstance(event, ParticipantLeft)
+            and event.identity == participant.identity
+            and participant.closed  # not a predecessor of the same name leaving late
+        ):
             # Every way out ends here: removal was told above; a closing room
             # closes its members first; anything else (consent, DTLS) ends the session.
             if event.reason.startswith(ROOM_CLOSED_PREFIX):

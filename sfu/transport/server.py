@@ -343,7 +343,9 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
-        routers = [room.router for room in self._rooms.values()]
+        # Closing rooms too: until they are retired their counts are in no total,
+        # and a counter that dips reads as a reset to Prometheus.
+        routers = [room.router for room in [*self._rooms.values(), *self._closing_rooms]]
         return {
             "rooms": len(self._rooms),
             "sessions": len(self._sessions_by_ufrag),

@@ -423,6 +423,9 @@ async def test_bad_tokens_and_malformed_requests_create_nothing(app: App) -> Non
             assert r.status == 201
             location = r.headers["Location"]
         assert location.startswith("/rooms/a%20b/whep/")
+        # Another room's name on the resource: 404, and the session is not forgotten.
+        async with app.http.delete(app.base + location.replace("/a%20b/", "/hall/")) as r:
+            assert r.status == 404
         async with app.http.delete(app.base + location) as r:
             assert r.status == 200
     finally:
@@ -523,3 +526,130 @@ async def test_commands_every_member_hears_of_are_rate_limited() -> None:
         await session.handle(json.dumps({"type": "ping", "id": "p"}))
         assert sent[-1]["type"] == "pong", "ping is not limited"
         await session.close()
+
+
+# -- found by a reader: the session object alone, no WebSocket ------------------------
+
+HAND_OFFER = (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Zx4f\r\n"
+    "a=ice-pwd:k3Jq9sT0pV7wY2bN5cR8dF1h\r\na=fingerprint:sha-256 "
+    + ":".join(f"{i:02X}" for i in range(32))
+    + "\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+)
+
+
+def bare_session(server: sfu.Server) -> tuple[Any, list[dict[str, Any]], list[int]]:
+    from sfu.signaling.protocol import SignalingSession
+
+    sent: list[dict[str, Any]] = []
+    closed: list[int] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    async def close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    return SignalingSession(server, send, close), sent, closed
+
+
+async def test_a_rejoin_is_not_ended_by_its_predecessor_leaving_late() -> None:
+    """The old connection of the same name goes while the new join waits its
+    turn: its ParticipantRemoved is about the old member, not the new one."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        await room.add_listener(HAND_OFFER, "alice")
+        session, sent, closed = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        await asyncio.sleep(0.01)  # the add_listener's admission turn is over
+        server.admission._used = server.admission.per_turn  # a crowd: this turn is spent
+        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        joining = asyncio.ensure_future(session.handle(json.dumps(join)))
+        await asyncio.sleep(0)
+        assert len(server.admission) == 1, "the new join waits for its turn"
+        await room.remove("alice", "stale connection")  # the old one, no ban
+        await joining
+        await asyncio.sleep(0.2)
+        assert [m["type"] for m in sent][:1] == ["joined"]
+        assert not any(m["type"] in ("removed", "error") for m in sent), sent
+        assert closed == [] and room.get("alice") is session.participant
+        await session.close()
+
+
+async def test_nan_and_infinity_are_not_json() -> None:
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        session, sent, _ = bare_session(server)
+        for text in ('{"type":"ping","id":NaN}', '{"type":"ping","id":-Infinity}'):
+            await session.handle(text)
+        assert [m.get("code") for m in sent] == ["bad_json", "bad_json"]
+        assert all("NaN" not in json.dumps(m) for m in sent)
+        await session.close()
+
+
+async def test_counters_do_not_dip_while_a_room_closes(tmp_path: Any) -> None:
+    async with sfu.Server(host="127.0.0.1") as server:
+        room = server.room("hall")
+        room.router.payload_bytes_out = 123456  # as if it had forwarded
+        await room.record(tmp_path / "r.ogg")  # a mixer: closing takes a frame
+        closing = asyncio.ensure_future(room.close())
+        await asyncio.sleep(0)
+        assert "hall" not in server.rooms, "closing: its name is free already"
+        assert server.stats()["payload_bytes_out"] == 123456
+        await closing
+        assert server.stats()["payload_bytes_out"] == 123456
+
+
+async def test_no_event_goes_out_before_the_joined_reply() -> None:
+    """Writing a large reply can yield (compression): the room's events wait for it."""
+    from sfu.signaling.protocol import SignalingSession
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        sent: list[str] = []
+        writing_joined = asyncio.Event()
+        release = asyncio.Event()
+
+        async def send(text: str) -> None:
+            message = json.loads(text)
+            if message["type"] == "joined":
+                writing_joined.set()
+                await release.wait()  # as a compressed frame would, in an executor
+            sent.append(message["type"])
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        joining = asyncio.ensure_future(session.handle(json.dumps(join)))
+        await asyncio.wait_for(writing_joined.wait(), 5)
+        await room.add_listener(HAND_OFFER, "bob")
+        room.raise_hand("bob")
+        await asyncio.sleep(0.1)  # the relay has had every chance to send
+        release.set()
+        await joining
+        await asyncio.sleep(0.1)
+        assert sent and sent[0] == "joined", sent
+        assert len(sent) > 1, "the events follow the reply"
+        await session.close()
+
+
+async def test_whip_and_whep_after_the_server_closed_say_so() -> None:
+    web_app = web.Application()
+    server = sfu.Server(token_secret=SECRET, host="127.0.0.1")
+    await server.start()
+    add_whip_whep(web_app, server)
+    runner, port = await start_site(web_app)
+    try:
+        await server.close()
+        token = auth.issue_token(SECRET, room="late", identity="v", role="listener")
+        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{port}/rooms/late/whep", data=HAND_OFFER, headers=headers
+            ) as r:
+                assert r.status == 503, await r.text()
+    finally:
+        await runner.cleanup()
