@@ -383,8 +383,9 @@ cdef class FanOut:
     def forward(self, long long slot, const unsigned char[::1] packet,
                 long long payload_offset, long long ssrc, long long sequence,
                 long long timestamp, bint marker, long long csrc, long long audio_level,
-                long long exclude):
-        """Send ``packet[payload_offset:]`` on `slot` to every receiver having it."""
+                long long exclude, long long only=-1):
+        """Send ``packet[payload_offset:]`` on `slot` to every receiver having it
+        (but `exclude`; only receiver `only` when it is >= 0)."""
         cdef Py_ssize_t size = packet.shape[0]
         if slot < 0:
             raise ValueError("slot must be >= 0, got %d" % slot)
@@ -417,7 +418,8 @@ cdef class FanOut:
                 # slot_count <= 255, so any slot past 255 reaches nobody.
                 sent = self._forward(<int>(slot if slot < 256 else 256), payload, payload_size, <uint32_t>ssrc,
                                      <uint16_t>sequence, <uint32_t>timestamp, marker,
-                                     <uint32_t>csrc, <int>audio_level, <int64_t>exclude)
+                                     <uint32_t>csrc, <int>audio_level, <int64_t>exclude,
+                                     <int64_t>only)
         finally:
             self._busy = False
         return sent
@@ -425,7 +427,7 @@ cdef class FanOut:
     cdef Py_ssize_t _forward(self, int slot, const unsigned char *payload,
                              Py_ssize_t payload_size, uint32_t ssrc, uint16_t sequence,
                              uint32_t timestamp, bint marker, uint32_t csrc,
-                             int audio_level, int64_t exclude) noexcept nogil:
+                             int audio_level, int64_t exclude, int64_t only) noexcept nogil:
         cdef Py_ssize_t i
         cdef Py_ssize_t queued = 0
         cdef Py_ssize_t sent = 0
@@ -437,7 +439,8 @@ cdef class FanOut:
         if payload_size > C_MAX_PAYLOAD:
             for i in range(self._count):
                 receiver = &self._receivers[i]
-                if slot < receiver.slot_count and receiver.receiver_id != exclude:
+                if (slot < receiver.slot_count and receiver.receiver_id != exclude
+                        and (only < 0 or receiver.receiver_id == only)):
                     self._dropped += 1
             return 0
         # Bytes 2..15 are the same for every receiver: sequence, timestamp,
@@ -459,6 +462,8 @@ cdef class FanOut:
         for i in range(self._count):
             receiver = &self._receivers[i]
             if slot >= receiver.slot_count or receiver.receiver_id == exclude:
+                continue
+            if only >= 0 and receiver.receiver_id != only:
                 continue
             out = self._buffer + <size_t>queued * SLOT_BYTES
             out[1] = mark | receiver.payload_type

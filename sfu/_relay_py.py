@@ -134,6 +134,12 @@ class _Receiver:
         self.octets = [0] * slot_count
 
 
+def _gets(receiver: _Receiver, slot: int, exclude: int, only: int) -> bool:
+    if slot >= receiver.slot_count or receiver.receiver_id == exclude:
+        return False
+    return only < 0 or receiver.receiver_id == only
+
+
 class FanOut:
     """Receivers of one Router and the batched send of slot packets to them."""
 
@@ -221,13 +227,15 @@ class FanOut:
         csrc: int,
         audio_level: int,
         exclude: int,
+        only: int = -1,
     ) -> int:
         """Send ``packet[payload_offset:]`` on `slot` to every receiver having it.
 
         `ssrc`, `sequence`, `timestamp` and `marker` are the slot stream's
         (the same for every receiver); `csrc` is the speaker's SSRC;
         `audio_level` the RFC 6464 byte (V bit 7, level 0..127) or -1 for
-        none; `exclude` a receiver id that must not get it (the speaker).
+        none; `exclude` a receiver id that must not get it (the speaker);
+        `only`, when >= 0, the one receiver id that gets it.
         Returns the number of datagrams the kernel accepted; the others are
         counted in :attr:`dropped`.
         """
@@ -243,7 +251,7 @@ class FanOut:
         size = len(payload)
         if size > MAX_PAYLOAD:
             for receiver in self._receivers:
-                if slot < receiver.slot_count and receiver.receiver_id != exclude:
+                if _gets(receiver, slot, exclude, only):
                     self._dropped += 1
             return 0
         common = _COMMON.pack(sequence, timestamp, ssrc, csrc)
@@ -252,6 +260,8 @@ class FanOut:
         sent = 0
         for receiver in self._receivers:
             if slot >= receiver.slot_count or receiver.receiver_id == exclude:
+                continue
+            if only >= 0 and receiver.receiver_id != only:
                 continue
             second = mark | receiver.payload_type
             if receiver.audio_level_id and audio_level >= 0:

@@ -370,6 +370,21 @@ def test_exclude(impl: ModuleType, sender: socket.socket, peers: list[Peer]) -> 
     assert len(peers[2].receive(1)) == 1
 
 
+def test_only_one_receiver(impl: ModuleType, sender: socket.socket, peers: list[Peer]) -> None:
+    peers += [Peer(1), Peer(2), Peer(3)]
+    fan = impl.FanOut(sender)
+    for peer in peers:
+        peer.add_to(fan)
+    payload = b"\x80\x6f" + bytes(10) + b"hush"
+    assert fan.forward(0, payload, 12, 1, 2, 3, False, 4, -1, -1, 2) == 1
+    assert recv_none(peers[0].sock) == [] and recv_none(peers[2].sock) == []
+    [rtp] = peers[1].receive(1)
+    assert rtp.payload == b"hush"
+    assert fan.forward(0, payload, 12, 1, 3, 3, False, 4, -1, 2, 2) == 0, "exclude wins"
+    assert fan.forward(0, payload, 12, 1, 4, 3, False, 4, -1, -1, 99) == 0, "nobody has id 99"
+    assert all(recv_none(peer.sock) == [] for peer in peers)
+
+
 def test_remove_receiver(impl: ModuleType, sender: socket.socket, peers: list[Peer]) -> None:
     peers += [Peer(i) for i in range(1, 5)]
     fan = impl.FanOut(sender)
@@ -758,3 +773,67 @@ def test_implementations_send_identical_bytes(
         for rtp, (_, _, level) in zip(got, expected, strict=True):
             has_extension = bool(level_id) and level >= 0
             assert (rtp.extension is not None) == has_extension
+
+
+def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(impl: ModuleType) -> None:
+    """A speaker holds a slot for 34,000 packets (~11 minutes) without getting its
+    own voice; when another speaker takes the slot it must hear them (both
+    libsrtp ends guess the index from the last packet they saw: a jump past
+    2**15 would read as old, and every packet be refused for as long again)."""
+    from sfu.media.router import Publisher, Router
+
+    server_sock, a_sock = udp_socket(), udp_socket()
+    router = Router(server_sock, 1)
+    router.fanout.close()
+    router.fanout = impl.FanOut(server_sock)
+    outbound, inbound = sessions(key_for(1, 30), CM)
+    router.add_receiver(
+        1, a_sock.getsockname(), outbound, payload_type=111, audio_level_id=0, slot_count=1, now=0.0
+    )
+    a = Publisher(number=1, payload_type=111, audio_level_id=1, receiver_id=1)
+    b = Publisher(number=2, payload_type=111, audio_level_id=1)
+    router.add_publisher(a)
+    router.add_publisher(b)
+    now = 0.0
+
+    def packet(ssrc: int, index: int, level: int) -> bytes:
+        header = struct.pack("!BBHII", 0x90, 111, index & 0xFFFF, index * 960 & 0xFFFFFFFF, ssrc)
+        return header + bytes([0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]) + b"opus"
+
+    class Turns:
+        """The slot goes to whoever the test says (the detector is tested elsewhere)."""
+
+        holder = 0
+
+        def observe(self, number: int, level: int, now: float) -> int:
+            return 0 if number == self.holder else -1
+
+    turns = Turns()
+    router.detector = turns  # type: ignore[assignment]
+    # Where the slot's numbering starts matters to libsrtp's index guess: from
+    # 40,000 the 34,000-packet jump wraps and reads as 31,535 packets back.
+    router.slots[0].last_sequence = router.slots[0].holder_last_sequence = 40_000
+
+    def talk(speaker: Publisher, count: int) -> list[bytes]:
+        nonlocal now
+        turns.holder = speaker.number
+        got: list[bytes] = []
+        for index in range(count):
+            now += 0.02
+            router.forward(speaker, packet(speaker.number, index, 0x80 | 20), now)
+            if index % 50 == 49:
+                got += recv_some(a_sock, 0)
+        return got + recv_some(a_sock, 0)
+
+    # A's client decrypts everything it is sent, in order, as a browser does.
+    before = [inbound.unprotect(d) for d in talk(b, 200)]
+    assert len(before) == 200, "B holds the slot first: A hears it"
+    during = [inbound.unprotect(d) for d in talk(a, 34_000)]
+    assert all(not d.endswith(b"opus") for d in during), "A never gets its own voice"
+    assert len(during) <= 3, "a few silence frames at most"
+    heard = [inbound.unprotect(d) for d in talk(b, 500)]
+    assert router.fanout.dropped == 0, "no protect failed"
+    assert len(heard) == 500 and all(d.endswith(b"opus") for d in heard), "A hears B again"
+    router.close()
+    server_sock.close()
+    a_sock.close()

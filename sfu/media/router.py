@@ -47,6 +47,7 @@ from ..transport.rtp import (
     strip_padding,
     uint16_gt,
 )
+from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
 
 __all__ = ["Publisher", "Router", "SlotStream"]
@@ -57,6 +58,12 @@ logger = logging.getLogger(__name__)
 SENDER_REPORT_INTERVAL = 5.0
 #: Packets after a slot switch during which one from before it is dropped.
 SWITCH_GUARD_PACKETS = 64
+#: Packets of a slot a holder may miss (its own voice) before it is sent one
+#: silence frame on it: well under the 2**15 that SRTP index guessing allows.
+KEEP_IN_STEP = 1 << 14
+#: An RTP packet carrying a 20 ms Opus silence frame (CELT fullband, mono);
+#: the fan-out writes the header, only the payload after byte 12 is used.
+_SILENCE_RTP = bytes(12) + b"\xf8\xff\xfe"
 
 
 @dataclass(eq=False)
@@ -81,6 +88,7 @@ class SlotStream:
     """The state of one slot's outgoing RTP stream (shared by all receivers)."""
 
     __slots__ = (
+        "holder_last_sequence",
         "last_sequence",
         "last_time",
         "last_timestamp",
@@ -106,6 +114,8 @@ class SlotStream:
         self.last_sequence = secrets.randbelow(1 << 15)
         self.last_timestamp = secrets.randbelow(1 << 31)
         self.last_time: float | None = None
+        # The last sequence number the holder's own receiver got on this slot.
+        self.holder_last_sequence = self.last_sequence
 
     def switch(
         self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float
@@ -118,6 +128,7 @@ class SlotStream:
             next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
         self.publisher = publisher
         self.source_ssrc = ssrc
+        self.holder_last_sequence = self.last_sequence  # what everyone got before the turn
         self.sequence_offset = (self.last_sequence + 1 - sequence) & 0xFFFF
         self.timestamp_offset = (next_timestamp - timestamp) & 0xFFFFFFFF
         self.switch_sequence = sequence
@@ -323,6 +334,28 @@ class Router:
             publisher.receiver_id,
         )
         self.payload_bytes_out += sent * (len(packet) - offset)
+        own = publisher.receiver_id
+        behind = (out_sequence - stream.holder_last_sequence) & 0xFFFF
+        if own >= 0 and KEEP_IN_STEP <= behind < 1 << 15:  # (not for a reordered packet)
+            # The holder never gets its own voice, so its SRTP index on this slot
+            # stands still while the slot's goes on; past 2**15 packets (~11
+            # minutes) libsrtp, ours and the client's, would take the next
+            # speaker's packets for old ones and drop them for as long again.
+            # A 20 ms silence frame now and then (every ~5.5 min) keeps it in step.
+            self.fanout.forward(
+                slot,
+                _SILENCE_RTP,
+                12,
+                stream.ssrc,
+                out_sequence,
+                out_timestamp,
+                False,
+                ssrc,
+                SILENCE_LEVEL,
+                -1,
+                own,
+            )
+            stream.holder_last_sequence = out_sequence
 
     # -- RTCP -------------------------------------------------------------------
 
