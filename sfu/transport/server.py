@@ -398,8 +398,12 @@ class Server:
         previous = self._sessions_by_address.get(address)
         if previous is not None and previous is not session:
             # The client's port now belongs to another session (a reconnect).
-            previous.checked_addresses.discard(address)
+            previous.checked_addresses.pop(address, None)
         self._sessions_by_address[address] = session
+
+    def _address_forgotten(self, session: Session, address: Address) -> None:
+        if self._sessions_by_address.get(address) is session:
+            del self._sessions_by_address[address]
 
     def _handshake_started(self, session: Session) -> None:
         self._handshaking.add(session)
@@ -433,7 +437,7 @@ class Server:
             if session is None:
                 self.drops["srtp from unchecked address"] += 1
             else:
-                session.receive_srtp(data, self.loop.time())
+                session.receive_srtp(data, self.loop.time(), addr)
         elif first < 4:  # STUN (RFC 7983); only binding requests are answered
             self._stun_received(data, addr)
         elif 19 < first < 64:

@@ -36,6 +36,9 @@ Address = tuple[Any, ...]
 #: Distinct SSRCs a client may send SRTP/SRTCP with (a speaker uses one, a
 #: browser's receive-only lines a few for their reports).
 MAX_INBOUND_SSRCS = 16
+#: Addresses a session remembers as checked (a client on a few interfaces, a NAT
+#: rebinding); past it the oldest one not in use is forgotten.
+MAX_CHECKED_ADDRESSES = 8
 
 
 class SessionHandler(Protocol):
@@ -81,7 +84,9 @@ class Session:
         self.handler = handler
         self.state = "new"
         self.address: Address | None = None
-        self.checked_addresses: set[Address] = set()
+        # Addresses its binding requests came from, oldest first (at most
+        # MAX_CHECKED_ADDRESSES: one client could otherwise add one per source port).
+        self.checked_addresses: dict[Address, None] = {}
         self.last_valid = now
         self.created = now
         self.dtls_fingerprints = remote_fingerprints
@@ -106,10 +111,13 @@ class Session:
 
     def receive_binding(self, request: BindingRequest, address: Address, now: float) -> None:
         """A binding request that passed the credential check."""
-        self.last_valid = now
         if address not in self.checked_addresses:
-            self.checked_addresses.add(address)
+            self.checked_addresses[address] = None
             self.server._address_checked(self, address)
+            if len(self.checked_addresses) > MAX_CHECKED_ADDRESSES:
+                oldest = next(a for a in self.checked_addresses if a != self.address)
+                del self.checked_addresses[oldest]
+                self.server._address_forgotten(self, oldest)
         if self.address is None or (request.use_candidate and address != self.address):
             self.address = address
             logger.debug("%r selected %s", self, address)
@@ -117,6 +125,10 @@ class Session:
                 self.state = "checking"
                 self.server._handshake_started(self)
             self.handler.session_address_changed(self)
+        if address == self.address:
+            # Consent is for the address media goes to (RFC 7675: per candidate
+            # pair): checks from elsewhere do not keep a stream to it alive.
+            self.last_valid = now
 
     def receive_dtls(self, data: bytes, now: float) -> None:
         if self.state not in ("checking", "connected"):
@@ -135,7 +147,7 @@ class Session:
         elif self.dtls.state == "closed":
             self.close("closed by the client")
 
-    def receive_srtp(self, data: bytes, now: float) -> None:
+    def receive_srtp(self, data: bytes, now: float, address: Address | None = None) -> None:
         rx = self.srtp_rx
         if rx is None:
             self.server.drops["srtp before dtls"] += 1
@@ -155,7 +167,8 @@ class Session:
             self.server.drops["srtp unprotect failed"] += 1
             return
         known.add(ssrc)
-        self.last_valid = now
+        if address is None or address == self.address:
+            self.last_valid = now
         if rtcp:
             self.handler.session_rtcp(self, plain, now)
         else:
