@@ -536,3 +536,34 @@ async def test_a_moderators_mute_is_shown_again_after_a_reconnect(
     assert room["talker"].moderator_muted, "the server kept the mute"
     await wait_attribute(spk, "#mic-button", "data-muted", "true")
     assert await spk.is_disabled("#mic-button"), "the page knows who muted it"
+
+
+async def test_leaving_while_the_microphone_opens_gives_it_back(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Promoted, the page asks for the microphone; the user leaves before
+    granting it: once granted, sfu.js stops the track (no recording light)."""
+    page = await join(new_page, demo, "shy-room", "shy", "listener")
+    await page.evaluate(
+        """() => {
+            const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+            window.__streams = [];
+            navigator.mediaDevices.getUserMedia = (constraints) => new Promise((resolve, reject) => {
+                window.__grant = () => original(constraints).then((stream) => {
+                    window.__streams.push(stream);
+                    resolve(stream);
+                }, reject);
+            });
+        }"""
+    )
+    await demo.server.rooms["shy-room"].promote("shy")
+    await page.wait_for_function("() => typeof window.__grant === 'function'", timeout=10_000)
+    await page.click("#leave-button")
+    await wait_attribute(page, "#connection-state", "data-state", "closed")
+    await page.evaluate("() => window.__grant()")
+    await page.wait_for_function("() => window.__streams.length === 1", timeout=10_000)
+    await asyncio.sleep(0.3)
+    live = await page.evaluate(
+        "() => window.__streams[0].getTracks().filter((t) => t.readyState === 'live').length"
+    )
+    assert live == 0, "the microphone is given back"

@@ -345,7 +345,13 @@ export class SfuClient {
   async _microphone() {
     const live = this.micTrack;
     if (live && live.readyState === "live") return live;
-    this.micStream = await navigator.mediaDevices.getUserMedia({ audio: this.options.audio, video: false });
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: this.options.audio, video: false });
+    if (this._ending || this.state === "closed") {
+      // Left while the permission prompt was open: give the microphone back at once.
+      for (const track of stream.getTracks()) track.stop();
+      throw new SfuError("closed", "the client left while the microphone was being opened");
+    }
+    this.micStream = stream;
     return this.micTrack;
   }
 
