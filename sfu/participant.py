@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .auth import Role
 from .errors import InvalidOffer, ParticipantClosed
+from .events import RoleChanged
 from .media.router import Publisher
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
@@ -195,7 +196,10 @@ class Participant:
 
         ICE credentials and DTLS fingerprint must stay the same: ICE and DTLS
         stay up, only the media lines change. A participant allowed to
-        publish must offer a sending audio line; one that may not is
+        publish should offer a sending audio line; an offer without one (made
+        for a demotion that a promotion undid meanwhile) is answered as a
+        listener's and a :class:`~sfu.events.RoleChanged` with
+        ``renegotiate=True`` asks for another. One that may not publish is
         answered so that the server never receives on any line. Raises
         :class:`~sfu.errors.InvalidOffer`; the previous state is kept then.
         """
@@ -213,7 +217,17 @@ class Participant:
                 "the new offer changes the DTLS fingerprint; keep the same connection"
             )
         max_slots = 1 if self.mixed else self.room.slots
-        negotiation = negotiate(offer, publish=self.can_publish, max_slots=max_slots)
+        must_offer = False
+        try:
+            negotiation = negotiate(offer, publish=self.can_publish, max_slots=max_slots)
+        except InvalidOffer:
+            if not self.can_publish:
+                raise
+            # Promoted again before this offer, made for the demotion, arrived:
+            # answer it as a listener's and ask for one with a sending line, as
+            # at a promotion (else the client would wait, silent, for nothing).
+            negotiation = negotiate(offer, publish=False, max_slots=max_slots)
+            must_offer = True
         mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
         answer = self.room._answer(offer, negotiation, self.credentials, mix_ssrcs)
         if self.mixed:
@@ -227,6 +241,10 @@ class Participant:
             self.role,
             self.slot_count,
         )
+        if must_offer:
+            self.room._emit(
+                RoleChanged(self.room.name, self.identity, self.role, None, renegotiate=True)
+            )
         return answer
 
     # -- changes made by the room ----------------------------------------------

@@ -276,3 +276,26 @@ async def test_a_promotion_outliving_a_rejoin_does_not_keep_the_old_tokens_grant
         await room.add_listener(LISTENER, "bob")
         with pytest.raises(sfu.NotAllowed):
             await room.remove("bob", by="carol", ban=True)
+
+
+async def test_promoted_again_before_the_demotions_offer_is_asked_for_a_new_one() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        speaker = await room.add_speaker(SPEAKER, "s")
+        events = room.events()
+        await room.demote("s")  # the client is told to drop its microphone and offer again
+        await room.promote("s")  # undone before that offer arrives
+        # The offer made for the demotion (no sending line) arrives now.
+        answer = await speaker.renegotiate(SPEAKER.replace("a=sendrecv", "a=recvonly"))
+        assert "a=sendrecv" not in answer and "a=recvonly" not in answer, "no line to receive on"
+        asks = []
+        while True:
+            try:
+                event = await events.next(0)
+            except (asyncio.TimeoutError, StopAsyncIteration):
+                break
+            if isinstance(event, sfu.RoleChanged) and event.renegotiate:
+                asks.append(event.role)
+        assert asks[-1] == "speaker", "asked for an offer with a sending line"
+        await speaker.renegotiate(SPEAKER)
+        assert speaker.role == "speaker" and speaker.publisher is not None
