@@ -414,12 +414,20 @@ class SignalingSession:
     async def _forward_event(self, event: RoomEvent, participant: Participant) -> bool:
         """Send one event; True when the connection must end."""
         if isinstance(event, RosterChanged):
+            room = participant.room
+
+            def entry(identity: str, role: str) -> dict[str, Any]:
+                # The mute as it is now: a `muted` event about a member this
+                # client did not know yet (it joined within the batch) came before.
+                member = room.get(identity)
+                return {"identity": identity, "role": role, "muted": bool(member and member.muted)}
+
             await self.send(
                 {
                     "type": "roster",
-                    "joined": [{"identity": i, "role": r} for i, r in event.joined],
+                    "joined": [entry(i, r) for i, r in event.joined],
                     "left": list(event.left),
-                    "updated": [{"identity": i, "role": r} for i, r in event.updated],
+                    "updated": [entry(i, r) for i, r in event.updated],
                     "size": event.size,
                 }
             )

@@ -653,3 +653,22 @@ async def test_whip_and_whep_after_the_server_closed_say_so() -> None:
                 assert r.status == 503, await r.text()
     finally:
         await runner.cleanup()
+
+
+async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
+    """Bob joins and mutes at once: Alice hears of the mute before the roster
+    batch that brings Bob, so the batch itself must say Bob is muted."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=0.3)
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        await session.handle(json.dumps(join))
+        await asyncio.sleep(0.5)  # alice's own roster batch is out
+        bob = await room.add_speaker(HAND_OFFER.replace("a=recvonly", "a=sendrecv"), "bob")
+        bob.set_self_muted(True)
+        await asyncio.sleep(0.6)
+        rosters = [m for m in sent if m["type"] == "roster" and m.get("joined")]
+        entry = next(e for m in rosters for e in m["joined"] if e["identity"] == "bob")
+        assert entry == {"identity": "bob", "role": "speaker", "muted": True}
+        await session.close()

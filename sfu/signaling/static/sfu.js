@@ -615,14 +615,15 @@ export class SfuClient {
       this.roster.set(entry.identity, {
         identity: entry.identity,
         role: entry.role,
-        muted: old ? old.muted : false,
+        muted: entry.muted ?? (old ? old.muted : false),
         hand: old ? old.hand : this.hands.includes(entry.identity),
       });
     }
     for (const entry of message.updated || []) {
       const old = this.roster.get(entry.identity);
-      if (old) old.role = entry.role;
-      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted: false, hand: false });
+      const muted = entry.muted ?? (old ? old.muted : false);
+      if (old) Object.assign(old, { role: entry.role, muted });
+      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted, hand: false });
     }
     for (const identity of message.left || []) {
       if (identity !== this.identity) this.roster.delete(identity);
