@@ -162,6 +162,9 @@ def success_response(
 ) -> bytes:
     """The binding success response: XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT."""
     host = address[0].partition("%")[0]  # an IPv6 scope is not part of the address
+    if host.lower().startswith("::ffff:") and "." in host:
+        # An IPv4 client on a dual-stack socket: its address is the IPv4 one.
+        host = host[len("::ffff:") :]
     port = address[1] ^ (MAGIC_COOKIE >> 16)
     if ":" in host:
         mask = _COOKIE_BYTES + request.transaction_id

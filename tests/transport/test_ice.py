@@ -134,6 +134,14 @@ def test_responses_read_back_with_aioice(address: tuple[str, int]) -> None:
     assert not answer.check_message_integrity(b"q" * 32)
 
 
+def test_an_ipv4_client_on_a_dual_stack_socket_is_told_its_ipv4_address() -> None:
+    parsed = parse_binding_request(request())
+    data = success_response(parsed, ("::ffff:192.0.2.7", 5000), CREDENTIALS)
+    answer = stun.parse_message(data)
+    assert answer.attributes["XOR-MAPPED-ADDRESS"] == ("192.0.2.7", 5000)
+    assert data[20 + 4 + 1] == 1, "address family IPv4 (after the header and attribute header)"
+
+
 def with_length(data: bytes) -> bytes:
     """``data`` with the header's length field made to match it."""
     return data[:2] + (len(data) - 20).to_bytes(2, "big") + data[4:]
