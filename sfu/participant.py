@@ -42,6 +42,7 @@ class Participant:
         "_closed_event",
         "_connected",
         "_connected_event",
+        "_offer_asked_as_listener",
         "_receiving",
         "_slot_reports",
         "answer",
@@ -97,6 +98,9 @@ class Participant:
         self._connected_event: asyncio.Event | None = None
         self._closed_event: asyncio.Event | None = None
         self._receiving = False  # registered in the Router's fan-out
+        # A demotion asked its client for an offer without a sending line (see
+        # renegotiate(): a promotion may come before that offer does).
+        self._offer_asked_as_listener = False
         # Receives the room mix instead of slots (Room.join(mixed=True)): registered
         # with the room's Mixer instead of the Router while connected.
         self.mixed = False
@@ -221,7 +225,7 @@ class Participant:
         try:
             negotiation = negotiate(offer, publish=self.can_publish, max_slots=max_slots)
         except InvalidOffer:
-            if not self.can_publish:
+            if not (self.can_publish and self._offer_asked_as_listener):
                 raise
             # Promoted again before this offer, made for the demotion, arrived:
             # answer it as a listener's and ask for one with a sending line, as
@@ -241,6 +245,7 @@ class Participant:
             self.role,
             self.slot_count,
         )
+        self._offer_asked_as_listener = False
         if must_offer:
             self.room._emit(
                 RoleChanged(self.room.name, self.identity, self.role, None, renegotiate=True)

@@ -32,8 +32,9 @@ class RoomPolicy:
     ``close_when_empty``: seconds after which a room with no members, no
     join under way and nothing consuming its mix (recording, live stream)
     closes itself with the reason ``"empty"`` and frees its name (``None``,
-    the default: it stays until closed). A room that holds bans or
-    moderators' decisions stays, so that they keep holding; rooms that
+    the default: it stays until closed). A room that holds bans stays, so
+    that they keep holding (moderators' promotions and mutes are forgotten
+    with the room: nobody was left for them to apply to); rooms that
     clients create by name (:mod:`sfu.signaling`) would otherwise add up for
     as long as the server runs (~17 KB each). Once closed, the name is made
     again by whoever asks for it next, with the settings they give: set it

@@ -452,6 +452,7 @@ class Room:
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
         self._decisions.setdefault(identity, {})["role"] = "listener"
+        participant._offer_asked_as_listener = True
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
         self._roster.change(self.server.loop, identity, "listener")
@@ -659,8 +660,6 @@ class Room:
             or (self._mixer is not None and self._mixer.running)
             or self._banned_identities
             or self._banned_tokens
-            # A role set by a moderator, or a moderator's mute, outlives a rejoin.
-            or any(d.get("role") or d.get("moderator_muted") for d in self._decisions.values())
         )
         if held or self._closed:
             self._empty_since = None

@@ -89,6 +89,7 @@ class SlotStream:
 
     __slots__ = (
         "holder_last_sequence",
+        "holder_receiver",
         "last_sequence",
         "last_time",
         "last_timestamp",
@@ -114,8 +115,11 @@ class SlotStream:
         self.last_sequence = secrets.randbelow(1 << 15)
         self.last_timestamp = secrets.randbelow(1 << 31)
         self.last_time: float | None = None
-        # The last sequence number the holder's own receiver got on this slot.
+        # The last sequence number the holder's own receiver got on this slot,
+        # and whose receiver that is (kept while the slot is released: the same
+        # speaker taking it back has still missed everything since).
         self.holder_last_sequence = self.last_sequence
+        self.holder_receiver = -1
 
     def switch(
         self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float
@@ -128,7 +132,10 @@ class SlotStream:
             next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
         self.publisher = publisher
         self.source_ssrc = ssrc
-        self.holder_last_sequence = self.last_sequence  # what everyone got before the turn
+        if publisher.receiver_id != self.holder_receiver:
+            # A new holder received everything up to now (its own voice aside).
+            self.holder_last_sequence = self.last_sequence
+            self.holder_receiver = publisher.receiver_id
         self.sequence_offset = (self.last_sequence + 1 - sequence) & 0xFFFF
         self.timestamp_offset = (next_timestamp - timestamp) & 0xFFFFFFFF
         self.switch_sequence = sequence

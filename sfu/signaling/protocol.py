@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from ..events import (
     HandLowered,
     HandRaised,
     MuteChanged,
+    ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
     RoleChanged,
@@ -106,6 +108,13 @@ def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str
     }
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON has no Infinity either
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
 def _no_constant(name: str) -> Any:
     """JSON's NaN and Infinity are not JSON (RFC 8259): refused, as a browser could
     not read them back (an ``id`` is echoed in the reply)."""
@@ -160,6 +169,9 @@ class SignalingSession:
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
         self._joined_sent: asyncio.Event | None = None
+        # Events about this identity before its own ParticipantJoined are about a
+        # predecessor of the same name (it left while this join waited its turn).
+        self._own_join_seen = False
         self._closed = False
         self._tokens = float(COMMAND_BURST)
         self._tokens_at = time.monotonic()
@@ -185,12 +197,21 @@ class SignalingSession:
 
     async def handle(self, text: str) -> None:
         """Handle one text frame; replies (or an error) are sent before it returns."""
+        try:
+            await self._handle(text)
+        finally:
+            # However the join's reply went (sent, failed, an error instead),
+            # the relay must not wait for it for ever.
+            if self._joined_sent is not None:
+                self._joined_sent.set()
+
+    async def _handle(self, text: str) -> None:
         message_id: Any = None
         try:
             if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
                 raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")
             try:
-                message = json.loads(text, parse_constant=_no_constant)
+                message = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
             except (ValueError, RecursionError):
                 raise ProtocolError("bad_json", "the message is not valid JSON") from None
             if not isinstance(message, dict):
@@ -227,9 +248,7 @@ class SignalingSession:
             return
         if message_id is not None:
             reply["id"] = message_id
-        await self.send(reply)
-        if kind == "join" and self._joined_sent is not None:
-            self._joined_sent.set()  # the room's events may follow now
+        await self.send(reply)  # after a join, the room's events follow (handle())
 
     def _spend_token(self, kind: str) -> None:
         now = time.monotonic()
@@ -413,6 +432,8 @@ class SignalingSession:
 
     async def _forward_event(self, event: RoomEvent, participant: Participant) -> bool:
         """Send one event; True when the connection must end."""
+        if isinstance(event, ParticipantJoined) and event.identity == participant.identity:
+            self._own_join_seen = True
         if isinstance(event, RosterChanged):
             room = participant.room
 
@@ -459,7 +480,7 @@ class SignalingSession:
         elif (
             isinstance(event, ParticipantRemoved)
             and event.identity == participant.identity
-            and participant.closed  # not a predecessor of the same name, removed meanwhile
+            and self._own_join_seen  # not a predecessor of the same name, removed meanwhile
         ):
             await self.send(
                 {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
@@ -469,7 +490,7 @@ class SignalingSession:
         elif (
             isinstance(event, ParticipantLeft)
             and event.identity == participant.identity
-            and participant.closed  # not a predecessor of the same name leaving late
+            and self._own_join_seen  # not a predecessor of the same name leaving late
         ):
             # Every way out ends here: removal was told above; a closing room
             # closes its members first; anything else (consent, DTLS) ends the session.

@@ -580,9 +580,13 @@ async def test_a_rejoin_is_not_ended_by_its_predecessor_leaving_late() -> None:
 async def test_nan_and_infinity_are_not_json() -> None:
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         session, sent, _ = bare_session(server)
-        for text in ('{"type":"ping","id":NaN}', '{"type":"ping","id":-Infinity}'):
+        for text in (
+            '{"type":"ping","id":NaN}',
+            '{"type":"ping","id":-Infinity}',
+            '{"type":"ping","id":1e400}',
+        ):
             await session.handle(text)
-        assert [m.get("code") for m in sent] == ["bad_json", "bad_json"]
+        assert [m.get("code") for m in sent] == ["bad_json"] * 3
         assert all("NaN" not in json.dumps(m) for m in sent)
         await session.close()
 
@@ -671,4 +675,69 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
         rosters = [m for m in sent if m["type"] == "roster" and m.get("joined")]
         entry = next(e for m in rosters for e in m["joined"] if e["identity"] == "bob")
         assert entry == {"identity": "bob", "role": "speaker", "muted": True}
+        await session.close()
+
+
+async def test_a_removed_rejoin_is_told_its_own_removal_not_its_predecessors() -> None:
+    from sfu.signaling.protocol import SignalingSession
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        await room.add_listener(HAND_OFFER, "alice")
+        sent: list[dict[str, Any]] = []
+        writing_joined = asyncio.Event()
+        release = asyncio.Event()
+
+        async def send(text: str) -> None:
+            message = json.loads(text)
+            if message["type"] == "joined":
+                writing_joined.set()
+                await release.wait()  # the relay has not started yet
+            sent.append(message)
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        await asyncio.sleep(0.01)
+        server.admission._used = server.admission.per_turn
+        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        joining = asyncio.ensure_future(session.handle(json.dumps(join)))
+        await asyncio.sleep(0)
+        await room.remove("alice", "stale connection")  # the predecessor
+        await asyncio.wait_for(writing_joined.wait(), 5)
+        await room.remove("alice", "second thoughts")  # the new one, before its relay ran
+        release.set()
+        await joining
+        await asyncio.sleep(0.2)
+        removed = [m for m in sent if m["type"] == "removed"]
+        assert [m["reason"] for m in removed] == ["second thoughts"], sent
+        await session.close()
+
+
+async def test_the_relay_goes_on_when_the_joined_reply_could_not_be_sent() -> None:
+    from sfu.signaling.protocol import SignalingSession
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        sent: list[str] = []
+        closed: list[int] = []
+
+        async def send(text: str) -> None:
+            if json.loads(text)["type"] == "joined":
+                raise ValueError("the transport failed in an unexpected way")
+            sent.append(json.loads(text)["type"])
+
+        async def close(code: int, reason: str) -> None:
+            closed.append(code)
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        with pytest.raises(ValueError):
+            await session.handle(json.dumps(join))
+        await room.remove("alice", "bye")
+        await asyncio.sleep(0.2)
+        assert sent == ["removed"] and closed, "the relay was not left waiting"
         await session.close()
