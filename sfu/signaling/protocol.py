@@ -309,6 +309,7 @@ class SignalingSession:
             "type": "joined",
             "identity": participant.identity,
             "role": participant.role,
+            "grants": sorted(participant.grants),
             "answer": participant.answer,
             "room": room.name,
             "slots": room.slots,
@@ -455,15 +456,17 @@ class SignalingSession:
         elif isinstance(event, (HandRaised, HandLowered)):
             await self.send({"type": "hands", "hands": participant.room.hands})
         elif isinstance(event, RoleChanged):
-            await self.send(
-                {
-                    "type": "role_changed",
-                    "identity": event.identity,
-                    "role": event.role,
-                    "by": event.by,
-                    "renegotiate": event.renegotiate,
-                }
-            )
+            message: dict[str, Any] = {
+                "type": "role_changed",
+                "identity": event.identity,
+                "role": event.role,
+                "by": event.by,
+                "renegotiate": event.renegotiate,
+            }
+            if event.identity == participant.identity:
+                # What the role now lets this client do (a token may have widened it).
+                message["grants"] = sorted(participant.grants)
+            await self.send(message)
         elif isinstance(event, MuteChanged):
             await self.send(
                 {

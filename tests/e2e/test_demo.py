@@ -567,3 +567,27 @@ async def test_leaving_while_the_microphone_opens_gives_it_back(
         "() => window.__streams[0].getTracks().filter((t) => t.readyState === 'live').length"
     )
     assert live == 0, "the microphone is given back"
+
+
+async def test_a_listener_token_widened_with_publish_joins_speaking(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A backend may let a listener speak (grants=[publish, ...]): sfu.js offers a
+    sending line from the token's grants, not from its role name."""
+    token = sfu.auth.issue_token(
+        demo.secret,
+        room="widened",
+        identity="guest",
+        role="listener",
+        grants=["publish", "subscribe"],
+    )
+    page = await new_page(f"{demo.url}/?token={token}")
+    await wait_attribute(page, "#connection-state", "data-state", "live", timeout=20)
+    member = demo.server.rooms["widened"]["guest"]
+    assert member.role == "listener" and member.can_publish
+    await wait_for(lambda: member.publisher is not None, 10, "its sending line")
+    await wait_for(
+        lambda: member.publisher is not None and member.publisher.packets > 0,
+        10,
+        "its voice arriving",
+    )

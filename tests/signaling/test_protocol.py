@@ -155,6 +155,7 @@ async def test_join_moderate_and_leave(app: App) -> None:
             "role": "speaker",
             "by": "mod",
             "renegotiate": True,
+            "grants": ["publish", "subscribe"],  # told to bob only: it is about him
         }
         # Bob renegotiates on the same connection and is heard by the moderator.
         transceiver = bob_pc.pc.getTransceivers()[0]

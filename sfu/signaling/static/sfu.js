@@ -151,8 +151,11 @@ export class SfuClient {
     this.room = room || claims.room || null;
     this.identity = claims.sub || null;
     this.role = claims.role || "listener";
+    // What the token allows (a listener token may be widened with `publish`);
+    // the server's `joined` and `role_changed` say it again later.
+    this.grants = Array.isArray(claims.grants) ? [...claims.grants] : null;
     this.slotCount = slots;
-    this.publishAtJoin = publish === undefined ? this._rolePublishes(this.role) : !!publish;
+    this.publishAtJoin = publish === undefined ? this.canPublish : !!publish;
     this.options = {
       audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
       iceGatheringTimeout, requestTimeout, pingInterval, backoffInitial, backoffMax,
@@ -236,7 +239,7 @@ export class SfuClient {
   // -- properties -----------------------------------------------------------------------
 
   get canPublish() {
-    return this._rolePublishes(this.role);
+    return this.grants ? this.grants.includes("publish") : this._rolePublishes(this.role);
   }
 
   get isModerator() {
@@ -363,6 +366,7 @@ export class SfuClient {
   _onJoined(joined) {
     this.identity = joined.identity;
     this.role = joined.role;
+    if (Array.isArray(joined.grants)) this.grants = [...joined.grants];
     this.room = joined.room || this.room;
     this.roster = new Map();
     for (const entry of joined.roster || []) {
@@ -647,8 +651,9 @@ export class SfuClient {
     if (entry) entry.role = message.role;
     if (message.identity === this.identity) {
       this.role = message.role;
+      this.grants = Array.isArray(message.grants) ? [...message.grants] : null;
       if (message.renegotiate) {
-        const publish = this._rolePublishes(message.role);
+        const publish = this.canPublish;
         this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
       }
     }
