@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from aioice.ice import ICE_COMPLETED
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 from av import AudioFrame
@@ -128,6 +129,16 @@ async def close_peer(pc: RTCPeerConnection) -> None:
         if transceiver.sender.transport is not None
     ]
     await pc.close()
+    # ICE may have completed just before the close while connect() was still in
+    # its 20 ms check loop: it then takes ICE_COMPLETED from its queue later and
+    # starts the consent task. Wait (bounded) until it has taken it.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    while loop.time() < deadline and any(
+        ICE_COMPLETED in getattr(connection._check_list_state, "_queue", ())
+        for connection in connections
+    ):
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0)
     for connection in connections:
         # Newer aioice names it _query_consent_task.
