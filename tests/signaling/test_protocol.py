@@ -555,6 +555,29 @@ def bare_session(server: sfu.Server) -> tuple[Any, list[dict[str, Any]], list[in
     return SignalingSession(server, send, close), sent, closed
 
 
+def gated_session(
+    server: sfu.Server,
+) -> tuple[Any, list[dict[str, Any]], asyncio.Event, asyncio.Event]:
+    """A session whose `joined` reply blocks until ``release`` is set (as a large,
+    compressed frame can yield while it is written); ``writing`` is set then."""
+    from sfu.signaling.protocol import SignalingSession
+
+    sent: list[dict[str, Any]] = []
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def send(text: str) -> None:
+        message = json.loads(text)
+        if message["type"] == "joined":
+            writing.set()
+            await release.wait()
+        sent.append(message)
+
+    async def close(code: int, reason: str) -> None:
+        pass
+
+    return SignalingSession(server, send, close), sent, writing, release
+
+
 async def test_a_rejoin_is_not_ended_by_its_predecessor_leaving_late() -> None:
     """The old connection of the same name goes while the new join waits its
     turn: its ParticipantRemoved is about the old member, not the new one."""
@@ -607,25 +630,9 @@ async def test_counters_do_not_dip_while_a_room_closes(tmp_path: Any) -> None:
 
 async def test_no_event_goes_out_before_the_joined_reply() -> None:
     """Writing a large reply can yield (compression): the room's events wait for it."""
-    from sfu.signaling.protocol import SignalingSession
-
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
-        sent: list[str] = []
-        writing_joined = asyncio.Event()
-        release = asyncio.Event()
-
-        async def send(text: str) -> None:
-            message = json.loads(text)
-            if message["type"] == "joined":
-                writing_joined.set()
-                await release.wait()  # as a compressed frame would, in an executor
-            sent.append(message["type"])
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        session = SignalingSession(server, send, close)
+        session, messages, writing_joined, release = gated_session(server)
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
         join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
         joining = asyncio.ensure_future(session.handle(json.dumps(join)))
@@ -636,6 +643,7 @@ async def test_no_event_goes_out_before_the_joined_reply() -> None:
         release.set()
         await joining
         await asyncio.sleep(0.1)
+        sent = [m["type"] for m in messages]
         assert sent and sent[0] == "joined", sent
         assert len(sent) > 1, "the events follow the reply"
         await session.close()
@@ -680,26 +688,10 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
 
 
 async def test_a_removed_rejoin_is_told_its_own_removal_not_its_predecessors() -> None:
-    from sfu.signaling.protocol import SignalingSession
-
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
         await room.add_listener(HAND_OFFER, "alice")
-        sent: list[dict[str, Any]] = []
-        writing_joined = asyncio.Event()
-        release = asyncio.Event()
-
-        async def send(text: str) -> None:
-            message = json.loads(text)
-            if message["type"] == "joined":
-                writing_joined.set()
-                await release.wait()  # the relay has not started yet
-            sent.append(message)
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        session = SignalingSession(server, send, close)
+        session, sent, writing_joined, release = gated_session(server)  # relay not started
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
         await asyncio.sleep(0.01)
         server.admission._used = server.admission.per_turn
