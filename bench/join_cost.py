@@ -135,32 +135,6 @@ def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, 
     }
 
 
-def time_crypto_floor(count: int) -> dict[str, float]:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, x25519
-
-    signing_key = ec.generate_private_key(ec.SECP256R1())
-    public_key = signing_key.public_key()
-    transcript = os.urandom(200)
-    signature = signing_key.sign(transcript, ec.ECDSA(hashes.SHA256()))
-    peer_public = x25519.X25519PrivateKey.generate().public_key()
-    timings = {}
-    start = time.perf_counter()
-    for _ in range(count):
-        x25519.X25519PrivateKey.generate().exchange(peer_public)
-    timings["x25519_keygen_and_exchange_us"] = us_per(time.perf_counter() - start, count)
-    start = time.perf_counter()
-    for _ in range(count):
-        signing_key.sign(transcript, ec.ECDSA(hashes.SHA256()))
-    timings["ecdsa_p256_sign_us"] = us_per(time.perf_counter() - start, count)
-    start = time.perf_counter()
-    for _ in range(count):
-        public_key.verify(signature, transcript, ec.ECDSA(hashes.SHA256()))
-    timings["ecdsa_p256_verify_us"] = us_per(time.perf_counter() - start, count)
-    timings["handshake_floor_us"] = round(sum(timings.values()), 1)
-    return timings
-
-
 def _http_server(port_queue: Any, cpu: int | None) -> None:
     """A child process: aiohttp answering POST /offer with an answer-sized reply."""
     from aiohttp import web
@@ -255,7 +229,7 @@ async def main(count: int) -> dict[str, Any]:
         "parse_offer_chromium_us": time_parse([chromium] * count),
         "add_listener_us": await time_add_listener(texts),
         **time_handshakes(count, client),
-        **time_crypto_floor(count),
+        **harness.handshake_crypto(count),
     }
     (
         result["http_post_new_connection_us"],
