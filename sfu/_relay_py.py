@@ -134,12 +134,6 @@ class _Receiver:
         self.octets = [0] * slot_count
 
 
-def _gets(receiver: _Receiver, slot: int, exclude: int, only: int) -> bool:
-    if slot >= receiver.slot_count or receiver.receiver_id == exclude:
-        return False
-    return only < 0 or receiver.receiver_id == only
-
-
 class FanOut:
     """Receivers of one Router and the batched send of slot packets to them."""
 
@@ -251,7 +245,9 @@ class FanOut:
         size = len(payload)
         if size > MAX_PAYLOAD:
             for receiver in self._receivers:
-                if _gets(receiver, slot, exclude, only):
+                if slot >= receiver.slot_count or receiver.receiver_id == exclude:
+                    continue
+                if only < 0 or receiver.receiver_id == only:
                     self._dropped += 1
             return 0
         common = _COMMON.pack(sequence, timestamp, ssrc, csrc)

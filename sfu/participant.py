@@ -21,7 +21,7 @@ from .events import RoleChanged
 from .media.router import Publisher
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
-from .transport.sdp import Negotiation, negotiate, parse_offer
+from .transport.sdp import Negotiation, negotiate_or_listen, parse_offer
 
 if TYPE_CHECKING:
     from .room import Room
@@ -221,17 +221,15 @@ class Participant:
                 "the new offer changes the DTLS fingerprint; keep the same connection"
             )
         max_slots = 1 if self.mixed else self.room.slots
-        must_offer = False
-        try:
-            negotiation = negotiate(offer, publish=self.can_publish, max_slots=max_slots)
-        except InvalidOffer:
-            if not (self.can_publish and self._offer_asked_as_listener):
-                raise
-            # Promoted again before this offer, made for the demotion, arrived:
-            # answer it as a listener's and ask for one with a sending line, as
-            # at a promotion (else the client would wait, silent, for nothing).
-            negotiation = negotiate(offer, publish=False, max_slots=max_slots)
-            must_offer = True
+        # Promoted again before this offer, made for the demotion, arrived: it
+        # is answered as a listener's and one with a sending line asked for, as
+        # at a promotion (else the client would wait, silent, for nothing).
+        negotiation, must_offer = negotiate_or_listen(
+            offer,
+            publish=self.can_publish,
+            max_slots=max_slots,
+            listen_instead=self._offer_asked_as_listener,
+        )
         mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
         answer = self.room._answer(offer, negotiation, self.credentials, mix_ssrcs)
         if self.mixed:

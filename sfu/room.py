@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
-    InvalidOffer,
     InvalidSetting,
     NotAllowed,
     NotFound,
@@ -53,7 +52,7 @@ from .participant import Listener, Participant, Speaker
 from .policy import RoomPolicy
 from .roster import RosterBatch
 from .transport.ice import IceCredentials
-from .transport.sdp import Negotiation, Offer, build_answer, negotiate, parse_offer
+from .transport.sdp import Negotiation, Offer, build_answer, negotiate_or_listen, parse_offer
 from .transport.session import Session
 
 if TYPE_CHECKING:
@@ -300,16 +299,11 @@ class Room:
     ) -> Participant:
         offer = parse_offer(offer_sdp)
         max_slots = 1 if mixed else self.slots
-        must_offer = False
-        try:
-            negotiation = negotiate(offer, publish=publish, max_slots=max_slots)
-        except InvalidOffer:
-            if not (publish and promoted):
-                raise
-            # Promoted before a reconnect, its client offered as a listener:
-            # answer that, and ask it for a sending line like at promotion.
-            negotiation = negotiate(offer, publish=False, max_slots=max_slots)
-            must_offer = True
+        # Promoted before a reconnect, its client may offer as a listener:
+        # answer that, and ask it for a sending line like at promotion.
+        negotiation, must_offer = negotiate_or_listen(
+            offer, publish=publish, max_slots=max_slots, listen_instead=promoted
+        )
         credentials = IceCredentials.generate()
         cls = Speaker if publish else Listener
         participant: Participant = cls(

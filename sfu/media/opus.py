@@ -15,6 +15,8 @@ __all__ = [
     "FRAME_BYTES",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
+    "SILENCE_MONO",
+    "SILENCE_STEREO",
     "OpusDecoder",
     "OpusEncoder",
     "plc_packet",
@@ -23,6 +25,10 @@ __all__ = [
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 FRAME_BYTES = 2 * FRAME_SAMPLES  # int16 mono
+#: A 20 ms CELT fullband Opus frame of digital silence (config 31, code 0),
+#: mono and stereo.
+SILENCE_MONO = b"\xf8\xff\xfe"
+SILENCE_STEREO = b"\xfc\xff\xfe"
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 

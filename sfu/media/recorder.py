@@ -48,7 +48,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .mixer import MixOutput
 from .ogg import OggWriter, opus_head, opus_tags, packet_samples, parse_opus_head
-from .opus import FRAME_SAMPLES, SAMPLE_RATE
+from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_MONO, SILENCE_STEREO
 
 if TYPE_CHECKING:
     from .mixer import Mixer
@@ -57,11 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["SILENCE_MONO", "SILENCE_STEREO", "Recorder", "SpeakerTrack"]
 
 logger = logging.getLogger(__name__)
-
-#: A 20 ms CELT fullband Opus frame of digital silence (config 31, code 0),
-#: mono and stereo: what fills the gaps of a speaker file.
-SILENCE_MONO = b"\xf8\xff\xfe"
-SILENCE_STEREO = b"\xfc\xff\xfe"
 
 SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock

@@ -49,6 +49,7 @@ from ..transport.rtp import (
 )
 from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
+from .opus import SILENCE_MONO
 
 __all__ = ["Publisher", "Router", "SlotStream"]
 
@@ -61,9 +62,9 @@ SWITCH_GUARD_PACKETS = 64
 #: Packets of a slot a holder may miss (its own voice) before it is sent one
 #: silence frame on it: well under the 2**15 that SRTP index guessing allows.
 KEEP_IN_STEP = 1 << 14
-#: An RTP packet carrying a 20 ms Opus silence frame (CELT fullband, mono);
-#: the fan-out writes the header, only the payload after byte 12 is used.
-_SILENCE_RTP = bytes(12) + b"\xf8\xff\xfe"
+#: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
+#: header, only the payload after byte 12 is used.
+_SILENCE_RTP = bytes(12) + SILENCE_MONO
 
 
 @dataclass(eq=False)
@@ -342,8 +343,9 @@ class Router:
         )
         self.payload_bytes_out += sent * (len(packet) - offset)
         own = publisher.receiver_id
-        behind = (out_sequence - stream.holder_last_sequence) & 0xFFFF
-        if own >= 0 and KEEP_IN_STEP <= behind < 1 << 15:  # (not for a reordered packet)
+        if own >= 0 and (
+            KEEP_IN_STEP <= (out_sequence - stream.holder_last_sequence) & 0xFFFF < 1 << 15
+        ):  # (not for a reordered packet)
             # The holder never gets its own voice, so its SRTP index on this slot
             # stands still while the slot's goes on; past 2**15 packets (~11
             # minutes) libsrtp, ours and the client's, would take the next

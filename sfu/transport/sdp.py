@@ -542,6 +542,22 @@ def negotiate(offer: Offer, *, publish: bool, max_slots: int) -> Negotiation:
 # ----------------------------------------------------------------- answer
 
 
+def negotiate_or_listen(
+    offer: Offer, *, publish: bool, max_slots: int, listen_instead: bool
+) -> tuple[Negotiation, bool]:
+    """:func:`negotiate`; but when a publisher's offer cannot be answered as one
+    and ``listen_instead`` is true (its client offered as a listener, not
+    knowing it may speak), it is answered as a listener's. The flag returned
+    says so: the client must then be asked for an offer with a sending line.
+    """
+    try:
+        return negotiate(offer, publish=publish, max_slots=max_slots), False
+    except InvalidOffer:
+        if not (publish and listen_instead):
+            raise
+    return negotiate(offer, publish=False, max_slots=max_slots), True
+
+
 def _answer_direction(index: int, negotiation: Negotiation) -> str:
     """The server's direction for an accepted m-line."""
     is_slot = index in negotiation.slots

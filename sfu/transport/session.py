@@ -147,7 +147,7 @@ class Session:
         elif self.dtls.state == "closed":
             self.close("closed by the client")
 
-    def receive_srtp(self, data: bytes, now: float, address: Address | None = None) -> None:
+    def receive_srtp(self, data: bytes, now: float, address: Address) -> None:
         rx = self.srtp_rx
         if rx is None:
             self.server.drops["srtp before dtls"] += 1
@@ -167,7 +167,7 @@ class Session:
             self.server.drops["srtp unprotect failed"] += 1
             return
         known.add(ssrc)
-        if address is None or address == self.address:
+        if address == self.address:  # consent, as in receive_binding()
             self.last_valid = now
         if rtcp:
             self.handler.session_rtcp(self, plain, now)
