@@ -29,6 +29,7 @@ from ..clients import (
 )
 from ..conftest import client_configuration
 from ..sites import start_site
+from ..test_room_lifecycle import LISTENER, offer
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -458,8 +459,6 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
     """Events lost to a slow reader would leave its roster wrong: it must rejoin."""
     from sfu.signaling.protocol import CLOSE_SESSION_ENDED, SignalingSession
 
-    from ..test_room_lifecycle import LISTENER
-
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("hall")
         reader_blocked = asyncio.Event()
@@ -496,8 +495,6 @@ async def test_commands_every_member_hears_of_are_rate_limited() -> None:
     """One client's hand-waving must not become a flood to the whole room."""
     from sfu.signaling.protocol import COMMAND_BURST, SignalingSession
 
-    from ..test_room_lifecycle import LISTENER
-
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("hall")
         events = room.events(maxsize=10_000)
@@ -531,13 +528,7 @@ async def test_commands_every_member_hears_of_are_rate_limited() -> None:
 
 # -- found by a reader: the session object alone, no WebSocket ------------------------
 
-HAND_OFFER = (
-    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Zx4f\r\n"
-    "a=ice-pwd:k3Jq9sT0pV7wY2bN5cR8dF1h\r\na=fingerprint:sha-256 "
-    + ":".join(f"{i:02X}" for i in range(32))
-    + "\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
-)
+LISTENER_OFFER = offer("recvonly")
 
 
 def bare_session(server: sfu.Server) -> tuple[Any, list[dict[str, Any]], list[int]]:
@@ -583,12 +574,12 @@ async def test_a_rejoin_is_not_ended_by_its_predecessor_leaving_late() -> None:
     turn: its ParticipantRemoved is about the old member, not the new one."""
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
-        await room.add_listener(HAND_OFFER, "alice")
+        await room.add_listener(LISTENER_OFFER, "alice")
         session, sent, closed = bare_session(server)
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
         await asyncio.sleep(0.01)  # the add_listener's admission turn is over
         server.admission._used = server.admission.per_turn  # a crowd: this turn is spent
-        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         joining = asyncio.ensure_future(session.handle(json.dumps(join)))
         await asyncio.sleep(0)
         assert len(server.admission) == 1, "the new join waits for its turn"
@@ -634,10 +625,10 @@ async def test_no_event_goes_out_before_the_joined_reply() -> None:
         room = server.room("hall")
         session, messages, writing_joined, release = gated_session(server)
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
-        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         joining = asyncio.ensure_future(session.handle(json.dumps(join)))
         await asyncio.wait_for(writing_joined.wait(), 5)
-        await room.add_listener(HAND_OFFER, "bob")
+        await room.add_listener(LISTENER_OFFER, "bob")
         room.raise_hand("bob")
         await asyncio.sleep(0.1)  # the relay has had every chance to send
         release.set()
@@ -661,7 +652,7 @@ async def test_whip_and_whep_after_the_server_closed_say_so() -> None:
         headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as http:
             async with http.post(
-                f"http://127.0.0.1:{port}/rooms/late/whep", data=HAND_OFFER, headers=headers
+                f"http://127.0.0.1:{port}/rooms/late/whep", data=LISTENER_OFFER, headers=headers
             ) as r:
                 assert r.status == 503, await r.text()
     finally:
@@ -675,10 +666,10 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
         room = server.room("hall", roster_interval=0.3)
         session, sent, _ = bare_session(server)
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
-        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         await session.handle(json.dumps(join))
         await asyncio.sleep(0.5)  # alice's own roster batch is out
-        bob = await room.add_speaker(HAND_OFFER.replace("a=recvonly", "a=sendrecv"), "bob")
+        bob = await room.add_speaker(offer("sendrecv"), "bob")
         bob.set_self_muted(True)
         await asyncio.sleep(0.6)
         rosters = [m for m in sent if m["type"] == "roster" and m.get("joined")]
@@ -690,12 +681,12 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
 async def test_a_removed_rejoin_is_told_its_own_removal_not_its_predecessors() -> None:
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
-        await room.add_listener(HAND_OFFER, "alice")
+        await room.add_listener(LISTENER_OFFER, "alice")
         session, sent, writing_joined, release = gated_session(server)  # relay not started
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
         await asyncio.sleep(0.01)
         server.admission._used = server.admission.per_turn
-        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         joining = asyncio.ensure_future(session.handle(json.dumps(join)))
         await asyncio.sleep(0)
         await room.remove("alice", "stale connection")  # the predecessor
@@ -727,7 +718,7 @@ async def test_the_relay_goes_on_when_the_joined_reply_could_not_be_sent() -> No
 
         session = SignalingSession(server, send, close)
         token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
-        join = {"type": "join", "room": "hall", "token": token, "offer": HAND_OFFER, "id": 1}
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         with pytest.raises(ValueError):
             await session.handle(json.dumps(join))
         await room.remove("alice", "bye")

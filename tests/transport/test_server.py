@@ -14,6 +14,7 @@ from aioice import stun
 import sfu
 
 from ..clients import close_peer, join, wait_for
+from ..test_room_lifecycle import LISTENER, UFRAG, offer
 
 
 def answer_credentials(answer: str) -> tuple[str, str]:
@@ -177,8 +178,6 @@ async def test_one_client_cannot_fill_the_handshake_backlog(udp: socket.socket) 
     """A checked client flooding DTLS datagrams gets its share, not the whole backlog."""
     from sfu.transport.server import MAX_HANDSHAKE_QUEUED_PER_SESSION
 
-    from ..test_room_lifecycle import LISTENER, UFRAG
-
     async with sfu.Server() as server:
         room = server.room("flood")
         participant = await room.add_listener(LISTENER, "flooder")
@@ -226,21 +225,12 @@ async def test_a_client_cannot_make_the_server_keep_streams_for_many_ssrcs() -> 
             await client.close()
 
 
-HAND_LISTENER = (
-    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Zx4f\r\n"
-    "a=ice-pwd:k3Jq9sT0pV7wY2bN5cR8dF1h\r\na=fingerprint:sha-256 "
-    + ":".join(f"{i:02X}" for i in range(32))
-    + "\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
-)
-
-
 async def test_checks_from_elsewhere_do_not_keep_the_selected_address_alive() -> None:
     """Consent is for the address media goes to (RFC 7675): a client that had it
     sent to one address (one spoofed check with USE-CANDIDATE would do) and
     keeps consent only from another loses the session, not the victim its flood."""
     async with sfu.Server(consent_timeout=1.0) as server:
-        participant = await server.room("r").add_listener(HAND_LISTENER, "lee")
+        participant = await server.room("r").add_listener(offer("recvonly"), "lee")
         session = participant.session
         assert session is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
@@ -250,13 +240,13 @@ async def test_checks_from_elsewhere_do_not_keep_the_selected_address_alive() ->
         ):
             target.bind(("127.0.0.1", 0))
             keeper.bind(("127.0.0.1", 0))
-            target.sendto(binding_request(server_ufrag, "Zx4f", pwd), ("127.0.0.1", server.port))
+            target.sendto(binding_request(server_ufrag, UFRAG, pwd), ("127.0.0.1", server.port))
             await wait_for(lambda: session.address == target.getsockname(), 2, "selected")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3.0
             while loop.time() < deadline and not participant.closed:
                 keeper.sendto(  # consent checks, but from another address
-                    binding_request(server_ufrag, "Zx4f", pwd, use_candidate=False),
+                    binding_request(server_ufrag, UFRAG, pwd, use_candidate=False),
                     ("127.0.0.1", server.port),
                 )
                 await asyncio.sleep(0.2)
@@ -267,7 +257,7 @@ async def test_a_session_remembers_a_bounded_number_of_addresses() -> None:
     from sfu.transport.session import MAX_CHECKED_ADDRESSES
 
     async with sfu.Server() as server:
-        participant = await server.room("r").add_listener(HAND_LISTENER, "lee")
+        participant = await server.room("r").add_listener(offer("recvonly"), "lee")
         session = participant.session
         assert session is not None
         server_ufrag, pwd = answer_credentials(participant.answer)
@@ -275,7 +265,7 @@ async def test_a_session_remembers_a_bounded_number_of_addresses() -> None:
         try:
             for index, sock in enumerate(sockets):
                 sock.bind(("127.0.0.1", 0))
-                request = binding_request(server_ufrag, "Zx4f", pwd, use_candidate=index == 0)
+                request = binding_request(server_ufrag, UFRAG, pwd, use_candidate=index == 0)
                 sock.sendto(request, ("127.0.0.1", server.port))
             await wait_for(lambda: server.packets_in >= 20, 2, "the checks to arrive")
             await asyncio.sleep(0.05)
