@@ -18,7 +18,6 @@ grants the server enforces.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from typing import Literal, cast
 
 import jwt
 
+from ._values import is_number
 from .errors import InvalidSetting, NotAllowed
 
 __all__ = [
@@ -118,11 +118,7 @@ def issue_token(
     if role not in ROLES:
         raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}")
     for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
-        if seconds is not None and (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds)
-        ):
+        if seconds is not None and not is_number(seconds):
             raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")
     if ttl <= 0:
         raise InvalidSetting(f"ttl must be a positive number of seconds, got {ttl!r}")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
+from ._values import is_int
 from .errors import InvalidSetting
 
 __all__ = [
@@ -173,7 +174,7 @@ class EventStream(AsyncIterator[RoomEvent]):
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        if not is_int(maxsize) or maxsize < 1:
             raise InvalidSetting(f"maxsize must be an integer >= 1, got {maxsize!r}")
         self._events: collections.deque[RoomEvent] = collections.deque(maxlen=maxsize)
         self._wakeup = asyncio.Event()

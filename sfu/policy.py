@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from ._values import is_int, is_number
 from .errors import InvalidSetting
 from .mix import ActiveSpeakerDetector
 
@@ -56,17 +56,17 @@ class RoomPolicy:
 
     def __post_init__(self) -> None:
         # bool is an int to Python: True slots or False max_speakers is a mistake.
-        if not _is_int(self.slots) or not 1 <= self.slots <= 16:
+        if not is_int(self.slots) or not 1 <= self.slots <= 16:
             raise InvalidSetting(f"slots must be an integer between 1 and 16, got {self.slots!r}")
         for name in ("max_speakers", "max_listeners"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 0):
+            if value is not None and (not is_int(value) or value < 0):
                 raise InvalidSetting(f"{name} must be None or an integer >= 0, got {value!r}")
         if not isinstance(self.private, bool):
             raise InvalidSetting(f"private must be True or False, got {self.private!r}")
         for name in ("roster_interval", "stage_interval", "hold", "decision_interval"):
             value = getattr(self, name)
-            if value is not None and not _is_number(value):
+            if value is not None and not is_number(value):
                 raise InvalidSetting(f"{name} must be a number of seconds, got {value!r}")
         if not 0 < self.roster_interval <= 60:
             raise InvalidSetting(
@@ -77,7 +77,7 @@ class RoomPolicy:
                 f"stage_interval must be in [0.05, 60] seconds, got {self.stage_interval!r}"
             )
         if self.close_when_empty is not None and not (
-            _is_number(self.close_when_empty) and 0 < self.close_when_empty <= 86400
+            is_number(self.close_when_empty) and 0 < self.close_when_empty <= 86400
         ):
             raise InvalidSetting(
                 "close_when_empty must be None or a number of seconds in (0, 86400], "
@@ -104,12 +104,3 @@ class RoomPolicy:
         if self.thresholds is not None:
             settings["c1"], settings["c2"], settings["c3"] = self.thresholds
         return settings
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    """A finite int or float, not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -40,6 +40,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sfu._values import is_int
 from sfu.errors import InvalidOffer, InvalidSetting
 
 __all__ = [
@@ -494,7 +495,7 @@ def negotiate(offer: Offer, *, publish: bool, max_slots: int) -> Negotiation:
     has nothing to send on or a listener nothing to receive on, and
     :class:`InvalidSetting` when ``max_slots`` is negative.
     """
-    if isinstance(max_slots, bool) or not isinstance(max_slots, int) or max_slots < 0:
+    if not is_int(max_slots) or max_slots < 0:
         raise InvalidSetting(f"max_slots must be an int >= 0, got {max_slots!r}")
     group = _transport_group(offer.sections, offer.bundle)
     hint = ""

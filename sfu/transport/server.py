@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import socket
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._values import is_int, is_number
 from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
@@ -103,27 +103,18 @@ class Server:
         joins_per_turn: int = 4,
     ) -> None:
         self._started = self._closed = False  # first: __del__ reads them even if this raises
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        if not is_int(port) or not 0 <= port <= 65535:
             raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
         for name, address in (("host", host), ("announce", announce)):
             if address is not None and (not isinstance(address, str) or not address):
                 raise InvalidSetting(f"{name} must be a non-empty string, got {address!r}")
-        if (
-            isinstance(joins_per_turn, bool)
-            or not isinstance(joins_per_turn, int)
-            or joins_per_turn < 1
-        ):
+        if not is_int(joins_per_turn) or joins_per_turn < 1:
             raise InvalidSetting(f"joins_per_turn must be an integer >= 1, got {joins_per_turn!r}")
         for name, seconds in (
             ("consent_timeout", consent_timeout),
             ("handshake_timeout", handshake_timeout),
         ):
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, (int, float))
-                or not math.isfinite(seconds)
-                or seconds <= 0
-            ):
+            if not is_number(seconds) or seconds <= 0:
                 raise InvalidSetting(
                     f"{name} must be a positive number of seconds, got {seconds!r}"
                 )
