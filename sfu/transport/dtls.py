@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
 
@@ -84,6 +84,10 @@ _DIGESTS: dict[str, hashes.HashAlgorithm] = {
     "sha-384": hashes.SHA384(),
     "sha-512": hashes.SHA512(),
 }
+# The same functions by their OpenSSL names: the client certificate is
+# checked with ``X509.digest`` on the certificate OpenSSL already parsed
+# (a third of the cost of re-parsing it with ``cryptography`` per check).
+_OPENSSL_DIGESTS = {name: name.replace("-", "") for name in _DIGESTS}
 
 
 def _format_fingerprint(digest: bytes) -> str:
@@ -236,7 +240,11 @@ def _verify_peer(
     server = ref() if isinstance(ref, weakref.ref) else None
     if not isinstance(server, DtlsServer):
         return False
-    return server._check_peer(certificate.to_cryptography())
+    # OpenSSL asks twice about a self-signed certificate (with its error,
+    # then to close the chain): the verdict of the first ask is kept.
+    if server._peer_verdict is None:
+        server._peer_verdict = server._check_peer(certificate)
+    return server._peer_verdict
 
 
 class DtlsServer:
@@ -259,8 +267,8 @@ class DtlsServer:
         "_final_flight",
         "_handshake_timeout",
         "_label",
-        "_peer_checked",
         "_peer_rejected",
+        "_peer_verdict",
         "_records",
         "_remote",
         "_replays",
@@ -283,9 +291,11 @@ class DtlsServer:
         label: str = "",
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        self._remote: list[tuple[hashes.HashAlgorithm, bytes]] = []
+        # (OpenSSL digest name, b"AB:CD:..." as X509.digest writes it)
+        self._remote: list[tuple[str, bytes]] = []
         for algorithm, value in remote_fingerprints:
-            digest = _DIGESTS.get(algorithm.strip().lower())
+            name = algorithm.strip().lower()
+            digest = _DIGESTS.get(name)
             if digest is None:
                 continue
             try:
@@ -293,7 +303,9 @@ class DtlsServer:
             except ValueError:
                 continue
             if len(expected) == digest.digest_size:
-                self._remote.append((digest, expected))
+                self._remote.append(
+                    (_OPENSSL_DIGESTS[name], _format_fingerprint(expected).encode("ascii"))
+                )
         if not self._remote:
             raise InvalidOffer(
                 "the offer has no usable a=fingerprint: give the client certificate's digest "
@@ -312,7 +324,8 @@ class DtlsServer:
         self._deadline: float | None = None  # handshake gives up at this time
         self._retransmit_at: float | None = None
         self._peer_rejected = False
-        self._peer_checked: tuple[bytes, bool] | None = None
+        #: The verify callback's verdict on the client certificate, once asked.
+        self._peer_verdict: bool | None = None
         ssl = SSL.Connection(certificate.ssl_context(), None)
         # A weak reference: the connection must not keep this object alive.
         ssl.set_app_data(weakref.ref(self))
@@ -373,7 +386,7 @@ class DtlsServer:
 
         # Checked again on the finished session: the verify callback is the
         # early answer, this is the one the keys depend on.
-        certificate = ssl.get_peer_certificate(as_cryptography=True)
+        certificate = ssl.get_peer_certificate()
         if certificate is None or not self._check_peer(certificate):
             self._fail("fingerprint mismatch", notify=True)
             return False
@@ -404,7 +417,6 @@ class DtlsServer:
             self._records, self._final_flight, self._ssl = records, flight, None
         # What the handshake needed and nothing after it does.
         self._remote = []
-        self._peer_checked = None
         return True
 
     def _feed_released(self, data: bytes) -> None:
@@ -538,19 +550,14 @@ class DtlsServer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_peer(self, certificate: x509.Certificate) -> bool:
+    def _check_peer(self, certificate: crypto.X509) -> bool:
         """True if `certificate` matches one of the offer's fingerprints (RFC 8122 §5).
 
-        The verdict is kept by certificate: the verify callback asks first and
-        the finished handshake asks again, about the same certificate.
+        Asked by the verify callback (the early answer: a mismatch ends the
+        handshake with an alert) and again on the finished session (the
+        answer the keys depend on).
         """
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        if self._peer_checked is not None and self._peer_checked[0] == der:
-            return self._peer_checked[1]
-        matched = any(
-            certificate.fingerprint(digest) == expected for digest, expected in self._remote
-        )
-        self._peer_checked = (der, matched)
+        matched = any(certificate.digest(name) == expected for name, expected in self._remote)
         if not matched:
             self._peer_rejected = True
         return matched
