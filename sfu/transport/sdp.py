@@ -82,6 +82,35 @@ _GARBAGE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]"
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")  # RFC 8839 section 5.4 ice-char
 _FINGERPRINT = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2})*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 8866 token
+# Bytes of printable ASCII text with its line breaks: an offer made only of
+# them cannot match _GARBAGE, so the regex (slow per character) is skipped.
+_PLAIN_TEXT = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+
+# Parsed a=rtpmap / a=extmap values by their text: browsers offer the same
+# few dozen lines every time, and a join storm parses thousands of offers.
+# Bounded, and only valid values go in: a full table just stops growing.
+_MEMO_SIZE = 512
+_RTPMAPS: dict[str, tuple[int, tuple[str, int, int]]] = {}
+_EXTMAPS: dict[str, tuple[int, str]] = {}
+# The a= attributes _parse_attribute acts on; every other one is skipped.
+_USED_ATTRIBUTES = frozenset(
+    {
+        "mid",
+        *DIRECTIONS,
+        "rtpmap",
+        "fmtp",
+        "rtcp-fb",
+        "extmap",
+        "ssrc",
+        "rtcp-mux",
+        "rtcp-mux-only",
+        "bundle-only",
+        "ice-ufrag",
+        "ice-pwd",
+        "fingerprint",
+        "setup",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -197,6 +226,9 @@ class _SectionBuilder:
 
 def _parse_rtpmap(where: str, value: str) -> tuple[int, tuple[str, int, int]]:
     """``a=rtpmap:<pt> <name>/<clock rate>[/<channels>]`` (RFC 8866 6.6)."""
+    parsed = _RTPMAPS.get(value)
+    if parsed is not None:
+        return parsed
     pt_text, _, encoding = value.partition(" ")
     pt = _int(pt_text.strip())
     if pt is None or pt > 127:
@@ -208,20 +240,28 @@ def _parse_rtpmap(where: str, value: str) -> tuple[int, tuple[str, int, int]]:
     channels = _int(parts[2]) if len(parts) >= 3 else 1
     if not parts[0] or clock_rate is None or channels is None or len(parts) > 3:
         raise InvalidOffer(f"{where}: a=rtpmap:{_excerpt(value)} is malformed")
-    return pt, (parts[0], clock_rate, channels)
+    parsed = pt, (parts[0], clock_rate, channels)
+    if len(_RTPMAPS) < _MEMO_SIZE:
+        _RTPMAPS[value] = parsed
+    return parsed
 
 
 def _parse_extmap(where: str, value: str, extensions: dict[str, int]) -> None:
     """``a=extmap:<id>[/<direction>] <uri> [<attributes>]`` (RFC 8285 section 5)."""
-    fields = _fields(value)
-    ext_id = _int(fields[0].split("/", 1)[0]) if fields else None
-    # 1..14 fit the one-byte header form, 15..255 need the two-byte form.
-    if ext_id is None or not 1 <= ext_id <= 255 or len(fields) < 2:
-        raise InvalidOffer(
-            f"{where}: a=extmap:{_excerpt(value)} has an invalid id (must be 1..255, 1..14 "
-            "for one-byte headers) or no URI"
-        )
-    uri = fields[1]
+    parsed = _EXTMAPS.get(value)
+    if parsed is None:
+        fields = _fields(value)
+        ext_id = _int(fields[0].split("/", 1)[0]) if fields else None
+        # 1..14 fit the one-byte header form, 15..255 need the two-byte form.
+        if ext_id is None or not 1 <= ext_id <= 255 or len(fields) < 2:
+            raise InvalidOffer(
+                f"{where}: a=extmap:{_excerpt(value)} has an invalid id (must be 1..255, 1..14 "
+                "for one-byte headers) or no URI"
+            )
+        parsed = ext_id, fields[1]
+        if len(_EXTMAPS) < _MEMO_SIZE:
+            _EXTMAPS[value] = parsed
+    ext_id, uri = parsed
     if uri in extensions:
         return  # the first mapping wins
     if ext_id in extensions.values():
@@ -232,8 +272,23 @@ def _parse_extmap(where: str, value: str, extensions: dict[str, int]) -> None:
 def _parse_attribute(line: str, target: _SectionBuilder) -> None:
     """Apply one ``a=`` line to a media section (or the session defaults)."""
     name, _, value = line.partition(":")
+    if name not in _USED_ATTRIBUTES:
+        return
     where = target.where
-    if name == "mid":
+    # Commonest first (a browser offers dozens of rtpmap, extmap, rtcp-fb lines).
+    if name == "rtpmap":
+        pt, encoding = _parse_rtpmap(where, value)
+        target.rtpmaps.setdefault(pt, encoding)
+    elif name == "extmap":
+        _parse_extmap(where, value, target.extensions)
+    elif name == "rtcp-fb":
+        pt_text, _, feedback = value.partition(" ")
+        if feedback.strip():
+            target.rtcp_fb.setdefault(pt_text, []).append(feedback.strip())
+    elif name == "fmtp":
+        pt_text, _, params = value.partition(" ")
+        target.fmtp.setdefault(pt_text, params.strip())
+    elif name == "mid":
         if not _TOKEN.fullmatch(value):
             raise InvalidOffer(
                 f"{where}: a=mid:{_excerpt(value)} is not a valid identification tag"
@@ -241,18 +296,6 @@ def _parse_attribute(line: str, target: _SectionBuilder) -> None:
         target.mid = value
     elif name in DIRECTIONS:
         target.direction = name
-    elif name == "rtpmap":
-        pt, encoding = _parse_rtpmap(where, value)
-        target.rtpmaps.setdefault(pt, encoding)
-    elif name == "fmtp":
-        pt_text, _, params = value.partition(" ")
-        target.fmtp.setdefault(pt_text, params.strip())
-    elif name == "rtcp-fb":
-        pt_text, _, feedback = value.partition(" ")
-        if feedback.strip():
-            target.rtcp_fb.setdefault(pt_text, []).append(feedback.strip())
-    elif name == "extmap":
-        _parse_extmap(where, value, target.extensions)
     elif name == "ssrc":
         ssrc = _int(value.partition(" ")[0])
         if ssrc is not None and ssrc < 2**32:
@@ -301,16 +344,19 @@ def parse_offer(text: str) -> Offer:
         raise InvalidOffer(f"offer must be str (SDP text), got {type(text).__name__}")
     if not text.strip():
         raise InvalidOffer("offer is empty")
-    if len(text) > MAX_OFFER_SIZE or len(text.encode("utf-8", "surrogatepass")) > MAX_OFFER_SIZE:
+    if len(text) > MAX_OFFER_SIZE:
         raise InvalidOffer(f"offer is larger than {MAX_OFFER_SIZE // 1024} KiB")
-    garbage = _GARBAGE.search(text)
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_OFFER_SIZE:
+        raise InvalidOffer(f"offer is larger than {MAX_OFFER_SIZE // 1024} KiB")
+    garbage = _GARBAGE.search(text) if encoded.translate(None, _PLAIN_TEXT) else None
     if garbage:
         raise InvalidOffer(
             f"offer is not SDP text: control character {garbage.group()!r} "
             f"at offset {garbage.start()}"
         )
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    lines = [line for line in lines if line.strip()]  # tolerate blank lines
+    # Lines without their CR; blank lines are tolerated (and not counted).
+    lines = [line for raw in text.split("\n") if (line := raw.rstrip("\r")).strip()]
     if lines[0].strip() != "v=0":
         raise InvalidOffer(f"offer does not start with v=0 (got {lines[0][:40]!r})")
 
@@ -318,6 +364,7 @@ def parse_offer(text: str) -> Offer:
     bundle: tuple[str, ...] | None = None
     ice_lite = False
     builders: list[_SectionBuilder] = []
+    current: _SectionBuilder | None = None  # the m-line being read
     for number, line in enumerate(lines, 1):
         if "\r" in line:
             raise InvalidOffer(f"line {number} contains a bare CR (lines end with CRLF)")
@@ -325,13 +372,17 @@ def parse_offer(text: str) -> Offer:
         if len(line) < 2 or line[1] != "=" or not "a" <= line[0] <= "z":
             raise InvalidOffer(f"line {number} is not of the form x=value: {line[:60]!r}")
         kind, value = line[0], line[2:]
-        if kind == "m":
-            builders.append(_SectionBuilder(len(builders), value))
-        elif kind != "a":
+        if kind == "a":
+            if current is not None:
+                _parse_attribute(value, current)
+                continue
+        elif kind == "m":
+            current = _SectionBuilder(len(builders), value)
+            builders.append(current)
+            continue
+        else:
             continue  # o=, s=, c=, t=, b= ...: the server has no use for them
-        elif builders:
-            _parse_attribute(value, builders[-1])
-        elif value.startswith("group:"):
+        if value.startswith("group:"):
             fields = _fields(value[len("group:") :])
             if fields and fields[0] == "BUNDLE" and bundle is None:
                 bundle = tuple(dict.fromkeys(fields[1:]))

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfu.errors import InvalidOffer, InvalidSetting
+from sfu.transport import sdp
 from sfu.transport.sdp import (
     AUDIO_LEVEL_URI,
     Negotiation,
@@ -256,6 +257,8 @@ INVALID: list[tuple[str, str, bool, str]] = [
     ("version-1", BASE.replace("v=0", "v=1"), True, "v=0"),
     ("binary", bytes(range(256)).decode("latin-1") * 4, True, "control character"),
     ("nul-in-line", edit("s=-", "s=\x00"), True, "control character"),
+    ("c1-control", edit("s=-", "s=\x85"), True, "control character"),
+    ("nul-after-non-ascii", edit("s=-", "s=caf\u00e9 \x00"), True, "control character"),
     ("replacement-char", b"v=0\r\n\xff\xfe".decode("utf-8", "replace"), True, "control"),
     ("not-type-equals", edit("t=0 0", "t=0 0\r\nhello world"), True, "not of the form"),
     ("upper-type", edit("s=-", "S=-"), True, "not of the form"),
@@ -382,6 +385,27 @@ def test_max_slots_must_be_a_non_negative_int(max_slots: object) -> None:
 
 
 # ------------------------------------------------------------------- parsing
+
+
+def test_parsed_rtpmap_and_extmap_memo_is_bounded_and_holds_only_valid_values() -> None:
+    """The memo of parsed a=rtpmap / a=extmap values neither grows without
+    bound nor turns a malformed value into an accepted one."""
+    sdp._RTPMAPS.clear()
+    sdp._EXTMAPS.clear()
+    for number in range(sdp._MEMO_SIZE + 50):
+        codec = f"a=rtpmap:{number % 128} x{number}/8000"
+        ext = f"a=extmap:{1 + number % 14} urn:x-{number}"
+        parse_offer(make_offer(audio("a", "sendrecv", level=0, extra=[codec, ext])))
+    assert len(sdp._RTPMAPS) == sdp._MEMO_SIZE
+    assert len(sdp._EXTMAPS) == sdp._MEMO_SIZE
+    opus = parse_offer(BASE).sections[0].opus
+    assert opus is not None and (opus.name, opus.clock_rate, opus.channels) == ("opus", 48000, 2)
+    for _ in range(2):  # the second time is not answered from a memo
+        with pytest.raises(InvalidOffer, match="malformed"):
+            parse_offer(edit("opus/48000/2", "opus/48000/2/9"))
+        with pytest.raises(InvalidOffer, match="invalid id"):
+            parse_offer(edit("a=rtcp-mux", "a=extmap:0 urn:x-zero\r\na=rtcp-mux"))
+    assert "111 opus/48000/2/9" not in sdp._RTPMAPS
 
 
 def test_parse_fields() -> None:
