@@ -91,7 +91,7 @@ _OPENSSL_DIGESTS = {name: name.replace("-", "") for name in _DIGESTS}
 
 
 def _format_fingerprint(digest: bytes) -> str:
-    return ":".join(f"{byte:02X}" for byte in digest)
+    return digest.hex(":").upper()
 
 
 def is_dtls_datagram(data: bytes) -> bool:
