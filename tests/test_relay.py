@@ -662,6 +662,53 @@ def test_dual_stack_socket(impl: ModuleType, peers: list[Peer]) -> None:
         sock.close()
 
 
+@pytest.fixture(scope="module")
+def link_local_on_lo() -> tuple[str, int]:
+    """fe80::1 on ``lo`` of the tests' own network namespace: (address, scope id)."""
+    from tests.conftest import NETWORK_ISOLATION
+
+    if not NETWORK_ISOLATION.isolated:
+        pytest.skip(f"needs the tests' own network namespace ({NETWORK_ISOLATION.reason})")
+    try:
+        added = subprocess.run(
+            ["ip", "-6", "addr", "replace", "fe80::1/64", "dev", "lo", "nodad"],
+            capture_output=True,
+            timeout=10,
+        )
+    except FileNotFoundError:
+        pytest.skip("needs the `ip` tool (iproute2) to add a link-local address")
+    if added.returncode != 0:
+        pytest.skip(f"`ip` could not add fe80::1 to lo: {added.stderr.decode().strip()}")
+    return "fe80::1", socket.if_nametoindex("lo")
+
+
+def test_link_local_receiver(impl: ModuleType, link_local_on_lo: tuple[str, int]) -> None:
+    """A client on a link-local IPv6 address is sent to with its scope id,
+    in the form the socket reported its address (``recvfrom``)."""
+    address, scope = link_local_on_lo
+    server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        server.bind(("::", 0))
+        client.bind(("::", 0))
+        client.sendto(b"hello", (address, server.getsockname()[1], 0, scope))
+        ready, _, _ = select.select([server], [], [], 2.0)
+        assert ready, "the link-local datagram did not arrive"
+        _, seen = server.recvfrom(64)
+        assert seen[0] == address and seen[3] == scope
+        outbound, inbound = sessions(key_for(9, 30), CM)
+        fan = impl.FanOut(server)
+        fan.add_receiver(9, seen, outbound, payload_type=111, audio_level_id=1, slot_count=1)
+        assert forward(fan, 0, b"scoped") == 1
+        client.setblocking(False)
+        assert [parse_rtp(inbound.unprotect(d)).payload for d in recv_some(client, 1)] == [
+            b"scoped"
+        ]
+    finally:
+        server.close()
+        client.close()
+
+
 # --- both implementations send the same bytes ----------------------------------------
 
 
