@@ -621,12 +621,16 @@ def _answer_direction(index: int, negotiation: Negotiation) -> str:
 @functools.lru_cache(maxsize=64)
 def _candidate_address(address: str) -> tuple[int, str]:
     """IP version and canonical text of the answer's address (a server has one
-    or two: cached, as it is checked for every answer)."""
+    or two: cached, as it is checked for every answer).
+
+    An IPv6 zone (``fe80::1%eth0``) is left out: SDP has no syntax for it, and
+    the client reaches a link-local address through its own interface.
+    """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise InvalidSetting(f"address must be an IP address, got {address!r}") from None
-    return ip.version, ip.compressed
+    return ip.version, ip.compressed.partition("%")[0]
 
 
 @functools.lru_cache(maxsize=16)

@@ -688,6 +688,16 @@ def test_answer_over_ipv6() -> None:
     assert "o=- 123456789 1 IN IP6 ::1\r\n" in answer
 
 
+def test_answer_for_a_link_local_address_leaves_out_its_zone() -> None:
+    """SDP has no syntax for an IPv6 zone (RFC 8866 address, RFC 8839 candidate):
+    a server bound to ``fe80::1%lo`` announces ``fe80::1``."""
+    offer = parse_offer(BASE)
+    negotiation = negotiate(offer, publish=True, max_slots=3)
+    answer = answer_for(offer, negotiation, address="fe80::1%lo", port=5000)
+    assert "%" not in answer
+    check_answer(answer, offer, negotiation, address="fe80::1", port=5000)
+
+
 def test_answer_is_accepted_by_an_independent_parser() -> None:
     """aiortc's own SDP parser reads what we wrote (codecs, SSRCs, msid, candidates)."""
     offer = parse_offer(make_offer(audio("0", SR), audio("1", RO), audio("2", RO)))
