@@ -71,10 +71,10 @@ class Claims:
 
 
 def grants_of(role: str) -> frozenset[str]:
-    try:
-        return ROLES[role]
-    except KeyError:
-        raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}") from None
+    grants = ROLES.get(role) if isinstance(role, str) else None
+    if grants is None:
+        raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    return grants
 
 
 def check_secret(secret: str | bytes) -> bytes:
@@ -115,8 +115,7 @@ def issue_token(
         raise InvalidSetting(
             f"identity must be a non-empty string of at most {MAX_NAME_LENGTH} characters"
         )
-    if role not in ROLES:
-        raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    grants_of(role)  # InvalidSetting unless one of ROLES
     for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
         if seconds is not None and not is_number(seconds):
             raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")

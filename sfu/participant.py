@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .auth import Role
-from .errors import InvalidOffer, ParticipantClosed
+from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
 from .media.router import Publisher
 from .transport.ice import IceCredentials
@@ -187,6 +187,8 @@ class Participant:
 
     def set_self_muted(self, muted: bool) -> None:
         """The participant's own mute; it cannot undo a moderator's mute."""
+        if not isinstance(muted, bool):
+            raise InvalidSetting(f"muted must be True or False, got {muted!r}")
         self._check_open()
         if self.self_muted == muted:
             return
@@ -232,9 +234,15 @@ class Participant:
         )
         mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
         answer = self.room._answer(offer, negotiation, self.credentials, mix_ssrcs)
+        connected = self.session.state == "connected"
         if self.mixed:
             self._stop_receiving()  # a role change changes the stream (mix-minus or not)
-        self._apply_negotiation(negotiation, connected=self.session.state == "connected")
+        try:
+            self._apply_negotiation(negotiation, connected=connected)
+        except BaseException:
+            if connected:
+                self._start_receiving()  # the previous stream again
+            raise
         self.answer = answer
         logger.info(
             "%s renegotiated in room %r (%s, %d slots)",
@@ -256,10 +264,17 @@ class Participant:
         router = self.room.router
         previous = self.negotiation
         self.negotiation = negotiation
-        if self.publisher is not None and self.can_publish and negotiation.publish is not None:
-            self.publisher.payload_type = negotiation.payload_type
-            router.set_audio_level_id(self.publisher, negotiation.audio_level_id)
-        self._sync_publisher()
+        try:
+            # Each step below leaves things as they were if it raises (no decoder
+            # for the levels of a client that sends no level extension).
+            publisher = self.publisher
+            if publisher is not None and self.can_publish and negotiation.publish is not None:
+                router.set_audio_level_id(publisher, negotiation.audio_level_id)
+                publisher.payload_type = negotiation.payload_type
+            self._sync_publisher()
+        except BaseException:
+            self.negotiation = previous
+            raise
         # Receiving side: re-register when what the fan-out writes changed.
         if connected and (
             not self._receiving
@@ -303,13 +318,19 @@ class Participant:
             self._receiving = False
 
     def _set_role(self, role: Role, grants: frozenset[str]) -> None:
+        """Change role and grants; if the publisher cannot be made, nothing changes."""
+        previous = self.role, self.grants, self.__class__
         self.role = role
         self.grants = grants
         self.__class__ = Speaker if self.can_publish else Listener
         # Demoted: silent from the next packet, whatever the client does.
         # Promoted while its sending line is still negotiated (demoted, then
         # promoted back before renegotiating): heard again at once.
-        self._sync_publisher()
+        try:
+            self._sync_publisher()
+        except BaseException:
+            self.role, self.grants, self.__class__ = previous
+            raise
 
     def _sync_publisher(self) -> None:
         """A router publisher exactly when the role may send and a sending line is negotiated."""

@@ -65,6 +65,8 @@ __all__ = ["Room"]
 logger = logging.getLogger(__name__)
 
 MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
+#: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
+_RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
 
 
@@ -170,7 +172,10 @@ class Room:
         come from it; ``identity``/``role`` may be given too but must agree
         (a token's holder may always join with fewer rights: a speaker
         token can join as listener). Without a token the backend vouches
-        for ``identity`` and ``role`` (default ``listener``).
+        for ``identity`` and ``role`` (default ``listener``). A moderator's
+        earlier promotion or demotion of this identity in this room decides
+        the role over the token's, unless ``role`` asks for less; a demotion's
+        removal of the ``moderate`` grant also holds over the token.
 
         Raises :class:`~sfu.errors.NotAllowed` (bad token, banned, role
         not granted), :class:`~sfu.errors.RoomFull`,
@@ -196,6 +201,7 @@ class Room:
         await self.server.admission.turn()
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
+        asked = role or None  # what the caller asked for (None: the token's role)
         claims = self._check_token(token)
         if claims is not None:
             if identity is not None and identity != claims.identity:
@@ -222,12 +228,17 @@ class Room:
                 f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
             )
         decision = self._decisions.get(identity, {})
-        if "role" in decision:
-            # A moderator promoted or demoted this identity earlier in this room:
-            # that role stands over the token when it comes back (a reconnect).
-            # The `moderate` grant is the new token's to give, not the old one's.
-            role = decision["role"]
+        decided: Role | None = decision.get("role")
+        # A moderator promoted or demoted this identity earlier in this room:
+        # that role stands over the token when it comes back (a reconnect),
+        # unless the caller asks for less (one may always join with fewer rights).
+        promoted = decided is not None and (asked is None or _RANK[asked] >= _RANK[decided])
+        if decided is not None and promoted:
+            role = decided
+            # The `moderate` grant is the token's to give, not a former one's.
             grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
+        if decision.get("moderate") is False:
+            grants = grants - {"moderate"}  # taken by a demotion: not given back by a token
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(
@@ -239,7 +250,7 @@ class Room:
             claims.token_id if claims else None,
             mixed,
             moderator_muted=bool(decision.get("moderator_muted")),
-            promoted="role" in decision,
+            promoted=promoted,
         )
 
     async def add_speaker(
@@ -391,7 +402,9 @@ class Room:
         self._emit(HandRaised(self.name, identity))
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
-        if by is not None and by != identity:
+        if by == identity:
+            by = None  # the participant's own hand (HandLowered.by is None then)
+        if by is not None:
             self._actor(by)
         if self._hands.pop(identity, None) is not None:
             self._emit(HandLowered(self.name, identity, by))
@@ -417,7 +430,10 @@ class Room:
         # A listener holding the moderate grant (a moderator token joined as
         # listener) keeps it, as a join with such a token does.
         self._change_role(participant, role, grants_of(role) | (participant.grants & {"moderate"}))
-        self._decisions.setdefault(identity, {})["role"] = role
+        decision = self._decisions.setdefault(identity, {})
+        decision["role"] = role
+        if role == "moderator":
+            decision.pop("moderate", None)  # a demotion's revocation ends
         if self._hands.pop(identity, None) is not None:
             # The hand was answered: everyone watching the hands sees it go down.
             self._emit(HandLowered(self.name, identity, by))
@@ -430,14 +446,18 @@ class Room:
 
     def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
         self._counts[participant.can_publish] -= 1
-        participant._set_role(role, grants)
-        self._counts[participant.can_publish] += 1
+        try:
+            participant._set_role(role, grants)  # unchanged if it raises
+        finally:
+            self._counts[participant.can_publish] += 1
 
     async def demote(self, identity: str, *, by: str | None = None) -> Participant:
         """Send a speaker back to the audience: silent from its next packet on.
 
         Never refused for capacity: the audience may go past ``max_listeners``
-        by the people taken off the stage.
+        by the people taken off the stage. A moderator demoted loses the
+        ``moderate`` grant, also across its rejoins with the same token, until
+        ``promote(identity, role="moderator")``.
         """
         self._actor(by)
         participant = self[identity]
@@ -445,7 +465,9 @@ class Room:
             return participant
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
-        self._decisions.setdefault(identity, {})["role"] = "listener"
+        # The `moderate` grant goes too, and stays gone when the same token
+        # comes back; promote(role="moderator") gives it again.
+        self._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
         participant._offer_asked_as_listener = True
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
         self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))

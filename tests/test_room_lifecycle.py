@@ -304,3 +304,156 @@ async def test_promoted_again_before_the_demotions_offer_is_asked_for_a_new_one(
         # (a client re-offering recvonly must not make the room ask again and again).
         with pytest.raises(sfu.InvalidOffer):
             await speaker.renegotiate(listener_offer)
+
+
+# --- decisions against what a rejoin asks for --------------------------------------------
+
+
+async def test_a_promoted_identity_may_rejoin_as_a_listener() -> None:
+    """A stored promotion is the default on a rejoin, not a duty: asked to
+    listen (a WHEP client, ``add_listener``), it listens, even on a full stage."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r", max_speakers=1)
+        bob = await room.add_listener(LISTENER, "bob")
+        await room.promote("bob")
+        await bob.close()
+        again = await room.join(SPEAKER, identity="bob")  # no role asked: the promotion
+        assert isinstance(again, sfu.Speaker) and again.role == "speaker"
+        await again.close()
+        await room.add_speaker(SPEAKER, "alice")  # the one seat on the stage
+        again = await room.add_listener(LISTENER, "bob")
+        assert isinstance(again, sfu.Listener) and again.role == "listener"
+        await again.close()
+        token = auth.issue_token(SECRET, room="r", identity="bob", role="speaker")
+        again = await room.add_listener(LISTENER, token=token)
+        assert again.role == "listener" and "publish" not in again.grants
+
+
+async def test_a_demotion_stands_over_a_higher_role_asked_for() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        alice = await room.add_speaker(SPEAKER, "alice")
+        await room.demote("alice")
+        await alice.close()
+        again = await room.add_speaker(SPEAKER, "alice")
+        assert isinstance(again, sfu.Listener) and again.role == "listener"
+
+
+async def test_a_demoted_moderator_does_not_moderate_again_by_reconnecting() -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(SPEAKER, token=token)
+        await room.add_listener(LISTENER, "lee")
+        await room.demote("mo")
+        assert "moderate" not in mo.grants
+        await mo.close()
+        mo = await room.join(LISTENER, token=token)  # the client reconnects, same token
+        assert mo.role == "listener" and "moderate" not in mo.grants
+        with pytest.raises(sfu.NotAllowed):
+            await room.mute("lee", by="mo")
+        with pytest.raises(sfu.NotAllowed):
+            await room.promote("mo", role="moderator", by="mo")
+        # Promoted back to speaker: still no moderation; to moderator: again.
+        await room.promote("mo")
+        assert "moderate" not in mo.grants
+        await mo.close()
+        mo = await room.join(SPEAKER, token=token)
+        assert mo.role == "speaker" and "moderate" not in mo.grants
+        await room.promote("mo", role="moderator")
+        assert "moderate" in mo.grants
+        await mo.close()
+        mo = await room.join(SPEAKER, token=token)
+        assert mo.role == "moderator" and "moderate" in mo.grants
+        await room.mute("lee", by="mo")
+
+
+# --- a role change or renegotiation that fails changes nothing ----------------------------
+
+
+def _broken_meter() -> None:
+    raise RuntimeError("no decoder")
+
+
+async def test_a_promotion_that_fails_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", max_speakers=1, max_listeners=1)
+        # Its client sends no level extension: its publisher needs a decoder.
+        bob = await room.add_speaker(offer("sendrecv", "recvonly", level=False), "bob")
+        await room.demote("bob")
+        monkeypatch.setattr(router_module, "OpusLevelMeter", _broken_meter)
+        with pytest.raises(RuntimeError):
+            await room.promote("bob")
+        monkeypatch.undo()
+        assert isinstance(bob, sfu.Listener) and bob.role == "listener"
+        assert "publish" not in bob.grants and bob.publisher is None
+        assert room.speakers == [] and room.listeners == [bob]
+        await bob.close()
+        await room.add_speaker(SPEAKER, "x")
+        with pytest.raises(sfu.RoomFull):
+            await room.add_speaker(SPEAKER, "y")  # the failed promotion freed no seat
+
+
+async def test_a_renegotiation_that_fails_keeps_the_previous_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        alice = await room.add_speaker(SPEAKER, "alice")
+        before, publisher = alice.negotiation, alice.publisher
+        assert publisher is not None and publisher.audio_level_id == 1
+        monkeypatch.setattr(router_module, "OpusLevelMeter", _broken_meter)
+        with pytest.raises(RuntimeError):
+            await alice.renegotiate(offer("sendrecv", "recvonly", level=False))
+        monkeypatch.undo()
+        assert alice.negotiation is before and alice.publisher is publisher
+        assert publisher.audio_level_id == 1 and publisher.meter is None
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [["speaker"], {"speaker": 1}, 1, "owner"])
+async def test_a_role_that_is_not_a_role_name_is_an_invalid_setting(role: object) -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        await room.add_listener(LISTENER, "lee")
+        with pytest.raises(sfu.InvalidSetting, match="role must be one of"):
+            await room.join(LISTENER, identity="x", role=role)  # type: ignore[arg-type]
+        with pytest.raises(sfu.InvalidSetting, match="role must be one of"):
+            await room.promote("lee", role=role)  # type: ignore[arg-type]
+        with pytest.raises(sfu.InvalidSetting, match="role must be one of"):
+            auth.issue_token(SECRET, room="r", identity="x", role=role)  # type: ignore[arg-type]
+        assert list(room.participants) == ["lee"] and room["lee"].role == "listener"
+
+
+async def test_self_mute_takes_only_a_bool() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        alice = await room.add_speaker(SPEAKER, "alice")
+        for value in ("no", 0, None):
+            with pytest.raises(sfu.InvalidSetting, match="muted must be True or False"):
+                alice.set_self_muted(value)  # type: ignore[arg-type]
+        assert alice.self_muted is False and not alice.muted
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"host": "localhost"}, "host must be an IP address"),
+        ({"host": "127.0.0.1", "announce": "sfu.example"}, "announce must be an IP address"),
+        ({"host": "0.0.0.0"}, "needs announce"),
+        ({"host": "::", "announce": "::"}, "needs announce"),
+    ],
+)
+def test_a_server_announcing_no_usable_address_is_refused(
+    settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(sfu.InvalidSetting, match=message):
+        sfu.Server(**settings)  # type: ignore[arg-type]
+
+
+async def test_a_server_on_every_interface_announces_the_given_address() -> None:
+    async with sfu.Server(host="0.0.0.0", announce="127.0.0.1") as server:
+        bob = await server.room("r").add_listener(LISTENER, "bob")
+        assert "c=IN IP4 127.0.0.1" in bob.answer and "0.0.0.0 " not in bob.answer

@@ -217,11 +217,11 @@ class Router:
 
     def set_audio_level_id(self, publisher: Publisher, extension_id: int) -> None:
         """The speaker renegotiated: levels come in another extension id, or decoded."""
-        publisher.audio_level_id = extension_id
         if extension_id:
             publisher.meter = None
         elif publisher.meter is None:
-            publisher.meter = OpusLevelMeter()
+            publisher.meter = OpusLevelMeter()  # first: if it fails, nothing changes
+        publisher.audio_level_id = extension_id
 
     def add_receiver(
         self,

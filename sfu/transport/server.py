@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import socket
 import warnings
@@ -78,8 +79,8 @@ class Server:
     """One process's media endpoint: a single UDP port for all rooms.
 
     ``host`` and ``port`` are where the socket binds (port 0 picks a free
-    one); ``announce`` is the address written into SDP answers (defaults
-    to ``host``; set it when binding 0.0.0.0 or behind NAT). A session that
+    one); ``announce`` is the IP address written into SDP answers (defaults
+    to ``host``; set it when binding 0.0.0.0, a host name, or behind NAT). A session that
     sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
     (RFC 7675 consent freshness, seen from the ICE-lite side).
     ``token_secret`` is the HS256 key that join tokens are checked with
@@ -130,6 +131,19 @@ class Server:
         self.host = host
         self.requested_port = port
         self.announce = announce or host
+        try:
+            announced = ipaddress.ip_address(self.announce)
+        except ValueError:
+            raise InvalidSetting(
+                f"{'announce' if announce else 'host'} must be an IP address, got "
+                f"{self.announce!r}: answers carry the address clients send to "
+                "(bind a host name with announce=<its IP address>)"
+            ) from None
+        if announced.is_unspecified:
+            raise InvalidSetting(
+                f"announce must be the IP address clients reach, not {self.announce!r}: "
+                f"binding host={host!r} needs announce=<that address>"
+            )
         self.consent_timeout = consent_timeout
         self.handshake_timeout = handshake_timeout
         self.certificate = Certificate.generate()

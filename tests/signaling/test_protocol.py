@@ -725,3 +725,27 @@ async def test_the_relay_goes_on_when_the_joined_reply_could_not_be_sent() -> No
         await asyncio.sleep(0.2)
         assert sent == ["removed"] and closed, "the relay was not left waiting"
         await session.close()
+
+
+async def test_a_member_lowering_its_own_hand_is_not_reported_as_a_moderator() -> None:
+    """HandLowered.by is None for the member itself, through signaling as through the API."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        events = room.events()
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="bob", role="listener")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        await session.handle(json.dumps({"type": "raise_hand", "id": 1}))
+        await session.handle(json.dumps({"type": "lower_hand", "id": 2}))
+        await session.handle(json.dumps({"type": "raise_hand", "id": 3}))
+        await session.handle(json.dumps({"type": "lower_hand", "id": 4, "identity": "bob"}))
+        assert [m["type"] for m in sent if m.get("id") in (1, 2, 3, 4)] == ["ok"] * 4
+        lowered = []
+        while events._events:
+            event = events._events.popleft()
+            if isinstance(event, sfu.HandLowered):
+                lowered.append(event)
+        assert lowered == [sfu.HandLowered("hall", "bob", None)] * 2
+        await session.close()
