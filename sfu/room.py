@@ -502,13 +502,19 @@ class Room:
         Banning someone who is not in the room (their connection just
         dropped) still keeps them out; removing them without a ban raises
         :class:`~sfu.errors.NotFound`; on a closed room it raises
-        :class:`~sfu.errors.RoomClosed`.
+        :class:`~sfu.errors.RoomClosed`. A removed member's promotion ends:
+        back, it has the role its token (or the backend) gives; a demotion
+        and a moderator's mute stay.
         """
         self._actor(by)
         if self._closed:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")
         participant = self._participants.get(identity)
+        if participant is not None or ban:
+            decision = self._decisions.get(identity)
+            if decision is not None and decision.get("role") in ("speaker", "moderator"):
+                del decision["role"]
         if participant is None:
             if not ban:
                 raise NotFound(f"{identity!r} is not in room {self.name!r}")

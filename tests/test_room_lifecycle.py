@@ -457,3 +457,28 @@ async def test_a_server_on_every_interface_announces_the_given_address() -> None
     async with sfu.Server(host="0.0.0.0", announce="127.0.0.1") as server:
         bob = await server.room("r").add_listener(LISTENER, "bob")
         assert "c=IN IP4 127.0.0.1" in bob.answer and "0.0.0.0 " not in bob.answer
+
+
+async def test_a_removed_member_loses_its_promotion_but_not_its_demotion_or_mute() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        eve = await room.add_listener(LISTENER, "eve")
+        await room.promote("eve", role="moderator")
+        await room.remove("eve", "kicked")
+        assert eve.closed
+        eve = await room.join(LISTENER, identity="eve")
+        assert eve.role == "listener" and "moderate" not in eve.grants
+        mallory = await room.add_speaker(SPEAKER, "mallory")
+        await room.demote("mallory")
+        await room.mute("mallory")
+        await room.remove("mallory", "kicked")
+        mallory = await room.add_speaker(SPEAKER, "mallory")
+        assert mallory.role == "listener" and mallory.moderator_muted
+        # A ban of someone absent ends the promotion as well.
+        dave = await room.add_listener(LISTENER, "dave")
+        await room.promote("dave")
+        await dave.close()
+        await room.remove("dave", "banned", ban=True)
+        room.unban("dave")
+        dave = await room.join(LISTENER, identity="dave")
+        assert dave.role == "listener"
