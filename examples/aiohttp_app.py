@@ -28,6 +28,7 @@ from aiohttp import web
 import sfu
 
 PAGE = Path(__file__).with_name("aiohttp_app.html")
+ROOM_IDLE_SECONDS = 60.0
 SERVER_KEY = web.AppKey("server", sfu.Server)
 SESSIONS_KEY = web.AppKey("sessions", dict)  # leave-URL secret -> participant
 
@@ -46,12 +47,14 @@ async def join(request: web.Request) -> web.Response:
         identity, offer = body["identity"], body["sdp"]
         if not isinstance(identity, str) or not isinstance(offer, str):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deep
         raise web.HTTPBadRequest(
             text='send JSON {"identity": "<name>", "sdp": "<offer>"}'
         ) from None
     try:
-        room = server.room(request.match_info["room"])
+        # A room is made by naming it; it goes once nobody has been in it for
+        # a minute, so neither refused joins nor finished rooms pile up.
+        room = server.room(request.match_info["room"], close_when_empty=ROOM_IDLE_SECONDS)
         if role == "speaker":
             participant: sfu.Participant = await room.add_speaker(offer, identity=identity)
         else:

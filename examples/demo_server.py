@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import logging
@@ -37,6 +38,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,10 @@ def _valid_name(value: object) -> bool:
 
 
 SERVER_KEY = web.AppKey("server", sfu.Server)
+#: Room name -> (its opener's identity, when the opener's token expires; monotonic).
+OWNERS_KEY = web.AppKey("owners", collections.OrderedDict)
+#: Rooms with a remembered opener at once (each for TOKEN_TTL): bounds the table.
+MAX_OWNED_ROOMS = 10_000
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -98,7 +104,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     assert server.token_secret is not None
     try:
         body: Any = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}') from None
     if not isinstance(body, dict):
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}')
@@ -114,15 +120,34 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     assert isinstance(room, str) and isinstance(identity, str)
     if role == "moderator":
         # Whoever opens a room moderates it; later arrivals ask to be promoted.
-        existing = server.rooms.get(room.strip())
+        # The opener is remembered for as long as its token lasts: a moderator
+        # token minted before (or while the room is empty) is not a way in.
+        owners = request.app[OWNERS_KEY]
+        now = time.monotonic()
+        while owners and next(iter(owners.values()))[1] <= now:
+            owners.popitem(last=False)  # oldest first: every entry lives TOKEN_TTL
+        name = room.strip()
+        owner = owners.get(name)
+        existing = server.rooms.get(name)
         members = existing.participants.values() if existing else ()
-        if any("moderate" in member.grants for member in members):
+        taken = any(
+            "moderate" in member.grants and member.identity != identity.strip()
+            for member in members
+        )
+        if taken or (owner is not None and owner[0] != identity.strip()):
             raise web.HTTPForbidden(
                 text=json.dumps(
                     {"error": "this room has a moderator already: join and ask to be promoted"}
                 ),
                 content_type="application/json",
             )
+        if owner is None:
+            if len(owners) >= MAX_OWNED_ROOMS:
+                raise web.HTTPTooManyRequests(
+                    text=json.dumps({"error": "too many rooms were opened lately: try later"}),
+                    content_type="application/json",
+                )
+            owners[name] = (identity.strip(), now + TOKEN_TTL)
     token = sfu.auth.issue_token(
         server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
     )
@@ -144,12 +169,15 @@ def make_app(
         raise ValueError("the demo needs a Server with token_secret=... (joins carry tokens)")
     app = web.Application(client_max_size=256 * 1024)
     app[SERVER_KEY] = server
+    app[OWNERS_KEY] = collections.OrderedDict()
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
     # Rooms are made by whoever names one: each closes itself once it has been
     # empty for five minutes, so a long-running demo does not keep them all.
-    room_settings = {"max_listeners": max_listeners, "close_when_empty": 300.0}
+    # Private: every demo join carries a token, and so must the live stream
+    # (else it would be open to anyone who knows a room's name, banned or not).
+    room_settings = {"max_listeners": max_listeners, "close_when_empty": 300.0, "private": True}
     add_signaling(app, server, room_settings=room_settings)
     app.router.add_get("/metrics", metrics_handler(server))
     # The overflow audience of a full room listens to the mix over plain HTTP.

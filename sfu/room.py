@@ -675,15 +675,25 @@ class Room:
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
 
-    def _check_empty(self, now: float) -> None:
-        held = (
+    def _held(self) -> bool:
+        """Whether anything keeps this room: members, joins, a live mix or bans."""
+        return bool(
             self._participants
             or self._joining
             or (self._mixer is not None and self._mixer.running)
             or self._banned_identities
             or self._banned_tokens
         )
-        if held or self._closed:
+
+    def _close_soon(self, reason: str) -> None:
+        # Closed now (the name is free, a join raises RoomClosed); the mixer,
+        # if one was ever made, stops in a task.
+        if self._begin_close(reason):
+            self._closing_task = self.server.loop.create_task(self._finish_close())
+            self._closing_task.add_done_callback(self._closing_done)
+
+    def _check_empty(self, now: float) -> None:
+        if self._held() or self._closed:
             self._empty_since = None
             return
         if self._empty_since is None:
@@ -692,11 +702,15 @@ class Room:
         assert self.policy.close_when_empty is not None
         if now - self._empty_since >= self.policy.close_when_empty:
             logger.info("room %r empty for %.0f s: closing", self.name, now - self._empty_since)
-            # Closed now (the name is free, a join raises RoomClosed); the mixer,
-            # if one was ever made, stops in a task.
-            if self._begin_close("empty"):
-                self._closing_task = self.server.loop.create_task(self._finish_close())
-                self._closing_task.add_done_callback(self._closing_done)
+            self._close_soon("empty")
+
+    def _drop_if_unused(self) -> None:
+        """Close a room that a request made for a join that then failed, if
+        nothing holds it and nothing was decided in it (the HTTP and
+        signaling adapters call it: a refused request must not leave a room)."""
+        if not self._closed and not self._held() and not self._decisions:
+            logger.info("room %r closed: the join it was made for failed", self.name)
+            self._close_soon("unused")
 
     def _closing_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import sfu
@@ -68,4 +69,31 @@ async def test_join_and_leave_through_the_example_app() -> None:
                     assert r.status == 404
         finally:
             await close_peer(pc)
+            await runner.cleanup()
+
+
+async def test_the_example_app_refuses_deep_json_and_leaves_no_rooms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = load_example()
+    monkeypatch.setattr(example, "ROOM_IDLE_SECONDS", 0.5)
+    async with sfu.Server() as server:
+        runner, port = await start_site(example.make_app(server))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                deep = "[" * 200_000
+                async with http.post(
+                    f"{base}/rooms/deep/listener",
+                    data=deep,
+                    headers={"Content-Type": "application/json"},
+                ) as r:
+                    assert r.status == 400
+                for number in range(20):  # refused joins, each naming a new room
+                    body = {"identity": "x", "sdp": "v=0\r\n"}
+                    async with http.post(f"{base}/rooms/r{number}/listener", json=body) as r:
+                        assert r.status == 400
+            assert len(server.rooms) == 20
+            await wait_for(lambda: not server.rooms, 5, "the refused joins' rooms close")
+        finally:
             await runner.cleanup()

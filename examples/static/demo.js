@@ -36,11 +36,13 @@ $("#join-form").addEventListener("submit", async (event) => {
   const button = $("#join-button");
   button.disabled = true;
   $("#join-error").textContent = "";
+  let token = null;
   try {
-    await enter(await demoToken(room, identity, role));
+    token = await demoToken(room, identity, role);
+    await enter(token);
   } catch (err) {
-    if (err.code === "room_full" && role === "listener") {
-      offerLiveStream(room);
+    if (err.code === "room_full" && role === "listener" && token) {
+      offerLiveStream(room, token);
     } else {
       $("#join-error").textContent = describeError(err);
     }
@@ -50,12 +52,13 @@ $("#join-form").addEventListener("submit", async (event) => {
 });
 
 // A full room still has a seat for everyone: the mix as a plain HTTP stream.
-function offerLiveStream(room) {
+// The room is private (so are all the demo's): the stream takes the join token.
+function offerLiveStream(room, token) {
   const box = $("#overflow");
   box.hidden = false;
   $("#overflow-room").textContent = room;
   const audio = $("#overflow-audio");
-  audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg`;
+  audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
   audio.play().catch(() => {}); // autoplay may wait for a click on the controls
 }
 

@@ -182,11 +182,15 @@ def add_whip_whep(
 
     Authentication is a join token as ``Authorization: Bearer <token>``; it is
     required when the server has a ``token_secret``. Without one (a server
-    with no authentication at all) the resource gets a random identity.
-    Trickle ICE (PATCH) is not needed by an ICE-lite server and answers 405.
+    with no authentication at all) the resource gets a random identity and
+    an ``Authorization`` header is ignored. A room made for a POST that is
+    then refused is closed again; rooms made by successful joins stay unless
+    ``room_settings`` has ``close_when_empty``. A resource answers only at
+    its own URL (room and kind). Trickle ICE (PATCH) is not needed by an
+    ICE-lite server and answers 405.
     """
     factory = _room_factory(server, create_rooms, room_settings)
-    resources: dict[str, Participant] = {}
+    resources: dict[str, tuple[str, Participant]] = {}  # resource id -> (kind, session)
 
     def make(kind: str) -> Handler:
         publish = kind == "whip"
@@ -200,7 +204,9 @@ def add_whip_whep(
                 offer = (await request.read()).decode(request.charset or "utf-8")
             except (UnicodeDecodeError, LookupError):
                 return _plain(400, "the offer must be SDP text in UTF-8")
-            token = _bearer(request)
+            # Without a token_secret the server takes no tokens: a client's
+            # Authorization header (OBS sends one) is ignored, not refused.
+            token = _bearer(request) if server.token_secret is not None else None
             name = request.match_info["room"]
             if server.token_secret is not None:
                 if token is None:
@@ -214,6 +220,7 @@ def add_whip_whep(
                     verify_token(server.token_secret, token, room=name)
                 except NotAllowed as exc:
                     return _plain(403, str(exc))
+            existed = name in server.rooms
             try:
                 room = factory(name)
             except InvalidSetting as exc:
@@ -229,18 +236,22 @@ def add_whip_whep(
                 else:
                     mixed = request.query.get("mix", "") in ("1", "true", "yes")
                     participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
-            except (InvalidOffer, InvalidSetting) as exc:
-                return _plain(400, str(exc))
-            except NotAllowed as exc:
-                return _plain(403, str(exc))
-            except (RoomFull, DuplicateIdentity) as exc:
-                return _plain(409, str(exc))
-            except RoomClosed as exc:
-                return _plain(404, str(exc))
-            for stale in [key for key, held in resources.items() if held.closed]:
+            except BaseException as exc:
+                if not existed:
+                    room._drop_if_unused()  # a refused request leaves no room behind
+                if isinstance(exc, (InvalidOffer, InvalidSetting)):
+                    return _plain(400, str(exc))
+                if isinstance(exc, NotAllowed):
+                    return _plain(403, str(exc))
+                if isinstance(exc, (RoomFull, DuplicateIdentity)):
+                    return _plain(409, str(exc))
+                if isinstance(exc, RoomClosed):
+                    return _plain(404, str(exc))
+                raise
+            for stale in [key for key, (_, held) in resources.items() if held.closed]:
                 del resources[stale]  # sessions that ended without a DELETE
             resource = secrets.token_urlsafe(16)
-            resources[resource] = participant
+            resources[resource] = (kind, participant)
             location = f"{prefix}/rooms/{quote(name, safe='')}/{kind}/{resource}"
             logger.info(
                 "%s %s joined room %r as %s",
@@ -258,23 +269,38 @@ def add_whip_whep(
 
         return post
 
-    async def delete(request: web.Request) -> web.StreamResponse:
-        participant = resources.get(request.match_info["resource"])
-        if participant is None or participant.room.name != request.match_info["room"]:
-            return _plain(404, "no such session")  # and a wrong room forgets nothing
-        del resources[request.match_info["resource"]]
-        await participant.close("left")
-        return web.Response(status=200)
+    def held(request: web.Request, kind: str) -> Participant | None:
+        """The session at exactly this URL (its room and kind too), or None."""
+        entry = resources.get(request.match_info["resource"])
+        if entry is None or entry[0] != kind or entry[1].room.name != request.match_info["room"]:
+            return None
+        return entry[1]
 
-    async def patch(request: web.Request) -> web.StreamResponse:
-        if request.match_info["resource"] not in resources:
-            return _plain(404, "no such session")
-        return _plain(405, "trickle ICE is not supported: the server is ICE-lite", Allow="DELETE")
+    def make_delete(kind: str) -> Handler:
+        async def delete(request: web.Request) -> web.StreamResponse:
+            participant = held(request, kind)
+            if participant is None:
+                return _plain(404, "no such session")  # and a wrong URL forgets nothing
+            del resources[request.match_info["resource"]]
+            await participant.close("left")
+            return web.Response(status=200)
+
+        return delete
+
+    def make_patch(kind: str) -> Handler:
+        async def patch(request: web.Request) -> web.StreamResponse:
+            if held(request, kind) is None:
+                return _plain(404, "no such session")
+            return _plain(
+                405, "trickle ICE is not supported: the server is ICE-lite", Allow="DELETE"
+            )
+
+        return patch
 
     for kind in ("whip", "whep"):
         app.router.add_post(f"{prefix}/rooms/{{room}}/{kind}", make(kind))
-        app.router.add_delete(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", delete)
-        app.router.add_patch(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", patch)
+        app.router.add_delete(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", make_delete(kind))
+        app.router.add_patch(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", make_patch(kind))
 
 
 def metrics_handler(server: Server) -> Handler:

@@ -283,6 +283,7 @@ class SignalingSession:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         # The token first: a bad one must not create the room it names.
         verify_token(self.server.token_secret, token, room=name)
+        existed = name in self.server.rooms
         room = self._room_factory(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
@@ -291,6 +292,8 @@ class SignalingSession:
             participant = await room.join(offer, token=token)
         except BaseException:
             events.close()
+            if not existed:
+                room._drop_if_unused()  # a refused join leaves no room behind
             raise
         if self._closed:  # the connection closed while the join waited its turn
             events.close()

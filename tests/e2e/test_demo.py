@@ -591,3 +591,44 @@ async def test_a_listener_token_widened_with_publish_joins_speaking(
         10,
         "its voice arriving",
     )
+
+
+async def test_demo_tokens_and_streams_keep_rooms_to_those_let_in(demo: Demo) -> None:
+    """The opener of a room is its one moderator for as long as its token
+    lasts, even minted before anyone is in it; the live stream takes a token
+    (the demo's rooms are private) and refuses a banned member's; JSON nested
+    too deep is a 400, not a 500."""
+    async with aiohttp.ClientSession() as http:
+
+        async def mint(room: str, identity: str, role: str) -> aiohttp.ClientResponse:
+            body = {"room": room, "identity": identity, "role": role}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                await response.read()
+                return response
+
+        early = await mint("guarded", "mallory", "moderator")  # nobody is in the room yet
+        assert early.status == 200
+        assert (await mint("guarded", "alice", "moderator")).status == 403
+        assert (await mint("guarded", "mallory", "moderator")).status == 200  # the opener again
+        assert (await mint("guarded", "alice", "speaker")).status == 200
+
+        async with http.post(
+            demo.url + "/api/token",
+            data="[" * 200_000,
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            assert response.status == 400
+
+        lee_token = demo.token("streamed", "lee", "listener")
+        room = demo.server.room("streamed", private=True, close_when_empty=300.0)
+        lee = await room.join(SPEAKER_OFFER, token=lee_token)
+        live = demo.url + "/rooms/streamed/live.ogg"
+        async with http.get(live) as response:
+            assert response.status == 403
+        async with http.get(live, params={"token": lee_token}) as response:
+            assert response.status == 200
+            assert (await response.content.readexactly(4)) == b"OggS"
+        await room.remove("lee", "banned", ban=True)
+        assert lee.closed
+        async with http.get(live, params={"token": lee_token}) as response:
+            assert response.status == 403

@@ -749,3 +749,71 @@ async def test_a_member_lowering_its_own_hand_is_not_reported_as_a_moderator() -
                 lowered.append(event)
         assert lowered == [sfu.HandLowered("hall", "bob", None)] * 2
         await session.close()
+
+
+async def test_open_whip_whep_ignores_a_bearer_and_refused_posts_leave_no_room() -> None:
+    """Without a token_secret: an Authorization header (OBS sends one) is
+    ignored; a refused POST does not leave the room it named behind; a
+    resource answers only at its own URL (its kind and room)."""
+    web_app = web.Application()
+    async with sfu.Server(host="127.0.0.1") as server:
+        add_whip_whep(web_app, server)
+        runner, port = await start_site(web_app)
+        base = f"http://127.0.0.1:{port}"
+        sdp = {"Content-Type": "application/sdp"}
+        try:
+            async with aiohttp.ClientSession() as http:
+                for number in range(10):
+                    async with http.post(
+                        f"{base}/rooms/junk{number}/whep", data="v=0\r\n", headers=sdp
+                    ) as r:
+                        assert r.status == 400
+                await asyncio.sleep(0)
+                assert not [name for name in server.rooms if name.startswith("junk")]
+                headers = {**sdp, "Authorization": "Bearer something-for-another-server"}
+                async with http.post(
+                    f"{base}/rooms/hall/whep", data=LISTENER_OFFER, headers=headers
+                ) as r:
+                    assert r.status == 201, await r.text()
+                    location = r.headers["Location"]
+                [listener] = server.rooms["hall"].participants.values()
+                assert listener.identity.startswith("whep-")
+                for wrong in (
+                    location.replace("/whep/", "/whip/"),
+                    location.replace("/hall/", "/x/"),
+                ):
+                    async with http.delete(base + wrong) as r:
+                        assert r.status == 404, wrong
+                    async with http.patch(base + wrong) as r:
+                        assert r.status == 404, wrong
+                assert not listener.closed
+                async with http.patch(base + location) as r:
+                    assert r.status == 405
+                async with http.delete(base + location) as r:
+                    assert r.status == 200
+                assert listener.closed
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_refused_signaling_join_leaves_no_room() -> None:
+    from sfu.signaling.protocol import SignalingSession
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        sent: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close, room_factory=server.room)
+        token = auth.issue_token(SECRET, room="ghost", identity="g", role="listener")
+        await session.handle(
+            json.dumps({"type": "join", "room": "ghost", "token": token, "offer": "v=0\r\n"})
+        )
+        assert sent[-1]["type"] == "error"
+        await asyncio.sleep(0)
+        assert "ghost" not in server.rooms
+        await session.close()
