@@ -34,7 +34,7 @@ PYX := $(wildcard sfu/*.pyx sfu/*/*.pyx)
 # changed .pyx recompiles in seconds without a fresh build environment.
 BUILD_REQUIRES := 'setuptools>=64' 'wheel' 'Cython>=3.0' 'numpy>=1.26'
 
-APT_PACKAGES := chromium espeak-ng sox iproute2 \
+APT_PACKAGES := chromium espeak-ng sox iproute2 nodejs \
 	gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-base gstreamer1.0-tools python3-gi \
 	gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gstreamer-1.0

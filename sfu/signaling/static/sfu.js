@@ -192,6 +192,8 @@ export class SfuClient {
     this._reconnectAttempt = 0;
     this._everJoined = false;
     this._reconnecting = false;
+    this._joins = 0; // join() calls: a reconnect loop belongs to one
+    this._heldEvents = null; // events received between `joined` and its being applied
     this._generation = 0; // bumps on each (re)connection; stale callbacks check it
   }
 
@@ -265,10 +267,14 @@ export class SfuClient {
     this._ending = null;
     this._everJoined = false;
     this._reconnectAttempt = 0;
+    // A reconnect loop of an earlier join (left while it slept) sees this and stops.
+    this._joins++;
+    this._reconnecting = false;
     try {
       return await this._connect(this.publishAtJoin);
     } catch (err) {
       this._teardown();
+      this._stopMicrophone(); // a refused join gives the microphone back
       this._setState("closed");
       throw err;
     }
@@ -308,9 +314,22 @@ export class SfuClient {
     for (let i = 1; i < K; i++) pc.addTransceiver("audio", { direction: "recvonly" });
     const offer = await this._makeOffer(pc);
     if (generation !== this._generation) throw new SfuError("closed", "superseded");
+    // Room events the server sends right after `joined` wait until the
+    // joined state is applied (else that older snapshot would overwrite them).
+    this._heldEvents = [];
     const joined = await this._request("join", { room: this.room, token: this.token, offer }, null, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
+    if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
+      // The socket closed (or the client left) while the answer was applied.
+      throw new SfuError("closed", "the signaling connection closed during the join");
+    }
     this._onJoined(joined);
+    const held = this._heldEvents || [];
+    this._heldEvents = null;
+    for (const message of held) {
+      if (generation !== this._generation) break; // one of them ended the session
+      this._dispatch(message);
+    }
     return joined;
   }
 
@@ -412,6 +431,7 @@ export class SfuClient {
 
   _teardown() {
     this._generation++;
+    this._heldEvents = null;
     this._stopTimers();
     for (const { reject, timer } of this._pending.values()) {
       clearTimeout(timer);
@@ -470,18 +490,21 @@ export class SfuClient {
     this._teardown();
     this._setState("reconnecting");
     this._reconnecting = true;
-    this._reconnectLoop().finally(() => {
-      this._reconnecting = false;
+    const joins = this._joins;
+    this._reconnectLoop(joins).finally(() => {
+      if (joins === this._joins) this._reconnecting = false;
     });
   }
 
-  async _reconnectLoop() {
+  async _reconnectLoop(joins) {
     const { backoffInitial, backoffMax } = this.options;
-    while (!this._ending && this.state !== "closed") {
+    // Over when the client leaves, or joins anew (leave() then join() while it slept).
+    const over = () => this._ending || this.state === "closed" || joins !== this._joins;
+    while (!over()) {
       const attempt = this._reconnectAttempt++;
       const delay = Math.min(backoffMax, backoffInitial * 2 ** attempt);
       await sleep(delay * (0.75 + Math.random() * 0.5));
-      if (this._ending || this.state === "closed") return;
+      if (over()) return;
       try {
         await this._connect(this.canPublish);
         return;
@@ -493,7 +516,7 @@ export class SfuClient {
         }
         // duplicate_identity: the server has not noticed the old connection
         // is gone yet; network errors: not back yet. Try again.
-        if (this._ending || this.state === "closed") return; // leave() meanwhile
+        if (over()) return; // leave() (and maybe join()) meanwhile
         console.warn(`sfu.js: reconnect attempt ${attempt + 1} failed: ${err.message || err}`);
         this._teardown();
         this._setState("reconnecting");
@@ -584,6 +607,14 @@ export class SfuClient {
       else pending.resolve(message);
       return;
     }
+    if (this._heldEvents) {
+      this._heldEvents.push(message);
+      return;
+    }
+    this._dispatch(message);
+  }
+
+  _dispatch(message) {
     switch (message.type) {
       case "roster":
         return this._onRoster(message);
@@ -804,7 +835,8 @@ export class SfuClient {
         if (generation !== this._generation || this.state !== "joined") return;
         // An unanswered ping means the network dropped without a close.
         this.ping().catch((err) => {
-          if (generation === this._generation && err.code === "timeout" && this.options.reconnect) {
+          const lost = err.code === "timeout" || err.code === "closed";
+          if (generation === this._generation && lost && !this._ending && this.options.reconnect) {
             this._scheduleReconnect("a ping went unanswered");
           }
         });
