@@ -331,6 +331,8 @@ cdef class ActiveSpeakerDetector:
     cdef inline int _find(self, long long key) noexcept:
         cdef unsigned long long position = self._home(key)
         cdef long long found
+        if key < 0:
+            return -1  # no speaker has a negative id; EMPTY (-1) marks a free bucket
         while True:
             found = self._keys[position]
             if found == key:
@@ -544,6 +546,8 @@ cdef class ActiveSpeakerDetector:
 
     cpdef int slot_of(self, long long speaker) noexcept:
         cdef int slot
+        if speaker < 0:
+            return -1  # a free slot's holder is -1: it is nobody's
         for slot in range(self.slots):
             if self._holder[slot] == speaker:
                 return slot

@@ -478,6 +478,8 @@ class ActiveSpeakerDetector:
 
     def slot_of(self, speaker: int) -> int:
         """The slot carrying ``speaker``, -1 for none; O(slots)."""
+        if speaker < 0:
+            return -1  # a free slot's holder is -1: it is nobody's
         for slot in range(self.slots):
             if self._holder[slot] == speaker:
                 return slot

@@ -294,6 +294,14 @@ def test_ignores_bad_input(mix: ModuleType) -> None:
     assert detector.slot_of(1) == 0
     with pytest.raises((ValueError, OverflowError)):
         detector.add(-1)
+    # A negative id is nobody: not the holder of a free slot, not in the table
+    # (the compiled table marks its free buckets -1).
+    for nobody in (-1, -2):
+        detector.level(nobody, 20, 1.1)
+        detector.remove(nobody)
+        assert detector.slot_of(nobody) == -1
+        assert detector.observe(nobody, 20, 1.2) == -1
+    assert detector.slot_of(1) == 0 and detector.holders() == [1, -1, -1]
 
 
 @pytest.mark.parametrize(
