@@ -59,6 +59,17 @@ logger = logging.getLogger(__name__)
 SENDER_REPORT_INTERVAL = 5.0
 #: Packets after a slot switch during which one from before it is dropped.
 SWITCH_GUARD_PACKETS = 64
+#: A speaker's sequence number this far ahead of the expected one, or more
+#: than MAX_MISORDER behind it, is not loss or reordering but a sender that
+#: restarted its numbering under the same SSRC (RFC 3550 A.1, same values):
+#: two such packets in a row re-anchor the slot as for a new speaker. Copied
+#: through, a jump would put the slot's SRTP index behind itself, and
+#: libsrtp (ours and the listeners') would drop every packet for minutes.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+#: Packets without a level from a speaker whose client negotiated the level
+#: extension, after which its level is decoded instead (never heard otherwise).
+MISSING_LEVEL_PACKETS = 25
 #: Packets of a slot a holder may miss (its own voice) before it is sent one
 #: silence frame on it: well under the 2**15 that SRTP index guessing allows.
 KEEP_IN_STEP = 1 << 14
@@ -78,6 +89,7 @@ class Publisher:
     ssrc: int = -1
     muted: bool = False
     level: int = -1  # last RFC 6464 byte, -1 when the client sends none
+    missing_levels: int = 0  # packets in a row without the negotiated level
     statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
     packets: int = 0
     octets: int = 0
@@ -89,6 +101,7 @@ class SlotStream:
     """The state of one slot's outgoing RTP stream (shared by all receivers)."""
 
     __slots__ = (
+        "bad_sequence",
         "holder_last_sequence",
         "holder_receiver",
         "last_sequence",
@@ -113,6 +126,7 @@ class SlotStream:
         self.switch_sequence = 0
         self.switch_guard = False
         self.marker_pending = False
+        self.bad_sequence = -1  # the sequence that would confirm a restart (MAX_DROPOUT)
         self.last_sequence = secrets.randbelow(1 << 15)
         self.last_timestamp = secrets.randbelow(1 << 31)
         self.last_time: float | None = None
@@ -142,6 +156,7 @@ class SlotStream:
         self.switch_sequence = sequence
         self.switch_guard = True
         self.marker_pending = True
+        self.bad_sequence = -1
 
     def rtp_timestamp_at(self, now: float) -> int:
         if self.last_time is None:
@@ -222,6 +237,7 @@ class Router:
         elif publisher.meter is None:
             publisher.meter = OpusLevelMeter()  # first: if it fails, nothing changes
         publisher.audio_level_id = extension_id
+        publisher.missing_levels = 0
 
     def add_receiver(
         self,
@@ -294,6 +310,16 @@ class Router:
         publisher.octets += len(packet) - offset
         if publisher.meter is None:
             level = read_audio_level(packet, publisher.audio_level_id)
+            if level < 0:
+                # Negotiated but not sent (some clients do): decode it instead.
+                publisher.missing_levels += 1
+                if publisher.missing_levels >= MISSING_LEVEL_PACKETS:
+                    publisher.meter = OpusLevelMeter()
+                    logger.info(
+                        "speaker %d sends no audio level: its levels are decoded", publisher.number
+                    )
+            else:
+                publisher.missing_levels = 0
         else:
             level = publisher.meter.level(packet[offset:])
         publisher.level = level
@@ -304,6 +330,18 @@ class Router:
             return
         stream = self.slots[slot]
         if stream.publisher is not publisher or stream.source_ssrc != ssrc:
+            stream.switch(publisher, ssrc, sequence, timestamp, now)
+        elif (
+            MAX_DROPOUT
+            <= (sequence - stream.last_sequence + stream.sequence_offset - 1) & 0xFFFF
+            < 0x10000 - MAX_MISORDER
+        ):
+            # Far from where the speaker's numbering was: a stray, or the first
+            # packet of a restarted numbering; the next one in a row tells.
+            if sequence != stream.bad_sequence:
+                stream.bad_sequence = (sequence + 1) & 0xFFFF
+                self.packets_dropped += 1
+                return
             stream.switch(publisher, ssrc, sequence, timestamp, now)
         elif stream.switch_guard:
             if uint16_gt(stream.switch_sequence, sequence):
@@ -321,7 +359,6 @@ class Router:
             stream.last_timestamp = out_timestamp
             stream.last_time = now
         marker = marker or stream.marker_pending
-        stream.marker_pending = False
         for tap in self.taps:
             try:
                 tap(publisher, packet, offset, sequence, timestamp, slot, now)
@@ -342,6 +379,9 @@ class Router:
             publisher.receiver_id,
         )
         self.payload_bytes_out += sent * (len(packet) - offset)
+        if sent:
+            # The new speaker's first packet that anyone got carries the marker.
+            stream.marker_pending = False
         own = publisher.receiver_id
         if own >= 0 and (
             KEEP_IN_STEP <= (out_sequence - stream.holder_last_sequence) & 0xFFFF < 1 << 15

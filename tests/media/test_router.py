@@ -20,13 +20,25 @@ from sfu.media.router import Publisher, Router
 class RecordingFanOut:
     def __init__(self) -> None:
         self.forwarded: list[tuple[int, int]] = []  # (slot, out sequence)
+        self.markers: list[bool] = []  # the marker bit of each
         self.sent = self.dropped = 0
+        #: What forward() says it delivered (the receivers a real fan-out reached).
+        self.delivers = 1
 
     def forward(
-        self, slot: int, packet: bytes, offset: int, ssrc: int, sequence: int, *rest: Any
+        self,
+        slot: int,
+        packet: bytes,
+        offset: int,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        marker: bool,
+        *rest: Any,
     ) -> int:
         self.forwarded.append((slot, sequence))
-        return 0
+        self.markers.append(marker)
+        return self.delivers
 
     def __len__(self) -> int:
         return 0
@@ -119,3 +131,69 @@ def test_a_failing_tap_never_stops_the_listeners_audio(
         route.forward(speaker, packet(200 + index, index * 960), index * 0.02)
     assert len(fanout.forwarded) == 3, "every packet still reaches the fan-out"
     assert route.taps == [recording] and seen == [200, 201, 202]
+
+
+def packet_without_level(sequence: int, timestamp: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, sequence & 0xFFFF, timestamp, 0x1234) + payload
+
+
+@pytest.mark.parametrize("jump", [40_000, -5_000, 3_000], ids=["ahead", "back", "edge"])
+@pytest.mark.parametrize("turn", [500, 10], ids=["long-turn", "just-switched"])
+def test_a_restarted_numbering_reanchors_the_slot(router: Routed, jump: int, turn: int) -> None:
+    """A sender that restarts its sequence numbers under the same SSRC: copied
+    through, the jump would put the slot's SRTP index behind itself (or a
+    half-turn ahead), and every listener's libsrtp would drop its packets for
+    minutes. Two packets in a row at the new place re-anchor the slot like a
+    new speaker: gap-free, with the marker."""
+    route, fanout, speaker = router
+    talk(router, 1000, turn)
+    restart = 1000 + turn + jump
+    for index in range(100):
+        route.forward(speaker, packet(restart + index, (turn + index) * 960), (turn + index) * 0.02)
+    sequences = [sequence for _, sequence in fanout.forwarded]
+    assert len(sequences) == turn + 99, "only the first packet at the new place is held back"
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:]))
+    assert fanout.markers[turn], "the re-anchored stream starts with the marker"
+    assert route.packets_dropped == 1
+
+
+def test_a_stray_packet_far_from_the_numbering_changes_nothing(router: Routed) -> None:
+    route, fanout, speaker = router
+    talk(router, 1000, 50)
+    route.forward(speaker, packet(30_000, 0), 1.0)  # a stray: dropped
+    for index in range(50, 60):
+        route.forward(speaker, packet(1000 + index, index * 960), index * 0.02)
+    sequences = [sequence for _, sequence in fanout.forwarded]
+    assert len(sequences) == 60 and route.packets_dropped == 1
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:]))
+    assert fanout.markers.count(True) == 1  # the speaker's first packet only
+
+
+def test_the_marker_waits_for_a_packet_someone_got(router: Routed) -> None:
+    """The new speaker's first packet dropped by the fan-out (too large, SRTP
+    refused it): the marker goes on the first one that was delivered."""
+    route, fanout, speaker = router
+    fanout.delivers = 0
+    route.forward(speaker, packet(1000, 0), 0.0)
+    fanout.delivers = 1
+    route.forward(speaker, packet(1001, 960), 0.02)
+    route.forward(speaker, packet(1002, 1920), 0.04)
+    assert fanout.markers == [True, True, False]
+
+
+def test_a_speaker_that_negotiated_levels_but_sends_none_is_heard(router: Routed) -> None:
+    """Its client put the level extension in its SDP but sends packets without
+    it: after MISSING_LEVEL_PACKETS its level is decoded, and it takes a slot."""
+    from sfu.media.router import MISSING_LEVEL_PACKETS
+
+    from .mixing import opus_tone
+
+    route, fanout, speaker = router
+    frames = opus_tone(440.0, 100)
+    for index, payload in enumerate(frames):
+        route.forward(
+            speaker, packet_without_level(500 + index, index * 960, payload), index * 0.02
+        )
+    assert speaker.meter is not None
+    assert MISSING_LEVEL_PACKETS <= 100 - len(fanout.forwarded) <= MISSING_LEVEL_PACKETS + 5
+    assert len(fanout.forwarded) > 50
