@@ -642,6 +642,8 @@ class Room:
         self._by_number.pop(participant.number, None)
         self._counts[participant.can_publish] -= 1
         participant._detach()
+        if self._mixer is not None:
+            self._mixer.forget(participant.number)
         if self._hands.pop(participant.identity, None) is not None:
             self._emit(HandLowered(self.name, participant.identity, None))
         self._empty_since = None  # counted from the next tick, not from before this member

@@ -482,3 +482,13 @@ async def test_a_removed_member_loses_its_promotion_but_not_its_demotion_or_mute
         room.unban("dave")
         dave = await room.join(LISTENER, identity="dave")
         assert dave.role == "listener"
+
+
+async def test_mixed_speakers_who_left_leave_nothing_in_the_mixer() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        for number in range(30):
+            speaker = await room.add_speaker(SPEAKER, f"s{number}", mixed=True)
+            assert f"a=ssrc:{room.mixer.ssrc_for(speaker.number)} " in speaker.answer
+            await speaker.close()
+        assert room.mixer._minus_ssrcs == {} and room.mixer._positions == {}

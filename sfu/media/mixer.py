@@ -287,6 +287,16 @@ class Mixer:
             ssrc = self._minus_ssrcs[exclude] = secrets.randbits(32)
         return ssrc
 
+    def forget(self, number: int) -> None:
+        """Participant ``number`` left for good (a rejoin gets a new number):
+        drop the SSRC of the stream without it, and where that stream stopped,
+        unless the stream is still in use."""
+        if number in self._streams:
+            return
+        ssrc = self._minus_ssrcs.pop(number, None)
+        if ssrc is not None:
+            self._positions.pop(ssrc, None)
+
     # -- consumers -------------------------------------------------------------------
 
     def _stream(self, exclude: int) -> _Stream:
@@ -543,7 +553,7 @@ class Mixer:
         mixed = time.thread_time()
         timing[1] += mixed - started
         contributors = len(frames)
-        csrc = self._csrc(frames)
+        ranked = sorted(frames)  # loudest first: each stream names its loudest contributor
 
         for stream in list(self._streams.values()):
             mine = own.get(stream.exclude)
@@ -563,17 +573,19 @@ class Mixer:
             packets = stream.encoder.encode(bytes(pcm_out))
             timing[2] += time.thread_time() - encoding
             level = _level(energy, voiced)
+            csrc = self._csrc(ranked, stream.exclude)
             for packet in packets:
                 self._deliver(stream, packet, now, level, csrc)
         self.frames += 1
 
-    def _csrc(self, frames: list[tuple[int, int, bytes]]) -> int:
-        """The loudest contributor's SSRC (the FanOut writes exactly one CSRC)."""
-        if not frames:
-            return 0
-        loudest = min(frames)[1]
-        speaker = self._speakers.get(loudest)
-        return speaker.ssrc & 0xFFFFFFFF if speaker is not None and speaker.ssrc >= 0 else 0
+    def _csrc(self, ranked: list[tuple[int, int, bytes]], exclude: int) -> int:
+        """The SSRC of the loudest contributor to a stream without ``exclude``
+        (the FanOut writes exactly one CSRC); 0 when nobody is in it."""
+        for _, number, _ in ranked:
+            if number != exclude:
+                speaker = self._speakers.get(number)
+                return speaker.ssrc & 0xFFFFFFFF if speaker is not None and speaker.ssrc >= 0 else 0
+        return 0
 
     def _skip(self, frames: int) -> None:
         """``frames`` were skipped after a stall: the streams' RTP timestamps move

@@ -299,3 +299,24 @@ async def test_frames_skipped_after_a_stall_still_count_as_time(router: Router) 
     advance = (stream.timestamp - timestamp) & 0xFFFFFFFF
     assert advance == (len(collector.packets) - delivered) * 960 + skipped
     await mixer.close()
+
+
+async def test_a_mix_minus_names_a_contributor_that_is_in_it(router: Router) -> None:
+    """The one CSRC of a mixed stream is its loudest contributor: for the
+    stream without Bob, never Bob, even when he is the loudest of the room."""
+    mixer = Mixer(router)
+    alice, bob = publisher(1, level=0x80 | 40), publisher(2, level=0x80 | 10)  # bob louder
+    named: dict[int, set[int]] = {-1: set(), bob.number: set()}
+    deliver = mixer._deliver
+
+    def record(stream: object, packet: bytes, now: float, level: int, csrc: int) -> None:
+        named[stream.exclude].add(csrc)  # type: ignore[attr-defined]
+        deliver(stream, packet, now, level, csrc)  # type: ignore[arg-type]
+
+    mixer._deliver = record  # type: ignore[method-assign]
+    mixer.add_output(Collector())
+    mixer.add_output(Collector(), exclude=bob.number)
+    run(mixer, router, {alice: opus_tone(440, 30), bob: opus_tone(1000, 30)})
+    await mixer.close()
+    assert named[-1] >= {bob.ssrc}, "the room mix names its loudest, Bob"
+    assert named[bob.number] - {0} == {alice.ssrc}, named
