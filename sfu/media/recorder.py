@@ -66,6 +66,11 @@ _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
 MAX_GAP_FILL = 600
 
 
+def _six_frames(frame: bytes) -> bytes:
+    """Six copies of a one-frame (code 0) Opus packet as one CBR code-3 packet."""
+    return bytes([frame[0] | 0x03, 6]) + frame[1:] * 6
+
+
 def _safe_name(identity: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", identity)[:64] or "speaker"
 
@@ -92,9 +97,33 @@ class SpeakerTrack:
         self._started = False
 
     def _fill(self, samples: int) -> bytes:
-        """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled)."""
+        """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled).
+
+        At most MAX_GAP_FILL seconds: this runs on the media path (a speaker's
+        first packet after an hour's mute), so a longer silence is shortened
+        and the file's clock moves on by the rest.
+        """
+        limit = MAX_GAP_FILL * SAMPLE_RATE
+        if samples > limit:
+            logger.warning(
+                "speaker file %s: %.0f s of silence shortened to %d s",
+                self.path,
+                samples / SAMPLE_RATE,
+                MAX_GAP_FILL,
+            )
+            self.start += (samples - limit) / SAMPLE_RATE
+            samples = limit
         out = []
-        for _ in range(samples // FRAME_SAMPLES):
+        frames = samples // FRAME_SAMPLES
+        # Six silence frames per Opus packet (120 ms, RFC 6716 code 3): a
+        # sixth of the pages' work for a long silence.
+        six = _six_frames(self.silence)
+        while frames >= 6:
+            frames -= 6
+            self.position += 6 * FRAME_SAMPLES
+            self.filled += 6
+            out.append(self.writer.write(six, SPEAKER_PRE_SKIP + self.position))
+        for _ in range(frames):
             self.position += FRAME_SAMPLES
             self.filled += 1
             out.append(self.writer.write(self.silence, SPEAKER_PRE_SKIP + self.position))
@@ -179,9 +208,12 @@ class Recorder:
         self._granule = 0
         self._pre_skip = 0
         self._silence = SILENCE_MONO
-        self._tracks: dict[int, SpeakerTrack] = {}
-        self._files: dict[int, IO[bytes]] = {}
-        self._unrecordable: set[int] = set()  # speakers whose file failed: not retried
+        # Speaker files by identity (a speaker who reconnects goes on in its
+        # file), and by participant number for the media path's lookups. The
+        # files are opened for each write, so a room with many speakers over
+        # a long recording holds no file descriptor per speaker.
+        self._tracks: dict[str, SpeakerTrack] = {}
+        self._track_of: dict[int, SpeakerTrack | None] = {}  # None: not recordable
         self._tapping = False
         self._stopped = False
         self.started_at = 0.0
@@ -270,43 +302,47 @@ class Recorder:
         now: float,
     ) -> None:
         number = publisher.number
-        track = self._tracks.get(number)
+        track = self._track_of.get(number, False)
+        if track is False:
+            identity = self._identity_of(number) or f"speaker-{number}"
+            track = self._tracks.get(identity) or self._open_track(identity, number)
+            self._track_of[number] = track
         if track is None:
-            if number in self._unrecordable:
-                return
-            track = self._open_track(number)
-            if track is None:
-                self._unrecordable.add(number)
-                return
+            return
         pages = track.packet(publisher.ssrc, timestamp, packet[offset:], now)
-        if pages:
-            try:
-                self._files[number].write(pages)
-            except OSError:
-                # Disk full or gone: this speaker's file stops here; forwarding
-                # and the other files go on.
-                logger.exception("recording of speaker %s stopped", track.identity)
-                self._unrecordable.add(number)
-                del self._tracks[number]
-                self._files.pop(number).close()
+        if pages and not self._append(track, pages):
+            # Disk full or gone: this speaker's file stops here; forwarding and
+            # the other files go on.
+            logger.error("recording of speaker %s stopped", track.identity)
+            del self._tracks[track.identity]
+            for held, other in self._track_of.items():
+                if other is track:
+                    self._track_of[held] = None
 
-    def _open_track(self, number: int) -> SpeakerTrack | None:
-        identity = self._identity_of(number) or f"speaker-{number}"
+    @staticmethod
+    def _append(track: SpeakerTrack, pages: bytes) -> bool:
+        try:
+            with open(track.path, "ab") as handle:
+                handle.write(pages)
+        except OSError:
+            logger.exception("writing %s failed", track.path)
+            return False
+        return True
+
+    def _open_track(self, identity: str, number: int) -> SpeakerTrack | None:
         name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
         path = self.path.with_name(name)
         if path in self.speaker_paths.values() or path == self.path:
             path = path.with_name(f"{path.stem}-{number}{path.suffix}")
         try:
-            handle = open(path, "wb")  # closed by stop()
+            open(path, "wb").close()  # made empty now; each write appends
         except OSError:
             logger.exception("cannot record speaker %s to %s", identity, path)
             return None
         track = SpeakerTrack(path, self.started_at)
-        key = identity if identity not in self.speaker_paths else f"{identity}-{number}"
-        track.identity = key
-        self._tracks[number] = track
-        self._files[number] = handle
-        self.speaker_paths[key] = path
+        track.identity = identity
+        self._tracks[identity] = track
+        self.speaker_paths[identity] = path
         return track
 
     def _on_mixer_closed(self) -> None:
@@ -343,14 +379,8 @@ class Recorder:
                 logger.exception("finishing the recording %s failed", self.path)
             finally:
                 self._file.close()
-        for number, track in self._tracks.items():
-            handle = self._files[number]
-            try:
-                handle.write(track.finish(now))
-            except OSError:
-                logger.exception("finishing the recording %s failed", track.path)
-            finally:
-                handle.close()
+        for track in self._tracks.values():
+            self._append(track, track.finish(now))
         logger.info(
             "recording to %s stopped: %.2f s, %d speaker files",
             self.path,

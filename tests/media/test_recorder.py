@@ -18,9 +18,15 @@ import numpy as np
 import pytest
 
 import sfu
-from sfu.media.ogg import LAST_PAGE, parse_opus_head, parse_pages, read_packets
+from sfu.media.ogg import LAST_PAGE, packet_samples, parse_opus_head, parse_pages, read_packets
 from sfu.media.opus import FRAME_SAMPLES
-from sfu.media.recorder import SILENCE_MONO, SILENCE_STEREO, SpeakerTrack
+from sfu.media.recorder import (
+    MAX_GAP_FILL,
+    SILENCE_MONO,
+    SILENCE_STEREO,
+    SpeakerTrack,
+    _six_frames,
+)
 
 from ..clients import Client, join, wait_for
 from .mixing import assert_tones, decode_ogg, opus_tone
@@ -195,10 +201,70 @@ def test_speaker_track_fills_gaps_and_drops_late_packets(tmp_path: Path) -> None
     out += track.finish(now=13.0)
     assert track.position == 3 * 48000
     written = [p for p, _ in read_packets(out)][2:]
-    assert [p for p in written if p != SILENCE_MONO] == [packets[i] for i in (0, 1, 2, 4)]
-    assert len(written) == 150
+    silence = (SILENCE_MONO, _six_frames(SILENCE_MONO))  # gaps go in packets of 6 frames
+    assert [p for p in written if p not in silence] == [packets[i] for i in (0, 1, 2, 4)]
+    assert sum(packet_samples(p) for p in written) == 150 * FRAME_SAMPLES
+    assert len(written) < 60
     (tmp_path / "s.opus").write_bytes(out)
     assert abs(decoded_duration(tmp_path / "s.opus") - 3.0) < 0.001
+
+
+def test_a_speaker_silent_for_an_hour_costs_the_media_path_little(tmp_path: Path) -> None:
+    """The first packet after a long mute fills at most MAX_GAP_FILL seconds
+    (in 120 ms packets) and moves the file's clock on by the rest: the next
+    packets need no fill, and the file decodes to what it says."""
+    packets = opus_tone(440, 3)
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    out = track.packet(5, 0, packets[0], now=0.0)
+    out += track.packet(5, 960 + 3600 * 48000, packets[1], now=3600.02)
+    assert track.duration == pytest.approx(MAX_GAP_FILL + 0.04, abs=0.001)
+    filled = track.filled
+    out += track.packet(5, 1920 + 3600 * 48000, packets[2], now=3600.04)
+    assert track.filled == filled, "the clock moved on: no second fill"
+    out += track.finish(now=3600.06)
+    pages = [p for p, _ in read_packets(out)][2:]
+    assert len(pages) < MAX_GAP_FILL * 50 / 5
+    (tmp_path / "s.opus").write_bytes(out)
+    assert abs(decoded_duration(tmp_path / "s.opus") - (MAX_GAP_FILL + 0.06)) < 0.001
+
+
+async def test_a_speaker_who_reconnects_goes_on_in_one_file(tmp_path: Path) -> None:
+    """Keyed by identity, not by the participant's number: a rejoin writes on
+    in the same file, and no file stays open between writes."""
+    import os
+    import socket
+
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer, tmp_path / "talk.opus", per_speaker=True, identity_of=lambda number: "alice"
+    )
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    descriptors = len(os.listdir("/proc/self/fd"))
+    now = loop.time()
+    payload = opus_tone(440, 1)[0]
+    for number in range(10, 30):  # twenty reconnects of one person
+        alice = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+        for sequence in range(5):
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(alice, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    await recorder.stop()
+    await mixer.close()
+    router.close()
+    sock.close()
+    assert list(recorder.speaker_paths) == ["alice"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["talk-alice.opus", "talk.opus"]
+    written = [p for p in assert_well_formed(tmp_path / "talk-alice.opus") if p == payload]
+    assert len(written) == 100
 
 
 def test_silence_frames_decode_to_silence() -> None:
