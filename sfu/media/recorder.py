@@ -302,8 +302,9 @@ class Recorder:
         now: float,
     ) -> None:
         number = publisher.number
-        track = self._track_of.get(number, False)
-        if track is False:
+        if number in self._track_of:
+            track = self._track_of[number]
+        else:
             identity = self._identity_of(number) or f"speaker-{number}"
             track = self._tracks.get(identity) or self._open_track(identity, number)
             self._track_of[number] = track
