@@ -170,6 +170,8 @@ cdef int _fill_sockaddr(int family, object address, sockaddr_storage *out,
     scope_id = address[3] if len(address) == 4 else 0
     if not isinstance(flowinfo, int) or not isinstance(scope_id, int):
         raise ValueError("IPv6 flowinfo and scope_id must be int, got %r" % (address,))
+    if not 0 <= flowinfo <= 0xFFFFF or not 0 <= scope_id <= 0xFFFFFFFF:
+        raise ValueError("IPv6 flowinfo must fit 20 bits, scope_id 32, got %r" % (address,))
     try:
         packed = _socket.inet_pton(_socket.AF_INET, host)
         is_ipv4 = True

@@ -80,6 +80,8 @@ def _destination(family: int, address: tuple[object, ...]) -> tuple[object, ...]
     scope_id = address[3] if len(address) == 4 else 0
     if not isinstance(flowinfo, int) or not isinstance(scope_id, int):
         raise ValueError(f"IPv6 flowinfo and scope_id must be int, got {address!r}")
+    if not 0 <= flowinfo <= 0xFFFFF or not 0 <= scope_id <= 0xFFFFFFFF:
+        raise ValueError(f"IPv6 flowinfo must fit 20 bits, scope_id 32, got {address!r}")
     try:
         socket.inet_pton(socket.AF_INET, host)
         is_ipv4 = True

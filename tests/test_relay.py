@@ -658,6 +658,13 @@ def test_dual_stack_socket(impl: ModuleType, peers: list[Peer]) -> None:
         fan.set_address(1, ("::ffff:127.0.0.1", peers[0].address[1], 0, 0))
         assert forward(fan, 0, b"v6", sequence=1001) == 1
         assert len(peers[0].receive(1)) == 1
+        # What sockaddr_in6 cannot hold is refused, by both twins alike.
+        port = peers[0].address[1]
+        for flowinfo, scope in ((1 << 20, 0), (-1, 0), (0, 1 << 32), (0, -1)):
+            with pytest.raises(ValueError):
+                fan.set_address(1, ("::1", port, flowinfo, scope))
+        assert forward(fan, 0, b"v6", sequence=1002) == 1, "the receiver keeps its address"
+        assert len(peers[0].receive(1)) == 1
     finally:
         sock.close()
 
