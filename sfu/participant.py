@@ -38,6 +38,7 @@ class Participant:
     # Slots, not a __dict__: a room holds thousands of these (bench: bytes per listener).
     __slots__ = (
         "__weakref__",
+        "_answered",
         "_closed",
         "_closed_event",
         "_connected",
@@ -51,6 +52,7 @@ class Participant:
         "credentials",
         "grants",
         "identity",
+        "join_seconds",
         "joined_at",
         "mixed",
         "moderator_muted",
@@ -91,6 +93,10 @@ class Participant:
         self.self_muted = False
         self.joined_at = time.time()
         self.connected_at: float | None = None
+        #: Seconds from the answer to DTLS done, on the monotonic clock (a wall
+        #: clock stepped meanwhile must not make it negative).
+        self.join_seconds: float | None = None
+        self._answered = time.monotonic()
         self.close_reason: str | None = None
         # Plain flags; the events exist only while somebody waits (they cost ~1 KB each).
         self._connected = False
@@ -423,7 +429,7 @@ class Participant:
             "role": self.role,
             "state": "closed" if self.closed else (session.state if session else "new"),
             "address": session.address if session else None,
-            "join_time": (self.connected_at - self.joined_at) if self.connected_at else None,
+            "join_time": self.join_seconds,
             "muted": self.muted,
             "rtcp_received": self.rtcp_received,
             "rtp_dropped": self.rtp_dropped,
@@ -448,6 +454,8 @@ class Participant:
 
     def session_connected(self, session: Session) -> None:
         self.connected_at = time.time()
+        if self.join_seconds is None:
+            self.join_seconds = time.monotonic() - self._answered
         self._start_receiving()
         self._connected = True
         if self._connected_event is not None:

@@ -613,8 +613,8 @@ class Room:
     # -- callbacks from participants ---------------------------------------------
 
     def _participant_connected(self, participant: Participant) -> None:
-        if participant.connected_at is not None:
-            self.server._observe_join(participant.connected_at - participant.joined_at)
+        if participant.join_seconds is not None:
+            self.server._observe_join(participant.join_seconds)
         logger.info(
             "%s connected to room %r from %s",
             participant.identity,

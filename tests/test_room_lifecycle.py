@@ -492,3 +492,23 @@ async def test_mixed_speakers_who_left_leave_nothing_in_the_mixer() -> None:
             assert f"a=ssrc:{room.mixer.ssrc_for(speaker.number)} " in speaker.answer
             await speaker.close()
         assert room.mixer._minus_ssrcs == {} and room.mixer._positions == {}
+
+
+async def test_the_join_time_is_not_fooled_by_a_wall_clock_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wall clock stepped back between the answer and DTLS done (NTP) must
+    not record a negative join time in the histogram or the stats."""
+    import time as time_module
+
+    async with sfu.Server() as server:
+        room = server.room("r")
+        bob = await room.add_listener(LISTENER, "bob")
+        real = time_module.time
+        monkeypatch.setattr(time_module, "time", lambda: real() - 3600.0)
+        assert bob.session is not None
+        bob.session_connected(bob.session)  # what the session calls once DTLS is done
+        monkeypatch.undo()
+        join_time = bob.stats()["join_time"]
+        assert join_time is not None and 0 <= join_time < 5
+        assert 0 <= server.join_sum < 5 and sum(server.join_counts) == 1
