@@ -1,6 +1,6 @@
 // Room events the server sends right after `joined` (while the client still
 // applies the answer) are applied after the joined snapshot, not lost under it.
-import { check, joinedReply, onClientMessage, setAnswerDelay, sleep, token } from "./fake_browser.mjs";
+import { check, clientOptions, joinedReply, onClientMessage, setAnswerDelay, sleep } from "./fake_browser.mjs";
 
 const { SfuClient } = await import(process.env.SFU_JS);
 
@@ -29,12 +29,7 @@ onClientMessage((socket, message) => {
     });
   }, 5);
 });
-const client = new SfuClient({
-  url: "ws://sfu.invalid/ws",
-  token: token({ sub: "alice", room: "hall", role: "speaker" }),
-  levelInterval: 0,
-  pingInterval: 0,
-});
+const client = new SfuClient(clientOptions("alice", "speaker"));
 await client.join();
 await sleep(60);
 check(client.state === "joined", `state ${client.state}`);

@@ -162,6 +162,18 @@ export function token(claims) {
   return `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}.x`;
 }
 
+/** SfuClient options for `identity` in room "hall" (no level or ping timers unless asked). */
+export function clientOptions(identity, role, extra = {}) {
+  const grants = role === "listener" ? ["subscribe"] : ["publish", "subscribe"];
+  return {
+    url: "ws://sfu.invalid/ws",
+    token: token({ sub: identity, room: "hall", role, grants }),
+    levelInterval: 0,
+    pingInterval: 0,
+    ...extra,
+  };
+}
+
 /** The `joined` reply of the fake server. */
 export function joinedReply(id, identity, role, extra = {}) {
   const grants = role === "listener" ? ["subscribe"] : ["publish", "subscribe"];

@@ -1,5 +1,5 @@
 // A speaker's join that the server refuses gives the microphone back.
-import { check, onClientMessage, token, tracks } from "./fake_browser.mjs";
+import { check, clientOptions, onClientMessage, tracks } from "./fake_browser.mjs";
 
 const { SfuClient } = await import(process.env.SFU_JS);
 
@@ -8,12 +8,7 @@ onClientMessage((socket, message) => {
     socket.reply({ type: "error", id: message.id, code: "duplicate_identity", message: "taken" });
   }
 });
-const client = new SfuClient({
-  url: "ws://sfu.invalid/ws",
-  token: token({ sub: "alice", room: "hall", role: "speaker", grants: ["publish", "subscribe"] }),
-  levelInterval: 0,
-  pingInterval: 0,
-});
+const client = new SfuClient(clientOptions("alice", "speaker"));
 let refused = null;
 try {
   await client.join();

@@ -1,6 +1,6 @@
 // The WebSocket closes while a reconnect applies the server's answer: the
 // client must not call itself joined on the dead socket; it tries again.
-import { check, joinedReply, onClientMessage, setAnswerDelay, sleep, sockets, token } from "./fake_browser.mjs";
+import { check, clientOptions, joinedReply, onClientMessage, setAnswerDelay, sleep, sockets } from "./fake_browser.mjs";
 
 const { SfuClient } = await import(process.env.SFU_JS);
 
@@ -15,14 +15,7 @@ onClientMessage((socket, message) => {
     socket.reply({ type: "pong", id: message.id });
   }
 });
-const client = new SfuClient({
-  url: "ws://sfu.invalid/ws",
-  token: token({ sub: "alice", room: "hall", role: "listener" }),
-  levelInterval: 0,
-  pingInterval: 0,
-  backoffInitial: 50,
-  backoffMax: 50,
-});
+const client = new SfuClient(clientOptions("alice", "listener", { backoffInitial: 50, backoffMax: 50 }));
 await client.join();
 sockets[0].drop(1006);
 await sleep(800);

@@ -1,6 +1,6 @@
 // leave() while a reconnect waits out its backoff, then join() again on the
 // same client: the old loop must not connect a second time over the new join.
-import { check, joinedReply, onClientMessage, peers, setAnswerDelay, sleep, sockets, token } from "./fake_browser.mjs";
+import { check, clientOptions, joinedReply, onClientMessage, peers, setAnswerDelay, sleep, sockets } from "./fake_browser.mjs";
 
 const { SfuClient } = await import(process.env.SFU_JS);
 
@@ -20,14 +20,7 @@ onClientMessage((socket, message) => {
     socket.drop(1000);
   }
 });
-const client = new SfuClient({
-  url: "ws://sfu.invalid/ws",
-  token: token({ sub: "alice", room: "hall", role: "listener" }),
-  levelInterval: 0,
-  pingInterval: 0,
-  backoffInitial: 300,
-  backoffMax: 300,
-});
+const client = new SfuClient(clientOptions("alice", "listener", { backoffInitial: 300, backoffMax: 300 }));
 await client.join();
 sockets[0].drop(1006); // the network drops: a reconnect is scheduled
 await sleep(30);
