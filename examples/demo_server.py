@@ -81,6 +81,7 @@ SERVER_KEY = web.AppKey("server", sfu.Server)
 OWNERS_KEY = web.AppKey("owners", collections.OrderedDict)
 #: Rooms with a remembered opener at once (each for TOKEN_TTL): bounds the table.
 MAX_OWNED_ROOMS = 10_000
+_clock = time.monotonic  # the claims' clock
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -123,7 +124,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         # The opener is remembered for as long as its token lasts: a moderator
         # token minted before (or while the room is empty) is not a way in.
         owners = request.app[OWNERS_KEY]
-        now = time.monotonic()
+        now = _clock()
         while owners and next(iter(owners.values()))[1] <= now:
             owners.popitem(last=False)  # oldest first: every entry lives TOKEN_TTL
         name = room.strip()
@@ -141,13 +142,19 @@ async def issue_demo_token(request: web.Request) -> web.Response:
                 ),
                 content_type="application/json",
             )
-        if owner is None:
-            if len(owners) >= MAX_OWNED_ROOMS:
+        if owner is None and len(owners) >= MAX_OWNED_ROOMS:
+            # Full (names minted for rooms never opened can fill it): the
+            # oldest claim on a room that does not exist makes way.
+            unopened = next((n for n in owners if n not in server.rooms), None)
+            if unopened is None:
                 raise web.HTTPTooManyRequests(
-                    text=json.dumps({"error": "too many rooms were opened lately: try later"}),
+                    text=json.dumps({"error": "too many rooms are open: try later"}),
                     content_type="application/json",
                 )
-            owners[name] = (identity.strip(), now + TOKEN_TTL)
+            del owners[unopened]
+        # Each token minted for the opener extends the claim to its expiry.
+        owners[name] = (identity.strip(), now + TOKEN_TTL)
+        owners.move_to_end(name)
     token = sfu.auth.issue_token(
         server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
     )

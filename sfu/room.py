@@ -238,7 +238,11 @@ class Room:
             # The `moderate` grant is the token's to give, not a former one's.
             grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
         if decision.get("moderate") is False:
-            grants = grants - {"moderate"}  # taken by a demotion: not given back by a token
+            # Taken by a demotion: a token does not give it back (and a
+            # moderator without it is a speaker).
+            grants = grants - {"moderate"}
+            if role == "moderator":
+                role = "speaker"
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(
@@ -456,8 +460,8 @@ class Room:
 
         Never refused for capacity: the audience may go past ``max_listeners``
         by the people taken off the stage. A moderator demoted loses the
-        ``moderate`` grant, also across its rejoins with the same token, until
-        ``promote(identity, role="moderator")``.
+        ``moderate`` grant, also across its rejoins in this room (whatever
+        token they carry), until ``promote(identity, role="moderator")``.
         """
         self._actor(by)
         participant = self[identity]

@@ -366,6 +366,13 @@ async def test_a_demoted_moderator_does_not_moderate_again_by_reconnecting() -> 
         mo = await room.join(SPEAKER, token=token)
         assert mo.role == "moderator" and "moderate" in mo.grants
         await room.mute("lee", by="mo")
+        # Demoted again, promoted to speaker, removed (the promotion ends): back
+        # with the moderator token, a speaker, not a moderator who cannot moderate.
+        await room.demote("mo")
+        await room.promote("mo")
+        await room.remove("mo", "kicked")
+        mo = await room.join(SPEAKER, token=token)
+        assert (mo.role, "moderate" in mo.grants) == ("speaker", False)
 
 
 # --- a role change or renegotiation that fails changes nothing ----------------------------

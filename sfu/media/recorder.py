@@ -99,20 +99,10 @@ class SpeakerTrack:
     def _fill(self, samples: int) -> bytes:
         """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled).
 
-        At most MAX_GAP_FILL seconds: this runs on the media path (a speaker's
-        first packet after an hour's mute), so a longer silence is shortened
-        and the file's clock moves on by the rest.
+        This runs on the media path (a speaker's first packet after an hour's
+        mute fills the hour, so that the file stays in line with the mix and
+        the other speakers'): in 120 ms packets, ~6 ms per 10 minutes.
         """
-        limit = MAX_GAP_FILL * SAMPLE_RATE
-        if samples > limit:
-            logger.warning(
-                "speaker file %s: %.0f s of silence shortened to %d s",
-                self.path,
-                samples / SAMPLE_RATE,
-                MAX_GAP_FILL,
-            )
-            self.start += (samples - limit) / SAMPLE_RATE
-            samples = limit
         out = []
         frames = samples // FRAME_SAMPLES
         # Six silence frames per Opus packet (120 ms, RFC 6716 code 3): a

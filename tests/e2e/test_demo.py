@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -632,3 +633,34 @@ async def test_demo_tokens_and_streams_keep_rooms_to_those_let_in(demo: Demo) ->
         assert lee.closed
         async with http.get(live, params={"token": lee_token}) as response:
             assert response.status == 403
+
+
+async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_makes_way(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim is extended by each token minted for its opener; when the
+    table is full, the oldest claim on a room nobody opened makes way, so
+    names minted for nothing cannot lock real openers out."""
+    clock = [1000.0]
+    monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
+    monkeypatch.setattr(demo_server, "MAX_OWNED_ROOMS", 3)
+    async with aiohttp.ClientSession() as http:
+
+        async def mint(room: str, identity: str) -> int:
+            body = {"room": room, "identity": identity, "role": "moderator"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status
+
+        assert await mint("claimed", "olga") == 200
+        clock[0] += demo_server.TOKEN_TTL - 60
+        assert await mint("claimed", "olga") == 200  # a new 12 h token: the claim follows
+        clock[0] += 120
+        assert await mint("claimed", "mallory") == 403, "olga's newer token is still valid"
+
+        opened = demo.server.room("opened", private=True, close_when_empty=300.0)
+        assert await mint("opened", "host") == 200
+        for junk in ("junk-1", "junk-2"):
+            assert await mint(junk, "spammer") == 200
+        assert await mint("real", "opener") == 200, "an unopened claim made way"
+        assert await mint("opened", "usurper") == 403, "a claim on an open room stays"
+        await opened.close()
