@@ -416,6 +416,7 @@ class Mixer:
         self._epoch = loop.time()
         self._frame = 0
         self.router.taps.append(self._tap)
+        self.router.released.append(self._release)
         self._task = loop.create_task(self._run(), name=f"sfu-mixer-{self.name}")
         logger.info("mixer of room %r started", self.name)
 
@@ -447,6 +448,8 @@ class Mixer:
         finally:
             if self._tap in self.router.taps:
                 self.router.taps.remove(self._tap)
+            if self._release in self.router.released:
+                self.router.released.remove(self._release)
             self._speakers.clear()
             logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
 
@@ -522,6 +525,11 @@ class Mixer:
         speaker.last_packet = now
         speaker.level = publisher.level & 0x7F if publisher.level >= 0 else 127
         speaker.jitter.push(sequence, timestamp, packet[offset:])
+
+    def _release(self, number: int) -> None:
+        """A speaker muted, demoted or gone: silent from the next frame, not
+        after what its jitter buffer holds and the concealment after it."""
+        self._speakers.pop(number, None)
 
     # -- one frame -------------------------------------------------------------------
 

@@ -193,6 +193,9 @@ class Router:
         # Mixer while it runs): tap(publisher, packet, payload_offset, sequence,
         # timestamp, slot, now). Empty when nothing consumes: no cost.
         self.taps: list[Callable[[Publisher, bytes, int, int, int, int, float], None]] = []
+        # Told the number of a publisher released (muted, demoted, gone), so
+        # that what they buffered (the Mixer's jitter buffer) is not played.
+        self.released: list[Callable[[int], None]] = []
 
     @property
     def slot_ssrcs(self) -> list[int]:
@@ -224,6 +227,8 @@ class Router:
         for stream in self.slots:
             if stream.publisher is publisher:
                 stream.publisher = None
+        for listener in self.released:
+            listener(publisher.number)
 
     def restore(self, publisher: Publisher) -> None:
         """Rank ``publisher`` again (unmuted)."""

@@ -320,3 +320,26 @@ async def test_a_mix_minus_names_a_contributor_that_is_in_it(router: Router) -> 
     await mixer.close()
     assert named[-1] >= {bob.ssrc}, "the room mix names its loudest, Bob"
     assert named[bob.number] - {0} == {alice.ssrc}, named
+
+
+async def test_a_released_speaker_is_out_of_the_mix_at_the_next_frame(router: Router) -> None:
+    """Muted, demoted or gone: not after its jitter buffer and the concealment
+    that would follow (60-100 ms of it otherwise)."""
+    mixer = Mixer(router, jitter_depth=3)
+    full = Collector()
+    mixer.add_output(full)
+    a, b = publisher(1), publisher(2)
+    router.add_publisher(a)
+    router.add_publisher(b)
+    run(mixer, router, {a: opus_tone(440, 50), b: opus_tone(1000, 50)})
+    router.release(a)  # what a mute does; its packets stop reaching the taps
+    later = opus_tone(1000, 80)[50:]
+    for index, payload in enumerate(later, 50):
+        now = 100.0 + index * PTIME
+        feed(router, b, payload, index, now)
+        mixer.step(now)
+    await mixer.close()
+    pcm = decode_payloads(full.packets)
+    assert_tones(pcm[960 * 10 : 960 * 50], present=[440, 1000])
+    # From the frame after the release (one frame of encoder delay aside).
+    assert_tones(pcm[960 * 52 : 960 * 58], present=[1000], absent=[440])
