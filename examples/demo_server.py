@@ -82,6 +82,8 @@ OWNERS_KEY = web.AppKey("owners", collections.OrderedDict)
 #: Rooms with a remembered opener at once (each for TOKEN_TTL): bounds the table.
 MAX_OWNED_ROOMS = 10_000
 _clock = time.monotonic  # the claims' clock
+#: A claim on a room that is not open may make way for a new one once it is this old (s).
+CLAIM_GRACE = 600.0
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -144,8 +146,18 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             )
         if owner is None and len(owners) >= MAX_OWNED_ROOMS:
             # Full (names minted for rooms never opened can fill it): the
-            # oldest claim on a room that does not exist makes way.
-            unopened = next((n for n in owners if n not in server.rooms), None)
+            # oldest claim on a room not open, minted over CLAIM_GRACE ago,
+            # makes way (a fresh claim is kept: its opener is on the way in).
+            rooms = server._rooms  # (not .rooms: a copy per claim scanned)
+            minted_before = now + TOKEN_TTL - CLAIM_GRACE
+            unopened = next(
+                (
+                    n
+                    for n, (_, expires) in owners.items()
+                    if n not in rooms and expires <= minted_before
+                ),
+                None,
+            )
             if unopened is None:
                 raise web.HTTPTooManyRequests(
                     text=json.dumps({"error": "too many rooms are open: try later"}),

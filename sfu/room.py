@@ -242,7 +242,7 @@ class Room:
             # moderator without it is a speaker).
             grants = grants - {"moderate"}
             if role == "moderator":
-                role = "speaker"
+                role = "speaker" if "publish" in grants else "listener"
         publish = "publish" in grants
         self._check_capacity(publish)
         return self._admit(

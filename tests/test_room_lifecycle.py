@@ -519,3 +519,20 @@ async def test_the_join_time_is_not_fooled_by_a_wall_clock_step(
         join_time = bob.stats()["join_time"]
         assert join_time is not None and 0 <= join_time < 5
         assert 0 <= server.join_sum < 5 and sum(server.join_counts) == 1
+
+
+async def test_a_listening_moderator_demoted_and_removed_rejoins_as_a_listener() -> None:
+    """A moderator token that grants no publishing: once a demotion took
+    `moderate`, it comes back as what its grants allow, a listener."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(
+            SECRET, room="r", identity="mo", role="moderator", grants=["subscribe", "moderate"]
+        )
+        mo = await room.join(LISTENER, token=token)
+        assert (mo.role, mo.can_publish) == ("moderator", False)
+        await room.demote("mo")
+        await room.promote("mo")
+        await room.remove("mo", "kicked")
+        mo = await room.join(LISTENER, token=token)
+        assert (mo.role, sorted(mo.grants), mo.can_publish) == ("listener", ["subscribe"], False)

@@ -415,9 +415,11 @@ class Mixer:
         # Frame n (from 1) is due at epoch + n * PTIME: absolute deadlines, no drift.
         self._epoch = loop.time()
         self._frame = 0
+        self._task = loop.create_task(self._run(), name=f"sfu-mixer-{self.name}")
+        # Undone when the task ends, however it ends (even cancelled before it ran).
         self.router.taps.append(self._tap)
         self.router.released.append(self._release)
-        self._task = loop.create_task(self._run(), name=f"sfu-mixer-{self.name}")
+        self._task.add_done_callback(self._task_done)
         logger.info("mixer of room %r started", self.name)
 
     def _frame_time(self, frame: int) -> float:
@@ -446,10 +448,7 @@ class Mixer:
                 if deadline > self._done:  # else catch_up() mixed it already
                     self.step(deadline)
         finally:
-            if self._tap in self.router.taps:
-                self.router.taps.remove(self._tap)
-            if self._release in self.router.released:
-                self.router.released.remove(self._release)
+            self._detach_from_router()
             self._speakers.clear()
             logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
 
@@ -525,6 +524,16 @@ class Mixer:
         speaker.last_packet = now
         speaker.level = publisher.level & 0x7F if publisher.level >= 0 else 127
         speaker.jitter.push(sequence, timestamp, packet[offset:])
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:  # (not a task a restart has replaced)
+            self._detach_from_router()
+
+    def _detach_from_router(self) -> None:
+        if self._tap in self.router.taps:
+            self.router.taps.remove(self._tap)
+        if self._release in self.router.released:
+            self.router.released.remove(self._release)
 
     def _release(self, number: int) -> None:
         """A speaker muted, demoted or gone: silent from the next frame, not

@@ -19,8 +19,16 @@ time of the recording:
   difference (a jump larger than a minute or disagreeing with the wall
   clock by more than a second, e.g. a new SSRC, is placed by the wall clock
   again). Time without packets (before the first one, DTX, a lost slot, a
-  mute, after the last one) is filled with 20 ms Opus silence frames, so
-  granule positions (RFC 7845 section 4) always count real time. Packets
+  mute, after the last one) is filled with Opus silence (20 ms frames, six
+  to a packet), so granule positions (RFC 7845 section 4) always count real
+  time. A speaker quiet for more than two seconds is filled once a second,
+  up to a second ago, from the mix's frames (so a long mute costs the media
+  path nothing when it ends); a speaker first heard long after the start
+  gets that silence at its first packet (~40-130 ms per hour of recording
+  before it, once). The one exception to "the files line up": a stall of
+  the whole process longer than :data:`MAX_GAP_FILL` (suspended for ten
+  minutes), after which the mix file is shorter than the speaker files by
+  the rest. Packets
   arriving with an older timestamp than one already written (reordered)
   are dropped and counted in ``late``.
 
@@ -64,6 +72,11 @@ _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
 #: Seconds of silence written at most for one mixer stall (a process suspended
 #: for an hour would otherwise write an hour of it in one go).
 MAX_GAP_FILL = 600
+#: A speaker quiet this long (seconds) is filled with silence as time passes,
+#: every QUIET_FILL_FRAMES mix frames, up to QUIET_LAG seconds ago.
+QUIET_AFTER = 2.0
+QUIET_FILL_FRAMES = 50
+QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 
 
 def _six_frames(frame: bytes) -> bytes:
@@ -95,6 +108,7 @@ class SpeakerTrack:
         self._ssrc = -1
         self._next_timestamp = 0  # RTP timestamp expected at the current position
         self._started = False
+        self.last_time = start  # loop time of the last packet placed
 
     def _fill(self, samples: int) -> bytes:
         """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled).
@@ -153,8 +167,21 @@ class SpeakerTrack:
             out += self._fill(target - self.position)
         self.position += samples
         self.packets += 1
+        self.last_time = now
         self._next_timestamp = (timestamp + samples) & 0xFFFFFFFF
         return out + self.writer.write(payload, SPEAKER_PRE_SKIP + self.position)
+
+    def fill_to(self, now: float) -> bytes:
+        """Silence up to loop time ``now`` (a quiet speaker, filled as time passes).
+
+        The RTP timestamp expected next stays: the speaker's next packet, its
+        timestamp a whole pause on, then disagrees with the wall clock by
+        more than a second and is placed by it (see :meth:`packet`).
+        """
+        if not self._started:
+            return b""
+        missing = self._wall_position(now) - self.position
+        return self._fill(missing) if missing >= FRAME_SAMPLES else b""
 
     def finish(self, now: float) -> bytes:
         """Fill up to ``now`` and end the stream (EOS page)."""
@@ -261,6 +288,18 @@ class Recorder:
         pages = self._writer.write(packet, self._granule)
         if pages:
             self._file.write(pages)
+        if self._tracks and self.packets % QUIET_FILL_FRAMES == 0:
+            self._fill_quiet_speakers(now)
+
+    def _fill_quiet_speakers(self, now: float) -> None:
+        """Speakers quiet for a while get their silence now, a second at a
+        time, not all at once in the media path when they speak again."""
+        for track in list(self._tracks.values()):
+            if now - track.last_time > QUIET_AFTER:
+                pages = track.fill_to(now - QUIET_LAG)
+                if pages and not self._append(track, pages):
+                    logger.error("recording of speaker %s stopped", track.identity)
+                    self._forget_track(track)
 
     def _on_gap(self, samples: int) -> None:
         """Mixer frames skipped after a stall: silence, so the file keeps wall time."""
@@ -305,10 +344,13 @@ class Recorder:
             # Disk full or gone: this speaker's file stops here; forwarding and
             # the other files go on.
             logger.error("recording of speaker %s stopped", track.identity)
-            del self._tracks[track.identity]
-            for held, other in self._track_of.items():
-                if other is track:
-                    self._track_of[held] = None
+            self._forget_track(track)
+
+    def _forget_track(self, track: SpeakerTrack) -> None:
+        self._tracks.pop(track.identity, None)
+        for held, other in self._track_of.items():
+            if other is track:
+                self._track_of[held] = None
 
     @staticmethod
     def _append(track: SpeakerTrack, pages: bytes) -> bool:

@@ -228,7 +228,11 @@ class Router:
             if stream.publisher is publisher:
                 stream.publisher = None
         for listener in self.released:
-            listener(publisher.number)
+            try:
+                listener(publisher.number)
+            except Exception:  # a consumer's failure must not leave the release half done
+                logger.exception("router release listener %r failed: removed", listener)
+                self.released = [other for other in self.released if other is not listener]
 
     def restore(self, publisher: Publisher) -> None:
         """Rank ``publisher`` again (unmuted)."""

@@ -639,8 +639,9 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A claim is extended by each token minted for its opener; when the
-    table is full, the oldest claim on a room nobody opened makes way, so
-    names minted for nothing cannot lock real openers out."""
+    table is full, the oldest claim older than CLAIM_GRACE on a room that is
+    not open makes way, so names minted for nothing cannot lock real openers
+    out for long, and a claim on an open room is never taken."""
     clock = [1000.0]
     monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
     monkeypatch.setattr(demo_server, "MAX_OWNED_ROOMS", 3)
@@ -659,8 +660,9 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
 
         opened = demo.server.room("opened", private=True, close_when_empty=300.0)
         assert await mint("opened", "host") == 200
-        for junk in ("junk-1", "junk-2"):
-            assert await mint(junk, "spammer") == 200
-        assert await mint("real", "opener") == 200, "an unopened claim made way"
+        assert await mint("junk", "spammer") == 200  # the table (3) is full
+        assert await mint("real", "opener") == 429, "fresh claims are kept"
+        clock[0] += demo_server.CLAIM_GRACE + 1
+        assert await mint("real", "opener") == 200, "an old claim on no room made way"
         assert await mint("opened", "usurper") == 403, "a claim on an open room stays"
         await opened.close()

@@ -343,3 +343,17 @@ async def test_a_released_speaker_is_out_of_the_mix_at_the_next_frame(router: Ro
     assert_tones(pcm[960 * 10 : 960 * 50], present=[440, 1000])
     # From the frame after the release (one frame of encoder delay aside).
     assert_tones(pcm[960 * 52 : 960 * 58], present=[1000], absent=[440])
+
+
+async def test_a_mixer_task_cancelled_before_it_ran_leaves_the_router_as_it_was(
+    router: Router,
+) -> None:
+    mixer = Mixer(router)
+    mixer.add_output(Collector())
+    assert router.taps and router.released
+    assert mixer.task is not None
+    mixer.task.cancel()  # before its first step
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert router.taps == [] and router.released == []
+    await mixer.close()

@@ -296,3 +296,23 @@ async def test_a_long_stall_leaves_the_mix_file_as_long_as_the_wall_clock(
     assert abs(recorder.duration - wall) < 0.15, (recorder.duration, wall)
     assert_well_formed(tmp_path / "s.opus")
     assert abs(container_duration(tmp_path / "s.opus") - wall) < 0.15
+
+
+def test_a_quiet_speaker_is_filled_as_time_passes_and_resumes_in_place(tmp_path: Path) -> None:
+    """Filled a second at a time while quiet (the recorder does it from the
+    mix's frames), so the first packet after a long mute has almost nothing
+    to fill; that packet (timestamp a whole pause on) lands at its wall time."""
+    packets = opus_tone(440, 3)
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    out = track.packet(5, 0, packets[0], now=0.0)
+    for second in range(3, 3601):  # what Recorder._fill_quiet_speakers does
+        out += track.fill_to(second - 0.5)
+    assert track.duration == pytest.approx(3599.5, abs=0.03)
+    filled = track.filled
+    out += track.packet(5, 3600 * 48000, packets[1], now=3600.0)
+    assert track.filled - filled <= 26, "half a second, not an hour"
+    assert track.duration == pytest.approx(3600.02, abs=0.001), "at its wall time"
+    out += track.packet(5, 3600 * 48000 + 960, packets[2], now=3600.02)
+    out += track.finish(now=3600.06)
+    (tmp_path / "s.opus").write_bytes(out)
+    assert abs(decoded_duration(tmp_path / "s.opus") - 3600.06) < 0.001
