@@ -67,6 +67,9 @@ SWITCH_GUARD_PACKETS = 64
 #: libsrtp (ours and the listeners') would drop every packet for minutes.
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+#: Seconds after a speaker's SSRC changed during which packets of the SSRC it
+#: left are late ones, dropped (else each would flip the slot back and forth).
+STALE_SSRC_SECONDS = 2.0
 #: Packets without a level from a speaker whose client negotiated the level
 #: extension, after which its level is decoded instead (never heard otherwise).
 MISSING_LEVEL_PACKETS = 25
@@ -87,6 +90,8 @@ class Publisher:
     audio_level_id: int
     receiver_id: int = -1  # its own receiver id when it also receives slots
     ssrc: int = -1
+    previous_ssrc: int = -1  # the SSRC before the last change, and when it changed
+    ssrc_changed_at: float = 0.0
     muted: bool = False
     level: int = -1  # last RFC 6464 byte, -1 when the client sends none
     missing_levels: int = 0  # packets in a row without the negotiated level
@@ -312,6 +317,14 @@ class Router:
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:
+            if (
+                ssrc == publisher.previous_ssrc
+                and now - publisher.ssrc_changed_at < STALE_SSRC_SECONDS
+            ):
+                self.packets_dropped += 1  # late, from before the change
+                return
+            publisher.previous_ssrc = publisher.ssrc
+            publisher.ssrc_changed_at = now
             publisher.ssrc = ssrc
             publisher.statistics = ReceiveStatistics()
         publisher.statistics.add(sequence, timestamp, now)

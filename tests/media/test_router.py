@@ -197,3 +197,22 @@ def test_a_speaker_that_negotiated_levels_but_sends_none_is_heard(router: Routed
     assert speaker.meter is not None
     assert MISSING_LEVEL_PACKETS <= 100 - len(fanout.forwarded) <= MISSING_LEVEL_PACKETS + 5
     assert len(fanout.forwarded) > 50
+
+
+def test_a_late_packet_of_a_speakers_previous_ssrc_is_dropped(router: Routed) -> None:
+    """A sender that changed SSRC: a packet of the old one arriving late does
+    not flip the slot back (two switches, two markers) and back again."""
+    route, fanout, speaker = router
+    talk(router, 1000, 10)
+    for index in range(10, 20):
+        route.forward(speaker, packet(5000 + index, index * 960, ssrc=0x9999), index * 0.02)
+        if index == 12:
+            route.forward(speaker, packet(1010, 10 * 960), index * 0.02)  # late, old SSRC
+    sequences = [sequence for _, sequence in fanout.forwarded]
+    assert len(sequences) == 20 and route.packets_dropped == 1
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:]))
+    assert fanout.markers.count(True) == 2  # the first packet, and the SSRC change
+    assert speaker.ssrc == 0x9999
+    # Long after the change, the old SSRC is a change like any other.
+    route.forward(speaker, packet(1011, 11 * 960), 5.0)
+    assert speaker.ssrc == 0x1234 and len(fanout.forwarded) == 21
