@@ -22,7 +22,8 @@ class Admission:
         if per_turn < 1:
             raise ValueError(f"per_turn must be >= 1, got {per_turn}")
         self.per_turn = per_turn
-        self._used = 0
+        self._used = 0  # joins running in this loop iteration
+        self._woken = 0  # waiters released for the next iteration
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._scheduled = False
 
@@ -48,13 +49,19 @@ class Admission:
             loop.call_soon(self._next_turn, loop)
 
     def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A new loop iteration: a fresh budget, spent on the oldest waiters."""
+        """A new loop iteration: a fresh budget, spent on the oldest waiters.
+
+        A waiter released here runs in the *next* iteration (its task wakes
+        then), so it is counted there: the joins released last time are this
+        iteration's first ones, and new arrivals get what they leave.
+        """
         self._scheduled = False
-        self._used = 0
-        while self._waiters and self._used < self.per_turn:
+        self._used = self._woken
+        self._woken = 0
+        while self._waiters and self._woken < self.per_turn:
             future = self._waiters.popleft()
             if not future.done():  # a cancelled join gives its place away
                 future.set_result(None)
-                self._used += 1
-        if self._waiters or self._used:
+                self._woken += 1
+        if self._waiters or self._used or self._woken:
             self._schedule(loop)

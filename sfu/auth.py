@@ -51,6 +51,8 @@ ROLES: dict[str, frozenset[str]] = {
 }
 GRANTS = frozenset({"publish", "subscribe", "moderate"})
 ALGORITHM = "HS256"
+#: Longer tokens are refused unread (a join token is a few hundred bytes).
+MAX_TOKEN_LENGTH = 8192
 #: Clock skew tolerated between the issuing backend and the server (seconds).
 DEFAULT_LEEWAY = 5.0
 MIN_SECRET_BYTES = 32
@@ -153,6 +155,10 @@ def verify_token(
     key = _key(secret)
     if not token or not isinstance(token, str):
         raise NotAllowed("a join token is required for this room")
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        # A JWT is base64url text; anything else (a lone surrogate made PyJWT
+        # raise UnicodeEncodeError) is refused before it is parsed.
+        raise NotAllowed("the join token is malformed: not a compact JWS of at most 8 KB")
     try:
         payload = _decode(token, key, leeway, time.time() if now is None else now)
     except jwt.ExpiredSignatureError:
@@ -184,8 +190,8 @@ def _decode(token: str, key: bytes, leeway: float, now: float) -> dict[str, obje
         },
     )
     exp, nbf = payload["exp"], payload["nbf"]
-    if not isinstance(exp, (int, float)) or not isinstance(nbf, (int, float)):
-        raise jwt.InvalidTokenError("exp and nbf must be numbers")
+    if not is_number(exp) or not is_number(nbf):  # finite, not a bool
+        raise jwt.InvalidTokenError("exp and nbf must be finite numbers")
     if now > exp + leeway:
         raise jwt.ExpiredSignatureError("expired")
     if now < nbf - leeway:
@@ -199,10 +205,14 @@ def _claims(payload: dict[str, object], room: str) -> Claims:
     identity, role = payload.get("sub"), payload.get("role")
     if not isinstance(identity, str) or not identity:
         raise NotAllowed("the join token's subject (identity) is empty")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise NotAllowed(f"the join token's role {role!r} is not one of {sorted(ROLES)}")
-    raw_grants = payload.get("grants", sorted(ROLES[str(role)]))
-    if not isinstance(raw_grants, list) or not set(raw_grants) <= GRANTS:
+    raw_grants = payload.get("grants", sorted(ROLES[role]))
+    if (
+        not isinstance(raw_grants, list)
+        or not all(isinstance(grant, str) for grant in raw_grants)
+        or not set(raw_grants) <= GRANTS
+    ):
         raise NotAllowed("the join token's grants are malformed")
     return Claims(
         room=room,

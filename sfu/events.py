@@ -161,6 +161,10 @@ class RoomClosed(RoomEvent):
     reason: str
 
 
+#: Streams a consumer is waiting on right now (see EventStream.__anext__).
+_AWAITED: set[EventStream] = set()
+
+
 class EventStream(AsyncIterator[RoomEvent]):
     """One subscriber's view of a room's events.
 
@@ -217,7 +221,14 @@ class EventStream(AsyncIterator[RoomEvent]):
                 self._finished = True
                 raise StopAsyncIteration
             self._wakeup.clear()
-            await self._wakeup.wait()
+            # Held while a consumer waits on it: the room holds streams weakly,
+            # and so does asyncio its tasks, so a consumer task nobody keeps
+            # (create_task without a reference) would be collected with it.
+            _AWAITED.add(self)
+            try:
+                await self._wakeup.wait()
+            finally:
+                _AWAITED.discard(self)
         return self._events.popleft()
 
     async def next(self, timeout: float | None = None) -> RoomEvent:

@@ -64,3 +64,39 @@ async def test_a_cancelled_join_gives_its_place_away() -> None:
 def test_per_turn_is_validated() -> None:
     with pytest.raises(ValueError):
         Admission(0)
+
+
+@pytest.mark.parametrize(("per_turn", "burst", "arriving"), [(1, 3, 1), (2, 5, 3), (4, 5, 3)])
+async def test_joins_arriving_every_iteration_stay_within_the_budget(
+    per_turn: int, burst: int, arriving: int
+) -> None:
+    """A burst, then new joins in every iteration: the waiters released in
+    one iteration run in the next, and count against it (they did not, and
+    up to twice the budget ran in one iteration). Counted per turn of the
+    loop itself (``_run_once``, asyncio's iteration)."""
+    loop = asyncio.get_running_loop()
+    iteration = [0]
+    run_once = loop._run_once  # type: ignore[attr-defined]
+
+    def counting() -> None:
+        iteration[0] += 1
+        run_once()
+
+    loop._run_once = counting  # type: ignore[attr-defined]
+    admission = Admission(per_turn)
+    passed: dict[int, int] = {}
+
+    async def join() -> None:
+        await admission.turn()
+        passed[iteration[0]] = passed.get(iteration[0], 0) + 1
+
+    try:
+        tasks = [asyncio.ensure_future(join()) for _ in range(burst)]
+        for _ in range(8):
+            tasks += [asyncio.ensure_future(join()) for _ in range(arriving)]
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+    finally:
+        loop._run_once = run_once  # type: ignore[attr-defined]
+    assert sum(passed.values()) == burst + 8 * arriving
+    assert max(passed.values()) <= per_turn, passed

@@ -38,6 +38,20 @@ def good(**overrides: object) -> str:
     return auth.issue_token(SECRET, **arguments)  # type: ignore[arg-type]
 
 
+def signed(changes: dict[str, object]) -> str:
+    """A token signed with SECRET whose claims are a good one's with ``changes``."""
+    claims: dict[str, object] = {
+        "sub": "a",
+        "room": "hall",
+        "role": "speaker",
+        "exp": NOW + 60,
+        "nbf": NOW,
+        "jti": "x",
+    }
+    claims.update(changes)
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
 CASES = [
     # (description, token, verify-time, reason fragment)
     ("missing", None, NOW, "required"),
@@ -108,6 +122,19 @@ CASES = [
         ),
         NOW,
         "grants",
+    ),
+    ("lone surrogate", "\ud800." + good().split(".", 1)[1], NOW, "malformed"),
+    ("over 8 KB", good() + "A" * 8192, NOW, "malformed"),
+    *(
+        (f"claims {name}", signed(claims), NOW, reason)
+        for name, claims, reason in [
+            ("exp NaN", {"exp": float("nan")}, "finite"),
+            ("exp inf", {"exp": float("inf")}, "finite"),
+            ("exp 10**400", {"exp": 10**400}, "finite"),
+            ("nbf true", {"nbf": True}, "finite"),
+            ("role list", {"role": ["speaker"]}, "role"),
+            ("grants nested", {"grants": [["publish"]]}, "grants"),
+        ]
     ),
     ("skew beyond leeway (expired 6 s ago)", good(ttl=60), NOW + 66, "expired"),
     ("skew beyond leeway (issued 6 s ahead)", good(now=NOW + 6), NOW, "not valid yet"),

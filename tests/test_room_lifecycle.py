@@ -536,3 +536,28 @@ async def test_a_listening_moderator_demoted_and_removed_rejoins_as_a_listener()
         await room.remove("mo", "kicked")
         mo = await room.join(LISTENER, token=token)
         assert (mo.role, sorted(mo.grants), mo.can_publish) == ("listener", ["subscribe"], False)
+
+
+async def test_a_consumer_task_nobody_holds_still_gets_the_rooms_events() -> None:
+    """The room holds its streams weakly and asyncio its tasks: a consumer
+    started with create_task and no reference kept must not be collected
+    while it waits for the next event."""
+    import gc
+
+    async with sfu.Server() as server:
+        room = server.room("r")
+        received: list[sfu.RoomEvent] = []
+
+        async def consume() -> None:
+            async for event in room.events():
+                received.append(event)
+
+        asyncio.get_running_loop().create_task(consume())  # no reference kept: the point
+        await asyncio.sleep(0)
+        gc.collect()
+        await room.add_listener(LISTENER, "bob")
+        await room.close("bye")
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        names = [type(event).__name__ for event in received]
+        assert names == ["ParticipantJoined", "ParticipantLeft", "RoomClosed"]
