@@ -118,7 +118,11 @@ function onClosed(closed, detail) {
     showNotice("room_closed", "This room has ended", detail.detail ? `The room closed: ${detail.detail}.` : "The room closed.");
   } else if (detail.reason === "left") {
     showNotice("left", "You left the room", "Come back any time.");
-  } else if (detail.reason !== "removed" && $("#room").hidden === false) {
+  } else if (detail.reason === "removed") {
+    // Usually the "removed" event said it already (and showNotice keeps it);
+    // if the socket closed before that message came, say it here.
+    showNotice("removed", "You were removed from the room", "You were removed.");
+  } else if ($("#room").hidden === false) {
     showNotice("disconnected", "Disconnected", `The connection to the room was lost (${detail.reason}).`);
   }
 }

@@ -193,6 +193,8 @@ export class SfuClient {
     this._everJoined = false;
     this._reconnecting = false;
     this._joins = 0; // join() calls: a reconnect loop belongs to one
+    this._publishing = false; // whether (re)connections offer a sending line
+    this._micRequest = null; // the getUserMedia call under way, shared
     this._heldEvents = null; // events received between `joined` and its being applied
     this._generation = 0; // bumps on each (re)connection; stale callbacks check it
   }
@@ -270,6 +272,7 @@ export class SfuClient {
     // A reconnect loop of an earlier join (left while it slept) sees this and stops.
     this._joins++;
     this._reconnecting = false;
+    this._publishing = this.publishAtJoin; // a promotion or demotion changes it
     try {
       return await this._connect(this.publishAtJoin);
     } catch (err) {
@@ -320,16 +323,17 @@ export class SfuClient {
     const joined = await this._request("join", { room: this.room, token: this.token, offer }, null, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
     if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
-      // The socket closed (or the client left) while the answer was applied.
-      throw new SfuError("closed", "the signaling connection closed during the join");
+      // The socket closed, the client left, or the server ended the session
+      // (removed, room closed) while the answer was applied.
+      throw new SfuError(
+        this._ending ? this._ending.reason : "closed",
+        "the session ended during the join",
+      );
     }
     this._onJoined(joined);
     const held = this._heldEvents || [];
     this._heldEvents = null;
-    for (const message of held) {
-      if (generation !== this._generation) break; // one of them ended the session
-      this._dispatch(message);
-    }
+    for (const message of held) this._dispatch(message);
     return joined;
   }
 
@@ -367,13 +371,23 @@ export class SfuClient {
   async _microphone() {
     const live = this.micTrack;
     if (live && live.readyState === "live") return live;
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: this.options.audio, video: false });
+    // One request at a time: a promotion and a reconnect asking together
+    // (a permission prompt open) share it, so one microphone is opened.
+    if (!this._micRequest) {
+      this._micRequest = navigator.mediaDevices
+        .getUserMedia({ audio: this.options.audio, video: false })
+        .finally(() => (this._micRequest = null));
+    }
+    const stream = await this._micRequest;
     if (this._ending || this.state === "closed") {
       // Left while the permission prompt was open: give the microphone back at once.
       for (const track of stream.getTracks()) track.stop();
       throw new SfuError("closed", "the client left while the microphone was being opened");
     }
-    this.micStream = stream;
+    if (this.micStream !== stream) {
+      if (this.micStream) for (const track of this.micStream.getTracks()) track.stop();
+      this.micStream = stream;
+    }
     return this.micTrack;
   }
 
@@ -418,7 +432,7 @@ export class SfuClient {
     if (joined.active_speakers) this._onActiveSpeakers(joined.active_speakers);
     this._startTimers();
     // A reconnection starts a new server-side participant: restore self-mute.
-    if (wasMuted && this.canPublish && !me.muted) this._command("mute", { muted: true });
+    if (wasMuted && this.canPublish && !me.muted) this._command("mute", { muted: true }).catch(() => {});
   }
 
   _finish(detail) {
@@ -506,7 +520,7 @@ export class SfuClient {
       await sleep(delay * (0.75 + Math.random() * 0.5));
       if (over()) return;
       try {
-        await this._connect(this.canPublish);
+        await this._connect(this._publishing && this.canPublish);
         return;
       } catch (err) {
         if (err instanceof SfuError && FATAL_JOIN_ERRORS.has(err.code)) {
@@ -607,7 +621,9 @@ export class SfuClient {
       else pending.resolve(message);
       return;
     }
-    if (this._heldEvents) {
+    // Held until `joined` is applied, but an end of the session is not:
+    // it must reach the application even if the socket closes right after.
+    if (this._heldEvents && message.type !== "removed" && message.type !== "room_closed") {
       this._heldEvents.push(message);
       return;
     }
@@ -685,6 +701,7 @@ export class SfuClient {
       this.grants = Array.isArray(message.grants) ? [...message.grants] : null;
       if (message.renegotiate) {
         const publish = this.canPublish;
+        this._publishing = publish; // what a reconnect offers from now on
         this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
       }
     }
@@ -728,7 +745,10 @@ export class SfuClient {
   // -- renegotiation ------------------------------------------------------------------------
 
   _queueNegotiation(step) {
+    const generation = this._generation;
     const run = this._negotiation.then(step).catch((err) => {
+      // Left or reconnected meanwhile: that connection's failure is nobody's news.
+      if (generation !== this._generation || this.state === "closed") return;
       console.error("sfu.js: renegotiation failed", err);
       this._emit("error", err instanceof SfuError ? err : new SfuError("negotiation", String(err)));
     });
@@ -908,7 +928,9 @@ export class SfuClient {
 
   async _pollLevels() {
     if (this.state !== "joined" || !this.pc) return;
+    const generation = this._generation;
     const { slots, outbound } = await this.stats();
+    if (generation !== this._generation || this.state !== "joined") return; // closed meanwhile
     const now = performance.now();
     const levels = new Map();
     const slotIdentities = [];
