@@ -719,7 +719,14 @@ class Room:
             self._close_soon("unused")
 
     def _closing_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            if self._close_done is not None and not self._close_done.is_set():
+                # Cancelled before it ran (its finally never did): the
+                # bookkeeping now, or server.close() would wait for ever.
+                self.router.close()
+                self._closed_bookkeeping(self.close_reason or "closed")
+            return
+        if task.exception() is not None:
             logger.error("room %r: closing failed", self.name, exc_info=task.exception())
 
     # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
@@ -811,8 +818,12 @@ class Room:
             self.router.close()
         finally:
             # Whatever failed above, the room is gone and nobody waits for ever.
-            self.server._room_closed(self)
-            self._close_done.set()
-            logger.info("room %r closed: %s", self.name, reason)
-            self._emit(RoomClosedEvent(self.name, reason))
-            self._subscribers.clear()
+            self._closed_bookkeeping(reason)
+
+    def _closed_bookkeeping(self, reason: str) -> None:
+        assert self._close_done is not None
+        self.server._room_closed(self)
+        self._close_done.set()
+        logger.info("room %r closed: %s", self.name, reason)
+        self._emit(RoomClosedEvent(self.name, reason))
+        self._subscribers.clear()

@@ -561,3 +561,63 @@ async def test_a_consumer_task_nobody_holds_still_gets_the_rooms_events() -> Non
             await asyncio.sleep(0.01)
         names = [type(event).__name__ for event in received]
         assert names == ["ParticipantJoined", "ParticipantLeft", "RoomClosed"]
+
+
+# --- closing and starting, cancelled half-way -----------------------------------------------
+
+
+async def test_a_cancelled_server_close_releases_everything_and_a_later_close_returns(
+    tmp_path: Path,
+) -> None:
+    server = sfu.Server()
+    await server.start()
+    await server.room("r").record(tmp_path / "r.opus")  # its mixer takes a frame to stop
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert server._task is None and server._transport is None
+    await asyncio.wait_for(server.close(), 2)
+    assert server._socket is None
+
+
+async def test_a_room_close_cancelled_before_it_ran_does_not_hang_the_server() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        events = room.events()
+        room._drop_if_unused()
+        assert room._closing_task is not None
+        room._closing_task.cancel()
+        await asyncio.sleep(0)
+        await asyncio.wait_for(room.close(), 2)
+        assert room not in server._closing_rooms
+        assert type(await events.next(1)).__name__ == "RoomClosed"
+    assert server._socket is None
+
+
+async def test_a_start_cancelled_does_not_cancel_another_callers_start() -> None:
+    server = sfu.Server()
+    first = asyncio.ensure_future(server.start())
+    second = asyncio.ensure_future(server.start())
+    await asyncio.sleep(0)
+    first.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1] is server and server._started
+    await server.close()
+
+
+async def test_a_close_cancelled_while_it_waits_for_a_start_is_cancelled() -> None:
+    server = sfu.Server()
+    starting = asyncio.ensure_future(server.start())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    starting.cancel()
+    await asyncio.gather(starting, closing, return_exceptions=True)
+    assert closing.cancelled(), "the close's own cancellation is not swallowed"
+    assert server._transport is None and server._task is None
+    await asyncio.wait_for(server.close(), 2)

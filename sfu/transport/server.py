@@ -75,6 +75,16 @@ class _Protocol(asyncio.DatagramProtocol):
         logger.debug("x socket error: %s", exc)
 
 
+def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
+    """After a CancelledError out of ``await shield(awaited)``: was the current
+    task cancelled (rather than only ``awaited``, someone else's start)?"""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None:
+        return bool(cancelling())
+    return not awaited.cancelled()
+
+
 class Server:
     """One process's media endpoint: a single UDP port for all rooms.
 
@@ -180,7 +190,13 @@ class Server:
         if self._started:
             return self
         if self._starting is not None:
-            await asyncio.shield(self._starting)
+            other = self._starting
+            try:
+                await asyncio.shield(other)
+            except asyncio.CancelledError:
+                if _cancelled_itself(other):
+                    raise  # this call was cancelled
+                # The other caller's start was cancelled, not this one: start here.
             return await self.start()
         starting = self._starting = asyncio.get_running_loop().create_future()
         try:
@@ -249,33 +265,42 @@ class Server:
             return
         self._closed = True
         self._close_done = asyncio.Event()
-        if self._starting is not None:
-            # A start under way sees the close and releases what it made.
+        try:
+            starting = self._starting
+            if starting is not None:
+                # A start under way sees the close and releases what it made.
+                try:
+                    await asyncio.shield(starting)
+                except (ServerClosed, OSError):
+                    pass
+                except asyncio.CancelledError:
+                    if _cancelled_itself(starting):
+                        raise  # this close was cancelled (released below all the same)
+            for room in [*self._rooms.values(), *self._closing_rooms]:
+                await room.close("server closed")  # or wait for a close under way
+        finally:
+            # Even if a room's close failed or this call was cancelled: no
+            # session, timer or socket is left, and a later close() returns.
+            for session in list(self._sessions_by_ufrag.values()):
+                session.close("server closed")
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+            transport, self._transport = self._transport, None
+            if transport is not None:
+                transport.close()  # closes the socket once connection_lost has run
+            sock, self._socket = self._socket, None
+            self._close_done.set()
+        if task is not None:
             try:
-                await asyncio.shield(self._starting)
-            except (ServerClosed, asyncio.CancelledError, OSError):
-                pass
-        for room in [*self._rooms.values(), *self._closing_rooms]:
-            await room.close("server closed")  # or wait for a close under way
-        for session in list(self._sessions_by_ufrag.values()):
-            session.close("server closed")
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-            # Let the loop run the transport's connection_lost callback.
-            await asyncio.sleep(0)
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        # Let the loop run the transport's connection_lost callback.
+        await asyncio.sleep(0)
+        if sock is not None:
+            sock.close()
         logger.info("sfu server closed")
-        self._close_done.set()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._started and not self._closed:
