@@ -52,6 +52,16 @@ def signed(changes: dict[str, object]) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
+# Signed, so only the claims' types and values are wrong: (name, changes, reason).
+BAD_CLAIMS: list[tuple[str, dict[str, object], str]] = [
+    ("exp NaN", {"exp": float("nan")}, "finite"),
+    ("exp inf", {"exp": float("inf")}, "finite"),
+    ("exp 10**400", {"exp": 10**400}, "finite"),
+    ("nbf true", {"nbf": True}, "finite"),
+    ("role list", {"role": ["speaker"]}, "role"),
+    ("grants nested", {"grants": [["publish"]]}, "grants"),
+]
+
 CASES = [
     # (description, token, verify-time, reason fragment)
     ("missing", None, NOW, "required"),
@@ -125,17 +135,7 @@ CASES = [
     ),
     ("lone surrogate", "\ud800." + good().split(".", 1)[1], NOW, "malformed"),
     ("over 8 KB", good() + "A" * 8192, NOW, "malformed"),
-    *(
-        (f"claims {name}", signed(claims), NOW, reason)
-        for name, claims, reason in [
-            ("exp NaN", {"exp": float("nan")}, "finite"),
-            ("exp inf", {"exp": float("inf")}, "finite"),
-            ("exp 10**400", {"exp": 10**400}, "finite"),
-            ("nbf true", {"nbf": True}, "finite"),
-            ("role list", {"role": ["speaker"]}, "role"),
-            ("grants nested", {"grants": [["publish"]]}, "grants"),
-        ]
-    ),
+    *((f"claims {name}", signed(claims), NOW, reason) for name, claims, reason in BAD_CLAIMS),
     ("skew beyond leeway (expired 6 s ago)", good(ttl=60), NOW + 66, "expired"),
     ("skew beyond leeway (issued 6 s ahead)", good(now=NOW + 6), NOW, "not valid yet"),
 ]
