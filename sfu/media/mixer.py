@@ -229,6 +229,10 @@ class Mixer:
         self._full = bytearray(FRAME_BYTES)
         self._minus = bytearray(FRAME_BYTES)
         # Counters (stats()): frames mixed, frames skipped after stalls, CPU seconds.
+        # Packets sent to mixed listeners (the server's stats() adds them to the Router's).
+        self.packets_out = 0
+        self.packets_out_dropped = 0
+        self.payload_bytes_out = 0
         self.frames = 0
         self.skipped = 0
         self.starts = 0
@@ -639,7 +643,8 @@ class Mixer:
                 logger.exception("mixer output %r failed: removed", output.callback)
                 self._fail_output(output)
         if stream.fanout is not None and len(stream.fanout):
-            stream.fanout.forward(
+            receivers = len(stream.fanout)
+            sent = stream.fanout.forward(
                 0,
                 packet,
                 0,
@@ -651,6 +656,9 @@ class Mixer:
                 level,
                 -1,
             )
+            self.packets_out += sent
+            self.packets_out_dropped += receivers - sent
+            self.payload_bytes_out += sent * len(packet)
             stream.marker = False
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF

@@ -89,6 +89,10 @@ async def test_mixed_listener_and_mixed_speaker() -> None:
             assert any(p.audio_level is not None for p in listener.packets(0))
             stats = listener.participant.stats()
             assert stats["slots"][0]["packets_sent"] >= 150
+            # The server's totals count what the mixer sent to mixed listeners too.
+            received_from_mixer = len(listener.packets(0)) + len(b.packets(0))
+            mixer_sent = server.stats()["packets_out"] - room.router.fanout.sent
+            assert mixer_sent >= received_from_mixer
             # Decode what was received, from when both were on stage.
             assert_tones(
                 decode_payloads([p.payload for p in listener.packets(0)][50:]), [440, 1000]
