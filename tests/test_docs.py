@@ -57,3 +57,5 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     ci_commands = [line.split("#")[0].strip() for line in ci.splitlines()]
     assert test_command in ci_commands
+    # Verbatim too: the line in .ci/run is the README's line, character for character.
+    assert any(line == test_command for line in ci.splitlines())
