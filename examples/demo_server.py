@@ -131,7 +131,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             owners.popitem(last=False)  # oldest first: every entry lives TOKEN_TTL
         name = room.strip()
         owner = owners.get(name)
-        existing = server.rooms.get(name)
+        existing = server.get_room(name)
         members = existing.participants.values() if existing else ()
         taken = any(
             "moderate" in member.grants and member.identity != identity.strip()
@@ -148,7 +148,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             # Full (names minted for rooms never opened can fill it): the
             # oldest claim on a room not open, minted over CLAIM_GRACE ago,
             # makes way (a fresh claim is kept: its opener is on the way in).
-            rooms = server._rooms  # (not .rooms: a copy per claim scanned)
+            rooms = server.rooms  # (one copy for the scan)
             minted_before = now + TOKEN_TTL - CLAIM_GRACE
             unopened = next(
                 (

@@ -222,7 +222,7 @@ def live_stream_handler(
 
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["room"]
-        room = server._rooms.get(name)  # (not .rooms: a copy per request)
+        room = server.get_room(name)
         if room is None or room.closed:
             return web.Response(status=404, text=f"no room {name!r}\n")
         claims = None

@@ -59,7 +59,7 @@ def _room_factory(
     server: Server, create_rooms: bool, room_settings: dict[str, Any] | None
 ) -> Callable[[str], Room | None]:
     def factory(name: str) -> Room | None:
-        room = server._rooms.get(name)  # (not .rooms: a copy per request)
+        room = server.get_room(name)
         if room is None and create_rooms:
             room = server.room(name, **(room_settings or {}))
         return room
@@ -220,7 +220,7 @@ def add_whip_whep(
                     verify_token(server.token_secret, token, room=name)
                 except NotAllowed as exc:
                     return _plain(403, str(exc))
-            existed = name in server._rooms  # (not .rooms: a copy per request)
+            existed = server.get_room(name) is not None
             try:
                 room = factory(name)
             except InvalidSetting as exc:

@@ -164,7 +164,7 @@ class SignalingSession:
         self.server = server
         self._send = send
         self._close_transport = close
-        self._room_factory = room_factory or server._rooms.get
+        self._room_factory = room_factory or server.get_room
         self.peer = peer
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
@@ -283,7 +283,7 @@ class SignalingSession:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         # The token first: a bad one must not create the room it names.
         verify_token(self.server.token_secret, token, room=name)
-        existed = name in self.server._rooms  # (not .rooms: a copy per join)
+        existed = self.server.get_room(name) is not None
         room = self._room_factory(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")

@@ -366,7 +366,13 @@ class Server:
 
     @property
     def rooms(self) -> dict[str, Room]:
+        """The open rooms by name (a copy: safe to iterate while rooms change)."""
         return dict(self._rooms)
+
+    def get_room(self, name: str) -> Room | None:
+        """The open room called ``name``, or None; unlike :meth:`room`, never
+        creates one, and unlike :attr:`rooms`, copies nothing."""
+        return self._rooms.get(name)
 
     def sessions(self) -> Iterator[Session]:
         return iter(list(self._sessions_by_ufrag.values()))
