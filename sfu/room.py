@@ -681,6 +681,17 @@ class Room:
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
 
+    def _out_counts(self) -> tuple[int, int, int]:
+        """(packets, dropped, payload bytes) sent: slot streams, and the mix to mixed listeners."""
+        fanout, mixer = self.router.fanout, self._mixer
+        if mixer is None:
+            return fanout.sent, fanout.dropped, self.router.payload_bytes_out
+        return (
+            fanout.sent + mixer.packets_out,
+            fanout.dropped + mixer.packets_out_dropped,
+            self.router.payload_bytes_out + mixer.payload_bytes_out,
+        )
+
     def _held(self) -> bool:
         """Whether anything keeps this room: members, joins, a live mix or bans."""
         return bool(

@@ -381,25 +381,17 @@ class Server:
         """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
         # Closing rooms too: until they are retired their counts are in no total,
         # and a counter that dips reads as a reset to Prometheus.
-        rooms = [*self._rooms.values(), *self._closing_rooms]
-        routers = [room.router for room in rooms]
-        # The mixers' sends to mixed listeners (a room makes its mixer on first use).
-        mixers = [room._mixer for room in rooms if room._mixer is not None]
+        live = [room._out_counts() for room in [*self._rooms.values(), *self._closing_rooms]]
+        packets, dropped, payload = (sum(column) for column in zip((0, 0, 0), *live))
         return {
             "rooms": len(self._rooms),
             "sessions": len(self._sessions_by_ufrag),
             "participants": sum(len(room.participants) for room in self._rooms.values()),
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
-            "packets_out": self._retired_out["packets"]
-            + sum(r.fanout.sent for r in routers)
-            + sum(m.packets_out for m in mixers),
-            "packets_out_dropped": self._retired_out["dropped"]
-            + sum(r.fanout.dropped for r in routers)
-            + sum(m.packets_out_dropped for m in mixers),
-            "payload_bytes_out": self._retired_out["payload_bytes"]
-            + sum(r.payload_bytes_out for r in routers)
-            + sum(m.payload_bytes_out for m in mixers),
+            "packets_out": self._retired_out["packets"] + packets,
+            "packets_out_dropped": self._retired_out["dropped"] + dropped,
+            "payload_bytes_out": self._retired_out["payload_bytes"] + payload,
             "drops": dict(self.drops),
         }
 
@@ -425,14 +417,10 @@ class Server:
     def _room_closed(self, room: Room) -> None:
         self._forget_room(room)
         self._closing_rooms.discard(room)
-        router, mixer = room.router, room._mixer
-        self._retired_out["packets"] += router.fanout.sent + (mixer.packets_out if mixer else 0)
-        self._retired_out["dropped"] += router.fanout.dropped + (
-            mixer.packets_out_dropped if mixer else 0
-        )
-        self._retired_out["payload_bytes"] += router.payload_bytes_out + (
-            mixer.payload_bytes_out if mixer else 0
-        )
+        packets, dropped, payload = room._out_counts()
+        self._retired_out["packets"] += packets
+        self._retired_out["dropped"] += dropped
+        self._retired_out["payload_bytes"] += payload
 
     def _observe_join(self, seconds: float) -> None:
         self.join_sum += seconds
