@@ -55,6 +55,19 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _join_error_status(exc: BaseException) -> int | None:
+    """The HTTP status of a refused WHIP/WHEP join; None for anything else."""
+    for kinds, status in (
+        ((InvalidOffer, InvalidSetting), 400),
+        (NotAllowed, 403),
+        ((RoomFull, DuplicateIdentity), 409),
+        (RoomClosed, 404),
+    ):
+        if isinstance(exc, kinds):
+            return status
+    return None
+
+
 def _room_factory(
     server: Server, create_rooms: bool, room_settings: dict[str, Any] | None
 ) -> Callable[[str], Room | None]:
@@ -239,15 +252,10 @@ def add_whip_whep(
             except BaseException as exc:
                 if not existed:
                     room._drop_if_unused()  # a refused request leaves no room behind
-                if isinstance(exc, (InvalidOffer, InvalidSetting)):
-                    return _plain(400, str(exc))
-                if isinstance(exc, NotAllowed):
-                    return _plain(403, str(exc))
-                if isinstance(exc, (RoomFull, DuplicateIdentity)):
-                    return _plain(409, str(exc))
-                if isinstance(exc, RoomClosed):
-                    return _plain(404, str(exc))
-                raise
+                status = _join_error_status(exc)
+                if status is None:
+                    raise
+                return _plain(status, str(exc))
             for stale in [key for key, (_, held) in resources.items() if held.closed]:
                 del resources[stale]  # sessions that ended without a DELETE
             resource = secrets.token_urlsafe(16)
