@@ -22,10 +22,12 @@ cut at record boundaries and packed into datagrams of at most :data:`MTU`.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import secrets
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -33,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL, crypto
 
 from sfu.errors import InvalidOffer
-from sfu.transport.dtls_record import RecordKeys, iter_records
+from sfu.transport.dtls_record import RecordSecret, iter_records
 from sfu.transport.srtp import PROFILES, SrtpKeys, split_keying_material
 
 __all__ = [
@@ -64,6 +66,7 @@ _DTLS_1_2 = 0xFEFD  # ProtocolVersion {254, 253}; pyOpenSSL has no constant
 _RECORD_HEADER = 13
 _EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 §4.2
 _RECV_SIZE = 16384 + 2048  # largest DTLS plaintext plus expansion
+_FLUSH_READ = 65536  # bytes asked of the outgoing memory BIO per read
 _CHANGE_CIPHER_SPEC, _ALERT, _HANDSHAKE = 20, 21, 22  # record content types
 _MAX_REPLAYS = 8  # re-sends of our last flight, after the handshake
 
@@ -84,10 +87,16 @@ _DIGESTS: dict[str, hashes.HashAlgorithm] = {
     "sha-384": hashes.SHA384(),
     "sha-512": hashes.SHA512(),
 }
-# The same functions by their OpenSSL names: the client certificate is
-# checked with ``X509.digest`` on the certificate OpenSSL already parsed
-# (a third of the cost of re-parsing it with ``cryptography`` per check).
-_OPENSSL_DIGESTS = {name: name.replace("-", "") for name in _DIGESTS}
+# The same functions from hashlib: the client certificate is checked by
+# hashing the DER of the copy OpenSSL already parsed and comparing raw bytes
+# (pyOpenSSL's ``X509.digest`` formats every byte in Python: ~3x the cost).
+_HASHLIB_DIGESTS: dict[str, Callable[[bytes], Any]] = {
+    "sha-1": hashlib.sha1,
+    "sha-224": hashlib.sha224,
+    "sha-256": hashlib.sha256,
+    "sha-384": hashlib.sha384,
+    "sha-512": hashlib.sha512,
+}
 
 
 def _format_fingerprint(digest: bytes) -> str:
@@ -291,8 +300,8 @@ class DtlsServer:
         label: str = "",
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        # (OpenSSL digest name, b"AB:CD:..." as X509.digest writes it)
-        self._remote: list[tuple[str, bytes]] = []
+        # (hash function, the raw digest the client certificate must have)
+        self._remote: list[tuple[Callable[[bytes], Any], bytes]] = []
         for algorithm, value in remote_fingerprints:
             name = algorithm.strip().lower()
             digest = _DIGESTS.get(name)
@@ -303,9 +312,7 @@ class DtlsServer:
             except ValueError:
                 continue
             if len(expected) == digest.digest_size:
-                self._remote.append(
-                    (_OPENSSL_DIGESTS[name], _format_fingerprint(expected).encode("ascii"))
-                )
+                self._remote.append((_HASHLIB_DIGESTS[name], expected))
         if not self._remote:
             raise InvalidOffer(
                 "the offer has no usable a=fingerprint: give the client certificate's digest "
@@ -334,7 +341,7 @@ class DtlsServer:
         self._ssl: SSL.Connection | None = ssl
         # After the handshake: the record keys and our last flight, so that the
         # OpenSSL connection (~85 KB) can be freed (see sfu.transport.dtls_record).
-        self._records: RecordKeys | None = None
+        self._records: RecordSecret | None = None
         self._final_flight: list[bytes] = []
         self._replays = 0
 
@@ -412,7 +419,7 @@ class DtlsServer:
         )
         records = None
         if master and client_random and server_random:
-            records = RecordKeys.derive(cipher, master, client_random, server_random)
+            records = RecordSecret.of(cipher, master, client_random, server_random)
         if records is not None:
             self._records, self._final_flight, self._ssl = records, flight, None
         # What the handshake needed and nothing after it does.
@@ -443,7 +450,7 @@ class DtlsServer:
                 self.dropped += 1  # application data, or a plaintext (unauthenticated) alert
                 continue
             try:
-                alert = self._records.open(header, fragment)
+                alert = self._records.keys().open(header, fragment)
             except ValueError:
                 self.dropped += 1
                 continue
@@ -540,7 +547,7 @@ class DtlsServer:
             # Whatever OpenSSL queued (an alert, close_notify) still goes out.
             self._flush(ssl)
         elif self._records is not None and notify:
-            self._emit(self._records.seal(_ALERT, b"\x01\x00"))  # warning, close_notify
+            self._emit(self._records.keys().seal(_ALERT, b"\x01\x00"))  # warning, close_notify
         self._ssl = None
         self._records = None
         self._final_flight = []
@@ -557,18 +564,26 @@ class DtlsServer:
         handshake with an alert) and again on the finished session (the
         answer the keys depend on).
         """
-        matched = any(certificate.digest(name) == expected for name, expected in self._remote)
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+        matched = any(
+            hash_function(der).digest() == expected for hash_function, expected in self._remote
+        )
         if not matched:
             self._peer_rejected = True
         return matched
 
     def _flush(self, ssl: SSL.Connection) -> list[bytes]:
         """Send what OpenSSL wrote, whole records packed into datagrams of at most MTU."""
+        # A memory BIO hands out everything pending up to the size asked for:
+        # one read takes a whole flight (a few KB), the loop is for the rare more.
         chunks = []
         while True:
             try:
-                chunks.append(ssl.bio_read(65536))
+                chunk = ssl.bio_read(_FLUSH_READ)
             except SSL.WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < _FLUSH_READ:
                 break
         if not chunks:
             return []

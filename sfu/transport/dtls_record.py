@@ -5,7 +5,7 @@ DTLS: to recognise the client's alerts (close_notify), to re-send its own
 last flight if the client did not get it, and to send a close_notify of its
 own. Keeping a whole OpenSSL connection per session for that costs
 ~85 KB each (``bench/README.md``); this module does the same with the
-session's record keys, derived once from the master secret (RFC 5246 6.3).
+session's record keys, derived from the master secret (RFC 5246 6.3) when a record first needs them.
 
 Only AES-GCM suites (RFC 5288) are handled; for any other suite the caller
 keeps its OpenSSL connection. A GCM record (RFC 6347 4.1, RFC 5288 3)::
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["RecordKeys", "iter_records", "prf"]
+__all__ = ["RecordKeys", "RecordSecret", "iter_records", "prf"]
 
 _VERSION = b"\xfe\xfd"
 _HEADER = struct.Struct("!BHHHIH")  # type, version, epoch, sequence (48 bits as 16 + 32), length
@@ -67,6 +67,46 @@ def iter_records(data: bytes) -> list[tuple[int, int, int, bytes, bytes]]:
         records.append((kind, epoch, sequence, header, data[position + _HEADER_SIZE : end]))
         position = end
     return records
+
+
+class RecordSecret:
+    """What :class:`RecordKeys` are derived from, kept until they are first needed.
+
+    Most sessions never seal or open a record after their handshake (consent
+    ends them, not close_notify), so the key expansion (four HMACs, ~10-30 µs
+    of a join) waits until a record does need it.
+    """
+
+    __slots__ = ("_inputs", "_keys")
+
+    def __init__(
+        self, cipher: str, master_secret: bytes, client_random: bytes, server_random: bytes
+    ) -> None:
+        self._inputs: tuple[str, bytes, bytes, bytes] | None = (
+            cipher,
+            master_secret,
+            client_random,
+            server_random,
+        )
+        self._keys: RecordKeys | None = None
+
+    @classmethod
+    def of(
+        cls, cipher: str, master_secret: bytes, client_random: bytes, server_random: bytes
+    ) -> RecordSecret | None:
+        """The secret of ``cipher`` (OpenSSL's name), or None if it is not an AES-GCM suite."""
+        if cipher not in SUITES:
+            return None
+        return cls(cipher, master_secret, client_random, server_random)
+
+    def keys(self) -> RecordKeys:
+        """The record keys, derived on the first call (the inputs are then dropped)."""
+        if self._keys is None:
+            assert self._inputs is not None
+            keys = RecordKeys.derive(*self._inputs)
+            assert keys is not None  # of() admits AES-GCM suites only
+            self._keys, self._inputs = keys, None
+        return self._keys
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from OpenSSL import SSL
 from pylibsrtp import Policy
 
 from sfu.errors import InvalidOffer
+from sfu.transport import dtls_record
 from sfu.transport.dtls import (
     HANDSHAKE_TIMEOUT,
     MTU,
@@ -605,6 +606,31 @@ def test_openssl_connection_is_released_after_the_handshake(certificate: Certifi
     run_handshake(wire, client)
     assert wire.server.state == "connected" and wire.server.keys is not None
     assert wire.server._ssl is None, "an AES-GCM session keeps no OpenSSL connection"
+
+
+def test_record_keys_are_derived_only_when_a_record_needs_them(
+    certificate: Certificate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key expansion is part of every join's CPU; most sessions end by
+    # consent and never seal or open a record, so it waits for one.
+    calls = []
+    real_prf = dtls_record.prf
+
+    def counting_prf(*args: object, **kwargs: object) -> bytes:
+        calls.append(args)
+        return real_prf(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dtls_record, "prf", counting_prf)
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    run_handshake(wire, client)
+    assert wire.server._ssl is None and not calls, "no key expansion at the handshake"
+    wire.server.close()  # close_notify is sealed with the derived keys
+    (notify,) = wire.take()
+    assert len(calls) == 1
+    client.ssl.bio_write(notify)
+    with pytest.raises(SSL.ZeroReturnError):
+        client.ssl.recv(1500)
 
 
 def test_lost_final_flight_is_replayed_without_openssl(certificate: Certificate) -> None:

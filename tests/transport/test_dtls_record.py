@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.transport.dtls_record import RecordKeys, iter_records, prf
+from sfu.transport.dtls_record import RecordKeys, RecordSecret, iter_records, prf
 
 
 def test_prf_sha256_vector() -> None:
@@ -21,6 +21,18 @@ def test_derive_only_for_gcm() -> None:
     assert RecordKeys.derive("ECDHE-ECDSA-AES128-SHA", master, client, server) is None
     assert RecordKeys.derive("ECDHE-ECDSA-CHACHA20-POLY1305", master, client, server) is None
     assert RecordKeys.derive("ECDHE-ECDSA-AES256-GCM-SHA384", master, client, server) is not None
+
+
+def test_record_secret_derives_the_same_keys_once() -> None:
+    master, client, server = b"m" * 48, b"c" * 32, b"s" * 32
+    assert RecordSecret.of("ECDHE-ECDSA-AES128-SHA", master, client, server) is None
+    secret = RecordSecret.of("ECDHE-ECDSA-AES256-GCM-SHA384", master, client, server)
+    assert secret is not None
+    keys = secret.keys()
+    assert keys == RecordKeys.derive("ECDHE-ECDSA-AES256-GCM-SHA384", master, client, server)
+    assert secret.keys() is keys, "derived once, then kept"
+    keys.seal(21, b"\x01\x00")
+    assert secret.keys().next_sequence == 2, "the sequence lives in the one key object"
 
 
 def test_seal_and_open_mirror_each_other() -> None:
