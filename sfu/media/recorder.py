@@ -20,8 +20,11 @@ time of the recording:
   clock by more than a second, e.g. a new SSRC, is placed by the wall clock
   again). Time without packets (before the first one, DTX, a lost slot, a
   mute, after the last one) is filled with Opus silence (20 ms frames, six
-  to a packet), so granule positions (RFC 7845 section 4) always count real
-  time. A speaker quiet for more than two seconds is filled once a second,
+  to a packet, and shorter ones for the rest of a gap, e.g. a lost 10 ms
+  packet), so granule positions (RFC 7845 section 4) always count real
+  time. A file ahead of the wall clock by more than a second (a sender
+  whose clock runs fast) drops that speaker's packets until the wall clock
+  reaches it (counted in ``ahead``). A speaker quiet for more than two seconds is filled once a second,
   up to a second ago, from the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
   gets that silence at its first packet (~40-130 ms per hour of recording
@@ -29,8 +32,10 @@ time of the recording:
   the whole process longer than :data:`MAX_GAP_FILL` (suspended for ten
   minutes), after which the mix file is shorter than the speaker files by
   the rest. Packets
-  arriving with an older timestamp than one already written (reordered)
-  are dropped and counted in ``late``.
+  arriving with an older timestamp than one already written are dropped
+  and counted in ``late``, unless two in a row, more than a second back,
+  show that the sender restarted its numbering: then the stream is placed
+  by the wall clock again.
 
 A speaker file's pre-skip is 0. RFC 7845 section 4.2 recommends 80 ms
 for a stream cut mid-way, so that the decoder converges before output
@@ -69,6 +74,14 @@ logger = logging.getLogger(__name__)
 SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
 _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
+_AHEAD_TOLERANCE = FRAME_SAMPLES  # a packet placed by the wall clock may start this early
+# Opus CELT-only fullband silence frames shorter than 20 ms (RFC 6716 3.1,
+# configurations 30, 29, 28) as (samples, TOC with the stereo bit clear).
+_SHORT_SILENCE = (
+    (FRAME_SAMPLES // 2, 0xF0),
+    (FRAME_SAMPLES // 4, 0xE8),
+    (FRAME_SAMPLES // 8, 0xE0),
+)
 #: Seconds of silence written at most for one mixer stall (a process suspended
 #: for an hour would otherwise write an hour of it in one go).
 MAX_GAP_FILL = 600
@@ -105,20 +118,27 @@ class SpeakerTrack:
         self.packets = 0  # speaker packets written
         self.filled = 0  # silence frames written
         self.late = 0
+        #: Packets dropped while the file was ahead of the wall clock (a sender
+        #: clock running fast, or a stream re-anchored back): they wait for it.
+        self.ahead = 0
         self._ssrc = -1
         self._next_timestamp = 0  # RTP timestamp expected at the current position
+        self._restart_at = -1  # the timestamp that would confirm a restarted numbering
         self._started = False
         self.last_time = start  # loop time of the last packet placed
 
-    def _fill(self, samples: int) -> bytes:
-        """Whole 20 ms silence frames up to ``samples`` (a remainder < 20 ms is not filled).
+    def _fill(self, samples: int, *, exact: bool = False) -> bytes:
+        """Silence up to ``samples`` in 20 ms frames; ``exact``: then a 10, 5 and
+        2.5 ms one as the rest needs (a gap between two packets' timestamps,
+        e.g. a lost 10 ms packet). Otherwise (up to the wall clock) a
+        remainder under 20 ms is left for the next packet or fill.
 
         This runs on the media path (a speaker's first packet after an hour's
         mute fills the hour, so that the file stays in line with the mix and
         the other speakers'): in 120 ms packets, ~6 ms per 10 minutes.
         """
         out = []
-        frames = samples // FRAME_SAMPLES
+        frames, rest = divmod(samples, FRAME_SAMPLES)
         # Six silence frames per Opus packet (120 ms, RFC 6716 code 3): a
         # sixth of the pages' work for a long silence.
         six = _six_frames(self.silence)
@@ -131,6 +151,13 @@ class SpeakerTrack:
             self.position += FRAME_SAMPLES
             self.filled += 1
             out.append(self.writer.write(self.silence, SPEAKER_PRE_SKIP + self.position))
+        for size, toc in _SHORT_SILENCE if exact else ():
+            if rest >= size:
+                rest -= size
+                self.position += size
+                self.filled += 1
+                frame = bytes([toc | (self.silence[0] & 0x04)]) + self.silence[1:]
+                out.append(self.writer.write(frame, SPEAKER_PRE_SKIP + self.position))
         return b"".join(out)
 
     def _wall_position(self, now: float) -> int:
@@ -154,17 +181,37 @@ class SpeakerTrack:
         wall = self._wall_position(now)
         if ssrc != self._ssrc:
             target = wall  # a new stream: place it by the wall clock
-            self._ssrc = ssrc
+            by_wall = True
         else:
             gap = ((timestamp - self._next_timestamp + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-            target = self.position + gap
             if gap < 0:
-                self.late += 1
-                return out
-            if gap > _MAX_TIMESTAMP_GAP or abs(target - wall) > _MAX_CLOCK_DISAGREEMENT:
+                # Older than what is written. Less than a second: reordered (and
+                # a numbering restarted that little back waits until it passes).
+                # Further back, a second packet in a row on that timeline
+                # means the sender restarted its numbering (RFC 3550 A.1 does
+                # the same for sequence numbers); a lone stray stays dropped.
+                restarted = gap < -_MAX_CLOCK_DISAGREEMENT and timestamp == self._restart_at
+                if not restarted:
+                    self._restart_at = (timestamp + samples) & 0xFFFFFFFF
+                    self.late += 1
+                    return out
+            target = self.position + gap
+            # A restarted numbering, far ahead, or out of line with the wall
+            # clock: placed by the wall clock.
+            by_wall = (
+                gap < 0 or gap > _MAX_TIMESTAMP_GAP or abs(target - wall) > _MAX_CLOCK_DISAGREEMENT
+            )
+            if by_wall:
                 target = wall
+        if by_wall and wall < self.position - _AHEAD_TOLERANCE:
+            # The file is ahead of the wall clock (it cannot go back): packets
+            # wait until the wall clock reaches it, then are placed by it.
+            self.ahead += 1
+            self._ssrc = -1
+            return out
+        self._ssrc = ssrc
         if target > self.position:
-            out += self._fill(target - self.position)
+            out += self._fill(target - self.position, exact=not by_wall)
         self.position += samples
         self.packets += 1
         self.last_time = now

@@ -316,3 +316,72 @@ def test_a_quiet_speaker_is_filled_as_time_passes_and_resumes_in_place(tmp_path:
     out += track.finish(now=3600.06)
     (tmp_path / "s.opus").write_bytes(out)
     assert abs(decoded_duration(tmp_path / "s.opus") - 3600.06) < 0.001
+
+
+def test_a_speaker_timeline_restarted_far_back_is_placed_by_the_wall_clock(
+    tmp_path: Path,
+) -> None:
+    """A sender restarting its timestamps lower under one SSRC (or one stray
+    packet far ahead) must not silence the rest of its file: only a packet
+    less than a second behind what is written counts as reordered."""
+    packets = opus_tone(440, 4)
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    for i in range(50):  # a second of speech from timestamp 10 s
+        track.packet(5, 480000 + i * 960, packets[i % 4], now=i * 0.02)
+    assert track.position == 50 * FRAME_SAMPLES
+    for i in range(50):  # the same SSRC restarted at 0, a second later
+        track.packet(5, i * 960, packets[i % 4], now=1.0 + i * 0.02)
+    # Its first packet waits for a second to confirm the new timeline.
+    assert track.packets == 99 and track.late == 1
+    assert track.duration == pytest.approx(2.0, abs=0.021)
+    track.packet(5, 2000 * 960, packets[0], now=2.0)  # a stray, 40 s ahead: written
+    for i in range(1, 50):  # the stream goes on: one packet waits for the next
+        track.packet(5, 100 * 960 + i * 960, packets[i % 4], now=2.0 + i * 0.02)
+    assert track.packets == 148 and track.late == 2
+    assert track.duration == pytest.approx(3.0, abs=0.021)
+    track.packet(5, 5 * 960, packets[0], now=3.0)  # one stray far back: dropped
+    track.packet(5, 150 * 960, packets[1], now=3.02)  # the stream goes on in place
+    assert track.late == 3 and track.packets == 149
+    assert track.duration == pytest.approx(3.04, abs=0.021)
+
+
+def test_a_speaker_clock_running_fast_stays_within_a_second_of_the_wall(
+    tmp_path: Path,
+) -> None:
+    """Contiguous timestamps arriving 0.5 % faster than real time: the file
+    would run ahead without bound; packets wait for the wall clock instead."""
+    packet = opus_tone(440, 1)[0]
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    out = b""
+    now = 0.0
+    for i in range(30000):  # 600 s of speech by its own clock, 597 by the wall
+        out += track.packet(5, i * 960, packet, now=now)
+        now += 0.02 / 1.005
+        assert track.position - round(now * 48000) <= 48000 + FRAME_SAMPLES
+    assert track.ahead > 0
+    out += track.finish(now=now)
+    assert track.duration == pytest.approx(now, abs=1.0)
+    (tmp_path / "s.opus").write_bytes(out)
+    assert decoded_duration(tmp_path / "s.opus") == pytest.approx(track.duration, abs=0.001)
+
+
+def test_a_lost_10ms_packet_is_filled_with_10ms_of_silence(tmp_path: Path) -> None:
+    """ptime 10 (legal, RFC 7587): a lost packet leaves a 480-sample gap, filled
+    with a 10 ms silence frame, so the file does not slide 10 ms per loss."""
+    packet = b"\xf0\xff\xfe"  # a CELT 10 ms frame
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    out = b""
+    for i in range(1000):  # 10 s at 100 packets per second, 1 in 100 lost
+        if i % 100 != 50:
+            out += track.packet(9, i * 480, packet, now=i * 0.01)
+    assert track.position == 1000 * 480
+    assert track.filled == 10
+    out += track.finish(now=10.0)
+    (tmp_path / "s.opus").write_bytes(out)
+    assert decoded_duration(tmp_path / "s.opus") == pytest.approx(10.0, abs=0.001)
+    for size, toc in ((480, 0xF4), (240, 0xEC), (120, 0xE4)):  # stereo too
+        stereo = SpeakerTrack(tmp_path / "t.opus", start=0.0)
+        head = stereo.begin(SILENCE_STEREO)
+        data = head + stereo._fill(FRAME_SAMPLES + size, exact=True) + stereo.finish(now=0.0)
+        frame = [p for p, _ in read_packets(data)][-1]
+        assert frame[0] == toc and packet_samples(frame) == size
