@@ -465,16 +465,20 @@ class Room:
         """
         self._actor(by)
         participant = self[identity]
-        if participant.role == "listener" and not participant.can_publish:
+        # Anyone but a plain listener: a listener with `moderate` (a moderator
+        # listening, e.g. through WHEP) only loses the grant, keeping its media.
+        renegotiate = participant.can_publish or participant.role != "listener"
+        if not renegotiate and not participant.is_moderator:
             return participant
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
         self._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
-        participant._offer_asked_as_listener = True
+        if renegotiate:
+            participant._offer_asked_as_listener = True
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
-        self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=True))
+        self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=renegotiate))
         self._roster.change(self.server.loop, identity, "listener")
         return participant
 

@@ -621,3 +621,26 @@ async def test_a_close_cancelled_while_it_waits_for_a_start_is_cancelled() -> No
     assert closing.cancelled(), "the close's own cancellation is not swallowed"
     assert server._transport is None and server._task is None
     await asyncio.wait_for(server.close(), 2)
+
+
+async def test_a_moderator_listening_with_the_listener_role_can_be_demoted() -> None:
+    """A moderator token used to listen (WHEP, or join(role="listener")) keeps
+    `moderate` with the role "listener": a demotion must still take it, also
+    from the same token's rejoins."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        await room.add_listener(LISTENER, "lee")
+        mo = await room.join(LISTENER, token=token, role="listener")
+        assert (mo.role, mo.is_moderator) == ("listener", True)
+        events = room.events()
+        await room.demote("mo")
+        assert not mo.is_moderator and mo.role == "listener"
+        event = await asyncio.wait_for(events.__anext__(), 1)
+        assert isinstance(event, sfu.RoleChanged) and event.identity == "mo"
+        assert not event.renegotiate, "its media does not change"
+        with pytest.raises(sfu.NotAllowed):
+            await room.mute("lee", by="mo")
+        await mo.close()
+        mo = await room.join(SPEAKER, token=token)  # the same token, back over signaling
+        assert not mo.is_moderator and mo.role == "listener", "the demotion stands"
