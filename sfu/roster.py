@@ -47,10 +47,11 @@ class RosterBatch:
     ) -> None:
         """Note a join, a departure or a role change; the event goes out at the interval's end.
 
-        The event says the net change since the last one: someone who joins
-        and leaves within one interval is in neither list, someone who leaves
-        and comes back is ``updated``, and someone who leaves, comes back and
-        leaves again has ``left``.
+        The event says the net change since the last one: someone who leaves
+        and comes back is ``updated``, and anyone gone at the interval's end
+        has ``left``, also someone who joined within it (a member who joined
+        in between got a snapshot that may list them; a client drops a
+        ``left`` name it does not know).
         """
         if identity not in self._present_before:
             # Its first change in this interval tells what the clients know:
@@ -68,8 +69,7 @@ class RosterBatch:
         for identity, role in self._now.items():
             before = self._present_before[identity]
             if role is None:
-                if before:
-                    left.append(identity)
+                left.append(identity)
             elif before:
                 updated.append((identity, role))
             else:
