@@ -550,23 +550,34 @@ class Server:
         while True:
             await asyncio.sleep(TICK)
             now = loop.time()
-            try:
-                for room in list(self._rooms.values()):
+            # Each room and session on its own: a bug in one must not stop the
+            # timers (retransmissions, deadlines, consent) of every other.
+            for room in list(self._rooms.values()):
+                try:
                     room._check_stage(now)
-                for session in list(self._handshaking):
+                except Exception:
+                    logger.exception("room %r: stage check failed", room.name)
+            for session in list(self._handshaking):
+                try:
                     session.handle_timeout(now)
                     if session.state != "closed" and now - session.created > self.handshake_timeout:
                         session.close("handshake timed out")
-                if now >= next_second:
-                    next_second = now + 1.0
-                    self._check_consent(now)
-                    for room in list(self._rooms.values()):
+                except Exception:
+                    logger.exception("%r: handshake timer failed", session)
+            if now >= next_second:
+                next_second = now + 1.0
+                self._check_consent(now)
+                for room in list(self._rooms.values()):
+                    try:
                         room._tick(now)
-            except Exception:  # a bug in one tick must not stop the timers of every room
-                logger.exception("sfu server housekeeping failed")
+                    except Exception:
+                        logger.exception("room %r: its once-a-second work failed", room.name)
 
     def _check_consent(self, now: float) -> None:
         limit = now - self.consent_timeout
         for session in list(self._sessions_by_ufrag.values()):
             if session.last_valid < limit:
-                session.close("consent expired: no valid STUN or SRTP from the client")
+                try:
+                    session.close("consent expired: no valid STUN or SRTP from the client")
+                except Exception:
+                    logger.exception("%r: closing it failed", session)

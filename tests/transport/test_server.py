@@ -277,3 +277,22 @@ async def test_a_session_remembers_a_bounded_number_of_addresses() -> None:
         finally:
             for sock in sockets:
                 sock.close()
+
+
+async def test_a_failing_room_does_not_stop_the_other_rooms_timers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in one room's periodic work (here its stage check raises) must
+    not skip every other room's and session's timers: a session that never
+    connects in another room is still ended."""
+    async with sfu.Server(consent_timeout=0.5) as server:
+        broken = server.room("broken")
+
+        def fails(now: float) -> None:
+            raise RuntimeError("a bug in one room")
+
+        monkeypatch.setattr(broken, "_check_stage", fails)
+        monkeypatch.setattr(broken, "_tick", fails)
+        ghost = await server.room("other").add_listener(LISTENER, "ghost")  # never connects
+        await asyncio.wait_for(ghost.wait_closed(), 5)
+        assert list(server.sessions()) == []
