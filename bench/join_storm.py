@@ -50,6 +50,8 @@ async def main(args: argparse.Namespace) -> None:
     )
     if args.server_profile:
         extra += ["--profile", os.path.abspath(args.server_profile)]
+    if args.server_phases:
+        extra += ["--phases"]
     async with harness.ServerProcess(no_extensions=args.no_extensions, extra=extra) as server:
         async with loadgen.LoadGen(
             server.control,
@@ -155,6 +157,15 @@ async def main(args: argparse.Namespace) -> None:
                 result["server_cpu_per_join_in_handshake_cryptos"] = round(
                     result["server_cpu_s"] * 1e6 / result["joined"] / crypto_us, 2
                 )
+            if "phases" in during and result["joined"]:
+                # Diagnosis: server CPU per join by piece (nested pieces indented).
+                result["server_phases_us_per_join"] = {
+                    label: round((ns - before["phases"][label][0]) / 1e3 / result["joined"], 1)
+                    for label, (ns, _calls) in during["phases"].items()
+                }
+                result["server_phases_us_per_join"]["all (server CPU)"] = round(
+                    result["server_cpu_s"] * 1e6 / result["joined"], 1
+                )
             result["targets_met"] = {
                 "all_receive_audio": result["all_receive_audio"],
                 "p99_first_packet_le_2s": (result["offer_to_first_packet"]["p99_ms"] or 1e9)
@@ -175,6 +186,8 @@ async def main(args: argparse.Namespace) -> None:
         f"{result['machine_handshake_crypto_us']} us "
         f"(a join cost {result.get('server_cpu_per_join_in_handshake_cryptos')} of them)"
     )
+    for label, us in (result.get("server_phases_us_per_join") or {}).items():
+        print(f"  {label:<36} {us:8.1f} us per join")
     print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")
 
 
@@ -199,6 +212,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="diagnosis: the server logs callbacks over this many ms",
+    )
+    parser.add_argument(
+        "--server-phases",
+        action="store_true",
+        help="diagnosis: the server times a join's pieces (serve.py --phases, ~2%% slower)",
     )
     parser.add_argument(
         "--server-profile",

@@ -10,7 +10,8 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  FanOut's sent/dropped counters and connected members, and the
                  event-loop lag and cyclic-GC pauses (``?reset=1`` starts a
                  new window for both; ``?types=N``: the N commonest types of
-                 the objects the cyclic GC tracks)
+                 the objects the cyclic GC tracks; with ``--phases``, CPU ns
+                 and calls per piece of a join, see :data:`PHASES`)
 ``POST /quit``   close the server and exit
 
 Event-loop lag: a ticker sleeps 10 ms and records how late it woke up; the
@@ -128,6 +129,60 @@ class LagMonitor:
             self.histogram[bucket] += 1
 
 
+#: ``--phases``: where a join's server CPU goes, as (label, object, attribute).
+#: Nested entries run inside the one above them; what no entry covers is the
+#: HTTP offer (aiohttp), the event loop and the kernel's socket work.
+PHASES: list[tuple[str, str, str]] = [
+    ("stun binding requests", "sfu.transport.server:Server", "_stun_received"),
+    ("offer: Room._admit", "sfu.room:Room", "_admit"),
+    ("  parse_offer", "sfu.room", "parse_offer"),
+    ("  Session (and its DtlsServer)", "sfu.transport.session:Session", "__init__"),
+    ("dtls handshake datagrams", "sfu.transport.session:Session", "receive_dtls"),
+    ("  OpenSSL do_handshake", "OpenSSL.SSL:Connection", "do_handshake"),
+    ("  SRTP sessions", "sfu.transport.session", "create_srtp_sessions"),
+    ("  connected: the room's side", "sfu.participant:Participant", "session_connected"),
+    ("media in: SRTP and fan-out", "sfu.transport.session:Session", "receive_srtp"),
+]
+
+
+class PhaseTimer:
+    """Diagnosis (``--phases``): thread CPU time and calls per function in :data:`PHASES`.
+
+    Each is wrapped with a ``time.thread_time_ns`` pair (~1 µs a call), so
+    the figures are a join's own pieces at the storm's speed, which runs
+    2-3x slower per piece than the same code timed alone (``join_cost.py``).
+    """
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.ns: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        for label, where, attribute in PHASES:
+            module_name, _, class_name = where.partition(":")
+            owner: Any = importlib.import_module(module_name)
+            if class_name:
+                owner = getattr(owner, class_name)
+            setattr(owner, attribute, self._wrap(label, getattr(owner, attribute)))
+
+    def _wrap(self, label: str, function: Any) -> Any:
+        self.ns[label] = self.calls[label] = 0
+        ns, calls, clock = self.ns, self.calls, time.thread_time_ns
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                ns[label] += clock() - start
+                calls[label] += 1
+
+        return timed
+
+    def snapshot(self) -> dict[str, list[int]]:
+        return {label: [self.ns[label], self.calls[label]] for label in self.ns}
+
+
 class GcMonitor:
     """Times every cyclic-GC pass (``gc.callbacks``): per generation, how many and the worst.
 
@@ -177,9 +232,15 @@ class Control:
     """The HTTP control endpoint around one sfu.Server."""
 
     def __init__(
-        self, server: sfu.Server, lag: LagMonitor, gc_monitor: GcMonitor, stop: asyncio.Event
+        self,
+        server: sfu.Server,
+        lag: LagMonitor,
+        gc_monitor: GcMonitor,
+        stop: asyncio.Event,
+        phases: PhaseTimer | None = None,
     ) -> None:
         self.server = server
+        self.phases = phases
         self.lag = lag
         self.gc_monitor = gc_monitor
         self.stop = stop
@@ -237,6 +298,8 @@ class Control:
             "offers": self.offers,
             "offer_errors": self.offer_errors,
         }
+        if self.phases is not None:
+            result["phases"] = self.phases.snapshot()
         if request.query.get("types"):
             # Diagnosis: which objects the cyclic GC walks (not frozen), by type.
             counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -264,7 +327,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.slow_callback_duration = args.slow_callback / 1000
     async with sfu.Server(LOOPBACK, args.port, consent_timeout=args.consent_timeout) as server:
         gc_monitor = GcMonitor()
-        control = Control(server, lag, gc_monitor, stop)
+        control = Control(server, lag, gc_monitor, stop, PhaseTimer() if args.phases else None)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/offer", control.offer)
         app.router.add_get("/stats", control.stats)
@@ -343,6 +406,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", default=None, help="diagnosis: write cProfile stats of the run to this file"
+    )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="diagnosis: time the join's pieces (see PHASES) and report them in /stats",
     )
     parser.add_argument("--consent-timeout", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long")
