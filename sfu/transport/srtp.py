@@ -8,6 +8,7 @@ exported keying material into a pair of :class:`pylibsrtp.Session`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import pylibsrtp
@@ -94,9 +95,8 @@ def split_keying_material(profile: SrtpProfile, material: bytes) -> tuple[bytes,
     return client, server
 
 
-# One work buffer for every pylibsrtp Session of the process (see _share_work_buffer).
-_SHARED_CDATA = _ffi.new("char[]", 1500)
-_SHARED_BUFFER = _ffi.buffer(_SHARED_CDATA)
+# One work buffer for every pylibsrtp Session made in a thread (see _share_work_buffer).
+_work_buffers = threading.local()
 
 
 def create_srtp_sessions(keys: SrtpKeys) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
@@ -121,17 +121,22 @@ def create_srtp_sessions(keys: SrtpKeys) -> tuple[pylibsrtp.Session, pylibsrtp.S
 
 
 def _share_work_buffer(session: pylibsrtp.Session) -> None:
-    """Point the session's 1,500-byte work buffer at one shared buffer.
+    """Point the session's 1,500-byte work buffer at its thread's shared buffer.
 
     pylibsrtp gives every Session its own buffer to copy a packet into, run
     libsrtp and copy it out: 3 KB per participant for two sessions, all used
-    from the one event-loop thread and never across an ``await``. Sharing it
-    is safe there, and leaves the session as it was on any other pylibsrtp
-    layout (the fan-out checks the same internals, see sfu/_relay.pyx).
+    from the event-loop thread that made them and never across an ``await``.
+    Sharing one per thread is safe there (a Server per thread, each with its
+    own loop, works: cffi lets the threads run libsrtp at once), and leaves
+    the session as it was on any other pylibsrtp layout (the fan-out checks
+    the same internals, see sfu/_relay.pyx).
     """
     if getattr(session, "_cdata", None) is None or getattr(session, "_buffer", None) is None:
         return
-    if len(session._buffer) != len(_SHARED_BUFFER):
+    shared = getattr(_work_buffers, "buffer", None)
+    if shared is None:
+        cdata = _ffi.new("char[]", len(session._buffer))
+        shared = _work_buffers.buffer = (cdata, _ffi.buffer(cdata))
+    if len(session._buffer) != len(shared[1]):
         return
-    session._cdata = _SHARED_CDATA
-    session._buffer = _SHARED_BUFFER
+    session._cdata, session._buffer = shared
