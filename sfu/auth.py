@@ -153,7 +153,9 @@ def verify_token(
 ) -> Claims:
     """Check ``token`` for ``room``; return its claims or raise :class:`NotAllowed`."""
     key = _key(secret)
-    if not token or not isinstance(token, str):
+    if token is not None and not isinstance(token, str):
+        raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
+    if not token:
         raise NotAllowed("a join token is required for this room")
     if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         # A JWT is base64url text; anything else (a lone surrogate made PyJWT

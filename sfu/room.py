@@ -148,6 +148,8 @@ class Room:
 
     def __getitem__(self, identity: str) -> Participant:
         """The member called ``identity``; :class:`~sfu.errors.NotFound` (a ``KeyError``) if absent."""
+        if not isinstance(identity, str):
+            raise InvalidSetting(f"identity must be a str, got {type(identity).__name__}")
         participant = self._participants.get(identity)
         if participant is None:
             raise NotFound(f"{identity!r} is not in room {self.name!r}")
@@ -389,6 +391,8 @@ class Room:
         """Check that ``by`` (a member acting through signaling) may moderate."""
         if by is None:
             return
+        if not isinstance(by, str):
+            raise InvalidSetting(f"by must be a member's identity (str), got {type(by).__name__}")
         actor = self._participants.get(by)
         if actor is None or "moderate" not in actor.grants:
             raise NotAllowed(f"{by!r} is not a moderator of room {self.name!r}")
@@ -515,6 +519,8 @@ class Room:
         and a moderator's mute stay.
         """
         self._actor(by)
+        if not isinstance(identity, str):
+            raise InvalidSetting(f"identity must be a str, got {type(identity).__name__}")
         if self._closed:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")

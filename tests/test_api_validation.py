@@ -156,3 +156,19 @@ async def test_renegotiating_after_leaving_raises_participant_closed() -> None:
         await lee.close()
         with pytest.raises(sfu.ParticipantClosed):
             await lee.renegotiate(LISTENER)
+
+
+async def test_moderation_with_a_non_string_identity_says_what_is_wrong() -> None:
+    async with sfu.Server(token_secret="s" * 32) as server:
+        room = server.room("r")
+        await room.add_listener(LISTENER, "lee")
+        for call in (
+            lambda: room.remove([]),  # type: ignore[arg-type]
+            lambda: room.mute({}),  # type: ignore[arg-type]
+            lambda: room.demote(1),  # type: ignore[arg-type]
+            lambda: room.mute("lee", by=5),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(sfu.InvalidSetting, match="str"):
+                await call()
+        with pytest.raises(sfu.NotAllowed, match="must be a str, got int"):
+            await room.join(LISTENER, token=5)  # type: ignore[arg-type]
