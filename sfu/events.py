@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -195,6 +195,24 @@ class EventStream(AsyncIterator[RoomEvent]):
         self._wakeup.set()
         if isinstance(event, RoomClosed):
             self._closed = True
+
+    def _forget_before(self, mark: Callable[[RoomEvent], bool]) -> bool:
+        """Forget the queued events older than the newest one ``mark`` accepts,
+        and :attr:`dropped` with them (events are dropped oldest first, so every
+        one was older still): for a consumer that has just read the state they
+        led to from the room itself. The marked event and those after it stay.
+        False, and nothing forgotten, when no queued event is marked."""
+        older = len(self._events)
+        while older:
+            older -= 1
+            if mark(self._events[older]):
+                break
+        else:
+            return False
+        for _ in range(older):
+            self._events.popleft()
+        self.dropped = 0
+        return True
 
     @property
     def closed(self) -> bool:

@@ -224,6 +224,14 @@ class SignalingSession:
             handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise ProtocolError("bad_message", f"unknown message type {kind!r}")
+            if kind != "ping" and (
+                self._closed or (self.participant is not None and self.participant.closed)
+            ):
+                # A late frame: the member is gone, and a namesake who joined
+                # again since must not be acted for (by=identity) with its rights.
+                raise ProtocolError(
+                    "session_ended", f"this session has ended: {kind!r} was not done; join again"
+                )
             if kind not in ("join", "ping") and self.participant is None:
                 raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
             if kind in _FANNED_OUT:
@@ -300,6 +308,17 @@ class SignalingSession:
             await participant.close("signaling connection closed")
             raise ProtocolError("not_joined", "the connection closed during the join")
         self.participant = participant
+        # The `joined` snapshot below is the room as it is now, built before
+        # anything else runs. The events queued while this join waited its turn
+        # (in a join storm, one per join ahead of it: more than the queue holds)
+        # are in it already: forget them, and any they pushed out, so that they
+        # do not end the session as "fell behind". Its own ParticipantJoined and
+        # what came with it (a renegotiation asked for, a mute that outlived a
+        # reconnect) stay, as does everything that happens from now on.
+        identity = participant.identity
+        events._forget_before(
+            lambda event: isinstance(event, ParticipantJoined) and event.identity == identity
+        )
         # Events go out only after the `joined` reply: a large reply can yield
         # while it is written (compression), and the client must read it first.
         self._joined_sent = asyncio.Event()

@@ -1,0 +1,214 @@
+"""A session's event queue in a join storm, and commands on a session that ended.
+
+Bare :class:`SignalingSession` objects (no WebSocket), as ``bare_session`` in
+test_protocol.py: the code path is the protocol's own, at a modest CPU cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any
+
+import pytest
+
+import sfu
+from sfu import auth
+
+from ..test_room_lifecycle import offer
+from .test_protocol import SECRET, bare_session
+
+LISTENER_OFFER = offer("recvonly")
+SPEAKER_OFFER = offer("sendrecv")
+#: A small event queue per subscriber (1,024 by default), so that a storm of a
+#: few dozen joins overflows it as a storm of a thousand does the real one.
+QUEUE = 8
+
+
+def small_queues(room: sfu.Room, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every subscription to ``room`` (the sessions' too) holds at most QUEUE events."""
+    monkeypatch.setattr(room, "events", functools.partial(room.events, QUEUE))
+
+
+def join_message(identity: str, role: str = "listener", **extra: Any) -> str:
+    token = auth.issue_token(SECRET, room="hall", identity=identity, role=role)  # type: ignore[arg-type]
+    sdp = LISTENER_OFFER if role == "listener" else SPEAKER_OFFER
+    return json.dumps({"type": "join", "room": "hall", "token": token, "offer": sdp, **extra})
+
+
+async def test_a_join_storm_does_not_end_new_members_as_fallen_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each session subscribes before its join waits its turn; the joins ahead of it
+    fill its queue before its relay reads. The `joined` snapshot holds all that:
+    the backlog must not count as events lost, and what follows must still come."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=0.05)
+        small_queues(room, monkeypatch)
+        count = 5 * QUEUE
+        sessions = [bare_session(server) for _ in range(count)]
+        await asyncio.gather(
+            *(s.handle(join_message(f"fan-{i}")) for i, (s, _, _) in enumerate(sessions))
+        )
+        assert server.admission.per_turn < count - QUEUE, "the storm overflows the late queues"
+        await asyncio.sleep(0.2)
+        for i, (_, sent, closed) in enumerate(sessions):
+            assert sent and sent[0]["type"] == "joined", (i, sent[:1])
+            assert closed == [] and not any(m["type"] == "error" for m in sent), (i, sent)
+        assert len(room.participants) == count
+        # Events after the snapshots still reach everyone, once.
+        for _, sent, _ in sessions:
+            sent.clear()
+        room.raise_hand("fan-0")
+        await asyncio.sleep(0.1)
+        for i, (_, sent, closed) in enumerate(sessions):
+            assert [m for m in sent if m["type"] == "hands"] == [
+                {"type": "hands", "hands": ["fan-0"]}
+            ], (i, sent)
+            assert closed == []
+        for session, _, _ in sessions:
+            await session.close()
+
+
+async def test_events_between_the_snapshot_and_the_relay_are_kept_in_a_storm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The backlog forgotten at the `joined` snapshot is only what came before it:
+    the own join's renegotiation request (a promotion that outlived a reconnect)
+    and events while the reply is written still go out after `joined`."""
+    from sfu.signaling.protocol import SignalingSession
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        small_queues(room, monkeypatch)
+        carol = await room.add_listener(LISTENER_OFFER, "carol")
+        await room.promote("carol", role="speaker")  # stands when carol comes back
+        await carol.close("network lost")
+        await room.add_listener(LISTENER_OFFER, "host")
+
+        sent: list[dict[str, Any]] = []
+        closed: list[int] = []
+        writing, release = asyncio.Event(), asyncio.Event()
+
+        async def send(text: str) -> None:
+            message = json.loads(text)
+            if message["type"] == "joined":
+                writing.set()
+                await release.wait()  # a large reply, written slowly
+            sent.append(message)
+
+        async def close(code: int, reason: str) -> None:
+            closed.append(code)
+
+        session = SignalingSession(server, send, close)
+        await asyncio.sleep(0.01)  # the turns above are over
+        server.admission._used = server.admission.per_turn  # a crowd: this turn is spent
+        crowd = [room.add_listener(LISTENER_OFFER, f"fan-{i}") for i in range(3 * QUEUE)]
+        admitted = asyncio.gather(*crowd)
+        joining = asyncio.ensure_future(session.handle(join_message("carol", id=1)))
+        await asyncio.sleep(0)
+        assert len(server.admission) == 3 * QUEUE + 1, "carol waits behind the crowd"
+        await admitted  # each one's ParticipantJoined is in carol's queue, and more
+        await asyncio.wait_for(writing.wait(), 5)  # carol is in; her reply is being written
+        room.raise_hand("host")  # after the snapshot, before the relay reads
+        release.set()
+        await joining
+        await asyncio.sleep(0.2)
+        assert sent[0]["type"] == "joined" and sent[0]["role"] == "speaker", sent[:1]
+        assert closed == [] and not any(m["type"] == "error" for m in sent), sent
+        renegotiate = [m for m in sent if m["type"] == "role_changed"]
+        assert [(m["identity"], m["renegotiate"]) for m in renegotiate] == [("carol", True)]
+        assert {"type": "hands", "hands": ["host"]} in sent
+        await session.close()
+
+
+async def test_a_stream_forgets_only_what_came_before_the_newest_mark() -> None:
+    stream = sfu.EventStream(maxsize=4)
+    events = [sfu.ParticipantJoined("hall", name, "listener") for name in "abacd"]
+    for event in events:
+        stream._put(event)
+    assert stream.dropped == 1
+    assert not stream._forget_before(lambda e: isinstance(e, sfu.HandRaised))
+    assert stream.dropped == 1 and len(stream._events) == 4, "no mark: nothing forgotten"
+    assert stream._forget_before(lambda e: getattr(e, "identity", None) == "a")
+    assert stream.dropped == 0
+    assert [await stream.next(0), await stream.next(0)] == events[2:4]  # the newest "a" on
+    stream._put(events[4])
+    assert await stream.next(0) == events[4]
+
+
+# -- a session that ended runs no more commands -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "command"),
+    [
+        ("listener", {"type": "lower_hand"}),
+        ("listener", {"type": "raise_hand"}),
+        ("listener", {"type": "mute", "muted": True}),
+        ("moderator", {"type": "lower_hand", "identity": "carl"}),
+        ("moderator", {"type": "demote", "identity": "bob"}),
+        ("moderator", {"type": "promote", "identity": "carl", "role": "moderator"}),
+        ("moderator", {"type": "mute_participant", "identity": "bob", "muted": True}),
+        ("moderator", {"type": "remove", "identity": "bob"}),
+    ],
+)
+async def test_a_closed_session_does_not_act_for_a_rejoined_namesake(
+    role: str, command: dict[str, Any]
+) -> None:
+    """A late frame on an old connection must not act with the rights of the
+    member of the same name who joined again on a new one."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        old, old_sent, _ = bare_session(server)
+        await old.handle(join_message("alice", role))
+        await old.close()  # its WebSocket went away
+        new, _, _ = bare_session(server)
+        await new.handle(join_message("alice", role))
+        bob = await room.add_speaker(SPEAKER_OFFER, "bob")
+        carl = await room.add_listener(LISTENER_OFFER, "carl")
+        room.raise_hand("carl")
+        if role == "listener":
+            await new.handle(json.dumps({"type": "raise_hand"}))
+        members = (new.participant, bob, carl)
+
+        def state() -> Any:
+            return room.hands, [(m.role, m.muted, m.closed) for m in members]
+
+        before = state()
+        assert len(before[0]) == (2 if role == "listener" else 1)
+        old_sent.clear()
+        await old.handle(json.dumps({**command, "id": 7}))
+        await asyncio.sleep(0.05)
+        assert state() == before
+        assert old_sent == [], "a closed session sends nothing"
+        await new.close()
+
+
+async def test_a_session_whose_member_left_refuses_commands() -> None:
+    """Between the member's end and the relay closing the connection, a command
+    gets `session_ended` and does nothing."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        session, sent, _ = bare_session(server)
+        await session.handle(join_message("alice", "moderator"))
+        await room.add_listener(LISTENER_OFFER, "bob")
+        room.raise_hand("bob")
+        await session.participant.close("consent expired")  # the relay has not run yet
+        for number, kind in enumerate(("lower_hand", "raise_hand", "leave", "join")):
+            sent.clear()
+            await session.handle(json.dumps({"type": kind, "identity": "bob", "id": number}))
+            assert sent[:1] == [
+                {
+                    "type": "error",
+                    "code": "session_ended",
+                    "message": sent[0]["message"],
+                    "id": number,
+                }
+            ], (kind, sent)
+        assert room.hands == ["bob"]
+        sent.clear()
+        await session.handle(json.dumps({"type": "ping", "id": "p"}))
+        assert sent[-1] == {"type": "pong", "id": "p"}
+        await session.close()
