@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import ipaddress
 import logging
 import socket
@@ -455,8 +456,24 @@ class Server:
         self._handshaking.discard(session)
 
     def _send(self, data: bytes, address: Address) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, address)
+        """One control datagram (STUN, DTLS, RTCP), straight to the socket.
+
+        Not through the transport: on a full socket buffer asyncio would queue
+        it without bound behind the fan-out's traffic. Like the fan-out's
+        packets it is dropped and counted then; STUN and DTLS are retried by
+        the client, RTCP is periodic.
+        """
+        sock = self._socket
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            self.drops["control datagram: socket buffer full"] += 1
+        except OSError as exc:
+            reason = "socket buffer full" if exc.errno == errno.ENOBUFS else "send failed"
+            self.drops[f"control datagram: {reason}"] += 1
+            logger.debug("x control datagram to %s not sent: %s", address, exc)
 
     # -- the socket --------------------------------------------------------
 

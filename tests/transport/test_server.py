@@ -296,3 +296,30 @@ async def test_a_failing_room_does_not_stop_the_other_rooms_timers(
         ghost = await server.room("other").add_listener(LISTENER, "ghost")  # never connects
         await asyncio.wait_for(ghost.wait_closed(), 5)
         assert list(server.sessions()) == []
+
+
+async def test_control_datagrams_are_dropped_and_counted_when_the_socket_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """STUN, DTLS and RTCP go straight to the socket: on a full send buffer they
+    are dropped and counted like the fan-out's packets, not queued without
+    bound in the transport (loopback cannot fill it: a stand-in raises)."""
+    import errno
+
+    class FullSocket:
+        def __init__(self) -> None:
+            self.errors = [BlockingIOError(errno.EAGAIN, "full"), OSError(errno.ENOBUFS, "none")]
+
+        def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+            raise self.errors.pop(0)
+
+    async with sfu.Server() as server:
+        monkeypatch.setattr(server, "_socket", FullSocket())
+        server._send(b"x" * 100, ("127.0.0.1", 9))
+        server._send(b"x" * 100, ("127.0.0.1", 9))
+        monkeypatch.undo()
+        assert server.stats()["drops"] == {
+            "control datagram: socket buffer full": 2,
+        }
+        assert server._transport is not None
+        assert server._transport.get_write_buffer_size() == 0
