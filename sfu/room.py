@@ -339,6 +339,7 @@ class Room:
             offer.fingerprints,
             participant,
             self.server.loop.time(),
+            offer.ice_pwd,
         )
         participant.session = session
         participant._apply_negotiation(negotiation, connected=False)  # may add a publisher

@@ -30,7 +30,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["BindingRequest", "IceCredentials", "parse_binding_request", "success_response"]
+__all__ = [
+    "BindingRequest",
+    "IceCredentials",
+    "parse_binding_request",
+    "parse_proof_response",
+    "proof_request",
+    "success_response",
+]
 
 MAGIC_COOKIE = 0x2112A442
 _HEADER = struct.Struct("!HHI12s")
@@ -41,6 +48,10 @@ _USERNAME = 0x0006
 _MESSAGE_INTEGRITY = 0x0008
 _XOR_MAPPED_ADDRESS = 0x0020
 _USE_CANDIDATE = 0x0025
+_PRIORITY = 0x0024
+_ICE_CONTROLLED = 0x8029
+# A host candidate's priority (RFC 8445 5.1.2.1: type preference 126).
+_PROOF_PRIORITY = (126 << 24) | (65535 << 8) | 255
 _FINGERPRINT = 0x8028
 _FINGERPRINT_XOR = 0x5354554E
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
@@ -103,6 +114,24 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     fails :meth:`BindingRequest.check`. Any malformation raises
     ``ValueError``, nothing else.
     """
+    transaction_id, username, use_candidate, signed, integrity = _parse(data, _BINDING_REQUEST)
+    if username is None:
+        raise ValueError("STUN binding request has no USERNAME of the form local:remote")
+    try:
+        text = username.decode()
+    except UnicodeDecodeError:
+        raise ValueError("STUN USERNAME is not UTF-8") from None
+    local_ufrag, colon, remote_ufrag = text.partition(":")
+    if not colon:
+        raise ValueError("STUN binding request has no USERNAME of the form local:remote")
+    return BindingRequest(
+        transaction_id, local_ufrag, remote_ufrag, use_candidate, signed, integrity
+    )
+
+
+def _parse(data: bytes, expected_type: int) -> tuple[bytes, bytes | None, bool, bytes, bytes]:
+    """``(transaction id, USERNAME, USE-CANDIDATE, signed, MESSAGE-INTEGRITY)``
+    of a STUN message of ``expected_type``; ValueError if malformed."""
     size = len(data)
     if size < 20:
         raise ValueError("STUN message shorter than its 20-byte header")
@@ -111,8 +140,11 @@ def parse_binding_request(data: bytes) -> BindingRequest:
         raise ValueError("STUN message length does not match its header")
     if cookie != MAGIC_COOKIE:
         raise ValueError("STUN message without the magic cookie (RFC 5389+)")
-    if message_type != _BINDING_REQUEST:
-        raise ValueError("STUN message is not a binding request")
+    if message_type != expected_type:
+        raise ValueError(
+            "STUN message is not a binding "
+            + ("request" if expected_type == _BINDING_REQUEST else "success response")
+        )
     username: bytes | None = None
     use_candidate = False
     signed = integrity = b""
@@ -143,18 +175,7 @@ def parse_binding_request(data: bytes) -> BindingRequest:
             integrity = data[start:end]
             signed = data[:2] + (end - 20).to_bytes(2, "big") + data[4:position]
         position = end + (-value_length % 4)
-    if username is None:
-        raise ValueError("STUN binding request has no USERNAME of the form local:remote")
-    try:
-        text = username.decode()
-    except UnicodeDecodeError:
-        raise ValueError("STUN USERNAME is not UTF-8") from None
-    local_ufrag, colon, remote_ufrag = text.partition(":")
-    if not colon:
-        raise ValueError("STUN binding request has no USERNAME of the form local:remote")
-    return BindingRequest(
-        transaction_id, local_ufrag, remote_ufrag, use_candidate, signed, integrity
-    )
+    return transaction_id, username, use_candidate, signed, integrity
 
 
 def success_response(
@@ -174,15 +195,54 @@ def success_response(
         raw = socket.inet_pton(socket.AF_INET, host)
         value = struct.pack("!BBHI", 0, 1, port, int.from_bytes(raw, "big") ^ MAGIC_COOKIE)
     body = _ATTRIBUTE.pack(_XOR_MAPPED_ADDRESS, len(value)) + value
+    return _signed(_BINDING_SUCCESS, request.transaction_id, body, credentials.pwd)
+
+
+def _signed(message_type: int, transaction_id: bytes, body: bytes, password: str) -> bytes:
+    """Header + ``body`` + MESSAGE-INTEGRITY (keyed with ``password``) + FINGERPRINT."""
     length = len(body) + _INTEGRITY_ATTRIBUTE_LENGTH
-    signed = _HEADER.pack(_BINDING_SUCCESS, length, MAGIC_COOKIE, request.transaction_id) + body
+    signed = _HEADER.pack(message_type, length, MAGIC_COOKIE, transaction_id) + body
     message = (
         signed
         + _ATTRIBUTE.pack(_MESSAGE_INTEGRITY, 20)
-        + hmac.digest(credentials.pwd.encode(), signed, hashlib.sha1)
+        + hmac.digest(password.encode(), signed, hashlib.sha1)
     )
     message = (
         message[:2] + (length + _FINGERPRINT_ATTRIBUTE_LENGTH).to_bytes(2, "big") + message[4:]
     )
     crc = zlib.crc32(message) ^ _FINGERPRINT_XOR
     return message + _ATTRIBUTE.pack(_FINGERPRINT, 4) + crc.to_bytes(4, "big")
+
+
+def proof_request(transaction_id: bytes, username: str, password: str, tie_breaker: bytes) -> bytes:
+    """A binding request from the server, to the client at an address it claims.
+
+    An ICE-lite server sends no checks of its own to find paths; it sends this
+    one only to prove that an address a connected session's checks name
+    really answers (a return-routability check, RFC 7675 section 5.1), since
+    a check's source address can be forged by the session's own client.
+    ``username`` is ``<client ufrag>:<server ufrag>``, ``password`` the
+    client's (RFC 8445 section 7.2.2); the server is the controlled agent.
+    """
+    name = username.encode()
+    body = (
+        _ATTRIBUTE.pack(_USERNAME, len(name))
+        + name
+        + bytes(-len(name) % 4)
+        + _ATTRIBUTE.pack(_PRIORITY, 4)
+        + _PROOF_PRIORITY.to_bytes(4, "big")
+        + _ATTRIBUTE.pack(_ICE_CONTROLLED, 8)
+        + tie_breaker
+    )
+    return _signed(_BINDING_REQUEST, transaction_id, body, password)
+
+
+def parse_proof_response(data: bytes, password: str) -> bytes:
+    """The transaction id of a binding success response authenticated with
+    ``password`` (the client's); ValueError if it is malformed or is not."""
+    transaction_id, _username, _use_candidate, signed, integrity = _parse(data, _BINDING_SUCCESS)
+    if not integrity or not hmac.compare_digest(
+        hmac.digest(password.encode(), signed, hashlib.sha1), integrity
+    ):
+        raise ValueError("STUN binding response does not authenticate")
+    return transaction_id

@@ -19,6 +19,7 @@ import collections
 import errno
 import ipaddress
 import logging
+import secrets
 import socket
 import warnings
 from collections.abc import Iterator
@@ -171,6 +172,10 @@ class Server:
         self._closing_rooms: set[Room] = set()  # closing, no longer in _rooms
         self._sessions_by_ufrag: dict[str, Session] = {}
         self._sessions_by_address: dict[Address, Session] = {}
+        # Address proofs under way (see Session.receive_binding), by transaction id.
+        self._proofs: dict[bytes, Session] = {}
+        #: The ICE-CONTROLLED tie-breaker of the server's own checks (RFC 8445 7.1.1).
+        self.tie_breaker = secrets.token_bytes(8)
         self._handshaking: set[Session] = set()
         self._handshake_backlog: collections.deque[tuple[Session, bytes]] = collections.deque()
         self._handshake_pump_scheduled = False
@@ -491,7 +496,10 @@ class Server:
             else:
                 session.receive_srtp(data, self.loop.time(), addr)
         elif first < 4:  # STUN (RFC 7983); only binding requests are answered
-            self._stun_received(data, addr)
+            if first == 1 and data[1:2] == b"\x01":  # a success response: to a proof
+                self._stun_response_received(data, addr)
+            else:
+                self._stun_received(data, addr)
         elif 19 < first < 64:
             session = self._sessions_by_address.get(addr)
             if session is None:
@@ -558,6 +566,19 @@ class Server:
             return
         self._send(success_response(request, (addr[0], addr[1]), session.credentials), addr)
         session.receive_binding(request, addr, self.loop.time())
+
+    def _stun_response_received(self, data: bytes, addr: Address) -> None:
+        session = self._proofs.get(data[8:20])
+        if session is None:
+            self.drops["stun response unexpected"] += 1
+            return
+        session.receive_proof(data[8:20], data, addr, self.loop.time())
+
+    def _proof_sent(self, session: Session, transaction_id: bytes) -> None:
+        self._proofs[transaction_id] = session
+
+    def _proof_done(self, transaction_id: bytes) -> None:
+        self._proofs.pop(transaction_id, None)
 
     # -- timers --------------------------------------------------------------
 

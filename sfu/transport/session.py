@@ -14,12 +14,13 @@ address passed a check, DTLS under way) -> ``connected`` (SRTP keys) ->
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pylibsrtp
 
 from .dtls import DtlsServer
-from .ice import BindingRequest, IceCredentials
+from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
 from .rtp import is_rtcp
 from .srtp import create_srtp_sessions
 
@@ -39,6 +40,12 @@ MAX_INBOUND_SSRCS = 16
 #: Addresses a session remembers as checked (a client on a few interfaces, a NAT
 #: rebinding); past it the oldest one not in use is forgotten.
 MAX_CHECKED_ADDRESSES = 8
+#: Address proofs (see Session.receive_binding) a session may have waiting at once.
+MAX_PROOFS = 4
+#: Seconds a proof waits for its answer; a check from the address then asks again.
+PROOF_TIMEOUT = 2.0
+#: A check from an address whose proof is under way re-sends it after this long.
+PROOF_RESEND = 0.5
 
 
 class SessionHandler(Protocol):
@@ -51,6 +58,8 @@ class SessionHandler(Protocol):
 
 class Session:
     __slots__ = (
+        "_first_flight_to",
+        "_proofs",
         "address",
         "checked_addresses",
         "close_reason",
@@ -62,6 +71,7 @@ class Session:
         "inbound_ssrcs",
         "handler",
         "last_valid",
+        "remote_pwd",
         "remote_ufrag",
         "server",
         "srtp_rx",
@@ -77,10 +87,19 @@ class Session:
         remote_fingerprints: tuple[tuple[str, str], ...],
         handler: SessionHandler,
         now: float,
+        remote_pwd: str = "",
     ) -> None:
         self.server = server
         self.credentials = credentials
         self.remote_ufrag = remote_ufrag
+        # The client's ICE password (its offer's), for the server's own checks.
+        self.remote_pwd = remote_pwd
+        # Address proofs under way: transaction id -> (address, its check asked
+        # for it to be used, when the proof was sent).
+        self._proofs: dict[bytes, tuple[Address, bool, float]] = {}
+        # Where the DTLS server's first flight went: a client that completes the
+        # handshake read it there, so that address is proven.
+        self._first_flight_to: Address | None = None
         self.handler = handler
         self.state = "new"
         self.address: Address | None = None
@@ -110,7 +129,26 @@ class Session:
     # -- input from the server's socket --------------------------------
 
     def receive_binding(self, request: BindingRequest, address: Address, now: float) -> None:
-        """A binding request that passed the credential check."""
+        """A binding request that passed the credential check.
+
+        Its source address can be forged by the session's own client (it holds
+        the credentials): one check naming a victim's address would send the
+        room's audio there, or take a connected member's address away from
+        it. So an address is taken on a check's word only before media flows
+        and when no live session has it; otherwise (a connected session
+        changing address, an address another live session uses) the server
+        first sends a check of its own there and waits for the client's
+        answer, which only a client at that address can give.
+        """
+        owner = self.server._sessions_by_address.get(address)
+        stolen = owner is not None and owner is not self and owner.state != "closed"
+        moved = self.state == "connected" and request.use_candidate and address != self.address
+        if (stolen or moved) and self.remote_pwd:
+            self._prove(address, request.use_candidate, now)
+            return
+        self._accept_check(address, request.use_candidate, now)
+
+    def _accept_check(self, address: Address, use_candidate: bool, now: float) -> None:
         if address not in self.checked_addresses:
             self.checked_addresses[address] = None
             self.server._address_checked(self, address)
@@ -118,7 +156,7 @@ class Session:
                 oldest = next(a for a in self.checked_addresses if a != self.address)
                 del self.checked_addresses[oldest]
                 self.server._address_forgotten(self, oldest)
-        if self.address is None or (request.use_candidate and address != self.address):
+        if self.address is None or (use_candidate and address != self.address):
             self.address = address
             logger.debug("%r selected %s", self, address)
             if self.state == "new":
@@ -130,12 +168,65 @@ class Session:
             # pair): checks from elsewhere do not keep a stream to it alive.
             self.last_valid = now
 
+    def _prove(self, address: Address, use_candidate: bool, now: float) -> None:
+        """Send the client a binding request at ``address``; see :meth:`receive_binding`."""
+        for transaction_id, (_address, _use, sent) in list(self._proofs.items()):
+            if now - sent > PROOF_TIMEOUT:
+                self._forget_proof(transaction_id)
+            elif _address == address and now - sent < PROOF_RESEND:
+                if use_candidate and not _use:
+                    self._proofs[transaction_id] = (_address, True, sent)
+                return  # under way
+        if len(self._proofs) >= MAX_PROOFS:
+            self.server.drops["stun address proofs over the session's share"] += 1
+            return
+        transaction_id = secrets.token_bytes(12)
+        self._proofs[transaction_id] = (address, use_candidate, now)
+        self.server._proof_sent(self, transaction_id)
+        username = f"{self.remote_ufrag}:{self.credentials.ufrag}"
+        request = proof_request(transaction_id, username, self.remote_pwd, self.server.tie_breaker)
+        logger.debug("%r: proving %s", self, address)
+        self.server._send(request, address)
+
+    def receive_proof(
+        self, transaction_id: bytes, data: bytes, address: Address, now: float
+    ) -> None:
+        """A binding success response to one of this session's proofs."""
+        pending = self._proofs.get(transaction_id)
+        if pending is None or pending[0] != address:
+            self.server.drops["stun response unexpected"] += 1
+            return
+        try:
+            parse_proof_response(data, self.remote_pwd)
+        except ValueError:
+            self.server.drops["stun response bad"] += 1
+            return
+        self._forget_proof(transaction_id)
+        if self.state == "closed":
+            return
+        logger.debug("%r: %s proven", self, address)
+        self._accept_check(address, pending[1], now)
+
+    def _forget_proof(self, transaction_id: bytes) -> None:
+        del self._proofs[transaction_id]
+        self.server._proof_done(transaction_id)
+
     def receive_dtls(self, data: bytes, now: float) -> None:
         if self.state not in ("checking", "connected"):
             self.server.drops["dtls before ice"] += 1
             return
         completed = self.dtls.feed(data, now)
         if completed and self.dtls.keys is not None:
+            first = self._first_flight_to
+            if first is not None and self.address != first and self.remote_pwd:
+                # Switched after the first flight went out: the client read that
+                # flight where it went, not necessarily here. Media starts at
+                # the proven address; the other one is proven first.
+                requested, self.address = self.address, first
+                if first not in self.checked_addresses:
+                    self._accept_check(first, False, now)
+                if requested is not None:
+                    self._prove(requested, True, now)
             self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
             self.state = "connected"
             self.last_valid = now
@@ -185,6 +276,8 @@ class Session:
 
     def _send_dtls(self, data: bytes) -> None:
         if self.address is not None:
+            if self._first_flight_to is None:
+                self._first_flight_to = self.address
             self.server._send(data, self.address)
 
     def send_rtcp(self, packet: bytes) -> None:
@@ -202,5 +295,7 @@ class Session:
         self.close_reason = reason
         logger.debug("%r closed: %s", self, reason)
         self.dtls.close()
+        for transaction_id in list(self._proofs):
+            self._forget_proof(transaction_id)
         self.server._session_closed(self)
         self.handler.session_closed(self, reason)

@@ -14,7 +14,7 @@ from aioice import stun
 import sfu
 
 from ..clients import close_peer, join, wait_for
-from ..test_room_lifecycle import LISTENER, UFRAG, offer
+from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG, offer
 
 
 def answer_credentials(answer: str) -> tuple[str, str]:
@@ -321,3 +321,150 @@ async def test_control_datagrams_are_dropped_and_counted_when_the_socket_is_full
         assert server.stats()["drops"] == {
             "control datagram: socket buffer full": 2,
         }
+
+
+def proof_answer(request: bytes, client_pwd: str) -> bytes:
+    """The client's success response to a server proof, as a full ICE agent sends it."""
+    message = stun.parse_message(request)
+    assert message.message_class == stun.Class.REQUEST
+    assert "ICE-CONTROLLED" in message.attributes and "PRIORITY" in message.attributes
+    assert message.check_message_integrity(client_pwd.encode())
+    response = stun.Message(
+        stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=message.transaction_id
+    )
+    response.attributes["XOR-MAPPED-ADDRESS"] = ("127.0.0.1", 9)
+    response.add_message_integrity(client_pwd.encode())
+    response.add_fingerprint()
+    return bytes(response)
+
+
+def datagrams(sock: socket.socket) -> list[bytes]:
+    sock.setblocking(False)
+    received = []
+    while True:
+        try:
+            received.append(sock.recv(2048))
+        except BlockingIOError:
+            return received
+
+
+async def test_a_forged_check_does_not_send_a_connected_members_audio_elsewhere() -> None:
+    """A member holds its own ICE credentials, so it can forge a check with
+    USE-CANDIDATE from any address: the server proves the address with a
+    check of its own first, and only an answer from there (which only a
+    client at that address can sign) moves the stream."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        speaker = await join(room, "alice", speaker=True)
+        mallory = await join(room, "mallory", speaker=False)
+        try:
+            await wait_for(lambda: len(mallory.packets(0)) >= 5, 15, "audio at mallory")
+            participant = mallory.participant
+            assert participant is not None and participant.session is not None
+            session = participant.session
+            server_ufrag, pwd = answer_credentials(participant.answer)
+            real = session.address
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+                victim.bind(("127.0.0.1", 0))
+                forged = binding_request(server_ufrag, session.remote_ufrag, pwd)
+                victim.sendto(forged, ("127.0.0.1", server.port))  # "from" the victim
+                await asyncio.sleep(0.5)
+                received = datagrams(victim)
+                assert session.address == real, "not moved on the forged check's word"
+                assert received, "the server asks the address"
+                assert all(d[0] < 4 for d in received), "STUN only: no audio to the victim"
+                proofs = [d for d in received if d[:2] == b"\x00\x01"]  # binding requests
+                assert len(proofs) == 1
+                # An answer not signed with the client's password proves nothing.
+                unsigned = stun.Message(
+                    stun.Method.BINDING,
+                    stun.Class.RESPONSE,
+                    transaction_id=stun.parse_message(proofs[0]).transaction_id,
+                )
+                unsigned.add_message_integrity(b"not-the-client-password-1234")
+                victim.sendto(bytes(unsigned), server_addr(server))
+                before = len(mallory.packets(0))
+                await asyncio.sleep(0.3)
+                assert session.address == real
+                assert len(mallory.packets(0)) > before, "the member's own audio goes on"
+                # The client really at that address answers: now it moves there.
+                victim.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
+                await wait_for(lambda: session.address == victim.getsockname(), 2, "moved")
+                await wait_for(
+                    lambda: any(128 <= d[0] < 192 for d in datagrams(victim)), 3, "audio there"
+                )
+        finally:
+            await asyncio.gather(speaker.close(), mallory.close())
+
+
+def server_addr(server: sfu.Server) -> tuple[str, int]:
+    return ("127.0.0.1", server.port)
+
+
+async def test_a_forged_check_does_not_take_another_members_address() -> None:
+    """Mallory forges a check from Bob's address with her own credentials:
+    Bob's packets must still reach Bob's session (his audio stays heard)."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        bob = await join(room, "bob", speaker=True)
+        mallory = await join(room, "mallory", speaker=False)
+        try:
+            await wait_for(lambda: len(mallory.packets(0)) >= 5, 15, "bob heard")
+            assert bob.participant is not None and bob.participant.session is not None
+            assert mallory.participant is not None and mallory.participant.session is not None
+            bob_address = bob.participant.session.address
+            assert bob_address is not None
+            session = mallory.participant.session
+            server_ufrag, pwd = answer_credentials(mallory.participant.answer)
+            forged = binding_request(server_ufrag, session.remote_ufrag, pwd)
+            # The forged source: Bob's own port (a raw socket cannot bind it, so the
+            # datagram is handed to the server as if it came from there).
+            server._datagram_received(forged, bob_address)
+            assert server._sessions_by_address[bob_address] is bob.participant.session
+            before = len(mallory.packets(0))
+            await asyncio.sleep(0.5)
+            assert len(mallory.packets(0)) >= before + 10, "bob is still heard"
+        finally:
+            await asyncio.gather(bob.close(), mallory.close())
+
+
+async def test_an_address_switched_to_during_the_handshake_is_proven_before_media() -> None:
+    """Checks select an address freely until the handshake completes, but a
+    client can read the server's first flight at one address, switch the
+    session to a victim's with a forged check, and finish the handshake from
+    the first: media starts where the first flight went, the other address
+    is proven first."""
+    from .test_dtls import Client
+
+    client = Client()
+    async with sfu.Server() as server:
+        offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
+        participant = await server.room("r").add_listener(offered, "mallory")
+        session = participant.session
+        assert session is not None
+        server_ufrag, pwd = answer_credentials(participant.answer)
+        loop = asyncio.get_running_loop()
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as real,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim,
+        ):
+            real.bind(("127.0.0.1", 0))
+            victim.bind(("127.0.0.1", 0))
+            real.settimeout(2)
+            real.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
+            assert (await loop.run_in_executor(None, real.recv, 2048))[0] < 4
+            for datagram in client.start():
+                real.sendto(datagram, server_addr(server))
+            flight = [await loop.run_in_executor(None, real.recv, 2048)]
+            await asyncio.sleep(0.2)
+            flight += datagrams(real)
+            assert all(19 < d[0] < 64 for d in flight), "the server's first flight"
+            victim.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
+            await wait_for(lambda: session.address == victim.getsockname(), 2, "switched")
+            for datagram in client.receive(flight):
+                real.sendto(datagram, server_addr(server))
+            await wait_for(lambda: session.state == "connected", 3, "connected")
+            assert session.address == real.getsockname(), "media starts where the flight went"
+            await asyncio.sleep(0.1)
+            proofs = [d for d in datagrams(victim) if d[:2] == b"\x00\x01"]
+            assert len(proofs) == 1, "the other address is asked first"
