@@ -22,9 +22,11 @@ time of the recording:
   mute, after the last one) is filled with Opus silence (20 ms frames, six
   to a packet, and shorter ones for the rest of a gap, e.g. a lost 10 ms
   packet), so granule positions (RFC 7845 section 4) always count real
-  time. A file ahead of the wall clock by more than a second (a sender
-  whose clock runs fast) drops that speaker's packets until the wall clock
-  reaches it (counted in ``ahead``). A speaker quiet for more than two seconds is filled once a second,
+  time. A file never runs more than a second ahead of the wall clock (a
+  sender whose clock runs fast): past that, that speaker's packets are
+  dropped, counted in ``ahead``, until it is back within the second (a
+  packet now and then at 0.5 % fast). A speaker quiet for more than two
+  seconds is filled once a second,
   up to a second ago, from the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
   gets that silence at its first packet (~40-130 ms per hour of recording
@@ -74,7 +76,6 @@ logger = logging.getLogger(__name__)
 SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
 _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
-_AHEAD_TOLERANCE = FRAME_SAMPLES  # a packet placed by the wall clock may start this early
 # Opus CELT-only fullband silence frames shorter than 20 ms (RFC 6716 3.1,
 # configurations 30, 29, 28) as (samples, TOC with the stereo bit clear).
 _SHORT_SILENCE = (
@@ -118,8 +119,8 @@ class SpeakerTrack:
         self.packets = 0  # speaker packets written
         self.filled = 0  # silence frames written
         self.late = 0
-        #: Packets dropped while the file was ahead of the wall clock (a sender
-        #: clock running fast, or a stream re-anchored back): they wait for it.
+        #: Packets dropped while the file was more than a second ahead of the
+        #: wall clock (a sender clock running fast): they wait for it.
         self.ahead = 0
         self._ssrc = -1
         self._next_timestamp = 0  # RTP timestamp expected at the current position
@@ -203,9 +204,10 @@ class SpeakerTrack:
             )
             if by_wall:
                 target = wall
-        if by_wall and wall < self.position - _AHEAD_TOLERANCE:
-            # The file is ahead of the wall clock (it cannot go back): packets
-            # wait until the wall clock reaches it, then are placed by it.
+        if by_wall and wall < self.position - _MAX_CLOCK_DISAGREEMENT:
+            # The file is over a second ahead of the wall clock and cannot go
+            # back: packets wait until it is back within the second. (Less
+            # ahead, after a burst or a new SSRC, a packet goes on in place.)
             self.ahead += 1
             self._ssrc = -1
             return out
@@ -497,6 +499,7 @@ class Recorder:
                     "packets": track.packets,
                     "silence_frames": track.filled,
                     "late": track.late,
+                    "ahead": track.ahead,
                 }
                 for track in self._tracks.values()
             },

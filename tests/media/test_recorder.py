@@ -385,3 +385,17 @@ def test_a_lost_10ms_packet_is_filled_with_10ms_of_silence(tmp_path: Path) -> No
         data = head + stereo._fill(FRAME_SAMPLES + size, exact=True) + stereo.finish(now=0.0)
         frame = [p for p, _ in read_packets(data)][-1]
         assert frame[0] == toc and packet_samples(frame) == size
+
+
+def test_a_file_a_little_ahead_of_the_wall_clock_loses_no_packet(tmp_path: Path) -> None:
+    """A burst (packets held by the network, then sent at once) leaves the file
+    ahead of the wall clock by a packet or more; a new SSRC then (a reconnect)
+    goes on in place: only more than a second ahead makes packets wait."""
+    packet = opus_tone(440, 1)[0]
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    for i in range(20):  # 400 ms of speech arriving within 20 ms
+        track.packet(5, i * 960, packet, now=0.001 * i)
+    assert track.position - track._wall_position(0.02) > 10 * FRAME_SAMPLES
+    for i in range(5):  # reconnected, a new SSRC, 250 ms later
+        track.packet(6, 77 + i * 960, packet, now=0.27 + 0.02 * i)
+    assert track.packets == 25 and track.ahead == 0 and track.late == 0
