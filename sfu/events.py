@@ -114,10 +114,12 @@ class MuteChanged(RoomEvent):
 class RosterChanged(RoomEvent):
     """The roster changes of one ``roster_interval``, batched.
 
-    ``joined`` and ``updated`` map identity -> role; ``left`` lists
-    identities: the net change since the previous event. An identity that
-    joined and left within the interval is in neither; one that left and
-    came back is ``updated``.
+    ``joined`` and ``updated`` are ``(identity, role)`` pairs; ``left`` lists
+    identities: the net change since the previous event. Anyone gone at the
+    interval's end is in ``left``, also someone who joined within it (a
+    member who joined in between got a snapshot that may list them, so a
+    consumer drops a name it does not know); one that left and came back is
+    ``updated``.
     """
 
     joined: tuple[tuple[str, Role], ...]

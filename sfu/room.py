@@ -70,6 +70,15 @@ _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
 
 
+def _check_identity(identity: object, name: str = "identity") -> None:
+    """InvalidSetting for an identity that is not a str (a list would raise
+    an unhelpful TypeError in a dict lookup, or pass silently)."""
+    if not isinstance(identity, str):
+        raise InvalidSetting(
+            f"{name} must be a member's identity (str), got {type(identity).__name__}"
+        )
+
+
 class Room:
     """A named audio room; see the module and README for the API."""
 
@@ -144,12 +153,12 @@ class Room:
         return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
+        _check_identity(identity)
         return self._participants.get(identity)
 
     def __getitem__(self, identity: str) -> Participant:
         """The member called ``identity``; :class:`~sfu.errors.NotFound` (a ``KeyError``) if absent."""
-        if not isinstance(identity, str):
-            raise InvalidSetting(f"identity must be a str, got {type(identity).__name__}")
+        _check_identity(identity)
         participant = self._participants.get(identity)
         if participant is None:
             raise NotFound(f"{identity!r} is not in room {self.name!r}")
@@ -392,8 +401,7 @@ class Room:
         """Check that ``by`` (a member acting through signaling) may moderate."""
         if by is None:
             return
-        if not isinstance(by, str):
-            raise InvalidSetting(f"by must be a member's identity (str), got {type(by).__name__}")
+        _check_identity(by, "by")
         actor = self._participants.get(by)
         if actor is None or "moderate" not in actor.grants:
             raise NotAllowed(f"{by!r} is not a moderator of room {self.name!r}")
@@ -411,6 +419,7 @@ class Room:
         self._emit(HandRaised(self.name, identity))
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
+        _check_identity(identity)
         if by == identity:
             by = None  # the participant's own hand (HandLowered.by is None then)
         if by is not None:
@@ -520,8 +529,7 @@ class Room:
         and a moderator's mute stay.
         """
         self._actor(by)
-        if not isinstance(identity, str):
-            raise InvalidSetting(f"identity must be a str, got {type(identity).__name__}")
+        _check_identity(identity)
         if self._closed:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")
@@ -545,12 +553,14 @@ class Room:
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
+        _check_identity(identity)
         return identity in self._banned_identities or (
             token_id is not None and token_id in self._banned_tokens
         )
 
     def unban(self, identity: str) -> None:
         """Let ``identity`` join again, with the token it was removed with too."""
+        _check_identity(identity)
         self._banned_identities.discard(identity)
         for token_id in [t for t, who in self._banned_tokens.items() if who == identity]:
             del self._banned_tokens[token_id]

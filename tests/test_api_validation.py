@@ -167,6 +167,10 @@ async def test_moderation_with_a_non_string_identity_says_what_is_wrong() -> Non
             lambda: room.mute({}),  # type: ignore[arg-type]
             lambda: room.demote(1),  # type: ignore[arg-type]
             lambda: room.mute("lee", by=5),  # type: ignore[arg-type]
+            lambda: asyncio.sleep(0, room.get([])),  # type: ignore[arg-type]
+            lambda: asyncio.sleep(0, room.unban([])),  # type: ignore[func-returns-value, arg-type]
+            lambda: asyncio.sleep(0, room.is_banned([])),  # type: ignore[arg-type]
+            lambda: asyncio.sleep(0, room.lower_hand([])),  # type: ignore[func-returns-value, arg-type]
         ):
             with pytest.raises(sfu.InvalidSetting, match="str"):
                 await call()
