@@ -9,7 +9,9 @@ expiry; the room checks it on join before any state is created::
 Claims: ``sub`` (identity), ``room``, ``role``, ``grants`` (list of
 ``publish``/``subscribe``/``moderate``), ``iat``, ``nbf``, ``exp`` and a
 random ``jti`` (so one token can be banned without banning the person).
-Every failure raises :class:`sfu.errors.NotAllowed` with the reason.
+Every failure of a token raises :class:`sfu.errors.NotAllowed` with the
+reason (a secret shorter than 32 bytes is the server's mistake:
+:class:`sfu.errors.InvalidSetting`).
 
 ``subscribe`` is implied: every member of a room may listen (a room's
 audio is what joining it is for); ``publish`` and ``moderate`` are the

@@ -252,7 +252,7 @@ class EventStream(AsyncIterator[RoomEvent]):
         return self._events.popleft()
 
     async def next(self, timeout: float | None = None) -> RoomEvent:
-        """The next event, waiting at most ``timeout`` seconds (``TimeoutError``;
+        """The next event, waiting at most ``timeout`` seconds (``asyncio.TimeoutError``;
         a queued event is returned at once, even with ``timeout=0``). After the
         last event (``RoomClosed``, or :meth:`close`) it raises
         ``StopAsyncIteration``, as iterating would end."""

@@ -151,7 +151,7 @@ class Participant:
         return self._connected and not self._closed
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until ICE and DTLS are done (``TimeoutError`` after ``timeout``).
+        """Wait until ICE and DTLS are done (``asyncio.TimeoutError`` after ``timeout``).
 
         Raises :class:`~sfu.errors.ParticipantClosed` if the participant
         closes first (it left, was removed, its handshake failed).
