@@ -61,6 +61,8 @@ async def main(args: argparse.Namespace) -> None:
         ) as gen:
             await gen.add_speaker()
             gen.set_speaking(True)
+            if args.http_keepalive:
+                await gen.open_control_connections(args.listeners)
             await asyncio.sleep(1.0)
             before = await gen.server_stats(reset_lag=True)
             loadgen_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -212,6 +214,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="diagnosis: the server logs callbacks over this many ms",
+    )
+    parser.add_argument(
+        "--http-keepalive",
+        action="store_true",
+        help="offers on HTTP connections opened before the storm (as behind a reverse "
+        "proxy keeping connections to the app open), not on a new connection each",
     )
     parser.add_argument(
         "--server-phases",

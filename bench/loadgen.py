@@ -839,6 +839,9 @@ class LoadGen:
         self._sink_thread: threading.Thread | None = None
         self._closing = False
         self._semaphore = asyncio.Semaphore(concurrency)
+        # Control connections opened ahead (open_control_connections): offers go
+        # on them instead of on a new connection each.
+        self._kept: list[ControlConnection] = []
         self._sequence = 0
         self.late_ticks = 0
 
@@ -854,8 +857,20 @@ class LoadGen:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def open_control_connections(self, count: int) -> None:
+        """Open ``count`` HTTP connections to the control endpoint now, for the
+        offers that follow (as a reverse proxy in front of the app keeps
+        connections to it open): a join then costs the server no TCP
+        connection of its own."""
+        self._kept += await asyncio.gather(
+            *(ControlConnection.open(LOOPBACK, self.control_port) for _ in range(count))
+        )
+
     async def close(self) -> None:
         self._closing = True
+        for connection in self._kept:
+            connection.close()
+        self._kept = []
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -893,9 +908,14 @@ class LoadGen:
             }
         ).encode()
         peer.offer_ns = time.time_ns()
-        reply = await asyncio.wait_for(
-            http_json(LOOPBACK, self.control_port, "/offer", body), self.join_timeout
-        )
+        kept = self._kept.pop() if self._kept else None
+        if kept is None:
+            sent = http_json(LOOPBACK, self.control_port, "/offer", body)
+        else:
+            sent = kept.request("/offer", body)
+        reply = await asyncio.wait_for(sent, self.join_timeout)
+        if kept is not None and not kept.closed:
+            self._kept.append(kept)
         if "answer" not in reply:
             raise ConnectionError(f"offer refused: {reply.get('error')}")
         peer.answer_ns = time.time_ns()
