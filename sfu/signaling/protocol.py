@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,10 +68,16 @@ logger = logging.getLogger(__name__)
 #: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
 MAX_MESSAGE = 64 * 1024
 #: Commands that change room state are fanned out to every member (a hand
-#: raised is a message to each), so each connection may send at most this
-#: burst, refilled at this rate per second; the excess is refused.
+#: raised is a message to each), so each member (an identity in a room, over
+#: its reconnects) may send at most this burst, refilled at this rate per
+#: second; the excess is refused.
 COMMAND_BURST = 20
 COMMAND_RATE = 5.0
+# The buckets, per room and identity: kept across a member's reconnects (a new
+# connection with a full bucket would undo the limit), for the room's life.
+_buckets: weakref.WeakKeyDictionary[Room, dict[str, list[float]]] = weakref.WeakKeyDictionary()
+# A room's table is pruned of full buckets (as good as none) past this size.
+_BUCKETS_PRUNE_AT = 256
 #: What a command costs in the bucket: the ones every member hears of.
 _FANNED_OUT = frozenset(
     {"raise_hand", "lower_hand", "mute", "promote", "demote", "mute_participant", "remove"}
@@ -173,8 +180,6 @@ class SignalingSession:
         # predecessor of the same name (it left while this join waited its turn).
         self._own_join_seen = False
         self._closed = False
-        self._tokens = float(COMMAND_BURST)
-        self._tokens_at = time.monotonic()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "join": self._join,
             "offer": self._offer,
@@ -259,16 +264,26 @@ class SignalingSession:
         await self.send(reply)  # after a join, the room's events follow (handle())
 
     def _spend_token(self, kind: str) -> None:
+        assert self.participant is not None  # fanned-out commands need a join
         now = time.monotonic()
-        self._tokens = min(COMMAND_BURST, self._tokens + (now - self._tokens_at) * COMMAND_RATE)
-        self._tokens_at = now
-        if self._tokens < 1:
+        table = _buckets.setdefault(self.participant.room, {})
+        bucket = table.get(self.participant.identity)
+        if bucket is None:
+            if len(table) >= _BUCKETS_PRUNE_AT:
+                for identity, (tokens, at) in list(table.items()):
+                    if tokens + (now - at) * COMMAND_RATE >= COMMAND_BURST:
+                        del table[identity]
+            bucket = table[self.participant.identity] = [float(COMMAND_BURST), now]
+        tokens = min(COMMAND_BURST, bucket[0] + (now - bucket[1]) * COMMAND_RATE)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
             raise ProtocolError(
                 "rate_limited",
                 f"too many commands: at most {COMMAND_RATE:g} per second "
                 f"(bursts of {COMMAND_BURST}); {kind!r} was not done",
             )
-        self._tokens -= 1
+        bucket[0] = tokens - 1
 
     @staticmethod
     def _code(exc: BaseException) -> str:

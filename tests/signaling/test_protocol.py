@@ -817,3 +817,28 @@ async def test_a_refused_signaling_join_leaves_no_room() -> None:
         await asyncio.sleep(0)
         assert "ghost" not in server.rooms
         await session.close()
+
+
+async def test_the_command_limit_holds_across_a_members_reconnects() -> None:
+    """A member who spent its burst cannot get a fresh one by joining again:
+    the bucket is the identity's in the room, not the connection's."""
+    from sfu.signaling.protocol import COMMAND_BURST
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        token = auth.issue_token(SECRET, room="hall", identity="waver", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER}
+        done = refused = 0
+        for _reconnect in range(5):
+            session, sent, _closed = bare_session(server)
+            await session.handle(json.dumps(join))
+            assert sent[-1]["type"] == "joined"
+            for number in range(COMMAND_BURST):
+                kind = "raise_hand" if number % 2 == 0 else "lower_hand"
+                await session.handle(json.dumps({"type": kind, "id": number}))
+            done += sum(1 for m in sent if m.get("type") == "ok")
+            refused += sum(1 for m in sent if m.get("code") == "rate_limited")
+            await session.handle(json.dumps({"type": "leave", "id": "bye"}))
+            await session.close()
+        assert done <= COMMAND_BURST + 2, "one burst over all five connections"
+        assert refused >= 4 * COMMAND_BURST - 2
