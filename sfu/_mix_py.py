@@ -670,7 +670,9 @@ def mix_add(acc: bytearray, frame: bytes) -> None:
             f"mix_add: frame of {len(frame)} bytes needs an int32 accumulator of "
             f"{4 * samples} bytes, got {len(acc)}"
         )
-    total = memoryview(acc).cast("B").cast("i")
+    # Only the samples used are viewed: longer buffers of any size are
+    # accepted, as by the compiled kernel.
+    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
     pcm = memoryview(frame).cast("B").cast("h")
     for i in range(samples):
         total[i] += pcm[i]
@@ -689,7 +691,7 @@ def mix_limit(acc: bytes | bytearray, out: bytearray, minus: bytes | None = None
             f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
             f"and a minus frame of {2 * samples} bytes"
         )
-    total = memoryview(acc).cast("B").cast("i")
+    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
     pcm = memoryview(out).cast("B").cast("h")
     energy = 0
     if minus is None:
@@ -698,7 +700,7 @@ def mix_limit(acc: bytes | bytearray, out: bytearray, minus: bytes | None = None
             pcm[i] = value
             energy += value * value
     else:
-        own = memoryview(minus).cast("B").cast("h")
+        own = memoryview(minus).cast("B")[: 2 * samples].cast("h")
         for i in range(samples):
             value = soft_clip(total[i] - own[i])
             pcm[i] = value

@@ -98,6 +98,16 @@ def test_bad_sizes(mix: ModuleType) -> None:
     assert mix.mix_limit(b"", bytearray()) == 0
 
 
+def test_longer_buffers_of_any_size_are_accepted_alike(mix: ModuleType) -> None:
+    """Only the samples used are read: an accumulator or a minus frame longer
+    than needed, by a size that is not a whole sample, is fine in both twins."""
+    acc = bytearray(4 * 2 + 2)  # 2 samples and half of one more
+    mix.mix_add(acc, frame(1000, -1000))
+    out = bytearray(4)
+    assert mix.mix_limit(acc, out, frame(10, 10) + b"\x07") >= 0
+    assert ints(out) == [990, -1010]
+
+
 int16 = st.integers(-32768, 32767)
 
 
