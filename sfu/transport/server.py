@@ -595,6 +595,11 @@ class Server:
                     room._check_stage(now)
                 except Exception:
                     logger.exception("room %r: stage check failed", room.name)
+            for session in {session for session in self._proofs.values()}:
+                try:
+                    session.resend_proofs(now)
+                except Exception:
+                    logger.exception("%r: address proofs failed", session)
             for session in list(self._handshaking):
                 try:
                     session.handle_timeout(now)

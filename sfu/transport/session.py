@@ -44,7 +44,7 @@ MAX_CHECKED_ADDRESSES = 8
 MAX_PROOFS = 4
 #: Seconds a proof waits for its answer; a check from the address then asks again.
 PROOF_TIMEOUT = 2.0
-#: A check from an address whose proof is under way re-sends it after this long.
+#: An unanswered proof is sent again this often (same transaction) until then.
 PROOF_RESEND = 0.5
 
 
@@ -58,7 +58,8 @@ class SessionHandler(Protocol):
 
 class Session:
     __slots__ = (
-        "_first_flight_to",
+        "_flight_sent",
+        "_nominated",
         "_proofs",
         "address",
         "checked_addresses",
@@ -94,12 +95,16 @@ class Session:
         self.remote_ufrag = remote_ufrag
         # The client's ICE password (its offer's), for the server's own checks.
         self.remote_pwd = remote_pwd
-        # Address proofs under way: transaction id -> (address, its check asked
-        # for it to be used, when the proof was sent).
-        self._proofs: dict[bytes, tuple[Address, bool, float]] = {}
-        # Where the DTLS server's first flight went: a client that completes the
-        # handshake read it there, so that address is proven.
-        self._first_flight_to: Address | None = None
+        # Address proofs under way: transaction id -> [address, first sent, last sent].
+        self._proofs: dict[bytes, list[Any]] = {}
+        # The address the client last nominated (USE-CANDIDATE) that awaits its
+        # proof: selected when a proof of it comes back.
+        self._nominated: Address | None = None
+        # The DTLS server's first flight went out: from then on the client at
+        # the selected address is the one reading the handshake, so a move
+        # needs a proof (else: flight to here, a forged move, the rest read
+        # from elsewhere, and the audio to a victim).
+        self._flight_sent = False
         self.handler = handler
         self.state = "new"
         self.address: Address | None = None
@@ -134,17 +139,23 @@ class Session:
         Its source address can be forged by the session's own client (it holds
         the credentials): one check naming a victim's address would send the
         room's audio there, or take a connected member's address away from
-        it. So an address is taken on a check's word only before media flows
-        and when no live session has it; otherwise (a connected session
-        changing address, an address another live session uses) the server
-        first sends a check of its own there and waits for the client's
-        answer, which only a client at that address can give.
+        it. So an address is taken on a check's word only before the DTLS
+        handshake's first flight goes out and when no live session has it;
+        otherwise (a move once that flight went out, an address another live
+        session uses) the server first sends a check of its own there and
+        waits for the client's answer, which only a client at that address
+        can give (re-sent every 0.5 s for 2 s, and again on the next check).
         """
         owner = self.server._sessions_by_address.get(address)
         stolen = owner is not None and owner is not self and owner.state != "closed"
-        moved = self.state == "connected" and request.use_candidate and address != self.address
+        # (A check from an address nominated earlier asks again: its proof may
+        # have been lost, and the client's consent checks now come from there.)
+        nominated = request.use_candidate or address == self._nominated
+        moved = self._flight_sent and nominated and address != self.address
         if (stolen or moved) and self.remote_pwd:
-            self._prove(address, request.use_candidate, now)
+            if request.use_candidate:
+                self._nominated = address
+            self._prove(address, now)
             return
         self._accept_check(address, request.use_candidate, now)
 
@@ -158,6 +169,7 @@ class Session:
                 self.server._address_forgotten(self, oldest)
         if self.address is None or (use_candidate and address != self.address):
             self.address = address
+            self._nominated = None
             logger.debug("%r selected %s", self, address)
             if self.state == "new":
                 self.state = "checking"
@@ -168,25 +180,35 @@ class Session:
             # pair): checks from elsewhere do not keep a stream to it alive.
             self.last_valid = now
 
-    def _prove(self, address: Address, use_candidate: bool, now: float) -> None:
+    def _prove(self, address: Address, now: float) -> None:
         """Send the client a binding request at ``address``; see :meth:`receive_binding`."""
-        for transaction_id, (_address, _use, sent) in list(self._proofs.items()):
-            if now - sent > PROOF_TIMEOUT:
-                self._forget_proof(transaction_id)
-            elif _address == address and now - sent < PROOF_RESEND:
-                if use_candidate and not _use:
-                    self._proofs[transaction_id] = (_address, True, sent)
-                return  # under way
+        self.resend_proofs(now)
+        if any(pending[0] == address for pending in self._proofs.values()):
+            return  # under way (re-sent by resend_proofs)
         if len(self._proofs) >= MAX_PROOFS:
             self.server.drops["stun address proofs over the session's share"] += 1
             return
         transaction_id = secrets.token_bytes(12)
-        self._proofs[transaction_id] = (address, use_candidate, now)
+        self._proofs[transaction_id] = [address, now, now]
         self.server._proof_sent(self, transaction_id)
+        logger.debug("%r: proving %s", self, address)
+        self._send_proof(transaction_id, address)
+
+    def _send_proof(self, transaction_id: bytes, address: Address) -> None:
         username = f"{self.remote_ufrag}:{self.credentials.ufrag}"
         request = proof_request(transaction_id, username, self.remote_pwd, self.server.tie_breaker)
-        logger.debug("%r: proving %s", self, address)
         self.server._send(request, address)
+
+    def resend_proofs(self, now: float) -> None:
+        """Re-send unanswered proofs (a STUN transaction's retransmission), give
+        up on those older than PROOF_TIMEOUT (the next check asks again)."""
+        for transaction_id, pending in list(self._proofs.items()):
+            address, first, last = pending
+            if now - first > PROOF_TIMEOUT:
+                self._forget_proof(transaction_id)
+            elif now - last >= PROOF_RESEND:
+                pending[2] = now
+                self._send_proof(transaction_id, address)
 
     def receive_proof(
         self, transaction_id: bytes, data: bytes, address: Address, now: float
@@ -205,7 +227,7 @@ class Session:
         if self.state == "closed":
             return
         logger.debug("%r: %s proven", self, address)
-        self._accept_check(address, pending[1], now)
+        self._accept_check(address, address == self._nominated, now)
 
     def _forget_proof(self, transaction_id: bytes) -> None:
         del self._proofs[transaction_id]
@@ -217,16 +239,6 @@ class Session:
             return
         completed = self.dtls.feed(data, now)
         if completed and self.dtls.keys is not None:
-            first = self._first_flight_to
-            if first is not None and self.address != first and self.remote_pwd:
-                # Switched after the first flight went out: the client read that
-                # flight where it went, not necessarily here. Media starts at
-                # the proven address; the other one is proven first.
-                requested, self.address = self.address, first
-                if first not in self.checked_addresses:
-                    self._accept_check(first, False, now)
-                if requested is not None:
-                    self._prove(requested, True, now)
             self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
             self.state = "connected"
             self.last_valid = now
@@ -276,8 +288,7 @@ class Session:
 
     def _send_dtls(self, data: bytes) -> None:
         if self.address is not None:
-            if self._first_flight_to is None:
-                self._first_flight_to = self.address
+            self._flight_sent = True
             self.server._send(data, self.address)
 
     def send_rtcp(self, packet: bytes) -> None:
