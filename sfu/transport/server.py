@@ -435,11 +435,17 @@ class Server:
                 self.join_counts[index] += 1
                 break
 
-    def _address_checked(self, session: Session, address: Address) -> None:
+    def _address_checked(self, session: Session, address: Address, proven: bool = False) -> None:
         previous = self._sessions_by_address.get(address)
         if previous is not None and previous is not session:
             # The client's port now belongs to another session (a reconnect).
             previous.checked_addresses.pop(address, None)
+            if proven and previous.address == address and previous.state != "closed":
+                # The client there answered the new session's proof: the old
+                # session's client is gone (a reconnect from the same port, a
+                # NAT mapping given to someone else), so its stream stops now
+                # rather than when its consent runs out.
+                previous.close("its address was taken over by a new session")
         self._sessions_by_address[address] = session
 
     def _address_forgotten(self, session: Session, address: Address) -> None:

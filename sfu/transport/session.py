@@ -159,10 +159,12 @@ class Session:
             return
         self._accept_check(address, request.use_candidate, now)
 
-    def _accept_check(self, address: Address, use_candidate: bool, now: float) -> None:
+    def _accept_check(
+        self, address: Address, use_candidate: bool, now: float, *, proven: bool = False
+    ) -> None:
         if address not in self.checked_addresses:
             self.checked_addresses[address] = None
-            self.server._address_checked(self, address)
+            self.server._address_checked(self, address, proven)
             if len(self.checked_addresses) > MAX_CHECKED_ADDRESSES:
                 oldest = next(a for a in self.checked_addresses if a != self.address)
                 del self.checked_addresses[oldest]
@@ -227,7 +229,7 @@ class Session:
         if self.state == "closed":
             return
         logger.debug("%r: %s proven", self, address)
-        self._accept_check(address, address == self._nominated, now)
+        self._accept_check(address, address == self._nominated, now, proven=True)
 
     def _forget_proof(self, transaction_id: bytes) -> None:
         del self._proofs[transaction_id]

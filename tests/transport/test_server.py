@@ -481,3 +481,31 @@ async def test_once_the_first_flight_went_out_a_move_is_proven_first() -> None:
             assert proofs, "asked again on the next check"
             victim.sendto(proof_answer(proofs[-1], session.remote_pwd), server_addr(server))
             await wait_for(lambda: session.address == victim.getsockname(), 2, "moved")
+
+
+async def test_a_new_session_that_proves_an_old_sessions_address_ends_the_old_one() -> None:
+    """A client reconnecting from the same port (or a NAT mapping given to
+    someone else): once the new session's proof is answered from there, the
+    old session's client is gone, and its stream stops at once instead of
+    going on until its consent runs out."""
+    async with sfu.Server(consent_timeout=30.0) as server:
+        room = server.room("r")
+        old = await room.add_listener(offer("recvonly"), "old")
+        new = await room.add_listener(offer("recvonly").replace(UFRAG, "Yq7w"), "new")
+        old_session, new_session = old.session, new.session
+        assert old_session is not None and new_session is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as port:
+            port.bind(("127.0.0.1", 0))
+            old_ufrag, old_pwd = answer_credentials(old.answer)
+            port.sendto(binding_request(old_ufrag, UFRAG, old_pwd), server_addr(server))
+            await wait_for(lambda: old_session.address == port.getsockname(), 2, "old selected")
+            new_ufrag, new_pwd = answer_credentials(new.answer)
+            port.sendto(binding_request(new_ufrag, "Yq7w", new_pwd), server_addr(server))
+            await asyncio.sleep(0.1)
+            assert not old.closed and new_session.address is None, "not on a check's word"
+            proofs = [d for d in datagrams(port) if d[:2] == b"\x00\x01"]
+            assert proofs
+            port.sendto(proof_answer(proofs[-1], new_session.remote_pwd), server_addr(server))
+            await wait_for(lambda: old.closed, 2, "the old session ended")
+            assert new_session.address == port.getsockname()
+            assert server._sessions_by_address[port.getsockname()] is new_session
