@@ -19,6 +19,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from .opus import padded_packet
+
 __all__ = ["SILENCE", "OpusLevelMeter", "audio_level"]
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class OpusLevelMeter:
             self.errors += 1
             return -1
         try:
-            frames = self._decoder.decode(av.Packet(payload))
+            frames = self._decoder.decode(padded_packet(payload))
         except av.FFmpegError as exc:
             self.errors += 1
             if self.errors == 1:  # once per speaker, not per packet

@@ -19,8 +19,20 @@ __all__ = [
     "SILENCE_STEREO",
     "OpusDecoder",
     "OpusEncoder",
+    "padded_packet",
     "plc_packet",
 ]
+
+
+def padded_packet(payload: bytes) -> av.Packet:
+    """``payload`` as an ``av.Packet`` of its own, with FFmpeg's zeroed input
+    padding after it (``av_new_packet``). ``av.Packet(bytes)`` lends the bytes'
+    own buffer without it, and decoders read up to 64 bytes past the end: a
+    speaker's payload was decoded with whatever memory followed it."""
+    packet = av.Packet(len(payload))
+    packet.update(payload)
+    return packet
+
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
@@ -64,7 +76,7 @@ class OpusDecoder:
     def decode(self, payload: bytes) -> bytes:
         """Decoded PCM (empty when libopus rejects the packet; counted in ``errors``)."""
         try:
-            frames = self._context.decode(av.Packet(payload))
+            frames = self._context.decode(padded_packet(payload))
         except av.FFmpegError:
             self.errors += 1
             return b""

@@ -76,3 +76,27 @@ def test_undecodable_payload_gives_no_level() -> None:
     # The meter still works afterwards.
     levels = [meter.level(payload) for payload in encode(tone(-20))]
     assert abs(levels[20] - 20) <= 2
+
+
+def test_a_payload_is_decoded_without_the_memory_after_it() -> None:
+    """FFmpeg's decoders read up to 64 bytes past a packet's end: the meter
+    (and the mixer's decoder) hand it a padded copy, so a speaker's level does
+    not depend on whatever follows its payload in memory (it did: 51, 6, 15
+    or 30 for the same 3 bytes, from a memory-safety review's corpus)."""
+    from pathlib import Path
+
+    from sfu.media.levels import OpusLevelMeter
+    from sfu.media.opus import OpusDecoder
+
+    data = Path(__file__).parent.parent / "data" / "opus_overread_payloads.hex"
+    *history, probe = [bytes.fromhex(line) for line in data.read_text().split()]
+    levels, pcm = set(), set()
+    for tail in (bytes(64), b"\xff" * 64, b"\x55" * 64, b"\xa3" * 64):
+        meter, decoder = OpusLevelMeter(), OpusDecoder()
+        for payload in history:
+            meter.level(payload)
+            decoder.decode(payload)
+        view = memoryview(probe + tail)[: len(probe)]  # the same bytes, other memory after
+        levels.add(meter.level(view))  # type: ignore[arg-type]
+        pcm.add(bytes(decoder.decode(view)))  # type: ignore[arg-type]
+    assert len(levels) == 1 and len(pcm) == 1
