@@ -22,10 +22,13 @@ time of the recording:
   mute, after the last one) is filled with Opus silence (20 ms frames, six
   to a packet, and shorter ones for the rest of a gap, e.g. a lost 10 ms
   packet), so granule positions (RFC 7845 section 4) always count real
-  time. A file never runs more than a second ahead of the wall clock (a
-  sender whose clock runs fast): past that, that speaker's packets are
-  dropped, counted in ``ahead``, until it is back within the second (a
-  packet now and then at 0.5 % fast). A speaker quiet for more than two
+  time. A file never runs more than about a second (and a packet) ahead of
+  the wall clock (a sender whose clock runs fast): past that, that
+  speaker's packets are dropped, counted in ``ahead``, until it is back
+  within the second (a packet now and then at 0.5 % fast). A stream more
+  than a second behind it (a slow clock, a long stall) is re-placed by it
+  once that has lasted a second, so a burst after a network stall is
+  written whole. A speaker quiet for more than two
   seconds is filled once a second,
   up to a second ago, from the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
@@ -76,6 +79,7 @@ logger = logging.getLogger(__name__)
 SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
 _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
+_BEHIND_GRACE = 1.0  # seconds a stream may stay over that far behind before it is re-placed
 # Opus CELT-only fullband silence frames shorter than 20 ms (RFC 6716 3.1,
 # configurations 30, 29, 28) as (samples, TOC with the stereo bit clear).
 _SHORT_SILENCE = (
@@ -125,6 +129,7 @@ class SpeakerTrack:
         self._ssrc = -1
         self._next_timestamp = 0  # RTP timestamp expected at the current position
         self._restart_at = -1  # the timestamp that would confirm a restarted numbering
+        self._behind_since: float | None = None  # since when over a second behind the wall
         self._started = False
         self.last_time = start  # loop time of the last packet placed
 
@@ -198,12 +203,23 @@ class SpeakerTrack:
                     return out
             target = self.position + gap
             # A restarted numbering, far ahead, or out of line with the wall
-            # clock: placed by the wall clock.
+            # clock: placed by the wall clock. Behind it by more than a second,
+            # only if that lasts a second: packets a network stall held back
+            # arrive in a burst, and placing the burst by the wall clock would
+            # put the file ahead of it by the stall (and drop the excess).
+            behind_since = None
+            if wall - target > _MAX_CLOCK_DISAGREEMENT:
+                behind_since = now if self._behind_since is None else self._behind_since
+            self._behind_since = behind_since
             by_wall = (
-                gap < 0 or gap > _MAX_TIMESTAMP_GAP or abs(target - wall) > _MAX_CLOCK_DISAGREEMENT
+                gap < 0
+                or gap > _MAX_TIMESTAMP_GAP
+                or target - wall > _MAX_CLOCK_DISAGREEMENT
+                or (behind_since is not None and now - behind_since >= _BEHIND_GRACE)
             )
             if by_wall:
                 target = wall
+                self._behind_since = None
         if by_wall and wall < self.position - _MAX_CLOCK_DISAGREEMENT:
             # The file is over a second ahead of the wall clock and cannot go
             # back: packets wait until it is back within the second. (Less

@@ -399,3 +399,20 @@ def test_a_file_a_little_ahead_of_the_wall_clock_loses_no_packet(tmp_path: Path)
     for i in range(5):  # reconnected, a new SSRC, 250 ms later
         track.packet(6, 77 + i * 960, packet, now=0.27 + 0.02 * i)
     assert track.packets == 25 and track.ahead == 0 and track.late == 0
+
+
+def test_a_burst_after_a_network_stall_is_written_whole(tmp_path: Path) -> None:
+    """Packets held 1.5 s by the network arrive at once: placing the first by
+    the wall clock would put the burst 1.5 s ahead of it and drop the excess;
+    the stream is re-placed only if it stays behind for a second."""
+    packet = opus_tone(440, 1)[0]
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    for i in range(100):  # 2 s of speech, on time
+        track.packet(5, i * 960, packet, now=i * 0.02)
+    for i in range(100, 175):  # 1.5 s held back, then delivered within 15 ms
+        track.packet(5, i * 960, packet, now=3.5 + (i - 100) * 0.0002)
+    for i in range(175, 250):  # on time again
+        track.packet(5, i * 960, packet, now=3.5 + (i - 175) * 0.02)
+    assert track.packets == 250 and track.ahead == 0 and track.late == 0
+    ahead = track.position - track._wall_position(3.5 + 75 * 0.02)
+    assert abs(ahead) <= FRAME_SAMPLES * 2, "back in line with the wall clock"
