@@ -65,6 +65,9 @@ __all__ = ["Room"]
 logger = logging.getLogger(__name__)
 
 MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
+#: Identities one room keeps banned at most: a ban of someone absent stores a
+#: name a moderator chose, and a room holding bans is not closed when empty.
+MAX_BANS = 1000
 #: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
@@ -541,6 +544,15 @@ class Room:
         if participant is None:
             if not ban:
                 raise NotFound(f"{identity!r} is not in room {self.name!r}")
+            if not identity or len(identity) > MAX_IDENTITY_LENGTH:
+                raise InvalidSetting(
+                    f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} "
+                    "characters (no member can have another)"
+                )
+            if identity not in self._banned_identities and len(self._banned_identities) >= MAX_BANS:
+                raise InvalidSetting(
+                    f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
+                )
             self._banned_identities.add(identity)
             logger.info("%s banned from room %r while absent", identity, self.name)
             return

@@ -176,3 +176,28 @@ async def test_moderation_with_a_non_string_identity_says_what_is_wrong() -> Non
                 await call()
         with pytest.raises(sfu.NotAllowed, match="must be a str, got int"):
             await room.join(LISTENER, token=5)  # type: ignore[arg-type]
+
+
+async def test_bans_of_absent_people_are_bounded_in_size_and_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ban of someone absent stores a name the moderator chose, and a room
+    with bans is never closed when empty: names longer than any member's,
+    or more than MAX_BANS of them, are refused."""
+    from sfu import room as room_module
+
+    monkeypatch.setattr(room_module, "MAX_BANS", 3)
+    async with sfu.Server() as server:
+        room = server.room("r")
+        with pytest.raises(sfu.InvalidSetting, match="at most"):
+            await room.remove("x" * 60_000, ban=True)
+        with pytest.raises(sfu.InvalidSetting):
+            await room.remove("", ban=True)
+        for name in ("a", "b", "c"):
+            await room.remove(name, ban=True)
+        await room.remove("a", ban=True)  # already banned: fine
+        with pytest.raises(sfu.InvalidSetting, match="bans already"):
+            await room.remove("d", ban=True)
+        room.unban("a")
+        await room.remove("d", ban=True)
+        assert room.is_banned("d") and not room.is_banned("a")
