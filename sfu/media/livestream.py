@@ -236,6 +236,16 @@ def live_stream_handler(
                     raise NotAllowed(f"{claims.identity!r} was removed from room {name!r}")
             except NotAllowed as exc:
                 return web.Response(status=403, text=f"{exc}\n")
+        if request.method == "HEAD":
+            # Headers only: a HEAD must not subscribe (the mixer would run for
+            # it) nor send a body its client will read as the next response.
+            return web.Response(
+                headers={
+                    "Content-Type": "audio/ogg",
+                    "Cache-Control": "no-cache, no-store",
+                    "X-Content-Type-Options": "nosniff",
+                }
+            )
         live = stream_of(room)
         client = live.subscribe()
         transport = request.transport

@@ -110,6 +110,22 @@ async def test_room_close_ends_the_stream(http_server: tuple[sfu.Server, str]) -
     assert len(list(read_packets(data))) >= 2 + 10
 
 
+async def test_a_head_request_gets_headers_only(http_server: tuple[sfu.Server, str]) -> None:
+    """HEAD must not subscribe (the mixer would run for it) nor send the Ogg
+    stream after its headers (the next response on the connection would be
+    read from it)."""
+    server, base = http_server
+    room = server.room("headed")
+    async with aiohttp.ClientSession() as session:
+        async with session.head(f"{base}/rooms/headed/live.ogg") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "audio/ogg"
+        async with session.get(f"{base}/rooms/nowhere/live.ogg") as response:
+            assert response.status == 404, "the connection is still in step"
+    await asyncio.sleep(0.1)
+    assert room._mixer is None or not room.mixer.running
+
+
 async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) -> None:
     server, base = http_server
     server.room("secret", private=True)
