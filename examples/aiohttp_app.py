@@ -47,7 +47,8 @@ async def join(request: web.Request) -> web.Response:
         identity, offer = body["identity"], body["sdp"]
         if not isinstance(identity, str) or not isinstance(offer, str):
             raise TypeError
-    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deep
+    # RecursionError: nested too deep; LookupError: an unknown charset.
+    except (ValueError, KeyError, TypeError, RecursionError, LookupError):
         raise web.HTTPBadRequest(
             text='send JSON {"identity": "<name>", "sdp": "<offer>"}'
         ) from None

@@ -70,6 +70,8 @@ def _valid_name(value: object) -> bool:
     override) or separator-only characters a lookalike name could hide in."""
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
         return False
+    if value.strip() in (".", ".."):
+        return False  # a URL path normalises them away: no HTTP route would reach the room
     return all(
         unicodedata.category(char)[0] not in "C" and unicodedata.category(char) not in ("Zl", "Zp")
         for char in value
@@ -107,7 +109,8 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     assert server.token_secret is not None
     try:
         body: Any = await request.json()
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
+    # RecursionError: nested deeper than json can read; LookupError: an unknown charset.
+    except (ValueError, RecursionError, LookupError):
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}') from None
     if not isinstance(body, dict):
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}')

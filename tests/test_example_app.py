@@ -48,6 +48,11 @@ async def test_join_and_leave_through_the_example_app() -> None:
                 too_long = {"identity": "x" * 300, "sdp": offer}
                 async with http.post(f"{base}/rooms/hall/listener", json=too_long) as r:
                     assert r.status == 400
+                charset = {"Content-Type": "application/json; charset=foo"}  # unknown
+                async with http.post(
+                    f"{base}/rooms/hall/listener", data=b"{}", headers=charset
+                ) as r:
+                    assert r.status == 400
                 body = {"identity": "lee", "sdp": offer}
                 async with http.post(f"{base}/rooms/hall/listener", json=body) as r:
                     assert r.status == 200

@@ -436,6 +436,14 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
                 assert "error" in await response.json()
         async with http.post(demo.url + "/api/token", data="{") as response:
             assert response.status == 400
+        charset = {"Content-Type": "application/json; charset=foo"}  # an unknown one
+        async with http.post(demo.url + "/api/token", data=b"{}", headers=charset) as response:
+            assert response.status == 400
+        # "." and ".." would be normalised out of every URL of the room.
+        for dots in (".", "..", " .. "):
+            body = {"room": dots, "identity": "zoe", "role": "speaker"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                assert response.status == 400, repr(dots)
         # Names that hide or disguise themselves: zero-width, a direction override, C1.
         for sneaky in ("\u200b", "Ada\u202e", "a\x85b", " "):
             body = {"room": "r", "identity": sneaky, "role": "speaker"}
