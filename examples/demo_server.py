@@ -20,7 +20,8 @@ Everything the page uses is part of the ``sfu`` package, not demo code:
 
 Only ``POST /api/token`` is demo-only: it signs a join token for any room,
 name and role (``{"room", "identity", "role"}`` -> ``{"token"}``), so anyone
-can try it out. ``--no-demo-tokens`` turns it off (404); then tokens must come
+can try it out; whoever opens a room moderates it, and a later moderator
+token for that room needs the ``owner_key`` the first one came with. ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
 or the ``SFU_TOKEN_SECRET`` environment variable sets it.
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import collections
 import gc
+import hmac
 import json
 import logging
 import os
@@ -79,7 +81,8 @@ def _valid_name(value: object) -> bool:
 
 
 SERVER_KEY = web.AppKey("server", sfu.Server)
-#: Room name -> (its opener's identity, when the opener's token expires; monotonic).
+#: Room name -> (its opener's identity, when the opener's token expires (monotonic),
+#: the opener's key: the secret a later moderator token for the room needs).
 OWNERS_KEY = web.AppKey("owners", collections.OrderedDict)
 #: Rooms with a remembered opener at once (each for TOKEN_TTL): bounds the table.
 MAX_OWNED_ROOMS = 10_000
@@ -104,7 +107,12 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 
 async def issue_demo_token(request: web.Request) -> web.Response:
-    """``POST /api/token`` ``{"room", "identity", "role"}`` -> ``{"token"}``: try-it-out only."""
+    """``POST /api/token`` ``{"room", "identity", "role", "owner_key"?}`` -> ``{"token",
+    "owner_key"?}``: try-it-out only.
+
+    The first moderator token of a room comes with an ``owner_key``; later
+    moderator tokens for that room need it (with the same identity): the
+    opener's name is shown to every member, the key is not."""
     server = request.app[SERVER_KEY]
     assert server.token_secret is not None
     try:
@@ -140,7 +148,13 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             "moderate" in member.grants and member.identity != identity.strip()
             for member in members
         )
-        if taken or (owner is not None and owner[0] != identity.strip()):
+        presented = body.get("owner_key")
+        not_the_owner = owner is not None and (
+            owner[0] != identity.strip()
+            or not isinstance(presented, str)
+            or not hmac.compare_digest(presented.encode(), owner[2].encode())
+        )
+        if taken or not_the_owner:
             raise web.HTTPForbidden(
                 text=json.dumps(
                     {"error": "this room has a moderator already: join and ask to be promoted"}
@@ -156,7 +170,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             unopened = next(
                 (
                     n
-                    for n, (_, expires) in owners.items()
+                    for n, (_, expires, _key) in owners.items()
                     if n not in rooms and expires <= minted_before
                 ),
                 None,
@@ -168,12 +182,15 @@ async def issue_demo_token(request: web.Request) -> web.Response:
                 )
             del owners[unopened]
         # Each token minted for the opener extends the claim to its expiry.
-        owners[name] = (identity.strip(), now + TOKEN_TTL)
+        owner_key = owner[2] if owner is not None else secrets.token_urlsafe(16)
+        owners[name] = (identity.strip(), now + TOKEN_TTL, owner_key)
         owners.move_to_end(name)
     token = sfu.auth.issue_token(
         server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
     )
     logger.info("issued a demo token: %r as %s in room %r", identity.strip(), role, room.strip())
+    if role == "moderator":
+        return web.json_response({"token": token, "owner_key": owner_key})
     return web.json_response({"token": token})
 
 

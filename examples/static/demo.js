@@ -15,16 +15,32 @@ if (params.get("room")) $("#room-input").value = params.get("room");
 // -- lobby ----------------------------------------------------------------------------------
 
 async function demoToken(room, identity, role) {
+  // The first moderator token of a room comes with a key that later ones
+  // need (the opener's name alone is no proof: everyone in the room sees it).
+  const keyName = `sfu-demo-owner:${room}`;
+  let ownerKey = null;
+  try {
+    ownerKey = localStorage.getItem(keyName);
+  } catch {
+    // storage disabled: the opener just cannot mint a second moderator token
+  }
   const response = await fetch("/api/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ room, identity, role }),
+    body: JSON.stringify({ room, identity, role, owner_key: ownerKey }),
   });
   if (response.status === 404) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `The token request failed (${response.status}).`);
+  if (body.owner_key) {
+    try {
+      localStorage.setItem(keyName, body.owner_key);
+    } catch {
+      // as above
+    }
+  }
   return body.token;
 }
 

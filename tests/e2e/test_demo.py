@@ -609,17 +609,23 @@ async def test_demo_tokens_and_streams_keep_rooms_to_those_let_in(demo: Demo) ->
     too deep is a 400, not a 500."""
     async with aiohttp.ClientSession() as http:
 
-        async def mint(room: str, identity: str, role: str) -> aiohttp.ClientResponse:
-            body = {"room": room, "identity": identity, "role": role}
+        async def mint(
+            room: str, identity: str, role: str, owner_key: str | None = None
+        ) -> tuple[int, dict[str, str]]:
+            body = {"room": room, "identity": identity, "role": role, "owner_key": owner_key}
             async with http.post(demo.url + "/api/token", json=body) as response:
-                await response.read()
-                return response
+                return response.status, await response.json()
 
-        early = await mint("guarded", "mallory", "moderator")  # nobody is in the room yet
-        assert early.status == 200
-        assert (await mint("guarded", "alice", "moderator")).status == 403
-        assert (await mint("guarded", "mallory", "moderator")).status == 200  # the opener again
-        assert (await mint("guarded", "alice", "speaker")).status == 200
+        status, early = await mint("guarded", "mallory", "moderator")  # nobody is in it yet
+        assert status == 200 and early["owner_key"]
+        assert (await mint("guarded", "alice", "moderator"))[0] == 403
+        again = await mint("guarded", "mallory", "moderator", early["owner_key"])
+        assert again[0] == 200, "the opener again, with its key"
+        # The opener's name is public (every member sees it): without the key,
+        # asking as the opener gets no moderator token.
+        assert (await mint("guarded", "mallory", "moderator"))[0] == 403
+        assert (await mint("guarded", "mallory", "moderator", "a guess"))[0] == 403
+        assert (await mint("guarded", "alice", "speaker"))[0] == 200
 
         async with http.post(
             demo.url + "/api/token",
@@ -654,10 +660,14 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
     monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
     monkeypatch.setattr(demo_server, "MAX_OWNED_ROOMS", 3)
     async with aiohttp.ClientSession() as http:
+        keys: dict[str, str] = {}
 
         async def mint(room: str, identity: str) -> int:
             body = {"room": room, "identity": identity, "role": "moderator"}
+            body["owner_key"] = keys.get(room, "")
             async with http.post(demo.url + "/api/token", json=body) as response:
+                if response.status == 200:
+                    keys[room] = (await response.json())["owner_key"]
                 return response.status
 
         assert await mint("claimed", "olga") == 200
