@@ -26,9 +26,10 @@ time of the recording:
   the wall clock (a sender whose clock runs fast): past that, that
   speaker's packets are dropped, counted in ``ahead``, until it is back
   within the second (a packet now and then at 0.5 % fast). A stream more
-  than a second behind it (a slow clock, a long stall) is re-placed by it
-  once that has lasted a second, so a burst after a network stall is
-  written whole. A speaker quiet for more than two
+  than a second behind it is re-placed by it once that has lasted a second
+  (a slow clock), so a burst after a network stall shorter than
+  ``QUIET_AFTER`` is written whole; after a longer pause (filled as quiet)
+  the next packet is placed by the wall clock at once. A speaker quiet for more than two
   seconds is filled once a second,
   up to a second ago, from the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
@@ -130,6 +131,9 @@ class SpeakerTrack:
         self._next_timestamp = 0  # RTP timestamp expected at the current position
         self._restart_at = -1  # the timestamp that would confirm a restarted numbering
         self._behind_since: float | None = None  # since when over a second behind the wall
+        # Filled as a quiet speaker since its last packet: it paused (its next
+        # packet is placed by the wall clock at once), not a burst after a stall.
+        self._quiet_filled = False
         self._started = False
         self.last_time = start  # loop time of the last packet placed
 
@@ -208,14 +212,16 @@ class SpeakerTrack:
             # arrive in a burst, and placing the burst by the wall clock would
             # put the file ahead of it by the stall (and drop the excess).
             behind_since = None
-            if wall - target > _MAX_CLOCK_DISAGREEMENT:
+            if wall - target > _MAX_CLOCK_DISAGREEMENT and not self._quiet_filled:
                 behind_since = now if self._behind_since is None else self._behind_since
             self._behind_since = behind_since
             by_wall = (
                 gap < 0
                 or gap > _MAX_TIMESTAMP_GAP
-                or target - wall > _MAX_CLOCK_DISAGREEMENT
-                or (behind_since is not None and now - behind_since >= _BEHIND_GRACE)
+                or (
+                    abs(target - wall) > _MAX_CLOCK_DISAGREEMENT
+                    and (behind_since is None or now - behind_since >= _BEHIND_GRACE)
+                )
             )
             if by_wall:
                 target = wall
@@ -232,6 +238,7 @@ class SpeakerTrack:
             out += self._fill(target - self.position, exact=not by_wall)
         self.position += samples
         self.packets += 1
+        self._quiet_filled = False
         self.last_time = now
         self._next_timestamp = (timestamp + samples) & 0xFFFFFFFF
         return out + self.writer.write(payload, SPEAKER_PRE_SKIP + self.position)
@@ -246,7 +253,10 @@ class SpeakerTrack:
         if not self._started:
             return b""
         missing = self._wall_position(now) - self.position
-        return self._fill(missing) if missing >= FRAME_SAMPLES else b""
+        if missing < FRAME_SAMPLES:
+            return b""
+        self._quiet_filled = True
+        return self._fill(missing)
 
     def finish(self, now: float) -> bytes:
         """Fill up to ``now`` and end the stream (EOS page)."""

@@ -416,3 +416,18 @@ def test_a_burst_after_a_network_stall_is_written_whole(tmp_path: Path) -> None:
     assert track.packets == 250 and track.ahead == 0 and track.late == 0
     ahead = track.position - track._wall_position(3.5 + 75 * 0.02)
     assert abs(ahead) <= FRAME_SAMPLES * 2, "back in line with the wall clock"
+
+
+def test_a_pause_with_frozen_timestamps_resumes_at_the_wall_clock(tmp_path: Path) -> None:
+    """A sender whose timestamps do not advance while it is muted: the
+    recorder fills the quiet time (as Recorder does once a second), and the
+    first packet back is placed by the wall clock at once, not written a
+    pause early (the grace for bursts is for stalls too short to be filled)."""
+    packet = opus_tone(440, 1)[0]
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    for i in range(100):
+        track.packet(5, i * 960, packet, now=i * 0.02)
+    for second in range(3, 8):  # quiet: filled up to QUIET_LAG ago
+        track.fill_to(second - 0.5)
+    track.packet(5, 100 * 960, packet, now=8.0)  # back, the timestamp where it stopped
+    assert track.position == round(8.0 * 48000) + FRAME_SAMPLES, "at its wall time"
