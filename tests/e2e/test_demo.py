@@ -684,3 +684,13 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
         assert await mint("real", "opener") == 200, "an old claim on no room made way"
         assert await mint("opened", "usurper") == 403, "a claim on an open room stays"
         await opened.close()
+
+        # The opener is still in when her claim has expired (12 h): nobody gets
+        # a moderator token under her public name then, nor a new key.
+        token = demo.token("long", "olga", "moderator")
+        long_room = demo.server.room("long", private=True, close_when_empty=300.0)
+        olga = await long_room.join(SPEAKER_OFFER, token=token)
+        clock[0] += demo_server.TOKEN_TTL + 1
+        keys.pop("long", None)
+        assert await mint("long", "olga") == 403, "the opener's name alone is no way in"
+        await olga.close()
