@@ -82,6 +82,16 @@ def _check_identity(identity: object, name: str = "identity") -> None:
         )
 
 
+def _member_identity(identity: object) -> str:
+    """``identity`` if it could be a member's (a join's, or a ban's of someone
+    absent: no member can have another); InvalidSetting otherwise."""
+    if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
+        raise InvalidSetting(
+            f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
+        )
+    return identity
+
+
 class Room:
     """A named audio room; see the module and README for the API."""
 
@@ -231,10 +241,7 @@ class Room:
         else:
             role = role or "listener"
             grants = grants_of(role)
-        if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
-            raise InvalidSetting(
-                f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
-            )
+        identity = _member_identity(identity)
         if self.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
         if identity in self._participants:
@@ -544,11 +551,7 @@ class Room:
         if participant is None:
             if not ban:
                 raise NotFound(f"{identity!r} is not in room {self.name!r}")
-            if not identity or len(identity) > MAX_IDENTITY_LENGTH:
-                raise InvalidSetting(
-                    f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} "
-                    "characters (no member can have another)"
-                )
+            _member_identity(identity)
             if identity not in self._banned_identities and len(self._banned_identities) >= MAX_BANS:
                 raise InvalidSetting(
                     f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
