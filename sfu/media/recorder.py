@@ -29,9 +29,9 @@ time of the recording:
   than a second behind it is re-placed by it once that has lasted a second
   (a slow clock), so a burst after a network stall shorter than
   ``QUIET_AFTER`` is written whole; after a longer pause (filled as quiet)
-  the next packet is placed by the wall clock at once. A speaker quiet for more than two
-  seconds is filled once a second,
-  up to a second ago, from the mix's frames (so a long mute costs the media
+  the next packet is placed by the wall clock at once. A speaker quiet for
+  more than two seconds is filled once a second, up to a second ago, from
+  the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
   gets that silence at its first packet (~40-130 ms per hour of recording
   before it, once). The one exception to "the files line up": a stall of

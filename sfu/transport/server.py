@@ -601,7 +601,7 @@ class Server:
                     room._check_stage(now)
                 except Exception:
                     logger.exception("room %r: stage check failed", room.name)
-            for session in {session for session in self._proofs.values()}:
+            for session in set(self._proofs.values()):
                 try:
                     session.resend_proofs(now)
                 except Exception:
