@@ -6,8 +6,9 @@ import os
 import struct
 
 import pylibsrtp
+import pytest
 
-from sfu.transport.srtp import SrtpKeys, create_srtp_sessions
+from sfu.transport.srtp import PROFILES, SrtpKeys, create_srtp_sessions
 
 
 def rtp(sequence: int, ssrc: int, payload: bytes) -> bytes:
@@ -65,3 +66,66 @@ def test_sessions_of_two_threads_do_not_share_a_work_buffer() -> None:
         thread.join(30)
     assert buffers[0] is not buffers[1]
     assert failures == [0, 0]
+
+
+def test_sessions_are_made_directly_with_the_installed_pylibsrtp() -> None:
+    """The direct path (half the cost of pylibsrtp's constructors) applies to
+    the pylibsrtp installed: if its Session changed shape this fails, and the
+    server would be on the slower path without anyone noticing."""
+    from sfu.transport import srtp
+
+    assert srtp._DIRECT
+    keys = SrtpKeys(pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, os.urandom(30), os.urandom(30))
+    tx, rx = create_srtp_sessions(keys)
+    assert type(tx) is pylibsrtp.Session and type(rx) is pylibsrtp.Session
+    assert sorted(vars(tx)) == sorted(vars(pylibsrtp.Session()))
+
+
+@pytest.mark.parametrize("profile_name", [p.name.decode() for p in PROFILES])
+def test_direct_sessions_interoperate_and_protect_as_pylibsrtp_does(profile_name: str) -> None:
+    """Sessions made directly and sessions made through pylibsrtp's Policy
+    and Session, with the same keys, are the same SRTP: same ciphertext, each
+    opens the other's packets, the same replay window on receive and the
+    same refusal to protect an index twice on send."""
+    from sfu.transport import srtp
+
+    profile = next(p for p in PROFILES if p.name.decode() == profile_name)
+    size = profile.key_length + profile.salt_length
+    keys = SrtpKeys(profile.libsrtp, os.urandom(size), os.urandom(size))
+    direct_tx, direct_rx = create_srtp_sessions(keys)
+    reference_tx = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=keys.local, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=keys.profile
+        )
+    )
+    reference_rx_policy = pylibsrtp.Policy(
+        key=keys.remote, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=keys.profile
+    )
+    reference_rx_policy.window_size = srtp.REPLAY_WINDOW
+    reference_rx = pylibsrtp.Session(reference_rx_policy)
+    # What the far end sends: protected with the server's receive key.
+    far_tx = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=keys.remote, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=keys.profile
+        )
+    )
+    packets = [rtp(sequence, 0x1234, os.urandom(40 + sequence % 7)) for sequence in range(1, 1200)]
+    for packet in packets[:5]:
+        assert direct_tx.protect(packet) == reference_tx.protect(packet)
+    with pytest.raises(pylibsrtp.Error):
+        direct_tx.protect(packets[0])  # the same index again: keystream reuse
+    sent = [far_tx.protect(packet) for packet in packets]
+    # Newest first, then one 1,100 behind: inside a 1,024 window it would open.
+    for receiver in (direct_rx, reference_rx):
+        assert receiver.unprotect(sent[-1]) == packets[-1]
+        assert receiver.unprotect(sent[-1000]) == packets[-1000]  # within the window
+        with pytest.raises(pylibsrtp.Error):
+            receiver.unprotect(sent[-1100])  # behind it
+        with pytest.raises(pylibsrtp.Error):
+            receiver.unprotect(sent[-1])  # a replay
+
+
+def test_a_key_of_the_wrong_length_is_refused() -> None:
+    cm = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    with pytest.raises(ValueError, match="30"):
+        create_srtp_sessions(SrtpKeys(cm, os.urandom(28), os.urandom(30)))
