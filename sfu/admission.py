@@ -34,7 +34,9 @@ class Admission:
     async def turn(self) -> None:
         """Return when this join may run (at once while the turn has room). Safe to cancel."""
         loop = asyncio.get_running_loop()
-        if self._used < self.per_turn and not self._waiters:
+        # Joins woken for the next iteration have not run yet: one arriving
+        # now waits behind them (first come, first served).
+        if self._used < self.per_turn and not self._waiters and not self._woken:
             self._used += 1
             self._schedule(loop)
             return

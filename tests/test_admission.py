@@ -100,3 +100,22 @@ async def test_joins_arriving_every_iteration_stay_within_the_budget(
         loop._run_once = run_once  # type: ignore[attr-defined]
     assert sum(passed.values()) == burst + 8 * arriving
     assert max(passed.values()) <= per_turn, passed
+
+
+async def test_a_join_arriving_while_woken_ones_wait_to_run_queues_behind_them() -> None:
+    """A waiter released by a new turn runs only in the next iteration; a join
+    that arrives in between must not take the fast path ahead of it."""
+    admission = Admission(per_turn=1)
+    order: list[str] = []
+
+    async def join(name: str) -> None:
+        await admission.turn()
+        order.append(name)
+
+    first = asyncio.ensure_future(join("A"))
+    second = asyncio.ensure_future(join("B"))
+    await asyncio.sleep(0)  # A runs, B waits; the turn that wakes B comes next
+    # D's first step runs after that turn and before B's task wakes.
+    late = asyncio.ensure_future(join("D"))
+    await asyncio.gather(first, second, late)
+    assert order == ["A", "B", "D"]
