@@ -862,10 +862,26 @@ class Room:
         try:
             if self._mixer is not None:
                 await self._mixer.close()  # ends recordings and live streams
-            self.router.close()
         finally:
             # Whatever failed above, the room is gone and nobody waits for ever.
-            self._closed_bookkeeping(reason)
+            try:
+                self.router.close()
+            finally:
+                self._closed_bookkeeping(reason)
+
+    def _finish_close_now(self) -> None:
+        """End a close begun but not finished (the server's close was cancelled
+        before it reached this room): the mixer stops in a task of its own."""
+        if self._close_done is None or self._close_done.is_set():
+            return
+        assert self.close_reason is not None
+        try:
+            mixer = self._mixer
+            if mixer is not None and not mixer.closed:
+                self.server.loop.create_task(mixer.close(), name=f"sfu-close-mixer-{self.name}")
+            self.router.close()
+        finally:
+            self._closed_bookkeeping(self.close_reason)
 
     def _closed_bookkeeping(self, reason: str) -> None:
         assert self._close_done is not None

@@ -644,3 +644,28 @@ async def test_a_moderator_listening_with_the_listener_role_can_be_demoted() -> 
         await mo.close()
         mo = await room.join(SPEAKER, token=token)  # the same token, back over signaling
         assert not mo.is_moderator and mo.role == "listener", "the demotion stands"
+
+
+async def test_a_cancelled_server_close_leaves_no_room_open(tmp_path: Path) -> None:
+    """Server.close() cancelled while it waits for one room's mixer: every
+    room still ends (members told, RoomClosed sent, name released) and a
+    join on any of them is refused as RoomClosed."""
+    async with sfu.Server() as server:
+        first, second = server.room("a"), server.room("b")
+        await first.record(str(tmp_path / "a.opus"))  # a running mixer to wait for
+        bob = await second.add_listener(LISTENER, "bob")
+        events = second.events()
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0)  # waiting for room a's mixer now
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert first.closed and second.closed
+        assert server.rooms == {}
+        assert bob.closed
+        seen = [type(event).__name__ async for event in events]  # ends after RoomClosed
+        assert seen[-1] == "RoomClosed"
+        with pytest.raises(sfu.RoomClosed):
+            await second.add_listener(LISTENER, "carol")
+        await server.close()  # returns: nothing left to do

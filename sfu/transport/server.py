@@ -271,6 +271,7 @@ class Server:
             return
         self._closed = True
         self._close_done = asyncio.Event()
+        begun: list[Room] = []
         try:
             starting = self._starting
             if starting is not None:
@@ -282,11 +283,20 @@ class Server:
                 except asyncio.CancelledError:
                     if _cancelled_itself(starting):
                         raise  # this close was cancelled (released below all the same)
-            for room in [*self._rooms.values(), *self._closing_rooms]:
-                await room.close("server closed")  # or wait for a close under way
+            rooms = [*self._rooms.values(), *self._closing_rooms]
+            # Every room stops at once (members told, name released); only then
+            # are their mixers awaited, so a cancelled close leaves none open.
+            begun = [room for room in rooms if room._begin_close("server closed")]
+            for room in rooms:
+                if room in begun:
+                    await room._finish_close()
+                else:
+                    await room.close()  # a close under way elsewhere: wait for it
         finally:
             # Even if a room's close failed or this call was cancelled: no
-            # session, timer or socket is left, and a later close() returns.
+            # room, session, timer or socket is left, and a later close() returns.
+            for room in begun:
+                room._finish_close_now()
             for session in list(self._sessions_by_ufrag.values()):
                 session.close("server closed")
             task, self._task = self._task, None
