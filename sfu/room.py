@@ -225,15 +225,27 @@ class Room:
         await self.server.admission.turn()
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
-        asked = role or None  # what the caller asked for (None: the token's role)
+        if role is not None:
+            grants_of(role)  # InvalidSetting for anything but a role's name ("" too)
+        if not isinstance(mixed, bool):
+            raise InvalidSetting(f"mixed must be True or False, got {mixed!r}")
+        asked = role  # what the caller asked for (None: the token's role)
         claims = self._check_token(token)
         if claims is not None:
             if identity is not None and identity != claims.identity:
                 raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
             identity = claims.identity
+        identity = _member_identity(identity)
+        decision = self._decisions.get(identity, {})
+        decided: Role | None = decision.get("role")
+        if claims is not None:
             grants = claims.grants
             if role is None:
                 role = claims.role
+            elif decided is not None and _RANK[role] <= _RANK[decided]:
+                # A moderator's promotion covers it: a promoted member may
+                # rejoin with its token asking for that role or less.
+                grants = grants_of(role) | (claims.grants & {"moderate"})
             elif not grants_of(role) <= claims.grants | {"subscribe"}:
                 raise NotAllowed(f"the token does not grant the {role!r} role")
             else:
@@ -241,15 +253,12 @@ class Room:
         else:
             role = role or "listener"
             grants = grants_of(role)
-        identity = _member_identity(identity)
         if self.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
         if identity in self._participants:
             raise DuplicateIdentity(
                 f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
             )
-        decision = self._decisions.get(identity, {})
-        decided: Role | None = decision.get("role")
         # A moderator promoted or demoted this identity earlier in this room:
         # that role stands over the token when it comes back (a reconnect),
         # unless the caller asks for less (one may always join with fewer rights).

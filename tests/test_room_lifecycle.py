@@ -646,6 +646,29 @@ async def test_a_moderator_listening_with_the_listener_role_can_be_demoted() -> 
         assert not mo.is_moderator and mo.role == "listener", "the demotion stands"
 
 
+async def test_a_promoted_token_holder_may_rejoin_asking_for_the_promoted_role_or_less() -> None:
+    """The promotion decides over the token's role when the rejoin asks for
+    it or less: add_speaker (a WHIP client) with a listener token after a
+    promotion to speaker, and role="speaker" after one to moderator."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(SECRET, room="r", identity="bob", role="listener")
+        bob = await room.join(LISTENER, token=token)
+        await room.promote("bob")
+        await bob.close()
+        again = await room.add_speaker(SPEAKER, token=token)
+        assert isinstance(again, sfu.Speaker) and again.role == "speaker"
+        await room.promote("bob", role="moderator")
+        await again.close()
+        again = await room.join(SPEAKER, token=token, role="speaker")
+        assert again.role == "speaker" and "moderate" not in again.grants
+        # Asking for more than the decision gives still needs the token's grant.
+        await room.demote("bob")
+        await again.close()
+        with pytest.raises(sfu.NotAllowed, match="does not grant"):
+            await room.join(SPEAKER, token=token, role="speaker")
+
+
 async def test_a_cancelled_server_close_leaves_no_room_open(tmp_path: Path) -> None:
     """Server.close() cancelled while it waits for one room's mixer: every
     room still ends (members told, RoomClosed sent, name released) and a
@@ -669,3 +692,18 @@ async def test_a_cancelled_server_close_leaves_no_room_open(tmp_path: Path) -> N
         with pytest.raises(sfu.RoomClosed):
             await second.add_listener(LISTENER, "carol")
         await server.close()  # returns: nothing left to do
+
+
+async def test_join_arguments_are_checked() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        with pytest.raises(sfu.InvalidSetting, match="mixed"):
+            await room.add_listener(LISTENER, "ann", mixed="false")  # type: ignore[arg-type]
+        with pytest.raises(sfu.InvalidSetting, match="role"):
+            await room.join(LISTENER, identity="ann", role="")  # type: ignore[arg-type]
+        assert room.participants == {}
+        one = server.room("one", slots=1)
+        for slots in (True, 1.0):
+            with pytest.raises(sfu.InvalidSetting, match="slots"):
+                server.room("one", slots=slots)  # type: ignore[arg-type]
+        assert server.room("one", slots=1) is one

@@ -364,7 +364,11 @@ class Server:
         if not isinstance(name, str):
             raise InvalidSetting(f"a room name must be a string, got {type(name).__name__}")
         room = self._rooms.get(name)
-        if room is not None and not policy and slots in (None, room.policy.slots):
+        if (
+            room is not None
+            and not policy
+            and (slots is None or (is_int(slots) and slots == room.policy.slots))
+        ):
             return room  # the common case, once per join: no settings to compare
         if slots is not None:
             policy["slots"] = slots
