@@ -463,11 +463,25 @@ class Mixer:
         if not self.running:
             return
         frame = max(self._frame, 1)
+        stale = 0  # frames over MAX_CATCH_UP old: skipped (outputs told), as the task does
         while self._frame_time(frame) <= now:
             deadline = self._frame_time(frame)
-            if deadline > self._done and now - deadline < MAX_CATCH_UP:
-                self.step(deadline)
+            if deadline > self._done:
+                if now - deadline >= MAX_CATCH_UP:
+                    stale += 1
+                else:
+                    if stale:
+                        self.skipped += stale
+                        self._skip(stale)
+                        stale = 0
+                    self.step(deadline)
             frame += 1
+        if stale:
+            self.skipped += stale
+            self._skip(stale)
+        # The task goes on after the last frame handled here: none is both
+        # mixed here and skipped there.
+        self._frame = max(self._frame, frame - 1)
 
     async def wait_stopped(self) -> None:
         """Wait until the mixing task has ended (it ends once no consumer is left).

@@ -431,3 +431,31 @@ def test_a_pause_with_frozen_timestamps_resumes_at_the_wall_clock(tmp_path: Path
         track.fill_to(second - 0.5)
     track.packet(5, 100 * 960, packet, now=8.0)  # back, the timestamp where it stopped
     assert track.position == round(8.0 * 48000) + FRAME_SAMPLES, "at its wall time"
+
+
+async def test_recordings_keep_wall_time_through_a_stall_and_a_stop_after_it(
+    tmp_path: Path,
+) -> None:
+    """The loop stalls longer than the mixer catches up; one recording stops
+    right after (its stop mixes what is due), the other goes on. Both files
+    are as long as the time they covered: the stale part of the stall is
+    filled as a gap, not dropped, and nothing is counted twice."""
+    import time
+
+    from sfu.media.mixer import MAX_CATCH_UP
+
+    async with sfu.Server() as server:
+        room = server.room("r")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        going_on = await room.record(str(tmp_path / "b.opus"))
+        stopped = await room.record(str(tmp_path / "a.opus"))
+        await asyncio.sleep(0.5)
+        time.sleep(MAX_CATCH_UP + 1.0)  # the loop stalls
+        await stopped.stop()
+        stopped_at = loop.time() - started
+        await asyncio.sleep(0.6)  # the mixer task resumes
+        await going_on.stop()
+        total = loop.time() - started
+    assert abs(stopped.duration - stopped_at) < 0.15, (stopped.duration, stopped_at)
+    assert abs(going_on.duration - total) < 0.15, (going_on.duration, total)
