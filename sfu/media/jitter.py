@@ -40,6 +40,7 @@ class JitterBuffer:
     """Reorders one speaker's packets; see the module documentation."""
 
     __slots__ = (
+        "_floor",
         "_highest",
         "_misses",
         "_next",
@@ -71,6 +72,7 @@ class JitterBuffer:
         self._timestamps: dict[int, int] = {}
         self._highest = -1  # highest extended sequence seen, -1 before the first
         self._next = 0  # extended sequence to play next (while playing)
+        self._floor = -1  # while idle: sequences below this had their turn
         self._playing = False
         self._waited = 0  # pulls while buffering
         self._misses = 0  # consecutive LOST
@@ -93,6 +95,7 @@ class JitterBuffer:
         self._payloads.clear()
         self._timestamps.clear()
         self._highest = -1
+        self._floor = -1
         self._playing = False
         self._waited = 0
         self._misses = 0
@@ -109,8 +112,8 @@ class JitterBuffer:
         if self._highest >= 0 and abs(extended - self._highest) > _RESTART:
             self.reset()  # the sender restarted its sequence numbers
             extended = self._extend(sequence & 0xFFFF)
-        if self._playing and extended < self._next:
-            self.late += 1
+        if extended < (self._next if self._playing else self._floor):
+            self.late += 1  # its turn has passed (played, or concealed before going idle)
             return
         if extended in self._payloads:
             self.duplicates += 1
@@ -155,6 +158,7 @@ class JitterBuffer:
         self._misses += 1
         if not sequences and self._misses > self.max_conceal:
             self._playing = False
+            self._floor = self._next
             self._waited = 0
             return EMPTY, b"", -1
         self._next += 1

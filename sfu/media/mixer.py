@@ -240,6 +240,7 @@ class Mixer:
         self._epoch = 0.0  # loop time of frame 0 of this run
         self._frame = 0  # the frame the task mixes next (or is mixing)
         self._done = -math.inf  # the latest frame time mixed
+        self._retired_jitter = [0, 0]  # concealed, late: of speakers no longer tracked
 
     def __repr__(self) -> str:
         state = "running" if self.running else "idle"
@@ -278,8 +279,9 @@ class Mixer:
             "decode_seconds": decode,
             "mix_seconds": mix,
             "encode_seconds": encode,
-            "concealed": sum(s.jitter.concealed for s in self._speakers.values()),
-            "late": sum(s.jitter.late for s in self._speakers.values()),
+            "concealed": self._retired_jitter[0]
+            + sum(s.jitter.concealed for s in self._speakers.values()),
+            "late": self._retired_jitter[1] + sum(s.jitter.late for s in self._speakers.values()),
         }
 
     def ssrc_for(self, exclude: int) -> int:
@@ -453,7 +455,8 @@ class Mixer:
                     self.step(deadline)
         finally:
             self._detach_from_router()
-            self._speakers.clear()
+            for number in list(self._speakers):
+                self._drop_speaker(number)
             logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
 
     def catch_up(self, now: float) -> None:
@@ -556,7 +559,14 @@ class Mixer:
     def _release(self, number: int) -> None:
         """A speaker muted, demoted or gone: silent from the next frame, not
         after what its jitter buffer holds and the concealment after it."""
-        self._speakers.pop(number, None)
+        self._drop_speaker(number)
+
+    def _drop_speaker(self, number: int) -> None:
+        """Stop tracking a speaker; its jitter counters stay in :meth:`stats`."""
+        speaker = self._speakers.pop(number, None)
+        if speaker is not None:
+            self._retired_jitter[0] += speaker.jitter.concealed
+            self._retired_jitter[1] += speaker.jitter.late
 
     # -- one frame -------------------------------------------------------------------
 
@@ -573,7 +583,7 @@ class Mixer:
             elif now - speaker.last_packet > SPEAKER_TIMEOUT:
                 gone.append(number)
         for number in gone:
-            del self._speakers[number]
+            self._drop_speaker(number)
         if self.max_speakers is not None and len(frames) > self.max_speakers:
             frames.sort()  # lowest level byte (-dBov) = loudest first
             del frames[self.max_speakers :]

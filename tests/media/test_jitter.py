@@ -70,6 +70,20 @@ def test_goes_idle_after_max_conceal_and_rebuffers() -> None:
     assert drain(buffer, 2) == ["50", "51"]
 
 
+def test_a_packet_whose_turn_passed_before_going_idle_is_late() -> None:
+    """Once idle, a copy of a played packet (or one concealed before going
+    idle) is dropped as late, not played again with concealment after it."""
+    buffer = JitterBuffer(depth=2, max_conceal=3)
+    push(buffer, 10, 11, 12)
+    assert drain(buffer, 7) == ["10", "11", "12", "lost", "lost", "lost", "-"]
+    push(buffer, 11)  # a network duplicate
+    push(buffer, 14)  # concealed already
+    assert buffer.late == 2
+    assert drain(buffer, 3) == ["-", "-", "-"]
+    push(buffer, 16, 17)  # the speaker goes on
+    assert drain(buffer, 2) == ["16", "17"]
+
+
 def test_capacity_bounds_the_buffer_and_skips_ahead() -> None:
     buffer = JitterBuffer(depth=2, capacity=4)
     push(buffer, *range(1, 11))

@@ -179,6 +179,28 @@ async def test_lost_packets_are_concealed(router: Router) -> None:
     assert_tones(pcm, present=[440])
 
 
+async def test_jitter_counters_outlive_the_speakers_they_counted(router: Router) -> None:
+    """`concealed` and `late` are counters: a speaker muted or gone keeps its
+    share in them."""
+    mixer = Mixer(router)
+    mixer.add_output(Collector())
+    a = publisher(1)
+    payloads = opus_tone(440, 20)
+    for index, payload in enumerate(payloads):
+        if index not in (5, 6):
+            feed(router, a, payload, index, 100 + index * PTIME)
+        mixer.step(100 + index * PTIME)
+    feed(router, a, payloads[3], 3, 101.0)  # its turn has passed
+    before = mixer.stats()
+    assert before["concealed"] == 2 and before["late"] == 1
+    router.release(a)  # muted
+    after = mixer.stats()
+    assert after["speakers"] == 0
+    assert (after["concealed"], after["late"]) == (2, 1)
+    await mixer.close()
+    assert (mixer.stats()["concealed"], mixer.stats()["late"]) == (2, 1)
+
+
 def test_plc_packet_makes_libopus_conceal() -> None:
     assert plc_packet(b"\xf8\x01\x02") == b"\xf8"
     assert plc_packet(b"\xf9\x01\x02") == b"\xf9"
