@@ -948,3 +948,138 @@ def test_opus_on_an_rtcp_payload_type_is_refused(pt: int) -> None:
     offer = parse_offer(make_offer(audio("0", "sendrecv", pt=pt)))
     with pytest.raises(InvalidOffer, match="RFC 5761"):
         negotiate(offer, publish=True, max_slots=3)
+
+
+# -- offers parsed by shape ----------------------------------------------------------
+
+
+def _outcome(text: str) -> object:
+    """What parse_offer makes of ``text``: the Offer, or the error's type and message."""
+    try:
+        return parse_offer(text)
+    except InvalidOffer as exc:
+        return ("InvalidOffer", str(exc))
+
+
+def _full_parse(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> object:
+    """The outcome with no shape known: every line parsed."""
+    saved = sdp._SHAPES
+    sdp._SHAPES = {}
+    try:
+        return _outcome(text)
+    finally:
+        sdp._SHAPES = saved
+
+
+_CROWD_SOURCES = [
+    BASE,
+    # Session-level transport values, overridden in part by the second m-line.
+    make_offer(
+        audio("0", None, transport=False, level=0),
+        audio("1", "sendrecv", level=0, port=0, extra=["a=bundle-only"]),
+        audio("2", "recvonly", transport=False),
+        session=[
+            f"a=ice-ufrag:{UFRAG}",
+            f"a=ice-pwd:{PWD}",
+            f"a=fingerprint:sha-512 {':'.join(['0A'] * 64)}",
+            f"a=fingerprint:sha-256 {FINGERPRINT}",
+            "a=candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host",
+        ],
+    ),
+    load("chromium-listener.sdp"),
+    load("chromium-speaker.sdp"),
+    load("gstreamer-sendrecv.sdp"),
+]
+# What a value may be replaced with: valid ones and everything a parse refuses.
+_VALUE_TEXT = st.one_of(
+    st.sampled_from(["0", "9", "65535", "65536", "00009", "", " ", "a b", "\t9", "x:y"]),
+    st.text(alphabet="0123456789 \t:/+abcdefxyzABCDEF-=", max_size=40),
+    st.text(max_size=12),
+)
+
+
+@st.composite
+def _offers_of_a_known_shape(draw: st.DrawFn) -> tuple[str, str]:
+    """A captured offer and one like it with its per-client values replaced."""
+    source = draw(st.sampled_from(_CROWD_SOURCES))
+    parts = sdp._VARIABLE.split(source)  # per cut: before, m prefix, port, prefix, value
+    pieces = []
+    for i in range(0, len(parts) - 1, 5):
+        before, m_prefix, port, prefix, value = parts[i : i + 5]
+        old = port if port is not None else value
+        new = draw(_VALUE_TEXT) if draw(st.booleans()) else old
+        pieces.append(before + "\n" + (m_prefix or prefix) + new)
+    pieces.append(parts[-1])
+    return source, "".join(pieces)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_offers_of_a_known_shape())
+def test_an_offer_parsed_by_its_shape_is_what_a_full_parse_makes(pair: tuple[str, str]) -> None:
+    """Same Offer, or the same InvalidOffer message, with the shape known or not."""
+    source, text = pair
+    parse_offer(source)  # the shape is known now
+    assert _outcome(text) == _full_parse(text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated_offers())
+def test_a_mutated_offer_parses_alike_whatever_shapes_are_known(text: str) -> None:
+    for source in _CROWD_SOURCES:
+        parse_offer(source)
+    first = _outcome(text)  # may store its shape
+    assert first == _full_parse(text)
+    assert _outcome(text) == first  # by its shape now, if it was valid
+
+
+def test_a_crowd_of_one_client_build_is_parsed_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offers of one build differing in credentials, fingerprint, ports and
+    candidates share a shape: after the first, none is parsed line by line,
+    and each gets its own values."""
+    parsed: list[str] = []
+    original = sdp._parse_lines
+
+    def parse_lines(text: str) -> tuple[sdp.Offer, int]:
+        parsed.append(text)
+        return original(text)
+
+    monkeypatch.setattr(sdp, "_parse_lines", parse_lines)
+    monkeypatch.setattr(sdp, "_SHAPES", {})
+    source = load("chromium-listener.sdp")
+    _, values = sdp._shape_of(source)
+    assert len(values) >= 6
+    offers = []
+    for number in range(20):
+        text = source.replace(sdp.parse_offer(source).ice_ufrag, f"uf{number:02d}").replace(
+            sdp.parse_offer(source).ice_pwd, f"password{number:02d}padpadpadpadpad"
+        )
+        text = re.sub(r"(?m)^m=audio [0-9]+ ", f"m=audio {9000 + number} ", text)
+        offers.append((number, sdp.parse_offer(text)))
+    assert len(parsed) == 1, "only the first offer of the shape is parsed line by line"
+    for number, offer in offers:
+        assert offer.ice_ufrag == f"uf{number:02d}"
+        assert offer.ice_pwd == f"password{number:02d}padpadpadpadpad"
+        assert {section.port for section in offer.sections} == {9000 + number}
+    # What the shape keeps is not shared with what it made, the first offer's either.
+    offers[0][1].sections[0].extensions["x"] = 1
+    offers[1][1].sections[0].extensions["y"] = 1
+    assert not {"x", "y"} & set(sdp.parse_offer(source).sections[0].extensions)
+
+
+def test_known_shapes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdp, "_SHAPES", {})
+    for number in range(sdp._SHAPES_SIZE + 10):
+        parse_offer(BASE.replace("t=0 0", f"t=0 0\r\na=x-{number}"))  # a new shape each
+    assert 0 < len(sdp._SHAPES) <= sdp._SHAPES_SIZE
+
+
+def test_an_offer_with_a_value_left_uncut_is_always_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line the cut leaves whole (here a second ice-ufrag ending in two CRs,
+    which the parse reads and which wins) keeps its text out of the shapes."""
+    monkeypatch.setattr(sdp, "_SHAPES", {})
+    first = BASE.replace(f"a=ice-pwd:{PWD}", f"a=ice-ufrag:last\r\r\na=ice-pwd:{PWD}", 1)
+    assert parse_offer(first).ice_ufrag == "last"
+    assert sdp._SHAPES == {}
+    second = first.replace(f"a=ice-ufrag:{UFRAG}", "a=ice-ufrag:Other", 1)
+    assert _outcome(second) == _full_parse(second)
+    assert parse_offer(second).ice_ufrag == "last"
