@@ -45,6 +45,7 @@ class Participant:
         "_connected_event",
         "_offer_asked_as_listener",
         "_receiving",
+        "_next_mix_report",
         "_slot_reports",
         "answer",
         "close_reason",
@@ -112,6 +113,9 @@ class Participant:
         self.mixed = False
         # What the client's RTCP reports say about each slot stream.
         self._slot_reports: dict[int, dict[str, float]] = {}
+        # When a mixed receiver's next sender report is due (the Router keeps
+        # this for slot receivers).
+        self._next_mix_report = 0.0
         self.rtcp_received = 0
         self.rtp_dropped = 0
 
@@ -492,8 +496,11 @@ class Participant:
         if not blocks:
             return
         router = self.room.router
+        mixer = self.room._mixer
+        # A mixed receiver's one stream is the mix: its reports go to slot 0.
+        mix_ssrc = mixer.receiver_ssrc(self) if self.mixed and mixer is not None else None
         for block in blocks:
-            slot = router.slot_of_ssrc(block.ssrc)
+            slot = 0 if block.ssrc == mix_ssrc else router.slot_of_ssrc(block.ssrc)
             if slot < 0:
                 continue
             values: dict[str, float] = {

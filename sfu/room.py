@@ -47,7 +47,7 @@ from .events import (
     SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
-from .media.router import Router
+from .media.router import SENDER_REPORT_INTERVAL, Router
 from .participant import Listener, Participant, Speaker
 from .policy import RoomPolicy
 from .roster import RosterBatch
@@ -725,6 +725,16 @@ class Room:
                 compound = router.sender_reports(receiver_id, now, unix_time)
                 if receiver is not None and receiver.session is not None and compound:
                     receiver.session.send_rtcp(compound)
+        mixer = self._mixer
+        if mixer is not None and mixer.running:
+            for participant in self._participants.values():
+                session = participant.session
+                if not participant.mixed or session is None or now < participant._next_mix_report:
+                    continue
+                report = mixer.sender_report(participant, time.time())
+                if report is not None:
+                    participant._next_mix_report = now + SENDER_REPORT_INTERVAL
+                    session.send_rtcp(report)
 
     def _out_counts(self) -> tuple[int, int, int]:
         """(packets, dropped, payload bytes) sent: slot streams, and the mix to mixed listeners."""

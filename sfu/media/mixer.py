@@ -46,8 +46,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
+from ..transport.rtp import ntp_time
 from .jitter import LOST, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
 
@@ -394,6 +397,29 @@ class Mixer:
         if stream.fanout is not None and participant.receiver_id in stream.fanout:
             stream.fanout.remove_receiver(participant.receiver_id)
         self._drop_if_empty(stream)
+
+    def receiver_ssrc(self, participant: Participant) -> int | None:
+        """The SSRC of the stream a mixed receiver gets, or None if it gets none."""
+        stream = self._receivers.get(participant.receiver_id)
+        return stream.ssrc if stream is not None else None
+
+    def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:
+        """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1): its receiver
+        reports then carry what a round trip needs, as for slot streams."""
+        stream = self._receivers.get(participant.receiver_id)
+        if stream is None or stream.fanout is None:
+            return None
+        counters = stream.fanout.counters(participant.receiver_id)
+        if not counters:
+            return None
+        packets, octets = counters[0]
+        info = RtcpSenderInfo(
+            ntp_timestamp=ntp_time(unix_time),
+            rtp_timestamp=stream.timestamp,  # the next frame's: within 20 ms of now
+            packet_count=packets & 0xFFFFFFFF,
+            octet_count=octets & 0xFFFFFFFF,
+        )
+        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
 
     def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
         """(packets, payload octets) sent to a mixed receiver, like the Router's."""

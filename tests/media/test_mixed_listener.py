@@ -169,3 +169,30 @@ async def test_promoted_mixed_listener_switches_to_mix_minus() -> None:
             )
         finally:
             await asyncio.gather(a.close(), fan.close())
+
+
+async def test_a_mixed_listeners_reports_give_its_stats_a_round_trip() -> None:
+    """The server sends a mixed listener sender reports for the mix, and its
+    receiver reports about the mix SSRC fill the stats of its one stream, as
+    they do for slot streams (round-trip time included)."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        speaker = await join(room, "alice", speaker=True, frequency=440)
+        listener = await join_mixed(room, "lis")
+        clients = [speaker, listener]
+        try:
+            participant = listener.participant
+            assert participant is not None
+            await wait_for(
+                lambda: (
+                    bool(participant.stats()["slots"])
+                    and participant.stats()["slots"][0]["round_trip_time"] is not None
+                ),
+                15,
+                "a receiver report answering a sender report for the mix",
+            )
+            slot = participant.stats()["slots"][0]
+            assert slot["packets_sent"] > 0
+            assert 0 <= slot["round_trip_time"] < 1.0
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
