@@ -1083,3 +1083,49 @@ def test_an_offer_with_a_value_left_uncut_is_always_parsed(monkeypatch: pytest.M
     second = first.replace(f"a=ice-ufrag:{UFRAG}", "a=ice-ufrag:Other", 1)
     assert _outcome(second) == _full_parse(second)
     assert parse_offer(second).ice_ufrag == "last"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _mutated_offers(),
+    st.booleans(),
+    st.integers(0, len(SLOT_SSRCS)),
+    st.sampled_from(["127.0.0.1", "::1", "192.0.2.7"]),
+    st.integers(1, 65535),
+    st.text(alphabet="abcXYZ019+/\x00", min_size=1, max_size=8),
+    st.integers(0, 2**62),
+)
+def test_an_answer_from_a_kept_template_is_the_one_written_in_full(
+    text: str, publish: bool, slots: int, address: str, port: int, ufrag: str, session_id: int
+) -> None:
+    """The answer of a kind of offer is written once and kept with its
+    per-answer values left out: what it gives is what writing it gives."""
+    try:
+        offer = parse_offer(text)
+        negotiation = negotiate(offer, publish=publish, max_slots=slots)
+    except InvalidOffer:
+        return
+    settings_ = dict(fingerprint=SERVER_FINGERPRINT, slot_ssrcs=SLOT_SSRCS, cname=CNAME)
+    for pwd in ("first" + ufrag * 3, "second" + ufrag * 3):  # the second from the template
+        kept = build_answer(
+            offer,
+            negotiation,
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
+            address=address,
+            port=port,
+            session_id=session_id,
+            **settings_,  # type: ignore[arg-type]
+        )
+        written = sdp._write_answer(
+            offer,
+            negotiation,
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
+            address=address,
+            port=port,
+            session_id=session_id,
+            session_version=1,
+            **settings_,  # type: ignore[arg-type]
+        )
+        assert kept == written
