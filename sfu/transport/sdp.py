@@ -339,9 +339,9 @@ def _opus(section: _SectionBuilder) -> Codec | None:
 # A crowd's offers come from a few client builds and differ only in per-client
 # values: ICE credentials, certificate fingerprint, ports, SSRCs, candidates,
 # session id. The text with those values cut out is the offer's *shape*. A
-# shape seen in a valid offer is not parsed again: its parse is reused with
+# shape seen twice in valid offers is not parsed again: its parse is reused with
 # the new values put in and checked as the parse checks them (a captured
-# Chromium offer 135 -> 47 µs; the first of a shape costs ~40 µs more). Each
+# Chromium offer 135 -> 47 µs; a shape's first two cost ~30 µs more). Each
 # value is cut only where the parse reads it whole (the rest of the line; the
 # port as the second field of ``m=``), so texts of one shape parse alike but
 # for those values; tests/transport/test_sdp.py compares both ways.
@@ -349,10 +349,14 @@ _VARIABLE = re.compile(
     # From the newline before each line: a literal first character lets the
     # regex engine skip ahead (^ with re.M would be tried at every character).
     r"\n(?:(m=[^ \t\r\n]+ )([0-9]+)(?= )"
-    r"|(a=(?:ice-ufrag|ice-pwd|fingerprint|ssrc|candidate|msid|rtcp|ssrc-group):|[oc]=)"
+    r"|(a=(?:ice-ufrag|ice-pwd|fingerprint|ssrc|candidate|msid|rtcp|ssrc-group|msid-semantic):"
+    r"|[oc]=)"
     r"([^\r\n]*)(?=\r?\n|\r?\Z))"
 )
-_SHAPES_SIZE = 256
+_SHAPES_SIZE = 256  # shapes kept, the least recently used dropped first
+_SHAPE_MAX_TEXT = 16 * 1024  # larger offers are parsed every time
+_SHAPE_MAX_SECTIONS = 32
+_SEEN_SIZE = 1024  # shapes seen once (their hashes): a shape is kept when seen again
 
 
 def _shape_of(text: str) -> tuple[tuple[str, ...], list[str]]:
@@ -449,6 +453,7 @@ _VALUE_KINDS = {
 # (a count over the text; "a=ice-ufragx" lines count too: such a text is parsed).
 _READ_LINES = ("\nm=", "\na=ice-ufrag", "\na=ice-pwd", "\na=fingerprint", "\na=ssrc:")
 _SHAPES: dict[tuple[str, ...], _Shape] = {}
+_SEEN: dict[int, None] = {}
 
 
 def parse_offer(text: str) -> Offer:
@@ -476,18 +481,31 @@ def parse_offer(text: str) -> Offer:
             f"offer is not SDP text: control character {garbage.group()!r} "
             f"at offset {garbage.start()}"
         )
+    if len(text) > _SHAPE_MAX_TEXT:
+        return _parse_lines(text)[0]
     key, values = _shape_of(text)
-    shape = _SHAPES.get(key)
+    shape = _SHAPES.pop(key, None)
     if shape is not None:
+        _SHAPES[key] = shape  # the most recently used now
         offer = shape.apply(values)
         if offer is not None:
             return offer
     offer, transport = _parse_lines(text)
+    # Kept the second time it is seen: a client of its own (a shape seen
+    # once) pays only for the cut, and does not push a crowd's shape out.
+    seen = hash(key)
+    if seen not in _SEEN:
+        if len(_SEEN) >= _SEEN_SIZE:
+            del _SEEN[next(iter(_SEEN))]
+        _SEEN[seen] = None
+        return offer
+    if len(offer.sections) > _SHAPE_MAX_SECTIONS:
+        return offer
     shape = _Shape.of(text, key, offer, transport)
     if shape is None:
         return offer
     if len(_SHAPES) >= _SHAPES_SIZE:
-        _SHAPES.clear()  # bounded: many shapes at once means no crowd to speed up
+        del _SHAPES[next(iter(_SHAPES))]
     _SHAPES[key] = shape
     # The shape keeps this parse to itself: the caller gets one made from it.
     return shape.apply(values) or offer
@@ -819,6 +837,20 @@ def build_answer(
         session_version,
     )
     template = _ANSWERS.get(key)
+    if template is None and _MARK in cname:
+        return _write_answer(
+            offer,
+            negotiation,
+            ice_ufrag=ice_ufrag,
+            ice_pwd=ice_pwd,
+            fingerprint=fingerprint,
+            address=address,
+            port=port,
+            slot_ssrcs=slot_ssrcs,
+            cname=cname,
+            session_id=session_id,
+            session_version=session_version,
+        )
     if template is None:
         text = _write_answer(
             offer,
@@ -847,7 +879,8 @@ def build_answer(
 
 
 # Where an answer template's per-answer values go: a NUL, never in an offer
-# the parser accepts nor in the server's own values.
+# the parser accepts nor in the server's own values (a cname with one is
+# written in full).
 _MARK = "\x00"
 _ANSWERS_SIZE = 256
 _ANSWERS: dict[tuple[Any, ...], tuple[str, list[tuple[str, str]]]] = {}

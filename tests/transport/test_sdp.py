@@ -961,6 +961,12 @@ def _outcome(text: str) -> object:
         return ("InvalidOffer", str(exc))
 
 
+def _know_shape(text: str) -> None:
+    """Parse ``text`` as often as it takes for its shape to be kept."""
+    parse_offer(text)
+    parse_offer(text)
+
+
 def _full_parse(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> object:
     """The outcome with no shape known: every line parsed."""
     saved = sdp._SHAPES
@@ -1018,7 +1024,8 @@ def _offers_of_a_known_shape(draw: st.DrawFn) -> tuple[str, str]:
 def test_an_offer_parsed_by_its_shape_is_what_a_full_parse_makes(pair: tuple[str, str]) -> None:
     """Same Offer, or the same InvalidOffer message, with the shape known or not."""
     source, text = pair
-    parse_offer(source)  # the shape is known now
+    _know_shape(source)
+    assert sdp._shape_of(source)[0] in sdp._SHAPES
     assert _outcome(text) == _full_parse(text)
 
 
@@ -1026,10 +1033,11 @@ def test_an_offer_parsed_by_its_shape_is_what_a_full_parse_makes(pair: tuple[str
 @given(_mutated_offers())
 def test_a_mutated_offer_parses_alike_whatever_shapes_are_known(text: str) -> None:
     for source in _CROWD_SOURCES:
-        parse_offer(source)
-    first = _outcome(text)  # may store its shape
+        _know_shape(source)
+    first = _outcome(text)
     assert first == _full_parse(text)
-    assert _outcome(text) == first  # by its shape now, if it was valid
+    assert _outcome(text) == first  # may keep its shape
+    assert _outcome(text) == first  # by its shape, if it was valid
 
 
 def test_a_crowd_of_one_client_build_is_parsed_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1045,6 +1053,7 @@ def test_a_crowd_of_one_client_build_is_parsed_by_shape(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(sdp, "_parse_lines", parse_lines)
     monkeypatch.setattr(sdp, "_SHAPES", {})
+    monkeypatch.setattr(sdp, "_SEEN", {})
     source = load("chromium-listener.sdp")
     _, values = sdp._shape_of(source)
     assert len(values) >= 6
@@ -1055,7 +1064,7 @@ def test_a_crowd_of_one_client_build_is_parsed_by_shape(monkeypatch: pytest.Monk
         )
         text = re.sub(r"(?m)^m=audio [0-9]+ ", f"m=audio {9000 + number} ", text)
         offers.append((number, sdp.parse_offer(text)))
-    assert len(parsed) == 1, "only the first offer of the shape is parsed line by line"
+    assert len(parsed) == 2, "only the first two offers of the shape are parsed line by line"
     for number, offer in offers:
         assert offer.ice_ufrag == f"uf{number:02d}"
         assert offer.ice_pwd == f"password{number:02d}padpadpadpadpad"
@@ -1068,9 +1077,49 @@ def test_a_crowd_of_one_client_build_is_parsed_by_shape(monkeypatch: pytest.Monk
 
 def test_known_shapes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdp, "_SHAPES", {})
+    monkeypatch.setattr(sdp, "_SEEN", {})
     for number in range(sdp._SHAPES_SIZE + 10):
-        parse_offer(BASE.replace("t=0 0", f"t=0 0\r\na=x-{number}"))  # a new shape each
-    assert 0 < len(sdp._SHAPES) <= sdp._SHAPES_SIZE
+        _know_shape(BASE.replace("t=0 0", f"t=0 0\r\na=x-{number}"))  # a new shape each
+    assert len(sdp._SHAPES) == sdp._SHAPES_SIZE
+    assert sdp._shape_of(BASE.replace("t=0 0", "t=0 0\r\na=x-0"))[0] not in sdp._SHAPES
+    for number in range(2 * sdp._SEEN_SIZE):
+        parse_offer(BASE.replace("t=0 0", f"t=0 0\r\na=y-{number}"))  # seen once each
+    assert len(sdp._SEEN) == sdp._SEEN_SIZE
+
+
+def test_a_crowd_of_speakers_of_one_build_is_parsed_by_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Chromium speaker's offer names its stream (msid-semantic, msid,
+    ssrc lines): one shape all the same."""
+    monkeypatch.setattr(sdp, "_SHAPES", {})
+    monkeypatch.setattr(sdp, "_SEEN", {})
+    source = load("chromium-speaker.sdp")
+    ssrc = parse_offer(source).sections[0].ssrcs[0]
+    stream = re.search(r"a=msid-semantic: ?WMS (\S+)", source)
+    assert stream is not None
+    for number in range(1, 6):
+        text = source.replace(stream.group(1), f"stream{number}").replace(
+            str(ssrc), str(1000 + number)
+        )
+        offer = parse_offer(text)
+        assert offer.sections[0].ssrcs[0] == 1000 + number
+        assert offer == _full_parse(text)
+    assert len(sdp._SHAPES) == 1
+
+
+def test_a_large_offer_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offer of many m-lines costs memory to keep: it is parsed each time."""
+    monkeypatch.setattr(sdp, "_SHAPES", {})
+    monkeypatch.setattr(sdp, "_SEEN", {})
+    many = make_offer(
+        audio("0", "sendrecv"),
+        *(audio(str(i), "recvonly", port=0, transport=False, level=0) for i in range(1, 40)),
+    )
+    assert len(many) <= sdp._SHAPE_MAX_TEXT
+    _know_shape(many)
+    _know_shape(many.replace("t=0 0", "t=0 0\r\n" + "a=x\r\n" * 3000))  # over the size
+    assert sdp._SHAPES == {}
 
 
 def test_an_offer_with_a_value_left_uncut_is_always_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
