@@ -341,7 +341,7 @@ def _opus(section: _SectionBuilder) -> Codec | None:
 # session id. The text with those values cut out is the offer's *shape*. A
 # shape seen twice in valid offers is not parsed again: its parse is reused with
 # the new values put in and checked as the parse checks them (a captured
-# Chromium offer 135 -> 47 µs; a shape's first two cost ~30 µs more). Each
+# Chromium offer 135 -> 47 µs; the first two of a shape cost 10-50 µs more). Each
 # value is cut only where the parse reads it whole (the rest of the line; the
 # port as the second field of ``m=``), so texts of one shape parse alike but
 # for those values; tests/transport/test_sdp.py compares both ways.
