@@ -496,7 +496,7 @@ def parse_offer(text: str) -> Offer:
     seen = hash(key)
     if seen not in _SEEN:
         if len(_SEEN) >= _SEEN_SIZE:
-            del _SEEN[next(iter(_SEEN))]
+            _drop_oldest(_SEEN)
         _SEEN[seen] = None
         return offer
     if len(offer.sections) > _SHAPE_MAX_SECTIONS:
@@ -505,10 +505,17 @@ def parse_offer(text: str) -> Offer:
     if shape is None:
         return offer
     if len(_SHAPES) >= _SHAPES_SIZE:
-        del _SHAPES[next(iter(_SHAPES))]
+        _drop_oldest(_SHAPES)
     _SHAPES[key] = shape
     # The shape keeps this parse to itself: the caller gets one made from it.
     return shape.apply(values) or offer
+
+
+def _drop_oldest(table: dict[Any, Any]) -> None:
+    try:
+        del table[next(iter(table))]
+    except (KeyError, RuntimeError, StopIteration):
+        pass  # a Server in another thread changed it first: it is smaller already
 
 
 def _parse_lines(text: str) -> tuple[Offer, int]:
