@@ -34,6 +34,9 @@ LOST: Final = 1  # its turn came and it is missing: conceal one frame
 EMPTY: Final = 2  # nothing to play (idle or still buffering)
 
 _RESTART = 3000  # a jump of more sequence numbers than this is a new stream
+# While idle, a packet this far below the last one played is a sender that
+# started counting again (the Router's rule too), not a late copy.
+_IDLE_RESTART = 100
 
 
 class JitterBuffer:
@@ -72,7 +75,7 @@ class JitterBuffer:
         self._timestamps: dict[int, int] = {}
         self._highest = -1  # highest extended sequence seen, -1 before the first
         self._next = 0  # extended sequence to play next (while playing)
-        self._floor = -1  # while idle: sequences below this had their turn
+        self._floor = -1  # while idle: one past the last packet played (below it: played)
         self._playing = False
         self._waited = 0  # pulls while buffering
         self._misses = 0  # consecutive LOST
@@ -112,9 +115,16 @@ class JitterBuffer:
         if self._highest >= 0 and abs(extended - self._highest) > _RESTART:
             self.reset()  # the sender restarted its sequence numbers
             extended = self._extend(sequence & 0xFFFF)
-        if extended < (self._next if self._playing else self._floor):
-            self.late += 1  # its turn has passed (played, or concealed before going idle)
-            return
+        if self._playing:
+            if extended < self._next:
+                self.late += 1  # its turn has passed
+                return
+        elif extended < self._floor:
+            if self._floor - extended <= _IDLE_RESTART:
+                self.late += 1  # a copy of one played before the pause
+                return
+            self.reset()  # the sender restarted its numbering
+            extended = self._extend(sequence & 0xFFFF)
         if extended in self._payloads:
             self.duplicates += 1
             return
@@ -151,14 +161,16 @@ class JitterBuffer:
         if sequences and sequences[0] == self._next:
             head = sequences.pop(0)
             self._next += 1
+            self._floor = self._next
             self._misses = 0
             self.played += 1
             return PACKET, self._payloads.pop(head), self._timestamps.pop(head)
         # Its turn came and it is not here (a later one is, or nothing is).
         self._misses += 1
         if not sequences and self._misses > self.max_conceal:
+            # Idle. What comes next may be the packet after the last one
+            # played: a sender pausing in silence (DTX) numbers on from there.
             self._playing = False
-            self._floor = self._next
             self._waited = 0
             return EMPTY, b"", -1
         self._next += 1

@@ -70,18 +70,37 @@ def test_goes_idle_after_max_conceal_and_rebuffers() -> None:
     assert drain(buffer, 2) == ["50", "51"]
 
 
-def test_a_packet_whose_turn_passed_before_going_idle_is_late() -> None:
-    """Once idle, a copy of a played packet (or one concealed before going
-    idle) is dropped as late, not played again with concealment after it."""
+def test_after_a_pause_a_copy_of_a_played_packet_is_late_and_the_next_one_plays() -> None:
+    """Once idle, a copy of a played packet is dropped as late (not played
+    again with concealment after it); a sender that paused in silence (DTX)
+    numbers on from its last packet, and that packet plays."""
     buffer = JitterBuffer(depth=2, max_conceal=3)
     push(buffer, 10, 11, 12)
     assert drain(buffer, 7) == ["10", "11", "12", "lost", "lost", "lost", "-"]
     push(buffer, 11)  # a network duplicate
-    push(buffer, 14)  # concealed already
-    assert buffer.late == 2
-    assert drain(buffer, 3) == ["-", "-", "-"]
-    push(buffer, 16, 17)  # the speaker goes on
-    assert drain(buffer, 2) == ["16", "17"]
+    assert buffer.late == 1
+    assert drain(buffer, 2) == ["-", "-"]
+    push(buffer, 13, 14, 15)  # the talkspurt after the pause
+    assert drain(buffer, 3) == ["13", "14", "15"]
+    assert buffer.late == 1
+
+
+def test_a_pause_across_the_sequence_wrap() -> None:
+    buffer = JitterBuffer(depth=2, max_conceal=3)
+    push(buffer, 65533, 65534, 65535)
+    assert drain(buffer, 7)[:3] == ["65533", "65534", "65535"]
+    push(buffer, 0, 1, 2)
+    assert drain(buffer, 3) == ["0", "1", "2"] and buffer.late == 0
+
+
+def test_a_sender_counting_again_from_lower_while_idle_is_heard() -> None:
+    """A restart of the numbering under the same SSRC, less than a new
+    stream's jump below: heard at once, not dropped as late for a minute."""
+    buffer = JitterBuffer(depth=2, max_conceal=3)
+    push(buffer, 2000, 2001)
+    assert drain(buffer, 6)[:2] == ["2000", "2001"]
+    push(buffer, 500, 501, 502)
+    assert drain(buffer, 3) == ["500", "501", "502"] and buffer.late == 0
 
 
 def test_capacity_bounds_the_buffer_and_skips_ahead() -> None:
