@@ -287,8 +287,9 @@ class Server:
             # Every room stops at once (members told, name released); only then
             # are their mixers awaited, so a cancelled close leaves none open.
             begun = [room for room in rooms if room._begin_close("server closed")]
+            mine = set(begun)
             for room in rooms:
-                if room in begun:
+                if room in mine:
                     await room._finish_close()
                 else:
                     await room.close()  # a close under way elsewhere: wait for it
