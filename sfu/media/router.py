@@ -57,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: Receivers' sender reports are sent this often (seconds).
 SENDER_REPORT_INTERVAL = 5.0
-#: Packets after a slot switch during which one from before it is dropped.
-SWITCH_GUARD_PACKETS = 64
 #: A speaker's sequence number this far ahead of the expected one, or more
 #: than MAX_MISORDER behind it, is not loss or reordering but a sender that
 #: restarted its numbering under the same SSRC (RFC 3550 A.1, same values):
@@ -67,6 +65,9 @@ SWITCH_GUARD_PACKETS = 64
 #: libsrtp (ours and the listeners') would drop every packet for minutes.
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+#: Packets after a slot switch during which one from before it is dropped:
+#: as far back as a packet may be reordered (beyond that it is a stray, above).
+SWITCH_GUARD_PACKETS = MAX_MISORDER
 #: Seconds after a speaker's SSRC changed during which packets of the SSRC it
 #: left are late ones, dropped (else each would flip the slot back and forth).
 STALE_SSRC_SECONDS = 2.0
@@ -92,6 +93,8 @@ class Publisher:
     ssrc: int = -1
     previous_ssrc: int = -1  # the SSRC before the last change, and when it changed
     ssrc_changed_at: float = 0.0
+    # A packet of another SSRC was just seen: a second one in a row is a change.
+    pending_ssrc: int = -1
     muted: bool = False
     level: int = -1  # last RFC 6464 byte, -1 when the client sends none
     missing_levels: int = 0  # packets in a row without the negotiated level
@@ -323,10 +326,19 @@ class Router:
             ):
                 self.packets_dropped += 1  # late, from before the change
                 return
+            if publisher.ssrc >= 0 and ssrc != publisher.pending_ssrc:
+                # One packet of another SSRC may be a stray (an old stream's,
+                # held up): taken for a change it would silence the live one.
+                publisher.pending_ssrc = ssrc
+                self.packets_dropped += 1
+                return
+            publisher.pending_ssrc = -1
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
             publisher.ssrc = ssrc
             publisher.statistics = ReceiveStatistics()
+        elif publisher.pending_ssrc >= 0:
+            publisher.pending_ssrc = -1  # the live SSRC again: that one was a stray
         publisher.statistics.add(sequence, timestamp, now)
         publisher.packets += 1
         publisher.octets += len(packet) - offset

@@ -209,10 +209,53 @@ def test_a_late_packet_of_a_speakers_previous_ssrc_is_dropped(router: Routed) ->
         if index == 12:
             route.forward(speaker, packet(1010, 10 * 960), index * 0.02)  # late, old SSRC
     sequences = [sequence for _, sequence in fanout.forwarded]
-    assert len(sequences) == 20 and route.packets_dropped == 1
+    # The new SSRC's first packet waits for a second in a row (dropped), and
+    # the late one is dropped.
+    assert len(sequences) == 19 and route.packets_dropped == 2
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:]))
     assert fanout.markers.count(True) == 2  # the first packet, and the SSRC change
     assert speaker.ssrc == 0x9999
-    # Long after the change, the old SSRC is a change like any other.
+    # Long after the change, the old SSRC is a change like any other: two
+    # packets of it in a row (one alone is a stray, below).
     route.forward(speaker, packet(1011, 11 * 960), 5.0)
-    assert speaker.ssrc == 0x1234 and len(fanout.forwarded) == 21
+    route.forward(speaker, packet(1012, 12 * 960), 5.02)
+    assert speaker.ssrc == 0x1234 and len(fanout.forwarded) == 20
+
+
+def test_one_stray_packet_of_another_ssrc_changes_nothing(router: Routed) -> None:
+    """A packet of an SSRC the speaker left seconds ago (held up in the
+    network) is dropped, and the live SSRC goes on being heard."""
+    route, fanout, speaker = router
+    talk(router, 1000, 10)
+    for index in range(10, 200):
+        route.forward(speaker, packet(5000 + index, index * 960, ssrc=0x9999), index * 0.02)
+    forwarded = len(fanout.forwarded)
+    route.forward(speaker, packet(1010, 10 * 960), 4.0)  # the old SSRC, 4 s late
+    for index in range(200, 250):
+        route.forward(speaker, packet(5000 + index, index * 960, ssrc=0x9999), index * 0.02)
+    assert speaker.ssrc == 0x9999
+    assert len(fanout.forwarded) == forwarded + 50
+
+
+def test_a_packet_reordered_from_before_a_switch_never_lands_in_the_old_range(
+    router: Routed,
+) -> None:
+    """A packet sent before the slot switched to this speaker and arriving
+    up to MAX_MISORDER packets late is dropped: forwarded, it would reuse a
+    sequence number the slot already sent for the previous speaker."""
+    from sfu.media.router import MAX_MISORDER
+
+    route, fanout, first = router
+    second = Publisher(number=2, payload_type=111, audio_level_id=1)
+    route.add_publisher(second)
+    talk(router, 100, 20)  # the first speaker holds slot 0
+    route.detector.remove(first.number)  # it leaves the stage: the slot is free
+    held = packet(5005, 5 * 960, ssrc=0xB, level=10)  # sent before the switch, held up
+    # Past the old guard (64 packets), and the held one less than MAX_MISORDER behind.
+    for index in range(11, 11 + MAX_MISORDER - 25):
+        route.forward(second, packet(5000 + index, index * 960, ssrc=0xB, level=10), index * 0.02)
+    slot = fanout.forwarded[-1][0]
+    sent = {sequence for used_slot, sequence in fanout.forwarded if used_slot == slot}
+    before = len(fanout.forwarded)
+    route.forward(second, held, 3.0)
+    assert len(fanout.forwarded) == before or fanout.forwarded[-1][1] not in sent
