@@ -425,7 +425,7 @@ class Router:
             # minutes) libsrtp, ours and the client's, would take the next
             # speaker's packets for old ones and drop them for as long again.
             # A 20 ms silence frame now and then (every ~5.5 min) keeps it in step.
-            self.fanout.forward(
+            kept = self.fanout.forward(
                 slot,
                 _SILENCE_RTP,
                 12,
@@ -438,6 +438,7 @@ class Router:
                 -1,
                 own,
             )
+            self.payload_bytes_out += kept * (len(_SILENCE_RTP) - 12)
             stream.holder_last_sequence = out_sequence
 
     # -- RTCP -------------------------------------------------------------------

@@ -259,3 +259,17 @@ def test_a_packet_reordered_from_before_a_switch_never_lands_in_the_old_range(
     before = len(fanout.forwarded)
     route.forward(second, held, 3.0)
     assert len(fanout.forwarded) == before or fanout.forwarded[-1][1] not in sent
+
+
+def test_the_holders_keep_in_step_silence_counts_as_payload_sent(router: Routed) -> None:
+    """A holder is sent a silence frame on its own slot every KEEP_IN_STEP
+    packets; its payload is counted like any other packet's."""
+    from sfu.media.opus import SILENCE_MONO
+    from sfu.media.router import KEEP_IN_STEP
+
+    route, fanout, speaker = router
+    speaker.receiver_id = 7  # the speaker also receives the slots
+    talk(router, 1000, KEEP_IN_STEP + 10)
+    silences = len(fanout.forwarded) - (KEEP_IN_STEP + 10)
+    assert silences == 1
+    assert route.payload_bytes_out == (KEEP_IN_STEP + 10) * len(b"opus") + len(SILENCE_MONO)
