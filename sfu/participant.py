@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ class Participant:
     # Slots, not a __dict__: a room holds thousands of these (bench: bytes per listener).
     __slots__ = (
         "__weakref__",
+        "_answer_version",
         "_answered",
         "_closed",
         "_closed_event",
@@ -45,6 +47,7 @@ class Participant:
         "_connected_event",
         "_offer_asked_as_listener",
         "_receiving",
+        "_session_id",
         "_next_mix_report",
         "_slot_reports",
         "answer",
@@ -113,6 +116,9 @@ class Participant:
         self.mixed = False
         # What the client's RTCP reports say about each slot stream.
         self._slot_reports: dict[int, dict[str, float]] = {}
+        # The answers' o= line: one session id, its version counted up per answer.
+        self._session_id = secrets.randbits(62)
+        self._answer_version = 1
         # When a mixed receiver's next sender report is due (the Router keeps
         # this for slot receivers).
         self._next_mix_report = 0.0
@@ -223,7 +229,7 @@ class Participant:
         if self.session is None:
             raise ParticipantClosed(f"{self.identity!r} has no session in room {self.room.name!r}")
         offer = parse_offer(offer_sdp)
-        if offer.ice_ufrag != self.session.remote_ufrag:
+        if offer.ice_ufrag != self.session.remote_ufrag or offer.ice_pwd != self.session.remote_pwd:
             raise InvalidOffer(
                 "the new offer changes the ICE credentials; ICE restarts are not supported: "
                 "renegotiate on the same connection"
@@ -243,7 +249,11 @@ class Participant:
             listen_instead=self._offer_asked_as_listener,
         )
         mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
-        answer = self.room._answer(offer, negotiation, self.credentials, mix_ssrcs)
+        # The same session, its next version (RFC 3264 8: the o= line's id stays).
+        version = self._answer_version + 1
+        answer = self.room._answer(
+            offer, negotiation, self.credentials, mix_ssrcs, self._session_id, version
+        )
         connected = self.session.state == "connected"
         if self.mixed:
             self._stop_receiving()  # a role change changes the stream (mix-minus or not)
@@ -254,6 +264,7 @@ class Participant:
                 self._start_receiving()  # the previous stream again
             raise
         self.answer = answer
+        self._answer_version = version
         logger.info(
             "%s renegotiated in room %r (%s, %d slots)",
             self.identity,

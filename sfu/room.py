@@ -82,6 +82,18 @@ def _check_identity(identity: object, name: str = "identity") -> None:
         )
 
 
+def _without_taken_moderate(
+    decision: dict[str, Any], role: Role, grants: frozenset[str]
+) -> tuple[Role, frozenset[str]]:
+    """``role`` and ``grants`` less the `moderate` grant a demotion took: a
+    token does not give it back (and a moderator without it is a speaker)."""
+    if decision.get("moderate") is False:
+        grants = grants - {"moderate"}
+        if role == "moderator":
+            role = "speaker" if "publish" in grants else "listener"
+    return role, grants
+
+
 def _member_identity(identity: object) -> str:
     """``identity`` if it could be a member's (a join's, or a ban's of someone
     absent: no member can have another); InvalidSetting otherwise."""
@@ -262,18 +274,20 @@ class Room:
         # A moderator promoted or demoted this identity earlier in this room:
         # that role stands over the token when it comes back (a reconnect),
         # unless the caller asks for less (one may always join with fewer rights).
+        base_role, base_grants = role, grants
         promoted = decided is not None and (asked is None or _RANK[asked] >= _RANK[decided])
         if decided is not None and promoted:
             role = decided
             # The `moderate` grant is the token's to give, not a former one's.
             grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
-        if decision.get("moderate") is False:
-            # Taken by a demotion: a token does not give it back (and a
-            # moderator without it is a speaker).
-            grants = grants - {"moderate"}
-            if role == "moderator":
-                role = "speaker" if "publish" in grants else "listener"
+        role, grants = _without_taken_moderate(decision, role, grants)
         publish = "publish" in grants
+        if promoted and publish and "publish" not in base_grants and not self._has_place(True):
+            # Promoted before, and the stage filled up meanwhile: it comes back
+            # with the role it has without the promotion (which stays decided).
+            role, grants = _without_taken_moderate(decision, base_role, base_grants)
+            publish = "publish" in grants
+            promoted = False
         self._check_capacity(publish)
         return self._admit(
             offer,
@@ -321,12 +335,16 @@ class Room:
             raise NotAllowed("this server does not accept tokens (no token_secret configured)")
         return verify_token(secret, token, room=self.name)
 
+    def _has_place(self, publish: bool) -> bool:
+        limit = self.policy.max_speakers if publish else self.policy.max_listeners
+        return limit is None or self._counts[publish] < limit
+
     def _check_capacity(self, publish: bool) -> None:
-        if publish:
-            limit, what = self.policy.max_speakers, "speakers"
-        else:
-            limit, what = self.policy.max_listeners, "listeners"
-        if limit is not None and self._counts[publish] >= limit:
+        if not self._has_place(publish):
+            if publish:
+                limit, what = self.policy.max_speakers, "speakers"
+            else:
+                limit, what = self.policy.max_listeners, "listeners"
             raise RoomFull(f"room {self.name!r} is full: it holds at most {limit} {what}")
 
     def _admit(
@@ -358,7 +376,11 @@ class Room:
         participant.mixed = mixed
         participant.moderator_muted = moderator_muted
         participant.answer = self._answer(
-            offer, negotiation, credentials, self._mix_ssrcs(participant) if mixed else None
+            offer,
+            negotiation,
+            credentials,
+            self._mix_ssrcs(participant) if mixed else None,
+            participant._session_id,
         )
         session = Session(
             self.server,
@@ -399,7 +421,9 @@ class Room:
         offer: Offer,
         negotiation: Negotiation,
         credentials: IceCredentials,
-        slot_ssrcs: list[int] | None = None,
+        slot_ssrcs: list[int] | None,
+        session_id: int,
+        session_version: int = 1,
     ) -> str:
         return build_answer(
             offer,
@@ -411,10 +435,16 @@ class Room:
             port=self.server.port,
             slot_ssrcs=self.router.slot_ssrcs if slot_ssrcs is None else slot_ssrcs,
             cname=self._cname,
-            session_id=secrets.randbits(62),
+            session_id=session_id,
+            session_version=session_version,
         )
 
     # -- moderation -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
+        if self._closed:
+            raise RoomClosed(f"room {self.name!r} is closed")
 
     def _actor(self, by: str | None) -> None:
         """Check that ``by`` (a member acting through signaling) may moderate."""
@@ -431,6 +461,7 @@ class Room:
         return list(self._hands)
 
     def raise_hand(self, identity: str) -> None:
+        self._check_open()
         participant = self[identity]
         if participant.can_publish or identity in self._hands:
             return
@@ -455,6 +486,7 @@ class Room:
         must renegotiate with an offer that adds a sending audio line
         (:class:`~sfu.events.RoleChanged` with ``renegotiate=True`` tells it).
         """
+        self._check_open()
         self._actor(by)
         if role == "listener":
             raise InvalidSetting("promote to 'speaker' or 'moderator'; use demote() for 'listener'")
@@ -496,6 +528,7 @@ class Room:
         ``moderate`` grant, also across its rejoins in this room (whatever
         token they carry), until ``promote(identity, role="moderator")``.
         """
+        self._check_open()
         self._actor(by)
         participant = self[identity]
         # Anyone but a plain listener: a listener with `moderate` (a moderator
@@ -517,6 +550,7 @@ class Room:
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
         """Server-side mute: the speaker's packets are not forwarded and do not rank."""
+        self._check_open()
         self._actor(by)
         participant = self[identity]
         self._decisions.setdefault(identity, {})["moderator_muted"] = True
@@ -524,6 +558,7 @@ class Room:
             self._emit_mute(participant, by)
 
     async def unmute(self, identity: str, *, by: str | None = None) -> None:
+        self._check_open()
         self._actor(by)
         participant = self[identity]
         self._decisions.setdefault(identity, {})["moderator_muted"] = False
@@ -553,10 +588,6 @@ class Room:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")
         participant = self._participants.get(identity)
-        if participant is not None or ban:
-            decision = self._decisions.get(identity)
-            if decision is not None and decision.get("role") in ("speaker", "moderator"):
-                del decision["role"]
         if participant is None:
             if not ban:
                 raise NotFound(f"{identity!r} is not in room {self.name!r}")
@@ -565,6 +596,11 @@ class Room:
                 raise InvalidSetting(
                     f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
                 )
+        # Checked: from here the removal happens, and it ends a promotion.
+        decision = self._decisions.get(identity)
+        if decision is not None and decision.get("role") in ("speaker", "moderator"):
+            del decision["role"]
+        if participant is None:
             self._banned_identities.add(identity)
             logger.info("%s banned from room %r while absent", identity, self.name)
             return

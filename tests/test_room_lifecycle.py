@@ -707,3 +707,76 @@ async def test_join_arguments_are_checked() -> None:
             with pytest.raises(sfu.InvalidSetting, match="slots"):
                 server.room("one", slots=slots)  # type: ignore[arg-type]
         assert server.room("one", slots=1) is one
+
+
+async def test_a_promoted_member_rejoins_as_a_listener_when_the_stage_filled_meanwhile() -> None:
+    """The promotion stands on a rejoin, but not over a full stage: the member
+    comes back with the role it has without it, instead of being shut out."""
+    async with sfu.Server() as server:
+        room = server.room("r", max_speakers=1)
+        lou = await room.add_listener(LISTENER, "lou")
+        await room.promote("lou")
+        await lou.close()
+        pat = await room.add_speaker(SPEAKER, "pat")  # the one place on the stage
+        lou = await room.join(LISTENER, identity="lou")
+        assert isinstance(lou, sfu.Listener) and lou.role == "listener"
+        await lou.close()
+        await pat.close()
+        again = await room.join(SPEAKER, identity="lou")  # a place again: the promotion
+        assert isinstance(again, sfu.Speaker) and again.role == "speaker"
+
+
+async def test_renegotiated_answers_keep_the_session_id_and_count_the_version() -> None:
+    """RFC 3264 8: a new answer on the same session keeps the o= line's
+    session id and increments its version."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        lou = await room.add_listener(LISTENER, "lou")
+        answers = [lou.answer or ""]
+        for _ in range(2):
+            answers.append(await lou.renegotiate(LISTENER))
+        origins = [next(line for line in a.splitlines() if line.startswith("o=")) for a in answers]
+        ids = {origin.split()[1] for origin in origins}
+        assert len(ids) == 1
+        assert [origin.split()[2] for origin in origins] == ["1", "2", "3"]
+
+
+async def test_an_offer_changing_the_ice_password_is_refused_on_renegotiation() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        lou = await room.add_listener(LISTENER, "lou")
+        changed = LISTENER.replace(f"a=ice-pwd:{PWD}", "a=ice-pwd:" + "Q" * 24)
+        with pytest.raises(sfu.InvalidOffer, match="ICE"):
+            await lou.renegotiate(changed)
+
+
+async def test_a_refused_ban_leaves_the_promotion_as_it_was() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        lou = await room.add_listener(LISTENER, "lou")
+        await room.promote("lou")
+        await lou.close()
+        for number in range(sfu.room.MAX_BANS):
+            await room.remove(f"absent-{number}", ban=True)
+        with pytest.raises(sfu.InvalidSetting, match="bans"):
+            await room.remove("lou", ban=True)
+        again = await room.join(SPEAKER, identity="lou")
+        assert again.role == "speaker", "the refused ban changed nothing"
+
+
+async def test_moderating_a_closed_room_says_it_is_closed() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        await room.add_speaker(SPEAKER, "sam")
+        await room.add_listener(LISTENER, "lou")
+        await room.close()
+        for action in (
+            lambda: room.promote("lou"),
+            lambda: room.demote("sam"),
+            lambda: room.mute("sam"),
+            lambda: room.unmute("sam"),
+        ):
+            with pytest.raises(sfu.RoomClosed):
+                await action()
+        with pytest.raises(sfu.RoomClosed):
+            room.raise_hand("lou")
