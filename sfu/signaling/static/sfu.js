@@ -674,7 +674,9 @@ export class SfuClient {
       const old = this.roster.get(entry.identity);
       const muted = entry.muted ?? (old ? old.muted : false);
       if (old) Object.assign(old, { role: entry.role, muted });
-      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted, hand: false });
+      // "updated" may name someone this client has not seen join (it left and
+      // came back within one roster interval): added, with its hand as known.
+      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted, hand: this.hands.includes(entry.identity) });
     }
     for (const identity of message.left || []) {
       if (identity !== this.identity) this.roster.delete(identity);
