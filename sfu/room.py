@@ -493,12 +493,15 @@ class Room:
         participant = self[identity]
         if role == "speaker" and participant.can_publish:
             return participant
+        # A listener holding the moderate grant (a moderator token joined as
+        # listener) keeps it, as a join with such a token does.
+        grants = grants_of(role) | (participant.grants & {"moderate"})
+        if role == participant.role and grants == participant.grants:
+            return participant  # a moderator made moderator: nothing changes, nothing to tell
         if not participant.can_publish and role in ("speaker", "moderator"):
             self._check_capacity(publish=True)
         needs_offer = participant.negotiation.publish is None
-        # A listener holding the moderate grant (a moderator token joined as
-        # listener) keeps it, as a join with such a token does.
-        self._change_role(participant, role, grants_of(role) | (participant.grants & {"moderate"}))
+        self._change_role(participant, role, grants)
         decision = self._decisions.setdefault(identity, {})
         decision["role"] = role
         if role == "moderator":
@@ -658,6 +661,17 @@ class Room:
         ssrc = publisher.ssrc if publisher is not None and publisher.ssrc >= 0 else None
         level = publisher.level & 0x7F if publisher is not None and publisher.level >= 0 else None
         return SlotInfo(participant.identity, ssrc, level)
+
+    def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
+        """The stage and dominant speaker as last emitted: a newcomer's snapshot
+        must be what the others were told, or a change back before the next
+        emission (which then emits nothing) would leave it wrong."""
+        holders, dominant = self._stage
+        participant = self._by_number.get(dominant)
+        return (
+            tuple(self._slot_info(number) if number >= 0 else None for number in holders),
+            participant.identity if participant is not None else None,
+        )
 
     def stage(self) -> tuple[SlotInfo | None, ...]:
         """Who is in each slot right now (``None``: a free slot)."""

@@ -780,3 +780,17 @@ async def test_moderating_a_closed_room_says_it_is_closed() -> None:
                 await action()
         with pytest.raises(sfu.RoomClosed):
             room.raise_hand("lou")
+
+
+async def test_making_a_moderator_moderator_again_tells_nobody_anything() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r", roster_interval=0.05)
+        member = await room.join(SPEAKER, identity="m", role="moderator")
+        await asyncio.sleep(0.1)
+        events = room.events()
+        before = (member.role, member.grants)
+        await room.promote("m", role="moderator")
+        await asyncio.sleep(0.1)
+        assert (member.role, member.grants) == before
+        with pytest.raises(asyncio.TimeoutError):
+            await events.next(0)

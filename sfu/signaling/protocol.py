@@ -445,7 +445,7 @@ class SignalingSession:
         await self.send({"type": "error", "code": code, "message": message, "id": message_id})
 
     def _stage_message(self, room: Room) -> dict[str, Any]:
-        return {"active_speakers": _stage(room.stage(), room.dominant_speaker)}
+        return {"active_speakers": _stage(*room._told_stage())}
 
     async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
         """Forward the room's events this member needs, until it or the room ends."""

@@ -842,3 +842,32 @@ async def test_the_command_limit_holds_across_a_members_reconnects() -> None:
             await session.close()
         assert done <= COMMAND_BURST + 2, "one burst over all five connections"
         assert refused >= 4 * COMMAND_BURST - 2
+
+
+async def test_a_newcomers_stage_is_what_the_others_were_told() -> None:
+    """The stage changes and changes back within one stage interval, with a
+    join in between: no event follows (nothing changed since the last one),
+    so the newcomer's `joined` must carry the stage last told, not the one
+    of that moment."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        loop = asyncio.get_running_loop()
+        room = server.room("hall")
+        events = room.events()
+        a = await room.add_speaker(offer("sendrecv"), "a")
+        detector = room.router.detector
+        detector.observe(a.number, 30, loop.time())  # what the router does per packet
+        while not isinstance(await events.next(5), sfu.ActiveSpeakersChanged):
+            pass
+        await room.mute("a")  # off the stage, not yet told
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="s", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
+        await session.handle(json.dumps(join))
+        await room.unmute("a")
+        detector.observe(a.number, 30, loop.time())  # back in its slot
+        await asyncio.sleep(1.0)
+        frames = [m for m in sent if m["type"] in ("joined", "active_speakers")]
+        last = frames[-1]["active_speakers"] if frames[-1]["type"] == "joined" else frames[-1]
+        told = [slot and slot["identity"] for slot in last["slots"]]
+        assert told == [info and info.identity for info in room.stage()] == ["a", None, None]
+        await session.close()
