@@ -119,7 +119,8 @@ class RosterChanged(RoomEvent):
     interval's end is in ``left``, also someone who joined within it (a
     member who joined in between got a snapshot that may list them, so a
     consumer drops a name it does not know); one that left and came back is
-    ``updated``.
+    ``updated``, which may so name someone a consumer never saw join: it
+    adds or updates.
     """
 
     joined: tuple[tuple[str, Role], ...]
