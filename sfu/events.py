@@ -171,7 +171,9 @@ _AWAITED: set[EventStream] = set()
 class EventStream(AsyncIterator[RoomEvent]):
     """One subscriber's view of a room's events.
 
-    Each subscriber has its own bounded queue (``maxsize`` events). When a
+    Each subscriber has its own bounded queue (``maxsize`` events), of the
+    events ``accept`` (if given) returns True for: the others are not
+    queued, and :class:`RoomClosed` always is. When a
     slow subscriber lets it fill, the *oldest* event is dropped and counted
     in :attr:`dropped`, so a stalled consumer costs bounded memory and
     never blocks the room. Iteration stops after :class:`RoomClosed`, or
@@ -180,10 +182,15 @@ class EventStream(AsyncIterator[RoomEvent]):
     receiving; ``async with room.events() as stream:`` closes it on exit.
     """
 
-    def __init__(self, maxsize: int = 1024) -> None:
+    def __init__(
+        self, maxsize: int = 1024, accept: Callable[[RoomEvent], bool] | None = None
+    ) -> None:
         if not is_int(maxsize) or maxsize < 1:
             raise InvalidSetting(f"maxsize must be an integer >= 1, got {maxsize!r}")
+        if accept is not None and not callable(accept):
+            raise InvalidSetting(f"accept must be a callable or None, got {accept!r}")
         self._events: collections.deque[RoomEvent] = collections.deque(maxlen=maxsize)
+        self._accept = accept
         self._wakeup = asyncio.Event()
         self._closed = False
         self._finished = False
@@ -192,6 +199,12 @@ class EventStream(AsyncIterator[RoomEvent]):
     def _put(self, event: RoomEvent) -> None:
         if self._closed:
             return
+        if (
+            self._accept is not None
+            and not isinstance(event, RoomClosed)
+            and not self._accept(event)
+        ):
+            return  # not queued, so never dropped either
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
         self._events.append(event)

@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
@@ -630,9 +631,12 @@ class Room:
 
     # -- events -------------------------------------------------------------------
 
-    def events(self, maxsize: int = 1024) -> EventStream:
-        """A new subscription to this room's events (see :class:`EventStream`)."""
-        stream = EventStream(maxsize)
+    def events(
+        self, maxsize: int = 1024, *, accept: Callable[[RoomEvent], bool] | None = None
+    ) -> EventStream:
+        """A new subscription to this room's events (see :class:`EventStream`);
+        ``accept``: only the events it returns True for are queued."""
+        stream = EventStream(maxsize, accept)
         if self._closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
         else:

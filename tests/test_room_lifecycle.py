@@ -794,3 +794,19 @@ async def test_making_a_moderator_moderator_again_tells_nobody_anything() -> Non
         assert (member.role, member.grants) == before
         with pytest.raises(asyncio.TimeoutError):
             await events.next(0)
+
+
+async def test_an_event_stream_queues_only_what_it_accepts() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        hands = room.events(maxsize=2, accept=lambda e: isinstance(e, sfu.HandRaised))
+        everything = room.events(maxsize=2)
+        for number in range(5):
+            await room.add_listener(LISTENER, f"l{number}")
+        room.raise_hand("l0")
+        assert hands.dropped == 0 and everything.dropped > 0
+        assert isinstance(await hands.next(0), sfu.HandRaised)
+        with pytest.raises(sfu.InvalidSetting, match="accept"):
+            room.events(accept=True)  # type: ignore[arg-type]
+        await room.close()
+        assert type(await hands.next(0)).__name__ == "RoomClosed"  # always queued

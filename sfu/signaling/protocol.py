@@ -37,9 +37,11 @@ from ..errors import (
 )
 from ..events import (
     ActiveSpeakersChanged,
+    DominantSpeakerChanged,
     HandLowered,
     HandRaised,
     MuteChanged,
+    ParticipantConnected,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
@@ -105,6 +107,19 @@ _ERROR_CODES: list[tuple[type[BaseException], str]] = [
     (ParticipantClosed, "session_ended"),
     (KeyError, "not_found"),
 ]
+
+
+def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
+    """The events a member's relay forwards (see SignalingSession._forward_event)."""
+
+    def accept(event: RoomEvent) -> bool:
+        if isinstance(
+            event, (ParticipantJoined, ParticipantConnected, ParticipantLeft, ParticipantRemoved)
+        ):
+            return event.identity == identity  # its own: the others come batched
+        return not isinstance(event, DominantSpeakerChanged)  # (in active_speakers)
+
+    return accept
 
 
 def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str, Any]:
@@ -305,12 +320,16 @@ class SignalingSession:
         if self.server.token_secret is None:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         # The token first: a bad one must not create the room it names.
-        verify_token(self.server.token_secret, token, room=name)
+        identity = verify_token(self.server.token_secret, token, room=name).identity
         existed = self.server.get_room(name) is not None
         room = self._room_factory(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
-        events = room.events()  # subscribe first: no event between join and relay is lost
+        # Subscribe first: no event between join and relay is lost. Only what
+        # the relay forwards is queued: others' joins and leaves reach the
+        # client batched (RosterChanged), and queued they would fill the queue
+        # in a join storm and end this session as fallen behind.
+        events = room.events(accept=_relayed_for(identity))
         try:
             participant = await room.join(offer, token=token)
         except BaseException:

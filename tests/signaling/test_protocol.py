@@ -871,3 +871,24 @@ async def test_a_newcomers_stage_is_what_the_others_were_told() -> None:
         told = [slot and slot["identity"] for slot in last["slots"]]
         assert told == [info and info.identity for info in room.stage()] == ["a", None, None]
         await session.close()
+
+
+async def test_a_crowd_joining_while_a_member_writes_slowly_does_not_end_its_session() -> None:
+    """Others' joins reach a member batched (roster frames): 1,100 of them
+    arriving while its socket is slow for a moment are not events it could
+    lose, and do not end its session as fallen behind."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        session, sent, writing, release = gated_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="alice", role="listener")
+        join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
+        joining = asyncio.ensure_future(session.handle(json.dumps(join)))
+        await writing.wait()  # alice's joined reply is being written, slowly
+        await asyncio.gather(*(room.add_listener(LISTENER_OFFER, f"fan-{i}") for i in range(1100)))
+        release.set()
+        await joining
+        await asyncio.sleep(1.0)
+        assert not [m for m in sent if m["type"] == "error"]
+        assert "alice" in room.participants
+        assert max(m["size"] for m in sent if m["type"] == "roster") == 1101
+        await session.close()
