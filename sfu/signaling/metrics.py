@@ -18,13 +18,16 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ..transport.server import Server
 
 __all__ = ["ServerCollector", "render_metrics"]
+
+#: What generate_latest writes (the 0.0.4 text format), whatever the newest
+#: format of the installed prometheus_client is.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ServerCollector(Collector):
@@ -65,7 +68,10 @@ class ServerCollector(Collector):
         drops = CounterMetricFamily(
             "sfu_drops", "Datagrams and packets dropped, by reason", labels=["reason"]
         )
-        drops.add_metric(["send buffer full or send error"], stats["packets_out_dropped"])
+        # What the fan-out could not send: the socket full or failing, a
+        # payload over the MTU, an SRTP error.
+        drops.add_metric(["not sent (socket, size or srtp)"], stats["packets_out_dropped"])
+        drops.add_metric(["rtp not forwarded"], stats["rtp_not_forwarded"])
         for reason, count in sorted(stats["drops"].items()):
             drops.add_metric([reason], count)
         yield drops
@@ -91,4 +97,4 @@ def render_metrics(server: Server) -> tuple[bytes, str]:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ServerCollector(server))
         _registries[server] = registry
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE

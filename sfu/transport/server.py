@@ -167,7 +167,7 @@ class Server:
         self.join_counts = [0] * len(self.join_buckets)
         self.join_sum = 0.0
         # Media counters of rooms already closed, so totals never go back.
-        self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0}
+        self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0, "not_forwarded": 0}
         self._rooms: dict[str, Room] = {}
         self._closing_rooms: set[Room] = set()  # closing, no longer in _rooms
         self._sessions_by_ufrag: dict[str, Session] = {}
@@ -402,8 +402,10 @@ class Server:
         """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
         # Closing rooms too: until they are retired their counts are in no total,
         # and a counter that dips reads as a reset to Prometheus.
-        live = [room._out_counts() for room in [*self._rooms.values(), *self._closing_rooms]]
+        rooms = [*self._rooms.values(), *self._closing_rooms]
+        live = [room._out_counts() for room in rooms]
         packets, dropped, payload = (sum(column) for column in zip((0, 0, 0), *live))
+        not_forwarded = sum(room.router.packets_dropped for room in rooms)
         return {
             "rooms": len(self._rooms),
             "sessions": len(self._sessions_by_ufrag),
@@ -413,6 +415,9 @@ class Server:
             "packets_out": self._retired_out["packets"] + packets,
             "packets_out_dropped": self._retired_out["dropped"] + dropped,
             "payload_bytes_out": self._retired_out["payload_bytes"] + payload,
+            # Speakers' RTP the rooms did not forward: malformed, not the
+            # negotiated codec, a stray or late SSRC, a sequence jump.
+            "rtp_not_forwarded": self._retired_out["not_forwarded"] + not_forwarded,
             "drops": dict(self.drops),
         }
 
@@ -442,6 +447,7 @@ class Server:
         self._retired_out["packets"] += packets
         self._retired_out["dropped"] += dropped
         self._retired_out["payload_bytes"] += payload
+        self._retired_out["not_forwarded"] += room.router.packets_dropped
 
     def _observe_join(self, seconds: float) -> None:
         self.join_sum += seconds

@@ -892,3 +892,35 @@ async def test_a_crowd_joining_while_a_member_writes_slowly_does_not_end_its_ses
         assert "alice" in room.participants
         assert max(m["size"] for m in sent if m["type"] == "roster") == 1101
         await session.close()
+
+
+async def test_metrics_count_the_rtp_rooms_did_not_forward_and_say_their_format() -> None:
+    """Speakers' packets a room's router drops (here, not the negotiated
+    payload type) are in /metrics, also after the room closed; the content
+    type names the text format written (0.0.4)."""
+    import struct
+
+    from sfu.media.router import Publisher
+    from sfu.signaling.metrics import render_metrics
+
+    def drops(server: sfu.Server) -> dict[str, float]:
+        text = render_metrics(server)[0].decode()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("sfu_drops_total{"):
+                label, value = line.rsplit(" ", 1)
+                values[label.split('"')[1]] = float(value)
+        return values
+
+    async with sfu.Server() as server:
+        room = server.room("r")
+        speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+        room.router.add_publisher(speaker)
+        for sequence in range(5):
+            packet = struct.pack("!BBHII", 0x80, 96, sequence, sequence * 960, 0x1234) + b"x"
+            room.router.forward(speaker, packet, sequence * 0.02)
+        assert drops(server)["rtp not forwarded"] == 5
+        assert server.stats()["rtp_not_forwarded"] == 5
+        await room.close()
+        assert drops(server)["rtp not forwarded"] == 5, "a counter never goes down"
+        assert render_metrics(server)[1] == "text/plain; version=0.0.4; charset=utf-8"
