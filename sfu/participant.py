@@ -303,8 +303,10 @@ class Participant:
             or previous.payload_type != negotiation.payload_type
             or previous.audio_level_id != negotiation.audio_level_id
         ):
-            self._stop_receiving()
+            self._stop_receiving(keep_counts=True)
             self._start_receiving()
+            if not self._receiving:
+                router.drop_kept_counts(self.receiver_id)
 
     def _start_receiving(self) -> None:
         session = self.session
@@ -330,12 +332,12 @@ class Participant:
         )
         self._receiving = True
 
-    def _stop_receiving(self) -> None:
+    def _stop_receiving(self, *, keep_counts: bool = False) -> None:
         if self._receiving and self.mixed:
             self.room.mixer.remove_receiver(self)
             self._receiving = False
         if self._receiving:
-            self.room.router.remove_receiver(self.receiver_id)
+            self.room.router.remove_receiver(self.receiver_id, keep_counts=keep_counts)
             self._receiving = False
 
     def _set_role(self, role: Role, grants: frozenset[str]) -> None:

@@ -179,6 +179,9 @@ class _Receiver:
     srtp: pylibsrtp.Session
     address: Any
     next_report: float = 0.0
+    # Per slot (packets, payload octets) sent before it was registered again
+    # (a renegotiation): its SSRCs are the same, so its counts go on.
+    carried: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Router:
@@ -194,6 +197,9 @@ class Router:
         self.report_ssrc = secrets.randbits(32)
         self._publishers: dict[int, Publisher] = {}
         self._receivers: dict[int, _Receiver] = {}
+        # Counts of receivers taken off to be registered again at once (see
+        # remove_receiver(keep_counts=True)), by receiver id.
+        self._kept_counts: dict[int, list[tuple[int, int]]] = {}
         self.packets_in = 0
         self.packets_dropped = 0
         self.payload_bytes_out = 0  # Opus payload bytes handed to the kernel, all receivers
@@ -279,7 +285,12 @@ class Router:
         # Spread the receivers' sender reports over the interval.
         offset = (receiver_id * 0.618) % 1.0 * SENDER_REPORT_INTERVAL
         self._receivers[receiver_id] = _Receiver(
-            receiver_id, slot_count, srtp, address, now + offset
+            receiver_id,
+            slot_count,
+            srtp,
+            address,
+            now + offset,
+            self._kept_counts.pop(receiver_id, []),
         )
 
     def set_receiver_address(self, receiver_id: int, address: Any) -> None:
@@ -288,14 +299,32 @@ class Router:
             receiver.address = address
             self.fanout.set_address(receiver_id, address)
 
-    def remove_receiver(self, receiver_id: int) -> None:
-        if self._receivers.pop(receiver_id, None) is not None:
-            self.fanout.remove_receiver(receiver_id)
+    def remove_receiver(self, receiver_id: int, *, keep_counts: bool = False) -> None:
+        """``keep_counts``: it is registered again at once (a renegotiation), and
+        what was sent to it stays counted, in stats and in its sender reports."""
+        if receiver_id not in self._receivers:
+            return
+        if keep_counts:
+            self._kept_counts[receiver_id] = self._counts(receiver_id)
+        del self._receivers[receiver_id]
+        self.fanout.remove_receiver(receiver_id)
+
+    def drop_kept_counts(self, receiver_id: int) -> None:
+        """Not registered again after all (no slot left): nothing to carry."""
+        self._kept_counts.pop(receiver_id, None)
 
     def receiver_counters(self, receiver_id: int) -> list[tuple[int, int]]:
         if receiver_id not in self._receivers:
             return []
-        return list(self.fanout.counters(receiver_id))
+        return self._counts(receiver_id)
+
+    def _counts(self, receiver_id: int) -> list[tuple[int, int]]:
+        """Per slot (packets, payload octets) sent to a registered receiver."""
+        counts = list(self.fanout.counters(receiver_id))
+        for slot, (packets, octets) in enumerate(self._receivers[receiver_id].carried):
+            if slot < len(counts):
+                counts[slot] = (counts[slot][0] + packets, counts[slot][1] + octets)
+        return counts
 
     def close(self) -> None:
         self._publishers.clear()
@@ -467,7 +496,7 @@ class Router:
             return None
         ntp = ntp_time(unix_time)
         compound = b""
-        for slot, (packets, octets) in enumerate(self.fanout.counters(receiver_id)):
+        for slot, (packets, octets) in enumerate(self._counts(receiver_id)):
             stream = self.slots[slot]
             info = RtcpSenderInfo(
                 ntp_timestamp=ntp,

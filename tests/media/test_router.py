@@ -273,3 +273,40 @@ def test_the_holders_keep_in_step_silence_counts_as_payload_sent(router: Routed)
     silences = len(fanout.forwarded) - (KEEP_IN_STEP + 10)
     assert silences == 1
     assert route.payload_bytes_out == (KEEP_IN_STEP + 10) * len(b"opus") + len(SILENCE_MONO)
+
+
+def test_a_receiver_registered_again_keeps_its_counts() -> None:
+    """A renegotiation re-registers a receiver on the same slot SSRCs: what
+    was sent to it stays counted, in its stats and its sender reports (RFC
+    3550: an SR's counts only go up on one SSRC)."""
+    import pylibsrtp
+    from aiortc.rtp import RtcpPacket, RtcpSrPacket
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    route = Router(sock, 3)
+    key = bytes(30)
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+    route.add_publisher(speaker)
+    options = dict(payload_type=111, audio_level_id=1, now=0.0)
+    try:
+        route.add_receiver(9, sink.getsockname(), tx, slot_count=2, **options)  # type: ignore[arg-type]
+        for sequence in range(10):
+            route.forward(speaker, packet(100 + sequence, sequence * 960), sequence * 0.02)
+        route.remove_receiver(9, keep_counts=True)
+        route.add_receiver(9, sink.getsockname(), tx, slot_count=3, **options)  # type: ignore[arg-type]
+        for sequence in range(10, 15):
+            route.forward(speaker, packet(100 + sequence, sequence * 960), sequence * 0.02)
+        assert route.receiver_counters(9)[0] == (15, 15 * len(b"opus"))
+        report = route.sender_reports(9, 1.0, 1.0)
+        assert report is not None
+        first = RtcpPacket.parse(report)[0]
+        assert isinstance(first, RtcpSrPacket) and first.sender_info.packet_count == 15
+        route.remove_receiver(9)  # for good: nothing kept
+        assert route._kept_counts == {}
+    finally:
+        route.close()
+        sock.close()
+        sink.close()
