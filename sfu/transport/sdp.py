@@ -843,35 +843,27 @@ def build_answer(
         cname,
         session_version,
     )
-    template = _ANSWERS.get(key)
-    if template is None and _MARK in cname:
+
+    def write(ufrag: str, pwd: str, session: int | str) -> str:
         return _write_answer(
             offer,
             negotiation,
-            ice_ufrag=ice_ufrag,
-            ice_pwd=ice_pwd,
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
             fingerprint=fingerprint,
             address=address,
             port=port,
             slot_ssrcs=slot_ssrcs,
             cname=cname,
-            session_id=session_id,
+            session_id=session,
             session_version=session_version,
         )
+
+    template = _ANSWERS.get(key)
+    if template is None and _MARK in cname:
+        return write(ice_ufrag, ice_pwd, session_id)
     if template is None:
-        text = _write_answer(
-            offer,
-            negotiation,
-            ice_ufrag=_MARK + "u",
-            ice_pwd=_MARK + "p",
-            fingerprint=fingerprint,
-            address=address,
-            port=port,
-            slot_ssrcs=slot_ssrcs,
-            cname=cname,
-            session_id=_MARK + "s",
-            session_version=session_version,
-        )
+        text = write(_MARK + "u", _MARK + "p", _MARK + "s")
         pieces = text.split(_MARK)
         template = pieces[0], [(piece[0], piece[1:]) for piece in pieces[1:]]
         if len(_ANSWERS) >= _ANSWERS_SIZE:

@@ -271,7 +271,7 @@ class Server:
             return
         self._closed = True
         self._close_done = asyncio.Event()
-        begun: list[Room] = []
+        begun: set[Room] = set()
         try:
             starting = self._starting
             if starting is not None:
@@ -286,10 +286,9 @@ class Server:
             rooms = [*self._rooms.values(), *self._closing_rooms]
             # Every room stops at once (members told, name released); only then
             # are their mixers awaited, so a cancelled close leaves none open.
-            begun = [room for room in rooms if room._begin_close("server closed")]
-            mine = set(begun)
+            begun = {room for room in rooms if room._begin_close("server closed")}
             for room in rooms:
-                if room in mine:
+                if room in begun:
                     await room._finish_close()
                 else:
                     await room.close()  # a close under way elsewhere: wait for it
