@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
@@ -671,18 +671,18 @@ class Room:
         must be what the others were told, or a change back before the next
         emission (which then emits nothing) would leave it wrong."""
         holders, dominant = self._stage
-        participant = self._by_number.get(dominant)
-        return (
-            tuple(self._slot_info(number) if number >= 0 else None for number in holders),
-            participant.identity if participant is not None else None,
-        )
+        return self._slots_of(holders), self._identity_of(dominant)
 
     def stage(self) -> tuple[SlotInfo | None, ...]:
         """Who is in each slot right now (``None``: a free slot)."""
-        return tuple(
-            self._slot_info(number) if number >= 0 else None
-            for number in self.router.detector.holders()
-        )
+        return self._slots_of(self.router.detector.holders())
+
+    def _slots_of(self, holders: Iterable[int]) -> tuple[SlotInfo | None, ...]:
+        return tuple(self._slot_info(number) if number >= 0 else None for number in holders)
+
+    def _identity_of(self, number: int) -> str | None:
+        participant = self._by_number.get(number)
+        return participant.identity if participant is not None else None
 
     def active_speakers(self) -> list[tuple[SlotInfo, float]]:
         """The ranked speakers with their score (0..1), best first; the dominant one leads."""
@@ -695,8 +695,7 @@ class Room:
 
     @property
     def dominant_speaker(self) -> str | None:
-        participant = self._by_number.get(self.router.detector.dominant)
-        return participant.identity if participant is not None else None
+        return self._identity_of(self.router.detector.dominant)
 
     def _check_stage(self, now: float) -> None:
         """Emit stage events when the stage changed, at most once per ``stage_interval``."""
