@@ -197,13 +197,19 @@ class Room:
         token: str | None = None,
         identity: str | None = None,
         role: Role | None = None,
-        mixed: bool = False,
+        mixed: bool | None = None,
     ) -> Participant:
         """Answer an offer for a new member.
 
         ``mixed=True``: the member receives the room mix (without its own
         voice) on its first receiving audio line instead of the slots
         (:mod:`sfu.media.mixer`); it is a Mixer consumer while connected.
+        ``mixed=None`` (the default) gives the mix to a client that offers
+        fewer receiving audio lines than the room has slots (but at least
+        one), such as a one-line WHEP player: slots stay with their speakers,
+        so its first slots could hold someone silent while a later one
+        carries the talker. ``mixed=False``: slots, however few lines. It is
+        decided at the join and kept through renegotiations.
 
         With a ``token`` (required in a private room), identity and role
         come from it; ``identity``/``role`` may be given too but must agree
@@ -233,15 +239,15 @@ class Room:
         token: str | None,
         identity: str | None,
         role: Role | None,
-        mixed: bool,
+        mixed: bool | None,
     ) -> Participant:
         await self.server.admission.turn()
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed")
         if role is not None:
             grants_of(role)  # InvalidSetting for anything but a role's name ("" too)
-        if not isinstance(mixed, bool):
-            raise InvalidSetting(f"mixed must be True or False, got {mixed!r}")
+        if mixed is not None and not isinstance(mixed, bool):
+            raise InvalidSetting(f"mixed must be True, False or None, got {mixed!r}")
         asked = role  # what the caller asked for (None: the token's role)
         claims = self._check_token(token)
         if claims is not None:
@@ -308,10 +314,10 @@ class Room:
         identity: str | None = None,
         *,
         token: str | None = None,
-        mixed: bool = False,
+        mixed: bool | None = None,
     ) -> Participant:
         """Answer a speaker's offer: it publishes its voice and receives slots
-        (or, ``mixed=True``, the room mix without its own voice)."""
+        (or the room mix without its own voice: see :meth:`join` for ``mixed``)."""
         return await self.join(offer, token=token, identity=identity, role="speaker", mixed=mixed)
 
     async def add_listener(
@@ -320,10 +326,10 @@ class Room:
         identity: str | None = None,
         *,
         token: str | None = None,
-        mixed: bool = False,
+        mixed: bool | None = None,
     ) -> Participant:
         """Answer a listener's offer: it receives up to ``slots`` slot streams
-        (or, ``mixed=True``, the room mix on its first audio line)."""
+        (or the room mix on its first audio line: see :meth:`join` for ``mixed``)."""
         return await self.join(offer, token=token, identity=identity, role="listener", mixed=mixed)
 
     def _check_token(self, token: str | None) -> Claims | None:
@@ -356,18 +362,24 @@ class Room:
         grants: frozenset[str],
         publish: bool,
         token_id: str | None,
-        mixed: bool = False,
+        mixed: bool | None = None,
         *,
         moderator_muted: bool = False,
         promoted: bool = False,
     ) -> Participant:
         offer = parse_offer(offer_sdp)
-        max_slots = 1 if mixed else self.slots
         # Promoted before a reconnect, its client may offer as a listener:
         # answer that, and ask it for a sending line like at promotion.
         negotiation, must_offer = negotiate_or_listen(
-            offer, publish=publish, max_slots=max_slots, listen_instead=promoted
+            offer, publish=publish, max_slots=1 if mixed else self.slots, listen_instead=promoted
         )
+        if mixed is None:
+            # Fewer lines than slots: the mix, or it may hear only someone silent.
+            mixed = 0 < len(negotiation.slots) < self.slots
+            if mixed:
+                negotiation, must_offer = negotiate_or_listen(
+                    offer, publish=publish, max_slots=1, listen_instead=promoted
+                )
         credentials = IceCredentials.generate()
         cls = Speaker if publish else Listener
         participant: Participant = cls(
@@ -406,7 +418,11 @@ class Room:
         self._participants[identity] = participant
         self._by_number[participant.number] = participant
         logger.info(
-            "%s joined room %r as %s (%d slots)", identity, self.name, role, participant.slot_count
+            "%s joined room %r as %s (%s)",
+            identity,
+            self.name,
+            role,
+            "the mix" if mixed else f"{participant.slot_count} slots",
         )
         self._emit(ParticipantJoined(self.name, identity, role))
         if participant.moderator_muted:

@@ -213,8 +213,11 @@ async def join(
     slots: int = 3,
     frequency: float = 440.0,
     loud: bool = True,
+    mixed: bool | None = None,
 ) -> Client:
-    """Create an aiortc client, offer, let the room answer, apply the answer."""
+    """Create an aiortc client, offer, let the room answer, apply the answer.
+
+    ``slots``: its receiving lines; ``mixed`` as in :meth:`sfu.Room.join`."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     client = Client(pc=pc, identity=identity)
     if speaker:
@@ -228,9 +231,9 @@ async def join(
     offer = await make_offer(pc)
     try:
         if speaker:
-            client.participant = await room.add_speaker(offer, identity=identity)
+            client.participant = await room.add_speaker(offer, identity=identity, mixed=mixed)
         else:
-            client.participant = await room.add_listener(offer, identity=identity)
+            client.participant = await room.add_listener(offer, identity=identity, mixed=mixed)
     except BaseException:
         await pc.close()
         raise

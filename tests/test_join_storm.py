@@ -22,7 +22,10 @@ async def test_two_hundred_listeners_join_at_once() -> None:
         started = time.monotonic()
         listeners = await asyncio.wait_for(
             asyncio.gather(
-                *(join(room, f"fan-{i}", speaker=False, slots=1) for i in range(LISTENERS))
+                *(
+                    join(room, f"fan-{i}", speaker=False, slots=1, mixed=False)
+                    for i in range(LISTENERS)
+                )
             ),
             60,
         )

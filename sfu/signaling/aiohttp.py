@@ -68,6 +68,18 @@ def _join_error_status(exc: BaseException) -> int | None:
     return None
 
 
+def _mix_asked(request: web.Request) -> bool | None:
+    """WHEP ``?mix=``: 1 the mix, 0 slots, absent the server's choice (Room.join)."""
+    value = request.query.get("mix", "").lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    if value:
+        raise InvalidSetting(f"mix must be 1 or 0, got {value[:20]!r}")
+    return None
+
+
 def _room_factory(
     server: Server, create_rooms: bool, room_settings: dict[str, Any] | None
 ) -> Callable[[str], Room | None]:
@@ -188,8 +200,10 @@ def add_whip_whep(
 ) -> None:
     """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);
     ``POST {prefix}/rooms/{room}/whep`` listens (one slot per offered audio
-    line; ``?mix=1`` asks for the room mix on the first line instead: a
-    player offering one audio line then hears every speaker). Body: the SDP
+    line; ``?mix=1`` asks for the room mix on the first line instead, and a
+    player offering fewer lines than the room has slots gets it unasked, so
+    a one-line player hears every speaker; ``?mix=0`` asks for slots
+    however few lines). Body: the SDP
     offer (``Content-Type: application/sdp``); reply
     201 with the answer and a ``Location`` to ``DELETE`` when leaving.
 
@@ -247,8 +261,9 @@ def add_whip_whep(
                 if publish:
                     participant = await room.add_speaker(offer, identity, token=token)
                 else:
-                    mixed = request.query.get("mix", "") in ("1", "true", "yes")
-                    participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
+                    participant = await room.add_listener(
+                        offer, identity, token=token, mixed=_mix_asked(request)
+                    )
             except BaseException as exc:
                 if not existed:
                     room._drop_if_unused()  # a refused request leaves no room behind

@@ -3,7 +3,8 @@
 Run with Debian's /usr/bin/python3 (it sees python3-gi). Protocol, one JSON
 object per line: it prints ``{"offer": sdp}``, reads ``{"answer": sdp}``,
 then sends 440 Hz Opus tone bursts for ``--seconds`` and prints
-``{"done": true, "ice": state}``. Errors print ``{"error": text}``.
+``{"done": true, "ice": state, "received": n}`` (n: RTP packets the
+server sent back, depacketised). Errors print ``{"error": text}``.
 
 webrtcbin offers what the server must cope with: Opus only, no header
 extensions (so no RFC 6464 levels), ``a=rtcp-mux-only``, transport-cc.
@@ -69,9 +70,28 @@ def main() -> None:
             element.emit("set-remote-description", answer, Gst.Promise.new())
             GLib.timeout_add(int(args.seconds * 1000), finish)
 
+    received = [0]
+
+    def count_buffer(_pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        received[0] += 1
+        return Gst.PadProbeReturn.OK
+
+    def on_pad_added(_element: Gst.Element, pad: Gst.Pad) -> None:
+        # What the server sends back (its one line carries the room mix):
+        # consumed, as a client that plays it would, and counted.
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        sink = Gst.ElementFactory.make("fakesink")
+        sink.set_property("sync", False)
+        sink.set_property("async", False)
+        pipeline.add(sink)
+        sink.sync_state_with_parent()
+        pad.link(sink.get_static_pad("sink"))
+        pad.add_probe(Gst.PadProbeType.BUFFER, count_buffer)
+
     def finish() -> bool:
         state = webrtc.get_property("ice-connection-state")
-        say({"done": True, "ice": state.value_nick})
+        say({"done": True, "ice": state.value_nick, "received": received[0]})
         loop.quit()
         return False
 
@@ -82,6 +102,7 @@ def main() -> None:
             loop.quit()
 
     webrtc.connect("on-negotiation-needed", on_negotiation_needed)
+    webrtc.connect("pad-added", on_pad_added)
     webrtc.connect("notify::ice-gathering-state", on_gathering)
     bus = pipeline.get_bus()
     bus.add_signal_watch()

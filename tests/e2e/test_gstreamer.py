@@ -98,6 +98,10 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             assert "ssrc-audio-level" not in offer
             speaker = await room.add_speaker(offer, identity="gstreamer")
             assert "a=ice-lite" in speaker.answer
+            # One sendrecv line in a 3-slot room: it hears the others mixed on it.
+            assert (
+                speaker.mixed and f"a=ssrc:{room.mixer.ssrc_for(speaker.number)} " in speaker.answer
+            )
             assert process.stdin is not None
             process.stdin.write((json.dumps({"answer": speaker.answer}) + "\n").encode())
             await process.stdin.drain()
@@ -115,6 +119,7 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             assert speaker.stats()["inbound"]["audio_level"] is not None
             done = await read_message(process, 20)
             assert done["ice"] in ("connected", "completed")
+            assert isinstance(done["received"], int) and done["received"] > 50, done
         finally:
             if process.returncode is None:
                 process.kill()

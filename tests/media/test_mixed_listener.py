@@ -4,7 +4,8 @@ Two aiortc speakers play 440 Hz and 1000 Hz. A listener joining with
 ``mixed=True`` gets one stream (the mixer's SSRC, continuous sequence
 numbers and timestamps) whose decoded payloads hold both tones; a speaker
 joining with ``mixed=True`` hears the other one only (mix-minus); a WHEP
-client asks for the mix with ``?mix=1``.
+client asks for the mix with ``?mix=1``. A client offering fewer receiving
+lines than the room has slots gets the mix without asking.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -109,7 +111,44 @@ async def test_mixed_listener_and_mixed_speaker() -> None:
         await wait_for(lambda: not room.mixer.running, 5, "the mixer to stop with its consumers")
 
 
-async def test_whep_with_mix_query() -> None:
+async def test_clients_with_fewer_lines_than_slots_get_the_mix_unasked() -> None:
+    """Alice takes slot 0 and is quiet; Bob talks in slot 1. With slots, a
+    one-line listener would hear only slot 0 (Alice), and a one-line speaker
+    holding slot 0 (Carol) would hear nobody: each gets the mix instead."""
+    async with sfu.Server() as server:
+        room = server.room("few", slots=3)
+        alice = await join(room, "alice", speaker=True, frequency=440, loud=False, slots=3)
+        bob = await join(room, "bob", speaker=True, frequency=1000, slots=3)
+        carol = await join(room, "carol", speaker=True, frequency=700, slots=1)
+        one_line = await join(room, "one-line", speaker=False, slots=1)
+        two_lines = await join(room, "two-lines", speaker=False, slots=2, mixed=False)
+        clients = [alice, bob, carol, one_line, two_lines]
+        try:
+            members = {c.identity: c.participant for c in clients}
+            assert {name for name, p in members.items() if p is not None and p.mixed} == {
+                "carol",
+                "one-line",
+            }, "fewer lines than slots: the mix; as many, or mixed=False: slots"
+            assert one_line.participant is not None and carol.participant is not None
+            assert f"a=ssrc:{room.mixer.ssrc} " in (one_line.participant.answer or "")
+            await wait_for(lambda: len(one_line.packets(0)) >= 150, 20, "3 s of mix")
+            await wait_for(lambda: len(carol.packets(0)) >= 150, 20, "3 s of mix-minus")
+            assert_one_continuous_stream(one_line, room.mixer.ssrc)
+            heard = decode_payloads([p.payload for p in one_line.packets(0)][50:])
+            assert_tones(heard, [1000, 700])
+            # Carol hears Bob, not herself.
+            heard = decode_payloads([p.payload for p in carol.packets(0)][50:])
+            assert_tones(heard, [1000], absent=[700])
+            # Slot clients are as before: two lines, the first two slots.
+            assert two_lines.total_received() > 0
+            assert two_lines.packets(0)[-1].ssrc == room.router.slots[0].ssrc
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+@pytest.mark.parametrize("query", ["?mix=1", ""])
+async def test_whep_with_mix_query(query: str) -> None:
+    """Asked for (``?mix=1``), or unasked: one line in a 3-slot room gets the mix."""
     async with sfu.Server() as server:
         room = server.room("whep")
         app = web.Application()
@@ -126,7 +165,7 @@ async def test_whep_with_mix_query() -> None:
         try:
             pc.addTransceiver("audio", direction="recvonly")
             offer = await make_offer(pc)
-            url = f"http://127.0.0.1:{port}/rooms/whep/whep?mix=1"
+            url = f"http://127.0.0.1:{port}/rooms/whep/whep{query}"
             async with aiohttp.ClientSession() as session:
                 async with session.post(
                     url, data=offer, headers={"Content-Type": "application/sdp"}

@@ -328,7 +328,8 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
     whip_pc.getTransceivers()[0].direction = "sendonly"
     await whip_pc.setLocalDescription(await whip_pc.createOffer())
     try:
-        url = f"{app.base}/rooms/hall/whep"
+        # One line, slots asked for (without ?mix=0 it would get the mix).
+        url = f"{app.base}/rooms/hall/whep?mix=0"
         async with app.http.post(
             url, data=whep_pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
         ) as r:
@@ -415,6 +416,12 @@ async def test_bad_tokens_and_malformed_requests_create_nothing(app: App) -> Non
     long_name = "x" * 300
     async with app.http.post(f"{app.base}/rooms/{long_name}/whep", data="v=0", headers=good) as r:
         assert r.status == 403
+    new_room = {**sdp, "Authorization": f"Bearer {app.token('w', room='new-room')}"}
+    async with app.http.post(
+        f"{app.base}/rooms/new-room/whep?mix=maybe", data="v=0", headers=new_room
+    ) as r:
+        assert r.status == 400 and "mix must be 1 or 0" in await r.text()
+    assert "new-room" not in app.server.rooms
     # A room name that needs escaping comes back escaped in Location, and works.
     pc, _ = await peer(slots=1)
     try:

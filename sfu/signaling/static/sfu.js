@@ -16,7 +16,8 @@
  * A listener offers K recvonly audio lines (K = `slots`, default 3); a
  * speaker (token role "speaker" or "moderator") puts its microphone on the
  * first line (sendrecv) and K-1 recvonly lines after it. Line i carries
- * slot i. On `role_changed` about itself with `renegotiate: true` the client
+ * slot i. With K below the room's slot count the server sends the room mix
+ * (without the client's own voice) on the first line instead. On `role_changed` about itself with `renegotiate: true` the client
  * adds (promotion) or drops (demotion) the microphone on the first line and
  * sends a new `offer` on the same connection.
  *
@@ -113,7 +114,8 @@ export class SfuClient {
    * @param {string} options.url      WebSocket URL of the signaling endpoint (ws:// or wss://)
    * @param {string} options.token    join token (identity, room and role come from it)
    * @param {string} [options.room]   room name; default: the token's `room` claim
-   * @param {number} [options.slots=3] how many slot streams to receive
+   * @param {number} [options.slots=3] how many slot streams to receive (the room's
+   *   slot count; fewer: the server sends the room mix on the first line)
    * @param {boolean} [options.publish] offer a microphone at join; default: the token's role may publish
    * @param {HTMLElement} [options.audioContainer] where the slot <audio> elements go (default: document.body)
    * @param {MediaTrackConstraints|boolean} [options.audio=true] getUserMedia audio constraints
