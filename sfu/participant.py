@@ -45,6 +45,7 @@ class Participant:
         "_closed_event",
         "_connected",
         "_connected_event",
+        "_mix_exclude",
         "_offer_asked_as_listener",
         "_receiving",
         "_session_id",
@@ -111,9 +112,13 @@ class Participant:
         # A demotion asked its client for an offer without a sending line (see
         # renegotiate(): a promotion may come before that offer does).
         self._offer_asked_as_listener = False
-        # Receives the room mix instead of slots (Room.join(mixed=True)): registered
-        # with the room's Mixer instead of the Router while connected.
+        # Receives the room mix instead of slots (Room.join: asked for, or fewer
+        # lines than slots): registered with the room's Mixer instead of the
+        # Router while connected.
         self.mixed = False
+        # The mix stream its last answer announced, which it gets until the next
+        # answer whatever its role meanwhile: without this number's voice (-1: the room mix).
+        self._mix_exclude = -1
         # What the client's RTCP reports say about each slot stream.
         self._slot_reports: dict[int, dict[str, float]] = {}
         # The answers' o= line: one session id, its version counted up per answer.
@@ -248,29 +253,36 @@ class Participant:
             max_slots=max_slots,
             listen_instead=self._offer_asked_as_listener,
         )
-        mix_ssrcs = self.room._mix_ssrcs(self) if self.mixed else None
+        exclude = self._own_mix_exclude() if self.mixed else -1
+        mix_ssrcs = self.room._mix_ssrcs(exclude) if self.mixed else None
         # The same session, its next version (RFC 3264 8: the o= line's id stays).
         version = self._answer_version + 1
         answer = self.room._answer(
             offer, negotiation, self.credentials, mix_ssrcs, self._session_id, version
         )
         connected = self.session.state == "connected"
-        if self.mixed:
-            self._stop_receiving()  # a role change changes the stream (mix-minus or not)
+        announced = self._mix_exclude
+        changed_stream = self.mixed and exclude != announced
+        if changed_stream:
+            # A role change since the last answer: mix-minus now, or no longer.
+            # (Else it stays registered: its stream and counts go on.)
+            self._stop_receiving()
+            self._mix_exclude = exclude
         try:
             self._apply_negotiation(negotiation, connected=connected)
         except BaseException:
+            self._mix_exclude = announced
             if connected:
                 self._start_receiving()  # the previous stream again
             raise
         self.answer = answer
         self._answer_version = version
         logger.info(
-            "%s renegotiated in room %r (%s, %d slots)",
+            "%s renegotiated in room %r (%s, %s)",
             self.identity,
             self.room.name,
             self.role,
-            self.slot_count,
+            "the mix" if self.mixed else f"{self.slot_count} slots",
         )
         self._offer_asked_as_listener = False
         if must_offer:
@@ -339,6 +351,10 @@ class Participant:
         if self._receiving:
             self.room.router.remove_receiver(self.receiver_id, keep_counts=keep_counts)
             self._receiving = False
+
+    def _own_mix_exclude(self) -> int:
+        """Whose voice the mix it gets leaves out: its own if it may publish."""
+        return self.number if self.can_publish else -1
 
     def _set_role(self, role: Role, grants: frozenset[str]) -> None:
         """Change role and grants; if the publisher cannot be made, nothing changes."""

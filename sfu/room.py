@@ -388,11 +388,13 @@ class Room:
         participant.token_id = token_id
         participant.mixed = mixed
         participant.moderator_muted = moderator_muted
+        if mixed:
+            participant._mix_exclude = participant._own_mix_exclude()
         participant.answer = self._answer(
             offer,
             negotiation,
             credentials,
-            self._mix_ssrcs(participant) if mixed else None,
+            self._mix_ssrcs(participant._mix_exclude) if mixed else None,
             participant._session_id,
         )
         session = Session(
@@ -412,6 +414,8 @@ class Room:
             if participant.publisher is not None:
                 self.router.remove_publisher(participant.publisher)
                 participant.publisher = None
+            if self._mixer is not None:
+                self._mixer.forget(participant.number)  # its mix-minus SSRC, if one was made
             raise
         # Nothing after this can fail: the member is in.
         self._counts[participant.can_publish] += 1
@@ -889,9 +893,10 @@ class Room:
             )
         return self._mixer
 
-    def _mix_ssrcs(self, participant: Participant) -> list[int]:
-        """The SSRC a mixed participant receives the mix with (its answer's a=ssrc)."""
-        return [self.mixer.ssrc_for(participant.number if participant.can_publish else -1)]
+    def _mix_ssrcs(self, exclude: int) -> list[int]:
+        """For a mixed member's answer (a=ssrc): the SSRC of the mix without
+        participant ``exclude``'s voice (-1: the room mix)."""
+        return [self.mixer.ssrc_for(exclude)]
 
     async def record(self, path: str | os.PathLike[str], *, per_speaker: bool = False) -> Recorder:
         """Record the room mix to ``path`` as Ogg/Opus until ``await recorder.stop()``.

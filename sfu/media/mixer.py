@@ -355,17 +355,15 @@ class Mixer:
         self._drop_if_empty(stream)
 
     def add_receiver(self, participant: Participant) -> None:
-        """Send the mix to a connected participant as RTP (a mixed listener).
-
-        A participant allowed to publish gets the mix without its own voice.
-        """
+        """Send the mix to a connected participant as RTP (a mixed listener): the
+        stream its answer announced (the mix without its own voice when it
+        could publish then)."""
         session = participant.session
         if session is None or session.srtp_tx is None or session.address is None:
             return
         if self._sock is None:
             raise RuntimeError("this mixer has no socket to send RTP from")
-        exclude = participant.number if participant.can_publish else -1
-        stream = self._stream(exclude)
+        stream = self._stream(participant._mix_exclude)
         if stream.fanout is None:
             stream.fanout = FanOut(self._sock)
         negotiation = participant.negotiation

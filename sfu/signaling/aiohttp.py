@@ -203,7 +203,8 @@ def add_whip_whep(
     line; ``?mix=1`` asks for the room mix on the first line instead, and a
     player offering fewer lines than the room has slots gets it unasked, so
     a one-line player hears every speaker; ``?mix=0`` asks for slots
-    however few lines). Body: the SDP
+    however few lines; the same holds for what a WHIP client with receiving
+    lines gets back). Body: the SDP
     offer (``Content-Type: application/sdp``); reply
     201 with the answer and a ``Location`` to ``DELETE`` when leaving.
 
@@ -259,7 +260,9 @@ def add_whip_whep(
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
             try:
                 if publish:
-                    participant = await room.add_speaker(offer, identity, token=token)
+                    participant = await room.add_speaker(
+                        offer, identity, token=token, mixed=_mix_asked(request)
+                    )
                 else:
                     participant = await room.add_listener(
                         offer, identity, token=token, mixed=_mix_asked(request)

@@ -317,6 +317,7 @@ class SignalingSession:
         name = _field(message, "room", str)
         token = _field(message, "token", str)
         offer = _field(message, "offer", str)
+        mixed = _field(message, "mixed", bool, required=False)  # None: Room.join decides
         if self.server.token_secret is None:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         # The token first: a bad one must not create the room it names.
@@ -331,7 +332,7 @@ class SignalingSession:
         # in a join storm and end this session as fallen behind.
         events = room.events(accept=_relayed_for(identity))
         try:
-            participant = await room.join(offer, token=token)
+            participant = await room.join(offer, token=token, mixed=mixed)
         except BaseException:
             events.close()
             if not existed:
@@ -369,6 +370,7 @@ class SignalingSession:
             "answer": participant.answer,
             "room": room.name,
             "slots": room.slots,
+            "mixed": participant.mixed,
             "roster": [
                 {
                     "identity": p.identity,

@@ -342,7 +342,8 @@ async def test_whip_publisher_heard_by_a_browser_listener(new_page: NewPage, dem
 
 
 async def test_whep_listener_hears_a_browser_speaker(new_page: NewPage, demo: Demo) -> None:
-    """An aiortc client listens with plain WHEP HTTP (one m-line: one slot) to a demo page speaker."""
+    """An aiortc client listens with plain WHEP HTTP to a demo page speaker: one
+    m-line in a 3-slot room, so it gets the room mix, naming the speaker as CSRC."""
     speaker = await join(new_page, demo, "whep-room", "talker", "speaker")
     pc = RTCPeerConnection(client_configuration())
     client = Client(pc=pc, identity="player")
@@ -364,8 +365,15 @@ async def test_whep_listener_hears_a_browser_speaker(new_page: NewPage, demo: De
             await speaker.wait_for_selector(f"#audience {person('player')}", timeout=10000)
 
             await wait_for(lambda: len(client.packets(0)) >= 50, 15, "WHEP listener gets packets")
-            talker = demo.server.rooms["whep-room"]["talker"].stats()["inbound"]["ssrc"]
-            assert {p.csrc for p in client.packets(0)} == {(talker,)}
+            room = demo.server.rooms["whep-room"]
+            talker = room["talker"].stats()["inbound"]["ssrc"]
+            assert room["player"].mixed
+            assert {p.ssrc for p in client.packets(0)} == {room.mixer.ssrc}
+            # The loudest contributor of each frame, or 0 before the talker is in the mix.
+            await wait_for(
+                lambda: (talker,) in {p.csrc for p in client.packets(0)}, 10, "the talker mixed"
+            )
+            assert {p.csrc for p in client.packets(0)} <= {(talker,), (0,)}
             assert all(p.payload for p in client.packets(0))
             # The browser speaker's page shows its own ring (its microphone level).
             await wait_ring([speaker], "talker", [])

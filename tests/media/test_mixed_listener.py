@@ -11,11 +11,13 @@ lines than the room has slots gets the mix without asking.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtcpPacket, RtcpSrPacket
 
 import sfu
 from sfu.signaling.aiohttp import add_whip_whep
@@ -235,3 +237,80 @@ async def test_a_mixed_listeners_reports_give_its_stats_a_round_trip() -> None:
             assert 0 <= slot["round_trip_time"] < 1.0
         finally:
             await asyncio.gather(*(c.close() for c in clients))
+
+
+@pytest.mark.parametrize("change", ["promote", "demote"])
+async def test_a_role_change_before_connecting_keeps_the_stream_the_answer_announced(
+    change: str,
+) -> None:
+    """Promoted (or demoted) between its answer and its DTLS handshake, a mixed
+    member still gets the stream its answer named until it renegotiates:
+    another SSRC would be one its client was never told of."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        if change == "promote":
+            member = await join(room, "bob", speaker=False, slots=1)
+            await room.promote("bob")
+        else:
+            member = await join(room, "bob", speaker=True, frequency=1000, slots=1)
+            await room.demote("bob")
+        clients = [alice, member]
+        try:
+            assert member.participant is not None and member.participant.mixed
+            announced = {
+                int(ssrc) for ssrc in re.findall(r"a=ssrc:(\d+) ", member.participant.answer or "")
+            }
+            await wait_for(lambda: len(member.packets(0)) >= 25, 20, "the mix")
+            assert {p.ssrc for p in member.packets(0)} == announced
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_renegotiating_a_mixed_member_keeps_its_stream_and_counts() -> None:
+    """A renegotiation that does not change what it receives (same role) keeps
+    its registration: the per-stream counts and the sender reports' packet
+    count go on (RFC 3550 6.4.1: cumulative per SSRC), no new encoder."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        member = await join_mixed(room, "lis")
+        clients = [alice, member]
+        try:
+            participant = member.participant
+            assert participant is not None
+            await wait_for(lambda: len(member.packets(0)) >= 50, 20, "the mix")
+            before = participant.stats()["slots"][0]["packets_sent"]
+            stream = room.mixer._receivers[participant.receiver_id]
+            answer = await participant.renegotiate(await make_offer(member.pc))
+            await member.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert room.mixer._receivers[participant.receiver_id] is stream
+            assert participant.stats()["slots"][0]["packets_sent"] >= before
+            (report,) = RtcpPacket.parse(room.mixer.sender_report(participant, 0.0) or b"")
+            assert isinstance(report, RtcpSrPacket)
+            assert report.sender_info.packet_count >= before
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_a_refused_mixed_join_leaves_no_mix_minus_stream_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer names a mix-minus SSRC before the session is registered;
+    a join refused there (the server closing) must not keep that SSRC."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        pc = RTCPeerConnection(client_configuration())
+        try:
+            pc.addTransceiver(ToneTrack(440), direction="sendrecv")
+            offer = await make_offer(pc)
+
+            def closing(session: object) -> None:
+                raise sfu.errors.ServerClosed("the server is closed")
+
+            monkeypatch.setattr(server, "_register", closing)
+            with pytest.raises(sfu.errors.ServerClosed):
+                await room.add_speaker(offer, "alice")
+            assert room.mixer._minus_ssrcs == {}
+        finally:
+            await close_peer(pc)

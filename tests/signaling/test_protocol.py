@@ -322,6 +322,35 @@ async def test_websocket_drop_frees_the_participant(app: App) -> None:
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("lines", "asked", "mixed"),
+    [(1, None, True), (1, False, False), (3, None, False), (3, True, True)],
+)
+async def test_join_says_whether_the_first_line_carries_the_mix(
+    app: App, lines: int, asked: bool | None, mixed: bool
+) -> None:
+    """Fewer lines than the room's slots: the mix, unless `mixed: false`;
+    `mixed: true` asks for it whatever the lines; `joined` says which."""
+    socket = await app.ws()
+    pc, _ = await peer(slots=lines)
+    try:
+        join: dict[str, Any] = {
+            "type": "join",
+            "room": "hall",
+            "token": app.token("m", "listener"),
+            "offer": pc.localDescription.sdp,
+        }
+        if asked is not None:
+            join["mixed"] = asked
+        reply = await socket.request(join, "joined")
+        assert reply["mixed"] is mixed and app.server.rooms["hall"]["m"].mixed is mixed
+        bad = await (await app.ws()).request({**join, "mixed": "yes"}, "error")
+        assert bad["code"] == "bad_message" and "'mixed' must be a bool" in bad["message"]
+    finally:
+        await close_peer(pc)
+        await socket.ws.close()
+
+
 async def test_whip_publish_and_whep_listen(app: App) -> None:
     whep_pc, whep_client = await peer(slots=1)
     whip_pc, whip_client = await peer(speaker=True, slots=0)

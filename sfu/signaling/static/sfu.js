@@ -157,6 +157,8 @@ export class SfuClient {
     // the server's `joined` and `role_changed` say it again later.
     this.grants = Array.isArray(claims.grants) ? [...claims.grants] : null;
     this.slotCount = slots;
+    // Set by `joined`: the first line carries the room mix, not slot 0.
+    this.mixed = false;
     this.publishAtJoin = publish === undefined ? this.canPublish : !!publish;
     this.options = {
       audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
@@ -403,6 +405,7 @@ export class SfuClient {
     this.role = joined.role;
     if (Array.isArray(joined.grants)) this.grants = [...joined.grants];
     this.room = joined.room || this.room;
+    this.mixed = !!joined.mixed;
     this.roster = new Map();
     for (const entry of joined.roster || []) {
       this.roster.set(entry.identity, {
@@ -912,7 +915,13 @@ export class SfuClient {
         concealedSamples: s.concealedSamples || 0,
         jitter: s.jitter || 0,
         csrc,
-        identity: csrc !== null ? this._ssrcIdentity.get(csrc) ?? null : this.slotParticipants[slot] ?? null,
+        // The mix names its loudest contributor only by CSRC; a slot, also by who holds it.
+        identity:
+          csrc !== null
+            ? this._ssrcIdentity.get(csrc) ?? null
+            : this.mixed
+              ? null
+              : this.slotParticipants[slot] ?? null,
         playing: audio ? !audio.paused : false,
       };
     });
