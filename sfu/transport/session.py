@@ -46,6 +46,12 @@ MAX_PROOFS = 4
 PROOF_TIMEOUT = 2.0
 #: An unanswered proof is sent again this often (same transaction) until then.
 PROOF_RESEND = 0.5
+#: Seconds without valid traffic from the address media goes to after which a
+#: valid check from another address counts as moving there (once proven): a
+#: NAT that rebound the client to a new port. Clients' consent checks (RFC
+#: 7675) do not carry USE-CANDIDATE, and a listener sends RTCP every few
+#: seconds, so a live path is never this quiet.
+REBIND_SILENCE = 3.0
 
 
 class SessionHandler(Protocol):
@@ -151,6 +157,16 @@ class Session:
         # (A check from an address nominated earlier asks again: its proof may
         # have been lost, and the client's consent checks now come from there.)
         nominated = request.use_candidate or address == self._nominated
+        if (
+            not nominated
+            and self.state == "connected"
+            and address != self.address
+            and now - self.last_valid > REBIND_SILENCE
+        ):
+            # The path media goes to went quiet and the client checks from
+            # elsewhere: its NAT rebound it. Moved there once proven.
+            nominated = True
+            self._nominated = address
         moved = self._flight_sent and nominated and address != self.address
         if (stolen or moved) and self.remote_pwd:
             if request.use_candidate:
@@ -169,6 +185,10 @@ class Session:
                 oldest = next(a for a in self.checked_addresses if a != self.address)
                 del self.checked_addresses[oldest]
                 self.server._address_forgotten(self, oldest)
+        if use_candidate and address == self.address:
+            # Nominated again where it is: an earlier nomination elsewhere, not
+            # yet proven, must not move it back there later.
+            self._nominated = None
         if self.address is None or (use_candidate and address != self.address):
             self.address = address
             self._nominated = None
