@@ -61,8 +61,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class LiveClient:
     """One HTTP client of a :class:`LiveStream`: a bounded packet queue and its Ogg pages."""
 
-    def __init__(self, stream: LiveStream, serial: int) -> None:
+    def __init__(self, stream: LiveStream, serial: int, opus_head: bytes) -> None:
         self.stream = stream
+        # Kept: the stream's mixer output may be gone (the room closed) by the
+        # time the handler writes the headers.
+        self._opus_head = opus_head
         self.writer = OggWriter(serial, packets_per_page=255)
         self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self.skips = 0
@@ -79,7 +82,7 @@ class LiveClient:
 
     def headers(self) -> bytes:
         """The OpusHead and OpusTags pages, first thing on the wire."""
-        return self.writer.headers(self.stream.opus_head, opus_tags("sfu live"))
+        return self.writer.headers(self._opus_head, opus_tags("sfu live"))
 
     def _put(self, packet: bytes, samples: int) -> None:
         queue = self.queue
@@ -161,7 +164,7 @@ class LiveStream:
         """A new client; the first one attaches the stream to the mixer."""
         if self._output is None:
             self._output = self.mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
-        client = LiveClient(self, self._serial)
+        client = LiveClient(self, self._serial, self._output.opus_head)
         self.clients.append(client)
         return client
 
@@ -252,7 +255,10 @@ def live_stream_handler(
 
         def cut() -> None:
             if transport is not None:
-                transport.close()  # a blocked write then fails: the handler ends
+                # Not close(): that waits for the unsent bytes to go, which they
+                # never do to a peer that stopped reading (its socket would stay
+                # open for good). A blocked write then fails: the handler ends.
+                transport.abort()
 
         client.on_drop = cut
         if claims is not None:
@@ -273,7 +279,10 @@ def live_stream_handler(
                 "X-Content-Type-Options": "nosniff",
             }
         )
-        response.enable_chunked_encoding()
+        if request.version >= (1, 1):
+            response.enable_chunked_encoding()
+        # (HTTP/1.0, e.g. a proxy's default upstream protocol: no chunks, the
+        # body ends when the connection does.)
         # A peer that stops reading blocks a write; past this long it is cut off
         # (the packets meanwhile are skipped or the client dropped, as above).
         write_timeout = max(5.0, 4 * max_lag)

@@ -224,3 +224,108 @@ async def test_a_client_that_is_gone_does_not_stop_the_others(
         data = await reader
     assert len(list(read_packets(data))) >= 2 + 50
     await wait_for(lambda: not room.mixer.running, 2, "the mixer to stop")
+
+
+async def test_an_http_1_0_client_gets_the_stream_unchunked(
+    http_server: tuple[sfu.Server, str],
+) -> None:
+    """A proxy's default upstream protocol is HTTP/1.0, which has no chunks:
+    the body is the Ogg stream itself, ended by the connection."""
+    server, base = http_server
+    server.room("old")
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /rooms/old/live.ogg HTTP/1.0\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert b"chunked" not in head.lower()
+        body = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5
+        while loop.time() < deadline:
+            try:
+                body += await asyncio.wait_for(reader.read(65536), deadline - loop.time())
+            except TimeoutError:
+                break
+        packets = list(read_packets(body))
+        assert packets[0][0].startswith(b"OpusHead") and len(packets) >= 2 + 25
+    finally:
+        writer.close()
+
+
+async def test_the_room_closing_while_the_response_is_prepared_ends_the_stream_cleanly() -> None:
+    """An app hook that awaits in on_response_prepare lets the room close
+    before the headers go out: the client still gets a whole, ended Ogg stream."""
+    async with sfu.Server() as server:
+        room = server.room("closing")
+        prepared = asyncio.Event()
+
+        async def slow_hook(request: web.Request, response: web.StreamResponse) -> None:
+            prepared.set()
+            await asyncio.sleep(0.05)  # e.g. a session store's I/O
+
+        app = web.Application()
+        app.on_response_prepare.append(slow_hook)
+        app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
+        runner, port = await start_site(app)
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def get() -> tuple[int, bytes]:
+                    async with session.get(f"http://127.0.0.1:{port}/rooms/closing/live.ogg") as r:
+                        return r.status, await r.read()
+
+                reading = asyncio.create_task(get())
+                await asyncio.wait_for(prepared.wait(), 5)
+                await room.close()
+                status, body = await asyncio.wait_for(reading, 5)
+            assert status == 200
+            pages = list(parse_pages(body))
+            assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
+            assert next(iter(read_packets(body)))[0].startswith(b"OpusHead")
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
+    """Dropped for falling behind, a client that reads nothing must lose its
+    connection at once: closing it gracefully would wait for ever for the
+    unsent bytes, keeping the socket and the buffer."""
+    async with sfu.Server() as server:
+        room = server.room("stuck")
+        room.mixer.bitrate = 256000  # fills the small buffers below in seconds
+        speaker = await join(room, "alice", speaker=True, frequency=440)
+        transports: list[asyncio.Transport] = []
+
+        async def small_send_buffer(request: web.Request, response: web.StreamResponse) -> None:
+            transport = request.transport
+            assert transport is not None
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transports.append(transport)
+
+        app = web.Application()
+        app.on_response_prepare.append(small_send_buffer)
+        app.router.add_get(
+            "/rooms/{room}/live.ogg", live_stream_handler(server, max_lag=0.2, max_skips=2)
+        )
+        runner, port = await start_site(app)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", port))
+            client.send(b"GET /rooms/stuck/live.ogg HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
+            await wait_for(lambda: bool(transports) and transports[0].is_closing(), 20, "a drop")
+            await wait_for(
+                lambda: (
+                    transports[0].get_extra_info("socket") is None
+                    or transports[0].get_write_buffer_size() == 0
+                ),
+                2,
+                "the connection gone, unsent bytes and all",
+            )
+        finally:
+            client.close()
+            await speaker.close()
+            await runner.cleanup()
