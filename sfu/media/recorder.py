@@ -98,6 +98,25 @@ QUIET_FILL_FRAMES = 50
 QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 
 
+def _write_whole(handle: IO[bytes], data: bytes) -> None:
+    """Write ``data`` (whole Ogg pages) to an unbuffered file, or nothing: a
+    disk that fills part-way through leaves no torn page behind (the file is
+    cut back to where this write began), so what was written stays readable."""
+    start = handle.tell()
+    view = memoryview(data)
+    try:
+        while view:
+            written = handle.write(view)
+            view = view[written or 0 :]
+    except OSError:
+        try:
+            os.ftruncate(handle.fileno(), start)
+            handle.seek(start)
+        except OSError:
+            pass
+        raise
+
+
 def _six_frames(frame: bytes) -> bytes:
     """Six copies of a one-frame (code 0) Opus packet as one CBR code-3 packet."""
     return bytes([frame[0] | 0x03, 6]) + frame[1:] * 6
@@ -329,7 +348,9 @@ class Recorder:
         """Open the files and attach to the mixer (called by ``Room.record``)."""
         if self._file is not None or self._stopped:
             raise RuntimeError("a Recorder starts once")
-        self._file = open(self.path, "wb")  # closed by stop()
+        # Unbuffered: each write is whole pages, and one the disk cannot take
+        # is undone (see _write_whole). Closed by stop().
+        self._file = open(self.path, "wb", buffering=0)
         try:
             self._output = self._mixer.add_output(
                 self._on_packet, on_close=self._on_mixer_closed, on_gap=self._on_gap
@@ -338,7 +359,7 @@ class Recorder:
             channels, self._pre_skip = parse_opus_head(head)[:2]
             self._silence = SILENCE_STEREO if channels == 2 else SILENCE_MONO
             comments = {"TITLE": self._title} if self._title else None
-            self._file.write(self._writer.headers(head, opus_tags("sfu", comments)))
+            _write_whole(self._file, self._writer.headers(head, opus_tags("sfu", comments)))
         except BaseException:
             self._file.close()
             self._file = None
@@ -362,7 +383,7 @@ class Recorder:
         self.packets += 1
         pages = self._writer.write(packet, self._granule)
         if pages:
-            self._file.write(pages)
+            _write_whole(self._file, pages)
         if self._tracks and self.packets % QUIET_FILL_FRAMES == 0:
             self._fill_quiet_speakers(now)
 
@@ -393,7 +414,7 @@ class Recorder:
         for _ in range(frames):
             self._granule += FRAME_SAMPLES
             pages.append(self._writer.write(self._silence, self._granule))
-        self._file.write(b"".join(pages))
+        _write_whole(self._file, b"".join(pages))
 
     def _tap(
         self,
@@ -430,8 +451,9 @@ class Recorder:
     @staticmethod
     def _append(track: SpeakerTrack, pages: bytes) -> bool:
         try:
-            with open(track.path, "ab") as handle:
-                handle.write(pages)
+            with open(track.path, "ab", buffering=0) as handle:
+                handle.seek(0, os.SEEK_END)
+                _write_whole(handle, pages)
         except OSError:
             logger.exception("writing %s failed", track.path)
             return False
@@ -476,19 +498,25 @@ class Recorder:
         if self._output is not None:
             self._output.close()
             self._output = None
-        if self._file is not None:
-            try:
-                if self._writer.packets == 0:
-                    # Stopped before the first frame: one silent frame keeps the file valid.
-                    self._granule = FRAME_SAMPLES
-                    self._file.write(self._writer.write(SILENCE_MONO, self._granule))
-                self._file.write(self._writer.close())
-            except OSError:  # e.g. the disk filled: the file is closed all the same
-                logger.exception("finishing the recording %s failed", self.path)
-            finally:
-                self._file.close()
-        for track in self._tracks.values():
-            self._append(track, track.finish(now))
+        try:
+            if self._file is not None:
+                try:
+                    if self._writer.packets == 0:
+                        # Stopped before the first frame: one silent frame keeps the file valid.
+                        self._granule = FRAME_SAMPLES
+                        _write_whole(self._file, self._writer.write(SILENCE_MONO, self._granule))
+                    _write_whole(self._file, self._writer.close())
+                except OSError:  # e.g. the disk filled: the file is closed all the same
+                    logger.exception("finishing the recording %s failed", self.path)
+                finally:
+                    try:
+                        self._file.close()
+                    except OSError:
+                        logger.exception("closing the recording %s failed", self.path)
+        finally:
+            # Whatever happened to the mix file, each speaker's file ends too.
+            for track in self._tracks.values():
+                self._append(track, track.finish(now))
         logger.info(
             "recording to %s stopped: %.2f s, %d speaker files",
             self.path,

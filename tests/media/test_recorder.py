@@ -9,9 +9,12 @@ by RTP timestamp; every file lasts the wall time of the recording (2 %).
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -459,3 +462,77 @@ async def test_recordings_keep_wall_time_through_a_stall_and_a_stop_after_it(
         total = loop.time() - started
     assert abs(stopped.duration - stopped_at) < 0.15, (stopped.duration, stopped_at)
     assert abs(going_on.duration - total) < 0.15, (going_on.duration, total)
+
+
+class _DiskFillingFile(io.FileIO):
+    """A real file on a disk with ``space`` bytes left (shared by all files):
+    a write past it writes what fits, the next one fails with ENOSPC, as
+    write(2) does on a full disk."""
+
+    space = 0
+
+    def write(self, data: Any) -> int:
+        if _DiskFillingFile.space <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fits = bytes(data[: _DiskFillingFile.space])
+        written = super().write(fits) or 0
+        _DiskFillingFile.space -= written
+        return written
+
+
+async def test_a_disk_that_fills_leaves_whole_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full part-way through a page: the recording stops, and no file
+    ends in a torn page (a player would reject it or stop there)."""
+    import sfu.media.recorder as recorder_module
+
+    def open_on_a_small_disk(path: Any, mode: str = "r", buffering: int = -1) -> io.FileIO:
+        return _DiskFillingFile(path, mode.replace("b", ""))
+
+    async with sfu.Server() as server:
+        room = server.room("full")
+        a, b = await speakers(room)
+        try:
+            _DiskFillingFile.space = 30_000  # a few seconds of three files
+            monkeypatch.setattr(recorder_module, "open", open_on_a_small_disk, raising=False)
+            recorder = await room.record(tmp_path / "talk.opus", per_speaker=True)
+            await wait_for(lambda: not recorder.recording, 10, "the disk to fill")
+            await asyncio.sleep(0.5)  # the speakers' writes go on failing meanwhile
+            await recorder.stop()
+        finally:
+            await asyncio.gather(a.close(), b.close())
+    assert _DiskFillingFile.space == 0
+    files = sorted(tmp_path.glob("*.opus"))
+    assert len(files) == 3
+    audio_pages = 0
+    for path in files:
+        pages = list(parse_pages(path.read_bytes()))  # a torn page raises here
+        assert pages[0].header_type == 0x02, path.name
+        audio_pages += len(pages) - 2
+    assert audio_pages > 0, "the disk filled with audio, not with headers"
+
+
+async def test_a_mix_file_that_fails_to_close_still_lets_the_speaker_files_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sfu.Server() as server:
+        room = server.room("eio")
+        a, b = await speakers(room)
+        try:
+            recorder = await room.record(tmp_path / "talk.opus", per_speaker=True)
+            await wait_for(lambda: len(recorder.speaker_paths) == 2, 10, "both speakers recorded")
+            mix_file = recorder._file
+            assert isinstance(mix_file, io.FileIO)  # unbuffered: each write is whole pages
+
+            def close_fails() -> None:
+                io.FileIO.close(mix_file)
+                raise OSError(errno.EIO, "Input/output error")
+
+            monkeypatch.setattr(mix_file, "close", close_fails)
+            await recorder.stop()  # logged, not raised: the room goes on
+        finally:
+            await asyncio.gather(a.close(), b.close())
+    for identity in ("alice", "bob"):
+        pages = list(parse_pages(recorder.speaker_paths[identity].read_bytes()))
+        assert pages[-1].header_type & LAST_PAGE, f"{identity}'s file has no end"
