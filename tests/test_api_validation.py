@@ -46,6 +46,21 @@ def test_a_secret_is_measured_in_bytes_as_tokens_are() -> None:
         sfu.Server(token_secret="a" * 31)
 
 
+async def test_an_announce_of_the_other_address_family_is_refused_at_start() -> None:
+    """Answers naming an IPv6 address for an IPv4 socket would send every
+    client where nothing listens: refused, and the socket closed."""
+    server = sfu.Server(host="127.0.0.1", announce="::1")
+    with pytest.raises(sfu.InvalidSetting, match="announce '::1' is IPv6 but host"):
+        await server.start()
+    assert server._socket is None and not server._started
+    try:
+        v6 = sfu.Server(host="::1", announce="127.0.0.1")
+        with pytest.raises(sfu.InvalidSetting, match="is IPv4 but host '::1' bound IPv6"):
+            await v6.start()
+    except OSError:  # no IPv6 loopback on this machine: the IPv4 half above stands
+        pass
+
+
 async def test_close_during_start_leaves_nothing_open() -> None:
     server = sfu.Server()
     starting = asyncio.ensure_future(server.start())

@@ -233,6 +233,7 @@ class Server:
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
             sock.bind(sockaddr)
+            self._check_announce_family(sock)
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: _Protocol(self), sock=sock
             )
@@ -251,6 +252,28 @@ class Server:
         logger.info(
             "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
         )
+
+    def _check_announce_family(self, sock: socket.socket) -> None:
+        """Answers must name an address of the family the socket receives:
+        ``host`` a name that resolved to IPv6 with an IPv4 ``announce`` (or
+        the reverse) would send every client where nothing listens. An
+        unspecified IPv6 bind (``::``) also takes IPv4, unless IPv6-only."""
+        version = ipaddress.ip_address(self.announce).version
+        family, bound = sock.family, str(sock.getsockname()[0])
+        if family == socket.AF_INET and version == 6:
+            raise InvalidSetting(
+                f"announce {self.announce!r} is IPv6 but host {self.host!r} bound IPv4 "
+                f"{bound}: give an IPv6 host (or an IPv4 announce)"
+            )
+        if family == socket.AF_INET6 and version == 4:
+            both = ipaddress.ip_address(bound.partition("%")[0]).is_unspecified and not (
+                sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            )
+            if not both:
+                raise InvalidSetting(
+                    f"announce {self.announce!r} is IPv4 but host {self.host!r} bound IPv6 "
+                    f"{bound}: give an IPv4 host, '::' (both), or an IPv6 announce"
+                )
 
     async def __aenter__(self) -> Server:
         return await self.start()
