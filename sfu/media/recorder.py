@@ -57,6 +57,7 @@ closes stops its recorders.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -107,7 +108,9 @@ def _write_whole(handle: IO[bytes], data: bytes) -> None:
     try:
         while view:
             written = handle.write(view)
-            view = view[written or 0 :]
+            if not written:  # (a regular file takes bytes or raises: never loop on none)
+                raise OSError(errno.EIO, f"{getattr(handle, 'name', 'the file')} took no bytes")
+            view = view[written:]
     except OSError:
         try:
             os.ftruncate(handle.fileno(), start)
