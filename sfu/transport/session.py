@@ -67,6 +67,7 @@ class Session:
         "_flight_sent",
         "_nominated",
         "_proofs",
+        "_rebind_to",
         "address",
         "checked_addresses",
         "close_reason",
@@ -106,6 +107,9 @@ class Session:
         # The address the client last nominated (USE-CANDIDATE) that awaits its
         # proof: selected when a proof of it comes back.
         self._nominated: Address | None = None
+        # An address checked from while the selected one was quiet (a NAT
+        # rebinding): selected when its proof comes back, if still quiet then.
+        self._rebind_to: Address | None = None
         # The DTLS server's first flight went out: from then on the client at
         # the selected address is the one reading the handshake, so a move
         # needs a proof (else: flight to here, a forged move, the rest read
@@ -151,22 +155,23 @@ class Session:
         session uses) the server first sends a check of its own there and
         waits for the client's answer, which only a client at that address
         can give (re-sent every 0.5 s for 2 s, and again on the next check).
+        A move is a check with USE-CANDIDATE, or any check from elsewhere
+        while nothing valid has come from the selected address for
+        REBIND_SILENCE seconds (a NAT that rebound the client: its consent
+        checks carry no USE-CANDIDATE), taken only if it is still quiet when
+        the proof comes back.
         """
         owner = self.server._sessions_by_address.get(address)
         stolen = owner is not None and owner is not self and owner.state != "closed"
         # (A check from an address nominated earlier asks again: its proof may
         # have been lost, and the client's consent checks now come from there.)
         nominated = request.use_candidate or address == self._nominated
-        if (
-            not nominated
-            and self.state == "connected"
-            and address != self.address
-            and now - self.last_valid > REBIND_SILENCE
-        ):
+        if not nominated and address != self.address and self._path_quiet(now):
             # The path media goes to went quiet and the client checks from
-            # elsewhere: its NAT rebound it. Moved there once proven.
+            # elsewhere: its NAT rebound it. Moved there once proven, if the
+            # old path is still quiet then (not a nomination that outlives it).
+            self._rebind_to = address
             nominated = True
-            self._nominated = address
         moved = self._flight_sent and nominated and address != self.address
         if (stolen or moved) and self.remote_pwd:
             if request.use_candidate:
@@ -191,7 +196,7 @@ class Session:
             self._nominated = None
         if self.address is None or (use_candidate and address != self.address):
             self.address = address
-            self._nominated = None
+            self._nominated = self._rebind_to = None
             logger.debug("%r selected %s", self, address)
             if self.state == "new":
                 self.state = "checking"
@@ -249,7 +254,16 @@ class Session:
         if self.state == "closed":
             return
         logger.debug("%r: %s proven", self, address)
-        self._accept_check(address, address == self._nominated, now, proven=True)
+        rebound = address == self._rebind_to and self._path_quiet(now)
+        if rebound:
+            logger.info(
+                "%r: moves to %s (the old address went quiet: a NAT rebinding)", self, address
+            )
+        self._accept_check(address, address == self._nominated or rebound, now, proven=True)
+
+    def _path_quiet(self, now: float) -> bool:
+        """Connected, and nothing valid from the selected address for REBIND_SILENCE."""
+        return self.state == "connected" and now - self.last_valid > REBIND_SILENCE
 
     def _forget_proof(self, transaction_id: bytes) -> None:
         del self._proofs[transaction_id]

@@ -10,14 +10,19 @@ the server noticing the old path go quiet can move the media to the new one.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import sfu
+from sfu.transport import session as session_module
+from sfu.transport.session import Session
 
 from ..clients import Client, _record_received, close_peer, join, make_offer, wait_for
 from ..conftest import client_configuration
+from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG
+from .test_server import answer_credentials, binding_request, datagrams, proof_answer, server_addr
 
 Address = tuple[Any, ...]
 
@@ -106,3 +111,85 @@ async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays() -> None
         finally:
             await asyncio.gather(alice.close(), close_peer(pc))
             nat.close()
+
+
+async def connected_over(sock: socket.socket, server: sfu.Server) -> tuple[Session, str, str]:
+    """A listener session whose handshake ran from ``sock`` (raw STUN, in-memory DTLS client)."""
+    from .test_dtls import Client
+
+    client = Client()
+    offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
+    participant = await server.room("r").add_listener(offered, "lee")
+    session = participant.session
+    assert session is not None
+    server_ufrag, pwd = answer_credentials(participant.answer)
+    sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
+    await asyncio.sleep(0.05)
+    datagrams(sock)
+    for datagram in client.start():
+        sock.sendto(datagram, server_addr(server))
+    await asyncio.sleep(0.3)
+    for datagram in client.receive([d for d in datagrams(sock) if 19 < d[0] < 64]):
+        sock.sendto(datagram, server_addr(server))
+    await wait_for(lambda: session.state == "connected", 3, "connected")
+    return session, server_ufrag, pwd
+
+
+def proofs_to(sock: socket.socket) -> list[bytes]:
+    return [d for d in datagrams(sock) if d[:2] == b"\x00\x01"]
+
+
+async def test_a_quiet_moment_leaves_no_standing_move() -> None:
+    """The selected address was quiet once and another one checked meanwhile:
+    once the selected one is heard again, neither that check's late proof
+    answer nor the other address's later checks may move the media."""
+    async with sfu.Server() as server:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as selected,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+        ):
+            selected.bind(("127.0.0.1", 0))
+            other.bind(("127.0.0.1", 0))
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            consent = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
+            await asyncio.sleep(session_module.REBIND_SILENCE + 0.3)
+            other.sendto(consent, server_addr(server))
+            await asyncio.sleep(0.1)
+            late = proofs_to(other)
+            assert late, "a check from elsewhere while quiet is proven (a NAT rebinding)"
+            for _ in range(3):  # the selected address is heard again
+                selected.sendto(consent, server_addr(server))
+                await asyncio.sleep(0.3)
+            other.sendto(proof_answer(late[-1], session.remote_pwd), server_addr(server))
+            await asyncio.sleep(0.1)
+            assert session.address == selected.getsockname(), "moved off a live address"
+            await asyncio.sleep(session_module.PROOF_TIMEOUT)
+            datagrams(other)  # that proof's re-sends
+            selected.sendto(consent, server_addr(server))
+            other.sendto(consent, server_addr(server))
+            await asyncio.sleep(0.1)
+            assert not proofs_to(other), "no move asked while the selected address is live"
+            assert session.address == selected.getsockname()
+
+
+async def test_a_nomination_where_it_already_is_replaces_an_unproven_one() -> None:
+    """USE-CANDIDATE from elsewhere (proof pending), then from the selected
+    address: the client chose to stay, so the late proof answer moves nothing."""
+    async with sfu.Server() as server:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as selected,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+        ):
+            selected.bind(("127.0.0.1", 0))
+            other.bind(("127.0.0.1", 0))
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+            other.sendto(nominate, server_addr(server))
+            await asyncio.sleep(0.1)
+            pending = proofs_to(other)
+            assert pending
+            selected.sendto(nominate, server_addr(server))
+            await asyncio.sleep(0.1)
+            other.sendto(proof_answer(pending[-1], session.remote_pwd), server_addr(server))
+            await asyncio.sleep(0.1)
+            assert session.address == selected.getsockname()
