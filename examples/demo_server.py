@@ -197,6 +197,17 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
+def _listener_count(text: str) -> int:
+    """--max-listeners: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
 def make_app(
     server: sfu.Server, *, demo_tokens: bool = True, max_listeners: int | None = None
 ) -> web.Application:
@@ -220,6 +231,7 @@ def make_app(
     # Private: every demo join carries a token, and so must the live stream
     # (else it would be open to anyone who knows a room's name, banned or not).
     room_settings = {"max_listeners": max_listeners, "close_when_empty": 300.0, "private": True}
+    sfu.RoomPolicy(**room_settings)  # checked now: a bad setting fails here, not at every join
     add_signaling(app, server, room_settings=room_settings)
     app.router.add_get("/metrics", metrics_handler(server))
     # The overflow audience of a full room listens to the mix over plain HTTP.
@@ -248,7 +260,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-listeners",
-        type=int,
+        type=_listener_count,
         default=None,
         help="listeners per room (default: unlimited); the rest get the live stream",
     )

@@ -147,6 +147,9 @@ class Room:
         # For close_when_empty: joins between their start and their answer, and
         # since when (housekeeping clock) nothing has held the room.
         self._joining = 0
+        # Made by a signaling adapter for a join (not by the backend): closed
+        # again when every join made for it fails, until one succeeds.
+        self._made_for_join = False
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room: nothing identifying the room goes on the wire.
@@ -228,10 +231,17 @@ class Room:
         """
         self._joining += 1  # an empty room does not close under a join
         self._empty_since = None
+        joined = False
         try:
-            return await self._join(offer, token, identity, role, mixed)
+            participant = await self._join(offer, token, identity, role, mixed)
+            joined = True
+            self._made_for_join = False  # it had a member: it stays as any room does
+            return participant
         finally:
             self._joining -= 1
+            if not joined and self._made_for_join:
+                # The last of the joins it was made for (they may overlap) closes it.
+                self._drop_if_unused()
 
     async def _join(
         self,
@@ -295,7 +305,10 @@ class Room:
             role, grants = _without_taken_moderate(decision, base_role, base_grants)
             publish = "publish" in grants
             promoted = False
-        self._check_capacity(publish)
+        if publish or decided != "listener":
+            # (A member a moderator demoted comes back over max_listeners, as
+            # demote() let it stay in the audience: a reconnect is no new seat.)
+            self._check_capacity(publish)
         return self._admit(
             offer,
             identity,
@@ -407,8 +420,8 @@ class Room:
             offer.ice_pwd,
         )
         participant.session = session
-        participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
         try:
+            participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
             self.server._register(session)
         except BaseException:
             if participant.publisher is not None:
@@ -850,9 +863,9 @@ class Room:
             self._close_soon("empty")
 
     def _drop_if_unused(self) -> None:
-        """Close a room that a request made for a join that then failed, if
-        nothing holds it and nothing was decided in it (the HTTP and
-        signaling adapters call it: a refused request must not leave a room)."""
+        """Close a room that a request made for a join that then failed (or
+        whose client left before its answer), if nothing holds it and nothing
+        was decided in it: a refused request must not leave a room behind."""
         if not self._closed and not self._held() and not self._decisions:
             logger.info("room %r closed: the join it was made for failed", self.name)
             self._close_soon("unused")

@@ -810,3 +810,20 @@ async def test_an_event_stream_queues_only_what_it_accepts() -> None:
             room.events(accept=True)  # type: ignore[arg-type]
         await room.close()
         assert type(await hands.next(0)).__name__ == "RoomClosed"  # always queued
+
+
+async def test_a_demoted_member_rejoins_over_a_full_audience() -> None:
+    """demote() lets the audience go past max_listeners by those taken off the
+    stage; the same member reconnecting is not shut out by that cap either."""
+    async with sfu.Server() as server:
+        room = server.room("r", max_listeners=1)
+        pat = await room.add_speaker(SPEAKER, "pat")
+        await room.add_listener(LISTENER, "lou")  # the one listener place
+        with pytest.raises(sfu.RoomFull):
+            await room.add_listener(LISTENER, "newcomer")
+        await room.demote("pat")
+        await pat.close()  # a dropped connection
+        back = await room.join(SPEAKER, identity="pat")
+        assert isinstance(back, sfu.Listener) and back.role == "listener"
+        with pytest.raises(sfu.RoomFull):
+            await room.add_listener(LISTENER, "newcomer")  # the cap holds for others

@@ -248,6 +248,10 @@ def add_whip_whep(
                     verify_token(server.token_secret, token, room=name)
                 except NotAllowed as exc:
                     return _plain(403, str(exc))
+            try:
+                mixed = _mix_asked(request)
+            except InvalidSetting as exc:
+                return _plain(400, str(exc))
             existed = server.get_room(name) is not None
             try:
                 room = factory(name)
@@ -258,22 +262,27 @@ def add_whip_whep(
             if room is None:
                 return _plain(404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
+            if not existed:
+                room._made_for_join = True  # refused, it leaves no room behind
             try:
                 if publish:
-                    participant = await room.add_speaker(
-                        offer, identity, token=token, mixed=_mix_asked(request)
-                    )
+                    participant = await room.add_speaker(offer, identity, token=token, mixed=mixed)
                 else:
-                    participant = await room.add_listener(
-                        offer, identity, token=token, mixed=_mix_asked(request)
-                    )
+                    participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
             except BaseException as exc:
-                if not existed:
-                    room._drop_if_unused()  # a refused request leaves no room behind
                 status = _join_error_status(exc)
                 if status is None:
                     raise
                 return _plain(status, str(exc))
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # The client gave up while its join waited its turn (aiohttp does
+                # not cancel the handler): no seat for an answer nobody reads.
+                logger.info("%s %s left before its answer", kind.upper(), participant.identity)
+                await participant.close("the client left before its answer")
+                if not existed:
+                    room._drop_if_unused()
+                return _plain(499, "the client left before its answer")
             for stale in [key for key, (_, held) in resources.items() if held.closed]:
                 del resources[stale]  # sessions that ended without a DELETE
             resource = secrets.token_urlsafe(16)

@@ -326,6 +326,8 @@ class SignalingSession:
         room = self._room_factory(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
+        if not existed:
+            room._made_for_join = True  # refused, it leaves no room behind
         # Subscribe first: no event between join and relay is lost. Only what
         # the relay forwards is queued: others' joins and leaves reach the
         # client batched (RosterChanged), and queued they would fill the queue
@@ -335,12 +337,12 @@ class SignalingSession:
             participant = await room.join(offer, token=token, mixed=mixed)
         except BaseException:
             events.close()
-            if not existed:
-                room._drop_if_unused()  # a refused join leaves no room behind
             raise
         if self._closed:  # the connection closed while the join waited its turn
             events.close()
             await participant.close("signaling connection closed")
+            if not existed:
+                room._drop_if_unused()
             raise ProtocolError("not_joined", "the connection closed during the join")
         self.participant = participant
         # The `joined` snapshot below is the room as it is now, built before

@@ -702,3 +702,11 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
         keys.pop("long", None)
         assert await mint("long", "olga") == 403, "the opener's name alone is no way in"
         await olga.close()
+
+
+def test_a_bad_listener_cap_is_refused_at_start() -> None:
+    """Not at every join afterwards (each would be a 400 saying so)."""
+    with pytest.raises(SystemExit):
+        demo_server._parse_args(["--max-listeners", "-1"])
+    with pytest.raises(sfu.InvalidSetting, match="max_listeners"):
+        demo_server.make_app(sfu.Server(token_secret="s" * 32), max_listeners=-1)

@@ -1,0 +1,119 @@
+"""Joins that never make a member leave nothing behind: no seat held for a
+client that went away while its join waited, no room made for joins that
+were all refused, however they overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import sfu
+from sfu import auth
+from sfu.signaling.aiohttp import add_whip_whep
+from sfu.signaling.protocol import SignalingSession
+
+from ..sites import start_site
+from ..test_room_lifecycle import LISTENER, SECRET
+
+SDP = {"Content-Type": "application/sdp"}
+
+
+async def test_a_whep_client_that_left_while_its_join_waited_holds_no_seat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiohttp does not cancel a handler whose client left: the join still
+    completes, and without a check its member would hold a seat of a full
+    room (until its handshake times out) for an answer nobody reads."""
+    async with sfu.Server() as server:
+        room = server.room("r", max_listeners=1)
+        app = web.Application()
+        add_whip_whep(app, server, create_rooms=False)
+        runner, port = await start_site(app)
+        crowd_ahead = asyncio.Event()
+        turn = server.admission.turn
+
+        async def after_the_crowd() -> None:
+            await crowd_ahead.wait()
+            await turn()
+
+        monkeypatch.setattr(server.admission, "turn", after_the_crowd)
+        url = f"http://127.0.0.1:{port}/rooms/r/whep"
+        try:
+            async with aiohttp.ClientSession() as http:
+                post = asyncio.ensure_future(http.post(url, data=LISTENER, headers=SDP))
+                await asyncio.sleep(0.3)
+                post.cancel()  # the client's own timeout: it closes the connection
+                with pytest.raises(asyncio.CancelledError):
+                    await post
+            await asyncio.sleep(0.2)
+            crowd_ahead.set()
+            await asyncio.sleep(0.3)
+            assert room.participants == {}, "a seat held for a client that left"
+            monkeypatch.setattr(server.admission, "turn", turn)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, data=LISTENER, headers=SDP) as response:
+                    assert response.status == 201, await response.text()
+        finally:
+            for participant in list(room.participants.values()):
+                await participant.close()
+            await runner.cleanup()
+
+
+async def test_overlapping_refused_posts_leave_no_room() -> None:
+    """Eight refused POSTs to a new room, waiting their turns together: the
+    first one made the room, the last one to fail closes it."""
+    async with sfu.Server(joins_per_turn=1) as server:
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner, port = await start_site(app)
+        try:
+            url = f"http://127.0.0.1:{port}/rooms/typo/whep"
+            async with aiohttp.ClientSession() as http:
+
+                async def post() -> int:
+                    async with http.post(url, data="v=0\r\n", headers=SDP) as response:
+                        return response.status
+
+                assert await asyncio.gather(*(post() for _ in range(8))) == [400] * 8
+            await asyncio.sleep(0.1)
+            assert server.rooms == {}
+        finally:
+            await runner.cleanup()
+
+
+async def test_signaling_joins_cancelled_while_waiting_leave_no_room() -> None:
+    async with sfu.Server(token_secret=SECRET, joins_per_turn=1) as server:
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        def factory(name: str) -> sfu.Room:
+            return server.get_room(name) or server.room(name)
+
+        sessions = [SignalingSession(server, send, close, room_factory=factory) for _ in range(4)]
+        joins = [
+            json.dumps(
+                {
+                    "type": "join",
+                    "room": "r",
+                    "offer": LISTENER,
+                    "token": auth.issue_token(SECRET, room="r", identity=f"u{i}", role="listener"),
+                }
+            )
+            for i in range(4)
+        ]
+        server.admission._used = 1  # this turn's joins are spent: all four wait
+        tasks = [asyncio.ensure_future(s.handle(j)) for s, j in zip(sessions, joins, strict=True)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        assert server.rooms == {}
