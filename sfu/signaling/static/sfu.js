@@ -274,12 +274,14 @@ export class SfuClient {
     this._everJoined = false;
     this._reconnectAttempt = 0;
     // A reconnect loop of an earlier join (left while it slept) sees this and stops.
-    this._joins++;
+    const joins = ++this._joins;
     this._reconnecting = false;
     this._publishing = this.publishAtJoin; // a promotion or demotion changes it
     try {
       return await this._connect(this.publishAtJoin);
     } catch (err) {
+      // Left and joined again meanwhile: the newer join's connection is not ours to end.
+      if (joins !== this._joins) throw err;
       this._teardown();
       this._stopMicrophone(); // a refused join gives the microphone back
       this._setState("closed");
@@ -436,8 +438,9 @@ export class SfuClient {
     this._emit("hands", this.hands);
     if (joined.active_speakers) this._onActiveSpeakers(joined.active_speakers);
     this._startTimers();
-    // A reconnection starts a new server-side participant: restore self-mute.
-    if (wasMuted && this.canPublish && !me.muted) this._command("mute", { muted: true }).catch(() => {});
+    // A reconnection starts a new server-side participant: restore self-mute
+    // (also under a moderator's mute, which outlives the reconnect on its own).
+    if (wasMuted && this.canPublish) this._command("mute", { muted: true }).catch(() => {});
   }
 
   _finish(detail) {
@@ -949,7 +952,8 @@ export class SfuClient {
     const slotIdentities = [];
     for (const s of slots) {
       // CSRC first (packet-accurate), else the last active_speakers event.
-      const identity = s.identity ?? this.activeSpeakers[s.slot]?.identity ?? null;
+      // The mix is named by its CSRC only (see stats()), a slot also by its holder.
+      const identity = s.identity ?? (this.mixed ? null : this.activeSpeakers[s.slot]?.identity) ?? null;
       slotIdentities.push(identity);
       if (identity) levels.set(identity, Math.max(levels.get(identity) || 0, s.audioLevel));
     }
