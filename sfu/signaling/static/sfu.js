@@ -55,6 +55,7 @@ const CLOSE_ROOM_CLOSED = 4002;
 // Errors after which joining again with the same token cannot succeed.
 // On a join, not_found means the room is gone (a server that does not create rooms on
 // demand); room_full on a rejoin means the seat was taken meanwhile: say so, do not loop.
+// microphone: the device or the permission is gone; the app must ask the user.
 const FATAL_JOIN_ERRORS = new Set([
   "not_allowed",
   "room_closed",
@@ -62,6 +63,7 @@ const FATAL_JOIN_ERRORS = new Set([
   "invalid_offer",
   "not_found",
   "room_full",
+  "microphone",
 ]);
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
@@ -384,7 +386,13 @@ export class SfuClient {
         .getUserMedia({ audio: this.options.audio, video: false })
         .finally(() => (this._micRequest = null));
     }
-    const stream = await this._micRequest;
+    let stream;
+    try {
+      stream = await this._micRequest;
+    } catch (err) {
+      // (A DOMException: NotAllowedError, NotFoundError... as one code the app can act on.)
+      throw new SfuError("microphone", `the microphone cannot be opened: ${err && err.name ? `${err.name}: ${err.message}` : err}`);
+    }
     if (this._ending || this.state === "closed") {
       // Left while the permission prompt was open: give the microphone back at once.
       for (const track of stream.getTracks()) track.stop();
