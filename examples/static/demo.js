@@ -57,11 +57,7 @@ $("#join-form").addEventListener("submit", async (event) => {
     token = await demoToken(room, identity, role);
     await enter(token);
   } catch (err) {
-    if (err.code === "room_full" && role === "listener" && token) {
-      offerLiveStream(room, token);
-    } else {
-      $("#join-error").textContent = describeError(err);
-    }
+    if (!(token && offerLiveStreamIfFull(err, token))) $("#join-error").textContent = describeError(err);
   } finally {
     button.disabled = false;
   }
@@ -76,6 +72,15 @@ function offerLiveStream(room, token) {
   const audio = $("#overflow-audio");
   audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
   audio.play().catch(() => {}); // autoplay may wait for a click on the controls
+}
+
+// A listener that a full room cannot seat (at a join, or at a rejoin after its
+// seat was taken) hears it anyway; true when it was offered the stream.
+function offerLiveStreamIfFull(err, token) {
+  const claims = tokenClaims(token);
+  if (err.code !== "room_full" || claims.role !== "listener" || !claims.room) return false;
+  offerLiveStream(claims.room, token);
+  return true;
 }
 
 // Joining (this room once a seat frees, or another one) ends the overflow stream:
@@ -134,6 +139,8 @@ function onClosed(closed, detail) {
     showNotice("room_closed", "This room has ended", detail.detail ? `The room closed: ${detail.detail}.` : "The room closed.");
   } else if (detail.reason === "left") {
     showNotice("left", "You left the room", "Come back any time.");
+  } else if (offerLiveStreamIfFull({ code: detail.reason }, closed.token)) {
+    showNotice("full", "The room filled up", "Your seat was taken while you were away: the room's live stream plays instead.");
   } else if (detail.reason === "removed") {
     // Usually the "removed" event said it already (and showNotice keeps it);
     // if the socket closed before that message came, say it here.
@@ -411,5 +418,8 @@ window.demo = {
 
 // ?token=... joins straight away with a token from another backend.
 if (params.get("token")) {
-  enter(params.get("token")).catch((err) => ($("#join-error").textContent = describeError(err)));
+  const token = params.get("token");
+  enter(token).catch((err) => {
+    if (!offerLiveStreamIfFull(err, token)) $("#join-error").textContent = describeError(err);
+  });
 }

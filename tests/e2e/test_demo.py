@@ -500,6 +500,11 @@ async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo)
             timeout=15000,
         )
         assert "late" not in demo.server.rooms["packed"].participants
+        # The same with a token from another backend (?token=...): no lobby form.
+        token = full.token("packed", "linked", "listener")
+        linked = await new_page(f"{full.url}/?token={token}")
+        await linked.wait_for_selector("#overflow:not([hidden])", timeout=15000)
+        assert "linked" not in demo.server.rooms["packed"].participants
         for page in (host, fan):
             await page.click("#leave-button")
     finally:
