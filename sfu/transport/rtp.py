@@ -171,9 +171,16 @@ def ntp_time(unix_time: float | None = None) -> int:
     return int((now + _NTP_EPOCH_OFFSET) * (1 << 32))
 
 
+#: RFC 3550 A.1's values: a sequence number this far ahead of the highest
+#: seen, or more than MAX_MISORDER behind it, is not loss or reordering but a
+#: stray or a sender that restarted its numbering (two in a row tell which).
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+
+
 @dataclass
 class ReceiveStatistics:
-    """What a receiver report needs about one inbound stream (RFC 3550 A.3, A.8)."""
+    """What a receiver report needs about one inbound stream (RFC 3550 A.1, A.3, A.8)."""
 
     clock_rate: int = OPUS_CLOCK_RATE
     base_sequence: int = -1
@@ -186,14 +193,26 @@ class ReceiveStatistics:
     last_transit: float | None = None
     last_sr: int = 0  # middle 32 bits of the last SR's NTP time
     last_sr_arrival: float = 0.0
+    bad_sequence: int = -1  # after a jump: the number that would confirm a restart
 
     def add(self, sequence: int, timestamp: int, arrival: float) -> None:
         if self.base_sequence < 0:
-            self.base_sequence = self.max_sequence = sequence
-        elif uint16_gt(sequence, self.max_sequence):
-            if sequence < self.max_sequence:
-                self.cycles += 1 << 16
-            self.max_sequence = sequence
+            self._restart(sequence)
+        else:
+            step = (sequence - self.max_sequence) & 0xFFFF
+            if step < MAX_DROPOUT:
+                if sequence < self.max_sequence:
+                    self.cycles += 1 << 16  # wrapped
+                self.max_sequence = sequence
+            elif step <= 0x10000 - MAX_MISORDER:
+                # A.1: one packet this far off is a stray (counted nowhere: it
+                # would make the reports claim thousands lost); the next one
+                # in sequence after it means the sender restarted its numbering.
+                if sequence != self.bad_sequence:
+                    self.bad_sequence = (sequence + 1) & 0xFFFF
+                    return
+                self._restart(sequence)
+            # (else a duplicate or reordered packet: received, nothing moves)
         self.received += 1
         transit = arrival * self.clock_rate - timestamp
         if self.last_transit is not None:
@@ -202,6 +221,13 @@ class ReceiveStatistics:
             if delta < 1 << 31:
                 self.jitter += (delta - self.jitter) / 16
         self.last_transit = transit
+
+    def _restart(self, sequence: int) -> None:
+        """Count from ``sequence`` as a new source (A.1 ``init_seq``)."""
+        self.base_sequence = self.max_sequence = sequence
+        self.bad_sequence = -1
+        self.cycles = self.received = self.expected_prior = self.received_prior = 0
+        self.last_transit = None  # its timestamps likely restarted too: no jitter spike
 
     @property
     def extended_max(self) -> int:

@@ -134,3 +134,28 @@ def test_receive_statistics_loss_wrap_and_jitter() -> None:
     assert statistics.report_fraction_lost() == 256 // 11
     assert statistics.report_fraction_lost() == 0  # nothing new since
     assert statistics.jitter < 1  # perfectly paced
+
+
+def test_receive_statistics_ignore_a_stray_and_follow_a_restart() -> None:
+    """RFC 3550 A.1: one packet far off counts nowhere (else every later
+    report would claim thousands lost); two in sequence there are a
+    restarted numbering, counted afresh, its losses included."""
+    statistics = ReceiveStatistics()
+    for index in range(100):
+        statistics.add(1000 + index, 960 * index, 0.02 * index)
+    statistics.report_fraction_lost()
+    statistics.add(1100 + 20000, 960 * 100, 2.0)  # a stray, far ahead
+    for index in range(100, 200):
+        statistics.add(1000 + index, 960 * index, 0.02 * index)
+    assert statistics.lost == 0 and statistics.extended_max == 1199
+    assert statistics.report_fraction_lost() == 0
+    # The sender restarts lower (two in a row), then loses every other packet.
+    statistics.add(100, 0, 4.0)
+    statistics.add(101, 960, 4.02)
+    for sequence in range(103, 303, 2):
+        statistics.add(sequence, 960 * (sequence - 100), 4.0 + 0.02 * (sequence - 100))
+    assert statistics.extended_max == 301
+    assert statistics.expected == 201 and statistics.received == 101  # from the second one
+    assert statistics.lost == 100
+    assert 120 <= statistics.report_fraction_lost() <= 130  # ~half of the interval
+    assert statistics.jitter < 1  # the restart is no jitter spike
