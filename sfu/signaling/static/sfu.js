@@ -539,6 +539,22 @@ export class SfuClient {
         await this._connect(this._publishing && this.canPublish);
         return;
       } catch (err) {
+        if (
+          err instanceof SfuError &&
+          err.code === "microphone" &&
+          this._publishing &&
+          tokenClaims(this.token).role === "listener"
+        ) {
+          // Promoted, and the microphone is gone: back in as the listener it
+          // joined as (the server asks for a sending line again; if that
+          // fails too, it says so and the client goes on listening).
+          this._emit("error", err);
+          this._publishing = false;
+          if (over()) return;
+          this._teardown();
+          this._setState("reconnecting");
+          continue;
+        }
         if (err instanceof SfuError && FATAL_JOIN_ERRORS.has(err.code)) {
           this._emit("error", err);
           this._finish({ reason: err.code, code: 0 });
@@ -778,12 +794,7 @@ export class SfuClient {
     const pc = this.pc;
     if (!pc) return;
     const transceiver = pc.getTransceivers()[0];
-    let track;
-    try {
-      track = await this._microphone();
-    } catch (err) {
-      throw new SfuError("microphone", `no microphone: ${err.message || err}`);
-    }
+    const track = await this._microphone(); // SfuError "microphone" when it cannot be opened
     if (pc !== this.pc) return;
     transceiver.direction = "sendrecv";
     await transceiver.sender.replaceTrack(track);
