@@ -69,6 +69,9 @@ MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
 #: Identities one room keeps banned at most: a ban of someone absent stores a
 #: name a moderator chose, and a room holding bans is not closed when empty.
 MAX_BANS = 1000
+#: Seconds after a member a moderator demoted dropped during which it may come
+#: back past max_listeners (a reconnect: consent timeout plus the client's backoff).
+DEMOTED_REJOIN_GRACE = 60.0
 #: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
@@ -148,8 +151,11 @@ class Room:
         # since when (housekeeping clock) nothing has held the room.
         self._joining = 0
         # Made by a signaling adapter for a join (not by the backend): closed
-        # again when every join made for it fails, until one succeeds.
+        # again when the joins under way for it all fail, until one succeeds.
         self._made_for_join = False
+        # Members a moderator demoted that dropped, and until when their
+        # reconnect may come back past max_listeners (as demote() let them stay).
+        self._demoted_rejoin: dict[str, float] = {}
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room: nothing identifying the room goes on the wire.
@@ -239,9 +245,12 @@ class Room:
             return participant
         finally:
             self._joining -= 1
-            if not joined and self._made_for_join:
-                # The last of the joins it was made for (they may overlap) closes it.
-                self._drop_if_unused()
+            if self._joining == 0 and self._made_for_join:
+                # The joins it was made for (they may overlap) all failed:
+                # the last one closes it. Decided once: later joins are not its.
+                self._made_for_join = False
+                if not joined:
+                    self._drop_if_unused()
 
     async def _join(
         self,
@@ -305,11 +314,12 @@ class Room:
             role, grants = _without_taken_moderate(decision, base_role, base_grants)
             publish = "publish" in grants
             promoted = False
-        if publish or decided != "listener":
-            # (A member a moderator demoted comes back over max_listeners, as
-            # demote() let it stay in the audience: a reconnect is no new seat.)
+        rejoin_until = self._demoted_rejoin.get(identity)
+        if publish or rejoin_until is None or self.server.loop.time() > rejoin_until:
+            # (A member a moderator demoted that dropped comes back past
+            # max_listeners for a while, as demote() let it stay: a reconnect.)
             self._check_capacity(publish)
-        return self._admit(
+        participant = self._admit(
             offer,
             identity,
             role,
@@ -320,6 +330,8 @@ class Room:
             moderator_muted=bool(decision.get("moderator_muted")),
             promoted=promoted,
         )
+        self._demoted_rejoin.pop(identity, None)
+        return participant
 
     async def add_speaker(
         self,
@@ -776,6 +788,10 @@ class Room:
         del self._participants[participant.identity]
         self._by_number.pop(participant.number, None)
         self._counts[participant.can_publish] -= 1
+        if self._decisions.get(participant.identity, {}).get("role") == "listener":
+            now = self.server.loop.time()
+            self._demoted_rejoin = {k: t for k, t in self._demoted_rejoin.items() if t > now}
+            self._demoted_rejoin[participant.identity] = now + DEMOTED_REJOIN_GRACE
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)

@@ -812,7 +812,9 @@ async def test_an_event_stream_queues_only_what_it_accepts() -> None:
         assert type(await hands.next(0)).__name__ == "RoomClosed"  # always queued
 
 
-async def test_a_demoted_member_rejoins_over_a_full_audience() -> None:
+async def test_a_demoted_member_rejoins_over_a_full_audience(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """demote() lets the audience go past max_listeners by those taken off the
     stage; the same member reconnecting is not shut out by that cap either."""
     async with sfu.Server() as server:
@@ -827,3 +829,10 @@ async def test_a_demoted_member_rejoins_over_a_full_audience() -> None:
         assert isinstance(back, sfu.Listener) and back.role == "listener"
         with pytest.raises(sfu.RoomFull):
             await room.add_listener(LISTENER, "newcomer")  # the cap holds for others
+        # Only a reconnect: once that member has been gone a while, its name
+        # lets nobody past the cap.
+        monkeypatch.setattr(sfu.room, "DEMOTED_REJOIN_GRACE", 0.05)
+        await back.close()
+        await asyncio.sleep(0.1)
+        with pytest.raises(sfu.RoomFull):
+            await room.join(SPEAKER, identity="pat")

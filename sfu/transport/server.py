@@ -387,6 +387,10 @@ class Server:
         if not isinstance(name, str):
             raise InvalidSetting(f"a room name must be a string, got {type(name).__name__}")
         room = self._rooms.get(name)
+        if room is not None:
+            # Asked for by the backend: no longer a room a signaling adapter
+            # made for a join (which a refused join would close again).
+            room._made_for_join = False
         if (
             room is not None
             and not policy

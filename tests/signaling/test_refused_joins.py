@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import aiohttp
 import pytest
@@ -117,3 +118,70 @@ async def test_signaling_joins_cancelled_while_waiting_leave_no_room() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(0.1)
         assert server.rooms == {}
+
+
+def hold_turns(monkeypatch: pytest.MonkeyPatch, server: sfu.Server) -> asyncio.Event:
+    """Joins wait for their admission turn until the event is set (a crowd ahead)."""
+    release = asyncio.Event()
+    turn = server.admission.turn
+
+    async def after_the_crowd() -> None:
+        await release.wait()
+        await turn()
+
+    monkeypatch.setattr(server.admission, "turn", after_the_crowd)
+    return release
+
+
+async def test_a_room_the_backend_asked_for_meanwhile_is_not_closed_by_a_refused_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with sfu.Server() as server:
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner, port = await start_site(app)
+        release = hold_turns(monkeypatch, server)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{port}/rooms/r/whep"
+                post = asyncio.ensure_future(http.post(url, data="v=0\r\n", headers=SDP))
+                await asyncio.sleep(0.2)  # the POST made the room and waits its turn
+                room = server.room("r")  # the backend's room now
+                release.set()
+                assert (await post).status == 400
+            await asyncio.sleep(0.1)
+            assert not room.closed and server.get_room("r") is room
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_room_made_for_a_refused_post_is_decided_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The POST that made the room failed while a recording held it: the room
+    stays, and is from then on a room like any other (a later refused join,
+    here the backend's own, does not close it)."""
+    async with sfu.Server() as server:
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner, port = await start_site(app)
+        release = hold_turns(monkeypatch, server)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{port}/rooms/r/whep"
+                post = asyncio.ensure_future(http.post(url, data="v=0\r\n", headers=SDP))
+                await asyncio.sleep(0.2)
+                room = server.get_room("r")
+                assert room is not None
+                recording = await room.record(tmp_path / "r.opus")
+                release.set()
+                assert (await post).status == 400
+            await asyncio.sleep(0.1)
+            assert not room.closed, "held by its recording"
+            await recording.stop()
+            with pytest.raises(sfu.InvalidOffer):
+                await room.join("v=0\r\n", identity="bot")
+            await asyncio.sleep(0.1)
+            assert not room.closed
+        finally:
+            await runner.cleanup()
