@@ -167,8 +167,11 @@ class SlotStream:
         self.bad_sequence = -1
 
     def rtp_timestamp_at(self, now: float) -> int:
+        """The slot's RTP clock at ``now`` (a sender report's mapping). A slot
+        that never carried audio starts its clock at its first report, so
+        later reports, and the first packet after them, keep to it."""
         if self.last_time is None:
-            return self.last_timestamp
+            self.last_time = now
         return (self.last_timestamp + int((now - self.last_time) * OPUS_CLOCK_RATE)) & 0xFFFFFFFF
 
 

@@ -310,3 +310,40 @@ def test_a_receiver_registered_again_keeps_its_counts() -> None:
         route.close()
         sock.close()
         sink.close()
+
+
+def test_an_idle_slot_reports_a_running_clock_that_its_first_packet_keeps() -> None:
+    """RFC 3550 6.4.1: an SR maps its NTP time to the stream's RTP clock. A
+    slot that has not carried audio yet still runs that clock in its
+    reports, and its first packet is stamped on it, as a receiver expects."""
+    import pylibsrtp
+    from aiortc.rtp import RtcpPacket, RtcpSrPacket
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(1.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    route = Router(sock, 1)
+    tx = pylibsrtp.Session(
+        pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
+    options: dict[str, Any] = dict(payload_type=111, audio_level_id=1, slot_count=1, now=0.0)
+    try:
+        route.add_receiver(9, sink.getsockname(), tx, **options)
+
+        def reported_at(now: float) -> int:
+            (report,) = RtcpPacket.parse(route.sender_reports(9, now, 1e9 + now) or b"")
+            assert isinstance(report, RtcpSrPacket)
+            return int(report.sender_info.rtp_timestamp)
+
+        first = reported_at(0.0)
+        assert (reported_at(30.0) - first) & 0xFFFFFFFF == 30 * 48000
+        speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+        route.add_publisher(speaker)
+        route.forward(speaker, packet(5, 123456), 60.0)
+        stamped = struct.unpack("!I", sink.recv(2048)[4:8])[0]  # the SRTP header is clear
+        assert (stamped - first) & 0xFFFFFFFF == 60 * 48000
+    finally:
+        route.close()
+        sock.close()
+        sink.close()
