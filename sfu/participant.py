@@ -319,6 +319,8 @@ class Participant:
             self._start_receiving()
             if not self._receiving:
                 router.drop_kept_counts(self.receiver_id)
+                if self.room._mixer is not None:
+                    self.room._mixer.drop_kept_counts(self.receiver_id)
 
     def _start_receiving(self) -> None:
         session = self.session
@@ -346,7 +348,7 @@ class Participant:
 
     def _stop_receiving(self, *, keep_counts: bool = False) -> None:
         if self._receiving and self.mixed:
-            self.room.mixer.remove_receiver(self)
+            self.room.mixer.remove_receiver(self, keep_counts=keep_counts)
             self._receiving = False
         if self._receiving:
             self.room.router.remove_receiver(self.receiver_id, keep_counts=keep_counts)

@@ -224,6 +224,10 @@ class Mixer:
         self._positions: dict[int, tuple[int, int, float]] = {}
         self._streams: dict[int, _Stream] = {}
         self._receivers: dict[int, _Stream] = {}
+        # Per receiver re-registered by a renegotiation on the same stream:
+        # (stream SSRC, packets, octets) sent before, so that its counts and
+        # sender reports go on (RFC 3550 6.4.1: cumulative per SSRC).
+        self._carried: dict[int, tuple[int, int, int]] = {}
         self._speakers: dict[int, _Speaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -377,6 +381,9 @@ class Mixer:
         )
         stream.receivers.add(participant.receiver_id)
         self._receivers[participant.receiver_id] = stream
+        carried = self._carried.get(participant.receiver_id)
+        if carried is not None and carried[0] != stream.ssrc:
+            del self._carried[participant.receiver_id]  # another stream: counted afresh
         self._start()
 
     def set_receiver_address(self, participant: Participant) -> None:
@@ -387,10 +394,19 @@ class Mixer:
         if session.address is not None:
             stream.fanout.set_address(participant.receiver_id, session.address)
 
-    def remove_receiver(self, participant: Participant) -> None:
-        stream = self._receivers.pop(participant.receiver_id, None)
+    def remove_receiver(self, participant: Participant, *, keep_counts: bool = False) -> None:
+        """``keep_counts``: it is registered again at once on the same stream
+        (a renegotiation), and what was sent to it stays counted."""
+        receiver_id = participant.receiver_id
+        stream = self._receivers.pop(receiver_id, None)
         if stream is None:
+            self._carried.pop(receiver_id, None)
             return
+        if keep_counts:
+            packets, octets = self._counts(stream, receiver_id)
+            self._carried[receiver_id] = (stream.ssrc, packets, octets)
+        else:
+            self._carried.pop(receiver_id, None)
         stream.receivers.discard(participant.receiver_id)
         if stream.fanout is not None and participant.receiver_id in stream.fanout:
             stream.fanout.remove_receiver(participant.receiver_id)
@@ -401,16 +417,32 @@ class Mixer:
         stream = self._receivers.get(participant.receiver_id)
         return stream.ssrc if stream is not None else None
 
+    def drop_kept_counts(self, receiver_id: int) -> None:
+        """Not registered again after all: nothing to carry."""
+        self._carried.pop(receiver_id, None)
+
+    def _counts(self, stream: _Stream, receiver_id: int) -> tuple[int, int]:
+        """(packets, payload octets) sent to a registered receiver on ``stream``,
+        what earlier registrations on the same stream sent included."""
+        packets = octets = 0
+        if stream.fanout is not None and receiver_id in stream.fanout:
+            counters = stream.fanout.counters(receiver_id)
+            if counters:
+                packets, octets = counters[0]
+        carried = self._carried.get(receiver_id)
+        if carried is not None and carried[0] == stream.ssrc:
+            packets, octets = packets + carried[1], octets + carried[2]
+        return packets, octets
+
     def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:
         """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1): its receiver
         reports then carry what a round trip needs, as for slot streams."""
         stream = self._receivers.get(participant.receiver_id)
         if stream is None or stream.fanout is None:
             return None
-        counters = stream.fanout.counters(participant.receiver_id)
-        if not counters:
+        if participant.receiver_id not in stream.fanout:
             return None
-        packets, octets = counters[0]
+        packets, octets = self._counts(stream, participant.receiver_id)
         info = RtcpSenderInfo(
             ntp_timestamp=ntp_time(unix_time),
             rtp_timestamp=stream.timestamp,  # the next frame's: within 20 ms of now
@@ -422,9 +454,9 @@ class Mixer:
     def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
         """(packets, payload octets) sent to a mixed receiver, like the Router's."""
         stream = self._receivers.get(participant.receiver_id)
-        if stream is None or stream.fanout is None:
+        if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
             return []
-        return list(stream.fanout.counters(participant.receiver_id))
+        return [self._counts(stream, participant.receiver_id)]
 
     def _drop_if_empty(self, stream: _Stream) -> None:
         if stream.empty and self._streams.get(stream.exclude) is stream:
@@ -534,6 +566,7 @@ class Mixer:
         streams = list(self._streams.values())
         self._streams.clear()
         self._receivers.clear()
+        self._carried.clear()
         for stream in streams:
             for output in stream.outputs:
                 output.closed = True

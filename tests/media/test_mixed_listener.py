@@ -314,3 +314,33 @@ async def test_a_refused_mixed_join_leaves_no_mix_minus_stream_behind(
             assert room.mixer._minus_ssrcs == {}
         finally:
             await close_peer(pc)
+
+
+async def test_a_mixed_member_renegotiating_its_extensions_keeps_its_counts() -> None:
+    """Another level extension id re-registers it on the same mix stream:
+    its counts and its sender reports' packet count go on, not from 0."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        member = await join_mixed(room, "lis")
+        clients = [alice, member]
+        try:
+            participant = member.participant
+            assert participant is not None
+            await wait_for(lambda: len(member.packets(0)) >= 50, 20, "the mix")
+            ssrc = room.mixer.receiver_ssrc(participant)
+            before = participant.stats()["slots"][0]["packets_sent"]
+            offer = await make_offer(member.pc)
+            moved = re.sub(
+                r"a=extmap:\d+ (urn:ietf:params:rtp-hdrext:ssrc-audio-level)",
+                r"a=extmap:9 \1",
+                offer,
+            )
+            assert moved != offer
+            await participant.renegotiate(moved)
+            assert room.mixer.receiver_ssrc(participant) == ssrc
+            assert participant.stats()["slots"][0]["packets_sent"] >= before
+            (report,) = RtcpPacket.parse(room.mixer.sender_report(participant, 0.0) or b"")
+            assert isinstance(report, RtcpSrPacket) and report.sender_info.packet_count >= before
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
