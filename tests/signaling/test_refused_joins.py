@@ -68,9 +68,7 @@ async def test_overlapping_refused_posts_leave_no_room() -> None:
     """Eight refused POSTs to a new room, waiting their turns together: the
     first one made the room, the last one to fail closes it."""
     async with sfu.Server(joins_per_turn=1) as server:
-        app = web.Application()
-        add_whip_whep(app, server)
-        runner, port = await start_site(app)
+        runner, port = await whep_site(server)
         try:
             url = f"http://127.0.0.1:{port}/rooms/typo/whep"
             async with aiohttp.ClientSession() as http:
@@ -120,6 +118,19 @@ async def test_signaling_joins_cancelled_while_waiting_leave_no_room() -> None:
         assert server.rooms == {}
 
 
+async def whep_site(server: sfu.Server) -> tuple[web.AppRunner, int]:
+    """WHIP/WHEP on 127.0.0.1, rooms made on demand."""
+    app = web.Application()
+    add_whip_whep(app, server)
+    return await start_site(app)
+
+
+def refused_post(http: aiohttp.ClientSession, port: int) -> asyncio.Future[Any]:
+    """A WHEP POST to room "r" that will be refused (no offer in it), under way."""
+    url = f"http://127.0.0.1:{port}/rooms/r/whep"
+    return asyncio.ensure_future(http.post(url, data="v=0\r\n", headers=SDP))
+
+
 def hold_turns(monkeypatch: pytest.MonkeyPatch, server: sfu.Server) -> asyncio.Event:
     """Joins wait for their admission turn until the event is set (a crowd ahead)."""
     release = asyncio.Event()
@@ -137,14 +148,11 @@ async def test_a_room_the_backend_asked_for_meanwhile_is_not_closed_by_a_refused
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with sfu.Server() as server:
-        app = web.Application()
-        add_whip_whep(app, server)
-        runner, port = await start_site(app)
+        runner, port = await whep_site(server)
         release = hold_turns(monkeypatch, server)
         try:
             async with aiohttp.ClientSession() as http:
-                url = f"http://127.0.0.1:{port}/rooms/r/whep"
-                post = asyncio.ensure_future(http.post(url, data="v=0\r\n", headers=SDP))
+                post = refused_post(http, port)
                 await asyncio.sleep(0.2)  # the POST made the room and waits its turn
                 room = server.room("r")  # the backend's room now
                 release.set()
@@ -162,14 +170,11 @@ async def test_a_room_made_for_a_refused_post_is_decided_once(
     stays, and is from then on a room like any other (a later refused join,
     here the backend's own, does not close it)."""
     async with sfu.Server() as server:
-        app = web.Application()
-        add_whip_whep(app, server)
-        runner, port = await start_site(app)
+        runner, port = await whep_site(server)
         release = hold_turns(monkeypatch, server)
         try:
             async with aiohttp.ClientSession() as http:
-                url = f"http://127.0.0.1:{port}/rooms/r/whep"
-                post = asyncio.ensure_future(http.post(url, data="v=0\r\n", headers=SDP))
+                post = refused_post(http, port)
                 await asyncio.sleep(0.2)
                 room = server.get_room("r")
                 assert room is not None

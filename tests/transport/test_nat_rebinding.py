@@ -10,7 +10,9 @@ the server noticing the old path go quiet can move the media to the new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -135,6 +137,18 @@ async def connected_over(sock: socket.socket, server: sfu.Server) -> tuple[Sessi
     return session, server_ufrag, pwd
 
 
+@contextlib.contextmanager
+def two_loopback_sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A client's two addresses (two UDP sockets on 127.0.0.1)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second,
+    ):
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        yield first, second
+
+
 def proofs_to(sock: socket.socket) -> list[bytes]:
     return [d for d in datagrams(sock) if d[:2] == b"\x00\x01"]
 
@@ -144,12 +158,7 @@ async def test_a_quiet_moment_leaves_no_standing_move() -> None:
     once the selected one is heard again, neither that check's late proof
     answer nor the other address's later checks may move the media."""
     async with sfu.Server() as server:
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as selected,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
-        ):
-            selected.bind(("127.0.0.1", 0))
-            other.bind(("127.0.0.1", 0))
+        with two_loopback_sockets() as (selected, other):
             session, server_ufrag, pwd = await connected_over(selected, server)
             consent = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
             await asyncio.sleep(session_module.REBIND_SILENCE + 0.3)
@@ -176,12 +185,7 @@ async def test_a_nomination_where_it_already_is_replaces_an_unproven_one() -> No
     """USE-CANDIDATE from elsewhere (proof pending), then from the selected
     address: the client chose to stay, so the late proof answer moves nothing."""
     async with sfu.Server() as server:
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as selected,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
-        ):
-            selected.bind(("127.0.0.1", 0))
-            other.bind(("127.0.0.1", 0))
+        with two_loopback_sockets() as (selected, other):
             session, server_ufrag, pwd = await connected_over(selected, server)
             nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
             other.sendto(nominate, server_addr(server))
