@@ -438,9 +438,7 @@ class Mixer:
         """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1): its receiver
         reports then carry what a round trip needs, as for slot streams."""
         stream = self._receivers.get(participant.receiver_id)
-        if stream is None or stream.fanout is None:
-            return None
-        if participant.receiver_id not in stream.fanout:
+        if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
             return None
         packets, octets = self._counts(stream, participant.receiver_id)
         info = RtcpSenderInfo(

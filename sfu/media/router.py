@@ -40,6 +40,8 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPac
 from ..mix import ActiveSpeakerDetector, read_audio_level
 from ..relay import FanOut
 from ..transport.rtp import (
+    MAX_DROPOUT,
+    MAX_MISORDER,
     OPUS_CLOCK_RATE,
     ReceiveStatistics,
     ntp_time,
@@ -57,14 +59,13 @@ logger = logging.getLogger(__name__)
 
 #: Receivers' sender reports are sent this often (seconds).
 SENDER_REPORT_INTERVAL = 5.0
-#: A speaker's sequence number this far ahead of the expected one, or more
-#: than MAX_MISORDER behind it, is not loss or reordering but a sender that
-#: restarted its numbering under the same SSRC (RFC 3550 A.1, same values):
-#: two such packets in a row re-anchor the slot as for a new speaker. Copied
-#: through, a jump would put the slot's SRTP index behind itself, and
-#: libsrtp (ours and the listeners') would drop every packet for minutes.
-MAX_DROPOUT = 3000
-MAX_MISORDER = 100
+# MAX_DROPOUT, MAX_MISORDER (sfu.transport.rtp, RFC 3550 A.1): a speaker's
+# sequence number this far ahead of the expected one, or more than
+# MAX_MISORDER behind it, is not loss or reordering but a stray or a sender
+# that restarted its numbering under the same SSRC: two such packets in a
+# row re-anchor the slot as for a new speaker. Copied through, a jump would
+# put the slot's SRTP index behind itself, and libsrtp (ours and the
+# listeners') would drop every packet for minutes.
 #: Packets after a slot switch during which one from before it is dropped:
 #: as far back as a packet may be reordered (beyond that it is a stray, above).
 SWITCH_GUARD_PACKETS = MAX_MISORDER
