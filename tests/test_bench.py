@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +131,27 @@ async def test_offers_on_connections_opened_ahead_and_the_join_phases() -> None:
     assert phases["  SRTP sessions"][1] == 8
     assert phases["  OpenSSL do_handshake"][0] > 0
     assert stats["offers"] == 8
+
+
+@pytest.mark.parametrize("hold", ["cpu", "syscall"])
+async def test_lag_monitor_counts_code_holding_the_loop_as_held(hold: str) -> None:
+    """serve.py's ticker: a callback that keeps the loop 80 ms, spinning or
+    blocked in a system call, is lateness *held* by server code; only time
+    the thread waited for a CPU is taken out of it."""
+    serve = pytest.importorskip("serve")
+    monitor = serve.LagMonitor(0.01)
+    task = asyncio.get_running_loop().create_task(monitor.run())
+    await asyncio.sleep(0.05)
+    monitor.reset()
+    if hold == "cpu":
+        end = time.perf_counter() + 0.08
+        while time.perf_counter() < end:
+            pass
+    else:
+        time.sleep(0.08)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    snapshot = monitor.snapshot()
+    assert snapshot["worst_ms"] >= 60, snapshot
+    assert snapshot["worst_held_ms"] >= 60, snapshot
+    assert snapshot["over_50ms_held"] == 1, snapshot
