@@ -14,6 +14,7 @@ import asyncio
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -253,3 +254,68 @@ async def test_peer_answers_the_servers_connectivity_checks() -> None:
     finally:
         peer.close()
         server.close()
+
+
+def test_janus_fanout_says_why_it_skips_without_janus(tmp_path: Any) -> None:
+    """Janus is optional: without ``janus`` on PATH the benchmark says so and exits 0."""
+    import subprocess
+
+    env = {**os.environ, "PATH": str(tmp_path)}  # no janus there
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "janus_fanout.py"), "--listeners", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "janus_fanout: skipped: no `janus` on PATH" in out.stdout
+
+
+def test_janus_fanout_against_janus(tmp_path: Any) -> None:
+    """The optional Janus column end to end, at 5 listeners: every listener gets
+    every packet, SRTP samples authenticate, Janus's sockets are on 127.0.0.1
+    and tcpdump (when installed) saw nothing else."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("janus") is None:
+        pytest.skip("janus (optional benchmark dependency) is not installed")
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "janus_fanout.py"),
+            "--janus-only",
+            "--listeners",
+            "5",
+            "--seconds",
+            "1",
+            "--silent-seconds",
+            "0.5",
+            "--settle",
+            "0.2",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    if os.geteuid() != 0:
+        assert "skipped: needs root" in out.stdout
+        return
+    (result,) = tmp_path.glob("janus_fanout-*.json")
+    data = json.loads(result.read_text())
+    (row,) = data["rows"]
+    speaking = row["speaking"]
+    assert row["path"] == "janus" and row["listeners"] == 5
+    assert speaking["expected_per_listener"] >= 20  # ~50 in 1 s, less on a busy machine
+    assert speaking["loss"] == 0.0 and speaking["listeners_with_extra"] == 0
+    assert speaking["auth_ok"] > 0 and speaking["auth_failed"] == 0
+    assert row["us_per_packet_total"] > 0
+    assert data["janus"]["udp_local_addresses"] == ["127.0.0.1"]
+    assert data["janus"]["network"]["janusbench0"]["tx_packets"] == 0
+    capture = json.loads(out.stdout.split("capture: ", 1)[1].splitlines()[0])
+    assert capture.get("packets", 0) == 0, capture
