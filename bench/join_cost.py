@@ -9,8 +9,8 @@ judged without a storm's noise (ratios within one run):
 * ``room.add_listener``: the whole answer path in an ``sfu.Server``
   (parse, negotiate, answer, session and DTLS object, registration);
 * the DTLS handshake, server side (``DtlsServer.feed`` for every client
-  flight), and the part of it inside pyOpenSSL's ``do_handshake`` (OpenSSL
-  with the certificate callback); the client is the load generator's;
+  flight), and the part of it inside ``SSL_do_handshake`` (OpenSSL with the
+  certificate callback); the client is the load generator's;
 * the handshake's cryptographic floor, with ``cryptography``'s OpenSSL: one
   X25519 key exchange, one ECDSA P-256 signature (ServerKeyExchange) and one
   verification (the client's CertificateVerify);
@@ -42,6 +42,7 @@ sys.path.insert(0, os.environ.get("SFU_TREE") or harness.ROOT)
 
 import sfu
 from sfu.transport.dtls import Certificate, DtlsServer
+from sfu.transport.openssl_session import OpenSslSession
 from sfu.transport.sdp import parse_offer
 
 CHROMIUM_OFFER = os.path.join(harness.ROOT, "tests", "data", "offers", "chromium-listener.sdp")
@@ -80,13 +81,13 @@ def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, 
     """Server-side DTLS handshakes against the load generator's client, in memory."""
     certificate = Certificate.generate()
     inside = 0.0
-    original = SSL.Connection.do_handshake
+    original = OpenSslSession.do_handshake
 
-    def timed_do_handshake(connection: SSL.Connection) -> None:
+    def timed_do_handshake(session: OpenSslSession) -> int:
         nonlocal inside
         start = time.perf_counter()
         try:
-            original(connection)
+            return original(session)
         finally:
             inside += time.perf_counter() - start
 
@@ -115,14 +116,14 @@ def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, 
         peer.set_ciphertext_mtu(loadgen.MTU)
         flight = client_step(peer, [])
         for _flight in range(6):  # a DTLS 1.2 handshake takes 3 client flights
-            SSL.Connection.do_handshake = timed_do_handshake  # type: ignore[method-assign]
+            OpenSslSession.do_handshake = timed_do_handshake  # type: ignore[method-assign]
             start = time.perf_counter()
             try:
                 for datagram in flight:
                     server.feed(datagram, 0.0)
             finally:
                 total += time.perf_counter() - start
-                SSL.Connection.do_handshake = original  # type: ignore[method-assign]
+                OpenSslSession.do_handshake = original  # type: ignore[method-assign]
             answer, sent[:] = sent[:], []
             if not answer:
                 break

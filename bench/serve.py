@@ -183,7 +183,7 @@ PHASES: list[tuple[str, str, str]] = [
     ("  parse_offer", "sfu.room", "parse_offer"),
     ("  Session (and its DtlsServer)", "sfu.transport.session:Session", "__init__"),
     ("dtls handshake datagrams", "sfu.transport.session:Session", "receive_dtls"),
-    ("  OpenSSL do_handshake", "OpenSSL.SSL:Connection", "do_handshake"),
+    ("  OpenSSL do_handshake", "sfu.transport.openssl_session:OpenSslSession", "do_handshake"),
     ("  SRTP sessions", "sfu.transport.session", "create_srtp_sessions"),
     ("  connected: the room's side", "sfu.participant:Participant", "session_connected"),
     ("media in: SRTP and fan-out", "sfu.transport.session:Session", "receive_srtp"),

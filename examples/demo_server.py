@@ -19,9 +19,13 @@ Everything the page uses is part of the ``sfu`` package, not demo code:
 * ``GET /metrics``: Prometheus text.
 
 Only ``POST /api/token`` is demo-only: it signs a join token for any room,
-name and role (``{"room", "identity", "role"}`` -> ``{"token"}``), so anyone
-can try it out; whoever opens a room moderates it, and a later moderator
-token for that room needs the ``owner_key`` the first one came with. ``--no-demo-tokens`` turns it off (404); then tokens must come
+name and role (``{"room", "identity", "role"}`` -> ``{"token", "name_key"}``),
+so anyone can try it out. A name in a room belongs to the browser that took
+it first: later tokens for it need the ``name_key`` that came with the first
+(a room remembers who was promoted by name, so a name taken over would be a
+stage seat taken over), for as long as its token lasts or its room is open.
+Whoever opens a room moderates it, and a later moderator token for that
+room needs the ``owner_key`` the first one came with. ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
 or the ``SFU_TOKEN_SECRET`` environment variable sets it.
@@ -89,6 +93,12 @@ MAX_OWNED_ROOMS = 10_000
 _clock = time.monotonic  # the claims' clock
 #: A claim on a room that is not open may make way for a new one once it is this old (s).
 CLAIM_GRACE = 600.0
+#: (room, identity) -> (when its last token expires (monotonic), the key later
+#: tokens for the name need). Oldest first (each mint moves its entry last).
+NAMES_KEY = web.AppKey("names", collections.OrderedDict)
+#: Names held at once: bounds the table (a name of a room that is not open
+#: makes way once its token has expired).
+MAX_NAME_CLAIMS = 100_000
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -107,12 +117,16 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 
 async def issue_demo_token(request: web.Request) -> web.Response:
-    """``POST /api/token`` ``{"room", "identity", "role", "owner_key"?}`` -> ``{"token",
-    "owner_key"?}``: try-it-out only.
+    """``POST /api/token`` ``{"room", "identity", "role", "name_key"?, "owner_key"?}``
+    -> ``{"token", "name_key", "owner_key"?}``: try-it-out only.
 
-    The first moderator token of a room comes with an ``owner_key``; later
-    moderator tokens for that room need it (with the same identity): the
-    opener's name is shown to every member, the key is not."""
+    The first token for a name in a room comes with a ``name_key``; later
+    tokens for that name need it, while the name's last token is valid or
+    its room is open (a room gives a returning name the role a moderator
+    chose for it). The first moderator token of a room comes with an
+    ``owner_key``; later moderator tokens for that room need it (with the
+    same identity): the opener's name is shown to every member, the key is
+    not."""
     server = request.app[SERVER_KEY]
     assert server.token_secret is not None
     try:
@@ -132,6 +146,10 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     if role not in ROLES:
         raise _bad_request(f"role must be one of {', '.join(ROLES)}")
     assert isinstance(room, str) and isinstance(identity, str)
+    # Checked first, recorded last: a request refused below claims nothing.
+    name_claim, name_key, stale_claim = _check_name(
+        request, room.strip(), identity.strip(), body.get("name_key")
+    )
     if role == "moderator":
         # Whoever opens a room moderates it; later arrivals ask to be promoted.
         # The opener is remembered for as long as its token lasts: a moderator
@@ -191,10 +209,58 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     token = sfu.auth.issue_token(
         server.token_secret, room=room.strip(), identity=identity.strip(), role=role, ttl=TOKEN_TTL
     )
+    names = request.app[NAMES_KEY]
+    if stale_claim is not None:
+        del names[stale_claim]
+    names[name_claim] = (_clock() + TOKEN_TTL, name_key)
+    names.move_to_end(name_claim)
     logger.info("issued a demo token: %r as %s in room %r", identity.strip(), role, room.strip())
+    reply = {"token": token, "name_key": name_key}
     if role == "moderator":
-        return web.json_response({"token": token, "owner_key": owner_key})
-    return web.json_response({"token": token})
+        reply["owner_key"] = owner_key
+    return web.json_response(reply)
+
+
+def _check_name(
+    request: web.Request, room: str, identity: str, presented: object
+) -> tuple[tuple[str, str], str, tuple[str, str] | None]:
+    """May this requester have ``identity`` in ``room``? Refuses with 403 (the
+    name is someone else's) or 429 (the table is full). Changes nothing:
+    returns the claim, its key (the one held, or a new one) and a stale
+    claim to drop to make room, for the caller to record once the token is
+    issued."""
+    names = request.app[NAMES_KEY]
+    server = request.app[SERVER_KEY]
+    now = _clock()
+    claim = (room, identity)
+    held = names.get(claim)
+    if held is not None and (held[0] > now or server.get_room(room) is not None):
+        if not (
+            isinstance(presented, str) and hmac.compare_digest(presented.encode(), held[1].encode())
+        ):
+            raise web.HTTPForbidden(
+                text=json.dumps({"error": "this name is taken in this room: pick another name"}),
+                content_type="application/json",
+            )
+        return claim, held[1], None
+    stale = None
+    if held is None and len(names) >= MAX_NAME_CLAIMS:
+        # The oldest name of a room that is not open, its token expired, makes way.
+        stale = next(
+            (
+                key
+                for key, (expires, _key) in names.items()
+                if expires <= now and server.get_room(key[0]) is None
+            ),
+            None,
+        )
+        if stale is None:
+            raise web.HTTPTooManyRequests(
+                text=json.dumps({"error": "too many names are in use: try later"}),
+                content_type="application/json",
+            )
+    # A new claim (or one whose token expired in a room no longer open).
+    return claim, secrets.token_urlsafe(16), stale
 
 
 def _listener_count(text: str) -> int:
@@ -223,6 +289,7 @@ def make_app(
     app = web.Application(client_max_size=256 * 1024)
     app[SERVER_KEY] = server
     app[OWNERS_KEY] = collections.OrderedDict()
+    app[NAMES_KEY] = collections.OrderedDict()
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)

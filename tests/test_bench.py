@@ -158,6 +158,23 @@ async def test_lag_monitor_counts_code_holding_the_loop_as_held(hold: str) -> No
     assert snapshot["over_50ms_held"] == 1, snapshot
 
 
+def test_ab_handshake_loads_a_second_tree_beside_this_one(tmp_path: object) -> None:
+    """bench/ab_handshake.py: the other tree's DtlsServer is a different
+    class from this one's, and both complete handshakes in turn."""
+    ab_handshake = pytest.importorskip("ab_handshake")
+    from pathlib import Path
+
+    from sfu.transport import dtls
+
+    scratch = Path(str(tmp_path))
+    base = ab_handshake.load_renamed(Path(harness.ROOT), "sfu_ab_test", scratch)
+    assert base.DtlsServer is not dtls.DtlsServer
+    assert base.__name__ == "sfu_ab_test.transport.dtls"
+    client = loadgen.ClientCertificate()
+    for module in (base, dtls):
+        assert ab_handshake.handshake_ns(module, module.Certificate.generate(), client) > 0
+
+
 #: A subscriber offer shaped like Janus VideoRoom's (1.1): ICE-lite, actpass,
 #: one Opus m-line with the level extension, and a data m-line to refuse.
 SERVER_OFFER = (

@@ -15,32 +15,38 @@ if (params.get("room")) $("#room-input").value = params.get("room");
 // -- lobby ----------------------------------------------------------------------------------
 
 async function demoToken(room, identity, role) {
+  // A name in a room is this browser's once it has had a token for it (the
+  // name key proves it later: a promoted name must not be anyone's to take).
   // The first moderator token of a room comes with a key that later ones
   // need (the opener's name alone is no proof: everyone in the room sees it).
+  const nameKeyName = `sfu-demo-name:${room}:${identity}`;
   const keyName = `sfu-demo-owner:${room}`;
-  let ownerKey = null;
-  try {
-    ownerKey = localStorage.getItem(keyName);
-  } catch {
-    // storage disabled: the opener just cannot mint a second moderator token
-  }
+  const stored = (name) => {
+    try {
+      return localStorage.getItem(name);
+    } catch {
+      return null; // storage disabled: this browser cannot come back under the same name
+    }
+  };
+  const store = (name, value) => {
+    try {
+      localStorage.setItem(name, value);
+    } catch {
+      // as above
+    }
+  };
   const response = await fetch("/api/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ room, identity, role, owner_key: ownerKey }),
+    body: JSON.stringify({ room, identity, role, name_key: stored(nameKeyName), owner_key: stored(keyName) }),
   });
   if (response.status === 404) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `The token request failed (${response.status}).`);
-  if (body.owner_key) {
-    try {
-      localStorage.setItem(keyName, body.owner_key);
-    } catch {
-      // as above
-    }
-  }
+  if (body.name_key) store(nameKeyName, body.name_key);
+  if (body.owner_key) store(keyName, body.owner_key);
   return body.token;
 }
 

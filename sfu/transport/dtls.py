@@ -12,8 +12,10 @@ says so.
   (RFC 8122): the client certificate must match one of the offer's
   fingerprints, or the handshake fails and no keys are produced.
 
-pyOpenSSL's memory BIO is a byte stream, not a datagram queue: one
-``bio_read`` returns every record written since the last one, and a partial
+OpenSSL is driven through :mod:`sfu.transport.openssl_session` (the same
+bindings as pyOpenSSL, without its per-call wrappers); the context is made
+with pyOpenSSL. A memory BIO is a byte stream, not a datagram queue: one
+read returns every record written since the last one, and a partial
 record written into it would shift every later record. So incoming datagrams
 are checked to hold whole records before they go in, and outgoing bytes are
 cut at record boundaries and packed into datagrams of at most :data:`MTU`.
@@ -25,17 +27,18 @@ import datetime
 import hashlib
 import logging
 import secrets
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from sfu.errors import InvalidOffer
+from sfu.transport import openssl_session
 from sfu.transport.dtls_record import RecordSecret, iter_records
+from sfu.transport.openssl_session import FAILED, WANT_READ, OpenSslSession
 from sfu.transport.srtp import PROFILES, SrtpKeys, split_keying_material
 
 __all__ = [
@@ -65,8 +68,6 @@ CERTIFICATE_LIFETIME = datetime.timedelta(days=365)
 _DTLS_1_2 = 0xFEFD  # ProtocolVersion {254, 253}; pyOpenSSL has no constant
 _RECORD_HEADER = 13
 _EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"  # RFC 5764 §4.2
-_RECV_SIZE = 16384 + 2048  # largest DTLS plaintext plus expansion
-_FLUSH_READ = 65536  # bytes asked of the outgoing memory BIO per read
 _CHANGE_CIPHER_SPEC, _ALERT, _HANDSHAKE = 20, 21, 22  # record content types
 _MAX_REPLAYS = 8  # re-sends of our last flight, after the handshake
 
@@ -135,14 +136,6 @@ def is_dtls_datagram(data: bytes) -> bool:
             return False
         pos += _RECORD_HEADER + (data[pos + 11] << 8 | data[pos + 12])
     return pos == end
-
-
-def _reason(exc: SSL.Error) -> str:
-    """The OpenSSL reason strings of `exc`, for a human."""
-    errors = exc.args[0] if exc.args else None
-    if isinstance(errors, list) and errors:
-        return "; ".join(str(entry[-1]) for entry in errors if isinstance(entry, tuple))
-    return str(exc) or type(exc).__name__
 
 
 def self_signed(
@@ -223,7 +216,9 @@ class Certificate:
         )
         # Every session is a new peer: resumption would skip the certificate.
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer)
+        # The client certificate is required and pinned to the offer's
+        # fingerprint by DtlsServer.verify_peer, through this callback.
+        openssl_session.install_verify_callback(context)
         context.use_certificate(self._certificate)
         context.use_privatekey(self._key)
         context.check_privatekey()
@@ -231,29 +226,6 @@ class Certificate:
         # OpenSSL picks the first profile of this list that the client offers.
         context.set_tlsext_use_srtp(b":".join(profile.name for profile in PROFILES))
         return context
-
-
-def _verify_peer(
-    connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int
-) -> bool:
-    """OpenSSL's verify callback: pin the client certificate to the offer.
-
-    The chain is self-signed, so OpenSSL's own verdict (`ok`, `error`) is
-    ignored; the end-entity certificate (depth 0) must match a fingerprint.
-    Rejecting here, before the server's Finished, makes OpenSSL send a fatal
-    alert, so the client learns of it instead of waiting for media.
-    """
-    if depth != 0:
-        return True
-    ref = connection.get_app_data()
-    server = ref() if isinstance(ref, weakref.ref) else None
-    if not isinstance(server, DtlsServer):
-        return False
-    # OpenSSL asks twice about a self-signed certificate (with its error,
-    # then to close the chain): the verdict of the first ask is kept.
-    if server._peer_verdict is None:
-        server._peer_verdict = server._check_peer(certificate)
-    return server._peer_verdict
 
 
 class DtlsServer:
@@ -333,12 +305,7 @@ class DtlsServer:
         self._peer_rejected = False
         #: The verify callback's verdict on the client certificate, once asked.
         self._peer_verdict: bool | None = None
-        ssl = SSL.Connection(certificate.ssl_context(), None)
-        # A weak reference: the connection must not keep this object alive.
-        ssl.set_app_data(weakref.ref(self))
-        ssl.set_accept_state()
-        ssl.set_ciphertext_mtu(MTU)
-        self._ssl: SSL.Connection | None = ssl
+        self._ssl: OpenSslSession | None = OpenSslSession(certificate.ssl_context(), MTU, self)
         # After the handshake: the record keys and our last flight, so that the
         # OpenSSL connection (~85 KB) can be freed (see sfu.transport.dtls_record).
         self._records: RecordSecret | None = None
@@ -371,33 +338,32 @@ class DtlsServer:
         if self.state == "new":
             self.state = "connecting"
             self._deadline = now + self._handshake_timeout
-        ssl.bio_write(data)
+        ssl.write(data)
         if self.state == "connecting":
             return self._handshake(ssl, now)
         self._read(ssl)
         return False
 
-    def _handshake(self, ssl: SSL.Connection, now: float) -> bool:
-        try:
-            ssl.do_handshake()
-        except SSL.WantReadError:
+    def _handshake(self, ssl: OpenSslSession, now: float) -> bool:
+        outcome = ssl.do_handshake()
+        if outcome == WANT_READ:
             self._flush(ssl)
             self._arm_timer(ssl, now)
             return False
-        except SSL.Error as exc:
+        if outcome == FAILED:
+            reasons = openssl_session.error_reasons()
             if self._peer_rejected:
                 self._fail("fingerprint mismatch")
             else:
-                self._fail(f"handshake failed: {_reason(exc)}")
+                self._fail(f"handshake failed: {reasons}")
             return False
 
         # Checked again on the finished session: the verify callback is the
         # early answer, this is the one the keys depend on.
-        certificate = ssl.get_peer_certificate()
-        if certificate is None or not self._check_peer(certificate):
+        if not ssl.peer_certificate(self._check_peer):
             self._fail("fingerprint mismatch", notify=True)
             return False
-        selected = ssl.get_selected_srtp_profile()
+        selected = ssl.selected_srtp_profile()
         profile = next((p for p in PROFILES if p.name == selected), None)
         if profile is None:
             self._fail("no SRTP profile negotiated", notify=True)
@@ -409,19 +375,16 @@ class DtlsServer:
         self.keys = SrtpKeys(profile=profile.libsrtp, local=server_write, remote=client_write)
         self.state = "connected"
         self._deadline = self._retransmit_at = None
-        cipher = ssl.get_cipher_name() or ""
+        cipher = ssl.cipher_name()
         logger.debug("- dtls %s: connected, %s, %s", self._label, cipher, profile.name.decode())
         flight = self._flush(ssl)
-        master, client_random, server_random = (
-            ssl.master_key(),
-            ssl.client_random(),
-            ssl.server_random(),
-        )
+        master, client_random, server_random = ssl.secrets()
         records = None
         if master and client_random and server_random:
             records = RecordSecret.of(cipher, master, client_random, server_random)
         if records is not None:
             self._records, self._final_flight, self._ssl = records, flight, None
+            ssl.free()
         # What the handshake needed and nothing after it does.
         self._remote = []
         return True
@@ -462,20 +425,19 @@ class DtlsServer:
                 self._fail(f"fatal alert {alert[1]} from the client")
                 return
 
-    def _read(self, ssl: SSL.Connection) -> None:
+    def _read(self, ssl: OpenSslSession) -> None:
         """Process records after the handshake: alerts, a repeated client
         Finished (OpenSSL re-sends our last flight), application data."""
         while True:
-            try:
-                data = ssl.recv(_RECV_SIZE)
-            except SSL.WantReadError:
+            outcome, data = ssl.recv()
+            if outcome == WANT_READ:
                 break
-            except SSL.ZeroReturnError:
+            if outcome == openssl_session.CLOSED:
                 logger.debug("< dtls %s: close_notify", self._label)
                 self._end("closed", None, notify=True)
                 return
-            except SSL.Error as exc:
-                self._fail(f"connection failed: {_reason(exc)}")
+            if outcome == FAILED:
+                self._fail(f"connection failed: {openssl_session.error_reasons()}")
                 return
             # No data channel on an audio-only session: nothing reads it.
             self.dropped += 1
@@ -507,10 +469,10 @@ class DtlsServer:
             return
         if self._retransmit_at is None or now < self._retransmit_at:
             return
-        try:
-            resent = ssl.DTLSv1_handle_timeout()
-        except SSL.Error:
+        resent = ssl.handle_timeout()
+        if resent < 0:
             # OpenSSL gives up after its own number of retransmissions.
+            openssl_session.error_reasons()
             self._fail("handshake timeout")
             return
         if resent:
@@ -519,8 +481,8 @@ class DtlsServer:
         self._flush(ssl)
         self._arm_timer(ssl, now)
 
-    def _arm_timer(self, ssl: SSL.Connection, now: float) -> None:
-        remaining = ssl.DTLSv1_get_timeout()
+    def _arm_timer(self, ssl: OpenSslSession, now: float) -> None:
+        remaining = ssl.timeout()
         self._retransmit_at = None if remaining is None else now + remaining
 
     # ------------------------------------------------------------------ end
@@ -540,12 +502,10 @@ class DtlsServer:
         ssl = self._ssl
         if ssl is not None:
             if notify:
-                try:
-                    ssl.shutdown()  # queues close_notify
-                except SSL.Error:
-                    pass
+                ssl.shutdown()  # queues close_notify
             # Whatever OpenSSL queued (an alert, close_notify) still goes out.
             self._flush(ssl)
+            ssl.free()
         elif self._records is not None and notify:
             self._emit(self._records.keys().seal(_ALERT, b"\x01\x00"))  # warning, close_notify
         self._ssl = None
@@ -557,38 +517,39 @@ class DtlsServer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_peer(self, certificate: crypto.X509) -> bool:
-        """True if `certificate` matches one of the offer's fingerprints (RFC 8122 §5).
+    def verify_peer(self, certificate: Any) -> bool:
+        """OpenSSL's verify callback, for the client's end-entity certificate
+        (an ``X509 *``): it must match a fingerprint of the offer.
+
+        Rejecting here, before the server's Finished, makes OpenSSL send a
+        fatal alert, so the client learns of it instead of waiting for media.
+        OpenSSL asks twice about a self-signed certificate (with its error,
+        then to close the chain): the verdict of the first ask is kept.
+        """
+        if self._peer_verdict is None:
+            self._peer_verdict = self._check_peer(openssl_session.certificate_der(certificate))
+        return self._peer_verdict
+
+    def _check_peer(self, der: bytes) -> bool:
+        """True if the certificate `der` matches one of the offer's fingerprints (RFC 8122 §5).
 
         Asked by the verify callback (the early answer: a mismatch ends the
         handshake with an alert) and again on the finished session (the
         answer the keys depend on).
         """
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        matched = any(
+        matched = bool(der) and any(
             hash_function(der).digest() == expected for hash_function, expected in self._remote
         )
         if not matched:
             self._peer_rejected = True
         return matched
 
-    def _flush(self, ssl: SSL.Connection) -> list[bytes]:
+    def _flush(self, ssl: OpenSslSession) -> list[bytes]:
         """Send what OpenSSL wrote, whole records packed into datagrams of at most MTU."""
-        # A memory BIO hands out everything pending up to the size asked for:
-        # one read takes a whole flight (a few KB), the loop is for the rare more.
-        chunks = []
-        while True:
-            try:
-                chunk = ssl.bio_read(_FLUSH_READ)
-            except SSL.WantReadError:
-                break
-            chunks.append(chunk)
-            if len(chunk) < _FLUSH_READ:
-                break
-        if not chunks:
+        data = ssl.read_output()
+        if not data:
             return []
         sent = []
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         end = len(data)
         start = pos = 0
         while pos < end:

@@ -621,13 +621,23 @@ async def test_demo_tokens_and_streams_keep_rooms_to_those_let_in(demo: Demo) ->
     (the demo's rooms are private) and refuses a banned member's; JSON nested
     too deep is a 400, not a 500."""
     async with aiohttp.ClientSession() as http:
+        name_keys: dict[tuple[str, str], str] = {}  # as each browser keeps its own
 
         async def mint(
             room: str, identity: str, role: str, owner_key: str | None = None
         ) -> tuple[int, dict[str, str]]:
-            body = {"room": room, "identity": identity, "role": role, "owner_key": owner_key}
+            body = {
+                "room": room,
+                "identity": identity,
+                "role": role,
+                "owner_key": owner_key,
+                "name_key": name_keys.get((room, identity)),
+            }
             async with http.post(demo.url + "/api/token", json=body) as response:
-                return response.status, await response.json()
+                reply = await response.json()
+                if response.status == 200:
+                    name_keys[room, identity] = reply["name_key"]
+                return response.status, reply
 
         status, early = await mint("guarded", "mallory", "moderator")  # nobody is in it yet
         assert status == 200 and early["owner_key"]
@@ -674,13 +684,17 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
     monkeypatch.setattr(demo_server, "MAX_OWNED_ROOMS", 3)
     async with aiohttp.ClientSession() as http:
         keys: dict[str, str] = {}
+        name_keys: dict[tuple[str, str], str] = {}
 
         async def mint(room: str, identity: str) -> int:
             body = {"room": room, "identity": identity, "role": "moderator"}
             body["owner_key"] = keys.get(room, "")
+            body["name_key"] = name_keys.get((room, identity), "")
             async with http.post(demo.url + "/api/token", json=body) as response:
                 if response.status == 200:
-                    keys[room] = (await response.json())["owner_key"]
+                    reply = await response.json()
+                    keys[room] = reply["owner_key"]
+                    name_keys[room, identity] = reply["name_key"]
                 return response.status
 
         assert await mint("claimed", "olga") == 200
@@ -715,3 +729,53 @@ def test_a_bad_listener_cap_is_refused_at_start() -> None:
         demo_server._parse_args(["--max-listeners", "-1"])
     with pytest.raises(sfu.InvalidSetting, match="max_listeners"):
         demo_server.make_app(sfu.Server(token_secret="s" * 32), max_listeners=-1)
+
+
+async def test_demo_names_belong_to_the_browser_that_took_them(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room gives a returning name the role a moderator chose for it, so the
+    demo must not mint a token for a name another browser holds: a listener
+    token asked in the name of a promoted moderator who left is refused, the
+    name's own browser (with its name_key) gets one, and the name is free
+    again once its room is closed and its token expired. A refused request
+    claims nothing."""
+    clock = [5000.0]
+    monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
+    async with aiohttp.ClientSession() as http:
+
+        async def mint(
+            room: str, identity: str, role: str, name_key: str | None = None
+        ) -> tuple[int, dict[str, str]]:
+            body = {"room": room, "identity": identity, "role": role, "name_key": name_key}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status, await response.json()
+
+        status, alice = await mint("club", "alice", "moderator")
+        assert status == 200
+        status, carol = await mint("club", "carol", "listener")
+        assert status == 200 and carol["name_key"] and carol["name_key"] != alice["name_key"]
+        room = demo.server.room("club", private=True, close_when_empty=300.0)
+        member = await room.join(SPEAKER_OFFER, token=carol["token"])
+        await room.promote("carol", role="moderator")
+        assert member.role == "moderator"
+        await member.close()
+
+        status, refused = await mint("club", "carol", "listener")
+        assert status == 403 and "name is taken" in refused["error"]
+        assert (await mint("club", "carol", "listener", "a guess"))[0] == 403
+        status, again = await mint("club", "carol", "listener", carol["name_key"])
+        assert status == 200 and again["name_key"] == carol["name_key"]
+        back = await room.join(SPEAKER_OFFER, token=again["token"])
+        assert back.role == "moderator", "her own browser gets her seat back"
+        await back.close()
+
+        # Refused for the room (a moderator is in it): the name is not taken.
+        assert (await mint("club", "dave", "moderator"))[0] == 403
+        assert (await mint("club", "dave", "listener"))[0] == 200
+
+        clock[0] += demo_server.TOKEN_TTL + 1
+        assert (await mint("club", "carol", "listener"))[0] == 403, "the room still remembers her"
+        await room.close()
+        status, fresh = await mint("club", "carol", "listener")
+        assert status == 200 and fresh["name_key"] != carol["name_key"]

@@ -18,7 +18,7 @@ from OpenSSL import SSL
 from pylibsrtp import Policy
 
 from sfu.errors import InvalidOffer
-from sfu.transport import dtls_record
+from sfu.transport import dtls_record, openssl_session
 from sfu.transport.dtls import (
     HANDSHAKE_TIMEOUT,
     MTU,
@@ -294,6 +294,61 @@ def test_fingerprint_mismatch(certificate: Certificate) -> None:
     # The client is told with an alert instead of being left to time out.
     assert not client.connected
     assert client.error is not None
+
+
+def test_a_raising_certificate_check_fails_the_handshake(
+    certificate: Certificate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The verify callback fails closed: an exception in the check is logged
+    and ends the handshake, it does not let the client in."""
+
+    class Broken(DtlsServer):
+        def _check_peer(self, der: bytes) -> bool:
+            raise RuntimeError("broken check")
+
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    wire.server = Broken(certificate, client.fingerprints, wire.sent.append)
+    with caplog.at_level("ERROR", logger="sfu.transport.openssl_session"):
+        completed = run_handshake(wire, client)
+    assert completed == 0
+    assert wire.server.state == "failed"
+    assert wire.server.keys is None
+    assert not client.connected
+    assert "broken check" in caplog.text
+
+
+@pytest.mark.parametrize("outcome", ["connected", "mismatch", "closed early"])
+def test_no_openssl_session_outlives_its_use(certificate: Certificate, outcome: str) -> None:
+    """The OpenSSL session is freed and unregistered once the handshake is
+    over (either way) or the server is closed mid-handshake."""
+    client = Client()
+    fingerprints = Client().fingerprints if outcome == "mismatch" else client.fingerprints
+    before = len(openssl_session._owners)
+    wire = Wire(fingerprints, certificate)
+    assert len(openssl_session._owners) == before + 1, "a live session is registered"
+    if outcome == "closed early":
+        wire.server.feed(client.start()[0], 1000.0)
+        assert wire.server.state == "connecting"
+        wire.server.close()
+    else:
+        run_handshake(wire, client)
+    assert wire.server._ssl is None
+    assert wire.server.state == {"connected": "connected", "mismatch": "failed"}.get(
+        outcome, "closed"
+    )
+    assert len(openssl_session._owners) == before
+
+
+def test_openssl_bindings_used_exist() -> None:
+    """sfu.transport.openssl_session calls cffi bindings that pyOpenSSL and
+    cryptography ship, and one private attribute: a release dropping any
+    fails here, not in a handshake."""
+    from OpenSSL._util import lib
+
+    missing = [name for name in openssl_session.BINDINGS if not hasattr(lib, name)]
+    assert not missing, f"missing from OpenSSL._util.lib: {missing}"
+    assert hasattr(SSL.Context(SSL.DTLS_METHOD), "_context")
 
 
 def test_fingerprint_mismatch_rsa(certificate: Certificate) -> None:

@@ -47,7 +47,10 @@
  * Reconnection: when the WebSocket closes without `leave()`, `removed` or
  * `room_closed` (or the peer connection fails, or a ping goes unanswered),
  * the client waits (backoff doubling from 0.5 s to 10 s, with jitter), then
- * joins again with the same token on a new RTCPeerConnection.
+ * joins again with the same token on a new RTCPeerConnection. A microphone
+ * that cannot be opened then ends the session with the "microphone" error
+ * (a promoted listener goes back in listening instead), except a busy one
+ * (NotReadableError, AbortError), which is tried again up to three times first.
  */
 
 const CLOSE_REMOVED = 4001;
@@ -55,7 +58,8 @@ const CLOSE_ROOM_CLOSED = 4002;
 // Errors after which joining again with the same token cannot succeed.
 // On a join, not_found means the room is gone (a server that does not create rooms on
 // demand); room_full on a rejoin means the seat was taken meanwhile: say so, do not loop.
-// microphone: the device or the permission is gone; the app must ask the user.
+// microphone: the device or the permission is gone; the app must ask the user
+// (a reconnect first retries a failure that may pass, see MICROPHONE_RETRIES).
 const FATAL_JOIN_ERRORS = new Set([
   "not_allowed",
   "room_closed",
@@ -65,6 +69,13 @@ const FATAL_JOIN_ERRORS = new Set([
   "room_full",
   "microphone",
 ]);
+
+// getUserMedia failures that may pass on their own: another program holds the
+// device (NotReadableError), or the browser aborted the start (AbortError).
+const TRANSIENT_MICROPHONE_ERRORS = new Set(["NotReadableError", "AbortError"]);
+// A reconnect retries such a failure this many times (with its backoff) before
+// it ends with the "microphone" error, as for a device that is gone.
+const MICROPHONE_RETRIES = 3;
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
 export class SfuError extends Error {
@@ -196,6 +207,7 @@ export class SfuClient {
     this._levelTimer = null;
     this._pingTimer = null;
     this._reconnectAttempt = 0;
+    this._microphoneRetries = 0; // transient microphone failures retried in this reconnect
     this._everJoined = false;
     this._reconnecting = false;
     this._joins = 0; // join() calls: a reconnect loop belongs to one
@@ -275,6 +287,7 @@ export class SfuClient {
     this._ending = null;
     this._everJoined = false;
     this._reconnectAttempt = 0;
+    this._microphoneRetries = 0;
     // A reconnect loop of an earlier join (left while it slept) sees this and stops.
     const joins = ++this._joins;
     this._reconnecting = false;
@@ -391,7 +404,9 @@ export class SfuClient {
       stream = await this._micRequest;
     } catch (err) {
       // (A DOMException: NotAllowedError, NotFoundError... as one code the app can act on.)
-      throw new SfuError("microphone", `the microphone cannot be opened: ${err && err.name ? `${err.name}: ${err.message}` : err}`);
+      const failure = new SfuError("microphone", `the microphone cannot be opened: ${err && err.name ? `${err.name}: ${err.message}` : err}`);
+      failure.transient = TRANSIENT_MICROPHONE_ERRORS.has(err && err.name);
+      throw failure;
     }
     if (this._ending || this.state === "closed") {
       // Left while the permission prompt was open: give the microphone back at once.
@@ -537,8 +552,24 @@ export class SfuClient {
       if (over()) return;
       try {
         await this._connect(this._publishing && this.canPublish);
+        this._microphoneRetries = 0;
         return;
       } catch (err) {
+        if (
+          err instanceof SfuError &&
+          err.code === "microphone" &&
+          err.transient &&
+          this._microphoneRetries < MICROPHONE_RETRIES
+        ) {
+          // The device is busy for now (another program has it): try again
+          // before giving up the stage or the session.
+          this._microphoneRetries++;
+          if (over()) return;
+          console.warn(`sfu.js: reconnect attempt ${attempt + 1}: ${err.message}; trying again`);
+          this._teardown();
+          this._setState("reconnecting");
+          continue;
+        }
         if (
           err instanceof SfuError &&
           err.code === "microphone" &&
