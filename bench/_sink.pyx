@@ -176,7 +176,9 @@ cdef class Sink:
 
     ``capacity`` listeners at most (index 0..capacity-1); ``ssrcs`` are the
     room's slot SSRCs, in slot order (packets of any other SSRC are counted in
-    the last column of :attr:`packets`).
+    the last column of :attr:`packets`). ``authenticate_other``: sample the
+    packets of other SSRCs with ``srtp_unprotect`` too (a server that gives
+    each listener its own SSRC, as Janus does; they have no latency stamps read).
 
     Counters are numpy arrays owned by the Sink, written by :meth:`run` (in
     whatever thread calls it) and read by Python in between or concurrently
@@ -189,6 +191,7 @@ cdef class Sink:
     cdef uint32_t _ssrcs[MAX_SSRCS]
     cdef uint32_t _latency_ssrc
     cdef bint _track_latency
+    cdef bint _authenticate_other
     cdef int _sample_mask
     cdef bint _stop
     cdef int *_fds
@@ -220,7 +223,7 @@ cdef class Sink:
         self._events = NULL
 
     def __init__(self, int capacity, ssrcs, *, long long latency_ssrc=-1, int sample_every=64,
-                 int max_samples=1_000_000):
+                 int max_samples=1_000_000, bint authenticate_other=False):
         cdef int i
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
@@ -235,6 +238,7 @@ cdef class Sink:
         self._track_latency = latency_ssrc >= 0
         self._latency_ssrc = <uint32_t>(latency_ssrc if latency_ssrc >= 0 else 0)
         self._sample_mask = sample_every - 1
+        self._authenticate_other = authenticate_other
         self._sessions = [None] * capacity
         self._epoll = epoll_create1(EPOLL_CLOEXEC)
         if self._epoll < 0:
@@ -442,7 +446,7 @@ cdef class Sink:
         if self._first[index] == 0:
             self._first[index] = arrival
         self._last[index] = arrival
-        if slot == self._ssrc_count:
+        if slot == self._ssrc_count and not self._authenticate_other:
             return  # not a slot stream of the room (e.g. the floor's packets)
         sequence = (<uint16_t>data[2] << 8) | data[3]
         cdef bint latency = self._track_latency and ssrc == self._latency_ssrc

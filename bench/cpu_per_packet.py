@@ -46,6 +46,31 @@ def forwarded_packet(gen: loadgen.LoadGen) -> bytes:
     return header + payload
 
 
+async def grow_and_measure(
+    gen: loadgen.LoadGen, n: int, args: argparse.Namespace, name: str
+) -> dict[str, Any]:
+    """Grow the room to ``n`` listeners, then a silent and a speaking window:
+    the row of one path at one N (``total`` and ``marginal`` µs per packet)."""
+    joins = await gen.add_listeners(n - len(gen.listeners))
+    await asyncio.sleep(args.settle)
+    silent = await gen.measure(args.silent_seconds, speaking=False)
+    speaking = await gen.measure(args.seconds, speaking=True)
+    s = speaking.summary()
+    idle_rate = silent.server_cpu / silent.seconds
+    delivered = s["delivered"]
+    marginal = speaking.server_cpu - idle_rate * speaking.seconds
+    return {
+        "path": name,
+        "listeners": len(gen.listeners),
+        "joins": joins,
+        "silent": silent.summary(),
+        "speaking": s,
+        "us_per_packet_total": speaking.server_cpu / delivered * 1e6 if delivered else None,
+        "us_per_packet_marginal": marginal / delivered * 1e6 if delivered else None,
+        "srtp_profile": gen.listeners[0].profile.decode() if gen.listeners else None,
+    }
+
+
 async def run_path(
     args: argparse.Namespace, no_extensions: bool, floors: dict[int, Any], batched: dict[int, Any]
 ) -> list[dict[str, Any]]:
@@ -60,26 +85,9 @@ async def run_path(
         ) as gen:
             await gen.add_speaker()
             for n in sorted(args.listeners):
-                joins = await gen.add_listeners(n - len(gen.listeners))
-                await asyncio.sleep(args.settle)
-                silent = await gen.measure(args.silent_seconds, speaking=False)
-                speaking = await gen.measure(args.seconds, speaking=True)
-                s = speaking.summary()
-                idle_rate = silent.server_cpu / silent.seconds
-                delivered = s["delivered"]
-                marginal = speaking.server_cpu - idle_rate * speaking.seconds
-                row: dict[str, Any] = {
-                    "path": name,
-                    "listeners": len(gen.listeners),
-                    "joins": joins,
-                    "silent": silent.summary(),
-                    "speaking": s,
-                    "us_per_packet_total": speaking.server_cpu / delivered * 1e6
-                    if delivered
-                    else None,
-                    "us_per_packet_marginal": marginal / delivered * 1e6 if delivered else None,
-                    "srtp_profile": gen.listeners[0].profile.decode() if gen.listeners else None,
-                }
+                row = await grow_and_measure(gen, n, args, name)
+                s = row["speaking"]
+                joins = row["joins"]
                 if not no_extensions and args.floor and n not in floors:
                     ports = [peer.sock.getsockname()[1] for peer in gen.listeners]
                     profile = row["srtp_profile"] or "SRTP_AES128_CM_SHA1_80"
@@ -196,8 +204,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
+    """This benchmark's options (``janus_fanout.py`` adds its own to them)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--listeners", type=int, nargs="+", default=[100, 500, 1000, 2000])
     parser.add_argument(
         "--paths", nargs="+", choices=["compiled", "python"], default=["compiled", "python"]
@@ -219,7 +228,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=loadgen.SRTP_PROFILES.decode(),
         help="use_srtp profiles the listeners offer, e.g. SRTP_AES128_CM_SHA1_80",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 if __name__ == "__main__":

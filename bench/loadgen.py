@@ -181,6 +181,74 @@ def offer_sdp(
     return "\r\n".join(lines) + "\r\n"
 
 
+def answer_sdp(remote_offer: str, ufrag: str, pwd: str, fingerprint: str, port: int) -> str:
+    """Our answer to a server's offer (an SFU that offers to its subscribers,
+    e.g. Janus VideoRoom): per offered m-line, in order and with its mid,
+    Opus ``recvonly`` with the ``ssrc-audio-level`` id the offer uses (no
+    other extension), our ICE credentials, fingerprint and candidate,
+    ``a=setup:active`` (we are the DTLS client, as when we offer); any other
+    m-line (video, data) is refused with port 0 (RFC 8843 7.3.3 / RFC 3264 6)."""
+    sections: list[dict[str, Any]] = []
+    for raw in remote_offer.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            fields = line[2:].split()
+            sections.append({"kind": fields[0], "proto": fields[2], "pts": fields[3:], "mid": None})
+        elif not sections or not line.startswith("a="):
+            continue
+        else:
+            name, _, value = line[2:].partition(":")
+            section = sections[-1]
+            if name == "mid":
+                section["mid"] = value
+            elif name == "rtpmap" and "opus/48000" in value.lower():
+                section.setdefault("opus", int(value.split()[0]))
+            elif name == "extmap" and AUDIO_LEVEL_URI in value:
+                section["level"] = int(value.split()[0].split("/")[0])
+    accepted = [s for s in sections if s["kind"] == "audio" and "opus" in s and s["mid"]]
+    if not accepted:
+        raise ValueError("offer has no Opus audio m-line with a mid")
+    lines = [
+        "v=0",
+        f"o=- {random.getrandbits(62)} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE " + " ".join(s["mid"] for s in accepted),
+        "a=msid-semantic: WMS",
+    ]
+    for section in sections:
+        if section not in accepted:
+            lines += [
+                f"m={section['kind']} 0 {section['proto']} {' '.join(section['pts'])}",
+                "c=IN IP4 0.0.0.0",
+            ]
+            if section["mid"]:
+                lines.append(f"a=mid:{section['mid']}")
+            continue
+        pt = section["opus"]
+        lines += [
+            f"m=audio {port} UDP/TLS/RTP/SAVPF {pt}",
+            "c=IN IP4 127.0.0.1",
+            "a=rtcp:9 IN IP4 0.0.0.0",
+            f"a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host",
+            "a=end-of-candidates",
+            f"a=ice-ufrag:{ufrag}",
+            f"a=ice-pwd:{pwd}",
+            f"a=fingerprint:sha-256 {fingerprint}",
+            "a=setup:active",
+            f"a=mid:{section['mid']}",
+        ]
+        if "level" in section:
+            lines.append(f"a=extmap:{section['level']} {AUDIO_LEVEL_URI}")
+        lines += [
+            "a=recvonly",
+            "a=rtcp-mux",
+            f"a=rtpmap:{pt} opus/48000/2",
+            f"a=fmtp:{pt} minptime=10;useinbandfec=1",
+        ]
+    return "\r\n".join(lines) + "\r\n"
+
+
 @dataclass
 class Answer:
     ufrag: str
@@ -194,7 +262,10 @@ class Answer:
 
 
 def parse_answer(sdp: str) -> Answer:
-    """The fields of the server's answer a minimal client needs (RFC 8866 lines)."""
+    """The fields of the server's answer a minimal client needs (RFC 8866 lines).
+
+    Also reads a server's *offer* when the server offers (:meth:`Peer.answer_offer`):
+    the same fields describe the remote side either way."""
     values: dict[str, str] = {}
     ssrcs: list[int] = []
     candidate: tuple[str, int] | None = None
@@ -456,6 +527,23 @@ class Peer:
         self._send_binding(use_candidate=True)
         return self._done
 
+    def answer_offer(self, remote_offer: str) -> tuple[Answer, str]:
+        """Answer mode, for a server that offers (Janus VideoRoom subscribers):
+        the remote description read from its offer (give it to :meth:`start`
+        once the server has our answer) and our answer SDP, built from this
+        peer's ICE credentials, certificate and socket as the offer would be.
+        Everything after (STUN as the controlling agent, DTLS client, SRTP) is
+        the same as when this peer offers."""
+        remote = parse_answer(remote_offer)
+        local = answer_sdp(
+            remote_offer,
+            self.ufrag,
+            self.pwd,
+            self.certificate.fingerprint,
+            self.sock.getsockname()[1],
+        )
+        return remote, local
+
     def _binding_request(self, use_candidate: bool) -> bytes:
         assert self.answer is not None
         message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
@@ -506,6 +594,12 @@ class Peer:
             message = stun.parse_message(data)
         except ValueError:
             return
+        if (
+            message.message_method == stun.Method.BINDING
+            and message.message_class == stun.Class.REQUEST
+        ):
+            self._answer_check(message)
+            return
         if message.transaction_id != self._transaction or self.state != "ice":
             return
         assert self.answer is not None
@@ -520,6 +614,26 @@ class Peer:
         ssl.set_ciphertext_mtu(MTU)
         self.ssl = ssl
         self._handshake()
+
+    def _answer_check(self, request: stun.Message) -> None:
+        """Answer the server's own connectivity check (RFC 8445 7.3), as a full
+        agent does: sfu (ICE-lite) sends none, but Janus's libnice sends them
+        even in ICE-lite mode and nominates the pair only on our response.
+        Checks not for our ufrag or failing MESSAGE-INTEGRITY are ignored."""
+        username = request.attributes.get("USERNAME", "")
+        if self.answer is None or not username.startswith(self.ufrag + ":"):
+            return
+        if not request.check_message_integrity(self.pwd.encode()):
+            return
+        response = stun.Message(
+            message_method=stun.Method.BINDING,
+            message_class=stun.Class.RESPONSE,
+            transaction_id=request.transaction_id,
+        )
+        response.attributes["XOR-MAPPED-ADDRESS"] = (self.answer.host, self.answer.port)
+        response.add_message_integrity(self.pwd.encode())
+        response.add_fingerprint()
+        self._send(bytes(response))
 
     def _dtls_received(self, data: bytes) -> None:
         if self.ssl is None:
@@ -815,6 +929,7 @@ class LoadGen:
         join_timeout: float = 30.0,
         keepalive: bool = True,
         profiles: bytes = SRTP_PROFILES,
+        per_listener_ssrcs: bool = False,
     ) -> None:
         self.base = f"http://{LOOPBACK}:{control_port}"
         self.control_port = control_port
@@ -826,6 +941,11 @@ class LoadGen:
         self.concurrency = concurrency
         self.join_timeout = join_timeout
         self.keepalive_enabled = keepalive
+        #: A server that gives each listener its own SSRC (Janus rewrites it per
+        #: subscriber) rather than the room's slot SSRCs: the sink then has no
+        #: slot SSRCs, every RTP packet is counted (its "other" column), and
+        #: each listener's receiver reports cover the SSRCs of its own answer.
+        self.per_listener_ssrcs = per_listener_ssrcs
         self.certificate = ClientCertificate(profiles)
         self.listeners: list[Peer] = []
         self.speakers: list[SyntheticSpeaker] = []
@@ -988,12 +1108,14 @@ class LoadGen:
         """A connected listener: its socket goes to the sink."""
         assert peer.answer is not None and peer.srtp_rx is not None
         if self.sink is None:
-            self.slot_ssrcs = peer.answer.ssrcs[: self.slots]
+            if not self.per_listener_ssrcs:
+                self.slot_ssrcs = peer.answer.ssrcs[: self.slots]
             self.sink = _sink.Sink(
                 self.capacity,
                 self.slot_ssrcs,
                 latency_ssrc=self.slot_ssrcs[0] if self.slot_ssrcs else -1,
                 sample_every=self.sample_every,
+                authenticate_other=self.per_listener_ssrcs,
             )
             self._sink_thread = threading.Thread(target=self._drain, name="sink", daemon=True)
             self._sink_thread.start()
@@ -1040,7 +1162,7 @@ class LoadGen:
                 continue
             for peer in self.listeners:
                 if now >= peer.next_consent:
-                    peer.keepalive(now, self.slot_ssrcs)
+                    peer.keepalive(now, self._sources(peer))
             for speaker in self.speakers:
                 if now >= speaker.next_consent:
                     speaker.keepalive(now, [])
@@ -1063,6 +1185,12 @@ class LoadGen:
                 else:
                     speaker.send_packet()
 
+    def _sources(self, peer: Peer) -> list[int]:
+        """The SSRCs ``peer``'s receiver reports cover."""
+        if self.per_listener_ssrcs and peer.answer is not None:
+            return peer.answer.ssrcs[: self.slots]
+        return self.slot_ssrcs
+
     def set_speaking(self, speaking: bool) -> None:
         for speaker in self.speakers:
             speaker.paused = not speaking
@@ -1073,11 +1201,11 @@ class LoadGen:
         server = await self.server_stats()
         sink = self.sink
         count = len(self.listeners)
+        # Slot SSRCs only; with per-listener SSRCs, the "other" column is the count.
+        columns = len(self.slot_ssrcs) + (1 if self.per_listener_ssrcs else 0)
         return Snapshot(
             monotonic=time.monotonic(),
-            packets=sink.packets[:count, : len(self.slot_ssrcs)].copy()
-            if sink is not None
-            else np.zeros((0, 0)),
+            packets=sink.packets[:count, :columns].copy() if sink is not None else np.zeros((0, 0)),
             rtcp=sink.rtcp[:count].copy() if sink is not None else np.zeros(0),
             auth_ok=int(sink.auth_ok.sum()) if sink is not None else 0,
             auth_failed=int(sink.auth_failed.sum()) if sink is not None else 0,

@@ -174,9 +174,57 @@ def latency() -> None:
     print()
 
 
+def janus_fanout() -> None:
+    """The optional Janus column (``janus_fanout.py``): the newest result per
+    Janus ``event_loops`` setting, each beside sfu and the C floor of its run."""
+    settings: dict[int, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(HERE, "results", "janus_fanout-*.json"))):
+        with open(path) as f:
+            data: dict[str, Any] = json.load(f)
+        if data["args"].get("janus_only"):
+            continue  # no sfu or floor in that run
+        data["_file"] = os.path.relpath(path, HERE)
+        settings[data["janus"]["event_loops"]] = data
+    for loops, data in sorted(settings.items()):
+        mode = f"{loops} shared event loop(s)" if loops else "a loop and thread per handle"
+        print(
+            f"### Janus {data['janus']['version']} VideoRoom, {mode} "
+            f"(`{data['_file']}`, sfu {str(data.get('sfu_commit'))[:8]})\n"
+        )
+        print(
+            "| listeners | C floor sendto µs | sfu compiled µs total / marginal | sfu × floor "
+            "| Janus µs total / marginal | Janus × floor | Janus ÷ sfu (total / marginal) "
+            "| loss sfu / Janus | core sfu / Janus | Janus threads | others on the core in Janus's window |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        rows = {row["listeners"]: row for row in data["rows"] if row["path"] == "janus"}
+        for e in data["summary"]:
+            row = rows.get(e["listeners"], {})
+            speaking = row.get("speaking", {})
+            marginal = None
+            if e.get("janus_marginal_us") is not None and e.get("compiled_marginal_us"):
+                marginal = e["janus_marginal_us"] / e["compiled_marginal_us"]
+            others = speaking.get("server_cpu_others_s")
+            busy = "–" if others is None else f"{others:.2f} s of {speaking['seconds']:.1f}"
+            print(
+                f"| {e['listeners']} | {num(e.get('floor_us'))} "
+                f"| {num(e.get('compiled_total_us'))} / {num(e.get('compiled_marginal_us'))} "
+                f"| {num(e.get('compiled_total_x_floor'))} "
+                f"| {num(e.get('janus_total_us'))} / {num(e.get('janus_marginal_us'))} "
+                f"| {num(e.get('janus_total_x_floor'))} "
+                f"| {num(e.get('janus_x_compiled_total'))} / {num(marginal)} "
+                f"| {pct(e.get('compiled_loss'))} / {pct(e.get('janus_loss'))} "
+                f"| {pct(e.get('compiled_cpu_share'), 0)} / {pct(e.get('janus_cpu_share'), 0)} "
+                f"| {row.get('janus_threads', '–')} "
+                f"| {busy} |"
+            )
+        print()
+
+
 if __name__ == "__main__":
     cpu_per_packet()
     max_listeners()
     idle_cost()
     join_storm()
     latency()
+    janus_fanout()

@@ -14,6 +14,7 @@ import asyncio
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,3 +175,166 @@ def test_ab_handshake_loads_a_second_tree_beside_this_one(tmp_path: object) -> N
     client = loadgen.ClientCertificate()
     for module in (base, dtls):
         assert ab_handshake.handshake_ns(module, module.Certificate.generate(), client) > 0
+
+
+#: A subscriber offer shaped like Janus VideoRoom's (1.1): ICE-lite, actpass,
+#: one Opus m-line with the level extension, and a data m-line to refuse.
+SERVER_OFFER = (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=VideoRoom 1\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0 d\r\na=ice-options:trickle\r\na=ice-lite\r\n"
+    "a=fingerprint:sha-256 AB:CD:EF\r\na=msid-semantic: WMS *\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\na=sendonly\r\na=mid:0\r\n"
+    "a=rtcp-mux\r\na=ice-ufrag:srvU\r\na=ice-pwd:serverpasswordserverpass\r\n"
+    "a=setup:actpass\r\na=rtpmap:111 opus/48000/2\r\n"
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:3 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n"
+    "a=ssrc:3735928559 cname:janus\r\n"
+    "a=candidate:1 1 udp 2015363327 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n"
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\na=mid:d\r\n"
+)
+
+
+def test_answer_mode_answers_a_server_offer() -> None:
+    """loadgen.Peer.answer_offer (Janus offers to subscribers): the remote side
+    read from the offer, and our answer: the offered mid, Opus recvonly with the
+    offer's level id only, our credentials, setup:active; the data m-line refused."""
+    certificate = loadgen.ClientCertificate()
+    peer = loadgen.Peer(0, "subscriber", certificate, receive=1, send_ssrc=None)
+    try:
+        remote, answer = peer.answer_offer(SERVER_OFFER)
+        port = peer.sock.getsockname()[1]
+    finally:
+        peer.close()
+    assert (remote.ufrag, remote.pwd) == ("srvU", "serverpasswordserverpass")
+    assert (remote.host, remote.port, remote.ssrcs) == ("127.0.0.1", 40000, [3735928559])
+    assert remote.fingerprint == "AB:CD:EF" and remote.audio_level_id == 3
+    lines = answer.split("\r\n")
+    assert "a=group:BUNDLE 0" in lines
+    assert f"m=audio {port} UDP/TLS/RTP/SAVPF 111" in lines
+    assert f"a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host" in lines
+    assert f"a=ice-ufrag:{peer.ufrag}" in lines and f"a=ice-pwd:{peer.pwd}" in lines
+    assert f"a=fingerprint:sha-256 {certificate.fingerprint}" in lines
+    assert "a=setup:active" in lines and "a=recvonly" in lines and "a=mid:0" in lines
+    assert f"a=extmap:3 {loadgen.AUDIO_LEVEL_URI}" in lines
+    assert not any("sdes:mid" in line for line in lines)
+    assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel" in lines
+    with pytest.raises(ValueError, match="no Opus audio"):
+        loadgen.answer_sdp(SERVER_OFFER.replace("opus", "pcmu"), "u", "p", "AA", 9)
+
+
+async def test_peer_answers_the_servers_connectivity_checks() -> None:
+    """A full agent answers checks (Janus's libnice sends them even in ICE-lite
+    mode): a response with MESSAGE-INTEGRITY under our pwd; a check that does not
+    authenticate gets none."""
+    import socket
+
+    from aioice import stun
+
+    certificate = loadgen.ClientCertificate()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(2.0)
+    peer = loadgen.Peer(0, "subscriber", certificate, receive=1, send_ssrc=None)
+    try:
+        offer = SERVER_OFFER.replace("40000", str(server.getsockname()[1]))
+        remote, _ = peer.answer_offer(offer)
+        peer.start(remote, asyncio.get_running_loop())
+        server.recvfrom(2048)  # our own check, sent on start
+
+        def check(password: str) -> stun.Message:
+            request = stun.Message(
+                message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST
+            )
+            request.attributes["USERNAME"] = f"{peer.ufrag}:srvU"
+            request.attributes["PRIORITY"] = 1
+            request.attributes["ICE-CONTROLLED"] = 1
+            request.add_message_integrity(password.encode())
+            request.add_fingerprint()
+            server.sendto(bytes(request), peer.sock.getsockname())
+            return request
+
+        check("not-the-password-at-all")
+        request = check(peer.pwd)
+        data = b""
+        for _ in range(20):  # the loop reads the peer's socket
+            await asyncio.sleep(0.05)
+            try:
+                server.setblocking(False)
+                data, _ = server.recvfrom(2048)
+                break
+            except BlockingIOError:
+                continue
+        response = stun.parse_message(data)
+        assert response.message_class == stun.Class.RESPONSE
+        assert response.transaction_id == request.transaction_id
+        assert response.check_message_integrity(peer.pwd.encode())
+        with pytest.raises(BlockingIOError):
+            server.recvfrom(2048)  # nothing for the check that failed integrity
+    finally:
+        peer.close()
+        server.close()
+
+
+def test_janus_fanout_says_why_it_skips_without_janus(tmp_path: Any) -> None:
+    """Janus is optional: without ``janus`` on PATH the benchmark says so and exits 0."""
+    import subprocess
+
+    env = {**os.environ, "PATH": str(tmp_path)}  # no janus there
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "janus_fanout.py"), "--listeners", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "janus_fanout: skipped: no `janus` on PATH" in out.stdout
+
+
+def test_janus_fanout_against_janus(tmp_path: Any) -> None:
+    """The optional Janus column end to end, at 5 listeners: every listener gets
+    every packet, SRTP samples authenticate, Janus's sockets are on 127.0.0.1
+    and tcpdump (when installed) saw nothing else."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("janus") is None:
+        pytest.skip("janus (optional benchmark dependency) is not installed")
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "janus_fanout.py"),
+            "--janus-only",
+            "--listeners",
+            "5",
+            "--seconds",
+            "1",
+            "--silent-seconds",
+            "0.5",
+            "--settle",
+            "0.2",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    if os.geteuid() != 0:
+        assert "skipped: needs root" in out.stdout
+        return
+    (result,) = tmp_path.glob("janus_fanout-*.json")
+    data = json.loads(result.read_text())
+    (row,) = data["rows"]
+    speaking = row["speaking"]
+    assert row["path"] == "janus" and row["listeners"] == 5
+    assert speaking["expected_per_listener"] >= 20  # ~50 in 1 s, less on a busy machine
+    assert speaking["loss"] == 0.0 and speaking["listeners_with_extra"] == 0
+    assert speaking["auth_ok"] > 0 and speaking["auth_failed"] == 0
+    assert row["us_per_packet_total"] > 0
+    assert data["janus"]["udp_local_addresses"] == ["127.0.0.1"]
+    assert data["janus"]["network"]["janusbench0"]["tx_packets"] == 0
+    capture = json.loads(out.stdout.split("capture: ", 1)[1].splitlines()[0])
+    assert capture.get("packets", 0) == 0, capture
