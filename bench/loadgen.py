@@ -66,13 +66,25 @@ from OpenSSL import SSL
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-try:
-    import _sink
-except ImportError:  # build it on first use (bench/setup_sink.py)
+
+def _sink_is_stale() -> bool:
+    """No compiled sink, or one older than ``_sink.pyx`` (an extension module
+    cannot be reloaded: it must be rebuilt before the first import)."""
+    import glob
+    import sysconfig
+
+    built = glob.glob(
+        os.path.join(HERE, "_sink" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    )
+    source = os.path.getmtime(os.path.join(HERE, "_sink.pyx"))
+    return not built or os.path.getmtime(built[0]) < source
+
+
+if _sink_is_stale():  # build it on first use, again after a change (bench/setup_sink.py)
     import subprocess
 
     subprocess.run([sys.executable, os.path.join(HERE, "setup_sink.py")], check=True)
-    import _sink
+import _sink  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
