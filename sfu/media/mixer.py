@@ -53,6 +53,7 @@ from ..relay import FanOut
 from ..transport.rtp import ntp_time
 from .jitter import LOST, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
+from .router import send_in_step
 
 if TYPE_CHECKING:
     from ..participant import Participant
@@ -224,10 +225,12 @@ class Mixer:
         self._positions: dict[int, tuple[int, int, float]] = {}
         self._streams: dict[int, _Stream] = {}
         self._receivers: dict[int, _Stream] = {}
-        # Per receiver re-registered by a renegotiation on the same stream:
-        # (stream SSRC, packets, octets) sent before, so that its counts and
-        # sender reports go on (RFC 3550 6.4.1: cumulative per SSRC).
-        self._carried: dict[int, tuple[int, int, int]] = {}
+        # Per receiver taken off a stream by a renegotiation, per stream SSRC it
+        # had: (packets, octets, last sequence number) sent, so that its counts
+        # and sender reports go on (RFC 3550 6.4.1: cumulative per SSRC) when
+        # it is registered on that stream again, and its SRTP index is brought
+        # up to the stream's (send_in_step) if the stream went on meanwhile.
+        self._carried: dict[int, dict[int, tuple[int, int, int]]] = {}
         self._speakers: dict[int, _Speaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -381,9 +384,20 @@ class Mixer:
         )
         stream.receivers.add(participant.receiver_id)
         self._receivers[participant.receiver_id] = stream
-        carried = self._carried.get(participant.receiver_id)
-        if carried is not None and carried[0] != stream.ssrc:
-            del self._carried[participant.receiver_id]  # another stream: counted afresh
+        carried = self._carried.get(participant.receiver_id, {}).get(stream.ssrc)
+        if carried is not None and carried[2] >= 0:
+            sent, octets = send_in_step(
+                stream.fanout,
+                0,
+                stream.ssrc,
+                carried[2],
+                (stream.sequence - 1) & 0xFFFF,
+                (stream.timestamp - FRAME_SAMPLES) & 0xFFFFFFFF,
+                0,
+                participant.receiver_id,
+            )
+            self.packets_out += sent
+            self.payload_bytes_out += octets
         self._start()
 
     def set_receiver_address(self, participant: Participant) -> None:
@@ -395,18 +409,26 @@ class Mixer:
             stream.fanout.set_address(participant.receiver_id, session.address)
 
     def remove_receiver(self, participant: Participant, *, keep_counts: bool = False) -> None:
-        """``keep_counts``: it is registered again at once on the same stream
-        (a renegotiation), and what was sent to it stays counted."""
+        """``keep_counts``: it may be registered again (a renegotiation), on
+        this stream or, its role changed, another: what was sent to it on this
+        one stays counted, should it get this one again (:meth:`forget_receiver`
+        once it is gone for good). Without it, it is gone for good."""
         receiver_id = participant.receiver_id
         stream = self._receivers.pop(receiver_id, None)
-        if stream is None:
+        if not keep_counts:
             self._carried.pop(receiver_id, None)
+        if stream is None:
             return
         if keep_counts:
             packets, octets = self._counts(stream, receiver_id)
-            self._carried[receiver_id] = (stream.ssrc, packets, octets)
-        else:
-            self._carried.pop(receiver_id, None)
+            last = -1
+            if stream.fanout is not None and receiver_id in stream.fanout:
+                if stream.fanout.counters(receiver_id)[0][0]:
+                    last = (stream.sequence - 1) & 0xFFFF  # it got every frame
+            carried = self._carried.setdefault(receiver_id, {})
+            if last < 0 and stream.ssrc in carried:
+                last = carried[stream.ssrc][2]  # nothing since it was last registered
+            carried[stream.ssrc] = (packets, octets, last)
         stream.receivers.discard(participant.receiver_id)
         if stream.fanout is not None and participant.receiver_id in stream.fanout:
             stream.fanout.remove_receiver(participant.receiver_id)
@@ -417,8 +439,8 @@ class Mixer:
         stream = self._receivers.get(participant.receiver_id)
         return stream.ssrc if stream is not None else None
 
-    def drop_kept_counts(self, receiver_id: int) -> None:
-        """Not registered again after all: nothing to carry."""
+    def forget_receiver(self, receiver_id: int) -> None:
+        """The receiver is gone for good (it left): nothing of it is kept."""
         self._carried.pop(receiver_id, None)
 
     def _counts(self, stream: _Stream, receiver_id: int) -> tuple[int, int]:
@@ -429,9 +451,9 @@ class Mixer:
             counters = stream.fanout.counters(receiver_id)
             if counters:
                 packets, octets = counters[0]
-        carried = self._carried.get(receiver_id)
-        if carried is not None and carried[0] == stream.ssrc:
-            packets, octets = packets + carried[1], octets + carried[2]
+        carried = self._carried.get(receiver_id, {}).get(stream.ssrc)
+        if carried is not None:
+            packets, octets = packets + carried[0], octets + carried[1]
         return packets, octets
 
     def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:

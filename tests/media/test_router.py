@@ -305,7 +305,7 @@ def test_a_receiver_registered_again_keeps_its_counts() -> None:
         first = RtcpPacket.parse(report)[0]
         assert isinstance(first, RtcpSrPacket) and first.sender_info.packet_count == 15
         route.remove_receiver(9)  # for good: nothing kept
-        assert route._kept_counts == {}
+        assert route._kept == {}
     finally:
         route.close()
         sock.close()
