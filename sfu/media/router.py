@@ -56,7 +56,7 @@ from ..transport.rtp import (
     strip_padding,
     uint16_gt,
 )
-from ..transport.srtp import index_steps
+from ..transport.srtp import INDEX_STEP, index_steps
 from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
 from .opus import FRAME_SAMPLES, SILENCE_MONO
@@ -84,8 +84,9 @@ STALE_SSRC_SECONDS = 2.0
 #: extension, after which its level is decoded instead (never heard otherwise).
 MISSING_LEVEL_PACKETS = 25
 #: Packets of a slot a holder may miss (its own voice) before it is sent one
-#: silence frame on it: well under the 2**15 that SRTP index guessing allows.
-KEEP_IN_STEP = 1 << 14
+#: silence frame on it (every ~82 s): under the 2**15 that SRTP index
+#: guessing allows even when six in a row are lost (sfu.transport.srtp).
+KEEP_IN_STEP = INDEX_STEP
 #: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
 #: header, only the payload after byte 12 is used.
 _SILENCE_RTP = bytes(12) + SILENCE_MONO
@@ -548,7 +549,7 @@ class Router:
             # stands still while the slot's goes on; past 2**15 packets (~11
             # minutes) libsrtp, ours and the client's, would take the next
             # speaker's packets for old ones and drop them for as long again.
-            # A 20 ms silence frame now and then (every ~5.5 min) keeps it in step.
+            # A 20 ms silence frame now and then (every ~82 s) keeps it in step.
             kept = self.fanout.forward(
                 slot,
                 _SILENCE_RTP,
