@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import logging
 import os
-import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -158,8 +157,9 @@ class Room:
         self._demoted_rejoin: dict[str, float] = {}
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
-        # A random CNAME per room: nothing identifying the room goes on the wire.
-        self._cname = secrets.token_hex(8)
+        # A random CNAME per room (the one its RTCP carries): nothing
+        # identifying the room goes on the wire.
+        self._cname = self.router.cname
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} {len(self._participants)} members>"

@@ -50,7 +50,7 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
-from ..transport.rtp import ntp_time
+from ..transport.rtp import ntp_time, sdes_cnames
 from .jitter import LOST, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
 from .router import send_in_step
@@ -138,9 +138,10 @@ class _Speaker:
 class _Stream:
     """One encoded output: the room mix (``exclude`` -1) or a mix-minus."""
 
-    def __init__(self, exclude: int, ssrc: int, bitrate: int) -> None:
+    def __init__(self, exclude: int, ssrc: int, bitrate: int, cname: str) -> None:
         self.exclude = exclude
         self.ssrc = ssrc
+        self.sdes = sdes_cnames([ssrc], cname)  # its sender reports' SDES CNAME
         self.encoder = OpusEncoder(bitrate)
         self.outputs: list[MixOutput] = []
         self.fanout: FanOut | None = None
@@ -320,7 +321,9 @@ class Mixer:
             raise RuntimeError(f"the mixer of room {self.name!r} is closed")
         stream = self._streams.get(exclude)
         if stream is None:
-            stream = self._streams[exclude] = _Stream(exclude, self.ssrc_for(exclude), self.bitrate)
+            stream = self._streams[exclude] = _Stream(
+                exclude, self.ssrc_for(exclude), self.bitrate, self.router.cname
+            )
             position = self._positions.pop(stream.ssrc, None)
             if position is not None:
                 sequence, timestamp, stopped = position
@@ -457,8 +460,9 @@ class Mixer:
         return packets, octets
 
     def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:
-        """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1): its receiver
-        reports then carry what a round trip needs, as for slot streams."""
+        """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1), with its SDES
+        CNAME (6.1): its receiver reports then carry what a round trip needs,
+        as for slot streams."""
         stream = self._receivers.get(participant.receiver_id)
         if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
             return None
@@ -469,7 +473,7 @@ class Mixer:
             packet_count=packets & 0xFFFFFFFF,
             octet_count=octets & 0xFFFFFFFF,
         )
-        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
+        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info)) + stream.sdes
 
     def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
         """(packets, payload octets) sent to a mixed receiver, like the Router's."""

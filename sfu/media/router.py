@@ -53,6 +53,7 @@ from ..transport.rtp import (
     ReceiveStatistics,
     ntp_time,
     parse_rtp_header,
+    sdes_cnames,
     strip_padding,
     uint16_gt,
 )
@@ -252,6 +253,13 @@ class Router:
         self.slots = [SlotStream(secrets.randbits(32)) for _ in range(slots)]
         # The SSRC of the server's own reports to speakers.
         self.report_ssrc = secrets.randbits(32)
+        #: The CNAME of every stream the room sends (RTCP SDES, the answers'
+        #: a=ssrc lines): random, nothing identifying the room goes on the wire.
+        self.cname = secrets.token_hex(8)
+        # The SDES packet (RFC 3550 6.1: in every compound) of the receiver
+        # reports, and of the sender reports by number of slots: made once.
+        self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
+        self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
@@ -569,7 +577,8 @@ class Router:
     # -- RTCP -------------------------------------------------------------------
 
     def receiver_report(self, publisher: Publisher, now: float) -> bytes | None:
-        """An RR about ``publisher``'s stream, so its encoder sees the loss."""
+        """An RR about ``publisher``'s stream, so its encoder sees the loss, and
+        the SDES CNAME of the SSRC it is sent from."""
         if publisher.ssrc < 0:
             return None
         statistics = publisher.statistics
@@ -583,16 +592,18 @@ class Router:
             lsr=statistics.last_sr,
             dlsr=dlsr & 0xFFFFFFFF,
         )
-        return bytes(RtcpRrPacket(ssrc=self.report_ssrc, reports=[report]))
+        return bytes(RtcpRrPacket(ssrc=self.report_ssrc, reports=[report])) + self._report_sdes
 
     def sender_reports(self, receiver_id: int, now: float, unix_time: float) -> bytes | None:
-        """A compound packet with one SR per slot the receiver has (RFC 3550 6.4.1)."""
+        """A compound packet with one SR per slot the receiver has (RFC 3550
+        6.4.1), then the SDES CNAME of each slot SSRC (6.1)."""
         receiver = self._receivers.get(receiver_id)
         if receiver is None:
             return None
         ntp = ntp_time(unix_time)
         compound = b""
-        for slot, (packets, octets) in enumerate(self._counts(receiver_id)):
+        counts = self._counts(receiver_id)
+        for slot, (packets, octets) in enumerate(counts):
             stream = self.slots[slot]
             info = RtcpSenderInfo(
                 ntp_timestamp=ntp,
@@ -601,7 +612,14 @@ class Router:
                 octet_count=octets & 0xFFFFFFFF,
             )
             compound += bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
-        return compound or None
+        if not compound:
+            return None
+        sdes = self._slot_sdes.get(len(counts))
+        if sdes is None:
+            sdes = self._slot_sdes[len(counts)] = sdes_cnames(
+                self.slot_ssrcs[: len(counts)], self.cname
+            )
+        return compound + sdes
 
     def due_sender_reports(self, now: float) -> list[int]:
         """Receivers whose sender report is due; schedules their next one."""

@@ -298,7 +298,7 @@ async def test_renegotiating_a_mixed_member_keeps_its_stream_and_counts(change: 
                 await member.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             assert room.mixer.receiver_ssrc(participant) == ssrc
             assert participant.stats()["slots"][0]["packets_sent"] >= before
-            (report,) = RtcpPacket.parse(room.mixer.sender_report(participant, 0.0) or b"")
+            report, _ = RtcpPacket.parse(room.mixer.sender_report(participant, 0.0) or b"")
             assert isinstance(report, RtcpSrPacket) and report.sender_info.packet_count >= before
         finally:
             await asyncio.gather(*(c.close() for c in clients))
