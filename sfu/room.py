@@ -833,7 +833,7 @@ class Room:
                 session = participant.session
                 if not participant.mixed or session is None or now < participant._next_mix_report:
                     continue
-                report = mixer.sender_report(participant, time.time())
+                report = mixer.sender_report(participant, now, time.time())
                 if report is not None:
                     participant._next_mix_report = now + SENDER_REPORT_INTERVAL
                     session.send_rtcp(report)

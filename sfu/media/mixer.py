@@ -149,6 +149,10 @@ class _Stream:
         self.sequence = secrets.randbelow(1 << 16)
         self.timestamp = secrets.randbits(32)
         self.marker = True
+        # The RTP timestamp of the last frame it sent and the loop time that
+        # frame was due (its sender reports' clock); None before its first frame.
+        self.sent_timestamp = 0
+        self.sent_due: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -459,17 +463,24 @@ class Mixer:
             packets, octets = packets + carried[0], octets + carried[1]
         return packets, octets
 
-    def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:
+    def sender_report(self, participant: Participant, now: float, unix_time: float) -> bytes | None:
         """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1), with its SDES
         CNAME (6.1): its receiver reports then carry what a round trip needs,
-        as for slot streams."""
+        as for slot streams. ``now`` (loop time) and ``unix_time`` (wall
+        clock) are the same instant: the SR maps the NTP time of
+        ``unix_time`` to the stream's RTP clock at ``now``, the last frame's
+        timestamp plus the time since that frame was due. None before the
+        stream's first frame."""
         stream = self._receivers.get(participant.receiver_id)
         if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
             return None
+        if stream.sent_due is None:
+            return None
         packets, octets = self._counts(stream, participant.receiver_id)
+        elapsed = int((now - stream.sent_due) * SAMPLE_RATE)
         info = RtcpSenderInfo(
             ntp_timestamp=ntp_time(unix_time),
-            rtp_timestamp=stream.timestamp,  # the next frame's: within 20 ms of now
+            rtp_timestamp=(stream.sent_timestamp + elapsed) & 0xFFFFFFFF,
             packet_count=packets & 0xFFFFFFFF,
             octet_count=octets & 0xFFFFFFFF,
         )
@@ -765,6 +776,8 @@ class Mixer:
             self.packets_out_dropped += receivers - sent
             self.payload_bytes_out += sent * len(packet)
             stream.marker = False
+        stream.sent_timestamp = stream.timestamp
+        stream.sent_due = now
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
 
