@@ -265,8 +265,9 @@ class Participant:
         changed_stream = self.mixed and exclude != announced
         if changed_stream:
             # A role change since the last answer: mix-minus now, or no longer.
-            # (Else it stays registered: its stream and counts go on.)
-            self._stop_receiving()
+            # (Else it stays registered: its stream and counts go on.) What it
+            # was sent on the stream it leaves is kept: it may come back to it.
+            self._stop_receiving(keep_counts=True)
             self._mix_exclude = exclude
         try:
             self._apply_negotiation(negotiation, connected=connected)
@@ -315,12 +316,10 @@ class Participant:
             or previous.payload_type != negotiation.payload_type
             or previous.audio_level_id != negotiation.audio_level_id
         ):
+            # Kept also when it now has nothing to receive: lines it gets back
+            # later go on where they were, for its SRTP context as for its counts.
             self._stop_receiving(keep_counts=True)
             self._start_receiving()
-            if not self._receiving:
-                router.drop_kept_counts(self.receiver_id)
-                if self.room._mixer is not None:
-                    self.room._mixer.drop_kept_counts(self.receiver_id)
 
     def _start_receiving(self) -> None:
         session = self.session
@@ -347,12 +346,18 @@ class Participant:
         self._receiving = True
 
     def _stop_receiving(self, *, keep_counts: bool = False) -> None:
+        """``keep_counts``: a renegotiation, it may receive again on this
+        session; else it is gone for good (see Router.remove_receiver)."""
         if self._receiving and self.mixed:
             self.room.mixer.remove_receiver(self, keep_counts=keep_counts)
             self._receiving = False
         if self._receiving:
             self.room.router.remove_receiver(self.receiver_id, keep_counts=keep_counts)
             self._receiving = False
+        if not keep_counts:
+            self.room.router.forget_receiver(self.receiver_id)
+            if self.room._mixer is not None:
+                self.room._mixer.forget_receiver(self.receiver_id)
 
     def _own_mix_exclude(self) -> int:
         """Whose voice the mix it gets leaves out: its own if it may publish."""

@@ -9,14 +9,17 @@ from ._values import is_int, is_number
 from .errors import InvalidSetting
 from .mix import ActiveSpeakerDetector
 
-__all__ = ["RoomPolicy"]
+__all__ = ["MAX_SLOTS", "RoomPolicy"]
+
+#: The most slot streams a room may give each receiver.
+MAX_SLOTS = 16
 
 
 @dataclass(frozen=True)
 class RoomPolicy:
     """What a room allows.
 
-    ``slots``: slot streams per receiver (1..16). ``max_speakers`` /
+    ``slots``: slot streams per receiver (1..:data:`MAX_SLOTS`, 16). ``max_speakers`` /
     ``max_listeners``: capacity (``None``: unlimited); a join past it raises
     :class:`~sfu.errors.RoomFull`. ``private``: every join needs a valid
     token signed with the server's ``token_secret``. ``roster_interval``:
@@ -56,8 +59,10 @@ class RoomPolicy:
 
     def __post_init__(self) -> None:
         # bool is an int to Python: True slots or False max_speakers is a mistake.
-        if not is_int(self.slots) or not 1 <= self.slots <= 16:
-            raise InvalidSetting(f"slots must be an integer between 1 and 16, got {self.slots!r}")
+        if not is_int(self.slots) or not 1 <= self.slots <= MAX_SLOTS:
+            raise InvalidSetting(
+                f"slots must be an integer between 1 and {MAX_SLOTS}, got {self.slots!r}"
+            )
         for name in ("max_speakers", "max_listeners"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 0):

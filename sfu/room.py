@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import logging
 import os
-import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -158,8 +157,9 @@ class Room:
         self._demoted_rejoin: dict[str, float] = {}
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
-        # A random CNAME per room: nothing identifying the room goes on the wire.
-        self._cname = secrets.token_hex(8)
+        # A random CNAME per room (the one its RTCP carries): nothing
+        # identifying the room goes on the wire.
+        self._cname = self.router.cname
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} {len(self._participants)} members>"
@@ -833,7 +833,7 @@ class Room:
                 session = participant.session
                 if not participant.mixed or session is None or now < participant._next_mix_report:
                     continue
-                report = mixer.sender_report(participant, time.time())
+                report = mixer.sender_report(participant, now, time.time())
                 if report is not None:
                     participant._next_mix_report = now + SENDER_REPORT_INTERVAL
                     session.send_rtcp(report)

@@ -50,9 +50,10 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
-from ..transport.rtp import ntp_time
+from ..transport.rtp import ntp_time, sdes_cnames
 from .jitter import LOST, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
+from .router import send_in_step
 
 if TYPE_CHECKING:
     from ..participant import Participant
@@ -137,9 +138,10 @@ class _Speaker:
 class _Stream:
     """One encoded output: the room mix (``exclude`` -1) or a mix-minus."""
 
-    def __init__(self, exclude: int, ssrc: int, bitrate: int) -> None:
+    def __init__(self, exclude: int, ssrc: int, bitrate: int, cname: str) -> None:
         self.exclude = exclude
         self.ssrc = ssrc
+        self.sdes = sdes_cnames([ssrc], cname)  # its sender reports' SDES CNAME
         self.encoder = OpusEncoder(bitrate)
         self.outputs: list[MixOutput] = []
         self.fanout: FanOut | None = None
@@ -147,6 +149,10 @@ class _Stream:
         self.sequence = secrets.randbelow(1 << 16)
         self.timestamp = secrets.randbits(32)
         self.marker = True
+        # The RTP timestamp of the last frame it sent and the loop time that
+        # frame was due (its sender reports' clock); None before its first frame.
+        self.sent_timestamp = 0
+        self.sent_due: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -224,10 +230,12 @@ class Mixer:
         self._positions: dict[int, tuple[int, int, float]] = {}
         self._streams: dict[int, _Stream] = {}
         self._receivers: dict[int, _Stream] = {}
-        # Per receiver re-registered by a renegotiation on the same stream:
-        # (stream SSRC, packets, octets) sent before, so that its counts and
-        # sender reports go on (RFC 3550 6.4.1: cumulative per SSRC).
-        self._carried: dict[int, tuple[int, int, int]] = {}
+        # Per receiver taken off a stream by a renegotiation, per stream SSRC it
+        # had: (packets, octets, last sequence number) sent, so that its counts
+        # and sender reports go on (RFC 3550 6.4.1: cumulative per SSRC) when
+        # it is registered on that stream again, and its SRTP index is brought
+        # up to the stream's (send_in_step) if the stream went on meanwhile.
+        self._carried: dict[int, dict[int, tuple[int, int, int]]] = {}
         self._speakers: dict[int, _Speaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -317,7 +325,9 @@ class Mixer:
             raise RuntimeError(f"the mixer of room {self.name!r} is closed")
         stream = self._streams.get(exclude)
         if stream is None:
-            stream = self._streams[exclude] = _Stream(exclude, self.ssrc_for(exclude), self.bitrate)
+            stream = self._streams[exclude] = _Stream(
+                exclude, self.ssrc_for(exclude), self.bitrate, self.router.cname
+            )
             position = self._positions.pop(stream.ssrc, None)
             if position is not None:
                 sequence, timestamp, stopped = position
@@ -381,9 +391,20 @@ class Mixer:
         )
         stream.receivers.add(participant.receiver_id)
         self._receivers[participant.receiver_id] = stream
-        carried = self._carried.get(participant.receiver_id)
-        if carried is not None and carried[0] != stream.ssrc:
-            del self._carried[participant.receiver_id]  # another stream: counted afresh
+        carried = self._carried.get(participant.receiver_id, {}).get(stream.ssrc)
+        if carried is not None and carried[2] >= 0:
+            sent, octets = send_in_step(
+                stream.fanout,
+                0,
+                stream.ssrc,
+                carried[2],
+                (stream.sequence - 1) & 0xFFFF,
+                (stream.timestamp - FRAME_SAMPLES) & 0xFFFFFFFF,
+                0,
+                participant.receiver_id,
+            )
+            self.packets_out += sent
+            self.payload_bytes_out += octets
         self._start()
 
     def set_receiver_address(self, participant: Participant) -> None:
@@ -395,18 +416,26 @@ class Mixer:
             stream.fanout.set_address(participant.receiver_id, session.address)
 
     def remove_receiver(self, participant: Participant, *, keep_counts: bool = False) -> None:
-        """``keep_counts``: it is registered again at once on the same stream
-        (a renegotiation), and what was sent to it stays counted."""
+        """``keep_counts``: it may be registered again (a renegotiation), on
+        this stream or, its role changed, another: what was sent to it on this
+        one stays counted, should it get this one again (:meth:`forget_receiver`
+        once it is gone for good). Without it, it is gone for good."""
         receiver_id = participant.receiver_id
         stream = self._receivers.pop(receiver_id, None)
-        if stream is None:
+        if not keep_counts:
             self._carried.pop(receiver_id, None)
+        if stream is None:
             return
         if keep_counts:
             packets, octets = self._counts(stream, receiver_id)
-            self._carried[receiver_id] = (stream.ssrc, packets, octets)
-        else:
-            self._carried.pop(receiver_id, None)
+            last = -1
+            if stream.fanout is not None and receiver_id in stream.fanout:
+                if stream.fanout.counters(receiver_id)[0][0]:
+                    last = (stream.sequence - 1) & 0xFFFF  # it got every frame
+            carried = self._carried.setdefault(receiver_id, {})
+            if last < 0 and stream.ssrc in carried:
+                last = carried[stream.ssrc][2]  # nothing since it was last registered
+            carried[stream.ssrc] = (packets, octets, last)
         stream.receivers.discard(participant.receiver_id)
         if stream.fanout is not None and participant.receiver_id in stream.fanout:
             stream.fanout.remove_receiver(participant.receiver_id)
@@ -417,8 +446,8 @@ class Mixer:
         stream = self._receivers.get(participant.receiver_id)
         return stream.ssrc if stream is not None else None
 
-    def drop_kept_counts(self, receiver_id: int) -> None:
-        """Not registered again after all: nothing to carry."""
+    def forget_receiver(self, receiver_id: int) -> None:
+        """The receiver is gone for good (it left): nothing of it is kept."""
         self._carried.pop(receiver_id, None)
 
     def _counts(self, stream: _Stream, receiver_id: int) -> tuple[int, int]:
@@ -429,25 +458,33 @@ class Mixer:
             counters = stream.fanout.counters(receiver_id)
             if counters:
                 packets, octets = counters[0]
-        carried = self._carried.get(receiver_id)
-        if carried is not None and carried[0] == stream.ssrc:
-            packets, octets = packets + carried[1], octets + carried[2]
+        carried = self._carried.get(receiver_id, {}).get(stream.ssrc)
+        if carried is not None:
+            packets, octets = packets + carried[0], octets + carried[1]
         return packets, octets
 
-    def sender_report(self, participant: Participant, unix_time: float) -> bytes | None:
-        """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1): its receiver
-        reports then carry what a round trip needs, as for slot streams."""
+    def sender_report(self, participant: Participant, now: float, unix_time: float) -> bytes | None:
+        """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1), with its SDES
+        CNAME (6.1): its receiver reports then carry what a round trip needs,
+        as for slot streams. ``now`` (loop time) and ``unix_time`` (wall
+        clock) are the same instant: the SR maps the NTP time of
+        ``unix_time`` to the stream's RTP clock at ``now``, the last frame's
+        timestamp plus the time since that frame was due. None before the
+        stream's first frame."""
         stream = self._receivers.get(participant.receiver_id)
         if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
             return None
+        if stream.sent_due is None:
+            return None
         packets, octets = self._counts(stream, participant.receiver_id)
+        elapsed = int((now - stream.sent_due) * SAMPLE_RATE)
         info = RtcpSenderInfo(
             ntp_timestamp=ntp_time(unix_time),
-            rtp_timestamp=stream.timestamp,  # the next frame's: within 20 ms of now
+            rtp_timestamp=(stream.sent_timestamp + elapsed) & 0xFFFFFFFF,
             packet_count=packets & 0xFFFFFFFF,
             octet_count=octets & 0xFFFFFFFF,
         )
-        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
+        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info)) + stream.sdes
 
     def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
         """(packets, payload octets) sent to a mixed receiver, like the Router's."""
@@ -739,6 +776,8 @@ class Mixer:
             self.packets_out_dropped += receivers - sent
             self.payload_bytes_out += sent * len(packet)
             stream.marker = False
+        stream.sent_timestamp = stream.timestamp
+        stream.sent_due = now
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
 

@@ -23,6 +23,13 @@ speaker that also receives is excluded from the slot carrying its own
 voice (it never hears itself); that slot's sequence numbers jump for it
 when someone else takes the slot, which its jitter buffer treats as loss.
 Listeners always see gap-free streams.
+
+A receiver that renegotiates fewer lines, and later more, gets those slots
+back on the same SSRCs where they are now: its SRTP context (and its
+client's) still holds the index of the last packet it got on each, so the
+Router remembers that packet for as long as the receiver is in the room and
+first brings both ends up to the slot with a few silence frames
+(:func:`send_in_step`). The Mixer does the same for a mixed member's streams.
 """
 
 from __future__ import annotations
@@ -46,14 +53,16 @@ from ..transport.rtp import (
     ReceiveStatistics,
     ntp_time,
     parse_rtp_header,
+    sdes_cnames,
     strip_padding,
     uint16_gt,
 )
+from ..transport.srtp import INDEX_STEP, index_steps
 from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
-from .opus import SILENCE_MONO
+from .opus import FRAME_SAMPLES, SILENCE_MONO
 
-__all__ = ["Publisher", "Router", "SlotStream"]
+__all__ = ["Publisher", "Router", "SlotStream", "send_in_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +85,53 @@ STALE_SSRC_SECONDS = 2.0
 #: extension, after which its level is decoded instead (never heard otherwise).
 MISSING_LEVEL_PACKETS = 25
 #: Packets of a slot a holder may miss (its own voice) before it is sent one
-#: silence frame on it: well under the 2**15 that SRTP index guessing allows.
-KEEP_IN_STEP = 1 << 14
+#: silence frame on it (every ~82 s): under the 2**15 that SRTP index
+#: guessing allows even when six in a row are lost (sfu.transport.srtp).
+KEEP_IN_STEP = INDEX_STEP
 #: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
 #: header, only the payload after byte 12 is used.
 _SILENCE_RTP = bytes(12) + SILENCE_MONO
+
+
+def send_in_step(
+    fanout: FanOut,
+    slot: int,
+    ssrc: int,
+    last: int,
+    target: int,
+    target_timestamp: int,
+    csrc: int,
+    receiver_id: int,
+) -> tuple[int, int]:
+    """Bring one receiver's SRTP context for the stream ``ssrc`` on ``slot``
+    of ``fanout`` from ``last``, the last sequence number it was sent, to
+    ``target``, the stream's last one (``target_timestamp`` its timestamp),
+    with a 20 ms silence frame per :func:`~sfu.transport.srtp.index_steps`.
+
+    For a stream given back to a receiver after a while without it (it
+    renegotiated fewer lines, then more again; a mixed member's role changed
+    there and back): both libsrtp ends, the server's and the client's, still
+    hold the index of the last packet it got, and would take a sequence
+    number more than 2**15 ahead of it for an old one, for up to 2**15
+    packets (~11 minutes). Returns (packets sent, payload bytes sent).
+    """
+    sent = 0
+    for sequence in index_steps(last, target):
+        behind = (target - sequence) & 0xFFFF
+        sent += fanout.forward(
+            slot,
+            _SILENCE_RTP,
+            12,
+            ssrc,
+            sequence,
+            (target_timestamp - behind * FRAME_SAMPLES) & 0xFFFFFFFF,
+            False,
+            csrc,
+            SILENCE_LEVEL,
+            -1,
+            receiver_id,
+        )
+    return sent, sent * (len(_SILENCE_RTP) - 12)
 
 
 @dataclass(eq=False)
@@ -183,9 +234,12 @@ class _Receiver:
     srtp: pylibsrtp.Session
     address: Any
     next_report: float = 0.0
-    # Per slot (packets, payload octets) sent before it was registered again
-    # (a renegotiation): its SSRCs are the same, so its counts go on.
-    carried: list[tuple[int, int]] = field(default_factory=list)
+    # Per slot it had under earlier registrations (a renegotiation registers
+    # it again, on the same slot SSRCs): (packets, payload octets) sent, so
+    # that its counts go on, and the last sequence number sent (-1: none),
+    # where its SRTP context for that SSRC still is. Kept for slots it has
+    # not now, too: it may get them back.
+    carried: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class Router:
@@ -199,11 +253,18 @@ class Router:
         self.slots = [SlotStream(secrets.randbits(32)) for _ in range(slots)]
         # The SSRC of the server's own reports to speakers.
         self.report_ssrc = secrets.randbits(32)
+        #: The CNAME of every stream the room sends (RTCP SDES, the answers'
+        #: a=ssrc lines): random, nothing identifying the room goes on the wire.
+        self.cname = secrets.token_hex(8)
+        # The SDES packet (RFC 3550 6.1: in every compound) of the receiver
+        # reports, and of the sender reports by number of slots: made once.
+        self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
+        self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
         self._receivers: dict[int, _Receiver] = {}
-        # Counts of receivers taken off to be registered again at once (see
-        # remove_receiver(keep_counts=True)), by receiver id.
-        self._kept_counts: dict[int, list[tuple[int, int]]] = {}
+        # What was sent to receivers taken off to be registered again (see
+        # remove_receiver(keep_counts=True)), by receiver id: _Receiver.carried.
+        self._kept: dict[int, list[tuple[int, int, int]]] = {}
         self.packets_in = 0
         self.packets_dropped = 0
         self.payload_bytes_out = 0  # Opus payload bytes handed to the kernel, all receivers
@@ -288,14 +349,32 @@ class Router:
         )
         # Spread the receivers' sender reports over the interval.
         offset = (receiver_id * 0.618) % 1.0 * SENDER_REPORT_INTERVAL
+        carried = self._kept.pop(receiver_id, [])
         self._receivers[receiver_id] = _Receiver(
-            receiver_id,
-            slot_count,
-            srtp,
-            address,
-            now + offset,
-            self._kept_counts.pop(receiver_id, []),
+            receiver_id, slot_count, srtp, address, now + offset, carried
         )
+        for slot in range(min(slot_count, len(carried))):
+            if carried[slot][2] >= 0:
+                self._bring_in_step(receiver_id, slot, carried[slot][2])
+
+    def _bring_in_step(self, receiver_id: int, slot: int, last: int) -> None:
+        """A receiver registered again gets ``slot``, on which it was last sent
+        ``last``: see :func:`send_in_step`."""
+        stream = self.slots[slot]
+        _, bytes_sent = send_in_step(
+            self.fanout,
+            slot,
+            stream.ssrc,
+            last,
+            stream.last_sequence,
+            stream.last_timestamp,
+            max(stream.source_ssrc, 0),
+            receiver_id,
+        )
+        self.payload_bytes_out += bytes_sent
+        if stream.holder_receiver == receiver_id:
+            # Its own voice holds the slot: keep it in step from where it is now.
+            stream.holder_last_sequence = stream.last_sequence if bytes_sent else last
 
     def set_receiver_address(self, receiver_id: int, address: Any) -> None:
         receiver = self._receivers.get(receiver_id)
@@ -304,18 +383,38 @@ class Router:
             self.fanout.set_address(receiver_id, address)
 
     def remove_receiver(self, receiver_id: int, *, keep_counts: bool = False) -> None:
-        """``keep_counts``: it is registered again at once (a renegotiation), and
-        what was sent to it stays counted, in stats and in its sender reports."""
-        if receiver_id not in self._receivers:
+        """``keep_counts``: it may be registered again (a renegotiation), and
+        what was sent to it stays counted, in stats and in its sender reports,
+        and where each slot's SRTP index is, for any slot it gets back later
+        (:meth:`forget_receiver` once it is gone for good). Without it, it is
+        gone for good."""
+        if not keep_counts:
+            self._kept.pop(receiver_id, None)
+        receiver = self._receivers.pop(receiver_id, None)
+        if receiver is None:
             return
         if keep_counts:
-            self._kept_counts[receiver_id] = self._counts(receiver_id)
-        del self._receivers[receiver_id]
+            self._kept[receiver_id] = self._carry(receiver)
         self.fanout.remove_receiver(receiver_id)
 
-    def drop_kept_counts(self, receiver_id: int) -> None:
-        """Not registered again after all (no slot left): nothing to carry."""
-        self._kept_counts.pop(receiver_id, None)
+    def forget_receiver(self, receiver_id: int) -> None:
+        """The receiver is gone for good (it left): nothing of it is kept."""
+        self._kept.pop(receiver_id, None)
+
+    def _carry(self, receiver: _Receiver) -> list[tuple[int, int, int]]:
+        """What a registered receiver's ``carried`` becomes once it is taken off."""
+        carried = list(receiver.carried)
+        for slot, (packets, octets) in enumerate(self.fanout.counters(receiver.receiver_id)):
+            if slot == len(carried):
+                carried.append((0, 0, -1))
+            packets_before, octets_before, last = carried[slot]
+            if packets:
+                stream = self.slots[slot]
+                # The holder does not get its own voice: it has what it got before it.
+                holder = stream.holder_receiver == receiver.receiver_id
+                last = stream.holder_last_sequence if holder else stream.last_sequence
+            carried[slot] = (packets_before + packets, octets_before + octets, last)
+        return carried
 
     def receiver_counters(self, receiver_id: int) -> list[tuple[int, int]]:
         if receiver_id not in self._receivers:
@@ -325,7 +424,7 @@ class Router:
     def _counts(self, receiver_id: int) -> list[tuple[int, int]]:
         """Per slot (packets, payload octets) sent to a registered receiver."""
         counts = list(self.fanout.counters(receiver_id))
-        for slot, (packets, octets) in enumerate(self._receivers[receiver_id].carried):
+        for slot, (packets, octets, _) in enumerate(self._receivers[receiver_id].carried):
             if slot < len(counts):
                 counts[slot] = (counts[slot][0] + packets, counts[slot][1] + octets)
         return counts
@@ -333,6 +432,7 @@ class Router:
     def close(self) -> None:
         self._publishers.clear()
         self._receivers.clear()
+        self._kept.clear()
         self.fanout.close()
 
     # -- the packet path ---------------------------------------------------------
@@ -457,7 +557,7 @@ class Router:
             # stands still while the slot's goes on; past 2**15 packets (~11
             # minutes) libsrtp, ours and the client's, would take the next
             # speaker's packets for old ones and drop them for as long again.
-            # A 20 ms silence frame now and then (every ~5.5 min) keeps it in step.
+            # A 20 ms silence frame now and then (every ~82 s) keeps it in step.
             kept = self.fanout.forward(
                 slot,
                 _SILENCE_RTP,
@@ -477,7 +577,8 @@ class Router:
     # -- RTCP -------------------------------------------------------------------
 
     def receiver_report(self, publisher: Publisher, now: float) -> bytes | None:
-        """An RR about ``publisher``'s stream, so its encoder sees the loss."""
+        """An RR about ``publisher``'s stream, so its encoder sees the loss, and
+        the SDES CNAME of the SSRC it is sent from."""
         if publisher.ssrc < 0:
             return None
         statistics = publisher.statistics
@@ -491,16 +592,18 @@ class Router:
             lsr=statistics.last_sr,
             dlsr=dlsr & 0xFFFFFFFF,
         )
-        return bytes(RtcpRrPacket(ssrc=self.report_ssrc, reports=[report]))
+        return bytes(RtcpRrPacket(ssrc=self.report_ssrc, reports=[report])) + self._report_sdes
 
     def sender_reports(self, receiver_id: int, now: float, unix_time: float) -> bytes | None:
-        """A compound packet with one SR per slot the receiver has (RFC 3550 6.4.1)."""
+        """A compound packet with one SR per slot the receiver has (RFC 3550
+        6.4.1), then the SDES CNAME of each slot SSRC (6.1)."""
         receiver = self._receivers.get(receiver_id)
         if receiver is None:
             return None
         ntp = ntp_time(unix_time)
         compound = b""
-        for slot, (packets, octets) in enumerate(self._counts(receiver_id)):
+        counts = self._counts(receiver_id)
+        for slot, (packets, octets) in enumerate(counts):
             stream = self.slots[slot]
             info = RtcpSenderInfo(
                 ntp_timestamp=ntp,
@@ -509,7 +612,14 @@ class Router:
                 octet_count=octets & 0xFFFFFFFF,
             )
             compound += bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info))
-        return compound or None
+        if not compound:
+            return None
+        sdes = self._slot_sdes.get(len(counts))
+        if sdes is None:
+            sdes = self._slot_sdes[len(counts)] = sdes_cnames(
+                self.slot_ssrcs[: len(counts)], self.cname
+            )
+        return compound + sdes
 
     def due_sender_reports(self, now: float) -> list[int]:
         """Receivers whose sender report is due; schedules their next one."""

@@ -1,10 +1,12 @@
 """RTP/RTCP helpers for the control side of the media path.
 
 The receiver and sender reports the server sends are built with
-:mod:`aiortc.rtp` (in :mod:`sfu.media.router`); the reports it receives are
-read here with ``struct`` (:func:`read_reports`). This module also has: telling
-RTP from RTCP on a multiplexed port, reading the fixed RTP header without
-copying, sequence arithmetic, NTP time, and receive statistics.
+:mod:`aiortc.rtp` (in :mod:`sfu.media.router`), the SDES CNAME packet that
+goes with them here (:func:`sdes_cnames`: aiortc's writer pads chunks wrong);
+the reports it receives are read here with ``struct`` (:func:`read_reports`).
+This module also has: telling RTP from RTCP on a multiplexed port, reading
+the fixed RTP header without copying, sequence arithmetic, NTP time, and
+receive statistics.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "ReportBlock",
     "parse_rtp_header",
     "read_reports",
+    "sdes_cnames",
     "strip_padding",
     "uint16_add",
     "uint16_gt",
@@ -149,6 +152,35 @@ def read_reports(data: bytes) -> tuple[tuple[int, int] | None, list[ReportBlock]
                 offset += 24
         position = end
     return sender, blocks
+
+
+_SDES = 202
+
+
+def sdes_cnames(ssrcs: list[int], cname: str) -> bytes:
+    """An RTCP SDES packet with one chunk per SSRC, each with the CNAME item.
+
+    RFC 3550 section 6.5 (6.5.1 for CNAME)::
+
+        |V=2|P|    SC   |  PT=SDES=202  |             length            |
+        |                          SSRC/CSRC_1                          |
+        |    CNAME=1    |     length    | user and domain name        ...
+        |  ... 0 (end of the item list), 0 to 3 more to a 32-bit boundary |
+        |                          SSRC/CSRC_2 ...                      |
+
+    Each chunk's item list ends with at least one null octet and the chunk
+    is padded with nulls to a 32-bit boundary; ``length`` is the packet's
+    size in 32-bit words minus one. RFC 3550 6.1: every compound RTCP packet
+    carries one, after its SR or RR. Raises ``ValueError`` for more than 31
+    SSRCs or a CNAME over 255 bytes.
+    """
+    value = cname.encode()
+    if len(ssrcs) > 31 or len(value) > 255:
+        raise ValueError("an SDES packet holds 31 chunks and a CNAME of 255 bytes at most")
+    item = bytes((1, len(value))) + value
+    end = bytes(4 - len(item) % 4)  # 1 to 4 nulls: the chunk ends on a 32-bit boundary
+    body = b"".join(struct.pack("!I", ssrc) + item + end for ssrc in ssrcs)
+    return struct.pack("!BBH", 0x80 | len(ssrcs), _SDES, len(body) // 4) + body
 
 
 def uint16_add(a: int, b: int) -> int:

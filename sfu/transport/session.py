@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pylibsrtp
 
+from ..policy import MAX_SLOTS
 from .dtls import DtlsServer
 from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
 from .rtp import is_rtcp
@@ -34,9 +35,18 @@ logger = logging.getLogger(__name__)
 Address = tuple[Any, ...]
 
 
-#: Distinct SSRCs a client may send SRTP/SRTCP with (a speaker uses one, a
-#: browser's receive-only lines a few for their reports).
-MAX_INBOUND_SSRCS = 16
+#: SSRCs one offer may send SRTP/SRTCP from: each of the at most MAX_SLOTS
+#: receiving lines a room answers may report from an SSRC of its own
+#: (aiortc's and Firefox's do; Chromium's share one), and a sending line
+#: adds its media SSRC and, were they negotiated, RTX and FEC ones.
+SSRCS_PER_OFFER = MAX_SLOTS + 3
+#: Distinct SSRCs a session may send SRTP/SRTCP from: libsrtp keeps a stream
+#: (~400 bytes) for each SSRC it authenticated, for the session's life (one
+#: dropped would let a replay of its packets in again), so a client gets a
+#: bounded number. Room for the offer and three renegotiations that each
+#: change every SSRC (a client that makes a new sending line to speak, a new
+#: line per slot): ~30 KB at most; a listener of a 3-slot room uses 1 to 3.
+MAX_INBOUND_SSRCS = 4 * SSRCS_PER_OFFER
 #: Addresses a session remembers as checked (a client on a few interfaces, a NAT
 #: rebinding); past it the oldest one not in use is forgotten.
 MAX_CHECKED_ADDRESSES = 8

@@ -18,10 +18,12 @@ from pylibsrtp._binding import ffi as _ffi
 from pylibsrtp._binding import lib as _lib
 
 __all__ = [
+    "INDEX_STEP",
     "PROFILES",
     "SrtpKeys",
     "SrtpProfile",
     "create_srtp_sessions",
+    "index_steps",
     "split_keying_material",
 ]
 
@@ -29,6 +31,33 @@ __all__ = [
 #: over a congested path can reorder further than that, and a larger window
 #: costs a few bytes per stream.
 REPLAY_WINDOW = 1024
+
+
+#: libsrtp, at both ends, guesses a packet's index (rollover counter and
+#: sequence number, RFC 3711 section 3.3.1) from the highest one it has seen
+#: on the SSRC: a sequence number less than 2**15 ahead of it reads as ahead,
+#: one further ahead as behind (a replay: refused by the receiver; a sender's
+#: libsrtp refuses to protect it). Steps this long read as ahead even when
+#: six in a row are lost on the way (7 * 2**12 < 2**15).
+INDEX_STEP = 1 << 12
+
+
+def index_steps(last: int, target: int) -> list[int]:
+    """The sequence numbers to send, in order, on an SSRC whose last packet
+    had ``last``, so that the ones after ``target`` read as ahead at both
+    ends: none when ``target`` is less than :data:`INDEX_STEP` ahead, else
+    one every :data:`INDEX_STEP` and ``target`` itself (at most 16).
+
+    Both libsrtp ends guess from the same packets the same way, so each step
+    moves them on together (rollover counter included); a stream that went
+    on without reaching a receiver for a while (a slot it did not have for a
+    renegotiation or two) is taken up again where it is.
+    """
+    distance = (target - last) & 0xFFFF
+    if distance < INDEX_STEP:
+        return []
+    steps = [(last + step) & 0xFFFF for step in range(INDEX_STEP, distance, INDEX_STEP)]
+    return [*steps, target & 0xFFFF]
 
 
 @dataclass(frozen=True)

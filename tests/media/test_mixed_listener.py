@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import aiohttp
 import pytest
@@ -298,7 +299,15 @@ async def test_renegotiating_a_mixed_member_keeps_its_stream_and_counts(change: 
                 await member.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             assert room.mixer.receiver_ssrc(participant) == ssrc
             assert participant.stats()["slots"][0]["packets_sent"] >= before
-            (report,) = RtcpPacket.parse(room.mixer.sender_report(participant, 0.0) or b"")
+            loop = asyncio.get_running_loop()
+            # (Registered again on a stream made again: its first frame comes first.)
+            await wait_for(
+                lambda: room.mixer.sender_report(participant, loop.time(), 0.0) is not None,
+                1,
+                "a sender report",
+            )
+            reported = room.mixer.sender_report(participant, loop.time(), 0.0)
+            report, _ = RtcpPacket.parse(reported or b"")
             assert isinstance(report, RtcpSrPacket) and report.sender_info.packet_count >= before
         finally:
             await asyncio.gather(*(c.close() for c in clients))
@@ -325,3 +334,53 @@ async def test_a_refused_mixed_join_leaves_no_mix_minus_stream_behind(
             assert room.mixer._minus_ssrcs == {}
         finally:
             await close_peer(pc)
+
+
+async def test_the_mix_sender_report_maps_its_ntp_time_to_the_rtp_clock() -> None:
+    """RFC 3550 6.4.1: an SR's RTP timestamp is the stream's clock at the SR's
+    NTP time. Taken just after a frame went out, it is that frame's timestamp
+    (as the listener received it) plus the time since the frame was due, not
+    the next frame's, 20 ms ahead."""
+    async with sfu.Server() as server:
+        room = server.room("mixed")
+        speaker = await join(room, "alice", speaker=True, frequency=440)
+        listener = await join_mixed(room, "lis")
+        clients = [speaker, listener]
+        loop = asyncio.get_running_loop()
+        taken: list[tuple[bytes, float, float, bytes]] = []
+
+        def report_after(payload: bytes, due: float) -> None:
+            assert listener.participant is not None
+            now = loop.time()
+            report = room.mixer.sender_report(listener.participant, now, time.time())
+            if report is not None:
+                taken.append((payload, due, now, report))
+
+        frames = 0
+
+        def frame_sent(packet: bytes, samples: int, due: float) -> None:
+            # Called as the room mix's frame goes out; the report is taken once
+            # that frame is done (the mixer's next step is 20 ms away).
+            nonlocal frames
+            frames += 1
+            if frames > 50 and frames % 10 == 0:
+                loop.call_soon(report_after, packet, due)
+
+        output = room.mixer.add_output(frame_sent)
+        try:
+            await wait_for(lambda: len(taken) >= 5, 20, "reports after frames")
+            await asyncio.sleep(0.2)  # the listener has those frames by now
+            received = listener.packets(0)
+            for payload, due, now, report in taken:
+                sr, _ = RtcpPacket.parse(report)
+                assert isinstance(sr, RtcpSrPacket)
+                # (A steady tone's frames repeat: the first one since it was due.)
+                frame = next(p for p in received if p.payload == payload and p.arrival > due - 0.01)
+                expected = frame.timestamp + int((now - due) * 48000)
+                ahead = (sr.sender_info.rtp_timestamp - expected + (1 << 31)) % (1 << 32) - (
+                    1 << 31
+                )
+                assert abs(ahead) <= 48, f"the SR's RTP clock is {ahead / 48:.1f} ms off"
+        finally:
+            output.close()
+            await asyncio.gather(*(c.close() for c in clients))

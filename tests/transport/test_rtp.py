@@ -6,6 +6,7 @@ import struct
 
 import pytest
 from aiortc.rtp import (
+    RtcpPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpSdesPacket,
@@ -21,6 +22,7 @@ from sfu.transport.rtp import (
     is_rtcp,
     parse_rtp_header,
     read_reports,
+    sdes_cnames,
     strip_padding,
     uint16_gt,
 )
@@ -159,3 +161,41 @@ def test_receive_statistics_ignore_a_stray_and_follow_a_restart() -> None:
     assert statistics.lost == 100
     assert 120 <= statistics.report_fraction_lost() <= 130  # ~half of the interval
     assert statistics.jitter < 1  # the restart is no jitter spike
+
+
+@given(
+    ssrcs=st.lists(st.integers(0, 0xFFFFFFFF), min_size=1, max_size=31),
+    cname=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=255),
+)
+def test_sdes_cnames_follows_rfc_3550_6_5(ssrcs: list[int], cname: str) -> None:
+    """Read back by the RFC's rules, not by the writer's: each chunk on a
+    32-bit boundary, its items ended by one to four nulls."""
+    data = sdes_cnames(ssrcs, cname)
+    first, packet_type, length = struct.unpack_from("!BBH", data)
+    assert (first >> 6, first & 0x1F, packet_type) == (2, len(ssrcs), 202)
+    assert len(data) == 4 * (length + 1)
+    position = 4
+    for ssrc in ssrcs:
+        assert position % 4 == 0
+        assert struct.unpack_from("!I", data, position)[0] == ssrc
+        item, size = data[position + 4], data[position + 5]
+        assert (item, data[position + 6 : position + 6 + size]) == (1, cname.encode())
+        position += 6 + size
+        nulls = 4 - (position % 4)
+        assert data[position : position + nulls] == bytes(nulls)
+        position += nulls
+    assert position == len(data)
+    # ... and read by aiortc's parser (a real client's) for the usual 16 characters.
+    if len(cname) == 16:
+        (packet,) = RtcpPacket.parse(data)
+        assert isinstance(packet, RtcpSdesPacket)
+        assert [(c.ssrc, c.items) for c in packet.chunks] == [
+            (ssrc, [(1, cname.encode())]) for ssrc in ssrcs
+        ]
+
+
+def test_sdes_cnames_refuses_what_does_not_fit() -> None:
+    with pytest.raises(ValueError):
+        sdes_cnames(list(range(32)), "cname")
+    with pytest.raises(ValueError):
+        sdes_cnames([1], "x" * 256)
