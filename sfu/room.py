@@ -576,15 +576,21 @@ class Room:
         by the people taken off the stage. A moderator demoted loses the
         ``moderate`` grant, also across its rejoins in this room (whatever
         token they carry), until ``promote(identity, role="moderator")``.
+        The :class:`~sfu.events.RoleChanged` asks the client to renegotiate
+        only when it has a sending line to drop: a member promoted that never
+        renegotiated (it never took its speaker line) is not asked.
         """
         self._check_open()
         self._actor(by)
         participant = self[identity]
         # Anyone but a plain listener: a listener with `moderate` (a moderator
         # listening, e.g. through WHEP) only loses the grant, keeping its media.
-        renegotiate = participant.can_publish or participant.role != "listener"
-        if not renegotiate and not participant.is_moderator:
-            return participant
+        if not participant.can_publish and participant.role == "listener":
+            if not participant.is_moderator:
+                return participant
+        # Its client drops its sending line only if it has one: one promoted
+        # that never renegotiated (never took its speaker line) has nothing to drop.
+        renegotiate = participant.negotiation.publish is not None
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token

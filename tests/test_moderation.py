@@ -312,3 +312,33 @@ async def test_moderators_decisions_survive_a_reconnect() -> None:
         muted = await drain(events, sfu.MuteChanged)
         assert muted.muted and muted.moderator_muted and not muted.self_muted  # type: ignore[attr-defined]
         await asyncio.gather(sam_again.close(), lou_again.close())
+
+
+async def test_demoting_a_promoted_listener_that_never_took_the_stage_asks_for_no_offer() -> None:
+    """Promoted, a listener's client never renegotiated (it has no sending
+    line: nothing to drop); demoted again, it is not asked for an offer.
+    Promoted once more, its offer with a sending line is a speaker's at once."""
+    async with sfu.Server() as server:
+        room = server.room("stage")
+        events = room.events(accept=lambda e: isinstance(e, sfu.RoleChanged))
+        bob = await join(room, "bob", speaker=False)
+        carol = await join(room, "carol", speaker=False)
+        try:
+            assert bob.participant is not None
+            await bob.participant.wait_connected(10)
+            await room.promote("bob")
+            await room.demote("bob")
+            await room.promote("bob")
+            changes = []
+            for _ in range(3):
+                event = await events.next(2)
+                assert isinstance(event, sfu.RoleChanged) and event.identity == "bob"
+                changes.append((event.role, event.renegotiate))
+            assert changes == [("speaker", True), ("listener", False), ("speaker", True)]
+            await start_speaking(bob)
+            assert bob.participant.publisher is not None, "answered as a speaker's"
+            await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard")
+            with pytest.raises(asyncio.TimeoutError):
+                await events.next(0.2)  # nothing more is asked of it
+        finally:
+            await asyncio.gather(bob.close(), carol.close())

@@ -768,6 +768,11 @@ export class SfuClient {
         const publish = this.canPublish;
         this._publishing = publish; // what a reconnect offers from now on
         this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
+      } else if (this._publishing && !this.canPublish) {
+        // Demoted before the server saw the sending line a promotion asked for
+        // (it then asks for no offer): the microphone opened for it goes.
+        this._publishing = false;
+        this._queueNegotiation(() => this._stopPublishing());
       }
     }
     this._emit("role", message);
