@@ -999,14 +999,14 @@ class Room:
 
     def _finish_close_now(self) -> None:
         """End a close begun but not finished (the server's close was cancelled
-        before it reached this room): the mixer stops in a task of its own."""
+        before it reached this room): the mixer's outputs end now (recordings
+        finished), its task at its next frame (the server's close waits for it)."""
         if self._close_done is None or self._close_done.is_set():
             return
         assert self.close_reason is not None
         try:
-            mixer = self._mixer
-            if mixer is not None and not mixer.closed:
-                self.server.loop.create_task(mixer.close(), name=f"sfu-close-mixer-{self.name}")
+            if self._mixer is not None:
+                self._mixer._close_now()
             self.router.close()
         finally:
             self._closed_bookkeeping(self.close_reason)

@@ -15,6 +15,7 @@ import pytest
 import sfu
 from sfu import auth
 from sfu.media import router as router_module
+from sfu.media.ogg import LAST_PAGE, parse_pages
 
 UFRAG = "Zx4f"
 PWD = "k3Jq9sT0pV7wY2bN5cR8dF1h"
@@ -692,6 +693,34 @@ async def test_a_cancelled_server_close_leaves_no_room_open(tmp_path: Path) -> N
         with pytest.raises(sfu.RoomClosed):
             await second.add_listener(LISTENER, "carol")
         await server.close()  # returns: nothing left to do
+
+
+async def test_a_close_after_a_cancelled_one_returns_when_everything_has_stopped(
+    tmp_path: Path,
+) -> None:
+    """The first close() is cancelled while it waits for room a's mixer; the
+    second returns only once the whole job is done: both rooms' mixers
+    stopped (their recordings finished), the timer task ended, the socket
+    closed."""
+    server = sfu.Server()
+    await server.start()
+    first, second = server.room("a"), server.room("b")
+    recordings = [await first.record(tmp_path / "a.opus"), await second.record(tmp_path / "b.opus")]
+    await asyncio.sleep(0.05)
+    timer = server._task
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0)  # waiting for room a's mixer now
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.wait_for(server.close(), 2)
+    assert not first.mixer.running and not second.mixer.running, "a mixer still runs"
+    assert not any(recording.recording for recording in recordings), "a recording still open"
+    assert timer is not None and timer.done()
+    assert server._socket is None and server.closed
+    for recording in recordings:
+        pages = list(parse_pages(recording.path.read_bytes()))
+        assert pages[-1].header_type & LAST_PAGE, f"{recording.path.name} is not finished"
 
 
 async def test_join_arguments_are_checked() -> None:

@@ -557,11 +557,23 @@ class Mixer:
     async def close(self) -> None:
         """Stop mixing now: every output's ``on_close`` is called, receivers are
         dropped and the task is awaited; idempotent."""
+        self._close_now()
+        await self.wait_stopped()
+
+    def _close_now(self) -> None:
+        """What :meth:`close` does without waiting: outputs told (a recording is
+        finished when this returns), receivers dropped; the task ends at its
+        next frame (:meth:`wait_stopped`). Idempotent."""
         if self._closed:
-            await self.wait_stopped()
             return
         self._closed = True
+        self._end_consumers()
+
+    def _end_consumers(self) -> list[int]:
+        """Detach every output (its ``on_close`` called) and mixed receiver;
+        the receivers' ids, which get no mix from now on."""
         streams = list(self._streams.values())
+        receivers = list(self._receivers)
         self._streams.clear()
         self._receivers.clear()
         self._carried.clear()
@@ -576,7 +588,7 @@ class Mixer:
             stream.outputs.clear()
             if stream.fanout is not None:
                 stream.fanout.close()
-        await self.wait_stopped()
+        return receivers
 
     # -- the packet path (Router tap) -----------------------------------------------
 
