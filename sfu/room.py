@@ -38,6 +38,7 @@ from .events import (
     EventStream,
     HandLowered,
     HandRaised,
+    MixerFailed,
     MuteChanged,
     ParticipantConnected,
     ParticipantJoined,
@@ -925,8 +926,21 @@ class Room:
                 sock=self.server.socket,
                 name=self.name,
                 max_speakers=self.slots,
+                on_failure=self._mixer_failed,
             )
         return self._mixer
+
+    def _mixer_failed(self, error: BaseException, receivers: list[int]) -> None:
+        """The mixer stopped on an error (logged; its recordings and live
+        streams ended): say so, and close the mixed members it dropped,
+        which would otherwise wait for a mix that does not come (their
+        clients join again, which starts the mixer again)."""
+        self._emit(MixerFailed(self.name, f"{type(error).__name__}: {error}"[:200]))
+        for number in receivers:
+            participant = self._by_number.get(number)
+            if participant is not None:
+                participant._receiving = False  # the mixer has let it go already
+                participant._close("the room mix failed: join again")
 
     def _mix_ssrcs(self, exclude: int) -> list[int]:
         """For a mixed member's answer (a=ssrc): the SSRC of the mix without

@@ -42,6 +42,7 @@ from ..events import (
     DominantSpeakerChanged,
     HandLowered,
     HandRaised,
+    MixerFailed,
     MuteChanged,
     ParticipantConnected,
     ParticipantJoined,
@@ -122,7 +123,8 @@ def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
             event, (ParticipantJoined, ParticipantConnected, ParticipantLeft, ParticipantRemoved)
         ):
             return event.identity == identity  # its own: the others come batched
-        return not isinstance(event, DominantSpeakerChanged)  # (in active_speakers)
+        # (DominantSpeakerChanged is in active_speakers; a mixer's failure is the backend's news.)
+        return not isinstance(event, (DominantSpeakerChanged, MixerFailed))
 
     return accept
 
