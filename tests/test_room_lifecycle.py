@@ -865,3 +865,31 @@ async def test_a_demoted_member_rejoins_over_a_full_audience(
         await asyncio.sleep(0.1)
         with pytest.raises(sfu.RoomFull):
             await room.join(SPEAKER, identity="pat")
+
+
+async def test_a_moderator_seated_in_the_audience_is_told_apart_from_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """To a full stage past its grace a moderator joins the audience, past a
+    full max_listeners too, also one a moderator promoted (its listener token
+    has no `moderate` of its own); one that can only send (a WHIP publisher)
+    cannot listen, and is refused for the full stage, not for its offer."""
+    monkeypatch.setattr(sfu.room, "MODERATOR_REJOIN_GRACE", 0.0)
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r", max_speakers=1, max_listeners=1)
+        await room.add_speaker(SPEAKER, "sam")
+        await room.add_listener(LISTENER, "lou")
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(SPEAKER, token=token)
+        assert (mo.role, mo.grants) == ("listener", frozenset({"subscribe", "moderate"}))
+        with pytest.raises(sfu.RoomFull, match="speakers"):
+            await room.join(offer("sendonly"), identity="whip", role="moderator")
+        await room.demote("sam", by="mo")
+        await room.promote("lou", role="moderator", by="mo")
+        lou_token = auth.issue_token(SECRET, room="r", identity="lou", role="listener")
+        await room["lou"].close()
+        await room.promote("mo", role="moderator", by="mo")  # the seat lou left
+        await asyncio.sleep(0.01)  # lou's grace (none here) is over
+        lou = await room.join(LISTENER, token=lou_token)
+        assert lou.role == "listener" and lou.is_moderator and not lou.can_publish
+        assert room.listeners == [room["sam"], lou] and room.speakers == [mo]
