@@ -20,6 +20,7 @@ __all__ = [
     "EventStream",
     "HandLowered",
     "HandRaised",
+    "MixerFailed",
     "MuteChanged",
     "ParticipantConnected",
     "ParticipantJoined",
@@ -108,6 +109,18 @@ class MuteChanged(RoomEvent):
     by: str | None
     moderator_muted: bool = False
     self_muted: bool = False
+
+
+@dataclass(frozen=True)
+class MixerFailed(RoomEvent):
+    """The room's :class:`~sfu.media.mixer.Mixer` stopped on an error (a bug,
+    logged with its traceback): its recordings were finished (their files
+    are complete up to now), its live HTTP streams ended, and its mixed
+    members were closed (their clients join again). ``error`` says what
+    failed. The mixer is not closed: the next consumer (``room.record()``,
+    a live stream, a mixed member joining) starts it again."""
+
+    error: str
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ class RoomPolicy:
 
     ``slots``: slot streams per receiver (1..:data:`MAX_SLOTS`, 16). ``max_speakers`` /
     ``max_listeners``: capacity (``None``: unlimited); a join past it raises
-    :class:`~sfu.errors.RoomFull`. ``private``: every join needs a valid
+    :class:`~sfu.errors.RoomFull`, except a moderator's (seated in the
+    audience when the stage is full: see :meth:`sfu.Room.join`). ``private``: every join needs a valid
     token signed with the server's ``token_secret``. ``roster_interval``:
     roster changes are batched into one :class:`~sfu.events.RosterChanged`
     per interval (seconds), so a join storm costs O(joins) events, not

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
+    InvalidOffer,
     InvalidSetting,
     NotAllowed,
     NotFound,
@@ -37,6 +38,7 @@ from .events import (
     EventStream,
     HandLowered,
     HandRaised,
+    MixerFailed,
     MuteChanged,
     ParticipantConnected,
     ParticipantJoined,
@@ -71,6 +73,10 @@ MAX_BANS = 1000
 #: Seconds after a member a moderator demoted dropped during which it may come
 #: back past max_listeners (a reconnect: consent timeout plus the client's backoff).
 DEMOTED_REJOIN_GRACE = 60.0
+#: Seconds after a moderator on the stage dropped during which it comes back on
+#: the stage past max_speakers (a reconnect: its seat may have been given away
+#: meanwhile). Later, to a full stage, it joins the audience, still a moderator.
+MODERATOR_REJOIN_GRACE = 60.0
 #: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
@@ -155,6 +161,9 @@ class Room:
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
         self._demoted_rejoin: dict[str, float] = {}
+        # Moderators that dropped from the stage, and until when their reconnect
+        # comes back on it past max_speakers.
+        self._moderator_rejoin: dict[str, float] = {}
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room (the one its RTCP carries): nothing
@@ -229,8 +238,19 @@ class Room:
         the role over the token's, unless ``role`` asks for less; a demotion's
         removal of the ``moderate`` grant also holds over the token.
 
+        Capacity: a member holding the ``moderate`` grant is never refused
+        for it. One that left the stage less than
+        :data:`MODERATOR_REJOIN_GRACE` seconds ago (a reconnect) comes back
+        on it past ``max_speakers``; otherwise, to a full stage, it joins as
+        a listener that keeps ``moderate`` (past ``max_listeners`` too) and
+        takes the stage back with ``promote(identity, role="moderator")``
+        once a seat is free. A member promoted earlier that comes back to a
+        full stage gets the role it has without the promotion; a demoted one
+        comes back past ``max_listeners`` within :data:`DEMOTED_REJOIN_GRACE`.
+
         Raises :class:`~sfu.errors.NotAllowed` (bad token, banned, role
-        not granted), :class:`~sfu.errors.RoomFull`,
+        not granted), :class:`~sfu.errors.RoomFull` (also for a moderator
+        whose offer only sends, which cannot be seated in the audience),
         :class:`~sfu.errors.DuplicateIdentity`,
         :class:`~sfu.errors.InvalidOffer` or :class:`~sfu.errors.RoomClosed`;
         nothing is registered when it raises.
@@ -308,29 +328,50 @@ class Room:
             grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
         role, grants = _without_taken_moderate(decision, role, grants)
         publish = "publish" in grants
-        if promoted and publish and "publish" not in base_grants and not self._has_place(True):
-            # Promoted before, and the stage filled up meanwhile: it comes back
-            # with the role it has without the promotion (which stays decided).
-            role, grants = _without_taken_moderate(decision, base_role, base_grants)
-            publish = "publish" in grants
-            promoted = False
+        # A moderator is never refused for capacity: the room is its to run.
+        moderating = "moderate" in grants
+        seated_in_audience = False
+        now = self.server.loop.time()
+        if publish and not self._has_place(True):
+            if moderating and now <= self._moderator_rejoin.get(identity, -1.0):
+                pass  # dropped from the stage a moment ago: back on it, past max_speakers
+            elif moderating:
+                # The stage filled up: in the audience, still moderating; it
+                # takes the stage back with promote(itself, role="moderator")
+                # once a seat is free (a promotion stays decided).
+                role, grants = "listener", grants_of("listener") | {"moderate"}
+                publish = promoted = False
+                seated_in_audience = True
+            elif promoted and "publish" not in base_grants:
+                # Promoted before, and the stage filled up meanwhile: it comes back
+                # with the role it has without the promotion (which stays decided).
+                role, grants = _without_taken_moderate(decision, base_role, base_grants)
+                publish = "publish" in grants
+                promoted = False
         rejoin_until = self._demoted_rejoin.get(identity)
-        if publish or rejoin_until is None or self.server.loop.time() > rejoin_until:
+        if not moderating and (publish or rejoin_until is None or now > rejoin_until):
             # (A member a moderator demoted that dropped comes back past
             # max_listeners for a while, as demote() let it stay: a reconnect.)
             self._check_capacity(publish)
-        participant = self._admit(
-            offer,
-            identity,
-            role,
-            grants,
-            publish,
-            claims.token_id if claims else None,
-            mixed,
-            moderator_muted=bool(decision.get("moderator_muted")),
-            promoted=promoted,
-        )
+        try:
+            participant = self._admit(
+                offer,
+                identity,
+                role,
+                grants,
+                publish,
+                claims.token_id if claims else None,
+                mixed,
+                moderator_muted=bool(decision.get("moderator_muted")),
+                promoted=promoted,
+            )
+        except InvalidOffer:
+            if seated_in_audience:
+                # It can only send (a WHIP publisher): not "a bad offer", a full stage.
+                self._check_capacity(True)
+            raise
         self._demoted_rejoin.pop(identity, None)
+        self._moderator_rejoin.pop(identity, None)
         return participant
 
     async def add_speaker(
@@ -576,15 +617,21 @@ class Room:
         by the people taken off the stage. A moderator demoted loses the
         ``moderate`` grant, also across its rejoins in this room (whatever
         token they carry), until ``promote(identity, role="moderator")``.
+        The :class:`~sfu.events.RoleChanged` asks the client to renegotiate
+        only when it has a sending line to drop: a member promoted that never
+        renegotiated (it never took its speaker line) is not asked.
         """
         self._check_open()
         self._actor(by)
         participant = self[identity]
         # Anyone but a plain listener: a listener with `moderate` (a moderator
         # listening, e.g. through WHEP) only loses the grant, keeping its media.
-        renegotiate = participant.can_publish or participant.role != "listener"
-        if not renegotiate and not participant.is_moderator:
-            return participant
+        if not participant.can_publish and participant.role == "listener":
+            if not participant.is_moderator:
+                return participant
+        # Its client drops its sending line only if it has one: one promoted
+        # that never renegotiated (never took its speaker line) has nothing to drop.
+        renegotiate = participant.negotiation.publish is not None
         # (A listener token widened with publish can speak: demoting it takes that away.)
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
@@ -659,6 +706,7 @@ class Room:
                 self._banned_tokens[participant.token_id] = identity
         self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
+        self._moderator_rejoin.pop(identity, None)  # removed: not a reconnect to let past the cap
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
@@ -792,6 +840,10 @@ class Room:
             now = self.server.loop.time()
             self._demoted_rejoin = {k: t for k, t in self._demoted_rejoin.items() if t > now}
             self._demoted_rejoin[participant.identity] = now + DEMOTED_REJOIN_GRACE
+        elif participant.can_publish and participant.is_moderator and not self._closed:
+            now = self.server.loop.time()
+            self._moderator_rejoin = {k: t for k, t in self._moderator_rejoin.items() if t > now}
+            self._moderator_rejoin[participant.identity] = now + MODERATOR_REJOIN_GRACE
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)
@@ -919,8 +971,21 @@ class Room:
                 sock=self.server.socket,
                 name=self.name,
                 max_speakers=self.slots,
+                on_failure=self._mixer_failed,
             )
         return self._mixer
+
+    def _mixer_failed(self, error: BaseException, receivers: list[int]) -> None:
+        """The mixer stopped on an error (logged; its recordings and live
+        streams ended): say so, and close the mixed members it dropped,
+        which would otherwise wait for a mix that does not come (their
+        clients join again, which starts the mixer again)."""
+        self._emit(MixerFailed(self.name, f"{type(error).__name__}: {error}"[:200]))
+        for number in receivers:
+            participant = self._by_number.get(number)
+            if participant is not None:
+                participant._receiving = False  # the mixer has let it go already
+                participant._close("the room mix failed: join again")
 
     def _mix_ssrcs(self, exclude: int) -> list[int]:
         """For a mixed member's answer (a=ssrc): the SSRC of the mix without
@@ -993,14 +1058,14 @@ class Room:
 
     def _finish_close_now(self) -> None:
         """End a close begun but not finished (the server's close was cancelled
-        before it reached this room): the mixer stops in a task of its own."""
+        before it reached this room): the mixer's outputs end now (recordings
+        finished), its task at its next frame (the server's close waits for it)."""
         if self._close_done is None or self._close_done.is_set():
             return
         assert self.close_reason is not None
         try:
-            mixer = self._mixer
-            if mixer is not None and not mixer.closed:
-                self.server.loop.create_task(mixer.close(), name=f"sfu-close-mixer-{self.name}")
+            if self._mixer is not None:
+                self._mixer._close_now()
             self.router.close()
         finally:
             self._closed_bookkeeping(self.close_reason)

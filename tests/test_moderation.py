@@ -7,12 +7,13 @@ import secrets
 import time
 
 import pytest
+from aiortc import RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
 import sfu
 from sfu import auth
 
-from .clients import Client, close_peer, join, start_speaking, wait_for
+from .clients import Client, close_peer, join, make_offer, start_speaking, wait_for
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -195,11 +196,12 @@ async def test_remove_closes_the_session_and_a_ban_keeps_the_token_out() -> None
 async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) -> Client:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    from .clients import ToneTrack, _record_received, make_offer
+    from .clients import ToneTrack, _record_received, _record_sent, make_offer
 
     pc = RTCPeerConnection(sfu_configuration())
-    if speaker:
-        pc.addTransceiver(ToneTrack(), direction="sendrecv")
+    track = ToneTrack() if speaker else None
+    if track is not None:
+        pc.addTransceiver(track, direction="sendrecv")
     for _ in range(2 if speaker else 3):
         pc.addTransceiver("audio", direction="recvonly")
     try:
@@ -207,9 +209,11 @@ async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) 
     except BaseException:
         await close_peer(pc)
         raise
-    client = Client(pc=pc, identity=participant.identity, participant=participant)
+    client = Client(pc=pc, identity=participant.identity, participant=participant, track=track)
     _record_received(client)
     await pc.setRemoteDescription(RTCSessionDescription(participant.answer, "answer"))
+    if track is not None:
+        _record_sent(client)
     return client
 
 
@@ -312,3 +316,99 @@ async def test_moderators_decisions_survive_a_reconnect() -> None:
         muted = await drain(events, sfu.MuteChanged)
         assert muted.muted and muted.moderator_muted and not muted.self_muted  # type: ignore[attr-defined]
         await asyncio.gather(sam_again.close(), lou_again.close())
+
+
+async def test_demoting_a_promoted_listener_that_never_took_the_stage_asks_for_no_offer() -> None:
+    """Promoted, a listener's client never renegotiated (it has no sending
+    line: nothing to drop); demoted again, it is not asked for an offer.
+    Promoted once more, its offer with a sending line is a speaker's at once."""
+    async with sfu.Server() as server:
+        room = server.room("stage")
+        events = room.events(accept=lambda e: isinstance(e, sfu.RoleChanged))
+        bob = await join(room, "bob", speaker=False)
+        carol = await join(room, "carol", speaker=False)
+        try:
+            assert bob.participant is not None
+            await bob.participant.wait_connected(10)
+            await room.promote("bob")
+            await room.demote("bob")
+            await room.promote("bob")
+            changes = []
+            for _ in range(3):
+                event = await events.next(2)
+                assert isinstance(event, sfu.RoleChanged) and event.identity == "bob"
+                changes.append((event.role, event.renegotiate))
+            assert changes == [("speaker", True), ("listener", False), ("speaker", True)]
+            await start_speaking(bob)
+            assert bob.participant.publisher is not None, "answered as a speaker's"
+            await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard")
+            with pytest.raises(asyncio.TimeoutError):
+                await events.next(0.2)  # nothing more is asked of it
+        finally:
+            await asyncio.gather(bob.close(), carol.close())
+
+
+async def test_a_moderator_is_never_shut_out_by_a_full_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A moderator on a full stage drops and its seat is given away: back
+    within MODERATOR_REJOIN_GRACE it is on the stage again, past max_speakers
+    (others are still refused). Back later, it joins the audience (past a
+    full max_listeners too) and keeps moderating: it frees a seat and takes
+    the stage back with promote(itself, role="moderator"), and is heard."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("club", max_speakers=2, max_listeners=1)
+
+        def token(identity: str, role: str) -> str:
+            return auth.issue_token(SECRET, room="club", identity=identity, role=role)  # type: ignore[arg-type]
+
+        mod = await join_with_token(room, token("mod", "moderator"), speaker=True)
+        sam = await join_with_token(room, token("sam", "speaker"), speaker=True)
+        lee = await join_with_token(room, token("lee", "listener"))
+        clients = [mod, sam, lee]
+        try:
+            await asyncio.gather(*(c.wait_connected() for c in clients))
+            await mod.close()  # its connection drops: the client goes
+            await wait_for(lambda: "mod" not in room.participants, 5, "mod gone")
+            await room.promote("lee")  # the seat it left is given away: the stage is full
+            with pytest.raises(sfu.RoomFull):
+                await join_with_token(room, token("sue", "speaker"), speaker=True)
+
+            mod = await join_with_token(room, token("mod", "moderator"), speaker=True)
+            clients.append(mod)
+            back = room["mod"]
+            assert (back.role, back.can_publish, back.is_moderator) == ("moderator", True, True)
+            assert len(room.speakers) == 3, "back on the stage, past max_speakers"
+            await wait_for(lambda: heard_from(lee, mod.sent_ssrc) >= 20, 10, "mod heard again")
+
+            # Gone longer than the grace: the stage is full, so the audience,
+            # although max_listeners is reached (lou), still a moderator.
+            monkeypatch.setattr(sfu.room, "MODERATOR_REJOIN_GRACE", 0.05)
+            lou = await join_with_token(room, token("lou", "listener"))
+            clients.append(lou)
+            await mod.close()
+            await wait_for(lambda: "mod" not in room.participants, 5, "mod gone again")
+            await asyncio.sleep(0.1)
+            mod = await join_with_token(room, token("mod", "moderator"), speaker=True)
+            clients.append(mod)
+            seated = room["mod"]
+            assert (seated.role, seated.can_publish, seated.is_moderator) == (
+                "listener",
+                False,
+                True,
+            )
+            assert len(room.listeners) == 2 and len(room.speakers) == 2
+            await mod.wait_connected()
+            await room.demote("sam", by="mod")  # it moderates from the audience
+            events = room.events(accept=lambda e: isinstance(e, sfu.RoleChanged))
+            await room.promote("mod", role="moderator", by="mod")  # the freed seat
+            changed = await events.next(2)
+            assert isinstance(changed, sfu.RoleChanged) and changed.renegotiate
+            offer = await make_offer(mod.pc)
+            answer = await seated.renegotiate(offer)
+            await mod.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert seated.role == "moderator" and seated.publisher is not None
+            heard = heard_from(lee, mod.sent_ssrc)
+            await wait_for(lambda: heard_from(lee, mod.sent_ssrc) >= heard + 20, 10, "on stage")
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))

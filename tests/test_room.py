@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import TypeVar
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 import sfu
 from sfu.media import router as router_module
+from sfu.media.ogg import LAST_PAGE, parse_pages
+from sfu.media.router import Publisher
+from sfu.signaling.aiohttp import live_stream_handler
 
 from .clients import Client, join, wait_for
+from .sites import start_site
+
+T = TypeVar("T")
 
 
 def assert_contiguous_copy(received: list[bytes], sent: list[bytes]) -> None:
@@ -217,3 +227,60 @@ async def test_server_close_is_idempotent_and_leaves_nothing() -> None:
         await again.close()
     finally:
         await client.close()
+
+
+async def test_a_failing_mixer_ends_its_outputs_and_the_room_is_told(tmp_path: Path) -> None:
+    """The mixing task raises (forced: a payload that is not bytes handed to
+    its tap, the mixer's input boundary, as from a buggy Router): a
+    recording's file is finished, a live HTTP stream ends, a mixed member is
+    closed (its client joins again), the room emits MixerFailed; the
+    forwarding goes on, and a new recording starts the mixer again."""
+    async with sfu.Server() as server:
+        room = server.room("show")
+        app = web.Application()
+        app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
+        runner, port = await start_site(app)
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        bob = await join(room, "bob", speaker=False)
+        mixed = await join(room, "mia", speaker=False, slots=1, mixed=True)
+        clients = [alice, bob, mixed]
+        events = room.events()
+        try:
+            recording = await room.record(tmp_path / "show.opus")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/rooms/show/live.ogg") as live:
+                    assert live.status == 200
+                    await wait_for(lambda: len(mixed.packets(0)) >= 25, 10, "the mix reaches mia")
+                    mixer = room.mixer
+                    bad = Publisher(number=10**6, payload_type=111, audio_level_id=1, ssrc=7)
+                    for sequence in range(4):
+                        mixer._tap(bad, [0xF8, 0xFF, 0xFE], 0, sequence, 960 * sequence, 0, 0.0)  # type: ignore[arg-type]
+                    failed = await drain(events, sfu.MixerFailed)
+                    assert "TypeError" in failed.error
+                    streamed = await asyncio.wait_for(live.read(), 5)  # the stream ends
+            assert list(parse_pages(streamed))[-1].header_type & LAST_PAGE
+            assert not recording.recording, "the recording was not finished"
+            assert list(parse_pages(recording.path.read_bytes()))[-1].header_type & LAST_PAGE
+            assert mixed.participant is not None and mixed.participant.closed
+            assert "mix" in (mixed.participant.close_reason or "")
+            assert not mixer.running
+            # The slots are not the mixer's: bob still hears alice.
+            heard = len(bob.packets(0))
+            await wait_for(lambda: len(bob.packets(0)) >= heard + 25, 5, "alice still forwarded")
+            again = await room.record(tmp_path / "again.opus")
+            assert mixer.running, "a new consumer starts it again"
+            await wait_for(lambda: again.packets >= 10, 5, "the new recording")
+            await again.stop()
+        finally:
+            await close_all(clients)
+            await runner.cleanup()
+
+
+async def drain(events: sfu.EventStream, wanted: type[T], timeout: float = 5) -> T:
+    """The next event of type ``wanted``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await events.next(max(0.01, deadline - loop.time()))
+        if isinstance(event, wanted):
+            return event

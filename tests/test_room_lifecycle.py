@@ -15,6 +15,7 @@ import pytest
 import sfu
 from sfu import auth
 from sfu.media import router as router_module
+from sfu.media.ogg import LAST_PAGE, parse_pages
 
 UFRAG = "Zx4f"
 PWD = "k3Jq9sT0pV7wY2bN5cR8dF1h"
@@ -694,6 +695,34 @@ async def test_a_cancelled_server_close_leaves_no_room_open(tmp_path: Path) -> N
         await server.close()  # returns: nothing left to do
 
 
+async def test_a_close_after_a_cancelled_one_returns_when_everything_has_stopped(
+    tmp_path: Path,
+) -> None:
+    """The first close() is cancelled while it waits for room a's mixer; the
+    second returns only once the whole job is done: both rooms' mixers
+    stopped (their recordings finished), the timer task ended, the socket
+    closed."""
+    server = sfu.Server()
+    await server.start()
+    first, second = server.room("a"), server.room("b")
+    recordings = [await first.record(tmp_path / "a.opus"), await second.record(tmp_path / "b.opus")]
+    await asyncio.sleep(0.05)
+    timer = server._task
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0)  # waiting for room a's mixer now
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.wait_for(server.close(), 2)
+    assert not first.mixer.running and not second.mixer.running, "a mixer still runs"
+    assert not any(recording.recording for recording in recordings), "a recording still open"
+    assert timer is not None and timer.done()
+    assert server._socket is None and server.closed
+    for recording in recordings:
+        pages = list(parse_pages(recording.path.read_bytes()))
+        assert pages[-1].header_type & LAST_PAGE, f"{recording.path.name} is not finished"
+
+
 async def test_join_arguments_are_checked() -> None:
     async with sfu.Server() as server:
         room = server.room("r")
@@ -836,3 +865,31 @@ async def test_a_demoted_member_rejoins_over_a_full_audience(
         await asyncio.sleep(0.1)
         with pytest.raises(sfu.RoomFull):
             await room.join(SPEAKER, identity="pat")
+
+
+async def test_a_moderator_seated_in_the_audience_is_told_apart_from_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """To a full stage past its grace a moderator joins the audience, past a
+    full max_listeners too, also one a moderator promoted (its listener token
+    has no `moderate` of its own); one that can only send (a WHIP publisher)
+    cannot listen, and is refused for the full stage, not for its offer."""
+    monkeypatch.setattr(sfu.room, "MODERATOR_REJOIN_GRACE", 0.0)
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r", max_speakers=1, max_listeners=1)
+        await room.add_speaker(SPEAKER, "sam")
+        await room.add_listener(LISTENER, "lou")
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(SPEAKER, token=token)
+        assert (mo.role, mo.grants) == ("listener", frozenset({"subscribe", "moderate"}))
+        with pytest.raises(sfu.RoomFull, match="speakers"):
+            await room.join(offer("sendonly"), identity="whip", role="moderator")
+        await room.demote("sam", by="mo")
+        await room.promote("lou", role="moderator", by="mo")
+        lou_token = auth.issue_token(SECRET, room="r", identity="lou", role="listener")
+        await room["lou"].close()
+        await room.promote("mo", role="moderator", by="mo")  # the seat lou left
+        await asyncio.sleep(0.01)  # lou's grace (none here) is over
+        lou = await room.join(LISTENER, token=lou_token)
+        assert lou.role == "listener" and lou.is_moderator and not lou.can_publish
+        assert room.listeners == [room["sam"], lou] and room.speakers == [mo]

@@ -232,6 +232,7 @@ document.addEventListener("click", (event) => {
   const identity = holder.dataset.identity;
   const actions = {
     promote: () => client.promote(identity),
+    "take-stage": () => client.promote(identity, "moderator"),
     demote: () => client.demote(identity),
     mute: () => client.muteParticipant(identity, true),
     unmute: () => client.muteParticipant(identity, false),
@@ -341,6 +342,9 @@ function render() {
           actions.push(["demote", "To audience"]);
         }
         actions.push(["remove", "Remove"]);
+      } else if (c.isModerator && m.identity === c.identity && m.role === "listener" && c.state === "joined") {
+        // Seated in the audience because the stage was full: back on it once a seat is free.
+        actions.push(["take-stage", "Take the stage"]);
       }
       setActions(el.querySelector(".actions"), actions);
       el.querySelector(".menu-button").hidden = actions.length === 0;

@@ -199,6 +199,13 @@ class Mixer:
     loop the mixing task runs in. ``max_speakers`` caps how many speakers
     are mixed (default: all the Router forwards, i.e. the slot holders);
     ``jitter_depth`` is the playout delay in packets.
+
+    Should mixing a frame ever raise (a bug), the error is logged with its
+    traceback and the mixer lets every consumer go as :meth:`close` does
+    (each output's ``on_close`` is called: recordings finish their files,
+    live streams end; mixed receivers are dropped), then calls
+    ``on_failure(error, receiver_ids)`` with the receivers it dropped; it is
+    not closed: the next consumer starts it again.
     """
 
     def __init__(
@@ -211,11 +218,13 @@ class Mixer:
         bitrate: int = 48000,
         max_speakers: int | None = None,
         jitter_depth: int = 2,
+        on_failure: Callable[[BaseException, list[int]], None] | None = None,
     ) -> None:
         if max_speakers is not None and max_speakers < 1:
             raise ValueError(f"max_speakers must be >= 1, got {max_speakers}")
         self.router = router
         self.name = name
+        self.on_failure = on_failure
         self.bitrate = bitrate
         self.max_speakers = max_speakers
         self.jitter_depth = jitter_depth
@@ -251,6 +260,7 @@ class Mixer:
         self.frames = 0
         self.skipped = 0
         self.starts = 0
+        self.failures = 0
         self._timing = [0.0, 0.0, 0.0]  # decode, mix, encode
         self._epoch = 0.0  # loop time of frame 0 of this run
         self._frame = 0  # the frame the task mixes next (or is mixing)
@@ -291,6 +301,7 @@ class Mixer:
             "frames": self.frames,
             "skipped_frames": self.skipped,
             "starts": self.starts,
+            "failures": self.failures,
             "decode_seconds": decode,
             "mix_seconds": mix,
             "encode_seconds": encode,
@@ -544,11 +555,30 @@ class Mixer:
                 deadline = self._frame_time(self._frame)
                 if deadline > self._done:  # else catch_up() mixed it already
                     self.step(deadline)
+        except Exception as exc:  # a bug: said, and every consumer let go, not left waiting
+            self._failed(exc)
         finally:
             self._detach_from_router()
             for number in list(self._speakers):
                 self._drop_speaker(number)
             logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
+
+    def _failed(self, error: Exception) -> None:
+        """The task failed: log it, end every consumer, tell the owner."""
+        self.failures += 1
+        logger.error(
+            "mixer of room %r failed after %d frames; its recordings, live streams and "
+            "mixed receivers end",
+            self.name,
+            self.frames,
+            exc_info=error,
+        )
+        receivers = self._end_consumers()
+        if self.on_failure is not None:
+            try:
+                self.on_failure(error, receivers)
+            except Exception:
+                logger.exception("mixer of room %r: its failure callback failed", self.name)
 
     def catch_up(self, now: float) -> None:
         """Mix at once every frame due by loop time ``now`` that the task has
@@ -594,15 +624,29 @@ class Mixer:
     async def close(self) -> None:
         """Stop mixing now: every output's ``on_close`` is called, receivers are
         dropped and the task is awaited; idempotent."""
+        self._close_now()
+        await self.wait_stopped()
+
+    def _close_now(self) -> None:
+        """What :meth:`close` does without waiting: outputs told (a recording is
+        finished when this returns), receivers dropped; the task ends at its
+        next frame (:meth:`wait_stopped`). Idempotent."""
         if self._closed:
-            await self.wait_stopped()
             return
         self._closed = True
+        self._end_consumers()
+
+    def _end_consumers(self) -> list[int]:
+        """Detach every output (its ``on_close`` called) and mixed receiver;
+        the receivers' ids, which get no mix from now on."""
         streams = list(self._streams.values())
+        receivers = list(self._receivers)
         self._streams.clear()
         self._receivers.clear()
         self._carried.clear()
         for stream in streams:
+            # A stream made again with this SSRC goes on from here (see _stream).
+            self._positions[stream.ssrc] = (stream.sequence, stream.timestamp, time.monotonic())
             for output in stream.outputs:
                 output.closed = True
                 if output.on_close is not None:
@@ -613,7 +657,7 @@ class Mixer:
             stream.outputs.clear()
             if stream.fanout is not None:
                 stream.fanout.close()
-        await self.wait_stopped()
+        return receivers
 
     # -- the packet path (Router tap) -----------------------------------------------
 

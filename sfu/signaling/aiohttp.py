@@ -8,7 +8,8 @@ Mount them in any aiohttp app::
     app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))  # the room mix
 
 Other frameworks: :class:`sfu.signaling.SignalingSession` needs only a
-``send(text)`` and a ``close(code, reason)`` coroutine; see the README for
+``send(text)`` and a ``close(code, reason)`` coroutine, and a ``receive()``
+one for :meth:`~sfu.signaling.SignalingSession.serve`; see the README for
 Starlette/FastAPI.
 """
 
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What ``ws.receive()`` returns once the WebSocket is closing or gone.
+_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
 def _join_error_status(exc: BaseException) -> int | None:
@@ -117,22 +120,22 @@ class SignalingHandler:
         session = SignalingSession(
             self.server, ws.send_str, close, room_factory=self.factory, peer=str(request.remote)
         )
+
+        async def receive() -> str | bytes | None:
+            while True:
+                message = await ws.receive()
+                if message.type == WSMsgType.TEXT:
+                    return str(message.data)
+                if message.type == WSMsgType.BINARY:
+                    return bytes(message.data)
+                if message.type in _ENDED:
+                    return None
+
         self.sessions.add(session)
         try:
-            async for message in ws:
-                if message.type == WSMsgType.TEXT:
-                    await session.handle(message.data)
-                elif message.type == WSMsgType.BINARY:
-                    await session.send(
-                        {
-                            "type": "error",
-                            "code": "bad_message",
-                            "message": "send text frames (JSON)",
-                            "id": None,
-                        }
-                    )
-                elif message.type == WSMsgType.ERROR:
-                    break
+            # Reads on while a frame is handled: a client gone while its join
+            # waits its turn is noticed then, and the join abandoned.
+            await session.serve(receive)
         finally:
             self.sessions.discard(session)
             await session.close(1001, "signaling connection closed")

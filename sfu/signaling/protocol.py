@@ -1,11 +1,13 @@
 """The JSON-over-WebSocket signaling protocol, independent of any web framework.
 
 One :class:`SignalingSession` per WebSocket; it carries one participant in
-one room. The adapter (see :mod:`sfu.signaling.aiohttp`) feeds it each text
-frame with :meth:`SignalingSession.handle` and calls
-:meth:`SignalingSession.close` when the socket closes; the session sends
-through the ``send`` and ``close`` coroutines it was given. The protocol is
-documented message by message in ``docs/signaling.md``.
+one room. The adapter (see :mod:`sfu.signaling.aiohttp`) hands it a
+``receive`` coroutine with :meth:`SignalingSession.serve`, which reads the
+frames, handles each in turn, and closes the session when the socket
+closes, also while a frame is still being handled (a ``join`` waiting its
+turn is then abandoned: nobody is told of a member that is already gone).
+The session sends through the ``send`` and ``close`` coroutines it was
+given. The protocol is documented message by message in ``docs/signaling.md``.
 
 Bad input never breaks the room or other connections: every problem is an
 ``error`` reply with a code, and the connection goes on.
@@ -40,6 +42,7 @@ from ..events import (
     DominantSpeakerChanged,
     HandLowered,
     HandRaised,
+    MixerFailed,
     MuteChanged,
     ParticipantConnected,
     ParticipantJoined,
@@ -94,6 +97,9 @@ CLOSE_LEFT = 1000
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+#: The next frame from the client: text, bytes (answered with an error), or
+#: ``None`` once the socket has closed.
+Receive = Callable[[], Awaitable["str | bytes | None"]]
 RoomFactory = Callable[[str], "Room | None"]
 
 _ERROR_CODES: list[tuple[type[BaseException], str]] = [
@@ -117,7 +123,8 @@ def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
             event, (ParticipantJoined, ParticipantConnected, ParticipantLeft, ParticipantRemoved)
         ):
             return event.identity == identity  # its own: the others come batched
-        return not isinstance(event, DominantSpeakerChanged)  # (in active_speakers)
+        # (DominantSpeakerChanged is in active_speakers; a mixer's failure is the backend's news.)
+        return not isinstance(event, (DominantSpeakerChanged, MixerFailed))
 
     return accept
 
@@ -141,6 +148,15 @@ def _no_constant(name: str) -> Any:
     """JSON's NaN and Infinity are not JSON (RFC 8259): refused, as a browser could
     not read them back (an ``id`` is echoed in the reply)."""
     raise ValueError(f"{name} is not JSON")
+
+
+async def _receive(receive: Receive) -> str | bytes | None:
+    """``receive()``; one that raises (a framework's "disconnected") is a closed socket."""
+    try:
+        return await receive()
+    except Exception as exc:
+        logger.debug("receiving failed: %s", exc)
+        return None
 
 
 class ProtocolError(Exception):
@@ -171,7 +187,8 @@ class SignalingSession:
 
     ``room_factory(name)`` returns the room to join (or ``None`` for "no
     such room"); by default an existing room of ``server``. Safe to cancel:
-    :meth:`close` ends the event relay task and the participant.
+    :meth:`close` ends the event relay task and the participant, and
+    abandons a join still waiting for its turn.
     """
 
     def __init__(
@@ -190,6 +207,10 @@ class SignalingSession:
         self.peer = peer
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
+        # The task whose join waits for its turn (close() abandons it, by
+        # cancelling that wait), and whether close() did.
+        self._join_waiter: asyncio.Task[Any] | None = None
+        self._join_abandoned = False
         self._joined_sent: asyncio.Event | None = None
         # Events about this identity before its own ParticipantJoined are about a
         # predecessor of the same name (it left while this join waited its turn).
@@ -214,6 +235,50 @@ class SignalingSession:
         return f"<SignalingSession {self.peer} {who}>"
 
     # -- input ----------------------------------------------------------------
+
+    async def serve(self, receive: Receive) -> None:
+        """Handle the client's frames until the socket closes, then close the session.
+
+        ``receive()`` returns the next frame: a text frame as ``str``, a
+        binary one as ``bytes`` (answered with ``bad_message``), ``None``
+        once the socket is closed. Frames are handled one at a time, in
+        order; while one is handled the next is already read (one frame
+        ahead, no more), so that a socket closing during a slow frame (a
+        ``join`` waiting for its turn in a crowd) closes the session at
+        once: the join is abandoned, no member is made. Safe to cancel.
+        """
+        loop = asyncio.get_running_loop()
+        reading: asyncio.Task[str | bytes | None] | None = None
+        handling: asyncio.Task[None] | None = None
+        try:
+            while not self._closed:
+                if reading is None:
+                    reading = loop.create_task(_receive(receive))
+                frame = await reading
+                reading = None
+                if frame is None:
+                    return
+                handling = loop.create_task(self._handle_frame(frame))
+                reading = loop.create_task(_receive(receive))
+                await asyncio.wait((handling, reading), return_when=asyncio.FIRST_COMPLETED)
+                if not handling.done() and reading.result() is None:
+                    # Gone while its frame is handled: a join waiting its turn
+                    # ends here, before it makes a member nobody would hear from.
+                    await self.close(1001, "signaling connection closed")
+                await handling
+                handling = None
+        finally:
+            for task in (handling, reading):
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.wait((task,))
+            await self.close(1001, "signaling connection closed")
+
+    async def _handle_frame(self, frame: str | bytes) -> None:
+        if isinstance(frame, str):
+            await self.handle(frame)
+        else:
+            await self._error("bad_message", "send text frames (JSON)")
 
     async def handle(self, text: str) -> None:
         """Handle one text frame; replies (or an error) are sent before it returns."""
@@ -333,17 +398,24 @@ class SignalingSession:
         # client batched (RosterChanged), and queued they would fill the queue
         # in a join storm and end this session as fallen behind.
         events = room.events(accept=_relayed_for(identity))
+        # close() cancels this wait: a connection that goes away while its
+        # join waits its turn makes no member (nobody is told of someone
+        # already gone, and no seat or session is held for it).
+        self._join_waiter = asyncio.current_task()
         try:
             participant = await room.join(offer, token=token, mixed=mixed)
-        except BaseException:
+        except BaseException as exc:
             events.close()
+            if isinstance(exc, asyncio.CancelledError) and self._join_abandoned:
+                task = asyncio.current_task()
+                uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+                if uncancel is None or uncancel() == 0:  # not cancelled by anyone else too
+                    raise ProtocolError(
+                        "not_joined", "the connection closed during the join"
+                    ) from None
             raise
-        if self._closed:  # the connection closed while the join waited its turn
-            events.close()
-            await participant.close("signaling connection closed")
-            if not existed:
-                room._drop_if_unused()
-            raise ProtocolError("not_joined", "the connection closed during the join")
+        finally:
+            self._join_waiter = None
         self.participant = participant
         # The `joined` snapshot below is the room as it is now, built before
         # anything else runs. The events queued while this join waited its turn
@@ -586,6 +658,11 @@ class SignalingSession:
         if self._closed:
             return
         self._closed = True
+        waiter = self._join_waiter
+        if waiter is not None and waiter is not asyncio.current_task():
+            # A join waiting for its turn (nothing is made before it): abandoned.
+            self._join_abandoned = True
+            waiter.cancel()
         participant = self.participant
         if participant is not None:
             await participant.close("left" if code == CLOSE_LEFT else reason or "signaling closed")

@@ -186,6 +186,7 @@ class Server:
         self._task: asyncio.Task[None] | None = None
         self._starting: asyncio.Future[None] | None = None
         self._close_done: asyncio.Event | None = None
+        self._closing: asyncio.Task[None] | None = None  # what close() waits for
 
     # -- life cycle --------------------------------------------------------
 
@@ -287,13 +288,21 @@ class Server:
 
     async def close(self) -> None:
         """Close every room, session and the socket; idempotent (a second call
-        returns when the first has finished)."""
+        returns when the first has finished).
+
+        Safe to cancel: a close cancelled half-way has still ended every room
+        (members told, recordings finished), session, timer and the socket,
+        and what takes a moment more (the rooms' mixers stopping at their next
+        frame) finishes in a task of the server's; a later ``close()`` returns
+        once that is done too.
+        """
         if self._closed:
             if self._close_done is not None:
                 await self._close_done.wait()
             return
         self._closed = True
         self._close_done = asyncio.Event()
+        rooms: list[Room] = []
         begun: set[Room] = set()
         try:
             starting = self._starting
@@ -329,17 +338,39 @@ class Server:
             if transport is not None:
                 transport.close()  # closes the socket once connection_lost has run
             sock, self._socket = self._socket, None
+            # The rest waits for tasks to end: in a task of the server's, so
+            # that it is done even if this call was cancelled, and a later
+            # close() returns only then (it waits for _close_done).
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close_rest(rooms, task, sock), name="sfu-server-close"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _close_rest(
+        self, rooms: list[Room], task: asyncio.Task[None] | None, sock: socket.socket | None
+    ) -> None:
+        """The part of :meth:`close` that waits: rooms closing elsewhere, every
+        room's mixer task, the timer task, the transport's ``connection_lost``."""
+        assert self._close_done is not None
+        try:
+            for room in rooms:
+                try:
+                    await room.close()  # closed already, or under way elsewhere: waits for it
+                    mixer = room._mixer
+                    if mixer is not None:
+                        mixer._close_now()  # (a room's close that failed before it)
+                        await mixer.wait_stopped()
+                except Exception:
+                    logger.exception("room %r: closing failed", room.name)
+            if task is not None:
+                await asyncio.wait((task,))
+            # Let the loop run the transport's connection_lost callback.
+            await asyncio.sleep(0)
+        finally:
+            if sock is not None:
+                sock.close()
             self._close_done.set()
-        if task is not None:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        # Let the loop run the transport's connection_lost callback.
-        await asyncio.sleep(0)
-        if sock is not None:
-            sock.close()
-        logger.info("sfu server closed")
+            logger.info("sfu server closed")
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._started and not self._closed:

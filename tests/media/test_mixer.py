@@ -19,6 +19,7 @@ from sfu.media.mixer import MAX_CATCH_UP, PTIME, Mixer
 from sfu.media.opus import OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
 
+from ..clients import wait_for
 from .mixing import assert_tones, decode_payloads, opus_tone, tone
 
 
@@ -378,4 +379,37 @@ async def test_a_mixer_task_cancelled_before_it_ran_leaves_the_router_as_it_was(
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert router.taps == [] and router.released == []
+    await mixer.close()
+
+
+async def test_a_failing_mixer_task_ends_its_outputs_and_can_start_again(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forced at the mixer's boundary (nothing in the product fails this way
+    today): the Router's tap hands it a payload that is not bytes, and the
+    frame that decodes it raises. The error is logged with its traceback,
+    every output is told (``on_close``: a recording finishes its file), the
+    task ends without an exception nobody retrieves, and the next consumer
+    starts the mixer again."""
+    mixer = Mixer(router, name="t")
+    told: list[str] = []
+    output = mixer.add_output(Collector(), on_close=lambda: told.append("closed"))
+    task = mixer.task
+    assert task is not None
+    bad = publisher(1)
+    for sequence in range(4):
+        for tap in list(router.taps):
+            tap(bad, [0xF8, 0xFF, 0xFE], 0, sequence, sequence * 960, 0, 100.0)  # type: ignore[arg-type]
+    await wait_for(task.done, 2, "the mixing task to end")
+    assert told == ["closed"] and output.closed, "the output was not told"
+    assert not task.cancelled() and task.exception() is None
+    assert not mixer.running and router.taps == [] and router.released == []
+    failures = [r for r in caplog.records if r.name == "sfu.media.mixer" and r.levelname == "ERROR"]
+    assert failures and failures[0].exc_info, "logged with its traceback"
+    assert mixer.stats()["failures"] == 1
+    again = Collector()
+    mixer.add_output(again)
+    assert mixer.running, "a new consumer starts it again"
+    run(mixer, router, {publisher(2): opus_tone(440, 10)})
+    assert len(again.packets) == 10
     await mixer.close()

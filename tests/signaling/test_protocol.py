@@ -960,3 +960,59 @@ async def test_metrics_count_the_rtp_rooms_did_not_forward_and_say_their_format(
         await room.close()
         assert drops(server)["rtp not forwarded"] == 5, "a counter never goes down"
         assert render_metrics(server)[1] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def test_a_moderator_is_never_refused_a_full_stage_over_signaling(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the WebSocket: a moderator whose connection dropped comes back on
+    the stage it left although its seat was taken; later, to a full stage, it
+    is seated in the audience with `moderate` in its grants, and moderates
+    from there until it takes the stage back."""
+    room = app.server.room("hall", max_speakers=1)
+    mod, mod_client = await joined(app, "mod", "moderator")
+    clients = [mod_client]
+    sockets = [mod]
+    try:
+        await mod.ws.close()  # its connection drops
+        await wait_for(lambda: "mod" not in room.participants, 5, "mod gone")
+        sam, sam_client = await joined(app, "sam", "speaker")  # takes the seat
+        sockets.append(sam)
+        clients.append(sam_client)
+        mod, mod_client = await joined(app, "mod", "moderator")  # room_full before
+        sockets.append(mod)
+        clients.append(mod_client)
+        assert room["mod"].role == "moderator" and room["mod"].can_publish
+        assert len(room.speakers) == 2
+
+        monkeypatch.setattr(sfu.room, "MODERATOR_REJOIN_GRACE", 0.05)
+        await mod.ws.close()
+        await wait_for(lambda: "mod" not in room.participants, 5, "mod gone again")
+        await asyncio.sleep(0.1)
+        mod = await app.ws()
+        sockets.append(mod)
+        pc, mod_client = await peer(speaker=True)
+        clients.append(mod_client)
+        reply = await mod.request(
+            {
+                "type": "join",
+                "room": "hall",
+                "token": app.token("mod", "moderator"),
+                "offer": pc.localDescription.sdp,
+            },
+            "joined",
+        )
+        assert reply["role"] == "listener" and reply["grants"] == ["moderate", "subscribe"]
+        await pc.setRemoteDescription(RTCSessionDescription(reply["answer"], "answer"))
+        await room["mod"].wait_connected(10)
+        await mod.request({"type": "demote", "identity": "sam"})
+        await mod.request({"type": "promote", "identity": "mod", "role": "moderator"})
+        changed = await mod.expect("role_changed")
+        while changed["identity"] != "mod":
+            changed = await mod.expect("role_changed")
+        assert changed["renegotiate"] and changed["grants"] == ["moderate", "publish", "subscribe"]
+        answer = await mod.request({"type": "offer", "sdp": await make_offer(pc)}, "answer")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        assert room["mod"].role == "moderator" and room["mod"].publisher is not None
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), *(s.ws.close() for s in sockets))

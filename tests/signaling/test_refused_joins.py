@@ -14,9 +14,11 @@ from aiohttp import web
 
 import sfu
 from sfu import auth
-from sfu.signaling.aiohttp import add_whip_whep
+from sfu.events import EventStream, RoomEvent
+from sfu.signaling.aiohttp import add_signaling, add_whip_whep
 from sfu.signaling.protocol import SignalingSession
 
+from ..clients import close_peer
 from ..sites import start_site
 from ..test_room_lifecycle import LISTENER, SECRET
 
@@ -190,3 +192,110 @@ async def test_a_room_made_for_a_refused_post_is_decided_once(
             assert not room.closed
         finally:
             await runner.cleanup()
+
+
+async def test_a_client_gone_while_its_join_waited_is_never_announced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A browser closes its WebSocket while its join waits its turn (a crowd
+    ahead): the join is abandoned. The room never hears of it (no
+    ParticipantJoined for the backend, no roster entry for the members), and
+    no participant, session or seat is left for it."""
+    from .test_protocol import SECRET as APP_SECRET
+    from .test_protocol import App, joined, peer
+
+    async with sfu.Server(token_secret=APP_SECRET) as server:
+        room = server.room("hall", max_listeners=2)
+        web_app = web.Application()
+        handler = add_signaling(web_app, server, create_rooms=False)
+        runner, port = await start_site(web_app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                app = App(server, f"http://127.0.0.1:{port}", http)
+                watcher, watcher_peer = await joined(app, "watcher")
+                await watcher.expect("roster")  # its own arrival, batched
+                events = room.events()
+                release = hold_turns(monkeypatch, server)
+                ghost_pc, _ = await peer()
+                ghost = await app.ws()
+                await ghost.send(
+                    {
+                        "type": "join",
+                        "room": "hall",
+                        "token": app.token("ghost"),
+                        "offer": ghost_pc.localDescription.sdp,
+                    }
+                )
+                await asyncio.sleep(0.3)  # the join waits its turn
+                await ghost.ws.close()
+                await asyncio.sleep(0.3)
+                release.set()
+                # A roster batch (0.5 s) would have told the watcher by now.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 1.0
+                told: list[dict[str, Any]] = []
+                while (left := deadline - loop.time()) > 0:
+                    try:
+                        told.append(await watcher.receive(left))
+                    except asyncio.TimeoutError:
+                        break
+                seen = await queued(events)
+                assert not [e for e in seen if getattr(e, "identity", None) == "ghost"], seen
+                assert "ghost" not in json.dumps(told), told
+                assert list(room.participants) == ["watcher"]
+                assert server.stats()["sessions"] == 1, "a session held for the ghost"
+                assert len(handler.sessions) == 1
+                # Its seat is free: a second listener fits under max_listeners=2.
+                late, late_peer = await joined(app, "late")
+                await late_peer.wait_connected()
+                await asyncio.gather(
+                    close_peer(ghost_pc),
+                    watcher_peer.close(),
+                    late_peer.close(),
+                    watcher.ws.close(),
+                    late.ws.close(),
+                )
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_signaling_join_waiting_its_turn_is_abandoned_by_close() -> None:
+    """SignalingSession.close() (the adapter saw the socket close, or the
+    app shuts down) while the join waits for its turn: no member is made."""
+    async with sfu.Server(token_secret=SECRET, joins_per_turn=1) as server:
+        room = server.room("r")
+        events = room.events()
+        sent: list[str] = []
+
+        async def send(text: str) -> None:
+            sent.append(text)
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close)
+        token = auth.issue_token(SECRET, room="r", identity="gone", role="listener")
+        server.admission._used = 1  # this turn's joins are spent: it waits for the next
+        handling = asyncio.ensure_future(
+            session.handle(
+                json.dumps({"type": "join", "room": "r", "token": token, "offer": LISTENER})
+            )
+        )
+        await asyncio.sleep(0)
+        assert len(server.admission) == 1, "the join waits for its turn"
+        await session.close(1001, "signaling connection closed")
+        await asyncio.wait_for(handling, 2)
+        await asyncio.sleep(0.05)
+        assert room.participants == {} and server.stats()["sessions"] == 0
+        assert await queued(events) == [], "nobody is told of it"
+        assert sent == [] and session.participant is None
+
+
+async def queued(events: EventStream) -> list[RoomEvent]:
+    """The events a stream holds now."""
+    held = []
+    while True:
+        try:
+            held.append(await events.next(0))
+        except asyncio.TimeoutError:
+            return held

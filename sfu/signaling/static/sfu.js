@@ -264,8 +264,9 @@ export class SfuClient {
     return this.grants ? this.grants.includes("publish") : this._rolePublishes(this.role);
   }
 
+  /** Whether it may moderate: a moderator seated in the audience (role "listener") too. */
   get isModerator() {
-    return this.role === "moderator";
+    return this.grants ? this.grants.includes("moderate") : this.role === "moderator";
   }
 
   /** The microphone track being sent, if any. */
@@ -352,6 +353,9 @@ export class SfuClient {
       );
     }
     this._onJoined(joined);
+    // Seated in the audience (a moderator on a full stage, a promoted member
+    // back to one): the microphone it offered is not used; give it back.
+    if (!this.canPublish) this._stopMicrophone();
     const held = this._heldEvents || [];
     this._heldEvents = null;
     for (const message of held) this._dispatch(message);
@@ -551,7 +555,9 @@ export class SfuClient {
       await sleep(delay * (0.75 + Math.random() * 0.5));
       if (over()) return;
       try {
-        await this._connect(this._publishing && this.canPublish);
+        // (A moderator seated in the audience offers one too: the stage may
+        // have a seat for it now, and its token's role needs a sending line.)
+        await this._connect(this._publishing && (this.canPublish || this.isModerator));
         this._microphoneRetries = 0;
         return;
       } catch (err) {
@@ -768,6 +774,11 @@ export class SfuClient {
         const publish = this.canPublish;
         this._publishing = publish; // what a reconnect offers from now on
         this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
+      } else if (this._publishing && !this.canPublish) {
+        // Demoted before the server saw the sending line a promotion asked for
+        // (it then asks for no offer): the microphone opened for it goes.
+        this._publishing = false;
+        this._queueNegotiation(() => this._stopPublishing());
       }
     }
     this._emit("role", message);
