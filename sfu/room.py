@@ -161,6 +161,9 @@ class Room:
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
         self._demoted_rejoin: dict[str, float] = {}
+        # Members demoted that have not left since: the first departure of
+        # each (not a removal) opens its grace above, once per demotion.
+        self._demoted_present: set[str] = set()
         # Moderators that dropped from the stage, and until when their reconnect
         # comes back on it past max_speakers.
         self._moderator_rejoin: dict[str, float] = {}
@@ -591,6 +594,7 @@ class Room:
         self._change_role(participant, role, grants)
         decision = self._decisions.setdefault(identity, {})
         decision["role"] = role
+        self._demoted_present.discard(identity)  # on the stage again: no demoted grace
         if role == "moderator":
             decision.pop("moderate", None)  # a demotion's revocation ends
         if self._hands.pop(identity, None) is not None:
@@ -637,6 +641,7 @@ class Room:
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
         self._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
+        self._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
         logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
@@ -836,7 +841,9 @@ class Room:
         del self._participants[participant.identity]
         self._by_number.pop(participant.number, None)
         self._counts[participant.can_publish] -= 1
-        if self._decisions.get(participant.identity, {}).get("role") == "listener":
+        demoted = participant.identity in self._demoted_present
+        self._demoted_present.discard(participant.identity)
+        if demoted and not reason.startswith("removed"):
             now = self.server.loop.time()
             self._demoted_rejoin = {k: t for k, t in self._demoted_rejoin.items() if t > now}
             self._demoted_rejoin[participant.identity] = now + DEMOTED_REJOIN_GRACE

@@ -893,3 +893,24 @@ async def test_a_moderator_seated_in_the_audience_is_told_apart_from_a_refusal(
         lou = await room.join(LISTENER, token=lou_token)
         assert lou.role == "listener" and lou.is_moderator and not lou.can_publish
         assert room.listeners == [room["sam"], lou] and room.speakers == [mo]
+
+
+async def test_the_demoted_members_grace_is_one_reconnect_and_not_after_a_removal() -> None:
+    """The grace past max_listeners is for a demoted member's reconnect: once
+    per demotion, and not for one a moderator removed; then the cap holds."""
+    async with sfu.Server() as server:
+        room = server.room("r", max_listeners=1)
+        await room.add_speaker(SPEAKER, "troll")
+        await room.demote("troll")  # the one listener place
+        await room.remove("troll", "kicked")
+        await room.add_listener(LISTENER, "fan")  # the place it left is taken
+        with pytest.raises(sfu.RoomFull):
+            await room.join(LISTENER, identity="troll")
+
+        pat = await room.add_speaker(SPEAKER, "pat")
+        await room.demote("pat")
+        await pat.close()  # its connection drops
+        back = await room.join(LISTENER, identity="pat")  # the reconnect: past the cap
+        await back.close()  # and once more
+        with pytest.raises(sfu.RoomFull):
+            await room.join(LISTENER, identity="pat")
