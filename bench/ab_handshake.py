@@ -32,6 +32,7 @@ from typing import Any
 
 import harness
 import loadgen
+from join_cost import client_step
 from OpenSSL import SSL
 
 sys.path.insert(0, str(harness.ROOT))
@@ -48,21 +49,6 @@ def load_renamed(tree: Path, name: str, scratch: Path) -> ModuleType:
         path.write_text(text)
     sys.path.insert(0, str(scratch))
     return importlib.import_module(f"{name}.transport.dtls")
-
-
-def client_step(peer: SSL.Connection, datagrams: list[bytes]) -> list[bytes]:
-    for datagram in datagrams:
-        peer.bio_write(datagram)
-    try:
-        peer.do_handshake()
-    except SSL.WantReadError:
-        pass
-    out = []
-    while True:
-        try:
-            out.append(peer.bio_read(65536))
-        except SSL.WantReadError:
-            return out
 
 
 def handshake_ns(dtls: Any, certificate: Any, client: loadgen.ClientCertificate) -> int:

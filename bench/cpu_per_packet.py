@@ -124,6 +124,19 @@ def fmt(value: float | None) -> str:
     return f"{value:6.2f}" if value is not None else "   n/a"
 
 
+def add_path_columns(
+    entry: dict[str, Any], label: str, row: dict[str, Any], floor: float | None
+) -> None:
+    """One server path's figures at one N, as ``<label>_...`` columns of a summary row."""
+    entry[f"{label}_total_us"] = row["us_per_packet_total"]
+    entry[f"{label}_marginal_us"] = row["us_per_packet_marginal"]
+    entry[f"{label}_loss"] = row["speaking"]["loss"]
+    entry[f"{label}_cpu_share"] = row["speaking"]["server_cpu_share"]
+    entry[f"{label}_server_wait_s"] = row["speaking"]["server_runqueue_wait_s"]
+    if floor and row["us_per_packet_total"]:
+        entry[f"{label}_total_x_floor"] = row["us_per_packet_total"] / floor
+
+
 def table(
     rows: list[dict[str, Any]], floors: dict[int, Any], batched: dict[int, Any]
 ) -> list[dict[str, Any]]:
@@ -143,13 +156,8 @@ def table(
         for label, row in (("compiled", compiled), ("python", python)):
             if row is None:
                 continue
-            entry[f"{label}_total_us"] = row["us_per_packet_total"]
-            entry[f"{label}_marginal_us"] = row["us_per_packet_marginal"]
-            entry[f"{label}_loss"] = row["speaking"]["loss"]
-            entry[f"{label}_cpu_share"] = row["speaking"]["server_cpu_share"]
-            entry[f"{label}_server_wait_s"] = row["speaking"]["server_runqueue_wait_s"]
+            add_path_columns(entry, label, row, floor)
             if floor and row["us_per_packet_total"]:
-                entry[f"{label}_total_x_floor"] = row["us_per_packet_total"] / floor
                 entry[f"{label}_marginal_x_floor"] = row["us_per_packet_marginal"] / floor
             if batched_floor and row["us_per_packet_total"]:
                 entry[f"{label}_total_x_batched"] = row["us_per_packet_total"] / batched_floor

@@ -553,13 +553,7 @@ class JanusAPI:
                 pass
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await loadgen.cancel_tasks(self._tasks)
         if self.session:
             try:
                 await asyncio.wait_for(self.request(f"/{self.session}", {"janus": "destroy"}), 10)
@@ -740,14 +734,8 @@ def table(
             row = by.get((label, n))
             if row is None:
                 continue
-            entry[f"{label}_total_us"] = row["us_per_packet_total"]
-            entry[f"{label}_marginal_us"] = row["us_per_packet_marginal"]
-            entry[f"{label}_loss"] = row["speaking"]["loss"]
+            cpu_per_packet.add_path_columns(entry, label, row, entry["floor_us"])
             entry[f"{label}_worst_listener_loss"] = row["speaking"]["worst_listener_loss"]
-            entry[f"{label}_cpu_share"] = row["speaking"]["server_cpu_share"]
-            entry[f"{label}_server_wait_s"] = row["speaking"]["server_runqueue_wait_s"]
-            if entry["floor_us"] and row["us_per_packet_total"]:
-                entry[f"{label}_total_x_floor"] = row["us_per_packet_total"] / entry["floor_us"]
         compiled, janus = by.get(("compiled", n)), by.get(("janus", n))
         if compiled and janus and compiled["us_per_packet_total"] and janus["us_per_packet_total"]:
             entry["janus_x_compiled_total"] = (

@@ -77,6 +77,22 @@ async def time_add_listener(texts: list[str]) -> float:
         return us_per(time.perf_counter() - start, len(texts))
 
 
+def client_step(peer: SSL.Connection, datagrams: list[bytes]) -> list[bytes]:
+    """The load generator's client in memory: take the server's datagrams, return its next flight."""
+    for datagram in datagrams:
+        peer.bio_write(datagram)
+    try:
+        peer.do_handshake()
+    except SSL.WantReadError:
+        pass
+    out = []
+    while True:
+        try:
+            out.append(peer.bio_read(65536))
+        except SSL.WantReadError:
+            return out
+
+
 def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, float]:
     """Server-side DTLS handshakes against the load generator's client, in memory."""
     certificate = Certificate.generate()
@@ -91,20 +107,6 @@ def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, 
         finally:
             inside += time.perf_counter() - start
 
-    def client_step(peer: SSL.Connection, datagrams: list[bytes]) -> list[bytes]:
-        for datagram in datagrams:
-            peer.bio_write(datagram)
-        try:
-            peer.do_handshake()
-        except SSL.WantReadError:
-            pass
-        out = []
-        while True:
-            try:
-                out.append(peer.bio_read(65536))
-            except SSL.WantReadError:
-                return out
-
     total = 0.0
     for _ in range(count):
         sent: list[bytes] = []
@@ -116,7 +118,7 @@ def time_handshakes(count: int, client: loadgen.ClientCertificate) -> dict[str, 
         peer.set_ciphertext_mtu(loadgen.MTU)
         flight = client_step(peer, [])
         for _flight in range(6):  # a DTLS 1.2 handshake takes 3 client flights
-            OpenSslSession.do_handshake = timed_do_handshake  # type: ignore[method-assign]
+            OpenSslSession.do_handshake = timed_do_handshake  # type: ignore[method-assign, assignment]
             start = time.perf_counter()
             try:
                 for datagram in flight:

@@ -50,7 +50,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,19 @@ if _sink_is_stale():  # build it on first use, again after a change (bench/setup
 import _sink  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
+
+
+async def cancel_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 OPUS_PT = 111
 LEVEL_ID = 1
@@ -1003,13 +1016,7 @@ class LoadGen:
         for connection in self._kept:
             connection.close()
         self._kept = []
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_tasks(self._tasks)
         if self.sink is not None:
             self.sink.stop()
         if self._sink_thread is not None:
