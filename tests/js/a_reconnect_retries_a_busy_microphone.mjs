@@ -1,17 +1,9 @@
 // A reconnect whose microphone is busy for a moment (another program holds it:
 // NotReadableError) tries again instead of ending the session: once the device
 // is free the speaker is back, and the app was not told the microphone is gone.
-import { check, clientOptions, joinedReply, onClientMessage, setAnswerDelay, sleep, sockets, tracks } from "./fake_browser.mjs";
+import { check, joinedSpeaker, sleep, sockets, tracks } from "./fake_browser.mjs";
 const { SfuClient } = await import(process.env.SFU_JS);
-setAnswerDelay(5);
-onClientMessage((socket, m) => {
-  if (m.type === "join") socket.reply(joinedReply(m.id, "alice", "speaker"));
-  else socket.reply({ type: "ok", id: m.id });
-});
-const client = new SfuClient(clientOptions("alice", "speaker", { backoffInitial: 10, backoffMax: 20 }));
-const errors = [];
-client.on("error", (e) => errors.push(e.code));
-await client.join();
+const { client, errors } = await joinedSpeaker(SfuClient);
 const open = navigator.mediaDevices.getUserMedia;
 let busy = 2;
 let asked = 0;

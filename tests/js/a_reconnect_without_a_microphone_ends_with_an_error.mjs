@@ -1,16 +1,8 @@
 // A reconnect whose getUserMedia is refused (microphone unplugged, permission revoked)
 // must not retry for ever in silence: it ends with a "microphone" error the app can show.
-import { check, clientOptions, joinedReply, onClientMessage, setAnswerDelay, sleep, sockets, tracks } from "./fake_browser.mjs";
+import { check, joinedSpeaker, sleep, sockets, tracks } from "./fake_browser.mjs";
 const { SfuClient } = await import(process.env.SFU_JS);
-setAnswerDelay(5);
-onClientMessage((socket, m) => {
-  if (m.type === "join") socket.reply(joinedReply(m.id, "alice", "speaker"));
-  else socket.reply({ type: "ok", id: m.id });
-});
-const client = new SfuClient(clientOptions("alice", "speaker", { backoffInitial: 10, backoffMax: 20 }));
-const errors = [];
-client.on("error", (e) => errors.push(e.code));
-await client.join();
+const { client, errors } = await joinedSpeaker(SfuClient);
 tracks[0].readyState = "ended";   // device gone
 navigator.mediaDevices.getUserMedia = async () => { throw Object.assign(new Error("Permission denied"), { name: "NotAllowedError" }); };
 console.warn = () => {};

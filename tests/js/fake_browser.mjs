@@ -193,6 +193,23 @@ export function joinedReply(id, identity, role, extra = {}) {
   };
 }
 
+/**
+ * A speaker "alice" joined to a fake server that accepts every message, with
+ * quick reconnects; `errors` collects the codes of its error events.
+ */
+export async function joinedSpeaker(SfuClient) {
+  setAnswerDelay(5);
+  onClientMessage((socket, m) => {
+    if (m.type === "join") socket.reply(joinedReply(m.id, "alice", "speaker"));
+    else socket.reply({ type: "ok", id: m.id });
+  });
+  const client = new SfuClient(clientOptions("alice", "speaker", { backoffInitial: 10, backoffMax: 20 }));
+  const errors = [];
+  client.on("error", (e) => errors.push(e.code));
+  await client.join();
+  return { client, errors };
+}
+
 /** Fail the scenario (the Python test reads the exit status and this line). */
 export function check(condition, message) {
   if (!condition) {
