@@ -95,6 +95,8 @@ CLOSE_ROOM_CLOSED = 4002
 CLOSE_SESSION_ENDED = 4003
 CLOSE_LEFT = 1000
 
+_ROLES = ("listener", "speaker", "moderator")
+
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 #: The next frame from the client: text, bytes (answered with an error), or
@@ -383,6 +385,10 @@ class SignalingSession:
         token = _field(message, "token", str)
         offer = _field(message, "offer", str)
         mixed = _field(message, "mixed", bool, required=False)  # None: Room.join decides
+        # A lesser role than the token's (a speaker joining to listen first).
+        role = _field(message, "role", str, required=False)
+        if role is not None and role not in _ROLES:
+            raise ProtocolError("bad_message", f"'role' must be one of {', '.join(_ROLES)}")
         if self.server.token_secret is None:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         # The token first: a bad one must not create the room it names.
@@ -403,7 +409,7 @@ class SignalingSession:
         # already gone, and no seat or session is held for it).
         self._join_waiter = asyncio.current_task()
         try:
-            participant = await room.join(offer, token=token, mixed=mixed)
+            participant = await room.join(offer, token=token, mixed=mixed, role=role)
         except BaseException as exc:
             events.close()
             if isinstance(exc, asyncio.CancelledError) and self._join_abandoned:

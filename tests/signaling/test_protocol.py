@@ -1016,3 +1016,30 @@ async def test_a_moderator_is_never_refused_a_full_stage_over_signaling(
         assert room["mod"].role == "moderator" and room["mod"].publisher is not None
     finally:
         await asyncio.gather(*(c.close() for c in clients), *(s.ws.close() for s in sockets))
+
+
+async def test_a_join_may_ask_for_a_lesser_role_than_its_token(app: App) -> None:
+    """`role` on `join`: a speaker token joining to listen (an offer that only
+    receives) asks for "listener"; without it that offer is refused; a role
+    the token does not grant, or no role at all, is refused too."""
+    pc, _ = await peer()  # receiving lines only
+    try:
+        join: dict[str, Any] = {
+            "type": "join",
+            "room": "hall",
+            "token": app.token("sam", "speaker"),
+            "offer": pc.localDescription.sdp,
+        }
+        refused = await (await app.ws()).request(join, "error")
+        assert refused["code"] == "invalid_offer" and "speaker needs to send" in refused["message"]
+        bad = await (await app.ws()).request({**join, "role": "admin"}, "error")
+        assert bad["code"] == "bad_message" and "'role' must be one of" in bad["message"]
+        more = {**join, "token": app.token("lee", "listener"), "role": "speaker"}
+        assert (await (await app.ws()).request(more, "error"))["code"] == "not_allowed"
+        socket = await app.ws()
+        reply = await socket.request({**join, "role": "listener"}, "joined")
+        assert reply["role"] == "listener" and reply["grants"] == ["subscribe"]
+        assert app.server.rooms["hall"]["sam"].role == "listener"
+        await socket.ws.close()
+    finally:
+        await close_peer(pc)

@@ -129,7 +129,8 @@ export class SfuClient {
    * @param {string} [options.room]   room name; default: the token's `room` claim
    * @param {number} [options.slots=3] how many slot streams to receive (the room's
    *   slot count; fewer: the server sends the room mix on the first line)
-   * @param {boolean} [options.publish] offer a microphone at join; default: the token's role may publish
+   * @param {boolean} [options.publish] offer a microphone at join; default: the token's role may publish.
+   *   false with a speaker or moderator token joins as a listener (a moderator keeps moderating)
    * @param {HTMLElement} [options.audioContainer] where the slot <audio> elements go (default: document.body)
    * @param {MediaTrackConstraints|boolean} [options.audio=true] getUserMedia audio constraints
    * @param {boolean} [options.reconnect=true]
@@ -342,7 +343,10 @@ export class SfuClient {
     // Room events the server sends right after `joined` wait until the
     // joined state is applied (else that older snapshot would overwrite them).
     this._heldEvents = [];
-    const joined = await this._request("join", { room: this.room, token: this.token, offer }, null, ws);
+    // A token that may speak, joining without a microphone (publish: false):
+    // it asks to join as a listener (a moderator keeps moderating).
+    const role = !publish && tokenClaims(this.token).role !== "listener" ? "listener" : undefined;
+    const joined = await this._request("join", { room: this.room, token: this.token, offer, role }, null, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
     if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
       // The socket closed, the client left, or the server ended the session
