@@ -22,6 +22,7 @@ upgrade that drops one fails there, not in a handshake.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -89,11 +90,21 @@ logger = logging.getLogger(__name__)
 DONE, WANT_READ, FAILED, CLOSED = 1, 0, -1, 2
 
 _BUFFER_SIZE = 1 << 16
-# One scratch buffer for every read: the loop is single-threaded per session
-# and each read copies out what it got before the next call.
-_buffer = ffi.new("unsigned char[]", _BUFFER_SIZE)
-_seconds = ffi.new("time_t *")
-_microseconds = ffi.new("long *")
+
+
+class _Scratch(threading.local):
+    """Buffers for every read, one set per thread: each read copies out what
+    it got before the next call, and cffi releases the GIL inside OpenSSL, so
+    a Server in another thread (sfu.transport.srtp allows one per thread)
+    must not write into the same memory meanwhile."""
+
+    def __init__(self) -> None:
+        self.buffer = ffi.new("unsigned char[]", _BUFFER_SIZE)
+        self.seconds = ffi.new("time_t *")
+        self.microseconds = ffi.new("long *")
+
+
+_scratch = _Scratch()
 
 #: The owner of each live session, by its ``SSL *`` address: the verify
 #: callback gets only the pointer. Weak, so a dropped owner leaves nothing.
@@ -107,8 +118,9 @@ def certificate_der(x509: Any) -> bytes:
     try:
         if lib.i2d_X509_bio(bio, x509) != 1:
             return b""
-        size = lib.BIO_read(bio, _buffer, _BUFFER_SIZE)
-        return ffi.buffer(_buffer, size)[:] if size > 0 else b""
+        buffer = _scratch.buffer
+        size = lib.BIO_read(bio, buffer, _BUFFER_SIZE)
+        return ffi.buffer(buffer, size)[:] if size > 0 else b""
     finally:
         lib.BIO_free(bio)
 
@@ -178,6 +190,9 @@ class OpenSslSession:
         self._into_ssl = lib.BIO_new(lib.BIO_s_mem())
         self._from_ssl = lib.BIO_new(lib.BIO_s_mem())
         if self._into_ssl == ffi.NULL or self._from_ssl == ffi.NULL:
+            for bio in (self._into_ssl, self._from_ssl):
+                if bio != ffi.NULL:
+                    lib.BIO_free(bio)
             raise MemoryError("BIO_new failed")
         lib.SSL_set_bio(ssl, self._into_ssl, self._from_ssl)  # SSL_free frees them
         # As pyOpenSSL does: a record that is not application data does not
@@ -194,12 +209,19 @@ class OpenSslSession:
         if self.ssl is not None:
             _owners.pop(self._key, None)
             ssl, self.ssl = self.ssl, None
+            # SSL_free frees the BIOs too: nothing may reach them after this.
+            self._into_ssl = self._from_ssl = None
             ffi.release(ssl)
+
+    def _check_live(self) -> None:
+        if self.ssl is None:
+            raise ValueError("the OpenSSL session was freed")
 
     # -- the handshake --------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """Hand a datagram from the client to OpenSSL."""
+        self._check_live()
         lib.BIO_write(self._into_ssl, data, len(data))
 
     def do_handshake(self) -> int:
@@ -215,20 +237,23 @@ class OpenSslSession:
 
     def read_output(self) -> bytes:
         """Everything OpenSSL has written for the client so far (b"" if nothing)."""
+        self._check_live()
+        buffer = _scratch.buffer
         chunks = []
         while True:
-            size = lib.BIO_read(self._from_ssl, _buffer, _BUFFER_SIZE)
+            size = lib.BIO_read(self._from_ssl, buffer, _BUFFER_SIZE)
             if size <= 0:
                 break
-            chunks.append(ffi.buffer(_buffer, size)[:])
+            chunks.append(ffi.buffer(buffer, size)[:])
             if size < _BUFFER_SIZE:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def timeout(self) -> float | None:
         """Seconds until the retransmission timer runs out, or None if none runs."""
-        if lib.Cryptography_DTLSv1_get_timeout(self.ssl, _seconds, _microseconds):
-            remaining: float = _seconds[0] + _microseconds[0] / 1e6
+        scratch = _scratch
+        if lib.Cryptography_DTLSv1_get_timeout(self.ssl, scratch.seconds, scratch.microseconds):
+            remaining: float = scratch.seconds[0] + scratch.microseconds[0] / 1e6
             return remaining
         return None
 
@@ -243,9 +268,10 @@ class OpenSslSession:
         """(DONE, application data), (WANT_READ, b"") when nothing is left,
         (CLOSED, b"") on close_notify, (FAILED, b"") on an error."""
         lib.ERR_clear_error()
-        size = lib.SSL_read(self.ssl, _buffer, _BUFFER_SIZE)
+        buffer = _scratch.buffer
+        size = lib.SSL_read(self.ssl, buffer, _BUFFER_SIZE)
         if size > 0:
-            return DONE, ffi.buffer(_buffer, size)[:]
+            return DONE, ffi.buffer(buffer, size)[:]
         error = lib.SSL_get_error(self.ssl, size)
         if error == lib.SSL_ERROR_WANT_READ:
             return WANT_READ, b""
@@ -289,10 +315,11 @@ class OpenSslSession:
 
     def secrets(self) -> tuple[bytes, bytes, bytes]:
         """(master secret, client random, server random), each b"" if unknown."""
+        buffer = _scratch.buffer
         session = lib.SSL_get_session(self.ssl)
-        size = lib.SSL_SESSION_get_master_key(session, _buffer, 48) if session != ffi.NULL else 0
-        master = ffi.buffer(_buffer, size)[:]
-        size = lib.SSL_get_client_random(self.ssl, _buffer, 32)
-        client_random = ffi.buffer(_buffer, size)[:]
-        size = lib.SSL_get_server_random(self.ssl, _buffer, 32)
-        return master, client_random, ffi.buffer(_buffer, size)[:]
+        size = lib.SSL_SESSION_get_master_key(session, buffer, 48) if session != ffi.NULL else 0
+        master = ffi.buffer(buffer, size)[:]
+        size = lib.SSL_get_client_random(self.ssl, buffer, 32)
+        client_random = ffi.buffer(buffer, size)[:]
+        size = lib.SSL_get_server_random(self.ssl, buffer, 32)
+        return master, client_random, ffi.buffer(buffer, size)[:]

@@ -10,7 +10,7 @@ import time
 import pylibsrtp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -745,3 +745,66 @@ def test_cbc_suite_keeps_openssl(certificate: Certificate) -> None:
     client.ssl.bio_write(notify)
     with pytest.raises(SSL.ZeroReturnError):
         client.ssl.recv(1500)
+
+
+def test_certificate_der_in_two_threads_at_once() -> None:
+    """Servers in two threads (one per thread is supported): cffi lets go of
+    the GIL inside OpenSSL, so a scratch buffer shared between threads would
+    hand one thread the other's bytes (a wrong client fingerprint)."""
+    import threading
+
+    from OpenSSL import crypto
+
+    certificates = []
+    for _ in range(2):
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = self_signed(key, datetime.timedelta(days=1))
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        certificates.append((der, crypto.X509.from_cryptography(certificate)._x509))
+    wrong = [0, 0]
+
+    def read_many(index: int) -> None:
+        der, pointer = certificates[index]
+        for _ in range(20_000):
+            if openssl_session.certificate_der(pointer) != der:
+                wrong[index] += 1
+
+    threads = [threading.Thread(target=read_many, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == [0, 0]
+
+
+def test_handshakes_in_two_threads_at_once(certificate: Certificate) -> None:
+    """Two threads, each completing handshakes with its own DtlsServers."""
+    import threading
+
+    failures: list[str] = []
+
+    def handshakes() -> None:
+        for _ in range(60):
+            client = Client()
+            wire = Wire(client.fingerprints, certificate)
+            run_handshake(wire, client)
+            if wire.server.state != "connected" or not client.connected:
+                failures.append(f"{wire.server.state}: {wire.server.failure}")
+
+    threads = [threading.Thread(target=handshakes) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
+def test_a_freed_openssl_session_refuses_use(certificate: Certificate) -> None:
+    """free() also frees the memory BIOs: later calls raise instead of reaching them."""
+    session = openssl_session.OpenSslSession(certificate.ssl_context(), MTU, Client())
+    session.free()
+    session.free()  # idempotent
+    with pytest.raises(ValueError, match="freed"):
+        session.write(b"\x16\xfe\xfd")
+    with pytest.raises(ValueError, match="freed"):
+        session.read_output()
