@@ -38,6 +38,7 @@ import asyncio
 import collections
 import gc
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -96,9 +97,12 @@ CLAIM_GRACE = 600.0
 #: (room, identity) -> (when its last token expires (monotonic), the key later
 #: tokens for the name need). Oldest first (each mint moves its entry last).
 NAMES_KEY = web.AppKey("names", collections.OrderedDict)
-#: Names held at once: bounds the table (a name of a room that is not open
-#: makes way once its token has expired).
+#: Names held at once: bounds the table. When it is full, the oldest name of
+#: a room that is not open, minted over CLAIM_GRACE ago, makes way (no member
+#: of a closed room has a seat to take over; a fresh one is on its way in).
 MAX_NAME_CLAIMS = 100_000
+#: How many of the oldest names a full table looks through for one to drop.
+_NAME_SCAN = 1000
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -245,15 +249,19 @@ def _check_name(
         return claim, held[1], None
     stale = None
     if held is None and len(names) >= MAX_NAME_CLAIMS:
-        # The oldest name of a room that is not open, its token expired, makes way.
+        # Oldest first (each mint moves its name last): stop at the first one
+        # minted within CLAIM_GRACE, all later ones are newer.
+        minted_before = now + TOKEN_TTL - CLAIM_GRACE
         stale = next(
             (
                 key
-                for key, (expires, _key) in names.items()
-                if expires <= now and server.get_room(key[0]) is None
+                for key, (expires, _key) in itertools.islice(names.items(), _NAME_SCAN)
+                if expires > minted_before or server.get_room(key[0]) is None
             ),
             None,
         )
+        if stale is not None and names[stale][0] > minted_before:
+            stale = None  # the oldest droppable one is fresh: nothing makes way
         if stale is None:
             raise web.HTTPTooManyRequests(
                 text=json.dumps({"error": "too many names are in use: try later"}),

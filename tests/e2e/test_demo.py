@@ -779,3 +779,33 @@ async def test_demo_names_belong_to_the_browser_that_took_them(
         await room.close()
         status, fresh = await mint("club", "carol", "listener")
         assert status == 200 and fresh["name_key"] != carol["name_key"]
+
+
+async def test_demo_name_table_full_lets_stale_names_of_closed_rooms_go(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full name table refuses new names (429) only while its oldest names
+    are fresh or in open rooms: a name of a room not open, minted over
+    CLAIM_GRACE ago, makes way, so a flood cannot lock new names out for the
+    12 h its tokens last; a name in an open room is never dropped."""
+    clock = [9000.0]
+    monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
+    monkeypatch.setattr(demo_server, "MAX_NAME_CLAIMS", 3)
+    async with aiohttp.ClientSession() as http:
+
+        async def mint(room: str, identity: str) -> int:
+            body = {"room": room, "identity": identity, "role": "listener"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status
+
+        opened = demo.server.room("open", private=True, close_when_empty=300.0)
+        assert await mint("open", "kept") == 200
+        assert await mint("flood", "a") == 200
+        assert await mint("flood", "b") == 200  # the table (3) is full
+        assert await mint("real", "newcomer") == 429, "fresh names are kept"
+        clock[0] += demo_server.CLAIM_GRACE + 1
+        assert await mint("real", "newcomer") == 200, "the oldest stale name made way"
+        assert await mint("real", "second") == 200, "and the next one"
+        assert await mint("real", "third") == 429, "the open room's name stays; the rest are fresh"
+        assert await mint("open", "kept") == 403, "still held"
+        await opened.close()
