@@ -414,8 +414,12 @@ class SignalingSession:
             events.close()
             if isinstance(exc, asyncio.CancelledError) and self._join_abandoned:
                 task = asyncio.current_task()
-                uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-                if uncancel is None or uncancel() == 0:  # not cancelled by anyone else too
+                # Python 3.11+: not cancelled by anyone else too. On 3.10 that
+                # cannot be told: a second cancel landing with the abandonment
+                # ends as this ProtocolError too (serve(), the one caller that
+                # cancels this task, does not wait for its outcome then).
+                uncancel = getattr(task, "uncancel", None)
+                if uncancel is None or uncancel() == 0:
                     raise ProtocolError(
                         "not_joined", "the connection closed during the join"
                     ) from None
