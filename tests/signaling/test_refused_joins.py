@@ -36,14 +36,8 @@ async def test_a_whep_client_that_left_while_its_join_waited_holds_no_seat(
         app = web.Application()
         add_whip_whep(app, server, create_rooms=False)
         runner, port = await start_site(app)
-        crowd_ahead = asyncio.Event()
         turn = server.admission.turn
-
-        async def after_the_crowd() -> None:
-            await crowd_ahead.wait()
-            await turn()
-
-        monkeypatch.setattr(server.admission, "turn", after_the_crowd)
+        crowd_ahead = hold_turns(monkeypatch, server)
         url = f"http://127.0.0.1:{port}/rooms/r/whep"
         try:
             async with aiohttp.ClientSession() as http:
