@@ -77,6 +77,15 @@ DEMOTED_REJOIN_GRACE = 60.0
 #: the stage past max_speakers (a reconnect: its seat may have been given away
 #: meanwhile). Later, to a full stage, it joins the audience, still a moderator.
 MODERATOR_REJOIN_GRACE = 60.0
+
+
+def _open_grace(table: dict[str, float], identity: str, now: float, seconds: float) -> None:
+    """``identity`` may come back past a cap until ``now + seconds``; past graces go."""
+    for stale in [name for name, until in table.items() if until <= now]:
+        del table[stale]
+    table[identity] = now + seconds
+
+
 #: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
@@ -711,7 +720,6 @@ class Room:
                 self._banned_tokens[participant.token_id] = identity
         self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
-        self._moderator_rejoin.pop(identity, None)  # removed: not a reconnect to let past the cap
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
@@ -843,14 +851,16 @@ class Room:
         self._counts[participant.can_publish] -= 1
         demoted = participant.identity in self._demoted_present
         self._demoted_present.discard(participant.identity)
-        if demoted and not reason.startswith("removed"):
+        # A departure that may be a reconnect opens a grace past the caps; a
+        # removal is not one.
+        if not reason.startswith("removed") and not self._closed:
             now = self.server.loop.time()
-            self._demoted_rejoin = {k: t for k, t in self._demoted_rejoin.items() if t > now}
-            self._demoted_rejoin[participant.identity] = now + DEMOTED_REJOIN_GRACE
-        elif participant.can_publish and participant.is_moderator and not self._closed:
-            now = self.server.loop.time()
-            self._moderator_rejoin = {k: t for k, t in self._moderator_rejoin.items() if t > now}
-            self._moderator_rejoin[participant.identity] = now + MODERATOR_REJOIN_GRACE
+            if demoted:
+                _open_grace(self._demoted_rejoin, participant.identity, now, DEMOTED_REJOIN_GRACE)
+            elif participant.can_publish and participant.is_moderator:
+                _open_grace(
+                    self._moderator_rejoin, participant.identity, now, MODERATOR_REJOIN_GRACE
+                )
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)
