@@ -47,6 +47,7 @@ import signal
 import sys
 import time
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +167,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         owner = owners.get(name)
         existing = server.get_room(name)
         members = existing.participants.values() if existing else ()
-        presented = body.get("owner_key")
-        key_matches = (
-            owner is not None
-            and isinstance(presented, str)
-            and hmac.compare_digest(presented.encode(), owner[2].encode())
-        )
+        key_matches = owner is not None and _key_matches(body.get("owner_key"), owner[2])
         # A moderator in the room, whatever its name (the opener's is public),
         # unless this is the opener with its key: an expired claim must not
         # let someone else in under the opener's name.
@@ -190,15 +186,8 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             # Full (names minted for rooms never opened can fill it): the
             # oldest claim on a room not open, minted over CLAIM_GRACE ago,
             # makes way (a fresh claim is kept: its opener is on the way in).
-            rooms = server.rooms  # (one copy for the scan)
-            minted_before = now + TOKEN_TTL - CLAIM_GRACE
-            unopened = next(
-                (
-                    n
-                    for n, (_, expires, _key) in owners.items()
-                    if n not in rooms and expires <= minted_before
-                ),
-                None,
+            unopened = _stale_claim(
+                ((n, expires, n) for n, (_, expires, _key) in owners.items()), now, server
             )
             if unopened is None:
                 raise web.HTTPTooManyRequests(
@@ -225,6 +214,30 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
+def _key_matches(presented: object, key: str) -> bool:
+    """Whether a request's key (any JSON value) is the claim's key."""
+    return isinstance(presented, str) and hmac.compare_digest(presented.encode(), key.encode())
+
+
+def _stale_claim(
+    claims: Iterable[tuple[Any, float, str]],
+    now: float,
+    server: sfu.Server,
+    limit: int | None = None,
+) -> Any:
+    """The claim that makes way in a full table: of ``(key, its token's expiry,
+    room)`` oldest first (each mint moves its entry last), the first minted
+    over CLAIM_GRACE ago on a room that is not open, among the first
+    ``limit``. None once a fresher one comes (all later ones are fresher)."""
+    minted_before = now + TOKEN_TTL - CLAIM_GRACE
+    for key, expires, room in itertools.islice(claims, limit):
+        if expires > minted_before:
+            return None
+        if server.get_room(room) is None:
+            return key
+    return None
+
+
 def _check_name(
     request: web.Request, room: str, identity: str, presented: object
 ) -> tuple[tuple[str, str], str, tuple[str, str] | None]:
@@ -239,9 +252,7 @@ def _check_name(
     claim = (room, identity)
     held = names.get(claim)
     if held is not None and (held[0] > now or server.get_room(room) is not None):
-        if not (
-            isinstance(presented, str) and hmac.compare_digest(presented.encode(), held[1].encode())
-        ):
+        if not _key_matches(presented, held[1]):
             raise web.HTTPForbidden(
                 text=json.dumps({"error": "this name is taken in this room: pick another name"}),
                 content_type="application/json",
@@ -249,19 +260,12 @@ def _check_name(
         return claim, held[1], None
     stale = None
     if held is None and len(names) >= MAX_NAME_CLAIMS:
-        # Oldest first (each mint moves its name last): stop at the first one
-        # minted within CLAIM_GRACE, all later ones are newer.
-        minted_before = now + TOKEN_TTL - CLAIM_GRACE
-        stale = next(
-            (
-                key
-                for key, (expires, _key) in itertools.islice(names.items(), _NAME_SCAN)
-                if expires > minted_before or server.get_room(key[0]) is None
-            ),
-            None,
+        stale = _stale_claim(
+            ((key, expires, key[0]) for key, (expires, _key) in names.items()),
+            now,
+            server,
+            limit=_NAME_SCAN,
         )
-        if stale is not None and names[stale][0] > minted_before:
-            stale = None  # the oldest droppable one is fresh: nothing makes way
         if stale is None:
             raise web.HTTPTooManyRequests(
                 text=json.dumps({"error": "too many names are in use: try later"}),
