@@ -20,9 +20,10 @@ from .auth import Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
 from .media.router import Publisher
+from .transport.answer import Negotiation, negotiate_or_listen
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
-from .transport.sdp import Negotiation, negotiate_or_listen, parse_offer
+from .transport.sdp import parse_offer
 
 if TYPE_CHECKING:
     from .room import Room

@@ -53,8 +53,9 @@ from .media.router import SENDER_REPORT_INTERVAL, Router
 from .participant import Listener, Participant, Speaker
 from .policy import RoomPolicy
 from .roster import RosterBatch
+from .transport.answer import Negotiation, build_answer, negotiate_or_listen
 from .transport.ice import IceCredentials
-from .transport.sdp import Negotiation, Offer, build_answer, negotiate_or_listen, parse_offer
+from .transport.sdp import Offer, parse_offer
 from .transport.session import Session
 
 if TYPE_CHECKING:

@@ -1,4 +1,7 @@
-"""SDP offers in, answers out: sfu.transport.sdp against tables, real offers and aiortc."""
+"""SDP offers in, answers out: sfu.transport.sdp (parsing) and
+sfu.transport.answer (negotiation, the answer) against tables, real offers
+and aiortc; the two are tested together, as most cases are an offer and
+what it is answered with."""
 
 from __future__ import annotations
 
@@ -16,15 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfu.errors import InvalidOffer, InvalidSetting
+from sfu.transport import answer as answer_module
 from sfu.transport import sdp
-from sfu.transport.sdp import (
-    AUDIO_LEVEL_URI,
-    Negotiation,
-    Offer,
-    build_answer,
-    negotiate,
-    parse_offer,
-)
+from sfu.transport.answer import Negotiation, build_answer, negotiate
+from sfu.transport.sdp import AUDIO_LEVEL_URI, Offer, parse_offer
 
 OFFERS = Path(__file__).resolve().parent.parent / "data" / "offers"
 
@@ -1166,7 +1164,7 @@ def test_an_answer_from_a_kept_template_is_the_one_written_in_full(
             session_id=session_id,
             **settings_,  # type: ignore[arg-type]
         )
-        written = sdp._write_answer(
+        written = answer_module._write_answer(
             offer,
             negotiation,
             ice_ufrag=ufrag,
