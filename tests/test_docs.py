@@ -12,6 +12,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import sfu
 from sfu.policy import RoomPolicy
 
@@ -59,3 +61,83 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci_commands
     # Verbatim too: the line in .ci/run is the README's line, character for character.
     assert any(line == test_command for line in ci.splitlines())
+
+
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of a Markdown text, in order."""
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+async def test_quick_start_runs_and_prints_the_events_it_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Quick start, run as written with two aiortc peers on loopback: its
+    event loop sees every event its comment names, ending with RoomClosed."""
+    import asyncio
+    import textwrap
+
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from sfu import events
+
+    block = python_blocks(README.split("## Quick start", 1)[1])[0]
+    named = re.search(r"print\(event\)\s*#\s*(.*)", block)
+    assert named, "the Quick start's print(event) line names the events it shows"
+    expected = [name.strip() for name in named.group(1).split(",")]
+    assert expected and all(isinstance(getattr(events, name), type) for name in expected)
+
+    peers = {}
+    for name, direction in (("alice", "sendrecv"), ("bob", "recvonly")):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if direction == "sendrecv":
+            from tests.clients import ToneTrack
+
+            pc.addTransceiver(ToneTrack(), direction="sendrecv")
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        peers[name] = pc
+    servers: list[sfu.Server] = []
+    start = sfu.Server.start
+
+    async def recording_start(self: sfu.Server) -> sfu.Server:
+        servers.append(self)
+        return await start(self)
+
+    monkeypatch.setattr(sfu.Server, "start", recording_start)
+
+    seen: list[object] = []
+    pending: list[asyncio.Future[object]] = []
+
+    def reply(pc: RTCPeerConnection, answer: str) -> None:
+        description = RTCSessionDescription(answer, "answer")
+        pending.append(asyncio.ensure_future(pc.setRemoteDescription(description)))
+
+    def print_(event: object) -> None:
+        seen.append(event)
+        connected = {e.identity for e in seen if isinstance(e, events.ParticipantConnected)}
+        room = servers[0].get_room("town-hall")
+        if connected == {"alice", "bob"} and room is not None:
+            pending.append(asyncio.ensure_future(room.close("done")))  # ends the loop
+
+    namespace: dict[str, object] = {
+        "offer_from_alice": peers["alice"].localDescription.sdp,
+        "offer_from_bob": peers["bob"].localDescription.sdp,
+        "alice": peers["alice"],
+        "bob": peers["bob"],
+        "reply": reply,
+        "print": print_,
+    }
+    exec(
+        compile("async def quick_start():\n" + textwrap.indent(block, "    "), "README", "exec"),
+        namespace,
+    )
+    try:
+        await asyncio.wait_for(namespace["quick_start"](), 20)  # type: ignore[operator]
+        await asyncio.gather(*pending)
+    finally:
+        for pc in peers.values():
+            await pc.close()
+    names = [type(event).__name__ for event in seen]
+    assert set(expected) <= set(names), f"the Quick start printed {names}"
+    assert names[-1] == "RoomClosed"
