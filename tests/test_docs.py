@@ -141,3 +141,144 @@ async def test_quick_start_runs_and_prints_the_events_it_names(
     names = [type(event).__name__ for event in seen]
     assert set(expected) <= set(names), f"the Quick start printed {names}"
     assert names[-1] == "RoomClosed"
+
+
+def table_row(first_cell: str) -> str:
+    """The README's API table row whose first cell starts with ``first_cell``."""
+    match = re.search(rf"^\| {re.escape(first_cell)}.*$", README, re.M)
+    assert match, f"the README's API table has no row for {first_cell}"
+    return match.group(0)
+
+
+def documented_calls(cell: str) -> list[tuple[str, list[str]]]:
+    """``(name, [argument, ...])`` of every ``[await ][.]name(...)`` code span in ``cell``."""
+    calls = []
+    for span in re.findall(r"`([^`]*)`", cell):
+        match = re.fullmatch(r"(?:await )?\.?([a-z_]+)\((.*)\)", span)
+        if match:
+            arguments = [a.strip() for a in match.group(2).split(", ") if a.strip()]
+            calls.append((match.group(1), arguments))
+    return calls
+
+
+def check_call(owner: object, name: str, arguments: list[str]) -> None:
+    """The README's ``name(arguments)`` is a call of ``owner.name`` as it is now:
+    each named parameter exists, each default shown is the default, and no
+    parameter the README leaves out is required."""
+    function = getattr(owner, name, None)
+    assert callable(function), f"README: {owner!r} has no {name}()"
+    parameters = inspect.signature(function).parameters
+    documented = set()
+    for argument in arguments:
+        if argument == "...":
+            return  # "the same as the previous call"
+        written, _, default = argument.partition("=")
+        written = written.lstrip("*")
+        documented.add(written)
+        assert written in parameters, f"README: {name}() has no parameter {written!r}"
+        if default:
+            actual = parameters[written].default
+            assert actual == ast.literal_eval(default), (
+                f"README: {name}({written}={default}), the code's default is {actual!r}"
+            )
+    for parameter in parameters.values():
+        if parameter.name in ("self", "cls") or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
+            continue
+        assert parameter.name in documented or parameter.default is not parameter.empty, (
+            f"README: {name}() leaves out its required parameter {parameter.name!r}"
+        )
+
+
+def test_room_methods_match_the_readme() -> None:
+    cell = table_row("`Room`")
+    calls = documented_calls(cell)
+    assert len(calls) > 15
+    for name, arguments in calls:
+        check_call(sfu.Room, name, arguments)
+    # The bare names (properties, attributes) exist too.
+    parameters = {a.partition("=")[0] for _, arguments in calls for a in arguments}
+    for span in re.findall(r"`([a-z_]+)`", cell):
+        assert hasattr(sfu.Room, span) or span in parameters, f"README: Room has no {span!r}"
+
+
+def test_participant_api_matches_the_readme() -> None:
+    cell = table_row("`Speaker`, `Listener`")
+    for name, arguments in documented_calls(cell):
+        check_call(sfu.Participant, name, arguments)
+    for span in re.findall(r"`\.([a-z_]+)`", cell):
+        assert hasattr(sfu.Participant, span), f"README: Participant has no .{span}"
+
+
+def test_auth_functions_match_the_readme() -> None:
+    cell = table_row("`sfu.auth`")
+    calls = documented_calls(cell)
+    assert {name for name, _ in calls} == {"issue_token", "verify_token"}
+    for name, arguments in calls:
+        check_call(sfu.auth, name, arguments)
+    assert f"{sfu.auth.DEFAULT_LEEWAY:g} s clock-skew leeway" in cell
+
+
+def test_every_event_is_in_the_readme_and_every_named_one_exists() -> None:
+    cell = table_row("`room.events()`")
+    listed = set(re.search(r"Events: (.*?)\. Each", cell).group(1).split("`")[1::2])  # type: ignore[union-attr]
+    events = {
+        name
+        for name in sfu.events.__all__
+        if isinstance(getattr(sfu.events, name), type)
+        and issubclass(getattr(sfu.events, name), sfu.events.RoomEvent)
+        and name != "RoomEvent"
+    }
+    assert events <= listed, f"events the README does not name: {sorted(events - listed)}"
+    assert {name for name in listed if name[0].isupper()} <= events
+
+
+def test_error_hierarchy_matches_the_readme() -> None:
+    cell = table_row("`sfu.errors`")
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)`", cell)) - {"KeyError"}
+    errors = {
+        name
+        for name, value in vars(sfu.errors).items()
+        if isinstance(value, type) and issubclass(value, sfu.errors.SfuError)
+    }
+    assert named == errors
+    assert all(issubclass(getattr(sfu.errors, name), sfu.errors.SfuError) for name in named)
+    assert issubclass(sfu.errors.ServerClosed, sfu.errors.RoomClosed)
+    assert issubclass(sfu.errors.NotFound, KeyError)
+
+
+def test_dotted_names_in_the_readme_exist() -> None:
+    """Every `sfu.module.NAME` the README names can be imported, and the
+    constants it quotes have the values it gives."""
+    import importlib
+
+    names = set(re.findall(r"`(sfu(?:\.[A-Za-z_]\w*)+)`", README)) - {"sfu.js"}
+    assert len(names) > 10
+    for dotted in sorted(names):
+        module_name, value = dotted, None
+        while True:
+            try:
+                value = importlib.import_module(module_name)
+                break
+            except ModuleNotFoundError:
+                module_name = module_name.rpartition(".")[0]
+        for attribute in dotted[len(module_name) + 1 :].split(".") if dotted != module_name else []:
+            assert hasattr(value, attribute), f"README names {dotted}, which does not exist"
+            value = getattr(value, attribute)
+    assert (Path(sfu.__file__).parent / "signaling" / "static" / "sfu.js").is_file()
+    room = importlib.import_module("sfu.room")
+    session = importlib.import_module("sfu.transport.session")
+    server = importlib.import_module("sfu.transport.server")
+    quoted = {
+        f"`sfu.room.MAX_BANS` = {room.MAX_BANS:,}": True,
+        f"within {room.MODERATOR_REJOIN_GRACE:g} s (`sfu.room.MODERATOR_REJOIN_GRACE`)": True,
+        f"for {room.DEMOTED_REJOIN_GRACE:g} s\n(`sfu.room.DEMOTED_REJOIN_GRACE`)": True,
+        f"`sfu.transport.session.MAX_INBOUND_SSRCS` ({session.MAX_INBOUND_SSRCS}:": True,
+        "`HANDSHAKES_PER_TURN` in\n  `sfu.transport.server`": hasattr(
+            server, "HANDSHAKES_PER_TURN"
+        ),
+    }
+    for text, holds in quoted.items():
+        assert holds and text in README, f"the README no longer says {text!r}"
