@@ -282,3 +282,115 @@ def test_dotted_names_in_the_readme_exist() -> None:
     }
     for text, holds in quoted.items():
         assert holds and text in README, f"the README no longer says {text!r}"
+
+
+def signaling_section() -> str:
+    return README.split("## Signaling, WHIP/WHEP and metrics", 1)[1].split("\n## ", 1)[0]
+
+
+async def test_aiohttp_snippet_mounts_what_it_says() -> None:
+    """The README's aiohttp lines, run on a real app: /ws, WHIP/WHEP and a
+    /metrics that serves the Prometheus text the README describes."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    block = next(b for b in python_blocks(signaling_section()) if "add_signaling" in b)
+    async with sfu.Server() as server:
+        app = web.Application()
+        exec(compile(block, "README", "exec"), {"app": app, "server": server})
+        routes = {
+            (route.method, route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource is not None
+        }
+        assert {
+            ("GET", "/ws"),
+            ("POST", "/rooms/{room}/whip"),
+            ("POST", "/rooms/{room}/whep"),
+            ("GET", "/metrics"),
+        } <= routes
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            response = await client.get("/metrics")
+            assert response.status == 200
+            text = await response.text()
+    for family in ("rooms", "participants"):
+        assert f"# TYPE sfu_{family} gauge" in text, family
+    for family in ("packets_in", "bytes_in", "packets_out", "payload_bytes_out", "drops"):
+        assert f"# TYPE sfu_{family}_total counter" in text, family
+    assert "# TYPE sfu_join_seconds histogram" in text
+    for reason in ("not sent (socket, size or srtp)", "rtp not forwarded"):
+        assert f'reason="{reason}"' in text and reason in README
+
+
+async def test_starlette_snippet_serves_a_join() -> None:
+    """The README's Starlette/FastAPI handler, with a stand-in for Starlette's
+    WebSocket (same methods and ASGI messages): an aiortc listener joins a
+    room the factory makes (closing when empty), and leaves when the socket
+    closes."""
+    import asyncio
+    import json
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    class WebSocket:
+        def __init__(self) -> None:
+            self.inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+            self.sent: list[dict[str, object]] = []
+
+        async def accept(self) -> None:
+            pass
+
+        async def send_text(self, text: str) -> None:
+            self.sent.append(json.loads(text))
+
+        async def close(self, code: int = 1000, reason: str | None = None) -> None:
+            self.inbox.put_nowait({"type": "websocket.disconnect", "code": code})
+
+        async def receive(self) -> dict[str, object]:
+            return await self.inbox.get()
+
+    handlers = {}
+
+    class App:
+        def websocket(self, path: str) -> object:
+            def register(handler: object) -> object:
+                handlers[path] = handler
+                return handler
+
+            return register
+
+    block = next(b for b in python_blocks(signaling_section()) if "SignalingSession" in b)
+    secret = "s" * 32
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with sfu.Server(token_secret=secret) as server:
+            exec(
+                compile(block, "README", "exec"),
+                {"app": App(), "server": server, "WebSocket": WebSocket},
+            )
+            ws = WebSocket()
+            serving = asyncio.ensure_future(handlers["/ws"](ws))  # type: ignore[operator]
+            token = sfu.auth.issue_token(secret, room="hall", identity="bob")
+            join = {
+                "type": "join",
+                "room": "hall",
+                "token": token,
+                "offer": pc.localDescription.sdp,
+            }
+            ws.inbox.put_nowait({"type": "websocket.receive", "text": json.dumps(join)})
+            for _ in range(200):
+                if ws.sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert ws.sent and ws.sent[0]["type"] == "joined", ws.sent
+            room = server.get_room("hall")
+            assert room is not None and room.policy.close_when_empty == 300
+            assert [p.identity for p in room.listeners] == ["bob"]
+            ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            await asyncio.wait_for(serving, 5)
+            assert room.get("bob") is None  # the member left with its socket
+    finally:
+        await pc.close()
