@@ -394,3 +394,20 @@ async def test_starlette_snippet_serves_a_join() -> None:
             assert room.get("bob") is None  # the member left with its socket
     finally:
         await pc.close()
+
+
+def test_every_results_file_the_benchmark_docs_cite_exists() -> None:
+    """bench/README.md and the README cite results by name (or, after a first
+    full name, by ``…-HHMMSS.json``): each must be in bench/results."""
+    root = Path(__file__).resolve().parent.parent
+    results = {path.name for path in (root / "bench" / "results").glob("*.json")}
+    text = README + (root / "bench" / "README.md").read_text()
+    cited = set(re.findall(r"[a-z_0-9]+-\d{8}-\d{6}\.json", text))
+    assert len(cited) > 40
+    assert cited <= results, f"cited but not in bench/results: {sorted(cited - results)}"
+    for time in re.findall(r"(?<![\w-])-(\d{6})\.json", text):
+        assert [name for name in results if name.endswith(f"-{time}.json")], (
+            f"bench/README.md cites …-{time}.json, which is not in bench/results"
+        )
+    for pattern in re.findall(r"`(?:results/)?([a-z_]+-[\d*-]*\*\.json)`", text):
+        assert list((root / "bench" / "results").glob(pattern)), pattern
