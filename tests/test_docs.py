@@ -411,3 +411,38 @@ def test_every_results_file_the_benchmark_docs_cite_exists() -> None:
         )
     for pattern in re.findall(r"`(?:results/)?([a-z_]+-[\d*-]*\*\.json)`", text):
         assert list((root / "bench" / "results").glob(pattern)), pattern
+
+
+def test_demo_options_in_the_readme_are_the_demo_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`./dev demo`'s options as the README lists them: each exists, and
+    every option of examples/demo_server.py is listed (but --help, --verbose)."""
+    import argparse
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "demo_server.py"
+    spec = importlib.util.spec_from_file_location("demo_server_for_docs", path)
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    parser: argparse.ArgumentParser | None = None
+
+    def keep(self: argparse.ArgumentParser, args: object = None, namespace: object = None) -> None:
+        nonlocal parser
+        parser = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep)
+    with pytest.raises(SystemExit):
+        demo._parse_args([])
+    assert parser is not None
+    options = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--")
+    } - {"--help", "--verbose"}
+    paragraph = README.split("`./dev demo` runs `examples/demo_server.py`", 1)[1].split("\n\n")[0]
+    listed = set(re.findall(r"`(--[a-z-]+)", paragraph))
+    assert listed == options
