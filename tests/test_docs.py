@@ -446,3 +446,54 @@ def test_demo_options_in_the_readme_are_the_demo_servers(
     paragraph = README.split("`./dev demo` runs `examples/demo_server.py`", 1)[1].split("\n\n")[0]
     listed = set(re.findall(r"`(--[a-z-]+)", paragraph))
     assert listed == options
+
+
+def test_benchmark_commands_in_the_docs_exist_with_their_flags() -> None:
+    """Each `python bench/X.py --flag ...` that bench/README.md or the README
+    shows names a script of bench/ and options its parser defines (in the
+    script or a bench module it imports), and each `loadgen.NAME`,
+    `LoadGen.NAME` or `Peer.NAME` it names is in bench/loadgen.py."""
+    root = Path(__file__).resolve().parent.parent
+    bench = root / "bench"
+    text = README + (bench / "README.md").read_text()
+    commands = re.findall(r"python bench/(\w+)\.py([^`\n#|]*)", text)
+    assert len(commands) > 15
+
+    def sources(script: str) -> str:
+        source = (bench / f"{script}.py").read_text()
+        tree = ast.parse(source)
+        imported = {
+            name
+            for node in ast.walk(tree)
+            for name in (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+        }
+        return source + "".join(
+            (bench / f"{name}.py").read_text()
+            for name in imported
+            if (bench / f"{name}.py").is_file()
+        )
+
+    for script, arguments in commands:
+        assert (bench / f"{script}.py").is_file(), f"no bench/{script}.py"
+        known = sources(script)
+        for flag in re.findall(r"(--[a-z][a-z0-9-]*)", arguments):
+            assert f'"{flag}"' in known, f"bench/{script}.py has no {flag} option"
+    loadgen = ast.parse((bench / "loadgen.py").read_text())
+    top = {getattr(node, "name", None) for node in loadgen.body}
+    methods = {
+        (node.name, item.name)
+        for node in loadgen.body
+        if isinstance(node, ast.ClassDef)
+        for item in node.body
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    for name in set(re.findall(r"`loadgen\.(\w+)`", text)) - {"py"}:
+        assert name in top, f"bench/README names loadgen.{name}, which is not in loadgen.py"
+    for owner, name in re.findall(r"`(LoadGen|Peer)\.(\w+)", text):
+        assert (owner, name) in methods, f"bench/README names {owner}.{name}, not in loadgen.py"
