@@ -7,10 +7,10 @@ Needs matplotlib (``pip install -r bench/requirements.txt``).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,9 +21,13 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("result", nargs="?", help="a cpu_per_packet result (default: the newest)")
+    result = parser.parse_args().result
     paths = (
-        sys.argv[1:]
-        or sorted(glob.glob(os.path.join(HERE, "results", "cpu_per_packet-*.json")))[-1:]
+        [result]
+        if result
+        else sorted(glob.glob(os.path.join(HERE, "results", "cpu_per_packet-*.json")))[-1:]
     )
     if not paths:
         raise SystemExit(

@@ -5,6 +5,7 @@ Run: ``python bench/report.py`` (paste the output into bench/README.md).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -222,6 +223,7 @@ def janus_fanout() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     cpu_per_packet()
     max_listeners()
     idle_cost()

@@ -114,7 +114,7 @@ async def main() -> None:
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         print(
-            f"open http://{args.host}:{args.port}/  (media on udp {args.host}:{server.port})",
+            f"open http://{args.host}:{args.port}/  (media on udp {server.announce}:{server.port})",
             flush=True,
         )
         stop = asyncio.Event()

@@ -16,6 +16,9 @@ Everything the page uses is part of the ``sfu`` package, not demo code:
 * ``GET /sfu.js``: the browser client shipped in ``sfu/signaling/static``;
 * ``POST /rooms/{room}/whip`` and ``/whep``: WHIP publishing and WHEP
   listening (Bearer token, ``application/sdp``; DELETE the ``Location``);
+* ``GET /rooms/{room}/live.ogg``: the room mix as a live Ogg/Opus stream,
+  offered to the listeners a full room (``--max-listeners``) turns away,
+  :func:`sfu.signaling.aiohttp.live_stream_handler`;
 * ``GET /metrics``: Prometheus text.
 
 Only ``POST /api/token`` is demo-only: it signs a join token for any room,

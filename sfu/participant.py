@@ -229,7 +229,8 @@ class Participant:
         listener's and a :class:`~sfu.events.RoleChanged` with
         ``renegotiate=True`` asks for another. One that may not publish is
         answered so that the server never receives on any line. Raises
-        :class:`~sfu.errors.InvalidOffer`; the previous state is kept then.
+        :class:`~sfu.errors.InvalidOffer` (the previous state is kept then),
+        or :class:`~sfu.errors.ParticipantClosed` once it has left.
         """
         self._check_open()
         if self.session is None:

@@ -265,8 +265,10 @@ class Room:
         not granted), :class:`~sfu.errors.RoomFull` (also for a moderator
         whose offer only sends, which cannot be seated in the audience),
         :class:`~sfu.errors.DuplicateIdentity`,
-        :class:`~sfu.errors.InvalidOffer` or :class:`~sfu.errors.RoomClosed`;
-        nothing is registered when it raises.
+        :class:`~sfu.errors.InvalidOffer`,
+        :class:`~sfu.errors.InvalidSetting` (no identity, or an unknown
+        ``role``, a ``mixed`` that is not a bool) or
+        :class:`~sfu.errors.RoomClosed`; nothing is registered when it raises.
         """
         self._joining += 1  # an empty room does not close under a join
         self._empty_since = None
@@ -582,9 +584,14 @@ class Room:
     ) -> Participant:
         """Let a listener speak (or make a member a moderator).
 
-        The participant keeps its session, identity and slots; its client
-        must renegotiate with an offer that adds a sending audio line
-        (:class:`~sfu.events.RoleChanged` with ``renegotiate=True`` tells it).
+        The participant keeps its session, identity and slots; a client
+        without a sending audio line must renegotiate with an offer that
+        adds one (:class:`~sfu.events.RoleChanged` with ``renegotiate=True``
+        tells it). Raises :class:`~sfu.errors.RoomFull` when a listener
+        would pass ``max_speakers``, :class:`~sfu.errors.NotAllowed` for a
+        ``by`` without the ``moderate`` grant, :class:`~sfu.errors.NotFound`,
+        and :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
+        :meth:`demote`).
         """
         self._check_open()
         self._actor(by)

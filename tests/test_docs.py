@@ -12,6 +12,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import sfu
 from sfu.policy import RoomPolicy
 
@@ -59,3 +61,438 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci_commands
     # Verbatim too: the line in .ci/run is the README's line, character for character.
     assert any(line == test_command for line in ci.splitlines())
+
+
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of a Markdown text, in order."""
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+async def test_quick_start_runs_and_prints_the_events_it_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Quick start, run as written with two aiortc peers on loopback: its
+    event loop sees every event its comment names, ending with RoomClosed."""
+    import asyncio
+    import textwrap
+
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from sfu import events
+
+    block = python_blocks(README.split("## Quick start", 1)[1])[0]
+    named = re.search(r"print\(event\)\s*#\s*(.*)", block)
+    assert named, "the Quick start's print(event) line names the events it shows"
+    expected = [name.strip() for name in named.group(1).split(",")]
+    assert expected and all(isinstance(getattr(events, name), type) for name in expected)
+
+    peers = {}
+    for name, direction in (("alice", "sendrecv"), ("bob", "recvonly")):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if direction == "sendrecv":
+            from tests.clients import ToneTrack
+
+            pc.addTransceiver(ToneTrack(), direction="sendrecv")
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        peers[name] = pc
+    servers: list[sfu.Server] = []
+    start = sfu.Server.start
+
+    async def recording_start(self: sfu.Server) -> sfu.Server:
+        servers.append(self)
+        return await start(self)
+
+    monkeypatch.setattr(sfu.Server, "start", recording_start)
+
+    seen: list[object] = []
+    pending: list[asyncio.Future[object]] = []
+
+    def reply(pc: RTCPeerConnection, answer: str) -> None:
+        description = RTCSessionDescription(answer, "answer")
+        pending.append(asyncio.ensure_future(pc.setRemoteDescription(description)))
+
+    def print_(event: object) -> None:
+        seen.append(event)
+        connected = {e.identity for e in seen if isinstance(e, events.ParticipantConnected)}
+        room = servers[0].get_room("town-hall")
+        if connected == {"alice", "bob"} and room is not None:
+            pending.append(asyncio.ensure_future(room.close("done")))  # ends the loop
+
+    namespace: dict[str, object] = {
+        "offer_from_alice": peers["alice"].localDescription.sdp,
+        "offer_from_bob": peers["bob"].localDescription.sdp,
+        "alice": peers["alice"],
+        "bob": peers["bob"],
+        "reply": reply,
+        "print": print_,
+    }
+    exec(
+        compile("async def quick_start():\n" + textwrap.indent(block, "    "), "README", "exec"),
+        namespace,
+    )
+    try:
+        await asyncio.wait_for(namespace["quick_start"](), 20)  # type: ignore[operator]
+        await asyncio.gather(*pending)
+    finally:
+        for pc in peers.values():
+            await pc.close()
+    names = [type(event).__name__ for event in seen]
+    assert set(expected) <= set(names), f"the Quick start printed {names}"
+    assert names[-1] == "RoomClosed"
+
+
+def table_row(first_cell: str) -> str:
+    """The README's API table row whose first cell starts with ``first_cell``."""
+    match = re.search(rf"^\| {re.escape(first_cell)}.*$", README, re.M)
+    assert match, f"the README's API table has no row for {first_cell}"
+    return match.group(0)
+
+
+def documented_calls(cell: str) -> list[tuple[str, list[str]]]:
+    """``(name, [argument, ...])`` of every ``[await ][.]name(...)`` code span in ``cell``."""
+    calls = []
+    for span in re.findall(r"`([^`]*)`", cell):
+        match = re.fullmatch(r"(?:await )?\.?([a-z_]+)\((.*)\)", span)
+        if match:
+            arguments = [a.strip() for a in match.group(2).split(", ") if a.strip()]
+            calls.append((match.group(1), arguments))
+    return calls
+
+
+def check_call(owner: object, name: str, arguments: list[str]) -> None:
+    """The README's ``name(arguments)`` is a call of ``owner.name`` as it is now:
+    each named parameter exists, each default shown is the default, and no
+    parameter the README leaves out is required."""
+    function = getattr(owner, name, None)
+    assert callable(function), f"README: {owner!r} has no {name}()"
+    parameters = inspect.signature(function).parameters
+    documented = set()
+    for argument in arguments:
+        if argument == "...":
+            return  # "the same as the previous call"
+        written, _, default = argument.partition("=")
+        written = written.lstrip("*")
+        documented.add(written)
+        assert written in parameters, f"README: {name}() has no parameter {written!r}"
+        if default:
+            actual = parameters[written].default
+            assert actual == ast.literal_eval(default), (
+                f"README: {name}({written}={default}), the code's default is {actual!r}"
+            )
+    for parameter in parameters.values():
+        if parameter.name in ("self", "cls") or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
+            continue
+        assert parameter.name in documented or parameter.default is not parameter.empty, (
+            f"README: {name}() leaves out its required parameter {parameter.name!r}"
+        )
+
+
+def test_room_methods_match_the_readme() -> None:
+    cell = table_row("`Room`")
+    calls = documented_calls(cell)
+    assert len(calls) > 15
+    for name, arguments in calls:
+        check_call(sfu.Room, name, arguments)
+    # The bare names (properties, attributes) exist too.
+    parameters = {a.partition("=")[0] for _, arguments in calls for a in arguments}
+    for span in re.findall(r"`([a-z_]+)`", cell):
+        assert hasattr(sfu.Room, span) or span in parameters, f"README: Room has no {span!r}"
+
+
+def test_participant_api_matches_the_readme() -> None:
+    cell = table_row("`Speaker`, `Listener`")
+    for name, arguments in documented_calls(cell):
+        check_call(sfu.Participant, name, arguments)
+    for span in re.findall(r"`\.([a-z_]+)`", cell):
+        assert hasattr(sfu.Participant, span), f"README: Participant has no .{span}"
+
+
+def test_auth_functions_match_the_readme() -> None:
+    cell = table_row("`sfu.auth`")
+    calls = documented_calls(cell)
+    assert {name for name, _ in calls} == {"issue_token", "verify_token"}
+    for name, arguments in calls:
+        check_call(sfu.auth, name, arguments)
+    assert f"{sfu.auth.DEFAULT_LEEWAY:g} s clock-skew leeway" in cell
+
+
+def test_every_event_is_in_the_readme_and_every_named_one_exists() -> None:
+    cell = table_row("`room.events()`")
+    listed = set(re.search(r"Events: (.*?)\. Each", cell).group(1).split("`")[1::2])  # type: ignore[union-attr]
+    events = {
+        name
+        for name in sfu.events.__all__
+        if isinstance(getattr(sfu.events, name), type)
+        and issubclass(getattr(sfu.events, name), sfu.events.RoomEvent)
+        and name != "RoomEvent"
+    }
+    assert events <= listed, f"events the README does not name: {sorted(events - listed)}"
+    assert {name for name in listed if name[0].isupper()} <= events
+
+
+def test_error_hierarchy_matches_the_readme() -> None:
+    cell = table_row("`sfu.errors`")
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)`", cell)) - {"KeyError"}
+    errors = {
+        name
+        for name, value in vars(sfu.errors).items()
+        if isinstance(value, type) and issubclass(value, sfu.errors.SfuError)
+    }
+    assert named == errors
+    assert all(issubclass(getattr(sfu.errors, name), sfu.errors.SfuError) for name in named)
+    assert issubclass(sfu.errors.ServerClosed, sfu.errors.RoomClosed)
+    assert issubclass(sfu.errors.NotFound, KeyError)
+
+
+def test_dotted_names_in_the_readme_exist() -> None:
+    """Every `sfu.module.NAME` the README names can be imported, and the
+    constants it quotes have the values it gives."""
+    import importlib
+
+    names = set(re.findall(r"`(sfu(?:\.[A-Za-z_]\w*)+)`", README)) - {"sfu.js"}
+    assert len(names) > 10
+    for dotted in sorted(names):
+        module_name, value = dotted, None
+        while True:
+            try:
+                value = importlib.import_module(module_name)
+                break
+            except ModuleNotFoundError:
+                module_name = module_name.rpartition(".")[0]
+        for attribute in dotted[len(module_name) + 1 :].split(".") if dotted != module_name else []:
+            assert hasattr(value, attribute), f"README names {dotted}, which does not exist"
+            value = getattr(value, attribute)
+    assert (Path(sfu.__file__).parent / "signaling" / "static" / "sfu.js").is_file()
+    room = importlib.import_module("sfu.room")
+    session = importlib.import_module("sfu.transport.session")
+    server = importlib.import_module("sfu.transport.server")
+    flat = " ".join(README.split())  # the README's lines wrap anywhere
+    quoted = {
+        f"`sfu.room.MAX_BANS` = {room.MAX_BANS:,}": True,
+        f"within {room.MODERATOR_REJOIN_GRACE:g} s (`sfu.room.MODERATOR_REJOIN_GRACE`)": True,
+        f"for {room.DEMOTED_REJOIN_GRACE:g} s (`sfu.room.DEMOTED_REJOIN_GRACE`)": True,
+        f"`sfu.transport.session.MAX_INBOUND_SSRCS` ({session.MAX_INBOUND_SSRCS}:": True,
+        "`HANDSHAKES_PER_TURN` in `sfu.transport.server`": hasattr(server, "HANDSHAKES_PER_TURN"),
+    }
+    for text, holds in quoted.items():
+        assert holds and text in flat, f"the README no longer says {text!r}"
+
+
+def signaling_section() -> str:
+    return README.split("## Signaling, WHIP/WHEP and metrics", 1)[1].split("\n## ", 1)[0]
+
+
+async def test_aiohttp_snippet_mounts_what_it_says() -> None:
+    """The README's aiohttp lines, run on a real app: /ws, WHIP/WHEP and a
+    /metrics that serves the Prometheus text the README describes."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    block = next(b for b in python_blocks(signaling_section()) if "add_signaling" in b)
+    async with sfu.Server() as server:
+        app = web.Application()
+        exec(compile(block, "README", "exec"), {"app": app, "server": server})
+        routes = {
+            (route.method, route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource is not None
+        }
+        assert {
+            ("GET", "/ws"),
+            ("POST", "/rooms/{room}/whip"),
+            ("POST", "/rooms/{room}/whep"),
+            ("GET", "/metrics"),
+        } <= routes
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            response = await client.get("/metrics")
+            assert response.status == 200
+            text = await response.text()
+    for family in ("rooms", "participants"):
+        assert f"# TYPE sfu_{family} gauge" in text, family
+    for family in ("packets_in", "bytes_in", "packets_out", "payload_bytes_out", "drops"):
+        assert f"# TYPE sfu_{family}_total counter" in text, family
+    assert "# TYPE sfu_join_seconds histogram" in text
+    for reason in ("not sent (socket, size or srtp)", "rtp not forwarded"):
+        assert f'reason="{reason}"' in text and reason in README
+
+
+async def test_starlette_snippet_serves_a_join() -> None:
+    """The README's Starlette/FastAPI handler, with a stand-in for Starlette's
+    WebSocket (same methods and ASGI messages): an aiortc listener joins a
+    room the factory makes (closing when empty), and leaves when the socket
+    closes."""
+    import asyncio
+    import json
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    class WebSocket:
+        def __init__(self) -> None:
+            self.inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+            self.sent: list[dict[str, object]] = []
+
+        async def accept(self) -> None:
+            pass
+
+        async def send_text(self, text: str) -> None:
+            self.sent.append(json.loads(text))
+
+        async def close(self, code: int = 1000, reason: str | None = None) -> None:
+            self.inbox.put_nowait({"type": "websocket.disconnect", "code": code})
+
+        async def receive(self) -> dict[str, object]:
+            return await self.inbox.get()
+
+    handlers = {}
+
+    class App:
+        def websocket(self, path: str) -> object:
+            def register(handler: object) -> object:
+                handlers[path] = handler
+                return handler
+
+            return register
+
+    block = next(b for b in python_blocks(signaling_section()) if "SignalingSession" in b)
+    secret = "s" * 32
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with sfu.Server(token_secret=secret) as server:
+            exec(
+                compile(block, "README", "exec"),
+                {"app": App(), "server": server, "WebSocket": WebSocket},
+            )
+            ws = WebSocket()
+            serving = asyncio.ensure_future(handlers["/ws"](ws))  # type: ignore[operator]
+            token = sfu.auth.issue_token(secret, room="hall", identity="bob")
+            join = {
+                "type": "join",
+                "room": "hall",
+                "token": token,
+                "offer": pc.localDescription.sdp,
+            }
+            ws.inbox.put_nowait({"type": "websocket.receive", "text": json.dumps(join)})
+            for _ in range(200):
+                if ws.sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert ws.sent and ws.sent[0]["type"] == "joined", ws.sent
+            room = server.get_room("hall")
+            assert room is not None and room.policy.close_when_empty == 300
+            assert [p.identity for p in room.listeners] == ["bob"]
+            ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            await asyncio.wait_for(serving, 5)
+            assert room.get("bob") is None  # the member left with its socket
+    finally:
+        await pc.close()
+
+
+def test_every_results_file_the_benchmark_docs_cite_exists() -> None:
+    """bench/README.md and the README cite results by name (or, after a first
+    full name, by ``…-HHMMSS.json``): each must be in bench/results."""
+    root = Path(__file__).resolve().parent.parent
+    results = {path.name for path in (root / "bench" / "results").glob("*.json")}
+    text = README + (root / "bench" / "README.md").read_text()
+    cited = set(re.findall(r"[a-z_0-9]+-\d{8}-\d{6}\.json", text))
+    assert len(cited) > 40
+    assert cited <= results, f"cited but not in bench/results: {sorted(cited - results)}"
+    for time in re.findall(r"(?<![\w-])-(\d{6})\.json", text):
+        assert [name for name in results if name.endswith(f"-{time}.json")], (
+            f"bench/README.md cites …-{time}.json, which is not in bench/results"
+        )
+    for pattern in re.findall(r"`(?:results/)?([a-z_]+-[\d*-]*\*\.json)`", text):
+        assert list((root / "bench" / "results").glob(pattern)), pattern
+
+
+def test_demo_options_in_the_readme_are_the_demo_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`./dev demo`'s options as the README lists them: each exists, and
+    every option of examples/demo_server.py is listed (but --help, --verbose)."""
+    import argparse
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "demo_server.py"
+    spec = importlib.util.spec_from_file_location("demo_server_for_docs", path)
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    parser: argparse.ArgumentParser | None = None
+
+    def keep(self: argparse.ArgumentParser, args: object = None, namespace: object = None) -> None:
+        nonlocal parser
+        parser = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep)
+    with pytest.raises(SystemExit):
+        demo._parse_args([])
+    assert parser is not None
+    options = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--")
+    } - {"--help", "--verbose"}
+    paragraph = README.split("`./dev demo` runs `examples/demo_server.py`", 1)[1].split("\n\n")[0]
+    listed = set(re.findall(r"`(--[a-z-]+)", paragraph))
+    assert listed == options
+
+
+def test_benchmark_commands_in_the_docs_exist_with_their_flags() -> None:
+    """Each `python bench/X.py --flag ...` that bench/README.md or the README
+    shows names a script of bench/ and options its parser defines (in the
+    script or a bench module it imports), and each `loadgen.NAME`,
+    `LoadGen.NAME` or `Peer.NAME` it names is in bench/loadgen.py."""
+    root = Path(__file__).resolve().parent.parent
+    bench = root / "bench"
+    text = README + (bench / "README.md").read_text()
+    commands = re.findall(r"python bench/(\w+)\.py([^`\n#|]*)", text)
+    assert len(commands) > 15
+
+    def sources(script: str) -> str:
+        source = (bench / f"{script}.py").read_text()
+        tree = ast.parse(source)
+        imported = {
+            name
+            for node in ast.walk(tree)
+            for name in (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+        }
+        return source + "".join(
+            (bench / f"{name}.py").read_text()
+            for name in imported
+            if (bench / f"{name}.py").is_file()
+        )
+
+    for script, arguments in commands:
+        assert (bench / f"{script}.py").is_file(), f"no bench/{script}.py"
+        known = sources(script)
+        for flag in re.findall(r"(--[a-z][a-z0-9-]*)", arguments):
+            assert f'"{flag}"' in known, f"bench/{script}.py has no {flag} option"
+    loadgen = ast.parse((bench / "loadgen.py").read_text())
+    top = {getattr(node, "name", None) for node in loadgen.body}
+    methods = {
+        (node.name, item.name)
+        for node in loadgen.body
+        if isinstance(node, ast.ClassDef)
+        for item in node.body
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    for name in set(re.findall(r"`loadgen\.(\w+)`", text)) - {"py"}:
+        assert name in top, f"bench/README names loadgen.{name}, which is not in loadgen.py"
+    for owner, name in re.findall(r"`(LoadGen|Peer)\.(\w+)", text):
+        assert (owner, name) in methods, f"bench/README names {owner}.{name}, not in loadgen.py"
