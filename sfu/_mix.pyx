@@ -713,19 +713,33 @@ from ._mix_py import LIMIT_CEILING, LIMIT_KNEE
 
 cdef long long _LIMIT_KNEE = LIMIT_KNEE
 cdef long long _LIMIT_RANGE = LIMIT_CEILING - LIMIT_KNEE
+# From this excess on, the curve's floor is ceiling - 1 for good (excess * r
+# // (excess + r) == r - 1 exactly at r * (r - 1)): larger ones are clamped to
+# it, so that excess * r never overflows and the result stays exact.
+cdef long long _LIMIT_SATURATED = (LIMIT_CEILING - LIMIT_KNEE) * (LIMIT_CEILING - LIMIT_KNEE - 1)
 
 
 cdef inline long long _soft_clip(long long value) noexcept nogil:
+    # (Callers pass int32 sums, or values soft_clip() clamped: -value is safe.)
     cdef long long magnitude = -value if value < 0 else value
     cdef long long excess
     if magnitude > _LIMIT_KNEE:
         excess = magnitude - _LIMIT_KNEE
+        if excess > _LIMIT_SATURATED:
+            excess = _LIMIT_SATURATED
         # Positive operands: C division truncates as Python's // floors.
         magnitude = _LIMIT_KNEE + excess * _LIMIT_RANGE / (excess + _LIMIT_RANGE)
     return -magnitude if value < 0 else magnitude
 
 
-cpdef long long soft_clip(long long value):
+def soft_clip(value):
+    # Any Python int, as the twin: past the saturation point every value
+    # gives the same result, so a huge one is clamped before the C call.
+    cdef object bound = _LIMIT_KNEE + _LIMIT_SATURATED
+    if value > bound:
+        value = bound
+    elif value < -bound:
+        value = -bound
     return _soft_clip(value)
 
 

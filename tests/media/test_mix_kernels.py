@@ -129,3 +129,16 @@ def test_compiled_and_python_agree(frames: list[list[int]], use_minus: bool) -> 
 def test_soft_clip_agrees(value: int) -> None:
     assert compiled("_mix").soft_clip(value) == _mix_py.soft_clip(value)
     assert -32766 <= _mix_py.soft_clip(value) <= 32766
+
+
+@given(st.integers(-(1 << 80), 1 << 80))
+def test_soft_clip_agrees_for_any_int(value: int) -> None:
+    """The twin takes any int and promises -32766..32766 "for any input": so
+    does the compiled one (it overflowed past ~2**50 and refused 2**63)."""
+    assert compiled("_mix").soft_clip(value) == _mix_py.soft_clip(value)
+
+
+@pytest.mark.parametrize("value", [10**16, 1 << 62, (1 << 63) - 1, 1 << 63, 1 << 70])
+def test_soft_clip_saturates_far_past_the_knee(mix: ModuleType, value: int) -> None:
+    assert mix.soft_clip(value) == 32766
+    assert mix.soft_clip(-value) == -32766
