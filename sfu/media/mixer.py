@@ -52,7 +52,7 @@ from ..errors import InvalidSetting
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
 from ..transport.rtp import ntp_time, sdes_cnames
-from .jitter import LOST, PACKET, JitterBuffer
+from .jitter import EMPTY, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
 from .router import send_in_step
 
@@ -118,19 +118,19 @@ class _Speaker:
         fifo = self.fifo
         while len(fifo) < FRAME_BYTES:
             outcome, payload, _ = self.jitter.pull()
-            if outcome == PACKET and payload:
-                self.last_payload = payload
-            elif outcome == LOST and self.last_payload:
-                payload = plc_packet(self.last_payload)
-            elif outcome == LOST:
-                fifo += _SILENCE  # nothing decoded yet to conceal from
-                continue
-            else:
+            if outcome == EMPTY:
                 break
             if self.decoder is None:
                 self.decoder = OpusDecoder()
             started = time.thread_time()
-            fifo += self.decoder.decode(payload)
+            pcm = self.decoder.decode(payload) if outcome == PACKET and payload else b""
+            if pcm:
+                self.last_payload = payload
+            elif self.last_payload:
+                # Lost, or a payload libopus refused: its turn is concealed
+                # (not filled by pulling the next packet before its time).
+                pcm = self.decoder.decode(plc_packet(self.last_payload))
+            fifo += pcm or _SILENCE  # (nothing decoded yet to conceal from)
             timing[0] += time.thread_time() - started
         if not fifo:
             return None

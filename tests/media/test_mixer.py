@@ -182,6 +182,32 @@ async def test_lost_packets_are_concealed(router: Router) -> None:
     assert_tones(pcm, present=[440])
 
 
+async def test_a_packet_libopus_rejects_is_concealed_like_a_lost_one(router: Router) -> None:
+    """A payload that does not decode takes its own 20 ms, concealed: the
+    speaker's next packet is not pulled in its place (played 20 ms early,
+    then missing at its own turn, its successor arriving "late")."""
+    payloads = opus_tone(440, 60)
+    outputs = []
+    for bad in (False, True):
+        mixer = Mixer(router)
+        collector = Collector()
+        mixer.add_output(collector)
+        a = publisher(1)
+        packets = list(payloads)
+        if bad:
+            packets[30] = b"\xfb\x00"  # code 3 with no frame: libopus refuses it
+        run(mixer, router, {a: packets}, drop=set() if bad else {(1, 30)})
+        outputs.append((decode_payloads(collector.packets), mixer.stats()))
+        await mixer.close()
+    (lost, lost_stats), (rejected, rejected_stats) = outputs
+    assert rejected_stats["late"] == lost_stats["late"] == 0
+    assert len(rejected) == len(lost)
+    # The same audio as for a lost packet (both encoders ran on the same PCM
+    # up to the bad packet; after it, each frame holds the same tone frame).
+    difference = np.abs(rejected.astype(np.float64) - lost.astype(np.float64))
+    assert difference.max() < 200, difference.max()
+
+
 async def test_jitter_counters_outlive_the_speakers_they_counted(router: Router) -> None:
     """`concealed` and `late` are counters: a speaker muted or gone keeps its
     share in them."""
