@@ -268,6 +268,50 @@ async def test_a_speaker_who_reconnects_goes_on_in_one_file(tmp_path: Path) -> N
     assert len(written) == 100
 
 
+async def test_speakers_that_come_and_go_leave_nothing_behind(tmp_path: Path) -> None:
+    """A long recording of a room where people join, speak and leave keeps
+    per speaker only its file: nothing per participant number (each join
+    has a new one) once that participant is gone."""
+    import socket
+
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer,
+        tmp_path / "talk.opus",
+        per_speaker=True,
+        identity_of=lambda number: f"guest{number % 2}",
+    )
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    now = loop.time()
+    payload = opus_tone(440, 1)[0]
+    for number in range(10, 210):  # two people joining a hundred times each
+        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+        router.add_publisher(speaker)
+        for sequence in range(3):
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+        router.remove_publisher(speaker)  # it left
+    assert len(recorder._track_of) <= 2, len(recorder._track_of)
+    await recorder.stop()
+    assert recorder._released not in router.released
+    await mixer.close()
+    router.close()
+    sock.close()
+    assert sorted(recorder.speaker_paths) == ["guest0", "guest1"]
+    for name in ("talk-guest0.opus", "talk-guest1.opus"):
+        written = [p for p in assert_well_formed(tmp_path / name) if p == payload]
+        assert len(written) == 300
+
+
 def test_silence_frames_decode_to_silence() -> None:
     for frame, channels in ((SILENCE_MONO, 1), (SILENCE_STEREO, 2)):
         context = av.CodecContext.create("libopus", "r")
