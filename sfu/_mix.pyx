@@ -743,47 +743,60 @@ def soft_clip(value):
     return _soft_clip(value)
 
 
-def mix_add(unsigned char[::1] acc, const unsigned char[::1] frame):
-    cdef Py_ssize_t samples = frame.shape[0] // 2
+cdef object _bytes_of(object buffer, bint writable, str name):
+    """As sfu._mix_py._bytes_of: any buffer, viewed as its bytes."""
+    if type(buffer) is bytearray or (type(buffer) is bytes and not writable):
+        return buffer  # (the usual case: no view to make)
+    cdef object view = memoryview(buffer)
+    if writable and view.readonly:
+        raise ValueError(f"{name}: the buffer written to must be writable, got a read-only one")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def mix_add(acc, frame):
+    cdef unsigned char[::1] acc_view = _bytes_of(acc, True, "mix_add")
+    cdef const unsigned char[::1] frame_view = _bytes_of(frame, False, "mix_add")
+    cdef Py_ssize_t samples = frame_view.shape[0] // 2
     cdef Py_ssize_t i
-    if frame.shape[0] % 2 or acc.shape[0] < 4 * samples:
+    if frame_view.shape[0] % 2 or acc_view.shape[0] < 4 * samples:
         raise ValueError(
-            f"mix_add: frame of {frame.shape[0]} bytes needs an int32 accumulator of "
-            f"{4 * samples} bytes, got {acc.shape[0]}"
+            f"mix_add: frame of {frame_view.shape[0]} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {acc_view.shape[0]}"
         )
     if samples == 0:
         return
-    cdef int* total = <int*>&acc[0]
-    cdef const short* pcm = <const short*>&frame[0]
+    cdef int* total = <int*>&acc_view[0]
+    cdef const short* pcm = <const short*>&frame_view[0]
     with nogil:
         for i in range(samples):
             total[i] += pcm[i]
 
 
-def mix_limit(const unsigned char[::1] acc, unsigned char[::1] out, minus=None):
-    cdef Py_ssize_t samples = out.shape[0] // 2
+def mix_limit(acc, out, minus=None):
+    cdef const unsigned char[::1] acc_view = _bytes_of(acc, False, "mix_limit")
+    cdef unsigned char[::1] out_view = _bytes_of(out, True, "mix_limit")
+    cdef Py_ssize_t samples = out_view.shape[0] // 2
     cdef Py_ssize_t i
     cdef const unsigned char[::1] own_view
     cdef const short* own = NULL
     cdef long long value, energy = 0
-    if out.shape[0] % 2 or acc.shape[0] < 4 * samples:
+    if minus is not None:
+        own_view = _bytes_of(minus, False, "mix_limit")
+    if (
+        out_view.shape[0] % 2
+        or acc_view.shape[0] < 4 * samples
+        or (minus is not None and own_view.shape[0] < 2 * samples)
+    ):
         raise ValueError(
             f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
             f"and a minus frame of {2 * samples} bytes"
         )
-    if minus is not None:
-        own_view = minus
-        if own_view.shape[0] < 2 * samples:
-            raise ValueError(
-                f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
-                f"and a minus frame of {2 * samples} bytes"
-            )
-        if samples:
-            own = <const short*>&own_view[0]
     if samples == 0:
         return 0
-    cdef const int* total = <const int*>&acc[0]
-    cdef short* pcm = <short*>&out[0]
+    if minus is not None:
+        own = <const short*>&own_view[0]
+    cdef const int* total = <const int*>&acc_view[0]
+    cdef short* pcm = <short*>&out_view[0]
     with nogil:
         for i in range(samples):
             value = total[i]

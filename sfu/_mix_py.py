@@ -631,7 +631,8 @@ class ActiveSpeakerDetector:
 # -- mixing kernels (the Mixer: sfu/media/mixer.py) ------------------------------------
 #
 # Frames are native-endian int16 mono PCM in bytes objects (as PyAV decodes
-# them); the accumulator is a bytearray of native int32, so a sum of up to
+# them; any C-contiguous buffer is taken, its size counted in bytes); the
+# accumulator is a bytearray of native int32, so a sum of up to
 # 65536 full-scale frames cannot overflow. mix_limit() maps the sum back to
 # int16 through soft_clip(): never a wrap, whatever the number of speakers.
 
@@ -659,48 +660,69 @@ def soft_clip(value: int) -> int:
     return -magnitude if value < 0 else magnitude
 
 
-def mix_add(acc: bytearray, frame: bytes) -> None:
+def _bytes_of(buffer: Any, writable: bool, name: str) -> memoryview:
+    """``buffer`` (bytes, bytearray, an int16 or int32 array, a memoryview)
+    viewed as its bytes: sizes are in bytes, whatever its item type."""
+    view = memoryview(buffer)
+    if writable and view.readonly:
+        raise ValueError(f"{name}: the buffer written to must be writable, got a read-only one")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def mix_add(acc: Any, frame: Any) -> None:
     """``acc[i] += frame[i]``: add an int16 frame into the int32 accumulator.
 
-    ``acc`` must hold at least as many samples as ``frame``; ValueError otherwise.
+    Any C-contiguous buffers (bytes, bytearray, numpy or ``array`` arrays);
+    their sizes count in bytes. ``acc`` must hold at least as many samples
+    as ``frame``; ValueError otherwise, or when ``acc`` is read-only.
     """
-    samples = len(frame) // 2
-    if len(frame) % 2 or len(acc) < 4 * samples:
+    total_bytes = _bytes_of(acc, True, "mix_add")
+    pcm_bytes = _bytes_of(frame, False, "mix_add")
+    samples = len(pcm_bytes) // 2
+    if len(pcm_bytes) % 2 or len(total_bytes) < 4 * samples:
         raise ValueError(
-            f"mix_add: frame of {len(frame)} bytes needs an int32 accumulator of "
-            f"{4 * samples} bytes, got {len(acc)}"
+            f"mix_add: frame of {len(pcm_bytes)} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {len(total_bytes)}"
         )
     # Only the samples used are viewed: longer buffers of any size are
     # accepted, as by the compiled kernel.
-    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
-    pcm = memoryview(frame).cast("B").cast("h")
+    total = total_bytes[: 4 * samples].cast("i")
+    pcm = pcm_bytes.cast("h")
     for i in range(samples):
         total[i] += pcm[i]
 
 
-def mix_limit(acc: bytes | bytearray, out: bytearray, minus: bytes | None = None) -> int:
+def mix_limit(acc: Any, out: Any, minus: Any = None) -> int:
     """``out[i] = soft_clip(acc[i] - minus[i])``; returns the sum of ``out[i] ** 2``.
 
-    ``out`` (int16) sets the number of samples; ``minus`` (int16, optional)
-    is one speaker's own frame, for mix-minus. The returned energy gives the
-    mix's RFC 6464 level without another pass.
+    ``out`` (int16, writable) sets the number of samples; ``minus`` (int16,
+    optional) is one speaker's own frame, for mix-minus. The returned energy
+    gives the mix's RFC 6464 level without another pass. Buffers as for
+    :func:`mix_add`.
     """
-    samples = len(out) // 2
-    if len(out) % 2 or len(acc) < 4 * samples or (minus is not None and len(minus) < 2 * samples):
+    acc_bytes = _bytes_of(acc, False, "mix_limit")
+    out_bytes = _bytes_of(out, True, "mix_limit")
+    minus_bytes = None if minus is None else _bytes_of(minus, False, "mix_limit")
+    samples = len(out_bytes) // 2
+    if (
+        len(out_bytes) % 2
+        or len(acc_bytes) < 4 * samples
+        or (minus_bytes is not None and len(minus_bytes) < 2 * samples)
+    ):
         raise ValueError(
             f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
             f"and a minus frame of {2 * samples} bytes"
         )
-    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
-    pcm = memoryview(out).cast("B").cast("h")
+    total = acc_bytes[: 4 * samples].cast("i")
+    pcm = out_bytes.cast("h")
     energy = 0
-    if minus is None:
+    if minus_bytes is None:
         for i in range(samples):
             value = soft_clip(total[i])
             pcm[i] = value
             energy += value * value
     else:
-        own = memoryview(minus).cast("B")[: 2 * samples].cast("h")
+        own = minus_bytes[: 2 * samples].cast("h")
         for i in range(samples):
             value = soft_clip(total[i] - own[i])
             pcm[i] = value
