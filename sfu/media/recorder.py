@@ -30,7 +30,7 @@ time of the recording:
   (a slow clock), so a burst after a network stall shorter than
   ``QUIET_AFTER`` is written whole; after a longer pause (filled as quiet)
   the next packet is placed by the wall clock at once. A speaker quiet for
-  more than two seconds is filled once a second, up to a second ago, from
+  more than two seconds is filled once a second, up to half a second ago, from
   the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
   gets that silence at its first packet (~40-130 ms per hour of recording
