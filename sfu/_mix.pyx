@@ -72,6 +72,8 @@ from ._mix_py import (
     MAX_SPEAKER as _MAX_SPEAKER_PY,
     UNKNOWN_FLOOR as _UNKNOWN_FLOOR_PY,
     activity_scores,
+    check_speaker,
+    speaker_key,
     relative_scores,
     validate_detector,
 )
@@ -157,21 +159,23 @@ cdef class ActiveSpeakerDetector:
 
     def __init__(
         self,
-        int slots=3,
+        slots=3,
         *,
         double interval=0.1,
         double c1=3,
         double c2=2,
         double c3=0,
         double hold=1.0,
-        int n1=13,
-        int n2=3,
-        int n3=8,
-        int medium_threshold=7,
-        int long_threshold=2,
+        n1=13,
+        n2=3,
+        n3=8,
+        medium_threshold=7,
+        long_threshold=2,
         double floor_window=15.0,
-        int margin=15,
+        margin=15,
     ):
+        # (The counts untyped here: validate_detector refuses a float, which
+        # a C int argument would have truncated.)
         validate_detector(
             slots, interval, c1, c2, c3, hold, n1, n2, n3,
             medium_threshold, long_threshold, floor_window, margin,
@@ -373,9 +377,8 @@ cdef class ActiveSpeakerDetector:
 
     # -- membership -----------------------------------------------------------------
 
-    def add(self, long long speaker):
-        if not 0 <= speaker <= MAX_SPEAKER:
-            raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker}")
+    def add(self, speaker_id):
+        cdef long long speaker = check_speaker(speaker_id)
         if self._find(speaker) >= 0:
             return
         if self._count == self._capacity:
@@ -395,7 +398,8 @@ cdef class ActiveSpeakerDetector:
         self._slot[index] = -1
         self._pending[index] = 0
 
-    def remove(self, long long speaker):
+    def remove(self, speaker_id):
+        cdef long long speaker = speaker_key(speaker_id)
         cdef int index = self._find(speaker)
         cdef int slot, position, last, request
         if index < 0:

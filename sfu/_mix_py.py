@@ -8,6 +8,7 @@ incoming speaker packet, never per receiver.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 __all__ = ["NO_LEVEL", "ActiveSpeakerDetector", "read_audio_level"]
@@ -147,6 +148,17 @@ def validate_detector(
     margin: int = 10,
 ) -> None:
     """Raise ``ValueError`` naming the first bad detector setting."""
+    for name, count in (
+        ("slots", slots),
+        ("n1", n1),
+        ("n2", n2),
+        ("n3", n3),
+        ("medium_threshold", medium_threshold),
+        ("long_threshold", long_threshold),
+        ("margin", margin),
+    ):
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise ValueError(f"{name} must be an integer, got {count!r}")
     if not 1 <= slots <= 16:
         raise ValueError(f"slots must be between 1 and 16, got {slots}")
     if not 0.005 <= interval <= 5.0:
@@ -174,6 +186,24 @@ def validate_detector(
         raise ValueError(f"margin must be a level difference in 0..127 dB, got {margin}")
     if not 0.1 <= floor_window <= 600.0:
         raise ValueError(f"floor_window must be between 0.1 and 600 seconds, got {floor_window}")
+
+
+def speaker_key(speaker: object) -> int:
+    """``speaker`` as an id the detector can track, -1 when it is not one
+    (not an integer, or outside 0..:data:`MAX_SPEAKER`)."""
+    try:
+        key = operator.index(speaker)  # type: ignore[arg-type]
+    except TypeError:
+        return -1
+    return key if 0 <= key <= MAX_SPEAKER else -1
+
+
+def check_speaker(speaker: object) -> int:
+    """``speaker`` as an id to track; ValueError when it cannot be one."""
+    key = speaker_key(speaker)
+    if key < 0:
+        raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker!r}")
+    return key
 
 
 class ActiveSpeakerDetector:
@@ -327,8 +357,7 @@ class ActiveSpeakerDetector:
 
     def add(self, speaker: int) -> None:
         """Start tracking ``speaker`` (a no-op when it is already tracked)."""
-        if not 0 <= speaker <= MAX_SPEAKER:
-            raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker}")
+        speaker = check_speaker(speaker)
         if speaker in self._index:
             return
         self._index[speaker] = len(self._ids)
@@ -346,6 +375,7 @@ class ActiveSpeakerDetector:
 
     def remove(self, speaker: int) -> None:
         """Forget ``speaker`` at once: off the ranking, its slot and the stage."""
+        speaker = speaker_key(speaker)
         index = self._index.pop(speaker, -1)
         if index < 0:
             return
