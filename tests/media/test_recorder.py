@@ -179,6 +179,27 @@ async def test_room_close_finalises_a_recording(tmp_path: Path) -> None:
     assert 15 <= len(packets) <= 30
 
 
+async def test_a_room_closing_while_the_mixer_lags_ends_the_mix_file_at_the_close(
+    tmp_path: Path,
+) -> None:
+    """As recorder.stop() does: the frames due by the close are mixed first,
+    so the mix file lasts until the close, as the speaker files do (it ended
+    up to a second early: what the lagging task had not mixed yet)."""
+    import time
+
+    async with sfu.Server() as server:
+        room = server.room("lagging")
+        loop = asyncio.get_running_loop()
+        recorder = await room.record(tmp_path / "l.opus", per_speaker=True)
+        await asyncio.sleep(0.3)
+        time.sleep(0.6)  # the event loop stalls, less than the mixer catches up
+        wall = loop.time() - recorder.started_at
+        await room.close()
+    assert not recorder.recording
+    assert abs(recorder.duration - wall) < 0.06, (recorder.duration, wall)
+    assert_well_formed(tmp_path / "l.opus")
+
+
 async def test_stop_before_the_first_frame_still_makes_a_valid_file(tmp_path: Path) -> None:
     async with sfu.Server() as server:
         room = server.room("quick")
