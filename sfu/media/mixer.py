@@ -17,7 +17,7 @@ that keep time, a recording, fill it with silence):
 
 1. each speaker yields one 20 ms frame: the next packet decoded by its own
    libopus decoder (PyAV), or Opus packet-loss concealment when the packet
-   is missing (a TOC-only packet makes libopus conceal one packet's worth;
+   is missing or libopus refuses it (a TOC-only packet makes libopus conceal one packet's worth;
    FFmpeg's libopus wrapper exposes no in-band FEC decoding), or nothing
    when the speaker is idle;
 2. the loudest ``max_speakers`` frames (RFC 6464 level) are summed into an
