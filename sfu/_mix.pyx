@@ -72,6 +72,8 @@ from ._mix_py import (
     MAX_SPEAKER as _MAX_SPEAKER_PY,
     UNKNOWN_FLOOR as _UNKNOWN_FLOOR_PY,
     activity_scores,
+    check_speaker,
+    speaker_key,
     relative_scores,
     validate_detector,
 )
@@ -157,21 +159,23 @@ cdef class ActiveSpeakerDetector:
 
     def __init__(
         self,
-        int slots=3,
+        slots=3,
         *,
         double interval=0.1,
         double c1=3,
         double c2=2,
         double c3=0,
         double hold=1.0,
-        int n1=13,
-        int n2=3,
-        int n3=8,
-        int medium_threshold=7,
-        int long_threshold=2,
+        n1=13,
+        n2=3,
+        n3=8,
+        medium_threshold=7,
+        long_threshold=2,
         double floor_window=15.0,
-        int margin=15,
+        margin=15,
     ):
+        # (The counts untyped here: validate_detector refuses a float, which
+        # a C int argument would have truncated.)
         validate_detector(
             slots, interval, c1, c2, c3, hold, n1, n2, n3,
             medium_threshold, long_threshold, floor_window, margin,
@@ -373,9 +377,8 @@ cdef class ActiveSpeakerDetector:
 
     # -- membership -----------------------------------------------------------------
 
-    def add(self, long long speaker):
-        if not 0 <= speaker <= MAX_SPEAKER:
-            raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker}")
+    def add(self, speaker_id):
+        cdef long long speaker = check_speaker(speaker_id)
         if self._find(speaker) >= 0:
             return
         if self._count == self._capacity:
@@ -395,7 +398,8 @@ cdef class ActiveSpeakerDetector:
         self._slot[index] = -1
         self._pending[index] = 0
 
-    def remove(self, long long speaker):
+    def remove(self, speaker_id):
+        cdef long long speaker = speaker_key(speaker_id)
         cdef int index = self._find(speaker)
         cdef int slot, position, last, request
         if index < 0:
@@ -713,63 +717,90 @@ from ._mix_py import LIMIT_CEILING, LIMIT_KNEE
 
 cdef long long _LIMIT_KNEE = LIMIT_KNEE
 cdef long long _LIMIT_RANGE = LIMIT_CEILING - LIMIT_KNEE
+# From this excess on, the curve's floor is ceiling - 1 for good (excess * r
+# // (excess + r) == r - 1 exactly at r * (r - 1)): larger ones are clamped to
+# it, so that excess * r never overflows and the result stays exact.
+cdef long long _LIMIT_SATURATED = (LIMIT_CEILING - LIMIT_KNEE) * (LIMIT_CEILING - LIMIT_KNEE - 1)
 
 
 cdef inline long long _soft_clip(long long value) noexcept nogil:
+    # (Callers pass int32 sums, or values soft_clip() clamped: -value is safe.)
     cdef long long magnitude = -value if value < 0 else value
     cdef long long excess
     if magnitude > _LIMIT_KNEE:
         excess = magnitude - _LIMIT_KNEE
+        if excess > _LIMIT_SATURATED:
+            excess = _LIMIT_SATURATED
         # Positive operands: C division truncates as Python's // floors.
         magnitude = _LIMIT_KNEE + excess * _LIMIT_RANGE / (excess + _LIMIT_RANGE)
     return -magnitude if value < 0 else magnitude
 
 
-cpdef long long soft_clip(long long value):
+def soft_clip(value):
+    # Any Python int, as the twin: past the saturation point every value
+    # gives the same result, so a huge one is clamped before the C call.
+    cdef object bound = _LIMIT_KNEE + _LIMIT_SATURATED
+    if value > bound:
+        value = bound
+    elif value < -bound:
+        value = -bound
     return _soft_clip(value)
 
 
-def mix_add(unsigned char[::1] acc, const unsigned char[::1] frame):
-    cdef Py_ssize_t samples = frame.shape[0] // 2
+cdef object _bytes_of(object buffer, bint writable, str name):
+    """As sfu._mix_py._bytes_of: any buffer, viewed as its bytes."""
+    if type(buffer) is bytearray or (type(buffer) is bytes and not writable):
+        return buffer  # (the usual case: no view to make)
+    cdef object view = memoryview(buffer)
+    if writable and view.readonly:
+        raise ValueError(f"{name}: the buffer written to must be writable, got a read-only one")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def mix_add(acc, frame):
+    cdef unsigned char[::1] acc_view = _bytes_of(acc, True, "mix_add")
+    cdef const unsigned char[::1] frame_view = _bytes_of(frame, False, "mix_add")
+    cdef Py_ssize_t samples = frame_view.shape[0] // 2
     cdef Py_ssize_t i
-    if frame.shape[0] % 2 or acc.shape[0] < 4 * samples:
+    if frame_view.shape[0] % 2 or acc_view.shape[0] < 4 * samples:
         raise ValueError(
-            f"mix_add: frame of {frame.shape[0]} bytes needs an int32 accumulator of "
-            f"{4 * samples} bytes, got {acc.shape[0]}"
+            f"mix_add: frame of {frame_view.shape[0]} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {acc_view.shape[0]}"
         )
     if samples == 0:
         return
-    cdef int* total = <int*>&acc[0]
-    cdef const short* pcm = <const short*>&frame[0]
+    cdef int* total = <int*>&acc_view[0]
+    cdef const short* pcm = <const short*>&frame_view[0]
     with nogil:
         for i in range(samples):
             total[i] += pcm[i]
 
 
-def mix_limit(const unsigned char[::1] acc, unsigned char[::1] out, minus=None):
-    cdef Py_ssize_t samples = out.shape[0] // 2
+def mix_limit(acc, out, minus=None):
+    cdef const unsigned char[::1] acc_view = _bytes_of(acc, False, "mix_limit")
+    cdef unsigned char[::1] out_view = _bytes_of(out, True, "mix_limit")
+    cdef Py_ssize_t samples = out_view.shape[0] // 2
     cdef Py_ssize_t i
     cdef const unsigned char[::1] own_view
     cdef const short* own = NULL
     cdef long long value, energy = 0
-    if out.shape[0] % 2 or acc.shape[0] < 4 * samples:
+    if minus is not None:
+        own_view = _bytes_of(minus, False, "mix_limit")
+    if (
+        out_view.shape[0] % 2
+        or acc_view.shape[0] < 4 * samples
+        or (minus is not None and own_view.shape[0] < 2 * samples)
+    ):
         raise ValueError(
             f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
             f"and a minus frame of {2 * samples} bytes"
         )
-    if minus is not None:
-        own_view = minus
-        if own_view.shape[0] < 2 * samples:
-            raise ValueError(
-                f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
-                f"and a minus frame of {2 * samples} bytes"
-            )
-        if samples:
-            own = <const short*>&own_view[0]
     if samples == 0:
         return 0
-    cdef const int* total = <const int*>&acc[0]
-    cdef short* pcm = <short*>&out[0]
+    if minus is not None:
+        own = <const short*>&own_view[0]
+    cdef const int* total = <const int*>&acc_view[0]
+    cdef short* pcm = <short*>&out_view[0]
     with nogil:
         for i in range(samples):
             value = total[i]

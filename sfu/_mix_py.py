@@ -8,6 +8,7 @@ incoming speaker packet, never per receiver.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 __all__ = ["NO_LEVEL", "ActiveSpeakerDetector", "read_audio_level"]
@@ -147,6 +148,17 @@ def validate_detector(
     margin: int = 10,
 ) -> None:
     """Raise ``ValueError`` naming the first bad detector setting."""
+    for name, count in (
+        ("slots", slots),
+        ("n1", n1),
+        ("n2", n2),
+        ("n3", n3),
+        ("medium_threshold", medium_threshold),
+        ("long_threshold", long_threshold),
+        ("margin", margin),
+    ):
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise ValueError(f"{name} must be an integer, got {count!r}")
     if not 1 <= slots <= 16:
         raise ValueError(f"slots must be between 1 and 16, got {slots}")
     if not 0.005 <= interval <= 5.0:
@@ -174,6 +186,24 @@ def validate_detector(
         raise ValueError(f"margin must be a level difference in 0..127 dB, got {margin}")
     if not 0.1 <= floor_window <= 600.0:
         raise ValueError(f"floor_window must be between 0.1 and 600 seconds, got {floor_window}")
+
+
+def speaker_key(speaker: object) -> int:
+    """``speaker`` as an id the detector can track, -1 when it is not one
+    (not an integer, or outside 0..:data:`MAX_SPEAKER`)."""
+    try:
+        key = operator.index(speaker)  # type: ignore[arg-type]
+    except TypeError:
+        return -1
+    return key if 0 <= key <= MAX_SPEAKER else -1
+
+
+def check_speaker(speaker: object) -> int:
+    """``speaker`` as an id to track; ValueError when it cannot be one."""
+    key = speaker_key(speaker)
+    if key < 0:
+        raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker!r}")
+    return key
 
 
 class ActiveSpeakerDetector:
@@ -327,8 +357,7 @@ class ActiveSpeakerDetector:
 
     def add(self, speaker: int) -> None:
         """Start tracking ``speaker`` (a no-op when it is already tracked)."""
-        if not 0 <= speaker <= MAX_SPEAKER:
-            raise ValueError(f"speaker must be an integer in 0..2**62-1, got {speaker}")
+        speaker = check_speaker(speaker)
         if speaker in self._index:
             return
         self._index[speaker] = len(self._ids)
@@ -346,6 +375,7 @@ class ActiveSpeakerDetector:
 
     def remove(self, speaker: int) -> None:
         """Forget ``speaker`` at once: off the ranking, its slot and the stage."""
+        speaker = speaker_key(speaker)
         index = self._index.pop(speaker, -1)
         if index < 0:
             return
@@ -631,7 +661,8 @@ class ActiveSpeakerDetector:
 # -- mixing kernels (the Mixer: sfu/media/mixer.py) ------------------------------------
 #
 # Frames are native-endian int16 mono PCM in bytes objects (as PyAV decodes
-# them); the accumulator is a bytearray of native int32, so a sum of up to
+# them; any C-contiguous buffer is taken, its size counted in bytes); the
+# accumulator is a bytearray of native int32, so a sum of up to
 # 65536 full-scale frames cannot overflow. mix_limit() maps the sum back to
 # int16 through soft_clip(): never a wrap, whatever the number of speakers.
 
@@ -659,48 +690,69 @@ def soft_clip(value: int) -> int:
     return -magnitude if value < 0 else magnitude
 
 
-def mix_add(acc: bytearray, frame: bytes) -> None:
+def _bytes_of(buffer: Any, writable: bool, name: str) -> memoryview:
+    """``buffer`` (bytes, bytearray, an int16 or int32 array, a memoryview)
+    viewed as its bytes: sizes are in bytes, whatever its item type."""
+    view = memoryview(buffer)
+    if writable and view.readonly:
+        raise ValueError(f"{name}: the buffer written to must be writable, got a read-only one")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def mix_add(acc: Any, frame: Any) -> None:
     """``acc[i] += frame[i]``: add an int16 frame into the int32 accumulator.
 
-    ``acc`` must hold at least as many samples as ``frame``; ValueError otherwise.
+    Any C-contiguous buffers (bytes, bytearray, numpy or ``array`` arrays);
+    their sizes count in bytes. ``acc`` must hold at least as many samples
+    as ``frame``; ValueError otherwise, or when ``acc`` is read-only.
     """
-    samples = len(frame) // 2
-    if len(frame) % 2 or len(acc) < 4 * samples:
+    total_bytes = _bytes_of(acc, True, "mix_add")
+    pcm_bytes = _bytes_of(frame, False, "mix_add")
+    samples = len(pcm_bytes) // 2
+    if len(pcm_bytes) % 2 or len(total_bytes) < 4 * samples:
         raise ValueError(
-            f"mix_add: frame of {len(frame)} bytes needs an int32 accumulator of "
-            f"{4 * samples} bytes, got {len(acc)}"
+            f"mix_add: frame of {len(pcm_bytes)} bytes needs an int32 accumulator of "
+            f"{4 * samples} bytes, got {len(total_bytes)}"
         )
     # Only the samples used are viewed: longer buffers of any size are
     # accepted, as by the compiled kernel.
-    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
-    pcm = memoryview(frame).cast("B").cast("h")
+    total = total_bytes[: 4 * samples].cast("i")
+    pcm = pcm_bytes.cast("h")
     for i in range(samples):
         total[i] += pcm[i]
 
 
-def mix_limit(acc: bytes | bytearray, out: bytearray, minus: bytes | None = None) -> int:
+def mix_limit(acc: Any, out: Any, minus: Any = None) -> int:
     """``out[i] = soft_clip(acc[i] - minus[i])``; returns the sum of ``out[i] ** 2``.
 
-    ``out`` (int16) sets the number of samples; ``minus`` (int16, optional)
-    is one speaker's own frame, for mix-minus. The returned energy gives the
-    mix's RFC 6464 level without another pass.
+    ``out`` (int16, writable) sets the number of samples; ``minus`` (int16,
+    optional) is one speaker's own frame, for mix-minus. The returned energy
+    gives the mix's RFC 6464 level without another pass. Buffers as for
+    :func:`mix_add`.
     """
-    samples = len(out) // 2
-    if len(out) % 2 or len(acc) < 4 * samples or (minus is not None and len(minus) < 2 * samples):
+    acc_bytes = _bytes_of(acc, False, "mix_limit")
+    out_bytes = _bytes_of(out, True, "mix_limit")
+    minus_bytes = None if minus is None else _bytes_of(minus, False, "mix_limit")
+    samples = len(out_bytes) // 2
+    if (
+        len(out_bytes) % 2
+        or len(acc_bytes) < 4 * samples
+        or (minus_bytes is not None and len(minus_bytes) < 2 * samples)
+    ):
         raise ValueError(
             f"mix_limit: {samples} samples need an accumulator of {4 * samples} bytes "
             f"and a minus frame of {2 * samples} bytes"
         )
-    total = memoryview(acc).cast("B")[: 4 * samples].cast("i")
-    pcm = memoryview(out).cast("B").cast("h")
+    total = acc_bytes[: 4 * samples].cast("i")
+    pcm = out_bytes.cast("h")
     energy = 0
-    if minus is None:
+    if minus_bytes is None:
         for i in range(samples):
             value = soft_clip(total[i])
             pcm[i] = value
             energy += value * value
     else:
-        own = memoryview(minus).cast("B")[: 2 * samples].cast("h")
+        own = minus_bytes[: 2 * samples].cast("h")
         for i in range(samples):
             value = soft_clip(total[i] - own[i])
             pcm[i] = value

@@ -1062,6 +1062,14 @@ class Room:
         self._closed = True
         self._close_done = asyncio.Event()
         self.close_reason = reason
+        if self._mixer is not None:
+            # What the mixer owes up to now (its task lags under load) is mixed
+            # before the speakers go, as recorder.stop() has it: a recording
+            # ends at the close, as its speaker files do.
+            try:
+                self._mixer.catch_up(self.server.loop.time())
+            except Exception:
+                logger.exception("room %r: mixing the last frames before closing failed", self.name)
         self.server._forget_room(self)
         self._roster.close()
         for participant in list(self._participants.values()):

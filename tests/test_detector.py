@@ -329,6 +329,38 @@ def test_validates_settings(
         mix.ActiveSpeakerDetector(*args, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((2.5,), {}, "slots"),
+        ((3,), {"n1": 13.5}, "n1"),
+        ((3,), {"n2": 3.0}, "n2"),
+        ((3,), {"n3": 8.9}, "n3"),
+        ((3,), {"medium_threshold": 7.5}, "medium_threshold"),
+        ((3,), {"long_threshold": 2.5}, "long_threshold"),
+        ((3,), {"margin": 15.5}, "margin"),
+    ],
+)
+def test_counts_must_be_integers(
+    mix: ModuleType, args: tuple[float], kwargs: dict[str, Any], message: str
+) -> None:
+    """The compiled twin truncated them (2.5 slots made 2), the Python one
+    failed with a TypeError from deep inside (or took them)."""
+    with pytest.raises(ValueError, match=message):
+        mix.ActiveSpeakerDetector(*args, **kwargs)
+
+
+@pytest.mark.parametrize("speaker", [1.5, 1.0, "1", 1 << 63])
+def test_a_speaker_id_must_be_an_integer_in_range(mix: ModuleType, speaker: object) -> None:
+    """1.5 was tracked as 1.5 by the Python twin and as 1 by the compiled one;
+    2**63 was an OverflowError in one and a ValueError in the other."""
+    detector = mix.ActiveSpeakerDetector()
+    with pytest.raises(ValueError, match="speaker"):
+        detector.add(speaker)
+    detector.remove(speaker)  # nobody tracked by that id: nothing to do, in both
+    assert detector.holders() == [-1, -1, -1]
+
+
 def test_selector_exports_detector() -> None:
     from sfu import mix
 

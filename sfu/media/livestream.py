@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..auth import verify_token
-from ..errors import NotAllowed
+from ..errors import InvalidSetting, NotAllowed
 from .mixer import PTIME, MixOutput
 from .ogg import OggWriter, opus_tags
 
@@ -140,8 +141,7 @@ class LiveStream:
         packets_per_page: int = 5,
         max_skips: int = 5,
     ) -> None:
-        if max_lag < PTIME * packets_per_page:
-            raise ValueError("max_lag must hold at least one page of packets")
+        _check_settings(max_lag, packets_per_page)
         self.mixer = mixer
         self.max_lag = max_lag
         self.packets_per_page = packets_per_page
@@ -190,6 +190,19 @@ class LiveStream:
             client.close()
 
 
+def _check_settings(max_lag: float, packets_per_page: int) -> None:
+    """:class:`~sfu.errors.InvalidSetting` naming the first bad setting."""
+    if not isinstance(packets_per_page, int) or packets_per_page < 1:
+        raise InvalidSetting(f"packets_per_page must be an integer >= 1, got {packets_per_page!r}")
+    if not isinstance(max_lag, (int, float)) or not math.isfinite(max_lag):
+        raise InvalidSetting(f"max_lag must be a finite number of seconds, got {max_lag!r}")
+    if max_lag < PTIME * packets_per_page:
+        raise InvalidSetting(
+            f"max_lag must hold at least one page of packets ({packets_per_page} x "
+            f"{PTIME * 1000:.0f} ms = {PTIME * packets_per_page:g} s), got {max_lag!r}"
+        )
+
+
 def _token(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -209,7 +222,9 @@ def live_stream_handler(
     Mount it on a path with a ``{room}`` part, e.g.
     ``/rooms/{room}/live.ogg``. 404 for an unknown room (rooms are not
     created by listening), 403 for a private room without a valid token.
+    :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
     """
+    _check_settings(max_lag, packets_per_page)
     streams: dict[str, LiveStream] = {}
 
     def stream_of(room: Room) -> LiveStream:

@@ -17,7 +17,7 @@ that keep time, a recording, fill it with silence):
 
 1. each speaker yields one 20 ms frame: the next packet decoded by its own
    libopus decoder (PyAV), or Opus packet-loss concealment when the packet
-   is missing (a TOC-only packet makes libopus conceal one packet's worth;
+   is missing or libopus refuses it (a TOC-only packet makes libopus conceal one packet's worth;
    FFmpeg's libopus wrapper exposes no in-band FEC decoding), or nothing
    when the speaker is idle;
 2. the loudest ``max_speakers`` frames (RFC 6464 level) are summed into an
@@ -48,10 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
+from ..errors import InvalidSetting
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
 from ..transport.rtp import ntp_time, sdes_cnames
-from .jitter import LOST, PACKET, JitterBuffer
+from .jitter import EMPTY, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
 from .router import send_in_step
 
@@ -68,6 +69,11 @@ PTIME = 0.020
 MAX_CATCH_UP = 1.0
 #: A speaker with no packet for this long is forgotten (its decoder freed).
 SPEAKER_TIMEOUT = 5.0
+#: The bit rates libopus takes for a mono stream (bit/s).
+MIN_BITRATE = 500
+MAX_BITRATE = 256000
+#: Packets a speaker's jitter buffer holds (its depth is at most this).
+JITTER_CAPACITY = 16
 
 #: ``callback(packet, samples, now)``: an encoded Opus packet of ``samples``
 #: 48 kHz samples, for the frame due at loop time ``now``.
@@ -93,7 +99,7 @@ class _Speaker:
     def __init__(self, number: int, ssrc: int, depth: int) -> None:
         self.number = number
         self.ssrc = ssrc
-        self.jitter = JitterBuffer(depth=depth)
+        self.jitter = JitterBuffer(depth=depth, capacity=JITTER_CAPACITY)
         self.decoder: OpusDecoder | None = None
         self.fifo = bytearray()
         self.last_packet = 0.0
@@ -112,19 +118,19 @@ class _Speaker:
         fifo = self.fifo
         while len(fifo) < FRAME_BYTES:
             outcome, payload, _ = self.jitter.pull()
-            if outcome == PACKET and payload:
-                self.last_payload = payload
-            elif outcome == LOST and self.last_payload:
-                payload = plc_packet(self.last_payload)
-            elif outcome == LOST:
-                fifo += _SILENCE  # nothing decoded yet to conceal from
-                continue
-            else:
+            if outcome == EMPTY:
                 break
             if self.decoder is None:
                 self.decoder = OpusDecoder()
             started = time.thread_time()
-            fifo += self.decoder.decode(payload)
+            pcm = self.decoder.decode(payload) if outcome == PACKET and payload else b""
+            if pcm:
+                self.last_payload = payload
+            elif self.last_payload:
+                # Lost, or a payload libopus refused: its turn is concealed
+                # (not filled by pulling the next packet before its time).
+                pcm = self.decoder.decode(plc_packet(self.last_payload))
+            fifo += pcm or _SILENCE  # (nothing decoded yet to conceal from)
             timing[0] += time.thread_time() - started
         if not fifo:
             return None
@@ -198,7 +204,8 @@ class Mixer:
     server's UDP socket (mixed listeners are sent to from it); ``loop`` the
     loop the mixing task runs in. ``max_speakers`` caps how many speakers
     are mixed (default: all the Router forwards, i.e. the slot holders);
-    ``jitter_depth`` is the playout delay in packets.
+    ``jitter_depth`` is the playout delay in packets. A bad setting raises
+    :class:`~sfu.errors.InvalidSetting` here (or when set later).
 
     Should mixing a frame ever raise (a bug), the error is logged with its
     traceback and the mixer lets every consumer go as :meth:`close` does
@@ -220,8 +227,10 @@ class Mixer:
         jitter_depth: int = 2,
         on_failure: Callable[[BaseException, list[int]], None] | None = None,
     ) -> None:
-        if max_speakers is not None and max_speakers < 1:
-            raise ValueError(f"max_speakers must be >= 1, got {max_speakers}")
+        if max_speakers is not None and (not _is_int(max_speakers) or max_speakers < 1):
+            raise InvalidSetting(
+                f"max_speakers must be None or an integer >= 1, got {max_speakers!r}"
+            )
         self.router = router
         self.name = name
         self.on_failure = on_failure
@@ -270,6 +279,36 @@ class Mixer:
     def __repr__(self) -> str:
         state = "running" if self.running else "idle"
         return f"<Mixer {self.name!r} {state}, {len(self._streams)} streams>"
+
+    # -- settings (checked here: not by libopus at the first consumer, nor on the media path)
+
+    @property
+    def bitrate(self) -> int:
+        """Target bit rate (bit/s) of the streams made from now on: libopus
+        takes :data:`MIN_BITRATE`..:data:`MAX_BITRATE` for a mono stream."""
+        return self._bitrate
+
+    @bitrate.setter
+    def bitrate(self, value: int) -> None:
+        if not _is_int(value) or not MIN_BITRATE <= value <= MAX_BITRATE:
+            raise InvalidSetting(
+                f"bitrate must be an integer in {MIN_BITRATE}..{MAX_BITRATE} bit/s "
+                f"(libopus, mono), got {value!r}"
+            )
+        self._bitrate = value
+
+    @property
+    def jitter_depth(self) -> int:
+        """Playout delay in packets of the speakers heard from now on."""
+        return self._jitter_depth
+
+    @jitter_depth.setter
+    def jitter_depth(self, value: int) -> None:
+        if not _is_int(value) or not 1 <= value <= JITTER_CAPACITY:
+            raise InvalidSetting(
+                f"jitter_depth must be an integer in 1..{JITTER_CAPACITY} packets, got {value!r}"
+            )
+        self._jitter_depth = value
 
     # -- state ---------------------------------------------------------------------
 
@@ -824,6 +863,10 @@ class Mixer:
         stream.sent_due = now
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _level(energy: int, voiced: bool) -> int:

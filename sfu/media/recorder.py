@@ -30,7 +30,7 @@ time of the recording:
   (a slow clock), so a burst after a network stall shorter than
   ``QUIET_AFTER`` is written whole; after a longer pause (filled as quiet)
   the next packet is placed by the wall clock at once. A speaker quiet for
-  more than two seconds is filled once a second, up to a second ago, from
+  more than two seconds is filled once a second, up to half a second ago, from
   the mix's frames (so a long mute costs the media
   path nothing when it ends); a speaker first heard long after the start
   gets that silence at its first packet (~40-130 ms per hour of recording
@@ -372,6 +372,7 @@ class Recorder:
         self.started_at = now
         if self.per_speaker:
             self._mixer.router.taps.append(self._tap)
+            self._mixer.router.released.append(self._released)
             self._tapping = True
         logger.info(
             "recording to %s%s", self.path, " (and per speaker)" if self.per_speaker else ""
@@ -445,6 +446,15 @@ class Recorder:
             logger.error("recording of speaker %s stopped", track.identity)
             self._forget_track(track)
 
+    def _released(self, number: int) -> None:
+        """Participant ``number`` stopped being forwarded (muted, demoted, gone):
+        its file is found again by identity should it speak again, so the
+        entry for its number goes (a rejoin has a new number: kept, one would
+        stay for every join of a long recording). One whose file failed keeps
+        its None: that file is not made again."""
+        if self._track_of.get(number) is not None:
+            del self._track_of[number]
+
     def _forget_track(self, track: SpeakerTrack) -> None:
         self._tracks.pop(track.identity, None)
         for held, other in self._track_of.items():
@@ -494,9 +504,11 @@ class Recorder:
         self._stopped = True
         self.stopped_at = now
         if self._tapping:
-            taps = self._mixer.router.taps
-            if self._tap in taps:
-                taps.remove(self._tap)
+            router = self._mixer.router
+            if self._tap in router.taps:
+                router.taps.remove(self._tap)
+            if self._released in router.released:
+                router.released.remove(self._released)
             self._tapping = False
         if self._output is not None:
             self._output.close()

@@ -329,3 +329,21 @@ async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
             client.close()
             await speaker.close()
             await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_lag": 0.05},  # less than one page of 5 packets
+        {"max_lag": float("nan")},
+        {"max_lag": float("inf")},
+        {"packets_per_page": 0},
+    ],
+)
+async def test_bad_settings_are_refused_when_the_handler_is_made(settings: dict[str, Any]) -> None:
+    """Not at the first request (a 500 from a ValueError, or from a float that
+    does not convert to a number of packets)."""
+    async with sfu.Server() as server:
+        with pytest.raises(sfu.InvalidSetting) as caught:
+            live_stream_handler(server, **settings)
+        assert next(iter(settings)) in str(caught.value)

@@ -129,3 +129,59 @@ def test_compiled_and_python_agree(frames: list[list[int]], use_minus: bool) -> 
 def test_soft_clip_agrees(value: int) -> None:
     assert compiled("_mix").soft_clip(value) == _mix_py.soft_clip(value)
     assert -32766 <= _mix_py.soft_clip(value) <= 32766
+
+
+@given(st.integers(-(1 << 80), 1 << 80))
+def test_soft_clip_agrees_for_any_int(value: int) -> None:
+    """The twin takes any int and promises -32766..32766 "for any input": so
+    does the compiled one (it overflowed past ~2**50 and refused 2**63)."""
+    assert compiled("_mix").soft_clip(value) == _mix_py.soft_clip(value)
+
+
+@pytest.mark.parametrize("value", [10**16, 1 << 62, (1 << 63) - 1, 1 << 63, 1 << 70])
+def test_soft_clip_saturates_far_past_the_knee(mix: ModuleType, value: int) -> None:
+    assert mix.soft_clip(value) == 32766
+    assert mix.soft_clip(-value) == -32766
+
+
+def buffers(samples: list[int]) -> list[object]:
+    """One int16 frame as every kind of buffer a caller may hold it in."""
+    import array
+
+    import numpy as np
+
+    raw = frame(*samples)
+    return [
+        raw,
+        bytearray(raw),
+        memoryview(raw),
+        memoryview(raw).cast("h"),
+        array.array("h", samples),
+        np.array(samples, dtype=np.int16),
+    ]
+
+
+@pytest.mark.parametrize("kind", range(6))
+def test_typed_buffers_are_measured_in_bytes(mix: ModuleType, kind: int) -> None:
+    """A frame in an int16 buffer (numpy, array, a cast memoryview) is all
+    mixed, in both twins: the Python one took its length in items for bytes
+    (half the frame mixed, silently) and the compiled one refused it."""
+    import numpy as np
+
+    samples = [1000, -2000, 300, 4]
+    pcm = buffers(samples)[kind]
+    acc = np.zeros(4, dtype=np.int32)  # an int32 accumulator of the right size
+    mix.mix_add(acc, pcm)
+    mix.mix_add(acc, pcm)
+    assert acc.tolist() == [2 * x for x in samples]
+    out = np.zeros(4, dtype=np.int16)
+    energy = mix.mix_limit(acc, out, buffers(samples)[kind])
+    assert out.tolist() == samples
+    assert energy == sum(x * x for x in samples)
+
+
+def test_a_read_only_accumulator_or_output_is_refused_alike(mix: ModuleType) -> None:
+    with pytest.raises(ValueError, match="writable"):
+        mix.mix_add(bytes(8), frame(1, 2))
+    with pytest.raises(ValueError, match="writable"):
+        mix.mix_limit(bytes(8), bytes(4))

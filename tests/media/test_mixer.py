@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
+from sfu.errors import InvalidSetting
 from sfu.media.mixer import MAX_CATCH_UP, PTIME, Mixer
 from sfu.media.opus import OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
@@ -178,6 +180,32 @@ async def test_lost_packets_are_concealed(router: Router) -> None:
     rms = np.sqrt((frames**2).mean(axis=1))
     assert rms.min() > 1000, rms.min()
     assert_tones(pcm, present=[440])
+
+
+async def test_a_packet_libopus_rejects_is_concealed_like_a_lost_one(router: Router) -> None:
+    """A payload that does not decode takes its own 20 ms, concealed: the
+    speaker's next packet is not pulled in its place (played 20 ms early,
+    then missing at its own turn, its successor arriving "late")."""
+    payloads = opus_tone(440, 60)
+    outputs = []
+    for bad in (False, True):
+        mixer = Mixer(router)
+        collector = Collector()
+        mixer.add_output(collector)
+        a = publisher(1)
+        packets = list(payloads)
+        if bad:
+            packets[30] = b"\xfb\x00"  # code 3 with no frame: libopus refuses it
+        run(mixer, router, {a: packets}, drop=set() if bad else {(1, 30)})
+        outputs.append((decode_payloads(collector.packets), mixer.stats()))
+        await mixer.close()
+    (lost, lost_stats), (rejected, rejected_stats) = outputs
+    assert rejected_stats["late"] == lost_stats["late"] == 0
+    assert len(rejected) == len(lost)
+    # The same audio as for a lost packet (both encoders ran on the same PCM
+    # up to the bad packet; after it, each frame holds the same tone frame).
+    difference = np.abs(rejected.astype(np.float64) - lost.astype(np.float64))
+    assert difference.max() < 200, difference.max()
 
 
 async def test_jitter_counters_outlive_the_speakers_they_counted(router: Router) -> None:
@@ -412,4 +440,49 @@ async def test_a_failing_mixer_task_ends_its_outputs_and_can_start_again(
     assert mixer.running, "a new consumer starts it again"
     run(mixer, router, {publisher(2): opus_tone(440, 10)})
     assert len(again.packets) == 10
+    await mixer.close()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"bitrate": 300000},  # libopus takes at most 256 kbit/s for a mono stream
+        {"bitrate": 100},
+        {"bitrate": -1},
+        {"jitter_depth": 0},
+        {"jitter_depth": 17},  # more than the jitter buffer holds
+        {"max_speakers": 0},
+    ],
+)
+def test_bad_settings_are_refused_when_the_mixer_is_made(
+    router: Router, settings: dict[str, Any]
+) -> None:
+    """Not by PyAV when the first consumer comes (a recording or a live stream
+    failing with an av error), nor in the media path: a jitter depth the
+    jitter buffer refuses made the Router drop the mixer's tap at the first
+    packet, and the mix was silent from then on."""
+    with pytest.raises(InvalidSetting) as caught:
+        Mixer(router, **settings)
+    assert next(iter(settings)) in str(caught.value)
+
+
+async def test_a_bitrate_set_later_is_checked_too(router: Router) -> None:
+    mixer = Mixer(router)
+    mixer.bitrate = 256000
+    with pytest.raises(InvalidSetting, match="bitrate"):
+        mixer.bitrate = 320000
+    assert mixer.bitrate == 256000
+    mixer.add_output(Collector())  # opens an encoder at the bitrate kept
+    await mixer.close()
+
+
+async def test_a_deeper_jitter_buffer_still_hears_its_speakers(router: Router) -> None:
+    """The deepest jitter buffer allowed still mixes (the tap is not dropped)."""
+    mixer = Mixer(router, jitter_depth=16)
+    collector = Collector()
+    mixer.add_output(collector)
+    alice = publisher(1)
+    run(mixer, router, {alice: opus_tone(440, 60)})
+    assert router.taps == [mixer._tap]
+    assert_tones(decode_payloads(collector.packets[20:]), [440])
     await mixer.close()

@@ -179,6 +179,27 @@ async def test_room_close_finalises_a_recording(tmp_path: Path) -> None:
     assert 15 <= len(packets) <= 30
 
 
+async def test_a_room_closing_while_the_mixer_lags_ends_the_mix_file_at_the_close(
+    tmp_path: Path,
+) -> None:
+    """As recorder.stop() does: the frames due by the close are mixed first,
+    so the mix file lasts until the close, as the speaker files do (it ended
+    up to a second early: what the lagging task had not mixed yet)."""
+    import time
+
+    async with sfu.Server() as server:
+        room = server.room("lagging")
+        loop = asyncio.get_running_loop()
+        recorder = await room.record(tmp_path / "l.opus", per_speaker=True)
+        await asyncio.sleep(0.3)
+        time.sleep(0.6)  # the event loop stalls, less than the mixer catches up
+        wall = loop.time() - recorder.started_at
+        await room.close()
+    assert not recorder.recording
+    assert abs(recorder.duration - wall) < 0.06, (recorder.duration, wall)
+    assert_well_formed(tmp_path / "l.opus")
+
+
 async def test_stop_before_the_first_frame_still_makes_a_valid_file(tmp_path: Path) -> None:
     async with sfu.Server() as server:
         room = server.room("quick")
@@ -266,6 +287,50 @@ async def test_a_speaker_who_reconnects_goes_on_in_one_file(tmp_path: Path) -> N
     assert sorted(path.name for path in tmp_path.iterdir()) == ["talk-alice.opus", "talk.opus"]
     written = [p for p in assert_well_formed(tmp_path / "talk-alice.opus") if p == payload]
     assert len(written) == 100
+
+
+async def test_speakers_that_come_and_go_leave_nothing_behind(tmp_path: Path) -> None:
+    """A long recording of a room where people join, speak and leave keeps
+    per speaker only its file: nothing per participant number (each join
+    has a new one) once that participant is gone."""
+    import socket
+
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer,
+        tmp_path / "talk.opus",
+        per_speaker=True,
+        identity_of=lambda number: f"guest{number % 2}",
+    )
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    now = loop.time()
+    payload = opus_tone(440, 1)[0]
+    for number in range(10, 210):  # two people joining a hundred times each
+        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+        router.add_publisher(speaker)
+        for sequence in range(3):
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+        router.remove_publisher(speaker)  # it left
+    assert len(recorder._track_of) <= 2, len(recorder._track_of)
+    await recorder.stop()
+    assert recorder._released not in router.released
+    await mixer.close()
+    router.close()
+    sock.close()
+    assert sorted(recorder.speaker_paths) == ["guest0", "guest1"]
+    for name in ("talk-guest0.opus", "talk-guest1.opus"):
+        written = [p for p in assert_well_formed(tmp_path / name) if p == payload]
+        assert len(written) == 300
 
 
 def test_silence_frames_decode_to_silence() -> None:
