@@ -89,7 +89,7 @@ cdef enum:
     SLOT_BYTES = 1536         # per queued datagram: header + payload + SRTP trailer
     MAX_HEADER = 24           # 12 fixed + 4 CSRC + 8 one-byte extension (RFC 8285)
     SRTP_MAX_TRAILER = 144    # libsrtp2 SRTP_MAX_TRAILER_LEN (16 tag + 128 MKI)
-    C_MAX_PAYLOAD = 1200
+    C_MAX_PAYLOAD = 1275      # one Opus frame at most (RFC 6716 section 3.2.1)
 
 MAX_PAYLOAD = C_MAX_PAYLOAD
 MAX_BATCH = 1024  # sendmmsg(2) takes at most UIO_MAXIOV messages per call

@@ -46,9 +46,10 @@ from .errors import RoomFull
 
 __all__ = ["MAX_BATCH", "MAX_PAYLOAD", "FanOut"]
 
-#: Largest Opus payload forwarded; larger ones are dropped (a 20 ms Opus frame
-#: is < 400 bytes even at 510 kbit/s, so this only catches garbage).
-MAX_PAYLOAD = 1200
+#: Largest Opus payload forwarded; larger ones are dropped and counted. One
+#: Opus frame is at most 1275 bytes (RFC 6716 section 3.2.1), what a 20 ms
+#: frame at Opus's top rate of 510 kbit/s takes; voice is ~100 bytes.
+MAX_PAYLOAD = 1275
 #: sendmmsg(2) accepts at most UIO_MAXIOV messages per call.
 MAX_BATCH = 1024
 

@@ -475,12 +475,14 @@ def test_oversize_payload_dropped(
     fan = impl.FanOut(sender)
     for peer in peers:
         peer.add_to(fan)
-    assert impl.MAX_PAYLOAD == 1200
-    assert forward(fan, 1, bytes(1201), audio_level=5) == 0
+    # The largest Opus frame (RFC 6716: 1275 bytes, 20 ms at 510 kbit/s) is
+    # forwarded; anything longer is dropped and counted.
+    assert impl.MAX_PAYLOAD == 1275
+    assert forward(fan, 1, bytes(1276), audio_level=5) == 0
     assert fan.dropped == 2 and fan.sent == 0
     assert all(recv_none(peer.sock) == [] for peer in peers)
-    assert forward(fan, 1, bytes(1200), sequence=1001, audio_level=5) == 2
-    assert [len(p.payload) for p in peers[0].receive(1)] == [1200]
+    assert forward(fan, 1, bytes(1275), sequence=1001, audio_level=5) == 2
+    assert [len(p.payload) for p in peers[0].receive(1)] == [1275]
     assert fan.dropped == 2 and fan.sent == 2
 
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
+from .._values import is_int
 from ..errors import InvalidSetting
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
@@ -227,7 +228,7 @@ class Mixer:
         jitter_depth: int = 2,
         on_failure: Callable[[BaseException, list[int]], None] | None = None,
     ) -> None:
-        if max_speakers is not None and (not _is_int(max_speakers) or max_speakers < 1):
+        if max_speakers is not None and (not is_int(max_speakers) or max_speakers < 1):
             raise InvalidSetting(
                 f"max_speakers must be None or an integer >= 1, got {max_speakers!r}"
             )
@@ -290,7 +291,7 @@ class Mixer:
 
     @bitrate.setter
     def bitrate(self, value: int) -> None:
-        if not _is_int(value) or not MIN_BITRATE <= value <= MAX_BITRATE:
+        if not is_int(value) or not MIN_BITRATE <= value <= MAX_BITRATE:
             raise InvalidSetting(
                 f"bitrate must be an integer in {MIN_BITRATE}..{MAX_BITRATE} bit/s "
                 f"(libopus, mono), got {value!r}"
@@ -304,7 +305,7 @@ class Mixer:
 
     @jitter_depth.setter
     def jitter_depth(self, value: int) -> None:
-        if not _is_int(value) or not 1 <= value <= JITTER_CAPACITY:
+        if not is_int(value) or not 1 <= value <= JITTER_CAPACITY:
             raise InvalidSetting(
                 f"jitter_depth must be an integer in 1..{JITTER_CAPACITY} packets, got {value!r}"
             )
@@ -863,10 +864,6 @@ class Mixer:
         stream.sent_due = now
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _level(energy: int, voiced: bool) -> int:
