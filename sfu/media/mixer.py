@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from .._values import is_int
-from ..errors import InvalidSetting
+from ..errors import InvalidSetting, RoomClosed
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
 from ..transport.rtp import ntp_time, sdes_cnames
@@ -373,7 +373,7 @@ class Mixer:
 
     def _stream(self, exclude: int) -> _Stream:
         if self._closed:
-            raise RuntimeError(f"the mixer of room {self.name!r} is closed")
+            raise RoomClosed(f"room {self.name!r} is closed: its mixer takes no consumer")
         stream = self._streams.get(exclude)
         if stream is None:
             stream = self._streams[exclude] = _Stream(
@@ -401,7 +401,8 @@ class Mixer:
         closes first (the room closed); ``on_gap(samples)`` when frames were
         skipped after a stall (an output that keeps time, a recording, fills
         them). Callbacks run in the mixing task: they must not block; one that
-        raises is removed.
+        raises is removed. Raises :class:`~sfu.errors.RoomClosed` once the
+        room (and so its mixer) is closed.
         """
         stream = self._stream(exclude)
         output = MixOutput(self, stream, callback, on_close, on_gap)

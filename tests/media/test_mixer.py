@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from sfu.errors import InvalidSetting
+from sfu.errors import InvalidSetting, RoomClosed
 from sfu.media.mixer import MAX_CATCH_UP, PTIME, Mixer
 from sfu.media.opus import OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
@@ -101,7 +101,7 @@ async def test_runs_only_while_consumed_and_leaves_no_task(router: Router) -> No
     assert mixer.running and mixer.starts == 2
     await mixer.close()
     assert out3.closed and not mixer.running and router.taps == []
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RoomClosed, match="its mixer takes no consumer"):
         mixer.add_output(Collector())
 
 
