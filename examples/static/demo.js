@@ -338,7 +338,9 @@ function render() {
       if (c.isModerator && m.identity !== c.identity && c.state === "joined") {
         if (m.role === "listener") actions.push(["promote", "Invite to speak"]);
         else {
-          actions.push(m.muted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
+          // A moderator lifts only a moderator's mute; a self-muted speaker may
+          // still be muted by one (then it cannot unmute itself).
+          actions.push(m.moderatorMuted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
           actions.push(["demote", "To audience"]);
         }
         actions.push(["remove", "Remove"]);

@@ -809,3 +809,44 @@ async def test_demo_name_table_full_lets_stale_names_of_closed_rooms_go(
         assert await mint("real", "third") == 429, "the open room's name stays; the rest are fresh"
         assert await mint("open", "kept") == 403, "still held"
         await opened.close()
+
+
+async def test_a_moderator_can_lock_a_self_mute_and_is_not_offered_an_unmute_that_does_nothing(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A speaker who muted itself shows muted; a moderator cannot unmute it
+    (a self-mute is the speaker's own), so the card's menu must not offer an
+    "Unmute" that does nothing, but a "Mute" that the speaker cannot undo."""
+    mod = await join(new_page, demo, "locked", "chair", "moderator")
+    spk = await join(new_page, demo, "locked", "talker", "speaker")
+    room = demo.server.rooms["locked"]
+    await set_self_muted(spk, True)
+    await wait_for(lambda: room["talker"].self_muted, 5, "the self-mute reaches the server")
+    await wait_attribute(mod, person("talker"), "data-muted", "true")
+    await mod.click(f"{person('talker')} .menu-button")
+    actions = await mod.eval_on_selector_all(
+        f"{person('talker')} .actions button", "(buttons) => buttons.map((b) => b.dataset.action)"
+    )
+    assert "unmute" not in actions, f"a self-mute offered as the moderator's to undo: {actions}"
+    assert "mute" in actions
+    await mod.click(f"{person('talker')} .actions button[data-action=mute]")
+    await wait_for(lambda: room["talker"].moderator_muted, 5, "the moderator's mute")
+    await wait_attribute(spk, "#mic-button", "data-muted", "true")
+    assert await spk.is_disabled("#mic-button"), "the speaker cannot undo the moderator's mute"
+    # Now the moderator's mute is there to lift: "Unmute" lifts it, the self-mute stays.
+    await moderate(mod, "talker", "unmute")
+    await wait_for(lambda: not room["talker"].moderator_muted, 5, "the moderator's unmute")
+    await spk.wait_for_selector("#mic-button:not([disabled])", timeout=10000)
+    assert room["talker"].self_muted
+    await wait_attribute(mod, person("talker"), "data-muted", "true")
+    # A newcomer's snapshot tells the two mutes apart too.
+    late = await new_page(f"{demo.url}/?token={demo.token('locked', 'late', 'moderator')}")
+    await wait_attribute(late, "#connection-state", "data-state", "live", timeout=20)
+    await late.wait_for_selector(f"{person('talker')} .menu-button:not([hidden])", timeout=10000)
+    await late.click(f"{person('talker')} .menu-button")
+    actions = await late.eval_on_selector_all(
+        f"{person('talker')} .actions button", "(buttons) => buttons.map((b) => b.dataset.action)"
+    )
+    assert "unmute" not in actions and "mute" in actions, actions
+    for page in (mod, spk, late):
+        await page.click("#leave-button")

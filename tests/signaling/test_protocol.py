@@ -710,7 +710,13 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
         await asyncio.sleep(0.6)
         rosters = [m for m in sent if m["type"] == "roster" and m.get("joined")]
         entry = next(e for m in rosters for e in m["joined"] if e["identity"] == "bob")
-        assert entry == {"identity": "bob", "role": "speaker", "muted": True}
+        # (Muted by itself: not a mute a moderator could lift.)
+        assert entry == {
+            "identity": "bob",
+            "role": "speaker",
+            "muted": True,
+            "moderator_muted": False,
+        }
         await session.close()
 
 

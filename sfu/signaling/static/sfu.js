@@ -30,7 +30,9 @@
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
  *   "connection"      RTCPeerConnection.connectionState
  *   "joined"          the `joined` message
- *   "roster"          Map identity -> {identity, role, muted, hand}
+ *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand}
+ *                     (muted: silenced either way; moderatorMuted: by a moderator, which a
+ *                     moderator can lift; a self-mute only its owner can)
  *   "hands"           identities with a raised hand, oldest first
  *   "role"            {identity, role, by, renegotiate} for role changes of anyone
  *   "muted"           {identity, muted, by}
@@ -182,7 +184,7 @@ export class SfuClient {
 
     this.state = "new";
     this.connectionState = "new";
-    /** @type {Map<string, {identity: string, role: string, muted: boolean, hand: boolean}>} */
+    /** @type {Map<string, {identity: string, role: string, muted: boolean, moderatorMuted: boolean, hand: boolean}>} */
     this.roster = new Map();
     this.hands = [];
     this.activeSpeakers = []; // per slot: null or {identity, ssrc, level}
@@ -445,17 +447,25 @@ export class SfuClient {
         identity: entry.identity,
         role: entry.role,
         muted: !!entry.muted,
+        // (A server that does not tell the two mutes apart: a mute at join is a moderator's.)
+        moderatorMuted: !!(entry.moderator_muted ?? entry.muted),
         hand: !!entry.hand,
       });
     }
     if (!this.roster.has(this.identity)) {
-      this.roster.set(this.identity, { identity: this.identity, role: this.role, muted: false, hand: false });
+      this.roster.set(this.identity, {
+        identity: this.identity,
+        role: this.role,
+        muted: false,
+        moderatorMuted: false,
+        hand: false,
+      });
     }
     this._setHands(joined.hands || [], false);
     const me = this.roster.get(this.identity);
     // Muted at join: a moderator's mute that outlived a reconnect (self-mute
     // is restored below, after the join).
-    this.mutedBy = me.muted ? "a moderator" : null;
+    this.mutedBy = me.moderatorMuted ? "a moderator" : null;
     const wasMuted = this.muted;
     this.handRaised = me.hand;
     this._everJoined = true;
@@ -740,16 +750,26 @@ export class SfuClient {
         identity: entry.identity,
         role: entry.role,
         muted: entry.muted ?? (old ? old.muted : false),
+        moderatorMuted: entry.moderator_muted ?? (old ? old.moderatorMuted : false),
         hand: old ? old.hand : this.hands.includes(entry.identity),
       });
     }
     for (const entry of message.updated || []) {
       const old = this.roster.get(entry.identity);
       const muted = entry.muted ?? (old ? old.muted : false);
-      if (old) Object.assign(old, { role: entry.role, muted });
+      const moderatorMuted = entry.moderator_muted ?? (old ? old.moderatorMuted : false);
+      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted });
       // "updated" may name someone this client has not seen join (it left and
       // came back within one roster interval): added, with its hand as known.
-      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted, hand: this.hands.includes(entry.identity) });
+      else {
+        this.roster.set(entry.identity, {
+          identity: entry.identity,
+          role: entry.role,
+          muted,
+          moderatorMuted,
+          hand: this.hands.includes(entry.identity),
+        });
+      }
     }
     for (const identity of message.left || []) {
       if (identity !== this.identity) this.roster.delete(identity);
@@ -791,7 +811,10 @@ export class SfuClient {
 
   _onMuted(message) {
     const entry = this.roster.get(message.identity);
-    if (entry) entry.muted = !!message.muted;
+    if (entry) {
+      entry.muted = !!message.muted;
+      if (message.moderator_muted !== undefined) entry.moderatorMuted = !!message.moderator_muted;
+    }
     if (message.identity === this.identity) {
       // A moderator's mute, which we cannot undo ourselves.
       if (!message.moderator_muted) this.mutedBy = null;
