@@ -35,10 +35,28 @@ async function demoToken(room, identity, role) {
       // as above
     }
   };
+  // A key is made and kept before the first request: should its reply be lost
+  // (a reload, a network blink) after the server recorded the claim, this
+  // browser still holds the key the claim was recorded with.
+  const keyFor = (name) => {
+    const known = stored(name);
+    if (known) return known;
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    const key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    store(name, key);
+    return key;
+  };
   const response = await fetch("/api/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ room, identity, role, name_key: stored(nameKeyName), owner_key: stored(keyName) }),
+    body: JSON.stringify({
+      room,
+      identity,
+      role,
+      name_key: keyFor(nameKeyName),
+      // (Only a moderator's request claims a room: a listener's keeps no key for it.)
+      owner_key: role === "moderator" ? keyFor(keyName) : stored(keyName),
+    }),
   });
   if (response.status === 404) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");

@@ -850,3 +850,66 @@ async def test_a_moderator_can_lock_a_self_mute_and_is_not_offered_an_unmute_tha
     assert "unmute" not in actions and "mute" in actions, actions
     for page in (mod, spk, late):
         await page.click("#leave-button")
+
+
+@pytest.mark.parametrize("role", ["listener", "moderator"])
+async def test_a_token_reply_lost_on_the_way_does_not_lock_the_browser_out_of_its_name(
+    new_page: NewPage, demo: Demo, role: str
+) -> None:
+    """The page asks for a token and the reply never arrives (the tab was
+    reloaded, the network blinked) after the server recorded the name (and,
+    for the room's opener, the room): the same browser must be able to try
+    again, not be told for twelve hours that its name (or its room) is taken."""
+    room = f"lost-reply-{role}"
+    page = await new_page(f"{demo.url}/?room={room}")
+    lost: list[int] = []
+
+    async def lose_the_reply(route: Any) -> None:
+        response = await route.fetch()  # the server handles the request...
+        lost.append(response.status)
+        await route.abort("connectionreset")  # ...and its reply is lost
+
+    await page.route("**/api/token", lose_the_reply)
+    await page.fill("#name-input", "ada")
+    await page.check(f"input[name=role][value={role}]")
+    await page.click("#join-button")
+    await page.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''", timeout=10000
+    )
+    assert lost == [200], "the server issued the token whose reply was lost"
+    await page.unroute("**/api/token")
+    await page.eval_on_selector("#join-error", "(el) => (el.textContent = '')")
+    await page.click("#join-button")  # the same browser tries again
+    await page.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''"
+        " || document.querySelector('#connection-state').dataset.state === 'live'",
+        timeout=15000,
+    )
+    assert await page.text_content("#join-error") == ""
+    assert demo.server.rooms[room]["ada"].role == role
+    await page.click("#leave-button")
+
+
+async def test_a_new_claim_takes_the_key_its_request_proposed_if_it_could_be_a_secret(
+    demo: Demo,
+) -> None:
+    key = secrets.token_urlsafe(16)
+    async with aiohttp.ClientSession() as http:
+        body = {"room": "proposed", "identity": "ada", "role": "moderator"}
+        async with http.post(
+            demo.url + "/api/token", json={**body, "name_key": key, "owner_key": key + "o"}
+        ) as response:
+            reply = await response.json()
+        assert (reply["name_key"], reply["owner_key"]) == (key, key + "o")
+        # Later requests need the claim's key; a proposal does not replace it.
+        async with http.post(
+            demo.url + "/api/token", json={**body, "name_key": secrets.token_urlsafe(16)}
+        ) as response:
+            assert response.status == 403
+        # Keys nobody should hold a claim by are not taken: a random one is made.
+        for weak in ("short", "x" * 129, "spaces are not url safe!", 12345678901234567890, None):
+            asked = {"room": "proposed", "identity": f"b{weak!s:.8}", "name_key": weak}
+            async with http.post(demo.url + "/api/token", json=asked) as response:
+                assert response.status == 200, weak
+                made = (await response.json())["name_key"]
+            assert made != weak and len(made) >= 16
