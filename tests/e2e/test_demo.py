@@ -30,6 +30,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
 import sfu
+from sfu.signaling.protocol import COMMAND_BURST, COMMAND_RATE
 from tests.clients import (
     Client,
     ToneTrack,
@@ -913,3 +914,39 @@ async def test_a_new_claim_takes_the_key_its_request_proposed_if_it_could_be_a_s
                 assert response.status == 200, weak
                 made = (await response.json())["name_key"]
             assert made != weak and len(made) >= 16
+
+
+async def test_a_refused_self_mute_leaves_the_page_and_the_server_agreeing(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A speaker clicking its microphone button faster than the room's command
+    limit: the clicks past it are refused. The page must not then show a
+    state the server does not have: "live" while the server drops its voice
+    (nobody hears it), or "muted" while everyone is shown it talking."""
+    spk = await join(new_page, demo, "fidgety", "fidget", "speaker")
+    room = demo.server.rooms["fidgety"]
+    burst = COMMAND_BURST
+    for start_muted in (True, False):
+        await set_self_muted(spk, start_muted)
+
+        def clicked(wanted: bool = start_muted) -> bool:
+            return bool(room["fidget"].self_muted == wanted)
+
+        await wait_for(clicked, 5, "the first click")
+        await asyncio.sleep(burst / COMMAND_RATE + 0.5)  # a full bucket
+        # One click more than the limit lets through, each toggling: the last is refused.
+        await spk.evaluate(
+            "(n) => { for (let i = 0; i < n; i++) document.querySelector('#mic-button').click(); }",
+            burst + 1,
+        )
+        await spk.wait_for_selector("#toast[data-code=rate_limited]", timeout=5000)
+        await asyncio.sleep(2.0)
+        shown = await attribute(spk, "#mic-button", "data-muted") == "true"
+        client_muted = await spk.evaluate("window.demo.client.muted")
+        track_on = await spk.evaluate("window.demo.client.micTrack.enabled")
+        server_muted = room["fidget"].self_muted
+        assert shown == client_muted == (not track_on) == server_muted, (
+            f"from {'muted' if start_muted else 'live'}: page shows muted={shown}, "
+            f"sfu.js muted={client_muted}, track enabled={track_on}, server muted={server_muted}"
+        )
+    await spk.click("#leave-button")

@@ -78,6 +78,8 @@ const TRANSIENT_MICROPHONE_ERRORS = new Set(["NotReadableError", "AbortError"]);
 // A reconnect retries such a failure this many times (with its backoff) before
 // it ends with the "microphone" error, as for a device that is gone.
 const MICROPHONE_RETRIES = 3;
+// A self-mute the server refused (rate_limited) is sent again after this long.
+const SELF_MUTE_RETRY_MS = 1000;
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
 export class SfuError extends Error {
@@ -211,6 +213,8 @@ export class SfuClient {
     this._pingTimer = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0; // transient microphone failures retried in this reconnect
+    this._selfMuteAck = false; // the self-mute the server acknowledged last
+    this._muteRequests = 0; // "mute" commands sent: only the latest one's refusal counts
     this._everJoined = false;
     this._reconnecting = false;
     this._joins = 0; // join() calls: a reconnect loop belongs to one
@@ -481,7 +485,8 @@ export class SfuClient {
     this._startTimers();
     // A reconnection starts a new server-side participant: restore self-mute
     // (also under a moderator's mute, which outlives the reconnect on its own).
-    if (wasMuted && this.canPublish) this._command("mute", { muted: true }).catch(() => {});
+    this._selfMuteAck = false; // a new member on the server: not self-muted
+    if (wasMuted && this.canPublish) this._sendSelfMute().catch(() => {});
   }
 
   _finish(detail) {
@@ -871,7 +876,7 @@ export class SfuClient {
     this._applyTrackEnabled();
     await this._renegotiate(pc);
     // The server forgets a self-mute set before the promotion? Tell it again.
-    if (this.muted) this._command("mute", { muted: true }).catch(() => {});
+    if (this.muted) this._sendSelfMute().catch(() => {});
   }
 
   async _stopPublishing() {
@@ -898,8 +903,60 @@ export class SfuClient {
   setMuted(muted) {
     this.muted = !!muted;
     this._applyTrackEnabled();
-    if (this.state === "joined") return this._command("mute", { muted: this.muted });
+    if (this.state === "joined") return this._sendSelfMute();
     return Promise.resolve();
+  }
+
+  /**
+   * Tell the server the self-mute wanted now. Should the server refuse it
+   * (rate_limited...), it keeps the one it had, so the page must not
+   * show another: a refused unmute is undone here (else the page shows
+   * "live" while nobody hears it); a refused mute keeps the microphone off
+   * here and is sent again shortly (a mute is never undone by a refusal).
+   */
+  _sendSelfMute() {
+    const muted = this.muted;
+    const request = ++this._muteRequests;
+    const generation = this._generation;
+    return this._command("mute", { muted }).then(
+      (reply) => {
+        if (generation === this._generation) this._selfMuteAck = muted;
+        return reply;
+      },
+      (err) => {
+        // (Replies come in order: when the latest is refused, the earlier
+        // ones are in, and the acknowledged state is the server's. A
+        // connection lost meanwhile rejoins and sends the wanted state then.)
+        const refused = err instanceof SfuError && err.code !== "closed" && err.code !== "timeout";
+        if (refused && generation === this._generation && request === this._muteRequests) {
+          this._selfMuteRefused(generation, request);
+        }
+        throw err;
+      },
+    );
+  }
+
+  _selfMuteRefused(generation, request) {
+    if (this.muted === this._selfMuteAck) return;
+    if (this._selfMuteAck) {
+      this.muted = true;
+      this._applyTrackEnabled();
+      // (As the server tells a self-mute: the page shows the button muted again.)
+      this._emit("muted", {
+        identity: this.identity,
+        muted: true,
+        by: this.identity,
+        moderator_muted: !!this.mutedBy,
+        self_muted: true,
+      });
+      return;
+    }
+    setTimeout(() => {
+      const wanted = generation === this._generation && request === this._muteRequests;
+      if (wanted && this.state === "joined" && this.muted && !this._selfMuteAck) {
+        this._sendSelfMute().catch(() => {});
+      }
+    }, SELF_MUTE_RETRY_MS);
   }
 
   _applyTrackEnabled() {
