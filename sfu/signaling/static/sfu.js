@@ -292,6 +292,12 @@ export class SfuClient {
     if (this.state !== "new" && this.state !== "closed") {
       throw new SfuError("already_joined", `join() called in state ${this.state}`);
     }
+    if (!this.room) {
+      // Not a join token (no room claim), and no `room` option: say so, not
+      // "'join' needs a 'room' field" after a socket and a microphone opened.
+      this._setState("closed");
+      throw new SfuError("not_allowed", "the token names no room (is it a join token?); pass `room`");
+    }
     this._ending = null;
     this._everJoined = false;
     this._reconnectAttempt = 0;
