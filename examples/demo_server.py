@@ -182,9 +182,16 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         )
         not_the_owner = owner is not None and (owner[0] != identity.strip() or not key_matches)
         if taken or not_the_owner:
+            moderated = any("moderate" in member.grants for member in members)
             raise web.HTTPForbidden(
                 text=json.dumps(
-                    {"error": "this room has a moderator already: join and ask to be promoted"}
+                    {
+                        "error": "this room has a moderator already: join and ask to be promoted"
+                        if moderated
+                        # Its opener is away (or not in yet): nobody here could promote you.
+                        else "this room was opened by someone else, who alone moderates it: "
+                        "join as a speaker or listener, or open a room of another name"
+                    }
                 ),
                 content_type="application/json",
             )

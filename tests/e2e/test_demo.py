@@ -950,3 +950,30 @@ async def test_a_refused_self_mute_leaves_the_page_and_the_server_agreeing(
             f"sfu.js muted={client_muted}, track enabled={track_on}, server muted={server_muted}"
         )
     await spk.click("#leave-button")
+
+
+async def test_a_refused_moderator_token_says_why_truthfully(demo: Demo) -> None:
+    """Refused a moderator token, a visitor is told the truth: "ask to be
+    promoted" only when there is a moderator in the room to ask; otherwise
+    that the room is its opener's (who may be away, or not in yet)."""
+    async with aiohttp.ClientSession() as http:
+
+        async def ask(room: str, identity: str) -> tuple[int, dict[str, Any]]:
+            body = {"room": room, "identity": identity, "role": "moderator"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status, await response.json()
+
+        status, reply = await ask("away", "opener")
+        assert status == 200
+        # The opener has its token, and is not in (yet, or any more).
+        status, reply = await ask("away", "visitor")
+        assert status == 403
+        assert "ask to be promoted" not in reply["error"], reply["error"]
+        assert "opened" in reply["error"], reply["error"]
+        # With the opener in the room, asking it is the way.
+        token = demo.token("here", "chair", "moderator")
+        room = demo.server.room("here", private=True, close_when_empty=300.0)
+        chair = await room.join(SPEAKER_OFFER, token=token)
+        status, reply = await ask("here", "visitor")
+        assert status == 403 and "ask to be promoted" in reply["error"], reply
+        await chair.close()
