@@ -270,8 +270,9 @@ function hue(identity) {
 }
 
 function initials(identity) {
-  const words = identity.split(/[\s._-]+/).filter(Boolean);
-  const letters = words.length > 1 ? words[0][0] + words[1][0] : identity.slice(0, 2);
+  // Whole characters (code points), not UTF-16 halves: an emoji is one.
+  const words = identity.split(/[\s._-]+/).filter(Boolean).map((word) => Array.from(word));
+  const letters = words.length > 1 ? words[0][0] + words[1][0] : Array.from(identity).slice(0, 2).join("");
   return letters.toUpperCase();
 }
 

@@ -977,3 +977,17 @@ async def test_a_refused_moderator_token_says_why_truthfully(demo: Demo) -> None
         status, reply = await ask("here", "visitor")
         assert status == 403 and "ask to be promoted" in reply["error"], reply
         await chair.close()
+
+
+async def test_a_card_shows_whole_characters_of_a_name_with_emoji(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Names may hold characters outside the BMP (the demo takes any visible
+    ones): a card's initials must not cut one in half (a lone surrogate
+    shows as a replacement character)."""
+    page = await join(new_page, demo, "emoji", "\U0001f600 bob", "listener")
+    initials = await page.text_content(f"{person(chr(0x1F600) + ' bob')} .initials")
+    assert initials is not None
+    assert not any(0xD800 <= ord(char) <= 0xDFFF for char in initials), repr(initials)
+    assert initials == "\U0001f600B"
+    await page.click("#leave-button")
