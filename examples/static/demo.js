@@ -89,13 +89,26 @@ $("#join-form").addEventListener("submit", async (event) => {
 
 // A full room still has a seat for everyone: the mix as a plain HTTP stream.
 // The room is private (so are all the demo's): the stream takes the join token.
+let liveStreamSrc = null; // the stream the overflow box plays, while it does
+
 function offerLiveStream(room, token) {
   const box = $("#overflow");
   box.hidden = false;
   $("#overflow-room").textContent = room;
+  $("#overflow-status").textContent = "You are listening to its live stream.";
   const audio = $("#overflow-audio");
   audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
+  liveStreamSrc = audio.src;
   audio.play().catch(() => {}); // autoplay may wait for a click on the controls
+}
+
+// The stream ends with the room (or the server): the box must not go on saying it plays.
+for (const type of ["ended", "error"]) {
+  $("#overflow-audio").addEventListener(type, (event) => {
+    if (!liveStreamSrc || event.target.src !== liveStreamSrc) return; // stopped on purpose
+    liveStreamSrc = null;
+    $("#overflow-status").textContent = "Its live stream has ended.";
+  });
 }
 
 // A listener that a full room cannot seat (at a join, or at a rejoin after its
@@ -110,6 +123,7 @@ function offerLiveStreamIfFull(err, token) {
 // Joining (this room once a seat frees, or another one) ends the overflow stream:
 // nobody should hear a room twice, or two rooms at once.
 function stopLiveStream() {
+  liveStreamSrc = null;
   const audio = $("#overflow-audio");
   audio.pause();
   audio.removeAttribute("src");

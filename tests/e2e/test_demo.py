@@ -991,3 +991,31 @@ async def test_a_card_shows_whole_characters_of_a_name_with_emoji(
     assert not any(0xD800 <= ord(char) <= 0xDFFF for char in initials), repr(initials)
     assert initials == "\U0001f600B"
     await page.click("#leave-button")
+
+
+async def test_the_overflow_box_says_when_the_live_stream_ended(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A listener a full room could not seat hears its live stream; when the
+    room closes the stream ends, and the box must no longer say "You are
+    listening to its live stream"."""
+    runner, port = await start_site(demo_server.make_app(demo.server, max_listeners=1))
+    full = Demo(demo.server, f"http://127.0.0.1:{port}", demo.secret, runner, port)
+    try:
+        await join(new_page, full, "ending", "host", "moderator")
+        await join(new_page, full, "ending", "fan", "listener")
+        token = full.token("ending", "late", "listener")
+        late = await new_page(f"{full.url}/?token={token}")
+        await late.wait_for_selector("#overflow:not([hidden])", timeout=15000)
+        await late.wait_for_function(
+            "() => document.querySelector('#overflow-audio').currentTime > 0.5", timeout=15000
+        )
+        assert "listening" in (await late.text_content("#overflow") or "")
+        await demo.server.rooms["ending"].close("the show is over")
+        await late.wait_for_function(
+            "() => !document.querySelector('#overflow').textContent.includes('listening')",
+            timeout=15000,
+        )
+        assert "ended" in (await late.text_content("#overflow") or "")
+    finally:
+        await runner.cleanup()
