@@ -153,7 +153,10 @@ async function enter(token) {
   next.on("muted", render);
   next.on("active_speakers", render);
   next.on("speaking", render);
-  next.on("error", (err) => toast(err.message || describeError(err), err.code));
+  next.on("error", (err) => {
+    toast(err.message || describeError(err), err.code);
+    render(); // a microphone that could not be opened changes the mic button
+  });
   next.on("closed", (detail) => onClosed(next, detail));
   next.on("removed", (detail) => showNotice("removed", "You were removed from the room",
     `${detail.by ? `${detail.by} removed you` : "You were removed"}${detail.reason ? `: ${detail.reason}` : "."}`));
@@ -423,11 +426,17 @@ function render() {
   // Bottom controls.
   const mic = $("#mic-button");
   mic.hidden = !c.canPublish;
-  const muted = c.muted || !!c.mutedBy;
+  // On the stage, and the microphone could not be opened (blocked, gone): no voice goes out.
+  const noMic = c.canPublish && !!c.microphoneError && !c.micTrack;
+  const muted = c.muted || !!c.mutedBy || noMic;
   mic.dataset.muted = String(muted);
-  mic.disabled = !!c.mutedBy;
-  mic.title = c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
-  mic.querySelector(".label").textContent = c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
+  mic.disabled = !!c.mutedBy || noMic;
+  mic.title = noMic
+    ? c.microphoneError.message
+    : c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
+  mic.querySelector(".label").textContent = noMic
+    ? "No microphone"
+    : c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
   const hand = $("#hand-button");
   hand.hidden = c.canPublish;
   hand.dataset.raised = String(c.handRaised);

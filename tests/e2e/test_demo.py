@@ -1019,3 +1019,32 @@ async def test_the_overflow_box_says_when_the_live_stream_ended(
         assert "ended" in (await late.text_content("#overflow") or "")
     finally:
         await runner.cleanup()
+
+
+async def test_a_promoted_listener_whose_microphone_is_refused_is_not_shown_live(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Promoted, the page asks for the microphone and the user blocks it: the
+    member is on the stage without a voice, and its page must say so, not
+    show a live "Mute" button as if its microphone were on."""
+    mod = await join(new_page, demo, "blocked", "chair", "moderator")
+    lis = await join(new_page, demo, "blocked", "shy", "listener")
+    await lis.evaluate(
+        """() => {
+            navigator.mediaDevices.getUserMedia = () =>
+                Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+        }"""
+    )
+    await moderate(mod, "shy", "promote")
+    await lis.wait_for_selector("#toast[data-code=microphone]", timeout=10000)
+    await lis.wait_for_selector("#mic-button:visible", timeout=10000)
+    assert await attribute(lis, "#mic-button", "data-muted") == "true", "shown as live"
+    assert await lis.is_disabled("#mic-button")
+    label = await lis.text_content("#mic-button .label") or ""
+    assert "microphone" in label.lower(), label
+    # Demoted, it is a listener again: no microphone button to explain.
+    await moderate(mod, "shy", "demote")
+    await lis.wait_for_selector("#hand-button:visible", timeout=10000)
+    assert not await lis.is_visible("#mic-button")
+    for page in (mod, lis):
+        await page.click("#leave-button")

@@ -43,7 +43,8 @@
  *   "removed"         {reason, by, banned}
  *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
  *                     "disconnected" (first connection lost) or a fatal error code
- *   "error"           SfuError {code, message, id}
+ *   "error"           SfuError {code, message, id}; code "microphone": it could not be
+ *                     opened (also kept in `client.microphoneError` until one opens)
  *   "track"           {slot, track, audio}
  *
  * Reconnection: when the WebSocket closes without `leave()`, `removed` or
@@ -197,6 +198,10 @@ export class SfuClient {
     this.muted = false; // self-mute
     this.mutedBy = null; // moderator who muted us, when server-side muted by someone else
     this.handRaised = false;
+    // The SfuError ("microphone") of the last microphone that could not be
+    // opened, until one opens: promoted with it, the member is on the stage
+    // without a voice (the "error" event said why).
+    this.microphoneError = null;
     this.pc = null;
     this.ws = null;
     this.micStream = null;
@@ -300,6 +305,7 @@ export class SfuClient {
     }
     this._ending = null;
     this._everJoined = false;
+    this.microphoneError = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0;
     // A reconnect loop of an earlier join (left while it slept) sees this and stops.
@@ -426,8 +432,10 @@ export class SfuClient {
       // (A DOMException: NotAllowedError, NotFoundError... as one code the app can act on.)
       const failure = new SfuError("microphone", `the microphone cannot be opened: ${err && err.name ? `${err.name}: ${err.message}` : err}`);
       failure.transient = TRANSIENT_MICROPHONE_ERRORS.has(err && err.name);
+      this.microphoneError = failure;
       throw failure;
     }
+    this.microphoneError = null;
     if (this._ending || this.state === "closed") {
       // Left while the permission prompt was open: give the microphone back at once.
       for (const track of stream.getTracks()) track.stop();
