@@ -934,10 +934,12 @@ async def test_a_refused_self_mute_leaves_the_page_and_the_server_agreeing(
 
         await wait_for(clicked, 5, "the first click")
         await asyncio.sleep(burst / COMMAND_RATE + 0.5)  # a full bucket
-        # One click more than the limit lets through, each toggling: the last is refused.
+        # Three clicks more than the limit lets through (an odd number: the last
+        # one asks for the other state), each toggling: the last ones are refused
+        # (the bucket refills 5 per second: a slow machine lets one more through).
         await spk.evaluate(
             "(n) => { for (let i = 0; i < n; i++) document.querySelector('#mic-button').click(); }",
-            burst + 1,
+            burst + 3,
         )
         await spk.wait_for_selector("#toast[data-code=rate_limited]", timeout=5000)
         await asyncio.sleep(2.0)
