@@ -107,6 +107,9 @@ NAMES_KEY = web.AppKey("names", collections.OrderedDict)
 MAX_NAME_CLAIMS = 100_000
 #: How many of the oldest names a full table looks through for one to drop.
 _NAME_SCAN = 1000
+#: A key a request proposes for a new claim: URL-safe base64, 16 to 128 characters
+#: (16 random bytes from ``crypto.getRandomValues`` are 22).
+_MIN_KEY, _MAX_KEY = 16, 128
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -134,7 +137,10 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     chose for it). The first moderator token of a room comes with an
     ``owner_key``; later moderator tokens for that room need it (with the
     same identity): the opener's name is shown to every member, the key is
-    not."""
+    not. A request for a new claim may propose its key (``name_key``,
+    ``owner_key``: 16 to 128 URL-safe base64 characters); the page makes
+    and keeps one before it asks, so that a reply lost on the way (a
+    reload, a network blink) does not lock it out of its name or room."""
     server = request.app[SERVER_KEY]
     assert server.token_secret is not None
     try:
@@ -179,9 +185,16 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         )
         not_the_owner = owner is not None and (owner[0] != identity.strip() or not key_matches)
         if taken or not_the_owner:
+            moderated = any("moderate" in member.grants for member in members)
             raise web.HTTPForbidden(
                 text=json.dumps(
-                    {"error": "this room has a moderator already: join and ask to be promoted"}
+                    {
+                        "error": "this room has a moderator already: join and ask to be promoted"
+                        if moderated
+                        # Its opener is away (or not in yet): nobody here could promote you.
+                        else "this room was opened by someone else, who alone moderates it: "
+                        "join as a speaker or listener, or open a room of another name"
+                    }
                 ),
                 content_type="application/json",
             )
@@ -199,7 +212,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
                 )
             del owners[unopened]
         # Each token minted for the opener extends the claim to its expiry.
-        owner_key = owner[2] if owner is not None else secrets.token_urlsafe(16)
+        owner_key = owner[2] if owner is not None else _new_key(body.get("owner_key"))
         owners[name] = (identity.strip(), now + TOKEN_TTL, owner_key)
         owners.move_to_end(name)
     token = sfu.auth.issue_token(
@@ -215,6 +228,19 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     if role == "moderator":
         reply["owner_key"] = owner_key
     return web.json_response(reply)
+
+
+def _new_key(proposed: object) -> str:
+    """The key of a new claim: the one its request proposed, when it could be
+    a secret (a page makes one and keeps it before it asks, so that a reply
+    lost on the way, a reload, loses it nothing), else a random one."""
+    if (
+        isinstance(proposed, str)
+        and _MIN_KEY <= len(proposed) <= _MAX_KEY
+        and all(char.isascii() and (char.isalnum() or char in "-_") for char in proposed)
+    ):
+        return proposed
+    return secrets.token_urlsafe(16)
 
 
 def _key_matches(presented: object, key: str) -> bool:
@@ -275,7 +301,7 @@ def _check_name(
                 content_type="application/json",
             )
     # A new claim (or one whose token expired in a room no longer open).
-    return claim, secrets.token_urlsafe(16), stale
+    return claim, _new_key(presented), stale
 
 
 def _listener_count(text: str) -> int:

@@ -197,6 +197,9 @@ class Participant:
 
     async def close(self, reason: str = "left") -> None:
         """Leave the room and free the session; idempotent."""
+        if not isinstance(reason, str):
+            # (It goes into ParticipantLeft, whose readers expect text.)
+            raise InvalidSetting(f"reason must be a str, got {type(reason).__name__}")
         self._close(reason)
 
     def raise_hand(self) -> None:

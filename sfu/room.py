@@ -101,6 +101,13 @@ def _check_identity(identity: object, name: str = "identity") -> None:
         )
 
 
+def _check_reason(reason: object) -> None:
+    """InvalidSetting for a reason that is not a str: it goes into the events
+    (and to the members' clients), whose readers expect text."""
+    if not isinstance(reason, str):
+        raise InvalidSetting(f"reason must be a str, got {type(reason).__name__}")
+
+
 def _without_taken_moderate(
     decision: dict[str, Any], role: Role, grants: frozenset[str]
 ) -> tuple[Role, frozenset[str]]:
@@ -702,6 +709,9 @@ class Room:
         """
         self._actor(by)
         _check_identity(identity)
+        _check_reason(reason)
+        if not isinstance(ban, bool):
+            raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
         if self._closed:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")
@@ -1049,6 +1059,7 @@ class Room:
         ``server.rooms`` at once, so the name can be used for a new room
         while this one still stops its mixer.
         """
+        _check_reason(reason)
         if not self._begin_close(reason):
             if self._close_done is not None:
                 await self._close_done.wait()

@@ -35,10 +35,28 @@ async function demoToken(room, identity, role) {
       // as above
     }
   };
+  // A key is made and kept before the first request: should its reply be lost
+  // (a reload, a network blink) after the server recorded the claim, this
+  // browser still holds the key the claim was recorded with.
+  const keyFor = (name) => {
+    const known = stored(name);
+    if (known) return known;
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    const key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    store(name, key);
+    return key;
+  };
   const response = await fetch("/api/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ room, identity, role, name_key: stored(nameKeyName), owner_key: stored(keyName) }),
+    body: JSON.stringify({
+      room,
+      identity,
+      role,
+      name_key: keyFor(nameKeyName),
+      // (Only a moderator's request claims a room: a listener's keeps no key for it.)
+      owner_key: role === "moderator" ? keyFor(keyName) : stored(keyName),
+    }),
   });
   if (response.status === 404) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
@@ -71,13 +89,26 @@ $("#join-form").addEventListener("submit", async (event) => {
 
 // A full room still has a seat for everyone: the mix as a plain HTTP stream.
 // The room is private (so are all the demo's): the stream takes the join token.
+let liveStreamSrc = null; // the stream the overflow box plays, while it does
+
 function offerLiveStream(room, token) {
   const box = $("#overflow");
   box.hidden = false;
   $("#overflow-room").textContent = room;
+  $("#overflow-status").textContent = "You are listening to its live stream.";
   const audio = $("#overflow-audio");
   audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
+  liveStreamSrc = audio.src;
   audio.play().catch(() => {}); // autoplay may wait for a click on the controls
+}
+
+// The stream ends with the room (or the server): the box must not go on saying it plays.
+for (const type of ["ended", "error"]) {
+  $("#overflow-audio").addEventListener(type, (event) => {
+    if (!liveStreamSrc || event.target.src !== liveStreamSrc) return; // stopped on purpose
+    liveStreamSrc = null;
+    $("#overflow-status").textContent = "Its live stream has ended.";
+  });
 }
 
 // A listener that a full room cannot seat (at a join, or at a rejoin after its
@@ -92,6 +123,7 @@ function offerLiveStreamIfFull(err, token) {
 // Joining (this room once a seat frees, or another one) ends the overflow stream:
 // nobody should hear a room twice, or two rooms at once.
 function stopLiveStream() {
+  liveStreamSrc = null;
   const audio = $("#overflow-audio");
   audio.pause();
   audio.removeAttribute("src");
@@ -121,7 +153,10 @@ async function enter(token) {
   next.on("muted", render);
   next.on("active_speakers", render);
   next.on("speaking", render);
-  next.on("error", (err) => toast(err.message || describeError(err), err.code));
+  next.on("error", (err) => {
+    toast(err.message || describeError(err), err.code);
+    render(); // a microphone that could not be opened changes the mic button
+  });
   next.on("closed", (detail) => onClosed(next, detail));
   next.on("removed", (detail) => showNotice("removed", "You were removed from the room",
     `${detail.by ? `${detail.by} removed you` : "You were removed"}${detail.reason ? `: ${detail.reason}` : "."}`));
@@ -252,8 +287,9 @@ function hue(identity) {
 }
 
 function initials(identity) {
-  const words = identity.split(/[\s._-]+/).filter(Boolean);
-  const letters = words.length > 1 ? words[0][0] + words[1][0] : identity.slice(0, 2);
+  // Whole characters (code points), not UTF-16 halves: an emoji is one.
+  const words = identity.split(/[\s._-]+/).filter(Boolean).map((word) => Array.from(word));
+  const letters = words.length > 1 ? words[0][0] + words[1][0] : Array.from(identity).slice(0, 2).join("");
   return letters.toUpperCase();
 }
 
@@ -338,7 +374,9 @@ function render() {
       if (c.isModerator && m.identity !== c.identity && c.state === "joined") {
         if (m.role === "listener") actions.push(["promote", "Invite to speak"]);
         else {
-          actions.push(m.muted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
+          // A moderator lifts only a moderator's mute; a self-muted speaker may
+          // still be muted by one (then it cannot unmute itself).
+          actions.push(m.moderatorMuted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
           actions.push(["demote", "To audience"]);
         }
         actions.push(["remove", "Remove"]);
@@ -388,11 +426,17 @@ function render() {
   // Bottom controls.
   const mic = $("#mic-button");
   mic.hidden = !c.canPublish;
-  const muted = c.muted || !!c.mutedBy;
+  // On the stage, and the microphone could not be opened (blocked, gone): no voice goes out.
+  const noMic = c.canPublish && !!c.microphoneError && !c.micTrack;
+  const muted = c.muted || !!c.mutedBy || noMic;
   mic.dataset.muted = String(muted);
-  mic.disabled = !!c.mutedBy;
-  mic.title = c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
-  mic.querySelector(".label").textContent = c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
+  mic.disabled = !!c.mutedBy || noMic;
+  mic.title = noMic
+    ? c.microphoneError.message
+    : c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
+  mic.querySelector(".label").textContent = noMic
+    ? "No microphone"
+    : c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
   const hand = $("#hand-button");
   hand.hidden = c.canPublish;
   hand.dataset.raised = String(c.handRaised);

@@ -460,6 +460,7 @@ class SignalingSession:
                     "identity": p.identity,
                     "role": p.role,
                     "muted": p.muted,
+                    "moderator_muted": p.moderator_muted,
                     "hand": p.identity in room.hands,
                 }
                 for p in room.participants.values()
@@ -584,7 +585,13 @@ class SignalingSession:
                 # The mute as it is now: a `muted` event about a member this
                 # client did not know yet (it joined within the batch) came before.
                 member = room.get(identity)
-                return {"identity": identity, "role": role, "muted": bool(member and member.muted)}
+                return {
+                    "identity": identity,
+                    "role": role,
+                    "muted": bool(member and member.muted),
+                    # Which of the two mutes a moderator can lift (a self-mute is not).
+                    "moderator_muted": bool(member and member.moderator_muted),
+                }
 
             await self.send(
                 {

@@ -30,6 +30,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
 import sfu
+from sfu.signaling.protocol import COMMAND_BURST, COMMAND_RATE
 from tests.clients import (
     Client,
     ToneTrack,
@@ -809,3 +810,243 @@ async def test_demo_name_table_full_lets_stale_names_of_closed_rooms_go(
         assert await mint("real", "third") == 429, "the open room's name stays; the rest are fresh"
         assert await mint("open", "kept") == 403, "still held"
         await opened.close()
+
+
+async def test_a_moderator_can_lock_a_self_mute_and_is_not_offered_an_unmute_that_does_nothing(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A speaker who muted itself shows muted; a moderator cannot unmute it
+    (a self-mute is the speaker's own), so the card's menu must not offer an
+    "Unmute" that does nothing, but a "Mute" that the speaker cannot undo."""
+    mod = await join(new_page, demo, "locked", "chair", "moderator")
+    spk = await join(new_page, demo, "locked", "talker", "speaker")
+    room = demo.server.rooms["locked"]
+    await set_self_muted(spk, True)
+    await wait_for(lambda: room["talker"].self_muted, 5, "the self-mute reaches the server")
+    await wait_attribute(mod, person("talker"), "data-muted", "true")
+    await mod.click(f"{person('talker')} .menu-button")
+    actions = await mod.eval_on_selector_all(
+        f"{person('talker')} .actions button", "(buttons) => buttons.map((b) => b.dataset.action)"
+    )
+    assert "unmute" not in actions, f"a self-mute offered as the moderator's to undo: {actions}"
+    assert "mute" in actions
+    await mod.click(f"{person('talker')} .actions button[data-action=mute]")
+    await wait_for(lambda: room["talker"].moderator_muted, 5, "the moderator's mute")
+    await wait_attribute(spk, "#mic-button", "data-muted", "true")
+    assert await spk.is_disabled("#mic-button"), "the speaker cannot undo the moderator's mute"
+    # Now the moderator's mute is there to lift: "Unmute" lifts it, the self-mute stays.
+    await moderate(mod, "talker", "unmute")
+    await wait_for(lambda: not room["talker"].moderator_muted, 5, "the moderator's unmute")
+    await spk.wait_for_selector("#mic-button:not([disabled])", timeout=10000)
+    assert room["talker"].self_muted
+    await wait_attribute(mod, person("talker"), "data-muted", "true")
+    # A newcomer's snapshot tells the two mutes apart too.
+    late = await new_page(f"{demo.url}/?token={demo.token('locked', 'late', 'moderator')}")
+    await wait_attribute(late, "#connection-state", "data-state", "live", timeout=20)
+    await late.wait_for_selector(f"{person('talker')} .menu-button:not([hidden])", timeout=10000)
+    await late.click(f"{person('talker')} .menu-button")
+    actions = await late.eval_on_selector_all(
+        f"{person('talker')} .actions button", "(buttons) => buttons.map((b) => b.dataset.action)"
+    )
+    assert "unmute" not in actions and "mute" in actions, actions
+    for page in (mod, spk, late):
+        await page.click("#leave-button")
+
+
+@pytest.mark.parametrize("role", ["listener", "moderator"])
+async def test_a_token_reply_lost_on_the_way_does_not_lock_the_browser_out_of_its_name(
+    new_page: NewPage, demo: Demo, role: str
+) -> None:
+    """The page asks for a token and the reply never arrives (the tab was
+    reloaded, the network blinked) after the server recorded the name (and,
+    for the room's opener, the room): the same browser must be able to try
+    again, not be told for twelve hours that its name (or its room) is taken."""
+    room = f"lost-reply-{role}"
+    page = await new_page(f"{demo.url}/?room={room}")
+    lost: list[int] = []
+
+    async def lose_the_reply(route: Any) -> None:
+        response = await route.fetch()  # the server handles the request...
+        lost.append(response.status)
+        await route.abort("connectionreset")  # ...and its reply is lost
+
+    await page.route("**/api/token", lose_the_reply)
+    await page.fill("#name-input", "ada")
+    await page.check(f"input[name=role][value={role}]")
+    await page.click("#join-button")
+    await page.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''", timeout=10000
+    )
+    assert lost == [200], "the server issued the token whose reply was lost"
+    await page.unroute("**/api/token")
+    await page.eval_on_selector("#join-error", "(el) => (el.textContent = '')")
+    await page.click("#join-button")  # the same browser tries again
+    await page.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''"
+        " || document.querySelector('#connection-state').dataset.state === 'live'",
+        timeout=15000,
+    )
+    assert await page.text_content("#join-error") == ""
+    assert demo.server.rooms[room]["ada"].role == role
+    await page.click("#leave-button")
+
+
+async def test_a_new_claim_takes_the_key_its_request_proposed_if_it_could_be_a_secret(
+    demo: Demo,
+) -> None:
+    key = secrets.token_urlsafe(16)
+    async with aiohttp.ClientSession() as http:
+        body = {"room": "proposed", "identity": "ada", "role": "moderator"}
+        async with http.post(
+            demo.url + "/api/token", json={**body, "name_key": key, "owner_key": key + "o"}
+        ) as response:
+            reply = await response.json()
+        assert (reply["name_key"], reply["owner_key"]) == (key, key + "o")
+        # Later requests need the claim's key; a proposal does not replace it.
+        async with http.post(
+            demo.url + "/api/token", json={**body, "name_key": secrets.token_urlsafe(16)}
+        ) as response:
+            assert response.status == 403
+        # Keys nobody should hold a claim by are not taken: a random one is made.
+        for weak in ("short", "x" * 129, "spaces are not url safe!", 12345678901234567890, None):
+            asked = {"room": "proposed", "identity": f"b{weak!s:.8}", "name_key": weak}
+            async with http.post(demo.url + "/api/token", json=asked) as response:
+                assert response.status == 200, weak
+                made = (await response.json())["name_key"]
+            assert made != weak and len(made) >= 16
+
+
+async def test_a_refused_self_mute_leaves_the_page_and_the_server_agreeing(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A speaker clicking its microphone button faster than the room's command
+    limit: the clicks past it are refused. The page must not then show a
+    state the server does not have: "live" while the server drops its voice
+    (nobody hears it), or "muted" while everyone is shown it talking."""
+    spk = await join(new_page, demo, "fidgety", "fidget", "speaker")
+    room = demo.server.rooms["fidgety"]
+    burst = COMMAND_BURST
+    for start_muted in (True, False):
+        await set_self_muted(spk, start_muted)
+
+        def clicked(wanted: bool = start_muted) -> bool:
+            return bool(room["fidget"].self_muted == wanted)
+
+        await wait_for(clicked, 5, "the first click")
+        await asyncio.sleep(burst / COMMAND_RATE + 0.5)  # a full bucket
+        # Three clicks more than the limit lets through (an odd number: the last
+        # one asks for the other state), each toggling: the last ones are refused
+        # (the bucket refills 5 per second: a slow machine lets one more through).
+        await spk.evaluate(
+            "(n) => { for (let i = 0; i < n; i++) document.querySelector('#mic-button').click(); }",
+            burst + 3,
+        )
+        await spk.wait_for_selector("#toast[data-code=rate_limited]", timeout=5000)
+        await asyncio.sleep(2.0)
+        shown = await attribute(spk, "#mic-button", "data-muted") == "true"
+        client_muted = await spk.evaluate("window.demo.client.muted")
+        track_on = await spk.evaluate("window.demo.client.micTrack.enabled")
+        server_muted = room["fidget"].self_muted
+        assert shown == client_muted == (not track_on) == server_muted, (
+            f"from {'muted' if start_muted else 'live'}: page shows muted={shown}, "
+            f"sfu.js muted={client_muted}, track enabled={track_on}, server muted={server_muted}"
+        )
+    await spk.click("#leave-button")
+
+
+async def test_a_refused_moderator_token_says_why_truthfully(demo: Demo) -> None:
+    """Refused a moderator token, a visitor is told the truth: "ask to be
+    promoted" only when there is a moderator in the room to ask; otherwise
+    that the room is its opener's (who may be away, or not in yet)."""
+    async with aiohttp.ClientSession() as http:
+
+        async def ask(room: str, identity: str) -> tuple[int, dict[str, Any]]:
+            body = {"room": room, "identity": identity, "role": "moderator"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status, await response.json()
+
+        status, reply = await ask("away", "opener")
+        assert status == 200
+        # The opener has its token, and is not in (yet, or any more).
+        status, reply = await ask("away", "visitor")
+        assert status == 403
+        assert "ask to be promoted" not in reply["error"], reply["error"]
+        assert "opened" in reply["error"], reply["error"]
+        # With the opener in the room, asking it is the way.
+        token = demo.token("here", "chair", "moderator")
+        room = demo.server.room("here", private=True, close_when_empty=300.0)
+        chair = await room.join(SPEAKER_OFFER, token=token)
+        status, reply = await ask("here", "visitor")
+        assert status == 403 and "ask to be promoted" in reply["error"], reply
+        await chair.close()
+
+
+async def test_a_card_shows_whole_characters_of_a_name_with_emoji(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Names may hold characters outside the BMP (the demo takes any visible
+    ones): a card's initials must not cut one in half (a lone surrogate
+    shows as a replacement character)."""
+    page = await join(new_page, demo, "emoji", "\U0001f600 bob", "listener")
+    initials = await page.text_content(f"{person(chr(0x1F600) + ' bob')} .initials")
+    assert initials is not None
+    assert not any(0xD800 <= ord(char) <= 0xDFFF for char in initials), repr(initials)
+    assert initials == "\U0001f600B"
+    await page.click("#leave-button")
+
+
+async def test_the_overflow_box_says_when_the_live_stream_ended(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A listener a full room could not seat hears its live stream; when the
+    room closes the stream ends, and the box must no longer say "You are
+    listening to its live stream"."""
+    runner, port = await start_site(demo_server.make_app(demo.server, max_listeners=1))
+    full = Demo(demo.server, f"http://127.0.0.1:{port}", demo.secret, runner, port)
+    try:
+        await join(new_page, full, "ending", "host", "moderator")
+        await join(new_page, full, "ending", "fan", "listener")
+        token = full.token("ending", "late", "listener")
+        late = await new_page(f"{full.url}/?token={token}")
+        await late.wait_for_selector("#overflow:not([hidden])", timeout=15000)
+        await late.wait_for_function(
+            "() => document.querySelector('#overflow-audio').currentTime > 0.5", timeout=15000
+        )
+        assert "listening" in (await late.text_content("#overflow") or "")
+        await demo.server.rooms["ending"].close("the show is over")
+        await late.wait_for_function(
+            "() => !document.querySelector('#overflow').textContent.includes('listening')",
+            timeout=15000,
+        )
+        assert "ended" in (await late.text_content("#overflow") or "")
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_promoted_listener_whose_microphone_is_refused_is_not_shown_live(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Promoted, the page asks for the microphone and the user blocks it: the
+    member is on the stage without a voice, and its page must say so, not
+    show a live "Mute" button as if its microphone were on."""
+    mod = await join(new_page, demo, "blocked", "chair", "moderator")
+    lis = await join(new_page, demo, "blocked", "shy", "listener")
+    await lis.evaluate(
+        """() => {
+            navigator.mediaDevices.getUserMedia = () =>
+                Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+        }"""
+    )
+    await moderate(mod, "shy", "promote")
+    await lis.wait_for_selector("#toast[data-code=microphone]", timeout=10000)
+    await lis.wait_for_selector("#mic-button:visible", timeout=10000)
+    assert await attribute(lis, "#mic-button", "data-muted") == "true", "shown as live"
+    assert await lis.is_disabled("#mic-button")
+    label = await lis.text_content("#mic-button .label") or ""
+    assert "microphone" in label.lower(), label
+    # Demoted, it is a listener again: no microphone button to explain.
+    await moderate(mod, "shy", "demote")
+    await lis.wait_for_selector("#hand-button:visible", timeout=10000)
+    assert not await lis.is_visible("#mic-button")
+    for page in (mod, lis):
+        await page.click("#leave-button")

@@ -710,7 +710,13 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
         await asyncio.sleep(0.6)
         rosters = [m for m in sent if m["type"] == "roster" and m.get("joined")]
         entry = next(e for m in rosters for e in m["joined"] if e["identity"] == "bob")
-        assert entry == {"identity": "bob", "role": "speaker", "muted": True}
+        # (Muted by itself: not a mute a moderator could lift.)
+        assert entry == {
+            "identity": "bob",
+            "role": "speaker",
+            "muted": True,
+            "moderator_muted": False,
+        }
         await session.close()
 
 
@@ -1043,3 +1049,31 @@ async def test_a_join_may_ask_for_a_lesser_role_than_its_token(app: App) -> None
         await socket.ws.close()
     finally:
         await close_peer(pc)
+
+
+@pytest.mark.parametrize(
+    "misuse",
+    [
+        lambda member: member.close(5),
+        lambda member: member.room.remove(member.identity, 5),
+        lambda member: member.room.remove(member.identity, ban="yes"),
+        lambda member: member.room.close(None),
+    ],
+)
+async def test_a_backend_passing_a_wrong_type_is_told_and_no_member_is_left_half_closed(
+    app: App, misuse: Any
+) -> None:
+    """A reason that is not a str (or a ban that is not a bool) is refused with
+    InvalidSetting before anything changes; taken, it went into the events,
+    and the member's signaling relay, reading it, died: its client was never
+    told and its socket stayed open."""
+    socket, client = await joined(app, "lee")
+    member = app.server.rooms["hall"]["lee"]
+    with pytest.raises(sfu.InvalidSetting, match="must be"):
+        await misuse(member)
+    assert not member.closed and not member.room.closed and not member.room.is_banned("lee")
+    # The member and its relay go on: a removal is told, then the socket closes.
+    await member.room.remove("lee", "for real")
+    assert (await socket.expect("removed"))["reason"] == "for real"
+    assert (await socket.ws.receive(5)).type == aiohttp.WSMsgType.CLOSE
+    await client.close()

@@ -30,7 +30,9 @@
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
  *   "connection"      RTCPeerConnection.connectionState
  *   "joined"          the `joined` message
- *   "roster"          Map identity -> {identity, role, muted, hand}
+ *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand}
+ *                     (muted: silenced either way; moderatorMuted: by a moderator, which a
+ *                     moderator can lift; a self-mute only its owner can)
  *   "hands"           identities with a raised hand, oldest first
  *   "role"            {identity, role, by, renegotiate} for role changes of anyone
  *   "muted"           {identity, muted, by}
@@ -41,7 +43,8 @@
  *   "removed"         {reason, by, banned}
  *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
  *                     "disconnected" (first connection lost) or a fatal error code
- *   "error"           SfuError {code, message, id}
+ *   "error"           SfuError {code, message, id}; code "microphone": it could not be
+ *                     opened (also kept in `client.microphoneError` until one opens)
  *   "track"           {slot, track, audio}
  *
  * Reconnection: when the WebSocket closes without `leave()`, `removed` or
@@ -76,6 +79,8 @@ const TRANSIENT_MICROPHONE_ERRORS = new Set(["NotReadableError", "AbortError"]);
 // A reconnect retries such a failure this many times (with its backoff) before
 // it ends with the "microphone" error, as for a device that is gone.
 const MICROPHONE_RETRIES = 3;
+// A self-mute the server refused (rate_limited) is sent again after this long.
+const SELF_MUTE_RETRY_MS = 1000;
 
 /** An `error` message from the server, or a local failure (code "timeout", "closed", ...). */
 export class SfuError extends Error {
@@ -182,7 +187,7 @@ export class SfuClient {
 
     this.state = "new";
     this.connectionState = "new";
-    /** @type {Map<string, {identity: string, role: string, muted: boolean, hand: boolean}>} */
+    /** @type {Map<string, {identity: string, role: string, muted: boolean, moderatorMuted: boolean, hand: boolean}>} */
     this.roster = new Map();
     this.hands = [];
     this.activeSpeakers = []; // per slot: null or {identity, ssrc, level}
@@ -193,6 +198,10 @@ export class SfuClient {
     this.muted = false; // self-mute
     this.mutedBy = null; // moderator who muted us, when server-side muted by someone else
     this.handRaised = false;
+    // The SfuError ("microphone") of the last microphone that could not be
+    // opened, until one opens: promoted with it, the member is on the stage
+    // without a voice (the "error" event said why).
+    this.microphoneError = null;
     this.pc = null;
     this.ws = null;
     this.micStream = null;
@@ -209,6 +218,8 @@ export class SfuClient {
     this._pingTimer = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0; // transient microphone failures retried in this reconnect
+    this._selfMuteAck = false; // the self-mute the server acknowledged last
+    this._muteRequests = 0; // "mute" commands sent: only the latest one's refusal counts
     this._everJoined = false;
     this._reconnecting = false;
     this._joins = 0; // join() calls: a reconnect loop belongs to one
@@ -286,8 +297,15 @@ export class SfuClient {
     if (this.state !== "new" && this.state !== "closed") {
       throw new SfuError("already_joined", `join() called in state ${this.state}`);
     }
+    if (!this.room) {
+      // Not a join token (no room claim), and no `room` option: say so, not
+      // "'join' needs a 'room' field" after a socket and a microphone opened.
+      this._setState("closed");
+      throw new SfuError("not_allowed", "the token names no room (is it a join token?); pass `room`");
+    }
     this._ending = null;
     this._everJoined = false;
+    this.microphoneError = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0;
     // A reconnect loop of an earlier join (left while it slept) sees this and stops.
@@ -414,8 +432,10 @@ export class SfuClient {
       // (A DOMException: NotAllowedError, NotFoundError... as one code the app can act on.)
       const failure = new SfuError("microphone", `the microphone cannot be opened: ${err && err.name ? `${err.name}: ${err.message}` : err}`);
       failure.transient = TRANSIENT_MICROPHONE_ERRORS.has(err && err.name);
+      this.microphoneError = failure;
       throw failure;
     }
+    this.microphoneError = null;
     if (this._ending || this.state === "closed") {
       // Left while the permission prompt was open: give the microphone back at once.
       for (const track of stream.getTracks()) track.stop();
@@ -445,17 +465,25 @@ export class SfuClient {
         identity: entry.identity,
         role: entry.role,
         muted: !!entry.muted,
+        // (A server that does not tell the two mutes apart: a mute at join is a moderator's.)
+        moderatorMuted: !!(entry.moderator_muted ?? entry.muted),
         hand: !!entry.hand,
       });
     }
     if (!this.roster.has(this.identity)) {
-      this.roster.set(this.identity, { identity: this.identity, role: this.role, muted: false, hand: false });
+      this.roster.set(this.identity, {
+        identity: this.identity,
+        role: this.role,
+        muted: false,
+        moderatorMuted: false,
+        hand: false,
+      });
     }
     this._setHands(joined.hands || [], false);
     const me = this.roster.get(this.identity);
     // Muted at join: a moderator's mute that outlived a reconnect (self-mute
     // is restored below, after the join).
-    this.mutedBy = me.muted ? "a moderator" : null;
+    this.mutedBy = me.moderatorMuted ? "a moderator" : null;
     const wasMuted = this.muted;
     this.handRaised = me.hand;
     this._everJoined = true;
@@ -471,7 +499,8 @@ export class SfuClient {
     this._startTimers();
     // A reconnection starts a new server-side participant: restore self-mute
     // (also under a moderator's mute, which outlives the reconnect on its own).
-    if (wasMuted && this.canPublish) this._command("mute", { muted: true }).catch(() => {});
+    this._selfMuteAck = false; // a new member on the server: not self-muted
+    if (wasMuted && this.canPublish) this._sendSelfMute().catch(() => {});
   }
 
   _finish(detail) {
@@ -740,16 +769,26 @@ export class SfuClient {
         identity: entry.identity,
         role: entry.role,
         muted: entry.muted ?? (old ? old.muted : false),
+        moderatorMuted: entry.moderator_muted ?? (old ? old.moderatorMuted : false),
         hand: old ? old.hand : this.hands.includes(entry.identity),
       });
     }
     for (const entry of message.updated || []) {
       const old = this.roster.get(entry.identity);
       const muted = entry.muted ?? (old ? old.muted : false);
-      if (old) Object.assign(old, { role: entry.role, muted });
+      const moderatorMuted = entry.moderator_muted ?? (old ? old.moderatorMuted : false);
+      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted });
       // "updated" may name someone this client has not seen join (it left and
       // came back within one roster interval): added, with its hand as known.
-      else this.roster.set(entry.identity, { identity: entry.identity, role: entry.role, muted, hand: this.hands.includes(entry.identity) });
+      else {
+        this.roster.set(entry.identity, {
+          identity: entry.identity,
+          role: entry.role,
+          muted,
+          moderatorMuted,
+          hand: this.hands.includes(entry.identity),
+        });
+      }
     }
     for (const identity of message.left || []) {
       if (identity !== this.identity) this.roster.delete(identity);
@@ -791,7 +830,10 @@ export class SfuClient {
 
   _onMuted(message) {
     const entry = this.roster.get(message.identity);
-    if (entry) entry.muted = !!message.muted;
+    if (entry) {
+      entry.muted = !!message.muted;
+      if (message.moderator_muted !== undefined) entry.moderatorMuted = !!message.moderator_muted;
+    }
     if (message.identity === this.identity) {
       // A moderator's mute, which we cannot undo ourselves.
       if (!message.moderator_muted) this.mutedBy = null;
@@ -848,7 +890,7 @@ export class SfuClient {
     this._applyTrackEnabled();
     await this._renegotiate(pc);
     // The server forgets a self-mute set before the promotion? Tell it again.
-    if (this.muted) this._command("mute", { muted: true }).catch(() => {});
+    if (this.muted) this._sendSelfMute().catch(() => {});
   }
 
   async _stopPublishing() {
@@ -875,8 +917,60 @@ export class SfuClient {
   setMuted(muted) {
     this.muted = !!muted;
     this._applyTrackEnabled();
-    if (this.state === "joined") return this._command("mute", { muted: this.muted });
+    if (this.state === "joined") return this._sendSelfMute();
     return Promise.resolve();
+  }
+
+  /**
+   * Tell the server the self-mute wanted now. Should the server refuse it
+   * (rate_limited...), it keeps the one it had, so the page must not
+   * show another: a refused unmute is undone here (else the page shows
+   * "live" while nobody hears it); a refused mute keeps the microphone off
+   * here and is sent again shortly (a mute is never undone by a refusal).
+   */
+  _sendSelfMute() {
+    const muted = this.muted;
+    const request = ++this._muteRequests;
+    const generation = this._generation;
+    return this._command("mute", { muted }).then(
+      (reply) => {
+        if (generation === this._generation) this._selfMuteAck = muted;
+        return reply;
+      },
+      (err) => {
+        // (Replies come in order: when the latest is refused, the earlier
+        // ones are in, and the acknowledged state is the server's. A
+        // connection lost meanwhile rejoins and sends the wanted state then.)
+        const refused = err instanceof SfuError && err.code !== "closed" && err.code !== "timeout";
+        if (refused && generation === this._generation && request === this._muteRequests) {
+          this._selfMuteRefused(generation, request);
+        }
+        throw err;
+      },
+    );
+  }
+
+  _selfMuteRefused(generation, request) {
+    if (this.muted === this._selfMuteAck) return;
+    if (this._selfMuteAck) {
+      this.muted = true;
+      this._applyTrackEnabled();
+      // (As the server tells a self-mute: the page shows the button muted again.)
+      this._emit("muted", {
+        identity: this.identity,
+        muted: true,
+        by: this.identity,
+        moderator_muted: !!this.mutedBy,
+        self_muted: true,
+      });
+      return;
+    }
+    setTimeout(() => {
+      const wanted = generation === this._generation && request === this._muteRequests;
+      if (wanted && this.state === "joined" && this.muted && !this._selfMuteAck) {
+        this._sendSelfMute().catch(() => {});
+      }
+    }, SELF_MUTE_RETRY_MS);
   }
 
   _applyTrackEnabled() {
