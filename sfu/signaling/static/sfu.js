@@ -135,7 +135,8 @@ export class SfuClient {
    * @param {number} [options.slots=3] how many slot streams to receive (the room's
    *   slot count; fewer: the server sends the room mix on the first line)
    * @param {boolean} [options.publish] offer a microphone at join; default: the token's role may publish.
-   *   false with a speaker or moderator token joins as a listener (a moderator keeps moderating)
+   *   false joins as a listener, whatever the token and any promotion the room kept from an
+   *   earlier visit (a moderator token keeps moderating)
    * @param {HTMLElement} [options.audioContainer] where the slot <audio> elements go (default: document.body)
    * @param {MediaTrackConstraints|boolean} [options.audio=true] getUserMedia audio constraints
    * @param {boolean} [options.reconnect=true]
@@ -361,9 +362,11 @@ export class SfuClient {
     // Room events the server sends right after `joined` wait until the
     // joined state is applied (else that older snapshot would overwrite them).
     this._heldEvents = [];
-    // A token that may speak, joining without a microphone (publish: false):
-    // it asks to join as a listener (a moderator keeps moderating).
-    const role = !publish && tokenClaims(this.token).role !== "listener" ? "listener" : undefined;
+    // Joining without a microphone asks to listen, whatever the token allows
+    // (a moderator keeps moderating): a promotion the room kept from an
+    // earlier visit must not open the microphone unasked. A promotion in this
+    // visit makes its reconnects offer one (`_publishing`) and ask nothing.
+    const role = publish ? undefined : "listener";
     const joined = await this._request("join", { room: this.room, token: this.token, offer, role }, null, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
     if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
