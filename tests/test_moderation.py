@@ -193,7 +193,9 @@ async def test_remove_closes_the_session_and_a_ban_keeps_the_token_out() -> None
             await troll_pc.close()
 
 
-async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) -> Client:
+async def join_with_token(
+    room: sfu.Room, token: str, *, speaker: bool = False, role: auth.Role | None = None
+) -> Client:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from .clients import ToneTrack, _record_received, _record_sent, make_offer
@@ -205,7 +207,7 @@ async def join_with_token(room: sfu.Room, token: str, *, speaker: bool = False) 
     for _ in range(2 if speaker else 3):
         pc.addTransceiver("audio", direction="recvonly")
     try:
-        participant = await room.join(await make_offer(pc), token=token)
+        participant = await room.join(await make_offer(pc), token=token, role=role)
     except BaseException:
         await close_peer(pc)
         raise
@@ -316,6 +318,27 @@ async def test_moderators_decisions_survive_a_reconnect() -> None:
         muted = await drain(events, sfu.MuteChanged)
         assert muted.muted and muted.moderator_muted and not muted.self_muted  # type: ignore[attr-defined]
         await asyncio.gather(sam_again.close(), lou_again.close())
+
+
+async def test_a_promoted_member_joining_to_listen_is_not_put_back_on_the_stage() -> None:
+    """Asking for the listener role (what sfu.js does without a microphone)
+    keeps a promotion from an earlier visit from applying: nobody is asked
+    for a sending line they did not offer."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("sticky")
+        listener_token = auth.issue_token(SECRET, room="sticky", identity="lou", role="listener")
+        lou = await join_with_token(room, listener_token)
+        await room.promote("lou")
+        await room["lou"].close()
+        await lou.close()
+        events = room.events()
+        again = await join_with_token(room, listener_token, role="listener")
+        assert room["lou"].role == "listener" and not room["lou"].can_publish
+        joined = await drain(events, sfu.ParticipantJoined)
+        assert joined.role == "listener"  # type: ignore[attr-defined]
+        with pytest.raises(asyncio.TimeoutError):
+            await drain(events, sfu.RoleChanged, timeout=0.5)
+        await again.close()
 
 
 async def test_demoting_a_promoted_listener_that_never_took_the_stage_asks_for_no_offer() -> None:
