@@ -1033,7 +1033,8 @@ class Room:
         ``per_speaker=True`` also writes each speaker's own packets, not
         transcoded, to ``<stem>-<identity><suffix>`` beside it
         (:mod:`sfu.media.recorder`). Raises :class:`~sfu.errors.RoomClosed`,
-        or ``OSError`` when the file cannot be created.
+        :class:`~sfu.errors.InvalidSetting` for a ``path`` that is not a file
+        path, or ``OSError`` when the file cannot be created.
         """
         from .media.recorder import Recorder
 

@@ -66,6 +66,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..errors import InvalidSetting
 from .mixer import MixOutput
 from .ogg import OggWriter, opus_head, opus_tags, packet_samples, parse_opus_head
 from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_MONO, SILENCE_STEREO
@@ -310,6 +311,10 @@ class Recorder:
         identity_of: Callable[[int], str | None] | None = None,
         title: str | None = None,
     ) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise InvalidSetting(f"path must be a file path (str or os.PathLike), got {path!r:.60}")
+        if not isinstance(per_speaker, bool):
+            raise InvalidSetting(f"per_speaker must be True or False, got {per_speaker!r:.40}")
         self.path = Path(path)
         self.per_speaker = per_speaker
         self.speaker_paths: dict[str, Path] = {}

@@ -179,6 +179,26 @@ async def test_room_close_finalises_a_recording(tmp_path: Path) -> None:
     assert 15 <= len(packets) <= 30
 
 
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"path": None}, "path must be a file path"),
+        ({"path": ""}, "path must be a file path"),
+        ({"path": 5}, "path must be a file path"),
+        ({"path": "x.opus", "per_speaker": "yes"}, "per_speaker must be True or False"),
+    ],
+)
+async def test_bad_record_arguments_are_refused_and_start_nothing(
+    tmp_path: Path, arguments: dict[str, object], fragment: str
+) -> None:
+    async with sfu.Server() as server:
+        room = server.room("bad")
+        path = arguments.pop("path")
+        with pytest.raises(sfu.InvalidSetting, match=fragment):
+            await room.record(path, **arguments)  # type: ignore[arg-type]
+        assert not room.mixer.running
+
+
 async def test_a_room_closing_while_the_mixer_lags_ends_the_mix_file_at_the_close(
     tmp_path: Path,
 ) -> None:
