@@ -73,6 +73,8 @@ PAGE_DIR = Path(__file__).resolve().parent / "static"
 ROLES = ("moderator", "speaker", "listener")
 #: Demo tokens last a working day: sfu.js rejoins with the same token after a network drop.
 TOKEN_TTL = 12 * 3600.0
+#: Largest request body the demo reads (a WHIP offer is a few KB).
+MAX_BODY = 256 * 1024
 _MAX_NAME = 64
 
 
@@ -145,6 +147,13 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     assert server.token_secret is not None
     try:
         body: Any = await request.json()
+    except web.HTTPRequestEntityTooLarge:  # past client_max_size: JSON as every refusal
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY,
+            actual_size=request.content_length or 0,
+            text=json.dumps({"error": f"a token request is at most {MAX_BODY} bytes"}),
+            content_type="application/json",
+        ) from None
     # RecursionError: nested deeper than json can read; LookupError: an unknown charset.
     except (ValueError, RecursionError, LookupError):
         raise _bad_request('send JSON {"room": ..., "identity": ..., "role": ...}') from None
@@ -327,7 +336,7 @@ def make_app(
     """
     if server.token_secret is None:
         raise ValueError("the demo needs a Server with token_secret=... (joins carry tokens)")
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=MAX_BODY)
     app[SERVER_KEY] = server
     app[OWNERS_KEY] = collections.OrderedDict()
     app[NAMES_KEY] = collections.OrderedDict()

@@ -445,6 +445,9 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
                 assert "error" in await response.json()
         async with http.post(demo.url + "/api/token", data="{") as response:
             assert response.status == 400
+        huge = b'{"room": "' + b"r" * (300 * 1024) + b'"}'
+        async with http.post(demo.url + "/api/token", data=huge) as response:
+            assert response.status == 413 and "error" in await response.json()
         charset = {"Content-Type": "application/json; charset=foo"}  # an unknown one
         async with http.post(demo.url + "/api/token", data=b"{}", headers=charset) as response:
             assert response.status == 400
