@@ -261,6 +261,9 @@ class Router:
         self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
         self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
+        # Which publisher sends with each SSRC: receivers name the voice in a
+        # slot by it (the CSRC), so no other speaker may take one in use.
+        self._ssrc_holders: dict[int, Publisher] = {}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
         # remove_receiver(keep_counts=True)), by receiver id: _Receiver.carried.
@@ -293,11 +296,15 @@ class Router:
         if publisher.audio_level_id == 0:
             publisher.meter = OpusLevelMeter()  # first: if it fails, nothing is registered
         self._publishers[publisher.number] = publisher
+        if publisher.ssrc >= 0:
+            self._ssrc_holders.setdefault(publisher.ssrc, publisher)
         if not publisher.muted:
             self.detector.add(publisher.number)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self._publishers.pop(publisher.number, None)
+        if self._ssrc_holders.get(publisher.ssrc) is publisher:
+            del self._ssrc_holders[publisher.ssrc]
         self.release(publisher)
 
     def release(self, publisher: Publisher) -> None:
@@ -431,6 +438,7 @@ class Router:
 
     def close(self) -> None:
         self._publishers.clear()
+        self._ssrc_holders.clear()
         self._receivers.clear()
         self._kept.clear()
         self.fanout.close()
@@ -453,6 +461,12 @@ class Router:
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:
+            holder = self._ssrc_holders.get(ssrc)
+            if holder is not None and holder is not publisher:
+                # Another speaker of the room sends with it: forwarded, this voice
+                # would reach every receiver named as theirs (the CSRC).
+                self.packets_dropped += 1
+                return
             if (
                 ssrc == publisher.previous_ssrc
                 and now - publisher.ssrc_changed_at < STALE_SSRC_SECONDS
@@ -468,7 +482,10 @@ class Router:
             publisher.pending_ssrc = -1
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
+            if self._ssrc_holders.get(publisher.ssrc) is publisher:
+                del self._ssrc_holders[publisher.ssrc]
             publisher.ssrc = ssrc
+            self._ssrc_holders[ssrc] = publisher
             publisher.statistics = ReceiveStatistics()
         elif publisher.pending_ssrc >= 0:
             publisher.pending_ssrc = -1  # the live SSRC again: that one was a stray

@@ -1,0 +1,58 @@
+"""A member cannot pass its voice off as another member's.
+
+Receivers tell who is talking by the CSRC of each slot packet (the speaker's
+own SSRC), mapped to an identity through the SSRCs that ``active_speakers``
+events name (``sfu.js`` does exactly this for its speaking rings, and a
+moderator acts on them). A speaker whose client sends with the SSRC another
+speaker of the room is using must not be forwarded under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import sfu
+
+from .clients import join, wait_for
+
+
+async def test_a_speaker_sending_with_another_speakers_ssrc_is_not_forwarded_as_them() -> None:
+    async with sfu.Server() as server:
+        room = server.room("impostor")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        mallory = await join(room, "mallory", speaker=True, frequency=880)
+        bob = await join(room, "bob", speaker=False)
+        try:
+            await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
+            await wait_for(lambda: mallory.sent_ssrc is not None, 15, "mallory sending")
+            alice_ssrc = alice.sent_ssrc
+            assert alice_ssrc is not None
+            # Mallory's client (modified) now sends under Alice's SSRC, which every
+            # member learns from the active_speakers events.
+            mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
+            await wait_for(
+                lambda: sum(1 for ssrc, *_ in mallory.sent if ssrc == alice_ssrc) >= 100,
+                15,
+                "mallory sending under alice's SSRC",
+            )
+            await asyncio.sleep(0.3)  # what was sent is delivered
+            mallory_payloads = {p for s, _, _, p in mallory.sent if s == alice_ssrc}
+            alice_payloads = set(alice.sent_payloads)
+            mallory_payloads -= alice_payloads  # (identical silence frames, if any)
+            under_alice = [
+                packet
+                for slot in range(3)
+                for packet in bob.packets(slot)
+                if alice_ssrc in packet.csrc and packet.payload in mallory_payloads
+            ]
+            assert not under_alice, (
+                f"{len(under_alice)} of mallory's packets reached bob named as alice's"
+            )
+            # The server's own view says the same: no one else holds alice's SSRC.
+            holders = [
+                info for info in room.stage() if info is not None and info.ssrc == alice_ssrc
+            ]
+            assert [info.identity for info in holders] in ([], ["alice"])
+            assert room.router.packets_dropped >= 100
+        finally:
+            await asyncio.gather(alice.close(), mallory.close(), bob.close())
