@@ -56,3 +56,39 @@ async def test_a_speaker_sending_with_another_speakers_ssrc_is_not_forwarded_as_
             assert room.router.packets_dropped >= 100
         finally:
             await asyncio.gather(alice.close(), mallory.close(), bob.close())
+
+
+async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
+    """Demoted, a speaker's client may go on sending with its SSRC (it has not
+    renegotiated yet) and be promoted back: taken meanwhile by someone else,
+    the SSRC would silence it once back on the stage."""
+    async with sfu.Server() as server:
+        room = server.room("seat")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        mallory = await join(room, "mallory", speaker=True, frequency=880)
+        bob = await join(room, "bob", speaker=False)
+        try:
+            await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
+            alice_ssrc = alice.sent_ssrc
+            assert alice_ssrc is not None
+            await room.demote("alice")
+            mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
+            await wait_for(
+                lambda: sum(1 for ssrc, *_ in mallory.sent if ssrc == alice_ssrc) >= 20,
+                15,
+                "mallory sending under alice's SSRC",
+            )
+            await room.promote("alice")
+            promoted_at = len(alice.sent)
+            await wait_for(lambda: len(alice.sent) >= promoted_at + 50, 15, "alice sending")
+            await asyncio.sleep(0.3)
+            sent_since = set(alice.sent_payloads[promoted_at:])
+            heard = [
+                packet
+                for slot in range(3)
+                for packet in bob.packets(slot)
+                if packet.payload in sent_since
+            ]
+            assert len(heard) >= 25, "alice, promoted back, is not heard"
+        finally:
+            await asyncio.gather(alice.close(), mallory.close(), bob.close())

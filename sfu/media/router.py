@@ -261,9 +261,11 @@ class Router:
         self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
         self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
-        # Which publisher sends with each SSRC: receivers name the voice in a
-        # slot by it (the CSRC), so no other speaker may take one in use.
-        self._ssrc_holders: dict[int, Publisher] = {}
+        # The number of the member sending with each SSRC: receivers name the
+        # voice in a slot by it (the CSRC), so no other speaker may take one.
+        # Kept off the stage too (demoted, its client may send on with it and
+        # come back) until the member leaves (forget_publisher).
+        self._ssrc_holders: dict[int, int] = {}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
         # remove_receiver(keep_counts=True)), by receiver id: _Receiver.carried.
@@ -297,15 +299,18 @@ class Router:
             publisher.meter = OpusLevelMeter()  # first: if it fails, nothing is registered
         self._publishers[publisher.number] = publisher
         if publisher.ssrc >= 0:
-            self._ssrc_holders.setdefault(publisher.ssrc, publisher)
+            self._ssrc_holders.setdefault(publisher.ssrc, publisher.number)
         if not publisher.muted:
             self.detector.add(publisher.number)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self._publishers.pop(publisher.number, None)
-        if self._ssrc_holders.get(publisher.ssrc) is publisher:
-            del self._ssrc_holders[publisher.ssrc]
         self.release(publisher)
+
+    def forget_publisher(self, number: int) -> None:
+        """Member ``number`` left: the SSRC it sent with is free again."""
+        for ssrc in [ssrc for ssrc, holder in self._ssrc_holders.items() if holder == number]:
+            del self._ssrc_holders[ssrc]
 
     def release(self, publisher: Publisher) -> None:
         """Take ``publisher`` off the ranking and its slot at once (muted, demoted, gone)."""
@@ -461,8 +466,8 @@ class Router:
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:
-            holder = self._ssrc_holders.get(ssrc)
-            if holder is not None and holder is not publisher:
+            holder = self._ssrc_holders.get(ssrc, publisher.number)
+            if holder != publisher.number:
                 # Another speaker of the room sends with it: forwarded, this voice
                 # would reach every receiver named as theirs (the CSRC).
                 self.packets_dropped += 1
@@ -482,10 +487,10 @@ class Router:
             publisher.pending_ssrc = -1
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
-            if self._ssrc_holders.get(publisher.ssrc) is publisher:
+            if self._ssrc_holders.get(publisher.ssrc) == publisher.number:
                 del self._ssrc_holders[publisher.ssrc]
             publisher.ssrc = ssrc
-            self._ssrc_holders[ssrc] = publisher
+            self._ssrc_holders[ssrc] = publisher.number
             publisher.statistics = ReceiveStatistics()
         elif publisher.pending_ssrc >= 0:
             publisher.pending_ssrc = -1  # the live SSRC again: that one was a stray
