@@ -26,7 +26,13 @@ async def test_a_speaker_sending_with_another_speakers_ssrc_is_not_forwarded_as_
             await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
             await wait_for(lambda: mallory.sent_ssrc is not None, 15, "mallory sending")
             alice_ssrc = alice.sent_ssrc
-            assert alice_ssrc is not None
+            assert alice_ssrc is not None and alice.participant is not None
+            seated = alice.participant
+            await wait_for(
+                lambda: seated.publisher is not None and seated.publisher.ssrc == alice_ssrc,
+                15,
+                "alice heard",
+            )
             # Mallory's client (modified) now sends under Alice's SSRC, which every
             # member learns from the active_speakers events.
             mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
@@ -70,7 +76,14 @@ async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
         try:
             await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
             alice_ssrc = alice.sent_ssrc
-            assert alice_ssrc is not None
+            assert alice_ssrc is not None and alice.participant is not None
+            seated = alice.participant
+            # The server has seen it (as every member has, in active_speakers).
+            await wait_for(
+                lambda: seated.publisher is not None and seated.publisher.ssrc == alice_ssrc,
+                15,
+                "alice heard",
+            )
             await room.demote("alice")
             mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
             await wait_for(
@@ -80,15 +93,13 @@ async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
             )
             await room.promote("alice")
             promoted_at = len(alice.sent)
-            await wait_for(lambda: len(alice.sent) >= promoted_at + 50, 15, "alice sending")
-            await asyncio.sleep(0.3)
-            sent_since = set(alice.sent_payloads[promoted_at:])
-            heard = [
-                packet
-                for slot in range(3)
-                for packet in bob.packets(slot)
-                if packet.payload in sent_since
-            ]
-            assert len(heard) >= 25, "alice, promoted back, is not heard"
+
+            def heard() -> int:
+                sent_since = set(alice.sent_payloads[promoted_at:])
+                return sum(
+                    1 for slot in range(3) for p in bob.packets(slot) if p.payload in sent_since
+                )
+
+            await wait_for(lambda: heard() >= 25, 15, "alice, promoted back, heard")
         finally:
             await asyncio.gather(alice.close(), mallory.close(), bob.close())

@@ -261,10 +261,11 @@ class Router:
         self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
         self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
-        # The number of the member sending with each SSRC: receivers name the
+        # The number of the member that sent with each SSRC: receivers name the
         # voice in a slot by it (the CSRC), so no other speaker may take one.
-        # Kept off the stage too (demoted, its client may send on with it and
-        # come back) until the member leaves (forget_publisher).
+        # Kept, also off the stage (demoted, its client may send on with it and
+        # come back) and once it moved to another, until the member leaves
+        # (forget_publisher); a session authenticates few SSRCs (MAX_INBOUND_SSRCS).
         self._ssrc_holders: dict[int, int] = {}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
@@ -308,7 +309,7 @@ class Router:
         self.release(publisher)
 
     def forget_publisher(self, number: int) -> None:
-        """Member ``number`` left: the SSRC it sent with is free again."""
+        """Member ``number`` left: the SSRCs it sent with are free again."""
         for ssrc in [ssrc for ssrc, holder in self._ssrc_holders.items() if holder == number]:
             del self._ssrc_holders[ssrc]
 
@@ -487,8 +488,6 @@ class Router:
             publisher.pending_ssrc = -1
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
-            if self._ssrc_holders.get(publisher.ssrc) == publisher.number:
-                del self._ssrc_holders[publisher.ssrc]
             publisher.ssrc = ssrc
             self._ssrc_holders[ssrc] = publisher.number
             publisher.statistics = ReceiveStatistics()
