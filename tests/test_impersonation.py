@@ -1,4 +1,4 @@
-"""A member cannot pass its voice off as another member's.
+"""A member cannot pass its voice, or its reports, off as another member's.
 
 Receivers tell who is talking by the CSRC of each slot packet (the speaker's
 own SSRC), mapped to an identity through the SSRCs that ``active_speakers``
@@ -103,3 +103,80 @@ async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
             await wait_for(lambda: heard() >= 25, 15, "alice, promoted back, heard")
         finally:
             await asyncio.gather(alice.close(), mallory.close(), bob.close())
+
+
+async def test_rtcp_naming_other_members_streams_changes_nothing_for_them() -> None:
+    """A member's RTCP about SSRCs that are not its own (a sender report as
+    the speaker, a BYE, PLI and NACK for the speaker's and the slots' SSRCs,
+    receiver reports as another listener) is not acted on for anyone else:
+    the speaker's reports keep its own timing, the other listener's slot
+    statistics stay its own, and the speaker is heard throughout."""
+    from aiortc.rtp import (
+        RtcpByePacket,
+        RtcpPsfbPacket,
+        RtcpReceiverInfo,
+        RtcpRrPacket,
+        RtcpRtpfbPacket,
+        RtcpSenderInfo,
+        RtcpSrPacket,
+    )
+
+    async with sfu.Server() as server:
+        room = server.room("reports")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        bob = await join(room, "bob", speaker=False)
+        mallory = await join(room, "mallory", speaker=False)
+        try:
+            assert alice.participant is not None and bob.participant is not None
+            seated, listener = alice.participant, bob.participant
+            await wait_for(lambda: len(bob.packets(0)) >= 25, 15, "alice heard")
+            await mallory.wait_connected()
+            alice_ssrc = alice.sent_ssrc
+            assert alice_ssrc is not None and seated.publisher is not None
+            statistics = seated.publisher.statistics
+            forged_ntp = 0x1234567800000000
+            packets: list[object] = [
+                RtcpSrPacket(
+                    ssrc=alice_ssrc,
+                    sender_info=RtcpSenderInfo(
+                        ntp_timestamp=forged_ntp, rtp_timestamp=0, packet_count=0, octet_count=0
+                    ),
+                ),
+                RtcpByePacket(sources=[alice_ssrc, *room.router.slot_ssrcs]),
+                RtcpPsfbPacket(fmt=1, ssrc=alice_ssrc, media_ssrc=alice_ssrc),
+                RtcpRtpfbPacket(fmt=1, ssrc=alice_ssrc, media_ssrc=alice_ssrc, lost=[1, 2, 3]),
+            ]
+            for ssrc in room.router.slot_ssrcs:
+                lost = RtcpReceiverInfo(
+                    ssrc=ssrc,
+                    fraction_lost=255,
+                    packets_lost=99999,
+                    highest_sequence=0,
+                    jitter=10**6,
+                    lsr=0,
+                    dlsr=0,
+                )
+                packets.append(RtcpRrPacket(ssrc=alice_ssrc, reports=[lost]))
+            transport = mallory.pc.getTransceivers()[0].sender.transport
+            heard_before = len(bob.packets(0))
+            for _ in range(20):
+                for packet in packets:
+                    await transport._send_rtp(bytes(packet))  # type: ignore[call-overload]
+                await asyncio.sleep(0.01)
+            await wait_for(
+                lambda: (
+                    mallory.participant is not None
+                    and mallory.participant.rtcp_received >= 20 * len(packets)
+                ),
+                5,
+                "mallory's rtcp read",
+            )
+            # (Alice's own sender reports move it; the forged one must not.)
+            assert statistics.last_sr != (forged_ntp >> 16) & 0xFFFFFFFF
+            assert all(
+                report.get("packets_lost") != 99999 for report in listener._slot_reports.values()
+            )
+            await wait_for(lambda: len(bob.packets(0)) >= heard_before + 25, 5, "alice heard")
+            assert not seated.closed and not listener.closed
+        finally:
+            await asyncio.gather(alice.close(), bob.close(), mallory.close())
