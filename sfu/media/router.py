@@ -88,6 +88,12 @@ MISSING_LEVEL_PACKETS = 25
 #: silence frame on it (every ~82 s): under the 2**15 that SRTP index
 #: guessing allows even when six in a row are lost (sfu.transport.srtp).
 KEEP_IN_STEP = INDEX_STEP
+#: Packets a second a speaker is forwarded at most, and the burst it may send
+#: above that (after a network stall): an Opus packet carries at least 2.5 ms,
+#: so no voice sends more than 400 a second (WebRTC clients send 50 or 100).
+#: Every packet goes on to every receiver: a flood is cut here, not multiplied.
+PACKET_RATE = 400.0
+PACKET_BURST = 200
 #: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
 #: header, only the payload after byte 12 is used.
 _SILENCE_RTP = bytes(12) + SILENCE_MONO
@@ -153,6 +159,10 @@ class Publisher:
     statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
     packets: int = 0
     octets: int = 0
+    # Packets it may still send now (up to PACKET_BURST, PACKET_RATE more each
+    # second), and when that was worked out.
+    budget: float = PACKET_BURST
+    budget_time: float = float("-inf")
     # Decodes the speaker's Opus for its level when its client sends no RFC 6464 level.
     meter: OpusLevelMeter | None = None
 
@@ -454,6 +464,15 @@ class Router:
     def forward(self, publisher: Publisher, packet: bytes, now: float) -> None:
         """One decrypted RTP packet from ``publisher``."""
         self.packets_in += 1
+        budget = publisher.budget + (now - publisher.budget_time) * PACKET_RATE
+        publisher.budget_time = now
+        if budget > PACKET_BURST:
+            budget = PACKET_BURST
+        if budget < 1.0:
+            publisher.budget = budget
+            self.packets_dropped += 1  # faster than any voice (PACKET_RATE)
+            return
+        publisher.budget = budget - 1.0
         try:
             payload_type, marker, sequence, timestamp, ssrc, offset = parse_rtp_header(packet)
             if packet[0] & 0x20:
