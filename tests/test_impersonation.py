@@ -105,6 +105,58 @@ async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
             await asyncio.gather(alice.close(), mallory.close(), bob.close())
 
 
+async def test_the_members_are_told_when_a_slot_holders_ssrc_changes() -> None:
+    """Receivers keep what the events said an SSRC was (sfu.js maps CSRCs to
+    identities with it). Alice drops (her SSRC is free again) and Mallory,
+    on the stage, moves to it: unless told, receivers go on naming Mallory's
+    voice Alice's, also once Alice is back from her reconnect."""
+    async with sfu.Server() as server:
+        room = server.room("told", stage_interval=0.05)
+        events = room.events()
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        mallory = await join(room, "mallory", speaker=True, frequency=880)
+        try:
+            await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
+            alice_ssrc = alice.sent_ssrc
+            assert alice_ssrc is not None
+
+            def on_stage(identity: str, ssrc: int | None = None) -> bool:
+                return any(
+                    info is not None
+                    and info.identity == identity
+                    and (ssrc is None or info.ssrc == ssrc)
+                    for info in room.stage()
+                )
+
+            await wait_for(
+                lambda: on_stage("alice", alice_ssrc) and on_stage("mallory"), 15, "both on stage"
+            )
+            await alice.close()
+            await wait_for(lambda: room.get("alice") is None, 40, "alice gone")
+            await asyncio.sleep(1.5)  # the stage settles (dominant speaker, holders)
+            while True:
+                try:
+                    await events.next(0)
+                except asyncio.TimeoutError:
+                    break
+            mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
+            await wait_for(lambda: on_stage("mallory", alice_ssrc), 15, "mallory on alice's SSRC")
+            await asyncio.sleep(0.5)  # stage checks run every 0.25 s
+            told: list[sfu.SlotInfo] = []
+            while True:
+                try:
+                    event = await events.next(0)
+                except asyncio.TimeoutError:
+                    break
+                if isinstance(event, sfu.ActiveSpeakersChanged):
+                    told = [info for info in event.slots if info is not None]
+            assert any(info.identity == "mallory" and info.ssrc == alice_ssrc for info in told), (
+                f"the last stage the members were told: {told}"
+            )
+        finally:
+            await asyncio.gather(alice.close(), mallory.close())
+
+
 async def test_rtcp_naming_other_members_streams_changes_nothing_for_them() -> None:
     """A member's RTCP about SSRCs that are not its own (a sender report as
     the speaker, a BYE, PLI and NACK for the speaker's and the slots' SSRCs,
