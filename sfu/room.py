@@ -149,7 +149,7 @@ class Room:
         self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
         # The holders' SSRCs as last emitted: receivers name a slot's voice by
         # its CSRC through them, so a holder moving to another SSRC is news.
-        self._stage_ssrcs: tuple[int, ...] = ()
+        self._stage_ssrcs: tuple[int, ...] = (-1,) * policy.slots
         self._stage_emitted = 0.0
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
