@@ -154,7 +154,7 @@ class SlotInfo:
 
 @dataclass(frozen=True)
 class ActiveSpeakersChanged(RoomEvent):
-    """The stage changed: who is in each slot, and the dominant speaker.
+    """The stage changed: who is in each slot (and its SSRC), and the dominant speaker.
 
     Debounced: at most one per ``stage_interval`` of the room.
     """

@@ -426,6 +426,7 @@ class Participant:
         if self.publisher is not None:
             self.room.router.remove_publisher(self.publisher)
             self.publisher = None
+        self.room.router.forget_publisher(self.number)
         self._stop_receiving()
 
     def _close(self, reason: str) -> None:

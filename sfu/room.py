@@ -154,6 +154,9 @@ class Room:
         self._counts = {True: 0, False: 0}
         # Holders and dominant as last emitted: an empty stage is not news.
         self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
+        # The holders' SSRCs as last emitted: receivers name a slot's voice by
+        # its CSRC through them, so a holder moving to another SSRC is news.
+        self._stage_ssrcs: tuple[int, ...] = (-1,) * policy.slots
         self._stage_emitted = 0.0
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
@@ -804,6 +807,11 @@ class Room:
     def _slots_of(self, holders: Iterable[int]) -> tuple[SlotInfo | None, ...]:
         return tuple(self._slot_info(number) if number >= 0 else None for number in holders)
 
+    def _ssrc_of(self, number: int) -> int:
+        participant = self._by_number.get(number)
+        publisher = participant.publisher if participant is not None else None
+        return publisher.ssrc if publisher is not None else -1
+
     def _identity_of(self, number: int) -> str | None:
         participant = self._by_number.get(number)
         return participant.identity if participant is not None else None
@@ -827,10 +835,12 @@ class Room:
             return
         detector = self.router.detector
         key = (tuple(detector.holders()), detector.dominant)
-        if key == self._stage:
+        ssrcs = tuple(map(self._ssrc_of, key[0]))
+        if key == self._stage and ssrcs == self._stage_ssrcs:
             return
         dominant_changed = key[1] != self._stage[1]
         self._stage = key
+        self._stage_ssrcs = ssrcs
         self._stage_emitted = now
         self._emit(ActiveSpeakersChanged(self.name, self.stage(), self.dominant_speaker))
         if dominant_changed:

@@ -480,8 +480,15 @@ class Recorder:
     def _open_track(self, identity: str, number: int) -> SpeakerTrack | None:
         name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
         path = self.path.with_name(name)
-        if path in self.speaker_paths.values() or path == self.path:
-            path = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        taken = {*self.speaker_paths.values(), self.path}
+        if path in taken:
+            # Numbered; an identity may be that numbered name already ("a-7"):
+            # never a file another speaker writes (opening it would empty it).
+            stem, attempt = f"{path.stem}-{number}", 1
+            path = path.with_name(f"{stem}{path.suffix}")
+            while path in taken:
+                attempt += 1
+                path = path.with_name(f"{stem}-{attempt}{path.suffix}")
         try:
             open(path, "wb").close()  # made empty now; each write appends
         except OSError:

@@ -88,6 +88,12 @@ MISSING_LEVEL_PACKETS = 25
 #: silence frame on it (every ~82 s): under the 2**15 that SRTP index
 #: guessing allows even when six in a row are lost (sfu.transport.srtp).
 KEEP_IN_STEP = INDEX_STEP
+#: Packets a second a speaker is forwarded at most, and the burst it may send
+#: above that (after a network stall): an Opus packet carries at least 2.5 ms,
+#: so no voice sends more than 400 a second (WebRTC clients send 50 or 100).
+#: Every packet goes on to every receiver: a flood is cut here, not multiplied.
+PACKET_RATE = 400.0
+PACKET_BURST = 200
 #: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
 #: header, only the payload after byte 12 is used.
 _SILENCE_RTP = bytes(12) + SILENCE_MONO
@@ -153,6 +159,10 @@ class Publisher:
     statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
     packets: int = 0
     octets: int = 0
+    # Packets it may still send now (up to PACKET_BURST, PACKET_RATE more each
+    # second), and when that was worked out.
+    budget: float = PACKET_BURST
+    budget_time: float = float("-inf")
     # Decodes the speaker's Opus for its level when its client sends no RFC 6464 level.
     meter: OpusLevelMeter | None = None
 
@@ -261,6 +271,12 @@ class Router:
         self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
         self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
+        # The number of the member that sent with each SSRC: receivers name the
+        # voice in a slot by it (the CSRC), so no other speaker may take one.
+        # Kept, also off the stage (demoted, its client may send on with it and
+        # come back) and once it moved to another, until the member leaves
+        # (forget_publisher); a session authenticates few SSRCs (MAX_INBOUND_SSRCS).
+        self._ssrc_holders: dict[int, int] = {}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
         # remove_receiver(keep_counts=True)), by receiver id: _Receiver.carried.
@@ -293,12 +309,19 @@ class Router:
         if publisher.audio_level_id == 0:
             publisher.meter = OpusLevelMeter()  # first: if it fails, nothing is registered
         self._publishers[publisher.number] = publisher
+        if publisher.ssrc >= 0:
+            self._ssrc_holders.setdefault(publisher.ssrc, publisher.number)
         if not publisher.muted:
             self.detector.add(publisher.number)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self._publishers.pop(publisher.number, None)
         self.release(publisher)
+
+    def forget_publisher(self, number: int) -> None:
+        """Member ``number`` left: the SSRCs it sent with are free again."""
+        for ssrc in [ssrc for ssrc, holder in self._ssrc_holders.items() if holder == number]:
+            del self._ssrc_holders[ssrc]
 
     def release(self, publisher: Publisher) -> None:
         """Take ``publisher`` off the ranking and its slot at once (muted, demoted, gone)."""
@@ -431,6 +454,7 @@ class Router:
 
     def close(self) -> None:
         self._publishers.clear()
+        self._ssrc_holders.clear()
         self._receivers.clear()
         self._kept.clear()
         self.fanout.close()
@@ -440,6 +464,15 @@ class Router:
     def forward(self, publisher: Publisher, packet: bytes, now: float) -> None:
         """One decrypted RTP packet from ``publisher``."""
         self.packets_in += 1
+        budget = publisher.budget + (now - publisher.budget_time) * PACKET_RATE
+        publisher.budget_time = now
+        if budget > PACKET_BURST:
+            budget = PACKET_BURST
+        if budget < 1.0:
+            publisher.budget = budget
+            self.packets_dropped += 1  # faster than any voice (PACKET_RATE)
+            return
+        publisher.budget = budget - 1.0
         try:
             payload_type, marker, sequence, timestamp, ssrc, offset = parse_rtp_header(packet)
             if packet[0] & 0x20:
@@ -453,6 +486,12 @@ class Router:
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:
+            holder = self._ssrc_holders.get(ssrc, publisher.number)
+            if holder != publisher.number:
+                # Another speaker of the room sends with it: forwarded, this voice
+                # would reach every receiver named as theirs (the CSRC).
+                self.packets_dropped += 1
+                return
             if (
                 ssrc == publisher.previous_ssrc
                 and now - publisher.ssrc_changed_at < STALE_SSRC_SECONDS
@@ -469,6 +508,7 @@ class Router:
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
             publisher.ssrc = ssrc
+            self._ssrc_holders[ssrc] = publisher.number
             publisher.statistics = ReceiveStatistics()
         elif publisher.pending_ssrc >= 0:
             publisher.pending_ssrc = -1  # the live SSRC again: that one was a stray

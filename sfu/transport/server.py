@@ -473,7 +473,8 @@ class Server:
             "packets_out_dropped": self._retired_out["dropped"] + dropped,
             "payload_bytes_out": self._retired_out["payload_bytes"] + payload,
             # Speakers' RTP the rooms did not forward: malformed, not the
-            # negotiated codec, a stray or late SSRC, a sequence jump.
+            # negotiated codec, a stray or late SSRC, one another speaker uses, a sequence
+            # jump, more packets than a voice sends (PACKET_RATE).
             "rtp_not_forwarded": self._retired_out["not_forwarded"] + not_forwarded,
             "drops": dict(self.drops),
         }

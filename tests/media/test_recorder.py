@@ -621,3 +621,42 @@ async def test_a_mix_file_that_fails_to_close_still_lets_the_speaker_files_end(
     for identity in ("alice", "bob"):
         pages = list(parse_pages(recorder.speaker_paths[identity].read_bytes()))
         assert pages[-1].header_type & LAST_PAGE, f"{identity}'s file has no end"
+
+
+async def test_a_speakers_file_is_never_one_another_identity_already_writes(
+    tmp_path: Path,
+) -> None:
+    """Names that clash once cleaned ("Bob Smith", "Bob_Smith") get a number;
+    a member whose identity is that numbered name already must not be given
+    the same file (it was made empty again and both wrote into it)."""
+    import socket
+
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    names = {10: "Bob_Smith", 11: "Bob_Smith-12", 12: "Bob Smith"}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(mixer, tmp_path / "talk.opus", per_speaker=True, identity_of=names.get)
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    now = loop.time()
+    payload = opus_tone(440, 1)[0]
+    for number in names:  # heard in this order
+        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+        for sequence in range(5):
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+    await recorder.stop()
+    await mixer.close()
+    router.close()
+    sock.close()
+    paths = recorder.speaker_paths
+    assert len(set(paths.values())) == 3, paths
+    for identity in names.values():
+        written = [p for p in assert_well_formed(paths[identity]) if p == payload]
+        assert len(written) == 5, identity

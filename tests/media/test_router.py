@@ -347,3 +347,32 @@ def test_an_idle_slot_reports_a_running_clock_that_its_first_packet_keeps() -> N
         route.close()
         sock.close()
         sink.close()
+
+
+def test_no_speaker_takes_an_ssrc_another_member_sent_with_until_it_leaves(
+    router: Routed,
+) -> None:
+    """Receivers name a slot's voice by its CSRC (the speaker's SSRC): an
+    SSRC another member sent with (now or before it moved to a new one)
+    stays its own until it leaves the room."""
+    route, fanout, alice = router
+    mallory = Publisher(number=2, payload_type=111, audio_level_id=1)
+    route.add_publisher(mallory)
+    now = 0.0
+
+    def send(publisher: Publisher, ssrc: int, count: int = 4) -> int:
+        nonlocal now
+        before = len(fanout.forwarded)
+        for index in range(count):
+            now += 0.02
+            route.forward(publisher, packet(index, index * 960, ssrc=ssrc), now)
+        return len(fanout.forwarded) - before
+
+    assert send(alice, 0xA1) == 4
+    assert send(mallory, 0xA1) == 0  # alice's
+    assert send(alice, 0xA2) >= 2  # alice moves to a new SSRC (a stray first)
+    assert send(mallory, 0xA1) == 0  # still alice's
+    route.remove_publisher(alice)  # demoted: it may come back with it
+    assert send(mallory, 0xA1) == 0
+    route.forget_publisher(alice.number)  # gone from the room
+    assert send(mallory, 0xA1) >= 2

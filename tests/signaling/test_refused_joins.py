@@ -293,3 +293,35 @@ async def queued(events: EventStream) -> list[RoomEvent]:
             held.append(await events.next(0))
         except asyncio.TimeoutError:
             return held
+
+
+async def test_a_ban_while_a_join_waits_its_turn_keeps_the_join_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The token is good when the POST arrives; the moderator bans its holder
+    while the join waits behind a crowd: the ban is checked when the join
+    runs, not only before it waited (no member, 403)."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner, port = await start_site(app)
+        release = hold_turns(monkeypatch, server)
+        token = auth.issue_token(SECRET, room="r", identity="mallory")
+        try:
+            async with aiohttp.ClientSession() as http:
+                post = asyncio.ensure_future(
+                    http.post(
+                        f"http://127.0.0.1:{port}/rooms/r/whep",
+                        data=LISTENER,
+                        headers={**SDP, "Authorization": f"Bearer {token}"},
+                    )
+                )
+                await asyncio.sleep(0.2)  # checked, waiting for its turn
+                await room.remove("mallory", ban=True)  # absent: a ban of the name
+                release.set()
+                response = await post
+                assert response.status == 403, await response.text()
+            assert room.get("mallory") is None and not list(server.sessions())
+        finally:
+            await runner.cleanup()
