@@ -13,26 +13,37 @@ import asyncio
 
 import sfu
 
-from .clients import join, wait_for
+from .clients import Client, join, wait_for
+
+
+async def alice_mallory_and_bob(room: sfu.Room) -> tuple[Client, Client, Client, int]:
+    """Two speakers and a listener; returns once the server has seen Alice's
+    SSRC (as every member has, in active_speakers), with that SSRC."""
+    alice = await join(room, "alice", speaker=True, frequency=440)
+    mallory = await join(room, "mallory", speaker=True, frequency=880)
+    bob = await join(room, "bob", speaker=False)
+    try:
+        await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
+        alice_ssrc = alice.sent_ssrc
+        assert alice_ssrc is not None and alice.participant is not None
+        seated = alice.participant
+        await wait_for(
+            lambda: seated.publisher is not None and seated.publisher.ssrc == alice_ssrc,
+            15,
+            "alice heard",
+        )
+    except BaseException:
+        await asyncio.gather(alice.close(), mallory.close(), bob.close())
+        raise
+    return alice, mallory, bob, alice_ssrc
 
 
 async def test_a_speaker_sending_with_another_speakers_ssrc_is_not_forwarded_as_them() -> None:
     async with sfu.Server() as server:
         room = server.room("impostor")
-        alice = await join(room, "alice", speaker=True, frequency=440)
-        mallory = await join(room, "mallory", speaker=True, frequency=880)
-        bob = await join(room, "bob", speaker=False)
+        alice, mallory, bob, alice_ssrc = await alice_mallory_and_bob(room)
         try:
-            await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
             await wait_for(lambda: mallory.sent_ssrc is not None, 15, "mallory sending")
-            alice_ssrc = alice.sent_ssrc
-            assert alice_ssrc is not None and alice.participant is not None
-            seated = alice.participant
-            await wait_for(
-                lambda: seated.publisher is not None and seated.publisher.ssrc == alice_ssrc,
-                15,
-                "alice heard",
-            )
             # Mallory's client (modified) now sends under Alice's SSRC, which every
             # member learns from the active_speakers events.
             mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
@@ -70,20 +81,8 @@ async def test_an_ssrc_stays_its_members_while_it_is_off_the_stage() -> None:
     the SSRC would silence it once back on the stage."""
     async with sfu.Server() as server:
         room = server.room("seat")
-        alice = await join(room, "alice", speaker=True, frequency=440)
-        mallory = await join(room, "mallory", speaker=True, frequency=880)
-        bob = await join(room, "bob", speaker=False)
+        alice, mallory, bob, alice_ssrc = await alice_mallory_and_bob(room)
         try:
-            await wait_for(lambda: alice.sent_ssrc is not None, 15, "alice sending")
-            alice_ssrc = alice.sent_ssrc
-            assert alice_ssrc is not None and alice.participant is not None
-            seated = alice.participant
-            # The server has seen it (as every member has, in active_speakers).
-            await wait_for(
-                lambda: seated.publisher is not None and seated.publisher.ssrc == alice_ssrc,
-                15,
-                "alice heard",
-            )
             await room.demote("alice")
             mallory.pc.getTransceivers()[0].sender._ssrc = alice_ssrc
             await wait_for(
