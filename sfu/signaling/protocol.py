@@ -87,6 +87,13 @@ _BUCKETS_PRUNE_AT = 256
 _FANNED_OUT = frozenset(
     {"raise_hand", "lower_hand", "mute", "promote", "demote", "mute_participant", "remove"}
 )
+#: Frames of any kind one connection may send: this burst, refilled at this
+#: rate per second (a client sends a few a minute). The excess is refused
+#: (``rate_limited``) before it is parsed; a client refused a burst's worth
+#: before its bucket is full again is disconnected (CLOSE_FLOOD), so one
+#: socket cannot keep the event loop, which every room shares, busy.
+FRAME_BURST = 100
+FRAME_RATE = 50.0
 #: How a member's close reason starts when its room closed (see Room.close).
 ROOM_CLOSED_PREFIX = "room closed: "
 #: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
@@ -94,6 +101,7 @@ CLOSE_REMOVED = 4001
 CLOSE_ROOM_CLOSED = 4002
 CLOSE_SESSION_ENDED = 4003
 CLOSE_LEFT = 1000
+CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
 
 _ROLES = ("listener", "speaker", "moderator")
 
@@ -218,6 +226,11 @@ class SignalingSession:
         # predecessor of the same name (it left while this join waited its turn).
         self._own_join_seen = False
         self._closed = False
+        # The connection's frame bucket (FRAME_BURST, FRAME_RATE), and how many
+        # frames it refused since the bucket was last full.
+        self._frame_tokens = float(FRAME_BURST)
+        self._frame_time = time.monotonic()
+        self._frames_refused = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "join": self._join,
             "offer": self._offer,
@@ -292,8 +305,35 @@ class SignalingSession:
             if self._joined_sent is not None:
                 self._joined_sent.set()
 
+    def _take_frame(self) -> bool:
+        """Whether the connection's frame bucket lets one more frame in."""
+        now = time.monotonic()
+        tokens = min(FRAME_BURST, self._frame_tokens + (now - self._frame_time) * FRAME_RATE)
+        self._frame_time = now
+        if tokens < 1.0:
+            self._frame_tokens = tokens
+            return False
+        if tokens >= FRAME_BURST:
+            self._frames_refused = 0  # calm again: its refusals are forgiven
+        self._frame_tokens = tokens - 1.0
+        return True
+
     async def _handle(self, text: str) -> None:
         message_id: Any = None
+        if not self._take_frame():
+            self._frames_refused += 1
+            if self._frames_refused > FRAME_BURST:
+                logger.warning(
+                    "%r: disconnected, it sent on past %d refused frames", self, FRAME_BURST
+                )
+                await self.close(CLOSE_FLOOD, "too many messages")
+                return
+            await self._error(
+                "rate_limited",
+                f"too many messages: at most {FRAME_RATE:g} per second after a burst of "
+                f"{FRAME_BURST}; this one was not read",
+            )
+            return
         try:
             if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
                 raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")

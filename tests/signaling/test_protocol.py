@@ -529,7 +529,7 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
 
 async def test_commands_every_member_hears_of_are_rate_limited() -> None:
     """One client's hand-waving must not become a flood to the whole room."""
-    from sfu.signaling.protocol import COMMAND_BURST, SignalingSession
+    from sfu.signaling.protocol import COMMAND_BURST, FRAME_BURST, SignalingSession
 
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("hall")
@@ -546,12 +546,13 @@ async def test_commands_every_member_hears_of_are_rate_limited() -> None:
         token = auth.issue_token(SECRET, room="hall", identity="waver", role="listener")
         join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER}
         await session.handle(json.dumps(join))
-        for number in range(100):
+        commands = FRAME_BURST - 10  # (within the connection's frame budget)
+        for number in range(commands):
             kind = "raise_hand" if number % 2 == 0 else "lower_hand"
             await session.handle(json.dumps({"type": kind, "id": number}))
         refused = [m for m in sent if m.get("code") == "rate_limited"]
         done = [m for m in sent if m.get("type") == "ok"]
-        assert len(done) <= COMMAND_BURST + 2 and len(refused) >= 100 - COMMAND_BURST - 2
+        assert len(done) <= COMMAND_BURST + 2 and len(refused) >= commands - COMMAND_BURST - 2
         hand_events = 0
         while events._events:
             event = events._events.popleft()
@@ -1077,3 +1078,34 @@ async def test_a_backend_passing_a_wrong_type_is_told_and_no_member_is_left_half
     assert (await socket.expect("removed"))["reason"] == "for real"
     assert (await socket.ws.receive(5)).type == aiohttp.WSMsgType.CLOSE
     await client.close()
+
+
+async def test_a_connection_flooding_frames_is_refused_then_disconnected(app: App) -> None:
+    """Frames of any kind past the connection's budget are refused unread, and
+    a client that sends on past another burst of refusals is disconnected
+    (1008); another connection is served all along."""
+    from sfu.signaling.protocol import CLOSE_FLOOD, FRAME_BURST, FRAME_RATE
+
+    flood = await app.ws()
+    other = await app.ws()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    total = 3 * FRAME_BURST + 50
+    for number in range(total):
+        await flood.send({"type": "ping", "id": number})
+    replies: list[dict[str, Any]] = []
+    while True:
+        message = await flood.ws.receive(5)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            break
+        replies.append(json.loads(message.data))
+    elapsed = loop.time() - started
+    assert flood.ws.close_code == CLOSE_FLOOD
+    pongs = [m for m in replies if m["type"] == "pong"]
+    refused = [m for m in replies if m.get("code") == "rate_limited"]
+    assert len(pongs) <= FRAME_BURST + FRAME_RATE * elapsed + 1, (len(pongs), elapsed)
+    assert len(pongs) >= FRAME_BURST
+    assert len(refused) == FRAME_BURST, len(refused)
+    assert len(replies) < total, "every frame was answered: the flood was not cut off"
+    assert (await other.request({"type": "ping"}, "pong"))["type"] == "pong"
+    await other.ws.close()
