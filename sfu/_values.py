@@ -1,4 +1,5 @@
-"""Type checks shared by the validation of settings and arguments.
+"""Checks shared by the validation of settings and arguments, and the
+token-bucket arithmetic the rate limits share.
 
 ``bool`` is an ``int`` to Python, but ``True`` as a port or a timeout is
 a mistake, so both checks refuse it.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["is_int", "is_number"]
+from .errors import InvalidSetting
+
+__all__ = ["check_reason", "is_int", "is_number", "refilled"]
 
 
 def is_int(value: object) -> bool:
@@ -24,3 +27,16 @@ def is_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int past 1.8e308
         return False
+
+
+def check_reason(reason: object) -> None:
+    """InvalidSetting for a close or removal reason that is not a str: it goes
+    into the events (and to the members' clients), whose readers expect text."""
+    if not isinstance(reason, str):
+        raise InvalidSetting(f"reason must be a str, got {type(reason).__name__}")
+
+
+def refilled(tokens: float, since: float, now: float, rate: float, burst: float) -> float:
+    """A token bucket's tokens at ``now``: ``tokens`` at ``since``, refilled
+    at ``rate`` per second, never more than ``burst``."""
+    return min(burst, tokens + (now - since) * rate)

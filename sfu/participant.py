@@ -16,6 +16,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._values import check_reason
 from .auth import Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
@@ -197,9 +198,7 @@ class Participant:
 
     async def close(self, reason: str = "left") -> None:
         """Leave the room and free the session; idempotent."""
-        if not isinstance(reason, str):
-            # (It goes into ParticipantLeft, whose readers expect text.)
-            raise InvalidSetting(f"reason must be a str, got {type(reason).__name__}")
+        check_reason(reason)
         self._close(reason)
 
     def raise_hand(self) -> None:

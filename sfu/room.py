@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._values import check_reason
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
@@ -99,13 +100,6 @@ def _check_identity(identity: object, name: str = "identity") -> None:
         raise InvalidSetting(
             f"{name} must be a member's identity (str), got {type(identity).__name__}"
         )
-
-
-def _check_reason(reason: object) -> None:
-    """InvalidSetting for a reason that is not a str: it goes into the events
-    (and to the members' clients), whose readers expect text."""
-    if not isinstance(reason, str):
-        raise InvalidSetting(f"reason must be a str, got {type(reason).__name__}")
 
 
 def _without_taken_moderate(
@@ -712,7 +706,7 @@ class Room:
         """
         self._actor(by)
         _check_identity(identity)
-        _check_reason(reason)
+        check_reason(reason)
         if not isinstance(ban, bool):
             raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
         if self._closed:
@@ -1070,7 +1064,7 @@ class Room:
         ``server.rooms`` at once, so the name can be used for a new room
         while this one still stops its mixer.
         """
-        _check_reason(reason)
+        check_reason(reason)
         if not self._begin_close(reason):
             if self._close_done is not None:
                 await self._close_done.wait()

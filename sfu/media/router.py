@@ -44,6 +44,7 @@ from typing import Any
 import pylibsrtp
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
+from .._values import refilled
 from ..mix import ActiveSpeakerDetector, read_audio_level
 from ..relay import FanOut
 from ..transport.rtp import (
@@ -464,10 +465,8 @@ class Router:
     def forward(self, publisher: Publisher, packet: bytes, now: float) -> None:
         """One decrypted RTP packet from ``publisher``."""
         self.packets_in += 1
-        budget = publisher.budget + (now - publisher.budget_time) * PACKET_RATE
+        budget = refilled(publisher.budget, publisher.budget_time, now, PACKET_RATE, PACKET_BURST)
         publisher.budget_time = now
-        if budget > PACKET_BURST:
-            budget = PACKET_BURST
         if budget < 1.0:
             publisher.budget = budget
             self.packets_dropped += 1  # faster than any voice (PACKET_RATE)

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .._values import refilled
 from ..auth import verify_token
 from ..errors import (
     DuplicateIdentity,
@@ -308,7 +309,7 @@ class SignalingSession:
     def _take_frame(self) -> bool:
         """Whether the connection's frame bucket lets one more frame in."""
         now = time.monotonic()
-        tokens = min(FRAME_BURST, self._frame_tokens + (now - self._frame_time) * FRAME_RATE)
+        tokens = refilled(self._frame_tokens, self._frame_time, now, FRAME_RATE, FRAME_BURST)
         self._frame_time = now
         if tokens < 1.0:
             self._frame_tokens = tokens
@@ -393,10 +394,10 @@ class SignalingSession:
         if bucket is None:
             if len(table) >= _BUCKETS_PRUNE_AT:
                 for identity, (tokens, at) in list(table.items()):
-                    if tokens + (now - at) * COMMAND_RATE >= COMMAND_BURST:
+                    if refilled(tokens, at, now, COMMAND_RATE, COMMAND_BURST) >= COMMAND_BURST:
                         del table[identity]
             bucket = table[self.participant.identity] = [float(COMMAND_BURST), now]
-        tokens = min(COMMAND_BURST, bucket[0] + (now - bucket[1]) * COMMAND_RATE)
+        tokens = refilled(bucket[0], bucket[1], now, COMMAND_RATE, COMMAND_BURST)
         bucket[1] = now
         if tokens < 1:
             bucket[0] = tokens
