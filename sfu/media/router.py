@@ -29,7 +29,7 @@ back on the same SSRCs where they are now: its SRTP context (and its
 client's) still holds the index of the last packet it got on each, so the
 Router remembers that packet for as long as the receiver is in the room and
 first brings both ends up to the slot with a few silence frames
-(:func:`send_in_step`). The Mixer does the same for a mixed member's streams.
+(:func:`~sfu.media.streams.send_in_step`). The Mixer does the same for a mixed member's streams.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from ..relay import FanOut
 from ..transport.rtp import (
     MAX_DROPOUT,
     MAX_MISORDER,
-    OPUS_CLOCK_RATE,
     ReceiveStatistics,
     ntp_time,
     parse_rtp_header,
@@ -58,11 +57,19 @@ from ..transport.rtp import (
     strip_padding,
     uint16_gt,
 )
-from ..transport.srtp import INDEX_STEP, index_steps
 from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
-from .opus import FRAME_SAMPLES, SILENCE_MONO
+from .streams import (
+    KEEP_IN_STEP,
+    PACKET_BURST,
+    PACKET_RATE,
+    SILENCE_RTP,
+    Publisher,
+    SlotStream,
+    send_in_step,
+)
 
+# The streams are sfu.media.streams'; named here too, as the Router's.
 __all__ = ["Publisher", "Router", "SlotStream", "send_in_step"]
 
 logger = logging.getLogger(__name__)
@@ -85,157 +92,6 @@ STALE_SSRC_SECONDS = 2.0
 #: Packets without a level from a speaker whose client negotiated the level
 #: extension, after which its level is decoded instead (never heard otherwise).
 MISSING_LEVEL_PACKETS = 25
-#: Packets of a slot a holder may miss (its own voice) before it is sent one
-#: silence frame on it (every ~82 s): under the 2**15 that SRTP index
-#: guessing allows even when six in a row are lost (sfu.transport.srtp).
-KEEP_IN_STEP = INDEX_STEP
-#: Packets a second a speaker is forwarded at most, and the burst it may send
-#: above that (after a network stall): an Opus packet carries at least 2.5 ms,
-#: so no voice sends more than 400 a second (WebRTC clients send 50 or 100).
-#: Every packet goes on to every receiver: a flood is cut here, not multiplied.
-PACKET_RATE = 400.0
-PACKET_BURST = 200
-#: An RTP packet carrying a 20 ms Opus silence frame; the fan-out writes the
-#: header, only the payload after byte 12 is used.
-_SILENCE_RTP = bytes(12) + SILENCE_MONO
-
-
-def send_in_step(
-    fanout: FanOut,
-    slot: int,
-    ssrc: int,
-    last: int,
-    target: int,
-    target_timestamp: int,
-    csrc: int,
-    receiver_id: int,
-) -> tuple[int, int]:
-    """Bring one receiver's SRTP context for the stream ``ssrc`` on ``slot``
-    of ``fanout`` from ``last``, the last sequence number it was sent, to
-    ``target``, the stream's last one (``target_timestamp`` its timestamp),
-    with a 20 ms silence frame per :func:`~sfu.transport.srtp.index_steps`.
-
-    For a stream given back to a receiver after a while without it (it
-    renegotiated fewer lines, then more again; a mixed member's role changed
-    there and back): both libsrtp ends, the server's and the client's, still
-    hold the index of the last packet it got, and would take a sequence
-    number more than 2**15 ahead of it for an old one, for up to 2**15
-    packets (~11 minutes). Returns (packets sent, payload bytes sent).
-    """
-    sent = 0
-    for sequence in index_steps(last, target):
-        behind = (target - sequence) & 0xFFFF
-        sent += fanout.forward(
-            slot,
-            _SILENCE_RTP,
-            12,
-            ssrc,
-            sequence,
-            (target_timestamp - behind * FRAME_SAMPLES) & 0xFFFFFFFF,
-            False,
-            csrc,
-            SILENCE_LEVEL,
-            -1,
-            receiver_id,
-        )
-    return sent, sent * (len(_SILENCE_RTP) - 12)
-
-
-@dataclass(eq=False)
-class Publisher:
-    """A speaker's inbound stream, as the Router sees it."""
-
-    number: int  # the participant's number: the detector's speaker id
-    payload_type: int
-    audio_level_id: int
-    receiver_id: int = -1  # its own receiver id when it also receives slots
-    ssrc: int = -1
-    previous_ssrc: int = -1  # the SSRC before the last change, and when it changed
-    ssrc_changed_at: float = 0.0
-    # A packet of another SSRC was just seen: a second one in a row is a change.
-    pending_ssrc: int = -1
-    muted: bool = False
-    level: int = -1  # last RFC 6464 byte, -1 when the client sends none
-    missing_levels: int = 0  # packets in a row without the negotiated level
-    statistics: ReceiveStatistics = field(default_factory=ReceiveStatistics)
-    packets: int = 0
-    octets: int = 0
-    # Packets it may still send now (up to PACKET_BURST, PACKET_RATE more each
-    # second), and when that was worked out.
-    budget: float = PACKET_BURST
-    budget_time: float = float("-inf")
-    # Decodes the speaker's Opus for its level when its client sends no RFC 6464 level.
-    meter: OpusLevelMeter | None = None
-
-
-class SlotStream:
-    """The state of one slot's outgoing RTP stream (shared by all receivers)."""
-
-    __slots__ = (
-        "bad_sequence",
-        "holder_last_sequence",
-        "holder_receiver",
-        "last_sequence",
-        "last_time",
-        "last_timestamp",
-        "marker_pending",
-        "publisher",
-        "sequence_offset",
-        "source_ssrc",
-        "ssrc",
-        "switch_guard",
-        "switch_sequence",
-        "timestamp_offset",
-    )
-
-    def __init__(self, ssrc: int) -> None:
-        self.ssrc = ssrc
-        self.publisher: Publisher | None = None
-        self.source_ssrc = -1
-        self.sequence_offset = 0
-        self.timestamp_offset = 0
-        self.switch_sequence = 0
-        self.switch_guard = False
-        self.marker_pending = False
-        self.bad_sequence = -1  # the sequence that would confirm a restart (MAX_DROPOUT)
-        self.last_sequence = secrets.randbelow(1 << 15)
-        self.last_timestamp = secrets.randbelow(1 << 31)
-        self.last_time: float | None = None
-        # The last sequence number the holder's own receiver got on this slot,
-        # and whose receiver that is (kept while the slot is released: the same
-        # speaker taking it back has still missed everything since).
-        self.holder_last_sequence = self.last_sequence
-        self.holder_receiver = -1
-
-    def switch(
-        self, publisher: Publisher, ssrc: int, sequence: int, timestamp: int, now: float
-    ) -> None:
-        """Start carrying ``publisher``'s stream from this packet on."""
-        if self.last_time is None:
-            next_timestamp = self.last_timestamp
-        else:
-            elapsed = max(now - self.last_time, 0.020)
-            next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
-        self.publisher = publisher
-        self.source_ssrc = ssrc
-        if publisher.receiver_id != self.holder_receiver:
-            # A new holder received everything up to now (its own voice aside).
-            self.holder_last_sequence = self.last_sequence
-            self.holder_receiver = publisher.receiver_id
-        self.sequence_offset = (self.last_sequence + 1 - sequence) & 0xFFFF
-        self.timestamp_offset = (next_timestamp - timestamp) & 0xFFFFFFFF
-        self.switch_sequence = sequence
-        self.switch_guard = True
-        self.marker_pending = True
-        self.bad_sequence = -1
-
-    def rtp_timestamp_at(self, now: float) -> int:
-        """The slot's RTP clock at ``now`` (a sender report's mapping). A slot
-        that never carried audio starts its clock at its first report, so
-        later reports, and the first packet after them, keep to it."""
-        if self.last_time is None:
-            self.last_time = now
-        return (self.last_timestamp + int((now - self.last_time) * OPUS_CLOCK_RATE)) & 0xFFFFFFFF
 
 
 @dataclass(eq=False)
@@ -599,7 +455,7 @@ class Router:
             # A 20 ms silence frame now and then (every ~82 s) keeps it in step.
             kept = self.fanout.forward(
                 slot,
-                _SILENCE_RTP,
+                SILENCE_RTP,
                 12,
                 stream.ssrc,
                 out_sequence,
@@ -610,7 +466,7 @@ class Router:
                 -1,
                 own,
             )
-            self.payload_bytes_out += kept * (len(_SILENCE_RTP) - 12)
+            self.payload_bytes_out += kept * (len(SILENCE_RTP) - 12)
             stream.holder_last_sequence = out_sequence
 
     # -- RTCP -------------------------------------------------------------------
