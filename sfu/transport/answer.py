@@ -22,7 +22,7 @@ from typing import Any
 
 from sfu._values import is_int
 from sfu.errors import InvalidOffer, InvalidSetting
-from sfu.transport.sdp import (
+from sfu.transport.offer import (
     AUDIO_LEVEL_URI,
     RECEIVING,
     SENDING,

@@ -4,8 +4,9 @@ Pure functions, no I/O. The client always offers and the server answers
 (WHIP/WHEP style): :func:`parse_offer` reads an offer (RFC 8866 syntax) into
 frozen dataclasses and checks everything the transport depends on: ICE
 credentials (RFC 8839), DTLS fingerprint and role (RFC 8122, RFC 8842),
-rtcp-mux (RFC 5761, RFC 8858), BUNDLE (RFC 8843), Opus (RFC 7587). What the
-offer is answered with is :mod:`sfu.transport.answer`'s.
+rtcp-mux (RFC 5761, RFC 8858), BUNDLE (RFC 8843), Opus (RFC 7587). The offer's
+dataclasses and its transport checks are :mod:`sfu.transport.offer`'s; what
+the offer is answered with is :mod:`sfu.transport.answer`'s.
 
 An SDP description is a list of ``<type>=<value>`` lines; ``m=`` lines open
 media sections and every line before the first ``m=`` is session level::
@@ -28,11 +29,19 @@ that decides whether the offer can be answered raises
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sfu.errors import InvalidOffer
+from sfu.transport.offer import (
+    AUDIO_LEVEL_URI,
+    DIRECTIONS,
+    Codec,
+    MediaSection,
+    Offer,
+    check_transport,
+    excerpt,
+    transport_group,
+)
 
 __all__ = [
     "AUDIO_LEVEL_URI",
@@ -44,32 +53,11 @@ __all__ = [
     "transport_group",
 ]
 
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: Offers longer than this (in bytes of UTF-8) are refused before parsing.
 MAX_OFFER_SIZE = 64 * 1024
 
-DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
-SENDING = frozenset({"sendrecv", "sendonly"})  # offerer sends: we may receive
-RECEIVING = frozenset({"sendrecv", "recvonly"})  # offerer receives: we may send
-# DTLS-SRTP profiles an answerer must accept (RFC 8829 section 5.1.3).
-SRTP_PROTOCOLS = frozenset(
-    {
-        "UDP/TLS/RTP/SAVPF",
-        "UDP/TLS/RTP/SAVP",
-        "TCP/DTLS/RTP/SAVPF",
-        "TCP/DTLS/RTP/SAVP",
-        "RTP/SAVPF",
-        "RTP/SAVP",
-    }
-)
-# Digest length in bytes of each fingerprint hash we can verify (RFC 8122).
-FINGERPRINT_SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
-SETUP_VALUES = frozenset({"actpass", "active", "passive", "holdconn"})
-
 # Control characters (but TAB, CR, LF), lone surrogates and U+FFFD: not text.
 _GARBAGE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
-_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")  # RFC 8839 section 5.4 ice-char
-_FINGERPRINT = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2})*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 8866 token
 # Bytes of printable ASCII text with its line breaks: an offer made only of
 # them cannot match _GARBAGE, so the regex (slow per character) is skipped.
@@ -102,63 +90,12 @@ _USED_ATTRIBUTES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Codec:
-    """One ``a=rtpmap`` entry with its ``a=fmtp`` and ``a=rtcp-fb`` lines."""
-
-    payload_type: int
-    name: str
-    clock_rate: int
-    channels: int
-    fmtp: str | None
-    rtcp_feedback: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class MediaSection:
-    """One ``m=`` line of the offer and its attributes (offerer's view)."""
-
-    index: int
-    kind: str
-    port: int
-    protocol: str
-    mid: str | None
-    direction: str
-    opus: Codec | None
-    extensions: dict[str, int]
-    ssrcs: tuple[int, ...]
-    rtcp_mux: bool
-    ice_ufrag: str | None
-    ice_pwd: str | None
-    fingerprints: tuple[tuple[str, str], ...]
-    setup: str | None
-    formats: tuple[str, ...] = ()
-    bundle_only: bool = False
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A parsed offer; the ICE/DTLS fields are those of the transport we use."""
-
-    sections: tuple[MediaSection, ...]
-    bundle: tuple[str, ...]
-    ice_ufrag: str
-    ice_pwd: str
-    fingerprints: tuple[tuple[str, str], ...]
-    setup: str
-
-
 # ---------------------------------------------------------------- parsing
 
 
 def _fields(value: str) -> list[str]:
     """Split on SP/TAB only (str.split() would also split on U+2028 etc.)."""
     return [f for f in value.replace("\t", " ").split(" ") if f]
-
-
-def _excerpt(text: str, limit: int = 40) -> str:
-    """Offer text quoted in an error message, cut short (offers can be 64 KiB)."""
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _int(text: str) -> int | None:
@@ -174,12 +111,12 @@ class _SectionBuilder:
         if len(fields) < 4:
             raise InvalidOffer(
                 f"m= line {index} is malformed: expected "
-                f"'m=<media> <port> <proto> <fmt> ...', got {_excerpt('m=' + line)}"
+                f"'m=<media> <port> <proto> <fmt> ...', got {excerpt('m=' + line)}"
             )
         port_text = fields[1].split("/", 1)[0]  # RFC 8866: <port>/<number of ports>
         port = _int(port_text)
         if port is None or port > 65535:
-            raise InvalidOffer(f"m= line {index} has an invalid port {_excerpt(fields[1])}")
+            raise InvalidOffer(f"m= line {index} has an invalid port {excerpt(fields[1])}")
         self.index = index
         #: How error messages name it (made once: it is needed only for them).
         self.where = "session" if index < 0 else f"m-line {index}"
@@ -211,13 +148,13 @@ def _parse_rtpmap(where: str, value: str) -> tuple[int, tuple[str, int, int]]:
     pt = _int(pt_text.strip())
     if pt is None or pt > 127:
         raise InvalidOffer(
-            f"{where}: a=rtpmap has an invalid payload type {_excerpt(pt_text)} (must be 0..127)"
+            f"{where}: a=rtpmap has an invalid payload type {excerpt(pt_text)} (must be 0..127)"
         )
     parts = encoding.strip().split("/")
     clock_rate = _int(parts[1]) if len(parts) >= 2 else None
     channels = _int(parts[2]) if len(parts) >= 3 else 1
     if not parts[0] or clock_rate is None or channels is None or len(parts) > 3:
-        raise InvalidOffer(f"{where}: a=rtpmap:{_excerpt(value)} is malformed")
+        raise InvalidOffer(f"{where}: a=rtpmap:{excerpt(value)} is malformed")
     parsed = pt, (parts[0], clock_rate, channels)
     if len(_RTPMAPS) < _MEMO_SIZE:
         _RTPMAPS[value] = parsed
@@ -233,7 +170,7 @@ def _parse_extmap(where: str, value: str, extensions: dict[str, int]) -> None:
         # 1..14 fit the one-byte header form, 15..255 need the two-byte form.
         if ext_id is None or not 1 <= ext_id <= 255 or len(fields) < 2:
             raise InvalidOffer(
-                f"{where}: a=extmap:{_excerpt(value)} has an invalid id (must be 1..255, 1..14 "
+                f"{where}: a=extmap:{excerpt(value)} has an invalid id (must be 1..255, 1..14 "
                 "for one-byte headers) or no URI"
             )
         parsed = ext_id, fields[1]
@@ -268,9 +205,7 @@ def _parse_attribute(line: str, target: _SectionBuilder) -> None:
         target.fmtp.setdefault(pt_text, params.strip())
     elif name == "mid":
         if not _TOKEN.fullmatch(value):
-            raise InvalidOffer(
-                f"{where}: a=mid:{_excerpt(value)} is not a valid identification tag"
-            )
+            raise InvalidOffer(f"{where}: a=mid:{excerpt(value)} is not a valid identification tag")
         target.mid = value
     elif name in DIRECTIONS:
         target.direction = name
@@ -417,7 +352,7 @@ class _Shape:
             fields["ssrcs"] = tuple(ssrcs[index])
             fields["extensions"] = dict(old.extensions)
             sections.append(made)
-        return Offer(tuple(sections), offer.bundle, *_check_transport(sections[self.transport]))
+        return Offer(tuple(sections), offer.bundle, *check_transport(sections[self.transport]))
 
 
 _VALUE_KINDS = {
@@ -542,16 +477,16 @@ def _parse_lines(text: str) -> tuple[Offer, int]:
     for builder in builders:
         if builder.mid is not None:
             if builder.mid in mids:
-                raise InvalidOffer(f"offer has a duplicate a=mid:{_excerpt(builder.mid)}")
+                raise InvalidOffer(f"offer has a duplicate a=mid:{excerpt(builder.mid)}")
             mids.add(builder.mid)
     for mid in bundle or ():
         if mid not in mids:
-            raise InvalidOffer(f"a=group:BUNDLE names mid {_excerpt(mid)} but no m-line has it")
+            raise InvalidOffer(f"a=group:BUNDLE names mid {excerpt(mid)} but no m-line has it")
 
     sections = tuple(_section(builder, session) for builder in builders)
     bundle = bundle or ()
     transport = transport_group(sections, bundle)[0]
-    offer = Offer(sections, bundle, *_check_transport(transport))
+    offer = Offer(sections, bundle, *check_transport(transport))
     return offer, next(i for i, section in enumerate(sections) if section is transport)
 
 
@@ -577,102 +512,3 @@ def _section(builder: _SectionBuilder, session: _SectionBuilder) -> MediaSection
         formats=builder.formats,
         bundle_only=builder.bundle_only,
     )
-
-
-def _check_transport(
-    section: MediaSection,
-) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
-    """Validate the ICE and DTLS parameters of the transport m-line."""
-    where = f"m-line {section.index}"
-    ufrag, pwd = section.ice_ufrag, section.ice_pwd
-    # RFC 8839 section 5.4: ufrag 4..256 ice-chars, pwd 22..256 ice-chars.
-    if ufrag is None:
-        raise InvalidOffer(f"{where}: offer has no a=ice-ufrag")
-    if not (4 <= len(ufrag) <= 256 and _ICE_CHARS.fullmatch(ufrag)):
-        raise InvalidOffer(f"{where}: a=ice-ufrag must be 4..256 characters of [A-Za-z0-9+/]")
-    if pwd is None:
-        raise InvalidOffer(f"{where}: offer has no a=ice-pwd")
-    if not (22 <= len(pwd) <= 256 and _ICE_CHARS.fullmatch(pwd)):
-        raise InvalidOffer(f"{where}: a=ice-pwd must be 22..256 characters of [A-Za-z0-9+/]")
-
-    if not section.fingerprints:
-        raise InvalidOffer(f"{where}: offer has no a=fingerprint (DTLS-SRTP needs one)")
-    supported = []
-    for algorithm, value in section.fingerprints:
-        size = FINGERPRINT_SIZES.get(algorithm)
-        if size is None:
-            continue
-        if not _FINGERPRINT.fullmatch(value) or (len(value) + 1) // 3 != size:
-            raise InvalidOffer(f"{where}: a=fingerprint:{algorithm} value is malformed")
-        supported.append((algorithm, value))
-    if not supported:
-        offered = ", ".join(sorted({a or "?" for a, _ in section.fingerprints}))
-        raise InvalidOffer(
-            f"{where}: a=fingerprint uses only unsupported hash algorithms ({_excerpt(offered)}); "
-            f"use one of {', '.join(FINGERPRINT_SIZES)}"
-        )
-
-    # RFC 4145 section 4: no a=setup means "active".
-    setup = section.setup if section.setup is not None else "active"
-    if setup == "passive":
-        raise InvalidOffer(
-            f"{where}: a=setup:passive asks the server to be the DTLS client, but the "
-            "server is always the DTLS server; offer a=setup:actpass or active"
-        )
-    if setup not in ("actpass", "active"):
-        what = "cannot be used" if setup in SETUP_VALUES else "is unknown"
-        raise InvalidOffer(f"{where}: a=setup:{_excerpt(setup)} {what}; offer actpass or active")
-    return ufrag, pwd, tuple(supported), setup
-
-
-def _unusable(section: MediaSection, bundle: tuple[str, ...]) -> str | None:
-    """Why an audio m-line cannot carry audio for us, or None if it can."""
-    where = f"audio m-line {section.index}"
-    in_bundle = section.mid is not None and section.mid in bundle
-    if section.port == 0 and not (section.bundle_only and in_bundle):
-        return f"{where} is disabled (port 0)"
-    if section.protocol.upper() not in SRTP_PROTOCOLS:
-        return (
-            f"{where} uses protocol {section.protocol}; the server needs DTLS-SRTP "
-            "(UDP/TLS/RTP/SAVPF)"
-        )
-    if section.opus is None:
-        return f"{where} does not offer opus/48000/2 (the server only forwards Opus)"
-    if not section.rtcp_mux:
-        return f"{where} has no a=rtcp-mux: the server requires rtcp-mux"
-    return None
-
-
-def transport_group(
-    sections: Sequence[MediaSection], bundle: tuple[str, ...]
-) -> list[MediaSection]:
-    """The audio m-lines that share the transport, the transport one first.
-
-    With BUNDLE (RFC 8843) every usable audio m-line of the group shares the
-    transport of the first one; those whose Opus payload type or audio-level
-    id differ are left out, since one transport carries one mapping. Without
-    BUNDLE only the first usable audio m-line can be used.
-    """
-    audio = [s for s in sections if s.kind == "audio"]
-    if not audio:
-        raise InvalidOffer("offer has no audio m-line")
-    reasons = {s.index: _unusable(s, bundle) for s in audio}
-    usable = [s for s in audio if reasons[s.index] is None]
-    if not usable:
-        raise InvalidOffer(
-            "offer has no usable audio m-line: "
-            + "; ".join(reason for reason in reasons.values() if reason)
-        )
-    bundled = [s for s in usable if s.mid is not None and s.mid in bundle]
-    if not bundled:
-        return usable[:1]
-    first = bundled[0]
-    assert first.opus is not None  # checked by _unusable
-    level_id = first.extensions.get(AUDIO_LEVEL_URI, 0)
-    return [
-        s
-        for s in bundled
-        if s.opus is not None
-        and s.opus.payload_type == first.opus.payload_type
-        and s.extensions.get(AUDIO_LEVEL_URI, 0) == level_id
-    ]
