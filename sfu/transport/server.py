@@ -30,6 +30,12 @@ from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
 from .dtls import Certificate
+
+# The handshake limits were defined here before sfu.transport.handshakes: still importable.
+from .handshakes import HANDSHAKES_PER_TURN as HANDSHAKES_PER_TURN
+from .handshakes import MAX_HANDSHAKE_BACKLOG as MAX_HANDSHAKE_BACKLOG
+from .handshakes import MAX_HANDSHAKE_QUEUED_PER_SESSION as MAX_HANDSHAKE_QUEUED_PER_SESSION
+from .handshakes import Handshakes
 from .ice import parse_binding_request, success_response
 
 if TYPE_CHECKING:
@@ -44,12 +50,6 @@ Address = tuple[Any, ...]
 
 #: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
 TICK = 0.25
-#: DTLS handshake datagrams worked on per event-loop iteration, and the most that may wait.
-HANDSHAKES_PER_TURN = 4
-#: Handshake datagrams one session may have waiting (a flight is 1-3, and
-#: retransmissions of them).
-MAX_HANDSHAKE_QUEUED_PER_SESSION = 8
-MAX_HANDSHAKE_BACKLOG = 8192
 #: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
 SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -176,9 +176,8 @@ class Server:
         self._proofs: dict[bytes, Session] = {}
         #: The ICE-CONTROLLED tie-breaker of the server's own checks (RFC 8445 7.1.1).
         self.tie_breaker = secrets.token_bytes(8)
-        self._handshaking: set[Session] = set()
-        self._handshake_backlog: collections.deque[tuple[Session, bytes]] = collections.deque()
-        self._handshake_pump_scheduled = False
+        # DTLS handshakes under way, their datagrams worked on a few per loop turn.
+        self.handshakes = Handshakes(self)
         self._socket: socket.socket | None = None
         self._bound_port = 0  # the socket's port, read once (every answer names it)
         self._transport: asyncio.DatagramTransport | None = None
@@ -531,19 +530,13 @@ class Server:
         if self._sessions_by_address.get(address) is session:
             del self._sessions_by_address[address]
 
-    def _handshake_started(self, session: Session) -> None:
-        self._handshaking.add(session)
-
-    def _handshake_done(self, session: Session) -> None:
-        self._handshaking.discard(session)
-
     def _session_closed(self, session: Session) -> None:
         if self._sessions_by_ufrag.get(session.credentials.ufrag) is session:
             del self._sessions_by_ufrag[session.credentials.ufrag]
         for address in session.checked_addresses:
             if self._sessions_by_address.get(address) is session:
                 del self._sessions_by_address[address]
-        self._handshaking.discard(session)
+        self.handshakes.done(session)
 
     def _send(self, data: bytes, address: Address) -> None:
         """One control datagram (STUN, DTLS, RTCP), straight to the socket.
@@ -592,46 +585,9 @@ class Server:
             elif session.state == "connected":
                 session.receive_dtls(data, self.loop.time())
             else:
-                self._queue_handshake(session, data)
+                self.handshakes.queue(session, data)
         else:
             self.drops["not stun, dtls or rtp"] += 1
-
-    def _queue_handshake(self, session: Session, data: bytes) -> None:
-        """Handshake datagrams wait their turn: each costs up to ~1 ms (ECDHE,
-        ECDSA), so a crowd connecting at once would stall the loop; at most
-        ``HANDSHAKES_PER_TURN`` are worked on per event-loop iteration."""
-        if len(self._handshake_backlog) >= MAX_HANDSHAKE_BACKLOG:
-            self.drops["dtls handshake backlog full"] += 1  # the client retransmits
-            return
-        if session.handshake_queued >= MAX_HANDSHAKE_QUEUED_PER_SESSION:
-            # A handshake needs a few datagrams: one client flooding cannot fill
-            # the backlog and starve everyone else's.
-            self.drops["dtls handshake datagrams over the session's share"] += 1
-            return
-        session.handshake_queued += 1
-        self._handshake_backlog.append((session, data))
-        if not self._handshake_pump_scheduled:
-            self._handshake_pump_scheduled = True
-            self.loop.call_soon(self._pump_handshakes)
-
-    def _pump_handshakes(self) -> None:
-        self._handshake_pump_scheduled = False
-        backlog = self._handshake_backlog
-        now = self.loop.time()
-        for _ in range(min(HANDSHAKES_PER_TURN, len(backlog))):
-            session, data = backlog.popleft()
-            session.handshake_queued -= 1
-            if session.state == "closed":
-                continue
-            try:
-                session.receive_dtls(data, now)
-            except Exception:  # a bug in one session must not stall the others' handshakes
-                logger.exception("%r: error in its DTLS handshake", session)
-                self.drops["dtls handshake error"] += 1
-                session.close("internal error in the DTLS handshake")
-        if backlog:
-            self._handshake_pump_scheduled = True
-            self.loop.call_soon(self._pump_handshakes)
 
     def _stun_received(self, data: bytes, addr: Address) -> None:
         try:
@@ -685,13 +641,7 @@ class Server:
                     session.resend_proofs(now)
                 except Exception:
                     logger.exception("%r: address proofs failed", session)
-            for session in list(self._handshaking):
-                try:
-                    session.handle_timeout(now)
-                    if session.state != "closed" and now - session.created > self.handshake_timeout:
-                        session.close("handshake timed out")
-                except Exception:
-                    logger.exception("%r: handshake timer failed", session)
+            self.handshakes.check_timers(now)
             if now >= next_second:
                 next_second = now + 1.0
                 self._check_consent(now)
