@@ -7,8 +7,10 @@ are matched by source address, and only addresses that passed a STUN
 check are known. Everything else is dropped and counted in
 :attr:`Server.drops` by reason.
 
-Sends of STUN, DTLS and RTCP go through the asyncio transport; the media
-fan-out writes to the same socket directly from :mod:`sfu.relay` with
+The socket and its asyncio protocol are :mod:`sfu.transport.port`; DTLS
+handshake datagrams wait their turn in :mod:`sfu.transport.handshakes`.
+STUN, DTLS and RTCP are sent straight to the socket (not queued behind the
+transport); the media fan-out writes to it from :mod:`sfu.relay` with
 ``sendmmsg``.
 """
 
@@ -37,6 +39,8 @@ from .handshakes import MAX_HANDSHAKE_BACKLOG as MAX_HANDSHAKE_BACKLOG
 from .handshakes import MAX_HANDSHAKE_QUEUED_PER_SESSION as MAX_HANDSHAKE_QUEUED_PER_SESSION
 from .handshakes import Handshakes
 from .ice import parse_binding_request, success_response
+from .port import SOCKET_BUFFER as SOCKET_BUFFER
+from .port import PortProtocol, open_socket
 
 if TYPE_CHECKING:
     from ..room import Room
@@ -50,31 +54,6 @@ Address = tuple[Any, ...]
 
 #: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
 TICK = 0.25
-#: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
-SOCKET_BUFFER = 4 * 1024 * 1024
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        try:
-            self.server._datagram_received(data, addr)
-        except Exception:  # a bug on one packet must not stop the port
-            drops = self.server.drops
-            drops["internal error"] += 1
-            if (
-                drops["internal error"] & (drops["internal error"] - 1) == 0
-            ):  # 1st, 2nd, 4th, ...: no log flood
-                logger.exception(
-                    "x error handling a datagram from %s (%d so far)", addr, drops["internal error"]
-                )
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for one client must not disturb the others.
-        self.server.drops["socket error"] += 1
-        logger.debug("x socket error: %s", exc)
 
 
 def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
@@ -222,20 +201,10 @@ class Server:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = open_socket(self.host, self.requested_port, self.announce)
         try:
-            sock.setblocking(False)
-            for option, force in ((socket.SO_SNDBUF, 32), (socket.SO_RCVBUF, 33)):  # SO_*BUFFORCE
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.bind(sockaddr)
-            self._check_announce_family(sock)
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), sock=sock
+                lambda: PortProtocol(self), sock=sock
             )
         except BaseException:
             sock.close()
@@ -252,28 +221,6 @@ class Server:
         logger.info(
             "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
         )
-
-    def _check_announce_family(self, sock: socket.socket) -> None:
-        """Answers must name an address of the family the socket receives:
-        ``host`` a name that resolved to IPv6 with an IPv4 ``announce`` (or
-        the reverse) would send every client where nothing listens. An
-        unspecified IPv6 bind (``::``) also takes IPv4, unless IPv6-only."""
-        version = ipaddress.ip_address(self.announce).version
-        family, bound = sock.family, str(sock.getsockname()[0])
-        if family == socket.AF_INET and version == 6:
-            raise InvalidSetting(
-                f"announce {self.announce!r} is IPv6 but host {self.host!r} bound IPv4 "
-                f"{bound}: give an IPv6 host (or an IPv4 announce)"
-            )
-        if family == socket.AF_INET6 and version == 4:
-            both = ipaddress.ip_address(bound.partition("%")[0]).is_unspecified and not (
-                sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-            )
-            if not both:
-                raise InvalidSetting(
-                    f"announce {self.announce!r} is IPv4 but host {self.host!r} bound IPv6 "
-                    f"{bound}: give an IPv4 host, '::' (both), or an IPv6 announce"
-                )
 
     async def __aenter__(self) -> Server:
         return await self.start()
