@@ -270,14 +270,16 @@ def test_dotted_names_in_the_readme_exist() -> None:
     assert (Path(sfu.__file__).parent / "signaling" / "static" / "sfu.js").is_file()
     room = importlib.import_module("sfu.room")
     session = importlib.import_module("sfu.transport.session")
-    server = importlib.import_module("sfu.transport.server")
+    handshakes = importlib.import_module("sfu.transport.handshakes")
     flat = " ".join(README.split())  # the README's lines wrap anywhere
     quoted = {
         f"`sfu.room.MAX_BANS` = {room.MAX_BANS:,}": True,
         f"within {room.MODERATOR_REJOIN_GRACE:g} s (`sfu.room.MODERATOR_REJOIN_GRACE`)": True,
         f"for {room.DEMOTED_REJOIN_GRACE:g} s (`sfu.room.DEMOTED_REJOIN_GRACE`)": True,
         f"`sfu.transport.session.MAX_INBOUND_SSRCS` ({session.MAX_INBOUND_SSRCS}:": True,
-        "`HANDSHAKES_PER_TURN` in `sfu.transport.server`": hasattr(server, "HANDSHAKES_PER_TURN"),
+        "`HANDSHAKES_PER_TURN` in `sfu.transport.handshakes`": hasattr(
+            handshakes, "HANDSHAKES_PER_TURN"
+        ),
     }
     for text, holds in quoted.items():
         assert holds and text in flat, f"the README no longer says {text!r}"

@@ -10,16 +10,15 @@ The session sends through the ``send`` and ``close`` coroutines it was
 given. The protocol is documented message by message in ``docs/signaling.md``.
 
 Bad input never breaks the room or other connections: every problem is an
-``error`` reply with a code, and the connection goes on.
+``error`` reply with a code, and the connection goes on. The frames
+themselves, read and built, are :mod:`sfu.signaling.messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
-import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -27,34 +26,29 @@ from typing import TYPE_CHECKING, Any
 
 from .._values import refilled
 from ..auth import verify_token
-from ..errors import (
-    DuplicateIdentity,
-    InvalidOffer,
-    InvalidSetting,
-    NotAllowed,
-    NotFound,
-    ParticipantClosed,
-    RoomClosed,
-    RoomFull,
-    SfuError,
-)
+from ..errors import NotAllowed, SfuError
 from ..events import (
-    ActiveSpeakersChanged,
     DominantSpeakerChanged,
-    HandLowered,
-    HandRaised,
     MixerFailed,
-    MuteChanged,
     ParticipantConnected,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
-    RoleChanged,
     RoomEvent,
-    RosterChanged,
-    SlotInfo,
 )
 from ..events import RoomClosed as RoomClosedEvent
+from .messages import (
+    MAX_MESSAGE,
+    ProtocolError,
+    error_code,
+    error_message,
+    event_message,
+    field,
+    joined_message,
+    parse_command,
+    removed_message,
+    room_closed_message,
+)
 
 if TYPE_CHECKING:
     from ..participant import Participant
@@ -71,8 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
-MAX_MESSAGE = 64 * 1024
 #: Commands that change room state are fanned out to every member (a hand
 #: raised is a message to each), so each member (an identity in a room, over
 #: its reconnects) may send at most this burst, refilled at this rate per
@@ -113,18 +105,6 @@ Close = Callable[[int, str], Awaitable[None]]
 Receive = Callable[[], Awaitable["str | bytes | None"]]
 RoomFactory = Callable[[str], "Room | None"]
 
-_ERROR_CODES: list[tuple[type[BaseException], str]] = [
-    (InvalidOffer, "invalid_offer"),
-    (NotAllowed, "not_allowed"),
-    (RoomFull, "room_full"),
-    (DuplicateIdentity, "duplicate_identity"),
-    (RoomClosed, "room_closed"),
-    (InvalidSetting, "bad_message"),
-    (NotFound, "not_found"),
-    (ParticipantClosed, "session_ended"),
-    (KeyError, "not_found"),
-]
-
 
 def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
     """The events a member's relay forwards (see SignalingSession._forward_event)."""
@@ -140,27 +120,6 @@ def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
     return accept
 
 
-def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str, Any]:
-    """Who is in each slot, as ``joined`` and ``active_speakers`` carry it."""
-    return {
-        "slots": [None if info is None else dataclasses.asdict(info) for info in slots],
-        "dominant": dominant,
-    }
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: JSON has no Infinity either
-        raise ValueError(f"{text[:20]} is not a finite number")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    """JSON's NaN and Infinity are not JSON (RFC 8259): refused, as a browser could
-    not read them back (an ``id`` is echoed in the reply)."""
-    raise ValueError(f"{name} is not JSON")
-
-
 async def _receive(receive: Receive) -> str | bytes | None:
     """``receive()``; one that raises (a framework's "disconnected") is a closed socket."""
     try:
@@ -168,29 +127,6 @@ async def _receive(receive: Receive) -> str | bytes | None:
     except Exception as exc:
         logger.debug("receiving failed: %s", exc)
         return None
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _field(
-    message: dict[str, Any], name: str, kind: type, *, required: bool = True, default: Any = None
-) -> Any:
-    value = message.get(name, default)
-    if value is None:
-        if required:
-            raise ProtocolError("bad_message", f"{message['type']!r} needs a {name!r} field")
-        return default
-    if kind is bool:
-        valid = isinstance(value, bool)
-    else:
-        valid = isinstance(value, kind) and not isinstance(value, bool)
-    if not valid:
-        raise ProtocolError("bad_message", f"{name!r} must be a {kind.__name__}")
-    return value
 
 
 class SignalingSession:
@@ -336,18 +272,8 @@ class SignalingSession:
             )
             return
         try:
-            if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
-                raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")
-            try:
-                message = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-            except (ValueError, RecursionError):
-                raise ProtocolError("bad_json", "the message is not valid JSON") from None
-            if not isinstance(message, dict):
-                raise ProtocolError("bad_message", "a message must be a JSON object")
+            message = parse_command(text)
             message_id = message.get("id")
-            if isinstance(message_id, (dict, list)):
-                message_id = None
-                raise ProtocolError("bad_message", "'id' must be a string or a number")
             kind = message.get("type")
             handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
@@ -369,7 +295,7 @@ class SignalingSession:
             await self._error(exc.code, str(exc), message_id)
             return
         except SfuError as exc:
-            await self._error(self._code(exc), str(exc), message_id)
+            await self._error(error_code(exc), str(exc), message_id)
             return
         except KeyError as exc:
             await self._error(
@@ -408,13 +334,6 @@ class SignalingSession:
             )
         bucket[0] = tokens - 1
 
-    @staticmethod
-    def _code(exc: BaseException) -> str:
-        for kind, code in _ERROR_CODES:
-            if isinstance(exc, kind):
-                return code
-        return "bad_message"
-
     # -- commands ---------------------------------------------------------------
 
     async def _join(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -422,12 +341,12 @@ class SignalingSession:
             raise ProtocolError(
                 "already_joined", "this connection has already joined; open another to join again"
             )
-        name = _field(message, "room", str)
-        token = _field(message, "token", str)
-        offer = _field(message, "offer", str)
-        mixed = _field(message, "mixed", bool, required=False)  # None: Room.join decides
+        name = field(message, "room", str)
+        token = field(message, "token", str)
+        offer = field(message, "offer", str)
+        mixed = field(message, "mixed", bool, required=False)  # None: Room.join decides
         # A lesser role than the token's (a speaker joining to listen first).
-        role = _field(message, "role", str, required=False)
+        role = field(message, "role", str, required=False)
         if role is not None and role not in _ROLES:
             raise ProtocolError("bad_message", f"'role' must be one of {', '.join(_ROLES)}")
         if self.server.token_secret is None:
@@ -487,32 +406,11 @@ class SignalingSession:
             name=f"sfu-signaling-{participant.identity}",
         )
         logger.info("%r joined room %r as %s", self, room.name, participant.role)
-        return {
-            "type": "joined",
-            "identity": participant.identity,
-            "role": participant.role,
-            "grants": sorted(participant.grants),
-            "answer": participant.answer,
-            "room": room.name,
-            "slots": room.slots,
-            "mixed": participant.mixed,
-            "roster": [
-                {
-                    "identity": p.identity,
-                    "role": p.role,
-                    "muted": p.muted,
-                    "moderator_muted": p.moderator_muted,
-                    "hand": p.identity in room.hands,
-                }
-                for p in room.participants.values()
-            ],
-            "hands": room.hands,
-            **self._stage_message(room),
-        }
+        return joined_message(room, participant)
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.participant is not None
-        answer = await self.participant.renegotiate(_field(message, "sdp", str))
+        answer = await self.participant.renegotiate(field(message, "sdp", str))
         return {"type": "answer", "sdp": answer}
 
     async def _raise_hand(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -523,37 +421,37 @@ class SignalingSession:
     async def _lower_hand(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        identity = _field(message, "identity", str, required=False, default=participant.identity)
+        identity = field(message, "identity", str, required=False, default=participant.identity)
         participant.room.lower_hand(identity, by=participant.identity)
         return {"type": "ok"}
 
     async def _mute(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.participant is not None
-        self.participant.set_self_muted(_field(message, "muted", bool))
+        self.participant.set_self_muted(field(message, "muted", bool))
         return {"type": "ok"}
 
     async def _promote(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        role = _field(message, "role", str, required=False, default="speaker")
+        role = field(message, "role", str, required=False, default="speaker")
         if role not in ("speaker", "moderator"):
             raise ProtocolError("bad_message", "'role' must be 'speaker' or 'moderator'")
         await participant.room.promote(
-            _field(message, "identity", str), role=role, by=participant.identity
+            field(message, "identity", str), role=role, by=participant.identity
         )
         return {"type": "ok"}
 
     async def _demote(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        await participant.room.demote(_field(message, "identity", str), by=participant.identity)
+        await participant.room.demote(field(message, "identity", str), by=participant.identity)
         return {"type": "ok"}
 
     async def _mute_participant(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        identity = _field(message, "identity", str)
-        if _field(message, "muted", bool):
+        identity = field(message, "identity", str)
+        if field(message, "muted", bool):
             await participant.room.mute(identity, by=participant.identity)
         else:
             await participant.room.unmute(identity, by=participant.identity)
@@ -562,9 +460,9 @@ class SignalingSession:
     async def _remove(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        identity = _field(message, "identity", str)
-        reason = _field(message, "reason", str, required=False, default="removed by a moderator")
-        ban = _field(message, "ban", bool, required=False, default=False)
+        identity = field(message, "identity", str)
+        reason = field(message, "reason", str, required=False, default="removed by a moderator")
+        ban = field(message, "ban", bool, required=False, default=False)
         await participant.room.remove(identity, reason[:200], by=participant.identity, ban=ban)
         return {"type": "ok"}
 
@@ -589,10 +487,7 @@ class SignalingSession:
 
     async def _error(self, code: str, message: str, message_id: Any = None) -> None:
         logger.debug("x %r: %s: %s", self, code, message)
-        await self.send({"type": "error", "code": code, "message": message, "id": message_id})
-
-    def _stage_message(self, room: Room) -> dict[str, Any]:
-        return {"active_speakers": _stage(*room._told_stage())}
+        await self.send(error_message(code, message, message_id))
 
     async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
         """Forward the room's events this member needs, until it or the room ends."""
@@ -619,65 +514,15 @@ class SignalingSession:
         """Send one event; True when the connection must end."""
         if isinstance(event, ParticipantJoined) and event.identity == participant.identity:
             self._own_join_seen = True
-        if isinstance(event, RosterChanged):
-            room = participant.room
-
-            def entry(identity: str, role: str) -> dict[str, Any]:
-                # The mute as it is now: a `muted` event about a member this
-                # client did not know yet (it joined within the batch) came before.
-                member = room.get(identity)
-                return {
-                    "identity": identity,
-                    "role": role,
-                    "muted": bool(member and member.muted),
-                    # Which of the two mutes a moderator can lift (a self-mute is not).
-                    "moderator_muted": bool(member and member.moderator_muted),
-                }
-
-            await self.send(
-                {
-                    "type": "roster",
-                    "joined": [entry(i, r) for i, r in event.joined],
-                    "left": list(event.left),
-                    "updated": [entry(i, r) for i, r in event.updated],
-                    "size": event.size,
-                }
-            )
-        elif isinstance(event, (HandRaised, HandLowered)):
-            await self.send({"type": "hands", "hands": participant.room.hands})
-        elif isinstance(event, RoleChanged):
-            message: dict[str, Any] = {
-                "type": "role_changed",
-                "identity": event.identity,
-                "role": event.role,
-                "by": event.by,
-                "renegotiate": event.renegotiate,
-            }
-            if event.identity == participant.identity:
-                # What the role now lets this client do (a token may have widened it).
-                message["grants"] = sorted(participant.grants)
+        message = event_message(event, participant)
+        if message is not None:
             await self.send(message)
-        elif isinstance(event, MuteChanged):
-            await self.send(
-                {
-                    "type": "muted",
-                    "identity": event.identity,
-                    "muted": event.muted,
-                    "by": event.by,
-                    "moderator_muted": event.moderator_muted,
-                    "self_muted": event.self_muted,
-                }
-            )
-        elif isinstance(event, ActiveSpeakersChanged):
-            await self.send({"type": "active_speakers", **_stage(event.slots, event.dominant)})
         elif (
             isinstance(event, ParticipantRemoved)
             and event.identity == participant.identity
             and self._own_join_seen  # not a predecessor of the same name, removed meanwhile
         ):
-            await self.send(
-                {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
-            )
+            await self.send(removed_message(event))
             await self.close(CLOSE_REMOVED, "removed")
             return True
         elif (
@@ -688,23 +533,16 @@ class SignalingSession:
             # Every way out ends here: removal was told above; a closing room
             # closes its members first; anything else (consent, DTLS) ends the session.
             if event.reason.startswith(ROOM_CLOSED_PREFIX):
-                await self.send(
-                    {"type": "room_closed", "reason": event.reason[len(ROOM_CLOSED_PREFIX) :]}
-                )
+                await self.send(room_closed_message(event.reason[len(ROOM_CLOSED_PREFIX) :]))
                 await self.close(CLOSE_ROOM_CLOSED, "room closed")
             else:
                 await self.send(
-                    {
-                        "type": "error",
-                        "code": "session_ended",
-                        "message": f"your session ended: {event.reason}",
-                        "id": None,
-                    }
+                    error_message("session_ended", f"your session ended: {event.reason}")
                 )
                 await self.close(CLOSE_SESSION_ENDED, "session ended")
             return True
         elif isinstance(event, RoomClosedEvent):
-            await self.send({"type": "room_closed", "reason": event.reason})
+            await self.send(room_closed_message(event.reason))
             await self.close(CLOSE_ROOM_CLOSED, "room closed")
             return True
         return False

@@ -7,8 +7,10 @@ are matched by source address, and only addresses that passed a STUN
 check are known. Everything else is dropped and counted in
 :attr:`Server.drops` by reason.
 
-Sends of STUN, DTLS and RTCP go through the asyncio transport; the media
-fan-out writes to the same socket directly from :mod:`sfu.relay` with
+The socket and its asyncio protocol are :mod:`sfu.transport.port`; DTLS
+handshake datagrams wait their turn in :mod:`sfu.transport.handshakes`.
+STUN, DTLS and RTCP are sent straight to the socket (not queued behind the
+transport); the media fan-out writes to it from :mod:`sfu.relay` with
 ``sendmmsg``.
 """
 
@@ -30,7 +32,15 @@ from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
 from .dtls import Certificate
+
+# The handshake limits were defined here before sfu.transport.handshakes: still importable.
+from .handshakes import HANDSHAKES_PER_TURN as HANDSHAKES_PER_TURN
+from .handshakes import MAX_HANDSHAKE_BACKLOG as MAX_HANDSHAKE_BACKLOG
+from .handshakes import MAX_HANDSHAKE_QUEUED_PER_SESSION as MAX_HANDSHAKE_QUEUED_PER_SESSION
+from .handshakes import Handshakes
 from .ice import parse_binding_request, success_response
+from .port import SOCKET_BUFFER as SOCKET_BUFFER
+from .port import PortProtocol, open_socket
 
 if TYPE_CHECKING:
     from ..room import Room
@@ -44,37 +54,6 @@ Address = tuple[Any, ...]
 
 #: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
 TICK = 0.25
-#: DTLS handshake datagrams worked on per event-loop iteration, and the most that may wait.
-HANDSHAKES_PER_TURN = 4
-#: Handshake datagrams one session may have waiting (a flight is 1-3, and
-#: retransmissions of them).
-MAX_HANDSHAKE_QUEUED_PER_SESSION = 8
-MAX_HANDSHAKE_BACKLOG = 8192
-#: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
-SOCKET_BUFFER = 4 * 1024 * 1024
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        try:
-            self.server._datagram_received(data, addr)
-        except Exception:  # a bug on one packet must not stop the port
-            drops = self.server.drops
-            drops["internal error"] += 1
-            if (
-                drops["internal error"] & (drops["internal error"] - 1) == 0
-            ):  # 1st, 2nd, 4th, ...: no log flood
-                logger.exception(
-                    "x error handling a datagram from %s (%d so far)", addr, drops["internal error"]
-                )
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for one client must not disturb the others.
-        self.server.drops["socket error"] += 1
-        logger.debug("x socket error: %s", exc)
 
 
 def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
@@ -176,9 +155,8 @@ class Server:
         self._proofs: dict[bytes, Session] = {}
         #: The ICE-CONTROLLED tie-breaker of the server's own checks (RFC 8445 7.1.1).
         self.tie_breaker = secrets.token_bytes(8)
-        self._handshaking: set[Session] = set()
-        self._handshake_backlog: collections.deque[tuple[Session, bytes]] = collections.deque()
-        self._handshake_pump_scheduled = False
+        # DTLS handshakes under way, their datagrams worked on a few per loop turn.
+        self.handshakes = Handshakes(self)
         self._socket: socket.socket | None = None
         self._bound_port = 0  # the socket's port, read once (every answer names it)
         self._transport: asyncio.DatagramTransport | None = None
@@ -223,20 +201,10 @@ class Server:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_DGRAM)
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = open_socket(self.host, self.requested_port, self.announce)
         try:
-            sock.setblocking(False)
-            for option, force in ((socket.SO_SNDBUF, 32), (socket.SO_RCVBUF, 33)):  # SO_*BUFFORCE
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.bind(sockaddr)
-            self._check_announce_family(sock)
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), sock=sock
+                lambda: PortProtocol(self), sock=sock
             )
         except BaseException:
             sock.close()
@@ -253,28 +221,6 @@ class Server:
         logger.info(
             "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
         )
-
-    def _check_announce_family(self, sock: socket.socket) -> None:
-        """Answers must name an address of the family the socket receives:
-        ``host`` a name that resolved to IPv6 with an IPv4 ``announce`` (or
-        the reverse) would send every client where nothing listens. An
-        unspecified IPv6 bind (``::``) also takes IPv4, unless IPv6-only."""
-        version = ipaddress.ip_address(self.announce).version
-        family, bound = sock.family, str(sock.getsockname()[0])
-        if family == socket.AF_INET and version == 6:
-            raise InvalidSetting(
-                f"announce {self.announce!r} is IPv6 but host {self.host!r} bound IPv4 "
-                f"{bound}: give an IPv6 host (or an IPv4 announce)"
-            )
-        if family == socket.AF_INET6 and version == 4:
-            both = ipaddress.ip_address(bound.partition("%")[0]).is_unspecified and not (
-                sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-            )
-            if not both:
-                raise InvalidSetting(
-                    f"announce {self.announce!r} is IPv4 but host {self.host!r} bound IPv6 "
-                    f"{bound}: give an IPv4 host, '::' (both), or an IPv6 announce"
-                )
 
     async def __aenter__(self) -> Server:
         return await self.start()
@@ -531,19 +477,13 @@ class Server:
         if self._sessions_by_address.get(address) is session:
             del self._sessions_by_address[address]
 
-    def _handshake_started(self, session: Session) -> None:
-        self._handshaking.add(session)
-
-    def _handshake_done(self, session: Session) -> None:
-        self._handshaking.discard(session)
-
     def _session_closed(self, session: Session) -> None:
         if self._sessions_by_ufrag.get(session.credentials.ufrag) is session:
             del self._sessions_by_ufrag[session.credentials.ufrag]
         for address in session.checked_addresses:
             if self._sessions_by_address.get(address) is session:
                 del self._sessions_by_address[address]
-        self._handshaking.discard(session)
+        self.handshakes.done(session)
 
     def _send(self, data: bytes, address: Address) -> None:
         """One control datagram (STUN, DTLS, RTCP), straight to the socket.
@@ -592,46 +532,9 @@ class Server:
             elif session.state == "connected":
                 session.receive_dtls(data, self.loop.time())
             else:
-                self._queue_handshake(session, data)
+                self.handshakes.queue(session, data)
         else:
             self.drops["not stun, dtls or rtp"] += 1
-
-    def _queue_handshake(self, session: Session, data: bytes) -> None:
-        """Handshake datagrams wait their turn: each costs up to ~1 ms (ECDHE,
-        ECDSA), so a crowd connecting at once would stall the loop; at most
-        ``HANDSHAKES_PER_TURN`` are worked on per event-loop iteration."""
-        if len(self._handshake_backlog) >= MAX_HANDSHAKE_BACKLOG:
-            self.drops["dtls handshake backlog full"] += 1  # the client retransmits
-            return
-        if session.handshake_queued >= MAX_HANDSHAKE_QUEUED_PER_SESSION:
-            # A handshake needs a few datagrams: one client flooding cannot fill
-            # the backlog and starve everyone else's.
-            self.drops["dtls handshake datagrams over the session's share"] += 1
-            return
-        session.handshake_queued += 1
-        self._handshake_backlog.append((session, data))
-        if not self._handshake_pump_scheduled:
-            self._handshake_pump_scheduled = True
-            self.loop.call_soon(self._pump_handshakes)
-
-    def _pump_handshakes(self) -> None:
-        self._handshake_pump_scheduled = False
-        backlog = self._handshake_backlog
-        now = self.loop.time()
-        for _ in range(min(HANDSHAKES_PER_TURN, len(backlog))):
-            session, data = backlog.popleft()
-            session.handshake_queued -= 1
-            if session.state == "closed":
-                continue
-            try:
-                session.receive_dtls(data, now)
-            except Exception:  # a bug in one session must not stall the others' handshakes
-                logger.exception("%r: error in its DTLS handshake", session)
-                self.drops["dtls handshake error"] += 1
-                session.close("internal error in the DTLS handshake")
-        if backlog:
-            self._handshake_pump_scheduled = True
-            self.loop.call_soon(self._pump_handshakes)
 
     def _stun_received(self, data: bytes, addr: Address) -> None:
         try:
@@ -685,13 +588,7 @@ class Server:
                     session.resend_proofs(now)
                 except Exception:
                     logger.exception("%r: address proofs failed", session)
-            for session in list(self._handshaking):
-                try:
-                    session.handle_timeout(now)
-                    if session.state != "closed" and now - session.created > self.handshake_timeout:
-                        session.close("handshake timed out")
-                except Exception:
-                    logger.exception("%r: handshake timer failed", session)
+            self.handshakes.check_timers(now)
             if now >= next_second:
                 next_second = now + 1.0
                 self._check_consent(now)

@@ -210,7 +210,7 @@ class Session:
             logger.debug("%r selected %s", self, address)
             if self.state == "new":
                 self.state = "checking"
-                self.server._handshake_started(self)
+                self.server.handshakes.started(self)
             self.handler.session_address_changed(self)
         if address == self.address:
             # Consent is for the address media goes to (RFC 7675: per candidate
@@ -288,7 +288,7 @@ class Session:
             self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
             self.state = "connected"
             self.last_valid = now
-            self.server._handshake_done(self)
+            self.server.handshakes.done(self)
             logger.debug("%r connected", self)
             self.handler.session_connected(self)
         elif self.dtls.state == "failed":

@@ -177,7 +177,7 @@ async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket
 
 async def test_one_client_cannot_fill_the_handshake_backlog(udp: socket.socket) -> None:
     """A checked client flooding DTLS datagrams gets its share, not the whole backlog."""
-    from sfu.transport.server import MAX_HANDSHAKE_QUEUED_PER_SESSION
+    from sfu.transport.handshakes import MAX_HANDSHAKE_QUEUED_PER_SESSION
 
     async with sfu.Server() as server:
         room = server.room("flood")
@@ -193,9 +193,9 @@ async def test_one_client_cannot_fill_the_handshake_backlog(udp: socket.socket) 
         address = udp.getsockname()
         for _ in range(200):
             server._datagram_received(hello, address)
-        assert len(server._handshake_backlog) == MAX_HANDSHAKE_QUEUED_PER_SESSION
+        assert len(server.handshakes.backlog) == MAX_HANDSHAKE_QUEUED_PER_SESSION
         assert server.drops["dtls handshake datagrams over the session's share"] == 200 - 8
-        await wait_for(lambda: not server._handshake_backlog, 5, "the backlog worked off")
+        await wait_for(lambda: not server.handshakes.backlog, 5, "the backlog worked off")
         assert not participant.closed, "quietly discarded records do not end the session"
 
 

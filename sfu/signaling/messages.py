@@ -1,0 +1,240 @@
+"""The signaling protocol's messages: client frames read, server frames built.
+
+The JSON of ``docs/signaling.md``, without a connection: a client's text
+frame is checked and decoded into a command with :func:`parse_command`, and
+a command's fields are read with :func:`field`; bad input raises
+:class:`ProtocolError`, whose code the ``error`` reply carries. The server's
+frames (``joined``, and those that tell a member of room events) are built
+here from the room as it is and from its events. The connection that reads
+and sends them is :class:`~sfu.signaling.protocol.SignalingSession`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    DuplicateIdentity,
+    InvalidOffer,
+    InvalidSetting,
+    NotAllowed,
+    NotFound,
+    ParticipantClosed,
+    RoomClosed,
+    RoomFull,
+)
+from ..events import (
+    ActiveSpeakersChanged,
+    HandLowered,
+    HandRaised,
+    MuteChanged,
+    ParticipantRemoved,
+    RoleChanged,
+    RoomEvent,
+    RosterChanged,
+    SlotInfo,
+)
+
+if TYPE_CHECKING:
+    from ..participant import Participant
+    from ..room import Room
+
+__all__ = [
+    "MAX_MESSAGE",
+    "ProtocolError",
+    "error_code",
+    "error_message",
+    "event_message",
+    "field",
+    "joined_message",
+    "parse_command",
+    "removed_message",
+    "room_closed_message",
+]
+
+#: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
+MAX_MESSAGE = 64 * 1024
+
+_ERROR_CODES: list[tuple[type[BaseException], str]] = [
+    (InvalidOffer, "invalid_offer"),
+    (NotAllowed, "not_allowed"),
+    (RoomFull, "room_full"),
+    (DuplicateIdentity, "duplicate_identity"),
+    (RoomClosed, "room_closed"),
+    (InvalidSetting, "bad_message"),
+    (NotFound, "not_found"),
+    (ParticipantClosed, "session_ended"),
+    (KeyError, "not_found"),
+]
+
+
+class ProtocolError(Exception):
+    """A frame or command the protocol refuses; ``code`` is the ``error`` reply's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_code(exc: BaseException) -> str:
+    """The ``error`` reply's code for an error of the room's (``sfu.errors``)."""
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
+    return "bad_message"
+
+
+# -- client frames -----------------------------------------------------------------
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON has no Infinity either
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """JSON's NaN and Infinity are not JSON (RFC 8259): refused, as a browser could
+    not read them back (an ``id`` is echoed in the reply)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_command(text: str) -> dict[str, Any]:
+    """A client's text frame as a command: a JSON object of at most
+    MAX_MESSAGE bytes whose ``id``, if any, can be echoed (not an object or
+    array). Its ``type`` and other fields are the caller's to check."""
+    if len(text) > MAX_MESSAGE or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
+        raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE} bytes")
+    try:
+        message = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError):
+        raise ProtocolError("bad_json", "the message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_message", "a message must be a JSON object")
+    if isinstance(message.get("id"), (dict, list)):
+        raise ProtocolError("bad_message", "'id' must be a string or a number")
+    return message
+
+
+def field(
+    message: dict[str, Any], name: str, kind: type, *, required: bool = True, default: Any = None
+) -> Any:
+    """A command's field ``name``, of type ``kind`` (a bool is no int here)."""
+    value = message.get(name, default)
+    if value is None:
+        if required:
+            raise ProtocolError("bad_message", f"{message['type']!r} needs a {name!r} field")
+        return default
+    if kind is bool:
+        valid = isinstance(value, bool)
+    else:
+        valid = isinstance(value, kind) and not isinstance(value, bool)
+    if not valid:
+        raise ProtocolError("bad_message", f"{name!r} must be a {kind.__name__}")
+    return value
+
+
+# -- server frames -----------------------------------------------------------------
+
+
+def error_message(code: str, message: str, message_id: Any = None) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "id": message_id}
+
+
+def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str, Any]:
+    """Who is in each slot, as ``joined`` and ``active_speakers`` carry it."""
+    return {
+        "slots": [None if info is None else dataclasses.asdict(info) for info in slots],
+        "dominant": dominant,
+    }
+
+
+def joined_message(room: Room, participant: Participant) -> dict[str, Any]:
+    """The reply to a ``join``: the new member's own state and the room as it is now."""
+    return {
+        "type": "joined",
+        "identity": participant.identity,
+        "role": participant.role,
+        "grants": sorted(participant.grants),
+        "answer": participant.answer,
+        "room": room.name,
+        "slots": room.slots,
+        "mixed": participant.mixed,
+        "roster": [
+            {
+                "identity": p.identity,
+                "role": p.role,
+                "muted": p.muted,
+                "moderator_muted": p.moderator_muted,
+                "hand": p.identity in room.hands,
+            }
+            for p in room.participants.values()
+        ],
+        "hands": room.hands,
+        "active_speakers": _stage(*room._told_stage()),
+    }
+
+
+def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] | None:
+    """What tells ``participant`` of a room event that leaves its connection
+    open (a roster change, hands, a role, a mute, the stage); None for any other."""
+    if isinstance(event, RosterChanged):
+        room = participant.room
+
+        def entry(identity: str, role: str) -> dict[str, Any]:
+            # The mute as it is now: a `muted` event about a member this
+            # client did not know yet (it joined within the batch) came before.
+            member = room.get(identity)
+            return {
+                "identity": identity,
+                "role": role,
+                "muted": bool(member and member.muted),
+                # Which of the two mutes a moderator can lift (a self-mute is not).
+                "moderator_muted": bool(member and member.moderator_muted),
+            }
+
+        return {
+            "type": "roster",
+            "joined": [entry(i, r) for i, r in event.joined],
+            "left": list(event.left),
+            "updated": [entry(i, r) for i, r in event.updated],
+            "size": event.size,
+        }
+    if isinstance(event, (HandRaised, HandLowered)):
+        return {"type": "hands", "hands": participant.room.hands}
+    if isinstance(event, RoleChanged):
+        message: dict[str, Any] = {
+            "type": "role_changed",
+            "identity": event.identity,
+            "role": event.role,
+            "by": event.by,
+            "renegotiate": event.renegotiate,
+        }
+        if event.identity == participant.identity:
+            # What the role now lets this client do (a token may have widened it).
+            message["grants"] = sorted(participant.grants)
+        return message
+    if isinstance(event, MuteChanged):
+        return {
+            "type": "muted",
+            "identity": event.identity,
+            "muted": event.muted,
+            "by": event.by,
+            "moderator_muted": event.moderator_muted,
+            "self_muted": event.self_muted,
+        }
+    if isinstance(event, ActiveSpeakersChanged):
+        return {"type": "active_speakers", **_stage(event.slots, event.dominant)}
+    return None
+
+
+def removed_message(event: ParticipantRemoved) -> dict[str, Any]:
+    return {"type": "removed", "reason": event.reason, "by": event.by, "banned": event.banned}
+
+
+def room_closed_message(reason: str) -> dict[str, Any]:
+    return {"type": "room_closed", "reason": reason}
