@@ -14,35 +14,23 @@ both are idempotent.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._values import check_reason
-from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
-from .errors import (
-    DuplicateIdentity,
-    InvalidOffer,
-    InvalidSetting,
-    NotAllowed,
-    NotFound,
-    RoomClosed,
-    RoomFull,
-)
+from .auth import MAX_NAME_LENGTH, Role, grants_of
+from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
 from .events import (
-    ActiveSpeakersChanged,
-    DominantSpeakerChanged,
     EventStream,
     HandLowered,
     HandRaised,
     MixerFailed,
     MuteChanged,
     ParticipantConnected,
-    ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
     RoleChanged,
@@ -50,14 +38,17 @@ from .events import (
     SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
+from .gate import MAX_IDENTITY_LENGTH as MAX_IDENTITY_LENGTH
+from .gate import Gate, member_identity
 from .media.router import SENDER_REPORT_INTERVAL, Router
-from .participant import Listener, Participant, Speaker
+from .participant import Participant
 from .policy import RoomPolicy
+from .rejoin import Bans, Grace
 from .roster import RosterBatch
-from .transport.answer import Negotiation, build_answer, negotiate_or_listen
+from .stage import Stage
+from .transport.answer import Negotiation, build_answer
 from .transport.ice import IceCredentials
-from .transport.sdp import Offer, parse_offer
-from .transport.session import Session
+from .transport.sdp import Offer
 
 if TYPE_CHECKING:
     from .media.mixer import Mixer
@@ -68,7 +59,6 @@ __all__ = ["Room"]
 
 logger = logging.getLogger(__name__)
 
-MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
 #: Identities one room keeps banned at most: a ban of someone absent stores a
 #: name a moderator chose, and a room holding bans is not closed when empty.
 MAX_BANS = 1000
@@ -81,18 +71,6 @@ DEMOTED_REJOIN_GRACE = 60.0
 MODERATOR_REJOIN_GRACE = 60.0
 
 
-def _open_grace(table: dict[str, float], identity: str, now: float, seconds: float) -> None:
-    """``identity`` may come back past a cap until ``now + seconds``; past graces go."""
-    for stale in [name for name, until in table.items() if until <= now]:
-        del table[stale]
-    table[identity] = now + seconds
-
-
-#: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
-_RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
-_participant_numbers = itertools.count(1)
-
-
 def _check_identity(identity: object, name: str = "identity") -> None:
     """InvalidSetting for an identity that is not a str (a list would raise
     an unhelpful TypeError in a dict lookup, or pass silently)."""
@@ -100,28 +78,6 @@ def _check_identity(identity: object, name: str = "identity") -> None:
         raise InvalidSetting(
             f"{name} must be a member's identity (str), got {type(identity).__name__}"
         )
-
-
-def _without_taken_moderate(
-    decision: dict[str, Any], role: Role, grants: frozenset[str]
-) -> tuple[Role, frozenset[str]]:
-    """``role`` and ``grants`` less the `moderate` grant a demotion took: a
-    token does not give it back (and a moderator without it is a speaker)."""
-    if decision.get("moderate") is False:
-        grants = grants - {"moderate"}
-        if role == "moderator":
-            role = "speaker" if "publish" in grants else "listener"
-    return role, grants
-
-
-def _member_identity(identity: object) -> str:
-    """``identity`` if it could be a member's (a join's, or a ban's of someone
-    absent: no member can have another); InvalidSetting otherwise."""
-    if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
-        raise InvalidSetting(
-            f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
-        )
-    return identity
 
 
 class Room:
@@ -146,17 +102,10 @@ class Room:
         self._by_number: dict[int, Participant] = {}
         # Members allowed to publish (True) and the others (False), for capacity checks in O(1).
         self._counts = {True: 0, False: 0}
-        # Holders and dominant as last emitted: an empty stage is not news.
-        self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
-        # The holders' SSRCs as last emitted: receivers name a slot's voice by
-        # its CSRC through them, so a holder moving to another SSRC is news.
-        self._stage_ssrcs: tuple[int, ...] = (-1,) * policy.slots
-        self._stage_emitted = 0.0
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
-        self._banned_identities: set[str] = set()
-        self._banned_tokens: dict[str, str] = {}  # token id -> the identity it was for
+        self._bans = Bans()
         self._close_done: asyncio.Event | None = None
         # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
@@ -164,6 +113,8 @@ class Room:
         self._roster = RosterBatch(
             name, policy.roster_interval, self._emit, lambda: len(self._participants)
         )
+        self._stage = Stage(name, self.router, self._by_number, policy, self._emit)
+        self._gate = Gate(self)
         self._closed = False
         self.close_reason: str | None = None
         # For close_when_empty: joins between their start and their answer, and
@@ -174,13 +125,13 @@ class Room:
         self._made_for_join = False
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
-        self._demoted_rejoin: dict[str, float] = {}
+        self._demoted_rejoin = Grace()
         # Members demoted that have not left since: the first departure of
         # each (not a removal) opens its grace above, once per demotion.
         self._demoted_present: set[str] = set()
         # Moderators that dropped from the stage, and until when their reconnect
         # comes back on it past max_speakers.
-        self._moderator_rejoin: dict[str, float] = {}
+        self._moderator_rejoin = Grace()
         self._empty_since: float | None = None
         self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room (the one its RTCP carries): nothing
@@ -278,7 +229,7 @@ class Room:
         self._empty_since = None
         joined = False
         try:
-            participant = await self._join(offer, token, identity, role, mixed)
+            participant = await self._gate.join(offer, token, identity, role, mixed)
             joined = True
             self._made_for_join = False  # it had a member: it stays as any room does
             return participant
@@ -290,108 +241,6 @@ class Room:
                 self._made_for_join = False
                 if not joined:
                     self._drop_if_unused()
-
-    async def _join(
-        self,
-        offer: str,
-        token: str | None,
-        identity: str | None,
-        role: Role | None,
-        mixed: bool | None,
-    ) -> Participant:
-        await self.server.admission.turn()
-        if self._closed:
-            raise RoomClosed(f"room {self.name!r} is closed")
-        if role is not None:
-            grants_of(role)  # InvalidSetting for anything but a role's name ("" too)
-        if mixed is not None and not isinstance(mixed, bool):
-            raise InvalidSetting(f"mixed must be True, False or None, got {mixed!r}")
-        asked = role  # what the caller asked for (None: the token's role)
-        claims = self._check_token(token)
-        if claims is not None:
-            if identity is not None and identity != claims.identity:
-                raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
-            identity = claims.identity
-        identity = _member_identity(identity)
-        decision = self._decisions.get(identity, {})
-        decided: Role | None = decision.get("role")
-        if claims is not None:
-            grants = claims.grants
-            if role is None:
-                role = claims.role
-            elif decided is not None and _RANK[role] <= _RANK[decided]:
-                # A moderator's promotion covers it: a promoted member may
-                # rejoin with its token asking for that role or less.
-                grants = grants_of(role) | (claims.grants & {"moderate"})
-            elif not grants_of(role) <= claims.grants | {"subscribe"}:
-                raise NotAllowed(f"the token does not grant the {role!r} role")
-            else:
-                grants = grants_of(role) | (claims.grants & {"moderate"})
-        else:
-            role = role or "listener"
-            grants = grants_of(role)
-        if self.is_banned(identity, claims.token_id if claims is not None else None):
-            raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
-        if identity in self._participants:
-            raise DuplicateIdentity(
-                f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
-            )
-        # A moderator promoted or demoted this identity earlier in this room:
-        # that role stands over the token when it comes back (a reconnect),
-        # unless the caller asks for less (one may always join with fewer rights).
-        base_role, base_grants = role, grants
-        promoted = decided is not None and (asked is None or _RANK[asked] >= _RANK[decided])
-        if decided is not None and promoted:
-            role = decided
-            # The `moderate` grant is the token's to give, not a former one's.
-            grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
-        role, grants = _without_taken_moderate(decision, role, grants)
-        publish = "publish" in grants
-        # A moderator is never refused for capacity: the room is its to run.
-        moderating = "moderate" in grants
-        seated_in_audience = False
-        now = self.server.loop.time()
-        if publish and not self._has_place(True):
-            if moderating and now <= self._moderator_rejoin.get(identity, -1.0):
-                pass  # dropped from the stage a moment ago: back on it, past max_speakers
-            elif moderating:
-                # The stage filled up: in the audience, still moderating; it
-                # takes the stage back with promote(itself, role="moderator")
-                # once a seat is free (a promotion stays decided).
-                role, grants = "listener", grants_of("listener") | {"moderate"}
-                publish = promoted = False
-                seated_in_audience = True
-            elif promoted and "publish" not in base_grants:
-                # Promoted before, and the stage filled up meanwhile: it comes back
-                # with the role it has without the promotion (which stays decided).
-                role, grants = _without_taken_moderate(decision, base_role, base_grants)
-                publish = "publish" in grants
-                promoted = False
-        rejoin_until = self._demoted_rejoin.get(identity)
-        if not moderating and (publish or rejoin_until is None or now > rejoin_until):
-            # (A member a moderator demoted that dropped comes back past
-            # max_listeners for a while, as demote() let it stay: a reconnect.)
-            self._check_capacity(publish)
-        try:
-            participant = self._admit(
-                offer,
-                identity,
-                role,
-                grants,
-                publish,
-                claims.token_id if claims else None,
-                mixed,
-                moderator_muted=bool(decision.get("moderator_muted")),
-                promoted=promoted,
-            )
-        except InvalidOffer:
-            if seated_in_audience:
-                # It can only send (a WHIP publisher): not "a bad offer", a full stage.
-                self._check_capacity(True)
-            raise
-        self._demoted_rejoin.pop(identity, None)
-        self._moderator_rejoin.pop(identity, None)
-        return participant
 
     async def add_speaker(
         self,
@@ -416,111 +265,6 @@ class Room:
         """Answer a listener's offer: it receives up to ``slots`` slot streams
         (or the room mix on its first audio line: see :meth:`join` for ``mixed``)."""
         return await self.join(offer, token=token, identity=identity, role="listener", mixed=mixed)
-
-    def _check_token(self, token: str | None) -> Claims | None:
-        secret = self.server.token_secret
-        if token is None:
-            if self.policy.private:
-                raise NotAllowed(f"room {self.name!r} is private: a join token is required")
-            return None
-        if secret is None:
-            raise NotAllowed("this server does not accept tokens (no token_secret configured)")
-        return verify_token(secret, token, room=self.name)
-
-    def _has_place(self, publish: bool) -> bool:
-        limit = self.policy.max_speakers if publish else self.policy.max_listeners
-        return limit is None or self._counts[publish] < limit
-
-    def _check_capacity(self, publish: bool) -> None:
-        if not self._has_place(publish):
-            if publish:
-                limit, what = self.policy.max_speakers, "speakers"
-            else:
-                limit, what = self.policy.max_listeners, "listeners"
-            raise RoomFull(f"room {self.name!r} is full: it holds at most {limit} {what}")
-
-    def _admit(
-        self,
-        offer_sdp: str,
-        identity: str,
-        role: Role,
-        grants: frozenset[str],
-        publish: bool,
-        token_id: str | None,
-        mixed: bool | None = None,
-        *,
-        moderator_muted: bool = False,
-        promoted: bool = False,
-    ) -> Participant:
-        offer = parse_offer(offer_sdp)
-        # Promoted before a reconnect, its client may offer as a listener:
-        # answer that, and ask it for a sending line like at promotion.
-        negotiation, must_offer = negotiate_or_listen(
-            offer, publish=publish, max_slots=1 if mixed else self.slots, listen_instead=promoted
-        )
-        if mixed is None:
-            # Fewer lines than slots: the mix, or it may hear only someone silent.
-            mixed = 0 < len(negotiation.slots) < self.slots
-            if mixed:
-                negotiation, must_offer = negotiate_or_listen(
-                    offer, publish=publish, max_slots=1, listen_instead=promoted
-                )
-        credentials = IceCredentials.generate()
-        cls = Speaker if publish else Listener
-        participant: Participant = cls(
-            self, identity, next(_participant_numbers), negotiation, role, grants, credentials
-        )
-        participant.token_id = token_id
-        participant.mixed = mixed
-        participant.moderator_muted = moderator_muted
-        if mixed:
-            participant._mix_exclude = participant._own_mix_exclude()
-        participant.answer = self._answer(
-            offer,
-            negotiation,
-            credentials,
-            self._mix_ssrcs(participant._mix_exclude) if mixed else None,
-            participant._session_id,
-        )
-        session = Session(
-            self.server,
-            credentials,
-            offer.ice_ufrag,
-            offer.fingerprints,
-            participant,
-            self.server.loop.time(),
-            offer.ice_pwd,
-        )
-        participant.session = session
-        try:
-            participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
-            self.server._register(session)
-        except BaseException:
-            if participant.publisher is not None:
-                self.router.remove_publisher(participant.publisher)
-                participant.publisher = None
-            if self._mixer is not None:
-                self._mixer.forget(participant.number)  # its mix-minus SSRC, if one was made
-            raise
-        # Nothing after this can fail: the member is in.
-        self._counts[participant.can_publish] += 1
-        self._participants[identity] = participant
-        self._by_number[participant.number] = participant
-        logger.info(
-            "%s joined room %r as %s (%s)",
-            identity,
-            self.name,
-            role,
-            "the mix" if mixed else f"{participant.slot_count} slots",
-        )
-        self._emit(ParticipantJoined(self.name, identity, role))
-        if participant.moderator_muted:
-            # A moderator's mute that outlived a reconnect: everyone sees it again.
-            self._emit_mute(participant, None)
-        self._roster.change(self.server.loop, identity, role, joined=True)
-        if must_offer:
-            self._emit(RoleChanged(self.name, identity, role, None, renegotiate=True))
-        return participant
 
     def _answer(
         self,
@@ -610,7 +354,7 @@ class Room:
         if role == participant.role and grants == participant.grants:
             return participant  # a moderator made moderator: nothing changes, nothing to tell
         if not participant.can_publish and role in ("speaker", "moderator"):
-            self._check_capacity(publish=True)
+            self._gate.check_capacity(publish=True)
         needs_offer = participant.negotiation.publish is None
         self._change_role(participant, role, grants)
         decision = self._decisions.setdefault(identity, {})
@@ -716,8 +460,8 @@ class Room:
         if participant is None:
             if not ban:
                 raise NotFound(f"{identity!r} is not in room {self.name!r}")
-            _member_identity(identity)
-            if identity not in self._banned_identities and len(self._banned_identities) >= MAX_BANS:
+            member_identity(identity)
+            if identity not in self._bans and len(self._bans) >= MAX_BANS:
                 raise InvalidSetting(
                     f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
                 )
@@ -726,29 +470,23 @@ class Room:
         if decision is not None and decision.get("role") in ("speaker", "moderator"):
             del decision["role"]
         if participant is None:
-            self._banned_identities.add(identity)
+            self._bans.add(identity)
             logger.info("%s banned from room %r while absent", identity, self.name)
             return
         if ban:
-            self._banned_identities.add(identity)
-            if participant.token_id is not None:
-                self._banned_tokens[participant.token_id] = identity
+            self._bans.add(identity, participant.token_id)
         self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
         _check_identity(identity)
-        return identity in self._banned_identities or (
-            token_id is not None and token_id in self._banned_tokens
-        )
+        return self._bans.keeps_out(identity, token_id)
 
     def unban(self, identity: str) -> None:
         """Let ``identity`` join again, with the token it was removed with too."""
         _check_identity(identity)
-        self._banned_identities.discard(identity)
-        for token_id in [t for t, who in self._banned_tokens.items() if who == identity]:
-            del self._banned_tokens[token_id]
+        self._bans.discard(identity)
 
     # -- events -------------------------------------------------------------------
 
@@ -776,69 +514,26 @@ class Room:
         """Every member's identity and role, in join order."""
         return [(p.identity, p.role) for p in self._participants.values()]
 
-    # -- the stage -----------------------------------------------------------------
-
-    def _slot_info(self, number: int) -> SlotInfo | None:
-        participant = self._by_number.get(number)
-        if participant is None:
-            return None
-        publisher = participant.publisher
-        ssrc = publisher.ssrc if publisher is not None and publisher.ssrc >= 0 else None
-        level = publisher.level & 0x7F if publisher is not None and publisher.level >= 0 else None
-        return SlotInfo(participant.identity, ssrc, level)
-
-    def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
-        """The stage and dominant speaker as last emitted: a newcomer's snapshot
-        must be what the others were told, or a change back before the next
-        emission (which then emits nothing) would leave it wrong."""
-        holders, dominant = self._stage
-        return self._slots_of(holders), self._identity_of(dominant)
+    # -- the stage (sfu.stage) -----------------------------------------------------
 
     def stage(self) -> tuple[SlotInfo | None, ...]:
         """Who is in each slot right now (``None``: a free slot)."""
-        return self._slots_of(self.router.detector.holders())
-
-    def _slots_of(self, holders: Iterable[int]) -> tuple[SlotInfo | None, ...]:
-        return tuple(self._slot_info(number) if number >= 0 else None for number in holders)
-
-    def _ssrc_of(self, number: int) -> int:
-        participant = self._by_number.get(number)
-        publisher = participant.publisher if participant is not None else None
-        return publisher.ssrc if publisher is not None else -1
-
-    def _identity_of(self, number: int) -> str | None:
-        participant = self._by_number.get(number)
-        return participant.identity if participant is not None else None
+        return self._stage.current()
 
     def active_speakers(self) -> list[tuple[SlotInfo, float]]:
         """The ranked speakers with their score (0..1), best first; the dominant one leads."""
-        ranked = []
-        for number, score in self.router.detector.ranking():
-            info = self._slot_info(number)
-            if info is not None:
-                ranked.append((info, score))
-        return ranked
+        return self._stage.active_speakers()
 
     @property
     def dominant_speaker(self) -> str | None:
-        return self._identity_of(self.router.detector.dominant)
+        return self._stage.dominant
+
+    def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
+        """The stage as last emitted, for a newcomer's snapshot (:meth:`Stage.told`)."""
+        return self._stage.told()
 
     def _check_stage(self, now: float) -> None:
-        """Emit stage events when the stage changed, at most once per ``stage_interval``."""
-        if now - self._stage_emitted < self.policy.stage_interval:
-            return
-        detector = self.router.detector
-        key = (tuple(detector.holders()), detector.dominant)
-        ssrcs = tuple(map(self._ssrc_of, key[0]))
-        if key == self._stage and ssrcs == self._stage_ssrcs:
-            return
-        dominant_changed = key[1] != self._stage[1]
-        self._stage = key
-        self._stage_ssrcs = ssrcs
-        self._stage_emitted = now
-        self._emit(ActiveSpeakersChanged(self.name, self.stage(), self.dominant_speaker))
-        if dominant_changed:
-            self._emit(DominantSpeakerChanged(self.name, self.dominant_speaker))
+        self._stage.check(now)
 
     # -- callbacks from participants ---------------------------------------------
 
@@ -878,11 +573,9 @@ class Room:
         if not reason.startswith("removed") and not self._closed:
             now = self.server.loop.time()
             if demoted:
-                _open_grace(self._demoted_rejoin, participant.identity, now, DEMOTED_REJOIN_GRACE)
+                self._demoted_rejoin.open(participant.identity, now, DEMOTED_REJOIN_GRACE)
             elif participant.can_publish and participant.is_moderator:
-                _open_grace(
-                    self._moderator_rejoin, participant.identity, now, MODERATOR_REJOIN_GRACE
-                )
+                self._moderator_rejoin.open(participant.identity, now, MODERATOR_REJOIN_GRACE)
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)
@@ -946,8 +639,7 @@ class Room:
             self._participants
             or self._joining
             or (self._mixer is not None and self._mixer.running)
-            or self._banned_identities
-            or self._banned_tokens
+            or self._bans
         )
 
     def _close_soon(self, reason: str) -> None:
