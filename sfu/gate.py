@@ -80,7 +80,7 @@ class Gate:
         """A new member for ``offer``, or an error and nothing registered (see Room.join)."""
         room = self.room
         await room.server.admission.turn()
-        if room._closed:
+        if room.closed:
             raise RoomClosed(f"room {room.name!r} is closed")
         if role is not None:
             grants_of(role)  # InvalidSetting for anything but a role's name ("" too)

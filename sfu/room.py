@@ -13,7 +13,6 @@ both are idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._values import check_reason
 from .auth import MAX_NAME_LENGTH, Role, grants_of
+from .closing import Closing
 from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
 from .events import (
     EventStream,
@@ -106,7 +106,6 @@ class Room:
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
         self._bans = Bans()
-        self._close_done: asyncio.Event | None = None
         # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
@@ -115,14 +114,7 @@ class Room:
         )
         self._stage = Stage(name, self.router, self._by_number, policy, self._emit)
         self._gate = Gate(self)
-        self._closed = False
-        self.close_reason: str | None = None
-        # For close_when_empty: joins between their start and their answer, and
-        # since when (housekeeping clock) nothing has held the room.
-        self._joining = 0
-        # Made by a signaling adapter for a join (not by the backend): closed
-        # again when the joins under way for it all fail, until one succeeds.
-        self._made_for_join = False
+        self._closing = Closing(self)
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
         self._demoted_rejoin = Grace()
@@ -132,8 +124,6 @@ class Room:
         # Moderators that dropped from the stage, and until when their reconnect
         # comes back on it past max_speakers.
         self._moderator_rejoin = Grace()
-        self._empty_since: float | None = None
-        self._closing_task: asyncio.Task[None] | None = None
         # A random CNAME per room (the one its RTCP carries): nothing
         # identifying the room goes on the wire.
         self._cname = self.router.cname
@@ -147,7 +137,12 @@ class Room:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closing.closed
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the room closed (None while open)."""
+        return self._closing.reason
 
     # -- members ---------------------------------------------------------------
 
@@ -225,22 +220,14 @@ class Room:
         ``role``, a ``mixed`` that is not a bool) or
         :class:`~sfu.errors.RoomClosed`; nothing is registered when it raises.
         """
-        self._joining += 1  # an empty room does not close under a join
-        self._empty_since = None
+        self._closing.join_started()
         joined = False
         try:
             participant = await self._gate.join(offer, token, identity, role, mixed)
             joined = True
-            self._made_for_join = False  # it had a member: it stays as any room does
             return participant
         finally:
-            self._joining -= 1
-            if self._joining == 0 and self._made_for_join:
-                # The joins it was made for (they may overlap) all failed:
-                # the last one closes it. Decided once: later joins are not its.
-                self._made_for_join = False
-                if not joined:
-                    self._drop_if_unused()
+            self._closing.join_ended(joined)
 
     async def add_speaker(
         self,
@@ -293,7 +280,7 @@ class Room:
 
     def _check_open(self) -> None:
         """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
-        if self._closed:
+        if self.closed:
             raise RoomClosed(f"room {self.name!r} is closed")
 
     def _actor(self, by: str | None) -> None:
@@ -453,7 +440,7 @@ class Room:
         check_reason(reason)
         if not isinstance(ban, bool):
             raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
-        if self._closed:
+        if self.closed:
             # A ban kept on a closed room would bind nothing: a new room has the name.
             raise RoomClosed(f"room {self.name!r} is closed")
         participant = self._participants.get(identity)
@@ -496,7 +483,7 @@ class Room:
         """A new subscription to this room's events (see :class:`EventStream`);
         ``accept``: only the events it returns True for are queued."""
         stream = EventStream(maxsize, accept)
-        if self._closed:
+        if self.closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
         else:
             self._subscribers.add(stream)
@@ -570,7 +557,7 @@ class Room:
         self._demoted_present.discard(participant.identity)
         # A departure that may be a reconnect opens a grace past the caps; a
         # removal is not one.
-        if not reason.startswith("removed") and not self._closed:
+        if not reason.startswith("removed") and not self.closed:
             now = self.server.loop.time()
             if demoted:
                 self._demoted_rejoin.open(participant.identity, now, DEMOTED_REJOIN_GRACE)
@@ -581,7 +568,7 @@ class Room:
             self._mixer.forget(participant.number)
         if self._hands.pop(participant.identity, None) is not None:
             self._emit(HandLowered(self.name, participant.identity, None))
-        self._empty_since = None  # counted from the next tick, not from before this member
+        self._closing.empty_since = None  # counted from the next tick, not from before this member
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._roster.change(self.server.loop, participant.identity, participant.role, left=True)
@@ -592,7 +579,7 @@ class Room:
         """Once a second: receiver reports to speakers, due sender reports to
         receivers; an empty room past ``close_when_empty`` closes."""
         if self.policy.close_when_empty is not None:
-            self._check_empty(now)
+            self._closing.check_empty(now)
         router = self.router
         for participant in self._participants.values():
             publisher = participant.publisher
@@ -633,53 +620,6 @@ class Room:
             self.router.payload_bytes_out + mixer.payload_bytes_out,
         )
 
-    def _held(self) -> bool:
-        """Whether anything keeps this room: members, joins, a live mix or bans."""
-        return bool(
-            self._participants
-            or self._joining
-            or (self._mixer is not None and self._mixer.running)
-            or self._bans
-        )
-
-    def _close_soon(self, reason: str) -> None:
-        # Closed now (the name is free, a join raises RoomClosed); the mixer,
-        # if one was ever made, stops in a task.
-        if self._begin_close(reason):
-            self._closing_task = self.server.loop.create_task(self._finish_close())
-            self._closing_task.add_done_callback(self._closing_done)
-
-    def _check_empty(self, now: float) -> None:
-        if self._held() or self._closed:
-            self._empty_since = None
-            return
-        if self._empty_since is None:
-            self._empty_since = now
-            return
-        assert self.policy.close_when_empty is not None
-        if now - self._empty_since >= self.policy.close_when_empty:
-            logger.info("room %r empty for %.0f s: closing", self.name, now - self._empty_since)
-            self._close_soon("empty")
-
-    def _drop_if_unused(self) -> None:
-        """Close a room that a request made for a join that then failed (or
-        whose client left before its answer), if nothing holds it and nothing
-        was decided in it: a refused request must not leave a room behind."""
-        if not self._closed and not self._held() and not self._decisions:
-            logger.info("room %r closed: the join it was made for failed", self.name)
-            self._close_soon("unused")
-
-    def _closing_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            if self._close_done is not None and not self._close_done.is_set():
-                # Cancelled before it ran (its finally never did): the
-                # bookkeeping now, or server.close() would wait for ever.
-                self.router.close()
-                self._closed_bookkeeping(self.close_reason or "closed")
-            return
-        if task.exception() is not None:
-            logger.error("room %r: closing failed", self.name, exc_info=task.exception())
-
     # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
 
     _mixer: Mixer | None = None
@@ -694,7 +634,7 @@ class Room:
         if self._mixer is None:
             from .media.mixer import Mixer
 
-            if self._closed:
+            if self.closed:
                 raise RoomClosed(f"room {self.name!r} is closed")
             self._mixer = Mixer(
                 self.router,
@@ -734,7 +674,7 @@ class Room:
         """
         from .media.recorder import Recorder
 
-        if self._closed:
+        if self.closed:
             raise RoomClosed(f"room {self.name!r} is closed")
 
         def identity_of(number: int) -> str | None:
@@ -757,64 +697,4 @@ class Room:
         while this one still stops its mixer.
         """
         check_reason(reason)
-        if not self._begin_close(reason):
-            if self._close_done is not None:
-                await self._close_done.wait()
-            return
-        await self._finish_close()
-
-    def _begin_close(self, reason: str) -> bool:
-        """The part of closing that cannot wait: False if already closed."""
-        if self._closed:
-            return False
-        self._closed = True
-        self._close_done = asyncio.Event()
-        self.close_reason = reason
-        if self._mixer is not None:
-            # What the mixer owes up to now (its task lags under load) is mixed
-            # before the speakers go, as recorder.stop() has it: a recording
-            # ends at the close, as its speaker files do.
-            try:
-                self._mixer.catch_up(self.server.loop.time())
-            except Exception:
-                logger.exception("room %r: mixing the last frames before closing failed", self.name)
-        self.server._forget_room(self)
-        self._roster.close()
-        for participant in list(self._participants.values()):
-            participant._close(f"room closed: {reason}")
-        return True
-
-    async def _finish_close(self) -> None:
-        assert self._close_done is not None and self.close_reason is not None
-        reason = self.close_reason
-        try:
-            if self._mixer is not None:
-                await self._mixer.close()  # ends recordings and live streams
-        finally:
-            # Whatever failed above, the room is gone and nobody waits for ever.
-            try:
-                self.router.close()
-            finally:
-                self._closed_bookkeeping(reason)
-
-    def _finish_close_now(self) -> None:
-        """End a close begun but not finished (the server's close was cancelled
-        before it reached this room): the mixer's outputs end now (recordings
-        finished), its task at its next frame (the server's close waits for it)."""
-        if self._close_done is None or self._close_done.is_set():
-            return
-        assert self.close_reason is not None
-        try:
-            if self._mixer is not None:
-                self._mixer._close_now()
-            self.router.close()
-        finally:
-            self._closed_bookkeeping(self.close_reason)
-
-    def _closed_bookkeeping(self, reason: str) -> None:
-        assert self._close_done is not None
-        self.server._room_closed(self)
-        self._close_done.set()
-        logger.info("room %r closed: %s", self.name, reason)
-        self._emit(RoomClosedEvent(self.name, reason))
-        self._subscribers.clear()
+        await self._closing.close(reason)
