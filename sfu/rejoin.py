@@ -2,8 +2,9 @@
 
 :class:`Bans` keeps out those removed with a ban (and the tokens they were
 removed with); a :class:`Grace` lets a member that dropped reconnect past a
-cap for a while, as the room had it. Both are checked by a join
-(:mod:`sfu.gate`); the room decides what goes in them.
+cap for a while, as the room had it. A join (:mod:`sfu.gate`) checks
+both; moderators ban (:mod:`sfu.moderation`), a member's departure opens a
+grace (:class:`~sfu.room.Room`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ and are always allowed.
 
 Closing a room closes its members; closing a member frees its session;
 both are idempotent.
+
+A Room holds what its parts share (members, moderators' decisions, bans,
+rejoin graces) and owns the parts, which its methods delegate to: the join's
+checks and admission (:mod:`sfu.gate`), moderation and raised hands
+(:mod:`sfu.moderation`), the stage (:mod:`sfu.stage`), roster batching
+(:mod:`sfu.roster`) and its closing (:mod:`sfu.closing`); bans and graces are
+:mod:`sfu.rejoin`'s.
 """
 
 from __future__ import annotations
@@ -20,27 +27,25 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._values import check_reason
-from .auth import MAX_NAME_LENGTH, Role, grants_of
+from ._values import check_identity, check_reason
+from .auth import MAX_NAME_LENGTH, Role
 from .closing import Closing
-from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
+from .errors import InvalidSetting, NotFound, RoomClosed
 from .events import (
     EventStream,
-    HandLowered,
-    HandRaised,
     MixerFailed,
     MuteChanged,
     ParticipantConnected,
     ParticipantLeft,
-    ParticipantRemoved,
-    RoleChanged,
     RoomEvent,
     SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
 from .gate import MAX_IDENTITY_LENGTH as MAX_IDENTITY_LENGTH
-from .gate import Gate, member_identity
+from .gate import Gate
 from .media.router import SENDER_REPORT_INTERVAL, Router
+from .moderation import MAX_BANS as MAX_BANS
+from .moderation import Moderation
 from .participant import Participant
 from .policy import RoomPolicy
 from .rejoin import Bans, Grace
@@ -59,9 +64,6 @@ __all__ = ["Room"]
 
 logger = logging.getLogger(__name__)
 
-#: Identities one room keeps banned at most: a ban of someone absent stores a
-#: name a moderator chose, and a room holding bans is not closed when empty.
-MAX_BANS = 1000
 #: Seconds after a member a moderator demoted dropped during which it may come
 #: back past max_listeners (a reconnect: consent timeout plus the client's backoff).
 DEMOTED_REJOIN_GRACE = 60.0
@@ -69,15 +71,6 @@ DEMOTED_REJOIN_GRACE = 60.0
 #: the stage past max_speakers (a reconnect: its seat may have been given away
 #: meanwhile). Later, to a full stage, it joins the audience, still a moderator.
 MODERATOR_REJOIN_GRACE = 60.0
-
-
-def _check_identity(identity: object, name: str = "identity") -> None:
-    """InvalidSetting for an identity that is not a str (a list would raise
-    an unhelpful TypeError in a dict lookup, or pass silently)."""
-    if not isinstance(identity, str):
-        raise InvalidSetting(
-            f"{name} must be a member's identity (str), got {type(identity).__name__}"
-        )
 
 
 class Room:
@@ -104,17 +97,13 @@ class Room:
         self._counts = {True: 0, False: 0}
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
-        self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
-        self._bans = Bans()
         # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
         self._roster = RosterBatch(
             name, policy.roster_interval, self._emit, lambda: len(self._participants)
         )
-        self._stage = Stage(name, self.router, self._by_number, policy, self._emit)
-        self._gate = Gate(self)
-        self._closing = Closing(self)
+        self._bans = Bans()
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
         self._demoted_rejoin = Grace()
@@ -124,6 +113,10 @@ class Room:
         # Moderators that dropped from the stage, and until when their reconnect
         # comes back on it past max_speakers.
         self._moderator_rejoin = Grace()
+        self._stage = Stage(name, self.router, self._by_number, policy, self._emit)
+        self._gate = Gate(self)
+        self._moderation = Moderation(self)
+        self._closing = Closing(self)
         # A random CNAME per room (the one its RTCP carries): nothing
         # identifying the room goes on the wire.
         self._cname = self.router.cname
@@ -160,12 +153,12 @@ class Room:
         return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
-        _check_identity(identity)
+        check_identity(identity)
         return self._participants.get(identity)
 
     def __getitem__(self, identity: str) -> Participant:
         """The member called ``identity``; :class:`~sfu.errors.NotFound` (a ``KeyError``) if absent."""
-        _check_identity(identity)
+        check_identity(identity)
         participant = self._participants.get(identity)
         if participant is None:
             raise NotFound(f"{identity!r} is not in room {self.name!r}")
@@ -276,43 +269,18 @@ class Room:
             session_version=session_version,
         )
 
-    # -- moderation -------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
-        if self.closed:
-            raise RoomClosed(f"room {self.name!r} is closed")
-
-    def _actor(self, by: str | None) -> None:
-        """Check that ``by`` (a member acting through signaling) may moderate."""
-        if by is None:
-            return
-        _check_identity(by, "by")
-        actor = self._participants.get(by)
-        if actor is None or "moderate" not in actor.grants:
-            raise NotAllowed(f"{by!r} is not a moderator of room {self.name!r}")
+    # -- moderation (sfu.moderation) ------------------------------------------------
 
     @property
     def hands(self) -> list[str]:
         """Identities with a raised hand, first raised first."""
-        return list(self._hands)
+        return self._moderation.hands
 
     def raise_hand(self, identity: str) -> None:
-        self._check_open()
-        participant = self[identity]
-        if participant.can_publish or identity in self._hands:
-            return
-        self._hands[identity] = time.time()
-        self._emit(HandRaised(self.name, identity))
+        self._moderation.raise_hand(identity)
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
-        _check_identity(identity)
-        if by == identity:
-            by = None  # the participant's own hand (HandLowered.by is None then)
-        if by is not None:
-            self._actor(by)
-        if self._hands.pop(identity, None) is not None:
-            self._emit(HandLowered(self.name, identity, by))
+        self._moderation.lower_hand(identity, by)
 
     async def promote(
         self, identity: str, *, role: Role = "speaker", by: str | None = None
@@ -328,43 +296,7 @@ class Room:
         and :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
         :meth:`demote`).
         """
-        self._check_open()
-        self._actor(by)
-        if role == "listener":
-            raise InvalidSetting("promote to 'speaker' or 'moderator'; use demote() for 'listener'")
-        participant = self[identity]
-        if role == "speaker" and participant.can_publish:
-            return participant
-        # A listener holding the moderate grant (a moderator token joined as
-        # listener) keeps it, as a join with such a token does.
-        grants = grants_of(role) | (participant.grants & {"moderate"})
-        if role == participant.role and grants == participant.grants:
-            return participant  # a moderator made moderator: nothing changes, nothing to tell
-        if not participant.can_publish and role in ("speaker", "moderator"):
-            self._gate.check_capacity(publish=True)
-        needs_offer = participant.negotiation.publish is None
-        self._change_role(participant, role, grants)
-        decision = self._decisions.setdefault(identity, {})
-        decision["role"] = role
-        self._demoted_present.discard(identity)  # on the stage again: no demoted grace
-        if role == "moderator":
-            decision.pop("moderate", None)  # a demotion's revocation ends
-        if self._hands.pop(identity, None) is not None:
-            # The hand was answered: everyone watching the hands sees it go down.
-            self._emit(HandLowered(self.name, identity, by))
-        logger.info(
-            "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
-        )
-        self._emit(RoleChanged(self.name, identity, role, by, renegotiate=needs_offer))
-        self._roster.change(self.server.loop, identity, role)
-        return participant
-
-    def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
-        self._counts[participant.can_publish] -= 1
-        try:
-            participant._set_role(role, grants)  # unchanged if it raises
-        finally:
-            self._counts[participant.can_publish] += 1
+        return self._moderation.promote(identity, role, by)
 
     async def demote(self, identity: str, *, by: str | None = None) -> Participant:
         """Send a speaker back to the audience: silent from its next packet on.
@@ -377,46 +309,14 @@ class Room:
         only when it has a sending line to drop: a member promoted that never
         renegotiated (it never took its speaker line) is not asked.
         """
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        # Anyone but a plain listener: a listener with `moderate` (a moderator
-        # listening, e.g. through WHEP) only loses the grant, keeping its media.
-        if not participant.can_publish and participant.role == "listener":
-            if not participant.is_moderator:
-                return participant
-        # Its client drops its sending line only if it has one: one promoted
-        # that never renegotiated (never took its speaker line) has nothing to drop.
-        renegotiate = participant.negotiation.publish is not None
-        # (A listener token widened with publish can speak: demoting it takes that away.)
-        self._change_role(participant, "listener", grants_of("listener"))
-        # The `moderate` grant goes too, and stays gone when the same token
-        # comes back; promote(role="moderator") gives it again.
-        self._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
-        self._demoted_present.add(identity)
-        if renegotiate:
-            participant._offer_asked_as_listener = True
-        logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
-        self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=renegotiate))
-        self._roster.change(self.server.loop, identity, "listener")
-        return participant
+        return self._moderation.demote(identity, by)
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
         """Server-side mute: the speaker's packets are not forwarded and do not rank."""
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        self._decisions.setdefault(identity, {})["moderator_muted"] = True
-        if participant._set_muted(True):
-            self._emit_mute(participant, by)
+        self._moderation.set_muted(identity, True, by)
 
     async def unmute(self, identity: str, *, by: str | None = None) -> None:
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        self._decisions.setdefault(identity, {})["moderator_muted"] = False
-        if participant._set_muted(False):
-            self._emit_mute(participant, by)
+        self._moderation.set_muted(identity, False, by)
 
     async def remove(
         self,
@@ -435,44 +335,16 @@ class Room:
         back, it has the role its token (or the backend) gives; a demotion
         and a moderator's mute stay.
         """
-        self._actor(by)
-        _check_identity(identity)
-        check_reason(reason)
-        if not isinstance(ban, bool):
-            raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
-        if self.closed:
-            # A ban kept on a closed room would bind nothing: a new room has the name.
-            raise RoomClosed(f"room {self.name!r} is closed")
-        participant = self._participants.get(identity)
-        if participant is None:
-            if not ban:
-                raise NotFound(f"{identity!r} is not in room {self.name!r}")
-            member_identity(identity)
-            if identity not in self._bans and len(self._bans) >= MAX_BANS:
-                raise InvalidSetting(
-                    f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
-                )
-        # Checked: from here the removal happens, and it ends a promotion.
-        decision = self._decisions.get(identity)
-        if decision is not None and decision.get("role") in ("speaker", "moderator"):
-            del decision["role"]
-        if participant is None:
-            self._bans.add(identity)
-            logger.info("%s banned from room %r while absent", identity, self.name)
-            return
-        if ban:
-            self._bans.add(identity, participant.token_id)
-        self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
-        participant._close(f"removed: {reason}")
+        self._moderation.remove(identity, reason, by, ban)
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
-        _check_identity(identity)
+        check_identity(identity)
         return self._bans.keeps_out(identity, token_id)
 
     def unban(self, identity: str) -> None:
         """Let ``identity`` join again, with the token it was removed with too."""
-        _check_identity(identity)
+        check_identity(identity)
         self._bans.discard(identity)
 
     # -- events -------------------------------------------------------------------
@@ -566,8 +438,7 @@ class Room:
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)
-        if self._hands.pop(participant.identity, None) is not None:
-            self._emit(HandLowered(self.name, participant.identity, None))
+        self._moderation.drop_hand(participant.identity, None)
         self._closing.empty_since = None  # counted from the next tick, not from before this member
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
