@@ -179,8 +179,8 @@ class LagMonitor:
 #: HTTP offer (aiohttp), the event loop and the kernel's socket work.
 PHASES: list[tuple[str, str, str]] = [
     ("stun binding requests", "sfu.transport.server:Server", "_stun_received"),
-    ("offer: Room._admit", "sfu.room:Room", "_admit"),
-    ("  parse_offer", "sfu.room", "parse_offer"),
+    ("offer: Gate.admit", "sfu.gate:Gate", "admit"),
+    ("  parse_offer", "sfu.gate", "parse_offer"),
     ("  Session (and its DtlsServer)", "sfu.transport.session:Session", "__init__"),
     ("dtls handshake datagrams", "sfu.transport.session:Session", "receive_dtls"),
     ("  OpenSSL do_handshake", "sfu.transport.openssl_session:OpenSslSession", "do_handshake"),

@@ -11,7 +11,7 @@ import math
 
 from .errors import InvalidSetting
 
-__all__ = ["check_reason", "is_int", "is_number", "refilled"]
+__all__ = ["check_identity", "check_reason", "is_int", "is_number", "refilled"]
 
 
 def is_int(value: object) -> bool:
@@ -27,6 +27,15 @@ def is_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int past 1.8e308
         return False
+
+
+def check_identity(identity: object, name: str = "identity") -> None:
+    """InvalidSetting for an identity that is not a str (a list would raise
+    an unhelpful TypeError in a dict lookup, or pass silently)."""
+    if not isinstance(identity, str):
+        raise InvalidSetting(
+            f"{name} must be a member's identity (str), got {type(identity).__name__}"
+        )
 
 
 def check_reason(reason: object) -> None:

@@ -9,55 +9,51 @@ and are always allowed.
 
 Closing a room closes its members; closing a member frees its session;
 both are idempotent.
+
+A Room holds what its parts share (members, moderators' decisions, bans,
+rejoin graces) and owns the parts, which its methods delegate to: the join's
+checks and admission (:mod:`sfu.gate`), moderation and raised hands
+(:mod:`sfu.moderation`), the stage (:mod:`sfu.stage`), roster batching
+(:mod:`sfu.roster`) and its closing (:mod:`sfu.closing`); bans and graces are
+:mod:`sfu.rejoin`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._values import check_reason
-from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
-from .errors import (
-    DuplicateIdentity,
-    InvalidOffer,
-    InvalidSetting,
-    NotAllowed,
-    NotFound,
-    RoomClosed,
-    RoomFull,
-)
+from ._values import check_identity, check_reason
+from .auth import MAX_NAME_LENGTH, Role
+from .closing import Closing
+from .errors import InvalidSetting, NotFound, RoomClosed
 from .events import (
-    ActiveSpeakersChanged,
-    DominantSpeakerChanged,
     EventStream,
-    HandLowered,
-    HandRaised,
     MixerFailed,
     MuteChanged,
     ParticipantConnected,
-    ParticipantJoined,
     ParticipantLeft,
-    ParticipantRemoved,
-    RoleChanged,
     RoomEvent,
     SlotInfo,
 )
 from .events import RoomClosed as RoomClosedEvent
+from .gate import MAX_IDENTITY_LENGTH as MAX_IDENTITY_LENGTH
+from .gate import Gate
 from .media.router import SENDER_REPORT_INTERVAL, Router
-from .participant import Listener, Participant, Speaker
+from .moderation import MAX_BANS as MAX_BANS
+from .moderation import Moderation
+from .participant import Participant
 from .policy import RoomPolicy
+from .rejoin import Bans, Grace
 from .roster import RosterBatch
-from .transport.answer import Negotiation, build_answer, negotiate_or_listen
+from .stage import Stage
+from .transport.answer import Negotiation, build_answer
 from .transport.ice import IceCredentials
-from .transport.sdp import Offer, parse_offer
-from .transport.session import Session
+from .transport.sdp import Offer
 
 if TYPE_CHECKING:
     from .media.mixer import Mixer
@@ -68,10 +64,6 @@ __all__ = ["Room"]
 
 logger = logging.getLogger(__name__)
 
-MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
-#: Identities one room keeps banned at most: a ban of someone absent stores a
-#: name a moderator chose, and a room holding bans is not closed when empty.
-MAX_BANS = 1000
 #: Seconds after a member a moderator demoted dropped during which it may come
 #: back past max_listeners (a reconnect: consent timeout plus the client's backoff).
 DEMOTED_REJOIN_GRACE = 60.0
@@ -79,49 +71,6 @@ DEMOTED_REJOIN_GRACE = 60.0
 #: the stage past max_speakers (a reconnect: its seat may have been given away
 #: meanwhile). Later, to a full stage, it joins the audience, still a moderator.
 MODERATOR_REJOIN_GRACE = 60.0
-
-
-def _open_grace(table: dict[str, float], identity: str, now: float, seconds: float) -> None:
-    """``identity`` may come back past a cap until ``now + seconds``; past graces go."""
-    for stale in [name for name, until in table.items() if until <= now]:
-        del table[stale]
-    table[identity] = now + seconds
-
-
-#: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
-_RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
-_participant_numbers = itertools.count(1)
-
-
-def _check_identity(identity: object, name: str = "identity") -> None:
-    """InvalidSetting for an identity that is not a str (a list would raise
-    an unhelpful TypeError in a dict lookup, or pass silently)."""
-    if not isinstance(identity, str):
-        raise InvalidSetting(
-            f"{name} must be a member's identity (str), got {type(identity).__name__}"
-        )
-
-
-def _without_taken_moderate(
-    decision: dict[str, Any], role: Role, grants: frozenset[str]
-) -> tuple[Role, frozenset[str]]:
-    """``role`` and ``grants`` less the `moderate` grant a demotion took: a
-    token does not give it back (and a moderator without it is a speaker)."""
-    if decision.get("moderate") is False:
-        grants = grants - {"moderate"}
-        if role == "moderator":
-            role = "speaker" if "publish" in grants else "listener"
-    return role, grants
-
-
-def _member_identity(identity: object) -> str:
-    """``identity`` if it could be a member's (a join's, or a ban's of someone
-    absent: no member can have another); InvalidSetting otherwise."""
-    if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
-        raise InvalidSetting(
-            f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
-        )
-    return identity
 
 
 class Room:
@@ -146,43 +95,28 @@ class Room:
         self._by_number: dict[int, Participant] = {}
         # Members allowed to publish (True) and the others (False), for capacity checks in O(1).
         self._counts = {True: 0, False: 0}
-        # Holders and dominant as last emitted: an empty stage is not news.
-        self._stage: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
-        # The holders' SSRCs as last emitted: receivers name a slot's voice by
-        # its CSRC through them, so a holder moving to another SSRC is news.
-        self._stage_ssrcs: tuple[int, ...] = (-1,) * policy.slots
-        self._stage_emitted = 0.0
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
-        self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
-        self._banned_identities: set[str] = set()
-        self._banned_tokens: dict[str, str] = {}  # token id -> the identity it was for
-        self._close_done: asyncio.Event | None = None
         # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
         self._roster = RosterBatch(
             name, policy.roster_interval, self._emit, lambda: len(self._participants)
         )
-        self._closed = False
-        self.close_reason: str | None = None
-        # For close_when_empty: joins between their start and their answer, and
-        # since when (housekeeping clock) nothing has held the room.
-        self._joining = 0
-        # Made by a signaling adapter for a join (not by the backend): closed
-        # again when the joins under way for it all fail, until one succeeds.
-        self._made_for_join = False
+        self._bans = Bans()
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
-        self._demoted_rejoin: dict[str, float] = {}
+        self._demoted_rejoin = Grace()
         # Members demoted that have not left since: the first departure of
         # each (not a removal) opens its grace above, once per demotion.
         self._demoted_present: set[str] = set()
         # Moderators that dropped from the stage, and until when their reconnect
         # comes back on it past max_speakers.
-        self._moderator_rejoin: dict[str, float] = {}
-        self._empty_since: float | None = None
-        self._closing_task: asyncio.Task[None] | None = None
+        self._moderator_rejoin = Grace()
+        self._stage = Stage(name, self.router, self._by_number, policy, self._emit)
+        self._gate = Gate(self)
+        self._moderation = Moderation(self)
+        self._closing = Closing(self)
         # A random CNAME per room (the one its RTCP carries): nothing
         # identifying the room goes on the wire.
         self._cname = self.router.cname
@@ -196,7 +130,12 @@ class Room:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closing.closed
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the room closed (None while open)."""
+        return self._closing.reason
 
     # -- members ---------------------------------------------------------------
 
@@ -214,12 +153,12 @@ class Room:
         return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
-        _check_identity(identity)
+        check_identity(identity)
         return self._participants.get(identity)
 
     def __getitem__(self, identity: str) -> Participant:
         """The member called ``identity``; :class:`~sfu.errors.NotFound` (a ``KeyError``) if absent."""
-        _check_identity(identity)
+        check_identity(identity)
         participant = self._participants.get(identity)
         if participant is None:
             raise NotFound(f"{identity!r} is not in room {self.name!r}")
@@ -274,124 +213,14 @@ class Room:
         ``role``, a ``mixed`` that is not a bool) or
         :class:`~sfu.errors.RoomClosed`; nothing is registered when it raises.
         """
-        self._joining += 1  # an empty room does not close under a join
-        self._empty_since = None
+        self._closing.join_started()
         joined = False
         try:
-            participant = await self._join(offer, token, identity, role, mixed)
+            participant = await self._gate.join(offer, token, identity, role, mixed)
             joined = True
-            self._made_for_join = False  # it had a member: it stays as any room does
             return participant
         finally:
-            self._joining -= 1
-            if self._joining == 0 and self._made_for_join:
-                # The joins it was made for (they may overlap) all failed:
-                # the last one closes it. Decided once: later joins are not its.
-                self._made_for_join = False
-                if not joined:
-                    self._drop_if_unused()
-
-    async def _join(
-        self,
-        offer: str,
-        token: str | None,
-        identity: str | None,
-        role: Role | None,
-        mixed: bool | None,
-    ) -> Participant:
-        await self.server.admission.turn()
-        if self._closed:
-            raise RoomClosed(f"room {self.name!r} is closed")
-        if role is not None:
-            grants_of(role)  # InvalidSetting for anything but a role's name ("" too)
-        if mixed is not None and not isinstance(mixed, bool):
-            raise InvalidSetting(f"mixed must be True, False or None, got {mixed!r}")
-        asked = role  # what the caller asked for (None: the token's role)
-        claims = self._check_token(token)
-        if claims is not None:
-            if identity is not None and identity != claims.identity:
-                raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
-            identity = claims.identity
-        identity = _member_identity(identity)
-        decision = self._decisions.get(identity, {})
-        decided: Role | None = decision.get("role")
-        if claims is not None:
-            grants = claims.grants
-            if role is None:
-                role = claims.role
-            elif decided is not None and _RANK[role] <= _RANK[decided]:
-                # A moderator's promotion covers it: a promoted member may
-                # rejoin with its token asking for that role or less.
-                grants = grants_of(role) | (claims.grants & {"moderate"})
-            elif not grants_of(role) <= claims.grants | {"subscribe"}:
-                raise NotAllowed(f"the token does not grant the {role!r} role")
-            else:
-                grants = grants_of(role) | (claims.grants & {"moderate"})
-        else:
-            role = role or "listener"
-            grants = grants_of(role)
-        if self.is_banned(identity, claims.token_id if claims is not None else None):
-            raise NotAllowed(f"{identity!r} was removed from room {self.name!r} and may not rejoin")
-        if identity in self._participants:
-            raise DuplicateIdentity(
-                f"{identity!r} is already in room {self.name!r}; pick another identity or close the other one"
-            )
-        # A moderator promoted or demoted this identity earlier in this room:
-        # that role stands over the token when it comes back (a reconnect),
-        # unless the caller asks for less (one may always join with fewer rights).
-        base_role, base_grants = role, grants
-        promoted = decided is not None and (asked is None or _RANK[asked] >= _RANK[decided])
-        if decided is not None and promoted:
-            role = decided
-            # The `moderate` grant is the token's to give, not a former one's.
-            grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
-        role, grants = _without_taken_moderate(decision, role, grants)
-        publish = "publish" in grants
-        # A moderator is never refused for capacity: the room is its to run.
-        moderating = "moderate" in grants
-        seated_in_audience = False
-        now = self.server.loop.time()
-        if publish and not self._has_place(True):
-            if moderating and now <= self._moderator_rejoin.get(identity, -1.0):
-                pass  # dropped from the stage a moment ago: back on it, past max_speakers
-            elif moderating:
-                # The stage filled up: in the audience, still moderating; it
-                # takes the stage back with promote(itself, role="moderator")
-                # once a seat is free (a promotion stays decided).
-                role, grants = "listener", grants_of("listener") | {"moderate"}
-                publish = promoted = False
-                seated_in_audience = True
-            elif promoted and "publish" not in base_grants:
-                # Promoted before, and the stage filled up meanwhile: it comes back
-                # with the role it has without the promotion (which stays decided).
-                role, grants = _without_taken_moderate(decision, base_role, base_grants)
-                publish = "publish" in grants
-                promoted = False
-        rejoin_until = self._demoted_rejoin.get(identity)
-        if not moderating and (publish or rejoin_until is None or now > rejoin_until):
-            # (A member a moderator demoted that dropped comes back past
-            # max_listeners for a while, as demote() let it stay: a reconnect.)
-            self._check_capacity(publish)
-        try:
-            participant = self._admit(
-                offer,
-                identity,
-                role,
-                grants,
-                publish,
-                claims.token_id if claims else None,
-                mixed,
-                moderator_muted=bool(decision.get("moderator_muted")),
-                promoted=promoted,
-            )
-        except InvalidOffer:
-            if seated_in_audience:
-                # It can only send (a WHIP publisher): not "a bad offer", a full stage.
-                self._check_capacity(True)
-            raise
-        self._demoted_rejoin.pop(identity, None)
-        self._moderator_rejoin.pop(identity, None)
-        return participant
+            self._closing.join_ended(joined)
 
     async def add_speaker(
         self,
@@ -417,111 +246,6 @@ class Room:
         (or the room mix on its first audio line: see :meth:`join` for ``mixed``)."""
         return await self.join(offer, token=token, identity=identity, role="listener", mixed=mixed)
 
-    def _check_token(self, token: str | None) -> Claims | None:
-        secret = self.server.token_secret
-        if token is None:
-            if self.policy.private:
-                raise NotAllowed(f"room {self.name!r} is private: a join token is required")
-            return None
-        if secret is None:
-            raise NotAllowed("this server does not accept tokens (no token_secret configured)")
-        return verify_token(secret, token, room=self.name)
-
-    def _has_place(self, publish: bool) -> bool:
-        limit = self.policy.max_speakers if publish else self.policy.max_listeners
-        return limit is None or self._counts[publish] < limit
-
-    def _check_capacity(self, publish: bool) -> None:
-        if not self._has_place(publish):
-            if publish:
-                limit, what = self.policy.max_speakers, "speakers"
-            else:
-                limit, what = self.policy.max_listeners, "listeners"
-            raise RoomFull(f"room {self.name!r} is full: it holds at most {limit} {what}")
-
-    def _admit(
-        self,
-        offer_sdp: str,
-        identity: str,
-        role: Role,
-        grants: frozenset[str],
-        publish: bool,
-        token_id: str | None,
-        mixed: bool | None = None,
-        *,
-        moderator_muted: bool = False,
-        promoted: bool = False,
-    ) -> Participant:
-        offer = parse_offer(offer_sdp)
-        # Promoted before a reconnect, its client may offer as a listener:
-        # answer that, and ask it for a sending line like at promotion.
-        negotiation, must_offer = negotiate_or_listen(
-            offer, publish=publish, max_slots=1 if mixed else self.slots, listen_instead=promoted
-        )
-        if mixed is None:
-            # Fewer lines than slots: the mix, or it may hear only someone silent.
-            mixed = 0 < len(negotiation.slots) < self.slots
-            if mixed:
-                negotiation, must_offer = negotiate_or_listen(
-                    offer, publish=publish, max_slots=1, listen_instead=promoted
-                )
-        credentials = IceCredentials.generate()
-        cls = Speaker if publish else Listener
-        participant: Participant = cls(
-            self, identity, next(_participant_numbers), negotiation, role, grants, credentials
-        )
-        participant.token_id = token_id
-        participant.mixed = mixed
-        participant.moderator_muted = moderator_muted
-        if mixed:
-            participant._mix_exclude = participant._own_mix_exclude()
-        participant.answer = self._answer(
-            offer,
-            negotiation,
-            credentials,
-            self._mix_ssrcs(participant._mix_exclude) if mixed else None,
-            participant._session_id,
-        )
-        session = Session(
-            self.server,
-            credentials,
-            offer.ice_ufrag,
-            offer.fingerprints,
-            participant,
-            self.server.loop.time(),
-            offer.ice_pwd,
-        )
-        participant.session = session
-        try:
-            participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
-            self.server._register(session)
-        except BaseException:
-            if participant.publisher is not None:
-                self.router.remove_publisher(participant.publisher)
-                participant.publisher = None
-            if self._mixer is not None:
-                self._mixer.forget(participant.number)  # its mix-minus SSRC, if one was made
-            raise
-        # Nothing after this can fail: the member is in.
-        self._counts[participant.can_publish] += 1
-        self._participants[identity] = participant
-        self._by_number[participant.number] = participant
-        logger.info(
-            "%s joined room %r as %s (%s)",
-            identity,
-            self.name,
-            role,
-            "the mix" if mixed else f"{participant.slot_count} slots",
-        )
-        self._emit(ParticipantJoined(self.name, identity, role))
-        if participant.moderator_muted:
-            # A moderator's mute that outlived a reconnect: everyone sees it again.
-            self._emit_mute(participant, None)
-        self._roster.change(self.server.loop, identity, role, joined=True)
-        if must_offer:
-            self._emit(RoleChanged(self.name, identity, role, None, renegotiate=True))
-        return participant
-
     def _answer(
         self,
         offer: Offer,
@@ -545,43 +269,18 @@ class Room:
             session_version=session_version,
         )
 
-    # -- moderation -------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
-        if self._closed:
-            raise RoomClosed(f"room {self.name!r} is closed")
-
-    def _actor(self, by: str | None) -> None:
-        """Check that ``by`` (a member acting through signaling) may moderate."""
-        if by is None:
-            return
-        _check_identity(by, "by")
-        actor = self._participants.get(by)
-        if actor is None or "moderate" not in actor.grants:
-            raise NotAllowed(f"{by!r} is not a moderator of room {self.name!r}")
+    # -- moderation (sfu.moderation) ------------------------------------------------
 
     @property
     def hands(self) -> list[str]:
         """Identities with a raised hand, first raised first."""
-        return list(self._hands)
+        return self._moderation.hands
 
     def raise_hand(self, identity: str) -> None:
-        self._check_open()
-        participant = self[identity]
-        if participant.can_publish or identity in self._hands:
-            return
-        self._hands[identity] = time.time()
-        self._emit(HandRaised(self.name, identity))
+        self._moderation.raise_hand(identity)
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
-        _check_identity(identity)
-        if by == identity:
-            by = None  # the participant's own hand (HandLowered.by is None then)
-        if by is not None:
-            self._actor(by)
-        if self._hands.pop(identity, None) is not None:
-            self._emit(HandLowered(self.name, identity, by))
+        self._moderation.lower_hand(identity, by)
 
     async def promote(
         self, identity: str, *, role: Role = "speaker", by: str | None = None
@@ -597,43 +296,7 @@ class Room:
         and :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
         :meth:`demote`).
         """
-        self._check_open()
-        self._actor(by)
-        if role == "listener":
-            raise InvalidSetting("promote to 'speaker' or 'moderator'; use demote() for 'listener'")
-        participant = self[identity]
-        if role == "speaker" and participant.can_publish:
-            return participant
-        # A listener holding the moderate grant (a moderator token joined as
-        # listener) keeps it, as a join with such a token does.
-        grants = grants_of(role) | (participant.grants & {"moderate"})
-        if role == participant.role and grants == participant.grants:
-            return participant  # a moderator made moderator: nothing changes, nothing to tell
-        if not participant.can_publish and role in ("speaker", "moderator"):
-            self._check_capacity(publish=True)
-        needs_offer = participant.negotiation.publish is None
-        self._change_role(participant, role, grants)
-        decision = self._decisions.setdefault(identity, {})
-        decision["role"] = role
-        self._demoted_present.discard(identity)  # on the stage again: no demoted grace
-        if role == "moderator":
-            decision.pop("moderate", None)  # a demotion's revocation ends
-        if self._hands.pop(identity, None) is not None:
-            # The hand was answered: everyone watching the hands sees it go down.
-            self._emit(HandLowered(self.name, identity, by))
-        logger.info(
-            "%s promoted to %s in room %r by %s", identity, role, self.name, by or "the backend"
-        )
-        self._emit(RoleChanged(self.name, identity, role, by, renegotiate=needs_offer))
-        self._roster.change(self.server.loop, identity, role)
-        return participant
-
-    def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
-        self._counts[participant.can_publish] -= 1
-        try:
-            participant._set_role(role, grants)  # unchanged if it raises
-        finally:
-            self._counts[participant.can_publish] += 1
+        return self._moderation.promote(identity, role, by)
 
     async def demote(self, identity: str, *, by: str | None = None) -> Participant:
         """Send a speaker back to the audience: silent from its next packet on.
@@ -646,46 +309,14 @@ class Room:
         only when it has a sending line to drop: a member promoted that never
         renegotiated (it never took its speaker line) is not asked.
         """
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        # Anyone but a plain listener: a listener with `moderate` (a moderator
-        # listening, e.g. through WHEP) only loses the grant, keeping its media.
-        if not participant.can_publish and participant.role == "listener":
-            if not participant.is_moderator:
-                return participant
-        # Its client drops its sending line only if it has one: one promoted
-        # that never renegotiated (never took its speaker line) has nothing to drop.
-        renegotiate = participant.negotiation.publish is not None
-        # (A listener token widened with publish can speak: demoting it takes that away.)
-        self._change_role(participant, "listener", grants_of("listener"))
-        # The `moderate` grant goes too, and stays gone when the same token
-        # comes back; promote(role="moderator") gives it again.
-        self._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
-        self._demoted_present.add(identity)
-        if renegotiate:
-            participant._offer_asked_as_listener = True
-        logger.info("%s demoted in room %r by %s", identity, self.name, by or "the backend")
-        self._emit(RoleChanged(self.name, identity, "listener", by, renegotiate=renegotiate))
-        self._roster.change(self.server.loop, identity, "listener")
-        return participant
+        return self._moderation.demote(identity, by)
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
         """Server-side mute: the speaker's packets are not forwarded and do not rank."""
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        self._decisions.setdefault(identity, {})["moderator_muted"] = True
-        if participant._set_muted(True):
-            self._emit_mute(participant, by)
+        self._moderation.set_muted(identity, True, by)
 
     async def unmute(self, identity: str, *, by: str | None = None) -> None:
-        self._check_open()
-        self._actor(by)
-        participant = self[identity]
-        self._decisions.setdefault(identity, {})["moderator_muted"] = False
-        if participant._set_muted(False):
-            self._emit_mute(participant, by)
+        self._moderation.set_muted(identity, False, by)
 
     async def remove(
         self,
@@ -704,51 +335,17 @@ class Room:
         back, it has the role its token (or the backend) gives; a demotion
         and a moderator's mute stay.
         """
-        self._actor(by)
-        _check_identity(identity)
-        check_reason(reason)
-        if not isinstance(ban, bool):
-            raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
-        if self._closed:
-            # A ban kept on a closed room would bind nothing: a new room has the name.
-            raise RoomClosed(f"room {self.name!r} is closed")
-        participant = self._participants.get(identity)
-        if participant is None:
-            if not ban:
-                raise NotFound(f"{identity!r} is not in room {self.name!r}")
-            _member_identity(identity)
-            if identity not in self._banned_identities and len(self._banned_identities) >= MAX_BANS:
-                raise InvalidSetting(
-                    f"room {self.name!r} holds {MAX_BANS} bans already: unban someone first"
-                )
-        # Checked: from here the removal happens, and it ends a promotion.
-        decision = self._decisions.get(identity)
-        if decision is not None and decision.get("role") in ("speaker", "moderator"):
-            del decision["role"]
-        if participant is None:
-            self._banned_identities.add(identity)
-            logger.info("%s banned from room %r while absent", identity, self.name)
-            return
-        if ban:
-            self._banned_identities.add(identity)
-            if participant.token_id is not None:
-                self._banned_tokens[participant.token_id] = identity
-        self._emit(ParticipantRemoved(self.name, identity, reason, by, ban))
-        participant._close(f"removed: {reason}")
+        self._moderation.remove(identity, reason, by, ban)
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
-        _check_identity(identity)
-        return identity in self._banned_identities or (
-            token_id is not None and token_id in self._banned_tokens
-        )
+        check_identity(identity)
+        return self._bans.keeps_out(identity, token_id)
 
     def unban(self, identity: str) -> None:
         """Let ``identity`` join again, with the token it was removed with too."""
-        _check_identity(identity)
-        self._banned_identities.discard(identity)
-        for token_id in [t for t, who in self._banned_tokens.items() if who == identity]:
-            del self._banned_tokens[token_id]
+        check_identity(identity)
+        self._bans.discard(identity)
 
     # -- events -------------------------------------------------------------------
 
@@ -758,7 +355,7 @@ class Room:
         """A new subscription to this room's events (see :class:`EventStream`);
         ``accept``: only the events it returns True for are queued."""
         stream = EventStream(maxsize, accept)
-        if self._closed:
+        if self.closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
         else:
             self._subscribers.add(stream)
@@ -776,69 +373,26 @@ class Room:
         """Every member's identity and role, in join order."""
         return [(p.identity, p.role) for p in self._participants.values()]
 
-    # -- the stage -----------------------------------------------------------------
-
-    def _slot_info(self, number: int) -> SlotInfo | None:
-        participant = self._by_number.get(number)
-        if participant is None:
-            return None
-        publisher = participant.publisher
-        ssrc = publisher.ssrc if publisher is not None and publisher.ssrc >= 0 else None
-        level = publisher.level & 0x7F if publisher is not None and publisher.level >= 0 else None
-        return SlotInfo(participant.identity, ssrc, level)
-
-    def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
-        """The stage and dominant speaker as last emitted: a newcomer's snapshot
-        must be what the others were told, or a change back before the next
-        emission (which then emits nothing) would leave it wrong."""
-        holders, dominant = self._stage
-        return self._slots_of(holders), self._identity_of(dominant)
+    # -- the stage (sfu.stage) -----------------------------------------------------
 
     def stage(self) -> tuple[SlotInfo | None, ...]:
         """Who is in each slot right now (``None``: a free slot)."""
-        return self._slots_of(self.router.detector.holders())
-
-    def _slots_of(self, holders: Iterable[int]) -> tuple[SlotInfo | None, ...]:
-        return tuple(self._slot_info(number) if number >= 0 else None for number in holders)
-
-    def _ssrc_of(self, number: int) -> int:
-        participant = self._by_number.get(number)
-        publisher = participant.publisher if participant is not None else None
-        return publisher.ssrc if publisher is not None else -1
-
-    def _identity_of(self, number: int) -> str | None:
-        participant = self._by_number.get(number)
-        return participant.identity if participant is not None else None
+        return self._stage.current()
 
     def active_speakers(self) -> list[tuple[SlotInfo, float]]:
         """The ranked speakers with their score (0..1), best first; the dominant one leads."""
-        ranked = []
-        for number, score in self.router.detector.ranking():
-            info = self._slot_info(number)
-            if info is not None:
-                ranked.append((info, score))
-        return ranked
+        return self._stage.active_speakers()
 
     @property
     def dominant_speaker(self) -> str | None:
-        return self._identity_of(self.router.detector.dominant)
+        return self._stage.dominant
+
+    def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
+        """The stage as last emitted, for a newcomer's snapshot (:meth:`Stage.told`)."""
+        return self._stage.told()
 
     def _check_stage(self, now: float) -> None:
-        """Emit stage events when the stage changed, at most once per ``stage_interval``."""
-        if now - self._stage_emitted < self.policy.stage_interval:
-            return
-        detector = self.router.detector
-        key = (tuple(detector.holders()), detector.dominant)
-        ssrcs = tuple(map(self._ssrc_of, key[0]))
-        if key == self._stage and ssrcs == self._stage_ssrcs:
-            return
-        dominant_changed = key[1] != self._stage[1]
-        self._stage = key
-        self._stage_ssrcs = ssrcs
-        self._stage_emitted = now
-        self._emit(ActiveSpeakersChanged(self.name, self.stage(), self.dominant_speaker))
-        if dominant_changed:
-            self._emit(DominantSpeakerChanged(self.name, self.dominant_speaker))
+        self._stage.check(now)
 
     # -- callbacks from participants ---------------------------------------------
 
@@ -875,20 +429,17 @@ class Room:
         self._demoted_present.discard(participant.identity)
         # A departure that may be a reconnect opens a grace past the caps; a
         # removal is not one.
-        if not reason.startswith("removed") and not self._closed:
+        if not reason.startswith("removed") and not self.closed:
             now = self.server.loop.time()
             if demoted:
-                _open_grace(self._demoted_rejoin, participant.identity, now, DEMOTED_REJOIN_GRACE)
+                self._demoted_rejoin.open(participant.identity, now, DEMOTED_REJOIN_GRACE)
             elif participant.can_publish and participant.is_moderator:
-                _open_grace(
-                    self._moderator_rejoin, participant.identity, now, MODERATOR_REJOIN_GRACE
-                )
+                self._moderator_rejoin.open(participant.identity, now, MODERATOR_REJOIN_GRACE)
         participant._detach()
         if self._mixer is not None:
             self._mixer.forget(participant.number)
-        if self._hands.pop(participant.identity, None) is not None:
-            self._emit(HandLowered(self.name, participant.identity, None))
-        self._empty_since = None  # counted from the next tick, not from before this member
+        self._moderation.drop_hand(participant.identity, None)
+        self._closing.empty_since = None  # counted from the next tick, not from before this member
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._roster.change(self.server.loop, participant.identity, participant.role, left=True)
@@ -899,7 +450,7 @@ class Room:
         """Once a second: receiver reports to speakers, due sender reports to
         receivers; an empty room past ``close_when_empty`` closes."""
         if self.policy.close_when_empty is not None:
-            self._check_empty(now)
+            self._closing.check_empty(now)
         router = self.router
         for participant in self._participants.values():
             publisher = participant.publisher
@@ -940,54 +491,6 @@ class Room:
             self.router.payload_bytes_out + mixer.payload_bytes_out,
         )
 
-    def _held(self) -> bool:
-        """Whether anything keeps this room: members, joins, a live mix or bans."""
-        return bool(
-            self._participants
-            or self._joining
-            or (self._mixer is not None and self._mixer.running)
-            or self._banned_identities
-            or self._banned_tokens
-        )
-
-    def _close_soon(self, reason: str) -> None:
-        # Closed now (the name is free, a join raises RoomClosed); the mixer,
-        # if one was ever made, stops in a task.
-        if self._begin_close(reason):
-            self._closing_task = self.server.loop.create_task(self._finish_close())
-            self._closing_task.add_done_callback(self._closing_done)
-
-    def _check_empty(self, now: float) -> None:
-        if self._held() or self._closed:
-            self._empty_since = None
-            return
-        if self._empty_since is None:
-            self._empty_since = now
-            return
-        assert self.policy.close_when_empty is not None
-        if now - self._empty_since >= self.policy.close_when_empty:
-            logger.info("room %r empty for %.0f s: closing", self.name, now - self._empty_since)
-            self._close_soon("empty")
-
-    def _drop_if_unused(self) -> None:
-        """Close a room that a request made for a join that then failed (or
-        whose client left before its answer), if nothing holds it and nothing
-        was decided in it: a refused request must not leave a room behind."""
-        if not self._closed and not self._held() and not self._decisions:
-            logger.info("room %r closed: the join it was made for failed", self.name)
-            self._close_soon("unused")
-
-    def _closing_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            if self._close_done is not None and not self._close_done.is_set():
-                # Cancelled before it ran (its finally never did): the
-                # bookkeeping now, or server.close() would wait for ever.
-                self.router.close()
-                self._closed_bookkeeping(self.close_reason or "closed")
-            return
-        if task.exception() is not None:
-            logger.error("room %r: closing failed", self.name, exc_info=task.exception())
-
     # -- mixing: recordings, live streams, mixed listeners (sfu.media.mixer) ----------
 
     _mixer: Mixer | None = None
@@ -1002,7 +505,7 @@ class Room:
         if self._mixer is None:
             from .media.mixer import Mixer
 
-            if self._closed:
+            if self.closed:
                 raise RoomClosed(f"room {self.name!r} is closed")
             self._mixer = Mixer(
                 self.router,
@@ -1042,7 +545,7 @@ class Room:
         """
         from .media.recorder import Recorder
 
-        if self._closed:
+        if self.closed:
             raise RoomClosed(f"room {self.name!r} is closed")
 
         def identity_of(number: int) -> str | None:
@@ -1065,64 +568,4 @@ class Room:
         while this one still stops its mixer.
         """
         check_reason(reason)
-        if not self._begin_close(reason):
-            if self._close_done is not None:
-                await self._close_done.wait()
-            return
-        await self._finish_close()
-
-    def _begin_close(self, reason: str) -> bool:
-        """The part of closing that cannot wait: False if already closed."""
-        if self._closed:
-            return False
-        self._closed = True
-        self._close_done = asyncio.Event()
-        self.close_reason = reason
-        if self._mixer is not None:
-            # What the mixer owes up to now (its task lags under load) is mixed
-            # before the speakers go, as recorder.stop() has it: a recording
-            # ends at the close, as its speaker files do.
-            try:
-                self._mixer.catch_up(self.server.loop.time())
-            except Exception:
-                logger.exception("room %r: mixing the last frames before closing failed", self.name)
-        self.server._forget_room(self)
-        self._roster.close()
-        for participant in list(self._participants.values()):
-            participant._close(f"room closed: {reason}")
-        return True
-
-    async def _finish_close(self) -> None:
-        assert self._close_done is not None and self.close_reason is not None
-        reason = self.close_reason
-        try:
-            if self._mixer is not None:
-                await self._mixer.close()  # ends recordings and live streams
-        finally:
-            # Whatever failed above, the room is gone and nobody waits for ever.
-            try:
-                self.router.close()
-            finally:
-                self._closed_bookkeeping(reason)
-
-    def _finish_close_now(self) -> None:
-        """End a close begun but not finished (the server's close was cancelled
-        before it reached this room): the mixer's outputs end now (recordings
-        finished), its task at its next frame (the server's close waits for it)."""
-        if self._close_done is None or self._close_done.is_set():
-            return
-        assert self.close_reason is not None
-        try:
-            if self._mixer is not None:
-                self._mixer._close_now()
-            self.router.close()
-        finally:
-            self._closed_bookkeeping(self.close_reason)
-
-    def _closed_bookkeeping(self, reason: str) -> None:
-        assert self._close_done is not None
-        self.server._room_closed(self)
-        self._close_done.set()
-        logger.info("room %r closed: %s", self.name, reason)
-        self._emit(RoomClosedEvent(self.name, reason))
-        self._subscribers.clear()
+        await self._closing.close(reason)

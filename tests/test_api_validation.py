@@ -199,9 +199,9 @@ async def test_bans_of_absent_people_are_bounded_in_size_and_number(
     """A ban of someone absent stores a name the moderator chose, and a room
     with bans is never closed when empty: names longer than any member's,
     or more than MAX_BANS of them, are refused."""
-    from sfu import room as room_module
+    from sfu import moderation
 
-    monkeypatch.setattr(room_module, "MAX_BANS", 3)
+    monkeypatch.setattr(moderation, "MAX_BANS", 3)
     async with sfu.Server() as server:
         room = server.room("r")
         with pytest.raises(sfu.InvalidSetting, match="at most"):

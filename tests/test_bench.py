@@ -118,7 +118,7 @@ async def test_join_cost_times_every_piece_of_a_join() -> None:
 async def test_offers_on_connections_opened_ahead_and_the_join_phases() -> None:
     """join_storm --http-keepalive: offers go on HTTP connections opened before
     (each reused, none left busy); --server-phases: the server counts the
-    join's pieces, one _admit and one SRTP pair per join."""
+    join's pieces, one Gate.admit and one SRTP pair per join."""
     async with harness.ServerProcess(cpu=None, max_seconds=120, extra=["--phases"]) as server:
         async with loadgen.LoadGen(server.control, capacity=16, join_timeout=20) as gen:
             await gen.open_control_connections(3)
@@ -128,7 +128,7 @@ async def test_offers_on_connections_opened_ahead_and_the_join_phases() -> None:
             assert sorted(map(id, gen._kept)) == sorted(map(id, kept)), "reused, not closed"
             stats = await gen.server_stats()
     phases = stats["phases"]
-    assert phases["offer: Room._admit"][1] == 8
+    assert phases["offer: Gate.admit"][1] == 8
     assert phases["  SRTP sessions"][1] == 8
     assert phases["  OpenSSL do_handshake"][0] > 0
     assert stats["offers"] == 8

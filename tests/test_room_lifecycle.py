@@ -220,14 +220,14 @@ async def test_an_empty_room_with_a_ban_stays() -> None:
 async def test_an_empty_room_does_not_close_under_a_join() -> None:
     async with sfu.Server(joins_per_turn=1) as server:
         room = server.room("r", close_when_empty=0.5)
-        room._empty_since = -1e9  # empty "for ever": the next check would close it
+        room._closing.empty_since = -1e9  # empty "for ever": the next check would close it
         # One join per loop turn: the first (elsewhere) takes this turn's, so
         # the join to the empty room has started and waits for the next.
         elsewhere = asyncio.ensure_future(server.room("other").add_listener(LISTENER, "first"))
         joining = asyncio.ensure_future(room.add_listener(LISTENER, "lee"))
         await asyncio.sleep(0)
         assert elsewhere.done() and not joining.done()
-        room._check_empty(server.loop.time())
+        room._closing.check_empty(server.loop.time())
         member = await joining
         assert not room.closed and member.room is room
 
@@ -242,10 +242,10 @@ def test_close_when_empty_is_checked() -> None:
 async def test_a_member_between_two_checks_restarts_the_empty_count() -> None:
     async with sfu.Server() as server:
         room = server.room("r", close_when_empty=60)
-        room._empty_since = -1e9  # empty "for ever" at the last check
+        room._closing.empty_since = -1e9  # empty "for ever" at the last check
         member = await room.add_listener(LISTENER, "brief")
         await member.close()  # came and went before the next check
-        room._check_empty(server.loop.time())
+        room._closing.check_empty(server.loop.time())
         assert not room.closed, "counted from this check, not from before the member"
 
 
@@ -588,9 +588,9 @@ async def test_a_room_close_cancelled_before_it_ran_does_not_hang_the_server() -
     async with sfu.Server() as server:
         room = server.room("r")
         events = room.events()
-        room._drop_if_unused()
-        assert room._closing_task is not None
-        room._closing_task.cancel()
+        room._closing.drop_if_unused()
+        assert room._closing.task is not None
+        room._closing.task.cancel()
         await asyncio.sleep(0)
         await asyncio.wait_for(room.close(), 2)
         assert room not in server._closing_rooms

@@ -266,7 +266,7 @@ def add_whip_whep(
                 return _plain(404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
             if not existed:
-                room._made_for_join = True  # refused, it leaves no room behind
+                room._closing.made_for_join = True  # refused, it leaves no room behind
             try:
                 if publish:
                     participant = await room.add_speaker(offer, identity, token=token, mixed=mixed)
@@ -284,7 +284,7 @@ def add_whip_whep(
                 logger.info("%s %s left before its answer", kind.upper(), participant.identity)
                 await participant.close("the client left before its answer")
                 if not existed:
-                    room._drop_if_unused()
+                    room._closing.drop_if_unused()
                 return _plain(499, "the client left before its answer")
             for stale in [key for key, (_, held) in resources.items() if held.closed]:
                 del resources[stale]  # sessions that ended without a DELETE

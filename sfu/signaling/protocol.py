@@ -358,7 +358,7 @@ class SignalingSession:
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
         if not existed:
-            room._made_for_join = True  # refused, it leaves no room behind
+            room._closing.made_for_join = True  # refused, it leaves no room behind
         # Subscribe first: no event between join and relay is lost. Only what
         # the relay forwards is queued: others' joins and leaves reach the
         # client batched (RosterChanged), and queued they would fill the queue

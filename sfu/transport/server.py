@@ -264,17 +264,17 @@ class Server:
             rooms = [*self._rooms.values(), *self._closing_rooms]
             # Every room stops at once (members told, name released); only then
             # are their mixers awaited, so a cancelled close leaves none open.
-            begun = {room for room in rooms if room._begin_close("server closed")}
+            begun = {room for room in rooms if room._closing.begin("server closed")}
             for room in rooms:
                 if room in begun:
-                    await room._finish_close()
+                    await room._closing.finish()
                 else:
                     await room.close()  # a close under way elsewhere: wait for it
         finally:
             # Even if a room's close failed or this call was cancelled: no
             # room, session, timer or socket is left, and a later close() returns.
             for room in begun:
-                room._finish_close_now()
+                room._closing.finish_now()
             for session in list(self._sessions_by_ufrag.values()):
                 session.close("server closed")
             task, self._task = self._task, None
@@ -367,7 +367,7 @@ class Server:
         if room is not None:
             # Asked for by the backend: no longer a room a signaling adapter
             # made for a join (which a refused join would close again).
-            room._made_for_join = False
+            room._closing.made_for_join = False
         if (
             room is not None
             and not policy

@@ -1,0 +1,281 @@
+"""Gate: how a join gets into a room.
+
+A join is checked before any state is created: its token (required in a
+private room), a ban, an identity already in, the role the room's earlier
+decisions give it, capacity (with the graces of :mod:`sfu.rejoin`). Then the
+member is made, with its answer and session, and registered in the room.
+:meth:`Room.join <sfu.room.Room.join>` documents the rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
+from .errors import (
+    DuplicateIdentity,
+    InvalidOffer,
+    InvalidSetting,
+    NotAllowed,
+    RoomClosed,
+    RoomFull,
+)
+from .events import ParticipantJoined, RoleChanged
+from .participant import Listener, Participant, Speaker
+from .transport.answer import negotiate_or_listen
+from .transport.ice import IceCredentials
+from .transport.sdp import parse_offer
+from .transport.session import Session
+
+if TYPE_CHECKING:
+    from .room import Room
+
+__all__ = ["MAX_IDENTITY_LENGTH", "Gate", "member_identity"]
+
+logger = logging.getLogger(__name__)
+
+MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
+
+#: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
+_RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
+_participant_numbers = itertools.count(1)
+
+
+def member_identity(identity: object) -> str:
+    """``identity`` if it could be a member's (a join's, or a ban's of someone
+    absent: no member can have another); InvalidSetting otherwise."""
+    if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY_LENGTH:
+        raise InvalidSetting(
+            f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
+        )
+    return identity
+
+
+def _without_taken_moderate(
+    decision: dict[str, Any], role: Role, grants: frozenset[str]
+) -> tuple[Role, frozenset[str]]:
+    """``role`` and ``grants`` less the `moderate` grant a demotion took: a
+    token does not give it back (and a moderator without it is a speaker)."""
+    if decision.get("moderate") is False:
+        grants = grants - {"moderate"}
+        if role == "moderator":
+            role = "speaker" if "publish" in grants else "listener"
+    return role, grants
+
+
+class Gate:
+    def __init__(self, room: Room) -> None:
+        self.room = room
+
+    async def join(
+        self,
+        offer: str,
+        token: str | None,
+        identity: str | None,
+        role: Role | None,
+        mixed: bool | None,
+    ) -> Participant:
+        """A new member for ``offer``, or an error and nothing registered (see Room.join)."""
+        room = self.room
+        await room.server.admission.turn()
+        if room.closed:
+            raise RoomClosed(f"room {room.name!r} is closed")
+        if role is not None:
+            grants_of(role)  # InvalidSetting for anything but a role's name ("" too)
+        if mixed is not None and not isinstance(mixed, bool):
+            raise InvalidSetting(f"mixed must be True, False or None, got {mixed!r}")
+        asked = role  # what the caller asked for (None: the token's role)
+        claims = self.check_token(token)
+        if claims is not None:
+            if identity is not None and identity != claims.identity:
+                raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
+            identity = claims.identity
+        identity = member_identity(identity)
+        decision = room._decisions.get(identity, {})
+        decided: Role | None = decision.get("role")
+        if claims is not None:
+            grants = claims.grants
+            if role is None:
+                role = claims.role
+            elif decided is not None and _RANK[role] <= _RANK[decided]:
+                # A moderator's promotion covers it: a promoted member may
+                # rejoin with its token asking for that role or less.
+                grants = grants_of(role) | (claims.grants & {"moderate"})
+            elif not grants_of(role) <= claims.grants | {"subscribe"}:
+                raise NotAllowed(f"the token does not grant the {role!r} role")
+            else:
+                grants = grants_of(role) | (claims.grants & {"moderate"})
+        else:
+            role = role or "listener"
+            grants = grants_of(role)
+        if room.is_banned(identity, claims.token_id if claims is not None else None):
+            raise NotAllowed(f"{identity!r} was removed from room {room.name!r} and may not rejoin")
+        if identity in room._participants:
+            raise DuplicateIdentity(
+                f"{identity!r} is already in room {room.name!r}; pick another identity or close the other one"
+            )
+        # A moderator promoted or demoted this identity earlier in this room:
+        # that role stands over the token when it comes back (a reconnect),
+        # unless the caller asks for less (one may always join with fewer rights).
+        base_role, base_grants = role, grants
+        promoted = decided is not None and (asked is None or _RANK[asked] >= _RANK[decided])
+        if decided is not None and promoted:
+            role = decided
+            # The `moderate` grant is the token's to give, not a former one's.
+            grants = grants_of(role) | (claims.grants & {"moderate"} if claims else frozenset())
+        role, grants = _without_taken_moderate(decision, role, grants)
+        publish = "publish" in grants
+        # A moderator is never refused for capacity: the room is its to run.
+        moderating = "moderate" in grants
+        seated_in_audience = False
+        now = room.server.loop.time()
+        if publish and not self.has_place(True):
+            if moderating and room._moderator_rejoin.holds(identity, now):
+                pass  # dropped from the stage a moment ago: back on it, past max_speakers
+            elif moderating:
+                # The stage filled up: in the audience, still moderating; it
+                # takes the stage back with promote(itself, role="moderator")
+                # once a seat is free (a promotion stays decided).
+                role, grants = "listener", grants_of("listener") | {"moderate"}
+                publish = promoted = False
+                seated_in_audience = True
+            elif promoted and "publish" not in base_grants:
+                # Promoted before, and the stage filled up meanwhile: it comes back
+                # with the role it has without the promotion (which stays decided).
+                role, grants = _without_taken_moderate(decision, base_role, base_grants)
+                publish = "publish" in grants
+                promoted = False
+        if not moderating and (publish or not room._demoted_rejoin.holds(identity, now)):
+            # (A member a moderator demoted that dropped comes back past
+            # max_listeners for a while, as demote() let it stay: a reconnect.)
+            self.check_capacity(publish)
+        try:
+            participant = self.admit(
+                offer,
+                identity,
+                role,
+                grants,
+                publish,
+                claims.token_id if claims else None,
+                mixed,
+                moderator_muted=bool(decision.get("moderator_muted")),
+                promoted=promoted,
+            )
+        except InvalidOffer:
+            if seated_in_audience:
+                # It can only send (a WHIP publisher): not "a bad offer", a full stage.
+                self.check_capacity(True)
+            raise
+        room._demoted_rejoin.end(identity)
+        room._moderator_rejoin.end(identity)
+        return participant
+
+    def check_token(self, token: str | None) -> Claims | None:
+        room = self.room
+        secret = room.server.token_secret
+        if token is None:
+            if room.policy.private:
+                raise NotAllowed(f"room {room.name!r} is private: a join token is required")
+            return None
+        if secret is None:
+            raise NotAllowed("this server does not accept tokens (no token_secret configured)")
+        return verify_token(secret, token, room=room.name)
+
+    def has_place(self, publish: bool) -> bool:
+        room = self.room
+        limit = room.policy.max_speakers if publish else room.policy.max_listeners
+        return limit is None or room._counts[publish] < limit
+
+    def check_capacity(self, publish: bool) -> None:
+        if not self.has_place(publish):
+            if publish:
+                limit, what = self.room.policy.max_speakers, "speakers"
+            else:
+                limit, what = self.room.policy.max_listeners, "listeners"
+            raise RoomFull(f"room {self.room.name!r} is full: it holds at most {limit} {what}")
+
+    def admit(
+        self,
+        offer_sdp: str,
+        identity: str,
+        role: Role,
+        grants: frozenset[str],
+        publish: bool,
+        token_id: str | None,
+        mixed: bool | None = None,
+        *,
+        moderator_muted: bool = False,
+        promoted: bool = False,
+    ) -> Participant:
+        room = self.room
+        offer = parse_offer(offer_sdp)
+        # Promoted before a reconnect, its client may offer as a listener:
+        # answer that, and ask it for a sending line like at promotion.
+        negotiation, must_offer = negotiate_or_listen(
+            offer, publish=publish, max_slots=1 if mixed else room.slots, listen_instead=promoted
+        )
+        if mixed is None:
+            # Fewer lines than slots: the mix, or it may hear only someone silent.
+            mixed = 0 < len(negotiation.slots) < room.slots
+            if mixed:
+                negotiation, must_offer = negotiate_or_listen(
+                    offer, publish=publish, max_slots=1, listen_instead=promoted
+                )
+        credentials = IceCredentials.generate()
+        cls = Speaker if publish else Listener
+        participant: Participant = cls(
+            room, identity, next(_participant_numbers), negotiation, role, grants, credentials
+        )
+        participant.token_id = token_id
+        participant.mixed = mixed
+        participant.moderator_muted = moderator_muted
+        if mixed:
+            participant._mix_exclude = participant._own_mix_exclude()
+        participant.answer = room._answer(
+            offer,
+            negotiation,
+            credentials,
+            room._mix_ssrcs(participant._mix_exclude) if mixed else None,
+            participant._session_id,
+        )
+        session = Session(
+            room.server,
+            credentials,
+            offer.ice_ufrag,
+            offer.fingerprints,
+            participant,
+            room.server.loop.time(),
+            offer.ice_pwd,
+        )
+        participant.session = session
+        try:
+            participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
+            room.server._register(session)
+        except BaseException:
+            if participant.publisher is not None:
+                room.router.remove_publisher(participant.publisher)
+                participant.publisher = None
+            if room._mixer is not None:
+                room._mixer.forget(participant.number)  # its mix-minus SSRC, if one was made
+            raise
+        # Nothing after this can fail: the member is in.
+        room._counts[participant.can_publish] += 1
+        room._participants[identity] = participant
+        room._by_number[participant.number] = participant
+        logger.info(
+            "%s joined room %r as %s (%s)",
+            identity,
+            room.name,
+            role,
+            "the mix" if mixed else f"{participant.slot_count} slots",
+        )
+        room._emit(ParticipantJoined(room.name, identity, role))
+        if participant.moderator_muted:
+            # A moderator's mute that outlived a reconnect: everyone sees it again.
+            room._emit_mute(participant, None)
+        room._roster.change(room.server.loop, identity, role, joined=True)
+        if must_offer:
+            room._emit(RoleChanged(room.name, identity, role, None, renegotiate=True))
+        return participant

@@ -1,0 +1,191 @@
+"""Moderation: raised hands, promotions, demotions, mutes and removals in a room.
+
+A call made on behalf of a member (``by=identity``) needs the ``moderate``
+grant; ``by=None`` is the backend, always allowed. What a moderator decides
+about an identity (its role, a mute, the ``moderate`` grant taken) is kept in
+the room's decisions for the room's life, so that rejoining does not undo it
+(the join reads them: :mod:`sfu.gate`). :class:`~sfu.room.Room` documents
+each call; its methods delegate here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ._values import check_identity, check_reason
+from .auth import Role, grants_of
+from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
+from .events import HandLowered, HandRaised, ParticipantRemoved, RoleChanged
+from .gate import member_identity
+
+if TYPE_CHECKING:
+    from .participant import Participant
+    from .room import Room
+
+__all__ = ["MAX_BANS", "Moderation"]
+
+logger = logging.getLogger(__name__)
+
+#: Identities one room keeps banned at most: a ban of someone absent stores a
+#: name a moderator chose, and a room holding bans is not closed when empty.
+MAX_BANS = 1000
+
+
+class Moderation:
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
+
+    def check_open(self) -> None:
+        """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
+        if self.room.closed:
+            raise RoomClosed(f"room {self.room.name!r} is closed")
+
+    def check_actor(self, by: str | None) -> None:
+        """Check that ``by`` (a member acting through signaling) may moderate."""
+        if by is None:
+            return
+        check_identity(by, "by")
+        actor = self.room._participants.get(by)
+        if actor is None or "moderate" not in actor.grants:
+            raise NotAllowed(f"{by!r} is not a moderator of room {self.room.name!r}")
+
+    # -- hands -------------------------------------------------------------------------
+
+    @property
+    def hands(self) -> list[str]:
+        return list(self._hands)
+
+    def raise_hand(self, identity: str) -> None:
+        self.check_open()
+        participant = self.room[identity]
+        if participant.can_publish or identity in self._hands:
+            return
+        self._hands[identity] = time.time()
+        self.room._emit(HandRaised(self.room.name, identity))
+
+    def lower_hand(self, identity: str, by: str | None) -> None:
+        check_identity(identity)
+        if by == identity:
+            by = None  # the participant's own hand (HandLowered.by is None then)
+        if by is not None:
+            self.check_actor(by)
+        self.drop_hand(identity, by)
+
+    def drop_hand(self, identity: str, by: str | None) -> None:
+        """Lower ``identity``'s hand if it is raised (answered, or its member left)."""
+        if self._hands.pop(identity, None) is not None:
+            self.room._emit(HandLowered(self.room.name, identity, by))
+
+    # -- roles -------------------------------------------------------------------------
+
+    def promote(self, identity: str, role: Role, by: str | None) -> Participant:
+        self.check_open()
+        self.check_actor(by)
+        if role == "listener":
+            raise InvalidSetting("promote to 'speaker' or 'moderator'; use demote() for 'listener'")
+        room = self.room
+        participant = room[identity]
+        if role == "speaker" and participant.can_publish:
+            return participant
+        # A listener holding the moderate grant (a moderator token joined as
+        # listener) keeps it, as a join with such a token does.
+        grants = grants_of(role) | (participant.grants & {"moderate"})
+        if role == participant.role and grants == participant.grants:
+            return participant  # a moderator made moderator: nothing changes, nothing to tell
+        if not participant.can_publish and role in ("speaker", "moderator"):
+            room._gate.check_capacity(publish=True)
+        needs_offer = participant.negotiation.publish is None
+        self._change_role(participant, role, grants)
+        decision = room._decisions.setdefault(identity, {})
+        decision["role"] = role
+        room._demoted_present.discard(identity)  # on the stage again: no demoted grace
+        if role == "moderator":
+            decision.pop("moderate", None)  # a demotion's revocation ends
+        # The hand was answered: everyone watching the hands sees it go down.
+        self.drop_hand(identity, by)
+        logger.info(
+            "%s promoted to %s in room %r by %s", identity, role, room.name, by or "the backend"
+        )
+        room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
+        room._roster.change(room.server.loop, identity, role)
+        return participant
+
+    def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
+        counts = self.room._counts
+        counts[participant.can_publish] -= 1
+        try:
+            participant._set_role(role, grants)  # unchanged if it raises
+        finally:
+            counts[participant.can_publish] += 1
+
+    def demote(self, identity: str, by: str | None) -> Participant:
+        self.check_open()
+        self.check_actor(by)
+        room = self.room
+        participant = room[identity]
+        # Anyone but a plain listener: a listener with `moderate` (a moderator
+        # listening, e.g. through WHEP) only loses the grant, keeping its media.
+        if not participant.can_publish and participant.role == "listener":
+            if not participant.is_moderator:
+                return participant
+        # Its client drops its sending line only if it has one: one promoted
+        # that never renegotiated (never took its speaker line) has nothing to drop.
+        renegotiate = participant.negotiation.publish is not None
+        # (A listener token widened with publish can speak: demoting it takes that away.)
+        self._change_role(participant, "listener", grants_of("listener"))
+        # The `moderate` grant goes too, and stays gone when the same token
+        # comes back; promote(role="moderator") gives it again.
+        room._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
+        room._demoted_present.add(identity)
+        if renegotiate:
+            participant._offer_asked_as_listener = True
+        logger.info("%s demoted in room %r by %s", identity, room.name, by or "the backend")
+        room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
+        room._roster.change(room.server.loop, identity, "listener")
+        return participant
+
+    # -- mutes and removals ------------------------------------------------------------
+
+    def set_muted(self, identity: str, muted: bool, by: str | None) -> None:
+        """A moderator's mute (or its end): kept for the identity's rejoins."""
+        self.check_open()
+        self.check_actor(by)
+        participant = self.room[identity]
+        self.room._decisions.setdefault(identity, {})["moderator_muted"] = muted
+        if participant._set_muted(muted):
+            self.room._emit_mute(participant, by)
+
+    def remove(self, identity: str, reason: str, by: str | None, ban: bool) -> None:
+        self.check_actor(by)
+        check_identity(identity)
+        check_reason(reason)
+        if not isinstance(ban, bool):
+            raise InvalidSetting(f"ban must be True or False, got {ban!r:.40}")
+        room = self.room
+        if room.closed:
+            # A ban kept on a closed room would bind nothing: a new room has the name.
+            raise RoomClosed(f"room {room.name!r} is closed")
+        participant = room._participants.get(identity)
+        if participant is None:
+            if not ban:
+                raise NotFound(f"{identity!r} is not in room {room.name!r}")
+            member_identity(identity)
+            if identity not in room._bans and len(room._bans) >= MAX_BANS:
+                raise InvalidSetting(
+                    f"room {room.name!r} holds {MAX_BANS} bans already: unban someone first"
+                )
+        # Checked: from here the removal happens, and it ends a promotion.
+        decision = room._decisions.get(identity)
+        if decision is not None and decision.get("role") in ("speaker", "moderator"):
+            del decision["role"]
+        if participant is None:
+            room._bans.add(identity)
+            logger.info("%s banned from room %r while absent", identity, room.name)
+            return
+        if ban:
+            room._bans.add(identity, participant.token_id)
+        room._emit(ParticipantRemoved(room.name, identity, reason, by, ban))
+        participant._close(f"removed: {reason}")
