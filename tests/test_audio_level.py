@@ -1,4 +1,4 @@
-"""Levels and slot ranking: the compiled module and its Python twin, same cases."""
+"""read_audio_level: the compiled sfu._detector and its Python twin, same cases."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu import _mix_py
+from sfu import _detector_py
 
 from .twins import NO_EXTENSIONS, compiled, implementations, resolve
 
 
-@pytest.fixture(params=implementations(_mix_py, "_mix"))
-def mix(request: pytest.FixtureRequest) -> ModuleType:
+@pytest.fixture(params=implementations(_detector_py, "_detector"))
+def twin(request: pytest.FixtureRequest) -> ModuleType:
     return resolve(request.param)
 
 
@@ -47,14 +47,16 @@ def rtp(extension: bytes = b"", profile: int = 0xBEDE, csrcs: int = 0) -> bytes:
         (rtp(b"\x10\x2a")[:12] + b"\xbe\xde\x00\x09", 1, -1),  # length past the end
     ],
 )
-def test_read_audio_level(mix: ModuleType, packet: bytes, extension_id: int, expected: int) -> None:
-    assert mix.read_audio_level(packet, extension_id) == expected
+def test_read_audio_level(
+    twin: ModuleType, packet: bytes, extension_id: int, expected: int
+) -> None:
+    assert twin.read_audio_level(packet, extension_id) == expected
 
 
 def test_selector_loads_compiled_module() -> None:
-    from sfu import mix
+    from sfu import detector
 
-    assert mix.EXTENSION_LOADED is (not NO_EXTENSIONS)
+    assert detector.EXTENSION_LOADED is (not NO_EXTENSIONS)
 
 
 @pytest.mark.skipif(
@@ -63,11 +65,11 @@ def test_selector_loads_compiled_module() -> None:
 @settings(max_examples=300, deadline=None)
 @given(packet=st.binary(max_size=64), extension_id=st.integers(min_value=0, max_value=15))
 def test_twins_agree(packet: bytes, extension_id: int) -> None:
-    fast = compiled("_mix")
+    fast = compiled("_detector")
     prefixed = b"\x90" + packet  # X bit set, so the parser really walks the bytes
-    assert fast.read_audio_level(prefixed, extension_id) == _mix_py.read_audio_level(
+    assert fast.read_audio_level(prefixed, extension_id) == _detector_py.read_audio_level(
         prefixed, extension_id
     )
-    assert fast.read_audio_level(packet, extension_id) == _mix_py.read_audio_level(
+    assert fast.read_audio_level(packet, extension_id) == _detector_py.read_audio_level(
         packet, extension_id
     )
