@@ -45,6 +45,8 @@ def rtp(extension: bytes = b"", profile: int = 0xBEDE, csrcs: int = 0) -> bytes:
         (rtp(b"\x10\x2a")[:14], 1, -1),  # truncated block
         (b"\x90\x6f", 1, -1),  # truncated header
         (rtp(b"\x10\x2a")[:12] + b"\xbe\xde\x00\x09", 1, -1),  # length past the end
+        (rtp(b"\x21\x05\x06\x10"), 1, -1),  # a header ends the block: no level byte
+        (rtp(b"\x05\x00\x03\x01", profile=0x1000), 3, -1),  # the same, two-byte form
     ],
 )
 def test_read_audio_level(
@@ -70,6 +72,54 @@ def test_twins_agree(packet: bytes, extension_id: int) -> None:
     assert fast.read_audio_level(prefixed, extension_id) == _detector_py.read_audio_level(
         prefixed, extension_id
     )
+    assert fast.read_audio_level(packet, extension_id) == _detector_py.read_audio_level(
+        packet, extension_id
+    )
+
+
+# (id, data, overrun) elements of an RFC 8285 block: padding (id 0), reserved 15,
+# and some whose length says ``overrun`` bytes more than they hold (or, with no
+# data, that end the block on an element header).
+ELEMENTS = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from([0, 1, 14, 15]), st.integers(0, 15)),
+        st.binary(max_size=4),
+        st.sampled_from([0, 0, 1, 3]),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@pytest.mark.skipif(
+    NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set"
+)
+@settings(max_examples=500, deadline=None)
+@given(
+    elements=ELEMENTS,
+    two_byte=st.booleans(),
+    csrcs=st.integers(0, 2),
+    cut=st.sampled_from([0, 0, 0, 1, 2, 5]),
+    wanted=st.integers(0, 15),
+)
+def test_twins_agree_on_extension_blocks(
+    elements: list[tuple[int, bytes, int]], two_byte: bool, csrcs: int, cut: int, wanted: int
+) -> None:
+    """Blocks of elements (random bytes seldom make one), whole or cut short,
+    asked mostly for an id one of their elements has."""
+    if two_byte:
+        block = b"".join(
+            bytes([number, len(data) + over]) + data for number, data, over in elements
+        )
+    else:
+        block = b"".join(
+            bytes([number << 4 | min(max(len(data) - 1, 0) + over, 15)]) + data
+            for number, data, over in elements
+        )
+    packet = rtp(block, profile=0x1000 if two_byte else 0xBEDE, csrcs=csrcs)
+    packet = packet[: len(packet) - cut]
+    extension_id = elements[wanted % len(elements)][0] if wanted < 12 else wanted
+    fast = compiled("_detector")
     assert fast.read_audio_level(packet, extension_id) == _detector_py.read_audio_level(
         packet, extension_id
     )

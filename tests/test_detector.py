@@ -425,6 +425,44 @@ def test_twins_agree(
         assert fast.slot_of(speaker) == reference.slot_of(speaker)
 
 
+# Every speaker sends a level each 20 ms, as in a room, drawn from a few
+# values: ties, a loudness exactly at the floor plus the margin and the
+# floor's windows are reached, where random levels seldom get.
+TALK = st.lists(
+    st.lists(st.sampled_from([-1, 20, 25, 35, 96, 112, 113, 127]), min_size=3, max_size=3),
+    min_size=20,
+    max_size=300,
+)
+
+
+@pytest.mark.skipif(
+    NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set"
+)
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=TALK,
+    slots=st.integers(1, 3),
+    hold=st.sampled_from([0.0, 0.3]),
+    margin=st.sampled_from([10, 15]),
+)
+def test_twins_agree_on_talk(frames: list[list[int]], slots: int, hold: float, margin: int) -> None:
+    kwargs: dict[str, Any] = {"hold": hold, "margin": margin, "floor_window": 0.2}
+    fast = compiled("_detector").ActiveSpeakerDetector(slots, **kwargs)
+    reference = _detector_py.ActiveSpeakerDetector(slots, **kwargs)
+    for speaker in range(3):
+        fast.add(speaker)
+        reference.add(speaker)
+    for frame, levels in enumerate(frames):
+        now = frame * FRAME
+        for speaker, level in enumerate(levels):
+            fast.level(speaker, level, now)
+            reference.level(speaker, level, now)
+        assert fast.update(now) == reference.update(now)
+        assert fast.dominant == reference.dominant
+        assert fast.ranking() == reference.ranking()
+        assert fast.holders() == reference.holders()
+
+
 # -- the speech corpus ---------------------------------------------------------------------
 
 
