@@ -1,65 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled audio levels and active-speaker detector, as :mod:`sfu._detector_py` (same results).
+"""Compiled active-speaker detector; same API and results as :mod:`sfu._detector_py`.
 
 Runs once per incoming speaker packet. See the Python reference for the
 documentation of each name.
 """
 
-__all__ = ["NO_LEVEL", "ActiveSpeakerDetector", "read_audio_level"]
+__all__ = ["ActiveSpeakerDetector"]
 
 cdef enum:
     MAX_SLOTS = 16
 
-NO_LEVEL = -1
 NEVER = -1.0e18
 cdef double _NEVER = -1.0e18
-
-
-cpdef int read_audio_level(const unsigned char[:] packet, int extension_id) noexcept:
-    cdef Py_ssize_t size = packet.shape[0]
-    cdef Py_ssize_t position, end
-    cdef int profile, header, element_id, length
-    if extension_id <= 0 or size < 12 or not (packet[0] & 0x10):
-        return -1
-    position = 12 + 4 * (packet[0] & 0x0F)
-    if position + 4 > size:
-        return -1
-    profile = packet[position] << 8 | packet[position + 1]
-    end = position + 4 + 4 * (packet[position + 2] << 8 | packet[position + 3])
-    if end > size:
-        return -1
-    position += 4
-    if profile == 0xBEDE:
-        while position < end:
-            header = packet[position]
-            if header == 0:
-                position += 1
-                continue
-            element_id = header >> 4
-            length = (header & 0x0F) + 1
-            if element_id == 15:
-                return -1
-            if element_id == extension_id:
-                if position + 1 < end:
-                    return packet[position + 1]
-                return -1
-            position += 1 + length
-    elif profile & 0xFFF0 == 0x1000:
-        while position + 1 < end:
-            element_id = packet[position]
-            if element_id == 0:
-                position += 1
-                continue
-            length = packet[position + 1]
-            if element_id == extension_id:
-                if length >= 1 and position + 2 < end:
-                    return packet[position + 2]
-                return -1
-            position += 2 + length
-    return -1
-
-
-# -- dominant speaker ---------------------------------------------------------------
 
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc, realloc
@@ -83,6 +35,15 @@ cdef long long IDLE_FRAMES = _IDLE_FRAMES_PY
 cdef int UNKNOWN_FLOOR = _UNKNOWN_FLOOR_PY
 cdef long long MAX_SPEAKER = _MAX_SPEAKER_PY
 cdef long long EMPTY = -1
+
+
+cdef int _resize(void** block, size_t size) except -1:
+    """``block[0] = realloc(block[0], size)``; MemoryError (the old block kept) on failure."""
+    cdef void* memory = realloc(block[0], size)
+    if memory == NULL:
+        raise MemoryError()
+    block[0] = memory
+    return 0
 
 
 cdef double* _table(list rows) except NULL:
@@ -240,77 +201,28 @@ cdef class ActiveSpeakerDetector:
     cdef int _grow(self, int capacity) except -1:
         """Room for ``capacity`` speakers (arrays and a hash table at most half full)."""
         cdef int old = self._capacity
-        cdef void* memory
         cdef int bits = 4
         cdef Py_ssize_t index, size
         while (1 << bits) < 2 * capacity:
             bits += 1
         size = 1 << bits
-        # realloc each array; on failure the old block is kept and freed later.
-        memory = realloc(self._ids, capacity * sizeof(long long))
-        if memory == NULL:
-            raise MemoryError()
-        self._ids = <long long*>memory
-        memory = realloc(self._levels, capacity * self._history)
-        if memory == NULL:
-            raise MemoryError()
-        self._levels = <unsigned char*>memory
-        memory = realloc(self._position, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._position = <int*>memory
-        memory = realloc(self._last_time, capacity * sizeof(double))
-        if memory == NULL:
-            raise MemoryError()
-        self._last_time = <double*>memory
-        memory = realloc(self._credited, capacity * sizeof(long long))
-        if memory == NULL:
-            raise MemoryError()
-        self._credited = <long long*>memory
-        memory = realloc(self._floor, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._floor = <int*>memory
-        memory = realloc(self._next_floor, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._next_floor = <int*>memory
-        memory = realloc(self._next_count, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._next_count = <int*>memory
-        memory = realloc(self._last_active, capacity * sizeof(double))
-        if memory == NULL:
-            raise MemoryError()
-        self._last_active = <double*>memory
-        memory = realloc(self._slot, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._slot = <int*>memory
-        memory = realloc(self._pending, capacity)
-        if memory == NULL:
-            raise MemoryError()
-        self._pending = <unsigned char*>memory
-        memory = realloc(self._requests, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._requests = <int*>memory
-        memory = realloc(self._immediate, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._immediate = <int*>memory
-        memory = realloc(self._medium, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._medium = <int*>memory
-        memory = realloc(self._long, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._long = <int*>memory
-        memory = realloc(self._total, capacity * sizeof(int))
-        if memory == NULL:
-            raise MemoryError()
-        self._total = <int*>memory
+        # On failure the old block is kept, and freed with the others.
+        _resize(<void**>&self._ids, capacity * sizeof(long long))
+        _resize(<void**>&self._levels, capacity * self._history)
+        _resize(<void**>&self._position, capacity * sizeof(int))
+        _resize(<void**>&self._last_time, capacity * sizeof(double))
+        _resize(<void**>&self._credited, capacity * sizeof(long long))
+        _resize(<void**>&self._floor, capacity * sizeof(int))
+        _resize(<void**>&self._next_floor, capacity * sizeof(int))
+        _resize(<void**>&self._next_count, capacity * sizeof(int))
+        _resize(<void**>&self._last_active, capacity * sizeof(double))
+        _resize(<void**>&self._slot, capacity * sizeof(int))
+        _resize(<void**>&self._pending, capacity)
+        _resize(<void**>&self._requests, capacity * sizeof(int))
+        _resize(<void**>&self._immediate, capacity * sizeof(int))
+        _resize(<void**>&self._medium, capacity * sizeof(int))
+        _resize(<void**>&self._long, capacity * sizeof(int))
+        _resize(<void**>&self._total, capacity * sizeof(int))
         self._capacity = capacity
         # A new hash table, refilled from the dense ids.
         free(self._keys)

@@ -1,4 +1,4 @@
-"""read_audio_level: the compiled sfu._detector and its Python twin, same cases."""
+"""read_audio_level: the compiled sfu._audio_level and its Python twin, same cases."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu import _detector_py
+from sfu import _audio_level_py
 
 from .twins import NO_EXTENSIONS, compiled, implementations, resolve
 
 
-@pytest.fixture(params=implementations(_detector_py, "_detector"))
+@pytest.fixture(params=implementations(_audio_level_py, "_audio_level"))
 def twin(request: pytest.FixtureRequest) -> ModuleType:
     return resolve(request.param)
 
@@ -56,9 +56,9 @@ def test_read_audio_level(
 
 
 def test_selector_loads_compiled_module() -> None:
-    from sfu import detector
+    from sfu import audio_level
 
-    assert detector.EXTENSION_LOADED is (not NO_EXTENSIONS)
+    assert audio_level.EXTENSION_LOADED is (not NO_EXTENSIONS)
 
 
 @pytest.mark.skipif(
@@ -67,12 +67,12 @@ def test_selector_loads_compiled_module() -> None:
 @settings(max_examples=300, deadline=None)
 @given(packet=st.binary(max_size=64), extension_id=st.integers(min_value=0, max_value=15))
 def test_twins_agree(packet: bytes, extension_id: int) -> None:
-    fast = compiled("_detector")
+    fast = compiled("_audio_level")
     prefixed = b"\x90" + packet  # X bit set, so the parser really walks the bytes
-    assert fast.read_audio_level(prefixed, extension_id) == _detector_py.read_audio_level(
+    assert fast.read_audio_level(prefixed, extension_id) == _audio_level_py.read_audio_level(
         prefixed, extension_id
     )
-    assert fast.read_audio_level(packet, extension_id) == _detector_py.read_audio_level(
+    assert fast.read_audio_level(packet, extension_id) == _audio_level_py.read_audio_level(
         packet, extension_id
     )
 
@@ -119,7 +119,7 @@ def test_twins_agree_on_extension_blocks(
     packet = rtp(block, profile=0x1000 if two_byte else 0xBEDE, csrcs=csrcs)
     packet = packet[: len(packet) - cut]
     extension_id = elements[wanted % len(elements)][0] if wanted < 12 else wanted
-    fast = compiled("_detector")
-    assert fast.read_audio_level(packet, extension_id) == _detector_py.read_audio_level(
+    fast = compiled("_audio_level")
+    assert fast.read_audio_level(packet, extension_id) == _audio_level_py.read_audio_level(
         packet, extension_id
     )

@@ -463,6 +463,37 @@ def test_twins_agree_on_talk(frames: list[list[int]], slots: int, hold: float, m
         assert fast.holders() == reference.holders()
 
 
+@pytest.mark.skipif(
+    NO_EXTENSIONS, reason="compares with the compiled module; SFU_NO_EXTENSIONS is set"
+)
+def test_twins_agree_with_many_speakers() -> None:
+    """Past the compiled detector's first allocation (8 speakers), with joins and leaves."""
+    randomness = random.Random(3)
+    fast = compiled("_detector").ActiveSpeakerDetector(3)
+    reference = _detector_py.ActiveSpeakerDetector(3)
+    for speaker in range(100):
+        fast.add(speaker)
+        reference.add(speaker)
+    now = 0.0
+    for step in range(2000):
+        now += 0.002
+        speaker = randomness.randrange(120)
+        level = randomness.choice([-1, 20, 25, 96, 127])
+        if step % 97 == 0:
+            fast.remove(speaker)
+            reference.remove(speaker)
+        elif step % 89 == 0:
+            fast.add(speaker)
+            reference.add(speaker)
+        fast.level(speaker, level, now)
+        reference.level(speaker, level, now)
+        assert fast.update(now) == reference.update(now)
+        assert fast.dominant == reference.dominant
+        assert fast.ranking() == reference.ranking()
+        assert fast.holders() == reference.holders()
+    assert fast.dominant >= 0
+
+
 # -- the speech corpus ---------------------------------------------------------------------
 
 

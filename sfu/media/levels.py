@@ -55,7 +55,7 @@ class OpusLevelMeter:
 
     Keep one meter per speaker (the decoder carries state from packet to
     packet) and feed it every payload in arrival order. Packets that do not
-    decode give :data:`sfu.detector.NO_LEVEL` (-1), which the detector ignores.
+    decode give :data:`sfu.audio_level.NO_LEVEL` (-1), which the detector ignores.
     """
 
     def __init__(self) -> None:

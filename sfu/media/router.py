@@ -45,7 +45,8 @@ import pylibsrtp
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
 from .._values import refilled
-from ..detector import ActiveSpeakerDetector, read_audio_level
+from ..audio_level import read_audio_level
+from ..detector import ActiveSpeakerDetector
 from ..relay import FanOut
 from ..transport.rtp import (
     MAX_DROPOUT,
