@@ -31,7 +31,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from sfu import _mix_py  # noqa: E402
+from sfu import _detector_py  # noqa: E402
 
 FRAME = 0.02
 
@@ -98,11 +98,11 @@ def main() -> None:
         "--out", default=os.path.join(HERE, "results", "detector-cost.json"), help="figures"
     )
     args = parser.parse_args()
-    implementations: dict[str, Any] = {"python": _mix_py}
+    implementations: dict[str, Any] = {"python": _detector_py}
     try:
-        implementations["cython"] = importlib.import_module("sfu._mix")
+        implementations["cython"] = importlib.import_module("sfu._detector")
     except ImportError:
-        print("compiled sfu._mix not built: python only", file=sys.stderr)
+        print("compiled sfu._detector not built: python only", file=sys.stderr)
     rows = []
     for speakers in (10, 50):
         events = packets(speakers, args.seconds)

@@ -470,7 +470,7 @@ def pooled(figures: list[dict[str, Any]], corpora: list[Corpus]) -> dict[str, An
 
 
 def _factory(**settings: Any) -> Callable[[], Detector]:
-    from sfu.mix import ActiveSpeakerDetector
+    from sfu.detector import ActiveSpeakerDetector
 
     return lambda: ActiveSpeakerDetector(3, **settings)
 
@@ -526,7 +526,7 @@ def main() -> None:
     args = parser.parse_args()
     if not tools_available():
         sys.exit("needs espeak-ng and sox (Debian: apt-get install espeak-ng sox)")
-    from sfu.mix import EXTENSION_LOADED, ActiveSpeakerDetector
+    from sfu.detector import EXTENSION_LOADED, ActiveSpeakerDetector
 
     started = time.perf_counter()
     corpora = []

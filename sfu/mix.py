@@ -1,4 +1,4 @@
-"""Levels, the active-speaker detector and slot ranking: the compiled :mod:`sfu._mix` when available.
+"""The Mixer's arithmetic (sum, soft limiter): the compiled :mod:`sfu._mix` when available.
 
 ``SFU_NO_EXTENSIONS=1`` (or a missing/broken extension) selects the
 pure-Python reference :mod:`sfu._mix_py`, which has the same API.
@@ -13,36 +13,17 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
+    from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
 
     EXTENSION_LOADED = False
 else:
     try:
-        from ._mix import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
+        from ._mix import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
 
         EXTENSION_LOADED = True
     except ImportError:  # pragma: no cover - depends on the build
-        from ._mix_py import NO_LEVEL, ActiveSpeakerDetector, read_audio_level
+        from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
 
         EXTENSION_LOADED = False
 
-# Mixing kernels (sfu.media.mixer), same selection.
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
-else:
-    try:
-        from ._mix import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
-    except ImportError:  # pragma: no cover - depends on the build
-        from ._mix_py import LIMIT_CEILING, LIMIT_KNEE, mix_add, mix_limit, soft_clip
-
-__all__ = [
-    "EXTENSION_LOADED",
-    "LIMIT_CEILING",
-    "LIMIT_KNEE",
-    "mix_add",
-    "mix_limit",
-    "soft_clip",
-    "NO_LEVEL",
-    "ActiveSpeakerDetector",
-    "read_audio_level",
-]
+__all__ = ["EXTENSION_LOADED", "LIMIT_CEILING", "LIMIT_KNEE", "mix_add", "mix_limit", "soft_clip"]

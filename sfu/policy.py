@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._values import is_int, is_number
+from .detector import ActiveSpeakerDetector
 from .errors import InvalidSetting
-from .mix import ActiveSpeakerDetector
 
 __all__ = ["MAX_SLOTS", "RoomPolicy"]
 
@@ -30,7 +30,7 @@ class RoomPolicy:
     before an active speaker may take it. ``decision_interval`` and
     ``thresholds`` (C1, C2, C3 on the immediate, medium and long time
     scales): the dominant-speaker decision of
-    :class:`~sfu.mix.ActiveSpeakerDetector` (see ``bench/DETECTOR.md`` for
+    :class:`~sfu.detector.ActiveSpeakerDetector` (see ``bench/DETECTOR.md`` for
     how the defaults were chosen; ``None`` keeps them). ``stage_interval``:
     :class:`~sfu.events.ActiveSpeakersChanged` is emitted at most this often.
     ``close_when_empty``: seconds after which a room with no members, no
@@ -103,7 +103,7 @@ class RoomPolicy:
             raise InvalidSetting(f"invalid active-speaker setting: {exc}") from None
 
     def detector_settings(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`~sfu.mix.ActiveSpeakerDetector` (its defaults where unset)."""
+        """Keyword arguments for :class:`~sfu.detector.ActiveSpeakerDetector` (its defaults where unset)."""
         settings: dict[str, Any] = {"hold": self.hold}
         if self.decision_interval is not None:
             settings["interval"] = self.decision_interval

@@ -23,7 +23,7 @@ NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
 def _accelerated() -> list[str]:
     """Selector names (``relay`` for ``sfu/_relay.pyx``): the required ones and any .pyx."""
     found = {path.stem.removeprefix("_") for path in PACKAGE.glob("_*.pyx")}
-    return sorted(found | {"relay", "mix"})
+    return sorted(found | {"audio_level", "detector", "mix", "relay"})
 
 
 @pytest.mark.parametrize("name", _accelerated())

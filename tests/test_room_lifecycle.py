@@ -499,7 +499,8 @@ async def test_mixed_speakers_who_left_leave_nothing_in_the_mixer() -> None:
             speaker = await room.add_speaker(SPEAKER, f"s{number}", mixed=True)
             assert f"a=ssrc:{room.mixer.ssrc_for(speaker.number)} " in speaker.answer
             await speaker.close()
-        assert room.mixer._minus_ssrcs == {} and room.mixer._positions == {}
+        streams = room.mixer._mix_streams
+        assert streams.minus_ssrcs == {} and streams.positions == {}
 
 
 async def test_the_join_time_is_not_fooled_by_a_wall_clock_step(

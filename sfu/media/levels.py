@@ -4,7 +4,7 @@ Browsers put the RFC 6464 ``ssrc-audio-level`` extension on every packet;
 some clients (GStreamer webrtcbin, SIP gateways) do not. For those speakers
 only, the Router decodes the Opus payload with PyAV and computes the level
 the way a browser would, with the RFC 6465 Appendix A formula, so the
-:class:`~sfu.mix.ActiveSpeakerDetector` ranks every speaker alike.
+:class:`~sfu.detector.ActiveSpeakerDetector` ranks every speaker alike.
 
 Decoding costs a few tens of microseconds per 20 ms packet, which is why it
 is never done for speakers that send levels.
@@ -55,7 +55,7 @@ class OpusLevelMeter:
 
     Keep one meter per speaker (the decoder carries state from packet to
     packet) and feed it every payload in arrival order. Packets that do not
-    decode give :data:`sfu.mix.NO_LEVEL` (-1), which the detector ignores.
+    decode give :data:`sfu.audio_level.NO_LEVEL` (-1), which the detector ignores.
     """
 
     def __init__(self) -> None:

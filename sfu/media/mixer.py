@@ -33,6 +33,10 @@ Encoded packets go to callbacks (:meth:`Mixer.add_output`: the recorder,
 live streams) and, as RTP with the stream's own SSRC and continuous
 sequence numbers and timestamps, to mixed listeners through a
 :class:`~sfu.relay.FanOut` (:meth:`Mixer.add_receiver`).
+
+Its parts, one module each: the speakers heard (:mod:`~sfu.media.mix_speaker`),
+the encoded streams and their SSRCs (:mod:`~sfu.media.mix_stream`) and the
+mixed receivers (:mod:`~sfu.media.mix_receivers`).
 """
 
 from __future__ import annotations
@@ -40,26 +44,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
-
 from .._values import is_int
 from ..errors import InvalidSetting, RoomClosed
 from ..mix import mix_add, mix_limit
 from ..relay import FanOut
-from ..transport.rtp import ntp_time, sdes_cnames
-from .jitter import EMPTY, PACKET, JitterBuffer
-from .opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder, plc_packet
-from .router import send_in_step
+from .mix_receivers import MixReceivers
+from .mix_speaker import JITTER_CAPACITY, SPEAKER_TIMEOUT, MixSpeakers
+from .mix_stream import MixOutput, MixStream, MixStreams, OutputCallback, mixed_level
+from .opus import FRAME_BYTES, FRAME_SAMPLES
 
 if TYPE_CHECKING:
     from ..participant import Participant
-    from .router import Publisher, Router
+    from .router import Router
 
 __all__ = ["MAX_CATCH_UP", "PTIME", "MixOutput", "Mixer"]
 
@@ -68,134 +69,9 @@ logger = logging.getLogger(__name__)
 PTIME = 0.020
 #: After a stall longer than this (seconds) the mixer skips ahead instead of catching up.
 MAX_CATCH_UP = 1.0
-#: A speaker with no packet for this long is forgotten (its decoder freed).
-SPEAKER_TIMEOUT = 5.0
 #: The bit rates libopus takes for a mono stream (bit/s).
 MIN_BITRATE = 500
 MAX_BITRATE = 256000
-#: Packets a speaker's jitter buffer holds (its depth is at most this).
-JITTER_CAPACITY = 16
-
-#: ``callback(packet, samples, now)``: an encoded Opus packet of ``samples``
-#: 48 kHz samples, for the frame due at loop time ``now``.
-OutputCallback = Callable[[bytes, int, float], None]
-
-_SILENCE = bytes(FRAME_BYTES)
-
-
-class _Speaker:
-    """One speaker's input: jitter buffer, decoder and the decoded samples not yet mixed."""
-
-    __slots__ = (
-        "decoder",
-        "fifo",
-        "jitter",
-        "last_packet",
-        "last_payload",
-        "level",
-        "number",
-        "ssrc",
-    )
-
-    def __init__(self, number: int, ssrc: int, depth: int) -> None:
-        self.number = number
-        self.ssrc = ssrc
-        self.jitter = JitterBuffer(depth=depth, capacity=JITTER_CAPACITY)
-        self.decoder: OpusDecoder | None = None
-        self.fifo = bytearray()
-        self.last_packet = 0.0
-        self.last_payload = b""
-        self.level = 127
-
-    def restart(self, ssrc: int) -> None:
-        self.ssrc = ssrc
-        self.jitter.reset()
-        self.decoder = None  # a new stream: a fresh decoder state
-        self.fifo.clear()
-        self.last_payload = b""
-
-    def pull(self, timing: list[float]) -> bytes | None:
-        """One 20 ms frame, or None when the speaker has nothing to play."""
-        fifo = self.fifo
-        while len(fifo) < FRAME_BYTES:
-            outcome, payload, _ = self.jitter.pull()
-            if outcome == EMPTY:
-                break
-            if self.decoder is None:
-                self.decoder = OpusDecoder()
-            started = time.thread_time()
-            pcm = self.decoder.decode(payload) if outcome == PACKET and payload else b""
-            if pcm:
-                self.last_payload = payload
-            elif self.last_payload:
-                # Lost, or a payload libopus refused: its turn is concealed
-                # (not filled by pulling the next packet before its time).
-                pcm = self.decoder.decode(plc_packet(self.last_payload))
-            fifo += pcm or _SILENCE  # (nothing decoded yet to conceal from)
-            timing[0] += time.thread_time() - started
-        if not fifo:
-            return None
-        if len(fifo) < FRAME_BYTES:
-            fifo += bytes(FRAME_BYTES - len(fifo))  # the tail of a stream that stopped
-        pcm = bytes(fifo[:FRAME_BYTES])
-        del fifo[:FRAME_BYTES]
-        return pcm
-
-
-class _Stream:
-    """One encoded output: the room mix (``exclude`` -1) or a mix-minus."""
-
-    def __init__(self, exclude: int, ssrc: int, bitrate: int, cname: str) -> None:
-        self.exclude = exclude
-        self.ssrc = ssrc
-        self.sdes = sdes_cnames([ssrc], cname)  # its sender reports' SDES CNAME
-        self.encoder = OpusEncoder(bitrate)
-        self.outputs: list[MixOutput] = []
-        self.fanout: FanOut | None = None
-        self.receivers: set[int] = set()
-        self.sequence = secrets.randbelow(1 << 16)
-        self.timestamp = secrets.randbits(32)
-        self.marker = True
-        # The RTP timestamp of the last frame it sent and the loop time that
-        # frame was due (its sender reports' clock); None before its first frame.
-        self.sent_timestamp = 0
-        self.sent_due: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.outputs and not self.receivers
-
-
-class MixOutput:
-    """A consumer's handle on a mixed stream (from :meth:`Mixer.add_output`)."""
-
-    def __init__(
-        self,
-        mixer: Mixer,
-        stream: _Stream,
-        callback: OutputCallback,
-        on_close: Callable[[], None] | None,
-        on_gap: Callable[[int], None] | None = None,
-    ) -> None:
-        self.mixer = mixer
-        self._stream = stream
-        self.callback = callback
-        self.on_close = on_close
-        self.on_gap = on_gap
-        self.closed = False
-
-    @property
-    def exclude(self) -> int:
-        return self._stream.exclude
-
-    @property
-    def opus_head(self) -> bytes:
-        """The OpusHead of this stream's encoder (channel count, pre-skip)."""
-        return self._stream.encoder.head
-
-    def close(self) -> None:
-        """Stop receiving packets; idempotent."""
-        self.mixer.remove_output(self)
 
 
 class Mixer:
@@ -232,30 +108,22 @@ class Mixer:
             raise InvalidSetting(
                 f"max_speakers must be None or an integer >= 1, got {max_speakers!r}"
             )
+        self._mix_streams = MixStreams()
+        self._mix_receivers = MixReceivers()
+        self._mix_speakers = MixSpeakers(jitter_depth)
+        # The dicts step() walks every frame, and the Router tap called per
+        # packet, are theirs: no call in between.
+        self._streams = self._mix_streams.by_exclude
+        self._speakers = self._mix_speakers.by_number
+        self._tap = self._mix_speakers.tap
         self.router = router
         self.name = name
         self.on_failure = on_failure
         self.bitrate = bitrate
         self.max_speakers = max_speakers
         self.jitter_depth = jitter_depth
-        #: SSRC of the room mix sent to mixed listeners.
-        self.ssrc = secrets.randbits(32)
         self._loop = loop
         self._sock = sock
-        self._minus_ssrcs: dict[int, int] = {}
-        # Where a dropped stream's SSRC stopped (next sequence, next timestamp,
-        # monotonic time): a stream made again with that SSRC goes on from there,
-        # since its receivers' SRTP would refuse older sequence numbers as replays.
-        self._positions: dict[int, tuple[int, int, float]] = {}
-        self._streams: dict[int, _Stream] = {}
-        self._receivers: dict[int, _Stream] = {}
-        # Per receiver taken off a stream by a renegotiation, per stream SSRC it
-        # had: (packets, octets, last sequence number) sent, so that its counts
-        # and sender reports go on (RFC 3550 6.4.1: cumulative per SSRC) when
-        # it is registered on that stream again, and its SRTP index is brought
-        # up to the stream's (send_in_step) if the stream went on meanwhile.
-        self._carried: dict[int, dict[int, tuple[int, int, int]]] = {}
-        self._speakers: dict[int, _Speaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._acc = bytearray(4 * FRAME_SAMPLES)
@@ -275,7 +143,6 @@ class Mixer:
         self._epoch = 0.0  # loop time of frame 0 of this run
         self._frame = 0  # the frame the task mixes next (or is mixing)
         self._done = -math.inf  # the latest frame time mixed
-        self._retired_jitter = [0, 0]  # concealed, late: of speakers no longer tracked
 
     def __repr__(self) -> str:
         state = "running" if self.running else "idle"
@@ -301,7 +168,7 @@ class Mixer:
     @property
     def jitter_depth(self) -> int:
         """Playout delay in packets of the speakers heard from now on."""
-        return self._jitter_depth
+        return self._mix_speakers.depth
 
     @jitter_depth.setter
     def jitter_depth(self, value: int) -> None:
@@ -309,7 +176,7 @@ class Mixer:
             raise InvalidSetting(
                 f"jitter_depth must be an integer in 1..{JITTER_CAPACITY} packets, got {value!r}"
             )
-        self._jitter_depth = value
+        self._mix_speakers.depth = value
 
     # -- state ---------------------------------------------------------------------
 
@@ -345,47 +212,31 @@ class Mixer:
             "decode_seconds": decode,
             "mix_seconds": mix,
             "encode_seconds": encode,
-            "concealed": self._retired_jitter[0]
-            + sum(s.jitter.concealed for s in self._speakers.values()),
-            "late": self._retired_jitter[1] + sum(s.jitter.late for s in self._speakers.values()),
+            "concealed": self._mix_speakers.concealed(),
+            "late": self._mix_speakers.late(),
         }
+
+    @property
+    def ssrc(self) -> int:
+        """SSRC of the room mix sent to mixed listeners."""
+        return self._mix_streams.room_ssrc
 
     def ssrc_for(self, exclude: int) -> int:
         """The SSRC of the stream without speaker ``exclude`` (-1: the room mix)."""
-        if exclude < 0:
-            return self.ssrc
-        ssrc = self._minus_ssrcs.get(exclude)
-        if ssrc is None:
-            ssrc = self._minus_ssrcs[exclude] = secrets.randbits(32)
-        return ssrc
+        return self._mix_streams.ssrc_for(exclude)
 
     def forget(self, number: int) -> None:
         """Participant ``number`` left for good (a rejoin gets a new number):
         drop the SSRC of the stream without it, and where that stream stopped,
         unless the stream is still in use."""
-        if number in self._streams:
-            return
-        ssrc = self._minus_ssrcs.pop(number, None)
-        if ssrc is not None:
-            self._positions.pop(ssrc, None)
+        self._mix_streams.forget(number)
 
     # -- consumers -------------------------------------------------------------------
 
-    def _stream(self, exclude: int) -> _Stream:
+    def _stream(self, exclude: int) -> MixStream:
         if self._closed:
             raise RoomClosed(f"room {self.name!r} is closed: its mixer takes no consumer")
-        stream = self._streams.get(exclude)
-        if stream is None:
-            stream = self._streams[exclude] = _Stream(
-                exclude, self.ssrc_for(exclude), self.bitrate, self.router.cname
-            )
-            position = self._positions.pop(stream.ssrc, None)
-            if position is not None:
-                sequence, timestamp, stopped = position
-                elapsed = max(FRAME_SAMPLES, int((time.monotonic() - stopped) * SAMPLE_RATE))
-                stream.sequence = sequence
-                stream.timestamp = (timestamp + elapsed) & 0xFFFFFFFF
-        return stream
+        return self._mix_streams.get(exclude, self.bitrate, self.router.cname)
 
     def add_output(
         self,
@@ -418,7 +269,7 @@ class Mixer:
         stream = output._stream
         if output in stream.outputs:
             stream.outputs.remove(output)
-        self._drop_if_empty(stream)
+        self._mix_streams.drop_if_empty(stream)
 
     def add_receiver(self, participant: Participant) -> None:
         """Send the mix to a connected participant as RTP (a mixed listener): the
@@ -441,79 +292,31 @@ class Mixer:
             audio_level_id=negotiation.audio_level_id,
             slot_count=1,
         )
-        stream.receivers.add(participant.receiver_id)
-        self._receivers[participant.receiver_id] = stream
-        carried = self._carried.get(participant.receiver_id, {}).get(stream.ssrc)
-        if carried is not None and carried[2] >= 0:
-            sent, octets = send_in_step(
-                stream.fanout,
-                0,
-                stream.ssrc,
-                carried[2],
-                (stream.sequence - 1) & 0xFFFF,
-                (stream.timestamp - FRAME_SAMPLES) & 0xFFFFFFFF,
-                0,
-                participant.receiver_id,
-            )
-            self.packets_out += sent
-            self.payload_bytes_out += octets
+        sent, octets = self._mix_receivers.add(participant.receiver_id, stream, stream.fanout)
+        self.packets_out += sent
+        self.payload_bytes_out += octets
         self._start()
 
     def set_receiver_address(self, participant: Participant) -> None:
-        stream = self._receivers.get(participant.receiver_id)
-        session = participant.session
-        if stream is None or stream.fanout is None or session is None:
-            return
-        if session.address is not None:
-            stream.fanout.set_address(participant.receiver_id, session.address)
+        self._mix_receivers.set_address(participant)
 
     def remove_receiver(self, participant: Participant, *, keep_counts: bool = False) -> None:
         """``keep_counts``: it may be registered again (a renegotiation), on
         this stream or, its role changed, another: what was sent to it on this
         one stays counted, should it get this one again (:meth:`forget_receiver`
         once it is gone for good). Without it, it is gone for good."""
-        receiver_id = participant.receiver_id
-        stream = self._receivers.pop(receiver_id, None)
-        if not keep_counts:
-            self._carried.pop(receiver_id, None)
-        if stream is None:
-            return
-        if keep_counts:
-            packets, octets = self._counts(stream, receiver_id)
-            last = -1
-            if stream.fanout is not None and receiver_id in stream.fanout:
-                if stream.fanout.counters(receiver_id)[0][0]:
-                    last = (stream.sequence - 1) & 0xFFFF  # it got every frame
-            carried = self._carried.setdefault(receiver_id, {})
-            if last < 0 and stream.ssrc in carried:
-                last = carried[stream.ssrc][2]  # nothing since it was last registered
-            carried[stream.ssrc] = (packets, octets, last)
-        stream.receivers.discard(participant.receiver_id)
-        if stream.fanout is not None and participant.receiver_id in stream.fanout:
-            stream.fanout.remove_receiver(participant.receiver_id)
-        self._drop_if_empty(stream)
+        stream = self._mix_receivers.remove(participant.receiver_id, keep_counts)
+        if stream is not None:
+            self._mix_streams.drop_if_empty(stream)
 
     def receiver_ssrc(self, participant: Participant) -> int | None:
         """The SSRC of the stream a mixed receiver gets, or None if it gets none."""
-        stream = self._receivers.get(participant.receiver_id)
+        stream = self._mix_receivers.streams.get(participant.receiver_id)
         return stream.ssrc if stream is not None else None
 
     def forget_receiver(self, receiver_id: int) -> None:
         """The receiver is gone for good (it left): nothing of it is kept."""
-        self._carried.pop(receiver_id, None)
-
-    def _counts(self, stream: _Stream, receiver_id: int) -> tuple[int, int]:
-        """(packets, payload octets) sent to a registered receiver on ``stream``,
-        what earlier registrations on the same stream sent included."""
-        packets = octets = 0
-        if stream.fanout is not None and receiver_id in stream.fanout:
-            counters = stream.fanout.counters(receiver_id)
-            if counters:
-                packets, octets = counters[0]
-        carried = self._carried.get(receiver_id, {}).get(stream.ssrc)
-        if carried is not None:
-            packets, octets = packets + carried[0], octets + carried[1]
-        return packets, octets
+        self._mix_receivers.carried.pop(receiver_id, None)
 
     def sender_report(self, participant: Participant, now: float, unix_time: float) -> bytes | None:
         """An RTCP SR for the mix a receiver gets (RFC 3550 6.4.1), with its SDES
@@ -523,35 +326,11 @@ class Mixer:
         ``unix_time`` to the stream's RTP clock at ``now``, the last frame's
         timestamp plus the time since that frame was due. None before the
         stream's first frame."""
-        stream = self._receivers.get(participant.receiver_id)
-        if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
-            return None
-        if stream.sent_due is None:
-            return None
-        packets, octets = self._counts(stream, participant.receiver_id)
-        elapsed = int((now - stream.sent_due) * SAMPLE_RATE)
-        info = RtcpSenderInfo(
-            ntp_timestamp=ntp_time(unix_time),
-            rtp_timestamp=(stream.sent_timestamp + elapsed) & 0xFFFFFFFF,
-            packet_count=packets & 0xFFFFFFFF,
-            octet_count=octets & 0xFFFFFFFF,
-        )
-        return bytes(RtcpSrPacket(ssrc=stream.ssrc, sender_info=info)) + stream.sdes
+        return self._mix_receivers.sender_report(participant, now, unix_time)
 
     def receiver_counters(self, participant: Participant) -> list[tuple[int, int]]:
         """(packets, payload octets) sent to a mixed receiver, like the Router's."""
-        stream = self._receivers.get(participant.receiver_id)
-        if stream is None or stream.fanout is None or participant.receiver_id not in stream.fanout:
-            return []
-        return [self._counts(stream, participant.receiver_id)]
-
-    def _drop_if_empty(self, stream: _Stream) -> None:
-        if stream.empty and self._streams.get(stream.exclude) is stream:
-            del self._streams[stream.exclude]
-            self._positions[stream.ssrc] = (stream.sequence, stream.timestamp, time.monotonic())
-            if stream.fanout is not None:
-                stream.fanout.close()
-        # No stream left: the task sees it at its next frame and ends.
+        return self._mix_receivers.counters(participant)
 
     # -- the task --------------------------------------------------------------------
 
@@ -567,7 +346,7 @@ class Mixer:
         self._task = loop.create_task(self._run(), name=f"sfu-mixer-{self.name}")
         # Undone when the task ends, however it ends (even cancelled before it ran).
         self.router.taps.append(self._tap)
-        self.router.released.append(self._release)
+        self.router.released.append(self._mix_speakers.drop)
         self._task.add_done_callback(self._task_done)
         logger.info("mixer of room %r started", self.name)
 
@@ -601,7 +380,7 @@ class Mixer:
         finally:
             self._detach_from_router()
             for number in list(self._speakers):
-                self._drop_speaker(number)
+                self._mix_speakers.drop(number)
             logger.info("mixer of room %r stopped after %d frames", self.name, self.frames)
 
     def _failed(self, error: Exception) -> None:
@@ -681,13 +460,10 @@ class Mixer:
         """Detach every output (its ``on_close`` called) and mixed receiver;
         the receivers' ids, which get no mix from now on."""
         streams = list(self._streams.values())
-        receivers = list(self._receivers)
+        receivers = self._mix_receivers.clear()
         self._streams.clear()
-        self._receivers.clear()
-        self._carried.clear()
         for stream in streams:
-            # A stream made again with this SSRC goes on from here (see _stream).
-            self._positions[stream.ssrc] = (stream.sequence, stream.timestamp, time.monotonic())
+            self._mix_streams.stopped(stream)
             for output in stream.outputs:
                 output.closed = True
                 if output.on_close is not None:
@@ -700,28 +476,7 @@ class Mixer:
                 stream.fanout.close()
         return receivers
 
-    # -- the packet path (Router tap) -----------------------------------------------
-
-    def _tap(
-        self,
-        publisher: Publisher,
-        packet: bytes,
-        offset: int,
-        sequence: int,
-        timestamp: int,
-        slot: int,
-        now: float,
-    ) -> None:
-        speaker = self._speakers.get(publisher.number)
-        if speaker is None:
-            speaker = self._speakers[publisher.number] = _Speaker(
-                publisher.number, publisher.ssrc, self.jitter_depth
-            )
-        elif speaker.ssrc != publisher.ssrc:
-            speaker.restart(publisher.ssrc)
-        speaker.last_packet = now
-        speaker.level = publisher.level & 0x7F if publisher.level >= 0 else 127
-        speaker.jitter.push(sequence, timestamp, packet[offset:])
+    # -- the Router ----------------------------------------------------------------
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if self._task is task:  # (not a task a restart has replaced)
@@ -730,20 +485,8 @@ class Mixer:
     def _detach_from_router(self) -> None:
         if self._tap in self.router.taps:
             self.router.taps.remove(self._tap)
-        if self._release in self.router.released:
-            self.router.released.remove(self._release)
-
-    def _release(self, number: int) -> None:
-        """A speaker muted, demoted or gone: silent from the next frame, not
-        after what its jitter buffer holds and the concealment after it."""
-        self._drop_speaker(number)
-
-    def _drop_speaker(self, number: int) -> None:
-        """Stop tracking a speaker; its jitter counters stay in :meth:`stats`."""
-        speaker = self._speakers.pop(number, None)
-        if speaker is not None:
-            self._retired_jitter[0] += speaker.jitter.concealed
-            self._retired_jitter[1] += speaker.jitter.late
+        if self._mix_speakers.drop in self.router.released:
+            self.router.released.remove(self._mix_speakers.drop)
 
     # -- one frame -------------------------------------------------------------------
 
@@ -760,7 +503,7 @@ class Mixer:
             elif now - speaker.last_packet > SPEAKER_TIMEOUT:
                 gone.append(number)
         for number in gone:
-            self._drop_speaker(number)
+            self._mix_speakers.drop(number)
         if self.max_speakers is not None and len(frames) > self.max_speakers:
             frames.sort()  # lowest level byte (-dBov) = loudest first
             del frames[self.max_speakers :]
@@ -794,7 +537,7 @@ class Mixer:
             timing[1] += encoding - started
             packets = stream.encoder.encode(bytes(pcm_out))
             timing[2] += time.thread_time() - encoding
-            level = _level(energy, voiced)
+            level = mixed_level(energy, voiced)
             csrc = self._csrc(ranked, stream.exclude)
             for packet in packets:
                 self._deliver(stream, packet, now, level, csrc)
@@ -835,7 +578,7 @@ class Mixer:
             except Exception:
                 logger.exception("closing mixer output %r failed", output.callback)
 
-    def _deliver(self, stream: _Stream, packet: bytes, now: float, level: int, csrc: int) -> None:
+    def _deliver(self, stream: MixStream, packet: bytes, now: float, level: int, csrc: int) -> None:
         samples = FRAME_SAMPLES
         for output in list(stream.outputs):
             try:
@@ -865,13 +608,3 @@ class Mixer:
         stream.sent_due = now
         stream.sequence = (stream.sequence + 1) & 0xFFFF
         stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
-
-
-def _level(energy: int, voiced: bool) -> int:
-    """The RFC 6464 byte (V flag, level in -dBov) of a 20 ms mixed frame's energy."""
-    if energy <= 0:
-        level = 127
-    else:
-        mean = energy / FRAME_SAMPLES / (32767.0 * 32767.0)
-        level = min(127, max(0, round(-10.0 * math.log10(mean))))
-    return (0x80 if voiced else 0) | level

@@ -3,7 +3,7 @@
 For each incoming speaker packet (already SRTP-unprotected) the Router
 
 1. reads the fixed header and the RFC 6464 level, without decoding;
-2. feeds the level to the :class:`~sfu.mix.ActiveSpeakerDetector` and asks
+2. feeds the level to the :class:`~sfu.detector.ActiveSpeakerDetector` and asks
    it which slot carries this speaker (a speaker whose client sends no
    level is decoded, and only that one, to measure it);
 3. maps the packet into that slot's continuous stream: the slot has its
@@ -45,7 +45,8 @@ import pylibsrtp
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
 from .._values import refilled
-from ..mix import ActiveSpeakerDetector, read_audio_level
+from ..audio_level import read_audio_level
+from ..detector import ActiveSpeakerDetector
 from ..relay import FanOut
 from ..transport.rtp import (
     MAX_DROPOUT,
@@ -113,7 +114,7 @@ class Router:
     """Per-room media path; see the module documentation."""
 
     def __init__(self, sock: socket.socket, slots: int, **detector: Any) -> None:
-        """``detector``: :class:`~sfu.mix.ActiveSpeakerDetector` settings (``hold``, ``interval``, ``c1``...)."""
+        """``detector``: :class:`~sfu.detector.ActiveSpeakerDetector` settings (``hold``, ``interval``, ``c1``...)."""
         self.slot_count = slots
         self.detector = ActiveSpeakerDetector(slots, **detector)
         self.fanout = FanOut(sock)

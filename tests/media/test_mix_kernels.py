@@ -41,8 +41,10 @@ def mixed(
 
 
 def test_compiled_kernels_are_the_ones_in_use() -> None:
+    assert sfu.mix.EXTENSION_LOADED is (not NO_EXTENSIONS)
     if NO_EXTENSIONS:
         assert sfu.mix.mix_add is _mix_py.mix_add
+        assert sfu.mix.mix_limit is _mix_py.mix_limit
     else:
         module = compiled("_mix")
         assert sfu.mix.mix_add is module.mix_add, "the compiled kernel did not load"

@@ -331,7 +331,7 @@ async def test_a_refused_mixed_join_leaves_no_mix_minus_stream_behind(
             monkeypatch.setattr(server, "_register", closing)
             with pytest.raises(sfu.errors.ServerClosed):
                 await room.add_speaker(offer, "alice")
-            assert room.mixer._minus_ssrcs == {}
+            assert room.mixer._mix_streams.minus_ssrcs == {}
         finally:
             await close_peer(pc)
 
