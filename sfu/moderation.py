@@ -95,9 +95,14 @@ class Moderation:
         grants = grants_of(role) | (participant.grants & {"moderate"})
         if role == participant.role and grants == participant.grants:
             return participant  # a moderator made moderator: nothing changes, nothing to tell
+        needs_offer = participant.negotiation.publish is None
+        if needs_offer and not participant.renegotiates:
+            raise NotAllowed(
+                f"{identity!r} cannot speak: its client (e.g. a WHEP player) has no sending line "
+                "and cannot add one; it can only listen"
+            )
         if not participant.can_publish and role in ("speaker", "moderator"):
             room._gate.check_capacity(publish=True)
-        needs_offer = participant.negotiation.publish is None
         self._change_role(participant, role, grants)
         decision = room._decisions.setdefault(identity, {})
         decision["role"] = role

@@ -66,6 +66,7 @@ class Participant:
         "negotiation",
         "number",
         "publisher",
+        "renegotiates",
         "role",
         "room",
         "rtcp_received",
@@ -131,6 +132,10 @@ class Participant:
         self._next_mix_report = 0.0
         self.rtcp_received = 0
         self.rtp_dropped = 0
+        #: Whether its client answers a ``RoleChanged(renegotiate=True)`` with a
+        #: new offer (sfu.signaling's WebSocket, a backend's own signaling).
+        #: The WHIP/WHEP adapter sets it False: its media lines are fixed at the POST.
+        self.renegotiates = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} ({self.role}) in {self.room.name!r}>"
@@ -140,6 +145,13 @@ class Participant:
     @property
     def can_publish(self) -> bool:
         return "publish" in self.grants
+
+    @property
+    def can_speak(self) -> bool:
+        """Whether it could send its voice if allowed: it has a sending line,
+        or its client adds one when asked. False for a WHEP player, which
+        :meth:`Room.promote <sfu.Room.promote>` refuses."""
+        return self.negotiation.publish is not None or self.renegotiates
 
     @property
     def is_moderator(self) -> bool:

@@ -292,7 +292,8 @@ class Room:
         adds one (:class:`~sfu.events.RoleChanged` with ``renegotiate=True``
         tells it). Raises :class:`~sfu.errors.RoomFull` when a listener
         would pass ``max_speakers``, :class:`~sfu.errors.NotAllowed` for a
-        ``by`` without the ``moderate`` grant, :class:`~sfu.errors.NotFound`,
+        ``by`` without the ``moderate`` grant or a member that cannot speak
+        (``can_speak`` False: a WHEP player), :class:`~sfu.errors.NotFound`,
         and :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
         :meth:`demote`).
         """

@@ -372,8 +372,10 @@ function render() {
       el.querySelector(".role-label").textContent = ROLE_LABEL[m.role] || "";
       const actions = [];
       if (c.isModerator && m.identity !== c.identity && c.state === "joined") {
-        if (m.role === "listener") actions.push(["promote", "Invite to speak"]);
-        else {
+        if (m.role === "listener") {
+          // A client that can never send (a WHEP player) cannot take the stage.
+          if (m.canSpeak !== false) actions.push(["promote", "Invite to speak"]);
+        } else {
           // A moderator lifts only a moderator's mute; a self-muted speaker may
           // still be muted by one (then it cannot unmute itself).
           actions.push(m.moderatorMuted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
@@ -411,7 +413,8 @@ function render() {
       li.innerHTML = `<span class="hand-icon">${HAND_SVG}</span><span class="who"></span>`;
       li.querySelector(".who").textContent = identity;
       const buttons = document.createElement("span");
-      setActions(buttons, [["promote", "Invite"], ["dismiss", "Dismiss"]]);
+      const canSpeak = c.roster.get(identity)?.canSpeak !== false;
+      setActions(buttons, canSpeak ? [["promote", "Invite"], ["dismiss", "Dismiss"]] : [["dismiss", "Dismiss"]]);
       li.append(...buttons.children);
     }
     return li;

@@ -218,7 +218,9 @@ def add_whip_whep(
     then refused is closed again; rooms made by successful joins stay unless
     ``room_settings`` has ``close_when_empty``. A resource answers only at
     its own URL (room and kind). Trickle ICE (PATCH) is not needed by an
-    ICE-lite server and answers 405.
+    ICE-lite server and answers 405. Such a client cannot renegotiate
+    (``participant.renegotiates`` is False): a WHEP player cannot be
+    promoted (``can_speak`` is False), a WHIP publisher keeps its sending line.
     """
     factory = _room_factory(server, create_rooms, room_settings)
     resources: dict[str, tuple[str, Participant]] = {}  # resource id -> (kind, session)
@@ -277,6 +279,9 @@ def add_whip_whep(
                 if status is None:
                     raise
                 return _plain(status, str(exc))
+            # Its media lines are fixed at this POST: it is never asked to offer
+            # again. (Set before anything else runs, so every roster sees it.)
+            participant.renegotiates = False
             transport = request.transport
             if transport is None or transport.is_closing():
                 # The client gave up while its join waited its turn (aiohttp does

@@ -171,6 +171,7 @@ def joined_message(room: Room, participant: Participant) -> dict[str, Any]:
                 "muted": p.muted,
                 "moderator_muted": p.moderator_muted,
                 "hand": p.identity in room.hands,
+                "can_speak": p.can_speak,
             }
             for p in room.participants.values()
         ],
@@ -195,6 +196,7 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
                 "muted": bool(member and member.muted),
                 # Which of the two mutes a moderator can lift (a self-mute is not).
                 "moderator_muted": bool(member and member.moderator_muted),
+                "can_speak": bool(member and member.can_speak),
             }
 
         return {

@@ -1053,3 +1053,50 @@ async def test_a_promoted_listener_whose_microphone_is_refused_is_not_shown_live
     assert not await lis.is_visible("#mic-button")
     for page in (mod, lis):
         await page.click("#leave-button")
+
+
+async def card_actions(page: Page, name: str) -> list[str]:
+    """The actions in ``name``'s card menu (the DOM holds them, open or not)."""
+    await page.wait_for_selector(f"{person(name)} .menu-button", state="attached", timeout=10000)
+    return list(
+        await page.eval_on_selector_all(
+            f"{person(name)} .actions button", "(buttons) => buttons.map((b) => b.dataset.action)"
+        )
+    )
+
+
+async def test_a_whep_player_is_not_offered_the_stage(new_page: NewPage, demo: Demo) -> None:
+    """A WHEP player has no sending line and no way to add one: a moderator's
+    page offers to remove it but not "Invite to speak" (the server would
+    refuse it), while a browser listener beside it is offered both."""
+    mod = await join(new_page, demo, "player-room", "chair", "moderator")
+    lis = await join(new_page, demo, "player-room", "fan", "listener")
+    pc = RTCPeerConnection(client_configuration())
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    token = demo.token("player-room", "player", "listener")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{demo.url}/rooms/player-room/whep",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 201, await response.text()
+                answer = await response.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        room = demo.server.rooms["player-room"]
+        await room["player"].wait_connected(10)
+        # Told by the roster batch, and by a newcomer's snapshot.
+        await mod.wait_for_selector(f"#audience {person('player')}", timeout=10000)
+        late = await new_page(f"{demo.url}/?token={demo.token('player-room', 'late', 'moderator')}")
+        await wait_attribute(late, "#connection-state", "data-state", "live", timeout=20)
+        for page in (mod, late):
+            await page.wait_for_selector(f"#audience {person('player')}", timeout=10000)
+            assert await card_actions(page, "fan") == ["promote", "remove"]
+            assert await card_actions(page, "player") == ["remove"]
+        assert room["player"].role == "listener"
+        for page in (mod, lis, late):
+            await page.click("#leave-button")
+    finally:
+        await close_peer(pc)

@@ -717,6 +717,7 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
             "role": "speaker",
             "muted": True,
             "moderator_muted": False,
+            "can_speak": True,
         }
         await session.close()
 

@@ -30,9 +30,10 @@
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
  *   "connection"      RTCPeerConnection.connectionState
  *   "joined"          the `joined` message
- *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand}
+ *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand, canSpeak}
  *                     (muted: silenced either way; moderatorMuted: by a moderator, which a
- *                     moderator can lift; a self-mute only its owner can)
+ *                     moderator can lift; a self-mute only its owner can; canSpeak false:
+ *                     its client can never send, e.g. a WHEP player: not to be promoted)
  *   "hands"           identities with a raised hand, oldest first
  *   "role"            {identity, role, by, renegotiate} for role changes of anyone
  *   "muted"           {identity, muted, by}
@@ -471,6 +472,7 @@ export class SfuClient {
         // (A server that does not tell the two mutes apart: a mute at join is a moderator's.)
         moderatorMuted: !!(entry.moderator_muted ?? entry.muted),
         hand: !!entry.hand,
+        canSpeak: entry.can_speak !== false, // (a server that does not say: anyone can)
       });
     }
     if (!this.roster.has(this.identity)) {
@@ -480,6 +482,7 @@ export class SfuClient {
         muted: false,
         moderatorMuted: false,
         hand: false,
+        canSpeak: true,
       });
     }
     this._setHands(joined.hands || [], false);
@@ -774,13 +777,15 @@ export class SfuClient {
         muted: entry.muted ?? (old ? old.muted : false),
         moderatorMuted: entry.moderator_muted ?? (old ? old.moderatorMuted : false),
         hand: old ? old.hand : this.hands.includes(entry.identity),
+        canSpeak: entry.can_speak ?? (old ? old.canSpeak : true),
       });
     }
     for (const entry of message.updated || []) {
       const old = this.roster.get(entry.identity);
       const muted = entry.muted ?? (old ? old.muted : false);
       const moderatorMuted = entry.moderator_muted ?? (old ? old.moderatorMuted : false);
-      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted });
+      const canSpeak = entry.can_speak ?? (old ? old.canSpeak : true);
+      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted, canSpeak });
       // "updated" may name someone this client has not seen join (it left and
       // came back within one roster interval): added, with its hand as known.
       else {
@@ -790,6 +795,7 @@ export class SfuClient {
           muted,
           moderatorMuted,
           hand: this.hands.includes(entry.identity),
+          canSpeak,
         });
       }
     }
