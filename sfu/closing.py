@@ -66,13 +66,11 @@ class Closing:
                 self.drop_if_unused()
 
     def held(self) -> bool:
-        """Whether anything keeps the room: members, joins, a live mix or bans."""
+        """Whether anything keeps the room: members, joins or a live mix. Not
+        bans: they end with the room, or any moderator could keep one for ever."""
         room = self.room
         return bool(
-            room._participants
-            or self.joining
-            or (room._mixer is not None and room._mixer.running)
-            or room._bans
+            room._participants or self.joining or (room._mixer is not None and room._mixer.running)
         )
 
     def check_empty(self, now: float) -> None:
@@ -92,7 +90,8 @@ class Closing:
         """Close a room that a request made for a join that then failed (or
         whose client left before its answer), if nothing holds it and nothing
         was decided in it: a refused request must not leave a room behind."""
-        if not self.closed and not self.held() and not self.room._decisions:
+        decided = self.room._decisions or self.room._bans
+        if not self.closed and not self.held() and not decided:
             logger.info("room %r closed: the join it was made for failed", self.room.name)
             self.close_soon("unused")
 

@@ -29,7 +29,7 @@ __all__ = ["MAX_BANS", "Moderation"]
 logger = logging.getLogger(__name__)
 
 #: Identities one room keeps banned at most: a ban of someone absent stores a
-#: name a moderator chose, and a room holding bans is not closed when empty.
+#: name a moderator chose, kept for the room's life.
 MAX_BANS = 1000
 
 

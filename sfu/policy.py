@@ -36,11 +36,11 @@ class RoomPolicy:
     ``close_when_empty``: seconds after which a room with no members, no
     join under way and nothing consuming its mix (recording, live stream)
     closes itself with the reason ``"empty"`` and frees its name (``None``,
-    the default: it stays until closed). A room that holds bans stays, so
-    that they keep holding (moderators' promotions and mutes are forgotten
-    with the room: nobody was left for them to apply to); rooms that
-    clients create by name (:mod:`sfu.signaling`) would otherwise add up for
-    as long as the server runs (~17 KB each). Once closed, the name is made
+    the default: it stays until closed). Bans, moderators' promotions and
+    mutes end with it, as with any close: bans do not keep a room, or any
+    moderator could keep one for ever. Rooms that clients create by name
+    (:mod:`sfu.signaling`) should set it, or they add up for as long as the
+    server runs (~17 KB each). Once closed, the name is made
     again by whoever asks for it next, with the settings they give: set it
     on a room made by the backend with settings of its own (``private``,
     capacity) only if whatever may re-create it by name (the signaling's

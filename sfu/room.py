@@ -335,6 +335,11 @@ class Room:
         :class:`~sfu.errors.RoomClosed`. A removed member's promotion ends:
         back, it has the role its token (or the backend) gives; a demotion
         and a moderator's mute stay.
+
+        A ban lasts as long as the room, also an empty one: a room that
+        closes itself (``close_when_empty``) forgets its bans with it. A
+        backend that wants a ban to outlast the room keeps its own list (it
+        issues the tokens), or does not let the room close.
         """
         self._moderation.remove(identity, reason, by, ban)
 

@@ -196,9 +196,9 @@ async def test_moderation_with_a_non_string_identity_says_what_is_wrong() -> Non
 async def test_bans_of_absent_people_are_bounded_in_size_and_number(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A ban of someone absent stores a name the moderator chose, and a room
-    with bans is never closed when empty: names longer than any member's,
-    or more than MAX_BANS of them, are refused."""
+    """A ban of someone absent stores a name the moderator chose, kept for
+    the room's life: names longer than any member's, or more than MAX_BANS
+    of them, are refused."""
     from sfu import moderation
 
     monkeypatch.setattr(moderation, "MAX_BANS", 3)
