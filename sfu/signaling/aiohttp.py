@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -223,7 +224,12 @@ def add_whip_whep(
     promoted (``can_speak`` is False), a WHIP publisher keeps its sending line.
     """
     factory = _room_factory(server, create_rooms, room_settings)
-    resources: dict[str, tuple[str, Participant]] = {}  # resource id -> (kind, session)
+    # (kind, resource id) -> its session, weakly held: one that ended without a
+    # DELETE (the client vanished, its consent expired) goes with its member,
+    # not when some later request comes.
+    resources: weakref.WeakValueDictionary[tuple[str, str], Participant] = (
+        weakref.WeakValueDictionary()
+    )
 
     def make(kind: str) -> Handler:
         publish = kind == "whip"
@@ -291,10 +297,8 @@ def add_whip_whep(
                 if not existed:
                     room._closing.drop_if_unused()
                 return _plain(499, "the client left before its answer")
-            for stale in [key for key, (_, held) in resources.items() if held.closed]:
-                del resources[stale]  # sessions that ended without a DELETE
             resource = secrets.token_urlsafe(16)
-            resources[resource] = (kind, participant)
+            resources[kind, resource] = participant
             location = f"{prefix}/rooms/{quote(name, safe='')}/{kind}/{resource}"
             logger.info(
                 "%s %s joined room %r as %s",
@@ -314,17 +318,17 @@ def add_whip_whep(
 
     def held(request: web.Request, kind: str) -> Participant | None:
         """The session at exactly this URL (its room and kind too), or None."""
-        entry = resources.get(request.match_info["resource"])
-        if entry is None or entry[0] != kind or entry[1].room.name != request.match_info["room"]:
+        participant = resources.get((kind, request.match_info["resource"]))
+        if participant is None or participant.room.name != request.match_info["room"]:
             return None
-        return entry[1]
+        return participant
 
     def make_delete(kind: str) -> Handler:
         async def delete(request: web.Request) -> web.StreamResponse:
             participant = held(request, kind)
             if participant is None:
                 return _plain(404, "no such session")  # and a wrong URL forgets nothing
-            del resources[request.match_info["resource"]]
+            resources.pop((kind, request.match_info["resource"]), None)
             await participant.close("left")
             return web.Response(status=200)
 
