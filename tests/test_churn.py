@@ -78,8 +78,8 @@ def footprint(server: sfu.Server, signaling: SignalingHandler) -> Counter[str]:
             "sessions by ufrag": len(server._sessions_by_ufrag),
             "sessions by address": len(server._sessions_by_address),
             "address proofs": len(server._proofs),
-            "handshaking sessions": len(server._handshaking),
-            "handshake backlog": len(server._handshake_backlog),
+            "handshaking sessions": len(server.handshakes.sessions),
+            "handshake backlog": len(server.handshakes.backlog),
             "joins waiting their turn": len(server.admission),
             "closing rooms": len(server._closing_rooms),
             "signaling connections": len(signaling.sessions),
@@ -91,8 +91,8 @@ def footprint(server: sfu.Server, signaling: SignalingHandler) -> Counter[str]:
             "members": len(room._participants),
             "members by number": len(room._by_number),
             "publish counts": sum(room._counts.values()),
-            "joins under way": room._joining,
-            "hands": len(room._hands),
+            "joins under way": room._closing.joining,
+            "hands": len(room._moderation._hands),
             "demoted present": len(room._demoted_present),
             "event subscribers": len(room._subscribers),
             "router publishers": len(router._publishers),
@@ -108,12 +108,12 @@ def footprint(server: sfu.Server, signaling: SignalingHandler) -> Counter[str]:
         if mixer is not None:
             tables |= {
                 "mixer running": int(mixer.running),
-                "mix-minus ssrcs": len(mixer._minus_ssrcs),
+                "mix-minus ssrcs": len(mixer._mix_streams.minus_ssrcs),
                 "mix streams": len(mixer._streams),
-                "mix receivers": len(mixer._receivers),
-                "mix carried counts": len(mixer._carried),
+                "mix receivers": len(mixer._mix_receivers.streams),
+                "mix carried counts": len(mixer._mix_receivers.carried),
                 "mix speakers": len(mixer._speakers),
-                "mix positions": len(mixer._positions),
+                "mix positions": len(mixer._mix_streams.positions),
             }
         found.update({f"room {name!r}: {key}": value for key, value in tables.items()})
     return found
