@@ -1,29 +1,23 @@
 """The active-speaker detector: the compiled :mod:`sfu._detector` when available.
 
-``SFU_NO_EXTENSIONS=1`` (or a missing/broken extension) selects the
+``SFU_NO_EXTENSIONS=1`` (or a missing or broken extension, see
+:mod:`sfu._extensions`) selects the
 pure-Python reference :mod:`sfu._detector_py`, which has the same API.
 ``EXTENSION_LOADED`` tells which one is in use.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+from ._extensions import select
 
-if TYPE_CHECKING or NO_EXTENSIONS:
+if TYPE_CHECKING:
     from ._detector_py import ActiveSpeakerDetector
 
     EXTENSION_LOADED = False
 else:
-    try:
-        from ._detector import ActiveSpeakerDetector
-
-        EXTENSION_LOADED = True
-    except ImportError:  # pragma: no cover - depends on the build
-        from ._detector_py import ActiveSpeakerDetector
-
-        EXTENSION_LOADED = False
+    _module, EXTENSION_LOADED = select("sfu._detector", "sfu._detector_py")
+    ActiveSpeakerDetector = _module.ActiveSpeakerDetector
 
 __all__ = ["EXTENSION_LOADED", "ActiveSpeakerDetector"]

@@ -8,23 +8,18 @@ bytes. ``EXTENSION_LOADED`` tells which one is in use.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
+from ._extensions import select
 
-if TYPE_CHECKING or NO_EXTENSIONS:
+if TYPE_CHECKING:
     from ._relay_py import MAX_BATCH, MAX_PAYLOAD, FanOut
 
     EXTENSION_LOADED = False
 else:
-    try:
-        from ._relay import MAX_BATCH, MAX_PAYLOAD, FanOut
-
-        EXTENSION_LOADED = True
-    except ImportError:  # pragma: no cover - depends on the build
-        from ._relay_py import MAX_BATCH, MAX_PAYLOAD, FanOut
-
-        EXTENSION_LOADED = False
+    _module, EXTENSION_LOADED = select("sfu._relay", "sfu._relay_py")
+    MAX_BATCH = _module.MAX_BATCH
+    MAX_PAYLOAD = _module.MAX_PAYLOAD
+    FanOut = _module.FanOut
 
 __all__ = ["EXTENSION_LOADED", "MAX_BATCH", "MAX_PAYLOAD", "FanOut"]
