@@ -3,8 +3,9 @@
 A room closes when
 
 - the backend calls ``room.close(reason)``, or ``server.close()`` (every room);
-- nothing has held it (members, joins under way, a live mix, bans) for the
-  ``close_when_empty`` seconds of its policy: reason ``"empty"``;
+- nothing has held it (members, joins under way, a running mixer) for the
+  ``close_when_empty`` seconds of its policy: reason ``"empty"`` (bans do not
+  hold it: they end with it, as promotions and mutes do);
 - a signaling adapter made it for a join that then failed, and nothing holds
   it and nothing was decided in it: reason ``"unused"`` (a refused request
   must not leave a room behind).

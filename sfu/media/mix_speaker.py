@@ -1,4 +1,9 @@
-"""One speaker's input to the Mixer: its jitter buffer, its decoder, the samples not yet mixed."""
+"""The speakers a Mixer hears: the Router tap that feeds them, and each one's input.
+
+:class:`MixSpeakers` is the tap (every forwarded speaker packet, into that
+speaker's jitter buffer) and the speakers it tracks; a :class:`MixSpeaker`
+is one speaker's jitter buffer, decoder and samples not yet mixed.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ bursts and checks that the address written into answers is of the family
 it receives. :class:`PortProtocol` is its asyncio protocol: each datagram
 goes straight to the server's demultiplexer, and what goes wrong on one
 datagram (a bug, an ICMP error for one client) is counted in
-:attr:`Server.drops` and never stops the port.
+:attr:`Server.drops <sfu.transport.server.Server.drops>` and never stops the port.
 """
 
 from __future__ import annotations

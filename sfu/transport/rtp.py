@@ -1,7 +1,8 @@
 """RTP/RTCP helpers for the control side of the media path.
 
 The receiver and sender reports the server sends are built with
-:mod:`aiortc.rtp` (in :mod:`sfu.media.router`), the SDES CNAME packet that
+:mod:`aiortc.rtp` (in :mod:`sfu.media.router`, and for the mix in
+:mod:`sfu.media.mix_receivers`), the SDES CNAME packet that
 goes with them here (:func:`sdes_cnames`: aiortc's writer pads chunks wrong);
 the reports it receives are read here with ``struct`` (:func:`read_reports`).
 This module also has: telling RTP from RTCP on a multiplexed port, reading
