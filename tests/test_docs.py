@@ -498,3 +498,164 @@ def test_benchmark_commands_in_the_docs_exist_with_their_flags() -> None:
         assert name in top, f"bench/README names loadgen.{name}, which is not in loadgen.py"
     for owner, name in re.findall(r"`(LoadGen|Peer)\.(\w+)", text):
         assert (owner, name) in methods, f"bench/README names {owner}.{name}, not in loadgen.py"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def layout_table() -> list[str]:
+    """The file names of the README's Layout table's first column, as paths under sfu/
+    (a bare name after one with a folder is in that folder)."""
+    section = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    paths = []
+    for row in re.findall(r"^\| (`.*?) \|", section, re.M):
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", row):
+            if "/" in name:
+                folder = name.rpartition("/")[0] + "/"
+                paths.append(name)
+            else:
+                paths.append(folder + name)
+    return paths
+
+
+def test_the_readme_layout_lists_every_module_and_only_those() -> None:
+    """A module split, renamed or removed without the Layout table following fails here."""
+    package = ROOT / "sfu"
+    listed = layout_table()
+    assert len(listed) > 40
+    missing = [path for path in listed if not (package / path).is_file()]
+    assert not missing, f"the README's Layout names modules that do not exist: {missing}"
+    modules = {
+        str(path.relative_to(package))
+        for path in [*package.rglob("*.py"), *package.rglob("*.pyx")]
+        if "build" not in path.relative_to(package).parts
+        and not (path.name == "__init__.py" and path.parent != package)
+    }
+    assert modules <= set(listed), (
+        f"modules the README's Layout leaves out: {sorted(modules - set(listed))}"
+    )
+
+
+def descriptive_docs() -> dict[str, str]:
+    """The Markdown that describes the code as it is now: not bench/README.md's
+    dated session records, which describe the code of their time."""
+    bench = (ROOT / "bench" / "README.md").read_text()
+    now = bench.split("## Results, session by session", 1)[0] + bench.split("## Commands", 1)[1]
+    texts = {"README.md": README, "bench/README.md": now}
+    for path in [*(ROOT / "docs").glob("*.md"), ROOT / "bench" / "DETECTOR.md"]:
+        texts[str(path.relative_to(ROOT))] = path.read_text()
+    return texts
+
+
+def test_files_and_dotted_names_the_docs_name_exist() -> None:
+    """Every `sfu/...`, `tests/...`, `examples/...` or `bench/...` file and every
+    `sfu.module.NAME` that the descriptive docs name is there."""
+    import importlib
+
+    checked = 0
+    for doc, text in descriptive_docs().items():
+        for path in re.findall(r"(?<![\w/.-])((?:sfu|tests|examples|bench|docs)/[\w/.-]*\w)", text):
+            if "." in path.rpartition("/")[2]:
+                checked += 1
+                assert (ROOT / path).exists() or (ROOT / "bench" / path).exists(), (
+                    f"{doc} names {path}, which does not exist"
+                )
+        for dotted in set(re.findall(r"`(sfu(?:\.[A-Za-z_]\w*)+)", text)) - {"sfu.js"}:
+            checked += 1
+            module_name = dotted
+            while True:
+                try:
+                    value = importlib.import_module(module_name)
+                    break
+                except ModuleNotFoundError:
+                    module_name = module_name.rpartition(".")[0]
+            for attribute in (
+                dotted[len(module_name) + 1 :].split(".") if dotted != module_name else []
+            ):
+                assert hasattr(value, attribute), f"{doc} names {dotted}, which does not exist"
+                value = getattr(value, attribute)
+    assert checked > 30
+
+
+_ROLE = re.compile(
+    r":(?:mod|func|class|meth|data|attr|exc|obj):`(?:[^`<]*<)?~?\.?([\w.]+?)(?:\(\))?>?`"
+)
+
+
+def _resolves(dotted: str) -> bool:
+    """``dotted`` names a module, or an attribute of one (an instance attribute
+    counts when its class assigns ``self.<name>``)."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value: object = importlib.import_module(".".join(parts[:cut]))
+        except (ImportError, TypeError, ValueError):
+            continue
+        for index, attribute in enumerate(parts[cut:], cut):
+            if hasattr(value, attribute):
+                value = getattr(value, attribute)
+                continue
+            if index != len(parts) - 1 or not isinstance(value, type):
+                return False
+            try:
+                source = inspect.getsource(value)
+            except (OSError, TypeError):
+                return False
+            return re.search(rf"self\.{attribute}\b\s*(?::[^=\n]*)?=", source) is not None
+        return True
+    return False
+
+
+def test_every_sphinx_reference_in_the_package_resolves() -> None:
+    """Each :mod:/:class:/:func:/:meth:/:data:/:attr: reference in sfu's
+    docstrings names something that exists: absolute, or relative to its
+    module, its class, its package, or (in a .pyx) its Python twin. A name
+    moved to another module while a docstring still points at the old place
+    fails here."""
+    package = ROOT / "sfu"
+    unresolved = []
+    checked = 0
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.pyx")]):
+        relative = path.relative_to(ROOT)
+        if "build" in relative.parts:
+            continue
+        module = ".".join(relative.with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        text = path.read_text()
+        scopes = [module, module.rpartition(".")[0]]
+        if path.suffix == ".pyx":
+            scopes.insert(0, module + "_py")
+        classes: list[tuple[int, int, str]] = []
+        if path.suffix == ".py":
+            classes = [
+                (node.lineno, node.end_lineno or node.lineno, node.name)
+                for node in ast.walk(ast.parse(text))
+                if isinstance(node, ast.ClassDef)
+            ]
+        else:
+            starts = [
+                (text[: m.start()].count("\n") + 1, m.group(1))
+                for m in re.finditer(r"^(?:cdef )?class (\w+)", text, re.M)
+            ]
+            classes = [
+                (line, (starts[i + 1][0] if i + 1 < len(starts) else 10**9), name)
+                for i, (line, name) in enumerate(starts)
+            ]
+        for match in _ROLE.finditer(text):
+            checked += 1
+            name = match.group(1)
+            line = text[: match.start()].count("\n") + 1
+            owners = [
+                f"{scope}.{cls}"
+                for start, end, cls in classes
+                if start <= line <= end
+                for scope in scopes
+            ]
+            candidates = [name, *(f"{scope}.{name}" for scope in [*owners, *scopes])]
+            if not any(_resolves(candidate) for candidate in candidates):
+                unresolved.append(f"{relative}:{line}: {match.group(0)}")
+    assert checked > 200
+    assert not unresolved, "references that name nothing:\n" + "\n".join(unresolved)
