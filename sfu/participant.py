@@ -20,7 +20,7 @@ from ._values import check_reason
 from .auth import Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
-from .media.router import Publisher
+from .media.streams import Publisher
 from .transport.answer import Negotiation, negotiate_or_listen
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports

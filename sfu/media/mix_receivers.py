@@ -10,7 +10,7 @@ from ..relay import FanOut
 from ..transport.rtp import ntp_time
 from .mix_stream import MixStream
 from .opus import FRAME_SAMPLES, SAMPLE_RATE
-from .router import send_in_step
+from .streams import send_in_step
 
 if TYPE_CHECKING:
     from ..participant import Participant

@@ -14,7 +14,7 @@ from .jitter import EMPTY, PACKET, JitterBuffer
 from .opus import FRAME_BYTES, OpusDecoder, plc_packet
 
 if TYPE_CHECKING:
-    from .router import Publisher
+    from .streams import Publisher
 
 __all__ = ["JITTER_CAPACITY", "SPEAKER_TIMEOUT", "MixSpeaker", "MixSpeakers"]
 

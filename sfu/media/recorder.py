@@ -73,7 +73,7 @@ from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_MONO, SILENCE_STEREO
 
 if TYPE_CHECKING:
     from .mixer import Mixer
-    from .router import Publisher
+    from .streams import Publisher
 
 __all__ = ["SILENCE_MONO", "SILENCE_STEREO", "Recorder", "SpeakerTrack"]
 
