@@ -8,6 +8,7 @@ what the FanOut sent and checks each header field and the payload.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import socket
@@ -279,6 +280,30 @@ def test_drift_guard_refuses_session_without_srtp(monkeypatch: pytest.MonkeyPatc
     assert isinstance(info.value, (ImportError, TypeError))
 
 
+def test_drifted_pylibsrtp_falls_back_to_the_twin() -> None:
+    """The guard end to end: a pylibsrtp whose Session keeps its srtp_t
+    elsewhere makes sfu.relay load the Python twin and say so, not crash."""
+    if NO_EXTENSIONS:
+        pytest.skip("SFU_NO_EXTENSIONS is set: the compiled sfu._relay is not tried")
+    code = (
+        "import logging, pylibsrtp\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "class Drifted(pylibsrtp.Session):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        self.context = None\n"
+        "pylibsrtp.Session = Drifted\n"
+        "import sfu.relay as r\n"
+        "print(r.EXTENSION_LOADED, r.FanOut.__module__)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "SFU_NO_EXTENSIONS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.split() == ["False", "sfu._relay_py"]
+    assert "sfu._relay did not load" in out.stderr and "pylibsrtp" in out.stderr
+
+
 # --- behaviour, both implementations -------------------------------------------------
 
 
@@ -544,6 +569,92 @@ def test_python_congestion_drops_rest_of_batch(peers: list[Peer]) -> None:
     # [ok, ok, ok, ENOBUFS: 1 dropped], [ok, ok]; the next batch is tried again.
     assert forward(fan, 0, b"x") == 1 + 3 + 2
     assert fan.dropped == 3 + 1 and sock.calls == 2 + 4 + 2
+
+
+#: Run in a child process: seccomp filters cannot be taken off again. The
+#: kernel answers the FanOut's own send system calls on its socket with EAGAIN
+#: (loopback never fills a sender's buffer, so nothing else makes a real one):
+#: the compiled kernel's sendmmsg(2) when it carries 4 messages, the twin's
+#: sendto(2) always.
+_EAGAIN_CHILD = r"""
+import ctypes, errno, json, os, socket, struct, sys
+sys.path.insert(0, os.getcwd())
+import tests.test_relay as t
+
+which = sys.argv[1]
+impl = t._relay_py if which == "python" else __import__("sfu._relay", fromlist=["FanOut"])
+
+class CountingSocket(socket.socket):
+    calls = 0
+    def sendto(self, *args):
+        CountingSocket.calls += 1
+        return super().sendto(*args)
+
+sender = CountingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+sender.bind((t.LOOPBACK, 0))
+sender.setblocking(False)
+peers = [t.Peer(i, slot_count=1) for i in range(10)]
+fan = impl.FanOut(sender, batch_size=4)
+for peer in peers:
+    peer.add_to(fan)
+
+def op(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k)
+LD, JEQ, RET = 0x20, 0x15, 0x06
+ALLOW, EAGAIN = 0x7FFF0000, 0x00050000 | errno.EAGAIN
+if which == "python":  # sendto(fd, ...) -> EAGAIN
+    check = [op(LD, 0, 0, 0), op(JEQ, 0, 3, 44), op(LD, 0, 0, 16), op(JEQ, 0, 1, sender.fileno())]
+    check += [op(RET, 0, 0, EAGAIN)]
+else:  # sendmmsg(fd, _, 4, _) -> EAGAIN
+    check = [op(LD, 0, 0, 0), op(JEQ, 0, 5, 307), op(LD, 0, 0, 16), op(JEQ, 0, 3, sender.fileno())]
+    check += [op(LD, 0, 0, 32), op(JEQ, 0, 1, 4), op(RET, 0, 0, EAGAIN)]
+program = [op(LD, 0, 0, 4), op(JEQ, 0, len(check), 0xC000003E)] + check + [op(RET, 0, 0, ALLOW)]
+filters = ctypes.create_string_buffer(b"".join(program))
+fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(filters))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+if libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+    print(json.dumps({"skip": os.strerror(ctypes.get_errno())}))
+    sys.exit(0)
+
+sent = t.forward(fan, 0, b"x")
+got = [len(t.recv_none(peer.sock)) for peer in peers]
+print(json.dumps({"sent": sent, "fan_sent": fan.sent, "dropped": fan.dropped,
+                  "got": got, "sendto_calls": CountingSocket.calls}))
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.uname().machine != "x86_64",
+    reason="the seccomp filter is written for Linux x86_64 system call numbers",
+)
+def test_kernel_eagain_drops_the_rest_of_the_batch(impl: ModuleType) -> None:
+    """A real EAGAIN from the send system call: the rest of that batch is
+    dropped and counted, the next batch is tried, nothing blocks or raises."""
+    which = "python" if impl is _relay_py else "cython"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", _EAGAIN_CHILD, which],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    result = json.loads(out.splitlines()[-1])
+    if "skip" in result:
+        pytest.skip(f"seccomp filters are not allowed here: {result['skip']}")
+    if which == "cython":
+        # Batches of 4, 4, 2: sendmmsg of the two full ones fails with EAGAIN
+        # (each dropped whole, not retried message by message as for other
+        # errors, which would send 3 of each); the last batch goes out.
+        assert (result["sent"], result["fan_sent"], result["dropped"]) == (2, 2, 8)
+        assert result["got"] == [0] * 8 + [1, 1]
+    else:
+        # Every sendto fails: one call per batch, the rest of it dropped unsent.
+        assert (result["sent"], result["fan_sent"], result["dropped"]) == (0, 0, 10)
+        assert result["sendto_calls"] == 3
+        assert result["got"] == [0] * 10
 
 
 def test_closed_socket_drops(impl: ModuleType, peers: list[Peer]) -> None:
