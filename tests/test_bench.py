@@ -338,3 +338,53 @@ def test_janus_fanout_against_janus(tmp_path: Any) -> None:
     assert data["janus"]["network"]["janusbench0"]["tx_packets"] == 0
     capture = json.loads(out.stdout.split("capture: ", 1)[1].splitlines()[0])
     assert capture.get("packets", 0) == 0, capture
+
+
+@pytest.mark.parametrize(
+    ("worst_listener_loss", "auth_failed", "failure"),
+    [
+        (0.0, 0, None),
+        (0.004, 0, None),
+        (0.006, 0, "a listener lost 0.60%"),
+        (0.0, 1, "1 sampled packets failed SRTP authentication"),
+    ],
+)
+async def test_max_listeners_step_fails_on_any_listener_past_the_loss_target(
+    worst_listener_loss: float, auth_failed: int, failure: str | None
+) -> None:
+    """max_listeners: the < 0.5 % target holds for every listener (one losing
+    0.6 % fails the step although the average stays far below), and a sampled
+    packet that fails authentication fails it too."""
+    max_listeners = pytest.importorskip("max_listeners")
+    summary = {
+        "loss": worst_listener_loss / 100,  # one listener in a hundred lost that much
+        "worst_listener_loss": worst_listener_loss,
+        "auth_failed": auth_failed,
+        "fanout_dropped": 0,
+        "udp_rcvbuf_errors": 0,
+        "server_cpu_share": 0.5,
+        "loadgen_cpu_share": 0.1,
+    }
+
+    class Window:
+        server = {"lag": {"worst_ms": 1.0}}
+        backlog = 0.01
+        server_wait = 0.0
+        seconds = 5.0
+
+        def summary(self) -> dict[str, Any]:
+            return summary
+
+    class Gen:
+        listeners = [object()] * 100
+
+        async def server_stats(self, reset_lag: bool = False) -> dict[str, Any]:
+            return {}
+
+        async def measure(self, seconds: float) -> Window:
+            return Window()
+
+    args = max_listeners.parse_args([])
+    joins = {"failed": 0}
+    _step, failures, _contended = await max_listeners.measure_step(Gen(), args, joins, 1)
+    assert failures == ([failure] if failure else [])
