@@ -122,8 +122,8 @@ def _check_binding():
             "pylibsrtp %s is not supported by the compiled fan-out"
             % (_ffi.typeof(protect).cname, _PROTECT_CTYPE, pylibsrtp.__version__)
         )
-    probe = pylibsrtp.Session()
-    if _ffi.typeof(getattr(probe, "_srtp", None)).cname != _SESSION_CTYPE:
+    srtp = getattr(pylibsrtp.Session(), "_srtp", None)
+    if srtp is None or _ffi.typeof(srtp).cname != _SESSION_CTYPE:
         raise ImportError(
             "sfu._relay: pylibsrtp.Session has no `_srtp` of type srtp_t *; "
             "pylibsrtp %s is not supported by the compiled fan-out" % pylibsrtp.__version__
