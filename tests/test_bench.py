@@ -388,3 +388,53 @@ async def test_max_listeners_step_fails_on_any_listener_past_the_loss_target(
     joins = {"failed": 0}
     _step, failures, _contended = await max_listeners.measure_step(Gen(), args, joins, 1)
     assert failures == ([failure] if failure else [])
+
+
+def test_sink_counts_a_packet_that_fails_authentication_as_failed() -> None:
+    """The sink's sampled srtp_unprotect tells: a listener sent SRTP under its
+    own keys counts it as authenticated; one sent SRTP under other keys (or a
+    tampered packet) counts it as failed, never as authenticated."""
+    import socket
+
+    import pylibsrtp
+
+    Sink = pytest.importorskip("_sink").Sink  # built by the loadgen import above
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+    def session(key: bytes, direction: int) -> pylibsrtp.Session:
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profile)
+        )
+
+    keys = [bytes([1]) * 30, bytes([2]) * 30]
+    ssrc = 0xAA
+    sink = Sink(3, [ssrc], sample_every=1)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    listeners = []
+    try:
+        for index in range(3):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            listeners.append(sock)
+            sink.add(index, sock, session(keys[0], pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        right = session(keys[0], pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        wrong = session(keys[1], pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        for sequence in range(4):
+            header = bytes([0x80, 111]) + sequence.to_bytes(2, "big") + bytes(4)
+            plain = header + ssrc.to_bytes(4, "big") + b"opus" * 5
+            good = right.protect(plain)
+            tampered = good[:-1] + bytes([good[-1] ^ 1])
+            sender.sendto(good, listeners[0].getsockname())
+            sender.sendto(wrong.protect(plain), listeners[1].getsockname())
+            sender.sendto(tampered, listeners[2].getsockname())
+        sink.run(0.3)
+    finally:
+        sender.close()
+        for sock in listeners:
+            sock.close()
+    assert [int(n) for n in sink.packets[:, 0]] == [4, 4, 4]  # all counted by SSRC
+    assert [int(n) for n in sink.auth_ok[:3]] == [4, 0, 0]
+    assert [int(n) for n in sink.auth_failed[:3]] == [0, 4, 4]
