@@ -218,8 +218,9 @@ def add_whip_whep(
     an ``Authorization`` header is ignored. A room made for a POST that is
     then refused is closed again; rooms made by successful joins stay unless
     ``room_settings`` has ``close_when_empty``. A resource answers only at
-    its own URL (room and kind). Trickle ICE (PATCH) is not needed by an
-    ICE-lite server and answers 405. Such a client cannot renegotiate
+    its own URL (room and kind), and only while its session lasts (one the
+    server ended answers 404, as after a DELETE). Trickle ICE (PATCH) is
+    not needed by an ICE-lite server and answers 405. Such a client cannot renegotiate
     (``participant.renegotiates`` is False): a WHEP player cannot be
     promoted (``can_speak`` is False), a WHIP publisher keeps its sending line.
     """
@@ -317,8 +318,14 @@ def add_whip_whep(
         return post
 
     def held(request: web.Request, kind: str) -> Participant | None:
-        """The session at exactly this URL (its room and kind too), or None."""
-        participant = resources.get((kind, request.match_info["resource"]))
+        """The live session at exactly this URL (its room and kind too), or None."""
+        key = (kind, request.match_info["resource"])
+        participant = resources.get(key)
+        if participant is not None and participant.closed:
+            # Ended by the server (removed, its room closed, consent lost): its
+            # URL is gone now, not when the collector frees the member.
+            del resources[key]
+            return None
         if participant is None or participant.room.name != request.match_info["room"]:
             return None
         return participant

@@ -419,6 +419,57 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
         await asyncio.gather(close_peer(whip_pc), close_peer(whep_pc))
 
 
+async def test_a_whip_whep_session_the_server_ended_is_gone_from_its_url_at_once(
+    app: App,
+) -> None:
+    """A session the server ended (its member removed, its room closed) answers
+    404 at its URL from then on, as after a DELETE: not 200 "left" until the
+    collector happens to free its member, and never a hand on the member of
+    the same name in the room made again by that name."""
+    sdp = {"Content-Type": "application/sdp"}
+
+    async def post(identity: str) -> tuple[RTCPeerConnection, str]:
+        pc, _ = await peer(slots=1)
+        headers = {**sdp, "Authorization": f"Bearer {app.token(identity)}"}
+        async with app.http.post(
+            f"{app.base}/rooms/hall/whep", data=pc.localDescription.sdp, headers=headers
+        ) as r:
+            assert r.status == 201, await r.text()
+            location = r.headers["Location"]
+            answer = await r.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        return pc, location
+
+    peers: list[RTCPeerConnection] = []
+    try:
+        pc, removed_at = await post("mallory")
+        peers.append(pc)
+        pc, closed_at = await post("viewer")
+        peers.append(pc)
+        room = app.server.rooms["hall"]
+        # Held as a backend may hold them (a list of members, an event's
+        # handler): the collector cannot be what makes their URLs go.
+        ended = [room["mallory"], room["viewer"]]
+        await room.remove("mallory", ban=True)
+        for method in (app.http.patch, app.http.delete):
+            async with method(app.base + removed_at) as r:
+                assert r.status == 404, f"{method.__name__} of a removed member's session"
+        await room.close("over")
+        pc, again_at = await post("viewer")  # the room made again by the name
+        peers.append(pc)
+        again = app.server.rooms["hall"]["viewer"]
+        assert again not in ended and again_at != closed_at
+        for method in (app.http.patch, app.http.delete):
+            async with method(app.base + closed_at) as r:
+                assert r.status == 404, f"{method.__name__} of a closed room's session"
+        assert app.server.rooms["hall"].get("viewer") is again and not again.closed
+        async with app.http.delete(app.base + again_at) as r:
+            assert r.status == 200
+        assert again.closed
+    finally:
+        await asyncio.gather(*(close_peer(pc) for pc in peers))
+
+
 async def test_bad_tokens_and_malformed_requests_create_nothing(app: App) -> None:
     sdp = {"Content-Type": "application/sdp"}
     before = set(app.server.rooms)
