@@ -37,9 +37,8 @@ logger = logging.getLogger(__name__)
 class Closing:
     def __init__(self, room: Room) -> None:
         self.room = room
-        self.closed = False
         self.reason: str | None = None
-        self.done: asyncio.Event | None = None
+        self.done: asyncio.Event | None = None  # made when the close begins
         self.task: asyncio.Task[None] | None = None  # a close the room began itself
         # For close_when_empty: joins between their start and their answer, and
         # since when (housekeeping clock) nothing has held the room.
@@ -48,6 +47,10 @@ class Closing:
         # Made by a signaling adapter for a join (not by the backend): closed
         # again when the joins under way for it all fail, until one succeeds.
         self.made_for_join = False
+
+    @property
+    def closed(self) -> bool:
+        return self.done is not None
 
     # -- when --------------------------------------------------------------------------
 
@@ -129,7 +132,6 @@ class Closing:
         if self.closed:
             return False
         room = self.room
-        self.closed = True
         self.done = asyncio.Event()
         self.reason = reason
         if room._mixer is not None:

@@ -18,11 +18,8 @@ class Bans:
         self._tokens: dict[str, str] = {}  # token id -> the identity it was for
 
     def __len__(self) -> int:
-        """Identities banned."""
+        """Identities banned (a token is only kept with its identity)."""
         return len(self._identities)
-
-    def __bool__(self) -> bool:
-        return bool(self._identities or self._tokens)
 
     def __contains__(self, identity: object) -> bool:
         return identity in self._identities
