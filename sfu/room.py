@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ from .events import (
     ParticipantLeft,
     RoomEvent,
     SlotInfo,
+    Subscribers,
 )
 from .events import RoomClosed as RoomClosedEvent
 from .gate import MAX_IDENTITY_LENGTH as MAX_IDENTITY_LENGTH
@@ -96,7 +96,7 @@ class Room:
         # Members allowed to publish (True) and the others (False), for capacity checks in O(1).
         self._counts = {True: 0, False: 0}
         # Weakly held: a stream its subscriber dropped without close() goes away.
-        self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._subscribers = Subscribers()
         # Moderators' decisions per identity ("role": the role, "moderator_muted"),
         # kept for the room's life so that rejoining does not undo them.
         self._decisions: dict[str, dict[str, Any]] = {}
@@ -356,11 +356,20 @@ class Room:
     # -- events -------------------------------------------------------------------
 
     def events(
-        self, maxsize: int = 1024, *, accept: Callable[[RoomEvent], bool] | None = None
+        self,
+        maxsize: int = 1024,
+        *,
+        accept: Callable[[RoomEvent], bool] | None = None,
+        member: str | None = None,
     ) -> EventStream:
         """A new subscription to this room's events (see :class:`EventStream`);
-        ``accept``: only the events it returns True for are queued."""
-        stream = EventStream(maxsize, accept)
+        ``accept``: only the events it returns True for are queued;
+        ``member``: of the joins, connections, leaves and removals
+        (``MEMBERSHIP_EVENTS``) only those of this identity are queued, and
+        the others cost the stream nothing (a member's own signaling, which
+        learns of the others from ``RosterChanged``: in a crowd of N such
+        streams a join is then not N calls)."""
+        stream = EventStream(maxsize, accept, member=member)
         if self.closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
         else:
@@ -368,12 +377,7 @@ class Room:
         return stream
 
     def _emit(self, event: RoomEvent) -> None:
-        if self._subscribers:
-            for stream in list(self._subscribers):
-                if stream.closed:
-                    self._subscribers.discard(stream)
-                else:
-                    stream._put(event)
+        self._subscribers.emit(event)
 
     def roster(self) -> list[tuple[str, Role]]:
         """Every member's identity and role, in join order."""

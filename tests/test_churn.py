@@ -95,6 +95,7 @@ def footprint(server: sfu.Server, signaling: SignalingHandler) -> Counter[str]:
             "hands": len(room._moderation._hands),
             "demoted present": len(room._demoted_present),
             "event subscribers": len(room._subscribers),
+            "members with event streams": room._subscribers.members,
             "router publishers": len(router._publishers),
             "router ssrc holders": len(router._ssrc_holders),
             "router receivers": len(router._receivers),

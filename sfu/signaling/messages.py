@@ -46,6 +46,9 @@ __all__ = [
     "MAX_MESSAGE",
     "ProtocolError",
     "error_code",
+    "Json",
+    "RoomFrames",
+    "encode",
     "error_message",
     "event_message",
     "field",
@@ -153,8 +156,15 @@ def _stage(slots: tuple[SlotInfo | None, ...], dominant: str | None) -> dict[str
     }
 
 
-def joined_message(room: Room, participant: Participant) -> dict[str, Any]:
-    """The reply to a ``join``: the new member's own state and the room as it is now."""
+def joined_message(
+    room: Room, participant: Participant, frames: RoomFrames | None = None
+) -> dict[str, Any]:
+    """The reply to a ``join``: the new member's own state and the room as it is now.
+
+    With ``frames``, the roster is its text (:class:`Json`), from entries
+    kept since the previous join: :func:`encode` puts it in as it is.
+    """
+    hands = room.hands
     return {
         "type": "joined",
         "identity": participant.identity,
@@ -164,19 +174,31 @@ def joined_message(room: Room, participant: Participant) -> dict[str, Any]:
         "room": room.name,
         "slots": room.slots,
         "mixed": participant.mixed,
-        "roster": [
-            {
-                "identity": p.identity,
-                "role": p.role,
-                "muted": p.muted,
-                "moderator_muted": p.moderator_muted,
-                "hand": p.identity in room.hands,
-                "can_speak": p.can_speak,
-            }
-            for p in room.participants.values()
-        ],
-        "hands": room.hands,
+        "roster": frames.roster(room, hands)
+        if frames is not None
+        else [_roster_entry(p, *_roster_state(p, set(hands))) for p in room.participants.values()],
+        "hands": hands,
         "active_speakers": _stage(*room._told_stage()),
+    }
+
+
+_RosterState = tuple[str, bool, bool, bool, bool]
+
+
+def _roster_state(p: Participant, hands: set[str]) -> _RosterState:
+    return (p.role, p.muted, p.moderator_muted, p.identity in hands, p.can_speak)
+
+
+def _roster_entry(
+    p: Participant, role: str, muted: bool, moderator_muted: bool, hand: bool, can_speak: bool
+) -> dict[str, Any]:
+    return {
+        "identity": p.identity,
+        "role": role,
+        "muted": muted,
+        "moderator_muted": moderator_muted,
+        "hand": hand,
+        "can_speak": can_speak,
     }
 
 
@@ -232,6 +254,84 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
     if isinstance(event, ActiveSpeakersChanged):
         return {"type": "active_speakers", **_stage(event.slots, event.dominant)}
     return None
+
+
+class Json(str):
+    """A value already encoded as JSON: :func:`encode` puts it in as it is."""
+
+
+def encode(message: dict[str, Any]) -> str:
+    """A server frame's text (its :class:`Json` values last, as they are)."""
+    if not any(isinstance(value, Json) for value in message.values()):
+        return json.dumps(message, separators=(",", ":"))
+    plain = {key: value for key, value in message.items() if not isinstance(value, Json)}
+    text = json.dumps(plain, separators=(",", ":"))
+    encoded = ",".join(
+        f"{json.dumps(key)}:{value}" for key, value in message.items() if isinstance(value, Json)
+    )
+    return f"{text[:-1]},{encoded}}}" if plain else f"{{{encoded}}}"
+
+
+#: The events whose message is the same whoever it goes to (a role change
+#: too, unless it is the receiver's own: that one carries its grants).
+_SAME_FOR_ALL = (RosterChanged, HandRaised, HandLowered, MuteChanged, ActiveSpeakersChanged)
+
+
+class RoomFrames:
+    """What a room's members are sent alike, encoded once rather than per member.
+
+    In a crowd of N members the same frame goes to each: built and encoded
+    per member, a join storm of N cost N²/2 of each (at N = 1,000, ~1.5 ms
+    of CPU per join for the roster batches and ~1 ms for the ``joined``
+    snapshots' rosters).
+
+    * :meth:`event_text`: the text of an event that tells every member the
+      same thing (a roster batch, hands, a mute, the stage), built for the
+      first member's relay and sent to the others as it is. Each is the room
+      as it was then; a change after that is an event of its own, behind it
+      in every queue, so every member ends at the same state. Keyed by the
+      event object, not its value: two equal ``HandRaised`` are two moments.
+    * :meth:`roster`: the ``joined`` roster, each member's entry encoded
+      once and again only when it changed.
+    """
+
+    #: Events remembered; a relay that falls this far behind builds its own.
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[RoomEvent, str | None]] = {}
+        self._entries: dict[str, tuple[_RosterState, str]] = {}
+
+    def roster(self, room: Room, hands: list[str]) -> Json:
+        """Every member's roster entry, in join order, as a JSON array."""
+        raised = set(hands)
+        kept = self._entries
+        entries: dict[str, tuple[_RosterState, str]] = {}
+        for p in room.participants.values():
+            state = _roster_state(p, raised)
+            entry = kept.get(p.identity)
+            if entry is None or entry[0] != state:
+                entry = (state, encode(_roster_entry(p, *state)))
+            entries[p.identity] = entry
+        self._entries = entries  # those who left are forgotten
+        return Json("[" + ",".join(text for _, text in entries.values()) + "]")
+
+    def event_text(self, event: RoomEvent, participant: Participant) -> str | None:
+        """``event_message(event, participant)`` encoded; None when it tells nothing."""
+        if not isinstance(event, _SAME_FOR_ALL) and not (
+            isinstance(event, RoleChanged) and event.identity != participant.identity
+        ):
+            message = event_message(event, participant)
+            return None if message is None else encode(message)
+        kept = self._texts.get(id(event))
+        if kept is not None and kept[0] is event:
+            return kept[1]
+        message = event_message(event, participant)
+        text = None if message is None else encode(message)
+        if len(self._texts) >= self.SIZE:
+            del self._texts[next(iter(self._texts))]  # the oldest
+        self._texts[id(event)] = (event, text)  # held: its id is not reused meanwhile
+        return text
 
 
 def removed_message(event: ParticipantRemoved) -> dict[str, Any]:

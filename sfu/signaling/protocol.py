@@ -17,7 +17,6 @@ themselves, read and built, are :mod:`sfu.signaling.messages`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
@@ -30,7 +29,6 @@ from ..errors import NotAllowed, SfuError
 from ..events import (
     DominantSpeakerChanged,
     MixerFailed,
-    ParticipantConnected,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
@@ -40,9 +38,10 @@ from ..events import RoomClosed as RoomClosedEvent
 from .messages import (
     MAX_MESSAGE,
     ProtocolError,
+    RoomFrames,
+    encode,
     error_code,
     error_message,
-    event_message,
     field,
     joined_message,
     parse_command,
@@ -106,18 +105,25 @@ Receive = Callable[[], Awaitable["str | bytes | None"]]
 RoomFactory = Callable[[str], "Room | None"]
 
 
-def _relayed_for(identity: str) -> Callable[[RoomEvent], bool]:
-    """The events a member's relay forwards (see SignalingSession._forward_event)."""
+def _relayed(event: RoomEvent) -> bool:
+    """Whether a member's relay forwards ``event`` (see SignalingSession._forward_event).
 
-    def accept(event: RoomEvent) -> bool:
-        if isinstance(
-            event, (ParticipantJoined, ParticipantConnected, ParticipantLeft, ParticipantRemoved)
-        ):
-            return event.identity == identity  # its own: the others come batched
-        # (DominantSpeakerChanged is in active_speakers; a mixer's failure is the backend's news.)
-        return not isinstance(event, (DominantSpeakerChanged, MixerFailed))
+    Of the joins and leaves, only its own reach its stream (``member=``):
+    the others come batched, as RosterChanged.
+    """
+    # (DominantSpeakerChanged is in active_speakers; a mixer's failure is the backend's news.)
+    return not isinstance(event, (DominantSpeakerChanged, MixerFailed))
 
-    return accept
+
+#: Each room's frames its members are sent alike, encoded once (see RoomFrames).
+_FRAMES: weakref.WeakKeyDictionary[Room, RoomFrames] = weakref.WeakKeyDictionary()
+
+
+def _frames(room: Room) -> RoomFrames:
+    frames = _FRAMES.get(room)
+    if frames is None:
+        frames = _FRAMES[room] = RoomFrames()
+    return frames
 
 
 async def _receive(receive: Receive) -> str | bytes | None:
@@ -362,8 +368,9 @@ class SignalingSession:
         # Subscribe first: no event between join and relay is lost. Only what
         # the relay forwards is queued: others' joins and leaves reach the
         # client batched (RosterChanged), and queued they would fill the queue
-        # in a join storm and end this session as fallen behind.
-        events = room.events(accept=_relayed_for(identity))
+        # in a join storm and end this session as fallen behind (and offered
+        # to every member's stream, a storm's joins would cost N² calls).
+        events = room.events(accept=_relayed, member=identity)
         # close() cancels this wait: a connection that goes away while its
         # join waits its turn makes no member (nobody is told of someone
         # already gone, and no seat or session is held for it).
@@ -406,7 +413,7 @@ class SignalingSession:
             name=f"sfu-signaling-{participant.identity}",
         )
         logger.info("%r joined room %r as %s", self, room.name, participant.role)
-        return joined_message(room, participant)
+        return joined_message(room, participant, _frames(room))
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.participant is not None
@@ -478,10 +485,14 @@ class SignalingSession:
     # -- output -------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(encode(message))
+
+    async def send_text(self, text: str) -> None:
+        """Send one frame already encoded."""
         if self._closed:
             return
         try:
-            await self._send(json.dumps(message, separators=(",", ":")))
+            await self._send(text)
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             logger.debug("%r: send failed: %s", self, exc)
 
@@ -514,9 +525,9 @@ class SignalingSession:
         """Send one event; True when the connection must end."""
         if isinstance(event, ParticipantJoined) and event.identity == participant.identity:
             self._own_join_seen = True
-        message = event_message(event, participant)
-        if message is not None:
-            await self.send(message)
+        text = _frames(participant.room).event_text(event, participant)
+        if text is not None:
+            await self.send_text(text)
         elif (
             isinstance(event, ParticipantRemoved)
             and event.identity == participant.identity

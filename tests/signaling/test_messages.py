@@ -9,10 +9,19 @@ from typing import Any
 import pytest
 
 from sfu import errors
-from sfu.events import ActiveSpeakersChanged, ParticipantLeft, RoleChanged, SlotInfo
+from sfu.events import (
+    ActiveSpeakersChanged,
+    HandRaised,
+    ParticipantLeft,
+    RoleChanged,
+    SlotInfo,
+)
 from sfu.signaling.messages import (
     MAX_MESSAGE,
+    Json,
     ProtocolError,
+    RoomFrames,
+    encode,
     error_code,
     event_message,
     field,
@@ -123,3 +132,38 @@ def test_the_stage_lists_each_slot() -> None:
 def test_events_that_end_the_connection_are_not_built_here() -> None:
     anyone: Any = SimpleNamespace(identity="bob")
     assert event_message(ParticipantLeft("hall", "bob", "left"), anyone) is None
+
+
+def test_an_encoded_value_goes_in_as_it_is() -> None:
+    roster = Json('[{"identity":"bob"}]')
+    assert json.loads(encode({"type": "joined", "roster": roster, "slots": 3})) == {
+        "type": "joined",
+        "roster": [{"identity": "bob"}],
+        "slots": 3,
+    }
+    assert json.loads(encode({"roster": roster})) == {"roster": [{"identity": "bob"}]}
+    assert encode({"type": "ok"}) == '{"type":"ok"}'
+
+
+def test_an_event_s_text_is_shared_by_object_not_by_value() -> None:
+    """Two equal HandRaised are two moments: the second is built afresh, with
+    the hands as they are then; one event's text is the same for all."""
+    hands = ["bob"]
+    room = SimpleNamespace(hands=hands)
+    alice, carol = (
+        SimpleNamespace(room=room, identity="alice"),
+        SimpleNamespace(room=room, identity="carol"),
+    )
+    frames = RoomFrames()
+    first = HandRaised("hall", "bob")
+    assert frames.event_text(first, alice) == '{"type":"hands","hands":["bob"]}'  # type: ignore[arg-type]
+    hands.insert(0, "dave")
+    assert frames.event_text(first, carol) == '{"type":"hands","hands":["bob"]}'  # type: ignore[arg-type]
+    again = HandRaised("hall", "bob")
+    assert again == first
+    assert frames.event_text(again, carol) == '{"type":"hands","hands":["dave","bob"]}'  # type: ignore[arg-type]
+    # A role change carries grants to the member it is about: never shared with it.
+    change = RoleChanged("hall", "alice", "speaker", None, False)
+    alice.grants = frozenset({"speak"})
+    assert "grants" not in json.loads(frames.event_text(change, carol))  # type: ignore[arg-type]
+    assert json.loads(frames.event_text(change, alice))["grants"] == ["speak"]  # type: ignore[arg-type]

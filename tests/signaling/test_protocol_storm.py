@@ -7,6 +7,7 @@ test_protocol.py: the code path is the protocol's own, at a modest CPU cost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import sfu
 from sfu import auth
+from sfu.signaling import messages
 
 from ..test_room_lifecycle import offer
 from .test_protocol import SECRET, bare_session
@@ -136,6 +138,104 @@ async def test_a_stream_forgets_only_what_came_before_the_newest_mark() -> None:
     assert [await stream.next(0), await stream.next(0)] == events[2:4]  # the newest "a" on
     stream._put(events[4])
     assert await stream.next(0) == events[4]
+
+
+# -- what a storm costs: frames built once, joins offered to their own streams ---------
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> collections.Counter[str]:
+    """Calls of ``owner.name`` (a function or method), by the type of their event
+    or participant argument (the one with a ``room`` attribute)."""
+    calls: collections.Counter[str] = collections.Counter()
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        subject = next((a for a in args if hasattr(a, "room")), None)
+        calls[type(subject).__name__] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+async def test_a_join_storm_costs_each_member_a_few_frames_not_one_per_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every member's relay holds a stream: offered every join, built its own
+    roster batch and encoded every roster entry for every joiner, a storm of
+    N cost N² of each (~5 ms of CPU per join at N = 1,000)."""
+    offered = count_calls(monkeypatch, sfu.EventStream, "_put")
+    built = count_calls(monkeypatch, messages, "event_message")
+    entries = count_calls(monkeypatch, messages, "_roster_entry")
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=0.05)
+        count = 80
+        sessions = [bare_session(server) for _ in range(count)]
+        await asyncio.gather(
+            *(s.handle(join_message(f"fan-{i}")) for i, (s, _, _) in enumerate(sessions))
+        )
+        await asyncio.sleep(0.3)  # the roster batches
+        batches = [m for m in sessions[0][1] if m["type"] == "roster"]
+        assert batches, "the first member heard of the others"
+        for _, sent, closed in sessions:
+            assert sent[0]["type"] == "joined" and closed == []
+        # Its own join (a few members' relays are offered none before theirs),
+        # and each roster batch to everyone; not every join to everyone.
+        assert offered["ParticipantJoined"] == count, offered
+        batch_events = built["RosterChanged"]
+        assert 1 <= batch_events <= 10, built  # once per batch, not once per member
+        assert offered["RosterChanged"] <= batch_events * count
+        # Each member's roster entry encoded once, whoever joined after it.
+        assert sum(entries.values()) == count, entries
+        # The joined rosters are the room as it was: each lists itself and those before.
+        rosters = [[e["identity"] for e in sent[0]["roster"]] for _, sent, _ in sessions]
+        assert sorted(len(r) for r in rosters) == list(range(1, count + 1))
+        for i, roster in enumerate(rosters):
+            assert roster[-1] == f"fan-{i}" and len(set(roster)) == len(roster)
+        room.raise_hand("fan-3")
+        await asyncio.sleep(0.05)
+        assert built["HandRaised"] == 1, built
+        for _, sent, _ in sessions:
+            assert sent[-1] == {"type": "hands", "hands": ["fan-3"]}
+        for session, _, _ in sessions:
+            await session.close()
+
+
+async def test_the_joined_roster_follows_every_change_of_a_member() -> None:
+    """The roster entries are kept between joins: each joiner's must still be
+    the room as it is (role, mute, hand, who left), as built afresh."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        alice = await room.add_speaker(SPEAKER_OFFER, "alice")
+        await room.add_listener(LISTENER_OFFER, "bob")
+        carol = await room.add_listener(LISTENER_OFFER, "carol")
+        changes = [
+            lambda: room.mute("alice"),
+            lambda: _now(room.raise_hand, "bob"),
+            lambda: room.promote("bob"),
+            lambda: room.unmute("alice"),
+            lambda: _now(room.raise_hand, "carol"),
+            lambda: _now(room.lower_hand, "carol"),
+            lambda: room.demote("bob"),
+            lambda: carol.close("left"),
+            lambda: _now(alice.set_self_muted, True),
+        ]
+        for number, change in enumerate([lambda: _now(lambda: None), *changes]):
+            await change()
+            session, sent, _ = bare_session(server)
+            await session.handle(join_message(f"joiner-{number}"))
+            joiner = room.get(f"joiner-{number}")
+            assert joiner is not None
+            fresh = messages.joined_message(room, joiner)["roster"]
+            assert sent[0]["roster"] == fresh, (number, sent[0]["roster"], fresh)
+            await session.close()
+        assert [e["identity"] for e in fresh] == ["alice", "bob", "joiner-9"]
+        assert fresh[0]["muted"] is True and fresh[0]["moderator_muted"] is False
+        assert fresh[1]["role"] == "listener" and fresh[1]["hand"] is False
+
+
+async def _now(function: Any, *args: Any) -> None:
+    function(*args)
 
 
 # -- a session that ended runs no more commands -----------------------------------------
