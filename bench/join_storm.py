@@ -15,8 +15,28 @@ guide: the probes run after the storm, and the machine's speed also moves
 within seconds). Targets (issue 7): all receive audio, p99 offer -> first
 packet <= 2 s, no event-loop stall > 50 ms.
 
-Run: ``python bench/join_storm.py [--listeners 1000] [--concurrency 1000]``.
-Writes ``bench/results/join_storm-<date>.json``.
+How the listeners' offers reach the server (``--signaling``):
+
+* ``http`` (the default): ``POST /offer`` to ``bench/serve.py``'s control
+  endpoint, a bench-only shortcut to ``room.add_listener``; on a new TCP
+  connection each, or (``--http-keepalive``) on connections opened before.
+* ``websocket``: the product's own signaling (``sfu.signaling``, the
+  protocol of ``docs/signaling.md``, which serve.py mounts at ``/ws``), as
+  the demo's browsers join: the N WebSockets are opened first (bounded
+  concurrency, before the storm, as each page opens its own before it has
+  an offer), then each listener sends ``join`` with a token and its offer
+  and takes the answer from the ``joined`` reply. The offer's clock starts
+  when the join frame is written. What the server does per join then also
+  includes the signaling's: the ``joined`` reply with the room's roster,
+  the roster batches to every member, and (``permessage-deflate``, offered
+  as browsers do unless ``--no-deflate``) compressing them. Also reported:
+  the frames and bytes each listener received (on the wire and inflated)
+  up to the end of the check window, the ``joined`` replies' sizes, the
+  messages by type, and any socket the server closed. The speaker still
+  joins through ``/offer``.
+
+Run: ``python bench/join_storm.py [--listeners 1000] [--concurrency 1000]
+[--signaling websocket]``. Writes ``bench/results/join_storm-<date>.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ from typing import Any
 import harness
 import loadgen
 import numpy as np
+import ws_client
 
 
 def stats_ms(values_ns: list[int]) -> dict[str, float | None]:
@@ -64,6 +85,15 @@ async def main(args: argparse.Namespace) -> None:
             gen.set_speaking(True)
             if args.http_keepalive:
                 await gen.open_control_connections(args.listeners)
+            signaling_open_s = None
+            if args.signaling == "websocket":
+                signaling_open_s = await gen.open_signaling_connections(
+                    args.listeners,
+                    server.info["token_secret"],
+                    path=server.info["signaling"],
+                    deflate=args.deflate,
+                    concurrency=args.open_concurrency,
+                )
             await asyncio.sleep(1.0)
             before = await gen.server_stats(reset_lag=True)
             loadgen_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -74,6 +104,12 @@ async def main(args: argparse.Namespace) -> None:
             loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
             steal = harness.steal_seconds() - steal_before
             check = await gen.measure(args.check_seconds)
+            # What the listeners' signaling sockets received until now.
+            signaling = (
+                ws_client.received_summary([p.signaling for p in gen.listeners])
+                if args.signaling == "websocket"
+                else None
+            )
             # How fast the (shared) machine was just now: the C floor's cost per
             # datagram to these listeners, on the server's CPU. The storm's CPU and
             # p99 move with it from run to run; this tells a slow phase apart.
@@ -103,6 +139,7 @@ async def main(args: argparse.Namespace) -> None:
             result: dict[str, Any] = {
                 "listeners": args.listeners,
                 "concurrency": args.concurrency,
+                "signaling": args.signaling,
                 "joined": joins["joined"],
                 "failed": joins["failed"],
                 "failures": joins["failures"],
@@ -160,6 +197,11 @@ async def main(args: argparse.Namespace) -> None:
                 "machine_handshake_crypto_us": round(crypto_us, 1) if crypto_us else None,
                 "loadgen_cpus": cpus,
             }
+            if signaling is not None:
+                result["signaling_websocket"] = {
+                    "opened_before_the_storm_s": round(signaling_open_s or 0.0, 3),
+                    **signaling,
+                }
             if crypto_us and result["joined"]:
                 result["server_cpu_per_join_in_handshake_cryptos"] = round(
                     result["server_cpu_s"] * 1e6 / result["joined"] / crypto_us, 2
@@ -195,6 +237,16 @@ async def main(args: argparse.Namespace) -> None:
         f"{result['machine_handshake_crypto_us']} us "
         f"(a join cost {result.get('server_cpu_per_join_in_handshake_cryptos')} of them)"
     )
+    if signaling is not None:
+        print(
+            f"signaling over WebSocket (deflate {args.deflate}), per listener: "
+            f"{signaling['frames_per_listener']['mean']} frames, "
+            f"{signaling['wire_bytes_per_listener']['mean']} bytes on the wire, "
+            f"{signaling['message_bytes_per_listener']['mean']} inflated (means); "
+            f"joined reply p50 {signaling['joined_reply_bytes']['p50']} bytes, "
+            f"max {signaling['joined_reply_bytes']['max']}; "
+            f"closed by the server: {signaling['closed_by_server']}"
+        )
     for label, us in (result.get("server_phases_us_per_join") or {}).items():
         print(f"  {label:<36} {us:8.1f} us per join")
     print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")
@@ -229,6 +281,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "proxy keeping connections to the app open), not on a new connection each",
     )
     parser.add_argument(
+        "--signaling",
+        choices=("http", "websocket"),
+        default="http",
+        help="listeners join through serve.py's POST /offer (http) or the product's "
+        "signaling WebSocket, opened before the storm (websocket)",
+    )
+    parser.add_argument(
+        "--no-deflate",
+        dest="deflate",
+        action="store_false",
+        help="websocket: do not offer permessage-deflate (browsers do)",
+    )
+    parser.add_argument(
+        "--open-concurrency",
+        type=int,
+        default=64,
+        help="websocket: connections opened at once before the storm",
+    )
+    parser.add_argument(
         "--server-phases",
         action="store_true",
         help="diagnosis: the server times a join's pieces (serve.py --phases, ~2%% slower)",
@@ -238,7 +309,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="diagnosis: the server writes cProfile stats to this file (slows it ~2x)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.http_keepalive and args.signaling != "http":
+        parser.error("--http-keepalive is for --signaling http")
+    return args
 
 
 if __name__ == "__main__":

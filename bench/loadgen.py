@@ -85,6 +85,7 @@ if _sink_is_stale():  # build it on first use, again after a change (bench/setup
 
     subprocess.run([sys.executable, os.path.join(HERE, "setup_sink.py")], check=True)
 import _sink  # noqa: E402
+import ws_client  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
@@ -520,9 +521,12 @@ class Peer:
         self.answer: Answer | None = None
         self.state = "new"  # new -> ice -> dtls -> connected | failed
         self.failure = ""
-        self.offer_ns = 0  # CLOCK_REALTIME ns when the offer was posted
+        self.offer_ns = 0  # CLOCK_REALTIME ns when the offer was posted (its join frame sent)
         self.answer_ns = 0
         self.connected_ns = 0
+        #: Its signaling WebSocket (a ws_client.WebSocketClient) when it joined
+        #: over one: open for its life, with what it received.
+        self.signaling: Any = None
         self.ssl: SSL.Connection | None = None
         self.srtp_rx: pylibsrtp.Session | None = None
         self.srtp_tx: pylibsrtp.Session | None = None
@@ -987,6 +991,9 @@ class LoadGen:
         # Control connections opened ahead (open_control_connections): offers go
         # on them instead of on a new connection each.
         self._kept: list[ControlConnection] = []
+        #: Listeners join over the server's signaling WebSocket instead of
+        #: POST /offer once open_signaling_connections made this.
+        self.signaling: ws_client.SignalingConnections | None = None
         self._sequence = 0
         self.late_ticks = 0
 
@@ -1011,8 +1018,32 @@ class LoadGen:
             *(ControlConnection.open(LOOPBACK, self.control_port) for _ in range(count))
         )
 
+    async def open_signaling_connections(
+        self,
+        count: int,
+        token_secret: str,
+        *,
+        path: str = "/ws",
+        deflate: bool = True,
+        concurrency: int = 64,
+    ) -> float:
+        """Open ``count`` WebSockets to the server's signaling (serve.py mounts
+        it on the control port), ``concurrency`` at a time, as each browser's
+        page opens its own before it offers; listeners then join over them
+        (a ``join`` with a token signed with ``token_secret``), not through
+        ``POST /offer``. ``deflate``: offer permessage-deflate, as browsers do.
+        The seconds it took."""
+        if self.signaling is None:
+            self.signaling = ws_client.SignalingConnections(
+                self.control_port, token_secret, path=path, deflate=deflate
+            )
+        return await self.signaling.open(count, concurrency=concurrency, timeout=self.join_timeout)
+
     async def close(self) -> None:
         self._closing = True
+        if self.signaling is not None:
+            # First, while the server still runs: each closed socket leaves the room.
+            await self.signaling.close()
         for connection in self._kept:
             connection.close()
         self._kept = []
@@ -1037,6 +1068,8 @@ class LoadGen:
             return result
 
     async def _post_offer(self, peer: Peer, role: str) -> Answer:
+        if role == "listener" and self.signaling is not None:
+            return parse_answer(await self.signaling.join(peer, self.room, self.join_timeout))
         body = json.dumps(
             {
                 "room": self.room,

@@ -13,6 +13,12 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  the objects the cyclic GC tracks; with ``--phases``, CPU ns
                  and calls per piece of a join, see :data:`PHASES`)
 ``POST /quit``   close the server and exit
+``GET /ws``      the product's signaling WebSocket (``docs/signaling.md``,
+                 mounted with :func:`sfu.signaling.aiohttp.add_signaling`, as
+                 the demo does): a ``join`` needs a token signed with the
+                 server's ``--token-secret``; a join naming an unknown room
+                 creates it (``RoomPolicy`` defaults: 3 slots, as ``/offer``
+                 without ``slots``)
 
 Event-loop lag: a ticker sleeps 10 ms and records how late it woke up; the
 worst lateness per window is what the "never blocks > 50 ms" target reads.
@@ -23,7 +29,9 @@ counts in 10 ms units) is taken out, and what is left is the time server
 code held the loop, running or blocked in a system call ("held").
 
 On start it prints one JSON line to stdout: ``{"control": port, "media":
-port, "pid", "extension", "uvloop", "cpu"}``. It exits on SIGTERM/SIGINT,
+port, "pid", "extension", "uvloop", "cpu", "tree", "signaling": "/ws",
+"token_secret"}`` (the secret given, or one made for this run, so that the
+load generator can issue join tokens). It exits on SIGTERM/SIGINT,
 ``POST /quit``, or after ``--max-seconds`` (every benchmark is bounded).
 
 Run: ``python bench/serve.py --cpu 0`` (``SFU_NO_EXTENSIONS=1`` in the
@@ -40,6 +48,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import signal
 import sys
 import time
@@ -54,8 +63,11 @@ sys.path.insert(0, TREE)
 
 import sfu  # noqa: E402
 from sfu import relay  # noqa: E402
+from sfu.signaling.aiohttp import add_signaling  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
+#: Where the signaling WebSocket is mounted on the control app.
+SIGNALING_PATH = "/ws"
 #: Upper bounds (ms) of the lag histogram buckets; the last bucket is open.
 LAG_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200)
 
@@ -176,7 +188,8 @@ class LagMonitor:
 
 #: ``--phases``: where a join's server CPU goes, as (label, object, attribute).
 #: Nested entries run inside the one above them; what no entry covers is the
-#: HTTP offer (aiohttp), the event loop and the kernel's socket work.
+#: HTTP offer or the WebSocket (aiohttp: framing, compression), the signaling
+#: session's coroutines, the event loop and the kernel's socket work.
 PHASES: list[tuple[str, str, str]] = [
     ("stun binding requests", "sfu.transport.server:Server", "_stun_received"),
     ("offer: Gate.admit", "sfu.gate:Gate", "admit"),
@@ -187,6 +200,8 @@ PHASES: list[tuple[str, str, str]] = [
     ("  SRTP sessions", "sfu.transport.session", "create_srtp_sessions"),
     ("  connected: the room's side", "sfu.participant:Participant", "session_connected"),
     ("media in: SRTP and fan-out", "sfu.transport.session:Session", "receive_srtp"),
+    # A WebSocket join's reply: the room's roster and stage, built per join.
+    ("signaling: the joined reply", "sfu.signaling.protocol", "joined_message"),
 ]
 
 
@@ -285,6 +300,7 @@ class Control:
         phases: PhaseTimer | None = None,
     ) -> None:
         self.server = server
+        self.signaling: Any = None  # add_signaling's handler
         self.phases = phases
         self.lag = lag
         self.gc_monitor = gc_monitor
@@ -342,6 +358,8 @@ class Control:
             "gc": self.gc_monitor.snapshot(),
             "offers": self.offers,
             "offer_errors": self.offer_errors,
+            # Open signaling WebSockets (joined or not).
+            "signaling_sessions": len(getattr(self.signaling, "sessions", ())),
         }
         if self.phases is not None:
             result["phases"] = self.phases.snapshot()
@@ -370,13 +388,19 @@ async def serve(args: argparse.Namespace) -> None:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         loop.set_debug(True)
         loop.slow_callback_duration = args.slow_callback / 1000
-    async with sfu.Server(LOOPBACK, args.port, consent_timeout=args.consent_timeout) as server:
+    token_secret = args.token_secret or secrets.token_urlsafe(32)
+    async with sfu.Server(
+        LOOPBACK, args.port, consent_timeout=args.consent_timeout, token_secret=token_secret
+    ) as server:
         gc_monitor = GcMonitor()
         control = Control(server, lag, gc_monitor, stop, PhaseTimer() if args.phases else None)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/offer", control.offer)
         app.router.add_get("/stats", control.stats)
         app.router.add_post("/quit", control.quit)
+        # Joins as the demo's browsers make them; /offer joins carry no token,
+        # which a room that is not private takes.
+        control.signaling = add_signaling(app, server, SIGNALING_PATH)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # As the demo: 1,000 offers connect at once; the default backlog of 128
@@ -409,6 +433,8 @@ async def serve(args: argparse.Namespace) -> None:
                     "uvloop": args.uvloop_used,
                     "cpu": sorted(os.sched_getaffinity(0)),
                     "tree": os.path.dirname(os.path.dirname(os.path.abspath(sfu.__file__))),
+                    "signaling": SIGNALING_PATH,
+                    "token_secret": token_secret,
                 }
             ),
             flush=True,
@@ -458,6 +484,11 @@ def main() -> None:
         help="diagnosis: time the join's pieces (see PHASES) and report them in /stats",
     )
     parser.add_argument("--consent-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--token-secret",
+        default=None,
+        help="HS256 secret of the signaling's join tokens (>= 32 bytes; default: a new one)",
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long")
     args = parser.parse_args()
     if args.cpu is not None:
