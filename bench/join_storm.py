@@ -168,6 +168,9 @@ async def main(args: argparse.Namespace) -> None:
                 "server_cpu_s": round(
                     (during["utime"] + during["stime"]) - (before["utime"] + before["stime"]), 3
                 ),
+                # Its split: the kernel's share (sockets, TCP) is stime.
+                "server_utime_s": round(during["utime"] - before["utime"], 3),
+                "server_stime_s": round(during["stime"] - before["stime"], 3),
                 # The clients' side of the same storm (their DTLS handshakes, HTTP):
                 # if this approaches the storm's length, the load generator, not
                 # the server, set the pace.
