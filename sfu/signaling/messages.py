@@ -28,9 +28,14 @@ from ..errors import (
 )
 from ..events import (
     ActiveSpeakersChanged,
+    DominantSpeakerChanged,
+    EventStream,
     HandLowered,
     HandRaised,
+    MixerFailed,
     MuteChanged,
+    ParticipantConnected,
+    ParticipantJoined,
     ParticipantRemoved,
     RoleChanged,
     RoomEvent,
@@ -272,6 +277,20 @@ def encode(message: dict[str, Any]) -> str:
     return f"{text[:-1]},{encoded}}}" if plain else f"{{{encoded}}}"
 
 
+def _may_change_an_entry(event: RoomEvent) -> bool:
+    """Whether ``event`` may change the roster (who, and each one's role, mutes, hand)."""
+    return not isinstance(
+        event,
+        (
+            ParticipantConnected,
+            RosterChanged,
+            ActiveSpeakersChanged,
+            DominantSpeakerChanged,
+            MixerFailed,
+        ),
+    )
+
+
 #: The events whose message is the same whoever it goes to (a role change
 #: too, unless it is the receiver's own: that one carries its grants).
 _SAME_FOR_ALL = (RosterChanged, HandRaised, HandLowered, MuteChanged, ActiveSpeakersChanged)
@@ -291,19 +310,69 @@ class RoomFrames:
       as it was then; a change after that is an event of its own, behind it
       in every queue, so every member ends at the same state. Keyed by the
       event object, not its value: two equal ``HandRaised`` are two moments.
-    * :meth:`roster`: the ``joined`` roster, each member's entry encoded
-      once and again only when it changed.
+    * :meth:`roster`: the ``joined`` roster, from each member's entry
+      encoded when it joined. The room's events since the previous roster
+      say what may have changed: when they are only joins of new members
+      (a join storm), their entries are added and nothing else is looked
+      at; after any other change (a leave, a role, a mute, a hand) every
+      entry is checked against its member and re-encoded if it changed.
+      Every such change is an event (it is how members already in the room
+      learn of it), so the first way misses none.
     """
 
     #: Events remembered; a relay that falls this far behind builds its own.
     SIZE = 256
+    #: Room events kept between two rosters; past that, every entry is checked.
+    CHANGES = 4096
 
     def __init__(self) -> None:
         self._texts: dict[int, tuple[RoomEvent, str | None]] = {}
         self._entries: dict[str, tuple[_RosterState, str]] = {}
+        self._changes: EventStream | None = None
 
     def roster(self, room: Room, hands: list[str]) -> Json:
         """Every member's roster entry, in join order, as a JSON array."""
+        if not self._only_joins_since(room, hands):
+            self._check_every_entry(room, hands)
+        return Json("[" + ",".join(text for _, text in self._entries.values()) + "]")
+
+    def _only_joins_since(self, room: Room, hands: list[str]) -> bool:
+        """Add the members who joined since the last roster, if the room's
+        events since are only their joins; False if anything else happened."""
+        changes = self._changes
+        if changes is None:
+            self._changes = room.events(self.CHANGES, accept=_may_change_an_entry)
+            return False
+        queued = changes._events
+        joined = []
+        only_joins = changes.dropped == 0
+        changes.dropped = 0
+        while queued:
+            event = queued.popleft()
+            if (
+                only_joins
+                and isinstance(event, ParticipantJoined)
+                and event.identity not in self._entries
+            ):
+                joined.append(event.identity)
+            else:
+                only_joins = False
+        if not only_joins:
+            return False
+        raised = set(hands)
+        for identity in joined:
+            member = room.get(identity)
+            if member is None:
+                return False
+            state = _roster_state(member, raised)
+            self._entries[identity] = (state, encode(_roster_entry(member, *state)))
+        members = room.participants
+        # The same members in the same order: the newest at the end of both.
+        return len(self._entries) == len(members) and (
+            not members or next(reversed(self._entries)) == next(reversed(members))
+        )
+
+    def _check_every_entry(self, room: Room, hands: list[str]) -> None:
         raised = set(hands)
         kept = self._entries
         entries: dict[str, tuple[_RosterState, str]] = {}
@@ -314,7 +383,6 @@ class RoomFrames:
                 entry = (state, encode(_roster_entry(p, *state)))
             entries[p.identity] = entry
         self._entries = entries  # those who left are forgotten
-        return Json("[" + ",".join(text for _, text in entries.values()) + "]")
 
     def event_text(self, event: RoomEvent, participant: Participant) -> str | None:
         """``event_message(event, participant)`` encoded; None when it tells nothing."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import json
 from typing import Any
 
@@ -30,7 +29,12 @@ QUEUE = 8
 
 def small_queues(room: sfu.Room, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every subscription to ``room`` (the sessions' too) holds at most QUEUE events."""
-    monkeypatch.setattr(room, "events", functools.partial(room.events, QUEUE))
+    events = room.events
+
+    def small(maxsize: int = QUEUE, **options: Any) -> sfu.EventStream:
+        return events(QUEUE, **options)
+
+    monkeypatch.setattr(room, "events", small)
 
 
 def join_message(identity: str, role: str = "listener", **extra: Any) -> str:
@@ -179,12 +183,13 @@ async def test_a_join_storm_costs_each_member_a_few_frames_not_one_per_member(
         assert batches, "the first member heard of the others"
         for _, sent, closed in sessions:
             assert sent[0]["type"] == "joined" and closed == []
-        # Its own join (a few members' relays are offered none before theirs),
-        # and each roster batch to everyone; not every join to everyone.
-        assert offered["ParticipantJoined"] == count, offered
+        # Each join to its own member's stream and to the one stream that
+        # keeps the joined rosters (RoomFrames), each roster batch to everyone;
+        # not every join to everyone.
+        assert offered["ParticipantJoined"] <= 2 * count, offered
         batch_events = built["RosterChanged"]
         assert 1 <= batch_events <= 10, built  # once per batch, not once per member
-        assert offered["RosterChanged"] <= batch_events * count
+        assert offered["RosterChanged"] <= batch_events * (count + 1)
         # Each member's roster entry encoded once, whoever joined after it.
         assert sum(entries.values()) == count, entries
         # The joined rosters are the room as it was: each lists itself and those before.
@@ -232,6 +237,36 @@ async def test_the_joined_roster_follows_every_change_of_a_member() -> None:
         assert [e["identity"] for e in fresh] == ["alice", "bob", "joiner-9"]
         assert fresh[0]["muted"] is True and fresh[0]["moderator_muted"] is False
         assert fresh[1]["role"] == "listener" and fresh[1]["hand"] is False
+
+        # Joins only (entries added, none checked), then a member who joins and
+        # leaves in between, one who comes back (to the end), and a change
+        # made within the same turn as the join after it.
+        sessions = []
+
+        async def join_and_compare(identity: str) -> list[dict[str, Any]]:
+            session, sent, _ = bare_session(server)
+            sessions.append(session)
+            await session.handle(join_message(identity))
+            member = room.get(identity)
+            assert member is not None
+            roster: list[dict[str, Any]] = sent[0]["roster"]
+            assert roster == messages.joined_message(room, member)["roster"], identity
+            return roster
+
+        for name in ("dan", "erin", "fay"):
+            await join_and_compare(name)
+        gone = await room.add_listener(LISTENER_OFFER, "gus")
+        await gone.close("left")
+        assert "gus" not in [e["identity"] for e in await join_and_compare("hal")]
+        await room.get("dan").close("left")  # type: ignore[union-attr]
+        roster = await join_and_compare("dan")
+        assert [e["identity"] for e in roster][-2:] == ["hal", "dan"]
+        room.raise_hand("erin")
+        assert [e["hand"] for e in await join_and_compare("ivy") if e["identity"] == "erin"] == [
+            True
+        ]
+        for session in sessions:
+            await session.close()
 
 
 async def _now(function: Any, *args: Any) -> None:
