@@ -542,6 +542,32 @@ async def test_app_shutdown_closes_signaling_connections() -> None:
             await client.close()
 
 
+@pytest.mark.parametrize("compress", [False, True])
+async def test_permessage_deflate_only_when_the_application_turns_it_on(compress: bool) -> None:
+    """Off by default (a compressor per connection is ~256 KB of server memory);
+    on, a client that offers it (as browsers do) gets compressed frames."""
+    from sfu.signaling.aiohttp import add_signaling
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        web_app = web.Application()
+        if compress:
+            add_signaling(web_app, server, compress=True)
+        else:
+            add_signaling(web_app, server)  # the default
+        runner, port = await start_site(web_app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(f"http://127.0.0.1:{port}/ws", compress=15) as ws:
+                    agreed = ws._response.headers.get("Sec-WebSocket-Extensions", "")
+                    assert ("permessage-deflate" in agreed) is compress, agreed
+                    assert bool(ws.compress) is compress
+                    await ws.send_str(json.dumps({"type": "ping", "id": 1}))
+                    reply = await ws.receive_json(timeout=5)
+                    assert reply["id"] == 1
+        finally:
+            await runner.cleanup()
+
+
 async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
     """Events lost to a slow reader would leave its roster wrong: it must rejoin."""
     from sfu.signaling.protocol import CLOSE_SESSION_ENDED, SignalingSession
