@@ -20,11 +20,12 @@ grants the server enforces.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import jwt
 
@@ -180,19 +181,40 @@ def verify_token(
     return _claims(payload, room)
 
 
+#: Payloads of tokens whose signature checked out, by a digest of key and
+#: token: a join's token is checked by the signaling or WHIP/WHEP and again
+#: by the room (~80 µs each), and a reconnect brings the same token. Only
+#: the signature is remembered; the times are checked at every use.
+_SIGNED: dict[bytes, dict[str, Any]] = {}
+#: Enough for a join storm's tokens between their two checks (a join may
+#: wait its admission turn behind a thousand others).
+SIGNED_KEPT = 4096
+
+
+def _signed_payload(token: str, key: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(len(key).to_bytes(4, "big") + key + token.encode()).digest()
+    payload = _SIGNED.get(digest)
+    if payload is None:
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            options={
+                "require": ["exp", "nbf", "sub", "room", "role", "jti"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+        if len(_SIGNED) >= SIGNED_KEPT:
+            del _SIGNED[next(iter(_SIGNED))]  # the oldest
+        _SIGNED[digest] = payload
+    return payload
+
+
 def _decode(token: str, key: bytes, leeway: float, now: float) -> dict[str, object]:
     """Check the signature with PyJWT, then the times against ``now`` (injectable for tests)."""
-    payload = jwt.decode(
-        token,
-        key,
-        algorithms=[ALGORITHM],
-        options={
-            "require": ["exp", "nbf", "sub", "room", "role", "jti"],
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-        },
-    )
+    payload = _signed_payload(token, key)
     exp, nbf = payload["exp"], payload["nbf"]
     if not is_number(exp) or not is_number(nbf):  # finite, not a bool
         raise jwt.InvalidTokenError("exp and nbf must be finite numbers")

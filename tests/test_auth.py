@@ -194,3 +194,36 @@ def test_issue_validates(arguments: dict[str, object]) -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(InvalidSetting, match="32 bytes"):
         auth.issue_token("short", room="hall", identity="a")
+
+
+def test_a_token_s_signature_is_checked_once_its_times_at_every_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A join checks its token twice (signaling, then the room): the HMAC
+    once. The times are not remembered, nor a signature that failed."""
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counted(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth.jwt, "decode", counted)
+    token = good(ttl=60.0)
+    for _ in range(3):
+        assert auth.verify_token(SECRET, token, room="hall", now=NOW).identity == "alice"
+    assert decoded == [token]
+    with pytest.raises(NotAllowed, match="expired"):
+        auth.verify_token(SECRET, token, room="hall", now=NOW + 3600)
+    with pytest.raises(NotAllowed, match="not valid yet"):
+        auth.verify_token(SECRET, token, room="hall", now=NOW - 3600)
+    with pytest.raises(NotAllowed, match="for room 'hall', not 'lobby'"):
+        auth.verify_token(SECRET, token, room="lobby", now=NOW)
+    for _ in range(2):
+        with pytest.raises(NotAllowed, match="signature is wrong"):
+            auth.verify_token(OTHER_SECRET, token, room="hall", now=NOW)
+    forged = tamper(token, role="moderator")
+    for _ in range(2):
+        with pytest.raises(NotAllowed, match="signature is wrong"):
+            auth.verify_token(SECRET, forged, room="hall", now=NOW)
+    assert decoded == [token] + [token] * 2 + [forged] * 2
