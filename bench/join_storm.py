@@ -28,8 +28,10 @@ How the listeners' offers reach the server (``--signaling``):
   and takes the answer from the ``joined`` reply. The offer's clock starts
   when the join frame is written. What the server does per join then also
   includes the signaling's: the ``joined`` reply with the room's roster,
-  the roster batches to every member, and (``permessage-deflate``, offered
-  as browsers do unless ``--no-deflate``) compressing them. Also reported:
+  the roster batches to every member, and, with ``--signaling-compress``
+  (the listeners offer ``permessage-deflate`` as browsers do; the
+  server agrees only then, as ``sfu.signaling``'s default declines it),
+  compressing them. Also reported:
   the frames and bytes each listener received (on the wire and inflated)
   up to the end of the check window, the ``joined`` replies' sizes, the
   messages by type, and any socket the server closed. The speaker still
@@ -74,6 +76,8 @@ async def main(args: argparse.Namespace) -> None:
         extra += ["--profile", os.path.abspath(args.server_profile)]
     if args.server_phases:
         extra += ["--phases"]
+    if args.signaling_compress:
+        extra += ["--signaling-compress"]
     async with harness.ServerProcess(no_extensions=args.no_extensions, extra=extra) as server:
         async with loadgen.LoadGen(
             server.control,
@@ -91,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
                     args.listeners,
                     server.info["token_secret"],
                     path=server.info["signaling"],
-                    deflate=args.deflate,
+                    deflate=True,  # offered, as browsers do; the server decides
                     concurrency=args.open_concurrency,
                 )
             await asyncio.sleep(1.0)
@@ -242,7 +246,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     if signaling is not None:
         print(
-            f"signaling over WebSocket (deflate {args.deflate}), per listener: "
+            f"signaling over WebSocket (compressed {args.signaling_compress}), per listener: "
             f"{signaling['frames_per_listener']['mean']} frames, "
             f"{signaling['wire_bytes_per_listener']['mean']} bytes on the wire, "
             f"{signaling['message_bytes_per_listener']['mean']} inflated (means); "
@@ -291,10 +295,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "signaling WebSocket, opened before the storm (websocket)",
     )
     parser.add_argument(
-        "--no-deflate",
-        dest="deflate",
-        action="store_false",
-        help="websocket: do not offer permessage-deflate (browsers do)",
+        "--signaling-compress",
+        action="store_true",
+        help="websocket: the server agrees to permessage-deflate, which the listeners "
+        "offer as browsers do (sfu.signaling's default declines it)",
     )
     parser.add_argument(
         "--open-concurrency",

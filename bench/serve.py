@@ -400,7 +400,9 @@ async def serve(args: argparse.Namespace) -> None:
         app.router.add_post("/quit", control.quit)
         # Joins as the demo's browsers make them; /offer joins carry no token,
         # which a room that is not private takes.
-        control.signaling = add_signaling(app, server, SIGNALING_PATH)
+        control.signaling = add_signaling(
+            app, server, SIGNALING_PATH, compress=args.signaling_compress
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         # As the demo: 1,000 offers connect at once; the default backlog of 128
@@ -484,6 +486,11 @@ def main() -> None:
         help="diagnosis: time the join's pieces (see PHASES) and report them in /stats",
     )
     parser.add_argument("--consent-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--signaling-compress",
+        action="store_true",
+        help="the signaling WebSocket agrees to permessage-deflate (add_signaling(compress=True))",
+    )
     parser.add_argument(
         "--token-secret",
         default=None,
