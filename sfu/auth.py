@@ -20,7 +20,10 @@ grants the server enforces.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -38,6 +41,7 @@ __all__ = [
     "Claims",
     "Grant",
     "Role",
+    "claimed_identity",
     "grants_of",
     "issue_token",
     "verify_token",
@@ -144,6 +148,21 @@ def issue_token(
         "jti": secrets.token_urlsafe(12),
     }
     return jwt.encode(payload, _key(secret), algorithm=ALGORITHM)
+
+
+def claimed_identity(token: str) -> str | None:
+    """The identity (``sub``) ``token`` names, read without checking anything:
+    None when it names none readably. Never an answer to who may join; for
+    a caller that must know whom a join is for before its checks run."""
+    parts = token.split(".") if isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH else []
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):  # not base64url, not UTF-8, not JSON
+        return None
+    identity = payload.get("sub") if isinstance(payload, dict) else None
+    return identity if isinstance(identity, str) and identity else None
 
 
 def verify_token(

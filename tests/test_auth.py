@@ -227,3 +227,20 @@ def test_a_token_s_signature_is_checked_once_its_times_at_every_use(
         with pytest.raises(NotAllowed, match="signature is wrong"):
             auth.verify_token(SECRET, forged, room="hall", now=NOW)
     assert decoded == [token] + [token] * 2 + [forged] * 2
+
+
+def test_the_claimed_identity_is_read_without_any_check() -> None:
+    assert auth.claimed_identity(good()) == "alice"
+    assert auth.claimed_identity(tamper(good(), sub="mallory")) == "mallory"  # unchecked
+    for token in (
+        "",
+        "a.b",
+        "a.b.c.d",
+        "x.%%%.y",
+        "x." + base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".y",  # not UTF-8
+        "x." + base64.urlsafe_b64encode(b"[1, 2]").decode() + ".y",  # not an object
+        tamper(good(), sub=""),
+        tamper(good(), sub=7),
+        "x." + "A" * auth.MAX_TOKEN_LENGTH + ".y",
+    ):
+        assert auth.claimed_identity(token) is None, token

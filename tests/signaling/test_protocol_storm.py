@@ -269,6 +269,51 @@ async def test_the_joined_roster_follows_every_change_of_a_member() -> None:
             await session.close()
 
 
+async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crowd's join frames arrive together and are read in one loop
+    iteration: the token's check (~80 µs) waits for the join's turn, a few per
+    iteration, instead of running for every frame then. A bad token is still
+    refused, and nothing of it stays."""
+    decoded: list[str] = []
+    decode = auth.jwt.decode
+
+    def counted(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counted)
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        await asyncio.sleep(0.01)
+        server.admission._used = server.admission.per_turn  # a crowd: this turn is spent
+        crowd = asyncio.gather(
+            *(room.add_listener(LISTENER_OFFER, f"fan-{i}") for i in range(3 * QUEUE))
+        )
+        session, sent, _ = bare_session(server)
+        frame = join_message("carol")
+        joining = asyncio.ensure_future(session.handle(frame))
+        await asyncio.sleep(0)
+        assert len(server.admission) == 3 * QUEUE + 1, "carol waits behind the crowd"
+        assert decoded == [], "her token is not checked before her turn"
+        await crowd
+        await joining
+        assert sent[0]["type"] == "joined" and len(decoded) == 1
+        # A forged token for a room that exists: refused in its turn, no member,
+        # no stream left behind.
+        streams = len(room._subscribers)
+        forged, forged_sent, _ = bare_session(server)
+        token = auth.issue_token("o" * 40, room="hall", identity="mallory")  # another key
+        await forged.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER})
+        )
+        assert forged_sent[0]["type"] == "error" and forged_sent[0]["code"] == "not_allowed"
+        assert "signature" in forged_sent[0]["message"]
+        assert "mallory" not in room.participants and len(room._subscribers) == streams
+        await session.close()
+
+
 async def _now(function: Any, *args: Any) -> None:
     function(*args)
 
