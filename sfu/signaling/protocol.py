@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._values import refilled
+from ..admission import Admission
 from ..auth import claimed_identity, verify_token
 from ..errors import NotAllowed, SfuError
 from ..events import (
@@ -124,6 +125,22 @@ def _frames(room: Room) -> RoomFrames:
     if frames is None:
         frames = _FRAMES[room] = RoomFrames()
     return frames
+
+
+#: Events the members' relays send per event-loop iteration, per server.
+#: An event every member is told of (a roster batch) wakes every relay at
+#: once: in a room of 1,000, sending it in one iteration held the loop for
+#: ~50 ms (a batch of a join storm is ~30 KB a member, written to each
+#: socket), and with it the media and the joins.
+RELAYS_PER_TURN = 64
+_relay_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDictionary()
+
+
+def _relay_turn(server: Server) -> Admission:
+    turns = _relay_turns.get(server)
+    if turns is None:
+        turns = _relay_turns[server] = Admission(RELAYS_PER_TURN)
+    return turns
 
 
 async def _receive(receive: Receive) -> str | bytes | None:
@@ -512,7 +529,9 @@ class SignalingSession:
         try:
             if self._joined_sent is not None:
                 await self._joined_sent.wait()
+            turns = _relay_turn(self.server)
             async for event in events:
+                await turns.turn()
                 if await self._forward_event(event, participant):
                     return
                 if events.dropped:

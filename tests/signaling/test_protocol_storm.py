@@ -15,7 +15,7 @@ import pytest
 
 import sfu
 from sfu import auth
-from sfu.signaling import messages
+from sfu.signaling import messages, protocol
 
 from ..test_room_lifecycle import offer
 from .test_protocol import SECRET, bare_session
@@ -312,6 +312,34 @@ async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_ex
         assert "signature" in forged_sent[0]["message"]
         assert "mallory" not in room.participants and len(room._subscribers) == streams
         await session.close()
+
+
+async def test_an_event_every_member_is_told_of_is_sent_a_few_relays_per_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each member's relay wakes for a roster batch or a hand at once; sent
+    all in one loop iteration, a crowd's would hold the loop (media, joins)."""
+    monkeypatch.setattr(protocol, "RELAYS_PER_TURN", 8)
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=0.05)
+        sessions = [bare_session(server) for _ in range(40)]
+        for i, (session, _, _) in enumerate(sessions):
+            await session.handle(join_message(f"fan-{i}"))
+        await asyncio.sleep(0.2)  # joined replies and roster batches out
+
+        def told() -> int:
+            return sum(1 for _, sent, _ in sessions if sent[-1].get("type") == "hands")
+
+        room.raise_hand("fan-3")
+        turns = 0
+        while told() < len(sessions):
+            await asyncio.sleep(0)  # one loop iteration
+            turns += 1
+            assert told() <= 8 * turns, (turns, told())
+            assert turns < 100
+        assert turns >= len(sessions) // 8
+        for session, _, _ in sessions:
+            await session.close()
 
 
 async def _now(function: Any, *args: Any) -> None:
