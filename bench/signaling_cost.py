@@ -78,11 +78,11 @@ async def storm(members: int) -> dict[str, Any]:
         await asyncio.gather(*(s.handle(f) for s, f in zip(sessions, frames)))
         await asyncio.sleep(SETTLE_SECONDS)
         used = cpu_seconds() - before
-        joined = len(room.participants)
+        joined, closed = len(room.participants), sent["closed"]
         for session in sessions:
             await session.close()
-    if joined != members or sent["closed"]:
-        raise RuntimeError(f"{joined} of {members} joined, {sent['closed']} sessions closed")
+    if joined != members or closed:
+        raise RuntimeError(f"{joined} of {members} joined, {closed} sessions ended by the server")
     return {
         "members": members,
         "cpu_s": round(used, 3),
