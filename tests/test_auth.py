@@ -229,18 +229,36 @@ def test_a_token_s_signature_is_checked_once_its_times_at_every_use(
     assert decoded == [token] + [token] * 2 + [forged] * 2
 
 
-def test_the_claimed_identity_is_read_without_any_check() -> None:
-    assert auth.claimed_identity(good()) == "alice"
-    assert auth.claimed_identity(tamper(good(), sub="mallory")) == "mallory"  # unchecked
+def test_the_signed_identity_is_a_quick_look_at_a_token_the_key_made() -> None:
+    import hashlib
+    import hmac
+
+    def signed_with(key: str, header: bytes, payload: bytes) -> str:
+        def b64(raw: bytes) -> str:
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        signing_input = f"{b64(header)}.{b64(payload)}"
+        mac = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{b64(mac)}"
+
+    header = b'{"alg":"HS256","typ":"JWT"}'
+    assert auth.signed_identity(SECRET, good(), room="hall") == "alice"
+    assert auth.signed_identity(SECRET, good(), room="lobby") is None  # another room's
+    assert auth.signed_identity(OTHER_SECRET, good(), room="hall") is None
+    assert auth.signed_identity(SECRET, tamper(good(), sub="mallory"), room="hall") is None
+    # Signed, but naming nobody readable.
+    for payload in (b'{"room":"hall"}', b'{"room":"hall","sub":7}', b"[1,2]", b"\xff", b"{"):
+        assert (
+            auth.signed_identity(SECRET, signed_with(SECRET, header, payload), room="hall") is None
+        )
     for token in (
         "",
         "a.b",
         "a.b.c.d",
         "x.%%%.y",
-        "x." + base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".y",  # not UTF-8
-        "x." + base64.urlsafe_b64encode(b"[1, 2]").decode() + ".y",  # not an object
-        tamper(good(), sub=""),
-        tamper(good(), sub=7),
+        "é.a.b",
         "x." + "A" * auth.MAX_TOKEN_LENGTH + ".y",
     ):
-        assert auth.claimed_identity(token) is None, token
+        assert auth.signed_identity(SECRET, token, room="hall") is None, token
+    assert auth.signed_identity(SECRET, 7, room="hall") is None  # type: ignore[arg-type]
+    assert auth.signed_identity("short", good(), room="hall") is None  # not a usable key

@@ -215,7 +215,7 @@ def test_participant_api_matches_the_readme() -> None:
 def test_auth_functions_match_the_readme() -> None:
     cell = table_row("`sfu.auth`")
     calls = documented_calls(cell)
-    assert {name for name, _ in calls} == {"issue_token", "verify_token", "claimed_identity"}
+    assert {name for name, _ in calls} == {"issue_token", "verify_token", "signed_identity"}
     for name, arguments in calls:
         check_call(sfu.auth, name, arguments)
     assert f"{sfu.auth.DEFAULT_LEEWAY:g} s clock-skew leeway" in cell

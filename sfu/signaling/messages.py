@@ -317,11 +317,16 @@ class RoomFrames:
       at; after any other change (a leave, a role, a mute, a hand) every
       entry is checked against its member and re-encoded if it changed.
       Every such change is an event (it is how members already in the room
-      learn of it), so the first way misses none.
+      learn of it), so the first way misses none. The one field without an
+      event of its own, ``can_speak`` (from ``Participant.renegotiates``),
+      must be set before the join yields to the loop, as the WHIP/WHEP
+      adapter does and the README says; later, the entry keeps the old value
+      until the next full check, as members told by a roster batch do.
     """
 
     #: Events remembered; a relay that falls this far behind builds its own.
-    SIZE = 256
+    #: (A join storm's roster batch is ~30 KB: a room holds at most ~1 MB.)
+    SIZE = 32
     #: Room events kept between two rosters; past that, every entry is checked.
     CHANGES = 4096
 

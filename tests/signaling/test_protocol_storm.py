@@ -300,17 +300,30 @@ async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_ex
         await crowd
         await joining
         assert sent[0]["type"] == "joined" and len(decoded) == 1
-        # A forged token for a room that exists: refused in its turn, no member,
-        # no stream left behind.
+        # A token the key did not make is refused at once, before any turn:
+        # it neither waits with the real joins nor counts as a join under way
+        # (which keeps an empty room open); no member, no stream left behind.
         streams = len(room._subscribers)
+        await asyncio.sleep(0.01)
+        server.admission._used = server.admission.per_turn  # a crowd again
+        late = asyncio.ensure_future(room.add_listener(LISTENER_OFFER, "late"))
+        await asyncio.sleep(0)
+        assert len(server.admission) == 1, "late waits for the next turn"
         forged, forged_sent, _ = bare_session(server)
         token = auth.issue_token("o" * 40, room="hall", identity="mallory")  # another key
-        await forged.handle(
-            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER})
+        handled = asyncio.ensure_future(
+            forged.handle(
+                json.dumps(
+                    {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER}
+                )
+            )
         )
+        await asyncio.sleep(0)
+        assert handled.done(), "refused without waiting a turn (behind late)"
         assert forged_sent[0]["type"] == "error" and forged_sent[0]["code"] == "not_allowed"
         assert "signature" in forged_sent[0]["message"]
         assert "mallory" not in room.participants and len(room._subscribers) == streams
+        await late
         await session.close()
 
 
