@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -253,21 +254,10 @@ def test_error_hierarchy_matches_the_readme() -> None:
 def test_dotted_names_in_the_readme_exist() -> None:
     """Every `sfu.module.NAME` the README names can be imported, and the
     constants it quotes have the values it gives."""
-    import importlib
-
     names = set(re.findall(r"`(sfu(?:\.[A-Za-z_]\w*)+)`", README)) - {"sfu.js"}
     assert len(names) > 10
     for dotted in sorted(names):
-        module_name, value = dotted, None
-        while True:
-            try:
-                value = importlib.import_module(module_name)
-                break
-            except ModuleNotFoundError:
-                module_name = module_name.rpartition(".")[0]
-        for attribute in dotted[len(module_name) + 1 :].split(".") if dotted != module_name else []:
-            assert hasattr(value, attribute), f"README names {dotted}, which does not exist"
-            value = getattr(value, attribute)
+        assert _named(dotted) is not _MISSING, f"README names {dotted}, which does not exist"
     assert (Path(sfu.__file__).parent / "signaling" / "static" / "sfu.js").is_file()
     room = importlib.import_module("sfu.room")
     session = importlib.import_module("sfu.transport.session")
@@ -552,8 +542,6 @@ def descriptive_docs() -> dict[str, str]:
 def test_files_and_dotted_names_the_docs_name_exist() -> None:
     """Every `sfu/...`, `tests/...`, `examples/...` or `bench/...` file and every
     `sfu.module.NAME` that the descriptive docs name is there."""
-    import importlib
-
     checked = 0
     for doc, text in descriptive_docs().items():
         for path in re.findall(r"(?<![\w/.-])((?:sfu|tests|examples|bench|docs)/[\w/.-]*\w)", text):
@@ -564,18 +552,7 @@ def test_files_and_dotted_names_the_docs_name_exist() -> None:
                 )
         for dotted in set(re.findall(r"`(sfu(?:\.[A-Za-z_]\w*)+)", text)) - {"sfu.js"}:
             checked += 1
-            module_name = dotted
-            while True:
-                try:
-                    value = importlib.import_module(module_name)
-                    break
-                except ModuleNotFoundError:
-                    module_name = module_name.rpartition(".")[0]
-            for attribute in (
-                dotted[len(module_name) + 1 :].split(".") if dotted != module_name else []
-            ):
-                assert hasattr(value, attribute), f"{doc} names {dotted}, which does not exist"
-                value = getattr(value, attribute)
+            assert _named(dotted) is not _MISSING, f"{doc} names {dotted}, which does not exist"
     assert checked > 30
 
 
@@ -584,30 +561,40 @@ _ROLE = re.compile(
 )
 
 
-def _resolves(dotted: str) -> bool:
-    """``dotted`` names a module, or an attribute of one (an instance attribute
-    counts when its class assigns ``self.<name>``)."""
-    import importlib
+_MISSING = object()
 
+
+def _named(dotted: str) -> object:
+    """What ``dotted`` names: its longest importable prefix, then attributes;
+    ``_MISSING`` when there is none."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         try:
             value: object = importlib.import_module(".".join(parts[:cut]))
         except (ImportError, TypeError, ValueError):
             continue
-        for index, attribute in enumerate(parts[cut:], cut):
-            if hasattr(value, attribute):
-                value = getattr(value, attribute)
-                continue
-            if index != len(parts) - 1 or not isinstance(value, type):
-                return False
-            try:
-                source = inspect.getsource(value)
-            except (OSError, TypeError):
-                return False
-            return re.search(rf"self\.{attribute}\b\s*(?::[^=\n]*)?=", source) is not None
+        for attribute in parts[cut:]:
+            if not hasattr(value, attribute):
+                return _MISSING
+            value = getattr(value, attribute)
+        return value
+    return _MISSING
+
+
+def _resolves(dotted: str) -> bool:
+    """``dotted`` names a module, or an attribute of one (an instance attribute
+    counts when its class assigns ``self.<name>``)."""
+    if _named(dotted) is not _MISSING:
         return True
-    return False
+    owner, _, attribute = dotted.rpartition(".")
+    cls = _named(owner) if owner else _MISSING
+    if not isinstance(cls, type):
+        return False
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return False
+    return re.search(rf"self\.{attribute}\b\s*(?::[^=\n]*)?=", source) is not None
 
 
 def test_every_sphinx_reference_in_the_package_resolves() -> None:
