@@ -137,6 +137,13 @@ class RosterChanged(RoomEvent):
     consumer drops a name it does not know); one that left and came back is
     ``updated``, which may so name someone a consumer never saw join: it
     adds or updates.
+
+    It names only the members the roster names: the stage and at most
+    ``RoomPolicy.roster_listeners`` listeners (see
+    :class:`~sfu.roster.RosterListing`; a listener named later, in place of
+    one that left, comes in ``joined``). ``size`` counts every member; an
+    event with no names tells a new ``size`` alone. For every join and
+    leave, named or not, watch ``ParticipantJoined`` / ``ParticipantLeft``.
     """
 
     joined: tuple[tuple[str, Role], ...]

@@ -275,7 +275,7 @@ class Gate:
         if participant.moderator_muted:
             # A moderator's mute that outlived a reconnect: everyone sees it again.
             room._emit_mute(participant, None)
-        room._roster.change(room.server.loop, identity, role, joined=True)
+        room._listing.joined(room.server.loop, participant)
         if must_offer:
             room._emit(RoleChanged(room.name, identity, role, None, renegotiate=True))
         return participant

@@ -103,6 +103,7 @@ class Moderation:
             )
         if not participant.can_publish and role in ("speaker", "moderator"):
             room._gate.check_capacity(publish=True)
+        was_in_audience = room._listing.in_audience(participant)
         self._change_role(participant, role, grants)
         decision = room._decisions.setdefault(identity, {})
         decision["role"] = role
@@ -115,7 +116,7 @@ class Moderation:
             "%s promoted to %s in room %r by %s", identity, role, room.name, by or "the backend"
         )
         room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
-        room._roster.change(room.server.loop, identity, role)
+        room._listing.role_changed(room.server.loop, participant, was_in_audience)
         return participant
 
     def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
@@ -140,6 +141,7 @@ class Moderation:
         # that never renegotiated (never took its speaker line) has nothing to drop.
         renegotiate = participant.negotiation.publish is not None
         # (A listener token widened with publish can speak: demoting it takes that away.)
+        was_in_audience = room._listing.in_audience(participant)
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
@@ -149,7 +151,7 @@ class Moderation:
             participant._offer_asked_as_listener = True
         logger.info("%s demoted in room %r by %s", identity, room.name, by or "the backend")
         room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
-        room._roster.change(room.server.loop, identity, "listener")
+        room._listing.role_changed(room.server.loop, participant, was_in_audience)
         return participant
 
     # -- mutes and removals ------------------------------------------------------------

@@ -26,7 +26,12 @@ class RoomPolicy:
     token signed with the server's ``token_secret``. ``roster_interval``:
     roster changes are batched into one :class:`~sfu.events.RosterChanged`
     per interval (seconds), so a join storm costs O(joins) events, not
-    O(joins x members). ``hold``: seconds a quiet slot holder keeps its slot
+    O(joins x members). ``roster_listeners``: how many listeners the roster
+    names to members' clients (the stage is always named; the first to come
+    are, and one that leaves is replaced by the longest-waiting other); past
+    it, clients are told only the room's ``size``, so a crowd of N costs each
+    client O(1) roster bytes rather than O(N) (``None``: everyone is named;
+    see :class:`~sfu.roster.RosterListing`). ``hold``: seconds a quiet slot holder keeps its slot
     before an active speaker may take it. ``decision_interval`` and
     ``thresholds`` (C1, C2, C3 on the immediate, medium and long time
     scales): the dominant-speaker decision of
@@ -52,6 +57,7 @@ class RoomPolicy:
     max_listeners: int | None = None
     private: bool = False
     roster_interval: float = 0.5
+    roster_listeners: int | None = 100
     hold: float = 1.0
     decision_interval: float | None = None
     thresholds: tuple[float, float, float] | None = None
@@ -64,7 +70,7 @@ class RoomPolicy:
             raise InvalidSetting(
                 f"slots must be an integer between 1 and {MAX_SLOTS}, got {self.slots!r}"
             )
-        for name in ("max_speakers", "max_listeners"):
+        for name in ("max_speakers", "max_listeners", "roster_listeners"):
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 0):
                 raise InvalidSetting(f"{name} must be None or an integer >= 0, got {value!r}")

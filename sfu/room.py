@@ -49,7 +49,7 @@ from .moderation import Moderation
 from .participant import Participant
 from .policy import RoomPolicy
 from .rejoin import Bans, Grace
-from .roster import RosterBatch
+from .roster import RosterBatch, RosterListing
 from .stage import Stage
 from .transport.answer import Negotiation, build_answer
 from .transport.ice import IceCredentials
@@ -103,6 +103,7 @@ class Room:
         self._roster = RosterBatch(
             name, policy.roster_interval, self._emit, lambda: len(self._participants)
         )
+        self._listing = RosterListing(self._roster, policy.roster_listeners)
         self._bans = Bans()
         # Members a moderator demoted that dropped, and until when their
         # reconnect may come back past max_listeners (as demote() let them stay).
@@ -452,7 +453,7 @@ class Room:
         self._closing.empty_since = None  # counted from the next tick, not from before this member
         logger.info("%s left room %r: %s", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
-        self._roster.change(self.server.loop, participant.identity, participant.role, left=True)
+        self._listing.left(self.server.loop, participant)
 
     # -- timers ---------------------------------------------------------------------
 

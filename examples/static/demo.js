@@ -162,6 +162,9 @@ async function enter(token) {
     `${detail.by ? `${detail.by} removed you` : "You were removed"}${detail.reason ? `: ${detail.reason}` : "."}`));
   client = next;
   window.demo.client = next;
+  $("#audience-list").replaceChildren(); // another room's pages
+  $("#audience-load").dataset.next = "";
+  $("#audience-load").textContent = "Show listeners";
   await next.join(); // throws (and the lobby shows why) when the join is refused
   history.replaceState(null, "", `?room=${encodeURIComponent(next.room)}`);
   $("#lobby").hidden = true;
@@ -275,7 +278,36 @@ document.addEventListener("click", (event) => {
     dismiss: () => client.lowerHand(identity),
   };
   const action = actions[button.dataset.action];
-  if (action) action().catch(() => {});
+  if (!action) return;
+  // A row of the listener pages goes once acted on; a refresh shows who is left.
+  const paged = holder.closest("#audience-list") ? holder : null;
+  action().then(() => paged && paged.remove(), () => {});
+});
+
+// Every listener, a page at a time (the roster names only the first ones).
+$("#audience-load").addEventListener("click", async () => {
+  if (!client) return;
+  const button = $("#audience-load");
+  const list = $("#audience-list");
+  const offset = Number(button.dataset.next || 0);
+  const page = await client.audience({ offset }).catch(() => null);
+  if (!page) return;
+  if (offset === 0) list.replaceChildren();
+  for (const m of page.members) {
+    const li = document.createElement("li");
+    li.className = "hand";
+    li.dataset.identity = m.identity;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = m.identity;
+    const buttons = document.createElement("span");
+    setActions(buttons, m.canSpeak ? [["promote", "Invite"], ["remove", "Remove"]] : [["remove", "Remove"]]);
+    li.append(who, ...buttons.children);
+    list.append(li);
+  }
+  const next = offset + page.members.length;
+  button.dataset.next = next < page.listeners ? String(next) : "";
+  button.textContent = next < page.listeners ? "Show more" : "Refresh";
 });
 
 // -- rendering -----------------------------------------------------------------------------------
@@ -394,9 +426,15 @@ function render() {
   }
   for (const el of document.querySelectorAll(".person")) if (!seen.has(el.dataset.identity)) el.remove();
 
-  const listening = inAudience.length;
+  // The roster names the stage and the first listeners; `size` counts everyone.
+  const size = Math.max(c.size, members.length);
+  const listening = size - onStage.length;
+  const unnamed = listening - inAudience.length;
   $("#member-count").textContent =
-    `${members.length} ${members.length === 1 ? "person" : "people"} · ${onStage.length} on stage · ${listening} listening`;
+    `${size} ${size === 1 ? "person" : "people"} · ${onStage.length} on stage · ${listening} listening`;
+  const more = $("#audience-more");
+  more.hidden = unnamed <= 0;
+  more.textContent = unnamed > 0 ? `and ${unnamed} more listening` : "";
   $("#audience-count").textContent = listening ? String(listening) : "";
   $("#audience-empty").hidden = listening > 0;
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -48,11 +49,13 @@ if TYPE_CHECKING:
     from ..room import Room
 
 __all__ = [
+    "AUDIENCE_PAGE",
     "MAX_MESSAGE",
     "ProtocolError",
     "error_code",
     "Json",
     "RoomFrames",
+    "audience_message",
     "encode",
     "error_message",
     "event_message",
@@ -62,6 +65,9 @@ __all__ = [
     "removed_message",
     "room_closed_message",
 ]
+
+#: Most listeners one ``audience`` reply lists.
+AUDIENCE_PAGE = 100
 
 #: Largest text frame answered normally (bytes of UTF-8); larger ones get ``too_large``.
 MAX_MESSAGE = 64 * 1024
@@ -181,13 +187,19 @@ def joined_message(
         "mixed": participant.mixed,
         "roster": frames.roster(room, hands)
         if frames is not None
-        else [_roster_entry(p, *_roster_state(p, set(hands))) for p in room.participants.values()],
+        else [_roster_entry(p, *_roster_state(p, set(hands))) for p in _named(room)],
+        "size": len(room._participants),
         "hands": hands,
         "active_speakers": _stage(*room._told_stage()),
     }
 
 
 _RosterState = tuple[str, bool, bool, bool, bool]
+
+
+def _named(room: Room) -> Iterator[Participant]:
+    """The members the roster names (see :class:`sfu.roster.RosterListing`), in the order they came."""
+    return room._listing.named(room._participants)
 
 
 def _roster_state(p: Participant, hands: set[str]) -> _RosterState:
@@ -204,6 +216,21 @@ def _roster_entry(
         "moderator_muted": moderator_muted,
         "hand": hand,
         "can_speak": can_speak,
+    }
+
+
+def audience_message(room: Room, offset: int, limit: int) -> dict[str, Any]:
+    """The reply to ``audience``: listeners ``offset`` to ``offset + limit`` in the
+    order they came, named by the roster or not, and how many listen."""
+    raised = set(room.hands)
+    audience = [p for p in room._participants.values() if p.role == "listener"]
+    return {
+        "type": "audience",
+        "offset": offset,
+        "members": [
+            _roster_entry(p, *_roster_state(p, raised)) for p in audience[offset : offset + limit]
+        ],
+        "listeners": len(audience),
     }
 
 
@@ -336,7 +363,7 @@ class RoomFrames:
         self._changes: EventStream | None = None
 
     def roster(self, room: Room, hands: list[str]) -> Json:
-        """Every member's roster entry, in join order, as a JSON array."""
+        """The roster entry of every member it names, as a JSON array."""
         if not self._only_joins_since(room, hands):
             self._check_every_entry(room, hands)
         return Json("[" + ",".join(text for _, text in self._entries.values()) + "]")
@@ -365,23 +392,23 @@ class RoomFrames:
         if not only_joins:
             return False
         raised = set(hands)
+        listing = room._listing
         for identity in joined:
             member = room.get(identity)
             if member is None:
                 return False
+            if not listing.is_named(identity):
+                continue  # counted in the size only
             state = _roster_state(member, raised)
             self._entries[identity] = (state, encode(_roster_entry(member, *state)))
-        members = room.participants
-        # The same members in the same order: the newest at the end of both.
-        return len(self._entries) == len(members) and (
-            not members or next(reversed(self._entries)) == next(reversed(members))
-        )
+        # The same members: those named before, and the new ones named.
+        return len(self._entries) == len(room._participants) - listing.unnamed
 
     def _check_every_entry(self, room: Room, hands: list[str]) -> None:
         raised = set(hands)
         kept = self._entries
         entries: dict[str, tuple[_RosterState, str]] = {}
-        for p in room.participants.values():
+        for p in _named(room):
             state = _roster_state(p, raised)
             entry = kept.get(p.identity)
             if entry is None or entry[0] != state:

@@ -37,9 +37,11 @@ from ..events import (
 )
 from ..events import RoomClosed as RoomClosedEvent
 from .messages import (
+    AUDIENCE_PAGE,
     MAX_MESSAGE,
     ProtocolError,
     RoomFrames,
+    audience_message,
     encode,
     error_code,
     error_message,
@@ -76,9 +78,19 @@ COMMAND_RATE = 5.0
 _buckets: weakref.WeakKeyDictionary[Room, dict[str, list[float]]] = weakref.WeakKeyDictionary()
 # A room's table is pruned of full buckets (as good as none) past this size.
 _BUCKETS_PRUNE_AT = 256
-#: What a command costs in the bucket: the ones every member hears of.
+#: What a command costs in the bucket: the ones every member hears of, and a
+#: page of the audience (up to AUDIENCE_PAGE entries, O(room) to find).
 _FANNED_OUT = frozenset(
-    {"raise_hand", "lower_hand", "mute", "promote", "demote", "mute_participant", "remove"}
+    {
+        "raise_hand",
+        "lower_hand",
+        "mute",
+        "promote",
+        "demote",
+        "mute_participant",
+        "remove",
+        "audience",
+    }
 )
 #: Frames of any kind one connection may send: this burst, refilled at this
 #: rate per second (a client sends a few a minute). The excess is refused
@@ -203,6 +215,7 @@ class SignalingSession:
             "remove": self._remove,
             "leave": self._leave,
             "ping": self._ping,
+            "audience": self._audience,
         }
 
     def __repr__(self) -> str:
@@ -506,6 +519,17 @@ class SignalingSession:
 
     async def _ping(self, message: dict[str, Any]) -> dict[str, Any]:
         return {"type": "pong"}
+
+    async def _audience(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.participant is not None
+        offset = field(message, "offset", int, required=False, default=0)
+        limit = field(message, "limit", int, required=False, default=AUDIENCE_PAGE)
+        if offset < 0 or not 1 <= limit <= AUDIENCE_PAGE:
+            raise ProtocolError(
+                "bad_message",
+                f"'offset' must be >= 0 and 'limit' between 1 and {AUDIENCE_PAGE}",
+            )
+        return audience_message(self.participant.room, offset, limit)
 
     # -- output -------------------------------------------------------------------
 

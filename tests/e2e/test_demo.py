@@ -1100,3 +1100,45 @@ async def test_a_whep_player_is_not_offered_the_stage(new_page: NewPage, demo: D
             await page.click("#leave-button")
     finally:
         await close_peer(pc)
+
+
+async def test_listeners_past_the_named_ones_are_counted_and_a_moderator_pages_to_them(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """The roster names one listener in this room (``roster_listeners=1``): the
+    page shows the other as "1 more listening", and a moderator finds it in
+    the listener pages and removes it."""
+    demo.server.room("crowd", roster_listeners=1, private=True, close_when_empty=300.0)
+    host = await join(new_page, demo, "crowd", "host", "moderator")
+    first = await join(new_page, demo, "crowd", "first", "listener")
+    second = await join(new_page, demo, "crowd", "second", "listener")
+    more = "(text) => document.querySelector('#audience-more').textContent === text"
+    for page in (host, first, second):
+        await page.wait_for_selector(f"#audience {person('first')}", timeout=10000)
+        await page.wait_for_function(
+            "() => document.querySelector('#member-count').textContent.startsWith('3 people')",
+            timeout=10000,
+        )
+    await host.wait_for_function(more, arg="and 1 more listening", timeout=10000)
+    assert await host.query_selector(person("second")) is None
+    # Its own page shows it (it knows itself), and nobody else unnamed.
+    assert await second.query_selector(f"#audience {person('second')}") is not None
+    assert await second.is_hidden("#audience-more")
+
+    await host.click("#audience-load")
+    await host.wait_for_selector('#audience-list li[data-identity="second"]', timeout=10000)
+    listed = await host.eval_on_selector_all(
+        "#audience-list li", "items => items.map((li) => li.dataset.identity)"
+    )
+    assert listed == ["first", "second"]
+    assert await host.text_content("#audience-load") == "Refresh"
+    await host.click('#audience-list li[data-identity="second"] button[data-action=remove]')
+    await wait_attribute(second, "#notice", "data-kind", "removed")
+    await host.wait_for_function(
+        "() => document.querySelector('#member-count').textContent.startsWith('2 people')",
+        timeout=10000,
+    )
+    assert await host.is_hidden("#audience-more")
+    assert await host.query_selector('#audience-list li[data-identity="second"]') is None
+    for page in (host, first):
+        await page.click("#leave-button")

@@ -33,7 +33,10 @@
  *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand, canSpeak}
  *                     (muted: silenced either way; moderatorMuted: by a moderator, which a
  *                     moderator can lift; a self-mute only its owner can; canSpeak false:
- *                     its client can never send, e.g. a WHEP player: not to be promoted)
+ *                     its client can never send, e.g. a WHEP player: not to be promoted);
+ *                     it names the stage and the room's first listeners (the server's
+ *                     `roster_listeners`, 100 by default), this client always;
+ *                     `client.size` counts everyone in the room
  *   "hands"           identities with a raised hand, oldest first
  *   "role"            {identity, role, by, renegotiate} for role changes of anyone
  *   "muted"           {identity, muted, by}
@@ -191,6 +194,7 @@ export class SfuClient {
     this.connectionState = "new";
     /** @type {Map<string, {identity: string, role: string, muted: boolean, moderatorMuted: boolean, hand: boolean}>} */
     this.roster = new Map();
+    this.size = 0; // members in the room, named in the roster or not
     this.hands = [];
     this.activeSpeakers = []; // per slot: null or {identity, ssrc, level}
     this.dominant = null;
@@ -485,6 +489,8 @@ export class SfuClient {
         canSpeak: true,
       });
     }
+    // (A server that does not say names everyone.)
+    this.size = typeof joined.size === "number" ? joined.size : this.roster.size;
     this._setHands(joined.hands || [], false);
     const me = this.roster.get(this.identity);
     // Muted at join: a moderator's mute that outlived a reconnect (self-mute
@@ -802,6 +808,7 @@ export class SfuClient {
     for (const identity of message.left || []) {
       if (identity !== this.identity) this.roster.delete(identity);
     }
+    this.size = typeof message.size === "number" ? message.size : this.roster.size;
     this._emit("roster", this.roster);
   }
 
@@ -1016,6 +1023,27 @@ export class SfuClient {
 
   ping() {
     return this._request("ping");
+  }
+
+  /**
+   * A page of the audience, named by the roster or not, in the order they came:
+   * resolves to {offset, members: [{identity, role, muted, moderatorMuted, hand,
+   * canSpeak}], listeners (how many listen now)}. At most 100 a page.
+   */
+  async audience({ offset = 0, limit = 100 } = {}) {
+    const reply = await this._command("audience", { offset, limit });
+    return {
+      offset: reply.offset,
+      listeners: reply.listeners,
+      members: (reply.members || []).map((entry) => ({
+        identity: entry.identity,
+        role: entry.role,
+        muted: !!entry.muted,
+        moderatorMuted: !!entry.moderator_muted,
+        hand: !!entry.hand,
+        canSpeak: entry.can_speak !== false,
+      })),
+    };
   }
 
   // -- levels, slots and stats -------------------------------------------------------------------
