@@ -141,7 +141,8 @@ class RosterChanged(RoomEvent):
     It names only the members the roster names: the stage and at most
     ``RoomPolicy.roster_listeners`` listeners (see
     :class:`~sfu.roster.RosterListing`; a listener named later, in place of
-    one that left, comes in ``joined``). ``size`` counts every member; an
+    one that left, comes in ``joined``; one sent back to an audience whose
+    named places are taken, in ``left``). ``size`` counts every member; an
     event with no names tells a new ``size`` alone. For every join and
     leave, named or not, watch ``ParticipantJoined`` / ``ParticipantLeft``.
     """

@@ -29,9 +29,9 @@ class RoomPolicy:
     O(joins x members). ``roster_listeners``: how many listeners the roster
     names to members' clients (the stage is always named; the first to come
     are, and one that leaves is replaced by the longest-waiting other); past
-    it, clients are told only the room's ``size``, so a crowd of N costs each
-    client O(1) roster bytes rather than O(N) (``None``: everyone is named;
-    see :class:`~sfu.roster.RosterListing`). ``hold``: seconds a quiet slot holder keeps its slot
+    it, clients are told only the room's ``size``, so in a crowd of N each
+    client's roster names at most this many listeners rather than N
+    (``None``: everyone is named; see :class:`~sfu.roster.RosterListing`). ``hold``: seconds a quiet slot holder keeps its slot
     before an active speaker may take it. ``decision_interval`` and
     ``thresholds`` (C1, C2, C3 on the immediate, medium and long time
     scales): the dominant-speaker decision of

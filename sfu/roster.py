@@ -45,7 +45,10 @@ class RosterBatch:
         self._now: dict[str, Role | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._told_size = 0  # the size the last event said
+        # The size changed in this interval: the event says it, even when it is
+        # back at the last one told (a member who joined in between holds a
+        # snapshot with another size).
+        self._resized = False
 
     def change(
         self,
@@ -69,17 +72,22 @@ class RosterBatch:
             # only someone absent can join; someone present left or changed.
             self._present_before[identity] = not joined
         self._now[identity] = None if left else role
-        self.resized(loop)
+        self._schedule(loop)
 
     def resized(self, loop: asyncio.AbstractEventLoop) -> None:
         """Note that the room's size changed (someone not named came or went):
         the interval's event tells it, with no names if nothing else changed."""
+        self._resized = True
+        self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None and not self._closed:
             self._timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
         self._timer = None
-        if not self._now and self._size() == self._told_size:
+        resized, self._resized = self._resized, False
+        if not self._now and not resized:
             return
         joined, left, updated = [], [], []
         for identity, role in self._now.items():
@@ -91,16 +99,14 @@ class RosterBatch:
             else:
                 joined.append((identity, role))
         self._present_before, self._now = {}, {}
-        size = self._size()
-        if not (joined or left or updated or size != self._told_size):
+        if not (joined or left or updated or resized):
             return
-        self._told_size = size
         event = RosterChanged(
             self.room,
             joined=tuple(joined),
             left=tuple(sorted(left)),
             updated=tuple(updated),
-            size=size,
+            size=self._size(),
         )
         self._emit(event)
 
@@ -120,9 +126,11 @@ class RosterListing:
     while fewer than ``limit`` are; the others are counted in ``size`` only.
     When a named listener leaves or takes the stage, the longest-waiting
     unnamed one is named in its place (a ``joined`` entry to clients that
-    never saw it). A member sent back to the audience stays named, even past
-    the limit: clients saw it on the stage, and the list shrinks back as
-    named listeners leave. ``limit`` None names everyone.
+    never saw it). A member sent back to an audience whose named places are
+    all taken is no longer named (a ``left`` entry: clients drop it from
+    their list, and ``size`` still counts it) and waits behind the others;
+    so however many are promoted and demoted, at most ``limit`` listeners
+    are named. ``limit`` None names everyone.
 
     Every change is decided here, when it happens, and goes through the
     :class:`RosterBatch`, whose events carry the net change of what clients
@@ -185,12 +193,17 @@ class RosterListing:
             del self._unnamed[participant.identity]
             self._batch.change(loop, participant.identity, participant.role, joined=True)
             return
+        if now_in_audience and not was_in_audience:
+            if self.limit is not None and self._named_audience >= self.limit:
+                # No named place left: told as gone from the list, counted in the size.
+                self._unnamed[participant.identity] = participant
+                self._batch.change(loop, participant.identity, participant.role, left=True)
+                return
+            self._named_audience += 1
         self._batch.change(loop, participant.identity, participant.role)
         if was_in_audience and not now_in_audience:
             self._named_audience -= 1
             self._name_the_next(loop)
-        elif now_in_audience and not was_in_audience:
-            self._named_audience += 1  # stays named, past the limit if it must
 
     def _name_the_next(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._unnamed and self.limit is not None and self._named_audience < self.limit:

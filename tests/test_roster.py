@@ -64,3 +64,32 @@ async def test_intervals_are_independent() -> None:
     roster.flush()
     roster.close()
     assert [e.left for e in events if isinstance(e, RosterChanged)] == [(), ("a",)]
+
+
+async def test_a_size_change_alone_is_an_event_with_no_names() -> None:
+    """Members nobody is told of by name (see RosterListing) change the size:
+    the interval's event says it, also when the size came back to the last
+    one told (a member who joined in between holds another); nothing happened,
+    no event."""
+    size = [5]
+    events: list[RoomEvent] = []
+    roster = RosterBatch("r", 60.0, events.append, lambda: size[0])
+    loop = asyncio.get_running_loop()
+    roster.flush()
+    assert events == []
+    size[0] = 6
+    roster.resized(loop)
+    roster.flush()
+    size[0] = 5
+    roster.resized(loop)
+    size[0] = 6
+    roster.resized(loop)
+    size[0] = 5
+    roster.resized(loop)
+    roster.flush()
+    roster.flush()
+    roster.close()
+    assert events == [
+        RosterChanged("r", joined=(), left=(), updated=(), size=6),
+        RosterChanged("r", joined=(), left=(), updated=(), size=5),
+    ]

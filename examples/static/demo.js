@@ -279,18 +279,27 @@ document.addEventListener("click", (event) => {
   };
   const action = actions[button.dataset.action];
   if (!action) return;
-  // A row of the listener pages goes once acted on; a refresh shows who is left.
+  // A row of the listener pages goes once acted on, and the next page starts
+  // one earlier (the server's list moved up); a refresh shows who is left.
   const paged = holder.closest("#audience-list") ? holder : null;
-  action().then(() => paged && paged.remove(), () => {});
+  action().then(() => {
+    if (!paged || !paged.isConnected) return;
+    paged.remove();
+    const load = $("#audience-load");
+    if (load.dataset.next) load.dataset.next = String(Math.max(0, Number(load.dataset.next) - 1));
+  }, () => {});
 });
 
 // Every listener, a page at a time (the roster names only the first ones).
 $("#audience-load").addEventListener("click", async () => {
   if (!client) return;
   const button = $("#audience-load");
+  if (button.disabled) return;
   const list = $("#audience-list");
   const offset = Number(button.dataset.next || 0);
+  button.disabled = true; // one page at a time: a double click would fetch it twice
   const page = await client.audience({ offset }).catch(() => null);
+  button.disabled = false;
   if (!page) return;
   if (offset === 0) list.replaceChildren();
   for (const m of page.members) {

@@ -221,9 +221,11 @@ def _roster_entry(
 
 def audience_message(room: Room, offset: int, limit: int) -> dict[str, Any]:
     """The reply to ``audience``: listeners ``offset`` to ``offset + limit`` in the
-    order they came, named by the roster or not, and how many listen."""
+    order they came, named by the roster or not, and how many listen (a
+    moderator seated in the audience is of the stage, as the roster says)."""
     raised = set(room.hands)
-    audience = [p for p in room._participants.values() if p.role == "listener"]
+    in_audience = room._listing.in_audience
+    audience = [p for p in room._participants.values() if in_audience(p)]
     return {
         "type": "audience",
         "offset": offset,

@@ -125,13 +125,22 @@ async def test_a_crowd_is_told_the_stage_and_the_first_listeners_and_how_many_mo
         # A listener not named leaves: only the size changes.
         await live.pop("fan-7")[0].close()
         await told(expected, 7)
-        # Back in the audience, it stays named, past the limit.
+        # Back in an audience whose three named places are taken: no longer
+        # named, and last in line.
         await room.demote("fan-0", by="host")
-        await told({**expected, "fan-0": "listener"}, 7)
-        # ... and counts: one leaving the audience named past the limit names nobody.
+        del expected["fan-0"]
+        await told(expected, 7)
         await live.pop("fan-2")[0].close()
         del expected["fan-2"]
-        await told({**expected, "fan-0": "listener"}, 6)
+        await told({**expected, "fan-5": "listener"}, 6)
+        # Promoted and demoted again and again, the named audience stays at the limit.
+        for _ in range(3):
+            await room.promote("fan-0", by="host")
+            await room.demote("fan-0", by="host")
+        await told({**expected, "fan-5": "listener"}, 6)
+        # A named one promoted: the one waiting longest is named in its place.
+        await room.promote("fan-3", by="host")
+        await told({**expected, "fan-3": "speaker", "fan-5": "listener", "fan-0": "listener"}, 6)
         for session, _ in sessions:
             await session.close()
 
@@ -140,13 +149,12 @@ async def test_every_client_ends_with_the_names_the_room_gives_whatever_happened
     """Joins, leaves, promotions and demotions in random order, with clients
     joining all along (each from its own snapshot): every client that is still
     in ends with the room's named members and size, and the room names every
-    member of the stage and as many listeners as the limit allows."""
+    member of the stage and exactly as many listeners as the limit allows."""
     limit = 4
     rng = random.Random(7)
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall", roster_interval=INTERVAL, roster_listeners=limit)
         live: dict[str, tuple[Any, ClientView]] = {}
-        demotions = 0
         counter = 0
         for _step in range(160):
             choice = rng.random()
@@ -170,7 +178,6 @@ async def test_every_client_ends_with_the_names_the_room_gives_whatever_happened
                 speakers = [p.identity for p in members if p.role == "speaker"]
                 if speakers:
                     await room.demote(rng.choice(speakers), by="m1")
-                    demotions += 1
             if rng.random() < 0.3:
                 await asyncio.sleep(INTERVAL * rng.random() * 2)
         await settle()
@@ -185,7 +192,7 @@ async def test_every_client_ends_with_the_names_the_room_gives_whatever_happened
         stage = [p for p in room.participants.values() if p.role != "listener"]
         named_audience = [p for p in audience if p.identity in room_names]
         assert all(p.identity in room_names for p in stage)
-        assert min(limit, len(audience)) <= len(named_audience) <= limit + demotions
+        assert len(named_audience) == min(limit, len(audience))
         assert len(audience) > limit, "the run must leave listeners unnamed to test anything"
         for session, _ in live.values():
             await session.close()
@@ -261,4 +268,30 @@ async def test_any_listener_can_be_found_page_by_page() -> None:
         assert left <= codes.count("audience") <= left + 1, codes  # (+1: refilled meanwhile)
         assert codes[-1] == "rate_limited"
         for session, _, _ in [(host, sent, None), *fans]:
+            await session.close()
+
+
+async def test_a_client_that_joined_within_an_interval_is_told_the_size_it_ends_with() -> None:
+    """Its snapshot counted an unnamed member who came in that interval; one
+    who leaves in the same interval brings the room back to the size the last
+    batch told: the batch must still go out, with the size."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=INTERVAL * 5, roster_listeners=1)
+        views, sessions = {}, {}
+        for identity, role in (("host", "moderator"), ("fan-0", "listener"), ("fan-1", "listener")):
+            session, sent, _ = bare_session(server)
+            sessions[identity] = session
+            views[identity] = ClientView(identity, sent)
+            await session.handle(join_message(identity, role=role))
+        await asyncio.sleep(INTERVAL * 12)  # the batch told size 3
+        late, sent, _ = bare_session(server)
+        views["late"] = ClientView("late", sent)
+        await late.handle(join_message("late"))  # unnamed: its snapshot says 4
+        await sessions.pop("fan-1").close()  # unnamed: the room is at 3 again
+        await asyncio.sleep(INTERVAL * 12)
+        assert len(room.participants) == 3
+        for identity in ("host", "fan-0", "late"):
+            views[identity].update()
+            assert views[identity].size == 3, identity
+        for session in (*sessions.values(), late):
             await session.close()
