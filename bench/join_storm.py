@@ -78,6 +78,8 @@ async def main(args: argparse.Namespace) -> None:
         extra += ["--phases"]
     if args.signaling_compress:
         extra += ["--signaling-compress"]
+    if args.roster_listeners is not None:
+        extra += ["--roster-listeners", args.roster_listeners]
     async with harness.ServerProcess(no_extensions=args.no_extensions, extra=extra) as server:
         async with loadgen.LoadGen(
             server.control,
@@ -299,6 +301,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="websocket: the server agrees to permessage-deflate, which the listeners "
         "offer as browsers do (sfu.signaling's default declines it)",
+    )
+    parser.add_argument(
+        "--roster-listeners",
+        default=None,
+        help="the room's roster_listeners: a number, or 'all' to name every member as "
+        "before the twelfth session (default: the library's, 100)",
     )
     parser.add_argument(
         "--open-concurrency",

@@ -298,8 +298,10 @@ class Control:
         gc_monitor: GcMonitor,
         stop: asyncio.Event,
         phases: PhaseTimer | None = None,
+        room_settings: dict[str, Any] | None = None,
     ) -> None:
         self.server = server
+        self.room_settings = room_settings or {}  # for rooms the offers make
         self.signaling: Any = None  # add_signaling's handler
         self.phases = phases
         self.lag = lag
@@ -311,7 +313,9 @@ class Control:
     async def offer(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            room = self.server.room(str(body["room"]), slots=int(body.get("slots", 3)))
+            room = self.server.room(
+                str(body["room"]), slots=int(body.get("slots", 3)), **self.room_settings
+            )
             if body.get("role") == "speaker":
                 participant: sfu.Participant = await room.add_speaker(
                     body["offer"], identity=str(body["identity"])
@@ -393,7 +397,14 @@ async def serve(args: argparse.Namespace) -> None:
         LOOPBACK, args.port, consent_timeout=args.consent_timeout, token_secret=token_secret
     ) as server:
         gc_monitor = GcMonitor()
-        control = Control(server, lag, gc_monitor, stop, PhaseTimer() if args.phases else None)
+        room_settings = {}
+        if args.roster_listeners is not None:
+            room_settings["roster_listeners"] = (
+                None if args.roster_listeners == "all" else int(args.roster_listeners)
+            )
+        control = Control(
+            server, lag, gc_monitor, stop, PhaseTimer() if args.phases else None, room_settings
+        )
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/offer", control.offer)
         app.router.add_get("/stats", control.stats)
@@ -490,6 +501,12 @@ def main() -> None:
         "--signaling-compress",
         action="store_true",
         help="the signaling WebSocket agrees to permessage-deflate (add_signaling(compress=True))",
+    )
+    parser.add_argument(
+        "--roster-listeners",
+        default=None,
+        help="rooms' roster_listeners: a number, or 'all' (None: every member named); "
+        "default: the library's",
     )
     parser.add_argument(
         "--token-secret",
