@@ -47,10 +47,10 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def storm(members: int) -> dict[str, Any]:
+async def storm(members: int, room_settings: dict[str, Any]) -> dict[str, Any]:
     """``members`` joins at once into one room; the CPU per join and what was sent."""
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
-        room = server.room("hall")
+        room = server.room("hall", **room_settings)
         frames = [
             json.dumps(
                 {
@@ -94,7 +94,11 @@ async def storm(members: int) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     harness.pin_loadgen(harness.SERVER_CPU, nice=0)  # one core, as the server's
-    rows = [await storm(members) for members in args.members]
+    settings: dict[str, Any] = {}
+    if args.roster_listeners is not None:  # (a tree from before roster_listeners takes none)
+        listeners = args.roster_listeners
+        settings["roster_listeners"] = None if listeners == "all" else int(listeners)
+    rows = [await storm(members, settings) for members in args.members]
     first = rows[0]["us_per_join"]
     for row in rows:
         row["ratio_to_first"] = round(row["us_per_join"] / first, 2)
@@ -109,6 +113,12 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--members", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument(
+        "--roster-listeners",
+        default=None,
+        help="the room's roster_listeners: a number, or 'all' to name every member "
+        "(default: the library's, 100)",
+    )
     return parser.parse_args(argv)
 
 
