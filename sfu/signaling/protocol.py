@@ -164,6 +164,25 @@ async def _receive(receive: Receive) -> str | bytes | None:
         return None
 
 
+#: Each command's handler, a method of SignalingSession (a table per class, not
+#: per connection: bound methods kept per session are objects the cyclic GC
+#: walks, ~14 per member, and its pause grows with them).
+_HANDLERS = {
+    "join": "_join",
+    "offer": "_offer",
+    "raise_hand": "_raise_hand",
+    "lower_hand": "_lower_hand",
+    "mute": "_mute",
+    "promote": "_promote",
+    "demote": "_demote",
+    "mute_participant": "_mute_participant",
+    "remove": "_remove",
+    "leave": "_leave",
+    "ping": "_ping",
+    "audience": "_audience",
+}
+
+
 class SignalingSession:
     """One client connection speaking ``docs/signaling.md``.
 
@@ -185,7 +204,7 @@ class SignalingSession:
         self.server = server
         self._send = send
         self._close_transport = close
-        self._room_factory = room_factory or server.get_room
+        self._room_factory = room_factory  # None: server.get_room (not kept bound, as above)
         self.peer = peer
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
@@ -203,20 +222,6 @@ class SignalingSession:
         self._frame_tokens = float(FRAME_BURST)
         self._frame_time = time.monotonic()
         self._frames_refused = 0
-        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-            "join": self._join,
-            "offer": self._offer,
-            "raise_hand": self._raise_hand,
-            "lower_hand": self._lower_hand,
-            "mute": self._mute,
-            "promote": self._promote,
-            "demote": self._demote,
-            "mute_participant": self._mute_participant,
-            "remove": self._remove,
-            "leave": self._leave,
-            "ping": self._ping,
-            "audience": self._audience,
-        }
 
     def __repr__(self) -> str:
         who = self.participant.identity if self.participant else "-"
@@ -311,8 +316,8 @@ class SignalingSession:
             message = parse_command(text)
             message_id = message.get("id")
             kind = message.get("type")
-            handler = self._handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
+            name = _HANDLERS.get(kind) if isinstance(kind, str) else None
+            if name is None:
                 raise ProtocolError("bad_message", f"unknown message type {kind!r}")
             if kind != "ping" and (
                 self._closed or (self.participant is not None and self.participant.closed)
@@ -326,7 +331,7 @@ class SignalingSession:
                 raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
             if kind in _FANNED_OUT:
                 self._spend_token(kind)
-            reply = await handler(message)
+            reply = await getattr(self, name)(message)
         except ProtocolError as exc:
             await self._error(exc.code, str(exc), message_id)
             return
@@ -397,7 +402,7 @@ class SignalingSession:
         # rest in the join's admission turn (Gate.join), as it always does: in
         # a crowd whose join frames arrive together, PyJWT's ~80 µs then runs
         # for a few joins per loop iteration, not for every frame read in one.
-        room = self._room_factory(name)
+        room = (self._room_factory or self.server.get_room)(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
         if not existed:
@@ -554,6 +559,7 @@ class SignalingSession:
         try:
             if self._joined_sent is not None:
                 await self._joined_sent.wait()
+                self._joined_sent = None  # done with: not kept for the member's life
             turns = _relay_turn(self.server)
             async for event in events:
                 await turns.turn()
