@@ -325,3 +325,52 @@ async def test_a_ban_while_a_join_waits_its_turn_keeps_the_join_out(
             assert room.get("mallory") is None and not list(server.sessions())
         finally:
             await runner.cleanup()
+
+
+async def test_a_whep_token_is_checked_in_its_admission_turn_in_a_room_that_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As over the signaling: in a room that exists, a WHIP/WHEP POST's token
+    gets a quick look at its signature and waits its turn, where the room runs
+    PyJWT's whole check (~80 µs); a crowd's requests read in one loop
+    iteration then do not hold it. A token the key did not make is refused at
+    once, without waiting a turn."""
+    decoded: list[str] = []
+    decode = auth.jwt.decode
+
+    def counted(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counted)
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        runner, port = await whep_site(server)
+        crowd_ahead = hold_turns(monkeypatch, server)
+        url = f"http://127.0.0.1:{port}/rooms/r/whep"
+        good = auth.issue_token(SECRET, room="r", identity="fan", role="listener")
+        forged = auth.issue_token("o" * 40, room="r", identity="mallory", role="listener")
+        try:
+            async with aiohttp.ClientSession() as http:
+                post = asyncio.ensure_future(
+                    http.post(
+                        url, data=LISTENER, headers={**SDP, "Authorization": f"Bearer {good}"}
+                    )
+                )
+                await asyncio.sleep(0.3)
+                assert not post.done() and decoded == [], "checked before its turn"
+                async with http.post(
+                    url, data=LISTENER, headers={**SDP, "Authorization": f"Bearer {forged}"}
+                ) as refused:
+                    assert refused.status == 403 and "signature" in await refused.text()
+                assert "mallory" not in room.participants
+                crowd_ahead.set()
+                response = await post
+                assert response.status == 201, await response.text()
+                response.release()
+                assert decoded.count(good) == 1, "checked whole, once, in its turn"
+                assert "fan" in room.participants
+        finally:
+            for participant in list(room.participants.values()):
+                await participant.close()
+            await runner.cleanup()
