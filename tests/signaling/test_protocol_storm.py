@@ -269,13 +269,8 @@ async def test_the_joined_roster_follows_every_change_of_a_member() -> None:
             await session.close()
 
 
-async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_exists(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A crowd's join frames arrive together and are read in one loop
-    iteration: the token's check (~80 µs) waits for the join's turn, a few per
-    iteration, instead of running for every frame then. A bad token is still
-    refused, and nothing of it stays."""
+def count_token_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT decodes (the whole check) from now on, in order."""
     decoded: list[str] = []
     decode = auth.jwt.decode
 
@@ -284,6 +279,17 @@ async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_ex
         return decode(token, *args, **kwargs)
 
     monkeypatch.setattr(auth.jwt, "decode", counted)
+    return decoded
+
+
+async def test_a_join_s_token_is_checked_in_its_admission_turn_in_a_room_that_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crowd's join frames arrive together and are read in one loop
+    iteration: the token's check (~80 µs) waits for the join's turn, a few per
+    iteration, instead of running for every frame then. A bad token is still
+    refused, and nothing of it stays."""
+    decoded = count_token_decodes(monkeypatch)
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
         await asyncio.sleep(0.01)

@@ -21,6 +21,7 @@ from sfu.signaling.protocol import SignalingSession
 from ..clients import close_peer
 from ..sites import start_site
 from ..test_room_lifecycle import LISTENER, SECRET
+from .test_protocol_storm import count_token_decodes
 
 SDP = {"Content-Type": "application/sdp"}
 
@@ -335,14 +336,7 @@ async def test_a_whep_token_is_checked_in_its_admission_turn_in_a_room_that_exis
     PyJWT's whole check (~80 µs); a crowd's requests read in one loop
     iteration then do not hold it. A token the key did not make is refused at
     once, without waiting a turn."""
-    decoded: list[str] = []
-    decode = auth.jwt.decode
-
-    def counted(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
-        return decode(token, *args, **kwargs)
-
-    monkeypatch.setattr(auth.jwt, "decode", counted)
+    decoded = count_token_decodes(monkeypatch)
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("r")
         runner, port = await whep_site(server)
