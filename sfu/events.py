@@ -155,17 +155,19 @@ class RosterChanged(RoomEvent):
 
 @dataclass(frozen=True)
 class SlotInfo:
-    """Who a slot carries: the speaker's identity, its SSRC (the CSRC of every
-    packet in the slot) and its last RFC 6464 level (-dBov, None if unknown)."""
+    """Who a slot carries: the speaker's identity, the CSRC of every packet
+    of its voice (:attr:`Participant.csrc <sfu.participant.Participant.csrc>`:
+    the room's name for it, not its client's SSRC) and its last RFC 6464
+    level (-dBov, None if unknown)."""
 
     identity: str
-    ssrc: int | None
+    csrc: int
     level: int | None
 
 
 @dataclass(frozen=True)
 class ActiveSpeakersChanged(RoomEvent):
-    """The stage changed: who is in each slot (and its SSRC), and the dominant speaker.
+    """The stage changed: who is in each slot (and its CSRC), and the dominant speaker.
 
     Debounced: at most one per ``stage_interval`` of the room.
     """

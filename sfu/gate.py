@@ -250,6 +250,7 @@ class Gate:
             offer.ice_pwd,
         )
         participant.session = session
+        participant.csrc = room.router.new_csrc()  # before a publisher is made with it
         try:
             participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
             room.server._register(session)
@@ -257,6 +258,7 @@ class Gate:
             if participant.publisher is not None:
                 room.router.remove_publisher(participant.publisher)
                 participant.publisher = None
+            room.router.release_csrc(participant.csrc)
             if room._mixer is not None:
                 room._mixer.forget(participant.number)  # its mix-minus SSRC, if one was made
             raise

@@ -56,6 +56,7 @@ class Participant:
         "answer",
         "close_reason",
         "connected_at",
+        "csrc",
         "credentials",
         "grants",
         "identity",
@@ -89,6 +90,11 @@ class Participant:
         self.room = room
         self.identity = identity
         self.number = number
+        #: The CSRC its voice carries to every receiver, in a slot or the mix:
+        #: the room's name for it (unique in the room while it is a member; 0
+        #: until the room gives it one, as it admits the member), not its
+        #: client's SSRC. ``active_speakers`` events map it to the identity.
+        self.csrc = 0
         self.negotiation = negotiation
         self.role: Role = role
         self.grants = grants
@@ -402,6 +408,7 @@ class Participant:
             if self.publisher is None:
                 publisher = Publisher(
                     number=self.number,
+                    csrc=self.csrc,
                     payload_type=negotiation.payload_type,
                     audio_level_id=negotiation.audio_level_id,
                     receiver_id=self.receiver_id,
@@ -437,7 +444,7 @@ class Participant:
         if self.publisher is not None:
             self.room.router.remove_publisher(self.publisher)
             self.publisher = None
-        self.room.router.forget_publisher(self.number)
+        self.room.router.release_csrc(self.csrc)
         self._stop_receiving()
 
     def _close(self, reason: str) -> None:
@@ -461,7 +468,9 @@ class Participant:
         ``slots`` lists, per slot stream sent to it: packets and payload
         bytes sent, and from its receiver reports the fraction lost (0..1),
         cumulative packets lost, jitter (seconds) and round-trip time
-        (seconds, ``None`` until a report answers one of our SRs).
+        (seconds, ``None`` until a report answers one of our SRs). ``csrc``
+        is the CSRC its voice carries to receivers (:attr:`csrc`);
+        ``inbound``, for a speaker, what it sends, with its client's SSRC.
         """
         counters = self.room.router.receiver_counters(self.receiver_id) if self._receiving else []
         if self.mixed and self._receiving:
@@ -484,6 +493,7 @@ class Participant:
         result: dict[str, Any] = {
             "identity": self.identity,
             "role": self.role,
+            "csrc": self.csrc,
             "state": "closed" if self.closed else (session.state if session else "new"),
             "address": session.address if session else None,
             "join_time": self.join_seconds,

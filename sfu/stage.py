@@ -36,11 +36,10 @@ class Stage:
         self._members = members  # the room's members by number (its own dict, kept current)
         self._policy = policy
         self._emit = emit
-        # Holders and dominant as last emitted: an empty stage is not news.
+        # Holders and dominant as last emitted: an empty stage is not news. (A
+        # holder's CSRC is its member's for life: a change of holder is all
+        # that can change what receivers map a slot's CSRC to.)
         self._told: tuple[tuple[int, ...], int] = ((-1,) * policy.slots, -1)
-        # The holders' SSRCs as last emitted: receivers name a slot's voice by
-        # its CSRC through them, so a holder moving to another SSRC is news.
-        self._told_ssrcs: tuple[int, ...] = (-1,) * policy.slots
         self._emitted = 0.0
 
     def slot_info(self, number: int) -> SlotInfo | None:
@@ -48,9 +47,8 @@ class Stage:
         if participant is None:
             return None
         publisher = participant.publisher
-        ssrc = publisher.ssrc if publisher is not None and publisher.ssrc >= 0 else None
         level = publisher.level & 0x7F if publisher is not None and publisher.level >= 0 else None
-        return SlotInfo(participant.identity, ssrc, level)
+        return SlotInfo(participant.identity, participant.csrc, level)
 
     def told(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
         """The stage and dominant speaker as last emitted: a newcomer's snapshot
@@ -65,11 +63,6 @@ class Stage:
 
     def _slots_of(self, holders: Iterable[int]) -> tuple[SlotInfo | None, ...]:
         return tuple(self.slot_info(number) if number >= 0 else None for number in holders)
-
-    def _ssrc_of(self, number: int) -> int:
-        participant = self._members.get(number)
-        publisher = participant.publisher if participant is not None else None
-        return publisher.ssrc if publisher is not None else -1
 
     def _identity_of(self, number: int) -> str | None:
         participant = self._members.get(number)
@@ -94,12 +87,10 @@ class Stage:
             return
         detector = self._router.detector
         key = (tuple(detector.holders()), detector.dominant)
-        ssrcs = tuple(map(self._ssrc_of, key[0]))
-        if key == self._told and ssrcs == self._told_ssrcs:
+        if key == self._told:
             return
         dominant_changed = key[1] != self._told[1]
         self._told = key
-        self._told_ssrcs = ssrcs
         self._emitted = now
         self._emit(ActiveSpeakersChanged(self.room, self.current(), self.dominant))
         if dominant_changed:

@@ -90,6 +90,12 @@ class Client:
     def sent_ssrc(self) -> int | None:
         return self.sent[0][0] if self.sent else None
 
+    @property
+    def csrc(self) -> int:
+        """The CSRC the room names this member's voice with (Participant.csrc)."""
+        assert self.participant is not None and self.participant.csrc
+        return self.participant.csrc
+
     def packets(self, slot: int = 0) -> list[ReceivedPacket]:
         return self.received.get(slot, [])
 
@@ -214,15 +220,20 @@ async def join(
     frequency: float = 440.0,
     loud: bool = True,
     mixed: bool | None = None,
+    ssrc: int | None = None,
 ) -> Client:
     """Create an aiortc client, offer, let the room answer, apply the answer.
 
-    ``slots``: its receiving lines; ``mixed`` as in :meth:`sfu.Room.join`."""
+    ``slots``: its receiving lines; ``mixed`` as in :meth:`sfu.Room.join`;
+    ``ssrc``: a speaker's fixed SSRC (as some clients have), in its offer and
+    its packets, instead of aiortc's random one."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     client = Client(pc=pc, identity=identity)
     if speaker:
         client.track = ToneTrack(frequency, loud)
-        pc.addTransceiver(client.track, direction="sendrecv" if slots else "sendonly")
+        sending = pc.addTransceiver(client.track, direction="sendrecv" if slots else "sendonly")
+        if ssrc is not None:
+            sending.sender._ssrc = ssrc
         for _ in range(max(0, slots - 1)):
             pc.addTransceiver("audio", direction="recvonly")
     else:

@@ -56,8 +56,8 @@ async def test_dominant_speaker_and_stage_follow_the_script() -> None:
             # Debounced: a few per second at most, whatever the packet rate.
             assert stage_events <= elapsed / room.policy.stage_interval + 2
             # Each slot carried the right speakers, named by CSRC.
-            ssrcs = {c.sent_ssrc: c.identity for c in speakers}
-            carried = {ssrcs.get(p.csrc[0]) for slot in range(2) for p in listener.packets(slot)}
+            csrcs = {c.csrc: c.identity for c in speakers}
+            carried = {csrcs.get(p.csrc[0]) for slot in range(2) for p in listener.packets(slot)}
             assert {"ann", "ben", "cat"} <= carried
         finally:
             await asyncio.gather(*(c.close() for c in clients))

@@ -97,7 +97,7 @@ def footprint(server: sfu.Server, signaling: SignalingHandler) -> Counter[str]:
             "event subscribers": len(room._subscribers),
             "members with event streams": room._subscribers.members,
             "router publishers": len(router._publishers),
-            "router ssrc holders": len(router._ssrc_holders),
+            "router csrcs": len(router._csrcs),
             "router receivers": len(router._receivers),
             "router kept counts": len(router._kept),
             "fan-out receivers": len(router.fanout),

@@ -18,8 +18,8 @@ from .clients import Client, close_peer, join, make_offer, start_speaking, wait_
 SECRET = secrets.token_urlsafe(32)
 
 
-def heard_from(client: Client, ssrc: int | None, slots: int = 3) -> int:
-    return sum(1 for slot in range(slots) for p in client.packets(slot) if ssrc in p.csrc)
+def heard_from(client: Client, csrc: int, slots: int = 3) -> int:
+    return sum(1 for slot in range(slots) for p in client.packets(slot) if csrc in p.csrc)
 
 
 def slot_packets_sent(client: Client) -> int:
@@ -65,14 +65,14 @@ async def test_raise_hand_promote_and_the_new_speaker_is_heard() -> None:
             assert lowered == sfu.HandLowered("stage", "bob", "mod"), "the answered hand goes down"
 
             await start_speaking(bob)
-            await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard by carol")
-            assert heard_from(mod, bob.sent_ssrc) > 0
+            await wait_for(lambda: heard_from(carol, bob.csrc) >= 20, 10, "bob heard by carol")
+            assert heard_from(mod, bob.csrc) > 0
             assert (
                 bob.participant.session is session
                 and session is not None
                 and session.state == "connected"
             )
-            assert heard_from(bob, bob.sent_ssrc) == 0, "a speaker never hears itself"
+            assert heard_from(bob, bob.csrc) == 0, "a speaker never hears itself"
 
             # A hand raised by someone who then leaves goes down too.
             assert carol.participant is not None
@@ -270,9 +270,9 @@ async def test_two_rooms_on_one_server_are_isolated() -> None:
                 15,
                 "audio in both rooms",
             )
-            assert heard_from(red_listener, blue_speaker.sent_ssrc) == 0
-            assert heard_from(blue_listener, red_speaker.sent_ssrc) == 0
-            assert heard_from(red_listener, red_speaker.sent_ssrc) >= 50
+            assert heard_from(red_listener, blue_speaker.csrc) == 0
+            assert heard_from(blue_listener, red_speaker.csrc) == 0
+            assert heard_from(red_listener, red_speaker.csrc) >= 50
             red_ssrcs = {p.ssrc for s in range(3) for p in red_listener.packets(s)}
             blue_ssrcs = {p.ssrc for s in range(3) for p in blue_listener.packets(s)}
             assert not red_ssrcs & blue_ssrcs
@@ -364,7 +364,7 @@ async def test_demoting_a_promoted_listener_that_never_took_the_stage_asks_for_n
             assert changes == [("speaker", True), ("listener", False), ("speaker", True)]
             await start_speaking(bob)
             assert bob.participant.publisher is not None, "answered as a speaker's"
-            await wait_for(lambda: heard_from(carol, bob.sent_ssrc) >= 20, 10, "bob heard")
+            await wait_for(lambda: heard_from(carol, bob.csrc) >= 20, 10, "bob heard")
             with pytest.raises(asyncio.TimeoutError):
                 await events.next(0.2)  # nothing more is asked of it
         finally:
@@ -402,7 +402,7 @@ async def test_a_moderator_is_never_shut_out_by_a_full_stage(
             back = room["mod"]
             assert (back.role, back.can_publish, back.is_moderator) == ("moderator", True, True)
             assert len(room.speakers) == 3, "back on the stage, past max_speakers"
-            await wait_for(lambda: heard_from(lee, mod.sent_ssrc) >= 20, 10, "mod heard again")
+            await wait_for(lambda: heard_from(lee, mod.csrc) >= 20, 10, "mod heard again")
 
             # Gone longer than the grace: the stage is full, so the audience,
             # although max_listeners is reached (lou), still a moderator.
@@ -431,7 +431,7 @@ async def test_a_moderator_is_never_shut_out_by_a_full_stage(
             answer = await seated.renegotiate(offer)
             await mod.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             assert seated.role == "moderator" and seated.publisher is not None
-            heard = heard_from(lee, mod.sent_ssrc)
-            await wait_for(lambda: heard_from(lee, mod.sent_ssrc) >= heard + 20, 10, "on stage")
+            heard = heard_from(lee, mod.csrc)
+            await wait_for(lambda: heard_from(lee, mod.csrc) >= heard + 20, 10, "on stage")
         finally:
             await asyncio.gather(*(c.close() for c in clients))

@@ -54,7 +54,7 @@ async def test_one_speaker_twenty_listeners_byte_identical() -> None:
             sent = speaker.sent_payloads
             for listener in listeners:
                 packets = listener.packets(0)
-                assert {p.csrc for p in packets} == {(speaker.sent_ssrc,)}
+                assert {p.csrc for p in packets} == {(speaker.csrc,)}
                 assert_contiguous_copy([p.payload for p in packets], sent)
                 # Slots the speaker is not in stay silent.
                 assert listener.packets(1) == [] and listener.packets(2) == []
@@ -95,9 +95,9 @@ async def test_four_speakers_take_turns_with_three_slots() -> None:
                     assert client.track is not None
                     client.track.loud = index == turn
                 await asyncio.sleep(1.4)
-            ssrcs = {client.identity: client.sent_ssrc for client in speakers}
+            csrcs = {client.identity: client.csrc for client in speakers}
             heard = {csrc for slot in range(3) for p in listener.packets(slot) for csrc in p.csrc}
-            assert heard == set(ssrcs.values()), "every speaker must have been carried by some slot"
+            assert heard == set(csrcs.values()), "every speaker must have been carried by some slot"
             for slot in range(3):
                 packets = listener.packets(slot)
                 assert packets, f"slot {slot} carried nothing"
@@ -115,11 +115,11 @@ async def test_four_speakers_take_turns_with_three_slots() -> None:
                         elapsed = ((after.timestamp - before.timestamp) & 0xFFFFFFFF) / 48000
                         assert elapsed >= after.arrival - before.arrival - 0.1
             # Dan was the last to talk while all three slots were held: he must have replaced someone.
-            dan = ssrcs["dan"]
+            dan = csrcs["dan"]
             assert any(dan in p.csrc for slot in range(3) for p in listener.packets(slot)[-10:])
             for client in speakers:
                 for slot in range(3):
-                    assert all(client.sent_ssrc not in p.csrc for p in client.packets(slot)), (
+                    assert all(client.csrc not in p.csrc for p in client.packets(slot)), (
                         "a speaker heard itself"
                     )
         finally:

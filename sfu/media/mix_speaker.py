@@ -35,14 +35,16 @@ class MixSpeaker:
         "jitter",
         "last_packet",
         "last_payload",
+        "csrc",
         "level",
         "number",
         "ssrc",
     )
 
-    def __init__(self, number: int, ssrc: int, depth: int) -> None:
+    def __init__(self, number: int, ssrc: int, csrc: int, depth: int) -> None:
         self.number = number
-        self.ssrc = ssrc
+        self.ssrc = ssrc  # its client's: a new one is a new stream (restart)
+        self.csrc = csrc  # the room's name for its voice (Publisher.csrc)
         self.jitter = JitterBuffer(depth=depth, capacity=JITTER_CAPACITY)
         self.decoder: OpusDecoder | None = None
         self.fifo = bytearray()
@@ -111,7 +113,7 @@ class MixSpeakers:
         speaker = self.by_number.get(publisher.number)
         if speaker is None:
             speaker = self.by_number[publisher.number] = MixSpeaker(
-                publisher.number, publisher.ssrc, self.depth
+                publisher.number, publisher.ssrc, publisher.csrc, self.depth
             )
         elif speaker.ssrc != publisher.ssrc:
             speaker.restart(publisher.ssrc)

@@ -544,12 +544,12 @@ class Mixer:
         self.frames += 1
 
     def _csrc(self, ranked: list[tuple[int, int, bytes]], exclude: int) -> int:
-        """The SSRC of the loudest contributor to a stream without ``exclude``
-        (the FanOut writes exactly one CSRC); 0 when nobody is in it."""
+        """The CSRC of the loudest contributor to a stream without ``exclude``
+        (the FanOut writes exactly one); 0 when nobody is in it."""
         for _, number, _ in ranked:
             if number != exclude:
                 speaker = self._speakers.get(number)
-                return speaker.ssrc & 0xFFFFFFFF if speaker is not None and speaker.ssrc >= 0 else 0
+                return speaker.csrc if speaker is not None else 0
         return 0
 
     def _skip(self, frames: int) -> None:

@@ -12,8 +12,16 @@ For each incoming speaker packet (already SRTP-unprotected) the Router
    packet of a new speaker carries the marker bit;
 4. hands it to the :class:`~sfu.relay.FanOut`, which, per receiver,
    writes the header (receiver's payload type and extension id, CSRC =
-   the speaker's SSRC), copies the payload byte for byte, protects it
-   and sends the batch.
+   the speaker's :attr:`~sfu.media.streams.Publisher.csrc`), copies the
+   payload byte for byte, protects it and sends the batch.
+
+The CSRC that names a voice is the room's, not the client's SSRC: the
+Router gives each member one (:meth:`Router.new_csrc`), unique in the
+room, for as long as it is in it. Receivers map it to an identity through
+the ``active_speakers`` events, so a client cannot pass its voice off as
+another's by sending with that one's SSRC, and two clients that send with
+the same SSRC (OBS 30's WHIP output always used 5002) are both heard, each
+under its own name.
 
 Steps 1-3 run once per incoming packet, in Python; step 4 runs per
 receiver, in the compiled kernel.
@@ -129,12 +137,10 @@ class Router:
         self._report_sdes = sdes_cnames([self.report_ssrc], self.cname)
         self._slot_sdes: dict[int, bytes] = {}
         self._publishers: dict[int, Publisher] = {}
-        # The number of the member that sent with each SSRC: receivers name the
-        # voice in a slot by it (the CSRC), so no other speaker may take one.
-        # Kept, also off the stage (demoted, its client may send on with it and
-        # come back) and once it moved to another, until the member leaves
-        # (forget_publisher); a session authenticates few SSRCs (MAX_INBOUND_SSRCS).
-        self._ssrc_holders: dict[int, int] = {}
+        # The CSRCs given to the room's members (new_csrc), and the room's own SSRCs,
+        # which no member's CSRC may equal.
+        self._csrcs: set[int] = set()
+        self._own_ssrcs = {slot.ssrc for slot in self.slots} | {self.report_ssrc}
         self._receivers: dict[int, _Receiver] = {}
         # What was sent to receivers taken off to be registered again (see
         # remove_receiver(keep_counts=True)), by receiver id: _Receiver.carried.
@@ -163,23 +169,30 @@ class Router:
 
     # -- membership ------------------------------------------------------------
 
+    def new_csrc(self) -> int:
+        """A CSRC for a new member's voice: random, not 0 (a mix with nobody in
+        it), unique among the members' and the room's own SSRCs until
+        :meth:`release_csrc`."""
+        while True:
+            csrc = secrets.randbits(32)
+            if csrc and csrc not in self._csrcs and csrc not in self._own_ssrcs:
+                self._csrcs.add(csrc)
+                return csrc
+
+    def release_csrc(self, csrc: int) -> None:
+        """The member that had ``csrc`` left: another may get it."""
+        self._csrcs.discard(csrc)
+
     def add_publisher(self, publisher: Publisher) -> None:
         if publisher.audio_level_id == 0:
             publisher.meter = OpusLevelMeter()  # first: if it fails, nothing is registered
         self._publishers[publisher.number] = publisher
-        if publisher.ssrc >= 0:
-            self._ssrc_holders.setdefault(publisher.ssrc, publisher.number)
         if not publisher.muted:
             self.detector.add(publisher.number)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self._publishers.pop(publisher.number, None)
         self.release(publisher)
-
-    def forget_publisher(self, number: int) -> None:
-        """Member ``number`` left: the SSRCs it sent with are free again."""
-        for ssrc in [ssrc for ssrc, holder in self._ssrc_holders.items() if holder == number]:
-            del self._ssrc_holders[ssrc]
 
     def release(self, publisher: Publisher) -> None:
         """Take ``publisher`` off the ranking and its slot at once (muted, demoted, gone)."""
@@ -249,7 +262,7 @@ class Router:
             last,
             stream.last_sequence,
             stream.last_timestamp,
-            max(stream.source_ssrc, 0),
+            stream.csrc,
             receiver_id,
         )
         self.payload_bytes_out += bytes_sent
@@ -312,7 +325,7 @@ class Router:
 
     def close(self) -> None:
         self._publishers.clear()
-        self._ssrc_holders.clear()
+        self._csrcs.clear()
         self._receivers.clear()
         self._kept.clear()
         self.fanout.close()
@@ -342,12 +355,6 @@ class Router:
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:
-            holder = self._ssrc_holders.get(ssrc, publisher.number)
-            if holder != publisher.number:
-                # Another speaker of the room sends with it: forwarded, this voice
-                # would reach every receiver named as theirs (the CSRC).
-                self.packets_dropped += 1
-                return
             if (
                 ssrc == publisher.previous_ssrc
                 and now - publisher.ssrc_changed_at < STALE_SSRC_SECONDS
@@ -364,7 +371,6 @@ class Router:
             publisher.previous_ssrc = publisher.ssrc
             publisher.ssrc_changed_at = now
             publisher.ssrc = ssrc
-            self._ssrc_holders[ssrc] = publisher.number
             publisher.statistics = ReceiveStatistics()
         elif publisher.pending_ssrc >= 0:
             publisher.pending_ssrc = -1  # the live SSRC again: that one was a stray
@@ -437,7 +443,7 @@ class Router:
             out_sequence,
             out_timestamp,
             marker,
-            ssrc,
+            publisher.csrc,
             level,
             publisher.receiver_id,
         )
@@ -462,7 +468,7 @@ class Router:
                 out_sequence,
                 out_timestamp,
                 False,
-                ssrc,
+                publisher.csrc,
                 SILENCE_LEVEL,
                 -1,
                 own,

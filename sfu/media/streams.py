@@ -93,6 +93,9 @@ class Publisher:
     number: int  # the participant's number: the detector's speaker id
     payload_type: int
     audio_level_id: int
+    # The CSRC its packets carry to receivers (Participant.csrc): the room's
+    # name for this voice, whatever SSRC its client sends with.
+    csrc: int = 0
     receiver_id: int = -1  # its own receiver id when it also receives slots
     ssrc: int = -1
     previous_ssrc: int = -1  # the SSRC before the last change, and when it changed
@@ -118,6 +121,7 @@ class SlotStream:
 
     __slots__ = (
         "bad_sequence",
+        "csrc",
         "holder_last_sequence",
         "holder_receiver",
         "last_sequence",
@@ -137,6 +141,7 @@ class SlotStream:
         self.ssrc = ssrc
         self.publisher: Publisher | None = None
         self.source_ssrc = -1
+        self.csrc = 0  # the CSRC of the voice it carries, or last carried
         self.sequence_offset = 0
         self.timestamp_offset = 0
         self.switch_sequence = 0
@@ -163,6 +168,7 @@ class SlotStream:
             next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
         self.publisher = publisher
         self.source_ssrc = ssrc
+        self.csrc = publisher.csrc
         if publisher.receiver_id != self.holder_receiver:
             # A new holder received everything up to now (its own voice aside).
             self.holder_last_sequence = self.last_sequence

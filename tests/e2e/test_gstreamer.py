@@ -111,7 +111,7 @@ async def test_gstreamer_speaker_is_forwarded(test_host: str) -> None:
             )
             inbound = speaker.stats()["inbound"]
             assert inbound["level_source"] == "decoded", "webrtcbin sends no RFC 6464 level"
-            assert {p.csrc for p in listener.packets(0)} == {(inbound["ssrc"],)}
+            assert {p.csrc for p in listener.packets(0)} == {(speaker.csrc,)}
             # Its decoded levels rank it: the tone bursts make it the dominant speaker.
             await wait_for(
                 lambda: room.dominant_speaker == "gstreamer", 5, "GStreamer ranked dominant"

@@ -14,7 +14,7 @@ onClientMessage((socket, message) => {
         { identity: "quiet", role: "speaker", muted: false, hand: false },
       ],
       active_speakers: {
-        slots: [{ identity: "quiet", ssrc: 1234 }, null, null],
+        slots: [{ identity: "quiet", csrc: 1234 }, null, null],
         dominant: null,
       },
     }),

@@ -9,7 +9,7 @@ onClientMessage((socket, m) => {
       { identity: "s", role: "listener", muted: false, hand: false },
       { identity: "quiet", role: "speaker", muted: false, hand: false },
     ],
-    active_speakers: { slots: [{ identity: "quiet", ssrc: 1234, level: 127 }, null, null], dominant: null },
+    active_speakers: { slots: [{ identity: "quiet", csrc: 1234, level: 127 }, null, null], dominant: null },
   }));
 });
 const client = new SfuClient(clientOptions("s", "listener", { levelInterval: 20 }));

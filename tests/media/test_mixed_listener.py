@@ -90,7 +90,7 @@ async def test_mixed_listener_and_mixed_speaker() -> None:
             assert_one_continuous_stream(listener, room.mixer.ssrc)
             assert_one_continuous_stream(b, room.mixer.ssrc_for(b.participant.number))
             # The mix carries the loudest contributor as CSRC and an RFC 6464 level.
-            assert {p.csrc[0] for p in listener.packets(0)[-50:]} <= {a.sent_ssrc, b.sent_ssrc}
+            assert {p.csrc[0] for p in listener.packets(0)[-50:]} <= {a.csrc, b.csrc}
             assert any(p.audio_level is not None for p in listener.packets(0))
             stats = listener.participant.stats()
             assert stats["slots"][0]["packets_sent"] >= 150
@@ -106,9 +106,9 @@ async def test_mixed_listener_and_mixed_speaker() -> None:
             assert_tones(
                 decode_payloads([p.payload for p in b.packets(0)][50:]), [440], absent=[1000]
             )
-            assert a.total_received() > 0 and all(
-                b.sent_ssrc in p.csrc for p in a.packets(0)[-10:]
-            ), "slot listeners are not affected"
+            assert a.total_received() > 0 and all(b.csrc in p.csrc for p in a.packets(0)[-10:]), (
+                "slot listeners are not affected"
+            )
         finally:
             await asyncio.gather(*(c.close() for c in clients))
         await wait_for(lambda: not room.mixer.running, 5, "the mixer to stop with its consumers")
@@ -205,7 +205,7 @@ async def test_promoted_mixed_listener_switches_to_mix_minus() -> None:
             assert_tones(decode_payloads(minus()[50:]), [440], absent=[660])
             # The fan's voice does reach the room (Alice hears it through her slots).
             await wait_for(
-                lambda: any(fan.sent_ssrc in p.csrc for i in range(3) for p in a.packets(i)),
+                lambda: any(fan.csrc in p.csrc for i in range(3) for p in a.packets(i)),
                 10,
                 "the fan on one of Alice's slots",
             )

@@ -21,6 +21,7 @@ class RecordingFanOut:
     def __init__(self) -> None:
         self.forwarded: list[tuple[int, int]] = []  # (slot, out sequence)
         self.markers: list[bool] = []  # the marker bit of each
+        self.csrcs: list[int] = []  # the CSRC of each
         self.sent = self.dropped = 0
         #: What forward() says it delivered (the receivers a real fan-out reached).
         self.delivers = 1
@@ -38,6 +39,7 @@ class RecordingFanOut:
     ) -> int:
         self.forwarded.append((slot, sequence))
         self.markers.append(marker)
+        self.csrcs.append(rest[0])
         return self.delivers
 
     def __len__(self) -> int:
@@ -349,30 +351,38 @@ def test_an_idle_slot_reports_a_running_clock_that_its_first_packet_keeps() -> N
         sink.close()
 
 
-def test_no_speaker_takes_an_ssrc_another_member_sent_with_until_it_leaves(
+def test_speakers_sending_with_one_ssrc_are_each_forwarded_under_their_own_csrc(
     router: Routed,
 ) -> None:
-    """Receivers name a slot's voice by its CSRC (the speaker's SSRC): an
-    SSRC another member sent with (now or before it moved to a new one)
-    stays its own until it leaves the room."""
+    """Receivers name a slot's voice by its CSRC, which the room gives each
+    member: two clients sending with the same SSRC (OBS 30's WHIP output
+    always used 5002), or one sending with another's, are both forwarded,
+    each under its own name."""
     route, fanout, alice = router
-    mallory = Publisher(number=2, payload_type=111, audio_level_id=1)
+    alice.csrc = route.new_csrc()
+    mallory = Publisher(number=2, payload_type=111, audio_level_id=1, csrc=route.new_csrc())
     route.add_publisher(mallory)
-    now = 0.0
+    assert alice.csrc != mallory.csrc
+    for index in range(50):  # both talking at once, one SSRC
+        now = index * 0.02
+        route.forward(alice, packet(index, index * 960, ssrc=5002), now)
+        route.forward(mallory, packet(40_000 + index, index * 960, ssrc=5002), now + 0.001)
+    by_slot: dict[int, set[int]] = {}
+    for (slot, _), csrc in zip(fanout.forwarded, fanout.csrcs, strict=True):
+        by_slot.setdefault(slot, set()).add(csrc)
+    assert sorted(map(sorted, by_slot.values())) == sorted([[alice.csrc], [mallory.csrc]])
+    assert fanout.csrcs.count(alice.csrc) >= 40 and fanout.csrcs.count(mallory.csrc) >= 40
+    assert route.packets_dropped == 0
 
-    def send(publisher: Publisher, ssrc: int, count: int = 4) -> int:
-        nonlocal now
-        before = len(fanout.forwarded)
-        for index in range(count):
-            now += 0.02
-            route.forward(publisher, packet(index, index * 960, ssrc=ssrc), now)
-        return len(fanout.forwarded) - before
 
-    assert send(alice, 0xA1) == 4
-    assert send(mallory, 0xA1) == 0  # alice's
-    assert send(alice, 0xA2) >= 2  # alice moves to a new SSRC (a stray first)
-    assert send(mallory, 0xA1) == 0  # still alice's
-    route.remove_publisher(alice)  # demoted: it may come back with it
-    assert send(mallory, 0xA1) == 0
-    route.forget_publisher(alice.number)  # gone from the room
-    assert send(mallory, 0xA1) >= 2
+def test_a_members_csrc_is_unique_in_the_room_and_not_one_of_its_own_ssrcs(
+    router: Routed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route, _, _ = router
+    taken = route.new_csrc()
+    drawn = iter([0, route.slots[1].ssrc, route.report_ssrc, taken, 0x5EED])
+    monkeypatch.setattr("sfu.media.router.secrets.randbits", lambda bits: next(drawn))
+    assert route.new_csrc() == 0x5EED  # 0 (the mix's "nobody"), the room's SSRCs and taken skipped
+    route.release_csrc(taken)
+    drawn = iter([0x5EED, taken])
+    assert route.new_csrc() == taken  # free again once its member left

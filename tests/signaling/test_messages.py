@@ -124,7 +124,7 @@ def test_the_stage_lists_each_slot() -> None:
     event = ActiveSpeakersChanged("hall", (SlotInfo("alice", 1234, 30), None), "alice")
     assert event_message(event, anyone) == {
         "type": "active_speakers",
-        "slots": [{"identity": "alice", "ssrc": 1234, "level": 30}, None],
+        "slots": [{"identity": "alice", "csrc": 1234, "level": 30}, None],
         "dominant": "alice",
     }
 

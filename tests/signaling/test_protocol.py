@@ -167,7 +167,7 @@ async def test_join_moderate_and_leave(app: App) -> None:
         await bob_pc.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         _record_sent(bob_pc)
         await wait_for(
-            lambda: any(bob_pc.sent_ssrc in p.csrc for s in range(3) for p in mod_pc.packets(s)),
+            lambda: any(bob_pc.csrc in p.csrc for s in range(3) for p in mod_pc.packets(s)),
             10,
             "bob heard",
         )
@@ -398,7 +398,7 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
         await wait_for(
             lambda: len(whep_client.packets(0)) >= 20, 10, "WHEP listener hears the WHIP publisher"
         )
-        assert {p.csrc for p in whep_client.packets(0)} == {(whip_client.sent_ssrc,)}
+        assert {p.csrc for p in whep_client.packets(0)} == {(app.server.rooms["hall"]["obs"].csrc,)}
         async with app.http.patch(
             app.base + whip_location,
             data="a=candidate",

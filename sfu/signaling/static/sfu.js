@@ -22,9 +22,9 @@
  * sends a new `offer` on the same connection.
  *
  * Who is in a slot comes from two places: `active_speakers` events (slot ->
- * {identity, ssrc}) and, fresher, the CSRC of the packets each slot receiver
+ * {identity, csrc}) and, fresher, the CSRC of the packets each slot receiver
  * gets (RTCRtpReceiver.getContributingSources), mapped to an identity through
- * the SSRCs the events named.
+ * the CSRCs the events named (the room gives each member's voice its own).
  *
  * Events (client.on(type, fn); fn gets one argument):
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
@@ -196,7 +196,7 @@ export class SfuClient {
     this.roster = new Map();
     this.size = 0; // members in the room, named in the roster or not
     this.hands = [];
-    this.activeSpeakers = []; // per slot: null or {identity, ssrc, level}
+    this.activeSpeakers = []; // per slot: null or {identity, csrc, level}
     this.dominant = null;
     this.slotParticipants = []; // per slot: identity or null
     this.levels = new Map();
@@ -216,7 +216,7 @@ export class SfuClient {
     this._listeners = new Map();
     this._pending = new Map();
     this._nextId = 1;
-    this._ssrcIdentity = new Map();
+    this._csrcIdentity = new Map();
     this._lastLoud = new Map();
     this._ending = null; // {reason, code}: the close is expected, do not reconnect
     this._negotiation = Promise.resolve();
@@ -866,7 +866,7 @@ export class SfuClient {
     this.activeSpeakers = message.slots || [];
     this.dominant = message.dominant ?? null;
     for (const info of this.activeSpeakers) {
-      if (info && info.ssrc !== null && info.ssrc !== undefined) this._ssrcIdentity.set(info.ssrc >>> 0, info.identity);
+      if (info && typeof info.csrc === "number") this._csrcIdentity.set(info.csrc >>> 0, info.identity);
     }
     this._emit("active_speakers", { slots: this.activeSpeakers, dominant: this.dominant });
     this._updateSlots(this.activeSpeakers.map((info) => (info ? info.identity : null)));
@@ -1117,7 +1117,7 @@ export class SfuClient {
         // The mix names its loudest contributor only by CSRC; a slot, also by who holds it.
         identity:
           csrc !== null
-            ? this._ssrcIdentity.get(csrc) ?? null
+            ? this._csrcIdentity.get(csrc) ?? null
             : this.mixed
               ? null
               : this.slotParticipants[slot] ?? null,
