@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+#: Where results are written (a test points it at a temporary directory).
+RESULTS = os.environ.get("SFU_BENCH_RESULTS") or os.path.join(HERE, "results")
 SERVER_CPU = 0
 LOADGEN_CPU = 1
 #: Priority of the server and the load generator: ahead of whatever else runs

@@ -14,8 +14,15 @@ sends its sender reports and runs its timers. Measured over a window of
 Targets (issue 7): <= 50 us of CPU per listener per second, <= 20 KB per
 listener.
 
-Run: ``python bench/idle_cost.py [--listeners 1000] [--seconds 15]``.
-Writes ``bench/results/idle_cost-<date>.json``.
+``--signaling websocket``: each listener also holds the product's
+signaling WebSocket (``sfu.signaling``, opened after the baseline window,
+then joined through it, as the demo's browsers do), so the figures are a
+member's whole cost: its aiohttp connection, signaling session and relay,
+and the WebSocket heartbeat (a ping every 20 s: give it ``--seconds 25``
+or more so that every member's falls in the window).
+
+Run: ``python bench/idle_cost.py [--listeners 1000] [--seconds 15]
+[--signaling websocket]``. Writes ``bench/results/idle_cost-<date>.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ async def idle_window(gen: loadgen.LoadGen, seconds: float) -> dict[str, Any]:
             - (before.rtcp.sum() if before.rtcp.size else 0)
         ),
         "lag": after.server["lag"],
+        "signaling_sessions": after.server["signaling_sessions"],
     }
 
 
@@ -62,6 +70,14 @@ async def main(args: argparse.Namespace) -> None:
             gen.set_speaking(False)
             await asyncio.sleep(1.0)
             baseline = await idle_window(gen, args.baseline_seconds)
+            if args.signaling == "websocket":
+                await gen.open_signaling_connections(
+                    args.listeners,
+                    server.info["token_secret"],
+                    path=server.info["signaling"],
+                    deflate=True,  # offered, as browsers do; the server decides
+                    concurrency=args.open_concurrency,
+                )
             joins = await gen.add_listeners(args.listeners)
             gc.collect()
             # Let the joins' work and first keepalives pass: every listener's
@@ -73,6 +89,7 @@ async def main(args: argparse.Namespace) -> None:
     net = (loaded["server_cpu_rate"] - baseline["server_cpu_rate"]) / n * 1e6 if n else None
     memory = (loaded["rss"] - baseline["rss"]) / n if n else None
     result = {
+        "signaling": args.signaling,
         "listeners": n,
         "joins": joins,
         "baseline": baseline,
@@ -89,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
     if net is None or raw is None or memory is None:
         raise SystemExit(f"no listener joined: {joins}")
     print(
-        f"N={n}: server CPU {loaded['server_cpu_rate']:.2%} of a core idle "
+        f"N={n} ({args.signaling}): server CPU {loaded['server_cpu_rate']:.2%} of a core idle "
         f"(baseline {baseline['server_cpu_rate']:.2%}) -> {net:.1f} us per listener per second net "
         f"({raw:.1f} raw); memory {memory / 1024:.1f} KB per listener "
         f"(RSS {baseline['rss'] / 2**20:.1f} -> {loaded['rss'] / 2**20:.1f} MB)"
@@ -108,6 +125,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=6.0, help="wait after the joins")
     parser.add_argument(
         "--lag-interval", type=float, default=0.01, help="server lag ticker period (0: off)"
+    )
+    parser.add_argument(
+        "--signaling",
+        choices=("http", "websocket"),
+        default="http",
+        help="listeners join through serve.py's POST /offer (http) or each over its own "
+        "signaling WebSocket, kept open as a browser keeps it (websocket)",
+    )
+    parser.add_argument(
+        "--open-concurrency",
+        type=int,
+        default=64,
+        help="websocket: connections opened at once",
     )
     return parser.parse_args(argv)
 

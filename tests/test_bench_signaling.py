@@ -17,7 +17,9 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import sys
+from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -148,3 +150,37 @@ async def test_listeners_join_over_the_signaling_websocket(deflate: bool) -> Non
         received["message_bytes_per_listener"]["mean"],
     )
     assert (wire < inflated) if deflate else (wire > inflated)
+
+
+def test_idle_cost_over_the_signaling_websocket(tmp_path: Any) -> None:
+    """``idle_cost.py --signaling websocket``: every listener joined over a
+    WebSocket of its own, still open through the idle window, and the
+    result says so beside its per-listener figures."""
+    results = tmp_path / "results"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "idle_cost.py"),
+            "--listeners",
+            "12",
+            "--seconds",
+            "1",
+            "--baseline-seconds",
+            "0.5",
+            "--settle",
+            "0.5",
+            "--signaling",
+            "websocket",
+        ],
+        env={**os.environ, "SFU_BENCH_RESULTS": str(results)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (written,) = results.glob("idle_cost-*.json")
+    result = json.loads(written.read_text())
+    assert result["signaling"] == "websocket" and result["listeners"] == 12
+    assert result["baseline"]["signaling_sessions"] == 0
+    assert result["loaded"]["signaling_sessions"] == 12
+    assert result["bytes_per_listener"] > 0
