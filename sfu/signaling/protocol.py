@@ -241,30 +241,27 @@ class SignalingSession:
         once: the join is abandoned, no member is made. Safe to cancel.
         """
         loop = asyncio.get_running_loop()
-        reading: asyncio.Task[str | bytes | None] | None = None
+        # The frame being handled, in a task of its own while this coroutine
+        # reads the next: at rest (nothing handled) a member costs no task but
+        # the connection's own.
         handling: asyncio.Task[None] | None = None
         try:
             while not self._closed:
-                if reading is None:
-                    reading = loop.create_task(_receive(receive))
-                frame = await reading
-                reading = None
+                frame = await _receive(receive)
+                if handling is not None:
+                    if frame is None and not handling.done():
+                        # Gone while its frame is handled: a join waiting its turn
+                        # ends here, before it makes a member nobody would hear from.
+                        await self.close(1001, "signaling connection closed")
+                    await handling  # in order: the frame before this one first
+                    handling = None
                 if frame is None:
                     return
                 handling = loop.create_task(self._handle_frame(frame))
-                reading = loop.create_task(_receive(receive))
-                await asyncio.wait((handling, reading), return_when=asyncio.FIRST_COMPLETED)
-                if not handling.done() and reading.result() is None:
-                    # Gone while its frame is handled: a join waiting its turn
-                    # ends here, before it makes a member nobody would hear from.
-                    await self.close(1001, "signaling connection closed")
-                await handling
-                handling = None
         finally:
-            for task in (handling, reading):
-                if task is not None and not task.done():
-                    task.cancel()
-                    await asyncio.wait((task,))
+            if handling is not None and not handling.done():
+                handling.cancel()
+                await asyncio.wait((handling,))
             await self.close(1001, "signaling connection closed")
 
     async def _handle_frame(self, frame: str | bytes) -> None:

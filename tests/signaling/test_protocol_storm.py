@@ -17,6 +17,7 @@ import sfu
 from sfu import auth
 from sfu.signaling import messages, protocol
 
+from ..clients import wait_for
 from ..test_room_lifecycle import offer
 from .test_protocol import SECRET, bare_session
 
@@ -473,3 +474,51 @@ async def test_a_member_s_signaling_keeps_few_objects_for_the_cyclic_gc() -> Non
         assert kept == [], kept
         for session in sessions:
             await session.close()
+
+
+async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> None:
+    """At rest (no frame being handled) a member's serving loop waits on its
+    socket itself: no read-ahead task and coroutine per member for the
+    cyclic GC to walk; the one task is the connection's own (here, the
+    serving task the test makes, as aiohttp's handler task is), and the
+    member's event relay."""
+    import gc
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        server.room("hall", roster_interval=0.02)
+        members = 60
+        loop = asyncio.get_running_loop()
+        hang_up = loop.create_future()
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        def frames(first: str) -> protocol.Receive:
+            pending = [first]
+
+            async def receive() -> str | bytes | None:
+                if pending:
+                    return pending.pop()
+                await asyncio.shield(hang_up)  # an idle socket until the test hangs up
+                return None
+
+            return receive
+
+        gc.collect()
+        tasks_before = len(asyncio.all_tasks())
+        sessions = [protocol.SignalingSession(server, send, close) for _ in range(members)]
+        serving = [
+            loop.create_task(s.serve(frames(join_message(f"fan-{i}"))))
+            for i, s in enumerate(sessions)
+        ]
+        await wait_for(lambda: len(server.rooms["hall"].participants) == members, 10, "joined")
+        await asyncio.sleep(0.1)
+        # Per member: the serving task and its event relay, nothing else.
+        assert len(asyncio.all_tasks()) - tasks_before == 2 * members
+        hang_up.set_result(None)
+        await asyncio.wait(serving, timeout=10)
+        assert all(task.done() and task.exception() is None for task in serving)
+        assert not server.rooms["hall"].participants
