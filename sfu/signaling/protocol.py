@@ -208,6 +208,10 @@ class SignalingSession:
         self.peer = peer
         self.participant: Participant | None = None
         self._relay: asyncio.Task[None] | None = None
+        # The frame being handled, in a task of its own while serve() reads the
+        # next: at rest (nothing handled) a member costs no task but the
+        # connection's own and its event relay.
+        self._handling: asyncio.Task[None] | None = None
         # The task whose join waits for its turn (close() abandons it, by
         # cancelling that wait), and whether close() did.
         self._join_waiter: asyncio.Task[Any] | None = None
@@ -241,28 +245,34 @@ class SignalingSession:
         once: the join is abandoned, no member is made. Safe to cancel.
         """
         loop = asyncio.get_running_loop()
-        # The frame being handled, in a task of its own while this coroutine
-        # reads the next: at rest (nothing handled) a member costs no task but
-        # the connection's own.
-        handling: asyncio.Task[None] | None = None
         try:
             while not self._closed:
                 frame = await _receive(receive)
+                handling = self._handling
                 if handling is not None:
-                    if frame is None and not handling.done():
+                    if frame is None:
                         # Gone while its frame is handled: a join waiting its turn
                         # ends here, before it makes a member nobody would hear from.
                         await self.close(1001, "signaling connection closed")
                     await handling  # in order: the frame before this one first
-                    handling = None
                 if frame is None:
                     return
-                handling = loop.create_task(self._handle_frame(frame))
+                handling = self._handling = loop.create_task(self._handle_frame(frame))
+                handling.add_done_callback(self._handled)
+                # The task has the frame (a join's is its offer and token, ~2 KB):
+                # neither is held here while the socket rests.
+                frame = handling = None
         finally:
+            handling = self._handling
             if handling is not None and not handling.done():
                 handling.cancel()
                 await asyncio.wait((handling,))
             await self.close(1001, "signaling connection closed")
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        # (_handle answers every error itself: the task ends with None, or cancelled.)
+        if self._handling is task:
+            self._handling = None
 
     async def _handle_frame(self, frame: str | bytes) -> None:
         if isinstance(frame, str):

@@ -481,7 +481,8 @@ async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> No
     socket itself: no read-ahead task and coroutine per member for the
     cyclic GC to walk; the one task is the connection's own (here, the
     serving task the test makes, as aiohttp's handler task is), and the
-    member's event relay."""
+    member's event relay. Nor does it hold its last frame (a join's offer
+    and token, ~2 KB a member) or the finished task that handled it."""
     import gc
 
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
@@ -510,14 +511,15 @@ async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> No
         gc.collect()
         tasks_before = len(asyncio.all_tasks())
         sessions = [protocol.SignalingSession(server, send, close) for _ in range(members)]
-        serving = [
-            loop.create_task(s.serve(frames(join_message(f"fan-{i}"))))
-            for i, s in enumerate(sessions)
-        ]
+        texts = [join_message(f"fan-{i}") for i in range(members)]
+        serving = [loop.create_task(s.serve(frames(t))) for s, t in zip(sessions, texts)]
         await wait_for(lambda: len(server.rooms["hall"].participants) == members, 10, "joined")
         await asyncio.sleep(0.1)
         # Per member: the serving task and its event relay, nothing else.
         assert len(asyncio.all_tasks()) - tasks_before == 2 * members
+        assert all(s._handling is None for s in sessions)
+        gc.collect()
+        assert [r for r in gc.get_referrers(texts[0]) if r is not texts] == []
         hang_up.set_result(None)
         await asyncio.wait(serving, timeout=10)
         assert all(task.done() and task.exception() is None for task in serving)
