@@ -11,7 +11,9 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  event-loop lag and cyclic-GC pauses (``?reset=1`` starts a
                  new window for both; ``?types=N``: the N commonest types of
                  the objects the cyclic GC tracks; with ``--phases``, CPU ns
-                 and calls per piece of a join, see :data:`PHASES`)
+                 and calls per piece of a join, see :data:`PHASES`; with
+                 ``--tracemalloc``, ``?malloc=N``: the N source lines that
+                 hold the most memory Python allocated since start-up)
 ``POST /quit``   close the server and exit
 ``GET /ws``      the product's signaling WebSocket (``docs/signaling.md``,
                  mounted with :func:`sfu.signaling.aiohttp.add_signaling`, as
@@ -371,6 +373,16 @@ class Control:
             # Diagnosis: which objects the cyclic GC walks (not frozen), by type.
             counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
             result["gc_types"] = dict(counts.most_common(int(request.query["types"])))
+        if request.query.get("malloc"):
+            # Diagnosis (--tracemalloc): which lines hold the memory allocated since start-up.
+            import tracemalloc
+
+            lines = tracemalloc.take_snapshot().statistics("lineno")
+            result["malloc"] = [
+                [f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
+                for s in lines[: int(request.query["malloc"])]
+            ]
+            result["malloc_total"] = sum(s.size for s in lines)
         if request.query.get("reset"):
             self.lag.reset()
             self.gc_monitor.reset()
@@ -429,6 +441,11 @@ async def serve(args: argparse.Namespace) -> None:
             gc.freeze()
         if args.lag_interval > 0:
             lag.task = loop.create_task(lag.run())
+        if args.tracemalloc:
+            # Diagnosis only: every allocation from here on is traced (slower, bigger).
+            import tracemalloc
+
+            tracemalloc.start()
         profiler = None
         if args.profile:
             # Diagnosis only: cProfile slows the server ~2x, the shares stay telling.
@@ -490,6 +507,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", default=None, help="diagnosis: write cProfile stats of the run to this file"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="diagnosis: trace Python's allocations from start-up; /stats?malloc=N reports them",
     )
     parser.add_argument(
         "--phases",
