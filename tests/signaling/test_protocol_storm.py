@@ -524,3 +524,31 @@ async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> No
         await asyncio.wait(serving, timeout=10)
         assert all(task.done() and task.exception() is None for task in serving)
         assert not server.rooms["hall"].participants
+
+
+async def test_a_receive_that_raises_is_a_closed_socket() -> None:
+    """A framework may raise instead of returning "closed" (a reset
+    connection): the session ends as for a close, the member with it."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        server.room("hall")
+        pending = [join_message("fan")]
+        reset = asyncio.get_running_loop().create_future()
+
+        async def receive() -> str | bytes | None:
+            if pending:
+                return pending.pop()
+            await reset
+            raise ConnectionResetError("reset by peer")
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = protocol.SignalingSession(server, send, close)
+        serving = asyncio.get_running_loop().create_task(session.serve(receive))
+        await wait_for(lambda: "fan" in server.rooms["hall"].participants, 10, "joined")
+        reset.set_result(None)
+        await asyncio.wait_for(serving, 5)  # returns, does not raise
+        assert "fan" not in server.rooms["hall"].participants
