@@ -152,26 +152,19 @@ async def test_listeners_join_over_the_signaling_websocket(deflate: bool) -> Non
     assert (wire < inflated) if deflate else (wire > inflated)
 
 
+#: A short idle_cost run: 12 listeners, each holding its signaling WebSocket.
+IDLE_OVER_WEBSOCKET = (
+    "--listeners 12 --seconds 1 --baseline-seconds 0.5 --settle 0.5 --signaling websocket"
+)
+
+
 def test_idle_cost_over_the_signaling_websocket(tmp_path: Any) -> None:
     """``idle_cost.py --signaling websocket``: every listener joined over a
     WebSocket of its own, still open through the idle window, and the
     result says so beside its per-listener figures."""
     results = tmp_path / "results"
     completed = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCH, "idle_cost.py"),
-            "--listeners",
-            "12",
-            "--seconds",
-            "1",
-            "--baseline-seconds",
-            "0.5",
-            "--settle",
-            "0.5",
-            "--signaling",
-            "websocket",
-        ],
+        [sys.executable, os.path.join(BENCH, "idle_cost.py"), *IDLE_OVER_WEBSOCKET.split()],
         env={**os.environ, "SFU_BENCH_RESULTS": str(results)},
         capture_output=True,
         text=True,
