@@ -107,6 +107,7 @@ CLOSE_ROOM_CLOSED = 4002
 CLOSE_SESSION_ENDED = 4003
 CLOSE_LEFT = 1000
 CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
+CLOSE_INTERNAL_ERROR = 1011  # the server failed handling a frame (RFC 6455 7.4.1)
 
 _ROLES = ("listener", "speaker", "moderator")
 
@@ -266,15 +267,26 @@ class SignalingSession:
             await self.close(1001, "signaling connection closed")
 
     def _handled(self, task: asyncio.Task[None]) -> None:
-        # (_handle answers every error itself: the task ends with None, or cancelled.)
+        # (_handle_frame ends every error itself: the task ends with None, or cancelled.)
         if self._handling is task:
             self._handling = None
 
     async def _handle_frame(self, frame: str | bytes) -> None:
-        if isinstance(frame, str):
-            await self.handle(frame)
-        else:
-            await self._error("bad_message", "send text frames (JSON)")
+        """Handle one frame. What escapes the handling (a framework's send
+        failing in a way :meth:`send_text` does not expect) ends the session,
+        logged, rather than staying in a task nobody awaits while the session
+        goes on."""
+        try:
+            if isinstance(frame, str):
+                await self.handle(frame)
+            else:
+                await self._error("bad_message", "send text frames (JSON)")
+        except Exception:
+            logger.exception("%r: handling a frame failed; the session ends", self)
+            try:
+                await self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            except Exception:
+                logger.exception("%r: closing after that failed too", self)
 
     async def handle(self, text: str) -> None:
         """Handle one text frame; replies (or an error) are sent before it returns."""

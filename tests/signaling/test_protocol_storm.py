@@ -552,3 +552,38 @@ async def test_a_receive_that_raises_is_a_closed_socket() -> None:
         reset.set_result(None)
         await asyncio.wait_for(serving, 5)  # returns, does not raise
         assert "fan" not in server.rooms["hall"].participants
+
+
+async def test_a_frame_whose_handling_fails_ends_the_session_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A framework's send raising what the session does not expect (not a
+    ConnectionError) while a frame is answered: the session ends at once,
+    with 1011 and the error logged, not left in a task nobody awaits while
+    the connection goes on."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        server.room("hall")
+        hang_up = asyncio.get_running_loop().create_future()
+        pending = [json.dumps({"type": "ping", "id": 1})]
+        codes: list[int] = []
+
+        async def receive() -> str | bytes | None:
+            if pending:
+                return pending.pop()
+            await hang_up  # the client says nothing more, and does not hang up
+            return None
+
+        async def send(text: str) -> None:
+            raise ValueError("the framework failed")
+
+        async def close(code: int, reason: str) -> None:
+            codes.append(code)
+            if not hang_up.done():
+                hang_up.set_result(None)  # closing the socket ends receive()
+
+        session = protocol.SignalingSession(server, send, close)
+        await asyncio.wait_for(session.serve(receive), 5)
+        assert codes[0] == protocol.CLOSE_INTERNAL_ERROR
+        assert any(
+            "handling a frame failed" in r.getMessage() and r.exc_info for r in caplog.records
+        )
