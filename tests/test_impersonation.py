@@ -108,7 +108,7 @@ async def test_a_demoted_members_ssrc_taken_meanwhile_does_not_silence_it_when_b
 async def test_speakers_whose_clients_all_send_with_one_fixed_ssrc_are_each_heard_and_named() -> (
     None
 ):
-    """OBS 30's WHIP output sent every stream with SSRC 5002, in its offer and
+    """OBS 30.0's WHIP output sent every stream with SSRC 5002, in its offer and
     its packets: two such publishers in one room are both heard, each under
     the CSRC the members are told is theirs."""
     async with sfu.Server() as server:

@@ -20,7 +20,7 @@ Router gives each member one (:meth:`Router.new_csrc`), unique in the
 room, for as long as it is in it. Receivers map it to an identity through
 the ``active_speakers`` events, so a client cannot pass its voice off as
 another's by sending with that one's SSRC, and two clients that send with
-the same SSRC (OBS 30's WHIP output always used 5002) are both heard, each
+the same SSRC (OBS 30.0's WHIP output always used 5002) are both heard, each
 under its own name.
 
 Steps 1-3 run once per incoming packet, in Python; step 4 runs per

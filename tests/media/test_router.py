@@ -355,7 +355,7 @@ def test_speakers_sending_with_one_ssrc_are_each_forwarded_under_their_own_csrc(
     router: Routed,
 ) -> None:
     """Receivers name a slot's voice by its CSRC, which the room gives each
-    member: two clients sending with the same SSRC (OBS 30's WHIP output
+    member: two clients sending with the same SSRC (OBS 30.0's WHIP output
     always used 5002), or one sending with another's, are both forwarded,
     each under its own name."""
     route, fanout, alice = router
