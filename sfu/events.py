@@ -234,7 +234,10 @@ class EventStream(AsyncIterator[RoomEvent]):
         # Where it is subscribed (not the bound method: one object fewer per
         # member for the cyclic GC to walk).
         self._subscribers: Subscribers | None = None
-        self._wakeup = asyncio.Event()
+        # The consumers waiting for an event, each on a future of its own made
+        # only while it waits: an asyncio.Event per stream would be ~1 KB and
+        # three more objects for the cyclic GC per member, waiting or not.
+        self._waiters: list[asyncio.Future[None]] | None = None
         self._closed = False
         self._finished = False
         self.dropped = 0
@@ -257,7 +260,7 @@ class EventStream(AsyncIterator[RoomEvent]):
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
         self._events.append(event)
-        self._wakeup.set()
+        self._wake()
         if isinstance(event, RoomClosed):
             self._closed = True
 
@@ -287,10 +290,16 @@ class EventStream(AsyncIterator[RoomEvent]):
     def close(self) -> None:
         """Stop the iteration; events already queued are still delivered."""
         self._closed = True
-        self._wakeup.set()
+        self._wake()
         subscribers, self._subscribers = self._subscribers, None
         if subscribers is not None:
             subscribers.discard(self)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -306,15 +315,24 @@ class EventStream(AsyncIterator[RoomEvent]):
             if self._closed or self._finished:
                 self._finished = True
                 raise StopAsyncIteration
-            self._wakeup.clear()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = [waiter]
+            else:
+                self._waiters.append(waiter)
             # Held while a consumer waits on it: the room holds streams weakly,
             # and so does asyncio its tasks, so a consumer task nobody keeps
             # (create_task without a reference) would be collected with it.
             _AWAITED.add(self)
             try:
-                await self._wakeup.wait()
+                await waiter
             finally:
                 _AWAITED.discard(self)
+                waiters = self._waiters
+                if waiters is not None and waiter in waiters:  # not woken (cancelled)
+                    waiters.remove(waiter)
+                    if not waiters:
+                        self._waiters = None
         return self._events.popleft()
 
     async def next(self, timeout: float | None = None) -> RoomEvent:

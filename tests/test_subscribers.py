@@ -8,6 +8,7 @@ does) makes each join cost one call per member.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import gc
 from typing import Any
@@ -104,3 +105,40 @@ async def test_two_streams_of_one_member_both_get_its_events() -> None:
 def test_member_must_be_an_identity() -> None:
     with pytest.raises(sfu.InvalidSetting, match="member must be an identity"):
         EventStream(member=7)  # type: ignore[arg-type]
+
+
+async def test_consumers_waiting_on_one_stream_each_wake_and_one_timing_out_leaves_the_others() -> (
+    None
+):
+    """Each waiting consumer has a wake-up of its own, made only while it waits:
+    one that times out (cancelled) takes nothing from another still waiting;
+    close() wakes every one; a stream nobody waits on holds no wake-up."""
+    stream = EventStream()
+    first = asyncio.create_task(stream.next())
+    second = asyncio.create_task(stream.next())
+    impatient = asyncio.create_task(stream.next(timeout=0.01))
+    await asyncio.sleep(0.05)
+    with pytest.raises(asyncio.TimeoutError):
+        await impatient
+    assert not first.done() and not second.done()
+    event = sfu.HandRaised("hall", "ann")
+    stream._put(event)  # one event, two consumers: one takes it, the other waits on
+    await asyncio.wait((first, second), return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.sleep(0.01)
+    taken, waiting = (first, second) if first.done() else (second, first)
+    assert taken.result() is event
+    assert not waiting.done()
+    stream.close()  # wakes the one still waiting: the stream has ended
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 1)
+    assert stream._waiters is None
+
+
+async def test_a_stream_at_rest_holds_no_wake_up() -> None:
+    stream = EventStream()
+    waiting = asyncio.create_task(stream.next())
+    await asyncio.sleep(0)
+    assert stream._waiters is not None and len(stream._waiters) == 1
+    stream._put(sfu.HandRaised("hall", "ann"))
+    assert isinstance(await waiting, sfu.HandRaised)
+    assert stream._waiters is None
