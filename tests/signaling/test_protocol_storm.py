@@ -492,12 +492,6 @@ async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> No
         loop = asyncio.get_running_loop()
         hang_up = loop.create_future()
 
-        async def send(text: str) -> None:
-            pass
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
         def frames(first: str) -> protocol.Receive:
             pending = [first]
 
@@ -511,7 +505,7 @@ async def test_a_served_member_at_rest_keeps_no_task_but_its_connections() -> No
 
         gc.collect()
         tasks_before = len(asyncio.all_tasks())
-        sessions = [protocol.SignalingSession(server, send, close) for _ in range(members)]
+        sessions = [bare_session(server)[0] for _ in range(members)]
         texts = [join_message(f"fan-{i}") for i in range(members)]
         serving = [loop.create_task(s.serve(frames(t))) for s, t in zip(sessions, texts)]
         await wait_for(lambda: len(server.rooms["hall"].participants) == members, 10, "joined")
@@ -541,13 +535,7 @@ async def test_a_receive_that_raises_is_a_closed_socket() -> None:
             await reset
             raise ConnectionResetError("reset by peer")
 
-        async def send(text: str) -> None:
-            pass
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        session = protocol.SignalingSession(server, send, close)
+        session, _, _ = bare_session(server)
         serving = asyncio.get_running_loop().create_task(session.serve(receive))
         await wait_for(lambda: "fan" in server.rooms["hall"].participants, 10, "joined")
         reset.set_result(None)
