@@ -93,7 +93,7 @@ class Gate:
                 raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
             identity = claims.identity
         identity = member_identity(identity)
-        decision = room._decisions.get(identity, {})
+        decision = room._decisions.get(identity) or {}
         decided: Role | None = decision.get("role")
         if claims is not None:
             grants = claims.grants

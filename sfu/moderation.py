@@ -105,7 +105,7 @@ class Moderation:
             room._gate.check_capacity(publish=True)
         was_in_audience = room._listing.in_audience(participant)
         self._change_role(participant, role, grants)
-        decision = room._decisions.setdefault(identity, {})
+        decision = room._decisions.of(identity)
         decision["role"] = role
         room._demoted_present.discard(identity)  # on the stage again: no demoted grace
         if role == "moderator":
@@ -145,7 +145,7 @@ class Moderation:
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
-        room._decisions.setdefault(identity, {}).update(role="listener", moderate=False)
+        room._decisions.of(identity).update(role="listener", moderate=False)
         room._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
@@ -161,7 +161,7 @@ class Moderation:
         self.check_open()
         self.check_actor(by)
         participant = self.room[identity]
-        self.room._decisions.setdefault(identity, {})["moderator_muted"] = muted
+        self.room._decisions.of(identity)["moderator_muted"] = muted
         if participant._set_muted(muted):
             self.room._emit_mute(participant, by)
 

@@ -1,15 +1,28 @@
 """What a room keeps about identities for when they come back.
 
 :class:`Bans` keeps out those removed with a ban (and the tokens they were
-removed with); a :class:`Grace` lets a member that dropped reconnect past a
-cap for a while, as the room had it. A join (:mod:`sfu.gate`) checks
-both; moderators ban (:mod:`sfu.moderation`), a member's departure opens a
-grace (:class:`~sfu.room.Room`).
+removed with); :class:`Decisions` keeps what moderators decided about an
+identity (its role, a moderator's mute); a :class:`Grace` lets a member that
+dropped reconnect past a cap for a while, as the room had it. A join
+(:mod:`sfu.gate`) checks all three; moderators ban and decide
+(:mod:`sfu.moderation`), a member's departure opens a grace
+(:class:`~sfu.room.Room`).
 """
 
 from __future__ import annotations
 
-__all__ = ["Bans", "Grace"]
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["MAX_DECISIONS", "Bans", "Decisions", "Grace"]
+
+logger = logging.getLogger(__name__)
+
+#: Identities not in the room whose moderation decisions a room keeps; past
+#: that, the one decided longest ago is forgotten (its next join is as its
+#: token says). Members in the room keep theirs, however many.
+MAX_DECISIONS = 10_000
 
 
 class Bans:
@@ -38,6 +51,52 @@ class Bans:
         self._identities.discard(identity)
         for token_id in [t for t, who in self._tokens.items() if who == identity]:
             del self._tokens[token_id]
+
+
+class Decisions:
+    """Moderators' decisions per identity, kept so that a rejoin does not undo them.
+
+    Each is a dict: ``role`` (a promotion or demotion), ``moderate`` (False:
+    the grant was taken), ``moderator_muted``. The most recently decided come
+    last; past :data:`MAX_DECISIONS`, the oldest about an identity not in the
+    room (``present`` says who is) is dropped, so that a long-lived room
+    moderating a stream of passing members does not grow without bound.
+    """
+
+    def __init__(self, room: str, present: Callable[[str], bool]) -> None:
+        self._room = room
+        self._present = present
+        self._by_identity: dict[str, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_identity)
+
+    def get(self, identity: str) -> dict[str, Any] | None:
+        """What was decided about ``identity`` (read only), or None."""
+        return self._by_identity.get(identity)
+
+    def of(self, identity: str) -> dict[str, Any]:
+        """The decision to change about ``identity``, made the most recent."""
+        decision = self._by_identity.pop(identity, None)
+        if decision is None:
+            decision = {}
+        self._by_identity[identity] = decision
+        if len(self._by_identity) > MAX_DECISIONS:
+            self._forget_oldest_absent()
+        return decision
+
+    def _forget_oldest_absent(self) -> None:
+        for identity in self._by_identity:
+            if not self._present(identity):
+                del self._by_identity[identity]
+                logger.info(
+                    "room %r forgot what moderators decided about %r (not in the room; "
+                    "it keeps %d identities' decisions)",
+                    self._room,
+                    identity,
+                    MAX_DECISIONS,
+                )
+                return
 
 
 class Grace:

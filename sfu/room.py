@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._values import check_identity, check_reason
 from .auth import MAX_NAME_LENGTH, Role
@@ -48,7 +48,8 @@ from .moderation import MAX_BANS as MAX_BANS
 from .moderation import Moderation
 from .participant import Participant
 from .policy import RoomPolicy
-from .rejoin import Bans, Grace
+from .rejoin import MAX_DECISIONS as MAX_DECISIONS
+from .rejoin import Bans, Decisions, Grace
 from .roster import RosterBatch, RosterListing
 from .stage import Stage
 from .transport.answer import Negotiation, build_answer
@@ -97,9 +98,8 @@ class Room:
         self._counts = {True: 0, False: 0}
         # Weakly held: a stream its subscriber dropped without close() goes away.
         self._subscribers = Subscribers()
-        # Moderators' decisions per identity ("role": the role, "moderator_muted"),
-        # kept for the room's life so that rejoining does not undo them.
-        self._decisions: dict[str, dict[str, Any]] = {}
+        # Moderators' decisions per identity, so that rejoining does not undo them.
+        self._decisions = Decisions(name, self._participants.__contains__)
         self._roster = RosterBatch(
             name, policy.roster_interval, self._emit, lambda: len(self._participants)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 
@@ -318,6 +319,44 @@ async def test_moderators_decisions_survive_a_reconnect() -> None:
         muted = await drain(events, sfu.MuteChanged)
         assert muted.muted and muted.moderator_muted and not muted.self_muted  # type: ignore[attr-defined]
         await asyncio.gather(sam_again.close(), lou_again.close())
+
+
+async def test_a_room_forgets_the_oldest_decision_about_someone_gone_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decisions are kept per identity for the room's life, but not without
+    bound: past MAX_DECISIONS the oldest about an identity no longer in the
+    room goes (it comes back as its token says); members present keep theirs."""
+    monkeypatch.setattr(sfu.rejoin, "MAX_DECISIONS", 2)
+    caplog.set_level(logging.INFO, logger="sfu.rejoin")
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("bounded")
+
+        def token(identity: str) -> str:
+            return auth.issue_token(SECRET, room="bounded", identity=identity, role="speaker")
+
+        async def demoted(identity: str) -> Client:
+            client = await join_with_token(room, token(identity), speaker=True)
+            await asyncio.gather(room[identity].wait_connected(10), client.wait_connected(10))
+            await room.demote(identity)
+            return client
+
+        stays = await demoted("stays")  # decided first, and still in the room
+        for identity in ("ann", "ben"):
+            await (await demoted(identity)).close()
+            await wait_for(lambda who=identity: room.get(who) is None, 5, f"{identity} gone")  # type: ignore[misc]
+        assert "forgot what moderators decided about 'ann'" in caplog.text
+        assert room._decisions.get("ann") is None and len(room._decisions) == 2
+
+        ann = await join_with_token(room, token("ann"), speaker=True)
+        ben = await join_with_token(room, token("ben"), speaker=True)
+        assert room["ann"].role == "speaker", "ann's demotion was forgotten: her token stands"
+        assert room["ben"].role == "listener", "ben's demotion, more recent, is kept"
+        await stays.close()
+        await wait_for(lambda: room.get("stays") is None, 5, "stays gone")
+        stays = await join_with_token(room, token("stays"), speaker=True)
+        assert room["stays"].role == "listener", "a member present is never forgotten"
+        await asyncio.gather(ann.close(), ben.close(), stays.close())
 
 
 async def test_a_promoted_member_joining_to_listen_is_not_put_back_on_the_stage() -> None:
