@@ -590,6 +590,15 @@ class SignalingSession:
                     )
                     await self.close(CLOSE_SESSION_ENDED, "fell behind")
                     return
+        except Exception:
+            # (A framework's send failing in a way send_text does not expect.)
+            # Without its events the member's client would go on with a stale
+            # room: the session ends, as when a frame's handling fails.
+            logger.exception("%r: relaying the room's events failed; the session ends", self)
+            try:
+                await self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            except Exception:
+                logger.exception("%r: closing after that failed too", self)
         finally:
             events.close()
 
@@ -652,6 +661,8 @@ class SignalingSession:
                 await relay
             except asyncio.CancelledError:
                 pass
+            except Exception:  # (the relay ends its own errors; never stop short of the transport)
+                logger.exception("%r: the event relay failed", self)
         try:
             await self._close_transport(code, reason)
         except (ConnectionError, RuntimeError):

@@ -576,3 +576,55 @@ async def test_a_frame_whose_handling_fails_ends_the_session_logged(
         assert any(
             "handling a frame failed" in r.getMessage() and r.exc_info for r in caplog.records
         )
+
+
+async def test_a_relay_whose_send_fails_ends_the_session_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same failure while a room event is relayed (a moderator's mute
+    here): the relay does not die silently, leaving a member in the room
+    whose client is told nothing more; the session ends with 1011, logged,
+    and the member leaves."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        token = auth.issue_token(SECRET, room="hall", identity="fan", role="speaker")
+        hang_up = asyncio.get_running_loop().create_future()
+        pending = [
+            json.dumps(
+                {
+                    "type": "join",
+                    "id": 1,
+                    "room": "hall",
+                    "token": token,
+                    "offer": offer("sendrecv", "recvonly"),
+                }
+            )
+        ]
+        codes: list[int] = []
+
+        async def receive() -> str | bytes | None:
+            if pending:
+                return pending.pop()
+            await hang_up  # the client says nothing more, and does not hang up
+            return None
+
+        async def send(text: str) -> None:
+            if json.loads(text)["type"] != "joined":
+                raise ValueError("the framework failed")
+
+        async def close(code: int, reason: str) -> None:
+            codes.append(code)
+            if not hang_up.done():
+                hang_up.set_result(None)  # closing the socket ends receive()
+
+        session = protocol.SignalingSession(server, send, close)
+        serving = asyncio.ensure_future(session.serve(receive))
+        await wait_for(lambda: session._relay is not None, 10, "joined, relaying")
+        await room.mute("fan")  # an event the relay sends: its send raises
+        await asyncio.wait_for(serving, 5)
+        assert codes == [protocol.CLOSE_INTERNAL_ERROR]
+        assert room.get("fan") is None
+        assert any(
+            "relaying the room's events failed" in r.getMessage() and r.exc_info
+            for r in caplog.records
+        )
