@@ -72,7 +72,8 @@ class Decisions:
         return len(self._by_identity)
 
     def get(self, identity: str) -> dict[str, Any] | None:
-        """What was decided about ``identity`` (read only), or None."""
+        """What was decided about ``identity``, or None (a change through it
+        does not make it the most recent: :meth:`of` does)."""
         return self._by_identity.get(identity)
 
     def of(self, identity: str) -> dict[str, Any]:
@@ -82,21 +83,29 @@ class Decisions:
             decision = {}
         self._by_identity[identity] = decision
         if len(self._by_identity) > MAX_DECISIONS:
-            self._forget_oldest_absent()
+            self._forget_oldest_absent(len(self._by_identity) - MAX_DECISIONS)
         return decision
 
-    def _forget_oldest_absent(self) -> None:
+    def _forget_oldest_absent(self, excess: int) -> None:
+        # (More than one when members present had pushed the count past the
+        # bound and have left since.)
+        gone: list[str] = []
         for identity in self._by_identity:
             if not self._present(identity):
-                del self._by_identity[identity]
-                logger.info(
-                    "room %r forgot what moderators decided about %r (not in the room; "
-                    "it keeps %d identities' decisions)",
-                    self._room,
-                    identity,
-                    MAX_DECISIONS,
-                )
-                return
+                gone.append(identity)
+                if len(gone) == excess:
+                    break
+        for identity in gone:
+            del self._by_identity[identity]
+        if gone:
+            logger.info(
+                "room %r forgot what moderators decided about %d identities not in it "
+                "(the first: %r); it keeps %d",
+                self._room,
+                len(gone),
+                gone[0],
+                MAX_DECISIONS,
+            )
 
 
 class Grace:

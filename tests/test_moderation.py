@@ -345,7 +345,9 @@ async def test_a_room_forgets_the_oldest_decision_about_someone_gone_past_its_bo
         for identity in ("ann", "ben"):
             await (await demoted(identity)).close()
             await wait_for(lambda who=identity: room.get(who) is None, 5, f"{identity} gone")  # type: ignore[misc]
-        assert "forgot what moderators decided about 'ann'" in caplog.text
+        assert "forgot what moderators decided about 1 identities not in it (the first: 'ann')" in (
+            caplog.text
+        )
         assert room._decisions.get("ann") is None and len(room._decisions) == 2
 
         ann = await join_with_token(room, token("ann"), speaker=True)
@@ -357,6 +359,21 @@ async def test_a_room_forgets_the_oldest_decision_about_someone_gone_past_its_bo
         stays = await join_with_token(room, token("stays"), speaker=True)
         assert room["stays"].role == "listener", "a member present is never forgotten"
         await asyncio.gather(ann.close(), ben.close(), stays.close())
+
+
+def test_decisions_come_back_to_the_bound_once_members_present_past_it_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sfu.rejoin, "MAX_DECISIONS", 2)
+    present = {"a", "b", "c", "d"}
+    decisions = sfu.rejoin.Decisions("hall", present.__contains__)
+    for identity in sorted(present):
+        decisions.of(identity)["moderator_muted"] = True
+    assert len(decisions) == 4, "members present keep their decisions past the bound"
+    present.clear()  # all four left
+    decisions.of("e")["moderator_muted"] = True
+    assert len(decisions) == 2
+    assert [decisions.get(i) is not None for i in "abcde"] == [False, False, False, True, True]
 
 
 async def test_a_promoted_member_joining_to_listen_is_not_put_back_on_the_stage() -> None:
