@@ -229,7 +229,7 @@ class FanOut:
         """Send ``packet[payload_offset:]`` on `slot` to every receiver having it.
 
         `ssrc`, `sequence`, `timestamp` and `marker` are the slot stream's
-        (the same for every receiver); `csrc` is the speaker's SSRC;
+        (the same for every receiver); `csrc` names the speaker (its room-given CSRC);
         `audio_level` the RFC 6464 byte (V bit 7, level 0..127) or -1 for
         none; `exclude` a receiver id that must not get it (the speaker);
         `only`, when >= 0, the one receiver id that gets it.

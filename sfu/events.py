@@ -327,12 +327,13 @@ class EventStream(AsyncIterator[RoomEvent]):
             try:
                 await waiter
             finally:
-                _AWAITED.discard(self)
                 waiters = self._waiters
                 if waiters is not None and waiter in waiters:  # not woken (cancelled)
                     waiters.remove(waiter)
                     if not waiters:
                         self._waiters = None
+                if self._waiters is None:  # nobody else waits on it either
+                    _AWAITED.discard(self)
         return self._events.popleft()
 
     async def next(self, timeout: float | None = None) -> RoomEvent:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -142,3 +144,30 @@ async def test_a_stream_at_rest_holds_no_wake_up() -> None:
     stream._put(sfu.HandRaised("hall", "ann"))
     assert isinstance(await waiting, sfu.HandRaised)
     assert stream._waiters is None
+
+
+async def test_a_consumer_nobody_keeps_outlives_another_on_its_stream_giving_up() -> None:
+    """A stream is held while anyone waits on it (the room holds it weakly,
+    asyncio its tasks too): one consumer timing out must not let the other,
+    a task nobody keeps a reference to, be collected with the stream."""
+    async with sfu.Server() as server:
+        room = server.room("hall")
+        got: list[sfu.RoomEvent] = []
+
+        async def consume(stream: EventStream) -> None:
+            async for event in stream:
+                got.append(event)
+
+        async def give_up(stream: EventStream) -> None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await stream.next(timeout=0.05)
+
+        stream = room.events()
+        consumer = weakref.ref(asyncio.create_task(consume(stream)))  # kept by nobody
+        await asyncio.create_task(give_up(stream))
+        del stream
+        gc.collect()
+        assert consumer() is not None, "the waiting consumer was collected"
+        await room.close()
+        await asyncio.sleep(0.05)
+        assert [type(event) for event in got] == [sfu.events.RoomClosed]
