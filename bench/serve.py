@@ -83,21 +83,37 @@ def read_vmrss() -> int:
     return 0
 
 
-def read_thread_run_delay() -> float:
-    """Seconds the calling thread has waited on a run queue, ready to run."""
-    with open("/proc/thread-self/schedstat", "rb") as f:
-        return int(f.read().split()[1]) / 1e9
+class ProcReader:
+    """The loop thread's run-queue wait and a CPU's steal, read each tick.
 
+    The files stay open and are read with ``pread`` (~1 and ~4 µs a read,
+    against ~40 µs a tick to open and close them): the ticker is the
+    measurement, and its cost lands in the server CPU it measures.
+    ``/proc/thread-self`` is resolved when opened: the loop's thread, as
+    the ticker only runs there.
+    """
 
-def read_cpu_steal(cpu: int) -> float:
-    """Seconds the hypervisor ran others while ``cpu`` wanted to run (``/proc/stat``)."""
-    label = f"cpu{cpu} ".encode()
-    with open("/proc/stat", "rb") as f:
-        for line in f:
+    def __init__(self) -> None:
+        self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        self._stat = os.open("/proc/stat", os.O_RDONLY)
+        self._clock_ticks = os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        os.close(self._schedstat)
+        os.close(self._stat)
+
+    def thread_run_delay(self) -> float:
+        """Seconds the loop's thread has waited on a run queue, ready to run."""
+        return int(os.pread(self._schedstat, 256, 0).split()[1]) / 1e9
+
+    def cpu_steal(self, cpu: int) -> float:
+        """Seconds the hypervisor ran others while ``cpu`` wanted to run (``/proc/stat``)."""
+        label = f"cpu{cpu} ".encode()
+        for line in os.pread(self._stat, 1 << 16, 0).splitlines():
             if line.startswith(label):
                 fields = line.split()
-                return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
-    return 0.0
+                return int(fields[8]) / self._clock_ticks if len(fields) > 8 else 0.0
+        return 0.0
 
 
 def read_schedstat() -> tuple[float, float]:
@@ -161,10 +177,19 @@ class LagMonitor:
         # to; on more than one CPU it cannot be told whose it was.
         cpus = os.sched_getaffinity(0)
         steal_cpu = next(iter(cpus)) if len(cpus) == 1 else None
+        proc = ProcReader()
+        try:
+            await self._tick(loop, proc, steal_cpu)
+        finally:
+            proc.close()
+
+    async def _tick(
+        self, loop: asyncio.AbstractEventLoop, proc: ProcReader, steal_cpu: int | None
+    ) -> None:
         while True:
             start = loop.time()
-            delay_start = read_thread_run_delay()
-            steal_start = read_cpu_steal(steal_cpu) if steal_cpu is not None else 0.0
+            delay_start = proc.thread_run_delay()
+            steal_start = proc.cpu_steal(steal_cpu) if steal_cpu is not None else 0.0
             await asyncio.sleep(self.interval)
             lag = max(0.0, loop.time() - start - self.interval)
             self.ticks += 1
@@ -172,9 +197,9 @@ class LagMonitor:
             if lag > self.worst:
                 self.worst = lag
                 self.worst_at = time.time()
-            waited = read_thread_run_delay() - delay_start
+            waited = proc.thread_run_delay() - delay_start
             if steal_cpu is not None:
-                waited += read_cpu_steal(steal_cpu) - steal_start
+                waited += proc.cpu_steal(steal_cpu) - steal_start
             held = max(0.0, lag - waited)
             if held > self.worst_held:
                 self.worst_held = held
