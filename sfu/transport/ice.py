@@ -1,13 +1,16 @@
 """ICE-lite: answering STUN binding requests on the server's one port.
 
-The server never sends checks of its own (RFC 8445 section 2.5, ICE-lite):
-a client proves it holds the session's credentials by sending a binding
+The server sends no connectivity checks (RFC 8445 section 2.5, ICE-lite),
+only the proofs below, in answer to a client's checks: a client proves it holds the session's credentials by sending a binding
 request whose USERNAME is ``<server ufrag>:<client ufrag>`` and whose
 MESSAGE-INTEGRITY is keyed with the server's password (short-term
 credentials, RFC 8489 section 9.1). The address such a request came from
 becomes a *checked* address of that session; only checked addresses may
 send DTLS and SRTP (RFC 8445 section 7.3.1.1): anything else from an
-address nobody vouched for is dropped, so the port is no reflector.
+address nobody vouched for is dropped, so the port is no reflector: a check
+gets one response, and the binding requests the server sends to make sure
+of an address (:meth:`~sfu.transport.session.Session.receive_binding`'s
+proofs) are at most two per check and capped server-wide.
 
 Message coding: the server only ever parses binding requests and builds
 binding success responses, once per join and then once per consent check

@@ -54,6 +54,14 @@ Address = tuple[Any, ...]
 
 #: How often the housekeeping task runs (DTLS retransmissions, consent, RTCP).
 TICK = 0.25
+#: Address proofs (a binding request of the server's, see Session.receive_binding)
+#: to addresses other than a session's selected one, per second over all
+#: sessions, and the burst allowed: such an address is the client's word
+#: only, perhaps a victim's, so what the port may send there is capped.
+#: Proofs come with address moves (a nomination elsewhere, a NAT rebinding):
+#: a few per join at most.
+PROOFS_PER_SECOND = 100.0
+PROOF_BURST = 200.0
 
 
 def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
@@ -73,7 +81,9 @@ class Server:
     one); ``announce`` is the IP address written into SDP answers (defaults
     to ``host``; set it when binding 0.0.0.0, a host name, or behind NAT). A session that
     sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
-    (RFC 7675 consent freshness, seen from the ICE-lite side).
+    (RFC 7675 consent freshness, seen from the ICE-lite side); once nothing
+    authenticated (SRTP or SRTCP) came for a third of it, its checks renew
+    consent only if it answers a check of the server's (a check can be replayed).
     ``token_secret`` is the HS256 key that join tokens are checked with
     (:mod:`sfu.auth`); private rooms need it. ``joins_per_turn`` bounds how
     many joins run in one event-loop iteration (:mod:`sfu.admission`).
@@ -137,6 +147,8 @@ class Server:
             )
         self.consent_timeout = consent_timeout
         self.handshake_timeout = handshake_timeout
+        self._proof_tokens = PROOF_BURST
+        self._proof_tokens_at = 0.0
         self.certificate = Certificate.generate()
         self.drops: collections.Counter[str] = collections.Counter()
         self.packets_in = 0
@@ -561,6 +573,19 @@ class Server:
             self.drops["stun response unexpected"] += 1
             return
         session.receive_proof(data[8:20], data, addr, self.loop.time())
+
+    def _proof_budget(self, now: float) -> bool:
+        """Spend one of the server's address proofs (PROOFS_PER_SECOND); False
+        when none is left."""
+        tokens = min(
+            PROOF_BURST, self._proof_tokens + (now - self._proof_tokens_at) * PROOFS_PER_SECOND
+        )
+        self._proof_tokens_at = now
+        if tokens < 1.0:
+            self._proof_tokens = tokens
+            return False
+        self._proof_tokens = tokens - 1.0
+        return True
 
     def _proof_sent(self, session: Session, transaction_id: bytes) -> None:
         self._proofs[transaction_id] = session

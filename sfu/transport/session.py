@@ -53,9 +53,17 @@ MAX_CHECKED_ADDRESSES = 8
 #: Address proofs (see Session.receive_binding) a session may have waiting at once.
 MAX_PROOFS = 4
 #: Seconds a proof waits for its answer; a check from the address then asks again.
-PROOF_TIMEOUT = 2.0
-#: An unanswered proof is sent again this often (same transaction) until then.
+PROOF_TIMEOUT = 1.0
+#: An unanswered proof is sent once more (same transaction) after this long:
+#: two datagrams for one forged check at most, so the port is a poor reflector.
 PROOF_RESEND = 0.5
+#: Share of ``consent_timeout`` after which a check from the selected address
+#: no longer renews consent on its own word: nothing authenticated (SRTP or
+#: SRTCP, which libsrtp's replay check makes fresh) came from there for that
+#: long, and a check's bytes can be replayed by anyone who saw them (STUN
+#: has no freshness), so the server asks the client with a proof of its own.
+#: Every WebRTC client sends RTCP every few seconds: this is for the rest.
+CONSENT_PROOF_AFTER = 1 / 3
 #: Seconds without valid traffic from the address media goes to after which a
 #: valid check from another address counts as moving there (once proven): a
 #: NAT that rebound the client to a new port. Clients' consent checks (RFC
@@ -88,6 +96,7 @@ class Session:
         "handshake_queued",
         "inbound_ssrcs",
         "handler",
+        "last_media",
         "last_valid",
         "remote_pwd",
         "remote_ufrag",
@@ -132,6 +141,8 @@ class Session:
         # MAX_CHECKED_ADDRESSES: one client could otherwise add one per source port).
         self.checked_addresses: dict[Address, None] = {}
         self.last_valid = now
+        # Authenticated SRTP/SRTCP from the selected address (see CONSENT_PROOF_AFTER).
+        self.last_media = now
         self.created = now
         self.dtls_fingerprints = remote_fingerprints
         self.handshake_queued = 0  # its datagrams waiting in the server's handshake backlog
@@ -164,12 +175,15 @@ class Session:
         otherwise (a move once that flight went out, an address another live
         session uses) the server first sends a check of its own there and
         waits for the client's answer, which only a client at that address
-        can give (re-sent every 0.5 s for 2 s, and again on the next check).
-        A move is a check with USE-CANDIDATE, or any check from elsewhere
+        can give (sent once more after PROOF_RESEND, and again on the next
+        check; those to an address other than the selected one are capped
+        server-wide). A move is a check with USE-CANDIDATE, or any check from elsewhere
         while nothing valid has come from the selected address for
         REBIND_SILENCE seconds (a NAT that rebound the client: its consent
         checks carry no USE-CANDIDATE), taken only if it is still quiet when
-        the proof comes back.
+        the proof comes back. The same proof, to the selected address, renews
+        consent once nothing authenticated came from there for a while
+        (CONSENT_PROOF_AFTER): a check's bytes alone can be replayed.
         """
         owner = self.server._sessions_by_address.get(address)
         stolen = owner is not None and owner is not self and owner.state != "closed"
@@ -215,7 +229,16 @@ class Session:
         if address == self.address:
             # Consent is for the address media goes to (RFC 7675: per candidate
             # pair): checks from elsewhere do not keep a stream to it alive.
-            self.last_valid = now
+            if proven or not self.remote_pwd or not self._consent_needs_proof(now):
+                self.last_valid = now
+            else:
+                self._prove(address, now)
+
+    def _consent_needs_proof(self, now: float) -> bool:
+        """Connected, and nothing authenticated from the selected address for a
+        while: a check alone (perhaps replayed) does not renew consent then."""
+        quiet = self.server.consent_timeout * CONSENT_PROOF_AFTER
+        return self.state == "connected" and now - self.last_media > quiet
 
     def _prove(self, address: Address, now: float) -> None:
         """Send the client a binding request at ``address``; see :meth:`receive_binding`."""
@@ -225,8 +248,13 @@ class Session:
         if len(self._proofs) >= MAX_PROOFS:
             self.server.drops["stun address proofs over the session's share"] += 1
             return
+        if address != self.address and not self.server._proof_budget(now):
+            # (A proof to the selected address is consent's, to where media
+            # goes anyway; one elsewhere may be to a victim: those are capped.)
+            self.server.drops["stun address proofs over the server's budget"] += 1
+            return
         transaction_id = secrets.token_bytes(12)
-        self._proofs[transaction_id] = [address, now, now]
+        self._proofs[transaction_id] = [address, now, False]
         self.server._proof_sent(self, transaction_id)
         logger.debug("%r: proving %s", self, address)
         self._send_proof(transaction_id, address)
@@ -237,14 +265,14 @@ class Session:
         self.server._send(request, address)
 
     def resend_proofs(self, now: float) -> None:
-        """Re-send unanswered proofs (a STUN transaction's retransmission), give
-        up on those older than PROOF_TIMEOUT (the next check asks again)."""
+        """Re-send an unanswered proof once (a STUN transaction's retransmission),
+        give up on those older than PROOF_TIMEOUT (the next check asks again)."""
         for transaction_id, pending in list(self._proofs.items()):
-            address, first, last = pending
+            address, first, resent = pending
             if now - first > PROOF_TIMEOUT:
                 self._forget_proof(transaction_id)
-            elif now - last >= PROOF_RESEND:
-                pending[2] = now
+            elif not resent and now - first >= PROOF_RESEND:
+                pending[2] = True
                 self._send_proof(transaction_id, address)
 
     def receive_proof(
@@ -287,7 +315,7 @@ class Session:
         if completed and self.dtls.keys is not None:
             self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
             self.state = "connected"
-            self.last_valid = now
+            self.last_valid = self.last_media = now
             self.server.handshakes.done(self)
             logger.debug("%r connected", self)
             self.handler.session_connected(self)
@@ -317,7 +345,7 @@ class Session:
             return
         known.add(ssrc)
         if address == self.address:  # consent, as in receive_binding()
-            self.last_valid = now
+            self.last_valid = self.last_media = now
         if rtcp:
             self.handler.session_rtcp(self, plain, now)
         else:

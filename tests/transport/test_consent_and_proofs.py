@@ -1,0 +1,109 @@
+"""Consent that a replayed check cannot keep, and address proofs the port
+cannot be turned into an amplifier with (raw STUN against a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+import sfu
+from sfu.transport import server as server_module
+from sfu.transport import session as session_module
+
+from ..clients import wait_for
+from ..test_room_lifecycle import UFRAG
+from .test_nat_rebinding import connected_over, proofs_to, two_loopback_sockets
+from .test_server import binding_request, datagrams, proof_answer, server_addr
+
+CONSENT = 1.5  # consent_timeout: a check alone renews it for CONSENT / 3 = 0.5 s
+
+
+async def test_a_replayed_check_does_not_keep_consent() -> None:
+    """The client is gone; someone replays one of its checks, byte for byte,
+    from its address. STUN has no freshness, so past a third of the consent
+    timeout without SRTP/SRTCP the server asks the address itself (a proof
+    with a fresh transaction): nobody answers, and consent runs out."""
+    async with sfu.Server(consent_timeout=CONSENT) as server:
+        with two_loopback_sockets() as (selected, _):
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            captured = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
+            proofs: list[bytes] = []
+            for _ in range(int(3 * CONSENT / 0.25)):
+                selected.sendto(captured, server_addr(server))
+                await asyncio.sleep(0.25)
+                proofs += proofs_to(selected)
+                if session.state == "closed":
+                    break
+            assert session.state == "closed", "replays kept consent past 3x its timeout"
+            assert session.close_reason is not None and "consent" in session.close_reason
+            assert proofs, "the server asked the address itself"
+
+
+async def test_a_client_that_answers_the_servers_checks_keeps_consent_without_media() -> None:
+    """A client that sends no SRTP or SRTCP (rare: every WebRTC stack sends
+    RTCP) but checks and answers the server's proofs, as any ICE agent does."""
+    async with sfu.Server(consent_timeout=CONSENT) as server:
+        with two_loopback_sockets() as (selected, _):
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            answered = 0
+            for _ in range(int(3 * CONSENT / 0.25)):
+                check = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
+                selected.sendto(check, server_addr(server))
+                await asyncio.sleep(0.25)
+                for proof in proofs_to(selected):
+                    selected.sendto(proof_answer(proof, session.remote_pwd), server_addr(server))
+                    answered += 1
+            assert session.state == "connected", session.close_reason
+            assert answered, "its checks alone no longer renewed consent: it was asked"
+
+
+async def test_a_forged_check_sends_a_victim_at_most_three_datagrams() -> None:
+    """A client's checks naming other addresses (its own credentials, a forged
+    source): each gets its response, and the proof sent there goes once more
+    at most; nothing else reaches those addresses."""
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (selected, _):
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            victims = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+            try:
+                for victim in victims:
+                    victim.bind(("127.0.0.1", 0))
+                checks = 0
+                for _ in range(2):
+                    for victim in victims:
+                        forged = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+                        victim.sendto(forged, server_addr(server))
+                        checks += 1
+                    await asyncio.sleep(session_module.PROOF_TIMEOUT + 0.5)
+                received = [d for victim in victims for d in datagrams(victim)]
+                proofs = [d for d in received if d[:2] == b"\x00\x01"]
+                assert 0 < len(proofs) <= 2 * checks
+                assert len(received) <= 3 * checks
+                assert session.address == selected.getsockname(), "moved on nobody's answer"
+            finally:
+                for victim in victims:
+                    victim.close()
+
+
+async def test_proofs_to_other_addresses_are_capped_server_wide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "PROOFS_PER_SECOND", 0.0)
+    monkeypatch.setattr(server_module, "PROOF_BURST", 2.0)
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (selected, elsewhere):
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            for _ in range(4):
+                forged = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+                elsewhere.sendto(forged, server_addr(server))
+                await asyncio.sleep(session_module.PROOF_TIMEOUT + 0.3)
+            proofs = {d[8:20] for d in proofs_to(elsewhere)}
+            assert len(proofs) == 2, "two proofs' worth of budget: two transactions"
+            await wait_for(
+                lambda: server.drops["stun address proofs over the server's budget"] >= 2,
+                2,
+                "the refused proofs counted",
+            )
+            assert session.address == selected.getsockname()
