@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Literal
 
 from ._values import is_int
 from .errors import InvalidSetting
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ActiveSpeakersChanged",
@@ -251,12 +254,21 @@ class EventStream(AsyncIterator[RoomEvent]):
             and event.identity != self.member
         ):
             return  # another member's (Subscribers does not offer those)
-        if (
-            self._accept is not None
-            and not isinstance(event, RoomClosed)
-            and not self._accept(event)
-        ):
-            return  # not queued, so never dropped either
+        if self._accept is not None and not isinstance(event, RoomClosed):
+            try:
+                accepted = self._accept(event)
+            except Exception:
+                # The subscriber's code: it must not stop the room halfway
+                # through a change (a join counted but not announced, a close
+                # that never ends). Its stream ends, as a Router tap that
+                # raises is dropped.
+                logger.exception(
+                    "an event stream's accept raised on %r: the stream is closed", event
+                )
+                self.close()
+                return
+            if not accepted:
+                return  # not queued, so never dropped either
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
         self._events.append(event)

@@ -364,7 +364,8 @@ class Room:
         member: str | None = None,
     ) -> EventStream:
         """A new subscription to this room's events (see :class:`EventStream`);
-        ``accept``: only the events it returns True for are queued;
+        ``accept``: only the events it returns True for are queued (if it
+        raises, the stream is closed and the error logged: the room goes on);
         ``member``: of the joins, connections, leaves and removals
         (``MEMBERSHIP_EVENTS``) only those of this identity are queued, and
         the others cost the stream nothing (a member's own signaling, which

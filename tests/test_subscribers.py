@@ -171,3 +171,32 @@ async def test_a_consumer_nobody_keeps_outlives_another_on_its_stream_giving_up(
         await room.close()
         await asyncio.sleep(0.05)
         assert [type(event) for event in got] == [sfu.events.RoomClosed]
+
+
+async def test_an_accept_that_raises_closes_its_stream_and_the_room_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The subscriber's filter runs inside the room's changes: raising out of
+    it must not leave a join counted but failed, or a close half done."""
+    async with sfu.Server() as server:
+        room = server.room("hall", max_listeners=1)
+
+        def picky(event: sfu.RoomEvent) -> bool:
+            if isinstance(event, (sfu.ParticipantJoined, sfu.ParticipantLeft)):
+                raise RuntimeError("the subscriber's bug")
+            return True
+
+        faulty = room.events(accept=picky)
+        fine = room.events()
+        bob = await room.add_listener(LISTENER, identity="bob")  # does not raise
+        assert faulty.closed and not fine.closed
+        assert "accept raised" in caplog.text
+        assert isinstance(await fine.next(1), sfu.ParticipantJoined)
+        await bob.close("left")
+        await room.add_listener(LISTENER, identity="carol")  # bob's seat is free again
+
+        faulty = room.events(accept=picky)
+        await asyncio.wait_for(room.close(), 5)  # carol leaves: picky raises again
+        assert room.closed and not room.participants
+        await asyncio.wait_for(room.close(), 1)  # a second close does not wait for ever
+    assert faulty.closed
