@@ -282,11 +282,15 @@ class SignalingSession:
             else:
                 await self._error("bad_message", "send text frames (JSON)")
         except Exception:
-            logger.exception("%r: handling a frame failed; the session ends", self)
-            try:
-                await self.close(CLOSE_INTERNAL_ERROR, "internal error")
-            except Exception:
-                logger.exception("%r: closing after that failed too", self)
+            await self._end_after_failure("handling a frame")
+
+    async def _end_after_failure(self, what: str) -> None:
+        """Log the exception being handled and end the session with 1011."""
+        logger.exception("%r: %s failed; the session ends", self, what)
+        try:
+            await self.close(CLOSE_INTERNAL_ERROR, "internal error")
+        except Exception:
+            logger.exception("%r: closing after that failed too", self)
 
     async def handle(self, text: str) -> None:
         """Handle one text frame; replies (or an error) are sent before it returns."""
@@ -594,11 +598,7 @@ class SignalingSession:
             # (A framework's send failing in a way send_text does not expect.)
             # Without its events the member's client would go on with a stale
             # room: the session ends, as when a frame's handling fails.
-            logger.exception("%r: relaying the room's events failed; the session ends", self)
-            try:
-                await self.close(CLOSE_INTERNAL_ERROR, "internal error")
-            except Exception:
-                logger.exception("%r: closing after that failed too", self)
+            await self._end_after_failure("relaying the room's events")
         finally:
             events.close()
 

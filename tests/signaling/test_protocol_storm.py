@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -543,6 +544,29 @@ async def test_a_receive_that_raises_is_a_closed_socket() -> None:
         assert "fan" not in server.rooms["hall"].participants
 
 
+def quiet_after(
+    server: sfu.Server, frames: list[str], send: Callable[[str], Awaitable[None]]
+) -> tuple[protocol.SignalingSession, Callable[[], Awaitable[str | bytes | None]], list[int]]:
+    """A session whose client sends ``frames``, then nothing, and does not hang
+    up: its ``receive`` ends only when the server closes (codes listed)."""
+    hang_up = asyncio.get_running_loop().create_future()
+    pending = list(reversed(frames))
+    codes: list[int] = []
+
+    async def receive() -> str | bytes | None:
+        if pending:
+            return pending.pop()
+        await hang_up
+        return None
+
+    async def close(code: int, reason: str) -> None:
+        codes.append(code)
+        if not hang_up.done():
+            hang_up.set_result(None)  # closing the socket ends receive()
+
+    return protocol.SignalingSession(server, send, close), receive, codes
+
+
 async def test_a_frame_whose_handling_fails_ends_the_session_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -552,25 +576,11 @@ async def test_a_frame_whose_handling_fails_ends_the_session_logged(
     the connection goes on."""
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         server.room("hall")
-        hang_up = asyncio.get_running_loop().create_future()
-        pending = [json.dumps({"type": "ping", "id": 1})]
-        codes: list[int] = []
-
-        async def receive() -> str | bytes | None:
-            if pending:
-                return pending.pop()
-            await hang_up  # the client says nothing more, and does not hang up
-            return None
 
         async def send(text: str) -> None:
             raise ValueError("the framework failed")
 
-        async def close(code: int, reason: str) -> None:
-            codes.append(code)
-            if not hang_up.done():
-                hang_up.set_result(None)  # closing the socket ends receive()
-
-        session = protocol.SignalingSession(server, send, close)
+        session, receive, codes = quiet_after(server, [json.dumps({"type": "ping", "id": 1})], send)
         await asyncio.wait_for(session.serve(receive), 5)
         assert codes[0] == protocol.CLOSE_INTERNAL_ERROR
         assert any(
@@ -588,36 +598,19 @@ async def test_a_relay_whose_send_fails_ends_the_session_logged(
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
         token = auth.issue_token(SECRET, room="hall", identity="fan", role="speaker")
-        hang_up = asyncio.get_running_loop().create_future()
-        pending = [
-            json.dumps(
-                {
-                    "type": "join",
-                    "id": 1,
-                    "room": "hall",
-                    "token": token,
-                    "offer": offer("sendrecv", "recvonly"),
-                }
-            )
-        ]
-        codes: list[int] = []
-
-        async def receive() -> str | bytes | None:
-            if pending:
-                return pending.pop()
-            await hang_up  # the client says nothing more, and does not hang up
-            return None
+        join = {
+            "type": "join",
+            "id": 1,
+            "room": "hall",
+            "token": token,
+            "offer": offer("sendrecv", "recvonly"),
+        }
 
         async def send(text: str) -> None:
             if json.loads(text)["type"] != "joined":
                 raise ValueError("the framework failed")
 
-        async def close(code: int, reason: str) -> None:
-            codes.append(code)
-            if not hang_up.done():
-                hang_up.set_result(None)  # closing the socket ends receive()
-
-        session = protocol.SignalingSession(server, send, close)
+        session, receive, codes = quiet_after(server, [json.dumps(join)], send)
         serving = asyncio.ensure_future(session.serve(receive))
         await wait_for(lambda: session._relay is not None, 10, "joined, relaying")
         await room.mute("fan")  # an event the relay sends: its send raises
