@@ -98,10 +98,12 @@ class RoomPolicy:
         if not 0 <= self.hold <= 60:
             raise InvalidSetting(f"hold must be in [0, 60] seconds, got {self.hold!r}")
         if self.thresholds is not None and not (
-            isinstance(self.thresholds, tuple) and len(self.thresholds) == 3
+            isinstance(self.thresholds, tuple)
+            and len(self.thresholds) == 3
+            and all(is_number(value) for value in self.thresholds)
         ):
             raise InvalidSetting(
-                f"thresholds must be a tuple (c1, c2, c3), got {self.thresholds!r}"
+                f"thresholds must be a tuple (c1, c2, c3) of finite numbers, got {self.thresholds!r}"
             )
         try:
             ActiveSpeakerDetector(self.slots, **self.detector_settings())

@@ -93,6 +93,9 @@ async def test_concurrent_starts_bind_one_socket() -> None:
         {"roster_listeners": 2.5},
         {"hold": float("nan")},
         {"decision_interval": True},
+        {"thresholds": (10**400, 2, 0)},  # OverflowError in the detector, not InvalidSetting
+        {"thresholds": (1.0, float("nan"), 0)},
+        {"thresholds": (True, 2, 0)},
     ],
 )
 def test_room_policy_refuses_wrong_types(settings: dict[str, object]) -> None:

@@ -35,13 +35,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .._values import is_int, is_number
 from ..auth import verify_token
 from ..errors import InvalidSetting, NotAllowed
 from .mixer import PTIME, MixOutput
@@ -141,7 +141,7 @@ class LiveStream:
         packets_per_page: int = 5,
         max_skips: int = 5,
     ) -> None:
-        _check_settings(max_lag, packets_per_page)
+        _check_settings(max_lag, packets_per_page, max_skips)
         self.mixer = mixer
         self.max_lag = max_lag
         self.packets_per_page = packets_per_page
@@ -190,11 +190,13 @@ class LiveStream:
             client.close()
 
 
-def _check_settings(max_lag: float, packets_per_page: int) -> None:
+def _check_settings(max_lag: float, packets_per_page: int, max_skips: int) -> None:
     """:class:`~sfu.errors.InvalidSetting` naming the first bad setting."""
-    if not isinstance(packets_per_page, int) or packets_per_page < 1:
+    if not is_int(packets_per_page) or packets_per_page < 1:
         raise InvalidSetting(f"packets_per_page must be an integer >= 1, got {packets_per_page!r}")
-    if not isinstance(max_lag, (int, float)) or not math.isfinite(max_lag):
+    if not is_int(max_skips) or max_skips < 1:
+        raise InvalidSetting(f"max_skips must be an integer >= 1, got {max_skips!r}")
+    if not is_number(max_lag):
         raise InvalidSetting(f"max_lag must be a finite number of seconds, got {max_lag!r}")
     if max_lag < PTIME * packets_per_page:
         raise InvalidSetting(
@@ -224,7 +226,7 @@ def live_stream_handler(
     created by listening), 403 for a private room without a valid token.
     :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
     """
-    _check_settings(max_lag, packets_per_page)
+    _check_settings(max_lag, packets_per_page, max_skips)
     streams: dict[str, LiveStream] = {}
 
     def stream_of(room: Room) -> LiveStream:

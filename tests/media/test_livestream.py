@@ -338,6 +338,11 @@ async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
         {"max_lag": float("nan")},
         {"max_lag": float("inf")},
         {"packets_per_page": 0},
+        {"packets_per_page": True},
+        {"max_lag": True},
+        {"max_skips": "5"},  # else a TypeError when a client first falls behind
+        {"max_skips": None},
+        {"max_skips": 0},
     ],
 )
 async def test_bad_settings_are_refused_when_the_handler_is_made(settings: dict[str, Any]) -> None:
