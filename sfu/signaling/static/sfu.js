@@ -222,6 +222,7 @@ export class SfuClient {
     this._negotiation = Promise.resolve();
     this._levelTimer = null;
     this._pingTimer = null;
+    this._lastHeard = 0; // performance.now() of the server's latest message
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0; // transient microphone failures retried in this reconnect
     this._selfMuteAck = false; // the self-mute the server acknowledged last
@@ -719,6 +720,7 @@ export class SfuClient {
   }
 
   _onMessage(data) {
+    this._lastHeard = performance.now();
     let message;
     try {
       message = JSON.parse(data);
@@ -1059,9 +1061,13 @@ export class SfuClient {
     if (this.options.pingInterval > 0) {
       this._pingTimer = setInterval(() => {
         if (generation !== this._generation || this.state !== "joined") return;
-        // An unanswered ping means the network dropped without a close.
+        // An unanswered ping means the network dropped without a close,
+        // unless the server said something meanwhile: a burst of commands
+        // may have had the ping refused (rate_limited carries no id).
+        const sent = performance.now();
         this.ping().catch((err) => {
-          const lost = err.code === "timeout" || err.code === "closed";
+          const silent = err.code === "timeout" && this._lastHeard <= sent;
+          const lost = silent || err.code === "closed";
           if (generation === this._generation && lost && !this._ending && this.options.reconnect) {
             this._scheduleReconnect("a ping went unanswered");
           }
@@ -1149,7 +1155,10 @@ export class SfuClient {
     for (const s of slots) {
       // CSRC first (packet-accurate), else the last active_speakers event.
       // The mix is named by its CSRC only (see stats()), a slot also by its holder.
-      const identity = s.identity ?? (this.mixed ? null : this.activeSpeakers[s.slot]?.identity) ?? null;
+      // A fresh CSRC not named yet is a new holder the (debounced) event has
+      // not told of: nobody, rather than crediting the one before it.
+      const identity =
+        s.csrc !== null ? s.identity : this.mixed ? null : this.activeSpeakers[s.slot]?.identity ?? null;
       slotIdentities.push(identity);
       if (identity) levels.set(identity, Math.max(levels.get(identity) || 0, s.audioLevel));
     }
