@@ -1,4 +1,4 @@
-"""Which of a compiled module and its pure-Python twin the package uses (house rule 3).
+"""Which of a compiled module and its pure-Python twin the package uses.
 
 ``SFU_NO_EXTENSIONS`` set to anything but "" or "0" selects the twin. So
 does a compiled module that is missing (a build without a C compiler) or

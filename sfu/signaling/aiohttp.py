@@ -174,8 +174,9 @@ def websocket_handler(
     ``compress``: agree to permessage-deflate when the client offers it
     (browsers do). Off by default: aiohttp then keeps a compressor for each
     connection (~256 KB: a 1,000-member join storm held ~260 MB more) and
-    compresses every frame once per member; on, a 1,000-member room's
-    ``joined`` roster travels in ~2 KB instead of ~60 KB.
+    compresses every frame once per member; on, a ``joined`` roster naming
+    100 listeners (the default ``roster_listeners``) travels in well under
+    1 KB instead of ~11 KB.
 
     Prefer :func:`add_signaling`, which also closes the connections on shutdown.
     """

@@ -359,8 +359,9 @@ class Server:
 
         Keyword arguments are :class:`~sfu.policy.RoomPolicy` fields
         (``slots``, ``max_speakers``, ``max_listeners``, ``private``,
-        ``roster_interval``, ``hold``, ``decision_interval``, ``thresholds``,
-        ``stage_interval``, ``close_when_empty``). Asking for an existing room with no settings
+        ``roster_interval``, ``roster_listeners``, ``hold``,
+        ``decision_interval``, ``thresholds``, ``stage_interval``,
+        ``close_when_empty``). Asking for an existing room with no settings
         returns it whatever its settings; with settings that differ from its
         own, raises :class:`~sfu.errors.InvalidSetting`.
         """
