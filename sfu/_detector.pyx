@@ -247,8 +247,10 @@ cdef class ActiveSpeakerDetector:
     cdef inline int _find(self, long long key) noexcept:
         cdef unsigned long long position = self._home(key)
         cdef long long found
-        if key < 0:
-            return -1  # no speaker has a negative id; EMPTY (-1) marks a free bucket
+        if key < 0 or self._keys == NULL:
+            # No speaker has a negative id (EMPTY, -1, marks a free bucket);
+            # no table: __init__ never ran (a subclass that skipped it).
+            return -1
         while True:
             found = self._keys[position]
             if found == key:
@@ -291,6 +293,8 @@ cdef class ActiveSpeakerDetector:
 
     def add(self, speaker_id):
         cdef long long speaker = check_speaker(speaker_id)
+        if self._keys == NULL:
+            raise RuntimeError("ActiveSpeakerDetector.__init__ was not called")
         if self._find(speaker) >= 0:
             return
         if self._count == self._capacity:
@@ -526,6 +530,8 @@ cdef class ActiveSpeakerDetector:
                 idle = now - self._last_time[index]
                 if idle > 1.0e6:
                     idle = 1.0e6
+                elif not idle >= 0:  # (a clock gone back: no frames due; a double
+                    idle = 0         # past long long's range would be undefined)
                 due = <long long>(idle / FRAME) - IDLE_FRAMES
                 missing = due - self._credited[index]
                 if missing > 0:

@@ -514,8 +514,12 @@ class ActiveSpeakerDetector:
             levels = self._levels[index]
             last_time = self._last_time[index]
             if last_time != NEVER:
-                # Feed silence for the frames a speaker that stopped sending missed.
-                due = int(min(now - last_time, 1.0e6) / FRAME) - IDLE_FRAMES
+                # Feed silence for the frames a speaker that stopped sending missed
+                # (none when the clock went back, as in the compiled twin).
+                idle = now - last_time
+                if not idle >= 0:
+                    idle = 0.0
+                due = int(min(idle, 1.0e6) / FRAME) - IDLE_FRAMES
                 missing = due - self._credited[index]
                 if missing > 0:
                     self._credited[index] = due

@@ -13,6 +13,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EAGAIN, EINTR, ENOBUFS
 
+import operator
 import socket as _socket
 
 import pylibsrtp
@@ -211,10 +212,17 @@ cdef int _fill_sockaddr(int family, object address, sockaddr_storage *out,
     raise ValueError("the socket must be AF_INET or AF_INET6, got family %d" % family)
 
 
-cdef inline int _check_int(str name, object value, object low, object high) except -1:
+cdef inline object _check_int(str name, object value, object low, object high):
+    """``value`` as an int in ``low..high``. Not a float: one stored truncated in
+    a C field but kept whole as a dict key would part the two (a receiver
+    freed while still in the array)."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer, got %r" % (name, value)) from None
     if not low <= value <= high:
         raise ValueError("%s must be in %d..%d, got %d" % (name, low, high, value))
-    return 0
+    return value
 
 
 # --- the fan-out -------------------------------------------------------------
@@ -325,13 +333,13 @@ cdef class FanOut:
         if self._sock is None:
             raise RuntimeError("FanOut is closed")
         self._check_idle()
-        _check_int("receiver_id", receiver_id, _INT64_MIN, _INT64_MAX)
+        receiver_id = _check_int("receiver_id", receiver_id, _INT64_MIN, _INT64_MAX)
         if receiver_id in self._index:
             raise ValueError("receiver %d is already in this FanOut" % receiver_id)
         cdef void *context = _srtp_pointer(srtp)
-        _check_int("payload_type", payload_type, 0, 127)
-        _check_int("audio_level_id", audio_level_id, 0, 14)
-        _check_int("slot_count", slot_count, 0, 255)
+        payload_type = _check_int("payload_type", payload_type, 0, 127)
+        audio_level_id = _check_int("audio_level_id", audio_level_id, 0, 14)
+        slot_count = _check_int("slot_count", slot_count, 0, 255)
         _fill_sockaddr(self._family, address, &storage, &length)
         if self._max_receivers and self._count >= self._max_receivers:
             raise RoomFull("this FanOut holds at most %d receivers" % self._max_receivers)
@@ -382,7 +390,7 @@ cdef class FanOut:
             self._index[self._receivers[index].receiver_id] = index
         self._count = last
 
-    def forward(self, long long slot, const unsigned char[::1] packet,
+    def forward(self, long long slot, const unsigned char[::1] packet not None,
                 long long payload_offset, long long ssrc, long long sequence,
                 long long timestamp, bint marker, long long csrc, long long audio_level,
                 long long exclude, long long only=-1):

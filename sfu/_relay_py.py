@@ -37,6 +37,7 @@ X is set only when the receiver negotiated the extension
 from __future__ import annotations
 
 import errno
+import operator
 import socket
 import struct
 
@@ -61,6 +62,11 @@ _CONGESTED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 
 
 def _check_int(name: str, value: int, low: int, high: int) -> int:
+    """``value`` as an int in ``low..high`` (not a float, as the compiled twin)."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
     if not low <= value <= high:
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
     return value
@@ -183,14 +189,14 @@ class FanOut:
         """
         if self._sock is None:
             raise RuntimeError("FanOut is closed")
-        _check_int("receiver_id", receiver_id, _INT64_MIN, _INT64_MAX)
+        receiver_id = _check_int("receiver_id", receiver_id, _INT64_MIN, _INT64_MAX)
         if receiver_id in self._index:
             raise ValueError(f"receiver {receiver_id} is already in this FanOut")
         if not isinstance(srtp, pylibsrtp.Session):
             raise TypeError("srtp must be a pylibsrtp.Session")
-        _check_int("payload_type", payload_type, 0, 127)
-        _check_int("audio_level_id", audio_level_id, 0, 14)
-        _check_int("slot_count", slot_count, 0, 255)
+        payload_type = _check_int("payload_type", payload_type, 0, 127)
+        audio_level_id = _check_int("audio_level_id", audio_level_id, 0, 14)
+        slot_count = _check_int("slot_count", slot_count, 0, 255)
         destination = _destination(self._family, address)
         if self._max_receivers and len(self._receivers) >= self._max_receivers:
             raise RoomFull(f"this FanOut holds at most {self._max_receivers} receivers")

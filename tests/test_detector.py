@@ -304,6 +304,37 @@ def test_ignores_bad_input(twin: ModuleType) -> None:
     assert detector.slot_of(1) == 0 and detector.holders() == [1, -1, -1]
 
 
+def test_a_clock_gone_back_feeds_no_silence_in_either_twin(twin: ModuleType) -> None:
+    """A level stamped later than the next update's time (a caller's clock
+    going back): no frames are due. The compiled twin's conversion of that
+    negative span to a frame count was undefined and filled the history
+    with silence, ranking the speaker 0.0 while the Python twin did not."""
+    rankings = []
+    for module in (_detector_py, twin):
+        detector = module.ActiveSpeakerDetector(3)
+        detector.add(1)
+        now = 100.0
+        for step in range(40):
+            detector.level(1, SILENT if step < 5 else 10, now)
+            now += FRAME
+            detector.update(now)
+        detector.level(1, 10, 1e20)  # from a clock far ahead
+        detector.update(now + 0.2)
+        rankings.append(detector.ranking())
+    reference, ranked = rankings
+    assert ranked == reference
+    assert ranked and ranked[0][0] == 1 and ranked[0][1] > 0
+
+
+def test_a_compiled_detector_whose_init_never_ran_refuses_instead_of_crashing() -> None:
+    module = compiled("_detector")
+    detector = module.ActiveSpeakerDetector.__new__(module.ActiveSpeakerDetector)
+    with pytest.raises(RuntimeError, match="__init__ was not called"):
+        detector.add(1)  # was a segmentation fault (no hash table yet)
+    detector.level(1, 20, 0.0)  # unknown speaker: ignored
+    assert detector.slot_of(1) == -1
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [

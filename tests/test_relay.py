@@ -697,6 +697,15 @@ def test_validation(impl: ModuleType, sender: socket.socket, peers: list[Peer]) 
         kwargs = {"payload_type": 111, "audio_level_id": 1, "slot_count": 1, name: value}
         with pytest.raises(ValueError):
             add(2, address, out, **kwargs)
+    # Not a float: the compiled FanOut kept 1.5 as its key but 1 in its array,
+    # and a later removal freed a live receiver's counters.
+    with pytest.raises(TypeError, match="receiver_id must be an integer"):
+        add(1.5, address, out, payload_type=111, audio_level_id=1, slot_count=1)
+    for name in ("payload_type", "audio_level_id", "slot_count"):
+        floats: dict[str, Any] = {"payload_type": 111, "audio_level_id": 1, "slot_count": 1}
+        floats[name] = 1.0
+        with pytest.raises(TypeError, match=f"{name} must be an integer"):
+            add(2, address, out, **floats)
     assert len(fan) == 0
     peers[0].add_to(fan)
     packet = bytes(20)
@@ -717,6 +726,9 @@ def test_validation(impl: ModuleType, sender: socket.socket, peers: list[Peer]) 
         with pytest.raises(ValueError):
             fan.forward(*args)
     assert fan.sent == 0 and fan.dropped == 0
+    with pytest.raises(TypeError):
+        fan.forward(0, None, *good[2:])  # no packet is not an empty one
+    assert fan.sent == 0
     for kwargs in [{"batch_size": 0}, {"batch_size": 1025}, {"max_receivers": -1}]:
         with pytest.raises(ValueError):
             impl.FanOut(sender, **kwargs)
