@@ -256,6 +256,9 @@ def test_pylibsrtp_binding_has_what_the_kernel_uses() -> None:
     session = pylibsrtp.Session()
     assert ffi.typeof(session._srtp).cname == "struct srtp_ctx_t_ * *"
     assert int(ffi.cast("uintptr_t", session._srtp[0])) != 0
+    # The fan-out's buffers leave room for this much trailer after a payload
+    # (SRTP_MAX_TRAILER in sfu/_relay.pyx): srtp_protect writes up to it.
+    assert pylibsrtp.SRTP_MAX_TRAILER_LEN <= 144
 
 
 def test_drift_guard_refuses_other_signature(monkeypatch: pytest.MonkeyPatch) -> None:
