@@ -5,9 +5,10 @@
 #               SFU_NO_EXTENSIONS=1 (the pure-Python twins). Fails if any fails.
 #   make demo   install what is missing, then run the demo server ($(DEMO)).
 #
-# Both install the Debian packages the tests need when they are missing (as
-# root, with apt-get; otherwise they print what to install and go on: the
-# tests that need a package skip, naming it), create .venv with the python3 on
+# Both install the Debian packages they need when missing (the tests: a browser,
+# GStreamer, speech...; the demo: only what builds the venv), as root with
+# apt-get; otherwise they print what to install and go on (the tests that need
+# a package skip, naming it). Both create .venv with the python3 on
 # PATH and `pip install -e '.[test]'` into it, which compiles sfu/*.pyx in
 # place. Stamp files keep a second run fast; editing pyproject.toml, setup.py
 # or a .pyx reinstalls/recompiles. `make build` forces it.
@@ -34,15 +35,20 @@ PYX := $(wildcard sfu/*.pyx sfu/*/*.pyx)
 # changed .pyx recompiles in seconds without a fresh build environment.
 BUILD_REQUIRES := 'setuptools>=64' 'wheel' 'Cython>=3.0' 'numpy>=1.26'
 
-APT_PACKAGES := chromium espeak-ng sox iproute2 nodejs \
+# Debian's own python3 needs these to make a venv and compile the extensions
+# (a pyenv or other self-built Python brings its own): all the demo needs.
+DEMO_APT_PACKAGES :=
+ifeq ($(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null),/usr)
+DEMO_APT_PACKAGES += python3-venv python3-dev gcc
+endif
+TEST_APT_PACKAGES := $(DEMO_APT_PACKAGES) chromium espeak-ng sox iproute2 nodejs \
 	gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-base gstreamer1.0-tools python3-gi \
 	gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gstreamer-1.0
-# Debian's own python3 needs these to make a venv and compile the extensions
-# (a pyenv or other self-built Python brings its own).
-ifeq ($(shell $(PYTHON) -c 'import sys; print(sys.base_prefix)' 2>/dev/null),/usr)
-APT_PACKAGES += python3-venv python3-dev gcc
-endif
+# What `system-packages` checks: the tests' unless a target says otherwise
+# (a target-specific value holds for its prerequisites too).
+APT_PACKAGES = $(TEST_APT_PACKAGES)
+demo: APT_PACKAGES = $(DEMO_APT_PACKAGES)
 
 .PHONY: help test demo build lint typecheck system-packages clean distclean
 
@@ -82,7 +88,13 @@ build:
 # the .pyx). A failed compile does not stop the install (setup.py falls back
 # to the Python twins); it is reported here and fails tests/test_packaging.py.
 $(STAMP): pyproject.toml setup.py $(PYX)
-	@test -x $(BIN)/python || { echo "make: creating $(VENV) with $$(command -v $(PYTHON))"; $(PYTHON) -m venv $(VENV); }
+	@# (A venv without a working pip: made before python3-venv was installed,
+	@# or by a Python since removed. It would fail every run: made again.)
+	@if ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
+	  if [ -e $(VENV) ]; then echo "make: $(VENV) has no working python or pip: making it again"; rm -rf $(VENV); fi; \
+	  echo "make: creating $(VENV) with $$(command -v $(PYTHON))"; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
 	$(BIN)/python -m pip install --quiet $(BUILD_REQUIRES)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e '.[test]'
 	@suffix=$$($(BIN)/python -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])'); \
@@ -94,10 +106,12 @@ $(STAMP): pyproject.toml setup.py $(PYX)
 	@touch $@
 
 # Debian packages for the browser, speech, network-namespace and GStreamer
-# tests. Checked every run (dpkg-query is fast); apt-get only when one is missing.
+# tests (for the demo, only its own). Checked every run (dpkg-query is fast);
+# apt-get only when one is missing.
 system-packages:
-	@if ! command -v dpkg-query >/dev/null 2>&1; then \
-	  echo "make: not a Debian system: the browser/GStreamer tests need the equivalents of: $(APT_PACKAGES)"; \
+	@if [ -z "$(strip $(APT_PACKAGES))" ]; then exit 0; fi; \
+	if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "make: not a Debian system: install the equivalents of: $(APT_PACKAGES)"; \
 	  exit 0; \
 	fi; \
 	missing=""; \

@@ -78,15 +78,28 @@ MAX_BODY = 256 * 1024
 _MAX_NAME = 64
 
 
+#: Letters that show as nothing (Hangul fillers, the Braille blank): "Ada"
+#: and "Ada" + one of them would look the same on a moderator's screen.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def _valid_name(value: object) -> bool:
     """1..64 characters that show: no control, format (zero-width, bidi
-    override) or separator-only characters a lookalike name could hide in."""
+    override) or separator-only characters a lookalike name could hide in,
+    no blank letters, no space but single ASCII ones, and in Unicode's
+    composed form (NFC), so that one name has one spelling. (Letters of
+    other scripts that look alike, as Cyrillic and Latin "A", still pass.)"""
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
         return False
     if value.strip() in (".", ".."):
         return False  # a URL path normalises them away: no HTTP route would reach the room
+    if unicodedata.normalize("NFC", value) != value or "  " in value:
+        return False
     return all(
-        unicodedata.category(char)[0] not in "C" and unicodedata.category(char) not in ("Zl", "Zp")
+        unicodedata.category(char)[0] not in "C"
+        and unicodedata.category(char) not in ("Zl", "Zp")
+        and (unicodedata.category(char) != "Zs" or char == " ")
+        and char not in _BLANK_LETTERS
         for char in value
     )
 
@@ -163,8 +176,8 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     for field, value in (("room", room), ("identity", identity)):
         if not _valid_name(value):
             raise _bad_request(
-                f"{field} must be 1 to {_MAX_NAME} visible characters "
-                "(no control, zero-width or direction-changing ones)"
+                f"{field} must be 1 to {_MAX_NAME} visible characters, in composed form "
+                "(no control, zero-width, blank or direction-changing ones, no double spaces)"
             )
     if role not in ROLES:
         raise _bad_request(f"role must be one of {', '.join(ROLES)}")
@@ -430,11 +443,14 @@ async def main(argv: list[str] | None = None) -> None:
             gc.collect()
             gc.freeze()
             shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+            if ":" in shown:
+                shown = f"[{shown}]"  # an IPv6 address in a URL
+            port = runner.addresses[0][1]  # the one bound (--port 0 picks one)
             flavour = (
                 "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
             )
             print(
-                f"sfu demo: open http://{shown}:{args.port}/  "
+                f"sfu demo: open http://{shown}:{port}/  "
                 f"(media on udp {server.announce}:{server.port}, metrics at /metrics, "
                 f"demo tokens {'on' if args.demo_tokens else 'off'}, {flavour})",
                 flush=True,

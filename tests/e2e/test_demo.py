@@ -456,11 +456,28 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
             body = {"room": dots, "identity": "zoe", "role": "speaker"}
             async with http.post(demo.url + "/api/token", json=body) as response:
                 assert response.status == 400, repr(dots)
-        # Names that hide or disguise themselves: zero-width, a direction override, C1.
-        for sneaky in ("\u200b", "Ada\u202e", "a\x85b", " "):
+        # Names that hide or disguise themselves: zero-width, a direction override,
+        # C1; and lookalikes of "Ada" / "José": blank letters (Hangul fillers, the
+        # Braille blank), a decomposed accent, a double or a non-ASCII space.
+        for sneaky in (
+            "\u200b",
+            "Ada\u202e",
+            "a\x85b",
+            " ",
+            "Ada\u3164",
+            "Ada\u115f",
+            "Ada\u2800",
+            "Jose\u0301",
+            "A  da",
+            "A\u00a0da",
+        ):
             body = {"room": "r", "identity": sneaky, "role": "speaker"}
             async with http.post(demo.url + "/api/token", json=body) as response:
                 assert response.status == 400, repr(sneaky)
+        for plain in ("José", "Ada Lovelace", "王小明"):  # composed accents, one space, CJK
+            body = {"room": "r", "identity": plain, "role": "speaker"}
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                assert response.status == 200, repr(plain)
         # Whoever opens a room moderates it; a second moderator token is refused.
         body = {"room": "owned", "identity": "owner", "role": "moderator"}
         async with http.post(demo.url + "/api/token", json=body) as response:
