@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import resource
 from typing import Any
@@ -53,6 +54,17 @@ import harness
 import loadgen
 import numpy as np
 import ws_client
+
+
+def p99_of_all_ms(first_ns: list[int], asked: int) -> float | None:
+    """The 99th percentile (nearest rank) of offer -> first packet over all
+    ``asked`` listeners, those without a first packet counted as slowest;
+    None when they are more than 1 %."""
+    ordered = sorted(first_ns) + [-1] * (asked - len(first_ns))
+    if not ordered:
+        return None
+    value = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    return None if value < 0 else round(value / 1e6, 2)
 
 
 def stats_ms(values_ns: list[int]) -> dict[str, float | None]:
@@ -155,6 +167,10 @@ async def main(args: argparse.Namespace) -> None:
                 "offer_to_answer": stats_ms(answer),
                 "offer_to_connected": stats_ms(connected),
                 "offer_to_first_packet": stats_ms(first),
+                # p99 over every listener asked for: one that failed to join or
+                # never got a packet counts as slower than any (None: over 1 %).
+                "offer_to_first_packet_p99_ms_of_all": p99_of_all_ms(first, args.listeners),
+                # (By the end of the check window that follows the storm.)
                 "listeners_with_audio_during_storm": len(first),
                 "server_lag_worst_ms": round(during["lag"]["worst_ms"], 2),
                 "server_lag_over_50ms_ticks": during["lag"]["over_50ms"],
@@ -226,7 +242,7 @@ async def main(args: argparse.Namespace) -> None:
                 )
             result["targets_met"] = {
                 "all_receive_audio": result["all_receive_audio"],
-                "p99_first_packet_le_2s": (result["offer_to_first_packet"]["p99_ms"] or 1e9)
+                "p99_first_packet_le_2s": (result["offer_to_first_packet_p99_ms_of_all"] or 1e9)
                 <= 2000,
                 "no_lag_over_50ms": result["server_lag_worst_ms"] <= 50,
                 "no_hold_over_50ms": result["server_lag_worst_held_ms"] <= 50,

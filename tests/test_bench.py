@@ -440,3 +440,15 @@ def test_sink_counts_a_packet_that_fails_authentication_as_failed() -> None:
     assert [int(n) for n in sink.packets[:, 0]] == [4, 4, 4]  # all counted by SSRC
     assert [int(n) for n in sink.auth_ok[:3]] == [4, 0, 0]
     assert [int(n) for n in sink.auth_failed[:3]] == [0, 4, 4]
+
+
+def test_the_storm_p99_counts_listeners_that_never_heard_anything() -> None:
+    """The storm's p99 target is over every listener asked for: one that failed
+    to join, or joined and heard nothing, counts as slower than any."""
+    join_storm = importlib.import_module("join_storm")
+    ms = 1_000_000
+    assert join_storm.p99_of_all_ms([i * ms for i in range(1, 101)], 100) == 99.0
+    assert join_storm.p99_of_all_ms([i * ms for i in range(1, 100)], 100) == 99.0  # 1 missing
+    assert join_storm.p99_of_all_ms([i * ms for i in range(1, 99)], 100) is None  # 2 missing
+    assert join_storm.p99_of_all_ms([5 * ms] * 990, 1000) == 5.0
+    assert join_storm.p99_of_all_ms([5 * ms] * 989, 1000) is None
