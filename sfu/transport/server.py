@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._values import is_int, is_number
+from .._values import is_int, is_number, refilled
 from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
@@ -578,8 +578,8 @@ class Server:
     def _proof_budget(self, now: float) -> bool:
         """Spend one of the server's address proofs (PROOFS_PER_SECOND); False
         when none is left."""
-        tokens = min(
-            PROOF_BURST, self._proof_tokens + (now - self._proof_tokens_at) * PROOFS_PER_SECOND
+        tokens = refilled(
+            self._proof_tokens, self._proof_tokens_at, now, PROOFS_PER_SECOND, PROOF_BURST
         )
         self._proof_tokens_at = now
         if tokens < 1.0:
