@@ -138,6 +138,13 @@ cdef enum:
 #: Copies of the latency SSRC per sequence number are tracked with this many entries.
 SEQUENCE_SPACE = SEQUENCES
 
+#: The SSRC of the C floor's datagrams (:func:`floor_protect_sendto`). The
+#: sink counts them apart, in :attr:`Sink.floor`, and nowhere else: they are
+#: not the room's audio, so they neither fill a listener's first packet nor
+#: its per-SSRC counts.
+cdef uint32_t _FLOOR_SSRC = 0xF100F100
+FLOOR_SSRC = _FLOOR_SSRC
+
 _SRTP_CTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
 
@@ -204,10 +211,10 @@ cdef class Sink:
     cdef epoll_event *_events
     cdef Py_ssize_t _sample_count
     # Counters, as numpy arrays (Python reads) and memoryviews (C writes).
-    cdef public object packets, rtcp, stun, other, first_ns, last_ns, auth_ok, auth_failed
+    cdef public object packets, rtcp, stun, other, floor, first_ns, last_ns, auth_ok, auth_failed
     cdef public object seq_first_ns, seq_last_ns, seq_copies, seq_sent_ns, samples_ns
     cdef uint64_t[:, ::1] _packets
-    cdef uint64_t[::1] _rtcp, _stun, _other, _auth_ok, _auth_failed, _seq_copies
+    cdef uint64_t[::1] _rtcp, _stun, _other, _floor, _auth_ok, _auth_failed, _seq_copies
     cdef int64_t[::1] _first, _last, _seq_first, _seq_last, _seq_sent, _samples
     cdef public uint64_t datagrams
     cdef public uint64_t wakeups
@@ -263,6 +270,7 @@ cdef class Sink:
         self.rtcp = np.zeros(capacity, dtype=np.uint64)
         self.stun = np.zeros(capacity, dtype=np.uint64)
         self.other = np.zeros(capacity, dtype=np.uint64)
+        self.floor = np.zeros(capacity, dtype=np.uint64)
         self.auth_ok = np.zeros(capacity, dtype=np.uint64)
         self.auth_failed = np.zeros(capacity, dtype=np.uint64)
         self.first_ns = np.zeros(capacity, dtype=np.int64)
@@ -276,6 +284,7 @@ cdef class Sink:
         self._rtcp = self.rtcp
         self._stun = self.stun
         self._other = self.other
+        self._floor = self.floor
         self._auth_ok = self.auth_ok
         self._auth_failed = self.auth_failed
         self._first = self.first_ns
@@ -438,6 +447,9 @@ cdef class Sink:
         if arrival == 0:
             arrival = fallback_ns
         ssrc = _be32(data + 8)
+        if ssrc == _FLOOR_SSRC:
+            self._floor[index] += 1
+            return
         slot = 0
         while slot < self._ssrc_count and self._ssrcs[slot] != ssrc:
             slot += 1
@@ -447,7 +459,7 @@ cdef class Sink:
             self._first[index] = arrival
         self._last[index] = arrival
         if slot == self._ssrc_count and not self._authenticate_other:
-            return  # not a slot stream of the room (e.g. the floor's packets)
+            return  # not a slot stream of the room
         sequence = (<uint16_t>data[2] << 8) | data[3]
         cdef bint latency = self._track_latency and ssrc == self._latency_ssrc
         if latency:
@@ -521,6 +533,8 @@ def floor_protect_sendto(sock, sessions, addresses, const unsigned char[::1] pac
     cdef Py_ssize_t size = packet.shape[0]
     if not 12 <= size <= BUFFER - 160:
         raise ValueError("packet must be an RTP packet of 12..%d bytes" % (BUFFER - 160))
+    if _be32(&packet[8]) != _FLOOR_SSRC:
+        raise ValueError("the floor's packet must carry FLOOR_SSRC (0x%08X)" % _FLOOR_SSRC)
     cdef void **contexts = <void **>calloc(n, sizeof(void *))
     cdef unsigned char *names = <unsigned char *>calloc(n, 16)
     if contexts == NULL or names == NULL:
@@ -568,6 +582,8 @@ def floor_protect_sendmmsg(sock, sessions, addresses, const unsigned char[::1] p
     cdef Py_ssize_t size = packet.shape[0]
     if not 12 <= size <= BUFFER - 160:
         raise ValueError("packet must be an RTP packet of 12..%d bytes" % (BUFFER - 160))
+    if _be32(&packet[8]) != _FLOOR_SSRC:
+        raise ValueError("the floor's packet must carry FLOOR_SSRC (0x%08X)" % _FLOOR_SSRC)
     cdef void **contexts = <void **>calloc(n, sizeof(void *))
     cdef unsigned char *names = <unsigned char *>calloc(n, 16)
     cdef unsigned char *buffers = <unsigned char *>calloc(batch, BUFFER)

@@ -17,7 +17,10 @@ same SRTP profile, each of the N receivers with its own session, to the
 same listener sockets the sink drains, in the server's pattern: one burst
 of N datagrams every 20 ms) run in its own process pinned to the server's
 CPU, in the same run, best of 3; every figure is also given as a ratio to
-it. The server's run-queue wait (time it was runnable while another task
+it. The floor sends from the server's own media socket (``bench/serve.py``
+lends it), so the listeners' sockets, connected to the server's address,
+take its datagrams as they take the server's (``delivered``, counted by the
+sink, says so). The server's run-queue wait (time it was runnable while another task
 had its CPU: this machine is shared) is reported per window.
 
 Run: ``python bench/cpu_per_packet.py`` (``--help``: N, window lengths,
@@ -39,7 +42,7 @@ import loadgen
 def forwarded_packet(gen: loadgen.LoadGen) -> bytes:
     """A packet shaped like what the server sends: 24-byte header + a stamped payload."""
     header = struct.pack(
-        "!BBHIIIHHBBH", 0x91, 111, 0, 0, 0xF100F100, 0x5EED, 0xBEDE, 1, 0x10, 0x9E, 0
+        "!BBHIIIHHBBH", 0x91, 111, 0, 0, loadgen._sink.FLOOR_SSRC, 0x5EED, 0xBEDE, 1, 0x10, 0x9E, 0
     )
     sizes = sorted(len(loadgen.stamped(p, 0)) for p in gen.payloads)
     payload = bytes(sizes[len(sizes) // 2])  # the median payload size
@@ -91,11 +94,12 @@ async def run_path(
                 if not no_extensions and args.floor and n not in floors:
                     ports = [peer.sock.getsockname()[1] for peer in gen.listeners]
                     profile = row["srtp_profile"] or "SRTP_AES128_CM_SHA1_80"
+                    lend = {"control": server.control, "sink": gen.sink}
                     floors[n] = await harness.run_floor(
-                        ports, forwarded_packet(gen), args.floor, profile
+                        ports, forwarded_packet(gen), args.floor, profile, **lend
                     )
                     batched[n] = await harness.run_floor(
-                        ports, forwarded_packet(gen), args.floor, profile, mode="sendmmsg"
+                        ports, forwarded_packet(gen), args.floor, profile, mode="sendmmsg", **lend
                     )
                 rows.append(row)
                 print(

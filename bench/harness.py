@@ -4,7 +4,8 @@
   ``SFU_NO_EXTENSIONS=1`` for the pure-Python path) and stops it.
 * :func:`run_floor` runs the C floor (``srtp_protect`` + ``sendto`` per
   datagram, :func:`bench._sink.floor_protect_sendto`) in its own process
-  pinned to the server's CPU, and returns its CPU per datagram.
+  pinned to the server's CPU, sending from the server's media socket (lent
+  by ``bench/serve.py``), and returns its CPU per datagram.
 * :func:`write_result` writes ``bench/results/<name>-<date>.json``.
 * :func:`run` runs a benchmark's coroutine on uvloop when it is installed
   (as the server does): the load generator then spends less of its one CPU
@@ -145,12 +146,17 @@ sessions = [pylibsrtp.Session(pylibsrtp.Policy(key=os.urandom(spec["key_length"]
 addresses = [("127.0.0.1", port) for port in spec["ports"]]
 n = len(addresses)
 packet = bytes.fromhex(spec["packet"])
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.1", 0))
-try:
-    sock.setsockopt(socket.SOL_SOCKET, 32, 4 << 20)  # SO_SNDBUFFORCE, as the server
-except OSError:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+if spec.get("fd") is not None:
+    # The server's own media socket, lent by bench/serve.py: the listeners'
+    # sockets are connected to its address, so only datagrams from it arrive.
+    sock = socket.socket(fileno=spec["fd"])
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 32, 4 << 20)  # SO_SNDBUFFORCE, as the server
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
 send = _sink.floor_protect_sendmmsg if spec["mode"] == "sendmmsg" else _sink.floor_protect_sendto
 sequence = 0
 def bursts(count):
@@ -257,6 +263,8 @@ async def run_floor(
     count: int,
     profile: str,
     *,
+    control: int | None = None,
+    sink: Any = None,
     cpu: int | None = SERVER_CPU,
     repeat: int = 3,
     interval: float = 0.020,
@@ -265,13 +273,22 @@ async def run_floor(
     """CPU µs per datagram of the C floor, in a process pinned to ``cpu``.
 
     In bursts like the server's fan-out: every ``interval`` one datagram to
-    each of ``ports`` on 127.0.0.1 (the listeners' sockets, drained by the
-    sink like the server's packets), each receiver with its own SRTP session
-    of ``profile``; ``count`` bursts per measurement, best and
-    median of ``repeat``. (A flat-out loop would overrun the sink and
-    measure EAGAIN and receive-buffer drops instead of deliveries.)
-    ``mode``: ``"sendto"``, one syscall per datagram (the issue's floor), or
-    ``"sendmmsg"``, batches of 64 (what the server's fan-out does).
+    each of ``ports`` on 127.0.0.1 (the listeners' sockets), each receiver
+    with its own SRTP session of ``profile``; ``count`` bursts per
+    measurement, best and median of ``repeat``. (A flat-out loop would
+    overrun the sink and measure EAGAIN and receive-buffer drops instead of
+    deliveries.) ``mode``: ``"sendto"``, one syscall per datagram (the
+    issue's floor), or ``"sendmmsg"``, batches of 64 (what the server's
+    fan-out does). ``packet`` must carry ``_sink.FLOOR_SSRC``.
+
+    ``control``: the control port of a ``bench/serve.py``, which then runs the
+    floor process with its media socket, so the datagrams leave from the
+    server's address and the listeners' connected sockets take them, as they
+    take the server's. Without it the floor sends from a port of its own,
+    and a listener socket connected to the server drops every datagram: the
+    receive side is then not paid and the floor reads low. ``sink``: the
+    load generator's :class:`_sink.Sink`, to count what arrived
+    (``delivered``; it must be draining while the floor runs).
     """
     name, key_length = FLOOR_PROFILES[profile]
     if cpu is not None and cpu >= (os.cpu_count() or 1):
@@ -288,6 +305,37 @@ async def run_floor(
         "interval": interval,
         "mode": mode,
     }
+    arrived_before = int(sink.floor.sum()) if sink is not None else 0
+    if control is not None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{control}/floor",
+                json=spec,
+                timeout=aiohttp.ClientTimeout(total=120),
+            ) as response:
+                result: dict[str, Any] = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"serve.py could not run the floor: {result}")
+    else:
+        result = json.loads(await floor_process(spec))
+    result["profile"] = profile
+    result["mode"] = mode
+    result["source"] = "server socket" if control is not None else "own socket"
+    result["receivers"] = len(ports)
+    result["packet_bytes"] = len(packet)
+    if sink is not None:
+        await asyncio.sleep(0.2)  # the last burst's datagrams reach the sink
+        result["delivered"] = int(sink.floor.sum()) - arrived_before
+    return result
+
+
+async def floor_process(spec: dict[str, Any], lend_fd: int | None = None) -> bytes:
+    """Run :data:`FLOOR_SCRIPT` with ``spec``; ``lend_fd``: a socket it sends
+    from (inherited, the caller's stays open). Its JSON line, as bytes."""
+    if lend_fd is not None:
+        spec = {**spec, "fd": lend_fd}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -295,14 +343,17 @@ async def run_floor(
         HERE,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        pass_fds=(lend_fd,) if lend_fd is not None else (),
     )
-    out, _ = await asyncio.wait_for(process.communicate(json.dumps(spec).encode()), 120)
-    result: dict[str, Any] = json.loads(out)
-    result["profile"] = profile
-    result["mode"] = mode
-    result["receivers"] = len(ports)
-    result["packet_bytes"] = len(packet)
-    return result
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(json.dumps(spec).encode()), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"the floor process failed (exit {process.returncode})")
+    return out
 
 
 def parser(

@@ -136,9 +136,13 @@ async def main(args: argparse.Namespace) -> None:
                 floor = await harness.run_floor(
                     [peer.sock.getsockname()[1] for peer in gen.listeners],
                     # An RTP header (V=2, Opus PT) and a typical Opus payload size.
-                    bytes.fromhex("806f000000000000f100f100") + bytes(100),
+                    bytes.fromhex("806f000000000000")
+                    + loadgen._sink.FLOOR_SSRC.to_bytes(4, "big")
+                    + bytes(100),
                     args.floor,
                     gen.listeners[0].profile.decode() or "SRTP_AES128_CM_SHA1_80",
+                    control=server.control,
+                    sink=gen.sink,
                 )
             # The same for the join's heaviest code: a handshake's crypto on the
             # server's CPU (the storm's CPU per join is reported in units of it).

@@ -15,6 +15,9 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  ``--tracemalloc``, ``?malloc=N``: the N source lines that
                  hold the most memory Python allocated since start-up)
 ``POST /quit``   close the server and exit
+``POST /floor``  run the C floor (``harness.run_floor``'s spec) in a process
+                 of its own that sends from the server's media socket;
+                 -> its result
 ``GET /ws``      the product's signaling WebSocket (``docs/signaling.md``,
                  mounted with :func:`sfu.signaling.aiohttp.add_signaling`, as
                  the demo does): a ``join`` needs a token signed with the
@@ -62,6 +65,8 @@ from aiohttp import web
 #: commit, so a benchmark does not see files being edited in the work tree).
 TREE = os.environ.get("SFU_TREE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TREE)
+
+import harness  # noqa: E402  (bench/, the script's own directory)
 
 import sfu  # noqa: E402
 from sfu import relay  # noqa: E402
@@ -411,6 +416,16 @@ class Control:
             self.gc_monitor.reset()
         return web.json_response(result)
 
+    async def floor(self, request: web.Request) -> web.Response:
+        """Run the C floor (``harness.run_floor``'s spec) with the server's own
+        media socket lent to it, so its datagrams reach the listeners."""
+        spec = await request.json()
+        try:
+            out = await harness.floor_process(spec, lend_fd=self.server.socket.fileno())
+        except (RuntimeError, asyncio.TimeoutError) as exc:
+            return web.json_response({"error": str(exc) or type(exc).__name__}, status=500)
+        return web.json_response(json.loads(out))
+
     async def quit(self, request: web.Request) -> web.Response:
         self.stop.set()
         return web.json_response({"ok": True})
@@ -444,6 +459,7 @@ async def serve(args: argparse.Namespace) -> None:
         app.router.add_post("/offer", control.offer)
         app.router.add_get("/stats", control.stats)
         app.router.add_post("/quit", control.quit)
+        app.router.add_post("/floor", control.floor)
         # Joins as the demo's browsers make them; /offer joins carry no token,
         # which a room that is not private takes.
         control.signaling = add_signaling(

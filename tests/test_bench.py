@@ -136,6 +136,40 @@ async def test_offers_on_connections_opened_ahead_and_the_join_phases() -> None:
     assert stats["offers"] == 8
 
 
+async def test_the_floor_sends_from_the_servers_socket_and_reaches_the_listeners() -> None:
+    """The C floor's datagrams must reach the listeners, whose sockets are
+    connected to the server's address: sent from the socket serve.py lends,
+    every one arrives (from a port of its own, none would). The sink counts
+    them apart, so a listener that heard nothing of the room still has no
+    first packet."""
+    async with harness.ServerProcess(cpu=None, max_seconds=120) as server:
+        async with loadgen.LoadGen(server.control, capacity=8, join_timeout=20) as gen:
+            joins = await gen.add_listeners(4)  # nobody speaks
+            assert joins["joined"] == 4, joins
+            ports = [peer.sock.getsockname()[1] for peer in gen.listeners]
+            packet = (
+                bytes.fromhex("806f000000000000")
+                + loadgen._sink.FLOOR_SSRC.to_bytes(4, "big")
+                + bytes(100)
+            )
+            profile = gen.listeners[0].profile.decode()
+            lent = await harness.run_floor(
+                ports, packet, 10, profile, control=server.control, sink=gen.sink, cpu=None
+            )
+            own = await harness.run_floor(ports, packet, 10, profile, sink=gen.sink, cpu=None)
+            sink = gen.sink
+            first = [int(sink.first_ns[peer.index]) for peer in gen.listeners]
+            room_packets = int(sink.packets.sum())
+    bursts = 5 + 3 * 10  # the floor's warm-up, then three measured runs of 10
+    assert lent["source"] == "server socket"
+    assert lent["sent"] == 10 * 4
+    assert lent["delivered"] == bursts * 4
+    assert own["delivered"] == 0  # the listeners' connected sockets drop them
+    assert first == [0, 0, 0, 0] and room_packets == 0
+    with pytest.raises(ValueError, match="FLOOR_SSRC"):
+        loadgen._sink.floor_protect_sendto(None, [None], [("127.0.0.1", 1)], bytes(20), 1)
+
+
 @pytest.mark.parametrize("hold", ["cpu", "syscall"])
 async def test_lag_monitor_counts_code_holding_the_loop_as_held(hold: str) -> None:
     """serve.py's ticker: a callback that keeps the loop 80 ms, spinning or
