@@ -10,7 +10,7 @@ __all__ = ["NO_LEVEL", "read_audio_level"]
 NO_LEVEL = -1
 
 
-cpdef int read_audio_level(const unsigned char[:] packet, int extension_id) noexcept:
+def read_audio_level(const unsigned char[:] packet not None, int extension_id):
     cdef Py_ssize_t size = packet.shape[0]
     cdef Py_ssize_t position, end
     cdef int profile, header, element_id, length

@@ -55,6 +55,12 @@ def test_read_audio_level(
     assert twin.read_audio_level(packet, extension_id) == expected
 
 
+def test_a_packet_that_is_not_bytes_is_refused(twin: ModuleType) -> None:
+    # None is no packet: both twins refuse it rather than read "no level".
+    with pytest.raises(TypeError):
+        twin.read_audio_level(None, 1)
+
+
 def test_selector_loads_compiled_module() -> None:
     from sfu import audio_level
 
