@@ -94,7 +94,10 @@ async def run_path(
                 if not no_extensions and args.floor and n not in floors:
                     ports = [peer.sock.getsockname()[1] for peer in gen.listeners]
                     profile = row["srtp_profile"] or "SRTP_AES128_CM_SHA1_80"
-                    lend = {"control": server.control, "sink": gen.sink}
+                    lend = {
+                        "control": None if args.floor_own_socket else server.control,
+                        "sink": gen.sink,
+                    }
                     floors[n] = await harness.run_floor(
                         ports, forwarded_packet(gen), args.floor, profile, **lend
                     )
@@ -202,6 +205,8 @@ async def main(args: argparse.Namespace) -> None:
     name = "cpu_per_packet"
     if args.srtp != loadgen.SRTP_PROFILES.decode():
         name += "_" + args.srtp.replace("SRTP_", "").replace(":", "_").lower()
+    if args.floor_own_socket:
+        name += "_floor_own_socket"
     path = harness.write_result(
         name,
         {
@@ -233,6 +238,12 @@ def build_parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
         type=int,
         default=50,
         help="floor bursts (one datagram per listener) per run; 0: no floor",
+    )
+    parser.add_argument(
+        "--floor-own-socket",
+        action="store_true",
+        help="the floor sends from a port of its own, as before the fifteenth session: "
+        "the listeners' connected sockets refuse its datagrams (for comparison)",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="joins in flight")
     parser.add_argument(
