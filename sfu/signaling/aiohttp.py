@@ -125,8 +125,18 @@ class SignalingHandler:
         async def close(code: int, reason: str) -> None:
             await ws.close(code=code, message=reason.encode()[:120])
 
+        def abort() -> None:
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+
         session = SignalingSession(
-            self.server, ws.send_str, close, room_factory=self.factory, peer=str(request.remote)
+            self.server,
+            ws.send_str,
+            close,
+            room_factory=self.factory,
+            peer=str(request.remote),
+            abort=abort,
         )
 
         async def receive() -> str | bytes | None:

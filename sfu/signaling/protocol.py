@@ -99,6 +99,13 @@ _FANNED_OUT = frozenset(
 #: socket cannot keep the event loop, which every room shares, busy.
 FRAME_BURST = 100
 FRAME_RATE = 50.0
+#: A frame the client has not taken within this many seconds (the socket's
+#: buffers are full: it stopped reading) ends its session. Without a limit
+#: the member's relay, its frame handling and the session would wait on the
+#: socket for as long as the client holds the connection open.
+SEND_TIMEOUT = 15.0
+#: Closing waits this long for the transport's closing handshake, then aborts it.
+CLOSE_TIMEOUT = 5.0
 #: How a member's close reason starts when its room closed (see Room.close).
 ROOM_CLOSED_PREFIX = "room closed: "
 #: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
@@ -113,6 +120,9 @@ _ROLES = ("listener", "speaker", "moderator")
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+#: Drop the connection at once, without a closing handshake (the socket's
+#: ``abort()``): what ends a client that reads nothing more.
+Abort = Callable[[], None]
 #: The next frame from the client: text, bytes (answered with an error), or
 #: ``None`` once the socket has closed.
 Receive = Callable[[], Awaitable["str | bytes | None"]]
@@ -182,6 +192,12 @@ class SignalingSession:
     such room"); by default an existing room of ``server``. Safe to cancel:
     :meth:`close` ends the event relay task and the participant, and
     abandons a join still waiting for its turn.
+
+    ``abort()`` drops the connection without a closing handshake. It is
+    called when a frame waits longer than :data:`SEND_TIMEOUT` to be sent
+    (the client reads no more), or the closing handshake longer than
+    :data:`CLOSE_TIMEOUT`; the pending ``send`` or ``close`` must then
+    fail or return. Without it, the waiting task is cancelled instead.
     """
 
     def __init__(
@@ -192,10 +208,13 @@ class SignalingSession:
         *,
         room_factory: RoomFactory | None = None,
         peer: str = "?",
+        abort: Abort | None = None,
     ) -> None:
         self.server = server
         self._send = send
         self._close_transport = close
+        self._abort = abort
+        self._ending: asyncio.Task[None] | None = None  # close() after a stall, without abort
         self._room_factory = room_factory  # None: server.get_room (not kept bound, as above)
         self.peer = peer
         self.participant: Participant | None = None
@@ -251,7 +270,9 @@ class SignalingSession:
                         # Gone while its frame is handled: a join waiting its turn
                         # ends here, before it makes a member nobody would hear from.
                         await self.close(1001, "signaling connection closed")
-                    await handling  # in order: the frame before this one first
+                    # In order: the frame before this one first. (Waited, not
+                    # awaited: a send given up on cancels its handling.)
+                    await asyncio.wait((handling,))
                 if frame is None:
                     return
                 handling = self._handling = loop.create_task(self._handle_frame(frame))
@@ -561,13 +582,44 @@ class SignalingSession:
         await self.send_text(encode(message))
 
     async def send_text(self, text: str) -> None:
-        """Send one frame already encoded."""
+        """Send one frame already encoded; a client that takes none for
+        :data:`SEND_TIMEOUT` loses its connection (see :meth:`_stalled`)."""
         if self._closed:
             return
+        # A timer, not wait_for: most sends complete without waiting, and a
+        # task per frame would cost more than the frame.
+        watchdog = asyncio.get_running_loop().call_later(
+            SEND_TIMEOUT, self._stalled, asyncio.current_task(), "a frame", SEND_TIMEOUT
+        )
         try:
             await self._send(text)
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             logger.debug("%r: send failed: %s", self, exc)
+        finally:
+            watchdog.cancel()
+
+    def _stalled(self, task: asyncio.Task[Any] | None, what: str, seconds: float) -> None:
+        """``what`` waited ``seconds`` for the client: drop its connection.
+
+        Aborting the socket makes the waiting send or close fail at once; the
+        session then ends as for any closed socket (``serve`` reads ``None``).
+        """
+        logger.info(
+            "%r: %s waited %g s for the client (it reads no more): dropping the connection",
+            self,
+            what,
+            seconds,
+        )
+        if self._abort is not None:
+            self._abort()
+            return
+        if task is not None:
+            task.cancel()
+        if not self._closed:
+            # The session ends as for a closed socket (close() is bounded the same way).
+            self._ending = asyncio.get_running_loop().create_task(
+                self.close(CLOSE_SESSION_ENDED, "the client reads no more")
+            )
 
     async def _error(self, code: str, message: str, message_id: Any = None) -> None:
         logger.debug("x %r: %s: %s", self, code, message)
@@ -663,7 +715,12 @@ class SignalingSession:
                 pass
             except Exception:  # (the relay ends its own errors; never stop short of the transport)
                 logger.exception("%r: the event relay failed", self)
+        watchdog = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, self._stalled, asyncio.current_task(), "closing", CLOSE_TIMEOUT
+        )
         try:
             await self._close_transport(code, reason)
         except (ConnectionError, RuntimeError):
             pass
+        finally:
+            watchdog.cancel()
