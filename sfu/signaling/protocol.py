@@ -78,10 +78,12 @@ COMMAND_RATE = 5.0
 _buckets: weakref.WeakKeyDictionary[Room, dict[str, list[float]]] = weakref.WeakKeyDictionary()
 # A room's table is pruned of full buckets (as good as none) past this size.
 _BUCKETS_PRUNE_AT = 256
-#: What a command costs in the bucket: the ones every member hears of, and a
-#: page of the audience (up to AUDIENCE_PAGE entries, O(room) to find).
-_FANNED_OUT = frozenset(
+#: What a command costs in the bucket: the ones every member hears of, a
+#: page of the audience (up to AUDIENCE_PAGE entries, O(room) to find), and
+#: an offer (parsed and answered: up to a few ms for a large one).
+_BUDGETED = frozenset(
     {
+        "offer",
         "raise_hand",
         "lower_hand",
         "mute",
@@ -369,7 +371,7 @@ class SignalingSession:
                 )
             if kind not in ("join", "ping") and self.participant is None:
                 raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
-            if kind in _FANNED_OUT:
+            if kind in _BUDGETED:
                 self._spend_token(kind)
             reply = await getattr(self, name)(message)
         except ProtocolError as exc:

@@ -45,6 +45,7 @@ from sfu.transport.offer import (
 
 __all__ = [
     "AUDIO_LEVEL_URI",
+    "MAX_OFFER_SECTIONS",
     "MAX_OFFER_SIZE",
     "Codec",
     "MediaSection",
@@ -55,6 +56,11 @@ __all__ = [
 
 #: Offers longer than this (in bytes of UTF-8) are refused before parsing.
 MAX_OFFER_SIZE = 64 * 1024
+#: Offers with more media sections than this are refused before parsing: a
+#: member needs one per slot it receives (16 at most) and one it sends, and
+#: a browser may add a few it does not use; each costs the parse and the
+#: answer (170 sections fit in 64 KiB: ~5 ms of the event loop).
+MAX_OFFER_SECTIONS = 32
 
 # Control characters (but TAB, CR, LF), lone surrogates and U+FFFD: not text.
 _GARBAGE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
@@ -266,8 +272,8 @@ _VARIABLE = re.compile(
     r"([^\r\n]*)(?=\r?\n|\r?\Z))"
 )
 _SHAPES_SIZE = 256  # shapes kept, the least recently used dropped first
-_SHAPE_MAX_TEXT = 16 * 1024  # larger offers are parsed every time
-_SHAPE_MAX_SECTIONS = 32
+_SHAPE_MAX_TEXT = 16 * 1024  # larger offers are parsed every time (and have at
+# most MAX_OFFER_SECTIONS sections, so a kept shape's size is bounded too)
 _SEEN_SIZE = 1024  # shapes seen once (their hashes): a shape is kept when seen again
 
 
@@ -387,6 +393,11 @@ def parse_offer(text: str) -> Offer:
     encoded = text.encode("utf-8", "surrogatepass")
     if len(encoded) > MAX_OFFER_SIZE:
         raise InvalidOffer(f"offer is larger than {MAX_OFFER_SIZE // 1024} KiB")
+    sections = text.count("\nm=") + text.startswith("m=")
+    if sections > MAX_OFFER_SECTIONS:
+        raise InvalidOffer(
+            f"offer has {sections} media sections; at most {MAX_OFFER_SECTIONS} are read"
+        )
     garbage = _GARBAGE.search(text) if encoded.translate(None, _PLAIN_TEXT) else None
     if garbage:
         raise InvalidOffer(
@@ -410,8 +421,6 @@ def parse_offer(text: str) -> Offer:
         if len(_SEEN) >= _SEEN_SIZE:
             _drop_oldest(_SEEN)
         _SEEN[seen] = None
-        return offer
-    if len(offer.sections) > _SHAPE_MAX_SECTIONS:
         return offer
     shape = _Shape.of(text, key, offer, transport)
     if shape is None:

@@ -604,6 +604,26 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
         assert "slow" not in room.participants
 
 
+async def test_offers_are_rate_limited_like_commands() -> None:
+    """An offer is parsed and answered (ms for a large one): one member's
+    stream of them is held to the command budget, not the frame budget."""
+    from sfu.signaling.protocol import COMMAND_BURST, FRAME_BURST
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="talker", role="speaker")
+        join = {"type": "join", "room": "hall", "token": token, "offer": offer("sendrecv")}
+        await session.handle(json.dumps(join))
+        assert sent[0]["type"] == "joined", sent[0]
+        offers = FRAME_BURST - 10  # (within the connection's frame budget)
+        for number in range(offers):
+            await session.handle(json.dumps({"type": "offer", "offer": "v=0", "id": number}))
+        refused = [m for m in sent if m.get("code") == "rate_limited"]
+        assert COMMAND_BURST - 2 <= offers - len(refused) <= COMMAND_BURST + 2, len(refused)
+        await session.close()
+
+
 async def test_commands_every_member_hears_of_are_rate_limited() -> None:
     """One client's hand-waving must not become a flood to the whole room."""
     from sfu.signaling.protocol import COMMAND_BURST, FRAME_BURST, SignalingSession
