@@ -144,6 +144,7 @@ class Closing:
                 logger.exception("room %r: mixing the last frames before closing failed", room.name)
         room.server._forget_room(room)
         room._roster.close()
+        room._moderation.close()
         for participant in list(room._participants.values()):
             participant._close(f"room closed: {reason}")
         return True

@@ -25,6 +25,8 @@ __all__ = [
     "MEMBERSHIP_EVENTS",
     "HandLowered",
     "HandRaised",
+    "HandsChanged",
+    "MEMBER_SCOPED_EVENTS",
     "MixerFailed",
     "MuteChanged",
     "ParticipantConnected",
@@ -89,6 +91,18 @@ class HandRaised(RoomEvent):
 class HandLowered(RoomEvent):
     identity: str
     by: str | None  # None: the participant itself (or the backend)
+
+
+@dataclass(frozen=True)
+class HandsChanged(RoomEvent):
+    """The raised hands, oldest first, batched: at most one event per
+    ``roster_interval`` while hands are raised or lowered. ``hands`` holds the
+    first :data:`sfu.moderation.MAX_HANDS_LISTED` (in a crowd, each member is
+    sent it), ``total`` counts them all. For each hand, watch
+    :class:`HandRaised` / :class:`HandLowered`."""
+
+    hands: tuple[str, ...]
+    total: int
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,11 @@ class RoomClosed(RoomEvent):
 #: queues only those about its own member (it learns of the others batched,
 #: from :class:`RosterChanged`).
 MEMBERSHIP_EVENTS = (ParticipantJoined, ParticipantConnected, ParticipantLeft, ParticipantRemoved)
+#: The events a stream made with ``member=`` queues only when they are about
+#: its own member: its presence, and its hand (it learns of the others'
+#: hands batched, from :class:`HandsChanged`: one member's hand is then not a
+#: message to every member).
+MEMBER_SCOPED_EVENTS = (*MEMBERSHIP_EVENTS, HandRaised, HandLowered)
 
 #: Streams a consumer is waiting on right now (see EventStream.__anext__).
 _AWAITED: set[EventStream] = set()
@@ -231,7 +250,7 @@ class EventStream(AsyncIterator[RoomEvent]):
             raise InvalidSetting(f"member must be an identity (str) or None, got {member!r}")
         self._events: collections.deque[RoomEvent] = collections.deque(maxlen=maxsize)
         self._accept = accept
-        #: Of the MEMBERSHIP_EVENTS, only those about this identity are queued.
+        #: Of the MEMBER_SCOPED_EVENTS, only those about this identity are queued.
         self.member = member
         # Set by the Subscribers holding it: close() leaves them at once.
         # Where it is subscribed (not the bound method: one object fewer per
@@ -250,7 +269,7 @@ class EventStream(AsyncIterator[RoomEvent]):
             return
         if (
             self.member is not None
-            and isinstance(event, MEMBERSHIP_EVENTS)
+            and isinstance(event, MEMBER_SCOPED_EVENTS)
             and event.identity != self.member
         ):
             return  # another member's (Subscribers does not offer those)
@@ -366,9 +385,9 @@ class EventStream(AsyncIterator[RoomEvent]):
 class Subscribers:
     """A room's event streams, held weakly, and which of them an event goes to.
 
-    A membership event (:data:`MEMBERSHIP_EVENTS`) is offered only to the
-    streams made without ``member`` and to those of the member it is about;
-    every other event to all. Where every member's signaling holds a stream
+    A membership or hand event (:data:`MEMBER_SCOPED_EVENTS`) is offered
+    only to the streams made without ``member`` and to those of the member it
+    is about; every other event to all. Where every member's signaling holds a stream
     of its own (``member=`` its identity), a join or leave then costs a few
     calls instead of one per member: over a join storm of N that was N²/2
     calls, ~2 s of CPU at N = 1,000. A member's streams are a list of weak
@@ -402,7 +421,7 @@ class Subscribers:
                     del self._by_member[stream.member]
 
     def emit(self, event: RoomEvent) -> None:
-        if isinstance(event, MEMBERSHIP_EVENTS):
+        if isinstance(event, MEMBER_SCOPED_EVENTS):
             streams = list(self._unscoped)
             scoped = self._by_member.get(event.identity)
             if scoped is not None:

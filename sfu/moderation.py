@@ -10,6 +10,8 @@ each call; its methods delegate here.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,26 +19,32 @@ from typing import TYPE_CHECKING
 from ._values import check_identity, check_reason
 from .auth import Role, grants_of
 from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
-from .events import HandLowered, HandRaised, ParticipantRemoved, RoleChanged
+from .events import HandLowered, HandRaised, HandsChanged, ParticipantRemoved, RoleChanged
 from .gate import member_identity
 
 if TYPE_CHECKING:
     from .participant import Participant
     from .room import Room
 
-__all__ = ["MAX_BANS", "Moderation"]
+__all__ = ["MAX_BANS", "MAX_HANDS_LISTED", "Moderation"]
 
 logger = logging.getLogger(__name__)
 
 #: Identities one room keeps banned at most: a ban of someone absent stores a
 #: name a moderator chose, kept for the room's life.
 MAX_BANS = 1000
+#: A HandsChanged event (the ``hands`` message every member is sent) names at
+#: most this many hands, the oldest; ``total`` counts them all.
+MAX_HANDS_LISTED = 100
 
 
 class Moderation:
     def __init__(self, room: Room) -> None:
         self.room = room
         self._hands: dict[str, float] = {}  # identity -> when raised (insertion order = queue)
+        # The pending HandsChanged (one per roster_interval while hands change).
+        self._hands_timer: asyncio.TimerHandle | None = None
+        self._hands_closed = False
 
     def check_open(self) -> None:
         """Moderation of a closed room: RoomClosed, not "not in room" (nobody is)."""
@@ -58,6 +66,37 @@ class Moderation:
     def hands(self) -> list[str]:
         return list(self._hands)
 
+    def listed_hands(self) -> list[str]:
+        """The hands a ``hands`` message names: the oldest MAX_HANDS_LISTED."""
+        return list(itertools.islice(self._hands, MAX_HANDS_LISTED))
+
+    def _hands_changed(self) -> None:
+        """Tell the room's hands at the end of this ``roster_interval``: each
+        member is sent one message per interval, not one per hand."""
+        if self._hands_timer is not None or self._hands_closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (no loop: nobody to wait for)
+            self.flush_hands()
+            return
+        self._hands_timer = loop.call_later(self.room.policy.roster_interval, self.flush_hands)
+
+    def flush_hands(self) -> None:
+        """Emit HandsChanged now (also when the hands are back as last told:
+        a member who joined in between was given them as they were then)."""
+        self._hands_timer = None
+        if self._hands_closed:
+            return
+        self.room._emit(HandsChanged(self.room.name, tuple(self.listed_hands()), len(self._hands)))
+
+    def close(self) -> None:
+        """No more HandsChanged (the room is closing); idempotent."""
+        self._hands_closed = True
+        if self._hands_timer is not None:
+            self._hands_timer.cancel()
+            self._hands_timer = None
+
     def raise_hand(self, identity: str) -> None:
         self.check_open()
         participant = self.room[identity]
@@ -65,6 +104,7 @@ class Moderation:
             return
         self._hands[identity] = time.time()
         self.room._emit(HandRaised(self.room.name, identity))
+        self._hands_changed()
 
     def lower_hand(self, identity: str, by: str | None) -> None:
         check_identity(identity)
@@ -78,6 +118,7 @@ class Moderation:
         """Lower ``identity``'s hand if it is raised (answered, or its member left)."""
         if self._hands.pop(identity, None) is not None:
             self.room._emit(HandLowered(self.room.name, identity, by))
+            self._hands_changed()
 
     # -- roles -------------------------------------------------------------------------
 

@@ -366,11 +366,12 @@ class Room:
         """A new subscription to this room's events (see :class:`EventStream`);
         ``accept``: only the events it returns True for are queued (if it
         raises, the stream is closed and the error logged: the room goes on);
-        ``member``: of the joins, connections, leaves and removals
-        (``MEMBERSHIP_EVENTS``) only those of this identity are queued, and
-        the others cost the stream nothing (a member's own signaling, which
-        learns of the others from ``RosterChanged``: in a crowd of N such
-        streams a join is then not N calls)."""
+        ``member``: of the joins, connections, leaves, removals and hands
+        (``MEMBER_SCOPED_EVENTS``) only those of this identity are queued,
+        and the others cost the stream nothing (a member's own signaling,
+        which learns of the others from ``RosterChanged`` and
+        ``HandsChanged``: in a crowd of N such streams a join or a hand is
+        then not N calls)."""
         stream = EventStream(maxsize, accept, member=member)
         if self.closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))

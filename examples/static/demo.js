@@ -470,8 +470,9 @@ function render() {
   items.forEach((li, index) => {
     if (hands.children[index] !== li) hands.insertBefore(li, hands.children[index] || null);
   });
-  $("#hands-count").textContent = c.hands.length ? String(c.hands.length) : "";
-  $("#hands-empty").hidden = c.hands.length > 0;
+  // (The list names the oldest hands; the count is all of them.)
+  $("#hands-count").textContent = c.handsTotal ? String(c.handsTotal) : "";
+  $("#hands-empty").hidden = c.handsTotal > 0;
 
   // Bottom controls.
   const mic = $("#mic-button");

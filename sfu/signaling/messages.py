@@ -33,6 +33,7 @@ from ..events import (
     EventStream,
     HandLowered,
     HandRaised,
+    HandsChanged,
     MixerFailed,
     MuteChanged,
     ParticipantConnected,
@@ -189,7 +190,8 @@ def joined_message(
         if frames is not None
         else [_roster_entry(p, *_roster_state(p, set(hands))) for p in _named(room)],
         "size": len(room._participants),
-        "hands": hands,
+        "hands": room._moderation.listed_hands(),
+        "hands_total": len(hands),
         "active_speakers": _stage(*room._told_stage()),
     }
 
@@ -262,8 +264,16 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
             "updated": [entry(i, r) for i, r in event.updated],
             "size": event.size,
         }
+    if isinstance(event, HandsChanged):
+        return {"type": "hands", "hands": list(event.hands), "total": event.total}
     if isinstance(event, (HandRaised, HandLowered)):
-        return {"type": "hands", "hands": participant.room.hands}
+        # A member's stream has only its own (MEMBER_SCOPED_EVENTS): the
+        # others' come batched, as HandsChanged.
+        if event.identity != participant.identity:
+            return None
+        if isinstance(event, HandRaised):
+            return {"type": "hand", "raised": True, "by": None}
+        return {"type": "hand", "raised": False, "by": event.by}
     if isinstance(event, RoleChanged):
         message: dict[str, Any] = {
             "type": "role_changed",
@@ -313,6 +323,7 @@ def _may_change_an_entry(event: RoomEvent) -> bool:
         (
             ParticipantConnected,
             RosterChanged,
+            HandsChanged,  # (HandRaised and HandLowered say it)
             ActiveSpeakersChanged,
             DominantSpeakerChanged,
             MixerFailed,
@@ -322,7 +333,7 @@ def _may_change_an_entry(event: RoomEvent) -> bool:
 
 #: The events whose message is the same whoever it goes to (a role change
 #: too, unless it is the receiver's own: that one carries its grants).
-_SAME_FOR_ALL = (RosterChanged, HandRaised, HandLowered, MuteChanged, ActiveSpeakersChanged)
+_SAME_FOR_ALL = (RosterChanged, HandsChanged, MuteChanged, ActiveSpeakersChanged)
 
 
 class RoomFrames:

@@ -11,9 +11,12 @@ import pytest
 from sfu import errors
 from sfu.events import (
     ActiveSpeakersChanged,
+    HandLowered,
     HandRaised,
+    HandsChanged,
     ParticipantLeft,
     RoleChanged,
+    RosterChanged,
     SlotInfo,
 )
 from sfu.signaling.messages import (
@@ -145,23 +148,53 @@ def test_an_encoded_value_goes_in_as_it_is() -> None:
     assert encode({"type": "ok"}) == '{"type":"ok"}'
 
 
-def test_an_event_s_text_is_shared_by_object_not_by_value() -> None:
-    """Two equal HandRaised are two moments: the second is built afresh, with
-    the hands as they are then; one event's text is the same for all."""
-    hands = ["bob"]
-    room = SimpleNamespace(hands=hands)
+def test_hands_are_one_list_for_all_and_a_member_is_told_of_its_own_hand() -> None:
+    """Others' hands come batched (HandsChanged, one text for every member);
+    a member's own HandRaised/HandLowered (its stream has no others') is a
+    `hand` message to it alone."""
+    room = SimpleNamespace()
     alice, carol = (
         SimpleNamespace(room=room, identity="alice"),
         SimpleNamespace(room=room, identity="carol"),
     )
     frames = RoomFrames()
-    first = HandRaised("hall", "bob")
-    assert frames.event_text(first, alice) == '{"type":"hands","hands":["bob"]}'  # type: ignore[arg-type]
-    hands.insert(0, "dave")
-    assert frames.event_text(first, carol) == '{"type":"hands","hands":["bob"]}'  # type: ignore[arg-type]
-    again = HandRaised("hall", "bob")
+    listed = HandsChanged("hall", ("alice", "bob"), 250)
+    text = frames.event_text(listed, alice)  # type: ignore[arg-type]
+    assert json.loads(text or "") == {"type": "hands", "hands": ["alice", "bob"], "total": 250}
+    assert frames.event_text(listed, carol) is text  # type: ignore[arg-type]
+    own = frames.event_text(HandRaised("hall", "alice"), alice)  # type: ignore[arg-type]
+    assert json.loads(own or "") == {"type": "hand", "raised": True, "by": None}
+    lowered = HandLowered("hall", "alice", "mod")
+    assert json.loads(frames.event_text(lowered, alice) or "") == {  # type: ignore[arg-type]
+        "type": "hand",
+        "raised": False,
+        "by": "mod",
+    }
+    assert frames.event_text(HandRaised("hall", "alice"), carol) is None  # type: ignore[arg-type]
+
+
+def test_an_event_s_text_is_shared_by_object_not_by_value() -> None:
+    """Two equal RosterChanged are two moments: the second is built afresh,
+    with the members as they are then; one event's text is the same for all."""
+    bob = SimpleNamespace(muted=False, moderator_muted=False, can_speak=True)
+    room = SimpleNamespace(get={"bob": bob}.get)
+    alice, carol = (
+        SimpleNamespace(room=room, identity="alice"),
+        SimpleNamespace(room=room, identity="carol"),
+    )
+    frames = RoomFrames()
+    first = RosterChanged("hall", joined=(("bob", "listener"),), left=(), updated=(), size=3)
+
+    def bob_muted(text: str | None) -> bool:
+        assert text is not None
+        return bool(json.loads(text)["joined"][0]["muted"])
+
+    assert not bob_muted(frames.event_text(first, alice))  # type: ignore[arg-type]
+    bob.muted = True
+    assert not bob_muted(frames.event_text(first, carol))  # type: ignore[arg-type]
+    again = RosterChanged("hall", joined=(("bob", "listener"),), left=(), updated=(), size=3)
     assert again == first
-    assert frames.event_text(again, carol) == '{"type":"hands","hands":["dave","bob"]}'  # type: ignore[arg-type]
+    assert bob_muted(frames.event_text(again, carol))  # type: ignore[arg-type]
     # A role change carries grants to the member it is about: never shared with it.
     change = RoleChanged("hall", "alice", "speaker", None, False)
     alice.grants = frozenset({"speak"})

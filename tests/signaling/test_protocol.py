@@ -581,7 +581,7 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
         async def send(text: str) -> None:
             message = json.loads(text)
             sent.append(message)
-            if message["type"] == "hands":
+            if message["type"] == "hand":
                 await reader_blocked.wait()  # the client stops reading here
 
         async def close(code: int, reason: str) -> None:
@@ -593,10 +593,9 @@ async def test_a_client_that_falls_behind_is_told_to_join_again() -> None:
             json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
         )
         assert sent[-1]["type"] == "joined"
-        await room.add_listener(LISTENER, "busy")
-        for _ in range(700):  # 1,400 hand events: more than the 1,024 a subscriber holds
-            room.raise_hand("busy")
-            room.lower_hand("busy")
+        for _ in range(700):  # 1,400 events of its own: more than the 1,024 a stream holds
+            room.raise_hand("slow")
+            room.lower_hand("slow")
         await asyncio.sleep(0.1)
         reader_blocked.set()
         await wait_for(lambda: closed == [CLOSE_SESSION_ENDED], 5, "the slow client is closed")
@@ -762,8 +761,7 @@ async def test_no_event_goes_out_before_the_joined_reply() -> None:
         join = {"type": "join", "room": "hall", "token": token, "offer": LISTENER_OFFER, "id": 1}
         joining = asyncio.ensure_future(session.handle(json.dumps(join)))
         await asyncio.wait_for(writing_joined.wait(), 5)
-        await room.add_listener(LISTENER_OFFER, "bob")
-        room.raise_hand("bob")
+        room.raise_hand("alice")  # told to alice alone, at once
         await asyncio.sleep(0.1)  # the relay has had every chance to send
         release.set()
         await joining

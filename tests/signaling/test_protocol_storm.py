@@ -72,7 +72,7 @@ async def test_a_join_storm_does_not_end_new_members_as_fallen_behind(
         await asyncio.sleep(0.1)
         for i, (_, sent, closed) in enumerate(sessions):
             assert [m for m in sent if m["type"] == "hands"] == [
-                {"type": "hands", "hands": ["fan-0"]}
+                {"type": "hands", "hands": ["fan-0"], "total": 1}
             ], (i, sent)
             assert closed == []
         for session, _, _ in sessions:
@@ -88,7 +88,7 @@ async def test_events_between_the_snapshot_and_the_relay_are_kept_in_a_storm(
     from sfu.signaling.protocol import SignalingSession
 
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
-        room = server.room("hall")
+        room = server.room("hall", roster_interval=0.05)
         small_queues(room, monkeypatch)
         carol = await room.add_listener(LISTENER_OFFER, "carol")
         await room.promote("carol", role="speaker")  # stands when carol comes back
@@ -127,7 +127,7 @@ async def test_events_between_the_snapshot_and_the_relay_are_kept_in_a_storm(
         assert closed == [] and not any(m["type"] == "error" for m in sent), sent
         renegotiate = [m for m in sent if m["type"] == "role_changed"]
         assert [(m["identity"], m["renegotiate"]) for m in renegotiate] == [("carol", True)]
-        assert {"type": "hands", "hands": ["host"]} in sent
+        assert {"type": "hands", "hands": ["host"], "total": 1} in sent
         await session.close()
 
 
@@ -200,10 +200,12 @@ async def test_a_join_storm_costs_each_member_a_few_frames_not_one_per_member(
         for i, roster in enumerate(rosters):
             assert roster[-1] == f"fan-{i}" and len(set(roster)) == len(roster)
         room.raise_hand("fan-3")
-        await asyncio.sleep(0.05)
-        assert built["HandRaised"] == 1, built
+        await asyncio.sleep(0.3)  # the hands batch
+        # The hand to its own member's stream alone; the list built once for all.
+        assert built["HandRaised"] == 1 and built["HandsChanged"] == 1, built
         for _, sent, _ in sessions:
-            assert sent[-1] == {"type": "hands", "hands": ["fan-3"]}
+            hands = [m for m in sent if m["type"] == "hands"]
+            assert hands == [{"type": "hands", "hands": ["fan-3"], "total": 1}], hands
         for session, _, _ in sessions:
             await session.close()
 
@@ -352,6 +354,7 @@ async def test_an_event_every_member_is_told_of_is_sent_a_few_relays_per_turn(
             return sum(1 for _, sent, _ in sessions if sent[-1].get("type") == "hands")
 
         room.raise_hand("fan-3")
+        room._moderation.flush_hands()  # the batch now, not at the interval's end
         turns = 0
         while told() < len(sessions):
             await asyncio.sleep(0)  # one loop iteration
@@ -621,3 +624,41 @@ async def test_a_relay_whose_send_fails_ends_the_session_logged(
             "relaying the room's events failed" in r.getMessage() and r.exc_info
             for r in caplog.records
         )
+
+
+async def test_a_crowd_raising_hands_costs_each_member_one_list_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent per hand, every raised hand was the whole list to every member:
+    N members raising H hands cost N x H frames of up to H names. The others'
+    hands now come batched, the list names the oldest MAX_HANDS_LISTED, and a
+    member hears of its own hand at once."""
+    from sfu import moderation
+
+    monkeypatch.setattr(moderation, "MAX_HANDS_LISTED", 10)
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall", roster_interval=0.1)
+        sessions = [bare_session(server) for _ in range(30)]
+        for i, (session, _, _) in enumerate(sessions):
+            await session.handle(join_message(f"fan-{i}"))
+        await asyncio.sleep(0.3)  # joined replies and roster batches out
+        for _, sent, _ in sessions:
+            sent.clear()
+        for i in range(25):
+            room.raise_hand(f"fan-{i}")
+        await asyncio.sleep(0.4)
+        for i, (_, sent, closed) in enumerate(sessions):
+            hands = [m for m in sent if m["type"] == "hands"]
+            assert hands == [
+                {"type": "hands", "hands": [f"fan-{k}" for k in range(10)], "total": 25}
+            ], (i, hands)
+            own = [m for m in sent if m["type"] == "hand"]
+            assert own == ([{"type": "hand", "raised": True, "by": None}] if i < 25 else [])
+            assert closed == []
+        # A newcomer is given the same: the oldest listed, and how many.
+        late, late_sent, _ = bare_session(server)
+        await late.handle(join_message("late"))
+        joined = late_sent[0]
+        assert joined["hands"] == [f"fan-{k}" for k in range(10)] and joined["hands_total"] == 25
+        for session, _, _ in [*sessions, (late, None, None)]:
+            await session.close()

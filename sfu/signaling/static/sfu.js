@@ -37,7 +37,10 @@
  *                     it names the stage and the room's first listeners (the server's
  *                     `roster_listeners`, 100 by default), this client always;
  *                     `client.size` counts everyone in the room
- *   "hands"           identities with a raised hand, oldest first
+ *   "hands"           identities with a raised hand, oldest first: the first 100 (the
+ *                     server's list); `client.handsTotal` counts them all. Sent at most
+ *                     a few times a second; this client's own hand (`client.handRaised`)
+ *                     is told at once
  *   "role"            {identity, role, by, renegotiate} for role changes of anyone
  *   "muted"           {identity, muted, by}
  *   "active_speakers" {slots, dominant}
@@ -196,6 +199,7 @@ export class SfuClient {
     this.roster = new Map();
     this.size = 0; // members in the room, named in the roster or not
     this.hands = [];
+    this.handsTotal = 0; // raised hands, listed in `hands` or not
     this.activeSpeakers = []; // per slot: null or {identity, csrc, level}
     this.dominant = null;
     this.slotParticipants = []; // per slot: identity or null
@@ -492,7 +496,10 @@ export class SfuClient {
     }
     // (A server that does not say names everyone.)
     this.size = typeof joined.size === "number" ? joined.size : this.roster.size;
-    this._setHands(joined.hands || [], false);
+    // Its own hand as the roster says (the hands list may not name it).
+    const own = this.roster.get(this.identity);
+    this.handRaised = !!(own && own.hand);
+    this._setHands(joined.hands || [], joined.hands_total, false);
     const me = this.roster.get(this.identity);
     // Muted at join: a moderator's mute that outlived a reconnect (self-mute
     // is restored below, after the join).
@@ -751,7 +758,9 @@ export class SfuClient {
       case "roster":
         return this._onRoster(message);
       case "hands":
-        return this._setHands(message.hands || [], true);
+        return this._setHands(message.hands || [], message.total, true);
+      case "hand":
+        return this._onOwnHand(message);
       case "role_changed":
         return this._onRoleChanged(message);
       case "muted":
@@ -814,16 +823,27 @@ export class SfuClient {
     this._emit("roster", this.roster);
   }
 
-  _setHands(hands, emit) {
+  _setHands(hands, total, emit) {
     this.hands = [...hands];
+    this.handsTotal = typeof total === "number" ? total : this.hands.length;
     const raised = new Set(this.hands);
     for (const entry of this.roster.values()) entry.hand = raised.has(entry.identity);
-    this.handRaised = raised.has(this.identity);
+    // The list names the oldest hands only: this client's own is told apart.
+    const me = this.roster.get(this.identity);
+    if (me) me.hand = this.handRaised;
     if (emit) {
       this._emit("hands", this.hands);
       this._emit("roster", this.roster);
     }
   }
+
+  _onOwnHand(message) {
+    this.handRaised = !!message.raised;
+    const me = this.roster.get(this.identity);
+    if (me) me.hand = this.handRaised;
+    this._emit("roster", this.roster);
+  }
+
 
   _onRoleChanged(message) {
     const entry = this.roster.get(message.identity);
