@@ -161,6 +161,44 @@ RELAYS_PER_TURN = 64
 _relay_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDictionary()
 
 
+class _SendWatch:
+    """The sessions of one server waiting in a send right now, looked over
+    every :data:`_SEND_SWEEP` seconds: one that has waited
+    :data:`SEND_TIMEOUT` is stalled (:meth:`SignalingSession._stalled`). A
+    timer per send would cost an object per frame (cancelled timers stay in
+    the loop's queue until it prunes them); here a send costs a set entry."""
+
+    def __init__(self) -> None:
+        self.sending: set[SignalingSession] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, session: SignalingSession) -> None:
+        self.sending.add(session)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(_SEND_SWEEP, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for session in [s for s in self.sending if now - s._sending_since >= SEND_TIMEOUT]:
+            self.sending.discard(session)
+            session._stalled(session._sending_task, "a frame", SEND_TIMEOUT)
+        if self.sending:
+            self._timer = asyncio.get_running_loop().call_later(_SEND_SWEEP, self._sweep)
+
+
+#: How often a server's sessions waiting in a send are looked over.
+_SEND_SWEEP = 1.0
+_send_watches: weakref.WeakKeyDictionary[Server, _SendWatch] = weakref.WeakKeyDictionary()
+
+
+def _send_watch(server: Server) -> _SendWatch:
+    watch = _send_watches.get(server)
+    if watch is None:
+        watch = _send_watches[server] = _SendWatch()
+    return watch
+
+
 def _relay_turn(server: Server) -> Admission:
     turns = _relay_turns.get(server)
     if turns is None:
@@ -217,6 +255,10 @@ class SignalingSession:
         self._close_transport = close
         self._abort = abort
         self._ending: asyncio.Task[None] | None = None  # close() after a stall, without abort
+        # While a send waits (see _SendWatch): since when, and in which task.
+        self._sending_since = 0.0
+        self._sends_waiting = 0
+        self._sending_task: asyncio.Task[Any] | None = None
         self._room_factory = room_factory  # None: server.get_room (not kept bound, as above)
         self.peer = peer
         self.participant: Participant | None = None
@@ -588,17 +630,26 @@ class SignalingSession:
         :data:`SEND_TIMEOUT` loses its connection (see :meth:`_stalled`)."""
         if self._closed:
             return
-        # A timer, not wait_for: most sends complete without waiting, and a
-        # task per frame would cost more than the frame.
-        watchdog = asyncio.get_running_loop().call_later(
-            SEND_TIMEOUT, self._stalled, asyncio.current_task(), "a frame", SEND_TIMEOUT
-        )
+        # Watched (not wait_for: a task per frame would cost more than the
+        # frame). The relay and a frame's handling may send at once: the
+        # clock runs from the last time a send got through.
+        watch = _send_watch(self.server)
+        if not self._sends_waiting:
+            self._sending_since = time.monotonic()
+            watch.add(self)
+        self._sends_waiting += 1
+        self._sending_task = asyncio.current_task()
         try:
             await self._send(text)
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             logger.debug("%r: send failed: %s", self, exc)
         finally:
-            watchdog.cancel()
+            self._sends_waiting -= 1
+            if self._sends_waiting:
+                self._sending_since = time.monotonic()  # this one got through
+            else:
+                watch.sending.discard(self)
+                self._sending_task = None
 
     def _stalled(self, task: asyncio.Task[Any] | None, what: str, seconds: float) -> None:
         """``what`` waited ``seconds`` for the client: drop its connection.

@@ -51,6 +51,7 @@ async def test_a_member_that_stops_reading_its_websocket_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(protocol, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(protocol, "_SEND_SWEEP", 0.2)
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
         app = web.Application()
@@ -98,6 +99,7 @@ async def test_without_abort_a_stalled_send_ends_the_session(
     """A framework adapter that gives no ``abort``: the send waiting on the
     client is cancelled and the session closes."""
     monkeypatch.setattr(protocol, "SEND_TIMEOUT", 0.3)
+    monkeypatch.setattr(protocol, "_SEND_SWEEP", 0.1)
     monkeypatch.setattr(protocol, "CLOSE_TIMEOUT", 0.3)
     never = asyncio.Event()
     closes: list[int] = []
