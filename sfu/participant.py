@@ -546,8 +546,18 @@ class Participant:
 
     def session_rtcp(self, session: Session, packet: bytes, now: float) -> None:
         self.rtcp_received += 1
+        router = self.room.router
+        # Only reports on streams the server sends it are read: a datagram
+        # may carry ~60 blocks, and reading them all cost 10 to 15 times as
+        # much. A mixed receiver's one stream is the mix: its reports go to slot 0.
+        if self.mixed:
+            mixer = self.room._mixer
+            mix_ssrc = mixer.receiver_ssrc(self) if mixer is not None else None
+            ours = [] if mix_ssrc is None else [mix_ssrc]
+        else:
+            ours = router.slot_ssrcs
         try:
-            sender, blocks = read_reports(packet)
+            sender, blocks = read_reports(packet, ours)
         except ValueError as exc:
             self.room.server.drops["rtcp malformed"] += 1
             logger.debug("x %r malformed rtcp: %s", self, exc)
@@ -556,15 +566,9 @@ class Participant:
         if sender is not None and publisher is not None and sender[0] == publisher.ssrc:
             publisher.statistics.last_sr = (sender[1] >> 16) & 0xFFFFFFFF
             publisher.statistics.last_sr_arrival = now
-        if not blocks:
-            return
-        router = self.room.router
-        mixer = self.room._mixer
-        # A mixed receiver's one stream is the mix: its reports go to slot 0.
-        mix_ssrc = mixer.receiver_ssrc(self) if self.mixed and mixer is not None else None
         for block in blocks:
-            slot = 0 if block.ssrc == mix_ssrc else router.slot_of_ssrc(block.ssrc)
-            if slot < 0:
+            slot = 0 if self.mixed else router.slot_of_ssrc(block.ssrc)
+            if slot < 0:  # (read_reports kept only these SSRCs' blocks)
                 continue
             values: dict[str, float] = {
                 "fraction_lost": block.fraction_lost / 256,

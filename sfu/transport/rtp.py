@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 __all__ = [
@@ -92,6 +93,7 @@ def strip_padding(data: bytes, payload_offset: int = 12) -> bytes:
 
 
 _REPORT_BLOCK = struct.Struct("!IIIIII")  # ssrc, lost word, highest seq, jitter, lsr, dlsr
+_SSRC = struct.Struct("!I")
 
 
 @dataclass(frozen=True)
@@ -107,22 +109,29 @@ class ReportBlock:
     dlsr: int  # delay since that SR, 1/65536 s
 
 
-def read_reports(data: bytes) -> tuple[tuple[int, int] | None, list[ReportBlock]]:
+def read_reports(
+    data: bytes, ssrcs: Collection[int] | None = None
+) -> tuple[tuple[int, int] | None, list[ReportBlock]]:
     """Walk a compound RTCP packet; return ``((sr_ssrc, sr_ntp) | None, report blocks)``.
 
     Only SR (200) and RR (201) are read; other packet types are skipped by
     their length. This runs for every RTCP packet of every receiver, so it
-    reads with :mod:`struct` instead of building objects per packet::
+    reads with :mod:`struct` instead of building objects per packet. With
+    ``ssrcs`` (the SSRCs the server sends the client), blocks about other
+    SSRCs are skipped unread, and reading stops after the packet in which
+    ``len(ssrcs)`` blocks are read: a client's datagram holds up to ~60
+    blocks, and no more than that many can matter::
 
         |V=2|P|  RC   |   PT=200/201  |             length            |
         |                     SSRC of sender                            |
         | SR only: NTP msw | NTP lsw | RTP ts | packet count | octets    |
         | RC report blocks of 24 bytes                                  |
 
-    Raises ``ValueError`` when a packet is truncated or not version 2.
+    Raises ``ValueError`` when a packet it reads is truncated or not version 2.
     """
     sender: tuple[int, int] | None = None
     blocks: list[ReportBlock] = []
+    wanted = -1 if ssrcs is None else len(ssrcs)
     position, size = 0, len(data)
     while position + 4 <= size:
         first, packet_type, length = struct.unpack_from("!BBH", data, position)
@@ -133,16 +142,21 @@ def read_reports(data: bytes) -> tuple[tuple[int, int] | None, list[ReportBlock]
             raise ValueError("RTCP packet truncated")
         count = first & 0x1F
         if packet_type in (200, 201):
-            offset = position + 8
+            blocks_start = position + 8
             if packet_type == 200:
-                if offset + 20 > end:
+                if blocks_start + 20 > end:
                     raise ValueError("RTCP sender report truncated")
                 ssrc, msw, lsw = struct.unpack_from("!III", data, position + 4)
                 sender = (ssrc, msw << 32 | lsw)
-                offset += 20
-            if offset + 24 * count > end:
+                blocks_start += 20
+            blocks_end = blocks_start + 24 * count
+            if blocks_end > end:
                 raise ValueError("RTCP report blocks truncated")
-            for _ in range(count):
+            for offset in range(blocks_start, blocks_end, 24):
+                if len(blocks) == wanted:
+                    break
+                if ssrcs is not None and _SSRC.unpack_from(data, offset)[0] not in ssrcs:
+                    continue
                 ssrc, lost, highest, jitter, lsr, dlsr = _REPORT_BLOCK.unpack_from(data, offset)
                 packets_lost = lost & 0xFFFFFF
                 if packets_lost & 0x800000:
@@ -150,8 +164,9 @@ def read_reports(data: bytes) -> tuple[tuple[int, int] | None, list[ReportBlock]
                 blocks.append(
                     ReportBlock(ssrc, lost >> 24, packets_lost, highest, jitter, lsr, dlsr)
                 )
-                offset += 24
         position = end
+        if len(blocks) == wanted:
+            break  # (an SR comes first in a compound: read already)
     return sender, blocks
 
 

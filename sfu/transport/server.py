@@ -59,7 +59,9 @@ TICK = 0.25
 #: sessions, and the burst allowed: such an address is the client's word
 #: only, perhaps a victim's, so what the port may send there is capped.
 #: Proofs come with address moves (a nomination elsewhere, a NAT rebinding):
-#: a few per join at most.
+#: a few per join at most. Each session also has a share of its own
+#: (SESSION_PROOFS_PER_SECOND in sfu.transport.session), so that one member
+#: answering its own proofs cannot spend this and leave others' moves unproven.
 PROOFS_PER_SECOND = 100.0
 PROOF_BURST = 200.0
 

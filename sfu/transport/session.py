@@ -4,6 +4,9 @@ A session is created when an offer is answered. It owns the ICE
 credentials, the checked client addresses, the DTLS server and, once the
 handshake is done, the two SRTP contexts. It knows nothing about rooms:
 what arrives is handed to its :class:`SessionHandler` (the participant).
+What one client can make it spend is bounded: SSRCs (MAX_INBOUND_SSRCS),
+SRTCP packets a second, counted before decryption (RTCP_PER_SECOND), and
+address proofs, waiting (MAX_PROOFS) and a second (SESSION_PROOFS_PER_SECOND).
 
 States: ``new`` (answered, waiting for a STUN check) -> ``checking`` (an
 address passed a check, DTLS under way) -> ``connected`` (SRTP keys) ->
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pylibsrtp
 
+from .._values import refilled
 from ..policy import MAX_SLOTS
 from .dtls import DtlsServer
 from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
@@ -52,6 +56,14 @@ MAX_INBOUND_SSRCS = 4 * SSRCS_PER_OFFER
 MAX_CHECKED_ADDRESSES = 8
 #: Address proofs (see Session.receive_binding) a session may have waiting at once.
 MAX_PROOFS = 4
+#: Proofs to addresses other than its selected one a session may send per
+#: second, and the burst allowed, on top of the server-wide PROOFS_PER_SECOND:
+#: a client that answers its own proofs frees its MAX_PROOFS at once, and
+#: would otherwise spend the server's budget and leave other members' NAT
+#: rebindings unproven. A move needs one proof (a few for a client checking
+#: from several interfaces as its NAT rebinds), asked again a second later.
+SESSION_PROOFS_PER_SECOND = 2.0
+SESSION_PROOF_BURST = 4.0
 #: Seconds a proof waits for its answer; a check from the address then asks again.
 PROOF_TIMEOUT = 1.0
 #: An unanswered proof is sent once more (same transaction) after this long:
@@ -70,6 +82,14 @@ CONSENT_PROOF_AFTER = 1 / 3
 #: 7675) do not carry USE-CANDIDATE, and a listener sends RTCP every few
 #: seconds, so a live path is never this quiet.
 REBIND_SILENCE = 3.0
+#: SRTCP packets a second a session's client may send, and the burst allowed,
+#: counted before they are decrypted: each costs up to ~25 µs (decrypted, its
+#: reports read) of the event loop every room shares, so a flood from one
+#: member is cut here. A client sends a compound about once a second per line
+#: (aiortc, Firefox; Chromium one for all), so even 16 receiving lines and a
+#: sending one stay well below this.
+RTCP_PER_SECOND = 50.0
+RTCP_BURST = 100.0
 
 
 class SessionHandler(Protocol):
@@ -84,8 +104,12 @@ class Session:
     __slots__ = (
         "_flight_sent",
         "_nominated",
+        "_proof_tokens",
+        "_proof_tokens_at",
         "_proofs",
         "_rebind_to",
+        "_rtcp_tokens",
+        "_rtcp_tokens_at",
         "address",
         "checked_addresses",
         "close_reason",
@@ -123,6 +147,12 @@ class Session:
         self.remote_pwd = remote_pwd
         # Address proofs under way: transaction id -> [address, first sent, last sent].
         self._proofs: dict[bytes, list[Any]] = {}
+        # Its share of proofs elsewhere (SESSION_PROOFS_PER_SECOND), and of SRTCP
+        # (RTCP_PER_SECOND): tokens left, and when they were worked out.
+        self._proof_tokens = SESSION_PROOF_BURST
+        self._proof_tokens_at = now
+        self._rtcp_tokens = RTCP_BURST
+        self._rtcp_tokens_at = now
         # The address the client last nominated (USE-CANDIDATE) that awaits its
         # proof: selected when a proof of it comes back.
         self._nominated: Address | None = None
@@ -176,8 +206,8 @@ class Session:
         session uses) the server first sends a check of its own there and
         waits for the client's answer, which only a client at that address
         can give (sent once more after PROOF_RESEND, and again on the next
-        check; those to an address other than the selected one are capped
-        server-wide). A move is a check with USE-CANDIDATE, or any check from elsewhere
+        check; those to an address other than the selected one are capped per
+        session, SESSION_PROOFS_PER_SECOND, and server-wide). A move is a check with USE-CANDIDATE, or any check from elsewhere
         while nothing valid has come from the selected address for
         REBIND_SILENCE seconds (a NAT that rebound the client: its consent
         checks carry no USE-CANDIDATE), taken only if it is still quiet when
@@ -248,16 +278,36 @@ class Session:
         if len(self._proofs) >= MAX_PROOFS:
             self.server.drops["stun address proofs over the session's share"] += 1
             return
-        if address != self.address and not self.server._proof_budget(now):
+        if address != self.address and not self._proof_budget(now):
             # (A proof to the selected address is consent's, to where media
             # goes anyway; one elsewhere may be to a victim: those are capped.)
-            self.server.drops["stun address proofs over the server's budget"] += 1
             return
         transaction_id = secrets.token_bytes(12)
         self._proofs[transaction_id] = [address, now, False]
         self.server._proof_sent(self, transaction_id)
         logger.debug("%r: proving %s", self, address)
         self._send_proof(transaction_id, address)
+
+    def _proof_budget(self, now: float) -> bool:
+        """Spend one of the session's proofs elsewhere (SESSION_PROOFS_PER_SECOND)
+        and one of the server's (PROOFS_PER_SECOND); False, counted, when
+        either has none left (the server's is not spent for a session over its own)."""
+        tokens = refilled(
+            self._proof_tokens,
+            self._proof_tokens_at,
+            now,
+            SESSION_PROOFS_PER_SECOND,
+            SESSION_PROOF_BURST,
+        )
+        self._proof_tokens, self._proof_tokens_at = tokens, now
+        if tokens < 1.0:
+            self.server.drops["stun address proofs over the session's rate"] += 1
+            return False
+        if not self.server._proof_budget(now):
+            self.server.drops["stun address proofs over the server's budget"] += 1
+            return False
+        self._proof_tokens = tokens - 1.0
+        return True
 
     def _send_proof(self, transaction_id: bytes, address: Address) -> None:
         username = f"{self.remote_ufrag}:{self.credentials.ufrag}"
@@ -338,6 +388,9 @@ class Session:
         if ssrc not in known and len(known) >= MAX_INBOUND_SSRCS:
             self.server.drops["srtp from too many ssrcs"] += 1
             return
+        if rtcp and not self._rtcp_budget(now):
+            self.server.drops["srtcp over the session's rate"] += 1
+            return
         try:
             plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
         except (pylibsrtp.Error, ValueError):  # ValueError: longer than libsrtp takes
@@ -350,6 +403,16 @@ class Session:
             self.handler.session_rtcp(self, plain, now)
         else:
             self.handler.session_rtp(self, plain, now)
+
+    def _rtcp_budget(self, now: float) -> bool:
+        """Spend one of the session's SRTCP packets (RTCP_PER_SECOND); False when none is left."""
+        tokens = refilled(self._rtcp_tokens, self._rtcp_tokens_at, now, RTCP_PER_SECOND, RTCP_BURST)
+        self._rtcp_tokens_at = now
+        if tokens < 1.0:
+            self._rtcp_tokens = tokens
+            return False
+        self._rtcp_tokens = tokens - 1.0
+        return True
 
     def handle_timeout(self, now: float) -> None:
         deadline = self.dtls.next_timeout()

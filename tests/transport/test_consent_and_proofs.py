@@ -107,3 +107,49 @@ async def test_proofs_to_other_addresses_are_capped_server_wide(
                 "the refused proofs counted",
             )
             assert session.address == selected.getsockname()
+
+
+async def test_one_member_answering_its_own_proofs_leaves_the_servers_to_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mallory nominates one new source port after another and answers every
+    proof, which frees her MAX_PROOFS at once: her own share
+    (SESSION_PROOFS_PER_SECOND) stops her, not the server's budget, so
+    another member's move is still proven. (The server's budget does not
+    refill here: what Mallory spends of it is gone.)"""
+    monkeypatch.setattr(server_module, "PROOFS_PER_SECOND", 0.0)
+    monkeypatch.setattr(server_module, "PROOF_BURST", 20.0)
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (mallorys, victims):
+            session, server_ufrag, pwd = await connected_over(mallorys, server, "mallory")
+            victim, victim_ufrag, victim_pwd = await connected_over(victims, server, "victim")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            proven = 0
+            while loop.time() - started < 1.0:
+                with two_loopback_sockets() as ports:
+                    for port in ports:
+                        nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+                        port.sendto(nominate, server_addr(server))
+                    await asyncio.sleep(0.005)
+                    for port in ports:
+                        for proof in proofs_to(port):
+                            answer = proof_answer(proof, session.remote_pwd)
+                            port.sendto(answer, server_addr(server))
+                            proven += 1
+                    await asyncio.sleep(0.005)
+            elapsed = loop.time() - started
+            allowed = (
+                session_module.SESSION_PROOF_BURST
+                + session_module.SESSION_PROOFS_PER_SECOND * elapsed
+            )
+            assert proven <= allowed, f"mallory drew {proven} proofs in {elapsed:.2f} s"
+            assert server.drops["stun address proofs over the session's rate"] > 0
+            with two_loopback_sockets() as (moved, _):
+                nominate = binding_request(victim_ufrag, UFRAG, victim_pwd, use_candidate=True)
+                moved.sendto(nominate, server_addr(server))
+                await asyncio.sleep(0.1)
+                proofs = proofs_to(moved)
+                assert proofs, "the victim's move was not proven: the server's proofs were spent"
+                moved.sendto(proof_answer(proofs[-1], victim.remote_pwd), server_addr(server))
+                await wait_for(lambda: victim.address == moved.getsockname(), 2, "victim moved")

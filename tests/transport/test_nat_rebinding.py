@@ -24,6 +24,7 @@ from sfu.transport.session import Session
 from ..clients import Client, _record_received, close_peer, join, make_offer, wait_for
 from ..conftest import client_configuration
 from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG
+from .test_dtls import Client as DtlsClient
 from .test_server import answer_credentials, binding_request, datagrams, proof_answer, server_addr
 
 Address = tuple[Any, ...]
@@ -115,13 +116,17 @@ async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays() -> None
             nat.close()
 
 
-async def connected_over(sock: socket.socket, server: sfu.Server) -> tuple[Session, str, str]:
-    """A listener session whose handshake ran from ``sock`` (raw STUN, in-memory DTLS client)."""
-    from .test_dtls import Client
-
-    client = Client()
+async def connected_over(
+    sock: socket.socket,
+    server: sfu.Server,
+    identity: str = "lee",
+    client: DtlsClient | None = None,
+) -> tuple[Session, str, str]:
+    """A listener session in room "r" whose handshake ran from ``sock`` (raw
+    STUN, in-memory DTLS ``client``: pass one to protect SRTP with its keys)."""
+    client = client or DtlsClient()
     offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
-    participant = await server.room("r").add_listener(offered, "lee")
+    participant = await server.room("r").add_listener(offered, identity)
     session = participant.session
     assert session is not None
     server_ufrag, pwd = answer_credentials(participant.answer)

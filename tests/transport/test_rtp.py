@@ -61,6 +61,26 @@ def test_read_reports_of_a_compound_packet() -> None:
     )
 
 
+def test_read_reports_of_the_given_ssrcs_only() -> None:
+    """Blocks on other SSRCs are skipped, no more blocks are read than SSRCs
+    are given (nor anything after them), and the SR that comes first is read
+    even when no block can matter."""
+    sender_info = RtcpSenderInfo(ntp_timestamp=9, rtp_timestamp=1, packet_count=2, octet_count=3)
+    compound = bytes(
+        RtcpSrPacket(ssrc=11, sender_info=sender_info, reports=[block(5), block(1), block(6)])
+    ) + bytes(RtcpRrPacket(ssrc=12, reports=[block(1, lost=4), block(2), block(3)]))
+    sender, blocks = read_reports(compound, [1, 2])
+    assert sender == (11, 9)
+    assert [(b.ssrc, b.packets_lost) for b in blocks] == [(1, -3), (1, 4)]
+    _, blocks = read_reports(compound, [3, 2, 7])
+    assert [b.ssrc for b in blocks] == [2, 3]
+    assert read_reports(compound, []) == ((11, 9), [])
+    bad_version = b"\x41\xc9\x00\x00"
+    with pytest.raises(ValueError):
+        read_reports(compound + bad_version)
+    assert len(read_reports(compound + bad_version, [1, 2])[1]) == 2
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -76,12 +96,13 @@ def test_read_reports_malformed(data: bytes) -> None:
         read_reports(data)
 
 
-@given(st.binary(max_size=200))
-def test_read_reports_only_raises_value_error(data: bytes) -> None:
-    try:
-        read_reports(data)
-    except ValueError:
-        pass
+@given(st.binary(max_size=200), st.lists(st.integers(0, 2**32 - 1), max_size=3))
+def test_read_reports_only_raises_value_error(data: bytes, ssrcs: list[int]) -> None:
+    for given_ssrcs in (None, ssrcs):
+        try:
+            read_reports(data, given_ssrcs)
+        except ValueError:
+            pass
 
 
 def rtp(
