@@ -108,6 +108,10 @@ FRAME_RATE = 50.0
 SEND_TIMEOUT = 15.0
 #: Closing waits this long for the transport's closing handshake, then aborts it.
 CLOSE_TIMEOUT = 5.0
+#: A connection that has not joined this many seconds after it opened is
+#: closed (CLOSE_NO_JOIN), so that idle sockets do not pile up. Generous: a
+#: browser may wait on its microphone prompt before it sends ``join``.
+JOIN_DEADLINE = 120.0
 #: How a member's close reason starts when its room closed (see Room.close).
 ROOM_CLOSED_PREFIX = "room closed: "
 #: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
@@ -116,6 +120,7 @@ CLOSE_ROOM_CLOSED = 4002
 CLOSE_SESSION_ENDED = 4003
 CLOSE_LEFT = 1000
 CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
+CLOSE_NO_JOIN = 1008  # the same: no join within JOIN_DEADLINE
 CLOSE_INTERNAL_ERROR = 1011  # the server failed handling a frame (RFC 6455 7.4.1)
 
 _ROLES = ("listener", "speaker", "moderator")
@@ -300,6 +305,7 @@ class SignalingSession:
         once: the join is abandoned, no member is made. Safe to cancel.
         """
         loop = asyncio.get_running_loop()
+        deadline = loop.call_later(JOIN_DEADLINE, self._join_deadline_passed)
         try:
             while not self._closed:
                 try:
@@ -325,11 +331,22 @@ class SignalingSession:
                 # neither is held here while the socket rests.
                 frame = handling = None
         finally:
+            deadline.cancel()
             handling = self._handling
             if handling is not None and not handling.done():
                 handling.cancel()
                 await asyncio.wait((handling,))
             await self.close(1001, "signaling connection closed")
+
+    def _join_deadline_passed(self) -> None:
+        """JOIN_DEADLINE after the connection opened: close it if it has not
+        joined and no frame (a join waiting its turn) is being handled."""
+        if self._closed or self.participant is not None or self._handling is not None:
+            return
+        logger.info("%r: no join within %g s: closing", self, JOIN_DEADLINE)
+        self._ending = asyncio.get_running_loop().create_task(
+            self.close(CLOSE_NO_JOIN, f"no join within {JOIN_DEADLINE:g} s")
+        )
 
     def _handled(self, task: asyncio.Task[None]) -> None:
         # (_handle_frame ends every error itself: the task ends with None, or cancelled.)

@@ -129,3 +129,52 @@ async def test_without_abort_a_stalled_send_ends_the_session(
         assert ending is not None
         await asyncio.wait_for(asyncio.gather(ending, return_exceptions=True), 3)
         assert closes == [protocol.CLOSE_SESSION_ENDED]
+
+
+async def test_a_connection_that_never_joins_is_closed_after_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sockets that open and never join must not pile up; a pinging one is
+    as idle as a silent one. A connection that joined is left alone."""
+    monkeypatch.setattr(protocol, "JOIN_DEADLINE", 0.3)
+
+    def connection() -> tuple[SignalingSession, list[int], asyncio.Queue[str | None]]:
+        frames: asyncio.Queue[str | None] = asyncio.Queue()
+        closes: list[int] = []
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            closes.append(code)
+            frames.put_nowait(None)  # the socket closes: serve() reads None
+
+        return SignalingSession(server, send, close), closes, frames
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        idle, idle_closes, idle_frames = connection()
+        pinging, pinging_closes, pinging_frames = connection()
+        member, member_closes, member_frames = connection()
+        token = auth.issue_token(SECRET, room="hall", identity="fan", role="listener")
+        member_frames.put_nowait(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        serving = [
+            asyncio.ensure_future(session.serve(frames.get))
+            for session, frames in (
+                (idle, idle_frames),
+                (pinging, pinging_frames),
+                (member, member_frames),
+            )
+        ]
+        for _ in range(8):
+            pinging_frames.put_nowait(json.dumps({"type": "ping"}))
+            await asyncio.sleep(0.1)
+        await asyncio.wait(serving[:2], timeout=3)
+        assert idle_closes[:1] == [protocol.CLOSE_NO_JOIN]
+        assert pinging_closes[:1] == [protocol.CLOSE_NO_JOIN]
+        assert member_closes == [] and room.get("fan") is not None
+        member_frames.put_nowait(None)
+        await asyncio.wait(serving, timeout=3)
+        assert all(task.done() for task in serving)
