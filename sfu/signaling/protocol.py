@@ -33,6 +33,7 @@ from ..events import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
+    RoleChanged,
     RoomEvent,
 )
 from ..events import RoomClosed as RoomClosedEvent
@@ -67,10 +68,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Commands that change room state are fanned out to every member (a hand
-#: raised is a message to each), so each member (an identity in a room, over
-#: its reconnects) may send at most this burst, refilled at this rate per
-#: second; the excess is refused.
+#: Commands that change room state are told to every member (a mute is a
+#: message to each, hands a list every roster interval), so each member (an
+#: identity in a room, over its reconnects) may send at most this burst,
+#: refilled at this rate per second; the excess is refused.
 COMMAND_BURST = 20
 COMMAND_RATE = 5.0
 # The buckets, per room and identity: kept across a member's reconnects (a new
@@ -112,6 +113,8 @@ CLOSE_TIMEOUT = 5.0
 #: closed (CLOSE_NO_JOIN), so that idle sockets do not pile up. Generous: a
 #: browser may wait on its microphone prompt before it sends ``join``.
 JOIN_DEADLINE = 120.0
+#: Past JOIN_DEADLINE with a frame under way, the check comes again this much later.
+JOIN_RECHECK = 5.0
 #: How a member's close reason starts when its room closed (see Room.close).
 ROOM_CLOSED_PREFIX = "room closed: "
 #: WebSocket close codes (4000-4999 are for applications, RFC 6455 7.4.2).
@@ -263,6 +266,10 @@ class SignalingSession:
         # While a send waits (see _SendWatch): since when, and in which task.
         self._sending_since = 0.0
         self._sends_waiting = 0
+        # Offers the server asked for (role_changed, renegotiate) not yet sent.
+        self._offers_asked = 0
+        # The JOIN_DEADLINE check, again while a frame (a join) was under way.
+        self._join_deadline: asyncio.TimerHandle | None = None
         self._sending_task: asyncio.Task[Any] | None = None
         self._room_factory = room_factory  # None: server.get_room (not kept bound, as above)
         self.peer = peer
@@ -305,7 +312,7 @@ class SignalingSession:
         once: the join is abandoned, no member is made. Safe to cancel.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.call_later(JOIN_DEADLINE, self._join_deadline_passed)
+        self._join_deadline = loop.call_later(JOIN_DEADLINE, self._join_deadline_passed)
         try:
             while not self._closed:
                 try:
@@ -331,7 +338,9 @@ class SignalingSession:
                 # neither is held here while the socket rests.
                 frame = handling = None
         finally:
-            deadline.cancel()
+            if self._join_deadline is not None:
+                self._join_deadline.cancel()
+                self._join_deadline = None
             handling = self._handling
             if handling is not None and not handling.done():
                 handling.cancel()
@@ -341,7 +350,13 @@ class SignalingSession:
     def _join_deadline_passed(self) -> None:
         """JOIN_DEADLINE after the connection opened: close it if it has not
         joined and no frame (a join waiting its turn) is being handled."""
-        if self._closed or self.participant is not None or self._handling is not None:
+        self._join_deadline = None
+        if self._closed or self.participant is not None:
+            return
+        if self._handling is not None:  # a join waiting its turn, perhaps: look again
+            self._join_deadline = asyncio.get_running_loop().call_later(
+                JOIN_RECHECK, self._join_deadline_passed
+            )
             return
         logger.info("%r: no join within %g s: closing", self, JOIN_DEADLINE)
         self._ending = asyncio.get_running_loop().create_task(
@@ -430,7 +445,7 @@ class SignalingSession:
                 )
             if kind not in ("join", "ping") and self.participant is None:
                 raise ProtocolError("not_joined", f"send 'join' before {kind!r}")
-            if kind in _BUDGETED:
+            if kind in _BUDGETED and not (kind == "offer" and self._owed_offer()):
                 self._spend_token(kind)
             reply = await getattr(self, name)(message)
         except ProtocolError as exc:
@@ -453,6 +468,15 @@ class SignalingSession:
         if message_id is not None:
             reply["id"] = message_id
         await self.send(reply)  # after a join, the room's events follow (handle())
+
+    def _owed_offer(self) -> bool:
+        """Whether the server asked this client for the offer it sends (a
+        ``role_changed`` with ``renegotiate``): that one is not the client's
+        to spend, and refused it would leave a promoted member mute."""
+        if self._offers_asked:
+            self._offers_asked -= 1
+            return True
+        return False
 
     def _spend_token(self, kind: str) -> None:
         assert self.participant is not None  # fanned-out commands need a join
@@ -683,8 +707,10 @@ class SignalingSession:
         if self._abort is not None:
             self._abort()
             return
-        if task is not None:
-            task.cancel()
+        # The sends that may wait: the relay's and a frame's handling.
+        for waiting in (task, self._relay, self._handling):
+            if waiting is not None and not waiting.done():
+                waiting.cancel()
         if not self._closed:
             # The session ends as for a closed socket (close() is bounded the same way).
             self._ending = asyncio.get_running_loop().create_task(
@@ -726,6 +752,12 @@ class SignalingSession:
 
     async def _forward_event(self, event: RoomEvent, participant: Participant) -> bool:
         """Send one event; True when the connection must end."""
+        if (
+            isinstance(event, RoleChanged)
+            and event.renegotiate
+            and event.identity == participant.identity
+        ):
+            self._offers_asked += 1  # (before its client can read the request)
         if isinstance(event, ParticipantJoined) and event.identity == participant.identity:
             self._own_join_seen = True
         text = _frames(participant.room).event_text(event, participant)

@@ -617,9 +617,43 @@ async def test_offers_are_rate_limited_like_commands() -> None:
         assert sent[0]["type"] == "joined", sent[0]
         offers = FRAME_BURST - 10  # (within the connection's frame budget)
         for number in range(offers):
-            await session.handle(json.dumps({"type": "offer", "offer": "v=0", "id": number}))
+            renegotiation = {"type": "offer", "sdp": offer("sendrecv"), "id": number}
+            await session.handle(json.dumps(renegotiation))
         refused = [m for m in sent if m.get("code") == "rate_limited"]
-        assert COMMAND_BURST - 2 <= offers - len(refused) <= COMMAND_BURST + 2, len(refused)
+        answered = [m for m in sent if m.get("type") == "answer"]
+        assert COMMAND_BURST - 2 <= len(answered) <= COMMAND_BURST + 2, len(answered)
+        assert len(refused) == offers - len(answered)
+        await session.close()
+
+
+async def test_an_offer_the_server_asked_for_is_never_refused_for_the_budget() -> None:
+    """A promotion asks for an offer: refused because the member had waved
+    its hand before, it would leave the member on the stage without a voice."""
+    from sfu.signaling.protocol import COMMAND_BURST
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="fan", role="speaker")
+        join = {"type": "join", "room": "hall", "token": token, "offer": offer("sendrecv")}
+        join["role"] = "listener"
+        await session.handle(json.dumps(join))
+        assert sent[0]["type"] == "joined" and sent[0]["role"] == "listener", sent[0]
+        for _ in range(COMMAND_BURST):  # the budget spent
+            await session.handle(json.dumps({"type": "raise_hand"}))
+            await session.handle(json.dumps({"type": "lower_hand"}))
+        assert any(m.get("code") == "rate_limited" for m in sent)
+        await room.promote("fan")
+        await wait_for(
+            lambda: any(m["type"] == "role_changed" and m["renegotiate"] for m in sent),
+            5,
+            "the promotion asks for an offer",
+        )
+        await session.handle(json.dumps({"type": "offer", "sdp": offer("sendrecv"), "id": "p"}))
+        assert sent[-1]["type"] == "answer", sent[-1]
+        # Only the one it was asked for: the next is the client's own, and spends.
+        await session.handle(json.dumps({"type": "offer", "sdp": offer("sendrecv"), "id": "q"}))
+        assert sent[-1].get("code") == "rate_limited", sent[-1]
         await session.close()
 
 

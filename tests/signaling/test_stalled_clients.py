@@ -178,3 +178,43 @@ async def test_a_connection_that_never_joins_is_closed_after_the_deadline(
         member_frames.put_nowait(None)
         await asyncio.wait(serving, timeout=3)
         assert all(task.done() for task in serving)
+
+
+async def test_a_join_under_way_at_the_deadline_is_looked_at_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the deadline a join may be waiting its turn: the connection is left
+    to it, and closed at the next look if the join was refused."""
+    from sfu.errors import RoomFull
+
+    monkeypatch.setattr(protocol, "JOIN_DEADLINE", 0.2)
+    monkeypatch.setattr(protocol, "JOIN_RECHECK", 0.2)
+    frames: asyncio.Queue[str | None] = asyncio.Queue()
+    closes: list[int] = []
+
+    async def send(text: str) -> None:
+        pass
+
+    async def close(code: int, reason: str) -> None:
+        closes.append(code)
+        frames.put_nowait(None)
+
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+
+        async def refused_after_its_turn(*args: object, **kwargs: object) -> None:
+            await asyncio.sleep(0.4)  # waiting its turn in a crowd, past the deadline
+            raise RoomFull("the room is full")
+
+        monkeypatch.setattr(room, "join", refused_after_its_turn)
+        session = SignalingSession(server, send, close)
+        serving = asyncio.ensure_future(session.serve(frames.get))
+        token = auth.issue_token(SECRET, room="hall", identity="late", role="listener")
+        frames.put_nowait(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        await asyncio.sleep(0.3)
+        assert closes == [], "closed while its join waited its turn"
+        await asyncio.wait((serving,), timeout=3)
+        assert closes[:1] == [protocol.CLOSE_NO_JOIN]
+        assert serving.done()
