@@ -395,6 +395,9 @@ class Session:
             plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
         except (pylibsrtp.Error, ValueError):  # ValueError: longer than libsrtp takes
             self.server.drops["srtp unprotect failed"] += 1
+            if rtcp:
+                # Not the client's: a forger of its address must not spend its share.
+                self._rtcp_tokens = min(self._rtcp_tokens + 1.0, RTCP_BURST)
             return
         known.add(ssrc)
         if address == self.address:  # consent, as in receive_binding()

@@ -96,6 +96,29 @@ async def test_srtcp_past_the_rate_is_not_decrypted(monkeypatch: pytest.MonkeyPa
             assert participant.rtcp_received == 5
 
 
+async def test_forged_srtcp_does_not_spend_the_clients_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Datagrams reach a session by their source address, which can be
+    forged: SRTCP that fails authentication gives its token back, so a forger
+    cannot get the client's own reports dropped."""
+    monkeypatch.setattr(session_module, "RTCP_PER_SECOND", 0.0)
+    monkeypatch.setattr(session_module, "RTCP_BURST", 5.0)
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (sock, _):
+            participant, protect = await connected_member(sock, server)
+            header = receiver_report()[:8]
+            for _ in range(20):
+                sock.sendto(header + os.urandom(40), server_addr(server))
+            await wait_for(
+                lambda: server.drops["srtp unprotect failed"] >= 20, 5, "the forged ones tried"
+            )
+            for _ in range(5):
+                sock.sendto(protect.protect_rtcp(receiver_report()), server_addr(server))
+            await wait_for(lambda: participant.rtcp_received == 5, 5, "the client's own read")
+            assert server.drops[OVER_RATE] == 0
+
+
 @pytest.mark.parametrize("slots", [2, 3], ids=["slot receiver", "mixed receiver"])
 async def test_only_report_blocks_on_the_servers_streams_are_read(
     monkeypatch: pytest.MonkeyPatch, slots: int
