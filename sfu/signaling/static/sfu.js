@@ -824,11 +824,19 @@ export class SfuClient {
   }
 
   _setHands(hands, total, emit) {
+    const before = new Set(this.hands);
     this.hands = [...hands];
     this.handsTotal = typeof total === "number" ? total : this.hands.length;
     const raised = new Set(this.hands);
-    for (const entry of this.roster.values()) entry.hand = raised.has(entry.identity);
-    // The list names the oldest hands only: this client's own is told apart.
+    // The list names the oldest hands only: a hand it leaves out is lowered
+    // if the list is whole or named it before (the oldest leave it only so);
+    // of the others nothing is known, and their flag stays.
+    const whole = this.handsTotal <= this.hands.length;
+    for (const entry of this.roster.values()) {
+      if (raised.has(entry.identity)) entry.hand = true;
+      else if (whole || before.has(entry.identity)) entry.hand = false;
+    }
+    // This client's own hand is told apart (`hand` messages).
     const me = this.roster.get(this.identity);
     if (me) me.hand = this.handRaised;
     if (emit) {
@@ -841,6 +849,7 @@ export class SfuClient {
     this.handRaised = !!message.raised;
     const me = this.roster.get(this.identity);
     if (me) me.hand = this.handRaised;
+    this._emit("hands", this.hands);
     this._emit("roster", this.roster);
   }
 
