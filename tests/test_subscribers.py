@@ -1,7 +1,7 @@
 """Which of a room's event streams an event is offered to (sfu.events.Subscribers).
 
-A stream made with ``member=`` takes, of the joins, connections, leaves and
-removals, only its own member's; the room must not even offer it the
+A stream made with ``member=`` takes, of the joins, connections, leaves,
+removals and hands, only its own member's; the room must not even offer it the
 others', or a crowd whose every member holds such a stream (the signaling
 does) makes each join cost one call per member.
 """
@@ -54,21 +54,28 @@ async def test_a_join_is_offered_only_to_its_own_stream_and_the_unscoped_ones(
         assert [type(e).__name__ for e in queued(members["fan-7"])] == ["ParticipantJoined"]
         assert all(not queued(s) for name, s in members.items() if name != "fan-7")
         assert [e.identity for e in queued(backend)] == ["fan-7"]
-        # Anything else is everyone's news.
+        # A hand too is offered to its own member's stream alone...
         room.raise_hand("fan-7")
-        assert offered["HandRaised"] == 201, offered
-        assert all(isinstance(queued(s)[-1], sfu.HandRaised) for s in members.values())
+        assert offered["HandRaised"] == 2, offered
+        assert isinstance(queued(members["fan-7"])[-1], sfu.HandRaised)
+        # ...and the hands list, as anything else, is everyone's news.
+        room._moderation.flush_hands()
+        assert offered["HandsChanged"] == 201, offered
+        assert all(isinstance(queued(s)[-1], sfu.HandsChanged) for s in members.values())
 
 
-async def test_a_member_stream_takes_only_its_own_membership_events_whatever_offers_them() -> None:
+async def test_a_member_stream_takes_only_its_own_member_events_whatever_offers_them() -> None:
     stream = EventStream(member="bob")
     stream._put(sfu.ParticipantJoined("hall", "alice", "listener"))
     stream._put(sfu.ParticipantLeft("hall", "alice", "left"))
     stream._put(sfu.ParticipantJoined("hall", "bob", "listener"))
     stream._put(sfu.HandRaised("hall", "alice"))
+    stream._put(sfu.HandRaised("hall", "bob"))
+    stream._put(sfu.HandsChanged("hall", ("alice", "bob"), 2))
     assert queued(stream) == [
         sfu.ParticipantJoined("hall", "bob", "listener"),
-        sfu.HandRaised("hall", "alice"),
+        sfu.HandRaised("hall", "bob"),
+        sfu.HandsChanged("hall", ("alice", "bob"), 2),
     ]
 
 
