@@ -218,15 +218,22 @@ def live_stream_handler(
     max_lag: float = 2.0,
     packets_per_page: int = 5,
     max_skips: int = 5,
+    public: bool = False,
 ) -> Handler:
     """A GET handler streaming room ``{room}``'s mix as chunked ``audio/ogg``.
 
     Mount it on a path with a ``{room}`` part, e.g.
     ``/rooms/{room}/live.ogg``. 404 for an unknown room (rooms are not
-    created by listening), 403 for a private room without a valid token.
-    :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
+    created by listening). A token for the room is needed (403 without a
+    valid one, or for a banned member) when the server has a
+    ``token_secret``, as for every other way in, and for a private room;
+    ``public=True`` opens the streams of the rooms that are not private to
+    anyone (a broadcast). :class:`~sfu.errors.InvalidSetting` at once for a
+    bad setting.
     """
     _check_settings(max_lag, packets_per_page, max_skips)
+    if not isinstance(public, bool):
+        raise InvalidSetting(f"public must be True or False, got {public!r}")
     streams: dict[str, LiveStream] = {}
 
     def stream_of(room: Room) -> LiveStream:
@@ -246,7 +253,7 @@ def live_stream_handler(
         if room is None or room.closed:
             return web.Response(status=404, text=f"no room {name!r}\n")
         claims = None
-        if room.policy.private:
+        if room.policy.private or (server.token_secret is not None and not public):
             secret = server.token_secret
             try:
                 if secret is None:

@@ -60,7 +60,7 @@ async def read_for(session: aiohttp.ClientSession, url: str, seconds: float) -> 
 @pytest.fixture
 async def http_server() -> AsyncIterator[tuple[sfu.Server, str]]:
     async with sfu.Server(token_secret=SECRET) as server:
-        runner, base = await serve(server)
+        runner, base = await serve(server, public=True)  # a broadcast, but private rooms
         try:
             yield server, base
         finally:
@@ -147,6 +147,37 @@ async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) ->
         await server.rooms["secret"].remove("fan", ban=True)
         async with session.get(f"{base}/rooms/secret/live.ogg", headers=headers) as response:
             assert response.status == 403
+
+
+async def test_with_a_token_secret_every_room_s_stream_needs_a_token() -> None:
+    """Every other way into a room of a server with a token_secret asks for
+    a token (WHEP, signaling): so does its live stream, private room or not,
+    unless the handler is made public."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("stage")
+        server.room("secret", private=True)
+        runner, base = await serve(server)
+        public_runner, public_base = await serve(server, public=True)
+        token = issue_token(SECRET, room="stage", identity="fan", role="listener")
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{base}/rooms/stage/live.ogg") as response:
+                    assert response.status == 403
+                async with session.get(f"{base}/rooms/stage/live.ogg?token={token}") as response:
+                    assert response.status == 200
+                    assert (await response.content.readexactly(4)) == b"OggS"
+                async with session.get(f"{public_base}/rooms/stage/live.ogg") as response:
+                    assert response.status == 200
+                async with session.get(f"{public_base}/rooms/secret/live.ogg") as response:
+                    assert response.status == 403, "public opens the rooms that are not private"
+                await server.rooms["stage"].remove("fan", ban=True)
+                async with session.get(f"{base}/rooms/stage/live.ogg?token={token}") as response:
+                    assert response.status == 403, "banned"
+        finally:
+            await runner.cleanup()
+            await public_runner.cleanup()
+    with pytest.raises(sfu.InvalidSetting, match="public"):
+        live_stream_handler(server, public=1)  # type: ignore[arg-type]
 
 
 async def test_a_stream_open_when_its_listener_is_banned_ends(
