@@ -245,6 +245,10 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
         await page.wait_for_selector(f"#stage {person('lis1')}", timeout=10000)
     await lis1.wait_for_selector("#mic-button:visible", timeout=10000)
     assert not await lis1.is_visible("#hand-button")
+    # On the stage muted, until lis1 chooses to speak.
+    await wait_attribute(lis1, "#mic-button", "data-muted", "true")
+    await wait_for(lambda: room["lis1"].muted, 10, "the room is told lis1 arrived muted")
+    await set_self_muted(lis1, False)
     await wait_for(
         lambda: room["lis1"].stats().get("inbound", {}).get("packets_received", 0) > 50,
         15,

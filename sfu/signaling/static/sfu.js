@@ -151,6 +151,9 @@ export class SfuClient {
    * @param {number} [options.speakingThreshold=0.01] decoded level (0..1) that counts as speech
    * @param {number} [options.speakingHold=700] ms a voice stays "speaking" after its last loud sample
    * @param {RTCConfiguration} [options.rtcConfiguration] default {iceServers: []} (the server is ICE-lite)
+   * @param {boolean} [options.mutedOnPromotion] default true: promoted by someone else (a
+   *   moderator, the backend), the microphone opens self-muted, so nobody is on the air
+   *   before they choose to speak; `setMuted(false)` speaks
    */
   constructor(options) {
     const {
@@ -171,6 +174,7 @@ export class SfuClient {
       backoffInitial = 500,
       backoffMax = 10000,
       rtcConfiguration = { iceServers: [] },
+      mutedOnPromotion = true,
     } = options || {};
     if (!url) throw new TypeError("SfuClient: `url` (the signaling WebSocket URL) is required");
     if (!token) throw new TypeError("SfuClient: `token` (a join token) is required");
@@ -190,7 +194,7 @@ export class SfuClient {
     this.options = {
       audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
       iceGatheringTimeout, requestTimeout, pingInterval, backoffInitial, backoffMax,
-      rtcConfiguration,
+      rtcConfiguration, mutedOnPromotion,
     };
 
     this.state = "new";
@@ -862,6 +866,11 @@ export class SfuClient {
       this.grants = Array.isArray(message.grants) ? [...message.grants] : null;
       if (message.renegotiate) {
         const publish = this.canPublish;
+        if (publish && !this._publishing && this.options.mutedOnPromotion) {
+          // Brought on the stage by someone else: the microphone opens muted,
+          // and the member unmutes when it chooses to speak.
+          this.muted = true;
+        }
         this._publishing = publish; // what a reconnect offers from now on
         this._queueNegotiation(() => (publish ? this._startPublishing() : this._stopPublishing()));
       } else if (this._publishing && !this.canPublish) {
