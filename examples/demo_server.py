@@ -28,7 +28,8 @@ it first: later tokens for it need the ``name_key`` that came with the first
 (a room remembers who was promoted by name, so a name taken over would be a
 stage seat taken over), for as long as its token lasts or its room is open.
 Whoever opens a room moderates it, and a later moderator token for that
-room needs the ``owner_key`` the first one came with. ``--no-demo-tokens`` turns it off (404); then tokens must come
+room needs the ``owner_key`` the first one came with; one address may open
+20 rooms at once, then 10 a minute (429 past that). ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
 or the ``SFU_TOKEN_SECRET`` environment variable sets it.
@@ -113,6 +114,14 @@ MAX_OWNED_ROOMS = 10_000
 _clock = time.monotonic  # the claims' clock
 #: A claim on a room that is not open may make way for a new one once it is this old (s).
 CLAIM_GRACE = 600.0
+#: Rooms one address may open (claim) in a burst, and per minute after it: a
+#: flood that fills the table to make old claims give way is slow then.
+NEW_ROOMS_BURST = 20
+NEW_ROOMS_PER_MINUTE = 10.0
+#: Address -> [claims left, when counted]; the addresses with a full burst
+#: are forgotten once it holds this many.
+OPENERS_KEY = web.AppKey("openers", dict)
+_OPENERS_PRUNE_AT = 10_000
 #: (room, identity) -> (when its last token expires (monotonic), the key later
 #: tokens for the name need). Oldest first (each mint moves its entry last).
 NAMES_KEY = web.AppKey("names", collections.OrderedDict)
@@ -220,6 +229,8 @@ async def issue_demo_token(request: web.Request) -> web.Response:
                 ),
                 content_type="application/json",
             )
+        if owner is None:
+            _spend_room_claim(request, now)
         if owner is None and len(owners) >= MAX_OWNED_ROOMS:
             # Full (names minted for rooms never opened can fill it): the
             # oldest claim on a room not open, minted over CLAIM_GRACE ago,
@@ -250,6 +261,32 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     if role == "moderator":
         reply["owner_key"] = owner_key
     return web.json_response(reply)
+
+
+def _spend_room_claim(request: web.Request, now: float) -> None:
+    """One more room opened from this request's address; 429 past its share
+    (NEW_ROOMS_BURST, then NEW_ROOMS_PER_MINUTE)."""
+    openers = request.app[OPENERS_KEY]
+
+    def refilled(left: float, at: float) -> float:
+        return min(float(NEW_ROOMS_BURST), left + (now - at) * NEW_ROOMS_PER_MINUTE / 60)
+
+    if len(openers) >= _OPENERS_PRUNE_AT:
+        for address, (left, at) in list(openers.items()):
+            if refilled(left, at) >= NEW_ROOMS_BURST:
+                del openers[address]
+    address = request.remote or "?"
+    left, at = openers.get(address, (float(NEW_ROOMS_BURST), now))
+    left = refilled(left, at)
+    if left < 1:
+        openers[address] = (left, now)
+        raise web.HTTPTooManyRequests(
+            text=json.dumps(
+                {"error": "too many rooms opened from here: join one, or try again in a minute"}
+            ),
+            content_type="application/json",
+        )
+    openers[address] = (left - 1, now)
 
 
 def _new_key(proposed: object) -> str:
@@ -352,6 +389,7 @@ def make_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVER_KEY] = server
     app[OWNERS_KEY] = collections.OrderedDict()
+    app[OPENERS_KEY] = {}
     app[NAMES_KEY] = collections.OrderedDict()
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)

@@ -748,6 +748,34 @@ async def test_demo_room_claims_last_as_long_as_the_openers_tokens_and_junk_make
         await olga.close()
 
 
+async def test_one_address_opens_rooms_at_a_bounded_rate(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of new rooms from one address, to fill the openers' table so
+    that old claims make way, is refused past a small burst; minting again
+    for a room one opened is not a new room."""
+    clock = [1000.0]
+    monkeypatch.setattr(demo_server, "_clock", lambda: clock[0])
+    monkeypatch.setattr(demo_server, "NEW_ROOMS_BURST", 3)
+    async with aiohttp.ClientSession() as http:
+
+        async def mint(room: str, owner_key: str = "") -> tuple[int, dict[str, Any]]:
+            body = {"room": room, "identity": "opener", "role": "moderator"}
+            body["owner_key"] = owner_key
+            async with http.post(demo.url + "/api/token", json=body) as response:
+                return response.status, await response.json()
+
+        statuses = [(await mint(f"flood-{i}"))[0] for i in range(3)]
+        assert statuses == [200, 200, 200]
+        status, reply = await mint("flood-3")
+        assert status == 429 and "too many rooms" in reply["error"]
+        status, first = await mint("flood-0", "")
+        assert status == 403, "flood-0 has its opener: a claim, not a new room"
+        clock[0] += 60 / demo_server.NEW_ROOMS_PER_MINUTE  # one more a little later
+        assert (await mint("flood-3"))[0] == 200
+        assert (await mint("flood-4"))[0] == 429
+
+
 def test_a_bad_listener_cap_is_refused_at_start() -> None:
     """Not at every join afterwards (each would be a 400 saying so)."""
     with pytest.raises(SystemExit):
