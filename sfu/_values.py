@@ -49,3 +49,12 @@ def refilled(tokens: float, since: float, now: float, rate: float, burst: float)
     """A token bucket's tokens at ``now``: ``tokens`` at ``since``, refilled
     at ``rate`` per second, never more than ``burst``."""
     return min(burst, tokens + (now - since) * rate)
+
+
+def take_token(
+    tokens: float, since: float, now: float, rate: float, burst: float
+) -> tuple[bool, float]:
+    """Take one token from a bucket (see :func:`refilled`): whether there was
+    one, and the tokens left at ``now``."""
+    tokens = refilled(tokens, since, now, rate, burst)
+    return (True, tokens - 1.0) if tokens >= 1.0 else (False, tokens)

@@ -21,7 +21,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._values import refilled
 from ..admission import Admission
@@ -149,15 +149,26 @@ def _relayed(event: RoomEvent) -> bool:
     return not isinstance(event, (DominantSpeakerChanged, MixerFailed))
 
 
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
+
+
+def _kept(
+    table: weakref.WeakKeyDictionary[_Key, _Value], key: _Key, make: Callable[[], _Value]
+) -> _Value:
+    """``table[key]``, made on first use (the table forgets it with ``key``)."""
+    value = table.get(key)
+    if value is None:
+        value = table[key] = make()
+    return value
+
+
 #: Each room's frames its members are sent alike, encoded once (see RoomFrames).
 _FRAMES: weakref.WeakKeyDictionary[Room, RoomFrames] = weakref.WeakKeyDictionary()
 
 
 def _frames(room: Room) -> RoomFrames:
-    frames = _FRAMES.get(room)
-    if frames is None:
-        frames = _FRAMES[room] = RoomFrames()
-    return frames
+    return _kept(_FRAMES, room, RoomFrames)
 
 
 #: Events the members' relays send per event-loop iteration, per server.
@@ -201,17 +212,11 @@ _send_watches: weakref.WeakKeyDictionary[Server, _SendWatch] = weakref.WeakKeyDi
 
 
 def _send_watch(server: Server) -> _SendWatch:
-    watch = _send_watches.get(server)
-    if watch is None:
-        watch = _send_watches[server] = _SendWatch()
-    return watch
+    return _kept(_send_watches, server, _SendWatch)
 
 
 def _relay_turn(server: Server) -> Admission:
-    turns = _relay_turns.get(server)
-    if turns is None:
-        turns = _relay_turns[server] = Admission(RELAYS_PER_TURN)
-    return turns
+    return _kept(_relay_turns, server, lambda: Admission(RELAYS_PER_TURN))
 
 
 #: Each command's handler, a method of SignalingSession (a table per class, not

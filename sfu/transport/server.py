@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._values import is_int, is_number, refilled
+from .._values import is_int, is_number, take_token
 from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
@@ -580,15 +580,11 @@ class Server:
     def _proof_budget(self, now: float) -> bool:
         """Spend one of the server's address proofs (PROOFS_PER_SECOND); False
         when none is left."""
-        tokens = refilled(
+        taken, self._proof_tokens = take_token(
             self._proof_tokens, self._proof_tokens_at, now, PROOFS_PER_SECOND, PROOF_BURST
         )
         self._proof_tokens_at = now
-        if tokens < 1.0:
-            self._proof_tokens = tokens
-            return False
-        self._proof_tokens = tokens - 1.0
-        return True
+        return taken
 
     def _proof_sent(self, session: Session, transaction_id: bytes) -> None:
         self._proofs[transaction_id] = session

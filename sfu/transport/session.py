@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pylibsrtp
 
-from .._values import refilled
+from .._values import refilled, take_token
 from ..policy import MAX_SLOTS
 from .dtls import DtlsServer
 from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
@@ -409,13 +409,11 @@ class Session:
 
     def _rtcp_budget(self, now: float) -> bool:
         """Spend one of the session's SRTCP packets (RTCP_PER_SECOND); False when none is left."""
-        tokens = refilled(self._rtcp_tokens, self._rtcp_tokens_at, now, RTCP_PER_SECOND, RTCP_BURST)
+        taken, self._rtcp_tokens = take_token(
+            self._rtcp_tokens, self._rtcp_tokens_at, now, RTCP_PER_SECOND, RTCP_BURST
+        )
         self._rtcp_tokens_at = now
-        if tokens < 1.0:
-            self._rtcp_tokens = tokens
-            return False
-        self._rtcp_tokens = tokens - 1.0
-        return True
+        return taken
 
     def handle_timeout(self, now: float) -> None:
         deadline = self.dtls.next_timeout()

@@ -131,6 +131,24 @@ async def test_without_abort_a_stalled_send_ends_the_session(
         assert closes == [protocol.CLOSE_SESSION_ENDED]
 
 
+def queued_session(
+    server: sfu.Server,
+) -> tuple[SignalingSession, list[int], asyncio.Queue[str | None]]:
+    """A session whose client's frames are put in a queue (``serve(frames.get)``);
+    closing it records the code and ends the queue, as a closed socket does."""
+    frames: asyncio.Queue[str | None] = asyncio.Queue()
+    closes: list[int] = []
+
+    async def send(text: str) -> None:
+        pass
+
+    async def close(code: int, reason: str) -> None:
+        closes.append(code)
+        frames.put_nowait(None)  # the socket closes: serve() reads None
+
+    return SignalingSession(server, send, close), closes, frames
+
+
 async def test_a_connection_that_never_joins_is_closed_after_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -138,24 +156,11 @@ async def test_a_connection_that_never_joins_is_closed_after_the_deadline(
     as idle as a silent one. A connection that joined is left alone."""
     monkeypatch.setattr(protocol, "JOIN_DEADLINE", 0.3)
 
-    def connection() -> tuple[SignalingSession, list[int], asyncio.Queue[str | None]]:
-        frames: asyncio.Queue[str | None] = asyncio.Queue()
-        closes: list[int] = []
-
-        async def send(text: str) -> None:
-            pass
-
-        async def close(code: int, reason: str) -> None:
-            closes.append(code)
-            frames.put_nowait(None)  # the socket closes: serve() reads None
-
-        return SignalingSession(server, send, close), closes, frames
-
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
-        idle, idle_closes, idle_frames = connection()
-        pinging, pinging_closes, pinging_frames = connection()
-        member, member_closes, member_frames = connection()
+        idle, idle_closes, idle_frames = queued_session(server)
+        pinging, pinging_closes, pinging_frames = queued_session(server)
+        member, member_closes, member_frames = queued_session(server)
         token = auth.issue_token(SECRET, room="hall", identity="fan", role="listener")
         member_frames.put_nowait(
             json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
@@ -189,16 +194,6 @@ async def test_a_join_under_way_at_the_deadline_is_looked_at_again(
 
     monkeypatch.setattr(protocol, "JOIN_DEADLINE", 0.2)
     monkeypatch.setattr(protocol, "JOIN_RECHECK", 0.2)
-    frames: asyncio.Queue[str | None] = asyncio.Queue()
-    closes: list[int] = []
-
-    async def send(text: str) -> None:
-        pass
-
-    async def close(code: int, reason: str) -> None:
-        closes.append(code)
-        frames.put_nowait(None)
-
     async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
         room = server.room("hall")
 
@@ -207,7 +202,7 @@ async def test_a_join_under_way_at_the_deadline_is_looked_at_again(
             raise RoomFull("the room is full")
 
         monkeypatch.setattr(room, "join", refused_after_its_turn)
-        session = SignalingSession(server, send, close)
+        session, closes, frames = queued_session(server)
         serving = asyncio.ensure_future(session.serve(frames.get))
         token = auth.issue_token(SECRET, room="hall", identity="late", role="listener")
         frames.put_nowait(
