@@ -38,6 +38,15 @@ await client.setMuted(false);
 check(track.enabled === true && mutes[mutes.length - 1] === false, "it cannot speak when it chooses");
 await client.leave();
 
+// A moderator seated in the audience that takes the stage itself chose to.
+const itself = new SfuClient(clientOptions("bob", "listener"));
+await itself.join();
+sockets[sockets.length - 1].reply({ ...promotion, by: "bob" });
+await sleep(300);
+track = peers[peers.length - 1].getTransceivers()[0].sender.track;
+check(track && track.enabled === true && itself.muted === false, "its own promotion muted it");
+await itself.leave();
+
 const eager = new SfuClient({ ...clientOptions("bob", "listener"), mutedOnPromotion: false });
 await eager.join();
 sockets[sockets.length - 1].reply(promotion);

@@ -866,7 +866,8 @@ export class SfuClient {
       this.grants = Array.isArray(message.grants) ? [...message.grants] : null;
       if (message.renegotiate) {
         const publish = this.canPublish;
-        if (publish && !this._publishing && this.options.mutedOnPromotion) {
+        const byOther = message.by !== this.identity; // (a moderator taking the stage itself)
+        if (publish && !this._publishing && this.options.mutedOnPromotion && byOther) {
           // Brought on the stage by someone else: the microphone opens muted,
           // and the member unmutes when it chooses to speak.
           this.muted = true;
