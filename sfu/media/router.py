@@ -55,7 +55,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPac
 from .._values import refilled
 from ..audio_level import read_audio_level
 from ..detector import ActiveSpeakerDetector
-from ..relay import FanOut
+from ..relay import MAX_PAYLOAD, FanOut
 from ..transport.rtp import (
     MAX_DROPOUT,
     MAX_MISORDER,
@@ -101,6 +101,14 @@ STALE_SSRC_SECONDS = 2.0
 #: Packets without a level from a speaker whose client negotiated the level
 #: extension, after which its level is decoded instead (never heard otherwise).
 MISSING_LEVEL_PACKETS = 25
+#: The most a slot's sequence number moves on for one packet: a speaker's
+#: larger jump (loss of over 2 s, or jumps made on purpose) is carried as a
+#: step of this size. A receiver that misses some packets (its socket full)
+#: misses their steps too, and its libsrtp, like ours, takes a packet whose
+#: index is 2**15 or more ahead for an old one: with the speaker's own jumps
+#: (up to MAX_DROPOUT each) a dozen missed packets could cut it off for ~11
+#: minutes; with this, it takes hundreds.
+MAX_SLOT_STEP = 100
 
 
 @dataclass(eq=False)
@@ -354,6 +362,12 @@ class Router:
             # Only Opus was negotiated; anything else is not ours to forward.
             self.packets_dropped += 1
             return
+        if len(packet) - offset > MAX_PAYLOAD:
+            # Larger than any Opus packet (RFC 6716 3.4), and than the fan-out
+            # sends: dropped before it moves a slot's numbering that no
+            # receiver would then see (their SRTP indices would fall behind).
+            self.packets_dropped += 1
+            return
         if ssrc != publisher.ssrc:
             if (
                 ssrc == publisher.previous_ssrc
@@ -422,6 +436,11 @@ class Router:
                 # numbers wrapped half-way round, ~11 minutes into a turn.)
                 stream.switch_guard = False
         out_sequence = (sequence + stream.sequence_offset) & 0xFFFF
+        step = (out_sequence - stream.last_sequence) & 0xFFFF
+        if MAX_SLOT_STEP < step < 1 << 15 and stream.last_time is not None:
+            # A jump ahead, carried as a step of MAX_SLOT_STEP (see there).
+            stream.sequence_offset = (stream.sequence_offset - (step - MAX_SLOT_STEP)) & 0xFFFF
+            out_sequence = (stream.last_sequence + MAX_SLOT_STEP) & 0xFFFF
         out_timestamp = (timestamp + stream.timestamp_offset) & 0xFFFFFFFF
         if uint16_gt(out_sequence, stream.last_sequence) or stream.last_time is None:
             stream.last_sequence = out_sequence

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sfu.media.router import Publisher, Router
+from sfu.media.router import MAX_SLOT_STEP, Publisher, Router
+from sfu.relay import MAX_PAYLOAD
 
 
 class RecordingFanOut:
@@ -386,3 +387,37 @@ def test_a_members_csrc_is_unique_in_the_room_and_not_one_of_its_own_ssrcs(
     route.release_csrc(taken)
     drawn = iter([0x5EED, taken])
     assert route.new_csrc() == taken  # free again once its member left
+
+
+def test_a_payload_no_receiver_would_get_moves_no_slot(router: Routed) -> None:
+    """Packets over MAX_PAYLOAD (no Opus packet is that large; the fan-out
+    sends none) are dropped before the slot's numbering moves: each stepping
+    a slot on unseen would put its SRTP index out of the receivers' reach."""
+    route, fanout, speaker = router
+    talk(router, 1000, 10)
+    oversized = packet(0, 0)[:-4] + bytes(MAX_PAYLOAD + 1)
+    for index in range(12):
+        jumped = 1010 + 2999 * (index + 1)
+        data = struct.pack("!H", jumped & 0xFFFF)
+        route.forward(speaker, oversized[:2] + data + oversized[4:], 0.2 + index * 0.02)
+    assert len(fanout.forwarded) == 10 and route.packets_dropped == 12
+    route.forward(speaker, packet(1010, 10 * 960), 0.5)
+    sequences = [sequence for _, sequence in fanout.forwarded]
+    assert (sequences[-1] - sequences[-2]) & 0xFFFF == 1
+
+
+def test_a_jump_ahead_moves_a_slot_by_one_step_at_most(router: Routed) -> None:
+    """A speaker jumping its numbering ahead by up to MAX_DROPOUT a packet:
+    each jump is carried as a step of MAX_SLOT_STEP, so that a receiver that
+    missed a few such packets is not 2**15 behind the slot."""
+    route, fanout, speaker = router
+    talk(router, 1000, 10)
+    sequence = 1009
+    for index in range(11):
+        sequence += 2999
+        route.forward(speaker, packet(sequence, (10 + index) * 960), 0.2 + index * 0.02)
+    route.forward(speaker, packet(sequence + 1, 21 * 960), 0.42)
+    steps = [(b - a) & 0xFFFF for (_, a), (_, b) in zip(fanout.forwarded, fanout.forwarded[1:])]
+    assert len(fanout.forwarded) == 22
+    assert steps[9:] == [MAX_SLOT_STEP] * 11 + [1]
+    assert route.packets_dropped == 0
