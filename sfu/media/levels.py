@@ -19,6 +19,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from .._values import refilled
+from .ogg import packet_samples
 from .opus import padded_packet
 
 __all__ = ["SILENCE", "OpusLevelMeter", "audio_level"]
@@ -50,6 +52,17 @@ def audio_level(samples: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> 
     return int(round(-min(max(dbov, -127.0), 0.0)))
 
 
+#: Audio a meter decodes per second of the clock, in 48 kHz samples: a little
+#: over real time (a speaker's packets bunch up), and the burst allowed (0.5
+#: s of audio). Past it the last level stands: a speaker's packets that each
+#: claim 120 ms of audio cost up to ~1.6 ms each to decode, and at the
+#: packet rate limit one speaker would take half of the event loop.
+DECODE_RATE = 1.25 * 48_000
+DECODE_BURST = 24_000.0
+#: The longest Opus packet, 120 ms (RFC 6716 3.2.5): one that claims more is not Opus.
+MAX_PACKET_SAMPLES = 5760
+
+
 class OpusLevelMeter:
     """Decodes one speaker's Opus stream and gives each packet's level.
 
@@ -61,12 +74,32 @@ class OpusLevelMeter:
     def __init__(self) -> None:
         self._decoder = av.CodecContext.create("opus", "r")
         self.errors = 0
+        self._last = -1  # the last level decoded
+        self._tokens = DECODE_BURST  # audio it may decode now (DECODE_RATE)
+        self._tokens_at: float | None = None
 
-    def level(self, payload: bytes) -> int:
-        """The level of one Opus payload (RFC 7587), or -1 if it does not decode."""
+    def level(self, payload: bytes, now: float | None = None) -> int:
+        """The level of one Opus payload (RFC 7587), or -1 if it does not
+        decode. With ``now`` (seconds), decoding keeps to DECODE_RATE: past
+        it the last level is given again."""
         if not payload:  # an empty packet would flush (end) the decoder
             self.errors += 1
             return -1
+        try:
+            samples = packet_samples(payload)
+        except ValueError:
+            samples = 0
+        if not 0 < samples <= MAX_PACKET_SAMPLES:
+            self.errors += 1
+            return -1
+        if now is not None:
+            since = now if self._tokens_at is None else self._tokens_at
+            tokens = refilled(self._tokens, since, now, DECODE_RATE, DECODE_BURST)
+            self._tokens_at = now
+            if tokens < samples:
+                self._tokens = tokens
+                return self._last
+            self._tokens = tokens - samples
         try:
             frames = self._decoder.decode(padded_packet(payload))
         except av.FFmpegError as exc:
@@ -77,5 +110,8 @@ class OpusLevelMeter:
         if not frames:
             return -1
         if len(frames) == 1:
-            return audio_level(frames[0].to_ndarray())
-        return audio_level(np.concatenate([frame.to_ndarray() for frame in frames], axis=-1))
+            self._last = audio_level(frames[0].to_ndarray())
+        else:
+            pcm = np.concatenate([frame.to_ndarray() for frame in frames], axis=-1)
+            self._last = audio_level(pcm)
+        return self._last

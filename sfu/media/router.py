@@ -404,7 +404,7 @@ class Router:
             else:
                 publisher.missing_levels = 0
         else:
-            level = publisher.meter.level(packet[offset:])
+            level = publisher.meter.level(packet[offset:], now)
         publisher.level = level
         if publisher.muted:
             return

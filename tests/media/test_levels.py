@@ -100,3 +100,42 @@ def test_a_payload_is_decoded_without_the_memory_after_it() -> None:
         levels.add(meter.level(view))  # type: ignore[arg-type]
         pcm.add(bytes(decoder.decode(view)))  # type: ignore[arg-type]
     assert len(levels) == 1 and len(pcm) == 1
+
+
+class CountingDecoder:
+    """A meter's decoder that counts its decodes."""
+
+    def __init__(self, decoder: object) -> None:
+        self.decoder = decoder
+        self.decodes = 0
+
+    def decode(self, packet: object) -> object:
+        self.decodes += 1
+        return self.decoder.decode(packet)  # type: ignore[attr-defined]
+
+
+def test_a_meter_decodes_at_most_a_little_over_real_time() -> None:
+    """A speaker's packets are decoded for their level only as fast as audio
+    comes (DECODE_RATE, after a burst of DECODE_BURST): packets that each
+    claim much audio, or many at once, must not take the event loop. Past
+    the budget the last level stands; a packet claiming more than 120 ms is
+    not Opus."""
+    from sfu.media import levels
+
+    meter = OpusLevelMeter()
+    counting = CountingDecoder(meter._decoder)
+    meter._decoder = counting  # type: ignore[assignment]
+    payloads = encode(tone(-20, seconds=3.0))
+    first = [meter.level(payload, 10.0) for payload in payloads[:100]]  # all at one instant
+    burst = int(levels.DECODE_BURST // FRAME)
+    assert counting.decodes == burst
+    assert first[burst:] == [first[burst - 1]] * (100 - burst), "the last level stands"
+    assert first[burst - 1] == 20
+    # A second later, at the pace audio comes (20 ms a packet): every one decoded.
+    decodes = counting.decodes
+    later = [meter.level(p, 11.0 + 0.02 * i) for i, p in enumerate(payloads[100:150])]
+    assert counting.decodes == decodes + 50 and later[-1] == 20
+    # Code 3, 63 frames of 20 ms: 1.26 s of "audio" in one packet.
+    decodes = counting.decodes
+    assert meter.level(bytes([0x78 | 3, 63]) + bytes(100), 20.0) == -1
+    assert counting.decodes == decodes
