@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._values import refilled
-from .ogg import packet_samples
+from .ogg import MAX_PACKET_SAMPLES, packet_samples
 from .opus import padded_packet
 
 __all__ = ["SILENCE", "OpusLevelMeter", "audio_level"]
@@ -59,8 +59,6 @@ def audio_level(samples: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> 
 #: packet rate limit one speaker would take half of the event loop.
 DECODE_RATE = 1.25 * 48_000
 DECODE_BURST = 24_000.0
-#: The longest Opus packet, 120 ms (RFC 6716 3.2.5): one that claims more is not Opus.
-MAX_PACKET_SAMPLES = 5760
 
 
 class OpusLevelMeter:

@@ -48,6 +48,7 @@ __all__ = [
     "CONTINUED",
     "FIRST_PAGE",
     "LAST_PAGE",
+    "MAX_PACKET_SAMPLES",
     "OggPage",
     "OggWriter",
     "ogg_crc",
@@ -130,6 +131,10 @@ _FRAME_SAMPLES = (
     + [480, 960] * 2  # 12-15 hybrid: 10, 20 ms
     + [120, 240, 480, 960] * 4  # 16-31 CELT-only: 2.5, 5, 10, 20 ms
 )
+
+
+#: The longest Opus packet, 120 ms (RFC 6716 3.2.5): one that claims more is not Opus.
+MAX_PACKET_SAMPLES = 5760
 
 
 def packet_samples(packet: bytes) -> int:

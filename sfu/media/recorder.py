@@ -68,7 +68,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InvalidSetting
 from .mixer import MixOutput
-from .ogg import OggWriter, opus_head, opus_tags, packet_samples, parse_opus_head
+from .ogg import (
+    MAX_PACKET_SAMPLES,
+    OggWriter,
+    opus_head,
+    opus_tags,
+    packet_samples,
+    parse_opus_head,
+)
 from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_MONO, SILENCE_STEREO
 
 if TYPE_CHECKING:
@@ -210,6 +217,8 @@ class SpeakerTrack:
             samples = packet_samples(payload)
         except ValueError:
             return b""  # an empty payload: nothing to place
+        if not 0 < samples <= MAX_PACKET_SAMPLES:
+            return b""  # not Opus (no packet is over 120 ms): a jump in the file's timeline
         out = b"" if self._started else self.begin(payload)
         wall = self._wall_position(now)
         if ssrc != self._ssrc:

@@ -660,3 +660,18 @@ async def test_a_speakers_file_is_never_one_another_identity_already_writes(
     for identity in names.values():
         written = [p for p in assert_well_formed(paths[identity]) if p == payload]
         assert len(written) == 5, identity
+
+
+def test_a_packet_claiming_more_than_120_ms_is_not_written(tmp_path: Path) -> None:
+    """No Opus packet is over 120 ms (RFC 6716 3.2.5): one that claims more
+    (here 63 frames of 60 ms) would put a jump of seconds in the file."""
+    packets = opus_tone(440, 3)
+    track = SpeakerTrack(tmp_path / "s.opus", start=10.0)
+    out = track.packet(5, 1000, packets[0], now=10.0)
+    position = track.position
+    bogus = bytes([(3 << 3) | 3, 63]) + bytes(20)  # config 3: SILK 60 ms frames, code 3
+    assert packet_samples(bogus) > 5760
+    assert track.packet(5, 1960, bogus, now=10.02) == b""
+    assert track.position == position
+    out += track.packet(5, 1960, packets[1], now=10.02)
+    assert track.position == position + FRAME_SAMPLES
