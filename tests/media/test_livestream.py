@@ -126,6 +126,34 @@ async def test_a_head_request_gets_headers_only(http_server: tuple[sfu.Server, s
     assert room._mixer is None or not room.mixer.running
 
 
+async def test_a_room_s_stream_takes_max_clients_at_once() -> None:
+    """Each client costs pages of its own: past max_clients a room's stream
+    says 503, and takes another once one has gone."""
+    async with sfu.Server() as server:
+        server.room("busy")
+        runner, base = await serve(server, max_clients=2)
+        url = f"{base}/rooms/busy/live.ogg"
+        try:
+            async with aiohttp.ClientSession() as session:
+                first = await session.get(url)
+                second = await session.get(url)
+                assert first.status == second.status == 200
+                async with session.get(url) as third:
+                    assert third.status == 503 and third.headers["Retry-After"]
+                first.close()  # gone: noticed at its next page
+                for _ in range(40):
+                    async with session.get(url) as again:
+                        if again.status == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                assert again.status == 200, "a place freed is taken again"
+                second.close()
+        finally:
+            await runner.cleanup()
+    with pytest.raises(sfu.InvalidSetting, match="max_clients"):
+        live_stream_handler(server, max_clients=0)
+
+
 async def test_unknown_and_private_rooms(http_server: tuple[sfu.Server, str]) -> None:
     server, base = http_server
     server.room("secret", private=True)
