@@ -105,6 +105,10 @@ MAX_GAP_FILL = 600
 QUIET_AFTER = 2.0
 QUIET_FILL_FRAMES = 50
 QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
+#: Speakers recorded apart in one recording at most: each file is kept in
+#: line with the wall clock while its speaker is quiet (opened and written
+#: every few seconds). Past it a new speaker is in the mix file only.
+MAX_SPEAKER_FILES = 256
 
 
 def _write_whole(handle: IO[bytes], data: bytes) -> None:
@@ -327,6 +331,7 @@ class Recorder:
         self.path = Path(path)
         self.per_speaker = per_speaker
         self.speaker_paths: dict[str, Path] = {}
+        self._files_full_told = False  # MAX_SPEAKER_FILES reached, logged once
         self._mixer = mixer
         self._identity_of = identity_of or (lambda number: None)
         self._title = title
@@ -487,6 +492,15 @@ class Recorder:
         return True
 
     def _open_track(self, identity: str, number: int) -> SpeakerTrack | None:
+        if len(self.speaker_paths) >= MAX_SPEAKER_FILES:
+            if not self._files_full_told:
+                self._files_full_told = True
+                logger.warning(
+                    "recording %s: %d speakers have files; the next are in the mix only",
+                    self.path,
+                    MAX_SPEAKER_FILES,
+                )
+            return None
         name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
         path = self.path.with_name(name)
         taken = {*self.speaker_paths.values(), self.path}

@@ -675,3 +675,47 @@ def test_a_packet_claiming_more_than_120_ms_is_not_written(tmp_path: Path) -> No
     assert track.position == position
     out += track.packet(5, 1960, packets[1], now=10.02)
     assert track.position == position + FRAME_SAMPLES
+
+
+async def test_speakers_past_max_speaker_files_are_in_the_mix_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every speaker file is kept in line with the wall clock while it is
+    quiet: a stream of new identities (a server without tokens takes any)
+    must not make the recording's upkeep grow without end."""
+    import socket
+
+    from sfu.media import recorder as recorder_module
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    monkeypatch.setattr(recorder_module, "MAX_SPEAKER_FILES", 3)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer, tmp_path / "talk.opus", per_speaker=True, identity_of=lambda n: f"guest{n}"
+    )
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    now = loop.time()
+    payload = opus_tone(440, 1)[0]
+    for number in range(10, 20):  # ten different people, one after the other
+        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+        router.add_publisher(speaker)
+        packet = bytes([0x80, 111]) + bytes(10) + payload
+        for tap in list(router.taps):
+            tap(speaker, packet, 12, 0, 0, 0, now)
+        now += 0.02
+        router.remove_publisher(speaker)
+    await recorder.stop()
+    await mixer.close()
+    router.close()
+    sock.close()
+    assert sorted(recorder.speaker_paths) == ["guest10", "guest11", "guest12"]
+    assert sorted(p.name for p in tmp_path.glob("talk-*")) == [
+        "talk-guest10.opus",
+        "talk-guest11.opus",
+        "talk-guest12.opus",
+    ]
