@@ -455,6 +455,8 @@ class Recorder:
         else:
             identity = self._identity_of(number) or f"speaker-{number}"
             track = self._tracks.get(identity) or self._open_track(identity, number)
+            if track is None and len(self.speaker_paths) >= MAX_SPEAKER_FILES:
+                return  # in the mix only; not kept per number (a join each would stay)
             self._track_of[number] = track
         if track is None:
             return

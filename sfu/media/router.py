@@ -363,8 +363,8 @@ class Router:
             self.packets_dropped += 1
             return
         if len(packet) - offset > MAX_PAYLOAD:
-            # Larger than any Opus packet (RFC 6716 3.4), and than the fan-out
-            # sends: dropped before it moves a slot's numbering that no
+            # Larger than the fan-out sends (an Opus frame's limit, RFC 6716
+            # 3.2.1): dropped before it moves a slot's numbering that no
             # receiver would then see (their SRTP indices would fall behind).
             self.packets_dropped += 1
             return

@@ -709,6 +709,7 @@ async def test_speakers_past_max_speaker_files_are_in_the_mix_only(
             tap(speaker, packet, 12, 0, 0, 0, now)
         now += 0.02
         router.remove_publisher(speaker)
+    assert len(recorder._track_of) == 0, "nothing kept per join past the cap"
     await recorder.stop()
     await mixer.close()
     router.close()
