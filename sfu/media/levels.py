@@ -74,7 +74,7 @@ class OpusLevelMeter:
         self.errors = 0
         self._last = -1  # the last level decoded
         self._tokens = DECODE_BURST  # audio it may decode now (DECODE_RATE)
-        self._tokens_at: float | None = None
+        self._tokens_at = 0.0  # (a bucket starts full: refilled from any time, it stays so)
 
     def level(self, payload: bytes, now: float | None = None) -> int:
         """The level of one Opus payload (RFC 7587), or -1 if it does not
@@ -91,8 +91,7 @@ class OpusLevelMeter:
             self.errors += 1
             return -1
         if now is not None:
-            since = now if self._tokens_at is None else self._tokens_at
-            tokens = refilled(self._tokens, since, now, DECODE_RATE, DECODE_BURST)
+            tokens = refilled(self._tokens, self._tokens_at, now, DECODE_RATE, DECODE_BURST)
             self._tokens_at = now
             if tokens < samples:
                 self._tokens = tokens
