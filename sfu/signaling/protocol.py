@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._values import refilled
+from .._values import refilled, take_token
 from ..admission import Admission
 from ..auth import signed_identity, verify_token
 from ..errors import NotAllowed, SfuError
@@ -268,7 +268,9 @@ class SignalingSession:
         self._close_transport = close
         self._abort = abort
         self._ending: asyncio.Task[None] | None = None  # close() after a stall, without abort
-        # While a send waits (see _SendWatch): since when, and in which task.
+        # While a send waits (see _SendWatch): its server's watch, since when,
+        # and in which task.
+        self._watch = _send_watch(server)
         self._sending_since = 0.0
         self._sends_waiting = 0
         # Offers the server asked for (role_changed, renegotiate) not yet sent.
@@ -494,16 +496,14 @@ class SignalingSession:
                     if refilled(tokens, at, now, COMMAND_RATE, COMMAND_BURST) >= COMMAND_BURST:
                         del table[identity]
             bucket = table[self.participant.identity] = [float(COMMAND_BURST), now]
-        tokens = refilled(bucket[0], bucket[1], now, COMMAND_RATE, COMMAND_BURST)
+        taken, bucket[0] = take_token(bucket[0], bucket[1], now, COMMAND_RATE, COMMAND_BURST)
         bucket[1] = now
-        if tokens < 1:
-            bucket[0] = tokens
+        if not taken:
             raise ProtocolError(
                 "rate_limited",
                 f"too many commands: at most {COMMAND_RATE:g} per second "
                 f"(bursts of {COMMAND_BURST}); {kind!r} was not done",
             )
-        bucket[0] = tokens - 1
 
     # -- commands ---------------------------------------------------------------
 
@@ -679,7 +679,7 @@ class SignalingSession:
         # Watched (not wait_for: a task per frame would cost more than the
         # frame). The relay and a frame's handling may send at once: the
         # clock runs from the last time a send got through.
-        watch = _send_watch(self.server)
+        watch = self._watch
         if not self._sends_waiting:
             self._sending_since = time.monotonic()
             watch.add(self)
