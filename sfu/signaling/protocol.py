@@ -816,12 +816,13 @@ class SignalingSession:
         relay = self._relay
         if relay is not None and relay is not asyncio.current_task():
             relay.cancel()
-            try:
-                await relay
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # (the relay ends its own errors; never stop short of the transport)
-                logger.exception("%r: the event relay failed", self)
+            # Waited, not awaited: `await relay` raises the relay's CancelledError,
+            # which cannot be told from a cancellation of this close (swallowed,
+            # the caller's would be lost). This raises only for the latter.
+            await asyncio.wait((relay,))
+            if not relay.cancelled() and relay.exception() is not None:
+                # (The relay ends its own errors; never stop short of the transport.)
+                logger.error("%r: the event relay failed", self, exc_info=relay.exception())
         watchdog = asyncio.get_running_loop().call_later(
             CLOSE_TIMEOUT, self._stalled, asyncio.current_task(), "closing", CLOSE_TIMEOUT
         )

@@ -1239,3 +1239,27 @@ async def test_a_connection_flooding_frames_is_refused_then_disconnected(app: Ap
     assert len(replies) < total, "every frame was answered: the flood was not cut off"
     assert (await other.request({"type": "ping"}, "pong"))["type"] == "pong"
     await other.ws.close()
+
+
+async def test_a_close_cancelled_while_it_waits_for_the_relay_is_cancelled() -> None:
+    """close() cancels the member's event relay and awaits it; a cancellation
+    of close() itself landing then was taken for the relay's and swallowed:
+    the caller's task went on, its cancel lost (asyncio.timeout() around it
+    never fired). The close still ends the member and the relay."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        session, sent, closed = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="ann", role="listener")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        assert sent[-1]["type"] == "joined"
+        relay, member = session._relay, session.participant
+        closing = asyncio.create_task(session.close())
+        await asyncio.sleep(0)  # closing has cancelled the relay and awaits it
+        assert not closing.done() and not relay.done()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert member.closed and relay.done()
+        assert not server.rooms["hall"].participants
