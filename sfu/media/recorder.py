@@ -581,7 +581,14 @@ class Recorder:
         mixer to stop when this was its last consumer."""
         if not self._stopped:
             now = self._mixer_time()
-            self._mixer.catch_up(now)  # the mix file ends at the stop, even if the task lags
+            try:
+                self._mixer.catch_up(now)  # the mix file ends at the stop, even if the task lags
+            except Exception:
+                # (A bug: the mixer's task ends its consumers when it meets one.)
+                # The files end all the same, where the mix got to.
+                logger.exception(
+                    "recording %s: mixing the last frames before stopping failed", self.path
+                )
             self._finish(now)
         if self._mixer.consumers == 0:
             await self._mixer.wait_stopped()

@@ -720,3 +720,35 @@ async def test_speakers_past_max_speaker_files_are_in_the_mix_only(
         "talk-guest11.opus",
         "talk-guest12.opus",
     ]
+
+
+async def test_a_stop_whose_last_frames_fail_to_mix_still_ends_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() mixes the frames the lagging task owes before it ends the file;
+    mixing one raised (a bug the mixer's task survives as a failure), and
+    stop() raised with it before it finished anything: the file stayed open,
+    the output attached and the mixer running (a room that would close when
+    empty never did). The failure is logged; the recording ends all the same,
+    as at a room's close."""
+    import time
+
+    async with sfu.Server() as server:
+        room = server.room("failing")
+        recorder = await room.record(tmp_path / "f.opus", per_speaker=True)
+        await asyncio.sleep(0.2)
+        time.sleep(0.1)  # frames fall due that the task has not mixed yet
+        mixer = room.mixer
+        step = mixer.step
+
+        def fail_once(now: float) -> None:
+            monkeypatch.setattr(mixer, "step", step)
+            raise RuntimeError("mixing failed")
+
+        monkeypatch.setattr(mixer, "step", fail_once)
+        await recorder.stop()
+        assert not recorder.recording
+        assert recorder._tap not in room.router.taps
+        assert mixer.consumers == 0 and not mixer.running
+        assert "mixing failed" in caplog.text
+    assert len(assert_well_formed(tmp_path / "f.opus")) >= 1
