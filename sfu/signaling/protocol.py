@@ -813,16 +813,23 @@ class SignalingSession:
         participant = self.participant
         if participant is not None:
             await participant.close("left" if code == CLOSE_LEFT else reason or "signaling closed")
+        cancelled = False
         relay = self._relay
         if relay is not None and relay is not asyncio.current_task():
             relay.cancel()
             # Waited, not awaited: `await relay` raises the relay's CancelledError,
             # which cannot be told from a cancellation of this close (swallowed,
-            # the caller's would be lost). This raises only for the latter.
-            await asyncio.wait((relay,))
-            if not relay.cancelled() and relay.exception() is not None:
-                # (The relay ends its own errors; never stop short of the transport.)
-                logger.error("%r: the event relay failed", self, exc_info=relay.exception())
+            # the caller's would be lost). This raises only for the latter; the
+            # transport is closed all the same (not left open behind a member
+            # gone), then the cancellation goes on.
+            try:
+                await asyncio.wait((relay,))
+            except asyncio.CancelledError:
+                cancelled = True
+            else:
+                if not relay.cancelled() and relay.exception() is not None:
+                    # (The relay ends its own errors; never stop short of the transport.)
+                    logger.error("%r: the event relay failed", self, exc_info=relay.exception())
         watchdog = asyncio.get_running_loop().call_later(
             CLOSE_TIMEOUT, self._stalled, asyncio.current_task(), "closing", CLOSE_TIMEOUT
         )
@@ -832,3 +839,5 @@ class SignalingSession:
             pass
         finally:
             watchdog.cancel()
+        if cancelled:
+            raise asyncio.CancelledError

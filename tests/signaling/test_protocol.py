@@ -1245,7 +1245,8 @@ async def test_a_close_cancelled_while_it_waits_for_the_relay_is_cancelled() -> 
     """close() cancels the member's event relay and awaits it; a cancellation
     of close() itself landing then was taken for the relay's and swallowed:
     the caller's task went on, its cancel lost (asyncio.timeout() around it
-    never fired). The close still ends the member and the relay."""
+    never fired). The close still ends the member and the relay, and closes
+    the transport before the cancellation goes on."""
     async with sfu.Server(token_secret=SECRET) as server:
         server.room("hall")
         session, sent, closed = bare_session(server)
@@ -1263,3 +1264,6 @@ async def test_a_close_cancelled_while_it_waits_for_the_relay_is_cancelled() -> 
             await closing
         assert member.closed and relay.done()
         assert not server.rooms["hall"].participants
+        assert closed == [1000], "the transport was left open"  # CLOSE_LEFT
+        await session.close()  # idempotent: nothing more
+        assert closed == [1000]
