@@ -75,6 +75,35 @@ def stats_ms(values_ns: list[int]) -> dict[str, float | None]:
     }
 
 
+def stages(
+    peers: list[loadgen.Peer], offer_times: dict[str, list[int]], first_ns: Any
+) -> dict[str, dict[str, float | None]]:
+    """Each join's path split into stages (p50/p99/max ms each): the offer sent
+    until the server's /offer handler began (the load generator's connection
+    and the server's loop getting to it), the handler (its admission turn and
+    the answer), the answer's way back, the ICE check and DTLS handshake until
+    the client is connected, and the wait for the next speaker packet. Over
+    the WebSocket, or without the server's times, the first three are one."""
+    spans: dict[str, list[int]] = {}
+
+    def add(name: str, value: int) -> None:
+        spans.setdefault(name, []).append(value)
+
+    for peer in peers:
+        times = offer_times.get(peer.identity)
+        if times is not None:
+            entered, answered = times
+            add("offer_to_handler", entered - peer.offer_ns)
+            add("handler", answered - entered)
+            add("answer_to_client", peer.answer_ns - answered)
+        else:
+            add("offer_to_answer", peer.answer_ns - peer.offer_ns)
+        add("answer_to_connected", peer.connected_ns - peer.answer_ns)
+        if first_ns[peer.index]:
+            add("connected_to_first_packet", int(first_ns[peer.index]) - peer.connected_ns)
+    return {name: stats_ms(values) for name, values in spans.items()}
+
+
 def ms(value_ns: float | None) -> float | None:
     return round(value_ns / 1e6, 2) if value_ns is not None else None
 
@@ -147,6 +176,7 @@ async def main(args: argparse.Namespace) -> None:
             # The same for the join's heaviest code: a handshake's crypto on the
             # server's CPU (the storm's CPU per join is reported in units of it).
             crypto_us = await harness.run_crypto_probe() if args.crypto_probe else None
+            offer_times = (await gen.server_stats(offers=True)).get("offer_times", {})
             sink = gen.sink
             peers = gen.listeners
             first = [
@@ -171,6 +201,8 @@ async def main(args: argparse.Namespace) -> None:
                 "offer_to_answer": stats_ms(answer),
                 "offer_to_connected": stats_ms(connected),
                 "offer_to_first_packet": stats_ms(first),
+                # Where a join waited: each stage's own span, per listener.
+                "stages": stages(peers, offer_times, sink.first_ns),
                 # p99 over every listener asked for: one that failed to join or
                 # never got a packet counts as slower than any (None: over 1 %).
                 "offer_to_first_packet_p99_ms_of_all": p99_of_all_ms(first, args.listeners),
@@ -276,6 +308,12 @@ async def main(args: argparse.Namespace) -> None:
             f"max {signaling['joined_reply_bytes']['max']}; "
             f"closed by the server: {signaling['closed_by_server']}"
         )
+    print(
+        "stages p50/p99 ms: "
+        + "; ".join(
+            f"{name} {span['p50_ms']}/{span['p99_ms']}" for name, span in result["stages"].items()
+        )
+    )
     for label, us in (result.get("server_phases_us_per_join") or {}).items():
         print(f"  {label:<36} {us:8.1f} us per join")
     print(f"wrote {harness.write_result('join_storm', {'args': vars(args), **result})}")

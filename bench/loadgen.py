@@ -1059,11 +1059,13 @@ class LoadGen:
 
     # -- control endpoint ----------------------------------------------------
 
-    async def server_stats(self, reset_lag: bool = False) -> dict[str, Any]:
+    async def server_stats(self, reset_lag: bool = False, offers: bool = False) -> dict[str, Any]:
+        """serve.py's ``GET /stats``; ``offers``: with its per-identity ``offer_times``."""
         assert self._http is not None
-        async with self._http.get(
-            f"{self.base}/stats", params={"reset": "1"} if reset_lag else {}
-        ) as response:
+        params = {"reset": "1"} if reset_lag else {}
+        if offers:
+            params["offers"] = "1"
+        async with self._http.get(f"{self.base}/stats", params=params) as response:
             result: dict[str, Any] = await response.json()
             return result
 

@@ -13,7 +13,9 @@ Runs one :class:`sfu.Server` on 127.0.0.1 and a small HTTP control endpoint
                  the objects the cyclic GC tracks; with ``--phases``, CPU ns
                  and calls per piece of a join, see :data:`PHASES`; with
                  ``--tracemalloc``, ``?malloc=N``: the N source lines that
-                 hold the most memory Python allocated since start-up)
+                 hold the most memory Python allocated since start-up;
+                 ``?offers=1``: per identity answered on ``/offer``, when its
+                 handler began and when its answer was made, ``time_ns``)
 ``POST /quit``   close the server and exit
 ``POST /floor``  run the C floor (``harness.run_floor``'s spec) in a process
                  of its own that sends from the server's media socket;
@@ -339,8 +341,12 @@ class Control:
         self.stop = stop
         self.offers = 0
         self.offer_errors = 0
+        # Per identity answered on /offer: (handler entered, answer made), in
+        # time.time_ns(), for the storm's stage breakdown (`GET /stats?offers=1`).
+        self.offer_times: dict[str, tuple[int, int]] = {}
 
     async def offer(self, request: web.Request) -> web.Response:
+        entered = time.time_ns()
         body = await request.json()
         try:
             room = self.server.room(
@@ -356,6 +362,7 @@ class Control:
             self.offer_errors += 1
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         self.offers += 1
+        self.offer_times[participant.identity] = (entered, time.time_ns())
         return web.json_response({"answer": participant.answer})
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -411,6 +418,8 @@ class Control:
                 for s in lines[: int(request.query["malloc"])]
             ]
             result["malloc_total"] = sum(s.size for s in lines)
+        if request.query.get("offers"):
+            result["offer_times"] = self.offer_times
         if request.query.get("reset"):
             self.lag.reset()
             self.gc_monitor.reset()

@@ -128,7 +128,24 @@ async def test_offers_on_connections_opened_ahead_and_the_join_phases() -> None:
             joins = await gen.add_listeners(8)
             assert joins["joined"] == 8, joins
             assert sorted(map(id, gen._kept)) == sorted(map(id, kept)), "reused, not closed"
-            stats = await gen.server_stats()
+            stats = await gen.server_stats(offers=True)
+            peers = list(gen.listeners)
+            join_storm = importlib.import_module("join_storm")
+            stages = join_storm.stages(peers, stats["offer_times"], gen.sink.first_ns)
+    # Each listener's offer was timed in the server's handler, between the
+    # client's send and the client's reading of the answer.
+    times = stats["offer_times"]
+    assert sorted(times) == sorted(peer.identity for peer in peers)
+    for peer in peers:
+        entered, answered = times[peer.identity]
+        assert peer.offer_ns <= entered <= answered <= peer.answer_ns
+    assert list(stages) == [
+        "offer_to_handler",
+        "handler",
+        "answer_to_client",
+        "answer_to_connected",
+    ]
+    assert all(span["p50_ms"] is not None and span["p50_ms"] >= 0 for span in stages.values())
     phases = stats["phases"]
     assert phases["offer: Gate.admit"][1] == 8
     assert phases["  SRTP sessions"][1] == 8
