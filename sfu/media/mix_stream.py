@@ -63,6 +63,8 @@ class MixOutput:
         self.on_close = on_close
         self.on_gap = on_gap
         self.closed = False
+        #: Loop time it was added at: it gets the frames due after it.
+        self.since = -math.inf
 
     @property
     def exclude(self) -> int:

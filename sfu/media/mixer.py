@@ -251,14 +251,18 @@ class Mixer:
         next frame on; starts the mixer. ``on_close`` is called if the mixer
         closes first (the room closed); ``on_gap(samples)`` when frames were
         skipped after a stall (an output that keeps time, a recording, fills
-        them). Callbacks run in the mixing task: they must not block; one that
-        raises is removed. Raises :class:`~sfu.errors.RoomClosed` once the
+        them), of the frames due after it was added (``output.since``): those
+        due before are not its (a lagging task may still deliver some of
+        them: ``now`` says when each was due). Callbacks run in the mixing
+        task: they must not block; one that raises is removed. Raises :class:`~sfu.errors.RoomClosed` once the
         room (and so its mixer) is closed.
         """
         stream = self._stream(exclude)
         output = MixOutput(self, stream, callback, on_close, on_gap)
         stream.outputs.append(output)
         self._start()
+        assert self._loop is not None
+        output.since = self._loop.time()
         return output
 
     def remove_output(self, output: MixOutput) -> None:
@@ -368,7 +372,7 @@ class Mixer:
                         behind = int(-delay / PTIME)
                         self._frame += behind
                         self.skipped += behind
-                        self._skip(behind)
+                        self._skip(self._frame - behind, behind)
                     await asyncio.sleep(0)  # catching up: let the loop breathe
                 if not self._streams or self._closed:
                     break
@@ -416,13 +420,13 @@ class Mixer:
                 else:
                     if stale:
                         self.skipped += stale
-                        self._skip(stale)
+                        self._skip(frame - stale, stale)
                         stale = 0
                     self.step(deadline)
             frame += 1
         if stale:
             self.skipped += stale
-            self._skip(stale)
+            self._skip(frame - stale, stale)
         # The task goes on after the last frame handled here: none is both
         # mixed here and skipped there.
         self._frame = max(self._frame, frame - 1)
@@ -552,10 +556,11 @@ class Mixer:
                 return speaker.csrc if speaker is not None else 0
         return 0
 
-    def _skip(self, frames: int) -> None:
-        """``frames`` were skipped after a stall: the streams' RTP timestamps move
-        on by as much (with the marker of a new talkspurt, RFC 3551 4.1) and
-        outputs that keep time are told, so that both still count real time."""
+    def _skip(self, first: int, frames: int) -> None:
+        """``frames`` frames from frame ``first`` on were skipped after a stall:
+        the streams' RTP timestamps move on by as much (with the marker of a
+        new talkspurt, RFC 3551 4.1) and outputs that keep time are told of
+        those due after they were added, so that both still count real time."""
         samples = frames * FRAME_SAMPLES
         for stream in list(self._streams.values()):
             stream.timestamp = (stream.timestamp + samples) & 0xFFFFFFFF
@@ -563,11 +568,23 @@ class Mixer:
             for output in list(stream.outputs):
                 if output.on_gap is None:
                     continue
+                missed = self._frames_after(first, frames, output.since)
+                if not missed:
+                    continue
                 try:
-                    output.on_gap(samples)
+                    output.on_gap(missed * FRAME_SAMPLES)
                 except Exception:
                     logger.exception("mixer output %r failed on a gap: removed", output.callback)
                     self._fail_output(output)
+
+    def _frames_after(self, first: int, frames: int, since: float) -> int:
+        """How many of the ``frames`` frames from ``first`` on are due after loop time ``since``."""
+        frame = first
+        if self._frame_time(frame) <= since:
+            frame = max(first, math.floor((since - self._epoch) / PTIME))
+            while self._frame_time(frame) <= since:
+                frame += 1
+        return max(0, first + frames - frame)
 
     def _fail_output(self, output: MixOutput) -> None:
         self.remove_output(output)

@@ -400,8 +400,8 @@ class Recorder:
     # -- callbacks ---------------------------------------------------------------
 
     def _on_packet(self, packet: bytes, samples: int, now: float) -> None:
-        if self._file is None:
-            return
+        if self._file is None or now <= self.started_at:
+            return  # (a frame due before record(), mixed late by a lagging task)
         self._granule += samples
         self.packets += 1
         pages = self._writer.write(packet, self._granule)

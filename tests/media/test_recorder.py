@@ -220,6 +220,36 @@ async def test_a_room_closing_while_the_mixer_lags_ends_the_mix_file_at_the_clos
     assert_well_formed(tmp_path / "l.opus")
 
 
+async def test_a_recording_started_while_the_mixer_lags_starts_at_the_record_call(
+    tmp_path: Path,
+) -> None:
+    """Another consumer keeps the mixer running; the loop stalls (less than the
+    mixer catches up, then more) and record() is called right after: the
+    frames due before the call, mixed late or skipped, are not in the new
+    file (they made it up to the stall longer than the time it covers, and
+    out of line with the speaker files, which start at the call)."""
+    import time
+
+    from sfu.media.mixer import MAX_CATCH_UP
+
+    async with sfu.Server() as server:
+        room = server.room("busy")
+        loop = asyncio.get_running_loop()
+        first = await room.record(tmp_path / "first.opus")
+        for stall, name in ((0.6, "lagging"), (MAX_CATCH_UP + 1.0, "stalled")):
+            await asyncio.sleep(0.3)
+            time.sleep(stall)  # the event loop stalls
+            recorder = await room.record(tmp_path / f"{name}.opus")
+            await asyncio.sleep(0.5)
+            wall = loop.time() - recorder.started_at
+            await recorder.stop()
+            assert abs(recorder.duration - wall) < 0.05, (name, recorder.duration, wall)
+            assert abs(container_duration(tmp_path / f"{name}.opus") - wall) < 0.05, name
+        wall = loop.time() - first.started_at
+        await first.stop()
+    assert abs(first.duration - wall) < 0.15, (first.duration, wall)
+
+
 async def test_stop_before_the_first_frame_still_makes_a_valid_file(tmp_path: Path) -> None:
     async with sfu.Server() as server:
         room = server.room("quick")
