@@ -92,6 +92,10 @@ class Gate:
             if identity is not None and identity != claims.identity:
                 raise NotAllowed(f"the token is for {claims.identity!r}, not {identity!r}")
             identity = claims.identity
+        elif identity is None:
+            raise InvalidSetting(
+                "a join needs an identity: pass identity=, or a token that names one"
+            )
         identity = member_identity(identity)
         decision = room._decisions.get(identity) or {}
         decided: Role | None = decision.get("role")

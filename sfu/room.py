@@ -554,7 +554,8 @@ class Room:
         transcoded, to ``<stem>-<identity><suffix>`` beside it
         (:mod:`sfu.media.recorder`). Raises :class:`~sfu.errors.RoomClosed`,
         :class:`~sfu.errors.InvalidSetting` for a ``path`` that is not a file
-        path, or ``OSError`` when the file cannot be created.
+        path or that a recording not stopped yet writes (in any room), or
+        ``OSError`` when the file cannot be created.
         """
         from .media.recorder import Recorder
 

@@ -179,6 +179,16 @@ async def test_renegotiating_after_leaving_raises_participant_closed() -> None:
             await lee.renegotiate(LISTENER)
 
 
+async def test_a_join_with_no_identity_and_no_token_says_what_is_missing() -> None:
+    """Not "identity must be a non-empty string": the caller gave none at all."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        for join in (room.add_listener(LISTENER), room.join(LISTENER)):
+            with pytest.raises(sfu.InvalidSetting, match="identity=.*or a token"):
+                await join
+        assert not room.participants
+
+
 async def test_moderation_with_a_non_string_identity_says_what_is_wrong() -> None:
     async with sfu.Server(token_secret="s" * 32) as server:
         room = server.room("r")

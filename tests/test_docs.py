@@ -319,28 +319,49 @@ async def test_aiohttp_snippet_mounts_what_it_says() -> None:
         assert f'reason="{reason}"' in text and reason in README
 
 
-async def test_starlette_snippet_serves_a_join() -> None:
+async def test_starlette_snippet_serves_a_join(monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's Starlette/FastAPI handler, with a stand-in for Starlette's
-    WebSocket (same methods and ASGI messages): an aiortc listener joins a
-    room the factory makes (closing when empty), and leaves when the socket
-    closes."""
+    WebSocket (same methods and ASGI messages; like Starlette's, a send or a
+    close on a socket the client closed raises ``WebSocketDisconnect``): an
+    aiortc listener joins a room the factory makes (closing when empty), and
+    leaves when the socket closes, as a member whose socket closed, not as
+    a failure of the session."""
     import asyncio
     import json
+    import sys
+    import types
 
     from aiortc import RTCConfiguration, RTCPeerConnection
+
+    class WebSocketDisconnect(Exception):
+        def __init__(self, code: int = 1000) -> None:
+            super().__init__(code)
+            self.code = code
+
+    starlette = types.ModuleType("starlette")
+    websockets = types.ModuleType("starlette.websockets")
+    websockets.WebSocketDisconnect = WebSocketDisconnect  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "starlette", starlette)
+    monkeypatch.setitem(sys.modules, "starlette.websockets", websockets)
 
     class WebSocket:
         def __init__(self) -> None:
             self.inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
             self.sent: list[dict[str, object]] = []
+            self.disconnected = False
 
         async def accept(self) -> None:
             pass
 
         async def send_text(self, text: str) -> None:
+            if self.disconnected:
+                raise WebSocketDisconnect(1006)
             self.sent.append(json.loads(text))
 
         async def close(self, code: int = 1000, reason: str | None = None) -> None:
+            if self.disconnected:
+                raise WebSocketDisconnect(1006)
+            self.disconnected = True
             self.inbox.put_nowait({"type": "websocket.disconnect", "code": code})
 
         async def receive(self) -> dict[str, object]:
@@ -386,9 +407,12 @@ async def test_starlette_snippet_serves_a_join() -> None:
             room = server.get_room("hall")
             assert room is not None and room.policy.close_when_empty == 300
             assert [p.identity for p in room.listeners] == ["bob"]
+            bob = room["bob"]
+            ws.disconnected = True  # the client closed its socket
             ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-            await asyncio.wait_for(serving, 5)
+            await asyncio.wait_for(serving, 5)  # (a close raising here would fail the app)
             assert room.get("bob") is None  # the member left with its socket
+            assert bob.close_reason == "signaling connection closed"
     finally:
         await pc.close()
 

@@ -110,6 +110,10 @@ QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 #: every few seconds). Past it a new speaker is in the mix file only.
 MAX_SPEAKER_FILES = 256
 
+# Every file a running recorder of this process writes (absolute paths): a
+# second recording of one of them would empty it under the first.
+_WRITING: set[Path] = set()
+
 
 def _write_whole(handle: IO[bytes], data: bytes) -> None:
     """Write ``data`` (whole Ogg pages) to an unbuffered file, or nothing: a
@@ -349,6 +353,7 @@ class Recorder:
         self._track_of: dict[int, SpeakerTrack | None] = {}  # None: not recordable
         self._tapping = False
         self._stopped = False
+        self._claimed: list[Path] = []  # its entries in _WRITING, let go when it stops
         self.started_at = 0.0
         self.stopped_at: float | None = None
         self.packets = 0
@@ -370,6 +375,11 @@ class Recorder:
         """Open the files and attach to the mixer (called by ``Room.record``)."""
         if self._file is not None or self._stopped:
             raise RuntimeError("a Recorder starts once")
+        if Path(os.path.abspath(self.path)) in _WRITING:
+            raise InvalidSetting(
+                f"{str(self.path)!r:.200} is being recorded already: "
+                "stop that recording first, or give another path"
+            )
         # Unbuffered: each write is whole pages, and one the disk cannot take
         # is undone (see _write_whole). Closed by stop().
         self._file = open(self.path, "wb", buffering=0)
@@ -389,6 +399,7 @@ class Recorder:
                 self._output.close()
             raise
         self.started_at = now
+        self._claim(self.path)
         if self.per_speaker:
             self._mixer.router.taps.append(self._tap)
             self._mixer.router.released.append(self._released)
@@ -396,6 +407,11 @@ class Recorder:
         logger.info(
             "recording to %s%s", self.path, " (and per speaker)" if self.per_speaker else ""
         )
+
+    def _claim(self, path: Path) -> None:
+        held = Path(os.path.abspath(path))
+        _WRITING.add(held)
+        self._claimed.append(held)
 
     # -- callbacks ---------------------------------------------------------------
 
@@ -506,12 +522,12 @@ class Recorder:
         name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
         path = self.path.with_name(name)
         taken = {*self.speaker_paths.values(), self.path}
-        if path in taken:
+        if path in taken or Path(os.path.abspath(path)) in _WRITING:
             # Numbered; an identity may be that numbered name already ("a-7"):
             # never a file another speaker writes (opening it would empty it).
             stem, attempt = f"{path.stem}-{number}", 1
             path = path.with_name(f"{stem}{path.suffix}")
-            while path in taken:
+            while path in taken or Path(os.path.abspath(path)) in _WRITING:
                 attempt += 1
                 path = path.with_name(f"{stem}-{attempt}{path.suffix}")
         try:
@@ -519,6 +535,7 @@ class Recorder:
         except OSError:
             logger.exception("cannot record speaker %s to %s", identity, path)
             return None
+        self._claim(path)
         track = SpeakerTrack(path, self.started_at)
         track.identity = identity
         self._tracks[identity] = track
@@ -569,6 +586,8 @@ class Recorder:
             # Whatever happened to the mix file, each speaker's file ends too.
             for track in self._tracks.values():
                 self._append(track, track.finish(now))
+            _WRITING.difference_update(self._claimed)
+            self._claimed.clear()
         logger.info(
             "recording to %s stopped: %.2f s, %d speaker files",
             self.path,

@@ -246,6 +246,12 @@ class SignalingSession:
     :meth:`close` ends the event relay task and the participant, and
     abandons a join still waiting for its turn.
 
+    ``send(text)`` and ``close(code, reason)`` raise ``ConnectionError`` (or
+    ``RuntimeError``) once the socket is gone; any other exception is taken
+    for a bug (logged; the member leaves with "internal error"), so a
+    framework's own "disconnected" error (Starlette's
+    ``WebSocketDisconnect``) must be turned into one (see the README).
+
     ``abort()`` drops the connection without a closing handshake. It is
     called when a frame waits longer than :data:`SEND_TIMEOUT` to be sent
     (the client reads no more), or the closing handshake longer than

@@ -199,6 +199,58 @@ async def test_bad_record_arguments_are_refused_and_start_nothing(
         assert not room.mixer.running
 
 
+async def test_a_file_another_recording_writes_is_refused(tmp_path: Path) -> None:
+    """Two recordings of one file would both write it (the second one's open
+    emptied it under the first): one asked for while another writes that file,
+    in the same room or another, is refused until that one stops."""
+    async with sfu.Server() as server:
+        first = await server.room("one").record(tmp_path / "show.opus")
+        for name in ("one", "two"):
+            for path in (tmp_path / "show.opus", f"{tmp_path}/./show.opus"):
+                with pytest.raises(sfu.InvalidSetting, match="being recorded"):
+                    await server.room(name).record(path)
+        assert not server.room("two").mixer.running
+        await asyncio.sleep(0.2)
+        await first.stop()
+        again = await server.room("two").record(tmp_path / "show.opus")
+        await asyncio.sleep(0.2)
+        await again.stop()
+    assert_well_formed(tmp_path / "show.opus")
+
+
+async def test_a_speaker_file_is_never_one_another_recording_writes(tmp_path: Path) -> None:
+    """``talk.opus`` per speaker names alice's file ``talk-alice.opus``; while
+    another recording writes that file, alice's gets another name."""
+    import socket
+
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import Recorder
+    from sfu.media.router import Publisher, Router
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    loop = asyncio.get_running_loop()
+    other = Recorder(mixer, tmp_path / "talk-alice.opus")
+    other.start(loop.time())
+    recorder = Recorder(
+        mixer, tmp_path / "talk.opus", per_speaker=True, identity_of=lambda number: "alice"
+    )
+    recorder.start(loop.time())
+    alice = Publisher(number=7, payload_type=111, audio_level_id=1, ssrc=7)
+    payload = opus_tone(440, 1)[0]
+    for tap in list(router.taps):
+        tap(alice, bytes([0x80, 111]) + bytes(10) + payload, 12, 0, 0, 0, loop.time())
+    await recorder.stop()
+    await other.stop()
+    await mixer.close()
+    router.close()
+    sock.close()
+    assert recorder.speaker_paths["alice"] != tmp_path / "talk-alice.opus"
+    assert_well_formed(tmp_path / "talk-alice.opus")
+    assert_well_formed(recorder.speaker_paths["alice"])
+
+
 async def test_a_room_closing_while_the_mixer_lags_ends_the_mix_file_at_the_close(
     tmp_path: Path,
 ) -> None:
