@@ -14,7 +14,13 @@ payload) and pulled once per mixer frame, in sequence order. The buffer
   goes idle (:data:`EMPTY`: the speaker stopped, was muted or lost its
   slot) and buffers afresh on the next packet;
 * is bounded: past ``capacity`` packets (a sender bursting, or a stalled
-  mixer) the oldest are dropped and play skips ahead (``overflow``).
+  mixer) the oldest are dropped and play skips ahead (``overflow``);
+* keeps its delay near ``depth``: when more than ``depth`` packets stayed
+  buffered through a whole :data:`TRIM_WINDOW` of pulls (the packets a
+  network stall held back, delivered at once; a sender whose clock runs
+  fast), the oldest of the excess are dropped and play skips ahead
+  (``trimmed``). Without it a speaker that sends without pauses (no DTX,
+  as browsers send) would be heard that much late, for as long as it talks.
 
 Pulls take no time argument: the mixer pulls exactly once per frame, so
 one pull is one frame of the stream. Timestamps are kept for the caller
@@ -26,12 +32,17 @@ from __future__ import annotations
 import bisect
 from typing import Final
 
-__all__ = ["EMPTY", "LOST", "PACKET", "JitterBuffer"]
+__all__ = ["EMPTY", "LOST", "PACKET", "TRIM_WINDOW", "JitterBuffer"]
 
 #: :meth:`JitterBuffer.pull` outcomes.
 PACKET: Final = 0  # the next packet, in order
 LOST: Final = 1  # its turn came and it is missing: conceal one frame
 EMPTY: Final = 2  # nothing to play (idle or still buffering)
+
+#: Pulls (one per 20 ms frame: 1 s) over which the fewest packets buffered
+#: must stay above ``depth`` before the excess is dropped: a moment's burst
+#: of jitter is not a lasting delay.
+TRIM_WINDOW: Final = 50
 
 _RESTART = 3000  # a jump of more sequence numbers than this is a new stream
 # While idle, a packet this far below the last one played is a sender that
@@ -44,6 +55,7 @@ class JitterBuffer:
 
     __slots__ = (
         "_floor",
+        "_fewest",
         "_highest",
         "_misses",
         "_next",
@@ -51,6 +63,7 @@ class JitterBuffer:
         "_playing",
         "_sequences",
         "_timestamps",
+        "_trim_pulls",
         "_waited",
         "capacity",
         "depth",
@@ -60,6 +73,7 @@ class JitterBuffer:
         "max_conceal",
         "overflow",
         "played",
+        "trimmed",
     )
 
     def __init__(self, depth: int = 2, capacity: int = 16, max_conceal: int = 3) -> None:
@@ -79,11 +93,14 @@ class JitterBuffer:
         self._playing = False
         self._waited = 0  # pulls while buffering
         self._misses = 0  # consecutive LOST
+        self._trim_pulls = 0  # pulls in this trim window, while playing
+        self._fewest = capacity  # fewest packets buffered at a pull of this window
         self.played = 0
         self.concealed = 0
         self.late = 0
         self.duplicates = 0
         self.overflow = 0
+        self.trimmed = 0
 
     def __len__(self) -> int:
         return len(self._sequences)
@@ -102,6 +119,8 @@ class JitterBuffer:
         self._playing = False
         self._waited = 0
         self._misses = 0
+        self._trim_pulls = 0
+        self._fewest = self.capacity
 
     def _extend(self, sequence: int) -> int:
         if self._highest < 0:
@@ -154,6 +173,9 @@ class JitterBuffer:
             self._playing = True
             self._next = sequences[0]
             self._misses = 0
+            self._trim_pulls = 0
+            self._fewest = self.capacity
+        self._trim(sequences)
         if sequences and sequences[0] - self._next > self.capacity:
             # A gap longer than the buffer: concealing all of it would only add delay.
             self.concealed += sequences[0] - self._next
@@ -176,3 +198,22 @@ class JitterBuffer:
         self._next += 1
         self.concealed += 1
         return LOST, b"", -1
+
+    def _trim(self, sequences: list[int]) -> None:
+        """At the end of a trim window in which more than ``depth`` packets were
+        buffered at every pull, drop the oldest of that excess."""
+        if len(sequences) < self._fewest:
+            self._fewest = len(sequences)
+        self._trim_pulls += 1
+        if self._trim_pulls < TRIM_WINDOW:
+            return
+        excess = self._fewest - self.depth
+        self._trim_pulls = 0
+        self._fewest = self.capacity
+        if excess > 0:
+            for oldest in sequences[:excess]:
+                del self._payloads[oldest]
+                del self._timestamps[oldest]
+            del sequences[:excess]
+            self.trimmed += excess
+            self._next = sequences[0]

@@ -98,6 +98,7 @@ class MixSpeakers:
         # Jitter counters of the speakers no longer tracked.
         self.retired_concealed = 0
         self.retired_late = 0
+        self.retired_trimmed = 0
 
     def tap(
         self,
@@ -130,6 +131,7 @@ class MixSpeakers:
         if speaker is not None:
             self.retired_concealed += speaker.jitter.concealed
             self.retired_late += speaker.jitter.late
+            self.retired_trimmed += speaker.jitter.trimmed
 
     def concealed(self) -> int:
         """Packets concealed (lost or refused), of every speaker heard."""
@@ -138,3 +140,7 @@ class MixSpeakers:
     def late(self) -> int:
         """Packets that came after their turn, of every speaker heard."""
         return self.retired_late + sum(s.jitter.late for s in self.by_number.values())
+
+    def trimmed(self) -> int:
+        """Packets dropped to bring a speaker's delay back to the jitter depth."""
+        return self.retired_trimmed + sum(s.jitter.trimmed for s in self.by_number.values())

@@ -214,6 +214,7 @@ class Mixer:
             "encode_seconds": encode,
             "concealed": self._mix_speakers.concealed(),
             "late": self._mix_speakers.late(),
+            "trimmed": self._mix_speakers.trimmed(),
         }
 
     @property

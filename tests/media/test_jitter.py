@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.media.jitter import EMPTY, LOST, PACKET, JitterBuffer
+from sfu.media.jitter import EMPTY, LOST, PACKET, TRIM_WINDOW, JitterBuffer
 
 
 def drain(buffer: JitterBuffer, pulls: int) -> list[str]:
@@ -108,6 +108,57 @@ def test_capacity_bounds_the_buffer_and_skips_ahead() -> None:
     push(buffer, *range(1, 11))
     assert len(buffer) == 4 and buffer.overflow == 6
     assert drain(buffer, 4) == ["7", "8", "9", "10"]
+
+
+def steady(buffer: JitterBuffer, first: int, frames: int) -> list[str]:
+    """One packet pushed then one pull per frame (a sender in step with the
+    mixer), from sequence ``first``: what was played."""
+    played = []
+    for sequence in range(first, first + frames):
+        push(buffer, sequence)
+        played += drain(buffer, 1)
+    return played
+
+
+def test_a_stall_delivered_at_once_does_not_leave_the_speaker_late() -> None:
+    """A 200 ms network stall: 3 frames concealed, the buffer idle, then the
+    10 held packets at once, and the sender goes on without pauses (no DTX).
+    The backlog kept it 10 frames late for as long as it talked; the excess
+    over ``depth`` is dropped after a trim window, once."""
+    buffer = JitterBuffer(depth=2, max_conceal=3)
+    before = steady(buffer, 1, 100)
+    assert before[-1] == "99"  # one frame behind its sender, as `depth` 2 makes it
+    assert drain(buffer, 10)[:5] == ["100", "lost", "lost", "lost", "-"]  # the stall
+    push(buffer, *range(101, 111))  # held back, delivered together
+    played = steady(buffer, 111, 3 * TRIM_WINDOW)
+    # Playing again at once, then back near `depth` after one window.
+    assert played[0] == "101" and buffer.trimmed == 10 - 1
+    assert len(buffer) <= 2
+    behind = [111 + i - int(p) for i, p in enumerate(played) if p.isdigit()]
+    assert behind[-TRIM_WINDOW:] == [1] * TRIM_WINDOW
+    assert buffer.overflow == 0 and buffer.late == 0
+
+
+def test_jitter_within_the_depth_is_not_trimmed() -> None:
+    """A sender in step whose packets now and then come a frame late and two
+    at once: the buffer dips to one packet in every window, so nothing is
+    dropped and everything plays in order."""
+    buffer = JitterBuffer(depth=2)
+    played = []
+    sequence = 1
+    for frame in range(6 * TRIM_WINDOW):
+        if frame % 7 == 3:
+            pass  # late: comes with the next one
+        elif frame % 7 == 4:
+            push(buffer, sequence, sequence + 1)
+            sequence += 2
+        else:
+            push(buffer, sequence)
+            sequence += 1
+        played += drain(buffer, 1)
+    assert buffer.trimmed == 0 and buffer.concealed == 0
+    numbers = [int(p) for p in played if p.isdigit()]
+    assert numbers == list(range(1, len(numbers) + 1))
 
 
 def test_long_gap_is_skipped_not_concealed_for_its_length() -> None:

@@ -235,6 +235,35 @@ async def test_jitter_counters_outlive_the_speakers_they_counted(router: Router)
     assert (mixer.stats()["concealed"], mixer.stats()["late"]) == (2, 1)
 
 
+async def test_a_speaker_held_back_by_a_stall_is_not_mixed_late_for_good(router: Router) -> None:
+    """A speaker's packets held 200 ms by the network, then delivered at once,
+    while it talks on without pauses: the jitter buffer drops the backlog past
+    its depth within a trim window (counted in `trimmed`, kept after the
+    speaker is gone), so the speaker is mixed in step again, not 200 ms late."""
+    from sfu.media.jitter import TRIM_WINDOW
+
+    mixer = Mixer(router)
+    mixer.add_output(Collector())
+    a = publisher(1)
+    payloads = opus_tone(440, 60 + 10 + 2 * TRIM_WINDOW)
+    for index, payload in enumerate(payloads):
+        if index >= 70:
+            feed(router, a, payload, index, 100 + index * PTIME)
+        elif index == 69:
+            for held in range(60, 70):  # the stall ends: everything at once
+                feed(router, a, payloads[held], held, 100 + index * PTIME)
+        elif index < 60:
+            feed(router, a, payload, index, 100 + index * PTIME)
+        mixer.step(100 + index * PTIME)
+    stats = mixer.stats()
+    assert stats["trimmed"] >= 8, stats
+    speaker = mixer._mix_speakers.by_number[1]
+    assert len(speaker.jitter) <= mixer.jitter_depth
+    router.release(a)
+    assert mixer.stats()["trimmed"] == stats["trimmed"]
+    await mixer.close()
+
+
 def test_plc_packet_makes_libopus_conceal() -> None:
     assert plc_packet(b"\xf8\x01\x02") == b"\xf8"
     assert plc_packet(b"\xf9\x01\x02") == b"\xf9"
