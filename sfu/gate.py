@@ -198,6 +198,8 @@ class Gate:
                 limit, what = self.room.policy.max_speakers, "speakers"
             else:
                 limit, what = self.room.policy.max_listeners, "listeners"
+            if limit == 1:
+                what = what[:-1]  # "1 speaker"
             raise RoomFull(f"room {self.room.name!r} is full: it holds at most {limit} {what}")
 
     def admit(
