@@ -203,6 +203,13 @@ class Moderation:
         self.check_actor(by)
         participant = self.room[identity]
         self.room._decisions.of(identity)["moderator_muted"] = muted
+        logger.info(
+            "%s %s in room %r by %s",
+            identity,
+            "muted" if muted else "unmuted",
+            self.room.name,
+            by or "the backend",
+        )
         if participant._set_muted(muted):
             self.room._emit_mute(participant, by)
 
@@ -231,9 +238,22 @@ class Moderation:
             del decision["role"]
         if participant is None:
             room._bans.add(identity)
-            logger.info("%s banned from room %r while absent", identity, room.name)
+            logger.info(
+                "%s banned from room %r while absent, by %s",
+                identity,
+                room.name,
+                by or "the backend",
+            )
             return
         if ban:
             room._bans.add(identity, participant.token_id)
+        logger.info(
+            "%s %s from room %r by %s: %r",
+            identity,
+            "removed and banned" if ban else "removed",
+            room.name,
+            by or "the backend",
+            reason,
+        )
         room._emit(ParticipantRemoved(room.name, identity, reason, by, ban))
         participant._close(f"removed: {reason}")
