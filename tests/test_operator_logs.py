@@ -1,14 +1,21 @@
-"""What an operator reads in the ``sfu`` log: moderation says who did it."""
+"""What an operator reads in the ``sfu`` log: moderation says who did it, refused
+signaling joins show at INFO (not DEBUG only), without a traceback or the token."""
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
+from typing import Any
 
 import pytest
 
 import sfu
+from sfu import auth
 
 from .test_room_lifecycle import LISTENER, SPEAKER
+
+SECRET = secrets.token_urlsafe(32)
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
@@ -34,3 +41,39 @@ async def test_a_moderators_mute_and_removal_are_logged_with_who_did_them(
         assert "alice muted in room 'hall' by the backend" in logged
         assert "bob removed and banned from room 'hall' by mod: 'spam'" in logged
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_refused_signaling_join_is_logged_at_info_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sfu.signaling.protocol import SignalingSession
+
+    caplog.set_level(logging.INFO, logger="sfu")
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        sent: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        tokens = [
+            auth.issue_token("x" * 40, room="hall", identity="dave", role="listener"),
+            auth.issue_token(SECRET, room="hall", identity="carol", role="listener"),
+        ]
+        for token, offer in zip(tokens, ["v=0\r\n", "v=0\r\nbogus"], strict=True):
+            session = SignalingSession(server, send, close)
+            await session.handle(
+                json.dumps({"type": "join", "room": "hall", "token": token, "offer": offer})
+            )
+            assert sent[-1]["type"] == "error"
+            await session.close()
+        refusals = [m for m in messages(caplog) if "refused" in m]
+        assert len(refusals) == 2, messages(caplog)
+        assert all("'hall'" in m for m in refusals), refusals
+        assert "not_allowed" in refusals[0] and "signature" in refusals[0]
+        assert "invalid_offer" in refusals[1]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+        assert not any(token in caplog.text for token in tokens)

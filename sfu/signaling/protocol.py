@@ -427,6 +427,8 @@ class SignalingSession:
 
     async def _handle(self, text: str) -> None:
         message_id: Any = None
+        message: dict[str, Any] = {}
+        kind: Any = None
         if not self._take_frame():
             self._frames_refused += 1
             if self._frames_refused > FRAME_BURST:
@@ -462,13 +464,15 @@ class SignalingSession:
                 self._spend_token(kind)
             reply = await getattr(self, name)(message)
         except ProtocolError as exc:
-            await self._error(exc.code, str(exc), message_id)
+            await self._refuse(kind, message, exc.code, str(exc), message_id)
             return
         except SfuError as exc:
-            await self._error(error_code(exc), str(exc), message_id)
+            await self._refuse(kind, message, error_code(exc), str(exc), message_id)
             return
         except KeyError as exc:
-            await self._error(
+            await self._refuse(
+                kind,
+                message,
                 "not_found",
                 f"no participant {exc.args[0]!r} in this room" if exc.args else "not found",
                 message_id,
@@ -727,6 +731,23 @@ class SignalingSession:
             self._ending = asyncio.get_running_loop().create_task(
                 self.close(CLOSE_SESSION_ENDED, "the client reads no more")
             )
+
+    async def _refuse(
+        self, kind: Any, command: dict[str, Any], code: str, message: str, message_id: Any
+    ) -> None:
+        """The error reply to a command; a refused join is also logged at INFO
+        (the room it asked for, why; never its token), other refusals at DEBUG."""
+        if kind != "join":
+            await self._error(code, message, message_id)
+            return
+        logger.info(
+            "%r: join of room %s refused: %s: %s",
+            self,
+            f"{command.get('room')!r:.80}",
+            code,
+            message,
+        )
+        await self.send(error_message(code, message, message_id))
 
     async def _error(self, code: str, message: str, message_id: Any = None) -> None:
         logger.debug("x %r: %s: %s", self, code, message)
