@@ -453,7 +453,7 @@ class Room:
             self._mixer.forget(participant.number)
         self._moderation.drop_hand(participant.identity, None)
         self._closing.empty_since = None  # counted from the next tick, not from before this member
-        logger.info("%s left room %r: %s", participant.identity, self.name, reason)
+        logger.info("%s left room %r: %r", participant.identity, self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._listing.left(self.server.loop, participant)
 

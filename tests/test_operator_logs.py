@@ -77,3 +77,17 @@ async def test_a_refused_signaling_join_is_logged_at_info_without_the_token(
         assert "invalid_offer" in refusals[1]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
         assert not any(token in caplog.text for token in tokens)
+
+
+async def test_a_removal_reason_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The reason comes from a moderator's client: every line that carries it
+    quotes it, so a newline in it cannot start a line of its own."""
+    caplog.set_level(logging.INFO, logger="sfu")
+    async with sfu.Server() as server:
+        room = server.room("hall")
+        await room.join(SPEAKER, identity="mod", role="moderator")
+        await room.add_listener(LISTENER, "bob")
+        await room.remove("bob", reason="spam\nINFO sfu.room: mod left room 'hall'", by="mod")
+        logged = messages(caplog)
+        assert any(m.startswith("bob left room 'hall'") for m in logged), logged
+        assert not [m for m in logged if "\n" in m], logged
