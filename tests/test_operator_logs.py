@@ -91,3 +91,45 @@ async def test_a_removal_reason_cannot_forge_a_log_line(caplog: pytest.LogCaptur
         logged = messages(caplog)
         assert any(m.startswith("bob left room 'hall'") for m in logged), logged
         assert not [m for m in logged if "\n" in m], logged
+
+
+async def test_a_refused_whip_or_whep_join_is_logged_at_info_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from sfu.signaling.aiohttp import add_whip_whep
+
+    from .sites import start_site
+
+    caplog.set_level(logging.INFO, logger="sfu")
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        app = web.Application()
+        add_whip_whep(app, server, create_rooms=False)
+        runner, port = await start_site(app)
+        forged = auth.issue_token("x" * 40, room="hall", identity="eve", role="speaker")
+        listener = auth.issue_token(SECRET, room="hall", identity="lou", role="listener")
+        base = f"http://127.0.0.1:{port}/rooms"
+        sdp = {"Content-Type": "application/sdp"}
+        try:
+            async with aiohttp.ClientSession() as http:
+                for url, token, status in [
+                    (f"{base}/hall/whip", None, 401),
+                    (f"{base}/hall/whip", forged, 403),
+                    (f"{base}/nowhere/whep", listener, 403),  # a token for another room
+                    (f"{base}/hall/whip", listener, 403),  # a listener may not publish
+                ]:
+                    headers = {**sdp, **({"Authorization": f"Bearer {token}"} if token else {})}
+                    async with http.post(url, data=SPEAKER, headers=headers) as response:
+                        assert response.status == status, (url, await response.text())
+        finally:
+            await runner.cleanup()
+        refusals = [m for m in messages(caplog) if "refused" in m]
+        assert len(refusals) == 4, messages(caplog)
+        assert [m.split()[0] for m in refusals] == ["WHIP", "WHIP", "WHEP", "WHIP"]
+        assert all("127.0.0.1" in m for m in refusals), refusals
+        assert "(401)" in refusals[0] and "signature" in refusals[1]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+        assert forged not in caplog.text and listener not in caplog.text

@@ -229,6 +229,22 @@ def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
+def _refused(
+    request: web.Request, kind: str, room: str, status: int, text: str, **headers: str
+) -> web.Response:
+    """A refused WHIP/WHEP join: logged at INFO (who asked, which room, why;
+    never the token), as the signaling logs its refused joins."""
+    logger.info(
+        "%s join from %s of room %s refused (%d): %s",
+        kind.upper(),
+        request.remote,
+        f"{room!r:.80}",
+        status,
+        text,
+    )
+    return _plain(status, text, **headers)
+
+
 def add_whip_whep(
     app: web.Application,
     server: Server,
@@ -287,7 +303,10 @@ def add_whip_whep(
             existed = server.get_room(name) is not None
             if server.token_secret is not None:
                 if token is None:
-                    return _plain(
+                    return _refused(
+                        request,
+                        kind,
+                        name,
                         401,
                         "a join token is required: Authorization: Bearer <token>",
                         **{"WWW-Authenticate": "Bearer"},
@@ -302,7 +321,7 @@ def add_whip_whep(
                         # the room it names, nor wait a turn.
                         verify_token(server.token_secret, token, room=name)
                     except NotAllowed as exc:
-                        return _plain(403, str(exc))
+                        return _refused(request, kind, name, 403, str(exc))
             try:
                 mixed = _mix_asked(request)
             except InvalidSetting as exc:
@@ -314,7 +333,7 @@ def add_whip_whep(
             except RoomClosed as exc:  # the server is shutting down (ServerClosed)
                 return _plain(503, str(exc))
             if room is None:
-                return _plain(404, f"no room {name!r}")
+                return _refused(request, kind, name, 404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
             if not existed:
                 room._closing.made_for_join = True  # refused, it leaves no room behind
@@ -327,7 +346,7 @@ def add_whip_whep(
                 status = _join_error_status(exc)
                 if status is None:
                     raise
-                return _plain(status, str(exc))
+                return _refused(request, kind, name, status, str(exc))
             # Its media lines are fixed at this POST: it is never asked to offer
             # again. (Set before anything else runs, so every roster sees it.)
             participant.renegotiates = False
