@@ -862,12 +862,17 @@ export class SfuClient {
     const entry = this.roster.get(message.identity);
     if (entry) entry.role = message.role;
     if (message.identity === this.identity) {
+      // (Back in the audience after a reconnect to a full stage, a member
+      // promoted earlier still offers its microphone: `_publishing` alone
+      // does not say it is off the stage.)
+      const couldPublish = this.canPublish;
       this.role = message.role;
       this.grants = Array.isArray(message.grants) ? [...message.grants] : null;
       if (message.renegotiate) {
         const publish = this.canPublish;
         const byOther = message.by !== this.identity; // (a moderator taking the stage itself)
-        if (publish && !this._publishing && this.options.mutedOnPromotion && byOther) {
+        const promoted = !this._publishing || !couldPublish;
+        if (publish && promoted && this.options.mutedOnPromotion && byOther) {
           // Brought on the stage by someone else: the microphone opens muted,
           // and the member unmutes when it chooses to speak.
           this.muted = true;
