@@ -153,6 +153,11 @@ async function enter(token) {
   next.on("muted", render);
   next.on("active_speakers", render);
   next.on("speaking", render);
+  // Joined from a ?token= link, nothing clicked yet: the browser holds the
+  // room's audio back until the user asks for it.
+  next.on("autoplay", ({ blocked }) => {
+    if (next === client) $("#audio-button").hidden = !blocked;
+  });
   next.on("error", (err) => {
     toast(err.message || describeError(err), err.code);
     render(); // a microphone that could not be opened changes the mic button
@@ -178,6 +183,7 @@ async function enter(token) {
 
 function onClosed(closed, detail) {
   if (closed !== client) return;
+  $("#audio-button").hidden = true;
   render();
   if (detail.reason === "room_closed") {
     showNotice("room_closed", "This room has ended", detail.detail ? `The room closed: ${detail.detail}.` : "The room closed.");
@@ -238,6 +244,7 @@ $("#hand-button").addEventListener("click", () => {
 });
 
 $("#leave-button").addEventListener("click", () => client && client.leave());
+$("#audio-button").addEventListener("click", () => client && client.resumeAudio());
 
 $("#share-button").addEventListener("click", async () => {
   if (!client) return;

@@ -1191,3 +1191,46 @@ async def test_listeners_past_the_named_ones_are_counted_and_a_moderator_pages_t
     assert await host.query_selector('#audience-list li[data-identity="second"]') is None
     for page in (host, first):
         await page.click("#leave-button")
+
+
+async def test_a_listener_joined_from_a_link_is_asked_before_the_audio_plays(
+    new_page: NewPage, demo: Demo, playwright: Any, speech_wav: Path
+) -> None:
+    """A page opened with ?token= joins without a click: a browser that plays
+    sound only after the user interacted with the page (Chrome's default for
+    a site it does not know) refuses the slots' audio. The page must not
+    show the room live and silent: it offers #audio-button, whose click
+    plays the room."""
+    from tests.e2e.browser import CHROMIUM, chromium_args, open_page
+
+    speaker = await join(new_page, demo, "linked", "sam", "speaker")
+    args = [
+        "--autoplay-policy=document-user-activation-required"
+        if flag.startswith("--autoplay-policy=")
+        else flag
+        for flag in chromium_args(speech_wav)
+    ]
+    strict = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+    try:
+        token = demo.token("linked", "lou", "listener")
+        page = await open_page(strict, f"{demo.url}/?token={token}")
+        # The page is not touched until its audio had its chance to play: a
+        # script run in it by Playwright while it joins (a wait for an element,
+        # an evaluate) lets this Chromium play unasked, as a user's action would.
+        room = demo.server.rooms["linked"]
+        await wait_for(
+            lambda: room.get("lou") is not None and room["lou"].connected, 15, "lou connected"
+        )
+        await asyncio.sleep(2)  # its slots' tracks, and their play() refused
+        assert await page.evaluate("document.querySelector('#audio-button').hidden") is False
+        held = "window.demo.client.audioElements.filter(Boolean).map((audio) => audio.paused)"
+        assert await page.evaluate(held) == [True, True, True]
+        assert await page.evaluate("window.demo.client.audioBlocked") is True
+        await page.click("#audio-button")
+        await page.wait_for_selector("#audio-button", state="hidden", timeout=5000)
+        assert await page.evaluate(held) == [False, False, False]
+        await wait_hearing(page, "sam")
+        await page.click("#leave-button")
+    finally:
+        await strict.close()
+    await speaker.click("#leave-button")

@@ -53,6 +53,10 @@
  *   "error"           SfuError {code, message, id}; code "microphone": it could not be
  *                     opened (also kept in `client.microphoneError` until one opens)
  *   "track"           {slot, track, audio}
+ *   "autoplay"        {blocked}: true when the browser refused to play the room's audio
+ *                     unasked (its autoplay policy: nothing on the page was clicked yet,
+ *                     e.g. a page that joins from a link); call `client.resumeAudio()`
+ *                     from a click to start it (`client.audioBlocked` says which)
  *
  * Reconnection: when the WebSocket closes without `leave()`, `removed` or
  * `room_closed` (or the peer connection fails, or a ping goes unanswered),
@@ -220,6 +224,8 @@ export class SfuClient {
     this.ws = null;
     this.micStream = null;
     this.audioElements = [];
+    // The browser refused to play the room's audio unasked (see resumeAudio).
+    this.audioBlocked = false;
 
     this._listeners = new Map();
     this._pending = new Map();
@@ -689,8 +695,39 @@ export class SfuClient {
     }
     audio.srcObject = new MediaStream([event.track]);
     // Chromium computes inbound audio levels only for audio that plays.
-    audio.play().catch((err) => console.warn(`sfu.js: audio.play() for slot ${slot}: ${err}`));
+    audio.play().then(
+      () => {
+        // (A page clicked since, or a new connection's elements: all play now.)
+        if (this.audioBlocked && this.audioElements.every((a) => !a || !a.paused)) {
+          this._setAudioBlocked(false);
+        }
+      },
+      (err) => {
+        if (err && err.name === "NotAllowedError") this._setAudioBlocked(true);
+        else console.warn(`sfu.js: audio.play() for slot ${slot}: ${err}`);
+      },
+    );
     this._emit("track", { slot, track: event.track, audio });
+  }
+
+  /**
+   * Plays the room's audio that the browser's autoplay policy held back (an
+   * "autoplay" event with blocked true). Call it from a user's click or key
+   * press: the browser lets a page play sound once it has been interacted
+   * with. Resolves true once every slot plays.
+   */
+  async resumeAudio() {
+    const elements = this.audioElements.filter(Boolean);
+    const results = await Promise.allSettled(elements.map((audio) => audio.play()));
+    const blocked = results.some((r) => r.status === "rejected" && r.reason && r.reason.name === "NotAllowedError");
+    this._setAudioBlocked(blocked);
+    return !blocked;
+  }
+
+  _setAudioBlocked(blocked) {
+    if (this.audioBlocked === blocked) return;
+    this.audioBlocked = blocked;
+    this._emit("autoplay", { blocked });
   }
 
   // -- signaling ------------------------------------------------------------------------
