@@ -155,6 +155,10 @@ export class SfuClient {
    * @param {number} [options.speakingThreshold=0.01] decoded level (0..1) that counts as speech
    * @param {number} [options.speakingHold=700] ms a voice stays "speaking" after its last loud sample
    * @param {RTCConfiguration} [options.rtcConfiguration] default {iceServers: []} (the server is ICE-lite)
+   * @param {number} [options.requestTimeout=10000] ms to wait for the reply to a command
+   * @param {number} [options.joinTimeout=60000] ms to wait for `joined`: in a crowd a join
+   *   waits its turn at the server (which gives up on it after 120 s), and a client that
+   *   gave up sooner would only join again at the back of the queue
    * @param {boolean} [options.mutedOnPromotion] default true: promoted by someone else (a
    *   moderator, the backend), the microphone opens self-muted, so nobody is on the air
    *   before they choose to speak; `setMuted(false)` speaks
@@ -174,6 +178,7 @@ export class SfuClient {
       speakingHold = 700,
       iceGatheringTimeout = 5000,
       requestTimeout = 10000,
+      joinTimeout = 60000,
       pingInterval = 15000,
       backoffInitial = 500,
       backoffMax = 10000,
@@ -197,7 +202,7 @@ export class SfuClient {
     this.publishAtJoin = publish === undefined ? this.canPublish : !!publish;
     this.options = {
       audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
-      iceGatheringTimeout, requestTimeout, pingInterval, backoffInitial, backoffMax,
+      iceGatheringTimeout, requestTimeout, joinTimeout, pingInterval, backoffInitial, backoffMax,
       rtcConfiguration, mutedOnPromotion,
     };
 
@@ -387,7 +392,8 @@ export class SfuClient {
     // earlier visit must not open the microphone unasked. A promotion in this
     // visit makes its reconnects offer one (`_publishing`) and ask nothing.
     const role = publish ? undefined : "listener";
-    const joined = await this._request("join", { room: this.room, token: this.token, offer, role }, null, ws);
+    const joined = await this._request(
+      "join", { room: this.room, token: this.token, offer, role }, this.options.joinTimeout, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
     if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
       // The socket closed, the client left, or the server ended the session
@@ -740,7 +746,7 @@ export class SfuClient {
   /** Send a message with an id; resolves with the reply, rejects with an SfuError. */
   _request(type, fields = {}, timeoutMs = undefined, ws = this.ws) {
     const id = this._nextId++;
-    const timeout = timeoutMs === undefined || timeoutMs === null ? this.options.requestTimeout : timeoutMs;
+    const timeout = timeoutMs === undefined ? this.options.requestTimeout : timeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
