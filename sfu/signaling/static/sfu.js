@@ -61,7 +61,8 @@
  * Reconnection: when the WebSocket closes without `leave()`, `removed` or
  * `room_closed` (or the peer connection fails, or a ping goes unanswered),
  * the client waits (backoff doubling from 0.5 s to 10 s, with jitter), then
- * joins again with the same token on a new RTCPeerConnection. A microphone
+ * joins again with the same token on a new RTCPeerConnection (a self-mute
+ * and, for a listener, a raised hand are restored). A microphone
  * that cannot be opened then ends the session with the "microphone" error
  * (a promoted listener goes back in listening instead), except a busy one
  * (NotReadableError, AbortError), which is tried again up to three times first.
@@ -514,6 +515,7 @@ export class SfuClient {
     this.size = typeof joined.size === "number" ? joined.size : this.roster.size;
     // Its own hand as the roster says (the hands list may not name it).
     const own = this.roster.get(this.identity);
+    const hadHand = this.handRaised; // before a reconnect: the old member's
     this.handRaised = !!(own && own.hand);
     this._setHands(joined.hands || [], joined.hands_total, false);
     const me = this.roster.get(this.identity);
@@ -537,6 +539,11 @@ export class SfuClient {
     // (also under a moderator's mute, which outlives the reconnect on its own).
     this._selfMuteAck = false; // a new member on the server: not self-muted
     if (wasMuted && this.canPublish) this._sendSelfMute().catch(() => {});
+    // Its hand went with the old member: raised again (at the back of the
+    // queue), so a network blip does not silently take it down.
+    if (hadHand && !this.handRaised && !this.canPublish) {
+      this._request("raise_hand").catch(() => {});
+    }
   }
 
   _finish(detail) {
