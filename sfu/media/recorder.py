@@ -62,6 +62,7 @@ import logging
 import os
 import re
 import secrets
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -110,9 +111,18 @@ QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 #: every few seconds). Past it a new speaker is in the mix file only.
 MAX_SPEAKER_FILES = 256
 
-# Every file a running recorder of this process writes (absolute paths): a
-# second recording of one of them would empty it under the first.
-_WRITING: set[Path] = set()
+# Every file a running recorder of this process writes (absolute paths), and
+# the recorder: a second recording of one of them would empty it under the
+# first. Weak, and only while that recorder's mixer runs: a recording whose
+# event loop was torn down without a close (its mixer's task cancelled)
+# holds no path for the rest of the process.
+_WRITING: weakref.WeakValueDictionary[Path, Recorder] = weakref.WeakValueDictionary()
+
+
+def _writing(path: Path) -> bool:
+    """Whether a live recording writes ``path``."""
+    holder = _WRITING.get(Path(os.path.abspath(path)))
+    return holder is not None and holder._mixer.running
 
 
 def _write_whole(handle: IO[bytes], data: bytes) -> None:
@@ -375,7 +385,7 @@ class Recorder:
         """Open the files and attach to the mixer (called by ``Room.record``)."""
         if self._file is not None or self._stopped:
             raise RuntimeError("a Recorder starts once")
-        if Path(os.path.abspath(self.path)) in _WRITING:
+        if _writing(self.path):
             raise InvalidSetting(
                 f"{str(self.path)!r:.200} is being recorded already: "
                 "stop that recording first, or give another path"
@@ -410,7 +420,7 @@ class Recorder:
 
     def _claim(self, path: Path) -> None:
         held = Path(os.path.abspath(path))
-        _WRITING.add(held)
+        _WRITING[held] = self
         self._claimed.append(held)
 
     # -- callbacks ---------------------------------------------------------------
@@ -522,12 +532,12 @@ class Recorder:
         name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
         path = self.path.with_name(name)
         taken = {*self.speaker_paths.values(), self.path}
-        if path in taken or Path(os.path.abspath(path)) in _WRITING:
+        if path in taken or _writing(path):
             # Numbered; an identity may be that numbered name already ("a-7"):
             # never a file another speaker writes (opening it would empty it).
             stem, attempt = f"{path.stem}-{number}", 1
             path = path.with_name(f"{stem}{path.suffix}")
-            while path in taken or Path(os.path.abspath(path)) in _WRITING:
+            while path in taken or _writing(path):
                 attempt += 1
                 path = path.with_name(f"{stem}-{attempt}{path.suffix}")
         try:
@@ -586,7 +596,9 @@ class Recorder:
             # Whatever happened to the mix file, each speaker's file ends too.
             for track in self._tracks.values():
                 self._append(track, track.finish(now))
-            _WRITING.difference_update(self._claimed)
+            for held in self._claimed:
+                if _WRITING.get(held) is self:
+                    del _WRITING[held]
             self._claimed.clear()
         logger.info(
             "recording to %s stopped: %.2f s, %d speaker files",

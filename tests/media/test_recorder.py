@@ -834,3 +834,35 @@ async def test_a_stop_whose_last_frames_fail_to_mix_still_ends_the_recording(
         assert mixer.consumers == 0 and not mixer.running
         assert "mixing failed" in caplog.text
     assert len(assert_well_formed(tmp_path / "f.opus")) >= 1
+
+
+def test_a_recording_whose_event_loop_was_torn_down_holds_no_path(tmp_path: Path) -> None:
+    """An application whose event loop ended without closing its Server (its
+    tasks, the mixer's among them, cancelled by asyncio.run) leaves a
+    recording that never stopped: its file must not stay refused to every
+    later recording of the process."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, sfu
+PATH = {str(tmp_path / "show.opus")!r}
+async def torn_down():
+    server = sfu.Server()
+    await server.start()
+    await server.room("a").record(PATH)
+    await asyncio.sleep(0.1)
+async def again():
+    async with sfu.Server() as server:
+        recorder = await server.room("b").record(PATH)
+        await asyncio.sleep(0.1)
+        await recorder.stop()
+        print("recorded again", recorder.duration > 0)
+asyncio.run(torn_down())
+asyncio.run(again())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "recorded again True" in done.stdout
