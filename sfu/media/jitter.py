@@ -22,9 +22,10 @@ payload) and pulled once per mixer frame, in sequence order. The buffer
   (``trimmed``). Without it a speaker that sends without pauses (no DTX,
   as browsers send) would be heard that much late, for as long as it talks.
 
-Pulls take no time argument: the mixer pulls exactly once per frame, so
-one pull is one frame of the stream. Timestamps are kept for the caller
-(DTX gaps show as timestamp jumps) but do not drive the playout.
+Pulls take no time argument: the mixer pulls until it has a frame's 20 ms
+(one 20 ms packet, two 10 ms ones; a 60 ms one lasts three frames), so one
+pull is one packet of the stream. Timestamps are kept for the caller (DTX
+gaps show as timestamp jumps) but do not drive the playout.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ PACKET: Final = 0  # the next packet, in order
 LOST: Final = 1  # its turn came and it is missing: conceal one frame
 EMPTY: Final = 2  # nothing to play (idle or still buffering)
 
-#: Pulls (one per 20 ms frame: 1 s) over which the fewest packets buffered
-#: must stay above ``depth`` before the excess is dropped: a moment's burst
-#: of jitter is not a lasting delay.
+#: Pulls over which the fewest packets buffered must stay above ``depth``
+#: before the excess is dropped: a moment's burst of jitter is not a lasting
+#: delay. The mixer pulls once per packet it plays: 1 s of 20 ms packets
+#: (0.5 s of 10 ms ones, 3 s of 60 ms ones).
 TRIM_WINDOW: Final = 50
 
 _RESTART = 3000  # a jump of more sequence numbers than this is a new stream

@@ -732,6 +732,10 @@ class SignalingSession:
                 self.close(CLOSE_SESSION_ENDED, "the client reads no more")
             )
 
+    def _relay_ended(self, relay: asyncio.Task[Any]) -> None:
+        if not relay.cancelled() and relay.exception() is not None:
+            logger.error("%r: the event relay failed", self, exc_info=relay.exception())
+
     async def _refuse(
         self, kind: Any, command: dict[str, Any], code: str, message: str, message_id: Any
     ) -> None:
@@ -853,10 +857,10 @@ class SignalingSession:
                 await asyncio.wait((relay,))
             except asyncio.CancelledError:
                 cancelled = True
+                relay.add_done_callback(self._relay_ended)  # its failure is still logged
             else:
-                if not relay.cancelled() and relay.exception() is not None:
-                    # (The relay ends its own errors; never stop short of the transport.)
-                    logger.error("%r: the event relay failed", self, exc_info=relay.exception())
+                # (The relay ends its own errors; never stop short of the transport.)
+                self._relay_ended(relay)
         watchdog = asyncio.get_running_loop().call_later(
             CLOSE_TIMEOUT, self._stalled, asyncio.current_task(), "closing", CLOSE_TIMEOUT
         )
