@@ -1267,3 +1267,32 @@ async def test_a_close_cancelled_while_it_waits_for_the_relay_is_cancelled() -> 
         assert closed == [1000], "the transport was left open"  # CLOSE_LEFT
         await session.close()  # idempotent: nothing more
         assert closed == [1000]
+
+
+async def test_a_relay_failing_after_a_cancelled_close_is_still_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """close() cancelled while it waits for the relay no longer waits for it:
+    a relay that then fails must still be logged, not left to asyncio's
+    "exception was never retrieved" at garbage collection."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        session, _, closed = bare_session(server)
+
+        async def relay_failing_when_cancelled() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.05)
+                raise RuntimeError("the relay broke while ending") from None
+
+        session._relay = asyncio.create_task(relay_failing_when_cancelled())
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(session.close())
+        await asyncio.sleep(0)  # closing has cancelled the relay and waits for it
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert closed == [1000]
+        await asyncio.sleep(0.1)
+        assert "the event relay failed" in caplog.text
+        assert "the relay broke while ending" in caplog.text
