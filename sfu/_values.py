@@ -52,9 +52,9 @@ def refilled(tokens: float, since: float, now: float, rate: float, burst: float)
 
 
 def take_token(
-    tokens: float, since: float, now: float, rate: float, burst: float
+    tokens: float, since: float, now: float, rate: float, burst: float, cost: float = 1.0
 ) -> tuple[bool, float]:
-    """Take one token from a bucket (see :func:`refilled`): whether there was
-    one, and the tokens left at ``now``."""
+    """Take ``cost`` tokens from a bucket (see :func:`refilled`): whether there
+    were as many, and the tokens left at ``now``."""
     tokens = refilled(tokens, since, now, rate, burst)
-    return (True, tokens - 1.0) if tokens >= 1.0 else (False, tokens)
+    return (True, tokens - cost) if tokens >= cost else (False, tokens)

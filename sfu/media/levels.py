@@ -19,7 +19,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from .._values import refilled
+from .._values import take_token
 from .ogg import MAX_PACKET_SAMPLES, packet_samples
 from .opus import padded_packet
 
@@ -91,12 +91,12 @@ class OpusLevelMeter:
             self.errors += 1
             return -1
         if now is not None:
-            tokens = refilled(self._tokens, self._tokens_at, now, DECODE_RATE, DECODE_BURST)
+            taken, self._tokens = take_token(
+                self._tokens, self._tokens_at, now, DECODE_RATE, DECODE_BURST, samples
+            )
             self._tokens_at = now
-            if tokens < samples:
-                self._tokens = tokens
+            if not taken:
                 return self._last
-            self._tokens = tokens - samples
         try:
             frames = self._decoder.decode(padded_packet(payload))
         except av.FFmpegError as exc:

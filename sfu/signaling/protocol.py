@@ -741,17 +741,15 @@ class SignalingSession:
     ) -> None:
         """The error reply to a command; a refused join is also logged at INFO
         (the room it asked for, why; never its token), other refusals at DEBUG."""
-        if kind != "join":
-            await self._error(code, message, message_id)
-            return
-        logger.info(
-            "%r: join of room %s refused: %s: %s",
-            self,
-            f"{command.get('room')!r:.80}",
-            code,
-            message,
-        )
-        await self.send(error_message(code, message, message_id))
+        if kind == "join":
+            logger.info(
+                "%r: join of room %s refused: %s: %s",
+                self,
+                f"{command.get('room')!r:.80}",
+                code,
+                message,
+            )
+        await self._error(code, message, message_id)
 
     async def _error(self, code: str, message: str, message_id: Any = None) -> None:
         logger.debug("x %r: %s: %s", self, code, message)
