@@ -10,7 +10,8 @@ says so.
 - DTLS 1.2: RFC 6347. DTLS-SRTP (use_srtp, key export): RFC 5764.
 - Certificates are self-signed and authenticated by the SDP ``a=fingerprint``
   (RFC 8122): the client certificate must match one of the offer's
-  fingerprints, or the handshake fails and no keys are produced.
+  fingerprints of the strongest hash function the offer uses (§5), or the
+  handshake fails and no keys are produced.
 
 OpenSSL is driven through :mod:`sfu.transport.openssl_session` (the same
 bindings as pyOpenSSL, without its per-call wrappers); the context is made
@@ -88,6 +89,8 @@ _DIGESTS: dict[str, hashes.HashAlgorithm] = {
     "sha-384": hashes.SHA384(),
     "sha-512": hashes.SHA512(),
 }
+#: Their order of strength, weakest first.
+_STRENGTH: dict[str, int] = {name: rank for rank, name in enumerate(_DIGESTS)}
 # The same functions from hashlib: the client certificate is checked by
 # hashing the DER of the copy OpenSSL already parsed and comparing raw bytes
 # (pyOpenSSL's ``X509.digest`` formats every byte in Python: ~3x the cost).
@@ -233,8 +236,9 @@ class DtlsServer:
 
     ``remote_fingerprints`` are the offer's ``a=fingerprint`` values as
     ``(algorithm, value)``, e.g. ``("sha-256", "AB:CD:...")``; the client
-    certificate must match one of them (entries with an unknown hash are
-    skipped). ``send`` gets each outgoing datagram; it is called only from
+    certificate must match one of those of the strongest hash function
+    among them (RFC 8122 §5; entries with an unknown hash or a malformed
+    value are skipped, and weaker ones beside a stronger one are ignored). ``send`` gets each outgoing datagram; it is called only from
     :meth:`feed`, :meth:`handle_timeout` and :meth:`close`.
 
     States: ``new`` → ``connecting`` (first datagram) → ``connected`` (keys
@@ -272,8 +276,11 @@ class DtlsServer:
         label: str = "",
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        # (hash function, the raw digest the client certificate must have)
-        self._remote: list[tuple[Callable[[bytes], Any], bytes]] = []
+        # (hash function, the raw digest the client certificate must have),
+        # of the strongest hash function the offer uses (RFC 8122 §5): a
+        # weaker fingerprint beside it is ignored, or a collision in the weak
+        # function would let another certificate in.
+        usable: list[tuple[str, bytes]] = []
         for algorithm, value in remote_fingerprints:
             name = algorithm.strip().lower()
             digest = _DIGESTS.get(name)
@@ -284,7 +291,13 @@ class DtlsServer:
             except ValueError:
                 continue
             if len(expected) == digest.digest_size:
-                self._remote.append((_HASHLIB_DIGESTS[name], expected))
+                usable.append((name, expected))
+        strongest = max((_STRENGTH[name] for name, _ in usable), default=None)
+        self._remote: list[tuple[Callable[[bytes], Any], bytes]] = [
+            (_HASHLIB_DIGESTS[name], expected)
+            for name, expected in usable
+            if _STRENGTH[name] == strongest
+        ]
         if not self._remote:
             raise InvalidOffer(
                 "the offer has no usable a=fingerprint: give the client certificate's digest "
@@ -531,7 +544,7 @@ class DtlsServer:
         return self._peer_verdict
 
     def _check_peer(self, der: bytes) -> bool:
-        """True if the certificate `der` matches one of the offer's fingerprints (RFC 8122 §5).
+        """True if `der` matches an offer fingerprint of its strongest hash (RFC 8122 §5).
 
         Asked by the verify callback (the early answer: a mismatch ends the
         handshake with an alert) and again on the finished session (the

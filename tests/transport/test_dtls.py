@@ -373,9 +373,39 @@ def test_fingerprint_algorithms(
 ) -> None:
     client = Client()
     value = fingerprint(client.certificate, digest).lower()
-    # Matching one of the offer's fingerprints is enough.
-    wrong = ("sha-256", Client().fingerprints[0][1])
-    wire = Wire([wrong, ("md5", "00:11"), (algorithm, value)], certificate)
+    wire = Wire([("md5", "00:11"), (algorithm, value)], certificate)
+    assert run_handshake(wire, client) == 1
+    assert wire.server.state == "connected"
+
+
+@pytest.mark.parametrize("weaker, digest", [("sha-1", hashes.SHA1()), ("sha-224", hashes.SHA224())])
+def test_a_weaker_fingerprint_does_not_stand_in_for_the_strongest(
+    certificate: Certificate, weaker: str, digest: hashes.HashAlgorithm
+) -> None:
+    """RFC 8122 §5: the strongest hash function the offer uses decides. A
+    certificate that matches only a weaker fingerprint beside it (as one
+    made for a collision in the weak function would) is refused."""
+    client = Client()
+    matching_weak = (weaker, fingerprint(client.certificate, digest))
+    wrong_strong = ("sha-256", Client().fingerprints[0][1])
+    wire = Wire([matching_weak, wrong_strong], certificate)
+    assert run_handshake(wire, client) == 0
+    assert wire.server.state == "failed"
+    assert wire.server.failure == "fingerprint mismatch"
+    assert wire.server.keys is None
+
+
+def test_any_fingerprint_of_the_strongest_hash_may_match(certificate: Certificate) -> None:
+    """Several fingerprints of the strongest function (several certificates)
+    are alternatives; a stronger one decides over sha-256."""
+    client = Client()
+    other = Client()
+    strongest = [
+        ("sha-384", fingerprint(other.certificate, hashes.SHA384())),
+        ("sha-384", fingerprint(client.certificate, hashes.SHA384())),
+    ]
+    wrong_weaker = ("sha-256", other.fingerprints[0][1])
+    wire = Wire([wrong_weaker, *strongest], certificate)
     assert run_handshake(wire, client) == 1
     assert wire.server.state == "connected"
 
