@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 
 import pytest
@@ -491,3 +493,98 @@ async def test_a_moderator_is_never_shut_out_by_a_full_stage(
             await wait_for(lambda: heard_from(lee, mod.csrc) >= heard + 20, 10, "on stage")
         finally:
             await asyncio.gather(*(c.close() for c in clients))
+
+
+class OldPath:
+    """A client's media socket and SRTP sender, kept past its connection's end.
+
+    A modified client removed from a room can go on using the socket it was
+    let in on: the same 5-tuple. The socket is a duplicate of aiortc's (the
+    same bound port, alive after aiortc closes its own), read here: what the
+    server still sends there is seen whatever aiortc's state.
+    """
+
+    def __init__(self, client: Client) -> None:
+        transport = client.pc.getTransceivers()[0].sender.transport
+        pair = next(iter(transport.transport._connection._nominated.values()))
+        own = pair.protocol.transport.get_extra_info("socket")
+        self.socket = socket.socket(fileno=os.dup(own.fileno()))
+        self.server = pair.remote_candidate.host, pair.remote_candidate.port
+        self.srtp = transport._tx_srtp
+        # Past what it sent: its SRTP sender takes no index twice.
+        self.sequence = client.sent[-1][1] + 1000 if client.sent else 0
+
+    def srtp_received(self) -> int:
+        """SRTP/SRTCP datagrams (RFC 7983: first byte 128..191) now waiting on the socket."""
+        count = 0
+        self.socket.setblocking(False)
+        while True:
+            try:
+                data = self.socket.recv(2048)
+            except BlockingIOError:
+                return count
+            count += 127 < data[0] < 192
+
+    def send_voice(self, ssrc: int, packets: int) -> None:
+        for _ in range(packets):
+            packet = RtpPacket(
+                payload_type=96,  # aiortc's Opus
+                sequence_number=self.sequence & 0xFFFF,
+                timestamp=(960 * self.sequence) & 0xFFFFFFFF,
+                ssrc=ssrc,
+            )
+            packet.payload = b"\xfc" + secrets.token_bytes(60)
+            self.socket.sendto(self.srtp.protect(packet.serialize()), self.server)
+            self.sequence += 1
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+async def test_a_removed_member_neither_hears_nor_is_heard_on_its_old_path() -> None:
+    """Removed, a speaker that keeps sending SRTP from the socket it was let
+    in on (its keys still good) reaches nobody, and nothing of the room's
+    audio reaches the sockets of removed listeners, slot or mix."""
+    async with sfu.Server() as server:
+        room = server.room("after")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        mallory = await join(room, "mallory", speaker=True, frequency=880)
+        eve = await join(room, "eve", speaker=False)
+        mixed_eve = await join(room, "eve-mixed", speaker=False, slots=1)
+        bob = await join(room, "bob", speaker=False)
+        clients = [alice, mallory, eve, mixed_eve, bob]
+        paths: list[OldPath] = []
+        try:
+            await wait_for(
+                lambda: (
+                    heard_from(bob, mallory.csrc) >= 20
+                    and len(eve.packets(0)) >= 20
+                    and mixed_eve.total_received() >= 20
+                ),
+                15,
+                "everyone hears the speakers",
+            )
+            ssrc = mallory.sent_ssrc
+            assert ssrc is not None
+            paths = [OldPath(client) for client in (mallory, eve, mixed_eve)]
+            for member in ("mallory", "eve", "eve-mixed"):
+                await room.remove(member, "trolling")
+            await asyncio.sleep(0.2)  # what was on its way has arrived
+            for path in paths:
+                path.srtp_received()
+            heard = heard_from(bob, mallory.csrc)
+            bob_before = len(bob.packets(0))
+            for _ in range(25):
+                paths[0].send_voice(ssrc, 2)
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            assert heard_from(bob, mallory.csrc) == heard, "the removed speaker was heard"
+            assert len(bob.packets(0)) > bob_before, "alice is still heard"
+            assert server.drops["srtp from unchecked address"] >= 50
+            assert [path.srtp_received() for path in paths[1:]] == [0, 0], (
+                "room audio reached a removed listener's socket"
+            )
+        finally:
+            for path in paths:
+                path.close()
+            await asyncio.gather(*(client.close() for client in clients))
