@@ -355,10 +355,14 @@ class SignalingSession:
                 self._join_deadline.cancel()
                 self._join_deadline = None
             handling = self._handling
-            if handling is not None and not handling.done():
-                handling.cancel()
-                await asyncio.wait((handling,))
-            await self.close(1001, "signaling connection closed")
+            try:
+                if handling is not None and not handling.done():
+                    handling.cancel()
+                    await asyncio.wait((handling,))
+            finally:
+                # Also when a second cancellation ends that wait: the member
+                # must not outlive its connection.
+                await self.close(1001, "signaling connection closed")
 
     def _join_deadline_passed(self) -> None:
         """JOIN_DEADLINE after the connection opened: close it if it has not

@@ -626,6 +626,44 @@ async def test_a_relay_whose_send_fails_ends_the_session_logged(
         )
 
 
+async def test_serve_cancelled_again_while_it_waits_for_a_frame_still_ends_the_member() -> None:
+    """serve() cancelled while a frame is answered cancels that answer and
+    waits for it to end; a second cancellation landing meanwhile (a task
+    group and a timeout around serve(), say) skipped the close: the member
+    stayed in the room and its event relay waited for ever."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        answering, unwinding, unwound = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def send(text: str) -> None:
+            if json.loads(text)["type"] != "pong":
+                return
+            answering.set()
+            try:
+                await asyncio.Event().wait()  # the client reads nothing more
+            except asyncio.CancelledError:
+                unwinding.set()
+                await unwound.wait()  # the framework takes a moment to give the write up
+                raise
+
+        frames = [join_message("fan"), json.dumps({"type": "ping"})]
+        session, receive, codes = quiet_after(server, frames, send)
+        serving = asyncio.ensure_future(session.serve(receive))
+        await asyncio.wait_for(answering.wait(), 5)
+        relay = session._relay
+        assert relay is not None and room.get("fan") is not None
+        serving.cancel()
+        await asyncio.wait_for(unwinding.wait(), 5)  # serve() waits for the answer to end
+        serving.cancel()
+        await asyncio.sleep(0)
+        unwound.set()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert room.get("fan") is None, "the member outlived its connection"
+        assert relay.done()
+        assert codes == [1001]
+
+
 async def test_a_crowd_raising_hands_costs_each_member_one_list_per_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
