@@ -273,7 +273,8 @@ class SignalingSession:
         self._send = send
         self._close_transport = close
         self._abort = abort
-        self._ending: asyncio.Task[None] | None = None  # close() after a stall, without abort
+        # close() started by the session itself (no join in time; a stall, without abort).
+        self._ending: asyncio.Task[None] | None = None
         # While a send waits (see _SendWatch): its server's watch, since when,
         # and in which task.
         self._watch = _send_watch(server)
@@ -376,9 +377,17 @@ class SignalingSession:
             )
             return
         logger.info("%r: no join within %g s: closing", self, JOIN_DEADLINE)
-        self._ending = asyncio.get_running_loop().create_task(
-            self.close(CLOSE_NO_JOIN, f"no join within {JOIN_DEADLINE:g} s")
-        )
+        self._close_soon(CLOSE_NO_JOIN, f"no join within {JOIN_DEADLINE:g} s")
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        """Close in a task of the session's own (from a timer: nobody awaits
+        it), whose failure is logged now, not left for the garbage collector."""
+        self._ending = asyncio.get_running_loop().create_task(self.close(code, reason))
+        self._ending.add_done_callback(self._close_ended)
+
+    def _close_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%r: closing the connection failed", self, exc_info=task.exception())
 
     def _handled(self, task: asyncio.Task[None]) -> None:
         # (_handle_frame ends every error itself: the task ends with None, or cancelled.)
@@ -732,9 +741,7 @@ class SignalingSession:
                 waiting.cancel()
         if not self._closed:
             # The session ends as for a closed socket (close() is bounded the same way).
-            self._ending = asyncio.get_running_loop().create_task(
-                self.close(CLOSE_SESSION_ENDED, "the client reads no more")
-            )
+            self._close_soon(CLOSE_SESSION_ENDED, "the client reads no more")
 
     def _relay_ended(self, relay: asyncio.Task[Any]) -> None:
         if not relay.cancelled() and relay.exception() is not None:

@@ -213,3 +213,40 @@ async def test_a_join_under_way_at_the_deadline_is_looked_at_again(
         await asyncio.wait((serving,), timeout=3)
         assert closes[:1] == [protocol.CLOSE_NO_JOIN]
         assert serving.done()
+
+
+async def test_a_close_the_session_starts_itself_that_fails_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session closes an idle connection (or a stalled one) in a task of
+    its own, which nobody awaits: a framework's close failing in a way the
+    session does not expect was left to asyncio's "Task exception was never
+    retrieved", at garbage collection if ever. It is logged as it happens."""
+    monkeypatch.setattr(protocol, "JOIN_DEADLINE", 0.05)
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            raise ValueError("the framework failed")
+
+        session = SignalingSession(server, send, close)
+        hang_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def receive() -> str | bytes | None:
+            await hang_up
+            return None
+
+        serving = asyncio.ensure_future(session.serve(receive))
+        await wait_until(lambda: session._ending is not None and session._ending.done(), 3)
+        assert session._ending is not None and session._ending.done()
+        assert any(
+            "closing the connection failed" in r.getMessage()
+            and r.exc_info
+            and "the framework failed" in str(r.exc_info[1])
+            for r in caplog.records
+        ), "the failure was not logged"
+        hang_up.set_result(None)
+        await asyncio.wait((serving,), timeout=3)
+        assert serving.done()
