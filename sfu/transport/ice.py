@@ -12,8 +12,16 @@ gets one response, and the binding requests the server sends to make sure
 of an address (:meth:`~sfu.transport.session.Session.receive_binding`'s
 proofs) are at most two per check and capped server-wide.
 
-Message coding: the server only ever parses binding requests and builds
-binding success responses, once per join and then once per consent check
+Two checks that pass the credential check are still refused, with a
+signed error response: one with a comprehension-required attribute the
+server does not understand gets a 420 listing it (RFC 8489 section
+6.3.1.1), and one with ICE-CONTROLLED a 487 Role Conflict (RFC 8445 section
+7.3.1.1). A lite agent is always the controlled one (section 6.1.1): a
+client that believes itself controlled too would wait for a nomination that
+never comes; the 487 makes it switch to the controlling role and nominate.
+
+Message coding: the server parses binding requests and builds their
+responses, once per join and then once per consent check
 (every ~5 s per client, for every listener). The project's design first
 named :mod:`aioice.stun` as the codec; it costs ~65 µs per request and answer
 (attribute tables, ``ipaddress`` objects), a large share of a join and of
@@ -36,6 +44,7 @@ from dataclasses import dataclass
 __all__ = [
     "BindingRequest",
     "IceCredentials",
+    "error_response",
     "parse_binding_request",
     "parse_proof_response",
     "proof_request",
@@ -47,12 +56,42 @@ _HEADER = struct.Struct("!HHI12s")
 _ATTRIBUTE = struct.Struct("!HH")
 _BINDING_REQUEST = 0x0001
 _BINDING_SUCCESS = 0x0101
+_BINDING_ERROR = 0x0111
 _USERNAME = 0x0006
 _MESSAGE_INTEGRITY = 0x0008
+_ERROR_CODE = 0x0009
+_UNKNOWN_ATTRIBUTES = 0x000A
 _XOR_MAPPED_ADDRESS = 0x0020
 _USE_CANDIDATE = 0x0025
 _PRIORITY = 0x0024
 _ICE_CONTROLLED = 0x8029
+#: Comprehension-required attributes (0x0000-0x7FFF) the server understands:
+#: those of STUN itself (RFC 8489 section 18.3) and of ICE (RFC 8445 section
+#: 16.1). Any other one in a request is answered with a 420 (RFC 8489
+#: section 6.3.1.1); comprehension-optional ones (0x8000-0xFFFF, e.g.
+#: Chromium's GOOG-NETWORK-INFO) are ignored.
+_KNOWN_REQUIRED = frozenset(
+    {
+        0x0001,  # MAPPED-ADDRESS
+        _USERNAME,
+        _MESSAGE_INTEGRITY,
+        _ERROR_CODE,
+        _UNKNOWN_ATTRIBUTES,
+        0x0014,  # REALM
+        0x0015,  # NONCE
+        0x001C,  # MESSAGE-INTEGRITY-SHA256
+        0x001D,  # PASSWORD-ALGORITHM
+        0x001E,  # USERHASH
+        _XOR_MAPPED_ADDRESS,
+        _PRIORITY,
+        _USE_CANDIDATE,
+    }
+)
+#: Error codes the server answers an authenticated check with (RFC 8489
+#: section 14.8, RFC 8445 section 7.3.1.1).
+UNKNOWN_ATTRIBUTE = 420
+ROLE_CONFLICT = 487
+_REASONS = {UNKNOWN_ATTRIBUTE: "Unknown Attribute", ROLE_CONFLICT: "Role Conflict"}
 # A host candidate's priority (RFC 8445 5.1.2.1: type preference 126).
 _PROOF_PRIORITY = (126 << 24) | (65535 << 8) | 255
 _FINGERPRINT = 0x8028
@@ -86,6 +125,10 @@ class BindingRequest:
     ``signed`` is what MESSAGE-INTEGRITY covers (the message up to that
     attribute, with the header's length counting up to its end) and
     ``integrity`` the HMAC it carries; both empty when it has none.
+    ``ice_controlled`` says the client believes it is the controlled agent
+    (an ICE-CONTROLLED attribute) and ``unknown`` lists the comprehension-
+    required attribute types the server does not understand; both are read
+    only from the attributes MESSAGE-INTEGRITY covers.
     """
 
     transaction_id: bytes
@@ -94,6 +137,8 @@ class BindingRequest:
     use_candidate: bool
     signed: bytes = b""
     integrity: bytes = b""
+    ice_controlled: bool = False
+    unknown: tuple[int, ...] = ()
 
     def check(self, credentials: IceCredentials, remote_ufrag: str) -> bool:
         """True when the request was made with this session's credentials."""
@@ -117,7 +162,8 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     fails :meth:`BindingRequest.check`. Any malformation raises
     ``ValueError``, nothing else.
     """
-    transaction_id, username, use_candidate, signed, integrity = _parse(data, _BINDING_REQUEST)
+    parsed = _parse(data, _BINDING_REQUEST)
+    transaction_id, username, use_candidate, signed, integrity, ice_controlled, unknown = parsed
     if username is None:
         raise ValueError("STUN binding request has no USERNAME of the form local:remote")
     try:
@@ -128,13 +174,23 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     if not colon:
         raise ValueError("STUN binding request has no USERNAME of the form local:remote")
     return BindingRequest(
-        transaction_id, local_ufrag, remote_ufrag, use_candidate, signed, integrity
+        transaction_id,
+        local_ufrag,
+        remote_ufrag,
+        use_candidate,
+        signed,
+        integrity,
+        ice_controlled,
+        tuple(unknown),
     )
 
 
-def _parse(data: bytes, expected_type: int) -> tuple[bytes, bytes | None, bool, bytes, bytes]:
-    """``(transaction id, USERNAME, USE-CANDIDATE, signed, MESSAGE-INTEGRITY)``
-    of a STUN message of ``expected_type``; ValueError if malformed."""
+def _parse(
+    data: bytes, expected_type: int
+) -> tuple[bytes, bytes | None, bool, bytes, bytes, bool, list[int]]:
+    """``(transaction id, USERNAME, USE-CANDIDATE, signed, MESSAGE-INTEGRITY,
+    ICE-CONTROLLED, unknown comprehension-required attribute types)`` of a
+    STUN message of ``expected_type``; ValueError if malformed."""
     size = len(data)
     if size < 20:
         raise ValueError("STUN message shorter than its 20-byte header")
@@ -149,7 +205,8 @@ def _parse(data: bytes, expected_type: int) -> tuple[bytes, bytes | None, bool, 
             + ("request" if expected_type == _BINDING_REQUEST else "success response")
         )
     username: bytes | None = None
-    use_candidate = False
+    use_candidate = ice_controlled = False
+    unknown: list[int] = []
     signed = integrity = b""
     position = 20
     while position < size:
@@ -172,13 +229,17 @@ def _parse(data: bytes, expected_type: int) -> tuple[bytes, bytes | None, bool, 
             username = data[start:end]
         elif kind == _USE_CANDIDATE:
             use_candidate = True
+        elif kind == _ICE_CONTROLLED:
+            ice_controlled = True
+        elif kind < 0x8000 and kind not in _KNOWN_REQUIRED and kind not in unknown:
+            unknown.append(kind)
         elif kind == _MESSAGE_INTEGRITY:
             if value_length != 20:
                 raise ValueError("STUN MESSAGE-INTEGRITY must be 20 bytes")
             integrity = data[start:end]
             signed = data[:2] + (end - 20).to_bytes(2, "big") + data[4:position]
         position = end + (-value_length % 4)
-    return transaction_id, username, use_candidate, signed, integrity
+    return transaction_id, username, use_candidate, signed, integrity, ice_controlled, unknown
 
 
 def success_response(
@@ -199,6 +260,23 @@ def success_response(
         value = struct.pack("!BBHI", 0, 1, port, int.from_bytes(raw, "big") ^ MAGIC_COOKIE)
     body = _ATTRIBUTE.pack(_XOR_MAPPED_ADDRESS, len(value)) + value
     return _signed(_BINDING_SUCCESS, request.transaction_id, body, credentials.pwd)
+
+
+def error_response(request: BindingRequest, code: int, credentials: IceCredentials) -> bytes:
+    """A binding error response to a request that passed the credential check:
+    ERROR-CODE (with UNKNOWN-ATTRIBUTES for a 420), MESSAGE-INTEGRITY, FINGERPRINT.
+
+    Signed like a success response (RFC 8489 section 9.1.4: only 400 and 401
+    go unsigned, and the server sends neither: it answers no request that
+    fails the check). ``code`` is :data:`UNKNOWN_ATTRIBUTE` or :data:`ROLE_CONFLICT`.
+    """
+    reason = _REASONS[code].encode()
+    value = struct.pack("!HBB", 0, code // 100, code % 100) + reason
+    body = _ATTRIBUTE.pack(_ERROR_CODE, len(value)) + value + bytes(-len(value) % 4)
+    if code == UNKNOWN_ATTRIBUTE:
+        types = b"".join(kind.to_bytes(2, "big") for kind in request.unknown)
+        body += _ATTRIBUTE.pack(_UNKNOWN_ATTRIBUTES, len(types)) + types + bytes(-len(types) % 4)
+    return _signed(_BINDING_ERROR, request.transaction_id, body, credentials.pwd)
 
 
 def _signed(message_type: int, transaction_id: bytes, body: bytes, password: str) -> bytes:
@@ -243,7 +321,9 @@ def proof_request(transaction_id: bytes, username: str, password: str, tie_break
 def parse_proof_response(data: bytes, password: str) -> bytes:
     """The transaction id of a binding success response authenticated with
     ``password`` (the client's); ValueError if it is malformed or is not."""
-    transaction_id, _username, _use_candidate, signed, integrity = _parse(data, _BINDING_SUCCESS)
+    transaction_id, _username, _use_candidate, signed, integrity, _, _ = _parse(
+        data, _BINDING_SUCCESS
+    )
     if not integrity or not hmac.compare_digest(
         hmac.digest(password.encode(), signed, hashlib.sha1), integrity
     ):

@@ -38,7 +38,13 @@ from .handshakes import HANDSHAKES_PER_TURN as HANDSHAKES_PER_TURN
 from .handshakes import MAX_HANDSHAKE_BACKLOG as MAX_HANDSHAKE_BACKLOG
 from .handshakes import MAX_HANDSHAKE_QUEUED_PER_SESSION as MAX_HANDSHAKE_QUEUED_PER_SESSION
 from .handshakes import Handshakes
-from .ice import parse_binding_request, success_response
+from .ice import (
+    ROLE_CONFLICT,
+    UNKNOWN_ATTRIBUTE,
+    error_response,
+    parse_binding_request,
+    success_response,
+)
 from .port import SOCKET_BUFFER as SOCKET_BUFFER
 from .port import PortProtocol, open_socket
 
@@ -566,6 +572,13 @@ class Server:
             # No error response: answering unauthenticated requests would make
             # the port a reflector; the client retries with the right credentials.
             self.drops["stun bad credentials"] += 1
+            return
+        if request.unknown or request.ice_controlled:
+            # Not a check that passed (RFC 8489 6.3.1.1, RFC 8445 7.3.1.1): the
+            # client is told why, signed, and its address is not taken.
+            code = UNKNOWN_ATTRIBUTE if request.unknown else ROLE_CONFLICT
+            self.drops[f"stun check refused with {code}"] += 1
+            self._send(error_response(request, code, session.credentials), addr)
             return
         self._send(success_response(request, (addr[0], addr[1]), session.credentials), addr)
         session.receive_binding(request, addr, self.loop.time())

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from aioice import stun
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.transport.ice import IceCredentials, parse_binding_request, success_response
+from sfu.transport.ice import (
+    ROLE_CONFLICT,
+    UNKNOWN_ATTRIBUTE,
+    IceCredentials,
+    error_response,
+    parse_binding_request,
+    success_response,
+)
 
 CREDENTIALS = IceCredentials("srvufrag", "p" * 32)
 
@@ -170,3 +180,70 @@ def test_generated_credentials_meet_rfc_8839() -> None:
     credentials = IceCredentials.generate()
     assert len(credentials.ufrag) >= 4 and len(credentials.pwd) >= 22
     assert credentials != IceCredentials.generate()
+
+
+def signed_request(
+    *attributes: tuple[int, bytes], username: str = "srvufrag:cli1", pwd: str = CREDENTIALS.pwd
+) -> bytes:
+    """A binding request with raw ``attributes`` before its MESSAGE-INTEGRITY."""
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    message.attributes["USERNAME"] = username
+    head = bytes(message)
+    for kind, value in attributes:
+        head += kind.to_bytes(2, "big") + len(value).to_bytes(2, "big") + value
+        head += bytes(-len(value) % 4)
+    head = with_length(head + bytes(24))[:-24]  # the length counts MESSAGE-INTEGRITY
+    integrity = hmac.digest(pwd.encode(), head, hashlib.sha1)
+    return head + b"\x00\x08\x00\x14" + integrity
+
+
+def raw_attributes(data: bytes) -> dict[int, bytes]:
+    """A STUN message's attribute values by type, unpadded."""
+    found, position = {}, 20
+    while position < len(data):
+        kind, length = (
+            int.from_bytes(data[position : position + 2], "big"),
+            int.from_bytes(data[position + 2 : position + 4], "big"),
+        )
+        found[kind] = data[position + 4 : position + 4 + length]
+        position += 4 + length + (-length % 4)
+    return found
+
+
+def test_unknown_comprehension_required_attributes_are_listed() -> None:
+    """RFC 8489 6.3.1.1: those the server cannot understand get a 420, the
+    comprehension-optional ones (0x8000 and up) are ignored."""
+    parsed = parse_binding_request(
+        signed_request((0x7777, b"x"), (0xC057, b"\x00\x01\x00\x0a"), (0x0024, bytes(4)))
+    )
+    assert parsed.check(CREDENTIALS, "cli1")
+    assert parsed.unknown == (0x7777,)
+    assert not parsed.ice_controlled
+    data = error_response(parsed, UNKNOWN_ATTRIBUTE, CREDENTIALS)
+    answer = stun.parse_message(data)
+    assert answer.message_class == stun.Class.ERROR
+    assert answer.transaction_id == parsed.transaction_id
+    assert answer.attributes["ERROR-CODE"] == (420, "Unknown Attribute")
+    assert raw_attributes(data)[0x000A] == b"\x77\x77"  # UNKNOWN-ATTRIBUTES (aioice lacks it)
+    assert answer.check_message_integrity(CREDENTIALS.pwd.encode())
+    assert "FINGERPRINT" in answer.attributes
+
+
+def test_ice_controlled_is_read_and_answered_with_a_role_conflict() -> None:
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    message.attributes["USERNAME"] = "srvufrag:cli1"
+    message.attributes["PRIORITY"] = 1
+    message.attributes["ICE-CONTROLLED"] = 2**64 - 1
+    message.add_message_integrity(CREDENTIALS.pwd.encode())
+    message.add_fingerprint()
+    parsed = parse_binding_request(bytes(message))
+    assert parsed.ice_controlled and parsed.unknown == ()
+    answer = stun.parse_message(error_response(parsed, ROLE_CONFLICT, CREDENTIALS))
+    assert answer.attributes["ERROR-CODE"] == (487, "Role Conflict")
+    assert "UNKNOWN-ATTRIBUTES" not in answer.attributes
+    assert answer.check_message_integrity(CREDENTIALS.pwd.encode())
+
+
+def test_an_ordinary_check_has_no_unknown_attributes() -> None:
+    parsed = parse_binding_request(request())
+    assert parsed.unknown == () and not parsed.ice_controlled

@@ -8,6 +8,7 @@ import re
 import socket
 from collections.abc import Iterator
 
+import aioice
 import pytest
 from aioice import stun
 from aiortc import RTCSessionDescription
@@ -15,7 +16,8 @@ from aiortc import RTCSessionDescription
 import sfu
 
 from ..clients import close_peer, join, wait_for
-from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG, offer
+from ..test_room_lifecycle import FINGERPRINT, LISTENER, PWD, UFRAG, offer
+from .test_ice import raw_attributes, signed_request
 
 
 def answer_credentials(answer: str) -> tuple[str, str]:
@@ -123,6 +125,25 @@ async def test_unchecked_addresses_and_garbage_do_not_disturb_a_listener(
             assert listener.participant is not None and listener.participant.connected
         finally:
             await asyncio.gather(speaker.close(), listener.close())
+
+
+async def test_a_check_with_an_unknown_required_attribute_gets_a_420(udp: socket.socket) -> None:
+    """RFC 8489 6.3.1.1: an authenticated check the server cannot fully
+    understand is answered with a signed 420 naming the attribute, and its
+    address is not taken."""
+    async with sfu.Server() as server:
+        participant = await server.room("strict").add_listener(LISTENER, "dave")
+        server_ufrag, pwd = answer_credentials(participant.answer)
+        request = signed_request((0x7777, b"?"), username=f"{server_ufrag}:{UFRAG}", pwd=pwd)
+        udp.sendto(request, ("127.0.0.1", server.port))
+        data = await recv(udp)
+        response = stun.parse_message(data)
+        assert response.message_class == stun.Class.ERROR
+        assert response.transaction_id == request[8:20]
+        assert response.attributes["ERROR-CODE"] == (420, "Unknown Attribute")
+        assert raw_attributes(data)[0x000A] == b"\x77\x77"
+        assert response.check_message_integrity(pwd.encode())
+        assert participant.session is not None and participant.session.address is None
 
 
 async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
@@ -566,3 +587,33 @@ async def test_a_new_session_that_proves_an_old_sessions_address_ends_the_old_on
             await wait_for(lambda: old.closed, 2, "the old session ended")
             assert new_session.address == port.getsockname()
             assert server._sessions_by_address[port.getsockname()] is new_session
+
+
+async def test_a_client_that_believes_itself_controlled_is_told_to_nominate() -> None:
+    """RFC 8445 6.1.1 and 7.3.1.1: the ICE-lite server is always the controlled
+    agent. A full agent that starts controlled too (ICE-CONTROLLED in its
+    checks) gets a signed 487 Role Conflict, switches to controlling and
+    nominates; answered with success it would wait for a nomination forever."""
+    agent = aioice.Connection(ice_controlling=False, components=1)
+    await agent.gather_candidates()
+    client_offer = (
+        offer("recvonly").replace(UFRAG, agent.local_username).replace(PWD, agent.local_password)
+    )
+    try:
+        async with sfu.Server() as server:
+            participant = await server.room("roles").add_listener(client_offer, "carol")
+            agent.remote_username, agent.remote_password = answer_credentials(participant.answer)
+            agent.remote_is_lite = True
+            line = re.search(r"a=candidate:(\S.*)", participant.answer)
+            assert line
+            await agent.add_remote_candidate(aioice.Candidate.from_sdp(line.group(1).strip()))
+            await agent.add_remote_candidate(None)
+            await asyncio.wait_for(agent.connect(), 5)
+            assert agent.ice_controlling, "the 487 made the client the controlling agent"
+            assert server.drops["stun check refused with 487"] >= 1
+            session = participant.session
+            assert session is not None
+            local = agent.local_candidates[0]
+            assert session.address == (local.host, local.port)
+    finally:
+        await agent.close()
