@@ -87,6 +87,8 @@ _KNOWN_REQUIRED = frozenset(
         _USE_CANDIDATE,
     }
 )
+#: Unknown attribute types a 420 lists at most.
+_MAX_UNKNOWN = 8
 #: Error codes the server answers an authenticated check with (RFC 8489
 #: section 14.8, RFC 8445 section 7.3.1.1).
 UNKNOWN_ATTRIBUTE = 420
@@ -231,8 +233,11 @@ def _parse(
             use_candidate = True
         elif kind == _ICE_CONTROLLED:
             ice_controlled = True
-        elif kind < 0x8000 and kind not in _KNOWN_REQUIRED and kind not in unknown:
-            unknown.append(kind)
+        elif kind < 0x8000 and kind not in _KNOWN_REQUIRED:
+            # A few named are enough for the 420; a bound keeps a datagram of
+            # hundreds of them (parsed before it is authenticated) cheap.
+            if len(unknown) < _MAX_UNKNOWN and kind not in unknown:
+                unknown.append(kind)
         elif kind == _MESSAGE_INTEGRITY:
             if value_length != 20:
                 raise ValueError("STUN MESSAGE-INTEGRITY must be 20 bytes")

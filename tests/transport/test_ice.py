@@ -247,3 +247,12 @@ def test_ice_controlled_is_read_and_answered_with_a_role_conflict() -> None:
 def test_an_ordinary_check_has_no_unknown_attributes() -> None:
     parsed = parse_binding_request(request())
     assert parsed.unknown == () and not parsed.ice_controlled
+
+
+def test_a_request_full_of_unknown_attributes_names_a_few() -> None:
+    """The 420 lists at most eight types (parsing, before the credential check,
+    stays linear in the datagram's size)."""
+    attributes = [(kind, b"") for kind in range(0x4000, 0x4000 + 300)]
+    parsed = parse_binding_request(signed_request(*attributes))
+    assert parsed.unknown == tuple(range(0x4000, 0x4008))
+    assert parsed.check(CREDENTIALS, "cli1")
