@@ -32,6 +32,13 @@ from sfu.transport.offer import (
 
 __all__ = ["Negotiation", "build_answer", "negotiate", "negotiate_or_listen"]
 
+#: The answer's Opus parameters: what the server wants to receive (RFC 7587
+#: §7), not an echo of the offer's, which are the offerer's own receive
+#: preferences (echoed, a Firefox offer's ``stereo=1`` asked every Firefox
+#: speaker for stereo, forwarded as it is to every listener). Mono (no
+#: ``stereo``), and in-band FEC, which listeners' decoders use on loss.
+OPUS_ANSWER_FMTP = "minptime=10;useinbandfec=1"
+
 _SHA256_FINGERPRINT = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){31}")
 
 
@@ -170,10 +177,7 @@ def build_answer(
     # the rest is written once per kind of offer and kept (11 -> 4 µs).
     key = (
         offer.bundle,
-        tuple(
-            (s.index, s.kind, s.protocol, s.mid, s.formats[:1], s.opus.fmtp if s.opus else None)
-            for s in offer.sections
-        ),
+        tuple((s.index, s.kind, s.protocol, s.mid, s.formats[:1]) for s in offer.sections),
         negotiation,
         fingerprint,
         address,
@@ -268,13 +272,10 @@ def _write_answer(
             fmt = section.formats[0] if section.formats else "0"
             lines += [f"m={section.kind} 0 {section.protocol} {fmt}", f"c={net}", *mid]
             continue
-        opus = section.opus
-        assert opus is not None  # accepted sections offered opus
         lines += [f"m=audio {port} {section.protocol} {pt}", f"c={net}", *mid]
         lines += [f"a={_answer_direction(section.index, negotiation)}", "a=rtcp-mux"]
         lines.append(f"a=rtpmap:{pt} opus/48000/2")
-        if opus.fmtp:
-            lines.append(f"a=fmtp:{pt} {opus.fmtp}")
+        lines.append(f"a=fmtp:{pt} {OPUS_ANSWER_FMTP}")
         if negotiation.audio_level_id:
             lines.append(f"a=extmap:{negotiation.audio_level_id} {AUDIO_LEVEL_URI}")
         lines += [

@@ -194,8 +194,7 @@ def check_answer(
         assert section.m == ["audio", str(port), offered.protocol, pt]
         assert section.connection == f"{net} {address}"
         assert section.values("rtpmap") == [f"{pt} opus/48000/2"]
-        fmtp = [f"{pt} {offered.opus.fmtp}"] if offered.opus.fmtp else []
-        assert section.values("fmtp") == fmtp
+        assert section.values("fmtp") == [f"{pt} minptime=10;useinbandfec=1"]
         level = offered.extensions.get(AUDIO_LEVEL_URI)
         assert section.values("extmap") == ([f"{level} {AUDIO_LEVEL_URI}"] if level else [])
         assert section.values("rtcp-fb") == []
@@ -786,8 +785,24 @@ def test_captured_offers(name: str, publish: bool, expected: Negotiation | str) 
         for unwanted in ("transport-cc", "abs-send-time", "sdes:mid", "red/", "G722", "rtcp-fb"):
             assert unwanted not in answer
     else:
-        assert "a=fmtp:96 sprop-stereo=0;sprop-maxcapturerate=48000\r\n" in answer
+        # The offerer's own parameters are not echoed back as the server's.
+        assert "a=fmtp:96 minptime=10;useinbandfec=1\r\n" in answer
+        assert "sprop-" not in answer
         assert "extmap" not in answer and "transport-cc" not in answer
+
+
+def test_the_answer_asks_for_mono_whatever_the_offerer_can_receive() -> None:
+    """RFC 7587 §7: an answer's Opus parameters are the answerer's receive
+    preferences. A Firefox offer says it can receive stereo (``stereo=1``);
+    echoed, that asked the speaker to send stereo to every listener."""
+    firefox = edit(
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "a=fmtp:111 maxplaybackrate=48000;stereo=1;useinbandfec=1",
+    )
+    offer = parse_offer(firefox)
+    answer = answer_for(offer, negotiate(offer, publish=True, max_slots=3))
+    fmtp = [line for line in answer.split("\r\n") if line.startswith("a=fmtp:")]
+    assert fmtp and all(line == "a=fmtp:111 minptime=10;useinbandfec=1" for line in fmtp)
 
 
 def test_captured_offer_details() -> None:
