@@ -24,7 +24,8 @@
  * Who is in a slot comes from two places: `active_speakers` events (slot ->
  * {identity, csrc}) and, fresher, the CSRC of the packets each slot receiver
  * gets (RTCRtpReceiver.getContributingSources), mapped to an identity through
- * the CSRCs the events named (the room gives each member's voice its own).
+ * the CSRCs the events named (the room gives each member's voice its own),
+ * as long as that member is in the room and the connection lasts.
  *
  * Events (client.on(type, fn); fn gets one argument):
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
@@ -47,6 +48,8 @@
  *   "slots"           array, per slot: identity or null (events + CSRC)
  *   "levels"          Map identity -> decoded audio level 0..1 (own mic included)
  *   "speaking"        Set of identities heard in the last `speakingHold` ms
+ *                     ("levels", "speaking" and "slots" are told empty when the connection
+ *                     ends: leave, close, a reconnect; nobody is heard until it is back)
  *   "removed"         {reason, by, banned}
  *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
  *                     "disconnected" (first connection lost) or a fatal error code
@@ -570,6 +573,29 @@ export class SfuClient {
     }
     this._closePeer();
     if (this._ending) this._stopMicrophone();
+    this._forgetHeard();
+  }
+
+  /**
+   * The connection ended: who spoke and who held a slot were heard on it.
+   * Nobody is shown speaking from then on, and the CSRCs it named go (the
+   * next `joined` names the stage again): a reconnect or a later join()
+   * credits no voice to a member from before.
+   */
+  _forgetHeard() {
+    this._csrcIdentity.clear();
+    this._lastLoud.clear();
+    this.activeSpeakers = [];
+    this.dominant = null;
+    if (this.levels.size) {
+      this.levels = new Map();
+      this._emit("levels", this.levels);
+    }
+    if (this.speaking.size) {
+      this.speaking = new Set();
+      this._emit("speaking", this.speaking);
+    }
+    this._updateSlots(this.slotParticipants.map(() => null));
   }
 
   _closePeer() {
@@ -871,7 +897,14 @@ export class SfuClient {
       }
     }
     for (const identity of message.left || []) {
-      if (identity !== this.identity) this.roster.delete(identity);
+      if (identity === this.identity) continue;
+      this.roster.delete(identity);
+      this._lastLoud.delete(identity);
+      // The last packets of its voice may still be fresh at a slot receiver:
+      // they must not name a member who is gone.
+      for (const [csrc, named] of this._csrcIdentity) {
+        if (named === identity) this._csrcIdentity.delete(csrc);
+      }
     }
     this.size = typeof message.size === "number" ? message.size : this.roster.size;
     this._emit("roster", this.roster);
