@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
@@ -32,7 +35,7 @@ from .transport.session import Session
 if TYPE_CHECKING:
     from .room import Room
 
-__all__ = ["MAX_IDENTITY_LENGTH", "Gate", "member_identity"]
+__all__ = ["MAX_IDENTITY_LENGTH", "Gate", "joining_via", "member_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,21 @@ MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
 #: Roles from fewer to more rights (a rejoin may ask for less than a decision gave).
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
+
+# How the join under way came in, for its log line (see joining_via).
+_joining_via: ContextVar[str] = ContextVar("sfu_joining_via", default="the Python API")
+
+
+@contextmanager
+def joining_via(how: str) -> Iterator[None]:
+    """Name how the joins awaited inside came in ("WebSocket from 192.0.2.1",
+    "WHIP from ..."): the room's one INFO line about a join says it, so an
+    adapter does not log the join a second time."""
+    token = _joining_via.set(how)
+    try:
+        yield
+    finally:
+        _joining_via.reset(token)
 
 
 def member_identity(identity: object) -> str:
@@ -273,11 +291,12 @@ class Gate:
         room._participants[identity] = participant
         room._by_number[participant.number] = participant
         logger.info(
-            "%s joined room %r as %s (%s)",
+            "%s joined room %r as %s (%s) via %s",
             identity,
             room.name,
             role,
             "the mix" if mixed else f"{participant.slot_count} slots",
+            _joining_via.get(),
         )
         room._emit(ParticipantJoined(room.name, identity, role))
         if participant.moderator_muted:

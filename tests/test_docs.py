@@ -319,15 +319,19 @@ async def test_aiohttp_snippet_mounts_what_it_says() -> None:
         assert f'reason="{reason}"' in text and reason in README
 
 
-async def test_starlette_snippet_serves_a_join(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_starlette_snippet_serves_a_join(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The README's Starlette/FastAPI handler, with a stand-in for Starlette's
     WebSocket (same methods and ASGI messages; like Starlette's, a send or a
     close on a socket the client closed raises ``WebSocketDisconnect``): an
     aiortc listener joins a room the factory makes (closing when empty), and
     leaves when the socket closes, as a member whose socket closed, not as
-    a failure of the session."""
+    a failure of the session. The room's line about the join names the
+    client's address."""
     import asyncio
     import json
+    import logging
     import sys
     import types
 
@@ -349,6 +353,7 @@ async def test_starlette_snippet_serves_a_join(monkeypatch: pytest.MonkeyPatch) 
             self.inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
             self.sent: list[dict[str, object]] = []
             self.disconnected = False
+            self.client = types.SimpleNamespace(host="127.0.0.9", port=50000)
 
         async def accept(self) -> None:
             pass
@@ -379,6 +384,7 @@ async def test_starlette_snippet_serves_a_join(monkeypatch: pytest.MonkeyPatch) 
 
     block = next(b for b in python_blocks(signaling_section()) if "SignalingSession" in b)
     secret = "s" * 32
+    caplog.set_level(logging.INFO, logger="sfu")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         for _ in range(3):
@@ -407,6 +413,9 @@ async def test_starlette_snippet_serves_a_join(monkeypatch: pytest.MonkeyPatch) 
             room = server.get_room("hall")
             assert room is not None and room.policy.close_when_empty == 300
             assert [p.identity for p in room.listeners] == ["bob"]
+            assert "bob joined room 'hall' as listener (3 slots) via WebSocket from 127.0.0.9" in [
+                r.getMessage() for r in caplog.records if r.levelno == logging.INFO
+            ]
             bob = room["bob"]
             ws.disconnected = True  # the client closed its socket
             ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})

@@ -1,5 +1,6 @@
 """What an operator reads in the ``sfu`` log: moderation says who did it, refused
-signaling joins show at INFO (not DEBUG only), without a traceback or the token."""
+signaling joins show at INFO (not DEBUG only), without a traceback or the token,
+and a join is one INFO line saying how it came."""
 
 from __future__ import annotations
 
@@ -133,3 +134,81 @@ async def test_a_refused_whip_or_whep_join_is_logged_at_info_without_the_token(
         assert "(401)" in refusals[0] and "signature" in refusals[1]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
         assert forged not in caplog.text and listener not in caplog.text
+
+
+def join_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The INFO (or louder) lines about a member joining (not its refusals)."""
+    return [m for m in messages(caplog) if " joined room " in m]
+
+
+async def test_a_join_is_one_info_line_saying_how_it_came(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One join, one INFO line: who, which room, which role, what it receives,
+    and how it joined (the Python API, the WebSocket signaling and its peer,
+    WHIP or WHEP and the client's address); the adapters' own lines are DEBUG."""
+    import aiohttp
+    from aiohttp import web
+
+    from sfu.signaling.aiohttp import add_whip_whep
+    from sfu.signaling.protocol import SignalingSession
+
+    from .sites import start_site
+
+    caplog.set_level(logging.INFO, logger="sfu")
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+
+        await room.add_listener(LISTENER, "ann")
+        assert join_lines(caplog) == [
+            "ann joined room 'hall' as listener (the mix) via the Python API"
+        ]
+        caplog.clear()
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        token = auth.issue_token(SECRET, room="hall", identity="carol", role="speaker")
+        session = SignalingSession(server, send, close, peer="127.0.0.5")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": SPEAKER})
+        )
+        assert sent[-1]["type"] == "joined", sent[-1]
+        assert join_lines(caplog) == [
+            "carol joined room 'hall' as speaker (the mix) via WebSocket from 127.0.0.5"
+        ]
+        await session.close()
+        caplog.clear()
+
+        app = web.Application()
+        add_whip_whep(app, server, create_rooms=False)
+        runner, port = await start_site(app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                joins: list[tuple[str, str, auth.Role, str]] = [
+                    ("whip", "wes", "speaker", SPEAKER),
+                    ("whep", "lou", "listener", LISTENER),
+                ]
+                for kind, identity, role, offer in joins:
+                    token = auth.issue_token(SECRET, room="hall", identity=identity, role=role)
+                    async with http.post(
+                        f"http://127.0.0.1:{port}/rooms/hall/{kind}",
+                        data=offer,
+                        headers={
+                            "Content-Type": "application/sdp",
+                            "Authorization": f"Bearer {token}",
+                        },
+                    ) as response:
+                        assert response.status == 201, await response.text()
+        finally:
+            await runner.cleanup()
+        assert join_lines(caplog) == [
+            "wes joined room 'hall' as speaker (the mix) via WHIP from 127.0.0.1",
+            "lou joined room 'hall' as listener (the mix) via WHEP from 127.0.0.1",
+        ]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]

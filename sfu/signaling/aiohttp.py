@@ -34,6 +34,7 @@ from ..errors import (
     RoomClosed,
     RoomFull,
 )
+from ..gate import joining_via
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..room import Room
@@ -338,10 +339,15 @@ def add_whip_whep(
             if not existed:
                 room._closing.made_for_join = True  # refused, it leaves no room behind
             try:
-                if publish:
-                    participant = await room.add_speaker(offer, identity, token=token, mixed=mixed)
-                else:
-                    participant = await room.add_listener(offer, identity, token=token, mixed=mixed)
+                with joining_via(f"{kind.upper()} from {request.remote}"):
+                    if publish:
+                        participant = await room.add_speaker(
+                            offer, identity, token=token, mixed=mixed
+                        )
+                    else:
+                        participant = await room.add_listener(
+                            offer, identity, token=token, mixed=mixed
+                        )
             except BaseException as exc:
                 status = _join_error_status(exc)
                 if status is None:
@@ -362,7 +368,8 @@ def add_whip_whep(
             resource = secrets.token_urlsafe(16)
             resources[kind, resource] = participant
             location = f"{prefix}/rooms/{quote(name, safe='')}/{kind}/{resource}"
-            logger.info(
+            # (The room logged the join at INFO, saying it came by WHIP or WHEP.)
+            logger.debug(
                 "%s %s joined room %r as %s",
                 kind.upper(),
                 participant.identity,

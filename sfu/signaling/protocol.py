@@ -37,6 +37,7 @@ from ..events import (
     RoomEvent,
 )
 from ..events import RoomClosed as RoomClosedEvent
+from ..gate import joining_via
 from .messages import (
     AUDIENCE_PAGE,
     MAX_MESSAGE,
@@ -242,7 +243,9 @@ class SignalingSession:
     """One client connection speaking ``docs/signaling.md``.
 
     ``room_factory(name)`` returns the room to join (or ``None`` for "no
-    such room"); by default an existing room of ``server``. Safe to cancel:
+    such room"); by default an existing room of ``server``. ``peer`` (the
+    client's address) names the connection in the logs, and in the room's
+    INFO line about its join. Safe to cancel:
     :meth:`close` ends the event relay task and the participant, and
     abandons a join still waiting for its turn.
 
@@ -571,7 +574,9 @@ class SignalingSession:
         # already gone, and no seat or session is held for it).
         self._join_waiter = asyncio.current_task()
         try:
-            participant = await room.join(offer, token=token, mixed=mixed, role=role)
+            via = "WebSocket" if self.peer == "?" else f"WebSocket from {self.peer}"
+            with joining_via(via):
+                participant = await room.join(offer, token=token, mixed=mixed, role=role)
         except BaseException as exc:
             events.close()
             if isinstance(exc, asyncio.CancelledError) and self._join_abandoned:
@@ -608,7 +613,8 @@ class SignalingSession:
             name=f"sfu-signaling-{participant.identity}",
         )
         self._relay.add_done_callback(lambda _: events.close())  # also if it never ran
-        logger.info("%r joined room %r as %s", self, room.name, participant.role)
+        # (The room logged the join at INFO, saying it came by this WebSocket.)
+        logger.debug("%r joined room %r as %s", self, room.name, participant.role)
         return joined_message(room, participant, _frames(room))
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
