@@ -27,9 +27,11 @@ so anyone can try it out. A name in a room belongs to the browser that took
 it first: later tokens for it need the ``name_key`` that came with the first
 (a room remembers who was promoted by name, so a name taken over would be a
 stage seat taken over), for as long as its token lasts or its room is open.
-Whoever opens a room moderates it, and a later moderator token for that
-room needs the ``owner_key`` the first one came with; one address may open
-20 rooms at once, then 10 a minute (429 past that). ``--no-demo-tokens`` turns it off (404); then tokens must come
+The first to ask for a room's moderator token opens it and moderates it
+(a speaker or listener may have made the room before, unmoderated), and a
+later moderator token for that room needs the ``owner_key`` the first one
+came with; one address may open 20 rooms that way at once, then 10 a minute (429
+past that; speaker and listener tokens are not counted). ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
 or the ``SFU_TOKEN_SECRET`` environment variable sets it.
@@ -196,7 +198,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         request, room.strip(), identity.strip(), body.get("name_key")
     )
     if role == "moderator":
-        # Whoever opens a room moderates it; later arrivals ask to be promoted.
+        # The first moderator token opens the room; later arrivals ask to be promoted.
         # The opener is remembered for as long as its token lasts: a moderator
         # token minted before (or while the room is empty) is not a way in.
         owners = request.app[OWNERS_KEY]
