@@ -21,7 +21,9 @@ without bound: memory per client is at most ``max_lag`` of audio plus what
 aiohttp holds for one write.
 
 Private rooms need a join token, as ``Authorization: Bearer <token>`` or,
-since ``<audio>`` cannot set headers, ``?token=<token>``. A stream opened
+since ``<audio>`` cannot set headers, ``?token=<token>`` (aiohttp's access
+log writes that down with the URL: keep the ``aiohttp.access`` logger above
+INFO, or log without the query). A stream opened
 with a token whose holder is then banned from the room (``room.remove(...,
 ban=True)``) ends at its next page, like a stream of a closed room.
 
