@@ -12,6 +12,15 @@ Each client gets a well-formed Ogg stream of its own (page sequence from 0,
 granule positions counting what it was sent), paginated from the same
 shared Opus packets: the encode happens once per room.
 
+A client that joins a running mix starts mid-stream, where a decoder
+needs a run-up to converge (RFC 7845 section 4.2: at least 3840 samples,
+80 ms): its first audio page starts with the mix's last four packets,
+and its OpusHead's pre-skip (the encoder's delay, 312 samples with
+libopus, plus those 3840) has them decoded and discarded. Its first
+sample played is the audio of the first packet mixed after it joined, as
+for the client that started the mix (whose pre-skip is the encoder's
+alone).
+
 Slow clients: every client has a bounded queue of packets, at most
 ``max_lag`` seconds (2 s) of audio. A client that falls that far behind
 skips ahead: its queue is emptied and it continues from the live edge (an
@@ -38,7 +47,7 @@ import asyncio
 import collections
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -47,7 +56,7 @@ from .._values import is_int, is_number
 from ..auth import verify_token
 from ..errors import InvalidSetting, NotAllowed
 from .mixer import PTIME, MixOutput
-from .ogg import OggWriter, opus_tags
+from .ogg import OggWriter, opus_tags, packet_samples
 
 if TYPE_CHECKING:
     from ..room import Room
@@ -64,11 +73,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class LiveClient:
     """One HTTP client of a :class:`LiveStream`: a bounded packet queue and its Ogg pages."""
 
-    def __init__(self, stream: LiveStream, serial: int, opus_head: bytes) -> None:
+    def __init__(
+        self, stream: LiveStream, serial: int, opus_head: bytes, preroll: Sequence[bytes] = ()
+    ) -> None:
         self.stream = stream
         # Kept: the stream's mixer output may be gone (the room closed) by the
         # time the handler writes the headers.
         self._opus_head = opus_head
+        # The mix's packets before the first one queued, for its decoder to
+        # converge on (the OpusHead's pre-skip discards them).
+        self._preroll = list(preroll)
         self.writer = OggWriter(serial, packets_per_page=255)
         self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self.skips = 0
@@ -84,8 +98,15 @@ class LiveClient:
         self._wake = asyncio.Event()
 
     def headers(self) -> bytes:
-        """The OpusHead and OpusTags pages, first thing on the wire."""
-        return self.writer.headers(self._opus_head, opus_tags("sfu live"))
+        """The OpusHead and OpusTags pages, first thing on the wire (the pre-roll
+        packets go on the first audio page, before the queued ones)."""
+        out = self.writer.headers(self._opus_head, opus_tags("sfu live"))
+        for packet in self._preroll:
+            self._granule += packet_samples(packet)
+            self.sent_packets += 1
+            out += self.writer.write(packet, self._granule)
+        self._preroll = []
+        return out
 
     def _put(self, packet: bytes, samples: int) -> None:
         queue = self.queue
@@ -166,7 +187,7 @@ class LiveStream:
         """A new client; the first one attaches the stream to the mixer."""
         if self._output is None:
             self._output = self.mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
-        client = LiveClient(self, self._serial, self._output.opus_head)
+        client = LiveClient(self, self._serial, *self._output.preroll())
         self.clients.append(client)
         return client
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import secrets
 import time
@@ -10,16 +11,29 @@ from typing import TYPE_CHECKING
 
 from ..relay import FanOut
 from ..transport.rtp import sdes_cnames
+from .ogg import parse_opus_head, with_pre_skip
 from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
 
 if TYPE_CHECKING:
     from .mixer import Mixer
 
-__all__ = ["MixOutput", "MixStream", "MixStreams", "OutputCallback", "mixed_level"]
+__all__ = [
+    "PREROLL_PACKETS",
+    "MixOutput",
+    "MixStream",
+    "MixStreams",
+    "OutputCallback",
+    "mixed_level",
+]
 
 #: ``callback(packet, samples, now)``: an encoded Opus packet of ``samples``
 #: 48 kHz samples, for the frame due at loop time ``now``.
 OutputCallback = Callable[[bytes, int, float], None]
+
+#: Packets of the stream a consumer that starts mid-stream is given first, to
+#: decode and discard: 80 ms, what RFC 7845 section 4.2 asks of a stream cut
+#: mid-way so that the decoder has converged when its output begins.
+PREROLL_PACKETS = 4
 
 
 class MixStream:
@@ -30,6 +44,8 @@ class MixStream:
         self.ssrc = ssrc
         self.sdes = sdes_cnames([ssrc], cname)  # its sender reports' SDES CNAME
         self.encoder = OpusEncoder(bitrate)
+        #: Its last packets, for :meth:`MixOutput.preroll`.
+        self.recent: collections.deque[bytes] = collections.deque(maxlen=PREROLL_PACKETS)
         self.outputs: list[MixOutput] = []
         self.fanout: FanOut | None = None
         self.receivers: set[int] = set()
@@ -74,6 +90,22 @@ class MixOutput:
     def opus_head(self) -> bytes:
         """The OpusHead of this stream's encoder (channel count, pre-skip)."""
         return self._stream.encoder.head
+
+    def preroll(self) -> tuple[bytes, list[bytes]]:
+        """What an Ogg/Opus stream that starts now begins with: its OpusHead and
+        the packets to put before the next one this output gets.
+
+        Those are the stream's last :data:`PREROLL_PACKETS` packets (fewer
+        only when it has made no more: then they are its start), and the
+        pre-skip covers them besides the encoder's own delay, so that a
+        decoder has converged when its output begins (RFC 7845 section 4.2)
+        and its first sample played is the audio of the next packet, however
+        long the stream has been running.
+        """
+        packets = list(self._stream.recent)
+        head = self._stream.encoder.head
+        pre_skip = parse_opus_head(head)[1] + FRAME_SAMPLES * len(packets)
+        return with_pre_skip(head, pre_skip), packets
 
     def close(self) -> None:
         """Stop receiving packets; idempotent."""

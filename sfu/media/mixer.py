@@ -598,6 +598,7 @@ class Mixer:
 
     def _deliver(self, stream: MixStream, packet: bytes, now: float, level: int, csrc: int) -> None:
         samples = FRAME_SAMPLES
+        stream.recent.append(packet)
         for output in list(stream.outputs):
             try:
                 output.callback(packet, samples, now)

@@ -58,6 +58,7 @@ __all__ = [
     "parse_opus_head",
     "parse_pages",
     "read_packets",
+    "with_pre_skip",
 ]
 
 CONTINUED = 0x01
@@ -112,6 +113,14 @@ def parse_opus_head(data: bytes) -> tuple[int, int, int]:
     if version >> 4 != 0 or channels == 0:
         raise ValueError(f"OpusHead version {version} / {channels} channels not supported")
     return channels, pre_skip, input_rate
+
+
+def with_pre_skip(head: bytes, pre_skip: int) -> bytes:
+    """OpusHead ``head`` with its pre-skip field (bytes 10-11) set to ``pre_skip``."""
+    parse_opus_head(head)
+    if not 0 <= pre_skip <= 0xFFFF:
+        raise ValueError(f"pre-skip must be 0..65535 samples, got {pre_skip}")
+    return head[:10] + struct.pack("<H", pre_skip) + head[12:]
 
 
 def opus_tags(vendor: str = "sfu", comments: dict[str, str] | None = None) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -20,7 +21,7 @@ import sfu
 from sfu.auth import issue_token
 from sfu.media.livestream import LiveStream
 from sfu.media.mixer import Mixer
-from sfu.media.ogg import FIRST_PAGE, LAST_PAGE, parse_pages, read_packets
+from sfu.media.ogg import FIRST_PAGE, LAST_PAGE, parse_opus_head, parse_pages, read_packets
 from sfu.media.router import Router
 from sfu.signaling.aiohttp import live_stream_handler
 
@@ -94,6 +95,57 @@ async def test_two_clients_hear_both_speakers(http_server: tuple[sfu.Server, str
         assert seconds - 0.5 <= (len(packets) - 2) * 0.02 <= seconds + 0.1
         pcm = decode_ogg(data)
         assert_tones(pcm[48000 // 2 :], present=[440, 1000])
+
+
+def _first_index(packets: list[bytes], run: list[bytes]) -> int:
+    """Where ``run`` starts in ``packets`` (the same encoded packets)."""
+    for index in range(len(packets) - len(run) + 1):
+        if packets[index : index + len(run)] == run:
+            return index
+    raise AssertionError("the packets are not a run of the other stream's")
+
+
+async def test_a_late_joiner_decodes_converged_audio_from_its_first_sample(
+    http_server: tuple[sfu.Server, str],
+) -> None:
+    """A client that joins a running mix starts mid-stream: RFC 7845 section
+    4.2 wants at least 3840 samples (80 ms) decoded and discarded first, so
+    that the decoder has converged when the output begins. Decoded with
+    FFmpeg, its first 20 ms match what a client there from the start
+    decoded at the same place in the stream."""
+    server, base = http_server
+    room = server.room("joined-late")
+    speaker = await join(room, "alice", speaker=True, frequency=440)
+    url = f"{base}/rooms/joined-late/live.ogg"
+    try:
+        await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
+        async with aiohttp.ClientSession() as session:
+            early_reading = asyncio.create_task(read_for(session, url, 3.5))
+            await asyncio.sleep(1.5)  # the mix runs, tone and all
+            late = await read_for(session, url, 1.5)
+            early = await early_reading
+    finally:
+        await speaker.close()
+
+    def stream(data: bytes) -> tuple[int, list[bytes], np.ndarray, int]:
+        packets = [packet for packet, _ in read_packets(data)]
+        pre_skip = parse_opus_head(packets[0])[1]
+        pcm = decode_ogg(data)
+        # FFmpeg plays what the granule positions say, minus the pre-skip.
+        assert len(pcm) == list(parse_pages(data))[-1].granule - pre_skip
+        return pre_skip, packets[2:], pcm, len(packets) - 2
+
+    early_skip, early_packets, early_pcm, _ = stream(early)
+    late_skip, late_packets, late_pcm, late_count = stream(late)
+    assert late_skip >= 3840, "RFC 7845 4.2: at least 80 ms of pre-roll mid-stream"
+    # Where each stream's first played sample is in the encoder's output.
+    start = _first_index(early_packets, late_packets[:10]) * 960 + late_skip - early_skip
+    expected = early_pcm[start : start + 960]
+    error = late_pcm[:960] - expected
+    rms = float(np.sqrt(np.mean(expected**2)))
+    assert rms > 1000, "a tone to compare"
+    assert float(np.sqrt(np.mean(error**2))) < 0.25 * rms, "the decoder had not converged"
+    assert late_count * 0.02 >= 1.0
 
 
 async def test_room_close_ends_the_stream(http_server: tuple[sfu.Server, str]) -> None:

@@ -22,6 +22,7 @@ from sfu.media.ogg import (
     parse_opus_head,
     parse_pages,
     read_packets,
+    with_pre_skip,
 )
 
 from .mixing import decode_ogg, opus_tone
@@ -60,6 +61,15 @@ def test_opus_head_layout_and_parse() -> None:
     for bad in (b"", b"OpusHead", b"OpusTags" + head[8:], b"OpusHead\x10" + head[9:]):
         with pytest.raises(ValueError):
             parse_opus_head(bad)
+
+
+def test_with_pre_skip_changes_that_field_only() -> None:
+    head = opus_head(2, 312, input_rate=44100, gain=-256)
+    assert with_pre_skip(head, 4152) == opus_head(2, 4152, input_rate=44100, gain=-256)
+    with pytest.raises(ValueError, match="pre-skip"):
+        with_pre_skip(head, 70000)
+    with pytest.raises(ValueError, match="OpusHead"):
+        with_pre_skip(b"OpusTags" + head[8:], 0)
 
 
 def test_opus_tags_layout() -> None:
