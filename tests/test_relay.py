@@ -543,7 +543,7 @@ def test_send_error_skips_one_message(
 
 
 def test_python_congestion_drops_rest_of_batch(peers: list[Peer]) -> None:
-    """EAGAIN/ENOBUFS drop the rest of the batch (loopback cannot produce them)."""
+    """EAGAIN/ENOBUFS drop the rest of the batch (a plain loopback never produces them)."""
 
     class FullSocket:
         family = socket.AF_INET
@@ -1036,3 +1036,66 @@ def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
     router.close()
     server_sock.close()
     a_sock.close()
+
+
+# --- a socket buffer that really fills ------------------------------------------------
+
+
+@pytest.fixture
+def slow_loopback() -> Iterator[None]:
+    """``lo`` of the tests' own network namespace behind a token bucket
+    (1 Mbit/s): datagrams wait in its queue, charged to the sending
+    socket's buffer, so a small buffer fills and send calls fail with a
+    real EAGAIN, part-way through a sendmmsg(2) batch too. (On a plain
+    loopback a datagram leaves the sender's buffer as it is sent.)"""
+    from tests.conftest import NETWORK_ISOLATION
+
+    if not NETWORK_ISOLATION.isolated:
+        pytest.skip(f"needs the tests' own network namespace ({NETWORK_ISOLATION.reason})")
+    command = ["tc", "qdisc", "add", "dev", "lo", "root", "tbf"]
+    command += ["rate", "1mbit", "burst", "1600", "limit", "10000000"]
+    try:
+        added = subprocess.run(command, capture_output=True, timeout=10)
+    except FileNotFoundError:
+        pytest.skip("needs the `tc` tool (iproute2)")
+    if added.returncode != 0:
+        pytest.skip(f"`tc` could not slow lo down: {added.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], timeout=10, check=True)
+
+
+def test_a_full_socket_buffer_drops_and_counts_what_did_not_leave(
+    impl: ModuleType, slow_loopback: None, peers: list[Peer]
+) -> None:
+    """Bursts to 100 receivers from a socket whose buffer holds ~15
+    datagrams: what the kernel took (a sendmmsg(2) batch part-way too) is
+    counted sent, to its receiver, and arrives; the rest is dropped and
+    counted, never queued. The SRTP index each dropped datagram used up
+    costs its receiver nothing but that packet: the next one decrypts."""
+    sender = udp_socket()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # the kernel's least, ~4.5 KB
+    try:
+        peers += [Peer(i, slot_count=1) for i in range(100)]
+        fan = impl.FanOut(sender, batch_size=64)
+        for peer in peers:
+            peer.add_to(fan)
+        accepted = [forward(fan, 0, bytes(100), sequence=1000 + n) for n in range(5)]
+        assert sum(accepted) == fan.sent and fan.sent + fan.dropped == 5 * 100
+        assert 0 < accepted[0] < 64, "the first batch went out in part"
+        for peer in peers:
+            counted = fan.counters(peer.receiver_id)[0]
+            if not counted[0]:
+                assert recv_none(peer.sock) == [] and counted[1] == 0
+                continue
+            got = peer.receive(counted[0])  # decrypted
+            assert len(got) == counted[0] and counted[1] == 100 * counted[0]
+            assert all(rtp.payload == bytes(100) for rtp in got)
+        # Room in the buffer again: every receiver takes the next packet.
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        assert forward(fan, 0, b"next", sequence=1005) == 100
+        for peer in peers:
+            assert [(rtp.sequence, rtp.payload) for rtp in peer.receive(1)] == [(1005, b"next")]
+    finally:
+        sender.close()
