@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from sfu import _relay_py, relay
 from sfu.errors import RoomFull
+from sfu.media.opus import SILENCE_MONO
 
 NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
 LOOPBACK = "127.0.0.1"
@@ -1099,3 +1100,99 @@ def test_a_full_socket_buffer_drops_and_counts_what_did_not_leave(
             assert [(rtp.sequence, rtp.payload) for rtp in peer.receive(1)] == [(1005, b"next")]
     finally:
         sender.close()
+
+
+def test_a_silence_frame_the_full_socket_dropped_is_sent_with_the_next_packet(
+    impl: ModuleType, slow_loopback: None
+) -> None:
+    """The silence frames that keep a slot's holder in step (see the test
+    above) are due at moments a burst may have filled the socket's buffer:
+    one dropped there goes with the holder's next packet, not a turn of
+    KEEP_IN_STEP packets later (where a full buffer may drop it again,
+    until the holder cannot hear the slot any more)."""
+    from sfu.media.router import KEEP_IN_STEP, Publisher, Router
+
+    server_sock, a_sock, sink = udp_socket(), udp_socket(), udp_socket()
+    router = Router(server_sock, 1)
+    router.fanout.close()
+    router.fanout = impl.FanOut(server_sock)
+    outbound, inbound = sessions(key_for(1, 30), CM)
+    router.add_receiver(
+        1, a_sock.getsockname(), outbound, payload_type=111, audio_level_id=0, slot_count=1, now=0.0
+    )
+    a = Publisher(number=1, payload_type=111, audio_level_id=1, receiver_id=1)
+    b = Publisher(number=2, payload_type=111, audio_level_id=1)
+    router.add_publisher(a)
+    router.add_publisher(b)
+
+    class Turns:
+        holder = 0
+
+        def observe(self, number: int, level: int, now: float) -> int:
+            return 0 if number == self.holder else -1
+
+        def add(self, number: int) -> None:
+            pass
+
+        def remove(self, number: int) -> None:
+            pass
+
+    turns = Turns()
+    router.detector = turns  # type: ignore[assignment]
+    router.slots[0].last_sequence = router.slots[0].holder_last_sequence = 40_000
+    now = 0.0
+
+    def fill_send_buffer(full: bool) -> None:
+        """A burst elsewhere filled the buffer: the least size, sent to until EAGAIN."""
+        server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 if full else 1 << 20)
+        while full:
+            try:
+                server_sock.sendto(bytes(100), sink.getsockname())
+            except BlockingIOError:
+                return
+
+    def talk(speaker: Publisher, count: int, full_from: int = -1) -> list[bytes]:
+        nonlocal now
+        turns.holder = speaker.number
+        got: list[bytes] = []
+        for index in range(count):
+            now += 0.02
+            # Full for 16 packets from where each silence frame falls due.
+            full = 0 <= full_from <= index and (index - full_from) % KEEP_IN_STEP < 16
+            fill_send_buffer(full)
+            header = struct.pack("!BBHII", 0x90, 111, index & 0xFFFF, index * 960, speaker.number)
+            packet = header + bytes([0xBE, 0xDE, 0, 1, 0x10, 0x80 | 20, 0, 0]) + b"opus"
+            router.forward(speaker, packet, now)
+            if index % 50 == 49:
+                got += recv_some(a_sock, 0)
+        fill_send_buffer(False)
+        return got
+
+    def decrypted(datagrams: list[bytes], voice: int) -> list[bytes]:
+        """What A's client makes of them, in order, waiting for ``voice`` of B's packets."""
+        out = []
+        while True:
+            for datagram in datagrams:
+                try:
+                    out.append(inbound.unprotect(datagram))
+                except pylibsrtp.Error as error:
+                    out.append(f"refused: {error}".encode())
+            if sum(d.endswith(b"opus") for d in out) >= voice:
+                return out
+            datagrams = recv_some(a_sock, 1, 2.0)
+            if not datagrams:
+                return out
+
+    try:
+        before = decrypted(talk(b, 200), 200)
+        assert len(before) == 200 and all(d.endswith(b"opus") for d in before)
+        # A holds the slot for 34,000 packets; its first silence frame falls due
+        # at its KEEP_IN_STEP-th packet, each next one KEEP_IN_STEP after the last.
+        after = decrypted(talk(a, 34_000, full_from=KEEP_IN_STEP - 1) + talk(b, 500), 500)
+        silence, heard = after[:-500], after[-500:]
+        assert all(d.endswith(b"opus") for d in heard), f"A hears B again: {heard[:1]}"
+        assert silence and all(d.endswith(SILENCE_MONO) for d in silence), silence[:3]
+    finally:
+        router.close()
+        for sock in (server_sock, a_sock, sink):
+            sock.close()

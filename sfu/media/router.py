@@ -493,7 +493,11 @@ class Router:
                 own,
             )
             self.payload_bytes_out += kept * (len(SILENCE_RTP) - 12)
-            stream.holder_last_sequence = out_sequence
+            if kept:
+                # Else the socket's buffer was full: tried again with the next
+                # packet, not KEEP_IN_STEP later (where a full buffer again and
+                # again would let the holder fall out of step).
+                stream.holder_last_sequence = out_sequence
 
     # -- RTCP -------------------------------------------------------------------
 
