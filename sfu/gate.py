@@ -5,13 +5,21 @@ private room), a ban, an identity already in, the role the room's earlier
 decisions give it, capacity (with the graces of :mod:`sfu.rejoin`). Then the
 member is made, with its answer and session, and registered in the room.
 :meth:`Room.join <sfu.room.Room.join>` documents the rules.
+
+An identity already in the room is refused (DuplicateIdentity), unless the
+adapter that runs the join says, with :func:`replacing`, that the join may
+replace that member: the signaling's reconnect that proves it is the same
+client (its resume key). The member replaced then leaves first, as a member
+that dropped (:data:`REPLACED`: its graces open, the decisions about it
+stay), in the same admission turn and with no await in between, so the room
+never holds two members of one identity nor counts one seat twice.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -35,7 +43,14 @@ from .transport.session import Session
 if TYPE_CHECKING:
     from .room import Room
 
-__all__ = ["MAX_IDENTITY_LENGTH", "Gate", "joining_via", "member_identity"]
+__all__ = [
+    "MAX_IDENTITY_LENGTH",
+    "REPLACED",
+    "Gate",
+    "joining_via",
+    "member_identity",
+    "replacing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +60,15 @@ MAX_IDENTITY_LENGTH = MAX_NAME_LENGTH
 _RANK: dict[str, int] = {"listener": 0, "speaker": 1, "moderator": 2}
 _participant_numbers = itertools.count(1)
 
+#: Why a member replaced by a join of the same client left (its ParticipantLeft's reason).
+REPLACED = "replaced"
+
 # How the join under way came in, for its log line (see joining_via).
 _joining_via: ContextVar[str] = ContextVar("sfu_joining_via", default="the Python API")
+# Whether the join under way may replace the member of its identity (see replacing).
+_replacing: ContextVar[Callable[[Participant], bool] | None] = ContextVar(
+    "sfu_replacing", default=None
+)
 
 
 @contextmanager
@@ -59,6 +81,25 @@ def joining_via(how: str) -> Iterator[None]:
         yield
     finally:
         _joining_via.reset(token)
+
+
+@contextmanager
+def replacing(may_replace: Callable[[Participant], bool] | None) -> Iterator[None]:
+    """Let the joins awaited inside replace a member of their identity.
+
+    Where a join would be refused with DuplicateIdentity, the gate asks
+    ``may_replace(member)`` (in the join's admission turn, once the token was
+    checked in full and no ban keeps the identity out); True ends that
+    member first (reason :data:`REPLACED`) and the join goes on as a rejoin.
+    For an adapter that can tell a reconnect of the same client (the
+    signaling's resume key); the Python API never replaces anyone. None:
+    nobody is replaced (as outside).
+    """
+    token = _replacing.set(may_replace)
+    try:
+        yield
+    finally:
+        _replacing.reset(token)
 
 
 def member_identity(identity: object) -> str:
@@ -134,10 +175,17 @@ class Gate:
             grants = grants_of(role)
         if room.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {room.name!r} and may not rejoin")
-        if identity in room._participants:
-            raise DuplicateIdentity(
-                f"{identity!r} is already in room {room.name!r}; pick another identity or close the other one"
-            )
+        present = room._participants.get(identity)
+        if present is not None:
+            may_replace = _replacing.get()
+            if may_replace is None or not may_replace(present):
+                raise DuplicateIdentity(
+                    f"{identity!r} is already in room {room.name!r}; pick another identity or close the other one"
+                )
+            # The same client again (its old connection is gone, or going): the
+            # member leaves now, as one that dropped, and this join is its
+            # rejoin. Synchronous: nothing runs before this join is admitted.
+            present._close(REPLACED)
         # A moderator promoted or demoted this identity earlier in this room:
         # that role stands over the token when it comes back (a reconnect),
         # unless the caller asks for less (one may always join with fewer rights).

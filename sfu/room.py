@@ -208,7 +208,10 @@ class Room:
         Raises :class:`~sfu.errors.NotAllowed` (bad token, banned, role
         not granted), :class:`~sfu.errors.RoomFull` (also for a moderator
         whose offer only sends, which cannot be seated in the audience),
-        :class:`~sfu.errors.DuplicateIdentity`,
+        :class:`~sfu.errors.DuplicateIdentity` (the identity is in the
+        room: this API never replaces a member; only an adapter's join under
+        :func:`sfu.gate.replacing` can, as the signaling's reconnect with
+        its resume key does),
         :class:`~sfu.errors.InvalidOffer`,
         :class:`~sfu.errors.InvalidSetting` (no identity, or an unknown
         ``role``, a ``mixed`` that is not a bool) or

@@ -17,7 +17,9 @@ themselves, read and built, are :mod:`sfu.signaling.messages`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -37,7 +39,7 @@ from ..events import (
     RoomEvent,
 )
 from ..events import RoomClosed as RoomClosedEvent
-from ..gate import joining_via
+from ..gate import REPLACED, joining_via, replacing
 from .messages import (
     AUDIENCE_PAGE,
     MAX_MESSAGE,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE_REMOVED",
+    "CLOSE_REPLACED",
     "CLOSE_ROOM_CLOSED",
     "CLOSE_SESSION_ENDED",
     "MAX_MESSAGE",
@@ -122,6 +125,7 @@ ROOM_CLOSED_PREFIX = "room closed: "
 CLOSE_REMOVED = 4001
 CLOSE_ROOM_CLOSED = 4002
 CLOSE_SESSION_ENDED = 4003
+CLOSE_REPLACED = 4004  # a new connection of the same client took the member over
 CLOSE_LEFT = 1000
 CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
 CLOSE_NO_JOIN = 1008  # the same: no join within JOIN_DEADLINE
@@ -162,6 +166,25 @@ def _kept(
     if value is None:
         value = table[key] = make()
     return value
+
+
+#: Each signaling member's resume key (the ``joined`` reply's ``resume_key``):
+#: a join of its identity in its room that carries it (``resume``) replaces it
+#: (see SignalingSession._join). Kept per member object, so a key never
+#: matches a member of another identity or room, nor the member that
+#: replaced its own (a key is good for one reconnect).
+_resume_keys: weakref.WeakKeyDictionary[Participant, str] = weakref.WeakKeyDictionary()
+
+
+def _holds_key(resume: str) -> Callable[[Participant], bool]:
+    """Whether a member's resume key is ``resume`` (compared in constant time)."""
+    offered = resume.encode("utf-8", "surrogatepass")
+
+    def may_replace(present: Participant) -> bool:
+        key = _resume_keys.get(present)
+        return key is not None and hmac.compare_digest(key.encode(), offered)
+
+    return may_replace
 
 
 #: Each room's frames its members are sent alike, encoded once (see RoomFrames).
@@ -546,6 +569,9 @@ class SignalingSession:
         role = field(message, "role", str, required=False)
         if role is not None and role not in _ROLES:
             raise ProtocolError("bad_message", f"'role' must be one of {', '.join(_ROLES)}")
+        # The resume key of this client's earlier member (a reconnect): that
+        # member, if still in (its old connection half-open), is replaced.
+        resume = field(message, "resume", str, required=False)
         if self.server.token_secret is None:
             raise NotAllowed("this server has no token_secret: signaling joins need a token")
         existed = self.server.get_room(name) is not None
@@ -575,7 +601,7 @@ class SignalingSession:
         self._join_waiter = asyncio.current_task()
         try:
             via = "WebSocket" if self.peer == "?" else f"WebSocket from {self.peer}"
-            with joining_via(via):
+            with joining_via(via), replacing(_holds_key(resume) if resume else None):
                 participant = await room.join(offer, token=token, mixed=mixed, role=role)
         except BaseException as exc:
             events.close()
@@ -615,7 +641,10 @@ class SignalingSession:
         self._relay.add_done_callback(lambda _: events.close())  # also if it never ran
         # (The room logged the join at INFO, saying it came by this WebSocket.)
         logger.debug("%r joined room %r as %s", self, room.name, participant.role)
-        return joined_message(room, participant, _frames(room))
+        reply = joined_message(room, participant, _frames(room))
+        # A new key for each member: the one this join may have used is spent.
+        reply["resume_key"] = _resume_keys[participant] = secrets.token_urlsafe(16)
+        return reply
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.participant is not None
@@ -832,6 +861,17 @@ class SignalingSession:
             if event.reason.startswith(ROOM_CLOSED_PREFIX):
                 await self.send(room_closed_message(event.reason[len(ROOM_CLOSED_PREFIX) :]))
                 await self.close(CLOSE_ROOM_CLOSED, "room closed")
+            elif event.reason == REPLACED:
+                # Its client joined again on a new connection (this one is
+                # half-open, most likely): told, should it still hear.
+                await self.send(
+                    error_message(
+                        "replaced",
+                        "a new connection joined with this session's resume key "
+                        "and took your place in the room",
+                    )
+                )
+                await self.close(CLOSE_REPLACED, REPLACED)
             else:
                 await self.send(
                     error_message("session_ended", f"your session ended: {event.reason}")
