@@ -52,7 +52,9 @@
  *                     ends: leave, close, a reconnect; nobody is heard until it is back)
  *   "removed"         {reason, by, banned}
  *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
- *                     "disconnected" (first connection lost) or a fatal error code
+ *                     "replaced" (another connection took this member over with its
+ *                     resume key), "disconnected" (first connection lost) or a fatal
+ *                     error code
  *   "error"           SfuError {code, message, id}; code "microphone": it could not be
  *                     opened (also kept in `client.microphoneError` until one opens)
  *   "track"           {slot, track, audio}
@@ -65,7 +67,12 @@
  * `room_closed` (or the peer connection fails, or a ping goes unanswered),
  * the client waits (backoff doubling from 0.5 s to 10 s, with jitter), then
  * joins again with the same token on a new RTCPeerConnection (a self-mute
- * and, for a listener, a raised hand are restored). A microphone
+ * and, for a listener, a raised hand are restored). A reconnect's join carries the
+ * `resume_key` of the last `joined` (as `resume`): if the server has not noticed
+ * yet that the old connection is gone (a phone that switched networks leaves
+ * it half-open for up to ~30 s), that proves it is the same client, and the
+ * server replaces the old member at once instead of refusing the join with
+ * `duplicate_identity`. A page's own `join()` sends no key. A microphone
  * that cannot be opened then ends the session with the "microphone" error
  * (a promoted listener goes back in listening instead), except a busy one
  * (NotReadableError, AbortError), which is tried again up to three times first.
@@ -73,6 +80,7 @@
 
 const CLOSE_REMOVED = 4001;
 const CLOSE_ROOM_CLOSED = 4002;
+const CLOSE_REPLACED = 4004;
 // Errors after which joining again with the same token cannot succeed.
 // On a join, not_found means the room is gone (a server that does not create rooms on
 // demand); room_full on a rejoin means the seat was taken meanwhile: say so, do not loop.
@@ -256,6 +264,8 @@ export class SfuClient {
     this._publishing = false; // whether (re)connections offer a sending line
     this._micRequest = null; // the getUserMedia call under way, shared
     this._heldEvents = null; // events received between `joined` and its being applied
+    // The last `joined`'s resume_key: a reconnect's join sends it (`resume`).
+    this._resumeKey = null;
     this._generation = 0; // bumps on each (re)connection; stale callbacks check it
   }
 
@@ -335,6 +345,7 @@ export class SfuClient {
     }
     this._ending = null;
     this._everJoined = false;
+    this._resumeKey = null; // a page's join is no reconnect: it replaces nobody
     this.microphoneError = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0;
@@ -396,8 +407,11 @@ export class SfuClient {
     // earlier visit must not open the microphone unasked. A promotion in this
     // visit makes its reconnects offer one (`_publishing`) and ask nothing.
     const role = publish ? undefined : "listener";
+    // A reconnect proves it is this client (join() cleared the key): the
+    // server replaces the member of the old connection should it still hold it.
+    const resume = this._resumeKey || undefined;
     const joined = await this._request(
-      "join", { room: this.room, token: this.token, offer, role }, this.options.joinTimeout, ws);
+      "join", { room: this.room, token: this.token, offer, role, resume }, this.options.joinTimeout, ws);
     await pc.setRemoteDescription({ type: "answer", sdp: joined.answer });
     if (generation !== this._generation || ws.readyState !== WebSocket.OPEN) {
       // The socket closed, the client left, or the server ended the session
@@ -487,6 +501,7 @@ export class SfuClient {
   }
 
   _onJoined(joined) {
+    this._resumeKey = typeof joined.resume_key === "string" ? joined.resume_key : null;
     this.identity = joined.identity;
     this.role = joined.role;
     if (Array.isArray(joined.grants)) this.grants = [...joined.grants];
@@ -619,11 +634,16 @@ export class SfuClient {
       reject(new SfuError("closed", `the signaling connection closed (${event.code})`));
     }
     this._pending.clear();
-    if (this._ending || event.code === CLOSE_REMOVED || event.code === CLOSE_ROOM_CLOSED) {
-      const ending = this._ending || {
-        reason: event.code === CLOSE_REMOVED ? "removed" : "room_closed",
-        code: event.code,
-      };
+    if (
+      this._ending ||
+      event.code === CLOSE_REMOVED ||
+      event.code === CLOSE_ROOM_CLOSED ||
+      event.code === CLOSE_REPLACED
+    ) {
+      // (Replaced: another connection holds this member now; joining again
+      // would only take it back, or be refused.)
+      const reasons = { [CLOSE_REMOVED]: "removed", [CLOSE_ROOM_CLOSED]: "room_closed" };
+      const ending = this._ending || { reason: reasons[event.code] || "replaced", code: event.code };
       this._finish(ending);
       return;
     }
@@ -699,8 +719,11 @@ export class SfuClient {
           this._finish({ reason: err.code, code: 0 });
           return;
         }
-        // duplicate_identity: the server has not noticed the old connection
-        // is gone yet; network errors: not back yet. Try again.
+        // duplicate_identity: the old member is still in and the key sent
+        // did not replace it (a server without resume keys, or a join whose
+        // `joined` was lost on the way: its member holds a key this client
+        // never saw); it goes when the server notices its connection is
+        // gone (heartbeat, ~20-30 s). Network errors: not back yet. Try again.
         if (over()) return; // leave() (and maybe join()) meanwhile
         console.warn(`sfu.js: reconnect attempt ${attempt + 1} failed: ${err.message || err}`);
         this._teardown();
