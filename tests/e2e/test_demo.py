@@ -415,6 +415,45 @@ async def test_reconnects_after_the_http_server_drops(new_page: NewPage, demo: D
         await page.click("#leave-button")
 
 
+async def test_a_reconnect_replaces_the_member_of_a_connection_the_server_thinks_alive(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A network change the server cannot see yet: sfu.js drops its WebSocket
+    and peer connection without closing them (the browser keeps them open and
+    answers the server's heartbeat and consent checks) and reconnects. Its join carries the last `joined`'s resume
+    key, so the member of the old connection is replaced at once instead of
+    the join being refused `duplicate_identity` for as long as the old socket
+    lives; the old socket is closed by the server (4004)."""
+    talker = await join(new_page, demo, "roaming", "talker", "speaker")
+    listener = await join(new_page, demo, "roaming", "lis", "listener")
+    await wait_hearing(listener, "talker")
+    room = demo.server.rooms["roaming"]
+    old = room["lis"]
+
+    await listener.evaluate(
+        """() => {
+            const client = window.demo.client;
+            window.oldSocket = client.ws;
+            window.oldSocketClosed = new Promise((resolve) =>
+                client.ws.addEventListener("close", (event) => resolve(event.code)));
+            // Neither is closed: the server still hears from both (a heartbeat,
+            // ICE consent), as it would for a while from a phone gone elsewhere.
+            window.oldPeer = client.pc;
+            client.ws = null;
+            client.pc = null;
+            client._scheduleReconnect("the network changed (test)");
+        }"""
+    )
+    await wait_attribute(listener, "#connection-state", "data-state", "live", timeout=10)
+    assert old.closed and old.close_reason == "replaced"
+    assert room["lis"] is not old and len(room.participants) == 2
+    assert await listener.evaluate("window.oldSocketClosed") == 4004
+    await wait_hearing(listener, "talker")
+    await listener.evaluate("window.oldPeer.close()")
+    for page in (talker, listener):
+        await page.click("#leave-button")
+
+
 async def test_demo_http_endpoints(demo: Demo) -> None:
     """The page, sfu.js, /metrics and the demo token endpoint; --no-demo-tokens turns it off."""
     async with aiohttp.ClientSession() as http:
