@@ -168,12 +168,14 @@ def _kept(
     return value
 
 
-#: Each signaling member's resume key (the ``joined`` reply's ``resume_key``):
-#: a join of its identity in its room that carries it (``resume``) replaces it
-#: (see SignalingSession._join). Kept per member object, so a key never
-#: matches a member of another identity or room, nor the member that
-#: replaced its own (a key is good for one reconnect).
-_resume_keys: weakref.WeakKeyDictionary[Participant, str] = weakref.WeakKeyDictionary()
+#: Each signaling member's resume key (the ``joined`` reply's ``resume_key``),
+#: per room and member number: a join of its identity in its room that carries
+#: it (``resume``) replaces it (see SignalingSession._join). Numbers are never
+#: reused, so a key never matches a member of another identity or room, nor
+#: the member that replaced its own (a key is good for one reconnect). Its
+#: session forgets it when it closes. (Numbers and strings, not a weak
+#: reference per member: nothing more for the cyclic GC to walk.)
+_resume_keys: weakref.WeakKeyDictionary[Room, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
 def _holds_key(resume: str) -> Callable[[Participant], bool]:
@@ -181,7 +183,8 @@ def _holds_key(resume: str) -> Callable[[Participant], bool]:
     offered = resume.encode("utf-8", "surrogatepass")
 
     def may_replace(present: Participant) -> bool:
-        key = _resume_keys.get(present)
+        keys = _resume_keys.get(present.room)
+        key = keys.get(present.number) if keys is not None else None
         return key is not None and hmac.compare_digest(key.encode(), offered)
 
     return may_replace
@@ -643,7 +646,8 @@ class SignalingSession:
         logger.debug("%r joined room %r as %s", self, room.name, participant.role)
         reply = joined_message(room, participant, _frames(room))
         # A new key for each member: the one this join may have used is spent.
-        reply["resume_key"] = _resume_keys[participant] = secrets.token_urlsafe(16)
+        keys = _kept(_resume_keys, room, dict)
+        reply["resume_key"] = keys[participant.number] = secrets.token_urlsafe(16)
         return reply
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -898,6 +902,9 @@ class SignalingSession:
             waiter.cancel()
         participant = self.participant
         if participant is not None:
+            keys = _resume_keys.get(participant.room)
+            if keys is not None:
+                keys.pop(participant.number, None)  # it replaces nobody from now on
             await participant.close("left" if code == CLOSE_LEFT else reason or "signaling closed")
         cancelled = False
         relay = self._relay

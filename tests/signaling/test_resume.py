@@ -20,6 +20,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import sfu
 from sfu import auth
+from sfu.signaling import protocol
 
 from ..clients import close_peer
 from ..test_room_lifecycle import SPEAKER, offer
@@ -235,6 +236,8 @@ async def test_the_replaced_sessions_late_frames_do_not_act_for_the_new_member()
         assert room.hands == [] and not member.self_muted
         await old.close()
         await new.close()
+        # Closed sessions' keys are forgotten (a room's table does not grow with its churn).
+        assert not protocol._resume_keys.get(room)
 
 
 async def test_the_python_api_replaces_nobody_whatever_a_join_sends() -> None:
