@@ -479,6 +479,7 @@ class Router:
             # minutes) libsrtp, ours and the client's, would take the next
             # speaker's packets for old ones and drop them for as long again.
             # A 20 ms silence frame now and then (every ~82 s) keeps it in step.
+            refused = self.fanout.dropped
             kept = self.fanout.forward(
                 slot,
                 SILENCE_RTP,
@@ -493,8 +494,10 @@ class Router:
                 own,
             )
             self.payload_bytes_out += kept * (len(SILENCE_RTP) - 12)
-            if kept:
-                # Else the socket's buffer was full: tried again with the next
+            if kept or self.fanout.dropped == refused:
+                # Sent, or the holder takes no packets of this slot (a send-only
+                # publisher, a mixed speaker): done for KEEP_IN_STEP packets.
+                # Dropped (the socket's buffer full): tried again with the next
                 # packet, not KEEP_IN_STEP later (where a full buffer again and
                 # again would let the holder fall out of step).
                 stream.holder_last_sequence = out_sequence

@@ -278,6 +278,24 @@ def test_the_holders_keep_in_step_silence_counts_as_payload_sent(router: Routed)
     assert route.payload_bytes_out == (KEEP_IN_STEP + 10) * len(b"opus") + len(SILENCE_MONO)
 
 
+def test_a_holder_that_takes_no_slot_packets_is_not_tried_at_every_packet(
+    router: Routed,
+) -> None:
+    """A holder the fan-out sends nothing on this slot (a send-only publisher,
+    a mixed speaker: forward() reaches nobody and drops nothing) gets its
+    silence frame tried once every KEEP_IN_STEP packets, not again at each
+    packet (an extra pass over every receiver per packet)."""
+    from sfu.media.router import KEEP_IN_STEP
+
+    route, fanout, speaker = router
+    speaker.receiver_id = 7
+    fanout.delivers = 0  # nobody receives; nothing is dropped either
+    count = 3 * KEEP_IN_STEP + 10
+    talk(router, 1000, count)
+    silences = len(fanout.forwarded) - count
+    assert silences == 3
+
+
 def test_a_receiver_registered_again_keeps_its_counts() -> None:
     """A renegotiation re-registers a receiver on the same slot SSRCs: what
     was sent to it stays counted, in its stats and its sender reports (RFC
