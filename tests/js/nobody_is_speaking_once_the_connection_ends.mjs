@@ -36,6 +36,8 @@ await sleep(80);
 check(client.speaking.has("alice"), "alice is heard speaking");
 let told = null;
 client.on("speaking", (speaking) => (told = speaking));
+let toldActive = null;
+client.on("active_speakers", (active) => (toldActive = active));
 sockets[0].drop(1006);
 await sleep(80);
 check(client.state === "reconnecting", `state ${client.state}`);
@@ -43,6 +45,10 @@ check(told !== null && told.size === 0, "the page was not told that nobody speak
 check(!client.speaking.has("alice"), "alice is shown speaking while the client reconnects");
 check(!client.slotParticipants.includes("alice"), "alice is shown on a slot while the client reconnects");
 check(client.dominant === null, `${client.dominant} is dominant while the client reconnects`);
+check(
+  toldActive !== null && toldActive.dominant === null && !toldActive.slots.some(Boolean),
+  "a page rendering on active_speakers was not told that nobody speaks any more",
+);
 await client.leave();
 
 // The room closes: "closed" comes after the page was told.
@@ -55,10 +61,11 @@ check(closing.speaking.has("alice"), "alice is heard speaking");
 const order = [];
 closing.on("speaking", (speaking) => order.push(`speaking ${speaking.size}`));
 closing.on("slots", (slots) => order.push(`slots ${slots.filter(Boolean).length}`));
+closing.on("active_speakers", (active) => order.push(`active ${active.dominant}`));
 closing.on("closed", () => order.push("closed"));
 sockets[sockets.length - 1].drop(4002);
 await sleep(60);
 check(closing.state === "closed", `state ${closing.state}`);
 check(closing.speaking.size === 0, "alice is shown speaking in a room that closed");
 check(!closing.slotParticipants.includes("alice"), "alice holds a slot in a room that closed");
-check(order.join(",") === "speaking 0,slots 0,closed", `events: ${order.join(",")}`);
+check(order.join(",") === "active null,speaking 0,slots 0,closed", `events: ${order.join(",")}`);

@@ -48,8 +48,9 @@
  *   "slots"           array, per slot: identity or null (events + CSRC)
  *   "levels"          Map identity -> decoded audio level 0..1 (own mic included)
  *   "speaking"        Set of identities heard in the last `speakingHold` ms
- *                     ("levels", "speaking" and "slots" are told empty when the connection
- *                     ends: leave, close, a reconnect; nobody is heard until it is back)
+ *                     ("active_speakers", "levels", "speaking" and "slots" are told
+ *                     empty when the connection ends: leave, close, a reconnect; nobody
+ *                     is heard until it is back)
  *   "removed"         {reason, by, banned}
  *   "closed"          {reason, code, detail?}: reason "left", "removed", "room_closed",
  *                     "replaced" (another connection took this member over with its
@@ -600,8 +601,12 @@ export class SfuClient {
   _forgetHeard() {
     this._csrcIdentity.clear();
     this._lastLoud.clear();
+    if (this.dominant !== null || this.activeSpeakers.some(Boolean)) {
+      this.activeSpeakers = [];
+      this.dominant = null;
+      this._emit("active_speakers", { slots: this.activeSpeakers, dominant: null });
+    }
     this.activeSpeakers = [];
-    this.dominant = null;
     if (this.levels.size) {
       this.levels = new Map();
       this._emit("levels", this.levels);
