@@ -49,7 +49,12 @@ starts; here the speaker's packets follow silence frames, wherever they
 start, so a pre-skip at the head of the file would not help (the decoder
 meets them as a receiver joining mid-stream does), and tools that report
 the container duration from granule positions alone (FFmpeg) would report
-it 80 ms too long.
+it 80 ms too long. For the same reason the mix file keeps its encoder's own
+pre-skip when the recording starts while the mixer already runs (a live
+stream or a mixed listener started it): it then begins mid-stream, and its
+first ~80 ms are decoded before the decoder has converged (the live stream,
+which no tool measures by its granules, gives a late client a run-up
+instead).
 
 Stopping writes the end-of-stream page and closes the files; a room that
 closes stops its recorders.
