@@ -180,6 +180,8 @@ class LiveStream:
 
     @property
     def opus_head(self) -> bytes:
+        """The mix encoder's OpusHead (a client that joined a running mix gets
+        one with a longer pre-skip, covering its run-up: see ``preroll``)."""
         assert self._output is not None
         return self._output.opus_head
 
