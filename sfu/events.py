@@ -393,32 +393,54 @@ class Subscribers:
     calls, ~2 s of CPU at N = 1,000. A member's streams are a list of weak
     references (a member has one, as a rule), not a ``WeakSet``, which is
     seven objects for the cyclic GC to walk per member instead of two.
+
+    A member's stream let go without :meth:`EventStream.close` (a loop left
+    with ``break``) leaves the table when it is collected, not at the next
+    event about its member: one who has left the room gets none, and a
+    long-lived room would keep an entry for every identity ever watched.
+    Each list is replaced, never changed in place, so that a stream
+    collected in the middle of :meth:`add`, :meth:`discard` or
+    :meth:`emit` changes no list they are reading.
     """
 
     def __init__(self) -> None:
         self._all: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._unscoped: weakref.WeakSet[EventStream] = weakref.WeakSet()
-        self._by_member: dict[str, list[weakref.ref[EventStream]]] = {}
+        self._by_member: dict[str, list[weakref.KeyedRef[str, EventStream]]] = {}
+        # One bound method for every reference's callback, not one per stream.
+        self._collected = self._forget_collected
 
     def add(self, stream: EventStream) -> None:
         self._all.add(stream)
-        if stream.member is None:
+        member = stream.member
+        if member is None:
             self._unscoped.add(stream)
         else:
-            refs = self._by_member.setdefault(stream.member, [])
-            refs[:] = [ref for ref in refs if ref() is not None]  # dropped without close()
-            refs.append(weakref.ref(stream))
+            refs = [ref for ref in self._by_member.get(member, ()) if ref() is not None]
+            refs.append(weakref.KeyedRef(stream, self._collected, member))
+            self._by_member[member] = refs
         stream._subscribers = self
+
+    def _forget_collected(self, collected: weakref.KeyedRef[str, EventStream]) -> None:
+        """A member's stream was collected (let go without close())."""
+        self._keep_live(collected.key, None)
+
+    def _keep_live(self, member: str, leaving: EventStream | None) -> None:
+        """Keep ``member``'s references to live streams other than ``leaving``."""
+        scoped = self._by_member.get(member)
+        if scoped is None:
+            return
+        live = [ref for ref in scoped if ref() not in (leaving, None)]
+        if live:
+            self._by_member[member] = live
+        else:
+            del self._by_member[member]
 
     def discard(self, stream: EventStream) -> None:
         self._all.discard(stream)
         self._unscoped.discard(stream)
         if stream.member is not None:
-            scoped = self._by_member.get(stream.member)
-            if scoped is not None:
-                scoped[:] = [ref for ref in scoped if ref() not in (stream, None)]
-                if not scoped:
-                    del self._by_member[stream.member]
+            self._keep_live(stream.member, stream)
 
     def emit(self, event: RoomEvent) -> None:
         if isinstance(event, MEMBER_SCOPED_EVENTS):
@@ -428,8 +450,8 @@ class Subscribers:
                 alive = [stream for ref in scoped if (stream := ref()) is not None]
                 if alive:
                     streams += alive
-                else:  # its streams were dropped without close()
-                    del self._by_member[event.identity]
+                else:  # (collected, their callbacks not run yet)
+                    self._by_member.pop(event.identity, None)
         else:
             streams = list(self._all)
         for stream in streams:

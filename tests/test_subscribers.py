@@ -90,13 +90,40 @@ async def test_a_closed_or_dropped_member_stream_leaves_the_room_s_tables() -> N
         dropped = room.events(member="carol")
         del dropped
         gc.collect()
-        assert len(room._subscribers) == 1
-        await room.add_listener(LISTENER, "carol")  # finds carol's set empty: gone
+        assert len(room._subscribers) == 1 and room._subscribers.members == 1
+        await room.add_listener(LISTENER, "carol")  # offered to nobody but the unscoped
         assert room._subscribers.members == 1
         assert [type(e).__name__ for e in queued(kept)] == []
         await room.close()
         assert len(room._subscribers) == 0 and room._subscribers.members == 0
         assert type(queued(kept)[-1]).__name__ == "RoomClosed"
+
+
+async def test_member_streams_let_go_leave_nothing_behind_for_members_who_left() -> None:
+    """A backend watching each member with its own stream, left with ``break``
+    once the member has gone (no close()): the member gets no more events, so
+    the room must not wait for one to forget its entry (a room that lasts
+    weeks would keep one for every identity it ever watched)."""
+
+    async def watch(room: sfu.Room, identity: str) -> None:
+        async for event in room.events(member=identity):
+            if isinstance(event, sfu.ParticipantLeft):
+                break
+
+    async with sfu.Server(host="127.0.0.1") as server:
+        room = server.room("hall")
+        for round_ in range(20):
+            identity = f"passer-by-{round_}"
+            watcher = asyncio.ensure_future(watch(room, identity))
+            await asyncio.sleep(0)  # subscribed
+            member = await room.add_listener(LISTENER, identity)
+            await member.close("left")
+            await asyncio.wait_for(watcher, 5)
+        stray = room.events(member="never-came")
+        del stray
+        gc.collect()
+        assert len(room._subscribers) == 0
+        assert room._subscribers.members == 0
 
 
 async def test_two_streams_of_one_member_both_get_its_events() -> None:
