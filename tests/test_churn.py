@@ -13,7 +13,9 @@ starts), through the signaling WebSocket, WHEP and ``Room.join``:
 * a session whose DTLS never starts (STUN only): ended by the handshake timeout;
 * a client whose certificate is not the one its offer names: DTLS fails;
 * a WHEP player that leaves with DELETE (it gets the room mix: the mixer
-  starts and stops), and one that vanishes without DELETE;
+  starts and stops), watched by the backend with a stream of its own
+  (``member=``) left with ``break`` once it has gone; and one that vanishes
+  without DELETE;
 * joins waiting for their turn when their room closes;
 * a room made by a signaling join that closes itself once empty;
 * a recording (with per-speaker files) started and stopped.
@@ -345,6 +347,11 @@ class Paths:
             "Authorization": f"Bearer {token(identity, 'listener')}",
         }
         url = f"{self.base}/rooms/hall/whep"
+        if delete:
+            # The backend watches this player with a stream of its own, left
+            # with `break` (no close()) once it has gone.
+            watcher = asyncio.ensure_future(self.watch(identity))
+            await asyncio.sleep(0)  # subscribed
         async with self.http.post(url, data=pc.localDescription.sdp, headers=headers) as r:
             assert r.status == 201, await r.text()
             location = r.headers["Location"]
@@ -354,8 +361,14 @@ class Paths:
             async with self.http.delete(self.base + location) as r:
                 assert r.status == 200
             await close_peer(pc)
+            await asyncio.wait_for(watcher, 10)
         else:
             await vanish(pc)
+
+    async def watch(self, identity: str) -> None:
+        async for event in self.room.events(member=identity):
+            if isinstance(event, sfu.ParticipantLeft):
+                break
 
     async def room_closes_while_joins_wait(self, round_: int) -> None:
         room = self.server.room(f"closing-{round_}")
