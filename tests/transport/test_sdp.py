@@ -1165,9 +1165,17 @@ def test_an_offer_with_a_value_left_uncut_is_always_parsed(monkeypatch: pytest.M
     st.integers(1, 65535),
     st.text(alphabet="abcXYZ019+/\x00", min_size=1, max_size=8),
     st.integers(0, 2**62),
+    st.integers(1, 2**62),
 )
 def test_an_answer_from_a_kept_template_is_the_one_written_in_full(
-    text: str, publish: bool, slots: int, address: str, port: int, ufrag: str, session_id: int
+    text: str,
+    publish: bool,
+    slots: int,
+    address: str,
+    port: int,
+    ufrag: str,
+    session_id: int,
+    version: int,
 ) -> None:
     """The answer of a kind of offer is written once and kept with its
     per-answer values left out: what it gives is what writing it gives."""
@@ -1177,26 +1185,55 @@ def test_an_answer_from_a_kept_template_is_the_one_written_in_full(
     except InvalidOffer:
         return
     settings_ = dict(fingerprint=SERVER_FINGERPRINT, slot_ssrcs=SLOT_SSRCS, cname=CNAME)
-    for pwd in ("first" + ufrag * 3, "second" + ufrag * 3):  # the second from the template
+    # The second and third from the template (the third a renegotiation's).
+    for pwd, session_version in (("first", 1), ("second", 1), ("third", version)):
         kept = build_answer(
             offer,
             negotiation,
             ice_ufrag=ufrag,
-            ice_pwd=pwd,
+            ice_pwd=pwd + ufrag * 3,
             address=address,
             port=port,
             session_id=session_id,
+            session_version=session_version,
             **settings_,  # type: ignore[arg-type]
         )
         written = answer_module._write_answer(
             offer,
             negotiation,
             ice_ufrag=ufrag,
-            ice_pwd=pwd,
+            ice_pwd=pwd + ufrag * 3,
             address=address,
             port=port,
             session_id=session_id,
-            session_version=1,
+            session_version=session_version,
             **settings_,  # type: ignore[arg-type]
         )
         assert kept == written
+
+
+def test_renegotiations_keep_no_answer_template_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member's answers differ by their session version (one more per
+    renegotiation): one kind of offer is one kept template, however many
+    times it is answered, or every renegotiation would make one of its own."""
+    monkeypatch.setattr(answer_module, "_ANSWERS", {})
+    offer = parse_offer(BASE)
+    negotiation = negotiate(offer, publish=False, max_slots=len(SLOT_SSRCS))
+    for version in range(1, 41):
+        answer = build_answer(
+            offer,
+            negotiation,
+            ice_ufrag=UFRAG,
+            ice_pwd=PWD,
+            fingerprint=SERVER_FINGERPRINT,
+            address="127.0.0.1",
+            port=9,
+            slot_ssrcs=SLOT_SSRCS,
+            cname=CNAME,
+            session_id=7,
+            session_version=version,
+        )
+        assert f"\r\no=- 7 {version} IN IP4 127.0.0.1\r\n" in answer
+    assert len(answer_module._ANSWERS) == 1
