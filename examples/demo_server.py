@@ -30,8 +30,8 @@ stage seat taken over), for as long as its token lasts or its room is open.
 The first to ask for a room's moderator token opens it and moderates it
 (a speaker or listener may have made the room before, unmoderated), and a
 later moderator token for that room needs the ``owner_key`` the first one
-came with; one address may open 20 rooms that way at once, then 10 a minute (429
-past that; speaker and listener tokens are not counted). ``--no-demo-tokens`` turns it off (404); then tokens must come
+came with; one address (an IPv6 client: its /64) may open 20 rooms that way at
+once, then 10 a minute (429 past that; speaker and listener tokens are not counted). ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
 or the ``SFU_TOKEN_SECRET`` environment variable sets it.
@@ -44,6 +44,7 @@ import asyncio
 import collections
 import gc
 import hmac
+import ipaddress
 import itertools
 import json
 import logging
@@ -120,7 +121,8 @@ CLAIM_GRACE = 600.0
 #: flood that fills the table to make old claims give way is slow then.
 NEW_ROOMS_BURST = 20
 NEW_ROOMS_PER_MINUTE = 10.0
-#: Address -> [claims left, when counted]; the addresses with a full burst
+#: Opener (an IPv4 address or an IPv6 /64, :func:`_opener`) -> [claims left,
+#: when counted]; the openers with a full burst
 #: are forgotten once it holds this many.
 OPENERS_KEY = web.AppKey("openers", dict)
 _OPENERS_PRUNE_AT = 10_000
@@ -265,6 +267,22 @@ async def issue_demo_token(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
+def _opener(remote: str | None) -> str:
+    """Who a room claim is counted against: an IPv4 address, also when a
+    dual-stack socket shows it IPv4-mapped (``::ffff:192.0.2.1``), or an
+    IPv6 address's /64 (one host's: its privacy addresses change within
+    it, so counted one by one a single client could open rooms without bound)."""
+    try:
+        ip = ipaddress.ip_address((remote or "").partition("%")[0])
+    except ValueError:
+        return remote or "?"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _spend_room_claim(request: web.Request, now: float) -> None:
     """One more room opened from this request's address; 429 past its share
     (NEW_ROOMS_BURST, then NEW_ROOMS_PER_MINUTE)."""
@@ -277,7 +295,7 @@ def _spend_room_claim(request: web.Request, now: float) -> None:
         for address, (left, at) in list(openers.items()):
             if refilled(left, at) >= NEW_ROOMS_BURST:
                 del openers[address]
-    address = request.remote or "?"
+    address = _opener(request.remote)
     left, at = openers.get(address, (float(NEW_ROOMS_BURST), now))
     left = refilled(left, at)
     if left < 1:

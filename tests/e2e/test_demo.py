@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import secrets
+import shutil
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ from tests.clients import (
     close_peer,
     wait_for,
 )
-from tests.conftest import client_configuration
+from tests.conftest import NETWORK_ISOLATION, client_configuration
 from tests.sites import start_site
 from tests.test_room_lifecycle import SPEAKER as SPEAKER_OFFER
 
@@ -813,6 +816,70 @@ async def test_one_address_opens_rooms_at_a_bounded_rate(
         clock[0] += 60 / demo_server.NEW_ROOMS_PER_MINUTE  # one more a little later
         assert (await mint("flood-3"))[0] == 200
         assert (await mint("flood-4"))[0] == 429
+
+
+def _lo_addresses(*addresses: str) -> None:
+    """Add IPv6 ``addresses`` to ``lo`` of the tests' own network namespace."""
+    if not NETWORK_ISOLATION.isolated:
+        pytest.skip(
+            f"adds addresses to lo: needs the tests' own namespace ({NETWORK_ISOLATION.reason})"
+        )
+    if shutil.which("ip") is None:
+        pytest.skip("needs Debian package iproute2 (ip)")
+    for address in addresses:
+        added = subprocess.run(
+            ["ip", "-6", "addr", "replace", f"{address}/128", "dev", "lo", "nodad"],
+            capture_output=True,
+        )
+        if added.returncode != 0:
+            pytest.skip(f"`ip` could not add {address} to lo: {added.stderr.decode().strip()}")
+
+
+async def test_room_openers_are_counted_by_client_not_by_address_form(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's room-opening budget is one client's whatever form its
+    address takes: 127.0.0.1 and, through a dual-stack socket,
+    ::ffff:127.0.0.1 are one client, and so are the addresses of one IPv6
+    /64 (a host's privacy addresses change within it: counted one by one,
+    a single client could open rooms without bound)."""
+    monkeypatch.setattr(demo_server, "NEW_ROOMS_BURST", 3)
+    _lo_addresses("fd00:5f:75::2", "fd00:5f:75::3", "fd00:5f:76::2")
+    runner = web.AppRunner(demo_server.make_app(demo.server), shutdown_timeout=0.5)
+    await runner.setup()
+    dual = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    dual.bind(("::", 0))
+    port = dual.getsockname()[1]
+    sites = [web.SockSite(runner, dual), web.TCPSite(runner, "127.0.0.1", 0)]
+    try:
+        for site in sites:
+            await site.start()
+        plain = runner.addresses[1][1]
+
+        async def mint(room: str, url: str, local: str | None = None) -> int:
+            connector = aiohttp.TCPConnector(local_addr=(local, 0) if local else None)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                body = {"room": room, "identity": "opener", "role": "moderator"}
+                async with http.post(url + "/api/token", json=body) as response:
+                    return response.status
+
+        v4, mapped = f"http://127.0.0.1:{plain}", f"http://127.0.0.1:{port}"
+        assert [await mint(f"v4-{i}", v4) for i in range(2)] == [200, 200]
+        assert await mint("v4-2", mapped) == 200, "::ffff:127.0.0.1: the third of 3"
+        assert await mint("v4-3", mapped) == 429
+        assert await mint("v4-4", v4) == 429
+
+        v6 = f"http://[fd00:5f:75::2]:{port}"
+        statuses = [await mint(f"v6-{i}", v6, "fd00:5f:75::2") for i in range(2)]
+        assert statuses == [200, 200]
+        assert await mint("v6-2", v6, "fd00:5f:75::3") == 200, "the same /64: the third of 3"
+        assert await mint("v6-3", v6, "fd00:5f:75::3") == 429
+        assert await mint("v6-4", v6, "fd00:5f:76::2") == 200, "another /64: a budget of its own"
+    finally:
+        await runner.cleanup()
+        dual.close()
 
 
 def test_a_bad_listener_cap_is_refused_at_start() -> None:
