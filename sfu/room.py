@@ -54,6 +54,7 @@ from .roster import RosterBatch, RosterListing
 from .stage import Stage
 from .transport.answer import Negotiation, build_answer
 from .transport.ice import IceCredentials
+from .transport.port import Shown
 from .transport.sdp import Offer
 
 if TYPE_CHECKING:
@@ -419,7 +420,7 @@ class Room:
             "%s connected to room %r from %s",
             participant.identity,
             self.name,
-            participant.session.address if participant.session else None,
+            Shown(participant.session.address if participant.session else None),
         )
         self._emit(ParticipantConnected(self.name, participant.identity))
 

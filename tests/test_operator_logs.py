@@ -212,3 +212,53 @@ async def test_a_join_is_one_info_line_saying_how_it_came(
             "lou joined room 'hall' as listener (the mix) via WHEP from 127.0.0.1",
         ]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+@pytest.fixture
+def aiortc_on_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc clients gather one host candidate, ::1 (instead of 127.0.0.1)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *args, **kwargs: ["::1"])
+
+
+async def test_addresses_are_logged_as_host_and_port_with_ipv6_in_brackets(
+    caplog: pytest.LogCaptureFixture, aiortc_on_ipv6: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[::1]:5000``, not ``::1:5000`` (which reads as an address ending in
+    :5000) nor a socket tuple; an IPv4 client of a dual-stack server reads as
+    the IPv4 address it is, not ``::ffff:127.0.0.1``."""
+    import aioice.ice
+
+    from .clients import join
+
+    caplog.set_level(logging.INFO, logger="sfu")
+    async with sfu.Server(host="::1") as server:
+        assert repr(server) == f"<sfu.Server listening [::1]:{server.port}>"
+        assert f"sfu server listening on udp [::1]:{server.port} (announced ::1)" in messages(
+            caplog
+        )
+        client = await join(server.room("hall"), "ann", speaker=False)
+        try:
+            await client.wait_connected()
+            await client.participant.wait_connected(10)  # type: ignore[union-attr]
+            session = client.participant.session  # type: ignore[union-attr]
+            assert session is not None and session.address is not None
+            shown = f"[::1]:{session.address[1]}"
+            assert f"ann connected to room 'hall' from {shown}" in messages(caplog)
+            assert shown in repr(session)
+        finally:
+            await client.close()
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *args, **kwargs: ["127.0.0.1"])
+    async with sfu.Server(host="::", announce="127.0.0.1") as server:
+        client = await join(server.room("hall"), "bob", speaker=False)
+        try:
+            await client.wait_connected()
+            await client.participant.wait_connected(10)  # type: ignore[union-attr]
+            session = client.participant.session  # type: ignore[union-attr]
+            assert session is not None and session.address is not None
+            assert session.address[0] == "::ffff:127.0.0.1"  # as the dual-stack socket has it
+            shown = f"127.0.0.1:{session.address[1]}"
+            assert f"bob connected to room 'hall' from {shown}" in messages(caplog)
+        finally:
+            await client.close()

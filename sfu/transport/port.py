@@ -21,7 +21,7 @@ from ..errors import InvalidSetting
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["SOCKET_BUFFER", "PortProtocol", "open_socket"]
+__all__ = ["SOCKET_BUFFER", "PortProtocol", "Shown", "format_address", "open_socket"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,31 @@ Address = tuple[Any, ...]
 
 #: Socket buffer wanted for fan-out bursts (one packet x thousands of listeners).
 SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def format_address(address: Address) -> str:
+    """A socket address as logs show it: ``127.0.0.1:5000``, ``[::1]:5000``
+    (an IPv6 host in brackets, RFC 3986 3.2.2: ``::1:5000`` would read as an
+    address ending in ``:5000``). An IPv4 client of a dual-stack socket,
+    which the socket names ``::ffff:127.0.0.1``, is shown as the IPv4
+    address it is."""
+    host, port = str(address[0]), address[1]
+    if host[:7].lower() == "::ffff:" and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Shown:
+    """:func:`format_address`, made only if a log record is written: pass
+    ``Shown(address)`` as a ``%s`` argument."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: Address | None) -> None:
+        self.address = address
+
+    def __str__(self) -> str:
+        return "None" if self.address is None else format_address(self.address)
 
 
 def open_socket(host: str, port: int, announce: str) -> socket.socket:
@@ -89,7 +114,9 @@ class PortProtocol(asyncio.DatagramProtocol):
                 drops["internal error"] & (drops["internal error"] - 1) == 0
             ):  # 1st, 2nd, 4th, ...: no log flood
                 logger.exception(
-                    "x error handling a datagram from %s (%d so far)", addr, drops["internal error"]
+                    "x error handling a datagram from %s (%d so far)",
+                    Shown(addr),
+                    drops["internal error"],
                 )
 
     def error_received(self, exc: Exception) -> None:

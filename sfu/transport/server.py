@@ -46,7 +46,7 @@ from .ice import (
     success_response,
 )
 from .port import SOCKET_BUFFER as SOCKET_BUFFER
-from .port import PortProtocol, open_socket
+from .port import PortProtocol, Shown, format_address, open_socket
 
 if TYPE_CHECKING:
     from ..room import Room
@@ -239,7 +239,9 @@ class Server:
         self._task = self._loop.create_task(self._housekeeping(), name=f"sfu-server-{self.port}")
         self._started = True
         logger.info(
-            "sfu server listening on udp %s:%d (announced %s)", self.host, self.port, self.announce
+            "sfu server listening on udp %s (announced %s)",
+            format_address((self.host, self.port)),
+            self.announce,
         )
 
     async def __aenter__(self) -> Server:
@@ -345,7 +347,8 @@ class Server:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("listening" if self._started else "new")
         return (
-            f"<sfu.Server {state} {self.host}:{self.port if self._socket else self.requested_port}>"
+            f"<sfu.Server {state} "
+            f"{format_address((self.host, self.port if self._socket else self.requested_port))}>"
         )
 
     # -- public API --------------------------------------------------------
@@ -562,7 +565,7 @@ class Server:
             request = parse_binding_request(data)
         except ValueError as exc:
             self.drops["stun malformed"] += 1
-            logger.debug("x malformed stun from %s: %s", addr, exc)
+            logger.debug("x malformed stun from %s: %s", Shown(addr), exc)
             return
         session = self._sessions_by_ufrag.get(request.local_ufrag)
         if session is None:

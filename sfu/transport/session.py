@@ -26,6 +26,7 @@ from .._values import refilled, take_token
 from ..policy import MAX_SLOTS
 from .dtls import DtlsServer
 from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
+from .port import Shown
 from .rtp import is_rtcp
 from .srtp import create_srtp_sessions
 
@@ -190,7 +191,7 @@ class Session:
         self.close_reason: str | None = None
 
     def __repr__(self) -> str:
-        return f"<Session {self.credentials.ufrag} {self.state} {self.address}>"
+        return f"<Session {self.credentials.ufrag} {self.state} {Shown(self.address)}>"
 
     # -- input from the server's socket --------------------------------
 
@@ -251,7 +252,7 @@ class Session:
         if self.address is None or (use_candidate and address != self.address):
             self.address = address
             self._nominated = self._rebind_to = None
-            logger.debug("%r selected %s", self, address)
+            logger.debug("%r selected %s", self, Shown(address))
             if self.state == "new":
                 self.state = "checking"
                 self.server.handshakes.started(self)
@@ -285,7 +286,7 @@ class Session:
         transaction_id = secrets.token_bytes(12)
         self._proofs[transaction_id] = [address, now, False]
         self.server._proof_sent(self, transaction_id)
-        logger.debug("%r: proving %s", self, address)
+        logger.debug("%r: proving %s", self, Shown(address))
         self._send_proof(transaction_id, address)
 
     def _proof_budget(self, now: float) -> bool:
@@ -341,11 +342,13 @@ class Session:
         self._forget_proof(transaction_id)
         if self.state == "closed":
             return
-        logger.debug("%r: %s proven", self, address)
+        logger.debug("%r: %s proven", self, Shown(address))
         rebound = address == self._rebind_to and self._path_quiet(now)
         if rebound:
             logger.info(
-                "%r: moves to %s (the old address went quiet: a NAT rebinding)", self, address
+                "%r: moves to %s (the old address went quiet: a NAT rebinding)",
+                self,
+                Shown(address),
             )
         self._accept_check(address, address == self._nominated or rebound, now, proven=True)
 
