@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 import sfu
+from sfu.transport.port import format_address
 
 PAGE = Path(__file__).with_name("aiohttp_app.html")
 ROOM_IDLE_SECONDS = 60.0
@@ -114,7 +115,8 @@ async def main() -> None:
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         print(
-            f"open http://{args.host}:{args.port}/  (media on udp {server.announce}:{server.port})",
+            f"open http://{format_address((args.host, args.port))}/  "
+            f"(media on udp {format_address((server.announce, server.port))})",
             flush=True,
         )
         stop = asyncio.Event()

@@ -4,6 +4,7 @@ Run it and open the printed URL in a few browser tabs::
 
     python examples/demo_server.py                 # http://127.0.0.1:8080/
     python examples/demo_server.py --host 0.0.0.0 --announce 192.0.2.10 --udp-port 40000
+    python examples/demo_server.py --host :: --announce 2001:db8::10     # both families; media: the one announced
 
 Pick a room, a name and a role (moderator, speaker or listener) and join.
 Speakers and moderators are on the stage; listeners are in the audience and
@@ -51,6 +52,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 import unicodedata
@@ -68,6 +70,7 @@ from sfu.signaling.aiohttp import (
     live_stream_handler,
     metrics_handler,
 )
+from sfu.transport.port import format_address
 
 __all__ = ["PAGE_DIR", "make_app", "main"]
 
@@ -435,7 +438,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="HTTP and UDP address (default 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        help="HTTP and UDP address (default 127.0.0.1; :: takes IPv4 and IPv6)",
     )
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     parser.add_argument(
@@ -444,7 +449,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--announce",
         default=None,
-        help="address written in SDP answers (default: --host; required with --host 0.0.0.0)",
+        help="address written in SDP answers (default: --host; required with --host 0.0.0.0 or ::)",
     )
     parser.add_argument(
         "--max-listeners",
@@ -472,6 +477,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _http_site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
+    """Where the page is served. On the IPv6 wildcard ``::`` the media socket
+    takes IPv4 as well (dual-stack) and the URL printed is 127.0.0.1's, but
+    asyncio makes an IPv6 TCP listener IPv6-only: the page is served from a
+    dual-stack socket of its own (one port for both, also with ``--port 0``)."""
+    if host != "::":
+        return web.TCPSite(runner, host, port, backlog=1024)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except BaseException:
+        sock.close()
+        raise
+    return web.SockSite(runner, sock, backlog=1024)
+
+
 async def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(
@@ -494,7 +517,7 @@ async def main(argv: list[str] | None = None) -> None:
             # A crowd connects at once: past the listen backlog (aiohttp's
             # default 128) the kernel drops connections and each client waits
             # a 1 s SYN retransmission. The kernel caps it at net.core.somaxconn.
-            site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+            site = _http_site(runner, args.host, args.port)
             await site.start()
             # Start-up objects are never scanned by the cyclic GC again: short
             # full collections when a crowd joins (README, "Running it").
@@ -509,7 +532,8 @@ async def main(argv: list[str] | None = None) -> None:
             )
             print(
                 f"sfu demo: open http://{shown}:{port}/  "
-                f"(media on udp {server.announce}:{server.port}, metrics at /metrics, "
+                f"(media on udp {format_address((server.announce, server.port))}, "
+                "metrics at /metrics, "
                 f"demo tokens {'on' if args.demo_tokens else 'off'}, {flavour})",
                 flush=True,
             )
