@@ -3,7 +3,7 @@
 Only ``/usr/bin/chromium`` is used (``playwright install`` is never run), with
 the flags of /work/shared/TESTING.md (:func:`chromium_args`): no sandbox (root),
 fake microphone playing a WAV file, loopback candidates allowed, no mDNS,
-every host name but 127.0.0.1 unresolvable, no background networking.
+every host name but 127.0.0.1 and ::1 unresolvable, no background networking.
 
 Pages get a small JS library, ``window.sfuTest`` (:data:`PEER_JS`), and
 :class:`BrowserPeer` wraps it, so the offer/answer exchange goes through
@@ -60,7 +60,7 @@ def chromium_args(fake_audio: Path | str) -> list[str]:
         f"--use-file-for-fake-audio-capture={Path(fake_audio).resolve()}",  # looped
         "--allow-loopback-in-peer-connection",  # else no 127.0.0.1 candidate
         "--autoplay-policy=no-user-gesture-required",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ::1",
         "--disable-features=WebRtcHideLocalIpsWithMdns",  # no .local candidates, no mDNS
     ]
 
