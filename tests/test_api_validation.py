@@ -46,6 +46,18 @@ def test_a_secret_is_measured_in_bytes_as_tokens_are() -> None:
         sfu.Server(token_secret="a" * 31)
 
 
+async def test_an_ipv4_mapped_announce_is_the_ipv4_address_it_names() -> None:
+    """``::ffff:192.0.2.1`` (how a dual-stack socket names an IPv4 peer) is an
+    IPv4 address: answers say ``IN IP4 192.0.2.1``, not ``IN IP6
+    ::ffff:c000:201`` (which a client would have to reach over IPv6), and an
+    IPv4 socket takes it."""
+    async with sfu.Server(host="127.0.0.1", announce="::FFFF:127.0.0.1") as server:
+        assert server.announce == "127.0.0.1"
+        listener = await server.room("r").add_listener(LISTENER, "bob")
+        assert "\r\nc=IN IP4 127.0.0.1\r\n" in listener.answer
+        assert f" 127.0.0.1 {server.port} typ host\r\n" in listener.answer
+
+
 async def test_an_announce_of_the_other_address_family_is_refused_at_start() -> None:
     """Answers naming an IPv6 address for an IPv4 socket would send every
     client where nothing listens: refused, and the socket closed."""

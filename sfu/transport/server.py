@@ -148,6 +148,11 @@ class Server:
                 f"{self.announce!r}: answers carry the address clients send to "
                 "(bind a host name with announce=<its IP address>)"
             ) from None
+        if isinstance(announced, ipaddress.IPv6Address) and announced.ipv4_mapped is not None:
+            # An IPv4 address in IPv6 form (as a dual-stack socket names IPv4
+            # peers): answers name it as IPv4, which clients reach.
+            announced = announced.ipv4_mapped
+            self.announce = str(announced)
         if announced.is_unspecified:
             raise InvalidSetting(
                 f"announce must be the IP address clients reach, not {self.announce!r}: "
