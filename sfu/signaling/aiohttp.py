@@ -271,8 +271,9 @@ def add_whip_whep(
     then refused is closed again; rooms made by successful joins stay unless
     ``room_settings`` has ``close_when_empty``. A resource answers only at
     its own URL (room and kind), and only while its session lasts (one the
-    server ended answers 404, as after a DELETE). Trickle ICE (PATCH) is
-    not needed by an ICE-lite server and answers 405. Such a client cannot renegotiate
+    server ended answers 404, as after a DELETE). Trickle ICE and ICE
+    restarts (PATCH) are not implemented by this ICE-lite server: a PATCH
+    answers 501 (RFC 9725 §4.3.1). Such a client cannot renegotiate
     (``participant.renegotiates`` is False): a WHEP player cannot be
     promoted (``can_speak`` is False), a WHIP publisher keeps its sending line.
     """
@@ -413,8 +414,13 @@ def add_whip_whep(
         async def patch(request: web.Request) -> web.StreamResponse:
             if held(request, kind) is None:
                 return _plain(404, "no such session")
+            # RFC 9725 §4.3.1: a session supporting neither trickle ICE nor
+            # ICE restarts answers every PATCH 501 (its one candidate is in
+            # the answer; a client whose address changed posts again).
             return _plain(
-                405, "trickle ICE is not supported: the server is ICE-lite", Allow="DELETE"
+                501,
+                "PATCH is not implemented: the server is ICE-lite, with no trickle ICE"
+                " and no ICE restart (its candidate is in the answer)",
             )
 
         return patch

@@ -404,7 +404,7 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
             data="a=candidate",
             headers={"Content-Type": "application/trickle-ice-sdpfrag"},
         ) as r:
-            assert r.status == 405
+            assert r.status == 501
         async with app.http.get(f"{app.base}/metrics") as r:
             metrics = await r.text()
         assert 'sfu_participants{role="speaker"} 1.0' in metrics
@@ -961,7 +961,7 @@ async def test_open_whip_whep_ignores_a_bearer_and_refused_posts_leave_no_room()
                         assert r.status == 404, wrong
                 assert not listener.closed
                 async with http.patch(base + location) as r:
-                    assert r.status == 405
+                    assert r.status == 501
                 async with http.delete(base + location) as r:
                     assert r.status == 200
                 assert listener.closed
