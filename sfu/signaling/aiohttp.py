@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import quote
 
@@ -230,6 +230,79 @@ def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
+#: What a browser's script may send to a WHIP/WHEP URL, and read back.
+_CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match"
+_CORS_EXPOSED_HEADERS = "Location, WWW-Authenticate"
+
+
+class _Cors:
+    """CORS (the Fetch standard) for the WHIP/WHEP URLs, which RFC 9725 §4.2
+    requires: a browser's WHIP client is usually served by another origin
+    than the endpoint, and its ``application/sdp`` POST (and its DELETE)
+    is sent only after a preflight OPTIONS allows it.
+
+    ``origins``: ``"*"`` any origin (the credential is a Bearer token the
+    page holds, never a cookie: ``Access-Control-Allow-Credentials`` is
+    never sent), a collection of origins (``"https://app.example"``) only
+    those, empty none.
+    """
+
+    def __init__(self, origins: str | Collection[str]) -> None:
+        if isinstance(origins, str):
+            if origins != "*":
+                raise InvalidSetting(
+                    f'cors_origins must be "*" or a collection of origins, got {origins[:40]!r}'
+                )
+            self.any = True
+            self.origins: frozenset[str] = frozenset()
+        else:
+            self.any = False
+            self.origins = frozenset(origins)
+            wrong = [o for o in self.origins if not isinstance(o, str) or o.endswith("/")]
+            if wrong:
+                raise InvalidSetting(
+                    f"cors_origins are origins like 'https://app.example' (scheme, host,"
+                    f" port; no path), got {wrong[0]!r}"
+                )
+
+    def allow(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Let the page of ``request``'s Origin read ``response``, if it may."""
+        origin = request.headers.get("Origin")
+        if self.any:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            response.headers.add("Vary", "Origin")
+            if origin is None or origin not in self.origins:
+                return
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED_HEADERS
+
+    def options(self, methods: str, **headers: str) -> Handler:
+        """The OPTIONS handler of a URL taking ``methods``: 200 with ``Allow``
+        (and ``headers``), a CORS preflight's answer too."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            response = web.Response(status=200, headers={"Allow": f"OPTIONS, {methods}", **headers})
+            self.allow(request, response)
+            if "Access-Control-Allow-Origin" in response.headers:
+                response.headers["Access-Control-Allow-Methods"] = methods
+                response.headers["Access-Control-Allow-Headers"] = _CORS_REQUEST_HEADERS
+                response.headers["Access-Control-Max-Age"] = "7200"
+            return response
+
+        return handler
+
+    def wrap(self, handler: Handler) -> Handler:
+        """``handler`` whose every answer (errors too) carries the CORS headers."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            response = await handler(request)
+            self.allow(request, response)
+            return response
+
+        return wrapped
+
+
 def _refused(
     request: web.Request, kind: str, room: str, status: int, text: str, **headers: str
 ) -> web.Response:
@@ -253,6 +326,7 @@ def add_whip_whep(
     prefix: str = "",
     create_rooms: bool = True,
     room_settings: dict[str, Any] | None = None,
+    cors_origins: str | Collection[str] = "*",
 ) -> None:
     """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);
     ``POST {prefix}/rooms/{room}/whep`` listens (one slot per offered audio
@@ -276,8 +350,18 @@ def add_whip_whep(
     answers 501 (RFC 9725 §4.3.1). Such a client cannot renegotiate
     (``participant.renegotiates`` is False): a WHEP player cannot be
     promoted (``can_speak`` is False), a WHIP publisher keeps its sending line.
+
+    Browsers' WHIP/WHEP clients on other origins are let in by CORS
+    (RFC 9725 §4.2): ``OPTIONS`` on the endpoint and on a session answers
+    200 with ``Allow`` (and ``Accept-Post: application/sdp`` on the
+    endpoint), a preflight's answer too, and every answer names the origins
+    allowed. ``cors_origins``: ``"*"`` (the default) any origin, since the
+    credential is a Bearer token the page must hold (no cookie is ever
+    allowed); a collection of origins (``{"https://app.example"}``) only
+    those; empty, none (same-origin pages only).
     """
     factory = _room_factory(server, create_rooms, room_settings)
+    cors = _Cors(cors_origins)
     # (kind, resource id) -> its session, weakly held: one that ended without a
     # DELETE (the client vanished, its consent expired) goes with its member,
     # not when some later request comes.
@@ -426,9 +510,15 @@ def add_whip_whep(
         return patch
 
     for kind in ("whip", "whep"):
-        app.router.add_post(f"{prefix}/rooms/{{room}}/{kind}", make(kind))
-        app.router.add_delete(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", make_delete(kind))
-        app.router.add_patch(f"{prefix}/rooms/{{room}}/{kind}/{{resource}}", make_patch(kind))
+        endpoint = f"{prefix}/rooms/{{room}}/{kind}"
+        session = f"{endpoint}/{{resource}}"
+        app.router.add_post(endpoint, cors.wrap(make(kind)))
+        app.router.add_route(
+            "OPTIONS", endpoint, cors.options("POST", **{"Accept-Post": "application/sdp"})
+        )
+        app.router.add_delete(session, cors.wrap(make_delete(kind)))
+        app.router.add_patch(session, cors.wrap(make_patch(kind)))
+        app.router.add_route("OPTIONS", session, cors.options("PATCH, DELETE"))
 
 
 def metrics_handler(server: Server) -> Handler:

@@ -76,3 +76,79 @@ async def test_patch_is_501_not_implemented(site: Site, kind: str) -> None:
     assert not site.server.rooms["hall"][f"{kind}-patcher"].closed
     async with site.http.delete(url) as r:
         assert r.status == 200
+
+
+BROWSER_PAGE = "https://app.example"
+
+
+@KINDS
+async def test_options_on_the_endpoint_says_what_to_post_and_answers_a_preflight(
+    site: Site, kind: str
+) -> None:
+    """RFC 9725 §4.2: the endpoint supports OPTIONS for CORS, its 200 with
+    ``Accept-Post: application/sdp``; a browser page of another origin is let
+    POST its offer with a Bearer token, and read the Location it gets."""
+    endpoint = f"{site.base}/rooms/hall/{kind}"
+    async with site.http.options(endpoint) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["Accept-Post"] == "application/sdp"
+        assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"OPTIONS", "POST"}
+    preflight = {
+        "Origin": BROWSER_PAGE,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    async with site.http.options(endpoint, headers=preflight) as r:
+        assert r.status == 200
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+        assert {"authorization", "content-type"} <= allowed
+        assert "Access-Control-Allow-Credentials" not in r.headers
+    body = PUBLISHER_OFFER if kind == "whip" else PLAYER_OFFER
+    headers = {**site.headers(f"{kind}-page"), "Origin": BROWSER_PAGE}
+    async with site.http.post(endpoint, data=body, headers=headers) as r:
+        assert r.status == 201
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "location" in r.headers["Access-Control-Expose-Headers"].lower()
+        session = str(r.url.join(aiohttp.client.URL(r.headers["Location"])))
+    # Refusals are readable too (the page can say why).
+    async with site.http.post(endpoint, data=body, headers={"Origin": BROWSER_PAGE}) as r:
+        assert r.status == 415 and r.headers["Access-Control-Allow-Origin"] == "*"
+    # The session: a preflight for its DELETE, then the DELETE.
+    delete_preflight = {**preflight, "Access-Control-Request-Method": "DELETE"}
+    async with site.http.options(session, headers=delete_preflight) as r:
+        assert r.status == 200
+        assert "DELETE" in r.headers["Access-Control-Allow-Methods"]
+        assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"OPTIONS", "PATCH", "DELETE"}
+    async with site.http.delete(session, headers={"Origin": BROWSER_PAGE}) as r:
+        assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_cors_origins_lets_in_only_the_origins_named() -> None:
+    async with sfu.Server(host="127.0.0.1") as server:
+        app = web.Application()
+        add_whip_whep(app, server, cors_origins={BROWSER_PAGE})
+        runner, port = await start_site(app)
+        endpoint = f"http://127.0.0.1:{port}/rooms/hall/whep"
+        try:
+            async with aiohttp.ClientSession() as http:
+                for origin, allowed in ((BROWSER_PAGE, True), ("https://evil.example", False)):
+                    headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+                    async with http.options(endpoint, headers=headers) as r:
+                        assert r.status == 200  # what the URL takes is no secret
+                        assert "Origin" in r.headers.getall("Vary", [])
+                        if allowed:
+                            assert r.headers["Access-Control-Allow-Origin"] == origin
+                        else:
+                            assert "Access-Control-Allow-Origin" not in r.headers
+                            assert "Access-Control-Allow-Methods" not in r.headers
+        finally:
+            await runner.cleanup()
+        for wrong in ("https://app.example/", "everyone"):
+            with pytest.raises(sfu.errors.InvalidSetting, match="cors_origins"):
+                add_whip_whep(
+                    web.Application(),
+                    server,
+                    cors_origins=wrong if wrong == "everyone" else [wrong],
+                )
