@@ -336,7 +336,9 @@ def add_whip_whep(
     however few lines; the same holds for what a WHIP client with receiving
     lines gets back). Body: the SDP
     offer (``Content-Type: application/sdp``); reply
-    201 with the answer and a ``Location`` to ``DELETE`` when leaving.
+    201 with the answer and a ``Location`` to ``DELETE`` when leaving (an
+    absolute path, under the prefix of a sub-application the endpoints
+    were mounted in too).
 
     Authentication is a join token as ``Authorization: Bearer <token>``; it is
     required when the server has a ``token_secret``. Without one (a server
@@ -362,6 +364,8 @@ def add_whip_whep(
     """
     factory = _room_factory(server, create_rooms, room_settings)
     cors = _Cors(cors_origins)
+    # kind -> its session URLs' resource, which makes their Location.
+    sessions: dict[str, web.Resource] = {}
     # (kind, resource id) -> its session, weakly held: one that ended without a
     # DELETE (the client vanished, its consent expired) goes with its member,
     # not when some later request comes.
@@ -452,7 +456,15 @@ def add_whip_whep(
                 return _plain(499, "the client left before its answer")
             resource = secrets.token_urlsafe(16)
             resources[kind, resource] = participant
-            location = f"{prefix}/rooms/{quote(name, safe='')}/{kind}/{resource}"
+            # The session route's own URL: under the prefix of a sub-application
+            # the endpoints were mounted in too (an absolute path, which a
+            # reverse proxy's Location rewriting handles).
+            # (Every character of the name escaped, "/" too: url_for keeps it.)
+            location = (
+                sessions[kind]
+                .canonical.replace("{room}", quote(name, safe=""))
+                .replace("{resource}", resource)
+            )
             # (The room logged the join at INFO, saying it came by WHIP or WHEP.)
             logger.debug(
                 "%s %s joined room %r as %s",
@@ -516,9 +528,10 @@ def add_whip_whep(
         app.router.add_route(
             "OPTIONS", endpoint, cors.options("POST", **{"Accept-Post": "application/sdp"})
         )
-        app.router.add_delete(session, cors.wrap(make_delete(kind)))
-        app.router.add_patch(session, cors.wrap(make_patch(kind)))
-        app.router.add_route("OPTIONS", session, cors.options("PATCH, DELETE"))
+        sessions[kind] = app.router.add_resource(session)
+        sessions[kind].add_route("DELETE", cors.wrap(make_delete(kind)))
+        sessions[kind].add_route("PATCH", cors.wrap(make_patch(kind)))
+        sessions[kind].add_route("OPTIONS", cors.options("PATCH, DELETE"))
 
 
 def metrics_handler(server: Server) -> Handler:

@@ -152,3 +152,33 @@ async def test_cors_origins_lets_in_only_the_origins_named() -> None:
                     server,
                     cors_origins=wrong if wrong == "everyone" else [wrong],
                 )
+
+
+async def test_the_location_is_right_when_the_endpoints_are_in_a_sub_application() -> None:
+    """Mounted in an aiohttp sub-application (``app.add_subapp("/sfu/", sub)``),
+    the endpoints are under /sfu/: the Location must be too, or the client's
+    DELETE goes to a URL nobody serves and the session stays."""
+    async with sfu.Server(host="127.0.0.1") as server:
+        sub = web.Application()
+        add_whip_whep(sub, server)
+        app = web.Application()
+        app.add_subapp("/sfu/", sub)
+        runner, port = await start_site(app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                for name, escaped in (("a b", "a%20b"), ("a/b", "a%2Fb")):
+                    async with http.post(
+                        f"http://127.0.0.1:{port}/sfu/rooms/{escaped}/whep",
+                        data=PLAYER_OFFER,
+                        headers={"Content-Type": "application/sdp"},
+                    ) as r:
+                        assert r.status == 201, await r.text()
+                        location = r.headers["Location"]
+                    assert location.startswith(f"/sfu/rooms/{escaped}/whep/"), location
+                    assert server.rooms[name].participants
+                    url = aiohttp.client.URL(f"http://127.0.0.1:{port}{location}", encoded=True)
+                    async with http.delete(url) as r:
+                        assert r.status == 200
+                    assert not server.rooms[name].participants
+        finally:
+            await runner.cleanup()
