@@ -38,6 +38,7 @@ from ..gate import joining_via
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..room import Room
+from ..transport.sdp import MAX_OFFER_SIZE
 from ..transport.server import Server
 from . import STATIC_DIR
 from .metrics import render_metrics
@@ -379,10 +380,21 @@ def add_whip_whep(
         async def post(request: web.Request) -> web.StreamResponse:
             if request.content_type != "application/sdp":
                 return _plain(415, "send the SDP offer with Content-Type: application/sdp")
-            if request.content_length is not None and request.content_length > 64 * 1024:
-                return _plain(413, "offer too large")
+            too_large = f"the offer is larger than {MAX_OFFER_SIZE // 1024} KiB"
+            if request.content_length is not None and request.content_length > MAX_OFFER_SIZE:
+                return _plain(413, too_large)
+            # Read to the limit, whatever the framing (a chunked body has no
+            # Content-Length): one byte past it is enough to refuse.
+            body = bytearray()
+            while len(body) <= MAX_OFFER_SIZE:
+                piece = await request.content.read(MAX_OFFER_SIZE + 1 - len(body))
+                if not piece:
+                    break
+                body += piece
+            if len(body) > MAX_OFFER_SIZE:
+                return _plain(413, too_large)
             try:
-                offer = (await request.read()).decode(request.charset or "utf-8")
+                offer = body.decode(request.charset or "utf-8")
             except (UnicodeDecodeError, LookupError):
                 return _plain(400, "the offer must be SDP text in UTF-8")
             # Without a token_secret the server takes no tokens: a client's

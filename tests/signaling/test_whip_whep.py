@@ -182,3 +182,23 @@ async def test_the_location_is_right_when_the_endpoints_are_in_a_sub_application
                     assert not server.rooms[name].participants
         finally:
             await runner.cleanup()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_offer_too_large_is_413_however_it_is_sent(site: Site, chunked: bool) -> None:
+    """An offer past 64 KiB is 413 Content Too Large, with or without a
+    Content-Length (a chunked body was read whole, then refused 400)."""
+    body = PLAYER_OFFER.encode() + b"a=x-padding:" + b"y" * (70 * 1024) + b"\r\n"
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    async with site.http.post(
+        f"{site.base}/rooms/hall/whep",
+        data=pieces() if chunked else body,
+        headers=site.headers("big", "listener"),
+    ) as r:
+        assert r.status == 413, await r.text()
+        assert "64 KiB" in await r.text()
+    assert "hall" not in site.server.rooms
