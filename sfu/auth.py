@@ -10,7 +10,9 @@ Claims: ``sub`` (identity), ``room``, ``role``, ``grants`` (list of
 ``publish``/``subscribe``/``moderate``), ``iat``, ``nbf``, ``exp`` and a
 random ``jti`` (so one token can be banned without banning the person).
 Every failure of a token raises :class:`sfu.errors.NotAllowed` with the
-reason (a secret shorter than 32 bytes is the server's mistake:
+reason: :class:`sfu.errors.InvalidToken` (a subclass) when the token itself
+is bad (malformed, expired, not signed with the key), a plain ``NotAllowed``
+when a good token is for another room (a secret shorter than 32 bytes is the server's mistake:
 :class:`sfu.errors.InvalidSetting`).
 
 ``subscribe`` is implied: every member of a room may listen (a room's
@@ -33,7 +35,7 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.utils import base64url_decode
 
 from ._values import is_number
-from .errors import InvalidSetting, NotAllowed
+from .errors import InvalidSetting, InvalidToken, NotAllowed
 
 __all__ = [
     "GRANTS",
@@ -194,25 +196,25 @@ def verify_token(
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
     if not token:
-        raise NotAllowed("a join token is required for this room")
+        raise InvalidToken("a join token is required for this room")
     if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         # A JWT is base64url text; anything else (a lone surrogate made PyJWT
         # raise UnicodeEncodeError) is refused before it is parsed.
-        raise NotAllowed("the join token is malformed: not a compact JWS of at most 8 KB")
+        raise InvalidToken("the join token is malformed: not a compact JWS of at most 8 KB")
     try:
         payload = _decode(token, key, leeway, time.time() if now is None else now)
     except jwt.ExpiredSignatureError:
-        raise NotAllowed("the join token has expired") from None
+        raise InvalidToken("the join token has expired") from None
     except jwt.ImmatureSignatureError:
-        raise NotAllowed("the join token is not valid yet (nbf in the future)") from None
+        raise InvalidToken("the join token is not valid yet (nbf in the future)") from None
     except jwt.InvalidSignatureError:
-        raise NotAllowed(
+        raise InvalidToken(
             "the join token's signature is wrong (tampered, or signed with another key)"
         ) from None
     except jwt.MissingRequiredClaimError as exc:
-        raise NotAllowed(f"the join token lacks the {exc.claim!r} claim") from None
+        raise InvalidToken(f"the join token lacks the {exc.claim!r} claim") from None
     except jwt.InvalidTokenError as exc:
-        raise NotAllowed(f"the join token is malformed: {exc}") from None
+        raise InvalidToken(f"the join token is malformed: {exc}") from None
     return _claims(payload, room)
 
 
@@ -268,16 +270,16 @@ def _claims(payload: dict[str, object], room: str) -> Claims:
         raise NotAllowed(f"the join token is for room {payload.get('room')!r}, not {room!r}")
     identity, role = payload.get("sub"), payload.get("role")
     if not isinstance(identity, str) or not identity:
-        raise NotAllowed("the join token's subject (identity) is empty")
+        raise InvalidToken("the join token's subject (identity) is empty")
     if not isinstance(role, str) or role not in ROLES:
-        raise NotAllowed(f"the join token's role {role!r} is not one of {sorted(ROLES)}")
+        raise InvalidToken(f"the join token's role {role!r} is not one of {sorted(ROLES)}")
     raw_grants = payload.get("grants", sorted(ROLES[role]))
     if (
         not isinstance(raw_grants, list)
         or not all(isinstance(grant, str) for grant in raw_grants)
         or not set(raw_grants) <= GRANTS
     ):
-        raise NotAllowed("the join token's grants are malformed")
+        raise InvalidToken("the join token's grants are malformed")
     return Claims(
         room=room,
         identity=identity,

@@ -19,6 +19,15 @@ class NotAllowed(SfuError):
     """The caller is not permitted to do this (bad token, wrong role, banned)."""
 
 
+class InvalidToken(NotAllowed):
+    """The join token itself is bad: malformed, expired or not valid yet, not
+    signed with the server's key, or absent where one is required. (A good
+    token that does not grant what was asked, such as another room or a
+    lesser role, is a plain :class:`NotAllowed`.) Over WHIP/WHEP it is 401
+    with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3.1),
+    the other refusals 403."""
+
+
 class RoomFull(SfuError):
     """The room has reached a capacity limit."""
 

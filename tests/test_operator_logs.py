@@ -118,7 +118,7 @@ async def test_a_refused_whip_or_whep_join_is_logged_at_info_without_the_token(
             async with aiohttp.ClientSession() as http:
                 for url, token, status in [
                     (f"{base}/hall/whip", None, 401),
-                    (f"{base}/hall/whip", forged, 403),
+                    (f"{base}/hall/whip", forged, 401),  # not signed with the key: invalid_token
                     (f"{base}/nowhere/whep", listener, 403),  # a token for another room
                     (f"{base}/hall/whip", listener, 403),  # a listener may not publish
                 ]:

@@ -30,6 +30,7 @@ from ..errors import (
     DuplicateIdentity,
     InvalidOffer,
     InvalidSetting,
+    InvalidToken,
     NotAllowed,
     RoomClosed,
     RoomFull,
@@ -65,6 +66,7 @@ def _join_error_status(exc: BaseException) -> int | None:
     """The HTTP status of a refused WHIP/WHEP join; None for anything else."""
     for kinds, status in (
         ((InvalidOffer, InvalidSetting), 400),
+        (InvalidToken, 401),
         (NotAllowed, 403),
         ((RoomFull, DuplicateIdentity), 409),
         (RoomClosed, 404),
@@ -72,6 +74,13 @@ def _join_error_status(exc: BaseException) -> int | None:
         if isinstance(exc, kinds):
             return status
     return None
+
+
+def _challenge(exc: BaseException) -> dict[str, str]:
+    """The ``WWW-Authenticate`` of a refusal for a bad token (RFC 6750 §3)."""
+    if isinstance(exc, InvalidToken):
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return {}
 
 
 def _mix_asked(request: web.Request) -> bool | None:
@@ -342,7 +351,11 @@ def add_whip_whep(
     were mounted in too).
 
     Authentication is a join token as ``Authorization: Bearer <token>``; it is
-    required when the server has a ``token_secret``. Without one (a server
+    required when the server has a ``token_secret``: a missing or bad one
+    (malformed, expired, not signed with the key) is refused 401 with a
+    ``WWW-Authenticate: Bearer`` challenge (``error="invalid_token"`` for a
+    bad one, RFC 6750 §3.1), a good one that does not allow the join
+    (another room, a listener's on WHIP, a banned name) 403. Without one (a server
     with no authentication at all) the resource gets a random identity and
     an ``Authorization`` header is ignored. A room made for a POST that is
     then refused is closed again; rooms made by successful joins stay unless
@@ -423,7 +436,14 @@ def add_whip_whep(
                         # the room it names, nor wait a turn.
                         verify_token(server.token_secret, token, room=name)
                     except NotAllowed as exc:
-                        return _refused(request, kind, name, 403, str(exc))
+                        return _refused(
+                            request,
+                            kind,
+                            name,
+                            _join_error_status(exc) or 403,
+                            str(exc),
+                            **_challenge(exc),
+                        )
             try:
                 mixed = _mix_asked(request)
             except InvalidSetting as exc:
@@ -453,7 +473,7 @@ def add_whip_whep(
                 status = _join_error_status(exc)
                 if status is None:
                     raise
-                return _refused(request, kind, name, status, str(exc))
+                return _refused(request, kind, name, status, str(exc), **_challenge(exc))
             # Its media lines are fixed at this POST: it is never asked to offer
             # again. (Set before anything else runs, so every roster sees it.)
             participant.renegotiates = False

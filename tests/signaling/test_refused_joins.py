@@ -356,7 +356,7 @@ async def test_a_whep_token_is_checked_in_its_admission_turn_in_a_room_that_exis
                 async with http.post(
                     url, data=LISTENER, headers={**SDP, "Authorization": f"Bearer {forged}"}
                 ) as refused:
-                    assert refused.status == 403 and "signature" in await refused.text()
+                    assert refused.status == 401 and "signature" in await refused.text()
                 assert "mallory" not in room.participants
                 crowd_ahead.set()
                 response = await post

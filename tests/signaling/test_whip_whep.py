@@ -202,3 +202,35 @@ async def test_an_offer_too_large_is_413_however_it_is_sent(site: Site, chunked:
         assert r.status == 413, await r.text()
         assert "64 KiB" in await r.text()
     assert "hall" not in site.server.rooms
+
+
+@KINDS
+async def test_a_bad_token_is_401_invalid_token_and_a_token_granting_too_little_403(
+    site: Site, kind: str
+) -> None:
+    """RFC 6750 §3.1, which RFC 9725 §4.8 points to: a token that is
+    malformed, expired or not signed with the key is ``invalid_token``, 401
+    with a ``WWW-Authenticate: Bearer error="invalid_token"`` challenge; a
+    good token for another room (or, for WHIP, a listener's) 403."""
+    endpoint = f"{site.base}/rooms/hall/{kind}"
+    body = PUBLISHER_OFFER if kind == "whip" else PLAYER_OFFER
+    other_key = auth.issue_token(secrets.token_urlsafe(32), room="hall", identity="x")
+    expired = auth.issue_token(SECRET, room="hall", identity="x", ttl=1, now=1_000_000)
+    for token in ("garbage", other_key, expired):
+        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}
+        async with site.http.post(endpoint, data=body, headers=headers) as r:
+            assert r.status == 401, (token, await r.text())
+            assert r.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    # In a room that exists the token's times are checked by the room itself.
+    await site.session(kind, "first")
+    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {expired}"}
+    async with site.http.post(endpoint, data=body, headers=headers) as r:
+        assert r.status == 401 and "expired" in await r.text()
+        assert r.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    refused = [site.headers("y", room="elsewhere")]
+    if kind == "whip":
+        refused.append(site.headers("z", role="listener"))
+    for headers in refused:
+        async with site.http.post(endpoint, data=body, headers=headers) as r:
+            assert r.status == 403, await r.text()
+            assert "WWW-Authenticate" not in r.headers
