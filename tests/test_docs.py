@@ -312,8 +312,15 @@ async def test_aiohttp_snippet_mounts_what_it_says() -> None:
             text = await response.text()
     for family in ("rooms", "participants"):
         assert f"# TYPE sfu_{family} gauge" in text, family
-    for family in ("packets_in", "bytes_in", "packets_out", "payload_bytes_out", "drops"):
+    for family in (
+        "received_datagrams",
+        "received_bytes",
+        "sent_packets",
+        "sent_payload_bytes",
+        "drops",
+    ):
         assert f"# TYPE sfu_{family}_total counter" in text, family
+        assert f"`sfu_{family}_total" in README, family
     assert "# TYPE sfu_join_seconds histogram" in text
     for reason in ("not sent (socket, size or srtp)", "rtp not forwarded"):
         assert f'reason="{reason}"' in text and reason in README

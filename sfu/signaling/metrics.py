@@ -51,18 +51,26 @@ class ServerCollector(Collector):
             participants.add_metric([role], count)
         yield participants
         yield GaugeMetricFamily("sfu_sessions", "WebRTC sessions", value=stats["sessions"])
+        # Counters carry their unit last, then _total (Prometheus' naming):
+        # generate_latest adds the _total.
         yield CounterMetricFamily(
-            "sfu_packets_in", "Datagrams received on the media port", value=stats["packets_in"]
+            "sfu_received_datagrams",
+            "Datagrams received on the media port: STUN, DTLS, SRTP and SRTCP, dropped ones too",
+            value=stats["packets_in"],
         )
         yield CounterMetricFamily(
-            "sfu_bytes_in", "Bytes received on the media port", value=stats["bytes_in"]
+            "sfu_received_bytes",
+            "Bytes of the datagrams received on the media port",
+            value=stats["bytes_in"],
         )
         yield CounterMetricFamily(
-            "sfu_packets_out", "Slot packets handed to the kernel", value=stats["packets_out"]
+            "sfu_sent_packets",
+            "RTP packets handed to the kernel: slot streams, and the mix to mixed listeners",
+            value=stats["packets_out"],
         )
         yield CounterMetricFamily(
-            "sfu_payload_bytes_out",
-            "Opus payload bytes in slot packets handed to the kernel",
+            "sfu_sent_payload_bytes",
+            "Opus payload bytes of the RTP packets handed to the kernel",
             value=stats["payload_bytes_out"],
         )
         drops = CounterMetricFamily(

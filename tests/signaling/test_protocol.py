@@ -408,7 +408,7 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
         async with app.http.get(f"{app.base}/metrics") as r:
             metrics = await r.text()
         assert 'sfu_participants{role="speaker"} 1.0' in metrics
-        assert "sfu_packets_out_total" in metrics and "sfu_join_seconds_bucket" in metrics
+        assert "sfu_sent_packets_total" in metrics and "sfu_join_seconds_bucket" in metrics
         for location in (whip_location, whep_location):
             async with app.http.delete(app.base + location) as r:
                 assert r.status == 200
