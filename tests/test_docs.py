@@ -692,3 +692,39 @@ def test_every_sphinx_reference_in_the_package_resolves() -> None:
                 unresolved.append(f"{relative}:{line}: {match.group(0)}")
     assert checked > 200
     assert not unresolved, "references that name nothing:\n" + "\n".join(unresolved)
+
+
+def documented_drop_reasons() -> set[str]:
+    """The reasons in the first column of the README's table of `sfu_drops_total`."""
+    table = README.split("The reasons of `sfu_drops_total`", 1)[1].split("\n\n", 2)[1]
+    reasons: set[str] = set()
+    for row in table.splitlines()[2:]:
+        reasons.update(re.findall(r"`([^`]+)`", row.split(" | ", 1)[0]))
+    return reasons
+
+
+def test_every_drop_reason_counted_is_in_the_readme() -> None:
+    """Each reason the code counts in ``server.drops`` (an f-string's fields
+    stand for any value) or the collector adds is a row of the README's table,
+    and the table names no reason the code no longer counts."""
+    package = Path(sfu.__file__).parent
+    documented = documented_drop_reasons()
+    counted: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        counted += re.findall(r'drops\[(f?"[^"]+")\]', source)
+        if path.name == "metrics.py":
+            counted += re.findall(r'drops\.add_metric\(\[("[^"]+")\]', source)
+    assert len(counted) > 20, counted
+    patterns = [
+        re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(ast.literal_eval(text.lstrip("f")))))
+        for text in counted
+    ]
+    for text, pattern in zip(counted, patterns, strict=True):
+        assert any(pattern.fullmatch(reason) for reason in documented), (
+            f"drop reason {text} is not in the README's table"
+        )
+    for reason in documented:
+        assert any(pattern.fullmatch(reason) for pattern in patterns), (
+            f"the README lists {reason!r}, which nothing counts"
+        )
