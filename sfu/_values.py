@@ -1,5 +1,6 @@
-"""Checks shared by the validation of settings and arguments, and the
-token-bucket arithmetic the rate limits share.
+"""Checks shared by the validation of settings and arguments, the
+token-bucket arithmetic the rate limits share, and how a log line shows a
+name a user chose.
 
 ``bool`` is an ``int`` to Python, but ``True`` as a port or a timeout is
 a mistake, so both checks refuse it.
@@ -11,7 +12,14 @@ import math
 
 from .errors import InvalidSetting
 
-__all__ = ["check_identity", "check_reason", "is_int", "is_number", "refilled"]
+__all__ = ["check_identity", "check_reason", "is_int", "is_number", "refilled", "shown"]
+
+
+def shown(name: str) -> str:
+    """``name`` (an identity) as a log line shows it: as it is when every
+    character prints, else quoted (``repr``), so that a newline, a carriage
+    return or a terminal escape in it can neither forge a line nor hide one."""
+    return name if name.isprintable() else repr(name)
 
 
 def is_int(value: object) -> bool:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._values import shown
 from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
@@ -340,7 +341,7 @@ class Gate:
         room._by_number[participant.number] = participant
         logger.info(
             "%s joined room %r as %s (%s) via %s",
-            identity,
+            shown(identity),
             room.name,
             role,
             "the mix" if mixed else f"{participant.slot_count} slots",

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ._values import check_identity, check_reason
+from ._values import check_identity, check_reason, shown
 from .auth import Role, grants_of
 from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
 from .events import HandLowered, HandRaised, HandsChanged, ParticipantRemoved, RoleChanged
@@ -154,7 +154,11 @@ class Moderation:
         # The hand was answered: everyone watching the hands sees it go down.
         self.drop_hand(identity, by)
         logger.info(
-            "%s promoted to %s in room %r by %s", identity, role, room.name, by or "the backend"
+            "%s promoted to %s in room %r by %s",
+            shown(identity),
+            role,
+            room.name,
+            shown(by) if by else "the backend",
         )
         room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
@@ -190,7 +194,12 @@ class Moderation:
         room._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
-        logger.info("%s demoted in room %r by %s", identity, room.name, by or "the backend")
+        logger.info(
+            "%s demoted in room %r by %s",
+            shown(identity),
+            room.name,
+            shown(by) if by else "the backend",
+        )
         room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
         return participant
@@ -205,10 +214,10 @@ class Moderation:
         self.room._decisions.of(identity)["moderator_muted"] = muted
         logger.info(
             "%s %s in room %r by %s",
-            identity,
+            shown(identity),
             "muted" if muted else "unmuted",
             self.room.name,
-            by or "the backend",
+            shown(by) if by else "the backend",
         )
         if participant._set_muted(muted):
             self.room._emit_mute(participant, by)
@@ -240,19 +249,19 @@ class Moderation:
             room._bans.add(identity)
             logger.info(
                 "%s banned from room %r while absent, by %s",
-                identity,
+                shown(identity),
                 room.name,
-                by or "the backend",
+                shown(by) if by else "the backend",
             )
             return
         if ban:
             room._bans.add(identity, participant.token_id)
         logger.info(
             "%s %s from room %r by %s: %r",
-            identity,
+            shown(identity),
             "removed and banned" if ban else "removed",
             room.name,
-            by or "the backend",
+            shown(by) if by else "the backend",
             reason,
         )
         room._emit(ParticipantRemoved(room.name, identity, reason, by, ban))

@@ -16,7 +16,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._values import check_reason
+from ._values import check_reason, shown
 from .auth import Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
@@ -302,7 +302,7 @@ class Participant:
         self._answer_version = version
         logger.info(
             "%s renegotiated in room %r (%s, %s)",
-            self.identity,
+            shown(self.identity),
             self.room.name,
             self.role,
             "the mix" if self.mixed else f"{self.slot_count} slots",

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._values import check_identity, check_reason
+from ._values import check_identity, check_reason, shown
 from .auth import MAX_NAME_LENGTH, Role
 from .closing import Closing
 from .errors import InvalidSetting, NotFound, RoomClosed
@@ -418,7 +418,7 @@ class Room:
             self.server._observe_join(participant.join_seconds)
         logger.info(
             "%s connected to room %r from %s",
-            participant.identity,
+            shown(participant.identity),
             self.name,
             Shown(participant.session.address if participant.session else None),
         )
@@ -457,7 +457,7 @@ class Room:
             self._mixer.forget(participant.number)
         self._moderation.drop_hand(participant.identity, None)
         self._closing.empty_since = None  # counted from the next tick, not from before this member
-        logger.info("%s left room %r: %r", participant.identity, self.name, reason)
+        logger.info("%s left room %r: %r", shown(participant.identity), self.name, reason)
         self._emit(ParticipantLeft(self.name, participant.identity, reason))
         self._listing.left(self.server.loop, participant)
 

@@ -94,6 +94,48 @@ async def test_a_removal_reason_cannot_forge_a_log_line(caplog: pytest.LogCaptur
         assert not [m for m in logged if "\n" in m], logged
 
 
+async def test_an_identity_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Identities are the backend's (a token's ``sub``), often a name a user
+    typed: a line that names one shows it as it is when every character
+    prints, and quoted otherwise, so a newline, a carriage return or a
+    terminal escape in it can neither start a line nor hide one."""
+    from sfu.signaling.protocol import SignalingSession
+
+    caplog.set_level(logging.INFO, logger="sfu")
+    evil = "eve\nINFO sfu.room: mod left room 'hall'\x1b[2K"
+    moderator = "mod\r"
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("hall")
+        await room.join(SPEAKER, identity=moderator, role="moderator")
+        await room.add_listener(LISTENER, "zoë 🎙")  # prints: shown as it is
+        await room.add_listener(LISTENER, evil)
+        await room.promote(evil, by=moderator)
+        await room.mute(evil, by=moderator)
+        await room.demote(evil, by=moderator)
+        await room.remove(evil, by=moderator, ban=True)
+        await room.remove("x\ny", by=moderator, ban=True)  # absent
+        token = auth.issue_token(SECRET, room="hall", identity="sig\nnal", role="listener")
+
+        async def send(text: str) -> None:
+            pass
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        session = SignalingSession(server, send, close, peer="127.0.0.5")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": LISTENER})
+        )
+        assert "\n" not in repr(session), repr(session)
+        await session.close()
+        logged = messages(caplog)
+        assert len(logged) >= 10, logged
+        assert not [m for m in logged if any(c in m for c in "\n\r\x1b")], logged
+        assert f"{evil!r} joined room 'hall' as listener (the mix) via the Python API" in logged
+        assert "zoë 🎙 joined room 'hall' as listener (the mix) via the Python API" in logged
+        assert f"{evil!r} promoted to speaker in room 'hall' by {moderator!r}" in logged
+
+
 async def test_a_refused_whip_or_whep_join_is_logged_at_info_without_the_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._values import is_int, is_number
+from .._values import is_int, is_number, shown
 from ..auth import verify_token
 from ..errors import InvalidSetting, NotAllowed
 from .mixer import PTIME, MixOutput
@@ -327,7 +327,7 @@ def live_stream_handler(
                 # Banned after the stream opened: not one more packet of the room's audio.
                 if not room.is_banned(identity, token_id):
                     return False
-                logger.info("live stream of room %r ended: %s was banned", name, identity)
+                logger.info("live stream of room %r ended: %s was banned", name, shown(identity))
                 return True
 
             client.end_if = banned

@@ -72,6 +72,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .._values import shown
 from ..errors import InvalidSetting
 from .mixer import MixOutput
 from .ogg import (
@@ -448,7 +449,7 @@ class Recorder:
             if now - track.last_time > QUIET_AFTER:
                 pages = track.fill_to(now - QUIET_LAG)
                 if pages and not self._append(track, pages):
-                    logger.error("recording of speaker %s stopped", track.identity)
+                    logger.error("recording of speaker %s stopped", shown(track.identity))
                     self._forget_track(track)
 
     def _on_gap(self, samples: int) -> None:
@@ -495,7 +496,7 @@ class Recorder:
         if pages and not self._append(track, pages):
             # Disk full or gone: this speaker's file stops here; forwarding and
             # the other files go on.
-            logger.error("recording of speaker %s stopped", track.identity)
+            logger.error("recording of speaker %s stopped", shown(track.identity))
             self._forget_track(track)
 
     def _released(self, number: int) -> None:
@@ -548,7 +549,7 @@ class Recorder:
         try:
             open(path, "wb").close()  # made empty now; each write appends
         except OSError:
-            logger.exception("cannot record speaker %s to %s", identity, path)
+            logger.exception("cannot record speaker %s to %s", shown(identity), path)
             return None
         self._claim(path)
         track = SpeakerTrack(path, self.started_at)

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
+from .._values import shown
 from ..auth import signed_identity, verify_token
 from ..errors import (
     DuplicateIdentity,
@@ -481,7 +482,9 @@ def add_whip_whep(
             if transport is None or transport.is_closing():
                 # The client gave up while its join waited its turn (aiohttp does
                 # not cancel the handler): no seat for an answer nobody reads.
-                logger.info("%s %s left before its answer", kind.upper(), participant.identity)
+                logger.info(
+                    "%s %s left before its answer", kind.upper(), shown(participant.identity)
+                )
                 await participant.close("the client left before its answer")
                 if not existed:
                     room._closing.drop_if_unused()

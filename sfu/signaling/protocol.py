@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._values import refilled, take_token
+from .._values import refilled, shown, take_token
 from ..admission import Admission
 from ..auth import signed_identity, verify_token
 from ..errors import NotAllowed, SfuError
@@ -338,7 +338,7 @@ class SignalingSession:
         self._frames_refused = 0
 
     def __repr__(self) -> str:
-        who = self.participant.identity if self.participant else "-"
+        who = shown(self.participant.identity) if self.participant else "-"
         return f"<SignalingSession {self.peer} {who}>"
 
     # -- input ----------------------------------------------------------------
