@@ -14,13 +14,14 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from ._values import check_reason, shown
 from .auth import Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
 from .media.streams import Publisher
+from .stats import ParticipantStats, SlotStats, SocketAddress
 from .transport.answer import Negotiation, negotiate_or_listen
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
@@ -462,7 +463,7 @@ class Participant:
 
     # -- statistics ------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ParticipantStats:
         """Counters and what RTCP says about this participant's streams.
 
         ``slots`` lists, per slot stream sent to it: packets and payload
@@ -475,7 +476,7 @@ class Participant:
         counters = self.room.router.receiver_counters(self.receiver_id) if self._receiving else []
         if self.mixed and self._receiving:
             counters = self.room.mixer.receiver_counters(self)
-        slots = []
+        slots: list[SlotStats] = []
         for slot, (packets, octets) in enumerate(counters):
             report = self._slot_reports.get(slot, {})
             slots.append(
@@ -490,12 +491,12 @@ class Participant:
                 }
             )
         session = self.session
-        result: dict[str, Any] = {
+        result: ParticipantStats = {
             "identity": self.identity,
             "role": self.role,
             "csrc": self.csrc,
             "state": "closed" if self.closed else (session.state if session else "new"),
-            "address": session.address if session else None,
+            "address": cast("SocketAddress", session.address) if session else None,
             "join_time": self.join_seconds,
             "muted": self.muted,
             "rtcp_received": self.rtcp_received,

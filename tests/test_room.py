@@ -60,10 +60,12 @@ async def test_one_speaker_twenty_listeners_byte_identical() -> None:
                 assert_contiguous_copy([p.payload for p in packets], sent)
                 # Slots the speaker is not in stay silent.
                 assert listener.packets(1) == [] and listener.packets(2) == []
-                stats = listener.participant.stats() if listener.participant else {}
+                assert listener.participant is not None
+                stats = listener.participant.stats()
                 assert stats["slots"][0]["packets_sent"] >= 50
                 # The join's own time, recorded (not a speed target: bench/ has those).
-                assert 0 < stats["join_time"] < time.monotonic() - started
+                join_time = stats["join_time"]
+                assert join_time is not None and 0 < join_time < time.monotonic() - started
             # The speaker never hears itself.
             assert speaker.total_received() == 0
             kinds = []
@@ -150,7 +152,8 @@ async def test_rtcp_reports_flow_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
                 listener_reported_rtt, 15, "a receiver report answering our sender report"
             )
             slot = participant.stats()["slots"][0]
-            assert 0 <= slot["round_trip_time"] < 1.0
+            round_trip_time = slot["round_trip_time"]
+            assert round_trip_time is not None and 0 <= round_trip_time < 1.0
             assert slot["fraction_lost"] == 0.0
 
             # The speaker's client got our receiver reports: aiortc turns them into remote-inbound stats.
@@ -164,7 +167,8 @@ async def test_rtcp_reports_flow_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
                     "the speaker never got a receiver report"
                 )
                 await asyncio.sleep(0.2)
-            inbound = speaker.participant.stats()["inbound"] if speaker.participant else {}
+            assert speaker.participant is not None
+            inbound = speaker.participant.stats()["inbound"]
             assert inbound["packets_received"] > 0 and inbound["audio_level"] is not None
         finally:
             await close_all([speaker, listener])

@@ -70,10 +70,11 @@ import secrets
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from .._values import shown
 from ..errors import InvalidSetting
+from ..stats import RecorderStats
 from .mixer import MixOutput
 from .ogg import (
     MAX_PACKET_SAMPLES,
@@ -636,7 +637,7 @@ class Recorder:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RecorderStats:
         return {
             "path": str(self.path),
             "recording": self.recording,

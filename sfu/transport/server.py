@@ -31,6 +31,7 @@ from .._values import is_int, is_number, take_token
 from ..admission import Admission
 from ..auth import check_secret
 from ..errors import InvalidSetting, ServerClosed
+from ..stats import ServerStats
 from .dtls import Certificate
 
 # The handshake limits were defined here before sfu.transport.handshakes: still importable.
@@ -430,7 +431,7 @@ class Server:
     def sessions(self) -> Iterator[Session]:
         return iter(list(self._sessions_by_ufrag.values()))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ServerStats:
         """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
         # Closing rooms too: until they are retired their counts are in no total,
         # and a counter that dips reads as a reset to Prometheus.

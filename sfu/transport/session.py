@@ -24,6 +24,7 @@ import pylibsrtp
 
 from .._values import refilled, take_token
 from ..policy import MAX_SLOTS
+from ..stats import SessionState
 from .dtls import DtlsServer
 from .ice import BindingRequest, IceCredentials, parse_proof_response, proof_request
 from .port import Shown
@@ -166,7 +167,7 @@ class Session:
         # from elsewhere, and the audio to a victim).
         self._flight_sent = False
         self.handler = handler
-        self.state = "new"
+        self.state: SessionState = "new"
         self.address: Address | None = None
         # Addresses its binding requests came from, oldest first (at most
         # MAX_CHECKED_ADDRESSES: one client could otherwise add one per source port).

@@ -1,0 +1,115 @@
+"""The public API as a backend that type-checks its own code meets it.
+
+``sfu`` ships ``py.typed``; these programs use it as such a backend would
+and are checked with ``mypy --strict``, sfu's own modules treated as an
+installed package's (their errors are ``mypy``'s run of the project, not a
+user's). A value a caller handles must not be ``Any`` (``disallow-any-expr``
+in the programs that say so), and a mistake the API's types can see (a room
+setting misspelt or of the wrong type) must be an error: the lines that
+carry one say so with a ``type: ignore[code]``, and ``--strict`` reports an
+ignore that is not needed.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+mypy_api = pytest.importorskip("mypy.api")
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+CONFIG = """\
+[mypy]
+strict = True
+python_version = 3.10
+mypy_path = {root}
+cache_dir = {cache}
+
+[mypy-sfu.*]
+ignore_errors = True
+
+[mypy-aiortc.*,aioice.*,pylibsrtp.*,av.*,OpenSSL.*,gi.*]
+ignore_missing_imports = True
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the module's checks: sfu is analysed once, not per test."""
+    return tmp_path_factory.mktemp("mypy_cache")
+
+
+def mypy_strict(tmp_path: Path, cache: Path, programs: dict[str, str]) -> list[str]:
+    """``mypy --strict``'s error lines for ``programs`` (module name -> source)."""
+    config = tmp_path / "mypy.ini"
+    config.write_text(CONFIG.format(root=ROOT, cache=cache))
+    files = []
+    for name, source in programs.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        files.append(str(path))
+    stdout, stderr, _ = mypy_api.run(["--config-file", str(config), *files])
+    assert not stderr, stderr
+    return [line for line in stdout.splitlines() if ": error:" in line or ": note:" in line]
+
+
+STATS = """\
+# mypy: disallow-any-expr
+from __future__ import annotations
+
+import sfu
+from sfu.media.recorder import Recorder
+
+
+def report(server: sfu.Server, member: sfu.Participant, recorder: Recorder) -> list[object]:
+    totals = server.stats()
+    drops: dict[str, int] = totals["drops"]
+    rows: list[object] = [totals["packets_in"], totals["payload_bytes_out"], drops]
+    stats = member.stats()
+    role: sfu.auth.Role = stats["role"]
+    rows += [role, stats["state"], stats["address"], stats["join_time"], stats["rtp_dropped"]]
+    for slot in stats["slots"]:
+        rtt: float | None = slot["round_trip_time"]
+        rows += [slot["packets_sent"], slot["fraction_lost"], slot["jitter"], rtt]
+    inbound = stats.get("inbound")
+    if inbound is not None:
+        level: int | None = inbound["audio_level"]
+        rows += [inbound["ssrc"], inbound["packets_received"], level, inbound["muted"]]
+    recording = recorder.stats()
+    rows += [recording["duration"], recording["packets"]]
+    for identity, file in recording["speakers"].items():
+        rows += [identity, file["path"], file["duration"], file["silence_frames"]]
+    return rows
+"""
+
+
+def test_stats_a_backend_reads_are_typed_not_any(tmp_path: Path, cache: Path) -> None:
+    """``server.stats()``, ``participant.stats()`` and ``recorder.stats()``:
+    every field the README lists has a type, not ``Any``."""
+    assert mypy_strict(tmp_path, cache, {"stats_program": STATS}) == []
+
+
+def test_readme_python_blocks_type_check(tmp_path: Path, cache: Path) -> None:
+    """The Quick start and the aiohttp lines of the README, as they are,
+    under ``--strict`` (with the names they leave to the reader declared)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    quick_start = next(block for block in blocks if "sfu.Server(" in block)
+    aiohttp_lines = next(block for block in blocks if "add_signaling(app, server)" in block)
+    program = (
+        "from __future__ import annotations\n"
+        "from aiohttp import web\n"
+        "import sfu\n\n"
+        "offer_from_alice = offer_from_bob = ''\n"
+        "alice = bob = object()\n\n"
+        "def reply(peer: object, answer: str) -> None: ...\n\n"
+        "async def quick_start() -> None:\n"
+        + textwrap.indent(quick_start, "    ")
+        + "\n\ndef mount(app: web.Application, server: sfu.Server) -> None:\n"
+        + textwrap.indent(aiohttp_lines, "    ")
+    )
+    assert mypy_strict(tmp_path, cache, {"readme_program": program}) == []
