@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ._values import is_int, is_number
 from .detector import ActiveSpeakerDetector
 from .errors import InvalidSetting
 
-__all__ = ["MAX_SLOTS", "RoomPolicy"]
+__all__ = ["MAX_SLOTS", "RoomPolicy", "RoomSettings"]
 
 #: The most slot streams a room may give each receiver.
 MAX_SLOTS = 16
@@ -118,3 +118,22 @@ class RoomPolicy:
         if self.thresholds is not None:
             settings["c1"], settings["c2"], settings["c3"] = self.thresholds
         return settings
+
+
+class RoomSettings(TypedDict, total=False):
+    """The settings ``server.room(name, **settings)`` and the signaling
+    adapters' ``room_settings`` take: :class:`RoomPolicy`'s fields, each
+    optional (left out: its default), so that a type checker sees a
+    misspelt or mistyped one. ``tests/test_typing.py`` keeps the two alike."""
+
+    slots: int
+    max_speakers: int | None
+    max_listeners: int | None
+    private: bool
+    roster_interval: float
+    roster_listeners: int | None
+    hold: float
+    decision_interval: float | None
+    thresholds: tuple[float, float, float] | None
+    stage_interval: float
+    close_when_empty: float | None

@@ -122,7 +122,7 @@ async def test_room_names_are_checked_before_use() -> None:
         with pytest.raises(sfu.InvalidSetting, match="at most 256"):
             server.room("x" * 300)
         with pytest.raises(sfu.InvalidSetting, match="unknown room setting"):
-            server.room("r", colour="red")
+            server.room("r", colour="red")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,35 @@ def test_stats_a_backend_reads_are_typed_not_any(tmp_path: Path, cache: Path) ->
     assert mypy_strict(tmp_path, cache, {"stats_program": STATS}) == []
 
 
+SETTINGS = """\
+from __future__ import annotations
+
+from aiohttp import web
+
+import sfu
+from sfu.signaling.aiohttp import add_signaling, add_whip_whep, websocket_handler
+
+
+def rooms(server: sfu.Server, app: web.Application) -> None:
+    server.room("hall", slots=2, max_listeners=None, thresholds=(1.0, 2.0, 3.0))
+    server.room("hall", close_when_empty=300)
+    server.room("hall", slot=2)  # type: ignore[call-arg]
+    server.room("hall", slots="2")  # type: ignore[arg-type]
+    server.room("hall", close_when_empty="soon")  # type: ignore[arg-type]
+    add_signaling(app, server, room_settings={"close_when_empty": 60})
+    add_signaling(app, server, room_settings={"close_when_empty": "soon"})  # type: ignore[arg-type]
+    add_whip_whep(app, server, room_settings={"slot": 2})  # type: ignore[arg-type]
+    websocket_handler(server, room_settings={"private": 1})  # type: ignore[arg-type]
+"""
+
+
+def test_room_settings_are_checked_by_name_and_type(tmp_path: Path, cache: Path) -> None:
+    """``server.room(name, **settings)`` and the adapters' ``room_settings``
+    take :class:`sfu.RoomPolicy`'s fields: a misspelt or mistyped setting is
+    a type error, not a surprise at run time."""
+    assert mypy_strict(tmp_path, cache, {"settings_program": SETTINGS}) == []
+
+
 def test_readme_python_blocks_type_check(tmp_path: Path, cache: Path) -> None:
     """The Quick start and the aiohttp lines of the README, as they are,
     under ``--strict`` (with the names they leave to the reader declared)."""
@@ -113,3 +142,29 @@ def test_readme_python_blocks_type_check(tmp_path: Path, cache: Path) -> None:
         + textwrap.indent(aiohttp_lines, "    ")
     )
     assert mypy_strict(tmp_path, cache, {"readme_program": program}) == []
+
+
+def test_room_settings_type_is_room_policys_fields() -> None:
+    """:class:`sfu.policy.RoomSettings` (what a type checker sees of
+    ``server.room(name, **settings)``) names every :class:`sfu.RoomPolicy`
+    field with the same type, and the README shows them keyword-only, as
+    the call takes them."""
+    import dataclasses
+    import inspect
+
+    import sfu
+    from sfu.policy import RoomPolicy, RoomSettings
+
+    fields = {field.name: str(field.type) for field in dataclasses.fields(RoomPolicy)}
+    settings = {
+        name: getattr(annotation, "__forward_arg__", annotation)
+        for name, annotation in RoomSettings.__annotations__.items()
+    }
+    assert settings == fields
+    assert RoomSettings.__required_keys__ == frozenset()
+    parameters = list(inspect.signature(sfu.Server.room).parameters.values())
+    assert [p.kind for p in parameters[1:]] == [
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_KEYWORD,
+    ]
+    assert "| `server.room(name, *, slots=3," in README

@@ -20,7 +20,6 @@ import logging
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
@@ -39,6 +38,7 @@ from ..errors import (
 from ..gate import joining_via
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
+from ..policy import RoomSettings
 from ..room import Room
 from ..transport.sdp import MAX_OFFER_SIZE
 from ..transport.server import Server
@@ -97,7 +97,7 @@ def _mix_asked(request: web.Request) -> bool | None:
 
 
 def _room_factory(
-    server: Server, create_rooms: bool, room_settings: dict[str, Any] | None
+    server: Server, create_rooms: bool, room_settings: RoomSettings | None
 ) -> Callable[[str], Room | None]:
     def factory(name: str) -> Room | None:
         room = server.get_room(name)
@@ -183,7 +183,7 @@ def websocket_handler(
     server: Server,
     *,
     create_rooms: bool = True,
-    room_settings: dict[str, Any] | None = None,
+    room_settings: RoomSettings | None = None,
     compress: bool = False,
 ) -> Handler:
     """A GET handler that upgrades to a WebSocket speaking ``docs/signaling.md``.
@@ -213,7 +213,7 @@ def add_signaling(
     path: str = "/ws",
     *,
     create_rooms: bool = True,
-    room_settings: dict[str, Any] | None = None,
+    room_settings: RoomSettings | None = None,
     compress: bool = False,
 ) -> SignalingHandler:
     """Mount the signaling WebSocket at ``path`` and close its connections on
@@ -336,7 +336,7 @@ def add_whip_whep(
     *,
     prefix: str = "",
     create_rooms: bool = True,
-    room_settings: dict[str, Any] | None = None,
+    room_settings: RoomSettings | None = None,
     cors_origins: str | Collection[str] = "*",
 ) -> None:
     """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);

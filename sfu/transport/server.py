@@ -50,6 +50,9 @@ from .port import SOCKET_BUFFER as SOCKET_BUFFER
 from .port import PortProtocol, Shown, format_address, open_socket
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..policy import RoomSettings
     from ..room import Room
     from .session import Session
 
@@ -371,16 +374,19 @@ class Server:
             raise ServerClosed("the server is not started")
         return self._socket
 
-    def room(self, name: str, *, slots: int | None = None, **policy: Any) -> Room:
+    def room(self, name: str, **settings: Unpack[RoomSettings]) -> Room:
         """The room called ``name``, created on first use.
 
         Keyword arguments are :class:`~sfu.policy.RoomPolicy` fields
         (``slots``, ``max_speakers``, ``max_listeners``, ``private``,
         ``roster_interval``, ``roster_listeners``, ``hold``,
         ``decision_interval``, ``thresholds``, ``stage_interval``,
-        ``close_when_empty``). Asking for an existing room with no settings
-        returns it whatever its settings; with settings that differ from its
-        own, raises :class:`~sfu.errors.InvalidSetting`.
+        ``close_when_empty``; typed as :class:`~sfu.policy.RoomSettings`).
+        Asking for an existing room with no settings returns it whatever its
+        settings. Raises :class:`~sfu.errors.InvalidSetting` for settings
+        that differ from an existing room's, an unknown or invalid setting
+        or name, and :class:`~sfu.errors.ServerClosed` before
+        :meth:`start` or after :meth:`close`.
         """
         from ..policy import RoomPolicy
         from ..room import Room
@@ -398,6 +404,8 @@ class Server:
             # Asked for by the backend: no longer a room a signaling adapter
             # made for a join (which a refused join would close again).
             room._closing.made_for_join = False
+        policy: dict[str, object] = dict(settings)
+        slots = policy.pop("slots", None)
         if (
             room is not None
             and not policy
@@ -407,7 +415,7 @@ class Server:
         if slots is not None:
             policy["slots"] = slots
         try:
-            wanted = RoomPolicy(**policy)
+            wanted = RoomPolicy(**policy)  # type: ignore[arg-type]  # (checked there)
         except TypeError as exc:  # only an unknown keyword: the values are checked in RoomPolicy
             raise InvalidSetting(f"unknown room setting: {exc}") from None
         if room is not None:
