@@ -82,6 +82,7 @@ class Claims:
 
 
 def grants_of(role: str) -> frozenset[str]:
+    """What ``role`` may do; raises :class:`InvalidSetting` for an unknown role."""
     grants = ROLES.get(role) if isinstance(role, str) else None
     if grants is None:
         raise InvalidSetting(f"role must be one of {sorted(ROLES)}, got {role!r}")
@@ -117,6 +118,9 @@ def issue_token(
 
     ``grants`` narrows or widens what the role implies (for example a
     listener allowed to moderate); by default it is the role's grants.
+    Raises :class:`~sfu.errors.InvalidSetting` for a secret shorter than 32
+    bytes, an empty or over-long ``room`` or ``identity``, an unknown
+    ``role`` or grant, or a ``ttl`` that is not a positive number.
     """
     if not isinstance(room, str) or not room or len(room) > MAX_NAME_LENGTH:
         raise InvalidSetting(
@@ -191,7 +195,8 @@ def verify_token(
     leeway: float = DEFAULT_LEEWAY,
     now: float | None = None,
 ) -> Claims:
-    """Check ``token`` for ``room``; return its claims or raise :class:`NotAllowed`."""
+    """Check ``token`` for ``room``; return its claims or raise :class:`NotAllowed`
+    (with the reason). A secret shorter than 32 bytes raises :class:`InvalidSetting`."""
     key = _key(secret)
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")

@@ -319,7 +319,7 @@ class EventStream(AsyncIterator[RoomEvent]):
         return self._closed
 
     def close(self) -> None:
-        """Stop the iteration; events already queued are still delivered."""
+        """Stop the iteration; events already queued are still delivered. Never raises."""
         self._closed = True
         self._wake()
         subscribers, self._subscribers = self._subscribers, None

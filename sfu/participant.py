@@ -207,6 +207,7 @@ class Participant:
             )
 
     async def wait_closed(self) -> None:
+        """Wait until it has left (at once if it has). Never raises."""
         if self._closed:
             return
         if self._closed_event is None:
@@ -216,20 +217,32 @@ class Participant:
     # -- what the participant itself may do ----------------------------------
 
     async def close(self, reason: str = "left") -> None:
-        """Leave the room and free the session; idempotent."""
+        """Leave the room and free the session; idempotent.
+
+        Raises :class:`~sfu.errors.InvalidSetting` for a ``reason`` that is not a str.
+        """
         check_reason(reason)
         self._close(reason)
 
     def raise_hand(self) -> None:
+        """Raise its hand (a member that may speak has none to raise).
+
+        Raises :class:`~sfu.errors.ParticipantClosed` once it has left.
+        """
         self._check_open()  # a late message must not touch a rejoined namesake
         self.room.raise_hand(self.identity)
 
     def lower_hand(self) -> None:
+        """Lower its hand, if raised. Raises :class:`~sfu.errors.ParticipantClosed` once it has left."""
         self._check_open()
         self.room.lower_hand(self.identity)
 
     def set_self_muted(self, muted: bool) -> None:
-        """The participant's own mute; it cannot undo a moderator's mute."""
+        """The participant's own mute; it cannot undo a moderator's mute.
+
+        Raises :class:`~sfu.errors.InvalidSetting` for a ``muted`` that is
+        not a bool, :class:`~sfu.errors.ParticipantClosed` once it has left.
+        """
         if not isinstance(muted, bool):
             raise InvalidSetting(f"muted must be True or False, got {muted!r}")
         self._check_open()
@@ -472,6 +485,7 @@ class Participant:
         (seconds, ``None`` until a report answers one of our SRs). ``csrc``
         is the CSRC its voice carries to receivers (:attr:`csrc`);
         ``inbound``, for a speaker, what it sends, with its client's SSRC.
+        See :class:`~sfu.stats.ParticipantStats`. Never raises.
         """
         counters = self.room.router.receiver_counters(self.receiver_id) if self._receiving else []
         if self.mixed and self._receiving:

@@ -155,6 +155,9 @@ class Room:
         return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
+        """The member called ``identity``, or None. Raises
+        :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not
+        a non-empty string of at most :data:`MAX_IDENTITY_LENGTH` characters."""
         check_identity(identity)
         return self._participants.get(identity)
 
@@ -236,7 +239,8 @@ class Room:
         mixed: bool | None = None,
     ) -> Participant:
         """Answer a speaker's offer: it publishes its voice and receives slots
-        (or the room mix without its own voice: see :meth:`join` for ``mixed``)."""
+        (or the room mix without its own voice: see :meth:`join` for ``mixed``).
+        Raises what :meth:`join` raises."""
         return await self.join(offer, token=token, identity=identity, role="speaker", mixed=mixed)
 
     async def add_listener(
@@ -248,7 +252,8 @@ class Room:
         mixed: bool | None = None,
     ) -> Participant:
         """Answer a listener's offer: it receives up to ``slots`` slot streams
-        (or the room mix on its first audio line: see :meth:`join` for ``mixed``)."""
+        (or the room mix on its first audio line: see :meth:`join` for ``mixed``).
+        Raises what :meth:`join` raises."""
         return await self.join(offer, token=token, identity=identity, role="listener", mixed=mixed)
 
     def _answer(
@@ -282,9 +287,22 @@ class Room:
         return self._moderation.hands
 
     def raise_hand(self, identity: str) -> None:
+        """Raise a listener's hand (a member that may speak has none to raise).
+
+        Raises :class:`~sfu.errors.NotFound` (no such member),
+        :class:`~sfu.errors.InvalidSetting` (not an identity) or
+        :class:`~sfu.errors.RoomClosed`.
+        """
         self._moderation.raise_hand(identity)
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
+        """Lower ``identity``'s hand if it is raised (nothing happens otherwise).
+
+        Raises :class:`~sfu.errors.NotAllowed` for a ``by`` other than
+        ``identity`` without the ``moderate`` grant, and
+        :class:`~sfu.errors.InvalidSetting` for an ``identity`` or ``by``
+        that is not one.
+        """
         self._moderation.lower_hand(identity, by)
 
     async def promote(
@@ -314,14 +332,27 @@ class Room:
         The :class:`~sfu.events.RoleChanged` asks the client to renegotiate
         only when it has a sending line to drop: a member promoted that never
         renegotiated (it never took its speaker line) is not asked.
+
+        Raises :class:`~sfu.errors.NotAllowed` for a ``by`` without the
+        ``moderate`` grant, :class:`~sfu.errors.NotFound`,
+        :class:`~sfu.errors.InvalidSetting` (not an identity) and
+        :class:`~sfu.errors.RoomClosed`.
         """
         return self._moderation.demote(identity, by)
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
-        """Server-side mute: the speaker's packets are not forwarded and do not rank."""
+        """Server-side mute: the speaker's packets are not forwarded and do not rank.
+
+        Kept for the identity's rejoins in this room. Raises
+        :class:`~sfu.errors.NotAllowed` for a ``by`` without the ``moderate``
+        grant, :class:`~sfu.errors.NotFound`,
+        :class:`~sfu.errors.InvalidSetting` (not an identity) and
+        :class:`~sfu.errors.RoomClosed`.
+        """
         self._moderation.set_muted(identity, True, by)
 
     async def unmute(self, identity: str, *, by: str | None = None) -> None:
+        """Lift a moderator's mute (never a self-mute); raises what :meth:`mute` raises."""
         self._moderation.set_muted(identity, False, by)
 
     async def remove(
@@ -349,12 +380,18 @@ class Room:
         self._moderation.remove(identity, reason, by, ban)
 
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
-        """True if ``identity`` (or the token with id ``token_id``) was removed with a ban."""
+        """True if ``identity`` (or the token with id ``token_id``) was removed with a ban.
+
+        Raises :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not one.
+        """
         check_identity(identity)
         return self._bans.keeps_out(identity, token_id)
 
     def unban(self, identity: str) -> None:
-        """Let ``identity`` join again, with the token it was removed with too."""
+        """Let ``identity`` join again, with the token it was removed with too.
+
+        Raises :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not one.
+        """
         check_identity(identity)
         self._bans.discard(identity)
 
@@ -375,7 +412,9 @@ class Room:
         and the others cost the stream nothing (a member's own signaling,
         which learns of the others from ``RosterChanged`` and
         ``HandsChanged``: in a crowd of N such streams a join or a hand is
-        then not N calls)."""
+        then not N calls). Raises :class:`~sfu.errors.InvalidSetting` for a
+        ``maxsize`` below 1, an ``accept`` that is not callable or a
+        ``member`` that is not a str."""
         stream = EventStream(maxsize, accept, member=member)
         if self.closed:
             stream._put(RoomClosedEvent(self.name, self.close_reason or "closed"))
@@ -387,17 +426,20 @@ class Room:
         self._subscribers.emit(event)
 
     def roster(self) -> list[tuple[str, Role]]:
-        """Every member's identity and role, in join order."""
+        """Every member's identity and role, in join order. Never raises."""
         return [(p.identity, p.role) for p in self._participants.values()]
 
     # -- the stage (sfu.stage) -----------------------------------------------------
 
     def stage(self) -> tuple[SlotInfo | None, ...]:
-        """Who is in each slot right now (``None``: a free slot)."""
+        """Who is in each slot right now (``None``: a free slot). Never raises."""
         return self._stage.current()
 
     def active_speakers(self) -> list[tuple[SlotInfo, float]]:
-        """The ranked speakers with their score (0..1), best first; the dominant one leads."""
+        """The ranked speakers with their score (0..1), best first; the dominant one leads.
+
+        Never raises.
+        """
         return self._stage.active_speakers()
 
     @property
@@ -583,7 +625,8 @@ class Room:
 
         A second call returns when the first has finished. The room leaves
         ``server.rooms`` at once, so the name can be used for a new room
-        while this one still stops its mixer.
+        while this one still stops its mixer. Raises
+        :class:`~sfu.errors.InvalidSetting` for a ``reason`` that is not a str.
         """
         check_reason(reason)
         await self._closing.close(reason)

@@ -728,3 +728,29 @@ def test_every_drop_reason_counted_is_in_the_readme() -> None:
         assert any(pattern.fullmatch(reason) for pattern in patterns), (
             f"the README lists {reason!r}, which nothing counts"
         )
+
+
+def test_every_public_call_says_what_it_raises() -> None:
+    """``help()`` of each public method of Server, Room, Participant and
+    EventStream, and of each function of ``sfu.auth``, names what it raises
+    (an exception's name after "raise"/"Raises"), or says that it never
+    raises: a caller reads there which errors to handle."""
+    import sfu.auth
+
+    says = re.compile(r"\b(?:[Rr]aises?|[Nn]ever raises)\b")
+    owners: list[object] = [sfu.Server, sfu.Room, sfu.Participant, sfu.EventStream]
+    silent = []
+    for owner in owners:
+        assert isinstance(owner, type)
+        for name, value in vars(owner).items():
+            if name.startswith("_") or not inspect.isfunction(value):
+                continue
+            if name.startswith("session_"):  # the Session's callbacks, not the user's
+                continue
+            if not says.search(inspect.getdoc(value) or ""):
+                silent.append(f"{owner.__name__}.{name}")
+    for name in sfu.auth.__all__:
+        value = getattr(sfu.auth, name)
+        if inspect.isfunction(value) and not says.search(inspect.getdoc(value) or ""):
+            silent.append(f"sfu.auth.{name}")
+    assert not silent, f"public calls whose docstring does not say what they raise: {silent}"

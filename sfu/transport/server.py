@@ -198,7 +198,13 @@ class Server:
     # -- life cycle --------------------------------------------------------
 
     async def start(self) -> Server:
-        """Bind the socket and start the timers; idempotent (concurrent calls share one start)."""
+        """Bind the socket and start the timers; idempotent (concurrent calls share one start).
+
+        Raises :class:`~sfu.errors.ServerClosed` once :meth:`close` was
+        called, :class:`~sfu.errors.InvalidSetting` when ``announce`` is not
+        an address of the socket's family, and ``OSError`` when the socket
+        cannot be bound (the port is taken, the host is not this machine's).
+        """
         if self._closed:
             raise ServerClosed("this Server is closed; create a new one")
         if self._started:
@@ -271,7 +277,7 @@ class Server:
         (members told, recordings finished), session, timer and the socket,
         and what takes a moment more (the rooms' mixers stopping at their next
         frame) finishes in a task of the server's; a later ``close()`` returns
-        once that is done too.
+        once that is done too. Never raises.
         """
         if self._closed:
             if self._close_done is not None:
@@ -433,14 +439,18 @@ class Server:
 
     def get_room(self, name: str) -> Room | None:
         """The open room called ``name``, or None; unlike :meth:`room`, never
-        creates one, and unlike :attr:`rooms`, copies nothing."""
+        creates one, and unlike :attr:`rooms`, copies nothing. Never raises."""
         return self._rooms.get(name)
 
     def sessions(self) -> Iterator[Session]:
+        """The media sessions (a copy: safe while sessions come and go). Never raises."""
         return iter(list(self._sessions_by_ufrag.values()))
 
     def stats(self) -> ServerStats:
-        """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason."""
+        """Totals since start: datagrams in, media out (all rooms, closed ones too), drops by reason.
+
+        See :class:`~sfu.stats.ServerStats`. Never raises.
+        """
         # Closing rooms too: until they are retired their counts are in no total,
         # and a counter that dips reads as a reset to Prometheus.
         rooms = [*self._rooms.values(), *self._closing_rooms]
