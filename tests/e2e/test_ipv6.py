@@ -94,7 +94,7 @@ async def test_aiortc_speaker_and_listener_over_ipv6_loopback(aiortc_on_ipv6: No
             await wait_for(lambda: len(listener.packets(0)) >= 25, 10, "audio over ::1")
             assert {p.payload for p in listener.packets(0)} <= set(speaker.sent_payloads)
             stats = listener.participant.stats()  # type: ignore[union-attr]
-            assert stats["address"][0] == "::1"
+            assert stats["address"] is not None and stats["address"][0] == "::1"
             assert server.stats()["packets_out"] >= 25 and not server.stats()["drops"]
         finally:
             await speaker.close()
@@ -140,7 +140,8 @@ async def test_the_demo_over_ipv6(
             listener = await join_page(new_page, demo, "v6", "lis", "listener")
             await wait_hearing(listener, "talker")
             room = server.rooms["v6"]
-            assert room["talker"].stats()["address"][0] == BROWSER_ADDRESS
+            address = room["talker"].stats()["address"]
+            assert address is not None and address[0] == BROWSER_ADDRESS
 
             player = Client(pc=pc, identity="player")
             pc.addTransceiver("audio", direction="recvonly")
