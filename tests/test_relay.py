@@ -955,6 +955,22 @@ def test_implementations_send_identical_bytes(
             assert (rtp.extension is not None) == has_extension
 
 
+class Turns:
+    """A router's detector whose slot goes to whoever the test says (the
+    detector is tested elsewhere)."""
+
+    holder = 0
+
+    def observe(self, number: int, level: int, now: float) -> int:
+        return 0 if number == self.holder else -1
+
+    def add(self, number: int) -> None:
+        pass
+
+    def remove(self, number: int) -> None:
+        pass
+
+
 @pytest.mark.parametrize("lost", [False, True])
 @pytest.mark.parametrize("stints", [1, 3])
 def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
@@ -985,20 +1001,6 @@ def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
     def packet(ssrc: int, index: int, level: int) -> bytes:
         header = struct.pack("!BBHII", 0x90, 111, index & 0xFFFF, index * 960 & 0xFFFFFFFF, ssrc)
         return header + bytes([0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]) + b"opus"
-
-    class Turns:
-        """The slot goes to whoever the test says (the detector is tested elsewhere)."""
-
-        holder = 0
-
-        def observe(self, number: int, level: int, now: float) -> int:
-            return 0 if number == self.holder else -1
-
-        def add(self, number: int) -> None:
-            pass
-
-        def remove(self, number: int) -> None:
-            pass
 
     turns = Turns()
     router.detector = turns  # type: ignore[assignment]
@@ -1124,18 +1126,6 @@ def test_a_silence_frame_the_full_socket_dropped_is_sent_with_the_next_packet(
     b = Publisher(number=2, payload_type=111, audio_level_id=1)
     router.add_publisher(a)
     router.add_publisher(b)
-
-    class Turns:
-        holder = 0
-
-        def observe(self, number: int, level: int, now: float) -> int:
-            return 0 if number == self.holder else -1
-
-        def add(self, number: int) -> None:
-            pass
-
-        def remove(self, number: int) -> None:
-            pass
 
     turns = Turns()
     router.detector = turns  # type: ignore[assignment]
