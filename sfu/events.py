@@ -11,7 +11,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from ._values import is_int
 from .errors import InvalidSetting
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ActiveSpeakersChanged",
     "DominantSpeakerChanged",
+    "Event",
     "EventStream",
     "MEMBERSHIP_EVENTS",
     "HandLowered",
@@ -221,7 +222,28 @@ MEMBER_SCOPED_EVENTS = (*MEMBERSHIP_EVENTS, HandRaised, HandLowered)
 _AWAITED: set[EventStream] = set()
 
 
-class EventStream(AsyncIterator[RoomEvent]):
+#: Every event a stream yields, as one type: a ``match`` over the classes
+#: can end with ``case _: assert_never(event)`` (``typing``, Python 3.11+) to have a type checker
+#: prove it handles each (``RoomEvent`` is their base, for ``isinstance``).
+Event = (
+    ParticipantJoined
+    | ParticipantConnected
+    | ParticipantLeft
+    | ParticipantRemoved
+    | HandRaised
+    | HandLowered
+    | HandsChanged
+    | RoleChanged
+    | MuteChanged
+    | MixerFailed
+    | RosterChanged
+    | ActiveSpeakersChanged
+    | DominantSpeakerChanged
+    | RoomClosed
+)
+
+
+class EventStream(AsyncIterator[Event]):
     """One subscriber's view of a room's events.
 
     Each subscriber has its own bounded queue (``maxsize`` events), of the
@@ -341,7 +363,7 @@ class EventStream(AsyncIterator[RoomEvent]):
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __anext__(self) -> RoomEvent:
+    async def __anext__(self) -> Event:
         while not self._events:
             if self._closed or self._finished:
                 self._finished = True
@@ -365,15 +387,15 @@ class EventStream(AsyncIterator[RoomEvent]):
                         self._waiters = None
                 if self._waiters is None:  # nobody else waits on it either
                     _AWAITED.discard(self)
-        return self._events.popleft()
+        return cast(Event, self._events.popleft())
 
-    async def next(self, timeout: float | None = None) -> RoomEvent:
+    async def next(self, timeout: float | None = None) -> Event:
         """The next event, waiting at most ``timeout`` seconds (``asyncio.TimeoutError``;
         a queued event is returned at once, even with ``timeout=0``). After the
         last event (``RoomClosed``, or :meth:`close`) it raises
         ``StopAsyncIteration``, as iterating would end."""
         if self._events:
-            return self._events.popleft()
+            return cast(Event, self._events.popleft())
         if timeout is not None and timeout <= 0:
             if self._closed or self._finished:
                 self._finished = True

@@ -168,3 +168,62 @@ def test_room_settings_type_is_room_policys_fields() -> None:
         inspect.Parameter.VAR_KEYWORD,
     ]
     assert "| `server.room(name, *, slots=3," in README
+
+
+EVENTS = """\
+from __future__ import annotations
+
+from typing import NoReturn
+
+from sfu import EventStream
+from sfu.events import (
+    ActiveSpeakersChanged,
+    DominantSpeakerChanged,
+    HandLowered,
+    HandRaised,
+    HandsChanged,
+    MixerFailed,
+    MuteChanged,
+    ParticipantConnected,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRemoved,
+    RoleChanged,
+    RoomClosed,
+    RosterChanged,
+)
+
+
+def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never from Python 3.11
+    raise AssertionError(value)
+
+
+async def follow(stream: EventStream) -> list[str]:
+    seen: list[str] = []
+    async for event in stream:
+        match event:
+            case ParticipantJoined(identity=who) | ParticipantConnected(identity=who):
+                seen.append(who)
+            case ParticipantLeft() | ParticipantRemoved() | RoleChanged() | MuteChanged():
+                seen.append(event.identity)
+            case HandRaised() | HandLowered() | HandsChanged() | RosterChanged():
+                pass
+            case ActiveSpeakersChanged() | DominantSpeakerChanged() | MixerFailed():
+                pass
+            case RoomClosed():
+                break
+            case _:
+                assert_never(event)
+    return seen
+"""
+
+
+def test_a_match_over_the_events_is_checked_for_exhaustiveness(tmp_path: Path, cache: Path) -> None:
+    """A stream yields ``sfu.events.Event``, the union of the event classes:
+    a ``match`` that handles each passes ``assert_never``, and one that
+    forgets a class is an error (a new event kind shows in the backend's
+    type check, not at run time)."""
+    assert mypy_strict(tmp_path, cache, {"events_program": EVENTS}) == []
+    forgetful = EVENTS.replace("            case RoomClosed():\n                break\n", "")
+    errors = mypy_strict(tmp_path, cache, {"events_forgetful": forgetful})
+    assert any("assert_never" in line and "RoomClosed" in line for line in errors), errors

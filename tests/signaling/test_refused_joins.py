@@ -288,7 +288,7 @@ async def test_a_signaling_join_waiting_its_turn_is_abandoned_by_close() -> None
 
 async def queued(events: EventStream) -> list[RoomEvent]:
     """The events a stream holds now."""
-    held = []
+    held: list[RoomEvent] = []
     while True:
         try:
             held.append(await events.next(0))
