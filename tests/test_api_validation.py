@@ -58,6 +58,16 @@ async def test_an_ipv4_mapped_announce_is_the_ipv4_address_it_names() -> None:
         assert f" 127.0.0.1 {server.port} typ host\r\n" in listener.answer
 
 
+async def test_a_host_in_ipv4_mapped_form_starts_and_announces_ipv4() -> None:
+    """A server bound to ``::ffff:127.0.0.1`` (an IPv6 socket taking that IPv4
+    address's clients) announces ``127.0.0.1``, which those clients reach;
+    its own check of the announce's family does not refuse it."""
+    async with sfu.Server(host="::ffff:127.0.0.1") as server:
+        assert server.announce == "127.0.0.1"
+        listener = await server.room("r").add_listener(LISTENER, "bob")
+        assert f" 127.0.0.1 {server.port} typ host\r\n" in listener.answer
+
+
 async def test_an_announce_of_the_other_address_family_is_refused_at_start() -> None:
     """Answers naming an IPv6 address for an IPv4 socket would send every
     client where nothing listens: refused, and the socket closed."""

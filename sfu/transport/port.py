@@ -38,7 +38,7 @@ def format_address(address: Address) -> str:
     which the socket names ``::ffff:127.0.0.1``, is shown as the IPv4
     address it is."""
     host, port = str(address[0]), address[1]
-    if host[:7].lower() == "::ffff:" and "." in host:
+    if host[:7].lower() == "::ffff:" and "." in host and ":" not in host[7:]:
         host = host[7:]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -90,10 +90,14 @@ def _check_announce_family(sock: socket.socket, host: str, announce: str) -> Non
             f"{bound}: give an IPv6 host (or an IPv4 announce)"
         )
     if family == socket.AF_INET6 and version == 4:
-        both = ipaddress.ip_address(bound.partition("%")[0]).is_unspecified and not (
-            sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-        )
-        if not both:
+        bound_address = ipaddress.ip_address(bound.partition("%")[0])
+        # '::' (both families) or an IPv4 address in IPv6 form: the socket
+        # takes IPv4 clients, which reach the IPv4 address announced.
+        takes_ipv4 = (
+            bound_address.is_unspecified
+            or (isinstance(bound_address, ipaddress.IPv6Address) and bound_address.ipv4_mapped)
+        ) and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        if not takes_ipv4:
             raise InvalidSetting(
                 f"announce {announce!r} is IPv4 but host {host!r} bound IPv6 "
                 f"{bound}: give an IPv4 host, '::' (both), or an IPv6 announce"

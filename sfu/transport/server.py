@@ -589,7 +589,8 @@ class Server:
             request = parse_binding_request(data)
         except ValueError as exc:
             self.drops["stun malformed"] += 1
-            logger.debug("x malformed stun from %s: %s", Shown(addr), exc)
+            if logger.isEnabledFor(logging.DEBUG):  # a flood of them makes nothing
+                logger.debug("x malformed stun from %s: %s", Shown(addr), exc)
             return
         session = self._sessions_by_ufrag.get(request.local_ufrag)
         if session is None:
