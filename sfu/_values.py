@@ -18,8 +18,18 @@ __all__ = ["check_identity", "check_reason", "is_int", "is_number", "refilled", 
 def shown(name: str) -> str:
     """``name`` (an identity) as a log line shows it: as it is when every
     character prints, else quoted (``repr``), so that a newline, a carriage
-    return or a terminal escape in it can neither forge a line nor hide one."""
-    return name if name.isprintable() else repr(name)
+    return or a terminal escape in it can neither forge a line nor hide one.
+    A name that could read as another's quoted form or be taken for another
+    (a quote or a backslash in it, a space at either end) is quoted too."""
+    if (
+        name.isprintable()
+        and name.strip() == name
+        and "'" not in name
+        and '"' not in name
+        and "\\" not in name
+    ):
+        return name
+    return repr(name)
 
 
 def is_int(value: object) -> bool:

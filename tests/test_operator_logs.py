@@ -304,3 +304,41 @@ async def test_addresses_are_logged_as_host_and_port_with_ipv6_in_brackets(
             assert f"bob connected to room 'hall' from {shown}" in messages(caplog)
         finally:
             await client.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "logged"),
+    [
+        ("alice", "alice"),
+        ("Zoë Müller", "Zoë Müller"),
+        ("bob\n", "'bob\\n'"),
+        # Printable, but it would read as the quoted form of another name,
+        # or be taken for another: quoted too.
+        ("bob\\n", "'bob\\\\n'"),
+        ("'bob'", "\"'bob'\""),
+        ("alice ", "'alice '"),
+        (" alice", "' alice'"),
+    ],
+)
+def test_a_name_is_quoted_when_it_could_pass_for_another(name: str, logged: str) -> None:
+    from sfu._values import shown
+
+    assert shown(name) == logged
+
+
+@pytest.mark.parametrize(
+    ("address", "logged"),
+    [
+        (("127.0.0.1", 5000), "127.0.0.1:5000"),
+        (("::1", 5000, 0, 0), "[::1]:5000"),
+        (("::ffff:127.0.0.1", 5000, 0, 0), "127.0.0.1:5000"),
+        # Not an IPv4-mapped address (an IPv4-translated one): kept whole.
+        (("::ffff:0:1.2.3.4", 5000, 0, 0), "[::ffff:0:1.2.3.4]:5000"),
+    ],
+)
+def test_socket_addresses_are_formatted_as_logs_show_them(
+    address: tuple[object, ...], logged: str
+) -> None:
+    from sfu.transport.port import format_address
+
+    assert format_address(address) == logged

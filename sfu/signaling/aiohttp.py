@@ -371,7 +371,8 @@ def add_whip_whep(
     Browsers' WHIP/WHEP clients on other origins are let in by CORS
     (RFC 9725 §4.2): ``OPTIONS`` on the endpoint and on a session answers
     200 with ``Allow`` (and ``Accept-Post: application/sdp`` on the
-    endpoint), a preflight's answer too, and every answer names the origins
+    endpoint), a preflight's answer too, and every answer of these handlers
+    (refusals included; not aiohttp's own 405, nor a 500) names the origins
     allowed. ``cors_origins``: ``"*"`` (the default) any origin, since the
     credential is a Bearer token the page must hold (no cookie is ever
     allowed); a collection of origins (``{"https://app.example"}``) only
@@ -504,7 +505,7 @@ def add_whip_whep(
             logger.debug(
                 "%s %s joined room %r as %s",
                 kind.upper(),
-                participant.identity,
+                shown(participant.identity),
                 name,
                 participant.role,
             )
