@@ -31,7 +31,7 @@ stage seat taken over), for as long as its token lasts or its room is open.
 The first to ask for a room's moderator token opens it and moderates it
 (a speaker or listener may have made the room before, unmoderated), and a
 later moderator token for that room needs the ``owner_key`` the first one
-came with; one address (an IPv6 client: its /64) may open 20 rooms that way at
+came with; one address (an IPv6 client: its /64; a link-local or loopback one: itself) may open 20 rooms that way at
 once, then 10 a minute (429 past that; speaker and listener tokens are not counted). ``--no-demo-tokens`` turns it off (404); then tokens must come
 from your own backend (``sfu.auth.issue_token``) and the page is opened as
 ``/?token=...``. The token secret is random per run unless ``--token-secret``
@@ -274,7 +274,9 @@ def _opener(remote: str | None) -> str:
     """Who a room claim is counted against: an IPv4 address, also when a
     dual-stack socket shows it IPv4-mapped (``::ffff:192.0.2.1``), or an
     IPv6 address's /64 (one host's: its privacy addresses change within
-    it, so counted one by one a single client could open rooms without bound)."""
+    it, so counted one by one a single client could open rooms without bound),
+    except a link-local or loopback one, counted by itself (every host of a
+    link shares fe80::/64)."""
     try:
         ip = ipaddress.ip_address((remote or "").partition("%")[0])
     except ValueError:
@@ -282,6 +284,9 @@ def _opener(remote: str | None) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
+        if ip.is_link_local or ip.is_loopback:
+            # Every host on a link shares fe80::/64: counted by address (and link).
+            return remote or "?"
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 

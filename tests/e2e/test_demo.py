@@ -1371,3 +1371,20 @@ async def test_a_listener_joined_from_a_link_is_asked_before_the_audio_plays(
     finally:
         await strict.close()
     await speaker.click("#leave-button")
+
+
+@pytest.mark.parametrize(
+    ("remote", "counted_as"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        # Every host on a link shares fe80::/64: each counted by itself.
+        ("fe80::1%eth0", "fe80::1%eth0"),
+        ("fe80::2%eth0", "fe80::2%eth0"),
+        ("::1", "::1"),
+    ],
+)
+def test_a_room_opener_is_counted_by_client(remote: str, counted_as: str) -> None:
+    assert load_demo_server()._opener(remote) == counted_as
