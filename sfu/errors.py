@@ -21,11 +21,12 @@ class NotAllowed(SfuError):
 
 class InvalidToken(NotAllowed):
     """The join token itself is bad: malformed, expired or not valid yet, not
-    signed with the server's key, or absent where one is required. (A good
+    signed with the server's key. (No token where one is required, or a good
     token that does not grant what was asked, such as another room or a
     lesser role, is a plain :class:`NotAllowed`.) Over WHIP/WHEP it is 401
-    with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3.1),
-    the other refusals 403."""
+    with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3.1);
+    no token is 401 with a bare ``Bearer`` challenge, the other refusals
+    403."""
 
 
 class RoomFull(SfuError):

@@ -156,8 +156,8 @@ class Room:
 
     def get(self, identity: str) -> Participant | None:
         """The member called ``identity``, or None. Raises
-        :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not
-        a non-empty string of at most :data:`MAX_IDENTITY_LENGTH` characters."""
+        :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not a
+        string (any string is looked up: one no member can have is absent)."""
         check_identity(identity)
         return self._participants.get(identity)
 
@@ -317,7 +317,8 @@ class Room:
         would pass ``max_speakers``, :class:`~sfu.errors.NotAllowed` for a
         ``by`` without the ``moderate`` grant or a member that cannot speak
         (``can_speak`` False: a WHEP player), :class:`~sfu.errors.NotFound`,
-        and :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
+        :class:`~sfu.errors.RoomClosed` once the room is closed, and
+        :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see
         :meth:`demote`).
         """
         return self._moderation.promote(identity, role, by)

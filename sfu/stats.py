@@ -91,7 +91,8 @@ class _ParticipantStats(TypedDict):
 
 class ParticipantStats(_ParticipantStats, total=False):
     """:meth:`Participant.stats <sfu.Participant.stats>`; ``inbound`` only
-    for a member that may publish (read it with ``stats.get("inbound")``)."""
+    while the member publishes (it may, and its offer has a sending line; not
+    once closed): read it with ``stats.get("inbound")``."""
 
     inbound: InboundStats
 

@@ -227,3 +227,20 @@ def test_a_match_over_the_events_is_checked_for_exhaustiveness(tmp_path: Path, c
     forgetful = EVENTS.replace("            case RoomClosed():\n                break\n", "")
     errors = mypy_strict(tmp_path, cache, {"events_forgetful": forgetful})
     assert any("assert_never" in line and "RoomClosed" in line for line in errors), errors
+
+
+def test_the_event_union_names_every_event_class() -> None:
+    """``sfu.events.Event`` is every class a stream can yield: one left out
+    would be hidden from a backend's exhaustive ``match`` (the stream casts
+    what it holds to the union)."""
+    import typing
+
+    from sfu import events
+
+    def subclasses(cls: type) -> set[type]:
+        found: set[type] = set(cls.__subclasses__())
+        for sub in list(found):
+            found |= subclasses(sub)
+        return found
+
+    assert set(typing.get_args(events.Event)) == subclasses(events.RoomEvent)
