@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
 import pytest
@@ -28,6 +28,9 @@ from hypothesis import strategies as st
 from sfu import _relay_py, relay
 from sfu.errors import RoomFull
 from sfu.media.opus import SILENCE_MONO
+
+if TYPE_CHECKING:
+    from sfu.media.router import Publisher, Router
 
 NO_EXTENSIONS = os.environ.get("SFU_NO_EXTENSIONS", "") not in ("", "0")
 LOOPBACK = "127.0.0.1"
@@ -955,6 +958,27 @@ def test_implementations_send_identical_bytes(
             assert (rtp.extension is not None) == has_extension
 
 
+def holder_and_speaker(
+    impl: ModuleType, server_sock: socket.socket, a_sock: socket.socket
+) -> tuple[Router, Any, Publisher, Publisher]:
+    """A one-slot router on ``impl``'s fan-out, speakers A (also the slot's
+    receiver, on ``a_sock``) and B; A's client's inbound SRTP session."""
+    from sfu.media.router import Publisher, Router
+
+    router = Router(server_sock, 1)
+    router.fanout.close()
+    router.fanout = impl.FanOut(server_sock)
+    outbound, inbound = sessions(key_for(1, 30), CM)
+    router.add_receiver(
+        1, a_sock.getsockname(), outbound, payload_type=111, audio_level_id=0, slot_count=1, now=0.0
+    )
+    a = Publisher(number=1, payload_type=111, audio_level_id=1, receiver_id=1)
+    b = Publisher(number=2, payload_type=111, audio_level_id=1)
+    router.add_publisher(a)
+    router.add_publisher(b)
+    return router, inbound, a, b
+
+
 class Turns:
     """A router's detector whose slot goes to whoever the test says (the
     detector is tested elsewhere)."""
@@ -982,20 +1006,10 @@ def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
     ends guess the index from the last packet they saw: a jump past 2**15 would
     read as old, and every packet be refused for as long again). The silence
     frames that keep it in step may be lost on the way, one now and then."""
-    from sfu.media.router import KEEP_IN_STEP, Publisher, Router
+    from sfu.media.router import KEEP_IN_STEP
 
     server_sock, a_sock = udp_socket(), udp_socket()
-    router = Router(server_sock, 1)
-    router.fanout.close()
-    router.fanout = impl.FanOut(server_sock)
-    outbound, inbound = sessions(key_for(1, 30), CM)
-    router.add_receiver(
-        1, a_sock.getsockname(), outbound, payload_type=111, audio_level_id=0, slot_count=1, now=0.0
-    )
-    a = Publisher(number=1, payload_type=111, audio_level_id=1, receiver_id=1)
-    b = Publisher(number=2, payload_type=111, audio_level_id=1)
-    router.add_publisher(a)
-    router.add_publisher(b)
+    router, inbound, a, b = holder_and_speaker(impl, server_sock, a_sock)
     now = 0.0
 
     def packet(ssrc: int, index: int, level: int) -> bytes:
@@ -1112,20 +1126,10 @@ def test_a_silence_frame_the_full_socket_dropped_is_sent_with_the_next_packet(
     one dropped there goes with the holder's next packet, not a turn of
     KEEP_IN_STEP packets later (where a full buffer may drop it again,
     until the holder cannot hear the slot any more)."""
-    from sfu.media.router import KEEP_IN_STEP, Publisher, Router
+    from sfu.media.router import KEEP_IN_STEP
 
     server_sock, a_sock, sink = udp_socket(), udp_socket(), udp_socket()
-    router = Router(server_sock, 1)
-    router.fanout.close()
-    router.fanout = impl.FanOut(server_sock)
-    outbound, inbound = sessions(key_for(1, 30), CM)
-    router.add_receiver(
-        1, a_sock.getsockname(), outbound, payload_type=111, audio_level_id=0, slot_count=1, now=0.0
-    )
-    a = Publisher(number=1, payload_type=111, audio_level_id=1, receiver_id=1)
-    b = Publisher(number=2, payload_type=111, audio_level_id=1)
-    router.add_publisher(a)
-    router.add_publisher(b)
+    router, inbound, a, b = holder_and_speaker(impl, server_sock, a_sock)
 
     turns = Turns()
     router.detector = turns  # type: ignore[assignment]
