@@ -175,23 +175,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from sfu import EventStream
-from sfu.events import (
-    ActiveSpeakersChanged,
-    DominantSpeakerChanged,
-    HandLowered,
-    HandRaised,
-    HandsChanged,
-    MixerFailed,
-    MuteChanged,
-    ParticipantConnected,
-    ParticipantJoined,
-    ParticipantLeft,
-    ParticipantRemoved,
-    RoleChanged,
-    RoomClosed,
-    RosterChanged,
-)
+from sfu import EventStream, events
 
 
 def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never from Python 3.11
@@ -202,15 +186,15 @@ async def follow(stream: EventStream) -> list[str]:
     seen: list[str] = []
     async for event in stream:
         match event:
-            case ParticipantJoined(identity=who) | ParticipantConnected(identity=who):
+            case events.ParticipantJoined(identity=who) | events.ParticipantConnected(identity=who):
                 seen.append(who)
-            case ParticipantLeft() | ParticipantRemoved() | RoleChanged() | MuteChanged():
+            case events.ParticipantLeft() | events.ParticipantRemoved() | events.RoleChanged() | events.MuteChanged():
                 seen.append(event.identity)
-            case HandRaised() | HandLowered() | HandsChanged() | RosterChanged():
+            case events.HandRaised() | events.HandLowered() | events.HandsChanged() | events.RosterChanged():
                 pass
-            case ActiveSpeakersChanged() | DominantSpeakerChanged() | MixerFailed():
+            case events.ActiveSpeakersChanged() | events.DominantSpeakerChanged() | events.MixerFailed():
                 pass
-            case RoomClosed():
+            case events.RoomClosed():
                 break
             case _:
                 assert_never(event)
@@ -224,7 +208,7 @@ def test_a_match_over_the_events_is_checked_for_exhaustiveness(tmp_path: Path, c
     forgets a class is an error (a new event kind shows in the backend's
     type check, not at run time)."""
     assert mypy_strict(tmp_path, cache, {"events_program": EVENTS}) == []
-    forgetful = EVENTS.replace("            case RoomClosed():\n                break\n", "")
+    forgetful = EVENTS.replace("            case events.RoomClosed():\n                break\n", "")
     errors = mypy_strict(tmp_path, cache, {"events_forgetful": forgetful})
     assert any("assert_never" in line and "RoomClosed" in line for line in errors), errors
 
