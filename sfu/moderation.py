@@ -30,6 +30,12 @@ __all__ = ["MAX_BANS", "MAX_HANDS_LISTED", "Moderation"]
 
 logger = logging.getLogger(__name__)
 
+
+def _actor(by: str | None) -> str:
+    """Who did a moderator's act, as its log line names them."""
+    return shown(by) if by else "the backend"
+
+
 #: Identities one room keeps banned at most: a ban of someone absent stores a
 #: name a moderator chose, kept for the room's life.
 MAX_BANS = 1000
@@ -158,7 +164,7 @@ class Moderation:
             shown(identity),
             role,
             room.name,
-            shown(by) if by else "the backend",
+            _actor(by),
         )
         room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
@@ -198,7 +204,7 @@ class Moderation:
             "%s demoted in room %r by %s",
             shown(identity),
             room.name,
-            shown(by) if by else "the backend",
+            _actor(by),
         )
         room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
@@ -217,7 +223,7 @@ class Moderation:
             shown(identity),
             "muted" if muted else "unmuted",
             self.room.name,
-            shown(by) if by else "the backend",
+            _actor(by),
         )
         if participant._set_muted(muted):
             self.room._emit_mute(participant, by)
@@ -251,7 +257,7 @@ class Moderation:
                 "%s banned from room %r while absent, by %s",
                 shown(identity),
                 room.name,
-                shown(by) if by else "the backend",
+                _actor(by),
             )
             return
         if ban:
@@ -261,7 +267,7 @@ class Moderation:
             shown(identity),
             "removed and banned" if ban else "removed",
             room.name,
-            shown(by) if by else "the backend",
+            _actor(by),
             reason,
         )
         room._emit(ParticipantRemoved(room.name, identity, reason, by, ban))

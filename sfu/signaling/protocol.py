@@ -415,8 +415,12 @@ class SignalingSession:
         self._ending.add_done_callback(self._close_ended)
 
     def _close_ended(self, task: asyncio.Task[None]) -> None:
+        self._log_failure(task, "closing the connection")
+
+    def _log_failure(self, task: asyncio.Task[Any], what: str) -> None:
+        """Log ``task``'s exception, if it ended with one (a task nobody awaits)."""
         if not task.cancelled() and task.exception() is not None:
-            logger.error("%r: closing the connection failed", self, exc_info=task.exception())
+            logger.error("%r: %s failed", self, what, exc_info=task.exception())
 
     def _handled(self, task: asyncio.Task[None]) -> None:
         # (_handle_frame ends every error itself: the task ends with None, or cancelled.)
@@ -783,8 +787,7 @@ class SignalingSession:
             self._close_soon(CLOSE_SESSION_ENDED, "the client reads no more")
 
     def _relay_ended(self, relay: asyncio.Task[Any]) -> None:
-        if not relay.cancelled() and relay.exception() is not None:
-            logger.error("%r: the event relay failed", self, exc_info=relay.exception())
+        self._log_failure(relay, "the event relay")
 
     async def _refuse(
         self, kind: Any, command: dict[str, Any], code: str, message: str, message_id: Any

@@ -47,7 +47,7 @@ from .ice import (
     success_response,
 )
 from .port import SOCKET_BUFFER as SOCKET_BUFFER
-from .port import PortProtocol, Shown, format_address, open_socket
+from .port import PortProtocol, format_address, open_socket
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -590,7 +590,7 @@ class Server:
         except ValueError as exc:
             self.drops["stun malformed"] += 1
             if logger.isEnabledFor(logging.DEBUG):  # a flood of them makes nothing
-                logger.debug("x malformed stun from %s: %s", Shown(addr), exc)
+                logger.debug("x malformed stun from %s: %s", format_address(addr), exc)
             return
         session = self._sessions_by_ufrag.get(request.local_ufrag)
         if session is None:
