@@ -103,7 +103,10 @@ async def main() -> None:
         "--udp-port", type=int, default=0, help="media UDP port (default: any free one)"
     )
     parser.add_argument(
-        "--announce", default=None, help="address put in SDP answers (default: --host)"
+        "--announce",
+        action="append",
+        default=None,
+        help="address put in SDP answers (default: --host); twice, IPv6 and IPv4, with --host ::",
     )
     args = parser.parse_args()
     if args.host in ("0.0.0.0", "::") and not args.announce:
@@ -116,7 +119,7 @@ async def main() -> None:
         await site.start()
         print(
             f"open http://{format_address((args.host, args.port))}/  "
-            f"(media on udp {format_address((server.announce, server.port))})",
+            f"(media on udp {' and '.join(format_address((a, server.port)) for a in server.announce_addresses)})",
             flush=True,
         )
         stop = asyncio.Event()

@@ -4,7 +4,7 @@ Run it and open the printed URL in a few browser tabs::
 
     python examples/demo_server.py                 # http://127.0.0.1:8080/
     python examples/demo_server.py --host 0.0.0.0 --announce 192.0.2.10 --udp-port 40000
-    python examples/demo_server.py --host :: --announce 2001:db8::10     # both families; media: the one announced
+    python examples/demo_server.py --host :: --announce 2001:db8::10 --announce 192.0.2.10  # both families
 
 Pick a room, a name and a role (moderator, speaker or listener) and join.
 Speakers and moderators are on the stage; listeners are in the audience and
@@ -453,8 +453,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--announce",
+        action="append",
         default=None,
-        help="address written in SDP answers (default: --host; required with --host 0.0.0.0 or ::)",
+        help="address written in SDP answers (default: --host; required with --host 0.0.0.0 "
+        "or ::); give it twice, an IPv6 and an IPv4 address, for clients of both families "
+        "with --host ::",
     )
     parser.add_argument(
         "--max-listeners",
@@ -537,7 +540,7 @@ async def main(argv: list[str] | None = None) -> None:
             )
             print(
                 f"sfu demo: open http://{shown}:{port}/  "
-                f"(media on udp {format_address((server.announce, server.port))}, "
+                f"(media on udp {' and '.join(format_address((a, server.port)) for a in server.announce_addresses)}, "
                 "metrics at /metrics, "
                 f"demo tokens {'on' if args.demo_tokens else 'off'}, {flavour})",
                 flush=True,

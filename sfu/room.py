@@ -277,6 +277,7 @@ class Room:
             cname=self._cname,
             session_id=session_id,
             session_version=session_version,
+            other_addresses=self.server.announce_addresses[1:],
         )
 
     # -- moderation (sfu.moderation) ------------------------------------------------

@@ -459,6 +459,15 @@ async def test_self_mute_takes_only_a_bool() -> None:
         ({"host": "127.0.0.1", "announce": "sfu.example"}, "announce must be an IP address"),
         ({"host": "0.0.0.0"}, "needs announce"),
         ({"host": "::", "announce": "::"}, "needs announce"),
+        ({"host": "::", "announce": ["::1", "::"]}, "needs announce"),
+        ({"host": "::", "announce": []}, "one or two addresses"),
+        ({"host": "::", "announce": ["::1", "127.0.0.1", "::2"]}, "one or two addresses"),
+        ({"host": "::", "announce": ["::1", "::2"]}, "one IPv4 and one IPv6"),
+        ({"host": "::", "announce": ["127.0.0.2", "::ffff:127.0.0.1"]}, "one IPv4 and one"),
+        ({"host": "::", "announce": ["::1", "sfu.example"]}, "announce must be an IP address"),
+        ({"host": "::", "announce": ["::1", ""]}, "announce must be a non-empty string"),
+        ({"host": "::", "announce": b"127.0.0.1"}, "an IP address or a list of them"),
+        ({"host": "::", "announce": 4}, "an IP address or a list of them"),
     ],
 )
 def test_a_server_announcing_no_usable_address_is_refused(

@@ -1,7 +1,8 @@
 """What a participant's offer is answered with: :func:`negotiate` decides,
 for a speaker or a listener, which audio m-lines carry its voice and which
 the K slot streams; :func:`build_answer` writes the answer (RFC 3264,
-RFC 8829 JSEP): ICE-lite, ``a=setup:passive``, one host candidate, Opus only,
+RFC 8829 JSEP): ICE-lite, ``a=setup:passive``, a host candidate per announced
+address (one, or one per family on a dual-stack server), Opus only,
 and for every slot an ``a=ssrc`` + ``a=msid`` so a browser demultiplexes by
 SSRC and makes one track per slot (RFC 5576, RFC 8830).
 
@@ -133,8 +134,8 @@ def _answer_direction(index: int, negotiation: Negotiation) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _candidate_address(address: str) -> tuple[int, str]:
-    """IP version and canonical text of the answer's address (a server has one
-    or two: cached, as it is checked for every answer).
+    """IP version and canonical text of an answer's address (a server has one
+    to three: cached, as it is checked for every answer).
 
     An IPv6 zone (``fe80::1%eth0``) is left out: SDP has no syntax for it, and
     the client reaches a link-local address through its own interface.
@@ -165,11 +166,14 @@ def build_answer(
     cname: str,
     session_id: int,
     session_version: int = 1,
+    other_addresses: Sequence[str] = (),
 ) -> str:
     """Write the SDP answer (RFC 3264, RFC 8829 section 5.3) for a negotiation.
 
     ``fingerprint`` is the server certificate's sha-256 ('AB:CD:...');
-    ``address``/``port`` are the single UDP host candidate (IPv4 or IPv6);
+    ``address``/``port`` are the UDP host candidate (IPv4 or IPv6) and the
+    default address (``c=``); ``other_addresses`` are more host candidates
+    on the same port (a dual-stack server's other family), less preferred;
     ``slot_ssrcs[i]`` is the SSRC the server sends slot ``i`` with.
     Rejected m-lines get port 0 and stay out of the BUNDLE group.
     """
@@ -184,6 +188,7 @@ def build_answer(
         negotiation,
         fingerprint,
         address,
+        tuple(other_addresses),
         port,
         tuple(slot_ssrcs),
         cname,
@@ -202,6 +207,7 @@ def build_answer(
             cname=cname,
             session_id=session,
             session_version=version,
+            other_addresses=other_addresses,
         )
 
     template = _ANSWERS.get(key)
@@ -243,8 +249,16 @@ def _write_answer(
     cname: str,
     session_id: int | str,
     session_version: int | str,
+    other_addresses: Sequence[str] = (),
 ) -> str:
     version, compressed = _candidate_address(address)
+    # One host candidate per address, the first preferred (RFC 8445 5.1.2.1:
+    # type preference 126 for host, local preference 65535 down, component 1).
+    candidates = [
+        f"a=candidate:{number} 1 udp {(126 << 24) | ((65536 - number) << 8) | 255} "
+        f"{_candidate_address(each)[1]} {port} typ host"
+        for number, each in enumerate((address, *other_addresses), start=1)
+    ]
     if not 1 <= port <= 65535:
         raise InvalidSetting(f"port must be 1..65535, got {port}")
     if len(slot_ssrcs) < len(negotiation.slots):
@@ -287,7 +301,7 @@ def _write_answer(
             "a=setup:passive",
             # Repeated on every accepted m-line: some clients (aiortc) read the
             # candidates of the last bundled m-line only.
-            f"a=candidate:1 1 udp 2130706431 {compressed} {port} typ host",
+            *candidates,
             "a=end-of-candidates",
         ]
         if section.index in negotiation.slots:

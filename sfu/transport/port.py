@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidSetting
@@ -56,9 +57,10 @@ class Shown:
         return "None" if self.address is None else format_address(self.address)
 
 
-def open_socket(host: str, port: int, announce: str) -> socket.socket:
+def open_socket(host: str, port: int, announce: str | Sequence[str]) -> socket.socket:
     """A non-blocking UDP socket bound to ``host`` and ``port`` (0: a free
-    one), whose family can receive what is sent to ``announce``."""
+    one), whose family can receive what is sent to ``announce`` (an address,
+    or each of a list)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -70,7 +72,8 @@ def open_socket(host: str, port: int, announce: str) -> socket.socket:
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         sock.bind(sockaddr)
-        _check_announce_family(sock, host, announce)
+        for address in [announce] if isinstance(announce, str) else announce:
+            _check_announce_family(sock, host, address)
     except BaseException:
         sock.close()
         raise

@@ -24,7 +24,7 @@ import logging
 import secrets
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._values import is_int, is_number, take_token
@@ -86,12 +86,57 @@ def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
     return not awaited.cancelled()
 
 
+def _announced(host: str, announce: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``announce`` (or ``host``) as the addresses answers name, checked."""
+    named = "announce" if announce is not None else "host"
+    given = [host] if announce is None else [announce] if isinstance(announce, str) else announce
+    if isinstance(given, (bytes, bytearray)) or not isinstance(given, Sequence):
+        raise InvalidSetting(f"announce must be an IP address or a list of them, got {announce!r}")
+    if not 1 <= len(given) <= 2:
+        raise InvalidSetting(
+            f"announce must name one or two addresses (one per IP version), got {len(given)}"
+        )
+    addresses: list[str] = []
+    for address in given:
+        if not isinstance(address, str) or not address:
+            raise InvalidSetting(f"{named} must be a non-empty string, got {address!r}")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise InvalidSetting(
+                f"{named} must be an IP address, got {address!r}: answers carry the "
+                "address clients send to (bind a host name with announce=<its IP address>)"
+            ) from None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            # An IPv4 address in IPv6 form (as a dual-stack socket names IPv4
+            # peers): answers name it as IPv4, which clients reach.
+            ip = ip.ipv4_mapped
+            address = str(ip)
+        if ip.is_unspecified:
+            raise InvalidSetting(
+                f"announce must be the IP address clients reach, not {address!r}: "
+                f"binding host={host!r} needs announce=<that address>"
+            )
+        addresses.append(address)
+    if len(addresses) == 2 and (
+        ipaddress.ip_address(addresses[0]).version == ipaddress.ip_address(addresses[1]).version
+    ):
+        raise InvalidSetting(
+            f"announce's two addresses must be one IPv4 and one IPv6, got {addresses}"
+        )
+    return tuple(addresses)
+
+
 class Server:
     """One process's media endpoint: a single UDP port for all rooms.
 
     ``host`` and ``port`` are where the socket binds (port 0 picks a free
     one); ``announce`` is the IP address written into SDP answers (defaults
-    to ``host``; set it when binding 0.0.0.0, a host name, or behind NAT). A session that
+    to ``host``; set it when binding 0.0.0.0, a host name, or behind NAT).
+    A socket bound to ``::`` takes both families: ``announce`` may then be
+    a list of one IPv4 and one IPv6 address, each written as a host
+    candidate, so clients of either family reach the server (the first is
+    the answers' default address, their ``c=`` line). A session that
     sends no valid STUN or SRTP for ``consent_timeout`` seconds is closed
     (RFC 7675 consent freshness, seen from the ICE-lite side); once nothing
     authenticated (SRTP or SRTCP) came for a third of it, its checks renew
@@ -110,7 +155,7 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        announce: str | None = None,
+        announce: str | Sequence[str] | None = None,
         consent_timeout: float = 30.0,
         handshake_timeout: float = 30.0,
         token_secret: str | bytes | None = None,
@@ -119,9 +164,8 @@ class Server:
         self._started = self._closed = False  # first: __del__ reads them even if this raises
         if not is_int(port) or not 0 <= port <= 65535:
             raise InvalidSetting(f"port must be an integer in 0..65535, got {port!r}")
-        for name, address in (("host", host), ("announce", announce)):
-            if address is not None and (not isinstance(address, str) or not address):
-                raise InvalidSetting(f"{name} must be a non-empty string, got {address!r}")
+        if not isinstance(host, str) or not host:
+            raise InvalidSetting(f"host must be a non-empty string, got {host!r}")
         if not is_int(joins_per_turn) or joins_per_turn < 1:
             raise InvalidSetting(f"joins_per_turn must be an integer >= 1, got {joins_per_turn!r}")
         for name, seconds in (
@@ -143,25 +187,11 @@ class Server:
         self.admission = Admission(joins_per_turn)
         self.host = host
         self.requested_port = port
-        self.announce = announce or host
-        try:
-            announced = ipaddress.ip_address(self.announce)
-        except ValueError:
-            raise InvalidSetting(
-                f"{'announce' if announce else 'host'} must be an IP address, got "
-                f"{self.announce!r}: answers carry the address clients send to "
-                "(bind a host name with announce=<its IP address>)"
-            ) from None
-        if isinstance(announced, ipaddress.IPv6Address) and announced.ipv4_mapped is not None:
-            # An IPv4 address in IPv6 form (as a dual-stack socket names IPv4
-            # peers): answers name it as IPv4, which clients reach.
-            announced = announced.ipv4_mapped
-            self.announce = str(announced)
-        if announced.is_unspecified:
-            raise InvalidSetting(
-                f"announce must be the IP address clients reach, not {self.announce!r}: "
-                f"binding host={host!r} needs announce=<that address>"
-            )
+        #: Every address answers name, one per IP version; the first is
+        #: :attr:`announce`.
+        self.announce_addresses = _announced(host, announce)
+        #: The answers' default address (their ``c=`` line).
+        self.announce = self.announce_addresses[0]
         self.consent_timeout = consent_timeout
         self.handshake_timeout = handshake_timeout
         self._proof_tokens = PROOF_BURST
@@ -236,7 +266,7 @@ class Server:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        sock = open_socket(self.host, self.requested_port, self.announce)
+        sock = open_socket(self.host, self.requested_port, self.announce_addresses)
         try:
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: PortProtocol(self), sock=sock
@@ -256,7 +286,7 @@ class Server:
         logger.info(
             "sfu server listening on udp %s (announced %s)",
             format_address((self.host, self.port)),
-            self.announce,
+            " and ".join(self.announce_addresses),
         )
 
     async def __aenter__(self) -> Server:

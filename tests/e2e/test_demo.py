@@ -885,14 +885,15 @@ async def test_room_openers_are_counted_by_client_not_by_address_form(
 
 
 async def test_the_demo_on_the_ipv6_wildcard_serves_the_url_it_prints() -> None:
-    """``--host ::`` takes media from both families (a dual-stack UDP socket)
-    and prints an http://127.0.0.1 URL: the page must be served there too,
-    not on IPv6 alone; and the media address it prints is bracketed."""
+    """``--host ::`` takes media from both families (a dual-stack UDP socket,
+    announcing an address of each) and prints an http://127.0.0.1 URL: the
+    page must be served there too, not on IPv6 alone; and the media
+    addresses it prints are both, the IPv6 one bracketed."""
     root = DEMO_SERVER.parents[1]
     demo_process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(DEMO_SERVER),
-        *("--host", "::", "--announce", "::1", "--port", "0"),
+        *("--host", "::", "--announce", "::1", "--announce", "127.0.0.1", "--port", "0"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(root)},
@@ -902,7 +903,7 @@ async def test_the_demo_on_the_ipv6_wildcard_serves_the_url_it_prints() -> None:
         line = (await asyncio.wait_for(demo_process.stdout.readline(), 30)).decode()
         url = re.search(r"open (http://\S+)", line)
         assert url and url.group(1).startswith("http://127.0.0.1:"), line
-        assert re.search(r"media on udp \[::1\]:\d+,", line), line
+        assert re.search(r"media on udp \[::1\]:(\d+) and 127\.0\.0\.1:\1,", line), line
         port = url.group(1).rsplit(":", 1)[1].strip("/")
         async with aiohttp.ClientSession() as http:
             for page in (url.group(1), f"http://[::1]:{port}/"):

@@ -117,6 +117,41 @@ async def test_an_ipv4_client_of_a_dual_stack_server() -> None:
             await listener.close()
 
 
+async def test_a_dual_stack_server_announcing_both_families_serves_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound to ``::``, announcing ``::1`` and 127.0.0.1: each answer has a
+    host candidate per family, so an IPv6-only speaker and an IPv4-only
+    listener (each gathering on one address) both connect and the listener
+    hears the speaker. With only the first address announced, the IPv4
+    client would have no candidate of its family to pair with."""
+    gathering_on = ["::1"]
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda *args, **kwargs: gathering_on)
+    async with sfu.Server(host="::", announce=["::1", "127.0.0.1"]) as server:
+        assert server.announce == "::1"
+        assert server.announce_addresses == ("::1", "127.0.0.1")
+        room = server.room("both")
+        speaker = await join(room, "ann", speaker=True)
+        gathering_on[:] = ["127.0.0.1"]
+        listener = await join(room, "bob", speaker=False)
+        try:
+            answer = listener.participant.answer  # type: ignore[union-attr]
+            assert "\r\nc=IN IP6 ::1\r\n" in answer
+            assert _candidates(answer)[:2] == [
+                f"a=candidate:1 1 udp 2130706431 ::1 {server.port} typ host",
+                f"a=candidate:2 1 udp 2130706175 127.0.0.1 {server.port} typ host",
+            ]
+            await wait_for(lambda: len(listener.packets(0)) >= 25, 10, "audio over IPv4")
+            assert {p.payload for p in listener.packets(0)} <= set(speaker.sent_payloads)
+            speaker_at = speaker.participant.stats()["address"]  # type: ignore[union-attr]
+            listener_at = listener.participant.stats()["address"]  # type: ignore[union-attr]
+            assert speaker_at is not None and speaker_at[0] == "::1"
+            assert listener_at is not None and listener_at[0] == "::ffff:127.0.0.1"
+        finally:
+            await speaker.close()
+            await listener.close()
+
+
 async def test_the_demo_over_ipv6(
     ipv6_page: Callable[[str], Awaitable[Page]], aiortc_on_ipv6: None
 ) -> None:
