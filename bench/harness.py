@@ -239,6 +239,100 @@ print(json.dumps({"us": min(run["handshake_floor_us"] for run in runs)}))
 """
 
 
+SPEED_PROBE = r"""
+import json, os, sys, time
+spec = json.loads(sys.argv[1])
+sys.path.insert(0, spec["here"])
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+if spec["cpu"] is not None:
+    os.sched_setaffinity(0, {spec["cpu"]})
+key = ec.generate_private_key(ec.SECP256R1())
+public, transcript = key.public_key(), os.urandom(200)
+signature = key.sign(transcript, ec.ECDSA(hashes.SHA256()))
+peer = x25519.X25519PrivateKey.generate().public_key()
+samples = []
+print("ready", flush=True)
+deadline = time.monotonic() + spec["limit"]
+while time.monotonic() < deadline and not os.path.exists(spec["stop"]):
+    start = time.thread_time()
+    for _ in range(spec["batch"]):
+        x25519.X25519PrivateKey.generate().exchange(peer)
+        key.sign(transcript, ec.ECDSA(hashes.SHA256()))
+        public.verify(signature, transcript, ec.ECDSA(hashes.SHA256()))
+    samples.append((time.monotonic(), (time.thread_time() - start) / spec["batch"] * 1e6))
+    time.sleep(spec["interval"])
+print(json.dumps(samples))
+"""
+
+
+class SpeedProbe:
+    """How fast the shared machine runs *during* a run: a process pinned to
+    ``cpu`` that, every ``interval`` seconds, times (in its own CPU time, so
+    waiting for the CPU does not count) ``batch`` sets of a DTLS handshake's
+    crypto (X25519, ECDSA P-256 sign and verify), about 1 % of that core.
+
+    The probes run after a storm (``run_crypto_probe``, ``run_floor``) see
+    the machine a few seconds later, and its speed moves within seconds;
+    this one samples the storm's own seconds. It runs on the load
+    generator's core, so it does not take CPU from the server; the two
+    vCPUs slow down together when the host is busy (the load generator's
+    CPU for the same work moves with the server's). An async context
+    manager; :meth:`median_us` gives the median over a time window.
+    """
+
+    def __init__(
+        self,
+        cpu: int | None = LOADGEN_CPU,
+        *,
+        interval: float = 0.050,
+        batch: int = 2,
+        limit: float = 300.0,
+    ) -> None:
+        if cpu is not None and (cpu >= (os.cpu_count() or 1) or (os.cpu_count() or 1) < 2):
+            cpu = None
+        self._spec = {"cpu": cpu, "interval": interval, "batch": batch, "limit": limit}
+        self._process: asyncio.subprocess.Process | None = None
+        self._stop = ""
+        self.samples: list[tuple[float, float]] = []
+
+    async def __aenter__(self) -> SpeedProbe:
+        import tempfile
+
+        handle, self._stop = tempfile.mkstemp(prefix="sfu-speed-probe-")
+        os.close(handle)
+        os.unlink(self._stop)  # the probe stops when this path exists
+        spec = json.dumps({**self._spec, "here": HERE, "stop": self._stop})
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SPEED_PROBE, spec, stdout=asyncio.subprocess.PIPE
+        )
+        assert self._process.stdout is not None
+        ready = await asyncio.wait_for(self._process.stdout.readline(), 60)
+        if ready.strip() != b"ready":
+            raise RuntimeError("speed probe did not start")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        process = self._process
+        if process is None:
+            return
+        open(self._stop, "w").close()
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            os.unlink(self._stop)
+        if process.returncode == 0 and out.strip():
+            self.samples = [(float(t), float(us)) for t, us in json.loads(out)]
+
+    def median_us(self, start: float, end: float) -> float | None:
+        """The median sample taken between monotonic times ``start`` and ``end``."""
+        inside = sorted(us for t, us in self.samples if start <= t <= end)
+        return round(inside[len(inside) // 2], 1) if inside else None
+
+
 async def run_crypto_probe(
     count: int = 200, *, cpu: int | None = SERVER_CPU, repeat: int = 3
 ) -> float:

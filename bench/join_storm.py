@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import resource
+import time
 from typing import Any
 
 import harness
@@ -141,15 +143,24 @@ async def main(args: argparse.Namespace) -> None:
                     deflate=True,  # offered, as browsers do; the server decides
                     concurrency=args.open_concurrency,
                 )
-            await asyncio.sleep(1.0)
-            before = await gen.server_stats(reset_lag=True)
-            loadgen_before = resource.getrusage(resource.RUSAGE_SELF)
-            steal_before = harness.steal_seconds()
-            joins = await gen.add_listeners(args.listeners)
-            await asyncio.sleep(0.5)  # the last joiners' first packets
-            during = await gen.server_stats(reset_lag=True)
-            loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
-            steal = harness.steal_seconds() - steal_before
+            async with contextlib.AsyncExitStack() as stack:
+                probe = (
+                    await stack.enter_async_context(harness.SpeedProbe())
+                    if args.speed_probe
+                    else None
+                )
+                await asyncio.sleep(1.0)
+                before = await gen.server_stats(reset_lag=True)
+                loadgen_before = resource.getrusage(resource.RUSAGE_SELF)
+                steal_before = harness.steal_seconds()
+                storm_start = time.monotonic()
+                joins = await gen.add_listeners(args.listeners)
+                storm_end = time.monotonic()
+                await asyncio.sleep(0.5)  # the last joiners' first packets
+                during = await gen.server_stats(reset_lag=True)
+                loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
+                steal = harness.steal_seconds() - steal_before
+            crypto_during_us = probe.median_us(storm_start, storm_end) if probe else None
             check = await gen.measure(args.check_seconds)
             # What the listeners' signaling sockets received until now.
             signaling = (
@@ -256,6 +267,10 @@ async def main(args: argparse.Namespace) -> None:
                 "machine_steal_s": round(steal, 2),
                 "machine_floor_us_per_packet": round(floor["us_per_packet"], 3) if floor else None,
                 "machine_handshake_crypto_us": round(crypto_us, 1) if crypto_us else None,
+                # The same crypto timed during the storm itself, on the load
+                # generator's core (harness.SpeedProbe): the machine's speed in
+                # the storm's own seconds, which the probes after it miss.
+                "machine_handshake_crypto_during_storm_us": crypto_during_us,
                 "loadgen_cpus": cpus,
             }
             if signaling is not None:
@@ -266,6 +281,10 @@ async def main(args: argparse.Namespace) -> None:
             if crypto_us and result["joined"]:
                 result["server_cpu_per_join_in_handshake_cryptos"] = round(
                     result["server_cpu_s"] * 1e6 / result["joined"] / crypto_us, 2
+                )
+            if crypto_during_us and result["joined"]:
+                result["server_cpu_per_join_in_storm_cryptos"] = round(
+                    result["server_cpu_s"] * 1e6 / result["joined"] / crypto_during_us, 2
                 )
             if "phases" in during and result["joined"]:
                 # Diagnosis: server CPU per join by piece (nested pieces indented).
@@ -296,7 +315,9 @@ async def main(args: argparse.Namespace) -> None:
         f"server CPU {result['server_cpu_s']} s, machine floor "
         f"{result['machine_floor_us_per_packet']} us/packet, handshake crypto "
         f"{result['machine_handshake_crypto_us']} us "
-        f"(a join cost {result.get('server_cpu_per_join_in_handshake_cryptos')} of them)"
+        f"(a join cost {result.get('server_cpu_per_join_in_handshake_cryptos')} of them); "
+        f"during the storm {result['machine_handshake_crypto_during_storm_us']} us "
+        f"(a join cost {result.get('server_cpu_per_join_in_storm_cryptos')} of them)"
     )
     if signaling is not None:
         print(
@@ -334,6 +355,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="crypto_probe",
         action="store_false",
         help="skip the handshake-crypto speed probe run after the storm",
+    )
+    parser.add_argument(
+        "--no-speed-probe",
+        dest="speed_probe",
+        action="store_false",
+        help="skip timing the handshake crypto during the storm on the load generator's core",
     )
     parser.add_argument(
         "--slow-callback",

@@ -503,3 +503,18 @@ def test_the_storm_p99_counts_listeners_that_never_heard_anything() -> None:
     assert join_storm.p99_of_all_ms([i * ms for i in range(1, 99)], 100) is None  # 2 missing
     assert join_storm.p99_of_all_ms([5 * ms] * 990, 1000) == 5.0
     assert join_storm.p99_of_all_ms([5 * ms] * 989, 1000) is None
+
+
+async def test_the_speed_probe_samples_the_window_it_ran_in() -> None:
+    """join_storm's in-storm machine-speed probe: samples of a handshake's
+    crypto taken while it runs, timed in the probe's own CPU time (so a
+    few hundred µs each, not the sleep between them), none outside."""
+    start = time.monotonic()
+    async with harness.SpeedProbe(interval=0.01) as probe:
+        await asyncio.sleep(0.5)
+    end = time.monotonic()
+    assert len(probe.samples) >= 10
+    assert all(start <= at <= end for at, _ in probe.samples)
+    median = probe.median_us(start, end)
+    assert median is not None and 20 < median < 5_000
+    assert probe.median_us(end + 1, end + 2) is None
