@@ -174,6 +174,9 @@ class Gate:
         else:
             role = role or "listener"
             grants = grants_of(role)
+        # What this join is entitled to by itself (no decision of anyone's):
+        # a member may not promote itself past it (Moderation.promote).
+        own_grants = claims.grants if claims is not None else grants
         if room.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {room.name!r} and may not rejoin")
         present = room._participants.get(identity)
@@ -233,6 +236,7 @@ class Gate:
                 mixed,
                 moderator_muted=bool(decision.get("moderator_muted")),
                 promoted=promoted,
+                own_grants=own_grants,
             )
         except InvalidOffer:
             if seated_in_audience:
@@ -281,6 +285,7 @@ class Gate:
         *,
         moderator_muted: bool = False,
         promoted: bool = False,
+        own_grants: frozenset[str] | None = None,
     ) -> Participant:
         room = self.room
         offer = parse_offer(offer_sdp)
@@ -302,6 +307,8 @@ class Gate:
             room, identity, next(_participant_numbers), negotiation, role, grants, credentials
         )
         participant.token_id = token_id
+        if own_grants is not None:
+            participant.own_grants = own_grants
         participant.mixed = mixed
         participant.moderator_muted = moderator_muted
         if mixed:

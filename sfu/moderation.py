@@ -1,7 +1,9 @@
 """Moderation: raised hands, promotions, demotions, mutes and removals in a room.
 
 A call made on behalf of a member (``by=identity``) needs the ``moderate``
-grant; ``by=None`` is the backend, always allowed. What a moderator decides
+grant; ``by=None`` is the backend, always allowed. A member promoting itself
+gets no grant its own token withheld (a ``moderate``-only token moderates,
+it does not speak) unless someone else's promotion gave it. What a moderator decides
 about an identity (its role, a mute, the ``moderate`` grant taken) is kept in
 the room's decisions for the room's life, so that rejoining does not undo it
 (the join reads them: :mod:`sfu.gate`). :class:`~sfu.room.Room` documents
@@ -142,6 +144,8 @@ class Moderation:
         grants = grants_of(role) | (participant.grants & {"moderate"})
         if role == participant.role and grants == participant.grants:
             return participant  # a moderator made moderator: nothing changes, nothing to tell
+        if by is not None and by == identity:
+            self._check_self_promotion(participant, role)
         needs_offer = participant.negotiation.publish is None
         if needs_offer and not participant.renegotiates:
             raise NotAllowed(
@@ -169,6 +173,24 @@ class Moderation:
         room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
         return participant
+
+    def _check_self_promotion(self, participant: Participant, role: Role) -> None:
+        """A member promoting itself gets no grant that its own token (or
+        the backend's join without one) withheld, nor another's decision
+        gave: a token granting ``moderate`` but not ``publish`` moderates,
+        it does not speak. (Promoting others is what moderators do; this
+        limits only the step a member takes for itself.)"""
+        allowed = participant.own_grants | participant.grants | {"subscribe"}
+        decided = (self.room._decisions.get(participant.identity) or {}).get("role")
+        if decided is not None:
+            allowed |= grants_of(decided)  # another moderator, or the backend, gave it
+        missing = grants_of(role) - allowed
+        if missing:
+            raise NotAllowed(
+                f"{participant.identity!r} may not promote itself to {role!r}: its token does "
+                f"not grant {', '.join(repr(g) for g in sorted(missing))}; another moderator "
+                "(or the backend) may promote it"
+            )
 
     def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
         counts = self.room._counts

@@ -67,6 +67,7 @@ class Participant:
         "moderator_muted",
         "negotiation",
         "number",
+        "own_grants",
         "publisher",
         "renegotiates",
         "role",
@@ -101,6 +102,11 @@ class Participant:
         self.grants = grants
         self.credentials = credentials
         self.token_id: str | None = None
+        #: What its join was entitled to by itself, before any moderator's
+        #: decision: its token's grants, or (a join without a token, on the
+        #: backend's word) those of the role the backend gave. A member may
+        #: not promote itself past them (:meth:`sfu.Room.promote`).
+        self.own_grants: frozenset[str] = grants
         self.answer = ""
         self.session: Session | None = None
         self.publisher: Publisher | None = None

@@ -314,9 +314,20 @@ class Room:
         The participant keeps its session, identity and slots; a client
         without a sending audio line must renegotiate with an offer that
         adds one (:class:`~sfu.events.RoleChanged` with ``renegotiate=True``
-        tells it). Raises :class:`~sfu.errors.RoomFull` when a listener
+        tells it).
+
+        A moderator may promote anyone, itself too (one seated in the
+        audience takes the stage back so), but not itself past its own
+        token: ``by=identity`` is refused when the role needs a grant that
+        neither the member's token (or, joined without one, the role the
+        backend gave it) nor an earlier promotion by someone else gave it,
+        such as a token granting ``moderate`` without ``publish`` asking
+        for ``speaker``. Another moderator (or the backend) may promote it.
+
+        Raises :class:`~sfu.errors.RoomFull` when a listener
         would pass ``max_speakers``, :class:`~sfu.errors.NotAllowed` for a
-        ``by`` without the ``moderate`` grant or a member that cannot speak
+        ``by`` without the ``moderate`` grant, a member promoting itself past
+        its token, or a member that cannot speak
         (``can_speak`` False: a WHEP player), :class:`~sfu.errors.NotFound`,
         :class:`~sfu.errors.RoomClosed` once the room is closed, and
         :class:`~sfu.errors.InvalidSetting` for ``role="listener"`` (see

@@ -1,0 +1,104 @@
+"""A member may not promote itself past what its own token grants.
+
+Moderators promote anyone, themselves included (a moderator seated in the
+audience takes the stage back with ``promote(itself, role="moderator")``);
+but a token that grants ``moderate`` without ``publish`` must not be a way
+to speak: ``promote(itself)`` is refused with ``NotAllowed`` then, while
+promoting others, and another moderator promoting it, stay as they were.
+
+Offers are written by hand here (the room's bookkeeping is what is checked);
+``tests/signaling/test_self_promotion_signaling.py`` does the same over the
+signaling protocol with real aiortc peers and audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import sfu
+from sfu import auth
+
+from .test_room_lifecycle import LISTENER, SECRET, SPEAKER
+
+MODERATE_ONLY = ["moderate", "subscribe"]
+
+
+@pytest.mark.parametrize("role", ["moderator", "listener"])
+async def test_a_moderator_whose_token_withholds_publish_cannot_promote_itself(
+    role: str,
+) -> None:
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(
+            SECRET,
+            room="r",
+            identity="mo",
+            role=role,  # type: ignore[arg-type]
+            grants=MODERATE_ONLY,
+        )
+        mo = await room.join(SPEAKER, token=token)
+        assert not mo.can_publish and mo.is_moderator
+        events = room.events()
+        for asked in ("speaker", "moderator"):
+            with pytest.raises(sfu.NotAllowed) as refused:
+                await room.promote("mo", role=asked, by="mo")
+            message = str(refused.value)
+            assert "'mo' may not promote itself" in message and "'publish'" in message, message
+            assert mo.role == role and not mo.can_publish and mo.publisher is None
+        assert room._decisions.get("mo") is None, "a refused promotion decides nothing"
+        with pytest.raises(asyncio.TimeoutError):
+            await events.next(0.05)  # no RoleChanged: nothing happened
+        events.close()
+
+        # It still moderates others: promoting someone else is as before.
+        await room.add_listener(LISTENER, "lee")
+        await room.promote("lee", by="mo")
+        assert room["lee"].can_publish
+
+        # Another moderator may promote it (its decision, not the token's);
+        # that decision then covers the member's own promotion to moderator.
+        await room.join(SPEAKER, identity="boss", role="moderator")
+        await room.promote("mo", by="boss")
+        assert mo.role == "speaker" and mo.can_publish and mo.is_moderator
+        await room.promote("mo", role="moderator", by="mo")
+        assert mo.role == "moderator"
+
+
+async def test_a_refused_self_promotion_leaves_nothing_for_a_rejoin() -> None:
+    """The refused promotion is not kept as a decision: the same token
+    rejoining asking for the speaker role is refused as before."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        token = auth.issue_token(
+            SECRET, room="r", identity="mo", role="listener", grants=MODERATE_ONLY
+        )
+        mo = await room.join(SPEAKER, token=token)
+        with pytest.raises(sfu.NotAllowed):
+            await room.promote("mo", by="mo")
+        await mo.close()
+        with pytest.raises(sfu.NotAllowed, match="does not grant the 'speaker' role"):
+            await room.join(SPEAKER, token=token, role="speaker")
+        back = await room.join(SPEAKER, token=token)
+        assert back.role == "listener" and not back.can_publish
+
+
+async def test_a_moderator_whose_token_grants_publish_still_takes_the_stage_itself() -> None:
+    """The rule is about what the member's own join was given: a moderator
+    token joined to listen promotes itself as before, and so does a moderator
+    the backend joined without a token, seated in the audience by a full
+    stage (its grants there are a listener's and ``moderate``)."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r", max_speakers=1)
+        token = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(SPEAKER, token=token, role="listener")
+        assert not mo.can_publish and mo.is_moderator
+        await room.promote("mo", role="moderator", by="mo")
+        assert mo.role == "moderator" and mo.can_publish
+
+        host = await room.join(SPEAKER, identity="host", role="moderator")
+        assert (host.role, host.can_publish, host.is_moderator) == ("listener", False, True)
+        await room.demote("mo", by="host")  # a seat is free
+        await room.promote("host", role="moderator", by="host")
+        assert host.role == "moderator" and host.can_publish
