@@ -58,6 +58,12 @@ instead).
 
 Stopping writes the end-of-stream page and closes the files; a room that
 closes stops its recorders.
+
+A speaker file the disk will not take (full, read-only: the file cannot be
+made, or a write fails) ends there, logged, whole pages only; that speaker
+is in the mix file only for the rest of the recording, also when it
+rejoins (one file made or tried per identity, at most
+:data:`MAX_SPEAKER_FILES`). A failing mix file ends the recording.
 """
 
 from __future__ import annotations
@@ -115,7 +121,8 @@ QUIET_FILL_FRAMES = 50
 QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 #: Speakers recorded apart in one recording at most: each file is kept in
 #: line with the wall clock while its speaker is quiet (opened and written
-#: every few seconds). Past it a new speaker is in the mix file only.
+#: every few seconds). Past it a new speaker is in the mix file only. A
+#: speaker whose file could not be made counts too (see Recorder._tap).
 MAX_SPEAKER_FILES = 256
 
 # Every file a running recorder of this process writes (absolute paths), and
@@ -367,7 +374,13 @@ class Recorder:
         # files are opened for each write, so a room with many speakers over
         # a long recording holds no file descriptor per speaker.
         self._tracks: dict[str, SpeakerTrack] = {}
-        self._track_of: dict[int, SpeakerTrack | None] = {}  # None: not recordable
+        # By number, while that participant is forwarded (None: in the mix
+        # only); its entry goes when it is released (see _tap for the bound).
+        self._track_of: dict[int, SpeakerTrack | None] = {}
+        # Identities whose file could not be made (a speaker whose file failed
+        # later is in speaker_paths without a track): in the mix only, for the
+        # rest of the recording.
+        self._unmade: set[str] = set()
         self._tapping = False
         self._stopped = False
         self._claimed: list[Path] = []  # its entries in _WRITING, let go when it stops
@@ -450,7 +463,10 @@ class Recorder:
             if now - track.last_time > QUIET_AFTER:
                 pages = track.fill_to(now - QUIET_LAG)
                 if pages and not self._append(track, pages):
-                    logger.error("recording of speaker %s stopped", shown(track.identity))
+                    logger.error(
+                        "recording of speaker %s stopped: it is in the mix only from now on",
+                        shown(track.identity),
+                    )
                     self._forget_track(track)
 
     def _on_gap(self, samples: int) -> None:
@@ -482,14 +498,26 @@ class Recorder:
         slot: int,
         now: float,
     ) -> None:
+        # What this keeps is bounded however long the recording and however
+        # often its files fail: an entry per participant number only while
+        # that participant is forwarded (_released drops it, None too: each
+        # join has a new number), and at most one file made or tried per
+        # identity, MAX_SPEAKER_FILES in all. A speaker whose file failed (the
+        # disk full or read-only) is in the mix only from then on, whatever
+        # number it rejoins with: a disk that keeps failing gets no new file,
+        # and the recorder no new entry, per rejoin.
         number = publisher.number
         if number in self._track_of:
             track = self._track_of[number]
         else:
             identity = self._identity_of(number) or f"speaker-{number}"
-            track = self._tracks.get(identity) or self._open_track(identity, number)
-            if track is None and len(self.speaker_paths) >= MAX_SPEAKER_FILES:
-                return  # in the mix only; not kept per number (a join each would stay)
+            track = self._tracks.get(identity)
+            if (
+                track is None
+                and identity not in self.speaker_paths
+                and identity not in self._unmade
+            ):
+                track = self._open_track(identity, number)
             self._track_of[number] = track
         if track is None:
             return
@@ -497,17 +525,20 @@ class Recorder:
         if pages and not self._append(track, pages):
             # Disk full or gone: this speaker's file stops here; forwarding and
             # the other files go on.
-            logger.error("recording of speaker %s stopped", shown(track.identity))
+            logger.error(
+                "recording of speaker %s stopped: it is in the mix only from now on",
+                shown(track.identity),
+            )
             self._forget_track(track)
 
     def _released(self, number: int) -> None:
         """Participant ``number`` stopped being forwarded (muted, demoted, gone):
         its file is found again by identity should it speak again, so the
-        entry for its number goes (a rejoin has a new number: kept, one would
-        stay for every join of a long recording). One whose file failed keeps
-        its None: that file is not made again."""
-        if self._track_of.get(number) is not None:
-            del self._track_of[number]
+        entry for its number goes, a None too (a rejoin has a new number:
+        kept, one would stay for every join of a long recording). One whose
+        file failed is known by identity (``speaker_paths`` without a track,
+        or ``_unmade``): that file is not made again."""
+        self._track_of.pop(number, None)
 
     def _forget_track(self, track: SpeakerTrack) -> None:
         self._tracks.pop(track.identity, None)
@@ -527,11 +558,12 @@ class Recorder:
         return True
 
     def _open_track(self, identity: str, number: int) -> SpeakerTrack | None:
-        if len(self.speaker_paths) >= MAX_SPEAKER_FILES:
+        if len(self.speaker_paths) + len(self._unmade) >= MAX_SPEAKER_FILES:
             if not self._files_full_told:
                 self._files_full_told = True
                 logger.warning(
-                    "recording %s: %d speakers have files; the next are in the mix only",
+                    "recording %s: %d speaker files made or tried; the next speakers are "
+                    "in the mix only",
                     self.path,
                     MAX_SPEAKER_FILES,
                 )
@@ -550,7 +582,10 @@ class Recorder:
         try:
             open(path, "wb").close()  # made empty now; each write appends
         except OSError:
-            logger.exception("cannot record speaker %s to %s", shown(identity), path)
+            logger.exception(
+                "cannot record speaker %s to %s: it is in the mix only", shown(identity), path
+            )
+            self._unmade.add(identity)
             return None
         self._claim(path)
         track = SpeakerTrack(path, self.started_at)
