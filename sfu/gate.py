@@ -9,7 +9,8 @@ member is made, with its answer and session, and registered in the room.
 An identity already in the room is refused (DuplicateIdentity), unless the
 adapter that runs the join says, with :func:`replacing`, that the join may
 replace that member: the signaling's reconnect that proves it is the same
-client (its resume key). The member replaced then leaves first, as a member
+client (its resume key), or a WHIP/WHEP POST for a session of the same
+endpoint whose client no longer answers (:func:`sfu.signaling.aiohttp.add_whip_whep`). The member replaced then leaves first, as a member
 that dropped (:data:`REPLACED`: its graces open, the decisions about it
 stay), in the same admission turn and with no await in between, so the room
 never holds two members of one identity nor counts one seat twice.
@@ -93,7 +94,8 @@ def replacing(may_replace: Callable[[Participant], bool] | None) -> Iterator[Non
     checked in full and no ban keeps the identity out); True ends that
     member first (reason :data:`REPLACED`) and the join goes on as a rejoin.
     For an adapter that can tell a reconnect of the same client (the
-    signaling's resume key); the Python API never replaces anyone. None:
+    signaling's resume key; WHIP/WHEP, whose earlier client stopped
+    answering); the Python API never replaces anyone. None:
     nobody is replaced (as outside).
     """
     token = _replacing.set(may_replace)

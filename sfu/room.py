@@ -215,7 +215,8 @@ class Room:
         :class:`~sfu.errors.DuplicateIdentity` (the identity is in the
         room: this API never replaces a member; only an adapter's join under
         :func:`sfu.gate.replacing` can, as the signaling's reconnect with
-        its resume key does),
+        its resume key does, and a WHIP/WHEP POST for a session of its
+        endpoint whose client no longer answers),
         :class:`~sfu.errors.InvalidOffer`,
         :class:`~sfu.errors.InvalidSetting` (no identity, or an unknown
         ``role``, a ``mixed`` that is not a bool) or

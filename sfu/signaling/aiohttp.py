@@ -35,7 +35,7 @@ from ..errors import (
     RoomClosed,
     RoomFull,
 )
-from ..gate import joining_via
+from ..gate import joining_via, replacing
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..policy import RoomSettings
@@ -237,6 +237,16 @@ def _bearer(request: web.Request) -> str | None:
     return None
 
 
+#: Seconds a POST for an identity whose earlier session of the same endpoint
+#: kind is still in the room waits for that session's client to show it is
+#: there: any valid STUN, SRTP or SRTCP from it, or its answer to the binding
+#: request the server sends it at once (a live ICE agent answers in a round
+#: trip; the request is sent again after half a second). Nothing in that
+#: time: the client is gone (crashed, its page reloaded), and the new
+#: session replaces it (see add_whip_whep).
+ANSWER_WAIT = 1.0
+
+
 def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
@@ -362,7 +372,26 @@ def add_whip_whep(
     then refused is closed again; rooms made by successful joins stay unless
     ``room_settings`` has ``close_when_empty``. A resource answers only at
     its own URL (room and kind), and only while its session lasts (one the
-    server ended answers 404, as after a DELETE). Trickle ICE and ICE
+    server ended answers 404, as after a DELETE).
+
+    A POST whose token names a member of the room that joined through the
+    same endpoint (WHIP or WHEP) of this app replaces that member if its
+    client no longer answers: nothing valid (STUN, SRTP, SRTCP, nor the
+    answer to a binding request the server sends it at once) comes from it
+    within :data:`ANSWER_WAIT` seconds. An encoder that crashed, or a page
+    reloaded, without a DELETE gets its new session at once, not a 409
+    until the old one's consent expires (``consent_timeout``, 30 s); the
+    member leaves as replaced (reason ``"replaced"``), its session and URL
+    end, and the new one rejoins as the signaling's reconnect does (a
+    promotion or a moderator's mute stands). A member whose client still
+    answers is never taken over: 409, as before, whoever holds the token
+    (two encoders given one token do not take turns knocking each other
+    out, and a copied token cannot cut a live stream); end it with DELETE
+    first. A member that joined otherwise (the signaling WebSocket, which
+    has its resume key, or the Python API) is never replaced by a POST.
+    The bearer token is what authenticates the principal, so a new token
+    for the same identity replaces as the same one does; it is checked in
+    full before the old client is asked anything. Trickle ICE and ICE
     restarts (PATCH) are not implemented by this ICE-lite server: a PATCH
     answers 501 (RFC 9725 §4.3.1). Such a client cannot renegotiate
     (``participant.renegotiates`` is False): a WHEP player cannot be
@@ -388,6 +417,35 @@ def add_whip_whep(
     resources: weakref.WeakValueDictionary[tuple[str, str], Participant] = (
         weakref.WeakValueDictionary()
     )
+    # The members that joined through these endpoints, and by which kind:
+    # only those may be replaced by a POST (see above).
+    joined_by: weakref.WeakKeyDictionary[Participant, str] = weakref.WeakKeyDictionary()
+
+    async def answers(member: Participant, asked: float) -> bool:
+        """Whether ``member``'s client shows within ANSWER_WAIT that it is
+        there (anything valid from it since loop time ``asked``, when it is
+        sent a binding request)."""
+        session = member.session
+        if session is None:
+            return False
+        session.probe(asked)
+        while session.state != "closed":
+            if session.last_valid >= asked:
+                return True
+            if server.loop.time() - asked >= ANSWER_WAIT:
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+    def silent_since(member: Participant, asked: float) -> Callable[[Participant], bool]:
+        """For the join's gate: it may replace ``member`` itself (not one of
+        its name that came meanwhile) while still nothing came from its client."""
+
+        def may_replace(present: Participant) -> bool:
+            session = present.session
+            return present is member and (session is None or session.last_valid < asked)
+
+        return may_replace
 
     def make(kind: str) -> Handler:
         publish = kind == "whip"
@@ -459,10 +517,42 @@ def add_whip_whep(
             if room is None:
                 return _refused(request, kind, name, 404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
+            may_replace: Callable[[Participant], bool] | None = None
+            if token is not None and existed:
+                assert server.token_secret is not None
+                named = signed_identity(server.token_secret, token, room=name)
+                earlier = room._participants.get(named) if named is not None else None
+                if earlier is not None and joined_by.get(earlier) == kind:
+                    try:
+                        # In full, before its client is asked anything.
+                        verify_token(server.token_secret, token, room=name)
+                    except NotAllowed as exc:
+                        refusal = _join_error_status(exc) or 403
+                        return _refused(request, kind, name, refusal, str(exc), **_challenge(exc))
+                    asked = server.loop.time()
+                    if await answers(earlier, asked):
+                        return _refused(
+                            request,
+                            kind,
+                            name,
+                            409,
+                            f"{named!r} is already in room {name!r} by {kind.upper()} and its "
+                            "client still answers: DELETE that session first, or use another "
+                            "identity (a session whose client stopped answering is replaced)",
+                        )
+                    logger.info(
+                        "%s %s: the client of its session in room %r no longer answers: "
+                        "this POST may replace it",
+                        kind.upper(),
+                        shown(earlier.identity),
+                        name,
+                    )
+                    may_replace = silent_since(earlier, asked)
+
             if not existed:
                 room._closing.made_for_join = True  # refused, it leaves no room behind
             try:
-                with joining_via(f"{kind.upper()} from {request.remote}"):
+                with joining_via(f"{kind.upper()} from {request.remote}"), replacing(may_replace):
                     if publish:
                         participant = await room.add_speaker(
                             offer, identity, token=token, mixed=mixed
@@ -479,6 +569,7 @@ def add_whip_whep(
             # Its media lines are fixed at this POST: it is never asked to offer
             # again. (Set before anything else runs, so every roster sees it.)
             participant.renegotiates = False
+            joined_by[participant] = kind
             transport = request.transport
             if transport is None or transport.is_closing():
                 # The client gave up while its join waited its turn (aiohttp does

@@ -290,6 +290,17 @@ class Session:
         logger.debug("%r: proving %s", self, Shown(address))
         self._send_proof(transaction_id, address)
 
+    def probe(self, now: float) -> None:
+        """Send the client, at the address media goes to, a binding request
+        of the server's now (as a consent proof is, see :meth:`receive_binding`;
+        re-sent once after PROOF_RESEND): a client still there answers it,
+        which renews :attr:`last_valid`. For a caller that must know whether
+        the client is there at all (the WHIP/WHEP adapter, before it replaces
+        a member whose client stopped answering). Nothing happens before an
+        address is selected, or once closed."""
+        if self.state != "closed" and self.address is not None and self.remote_pwd:
+            self._prove(self.address, now)
+
     def _proof_budget(self, now: float) -> bool:
         """Spend one of the session's proofs elsewhere (SESSION_PROOFS_PER_SECOND)
         and one of the server's (PROOFS_PER_SECOND); False, counted, when
