@@ -10,10 +10,12 @@ An identity already in the room is refused (DuplicateIdentity), unless the
 adapter that runs the join says, with :func:`replacing`, that the join may
 replace that member: the signaling's reconnect that proves it is the same
 client (its resume key), or a WHIP/WHEP POST for a session of the same
-endpoint whose client no longer answers (:func:`sfu.signaling.aiohttp.add_whip_whep`). The member replaced then leaves first, as a member
-that dropped (:data:`REPLACED`: its graces open, the decisions about it
-stay), in the same admission turn and with no await in between, so the room
-never holds two members of one identity nor counts one seat twice.
+endpoint whose client no longer answers
+(:func:`sfu.signaling.aiohttp.add_whip_whep`). The member replaced then
+leaves first, as a member that dropped (:data:`REPLACED`: its graces open,
+the decisions about it stay), in the same admission turn and with no await
+in between, so the room never holds two members of one identity nor counts
+one seat twice.
 """
 
 from __future__ import annotations
