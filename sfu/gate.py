@@ -163,6 +163,13 @@ class Gate:
         identity = member_identity(identity)
         decision = room._decisions.get(identity) or {}
         decided: Role | None = decision.get("role")
+        if decided is not None and decision.get("role_by_itself"):
+            # A promotion the member gave itself stands only as far as this
+            # join's own token (or the backend's role) would let it take that
+            # step again (Moderation.promote): a narrower token narrows it.
+            entitled = claims.grants if claims is not None else grants_of(role or "listener")
+            if not grants_of(decided) <= entitled | {"subscribe"}:
+                decided = None
         if claims is not None:
             grants = claims.grants
             if role is None:

@@ -158,6 +158,9 @@ class Moderation:
         self._change_role(participant, role, grants)
         decision = room._decisions.of(identity)
         decision["role"] = role
+        # Whose step it was: one a member took for itself gives it, when it
+        # comes back, no more than its token then allows (sfu.gate).
+        decision["role_by_itself"] = by is not None and by == identity
         room._demoted_present.discard(identity)  # on the stage again: no demoted grace
         if role == "moderator":
             decision.pop("moderate", None)  # a demotion's revocation ends
@@ -181,8 +184,9 @@ class Moderation:
         it does not speak. (Promoting others is what moderators do; this
         limits only the step a member takes for itself.)"""
         allowed = participant.own_grants | participant.grants | {"subscribe"}
-        decided = (self.room._decisions.get(participant.identity) or {}).get("role")
-        if decided is not None:
+        decision = self.room._decisions.get(participant.identity) or {}
+        decided = decision.get("role")
+        if decided is not None and not decision.get("role_by_itself"):
             allowed |= grants_of(decided)  # another moderator, or the backend, gave it
         missing = grants_of(role) - allowed
         if missing:
@@ -218,7 +222,7 @@ class Moderation:
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
-        room._decisions.of(identity).update(role="listener", moderate=False)
+        room._decisions.of(identity).update(role="listener", moderate=False, role_by_itself=False)
         room._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
@@ -273,6 +277,7 @@ class Moderation:
         decision = room._decisions.get(identity)
         if decision is not None and decision.get("role") in ("speaker", "moderator"):
             del decision["role"]
+            decision.pop("role_by_itself", None)
         if participant is None:
             room._bans.add(identity)
             logger.info(

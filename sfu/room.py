@@ -324,6 +324,8 @@ class Room:
         backend gave it) nor an earlier promotion by someone else gave it,
         such as a token granting ``moderate`` without ``publish`` asking
         for ``speaker``. Another moderator (or the backend) may promote it.
+        (This bounds the member's own step only: a member it promoted to
+        moderator may promote it in turn.)
 
         Raises :class:`~sfu.errors.RoomFull` when a listener
         would pass ``max_speakers``, :class:`~sfu.errors.NotAllowed` for a

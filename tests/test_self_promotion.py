@@ -102,3 +102,32 @@ async def test_a_moderator_whose_token_grants_publish_still_takes_the_stage_itse
         await room.demote("mo", by="host")  # a seat is free
         await room.promote("host", role="moderator", by="host")
         assert host.role == "moderator" and host.can_publish
+
+
+async def test_a_promotion_a_member_gave_itself_is_no_pass_for_a_narrower_token() -> None:
+    """The room keeps a promotion for the identity's rejoins; one the member
+    gave itself (its token then granted publish) must not let it speak on a
+    later, narrower token: not on rejoin, not by promoting itself again,
+    not by asking for the role at join. A promotion by someone else still
+    stands (the other tests)."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        full = auth.issue_token(SECRET, room="r", identity="mo", role="moderator")
+        mo = await room.join(SPEAKER, token=full, role="listener")
+        await room.promote("mo", role="moderator", by="mo")
+        assert mo.can_publish
+        await mo.close()
+        narrow = auth.issue_token(
+            SECRET, room="r", identity="mo", role="listener", grants=MODERATE_ONLY
+        )
+        mo = await room.join(SPEAKER, token=narrow)
+        assert mo.role == "listener" and not mo.can_publish
+        with pytest.raises(sfu.NotAllowed, match="does not grant 'publish'"):
+            await room.promote("mo", role="speaker", by="mo")
+        assert not mo.can_publish
+        await mo.close()
+        with pytest.raises(sfu.NotAllowed, match="does not grant the 'speaker' role"):
+            await room.join(SPEAKER, token=narrow, role="speaker")
+        # The full token again: its own step stands as before.
+        mo = await room.join(SPEAKER, token=full)
+        assert mo.role == "moderator" and mo.can_publish
