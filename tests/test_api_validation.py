@@ -81,6 +81,11 @@ async def test_an_announce_of_the_other_address_family_is_refused_at_start() -> 
             await v6.start()
     except OSError:  # no IPv6 loopback on this machine: the IPv4 half above stands
         pass
+    # A socket bound to an IPv4 address in IPv6 form takes only that address.
+    mapped = sfu.Server(host="::ffff:127.0.0.1", announce=["127.0.0.1", "::1"])
+    with pytest.raises(sfu.InvalidSetting, match="is the IPv4 address 127.0.0.1"):
+        await mapped.start()
+    assert mapped._socket is None and not mapped._started
     # Each of a list's addresses is checked: IPv4 and IPv6 need a socket on '::'.
     both = sfu.Server(host="127.0.0.1", announce=["127.0.0.1", "::1"])
     with pytest.raises(sfu.InvalidSetting, match="announce '::1' is IPv6 but host"):

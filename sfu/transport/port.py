@@ -92,8 +92,17 @@ def _check_announce_family(sock: socket.socket, host: str, announce: str) -> Non
             f"announce {announce!r} is IPv6 but host {host!r} bound IPv4 "
             f"{bound}: give an IPv6 host (or an IPv4 announce)"
         )
-    if family == socket.AF_INET6 and version == 4:
+    if family == socket.AF_INET6:
         bound_address = ipaddress.ip_address(bound.partition("%")[0])
+    if family == socket.AF_INET6 and version == 6:
+        # An IPv6 socket bound to an IPv4 address in IPv6 form takes only
+        # that IPv4 address's datagrams.
+        if isinstance(bound_address, ipaddress.IPv6Address) and bound_address.ipv4_mapped:
+            raise InvalidSetting(
+                f"announce {announce!r} is IPv6 but host {host!r} is the IPv4 address "
+                f"{bound_address.ipv4_mapped}: give '::' (both) or an IPv4 announce"
+            )
+    if family == socket.AF_INET6 and version == 4:
         # '::' (both families) or an IPv4 address in IPv6 form: the socket
         # takes IPv4 clients, which reach the IPv4 address announced.
         takes_ipv4 = (
