@@ -161,6 +161,9 @@ async def main(args: argparse.Namespace) -> None:
                 loadgen_after = resource.getrusage(resource.RUSAGE_SELF)
                 steal = harness.steal_seconds() - steal_before
             crypto_during_us = probe.median_us(storm_start, storm_end) if probe else None
+            # The same probe in the second before the storm: its reading
+            # during the storm over this one is how much slower the machine ran.
+            crypto_before_us = probe.median_us(0.0, storm_start) if probe else None
             check = await gen.measure(args.check_seconds)
             # What the listeners' signaling sockets received until now.
             signaling = (
@@ -271,6 +274,7 @@ async def main(args: argparse.Namespace) -> None:
                 # generator's core (harness.SpeedProbe): the machine's speed in
                 # the storm's own seconds, which the probes after it miss.
                 "machine_handshake_crypto_during_storm_us": crypto_during_us,
+                "machine_handshake_crypto_before_storm_us": crypto_before_us,
                 "loadgen_cpus": cpus,
             }
             if signaling is not None:
@@ -316,8 +320,10 @@ async def main(args: argparse.Namespace) -> None:
         f"{result['machine_floor_us_per_packet']} us/packet, handshake crypto "
         f"{result['machine_handshake_crypto_us']} us "
         f"(a join cost {result.get('server_cpu_per_join_in_handshake_cryptos')} of them); "
-        f"during the storm {result['machine_handshake_crypto_during_storm_us']} us "
-        f"(a join cost {result.get('server_cpu_per_join_in_storm_cryptos')} of them)"
+        f"the speed probe before / during the storm "
+        f"{result['machine_handshake_crypto_before_storm_us']} / "
+        f"{result['machine_handshake_crypto_during_storm_us']} us "
+        f"(a join cost {result.get('server_cpu_per_join_in_storm_cryptos')} of the latter)"
     )
     if signaling is not None:
         print(
