@@ -240,11 +240,12 @@ def _bearer(request: web.Request) -> str | None:
 #: Seconds a POST for an identity whose earlier session of the same endpoint
 #: kind is still in the room waits for that session's client to show it is
 #: there: any valid STUN, SRTP or SRTCP from it, or its answer to the binding
-#: request the server sends it at once (a live ICE agent answers in a round
-#: trip; the request is sent again after half a second). Nothing in that
-#: time: the client is gone (crashed, its page reloaded), and the new
-#: session replaces it (see add_whip_whep).
-ANSWER_WAIT = 1.0
+#: requests the server sends it (a live ICE agent answers in a round trip;
+#: one goes at once and every half second after, four in all, so a client
+#: is not taken for gone on a lost datagram or two). Nothing in that time:
+#: the client is gone (crashed, its page reloaded), and the new session
+#: replaces it (see add_whip_whep).
+ANSWER_WAIT = 2.0
 
 
 def _plain(status: int, text: str, **headers: str) -> web.Response:
@@ -376,17 +377,19 @@ def add_whip_whep(
 
     A POST whose token names a member of the room that joined through the
     same endpoint (WHIP or WHEP) of this app replaces that member if its
-    client no longer answers: nothing valid (STUN, SRTP, SRTCP, nor the
-    answer to a binding request the server sends it at once) comes from it
-    within :data:`ANSWER_WAIT` seconds. An encoder that crashed, or a page
-    reloaded, without a DELETE gets its new session at once, not a 409
-    until the old one's consent expires (``consent_timeout``, 30 s); the
+    client no longer answers: nothing valid (STUN, SRTP, SRTCP, nor an
+    answer to the binding requests the server sends it, the first at once)
+    comes from it within :data:`ANSWER_WAIT` seconds. An encoder that
+    crashed, or a page reloaded, without a DELETE gets its new session
+    within that, not a 409 until the old one's consent expires
+    (``consent_timeout``, 30 s); the
     member leaves as replaced (reason ``"replaced"``), its session and URL
     end, and the new one rejoins as the signaling's reconnect does (a
     promotion or a moderator's mute stands). A member whose client still
     answers is never taken over: 409, as before, whoever holds the token
     (two encoders given one token do not take turns knocking each other
-    out, and a copied token cannot cut a live stream); end it with DELETE
+    out, and a copied token cannot cut a live stream unless all four
+    requests or their answers are lost); end it with DELETE
     first. A member that joined otherwise (the signaling WebSocket, which
     has its resume key, or the Python API) is never replaced by a POST.
     The bearer token is what authenticates the principal, so a new token
@@ -428,12 +431,15 @@ def add_whip_whep(
         session = member.session
         if session is None:
             return False
-        session.probe(asked)
         while session.state != "closed":
             if session.last_valid >= asked:
                 return True
-            if server.loop.time() - asked >= ANSWER_WAIT:
+            now = server.loop.time()
+            if now - asked >= ANSWER_WAIT:
                 return False
+            # Sends the request, re-sends it after PROOF_RESEND, and sends a
+            # new one once the last is given up (PROOF_TIMEOUT).
+            session.probe(now)
             await asyncio.sleep(0.02)
         return False
 
