@@ -8,12 +8,14 @@ kernel's receive time of the listener's first packet), p50/p99/max; whether
 every listener then receives audio (an exact-count window afterwards); the
 server's worst event-loop lag during the storm (its 10 ms ticker; also
 less the time the loop's thread waited for a CPU, as when the hypervisor
-runs another guest: what server code held the loop) and its CPU; then how fast the shared machine was: the C floor's cost per datagram
-and a DTLS handshake's crypto (X25519, ECDSA sign and verify) on the
-server's CPU, and the storm's CPU per join in units of the latter (a rough
-guide: the probes run after the storm, and the machine's speed also moves
-within seconds). Targets (issue 7): all receive audio, p99 offer -> first
-packet <= 2 s, no event-loop stall > 50 ms.
+runs another guest: what server code held the loop) and its CPU; then how
+fast the shared machine was: the C floor's cost per datagram and a DTLS
+handshake's crypto (X25519, ECDSA sign and verify) on the server's CPU
+after the storm, and the storm's CPU per join in units of the latter (a
+rough guide: the machine's speed moves within seconds); and the same
+crypto timed in the second before the storm and during it, on the load
+generator's core (``harness.SpeedProbe``). Targets (issue 7): all receive
+audio, p99 offer -> first packet <= 2 s, no event-loop stall > 50 ms.
 
 How the listeners' offers reach the server (``--signaling``):
 
