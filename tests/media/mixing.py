@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from sfu.media.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from sfu.media.router import Publisher, Router
 
 #: A tone "is in" a signal when the band around it holds at least this share of the energy.
 #: Two equal tones mixed give about 0.5 each; a tone that is absent gives < 0.01.
@@ -74,3 +75,18 @@ def assert_tones(pcm: np.ndarray, present: Sequence[float], absent: Sequence[flo
         assert shares[frequency] >= PRESENT, f"{frequency} Hz missing from the mix: {shares}"
     for frequency in absent:
         assert shares[frequency] < ABSENT, f"{frequency} Hz should not be in the mix: {shares}"
+
+
+def speak_once(router: Router, number: int, payload: bytes, now: float) -> float:
+    """A speaker numbered ``number`` joins ``router``, sends three packets of
+    ``payload`` 20 ms apart through its taps (a recorder's, say) and
+    leaves; returns the time after them."""
+    speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
+    router.add_publisher(speaker)
+    for sequence in range(3):
+        packet = bytes([0x80, 111]) + bytes(10) + payload
+        for tap in list(router.taps):
+            tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
+        now += 0.02
+    router.remove_publisher(speaker)  # it left
+    return now

@@ -31,7 +31,7 @@ from sfu.media.recorder import (
 )
 
 from ..clients import Client, join, wait_for
-from .mixing import assert_tones, decode_ogg, opus_tone
+from .mixing import assert_tones, decode_ogg, opus_tone, speak_once
 
 RECORD_SECONDS = 3.0
 
@@ -399,7 +399,7 @@ async def test_speakers_that_come_and_go_leave_nothing_behind(tmp_path: Path) ->
 
     from sfu.media.mixer import Mixer
     from sfu.media.recorder import Recorder
-    from sfu.media.router import Publisher, Router
+    from sfu.media.router import Router
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
@@ -415,14 +415,7 @@ async def test_speakers_that_come_and_go_leave_nothing_behind(tmp_path: Path) ->
     now = loop.time()
     payload = opus_tone(440, 1)[0]
     for number in range(10, 210):  # two people joining a hundred times each
-        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
-        router.add_publisher(speaker)
-        for sequence in range(3):
-            packet = bytes([0x80, 111]) + bytes(10) + payload
-            for tap in list(router.taps):
-                tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
-            now += 0.02
-        router.remove_publisher(speaker)  # it left
+        now = speak_once(router, number, payload, now)
     assert len(recorder._track_of) <= 2, len(recorder._track_of)
     await recorder.stop()
     assert recorder._released not in router.released

@@ -28,8 +28,8 @@ from pathlib import Path
 from sfu.media.mixer import Mixer
 from sfu.media.ogg import read_packets
 from sfu.media.recorder import Recorder
-from sfu.media.router import Publisher, Router
-from tests.media.mixing import opus_tone
+from sfu.media.router import Router
+from tests.media.mixing import opus_tone, speak_once
 
 DIRECTORY, MODE = Path(sys.argv[1]), sys.argv[2]
 JOINS = 200  # two people joining a hundred times each
@@ -78,14 +78,7 @@ async def main():
 
     def speak(number):
         nonlocal now
-        speaker = Publisher(number=number, payload_type=111, audio_level_id=1, ssrc=number)
-        router.add_publisher(speaker)
-        for sequence in range(3):
-            packet = bytes([0x80, 111]) + bytes(10) + payload
-            for tap in list(router.taps):
-                tap(speaker, packet, 12, sequence, sequence * 960, 0, now)
-            now += 0.02
-        router.remove_publisher(speaker)  # it left
+        now = speak_once(router, number, payload, now)
 
     try:
         for number in range(10, 10 + JOINS):
