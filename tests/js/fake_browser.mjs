@@ -2,13 +2,15 @@
 // driven step by step under Node: a WebSocket whose "server" is a function
 // of the test, an RTCPeerConnection whose setRemoteDescription takes
 // `answerDelayMs`, and a microphone whose tracks record whether they stopped.
-// Nothing here touches a network.
+// Nothing here touches a network. A `leave` the test's server leaves
+// unanswered is answered as the real server does (see `setAnswerLeave`).
 
 export const sockets = [];
 export const peers = [];
 export const tracks = [];
 let serve = () => {};
 export let answerDelayMs = 20;
+let answerLeave = true;
 
 /** The fake server: `handler(socket, message)` for every message a client sends. */
 export function onClientMessage(handler) {
@@ -17,6 +19,17 @@ export function onClientMessage(handler) {
 
 export function setAnswerDelay(ms) {
   answerDelayMs = ms;
+}
+
+/**
+ * Whether a `leave` the test's server neither answers nor closes the socket
+ * on gets the real server's answer (docs/signaling.md: `ok`, then the socket
+ * closes). On by default: otherwise every leave() at the end of a scenario
+ * waits out its 2 s timeout. Off: the leave goes unanswered, as a server
+ * that is gone would leave it.
+ */
+export function setAnswerLeave(on) {
+  answerLeave = on;
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -31,6 +44,7 @@ class FakeWebSocket extends EventTarget {
     super();
     this.url = url;
     this.readyState = FakeWebSocket.CONNECTING;
+    this.answered = new Set(); // ids of the requests the server replied to
     sockets.push(this);
     setTimeout(() => {
       if (this.readyState !== FakeWebSocket.CONNECTING) return;
@@ -42,12 +56,20 @@ class FakeWebSocket extends EventTarget {
   send(text) {
     if (this.readyState !== FakeWebSocket.OPEN) throw new Error("the socket is not open");
     const message = JSON.parse(text);
-    setTimeout(() => serve(this, message), 1);
+    setTimeout(() => {
+      serve(this, message);
+      const unanswered = this.readyState === FakeWebSocket.OPEN && !this.answered.has(message.id);
+      if (answerLeave && message.type === "leave" && unanswered) {
+        this.reply({ type: "ok", id: message.id });
+        this.drop(1000);
+      }
+    }, 1);
   }
 
   /** The server sends `message` to this client. */
   reply(message) {
     if (this.readyState !== FakeWebSocket.OPEN) return;
+    if (message.id !== undefined) this.answered.add(message.id);
     const event = new Event("message");
     event.data = JSON.stringify(message);
     this.dispatchEvent(event);
