@@ -392,9 +392,12 @@ class Paths:
         await ws.ws.close()
         await close_peer(pc)
 
-    async def recording(self, round_: int) -> None:
+    async def recording(self, round_: int, others_done: asyncio.Event) -> None:
+        """Recorded while the round's other paths come and go (the moderator's
+        voice among them), and a few packets at least; then stopped."""
         recorder = await self.room.record(self.files / f"round-{round_}.ogg", per_speaker=True)
-        await asyncio.sleep(0.5)
+        await others_done.wait()
+        await wait_for(lambda: recorder.packets >= 10, 10, "the recording to write the mix")
         await recorder.stop()
 
     async def round(self, round_: int) -> None:
@@ -408,9 +411,16 @@ class Paths:
             lambda r: self.whep(r, delete=False),
             self.room_closes_while_joins_wait,
             self.room_made_by_a_join,
-            self.recording,
         ]
-        await asyncio.gather(*(path(round_) for path in paths))
+        others_done = asyncio.Event()
+
+        async def others() -> None:
+            try:
+                await asyncio.gather(*(path(round_) for path in paths))
+            finally:
+                others_done.set()
+
+        await asyncio.gather(others(), self.recording(round_, others_done))
 
 
 async def settled(server: sfu.Server, signaling: SignalingHandler, seconds: float) -> None:
