@@ -95,10 +95,27 @@ async def test_proofs_to_other_addresses_are_capped_server_wide(
     async with sfu.Server() as server:
         with two_loopback_sockets() as (selected, elsewhere):
             session, server_ufrag, pwd = await connected_over(selected, server)
-            for _ in range(4):
+            over_budget = "stun address proofs over the server's budget"
+
+            async def forge_a_check() -> None:
+                """Send one; return once the server sent its proof or refused to."""
+                refused = server.drops[over_budget]
                 forged = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
                 elsewhere.sendto(forged, server_addr(server))
-                await asyncio.sleep(session_module.PROOF_TIMEOUT + 0.3)
+                await wait_for(
+                    lambda: bool(server._proofs) or server.drops[over_budget] > refused,
+                    5,
+                    "the check proven or refused",
+                )
+
+            for _ in range(4):
+                await forge_a_check()
+                # The next check asks anew once this one's proof has timed out.
+                await wait_for(
+                    lambda: not server._proofs,
+                    session_module.PROOF_TIMEOUT + 5,
+                    "the proof under way to time out",
+                )
             proofs = {d[8:20] for d in proofs_to(elsewhere)}
             assert len(proofs) == 2, "two proofs' worth of budget: two transactions"
             await wait_for(
