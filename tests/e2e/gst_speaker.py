@@ -2,9 +2,11 @@
 
 Run with Debian's /usr/bin/python3 (it sees python3-gi). Protocol, one JSON
 object per line: it prints ``{"offer": sdp}``, reads ``{"answer": sdp}``,
-then sends 440 Hz Opus tone bursts for ``--seconds`` and prints
-``{"done": true, "ice": state, "received": n}`` (n: RTP packets the
-server sent back, depacketised). Errors print ``{"error": text}``.
+then sends 440 Hz Opus tone bursts, printing ``{"received": n}`` every
+half second (n: RTP packets the server sent back so far, depacketised),
+until it reads ``{"finish": true}`` or ``--seconds`` have passed; then it
+prints ``{"done": true, "ice": state, "received": n}``. Errors print
+``{"error": text}``.
 
 webrtcbin offers what the server must cope with: Opus only, no header
 extensions (so no RFC 6464 levels), ``a=rtcp-mux-only``, transport-cc.
@@ -69,6 +71,8 @@ def main() -> None:
             answer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
             element.emit("set-remote-description", answer, Gst.Promise.new())
             GLib.timeout_add(int(args.seconds * 1000), finish)
+            GLib.timeout_add(500, report)
+            GLib.io_add_watch(sys.stdin, GLib.IO_IN | GLib.IO_HUP, on_stdin)
 
     received = [0]
 
@@ -89,11 +93,27 @@ def main() -> None:
         pad.link(sink.get_static_pad("sink"))
         pad.add_probe(Gst.PadProbeType.BUFFER, count_buffer)
 
+    finished = [False]
+
+    def report() -> bool:
+        if not finished[0]:
+            say({"received": received[0]})
+        return not finished[0]
+
     def finish() -> bool:
-        state = webrtc.get_property("ice-connection-state")
-        say({"done": True, "ice": state.value_nick, "received": received[0]})
-        loop.quit()
+        if not finished[0]:
+            finished[0] = True
+            state = webrtc.get_property("ice-connection-state")
+            say({"done": True, "ice": state.value_nick, "received": received[0]})
+            loop.quit()
         return False
+
+    def on_stdin(_source: object, _condition: object) -> bool:
+        line = sys.stdin.readline()
+        if not line or json.loads(line).get("finish"):
+            finish()
+            return False
+        return True
 
     def on_message(_: Gst.Bus, message: Gst.Message) -> None:
         if message.type == Gst.MessageType.ERROR:
