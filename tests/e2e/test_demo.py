@@ -203,18 +203,22 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     mod = await join(new_page, demo, room_name, "mod", "moderator")
     ann = await join(new_page, demo, room_name, "ann", "speaker")
     ben = await join(new_page, demo, room_name, "ben", "speaker")
-    listeners = [await join(new_page, demo, room_name, f"lis{i}", "listener") for i in (1, 2, 3)]
+    listener_names = ("lis1", "lis2", "lis3")
+    listeners = [await join(new_page, demo, room_name, name, "listener") for name in listener_names]
     lis1, lis2, lis3 = listeners
     everyone = [mod, ann, ben, *listeners]
     room = demo.server.rooms[room_name]
     assert sorted(room.participants) == ["ann", "ben", "lis1", "lis2", "lis3", "mod"]
 
-    # Every page shows the same stage and audience.
-    for page in everyone:
-        for name in ("mod", "ann", "ben"):
-            await page.wait_for_selector(f"#stage {person(name)}", timeout=10000)
-        for name in ("lis1", "lis2", "lis3"):
-            await page.wait_for_selector(f"#audience {person(name)}", timeout=10000)
+    # Every page shows the same stage and audience (all the pages waited on at once).
+    await asyncio.gather(
+        *(
+            page.wait_for_selector(f"{where} {person(name)}", timeout=10000)
+            for page in everyone
+            for where, names in (("#stage", ("mod", "ann", "ben")), ("#audience", listener_names))
+            for name in names
+        )
+    )
     assert await mod.get_attribute(f"#stage {person('mod')}", "data-role") == "moderator"
     assert await mod.is_visible("#hands-panel")
     assert not await lis1.is_visible("#hands-panel")
@@ -223,18 +227,20 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     # Only ann talks: every listener hears ann (the CSRC names her), the ring is on her.
     await set_self_muted(mod, True)
     await set_self_muted(ben, True)
-    for page in listeners:
-        slot = await wait_hearing(page, "ann")
+    for slot in await asyncio.gather(*(wait_hearing(page, "ann") for page in listeners)):
         assert slot["csrc"] == room["ann"].csrc
     await wait_ring(everyone, "ann", ["ben", "mod"])
-    for page in everyone:
-        await wait_attribute(page, f"#stage {person('ben')}", "data-muted", "true")
+    await asyncio.gather(
+        *(
+            wait_attribute(page, f"#stage {person('ben')}", "data-muted", "true")
+            for page in everyone
+        )
+    )
 
     # Switch: ben talks, ann is quiet. The ring follows.
     await set_self_muted(ann, True)
     await set_self_muted(ben, False)
-    for page in listeners:
-        await wait_hearing(page, "ben")
+    await asyncio.gather(*(wait_hearing(page, "ben") for page in listeners))
     await wait_ring(everyone, "ben", ["ann", "mod"])
     await mod.wait_for_function(
         "() => document.querySelector('.person[data-identity=\"ben\"]').dataset.dominant === 'true'",
@@ -249,8 +255,9 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     await wait_attribute(mod, f"#audience {person('lis1')}", "data-hand", "true")
     assert room.hands == ["lis1"]
     await mod.click('#hands li[data-identity="lis1"] button[data-action=promote]')
-    for page in everyone:
-        await page.wait_for_selector(f"#stage {person('lis1')}", timeout=10000)
+    await asyncio.gather(
+        *(page.wait_for_selector(f"#stage {person('lis1')}", timeout=10000) for page in everyone)
+    )
     await lis1.wait_for_selector("#mic-button:visible", timeout=10000)
     assert not await lis1.is_visible("#hand-button")
     # On the stage muted, until lis1 chooses to speak.
@@ -262,16 +269,16 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
         15,
         "the promoted listener's voice reaches the server",
     )
-    for page in (lis2, lis3):
-        await wait_hearing(page, "lis1")
+    await asyncio.gather(*(wait_hearing(page, "lis1") for page in (lis2, lis3)))
     await wait_ring([mod, lis2, lis3, ann], "lis1", ["ann", "ben", "mod"])
 
     # The moderator mutes lis1: its page says so, and the listeners hear silence.
     await moderate(mod, "lis1", "mute")
     await wait_attribute(lis1, "#mic-button", "data-muted", "true")
     assert await lis1.is_disabled("#mic-button")
-    for page in everyone:
-        await wait_attribute(page, person("lis1"), "data-muted", "true")
+    await asyncio.gather(
+        *(wait_attribute(page, person("lis1"), "data-muted", "true") for page in everyone)
+    )
     await asyncio.sleep(0.6)  # packets in flight, jitter buffers
     before = [await packets_received(page) for page in (lis2, lis3)]
     await asyncio.sleep(2.0)
@@ -286,8 +293,9 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
 
     # Demote lis1: back in the audience, its microphone stopped and its first line recvonly again.
     await moderate(mod, "lis1", "demote")
-    for page in everyone:
-        await page.wait_for_selector(f"#audience {person('lis1')}", timeout=10000)
+    await asyncio.gather(
+        *(page.wait_for_selector(f"#audience {person('lis1')}", timeout=10000) for page in everyone)
+    )
     await lis1.wait_for_selector("#hand-button:visible", timeout=10000)
     await lis1.wait_for_function(
         "() => { const c = window.demo.client;"
