@@ -549,7 +549,7 @@ async def test_once_the_first_flight_went_out_a_move_is_proven_first() -> None:
             assert session.address == real.getsockname(), "media starts where it was read"
             # The nominated address answers (the next check asks again, the
             # first proof having run out): now the session moves there.
-            await asyncio.sleep(1.0)
+            await wait_for(lambda: not server._proofs, 5, "the first proof to run out")
             victim.sendto(
                 binding_request(server_ufrag, UFRAG, pwd, use_candidate=False),
                 server_addr(server),
