@@ -163,13 +163,18 @@ class Gate:
         identity = member_identity(identity)
         decision = room._decisions.get(identity) or {}
         decided: Role | None = decision.get("role")
-        if decided is not None and decision.get("role_by_itself"):
+        # What this join is entitled to by itself (no decision of anyone's):
+        # its token's grants, or the role the backend gave a join without one.
+        # A member may not promote itself past it (Moderation.promote).
+        own_grants = claims.grants if claims is not None else grants_of(role or "listener")
+        if (
+            decided is not None
+            and decision.get("role_by_itself")
+            and not grants_of(decided) <= own_grants | {"subscribe"}
+        ):
             # A promotion the member gave itself stands only as far as this
-            # join's own token (or the backend's role) would let it take that
-            # step again (Moderation.promote): a narrower token narrows it.
-            entitled = claims.grants if claims is not None else grants_of(role or "listener")
-            if not grants_of(decided) <= entitled | {"subscribe"}:
-                decided = None
+            # join's own grants would let it take that step again.
+            decided = None
         if claims is not None:
             grants = claims.grants
             if role is None:
@@ -185,9 +190,6 @@ class Gate:
         else:
             role = role or "listener"
             grants = grants_of(role)
-        # What this join is entitled to by itself (no decision of anyone's):
-        # a member may not promote itself past it (Moderation.promote).
-        own_grants = claims.grants if claims is not None else grants
         if room.is_banned(identity, claims.token_id if claims is not None else None):
             raise NotAllowed(f"{identity!r} was removed from room {room.name!r} and may not rejoin")
         present = room._participants.get(identity)
