@@ -53,12 +53,12 @@ Role = Literal["moderator", "speaker", "listener"]
 Grant = Literal["publish", "subscribe", "moderate"]
 
 #: What each role may do.
-ROLES: dict[str, frozenset[str]] = {
+ROLES: dict[str, frozenset[Grant]] = {
     "moderator": frozenset({"publish", "subscribe", "moderate"}),
     "speaker": frozenset({"publish", "subscribe"}),
     "listener": frozenset({"subscribe"}),
 }
-GRANTS = frozenset({"publish", "subscribe", "moderate"})
+GRANTS: frozenset[Grant] = frozenset({"publish", "subscribe", "moderate"})
 ALGORITHM = "HS256"
 #: Longer tokens are refused unread (a join token is a few hundred bytes).
 MAX_TOKEN_LENGTH = 8192
@@ -76,12 +76,12 @@ class Claims:
     room: str
     identity: str
     role: Role
-    grants: frozenset[str]
+    grants: frozenset[Grant]
     expires: float
     token_id: str
 
 
-def grants_of(role: str) -> frozenset[str]:
+def grants_of(role: str) -> frozenset[Grant]:
     """What ``role`` may do; raises :class:`InvalidSetting` for an unknown role."""
     grants = ROLES.get(role) if isinstance(role, str) else None
     if grants is None:
@@ -110,7 +110,7 @@ def issue_token(
     identity: str,
     role: Role = "listener",
     ttl: float = 3600.0,
-    grants: Iterable[str] | None = None,
+    grants: Iterable[Grant] | None = None,
     not_before: float | None = None,
     now: float | None = None,
 ) -> str:
@@ -289,7 +289,7 @@ def _claims(payload: dict[str, object], room: str) -> Claims:
         room=room,
         identity=identity,
         role=cast(Role, role),
-        grants=frozenset(str(g) for g in raw_grants),
+        grants=frozenset(cast(Grant, g) for g in raw_grants),
         expires=float(cast(float, payload["exp"])),
         token_id=str(payload["jti"]),
     )

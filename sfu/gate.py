@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ._values import shown
-from .auth import MAX_NAME_LENGTH, Claims, Role, grants_of, verify_token
+from .auth import MAX_NAME_LENGTH, Claims, Grant, Role, grants_of, verify_token
 from .errors import (
     DuplicateIdentity,
     InvalidOffer,
@@ -118,8 +118,8 @@ def member_identity(identity: object) -> str:
 
 
 def _without_taken_moderate(
-    decision: dict[str, Any], role: Role, grants: frozenset[str]
-) -> tuple[Role, frozenset[str]]:
+    decision: dict[str, Any], role: Role, grants: frozenset[Grant]
+) -> tuple[Role, frozenset[Grant]]:
     """``role`` and ``grants`` less the `moderate` grant a demotion took: a
     token does not give it back (and a moderator without it is a speaker)."""
     if decision.get("moderate") is False:
@@ -291,14 +291,14 @@ class Gate:
         offer_sdp: str,
         identity: str,
         role: Role,
-        grants: frozenset[str],
+        grants: frozenset[Grant],
         publish: bool,
         token_id: str | None,
         mixed: bool | None = None,
         *,
         moderator_muted: bool = False,
         promoted: bool = False,
-        own_grants: frozenset[str] | None = None,
+        own_grants: frozenset[Grant] | None = None,
     ) -> Participant:
         room = self.room
         offer = parse_offer(offer_sdp)

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ._values import check_identity, check_reason, shown
-from .auth import Role, grants_of
+from .auth import Grant, Role, grants_of
 from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
 from .events import HandLowered, HandRaised, HandsChanged, ParticipantRemoved, RoleChanged
 from .gate import member_identity
@@ -196,7 +196,7 @@ class Moderation:
                 "(or the backend) may promote it"
             )
 
-    def _change_role(self, participant: Participant, role: Role, grants: frozenset[str]) -> None:
+    def _change_role(self, participant: Participant, role: Role, grants: frozenset[Grant]) -> None:
         counts = self.room._counts
         counts[participant.can_publish] -= 1
         try:

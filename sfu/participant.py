@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from ._values import check_reason, shown
-from .auth import Role
+from .auth import Grant, Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
 from .media.streams import Publisher
@@ -86,7 +86,7 @@ class Participant:
         number: int,
         negotiation: Negotiation,
         role: Role,
-        grants: frozenset[str],
+        grants: frozenset[Grant],
         credentials: IceCredentials,
     ) -> None:
         self.room = room
@@ -106,7 +106,7 @@ class Participant:
         #: decision: its token's grants, or (a join without a token, on the
         #: backend's word) those of the role the backend gave. A member may
         #: not promote itself past them (:meth:`sfu.Room.promote`).
-        self.own_grants: frozenset[str] = grants
+        self.own_grants: frozenset[Grant] = grants
         self.answer = ""
         self.session: Session | None = None
         self.publisher: Publisher | None = None
@@ -405,7 +405,7 @@ class Participant:
         """Whose voice the mix it gets leaves out: its own if it may publish."""
         return self.number if self.can_publish else -1
 
-    def _set_role(self, role: Role, grants: frozenset[str]) -> None:
+    def _set_role(self, role: Role, grants: frozenset[Grant]) -> None:
         """Change role and grants; if the publisher cannot be made, nothing changes."""
         previous = self.role, self.grants, self.__class__
         self.role = role

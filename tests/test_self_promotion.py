@@ -22,7 +22,7 @@ from sfu import auth
 
 from .test_room_lifecycle import LISTENER, SECRET, SPEAKER
 
-MODERATE_ONLY = ["moderate", "subscribe"]
+MODERATE_ONLY: list[auth.Grant] = ["moderate", "subscribe"]
 
 
 @pytest.mark.parametrize("role", ["moderator", "listener"])

@@ -85,12 +85,25 @@ def report(server: sfu.Server, member: sfu.Participant, recorder: Recorder) -> l
     for identity, file in recording["speakers"].items():
         rows += [identity, file["path"], file["duration"], file["silence_frames"]]
     return rows
+
+
+def may_moderate(member: sfu.Participant, claims: sfu.auth.Claims) -> bool:
+    grants: frozenset[sfu.auth.Grant] = member.grants | claims.grants
+    return "moderate" in grants
+
+
+def tokens(secret: str) -> list[str]:
+    return [
+        sfu.auth.issue_token(secret, room="hall", identity="ann", grants=["moderate"]),
+        sfu.auth.issue_token(secret, room="hall", identity="bob", grants=["moderte"]),  # type: ignore[list-item]
+    ]
 """
 
 
 def test_stats_a_backend_reads_are_typed_not_any(tmp_path: Path, cache: Path) -> None:
     """``server.stats()``, ``participant.stats()`` and ``recorder.stats()``:
-    every field the README lists has a type, not ``Any``."""
+    every field the README lists has a type, not ``Any``; a member's and a
+    token's grants are ``sfu.auth.Grant``s, so a misspelt grant is an error."""
     assert mypy_strict(tmp_path, cache, {"stats_program": STATS}) == []
 
 
