@@ -124,11 +124,14 @@ CLAIM_GRACE = 600.0
 #: flood that fills the table to make old claims give way is slow then.
 NEW_ROOMS_BURST = 20
 NEW_ROOMS_PER_MINUTE = 10.0
-#: Opener (an IPv4 address or an IPv6 /64, :func:`_opener`) -> [claims left,
-#: when counted]; the openers with a full burst
-#: are forgotten once it holds this many.
-OPENERS_KEY = web.AppKey("openers", dict)
-_OPENERS_PRUNE_AT = 10_000
+#: Opener (an IPv4 address or an IPv6 /64, :func:`_opener`) -> (claims left,
+#: when counted), the one counted longest ago first: those whose burst has
+#: refilled are forgotten from that end, a few per claim, so a claim never
+#: rescans the table; at MAX_OPENERS the one counted longest ago goes, refilled
+#: or not (that many openers within the refill time is a flood from many
+#: addresses, which a per-address count cannot stop anyway).
+OPENERS_KEY = web.AppKey("openers", collections.OrderedDict)
+MAX_OPENERS = 10_000
 #: (room, identity) -> (when its last token expires (monotonic), the key later
 #: tokens for the name need). Oldest first (each mint moves its entry last).
 NAMES_KEY = web.AppKey("names", collections.OrderedDict)
@@ -299,12 +302,16 @@ def _spend_room_claim(request: web.Request, now: float) -> None:
     def refilled(left: float, at: float) -> float:
         return min(float(NEW_ROOMS_BURST), left + (now - at) * NEW_ROOMS_PER_MINUTE / 60)
 
-    if len(openers) >= _OPENERS_PRUNE_AT:
-        for address, (left, at) in list(openers.items()):
-            if refilled(left, at) >= NEW_ROOMS_BURST:
-                del openers[address]
+    # Each claim forgets at most two refilled openers: one more than it adds.
+    for _ in range(2):
+        oldest = next(iter(openers.items()), None)
+        if oldest is None or refilled(*oldest[1]) < NEW_ROOMS_BURST:
+            break
+        del openers[oldest[0]]
     address = _opener(request.remote)
-    left, at = openers.get(address, (float(NEW_ROOMS_BURST), now))
+    left, at = openers.pop(address, (float(NEW_ROOMS_BURST), now))
+    if len(openers) >= MAX_OPENERS:
+        openers.popitem(last=False)
     left = refilled(left, at)
     if left < 1:
         openers[address] = (left, now)
@@ -417,7 +424,7 @@ def make_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVER_KEY] = server
     app[OWNERS_KEY] = collections.OrderedDict()
-    app[OPENERS_KEY] = {}
+    app[OPENERS_KEY] = collections.OrderedDict()
     app[NAMES_KEY] = collections.OrderedDict()
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)

@@ -13,6 +13,7 @@ A WHIP publisher and a WHEP listener are aiortc clients speaking plain HTTP.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import os
 import re
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -1408,3 +1409,37 @@ async def test_a_listener_joined_from_a_link_is_asked_before_the_audio_plays(
 )
 def test_a_room_opener_is_counted_by_client(remote: str, counted_as: str) -> None:
     assert load_demo_server()._opener(remote) == counted_as
+
+
+def test_the_openers_table_stays_bounded_and_forgets_refilled_openers_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flood of room claims from more addresses than the table holds, all
+    within the refill time, leaves it at MAX_OPENERS; an opener whose burst
+    has refilled is forgotten before one that is still spending, and the
+    one still spending keeps its count."""
+    demo = load_demo_server()
+    monkeypatch.setattr(demo, "MAX_OPENERS", 50)
+    app: dict[Any, Any] = {demo.OPENERS_KEY: collections.OrderedDict()}
+    openers = app[demo.OPENERS_KEY]
+
+    def claim(remote: str, now: float) -> int:
+        try:
+            demo._spend_room_claim(SimpleNamespace(app=app, remote=remote), now)
+        except web.HTTPTooManyRequests:
+            return 429
+        return 200
+
+    for i in range(200):  # 200 addresses in one second: more than the table holds
+        assert claim(f"192.0.2.{i}", 1000.0 + i / 200) == 200
+    assert len(openers) == 50
+    # Once their bursts have refilled, one opener spends its whole burst.
+    later = 1001.0 + 61 * demo.NEW_ROOMS_BURST / demo.NEW_ROOMS_PER_MINUTE
+    spender = "198.51.100.7"
+    statuses = [claim(spender, later) for _ in range(demo.NEW_ROOMS_BURST + 1)]
+    assert statuses[-1] == 429 and statuses.count(200) == demo.NEW_ROOMS_BURST
+    for i in range(30):
+        assert claim(f"203.0.113.{i}", later) == 200
+    assert len(openers) <= 50
+    assert spender in openers, "a spending opener went before refilled ones"
+    assert not any(address.startswith("192.0.2.") for address in openers)
