@@ -6,20 +6,50 @@ Mount the aiohttp handler::
 
 and any number of clients (an ``<audio src=".../live.ogg">`` element,
 ffplay, VLC) get ``200 audio/ogg`` with chunked transfer encoding: the
-OpusHead and OpusTags pages first, then pages of the mix as the Mixer
-encodes it (one page per ``packets_per_page`` packets, 100 ms by default).
+OpusHead and OpusTags pages first, then, to a client joining a running
+stream, a burst of the mix's latest seconds (below), then pages of the mix
+as the Mixer encodes it (one page per ``packets_per_page`` packets, 100 ms
+by default).
 Each client gets a well-formed Ogg stream of its own (page sequence from 0,
 granule positions counting what it was sent), paginated from the same
 shared Opus packets: the encode happens once per room.
 
+How soon a browser plays, and how far behind live: Chromium's media cache
+(its MultiBuffer) hands the demuxer whole blocks of 32 KiB and nothing
+before the first one is full, and an ``<audio>`` element plays a live
+stream from its first byte on. So the stream's byte rate decides both:
+Chromium starts once 32 KiB have come, and then plays 32 KiB's worth of
+audio behind the live edge for good (at 48 kbit/s ~4.5 s; measured in
+``bench/README.md``, "How soon a browser plays the live stream"). Two
+settings keep that short:
+
+* the burst: a client joining a running stream is sent the stream's latest
+  packets at once, with its headers: as many as fit in ``burst_bytes``
+  (32 KiB, Chromium's first block: ~4 s at 48 kbit/s). Chromium then starts
+  in a fraction of a second instead of ~4.5 s, at the lag it would have had
+  anyway; a player that starts on fewer bytes plays that much further
+  behind live than it would without (``burst_bytes=0``: no burst). The
+  stream keeps ``burst_bytes`` of its latest packets for this (one copy,
+  whatever the number of clients); the first client of a stream has no
+  burst, nothing having been sent before it.
+* padding: silence encodes to 3-byte packets, at which rate 32 KiB take
+  70 s. Every packet shorter than ``min_bitrate`` over 20 ms (default: the
+  mixer's bit rate, 120 bytes at 48 kbit/s) is padded to it, with the Opus
+  padding decoders skip (RFC 6716 section 3.2.5): a quiet room costs the
+  bytes of a speaking one, and a pause no longer holds a Chromium listener
+  back (without it, one joining a quiet room waited ~70 s, and one
+  listening fell behind by every pause, for good). A higher
+  ``min_bitrate`` shortens Chromium's lag for that bandwidth; 0 turns
+  padding off. The packets are padded once, for every client.
+
 A client that joins a running mix starts mid-stream, where a decoder
 needs a run-up to converge (RFC 7845 section 4.2: at least 3840 samples,
-80 ms): its first audio page starts with the mix's last four packets,
-and its OpusHead's pre-skip (the encoder's delay, 312 samples with
-libopus, plus those 3840) has them decoded and discarded. Its first
-sample played is the audio of the first packet mixed after it joined, as
-for the client that started the mix (whose pre-skip is the encoder's
-alone).
+80 ms): its first audio page starts with the four packets before the
+first one it plays (the burst's first, or without a burst the first
+packet mixed after it joined), and its OpusHead's pre-skip (the
+encoder's delay, 312 samples with libopus, plus those 3840) has them
+decoded and discarded, as the client that started the mix has the
+encoder's delay alone discarded.
 
 Slow clients: every client has a bounded queue of packets, at most
 ``max_lag`` seconds (2 s) of audio. A client that falls that far behind
@@ -55,34 +85,56 @@ from aiohttp import web
 from .._values import is_int, is_number, shown
 from ..auth import verify_token
 from ..errors import InvalidSetting, NotAllowed
-from .mixer import PTIME, MixOutput
-from .ogg import OggWriter, opus_tags, packet_samples
+from .mix_stream import PREROLL_PACKETS
+from .mixer import MAX_BITRATE, PTIME, MixOutput
+from .ogg import OggWriter, opus_tags, packet_samples, padded_to, parse_opus_head, with_pre_skip
 
 if TYPE_CHECKING:
     from ..room import Room
     from ..transport.server import Server
     from .mixer import Mixer
 
-__all__ = ["LiveClient", "LiveStream", "live_stream_handler"]
+__all__ = ["BURST_BYTES", "MAX_BURST_BYTES", "LiveClient", "LiveStream", "live_stream_handler"]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: What a client joining a running stream is sent at once, by default (bytes,
+#: its headers included): Chromium's media cache hands the demuxer whole
+#: blocks of 32 KiB and nothing before the first one is full.
+BURST_BYTES = 32768
+#: The largest ``burst_bytes`` taken (each room's stream keeps that much of its audio).
+MAX_BURST_BYTES = 262144
+_TAGS = opus_tags("sfu live")
+_PAGE_HEADER = 27  # an Ogg page's fixed header (its lacing values come on top)
+
+
+def _ogg_size(packet: bytes) -> int:
+    """What ``packet`` adds to a page: its lacing values and itself."""
+    return len(packet) // 255 + 1 + len(packet)
 
 
 class LiveClient:
     """One HTTP client of a :class:`LiveStream`: a bounded packet queue and its Ogg pages."""
 
     def __init__(
-        self, stream: LiveStream, serial: int, opus_head: bytes, preroll: Sequence[bytes] = ()
+        self,
+        stream: LiveStream,
+        serial: int,
+        opus_head: bytes,
+        preroll: Sequence[bytes] = (),
+        burst: Sequence[bytes] = (),
     ) -> None:
         self.stream = stream
         # Kept: the stream's mixer output may be gone (the room closed) by the
         # time the handler writes the headers.
         self._opus_head = opus_head
-        # The mix's packets before the first one queued, for its decoder to
+        # The mix's packets before the first one played, for its decoder to
         # converge on (the OpusHead's pre-skip discards them).
         self._preroll = list(preroll)
+        # The mix's latest packets, played before the first one queued.
+        self._burst = list(burst)
         self.writer = OggWriter(serial, packets_per_page=255)
         self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self.skips = 0
@@ -98,15 +150,26 @@ class LiveClient:
         self._wake = asyncio.Event()
 
     def headers(self) -> bytes:
-        """The OpusHead and OpusTags pages, first thing on the wire (the pre-roll
-        packets go on the first audio page, before the queued ones)."""
-        out = self.writer.headers(self._opus_head, opus_tags("sfu live"))
+        """The first thing on the wire: the OpusHead and OpusTags pages, then the
+        burst's pages (``packets_per_page`` packets each, the first one
+        preceded by the pre-roll). Without a burst the pre-roll packets go on
+        the first page of queued ones."""
+        out = [self.writer.headers(self._opus_head, _TAGS)]
+        per_page = self.stream.packets_per_page
         for packet in self._preroll:
             self._granule += packet_samples(packet)
             self.sent_packets += 1
-            out += self.writer.write(packet, self._granule)
+            out.append(self.writer.write(packet, self._granule))
+        for index, packet in enumerate(self._burst, 1):
+            self._granule += packet_samples(packet)
+            self.sent_packets += 1
+            out.append(self.writer.write(packet, self._granule))
+            if index % per_page == 0:
+                out.append(self.writer.flush())
+        out.append(self.writer.flush() if self._burst else b"")
         self._preroll = []
-        return out
+        self._burst = []
+        return b"".join(out)
 
     def _put(self, packet: bytes, samples: int) -> None:
         queue = self.queue
@@ -163,17 +226,26 @@ class LiveStream:
         max_lag: float = 2.0,
         packets_per_page: int = 5,
         max_skips: int = 5,
+        burst_bytes: int = BURST_BYTES,
+        min_bitrate: int | None = None,
     ) -> None:
-        _check_settings(max_lag, packets_per_page, max_skips)
+        _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
         self.mixer = mixer
         self.max_lag = max_lag
         self.packets_per_page = packets_per_page
         self.max_packets = max(1, round(max_lag / PTIME))
         self.max_skips = max_skips
+        self.burst_bytes = burst_bytes
+        self.min_bitrate = min_bitrate
         self.clients: list[LiveClient] = []
         self.skipped = 0
         self._serial = secrets.randbits(32)
         self._output: MixOutput | None = None
+        # The stream's latest packets, at most burst_bytes of them, for the
+        # bursts; and the PREROLL_PACKETS ones before those.
+        self._recent: collections.deque[bytes] = collections.deque()
+        self._recent_bytes = 0
+        self._before: collections.deque[bytes] = collections.deque(maxlen=PREROLL_PACKETS)
 
     def __repr__(self) -> str:
         return f"<LiveStream {self.mixer.name!r} {len(self.clients)} clients>"
@@ -185,13 +257,63 @@ class LiveStream:
         assert self._output is not None
         return self._output.opus_head
 
+    @property
+    def min_packet_bytes(self) -> int:
+        """The size shorter packets are padded to: ``min_bitrate`` (default: the
+        mixer's bit rate) over one packet's 20 ms."""
+        bitrate = self.mixer.bitrate if self.min_bitrate is None else self.min_bitrate
+        return -(-bitrate * 20 // 8000)
+
     def subscribe(self) -> LiveClient:
-        """A new client; the first one attaches the stream to the mixer."""
+        """A new client; the first one attaches the stream to the mixer.
+
+        Its stream starts with a burst of the latest packets (up to
+        ``burst_bytes`` with the headers) and the pre-roll before them: the
+        :data:`~sfu.media.mix_stream.PREROLL_PACKETS` packets before the
+        first one played, which the OpusHead's pre-skip discards (RFC 7845
+        section 4.2; only a stream's very first packets have fewer). The
+        first client has no burst: the stream is just starting.
+        """
         if self._output is None:
             self._output = self.mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
-        client = LiveClient(self, self._serial, *self._output.preroll())
+            _, preroll = self._output.preroll()
+            floor = self.min_packet_bytes
+            self._recent.clear()
+            self._recent_bytes = 0
+            self._before.clear()
+            self._before.extend(padded_to(packet, floor) for packet in preroll)
+        preroll, burst = self._start()
+        head = self._output.opus_head
+        pre_skip = parse_opus_head(head)[1] + sum(packet_samples(p) for p in preroll)
+        client = LiveClient(self, self._serial, with_pre_skip(head, pre_skip), preroll, burst)
         self.clients.append(client)
         return client
+
+    def _start(self) -> tuple[list[bytes], list[bytes]]:
+        """A new client's (pre-roll, burst): the latest packets whose pages fit in
+        ``burst_bytes`` with the headers', and up to PREROLL_PACKETS before them."""
+        packets = [*self._before, *self._recent]
+        # The headers' pages, and the first audio page's header and pre-roll.
+        budget = self.burst_bytes - (
+            2 * _PAGE_HEADER + _ogg_size(self.opus_head) + _ogg_size(_TAGS)
+        )
+        per_page = self.packets_per_page
+        sizes = [len(packet) // 255 + 1 + len(packet) for packet in packets]  # _ogg_size
+        start = len(packets)
+        size = 0
+        # The first PREROLL_PACKETS are never played: they are the pre-roll of
+        # a burst that reaches back to them.
+        while start > PREROLL_PACKETS:
+            cost = sizes[start - 1]
+            if (len(packets) - start) % per_page == 0:  # it opens a page
+                cost += _PAGE_HEADER
+            # With it in the burst, the pre-roll is the PREROLL_PACKETS before it.
+            preroll = sum(sizes[start - 1 - PREROLL_PACKETS : start - 1])
+            if size + cost + preroll > budget:
+                break
+            size += cost
+            start -= 1
+        return packets[max(0, start - PREROLL_PACKETS) : start], packets[start:]
 
     def _remove(self, client: LiveClient) -> None:
         if client in self.clients:
@@ -201,6 +323,15 @@ class LiveStream:
             self._output = None
 
     def _on_packet(self, packet: bytes, samples: int, now: float) -> None:
+        # Padded once for every client (the encode is the room's too).
+        packet = padded_to(packet, self.min_packet_bytes)
+        recent = self._recent
+        recent.append(packet)
+        self._recent_bytes += len(packet)
+        while self._recent_bytes > self.burst_bytes:
+            old = recent.popleft()
+            self._recent_bytes -= len(old)
+            self._before.append(old)
         for client in list(self.clients):
             client._put(packet, samples)
 
@@ -215,8 +346,23 @@ class LiveStream:
             client.close()
 
 
-def _check_settings(max_lag: float, packets_per_page: int, max_skips: int) -> None:
+def _check_settings(
+    max_lag: float,
+    packets_per_page: int,
+    max_skips: int,
+    burst_bytes: int = BURST_BYTES,
+    min_bitrate: int | None = None,
+) -> None:
     """:class:`~sfu.errors.InvalidSetting` naming the first bad setting."""
+    if not is_int(burst_bytes) or not 0 <= burst_bytes <= MAX_BURST_BYTES:
+        raise InvalidSetting(
+            f"burst_bytes must be an integer in 0..{MAX_BURST_BYTES}, got {burst_bytes!r}"
+        )
+    if min_bitrate is not None and (not is_int(min_bitrate) or not 0 <= min_bitrate <= MAX_BITRATE):
+        raise InvalidSetting(
+            f"min_bitrate must be None (the mixer's bit rate) or an integer in "
+            f"0..{MAX_BITRATE} bit/s, got {min_bitrate!r}"
+        )
     if not is_int(packets_per_page) or packets_per_page < 1:
         raise InvalidSetting(f"packets_per_page must be an integer >= 1, got {packets_per_page!r}")
     if not is_int(max_skips) or max_skips < 1:
@@ -245,6 +391,8 @@ def live_stream_handler(
     max_skips: int = 5,
     public: bool = False,
     max_clients: int = 1000,
+    burst_bytes: int = BURST_BYTES,
+    min_bitrate: int | None = None,
 ) -> Handler:
     """A GET handler streaming room ``{room}``'s mix as chunked ``audio/ogg``.
 
@@ -256,9 +404,14 @@ def live_stream_handler(
     ``public=True`` opens the streams of the rooms that are not private to
     anyone (a broadcast). A room's stream takes ``max_clients`` clients at
     once (each costs its own Ogg pages, ~0.3 ms of CPU a second): 503 past
-    them. :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
+    them. A client joining a running stream gets its latest audio at once,
+    up to ``burst_bytes`` (0..262144, 32 KiB: what Chromium waits for before
+    it plays) with the headers; packets shorter than ``min_bitrate`` (bit/s
+    over 20 ms, 0..256000; None: the room mixer's bit rate, 0: none) are
+    padded to it (see the module documentation for why and what it costs).
+    :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
     """
-    _check_settings(max_lag, packets_per_page, max_skips)
+    _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
     if not isinstance(public, bool):
         raise InvalidSetting(f"public must be True or False, got {public!r}")
     if not is_int(max_clients) or max_clients < 1:
@@ -273,6 +426,8 @@ def live_stream_handler(
                 max_lag=max_lag,
                 packets_per_page=packets_per_page,
                 max_skips=max_skips,
+                burst_bytes=burst_bytes,
+                min_bitrate=min_bitrate,
             )
         return live
 

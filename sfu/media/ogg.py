@@ -55,6 +55,7 @@ __all__ = [
     "opus_head",
     "opus_tags",
     "packet_samples",
+    "padded_to",
     "parse_opus_head",
     "parse_pages",
     "read_packets",
@@ -171,6 +172,52 @@ def packet_samples(packet: bytes) -> int:
             raise ValueError("Opus code-3 packet truncated: no frame count byte")
         frames = packet[1] & 0x3F
     return frames * _FRAME_SAMPLES[toc >> 3]
+
+
+def padded_to(packet: bytes, size: int) -> bytes:
+    """``packet`` made ``size`` bytes long with Opus padding (RFC 6716 section 3.2.5),
+    or ``packet`` itself when it is that long already, or too close to it (the
+    smallest padding adds two bytes, one to a code-3 packet).
+
+    The padding is the code-3 kind, which any decoder skips: a code-0, 1 or 2
+    packet becomes the code-3 packet of the same frames (the same TOC
+    configuration, so the same duration and audio)::
+
+        | TOC, c=3 | v p M | padding length | (code 2: first frame's length) | frames | zeros |
+
+    ``p`` says padding follows the frame count byte: its length is coded as
+    bytes of 255 (254 bytes each, and another length byte follows) and a last
+    byte 0..254. A code-3 packet without padding gets some; one with padding
+    already is left alone. ValueError for a packet too short to be Opus.
+    """
+    if not packet:
+        raise ValueError("Opus packet truncated: no TOC byte")
+    code = packet[0] & 0x03
+    if code == 3:
+        if len(packet) < 2:
+            raise ValueError("Opus code-3 packet truncated: no frame count byte")
+        if packet[1] & 0x40:
+            return packet  # padded already
+        count_byte = packet[1] | 0x40
+        frames = packet[2:]
+    elif code == 0:
+        count_byte = 0x40 | 1  # CBR, padded, one frame
+        frames = packet[1:]
+    elif code == 1:
+        count_byte = 0x40 | 2  # CBR, padded, two frames of equal size
+        frames = packet[1:]
+    else:  # code 2: two frames, the first one's length coded as in code 3 (VBR)
+        count_byte = 0x80 | 0x40 | 2
+        frames = packet[1:]
+    # size = TOC + count byte + (n + 1) length bytes + frames + padding
+    extra = size - 2 - len(frames)  # the padding and its length bytes
+    if extra < 1:
+        return packet
+    n = -(-extra // 255) - 1  # bytes of 255: each carries 254 bytes of padding
+    padding = extra - n - 1
+    lengths = b"\xff" * n + bytes((padding - 254 * n,))
+    toc = (packet[0] & 0xFC) | 3
+    return bytes((toc, count_byte)) + lengths + frames + bytes(padding)
 
 
 # -- pages -----------------------------------------------------------------------------

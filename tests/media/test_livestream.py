@@ -19,15 +19,24 @@ from aiohttp import web
 
 import sfu
 from sfu.auth import issue_token
-from sfu.media.livestream import LiveStream
+from sfu.media.livestream import BURST_BYTES, LiveStream
 from sfu.media.mixer import Mixer
-from sfu.media.ogg import FIRST_PAGE, LAST_PAGE, parse_opus_head, parse_pages, read_packets
+from sfu.media.ogg import (
+    CONTINUED,
+    FIRST_PAGE,
+    LAST_PAGE,
+    packet_samples,
+    padded_to,
+    parse_opus_head,
+    parse_pages,
+    read_packets,
+)
 from sfu.media.router import Router
 from sfu.signaling.aiohttp import live_stream_handler
 
 from ..clients import join, wait_for
 from ..sites import start_site
-from .mixing import assert_tones, decode_ogg
+from .mixing import assert_tones, decode_ogg, opus_tone
 
 SECRET = "s" * 40
 
@@ -291,6 +300,169 @@ async def test_a_stream_open_when_its_listener_is_banned_ends(
     assert len(list(read_packets(data))) - 2 < len(list(read_packets(friend_data))) - 2
 
 
+def assert_continuous(data: bytes, first_sequence: int = 0, first_granule: int = 0) -> int:
+    """The pages of ``data`` are whole (no packet cut across two) and in step:
+    sequence numbers from ``first_sequence``, each audio page's granule that
+    of the one before plus its packets' samples. Returns the last granule."""
+    granule = first_granule
+    for expected, page in enumerate(parse_pages(data), first_sequence):
+        assert page.sequence == expected
+        assert not page.header_type & CONTINUED and page.segments[-1] < 255
+        if page.sequence < 2:
+            continue  # OpusHead, OpusTags
+        position = 0
+        for lacing in page.segments:  # one segment a packet: they are all < 255 bytes
+            granule += packet_samples(page.body[position : position + lacing])
+            position += lacing
+        assert page.granule == granule
+    return granule
+
+
+async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
+    """Chromium's media cache gives its demuxer whole 32 KiB blocks, nothing
+    before the first is full: at 48 kbit/s a client joining a live stream
+    heard nothing for ~4.5 s. One joining a running stream now gets, in its
+    first write, the latest packets whose pages fill ``burst_bytes`` with the
+    headers, after the pre-roll of 4 packets its pre-skip discards: a valid
+    stream (CRCs, page sequence, granules counting what it was sent) whose
+    audio is the mix's up to the moment it joined, then the mix as it comes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    live = LiveStream(mixer, packets_per_page=5)
+    first = live.subscribe()
+    first_data = first.headers()
+    assert len(list(parse_pages(first_data))) == 2, "the stream's first client: no burst"
+    tone = opus_tone(440, 420)
+    floor = live.min_packet_bytes
+    assert floor == 120  # 48 kbit/s over 20 ms
+    mixed = [padded_to(packet, floor) for packet in tone]
+    for index, packet in enumerate(tone[:400]):
+        live._on_packet(packet, 960, index * 0.02)
+        if index % 5 == 4:
+            first_data += await first.read()
+    late = live.subscribe()
+    start = late.headers()
+    assert BURST_BYTES - 1000 < len(start) <= BURST_BYTES == 32768
+    packets = [packet for packet, _ in read_packets(start)]
+    pre_skip = parse_opus_head(packets[0])[1]
+    assert pre_skip == parse_opus_head(live.opus_head)[1] + 4 * 960, "4 packets of pre-roll"
+    audio = packets[2:]
+    assert audio == mixed[400 - len(audio) : 400], "the latest packets, in order"
+    assert len(audio) * 0.02 > 3.5, "at 48 kbit/s, 32 KiB hold more than 3.5 s"
+    granule = assert_continuous(start)
+    assert granule == len(audio) * 960
+    # Decodable at once: FFmpeg's Ogg demuxer and libopus play all but the pre-roll,
+    # and the decoder has converged: the audio is what the first client heard there.
+    pcm = decode_ogg(start)
+    assert len(pcm) == granule - pre_skip
+    early = decode_ogg(first_data)
+    early_skip = parse_opus_head(next(read_packets(first_data))[0])[1]
+    offset = (400 - len(audio)) * 960 + pre_skip - early_skip  # where its first sample is
+    expected = early[offset : offset + len(pcm)]
+    error = pcm[:960] - expected[:960]
+    assert float(np.sqrt(np.mean(error**2))) < 0.25 * float(np.sqrt(np.mean(expected[:960] ** 2)))
+    # Then the mix as it comes, in the same stream; the queue is bounded as before.
+    for index, packet in enumerate(tone[400:], 400):
+        live._on_packet(packet, 960, index * 0.02)
+    assert len(late.queue) == 20 <= live.max_packets
+    more = await late.read()
+    assert [p for p, _ in read_packets(start + more)][2:] == mixed[400 - len(audio) : 420]
+    last = list(parse_pages(start))[-1]
+    assert_continuous(more, last.sequence + 1, granule)
+    for client in (first, late):
+        client.close()
+    await mixer.wait_stopped()
+    await mixer.close()
+    router.close()
+    sock.close()
+
+
+async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge() -> None:
+    """``burst_bytes=0``: the headers alone, then the pre-roll on the first page
+    of queued packets, as before bursts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    live = LiveStream(mixer, burst_bytes=0, min_bitrate=0)
+    first = live.subscribe()
+    tone = opus_tone(440, 60)
+    for index, packet in enumerate(tone[:50]):
+        live._on_packet(packet, 960, index * 0.02)
+    late = live.subscribe()
+    start = late.headers()
+    assert len(list(parse_pages(start))) == 2
+    for index, packet in enumerate(tone[50:], 50):
+        live._on_packet(packet, 960, index * 0.02)
+    data = start + await late.read()
+    assert [p for p, _ in read_packets(data)][2:] == tone[46:60], "pre-roll, then live, unpadded"
+    assert_continuous(data)
+    for client in (first, late):
+        client.close()
+    await mixer.wait_stopped()
+    await mixer.close()
+    router.close()
+    sock.close()
+
+
+async def test_a_late_joiner_over_http_gets_seconds_of_audio_in_its_first_second(
+    http_server: tuple[sfu.Server, str],
+) -> None:
+    """The handler writes the burst first: a client joining a mix that has run
+    for 4 s reads, within a second, more audio than a second's worth, the
+    mix's latest, decodable and converged."""
+    server, base = http_server
+    room = server.room("bursting")
+    speaker = await join(room, "alice", speaker=True, frequency=440)
+    url = f"{base}/rooms/bursting/live.ogg"
+    try:
+        await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
+        async with aiohttp.ClientSession() as session:
+            early_reading = asyncio.create_task(read_for(session, url, 5.5))
+            await asyncio.sleep(4.0)
+            late = await read_for(session, url, 1.0)
+            early = await early_reading
+    finally:
+        await speaker.close()
+    late_packets = [packet for packet, _ in read_packets(late)][2:]
+    early_packets = [packet for packet, _ in read_packets(early)][2:]
+    assert len(late_packets) * 0.02 >= 3.0, "the burst: seconds of audio at once"
+    _first_index(early_packets, late_packets[:10])  # the mix's own packets (4 s fit in 32 KiB)
+    granule = assert_continuous(late)
+    pre_skip = parse_opus_head(next(read_packets(late))[0])[1]
+    pcm = decode_ogg(late)
+    assert len(pcm) == granule - pre_skip
+    assert_tones(pcm[: 48000 * 2], present=[440])
+
+
+async def test_silence_is_padded_to_the_mix_s_bit_rate(http_server: tuple[sfu.Server, str]) -> None:
+    """Silence encodes to 3-byte packets: Chromium, which waits for 32 KiB, would
+    start 70 s late and stay 70 s behind (and a playing client falls behind by
+    every pause). Packets are padded to the mix's bit rate, or ``min_bitrate``."""
+    server, base = http_server
+    room = server.room("quiet")  # nobody speaks
+    async with aiohttp.ClientSession() as session:
+        data = await read_for(session, f"{base}/rooms/quiet/live.ogg", 1.0)
+        # (A client joining the same stream would get its history, padded as it was.)
+        await wait_for(lambda: not room.mixer.running, 2, "that stream to end")
+        room.mixer.bitrate = 96000  # the floor follows the mix
+        faster = await read_for(session, f"{base}/rooms/quiet/live.ogg", 1.0)
+    runner, unpadded_base = await serve(server, public=True, min_bitrate=0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            unpadded = await read_for(session, f"{unpadded_base}/rooms/quiet/live.ogg", 1.0)
+    finally:
+        await runner.cleanup()
+    for stream, size in ((data, 120), (faster, 240)):
+        packets = [packet for packet, _ in read_packets(stream)][2:]
+        assert len(packets) >= 25
+        assert {len(packet) for packet in packets} == {size}
+        assert_continuous(stream)
+        pcm = decode_ogg(stream)
+        assert len(pcm) > 0.4 * 48000 and float(np.abs(pcm).max()) < 1.0, "silence"
+    assert max(len(packet) for packet, _ in list(read_packets(unpadded))[2:]) < 10
+
+
 async def test_slow_client_skips_ahead_then_is_dropped() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
@@ -454,6 +626,14 @@ async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
         {"max_skips": "5"},  # else a TypeError when a client first falls behind
         {"max_skips": None},
         {"max_skips": 0},
+        {"burst_bytes": -1},
+        {"burst_bytes": 262145},
+        {"burst_bytes": 1.5},
+        {"burst_bytes": True},
+        {"min_bitrate": -1},
+        {"min_bitrate": 256001},
+        {"min_bitrate": "48000"},
+        {"min_bitrate": False},
     ],
 )
 async def test_bad_settings_are_refused_when_the_handler_is_made(settings: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import io
 import struct
 
 import av
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,13 +20,14 @@ from sfu.media.ogg import (
     opus_head,
     opus_tags,
     packet_samples,
+    padded_to,
     parse_opus_head,
     parse_pages,
     read_packets,
     with_pre_skip,
 )
 
-from .mixing import decode_ogg, opus_tone
+from .mixing import decode_ogg, decode_payloads, opus_tone
 
 
 def reference_crc(data: bytes) -> int:
@@ -192,3 +194,60 @@ def test_ffmpeg_decodes_what_the_writer_writes() -> None:
         samples = sum(frame.samples for frame in container.decode(stream))
     assert samples == 100 * 960
     assert len(decode_ogg(data)) == 100 * 960
+
+
+def _with_code(frames: list[bytes], code: int) -> bytes:
+    """Opus packets of ``frames`` (20 ms CELT frames of one stream) coded as
+    ``code`` (RFC 6716 section 3.2): 0 one frame; 1 two of equal size; 2 two
+    (VBR); 3 several (CBR when all sizes are equal, else VBR)."""
+    toc = frames[0][0] & 0xFC
+    bodies = [frame[1:] for frame in frames]
+    if code == 0:
+        return bytes((toc,)) + bodies[0]
+    if code == 1:
+        return bytes((toc | 1,)) + bodies[0] + bodies[0]  # the same frame twice
+    if code == 2:
+        assert len(bodies[0]) < 252
+        return bytes((toc | 2, len(bodies[0]))) + bodies[0] + bodies[1]
+    assert all(len(body) < 252 for body in bodies)
+    lengths = bytes(len(body) for body in bodies[:-1])
+    return bytes((toc | 3, 0x80 | len(bodies))) + lengths + b"".join(bodies)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 3])
+@pytest.mark.parametrize("more", [2, 200, 255, 256, 257, 510, 511, 512, 1000])
+def test_padding_keeps_the_audio_and_the_duration(code: int, more: int) -> None:
+    """RFC 6716 section 3.2.5: code-3 padding, skipped by the decoder. The padded
+    packets are exactly the size asked for (every padding length coding: one
+    byte, a 255 and a 0, several 255s) and decode (libopus) to the same samples."""
+    frames = opus_tone(440, 12)
+    packets = [_with_code(frames[i : i + 3], code) for i in range(0, 12, 3)]
+    padded = [padded_to(packet, len(packet) + more) for packet in packets]
+    assert [len(p) - len(q) for p, q in zip(padded, packets, strict=True)] == [more] * 4
+    assert all(p[0] & 3 == 3 and p[1] & 0x40 for p in padded)
+    assert [packet_samples(p) for p in padded] == [packet_samples(p) for p in packets]
+    assert np.array_equal(decode_payloads(padded), decode_payloads(packets))
+
+
+def test_padding_leaves_long_and_padded_packets_alone() -> None:
+    packet = opus_tone(440, 1)[0]
+    assert padded_to(packet, len(packet)) is packet
+    assert padded_to(packet, len(packet) + 1) is packet, "padding costs two bytes at least"
+    code_3 = _with_code(opus_tone(440, 2), 3)
+    assert len(padded_to(code_3, len(code_3) + 1)) == len(code_3) + 1, "one for code 3"
+    assert len(padded_to(packet, len(packet) + 2)) == len(packet) + 2
+    padded = padded_to(packet, len(packet) + 50)
+    assert padded_to(padded, len(packet) + 400) is padded
+    assert padded_to(b"\xf8", 100)[:3] == b"\xfb\x41\x61" and len(padded_to(b"\xf8", 100)) == 100
+    with pytest.raises(ValueError):
+        padded_to(b"", 100)
+    with pytest.raises(ValueError):
+        padded_to(b"\xfb", 100)
+
+
+def test_ffmpeg_reads_padded_packets_in_ogg() -> None:
+    """FFmpeg's Ogg demuxer takes a padded packet's duration from its TOC and
+    frame count byte, as for any code-3 packet."""
+    packets = opus_tone(440, 50)
+    padded = [padded_to(p, 300) for p in packets]
+    assert np.array_equal(decode_ogg(write_stream(padded)), decode_ogg(write_stream(packets)))
