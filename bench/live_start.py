@@ -17,10 +17,12 @@ new tab per run. Measured per run:
   (the last value is reported, with the extremes). The server sends each
   page as the mixer completes it, so this is the element's lag behind the
   mix; the mix is one jitter buffer behind the speaker;
-* with ``--ear``: mouth to ear. Once the element plays, the speaker pauses
-  for 2 s, then its tone starts again at a known wall-clock time; the page
-  routes the element through a Web Audio ``AnalyserNode`` and stamps the
-  first loud block after a quiet one.
+* with ``--ear``: mouth to ear. Once the element plays, the speaker's tone
+  goes from 440 Hz to 880 Hz at a known wall-clock time (not a pause: the
+  element's stalls would read as one); the page routes the element through
+  a Web Audio ``AnalyserNode`` and stamps the first block where 880 Hz
+  dominates, after one where 440 Hz did. It includes the mix's own delay
+  (the jitter buffer) and Chromium's output buffering.
 
 ``--warm`` keeps another HTTP client on the stream throughout (started 6 s
 before the first run), so the mixer is running when each measured client
@@ -84,22 +86,24 @@ PAGE = """<!doctype html>
     if (audio.currentTime > 0 && window.live.firstTime === null) window.live.firstTime = now();
   }, 5);
   if (%(ear)s) {
-    // Mouth to ear: the element through an analyser. Once armed, wait for a
-    // quiet block (the pause), then stamp the first loud one (the tone again).
+    // Mouth to ear: the element through an analyser. Once armed, wait for the
+    // 440 Hz tone to dominate, then stamp the first block where 880 Hz does
+    // (the speaker's tone changed; a pause would be confused with a stall).
     const context = new AudioContext();
     const analyser = context.createAnalyser();
-    analyser.fftSize = 256;
+    analyser.fftSize = 2048;
+    analyser.smoothingTimeConstant = 0;
     context.createMediaElementSource(audio).connect(analyser);
     analyser.connect(context.destination);
-    const block = new Float32Array(analyser.fftSize);
-    let quiet = false;
+    const spectrum = new Float32Array(analyser.frequencyBinCount);
+    const bin = (hz) => Math.round(hz * analyser.fftSize / context.sampleRate);
+    let low = false;
     const listen = setInterval(() => {
       if (!window.live.armed) return;
-      analyser.getFloatTimeDomainData(block);
-      let peak = 0;
-      for (const v of block) peak = Math.max(peak, Math.abs(v));
-      if (peak < 0.01) quiet = true;
-      else if (quiet && peak > 0.05) { window.live.heard = now(); clearInterval(listen); }
+      analyser.getFloatFrequencyData(spectrum);  // dB
+      const a = spectrum[bin(440)], b = spectrum[bin(880)];
+      if (a > b + 20) low = true;
+      else if (low && b > a + 20) { window.live.heard = now(); clearInterval(listen); }
     }, 2);
     context.resume();
   }
@@ -216,13 +220,13 @@ async def one_run(
     if args.ear:
         await asyncio.sleep(1.0)
         await page.evaluate("window.live.armed = true")
-        speaker.track.loud = False
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(0.5)
         tone_at = time.time()
-        speaker.track.loud = True
+        speaker.track.frequency = 880
         ear_deadline = loop.time() + 30
         while await page.evaluate("window.live.heard") is None and loop.time() < ear_deadline:
             await asyncio.sleep(0.02)
+        speaker.track.frequency = 440
     lags = []
     settle_until = loop.time() + args.settle
     while True:
