@@ -125,6 +125,7 @@ class LiveClient:
         opus_head: bytes,
         preroll: Sequence[bytes] = (),
         burst: Sequence[bytes] = (),
+        burst_per_page: int = 255,
     ) -> None:
         self.stream = stream
         # Kept: the stream's mixer output may be gone (the room closed) by the
@@ -135,6 +136,7 @@ class LiveClient:
         self._preroll = list(preroll)
         # The mix's latest packets, played before the first one queued.
         self._burst = list(burst)
+        self._burst_per_page = burst_per_page
         self.writer = OggWriter(serial, packets_per_page=255)
         self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self.skips = 0
@@ -151,11 +153,12 @@ class LiveClient:
 
     def headers(self) -> bytes:
         """The first thing on the wire: the OpusHead and OpusTags pages, then the
-        burst's pages (``packets_per_page`` packets each, the first one
-        preceded by the pre-roll). Without a burst the pre-roll packets go on
-        the first page of queued ones."""
+        burst's pages (``packets_per_page`` packets each, fewer when that many
+        would not fit in one page; the first one preceded by the pre-roll).
+        Without a burst the pre-roll packets go on the first page of queued
+        ones."""
         out = [self.writer.headers(self._opus_head, _TAGS)]
-        per_page = self.stream.packets_per_page
+        per_page = self._burst_per_page
         for packet in self._preroll:
             self._granule += packet_samples(packet)
             self.sent_packets += 1
@@ -282,23 +285,29 @@ class LiveStream:
             self._recent_bytes = 0
             self._before.clear()
             self._before.extend(padded_to(packet, floor) for packet in preroll)
-        preroll, burst = self._start()
+        preroll, burst, per_page = self._start()
         head = self._output.opus_head
         pre_skip = parse_opus_head(head)[1] + sum(packet_samples(p) for p in preroll)
-        client = LiveClient(self, self._serial, with_pre_skip(head, pre_skip), preroll, burst)
+        client = LiveClient(
+            self, self._serial, with_pre_skip(head, pre_skip), preroll, burst, per_page
+        )
         self.clients.append(client)
         return client
 
-    def _start(self) -> tuple[list[bytes], list[bytes]]:
-        """A new client's (pre-roll, burst): the latest packets whose pages fit in
-        ``burst_bytes`` with the headers', and up to PREROLL_PACKETS before them."""
+    def _start(self) -> tuple[list[bytes], list[bytes], int]:
+        """A new client's (pre-roll, burst, packets per burst page): the latest
+        packets whose pages fit in ``burst_bytes`` with the headers', and up to
+        PREROLL_PACKETS before them."""
         packets = [*self._before, *self._recent]
         # The headers' pages, and the first audio page's header and pre-roll.
         budget = self.burst_bytes - (
             2 * _PAGE_HEADER + _ogg_size(self.opus_head) + _ogg_size(_TAGS)
         )
-        per_page = self.packets_per_page
         sizes = [len(packet) // 255 + 1 + len(packet) for packet in packets]  # _ogg_size
+        # Pages the Ogg writer does not split (at most 255 lacing values, the
+        # pre-roll's on the first), or each split would add a header not counted.
+        lacing = max((len(packet) // 255 + 1 for packet in packets), default=1)
+        per_page = max(1, min(self.packets_per_page, 255 // lacing - PREROLL_PACKETS))
         start = len(packets)
         size = 0
         # The first PREROLL_PACKETS are never played: they are the pre-roll of
@@ -313,7 +322,7 @@ class LiveStream:
                 break
             size += cost
             start -= 1
-        return packets[max(0, start - PREROLL_PACKETS) : start], packets[start:]
+        return packets[max(0, start - PREROLL_PACKETS) : start], packets[start:], per_page
 
     def _remove(self, client: LiveClient) -> None:
         if client in self.clients:

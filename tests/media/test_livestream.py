@@ -378,6 +378,37 @@ async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
     sock.close()
 
 
+@pytest.mark.parametrize("size", [16, 19, 120])
+async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(size: int) -> None:
+    """An Ogg page holds at most 255 packets (lacing values): with
+    ``packets_per_page=255`` the pre-roll and a page's worth of packets would
+    not fit in one, and the page split off would put the burst a header past
+    ``burst_bytes``. The burst's pages hold fewer packets instead."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    live = LiveStream(mixer, packets_per_page=255, max_lag=6.0, min_bitrate=0)
+    first = live.subscribe()
+    packets = [bytes((0xF8, index % 256)) + bytes(size - 2) for index in range(2000)]
+    for index, packet in enumerate(packets):
+        live._on_packet(packet, 960, index * 0.02)
+        first.queue.clear()  # (not read: it would be dropped as too slow)
+    late = live.subscribe()
+    start = late.headers()
+    assert BURST_BYTES - 2 * size - 60 < len(start) <= BURST_BYTES
+    pages = list(parse_pages(start))
+    assert all(len(page.segments) <= 255 for page in pages)
+    audio = [packet for packet, _ in read_packets(start)][2:]
+    assert audio == packets[len(packets) - len(audio) :]
+    assert_continuous(start)
+    for client in (first, late):
+        client.close()
+    await mixer.wait_stopped()
+    await mixer.close()
+    router.close()
+    sock.close()
+
+
 async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge() -> None:
     """``burst_bytes=0``: the headers alone, then the pre-roll on the first page
     of queued packets, as before bursts."""
