@@ -28,7 +28,9 @@ settings keep that short:
   (32 KiB, Chromium's first block: ~4 s at 48 kbit/s). Chromium then starts
   in a fraction of a second instead of ~4.5 s, at the lag it would have had
   anyway; a player that starts on fewer bytes plays that much further
-  behind live than it would without (``burst_bytes=0``: no burst). The
+  behind live than it would without (``burst_bytes=0``: no burst). A
+  burst holds at most :data:`MAX_BURST_SECONDS` (15 s) of audio, as with
+  padding off (below) a quiet room's 32 KiB would be minutes of it. The
   stream keeps ``burst_bytes`` of its latest packets for this (one copy,
   whatever the number of clients); the first client of a stream has no
   burst, nothing having been sent before it.
@@ -94,7 +96,14 @@ if TYPE_CHECKING:
     from ..transport.server import Server
     from .mixer import Mixer
 
-__all__ = ["BURST_BYTES", "MAX_BURST_BYTES", "LiveClient", "LiveStream", "live_stream_handler"]
+__all__ = [
+    "BURST_BYTES",
+    "MAX_BURST_BYTES",
+    "MAX_BURST_SECONDS",
+    "LiveClient",
+    "LiveStream",
+    "live_stream_handler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +115,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BURST_BYTES = 32768
 #: The largest ``burst_bytes`` taken (each room's stream keeps that much of its audio).
 MAX_BURST_BYTES = 262144
+#: A burst holds at most this much audio (s), whatever ``burst_bytes``: with
+#: padding off a quiet room's 3-byte packets would fill 32 KiB with minutes of
+#: it, and every joiner would play that far behind live.
+MAX_BURST_SECONDS = 15.0
 _TAGS = opus_tags("sfu live")
 _PAGE_HEADER = 27  # an Ogg page's fixed header (its lacing values come on top)
 
@@ -248,6 +261,7 @@ class LiveStream:
         # bursts; and the PREROLL_PACKETS ones before those.
         self._recent: collections.deque[bytes] = collections.deque()
         self._recent_bytes = 0
+        self._max_burst_packets = round(MAX_BURST_SECONDS / PTIME)
         self._before: collections.deque[bytes] = collections.deque(maxlen=PREROLL_PACKETS)
 
     def __repr__(self) -> str:
@@ -337,7 +351,7 @@ class LiveStream:
         recent = self._recent
         recent.append(packet)
         self._recent_bytes += len(packet)
-        while self._recent_bytes > self.burst_bytes:
+        while self._recent_bytes > self.burst_bytes or len(recent) > self._max_burst_packets:
             old = recent.popleft()
             self._recent_bytes -= len(old)
             self._before.append(old)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 import sfu
 from sfu.auth import issue_token
+from sfu.media import livestream
 from sfu.media.livestream import BURST_BYTES, LiveStream
 from sfu.media.mixer import Mixer
 from sfu.media.ogg import (
@@ -379,11 +380,14 @@ async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
 
 
 @pytest.mark.parametrize("size", [16, 19, 120])
-async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(size: int) -> None:
+async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An Ogg page holds at most 255 packets (lacing values): with
     ``packets_per_page=255`` the pre-roll and a page's worth of packets would
     not fit in one, and the page split off would put the burst a header past
     ``burst_bytes``. The burst's pages hold fewer packets instead."""
+    monkeypatch.setattr(livestream, "MAX_BURST_SECONDS", 60.0)  # 32 KiB of 16 bytes: 38 s
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
     mixer = Mixer(router)
@@ -403,6 +407,34 @@ async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(size: int) -> Non
     assert_continuous(start)
     for client in (first, late):
         client.close()
+    await mixer.wait_stopped()
+    await mixer.close()
+    router.close()
+    sock.close()
+
+
+async def test_a_burst_of_tiny_packets_holds_at_most_max_burst_seconds() -> None:
+    """With padding off, a quiet room's 3-byte packets would fill 32 KiB with
+    three minutes of silence, every joiner playing that far behind live: a
+    burst stops at MAX_BURST_SECONDS of audio. A stream started again after
+    its clients left bursts nothing of what went before."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    live = LiveStream(mixer, min_bitrate=0)
+    first = live.subscribe()
+    silence = [bytes((0xF8, 0xFF, 0xFE))] * 3000  # 60 s of 3-byte packets
+    for index, packet in enumerate(silence):
+        live._on_packet(packet, 960, index * 0.02)
+        first.queue.clear()
+    late = live.subscribe()
+    audio = [packet for packet, _ in read_packets(late.headers())][2:]
+    assert (len(audio) - 4) * 0.02 == pytest.approx(livestream.MAX_BURST_SECONDS)  # 4: pre-roll
+    for client in (first, late):
+        client.close()
+    again = live.subscribe()
+    assert len(list(parse_pages(again.headers()))) == 2, "a new stream's first client: no burst"
+    again.close()
     await mixer.wait_stopped()
     await mixer.close()
     router.close()
