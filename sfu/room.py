@@ -617,7 +617,8 @@ class Room:
         (:mod:`sfu.media.recorder`). Raises :class:`~sfu.errors.RoomClosed`,
         :class:`~sfu.errors.InvalidSetting` for a ``path`` that is not a file
         path or that a recording not stopped yet writes (in any room), or
-        ``OSError`` when the file cannot be created.
+        ``OSError`` when the file cannot be created. A disk that refuses a
+        file later pauses that file until it takes it again (see the module).
         """
         from .media.recorder import Recorder
 

@@ -98,7 +98,12 @@ class ParticipantStats(_ParticipantStats, total=False):
 
 
 class SpeakerFileStats(TypedDict):
-    """One speaker's own file of a recording made with ``per_speaker=True``."""
+    """One speaker's own file of a recording made with ``per_speaker=True``.
+
+    ``paused``: the disk refuses the file for now (full, read-only; it is
+    tried again with a back-off); ``lost``: seconds the disk cost it,
+    silence for its outages (the one under way included), or missing at its
+    end when the disk still refused it at the stop."""
 
     path: str
     duration: float
@@ -106,13 +111,18 @@ class SpeakerFileStats(TypedDict):
     silence_frames: int
     late: int
     ahead: int
+    paused: bool
+    lost: float
 
 
 class RecorderStats(TypedDict):
-    """:meth:`Recorder.stats <sfu.media.recorder.Recorder.stats>`."""
+    """:meth:`Recorder.stats <sfu.media.recorder.Recorder.stats>`; ``paused``
+    and ``lost`` are the mix file's, as :class:`SpeakerFileStats` has them."""
 
     path: str
     recording: bool
     duration: float
     packets: int
+    paused: bool
+    lost: float
     speakers: dict[str, SpeakerFileStats]

@@ -49,6 +49,7 @@ __all__ = [
     "FIRST_PAGE",
     "LAST_PAGE",
     "MAX_PACKET_SAMPLES",
+    "MAX_PAGE_PACKET",
     "OggPage",
     "OggWriter",
     "ogg_crc",
@@ -68,6 +69,10 @@ LAST_PAGE = 0x04
 
 _HEADER = struct.Struct("<4sBBqIIIB")  # up to page_segments: 27 bytes
 _MAX_SEGMENTS = 255
+#: The longest packet a page holds whole (255 lacing values, the last < 255):
+#: a longer one continues on the next page. Every Opus packet fits (at most
+#: 48 frames of 1275 bytes, RFC 6716 3.4, and a few bytes of lengths).
+MAX_PAGE_PACKET = 255 * _MAX_SEGMENTS - 1
 
 # The Ogg CRC is zlib's CRC-32 with every bit order reversed: reverse the
 # bits of each input byte, run zlib's (reflected) CRC with no initial value
@@ -240,6 +245,13 @@ class OggWriter:
     ``packets_per_page`` packets, but only emitted when the next packet
     arrives, so that :meth:`close` can always put the EOS flag on a page
     that carries audio. ``flush()`` emits what is pending without EOS.
+
+    A writer whose pages did not all reach their file (a disk that filled)
+    goes back with ``rewind(mark)`` to a ``mark()`` taken when the pages
+    emitted until then were written: the open page and the pages emitted
+    since are forgotten, and the next page gets the next sequence number
+    of the file, so the stream stays gapless (RFC 3533: a gap in the page
+    sequence means lost data).
     """
 
     def __init__(self, serial: int, *, packets_per_page: int = 50) -> None:
@@ -255,6 +267,7 @@ class OggWriter:
         self._pending = 0  # packets on the open page
         self._continued = False  # the open page starts with the rest of a packet
         self._closed = False
+        self._emitted_granule = 0  # of the last page emitted that completes a packet
 
     def headers(self, head: bytes, tags: bytes) -> bytes:
         """The BOS page (OpusHead alone) and the OpusTags page(s)."""
@@ -325,11 +338,33 @@ class OggWriter:
             b"".join(self._body),
         )
         self.sequence += 1
+        if granule != -1:
+            self._emitted_granule = granule
         self._lacing.clear()
         self._body.clear()
         self._pending = 0
         self._continued = False
         return page
+
+    def mark(self) -> tuple[int, int, int]:
+        """Where the stream stands once the pages emitted so far are written:
+        (next sequence number, granule position, packets on those pages),
+        for :meth:`rewind`. Raises RuntimeError between the pages of a
+        packet longer than :data:`MAX_PAGE_PACKET` (none can be gone back to there)."""
+        if self._continued:
+            raise RuntimeError("a packet continues on the open page")
+        return (self.sequence, self._emitted_granule, self.packets - self._pending)
+
+    def rewind(self, mark: tuple[int, int, int]) -> None:
+        """Back to ``mark``: the open page and every page emitted after it are
+        forgotten (they never reached the file); the next page emitted takes
+        the marked sequence number and the granule position goes on from there."""
+        self.sequence, self._emitted_granule, self.packets = mark
+        self.granule = self._emitted_granule
+        self._lacing.clear()
+        self._body.clear()
+        self._pending = 0
+        self._continued = False
 
     def flush(self) -> bytes:
         """Emit the open page now (empty when nothing is pending)."""

@@ -59,17 +59,43 @@ instead).
 Stopping writes the end-of-stream page and closes the files; a room that
 closes stops its recorders.
 
-A speaker file the disk will not take (full, read-only: the file cannot be
-made, or a write fails) ends there, logged, whole pages only; that speaker
-is in the mix file only for the rest of the recording, also when it
-rejoins (one file made or tried per identity, at most
-:data:`MAX_SPEAKER_FILES`). A failing mix file ends the recording.
+A file the disk will not take (full, read-only: the file cannot be made,
+or a write fails) pauses, the mix file as a speaker's; the recording and
+its other files go on. Only whole pages are ever in a file (a write that
+fails part-way is cut back), and its stream goes back to its last page
+written (:meth:`~sfu.media.ogg.OggWriter.rewind`: page sequence numbers
+stay gapless, granule positions go on from there). What the file would
+hold meanwhile is dropped, never kept. It is tried again
+:data:`RETRY_FIRST` (1 s) later, then after twice as long each time a try
+fails, at most :data:`RETRY_MAX` (30 s) apart: one open or write a try, and
+nothing per packet in between but a comparison (a file that fails again
+within 30 s of going on keeps its back-off, so a disk that takes one write
+in two is not tried, nor logged, more often). A try first writes at most
+:data:`RETRY_PROBE` (6 s) of silence, so a disk that still refuses costs
+that little however long the outage; once the disk took it, the rest of
+the outage is silence too (120 ms packets, ~40-60 ms of work per hour out,
+once), so the file goes on in line with the others and still lasts the
+wall time of the recording: the mix file counts the mixer's frames it
+dropped; a speaker's next packets go where their timestamps say, as after
+lost packets (by the wall clock if it disagrees by over a second). (The
+mix file used to end the whole recording instead: a disk full for a
+minute lost every file's rest.) A speaker file that could not be made is made once the
+disk lets it, silence from the start; a speaker whose file is paused goes
+on in it when it rejoins: one file made or tried per identity, at most
+:data:`MAX_SPEAKER_FILES`, and nothing kept per join. Logged: one ERROR
+line when a file pauses, one WARNING when it goes on (how long it was out,
+how much of it is silence), nothing per failed try. :meth:`Recorder.stats`
+gives each file's ``paused`` and ``lost`` (seconds the disk cost it). At the stop a paused file gets one last try; a disk that still
+refuses it leaves it ending at its last whole page (no end-of-stream flag:
+players read it up to there). A mix file that cannot be made at all, or
+whose headers the disk refuses, raises in ``record()``.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import re
 import secrets
@@ -84,6 +110,7 @@ from ..stats import RecorderStats
 from .mixer import MixOutput
 from .ogg import (
     MAX_PACKET_SAMPLES,
+    MAX_PAGE_PACKET,
     OggWriter,
     opus_head,
     opus_tags,
@@ -122,8 +149,20 @@ QUIET_LAG = 0.5  # so a fill is always > 1 s: see SpeakerTrack.fill_to
 #: Speakers recorded apart in one recording at most: each file is kept in
 #: line with the wall clock while its speaker is quiet (opened and written
 #: every few seconds). Past it a new speaker is in the mix file only. A
-#: speaker whose file could not be made counts too (see Recorder._tap).
+#: speaker whose file could not be made (yet) counts too: files made or
+#: tried (see Recorder._tap).
 MAX_SPEAKER_FILES = 256
+#: A file the disk refused (full, read-only) is tried again RETRY_FIRST
+#: seconds later, then after twice as long each time it fails again, at most
+#: RETRY_MAX seconds: one open or write per back-off, nothing per packet.
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+#: A try writes this much at most (seconds) of the silence that fills the
+#: outage, on a page of its own (one page of 120 ms packets): a disk that
+#: still fails costs that little work, whatever the outage's length; the
+#: rest of the outage is filled once it took it.
+RETRY_PROBE = 6.0
+_PROBE_SAMPLES = round(RETRY_PROBE * SAMPLE_RATE)
 
 # Every file a running recorder of this process writes (absolute paths), and
 # the recorder: a second recording of one of them would empty it under the
@@ -154,6 +193,9 @@ def _write_whole(handle: IO[bytes], data: bytes) -> None:
     except OSError:
         try:
             os.ftruncate(handle.fileno(), start)
+        except OSError:
+            pass
+        try:  # (apart: the next write, once the disk takes it, goes where this one began)
             handle.seek(start)
         except OSError:
             pass
@@ -167,6 +209,50 @@ def _six_frames(frame: bytes) -> bytes:
 
 def _safe_name(identity: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", identity)[:64] or "speaker"
+
+
+class Outage:
+    """A file's outages: whether the disk takes it now, when it is tried
+    again, and what the outages cost it (bookkeeping only: the
+    :class:`Recorder` does the I/O and the logging)."""
+
+    __slots__ = ("backoff", "count", "lost", "resumed_at", "retry_at", "since")
+
+    def __init__(self) -> None:
+        #: Loop time the current outage began; None while the file is written.
+        self.since: float | None = None
+        self.retry_at = 0.0  # loop time of the next try
+        self.backoff = 0.0  # seconds from the last try to the next
+        self.resumed_at = -math.inf
+        self.count = 0  # outages so far
+        self.lost = 0  # samples of the file filled with silence for outages that ended
+
+    def failed(self, now: float) -> bool:
+        """A write (or the open) failed at ``now``: when to try again. True when
+        this began an outage, False when a try failed. A file that fails again
+        within RETRY_MAX of resuming goes on with the back-off it had, so that
+        a disk that takes one write in two costs no more tries (nor log lines)."""
+        began = self.since is None
+        if began:
+            self.since = now
+            self.count += 1
+            if now - self.resumed_at >= RETRY_MAX:
+                self.backoff = RETRY_FIRST
+            else:
+                self.backoff = min(max(2 * self.backoff, RETRY_FIRST), RETRY_MAX)
+        else:
+            self.backoff = min(max(2 * self.backoff, RETRY_FIRST), RETRY_MAX)
+        self.retry_at = now + self.backoff
+        return began
+
+    def resumed(self, now: float, lost: int) -> float:
+        """The disk took the file again; ``lost`` samples fill the outage. Returns
+        how long (seconds) it was out."""
+        out = now - (self.since if self.since is not None else now)
+        self.since = None
+        self.resumed_at = now
+        self.lost += lost
+        return out
 
 
 class SpeakerTrack:
@@ -198,6 +284,13 @@ class SpeakerTrack:
         self._quiet_filled = False
         self._started = False
         self.last_time = start  # loop time of the last packet placed
+        #: Made on the disk (opened once): the Recorder's; written with "ab" after.
+        self.made = False
+        self.outage = Outage()
+        # (packets, filled) on the pages returned so far, and what the file
+        # holds (see written() and rewind()).
+        self._emitted = (0, 0)
+        self._durable = (self.writer.mark(), 0, 0)
 
     def _fill(self, samples: int, *, exact: bool = False) -> bytes:
         """Silence up to ``samples`` in 20 ms frames; ``exact``: then a 10, 5 and
@@ -213,23 +306,34 @@ class SpeakerTrack:
         frames, rest = divmod(samples, FRAME_SAMPLES)
         # Six silence frames per Opus packet (120 ms, RFC 6716 code 3): a
         # sixth of the pages' work for a long silence.
+        # (A page returned holds the packets before the one that completed
+        # it: _emitted counts them, for rewind().)
         six = _six_frames(self.silence)
         while frames >= 6:
             frames -= 6
             self.position += 6 * FRAME_SAMPLES
+            page = self.writer.write(six, SPEAKER_PRE_SKIP + self.position)
+            if page:
+                self._emitted = (self.packets, self.filled)
+                out.append(page)
             self.filled += 6
-            out.append(self.writer.write(six, SPEAKER_PRE_SKIP + self.position))
         for _ in range(frames):
             self.position += FRAME_SAMPLES
+            page = self.writer.write(self.silence, SPEAKER_PRE_SKIP + self.position)
+            if page:
+                self._emitted = (self.packets, self.filled)
+                out.append(page)
             self.filled += 1
-            out.append(self.writer.write(self.silence, SPEAKER_PRE_SKIP + self.position))
         for size, toc in _SHORT_SILENCE if exact else ():
             if rest >= size:
                 rest -= size
                 self.position += size
-                self.filled += 1
                 frame = bytes([toc | (self.silence[0] & 0x04)]) + self.silence[1:]
-                out.append(self.writer.write(frame, SPEAKER_PRE_SKIP + self.position))
+                page = self.writer.write(frame, SPEAKER_PRE_SKIP + self.position)
+                if page:
+                    self._emitted = (self.packets, self.filled)
+                    out.append(page)
+                self.filled += 1
         return b"".join(out)
 
     def _wall_position(self, now: float) -> int:
@@ -249,8 +353,10 @@ class SpeakerTrack:
             samples = packet_samples(payload)
         except ValueError:
             return b""  # an empty payload: nothing to place
-        if not 0 < samples <= MAX_PACKET_SAMPLES:
-            return b""  # not Opus (no packet is over 120 ms): a jump in the file's timeline
+        if not 0 < samples <= MAX_PACKET_SAMPLES or len(payload) > MAX_PAGE_PACKET:
+            # Not Opus: no packet is over 120 ms (a jump in the file's timeline),
+            # nor longer than a page holds (so that rewind() never cuts one).
+            return b""
         out = b"" if self._started else self.begin(payload)
         wall = self._wall_position(now)
         if ssrc != self._ssrc:
@@ -301,11 +407,14 @@ class SpeakerTrack:
         if target > self.position:
             out += self._fill(target - self.position, exact=not by_wall)
         self.position += samples
-        self.packets += 1
         self._quiet_filled = False
         self.last_time = now
         self._next_timestamp = (timestamp + samples) & 0xFFFFFFFF
-        return out + self.writer.write(payload, SPEAKER_PRE_SKIP + self.position)
+        page = self.writer.write(payload, SPEAKER_PRE_SKIP + self.position)
+        if page:
+            self._emitted = (self.packets, self.filled)
+        self.packets += 1
+        return out + page
 
     def fill_to(self, now: float) -> bytes:
         """Silence up to loop time ``now`` (a quiet speaker, filled as time passes).
@@ -328,7 +437,57 @@ class SpeakerTrack:
         wall = self._wall_position(now)
         if wall > self.position:
             out += self._fill(wall - self.position)
+        self._emitted = (self.packets, self.filled)
         return out + self.writer.close()
+
+    # -- a disk that fails ---------------------------------------------------------
+
+    def written(self) -> None:
+        """Every page returned so far is in the file: what :meth:`rewind` goes back to."""
+        self._durable = (self.writer.mark(), *self._emitted)
+
+    def rewind(self) -> None:
+        """The pages returned since :meth:`written` did not reach the file (a
+        failed write): the track goes back to where the file ends, as if they
+        had never been made (sequence numbers, granule, counts). The stream's
+        timestamps keep their places: once the file is written again, its
+        next packet goes where its timestamp says, as after lost packets (a
+        burst, the first packets after the outage arriving late, is not put
+        ahead of the wall clock), or by the wall clock if that disagrees."""
+        mark, self.packets, self.filled = self._durable
+        self.writer.rewind(mark)
+        self._emitted = (self.packets, self.filled)
+        self._started = mark[0] > 0  # (the headers were written)
+        position = max(0, mark[1] - SPEAKER_PRE_SKIP)
+        self._next_timestamp = (self._next_timestamp - (self.position - position)) & 0xFFFFFFFF
+        self.position = position
+        self._behind_since = None
+
+    def missing(self, now: float) -> int:
+        """Samples from the end of the file up to loop time ``now``."""
+        return max(0, self._wall_position(now) - self.position)
+
+    def resume(self, now: float, payload: bytes = b"") -> bytes:
+        """After :meth:`rewind`, what a try to write again writes first: the
+        headers if the file has none (their channel count from ``payload``,
+        the speaker's packet, if any), and at most :data:`RETRY_PROBE` of the
+        silence from the end of the file towards ``now`` (up to QUIET_LAG
+        before it, so that packets a little late still find their place),
+        the open page included. The rest is filled by what comes next
+        (:meth:`packet`, :meth:`fill_to` or :meth:`finish`): the silence is
+        the stream's lost packets, its timestamps keep their places."""
+        out = b"" if self._started else self.begin(payload or self.silence)
+        missing = min(self.missing(now - QUIET_LAG), _PROBE_SAMPLES)
+        if missing >= FRAME_SAMPLES:
+            before = self.position
+            out += self._fill(missing)
+            self._next_timestamp = (self._next_timestamp + self.position - before) & 0xFFFFFFFF
+        # Quiet since now (not filled again for QUIET_AFTER); far behind the
+        # wall clock (a sender whose clock stood still), placed by it at once.
+        self.last_time = now
+        self._quiet_filled = True
+        self._emitted = (self.packets, self.filled)
+        return out + self.writer.flush()
 
     @property
     def duration(self) -> float:
@@ -340,7 +499,8 @@ class Recorder:
 
     Made by :meth:`sfu.Room.record`; see the module documentation. ``path``
     is the mix file; ``speaker_paths`` maps each recorded speaker's
-    identity to its file (filled in as speakers are heard).
+    identity to its file (filled in as speakers are heard; a file the disk
+    has not let be made yet is in it too).
     """
 
     def __init__(
@@ -369,18 +529,21 @@ class Recorder:
         self._granule = 0
         self._pre_skip = 0
         self._silence = SILENCE_MONO
+        # The mix file's outages: what it holds (the writer's mark once its
+        # pages were written), and the samples of mix delivered since that
+        # are not in it (filled with silence when the disk takes it again).
+        self._outage = Outage()
+        self._mark = self._writer.mark()
+        self._behind = 0
         # Speaker files by identity (a speaker who reconnects goes on in its
-        # file), and by participant number for the media path's lookups. The
-        # files are opened for each write, so a room with many speakers over
-        # a long recording holds no file descriptor per speaker.
+        # file, also one the disk refuses for now), and by participant number
+        # for the media path's lookups. The files are opened for each write, so
+        # a room with many speakers over a long recording holds no file
+        # descriptor per speaker.
         self._tracks: dict[str, SpeakerTrack] = {}
         # By number, while that participant is forwarded (None: in the mix
         # only); its entry goes when it is released (see _tap for the bound).
         self._track_of: dict[int, SpeakerTrack | None] = {}
-        # Identities whose file could not be made (a speaker whose file failed
-        # later is in speaker_paths without a track): in the mix only, for the
-        # rest of the recording.
-        self._unmade: set[str] = set()
         self._tapping = False
         self._stopped = False
         self._claimed: list[Path] = []  # its entries in _WRITING, let go when it stops
@@ -390,10 +553,14 @@ class Recorder:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "recording"
+        if not self._stopped and self._outage.since is not None:
+            state = "recording (paused: the disk refuses the file)"
         return f"<Recorder {str(self.path)!r} {state}>"
 
     @property
     def recording(self) -> bool:
+        """Started and not stopped (also while the disk refuses the mix file
+        for a while: ``stats()["paused"]``)."""
         return self._file is not None and not self._stopped
 
     @property
@@ -402,7 +569,11 @@ class Recorder:
         return max(0, self._granule - self._pre_skip) / SAMPLE_RATE
 
     def start(self, now: float) -> None:
-        """Open the files and attach to the mixer (called by ``Room.record``)."""
+        """Open the files and attach to the mixer (called by ``Room.record``).
+
+        A mix file that cannot be made, or whose headers the disk refuses,
+        raises here (OSError): the caller learns at once. Later failures
+        pause the file instead (see the module documentation)."""
         if self._file is not None or self._stopped:
             raise RuntimeError("a Recorder starts once")
         if _writing(self.path):
@@ -422,6 +593,7 @@ class Recorder:
             self._silence = SILENCE_STEREO if channels == 2 else SILENCE_MONO
             comments = {"TITLE": self._title} if self._title else None
             _write_whole(self._file, self._writer.headers(head, opus_tags("sfu", comments)))
+            self._mark = self._writer.mark()
         except BaseException:
             self._file.close()
             self._file = None
@@ -448,26 +620,31 @@ class Recorder:
     def _on_packet(self, packet: bytes, samples: int, now: float) -> None:
         if self._file is None or now <= self.started_at:
             return  # (a frame due before record(), mixed late by a lagging task)
-        self._granule += samples
         self.packets += 1
-        pages = self._writer.write(packet, self._granule)
-        if pages:
-            _write_whole(self._file, pages)
+        if self._outage.since is None or (now >= self._outage.retry_at and self._retry_mix(now)):
+            self._granule += samples
+            pages = self._writer.write(packet, self._granule)
+            if pages:
+                self._write_mix(pages, now)
+        else:
+            self._behind += samples  # the disk refuses the file: its time is filled later
         if self._tracks and self.packets % QUIET_FILL_FRAMES == 0:
             self._fill_quiet_speakers(now)
 
     def _fill_quiet_speakers(self, now: float) -> None:
         """Speakers quiet for a while get their silence now, a second at a
-        time, not all at once in the media path when they speak again."""
+        time, not all at once in the media path when they speak again. A
+        file the disk refuses is tried again here too when it is due (its
+        speaker may be quiet for the rest of the recording)."""
         for track in list(self._tracks.values()):
-            if now - track.last_time > QUIET_AFTER:
+            outage = track.outage
+            if outage.since is not None:
+                if now >= outage.retry_at:
+                    self._retry(track, now)  # (quiet from then on: filled QUIET_AFTER later)
+            elif now - track.last_time > QUIET_AFTER:
                 pages = track.fill_to(now - QUIET_LAG)
-                if pages and not self._append(track, pages):
-                    logger.error(
-                        "recording of speaker %s stopped: it is in the mix only from now on",
-                        shown(track.identity),
-                    )
-                    self._forget_track(track)
+                if pages:
+                    self._append(track, pages, now)
 
     def _on_gap(self, samples: int) -> None:
         """Mixer frames skipped after a stall: silence, so the file keeps wall time."""
@@ -482,11 +659,12 @@ class Recorder:
                 MAX_GAP_FILL,
             )
             frames = MAX_GAP_FILL * SAMPLE_RATE // FRAME_SAMPLES
-        pages = []
-        for _ in range(frames):
-            self._granule += FRAME_SAMPLES
-            pages.append(self._writer.write(self._silence, self._granule))
-        _write_whole(self._file, b"".join(pages))
+        if self._outage.since is not None:
+            self._behind += frames * FRAME_SAMPLES
+            return
+        pages = self._mix_silence(frames * FRAME_SAMPLES)
+        if pages:
+            self._write_mix(pages, self._mixer_time())
 
     def _tap(
         self,
@@ -501,64 +679,43 @@ class Recorder:
         # What this keeps is bounded however long the recording and however
         # often its files fail: an entry per participant number only while
         # that participant is forwarded (_released drops it, None too: each
-        # join has a new number), and at most one file made or tried per
-        # identity, MAX_SPEAKER_FILES in all. A speaker whose file failed (the
-        # disk full or read-only) is in the mix only from then on, whatever
-        # number it rejoins with: a disk that keeps failing gets no new file,
-        # and the recorder no new entry, per rejoin.
+        # join has a new number), and at most one track (one file made or
+        # tried) per identity, MAX_SPEAKER_FILES in all. A speaker whose file
+        # the disk refuses keeps that track, whatever number it rejoins with:
+        # its packets are dropped, at the cost of a comparison, until the file
+        # is due to be tried again, and a failing disk gets no new file, and
+        # the recorder no new entry, per rejoin.
         number = publisher.number
         if number in self._track_of:
             track = self._track_of[number]
         else:
             identity = self._identity_of(number) or f"speaker-{number}"
             track = self._tracks.get(identity)
-            if (
-                track is None
-                and identity not in self.speaker_paths
-                and identity not in self._unmade
-            ):
+            if track is None:
                 track = self._open_track(identity, number)
             self._track_of[number] = track
         if track is None:
             return
+        outage = track.outage
+        if outage.since is not None and (
+            now < outage.retry_at or not self._retry(track, now, packet[offset:])
+        ):
+            return  # the disk refuses the file: dropped (silence once it takes it again)
         pages = track.packet(publisher.ssrc, timestamp, packet[offset:], now)
-        if pages and not self._append(track, pages):
-            # Disk full or gone: this speaker's file stops here; forwarding and
-            # the other files go on.
-            logger.error(
-                "recording of speaker %s stopped: it is in the mix only from now on",
-                shown(track.identity),
-            )
-            self._forget_track(track)
+        if pages:
+            self._append(track, pages, now)
 
     def _released(self, number: int) -> None:
         """Participant ``number`` stopped being forwarded (muted, demoted, gone):
         its file is found again by identity should it speak again, so the
         entry for its number goes, a None too (a rejoin has a new number:
-        kept, one would stay for every join of a long recording). One whose
-        file failed is known by identity (``speaker_paths`` without a track,
-        or ``_unmade``): that file is not made again."""
+        kept, one would stay for every join of a long recording)."""
         self._track_of.pop(number, None)
 
-    def _forget_track(self, track: SpeakerTrack) -> None:
-        self._tracks.pop(track.identity, None)
-        for held, other in self._track_of.items():
-            if other is track:
-                self._track_of[held] = None
-
-    @staticmethod
-    def _append(track: SpeakerTrack, pages: bytes) -> bool:
-        try:
-            with open(track.path, "ab", buffering=0) as handle:
-                handle.seek(0, os.SEEK_END)
-                _write_whole(handle, pages)
-        except OSError:
-            logger.exception("writing %s failed", track.path)
-            return False
-        return True
-
     def _open_track(self, identity: str, number: int) -> SpeakerTrack | None:
-        if len(self.speaker_paths) + len(self._unmade) >= MAX_SPEAKER_FILES:
+        """A track for a speaker heard for the first time; the file is made by
+        its first write (whole pages, the headers first)."""
+        if len(self._tracks) >= MAX_SPEAKER_FILES:
             if not self._files_full_told:
                 self._files_full_told = True
                 logger.warning(
@@ -579,20 +736,120 @@ class Recorder:
             while path in taken or _writing(path):
                 attempt += 1
                 path = path.with_name(f"{stem}-{attempt}{path.suffix}")
-        try:
-            open(path, "wb").close()  # made empty now; each write appends
-        except OSError:
-            logger.exception(
-                "cannot record speaker %s to %s: it is in the mix only", shown(identity), path
-            )
-            self._unmade.add(identity)
-            return None
         self._claim(path)
         track = SpeakerTrack(path, self.started_at)
         track.identity = identity
         self._tracks[identity] = track
         self.speaker_paths[identity] = path
         return track
+
+    # -- writing, and a disk that fails ------------------------------------------------
+
+    def _append(self, track: SpeakerTrack, pages: bytes, now: float) -> bool:
+        """Write ``pages`` at the end of ``track``'s file (made, emptied, by its
+        first write); False, and the track gone back to what the file holds,
+        when the disk refuses them."""
+        try:
+            with open(track.path, "ab" if track.made else "wb", buffering=0) as handle:
+                track.made = True
+                handle.seek(0, os.SEEK_END)
+                _write_whole(handle, pages)
+        except OSError as error:
+            track.rewind()
+            self._failed(track.outage, f"speaker {shown(track.identity)}", track.path, error, now)
+            return False
+        track.written()
+        return True
+
+    def _retry(self, track: SpeakerTrack, now: float, payload: bytes = b"") -> bool:
+        """Try a speaker file the disk refused again (it is due): a small write
+        first (:meth:`SpeakerTrack.resume`); True when the disk took it, the
+        file then goes on (what comes next fills the rest of the outage)."""
+        lost = track.missing(now)
+        probe = track.resume(now, payload)
+        if probe and not self._append(track, probe, now):
+            return False
+        self._resumed(track.outage, f"speaker {shown(track.identity)}", track.path, now, lost)
+        return True
+
+    def _write_mix(self, pages: bytes, now: float) -> bool:
+        assert self._file is not None
+        try:
+            _write_whole(self._file, pages)
+        except OSError as error:
+            # Back to what the file holds; the mix delivered since is owed as silence.
+            self._writer.rewind(self._mark)
+            self._behind += self._granule - self._mark[1]
+            self._granule = self._mark[1]
+            self._failed(self._outage, "the mix", self.path, error, now)
+            return False
+        self._mark = self._writer.mark()
+        return True
+
+    def _retry_mix(self, now: float) -> bool:
+        """Try the mix file again (it is due): at most RETRY_PROBE of the
+        silence it is owed first, then, once the disk took that, the rest."""
+        lost = self._behind
+        probe = min(self._behind, _PROBE_SAMPLES)
+        self._behind -= probe
+        pages = self._mix_silence(probe) + self._writer.flush()
+        if pages and not self._write_mix(pages, now):
+            return False
+        self._resumed(self._outage, "the mix", self.path, now, lost)
+        rest, self._behind = self._behind, 0
+        pages = self._mix_silence(rest)
+        return not pages or self._write_mix(pages, now)
+
+    def _mix_silence(self, samples: int) -> bytes:
+        """Silence on the mix for ``samples`` (whole frames): 120 ms packets
+        (six 20 ms frames, RFC 6716 code 3), a 20 ms one for each frame left."""
+        out = []
+        six = _six_frames(self._silence)
+        frames = samples // FRAME_SAMPLES
+        while frames >= 6:
+            frames -= 6
+            self._granule += 6 * FRAME_SAMPLES
+            out.append(self._writer.write(six, self._granule))
+        for _ in range(frames):
+            self._granule += FRAME_SAMPLES
+            out.append(self._writer.write(self._silence, self._granule))
+        return b"".join(out)
+
+    def _failed(self, outage: Outage, what: str, path: Path, error: OSError, now: float) -> None:
+        """A write to ``path`` (or its open) failed: the file pauses (one ERROR
+        line per outage; a try that fails again only doubles the wait)."""
+        if self._stopped:
+            # Its last try, at the stop: the file ends at its last whole page
+            # (without the end-of-stream flag: players take it as it is).
+            if outage.since is None:
+                outage.since = now
+            logger.error(
+                "recording %s to %s: the disk refused its end (%s): it ends at its last whole page",
+                what,
+                path,
+                error,
+            )
+            return
+        if outage.failed(now):
+            logger.error(
+                "recording %s to %s paused: %s; tried again in %g s (then less often, at "
+                "most every %g s), its audio meanwhile is lost (silence in the file)",
+                what,
+                path,
+                error,
+                outage.backoff,
+                RETRY_MAX,
+            )
+
+    def _resumed(self, outage: Outage, what: str, path: Path, now: float, lost: int) -> None:
+        out = outage.resumed(now, lost)
+        logger.warning(
+            "recording %s to %s resumed after %.1f s out: %.2f s of it is silence",
+            what,
+            path,
+            out,
+            lost / SAMPLE_RATE,
+        )
 
     def _on_mixer_closed(self) -> None:
         self._output = None
@@ -622,13 +879,18 @@ class Recorder:
         try:
             if self._file is not None:
                 try:
-                    if self._writer.packets == 0:
+                    # A file the disk refuses gets one last try, whenever it was due.
+                    going = self._outage.since is None or self._retry_mix(now)
+                    if going and self._writer.packets == 0:
                         # Stopped before the first frame: one silent frame keeps the file valid.
                         self._granule = FRAME_SAMPLES
-                        _write_whole(self._file, self._writer.write(SILENCE_MONO, self._granule))
-                    _write_whole(self._file, self._writer.close())
-                except OSError:  # e.g. the disk filled: the file is closed all the same
-                    logger.exception("finishing the recording %s failed", self.path)
+                        self._writer.write(SILENCE_MONO, self._granule)
+                    if going:
+                        self._write_mix(self._writer.close(), now)
+                    try:  # (a failed write whose undoing failed too left bytes past the end)
+                        self._file.truncate()
+                    except OSError:
+                        pass
                 finally:
                     try:
                         self._file.close()
@@ -637,7 +899,8 @@ class Recorder:
         finally:
             # Whatever happened to the mix file, each speaker's file ends too.
             for track in self._tracks.values():
-                self._append(track, track.finish(now))
+                if track.outage.since is None or self._retry(track, now):
+                    self._append(track, track.finish(now), now)
             for held in self._claimed:
                 if _WRITING.get(held) is self:
                     del _WRITING[held]
@@ -646,7 +909,7 @@ class Recorder:
             "recording to %s stopped: %.2f s, %d speaker files",
             self.path,
             self.duration,
-            len(self._tracks),
+            sum(track.made for track in self._tracks.values()),
         )
 
     async def stop(self) -> None:
@@ -673,11 +936,21 @@ class Recorder:
         await self.stop()
 
     def stats(self) -> RecorderStats:
+        """The files' figures; ``paused``: the disk refuses that file for now
+        (it is tried again with a back-off), ``lost``: seconds the disk cost
+        it, silence for its outages (the one under way included), or missing
+        at its end when the disk still refused it at the stop."""
+        now = self.stopped_at if self.stopped_at is not None else self._mixer_time()
+        lost = self._outage.lost
+        if self._outage.since is not None:
+            lost += self._behind
         return {
             "path": str(self.path),
             "recording": self.recording,
             "duration": self.duration,
             "packets": self.packets,
+            "paused": self._outage.since is not None and not self._stopped,
+            "lost": lost / SAMPLE_RATE,
             "speakers": {
                 track.identity: {
                     "path": str(track.path),
@@ -686,6 +959,12 @@ class Recorder:
                     "silence_frames": track.filled,
                     "late": track.late,
                     "ahead": track.ahead,
+                    "paused": track.outage.since is not None and not self._stopped,
+                    "lost": (
+                        track.outage.lost
+                        + (track.missing(now) if track.outage.since is not None else 0)
+                    )
+                    / SAMPLE_RATE,
                 }
                 for track in self._tracks.values()
             },

@@ -322,8 +322,9 @@ def test_tone_helper_is_what_it_says() -> None:
 
 
 async def test_a_failing_output_is_removed_and_told(router: Router) -> None:
-    """A consumer whose callback raises (a recorder on a full disk) is detached
-    and its on_close runs, so it finishes its files instead of hanging on."""
+    """A consumer whose callback raises (a bug; a recorder pauses a file the
+    disk refuses, it does not raise) is detached and its on_close runs, so
+    it finishes its files instead of hanging on."""
     mixer = Mixer(router)
     told: list[str] = []
 

@@ -251,3 +251,34 @@ def test_ffmpeg_reads_padded_packets_in_ogg() -> None:
     packets = opus_tone(440, 50)
     padded = [padded_to(p, 300) for p in packets]
     assert np.array_equal(decode_ogg(write_stream(padded)), decode_ogg(write_stream(packets)))
+
+
+def test_a_rewound_writer_goes_on_from_the_pages_written_without_a_gap() -> None:
+    """Pages a disk refused are forgotten (rewind to the mark taken when the
+    pages before them were written): the stream read back has gapless page
+    numbers, and its granule positions go on from the last page written."""
+    packets = opus_tone(440, 120)
+    writer = OggWriter(9, packets_per_page=10)
+    written = writer.headers(opus_head(1, 0), opus_tags())
+    granule = 0
+    for packet in packets[:35]:
+        granule += 960
+        written += writer.write(packet, granule)
+    mark = writer.mark()  # 30 packets on pages written, 5 on the open page
+    assert mark == (5, 30 * 960, 30)
+    for packet in packets[35:70]:  # refused by the disk: never in the file
+        granule += 960
+        writer.write(packet, granule)
+    writer.rewind(mark)
+    assert (writer.sequence, writer.granule, writer.packets) == mark
+    granule = mark[1]
+    for packet in packets[70:]:
+        granule += 960
+        written += writer.write(packet, granule)
+    written += writer.close()
+    pages = list(parse_pages(written))
+    assert [page.sequence for page in pages] == list(range(len(pages)))
+    audio = [packet for packet, _ in read_packets(written)][2:]
+    assert audio == packets[:30] + packets[70:]
+    assert pages[-1].granule == len(audio) * 960
+    assert len(decode_ogg(written)) == len(audio) * 960

@@ -71,6 +71,33 @@ def assert_well_formed(path: Path) -> list[bytes]:
     return packets[2:]
 
 
+def decode_checked(path: Path) -> tuple[int, list[tuple[float, float]]]:
+    """Decode a file with PyAV (FFmpeg's demuxer checks each page's CRC and
+    says so at WARNING or worse, which fails here): the samples decoded, and
+    each decoded frame's (start in seconds, peak). Frame by frame: a long
+    file is never held whole."""
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    samples = 0
+    peaks = []
+    try:
+        with av.logging.Capture() as logs, av.open(str(path)) as container:
+            for frame in container.decode(audio=0):
+                peaks.append((samples / 48000, float(np.abs(frame.to_ndarray()).max())))
+                samples += frame.samples
+    finally:
+        av.logging.set_level(level)
+    complaints = [line for line in logs if line[0] <= av.logging.WARNING]
+    assert not complaints, f"{path.name}: {complaints}"
+    return samples, peaks
+
+
+def last_granule(path: Path) -> int:
+    return list(parse_pages(path.read_bytes()))[-1].granule
+
+
 def assert_duration(path: Path, wall: float) -> None:
     durations = {"decoded": decoded_duration(path), "container": container_duration(path)}
     probed = ffprobe_duration(path)
@@ -596,6 +623,41 @@ def test_a_pause_with_frozen_timestamps_resumes_at_the_wall_clock(tmp_path: Path
     assert track.position == round(8.0 * 48000) + FRAME_SAMPLES, "at its wall time"
 
 
+def test_a_speaker_file_the_disk_took_again_places_packets_by_their_timestamps(
+    tmp_path: Path,
+) -> None:
+    """A write fails: the track goes back to what the file holds (rewind), and
+    once the disk takes it again (resume, then the stream's packets) the
+    outage is silence and the stream's packets go where their timestamps
+    say, as after lost packets: those sent a little before the disk came
+    back and delivered in a burst are neither dropped nor put ahead of the
+    wall clock (placed by it, the burst would have run 0.3 s ahead)."""
+    packet = opus_tone(440, 1)[0]
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    data = b""
+    for i in range(100):  # 2 s, on the disk
+        data += track.packet(5, 1000 + i * 960, packet, now=i * 0.02)
+    track.written()
+    for i in range(100, 130):  # the disk refuses these pages
+        track.packet(5, 1000 + i * 960, packet, now=i * 0.02)
+    track.rewind()
+    assert (track.position, track.packets, track.filled) == (50 * FRAME_SAMPLES, 50, 0)
+    data += track.resume(5.0)  # back at 5 s: silence up to QUIET_LAG before
+    assert track.position == round(4.5 * 48000)
+    for i in range(235, 300):  # sent from 4.7 s, those until 5 s delivered then at once
+        data += track.packet(5, 1000 + i * 960, packet, now=max(5.0, i * 0.02))
+    data += track.finish(now=6.0)
+    assert track.late == 0 and track.ahead == 0 and track.packets == 50 + 65
+    assert track.position == 300 * FRAME_SAMPLES, "at their timestamps, not 0.3 s ahead"
+    path = tmp_path / "s.opus"
+    path.write_bytes(data)
+    written = assert_well_formed(path)  # no gap in the page numbers
+    assert written.count(packet) == 50 + 65
+    samples, peaks = decode_checked(path)
+    assert samples == 6 * 48000 == last_granule(path)
+    assert max(peak for time, peak in peaks if 1.1 <= time <= 4.6) == 0, "the outage is silence"
+
+
 async def test_recordings_keep_wall_time_through_a_stall_and_a_stop_after_it(
     tmp_path: Path,
 ) -> None:
@@ -640,11 +702,18 @@ class _DiskFillingFile(io.FileIO):
         return written
 
 
-async def test_a_disk_that_fills_leaves_whole_pages(
+def _paused(recorder: Any) -> list[str]:
+    stats = recorder.stats()
+    return [name for name, file in [("mix", stats), *stats["speakers"].items()] if file["paused"]]
+
+
+async def test_a_disk_that_fills_leaves_whole_pages_and_the_files_go_on_when_it_has_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Disk full part-way through a page: the recording stops, and no file
-    ends in a torn page (a player would reject it or stop there)."""
+    """Disk full part-way through a page: no file ends in a torn page (a
+    player would reject it or stop there), and every file pauses, not the
+    whole recording (it ended with its mix file). Space comes back: each
+    file goes on, as long as the recording, the outage silence."""
     import sfu.media.recorder as recorder_module
 
     def open_on_a_small_disk(path: Any, mode: str = "r", buffering: int = -1) -> io.FileIO:
@@ -657,20 +726,166 @@ async def test_a_disk_that_fills_leaves_whole_pages(
             _DiskFillingFile.space = 30_000  # a few seconds of three files
             monkeypatch.setattr(recorder_module, "open", open_on_a_small_disk, raising=False)
             recorder = await room.record(tmp_path / "talk.opus", per_speaker=True)
-            await wait_for(lambda: not recorder.recording, 10, "the disk to fill")
-            await asyncio.sleep(0.5)  # the speakers' writes go on failing meanwhile
+            await wait_for(lambda: len(_paused(recorder)) == 3, 10, "the disk to fill")
+            await asyncio.sleep(0.5)  # the writes go on failing meanwhile
+            assert recorder.recording
+            assert _DiskFillingFile.space == 0
+            files = sorted(tmp_path.glob("*.opus"))
+            assert len(files) == 3
+            audio_pages = 0
+            for path in files:
+                pages = list(parse_pages(path.read_bytes()))  # a torn page raises here
+                assert pages[0].header_type == 0x02, path.name
+                audio_pages += len(pages) - 2
+            assert audio_pages > 0, "the disk filled with audio, not with headers"
+
+            _DiskFillingFile.space = 1 << 30  # room again
+            await wait_for(lambda: not _paused(recorder), 10, "the files to go on")
+            await asyncio.sleep(1.0)
             await recorder.stop()
         finally:
             await asyncio.gather(a.close(), b.close())
-    assert _DiskFillingFile.space == 0
-    files = sorted(tmp_path.glob("*.opus"))
-    assert len(files) == 3
-    audio_pages = 0
+    assert recorder.stopped_at is not None
+    wall = recorder.stopped_at - recorder.started_at
+    stats = recorder.stats()
+    assert stats["lost"] > 0.5 and all(s["lost"] > 0.5 for s in stats["speakers"].values())
     for path in files:
-        pages = list(parse_pages(path.read_bytes()))  # a torn page raises here
-        assert pages[0].header_type == 0x02, path.name
-        audio_pages += len(pages) - 2
-    assert audio_pages > 0, "the disk filled with audio, not with headers"
+        assert_well_formed(path)
+        samples, _ = decode_checked(path)
+        # A speaker file may run up to a second ahead of the wall clock (its
+        # packets placed by their timestamps: the clients' packets come in a
+        # burst now and then here, after a stall of the loop they share with
+        # the server); the exact lengths are the next tests'.
+        ahead = 0.02 * wall if path.name == "talk.opus" else 1.02
+        for seconds in (samples / 48000, container_duration(path)):
+            assert -0.02 * wall <= seconds - wall <= ahead, (path.name, seconds, wall)
+
+
+class _Disk:
+    """Every file on a fake disk (the recorder's ``open``): counts each open and
+    write per file name; while ``full``, every write fails (ENOSPC)."""
+
+    full = False
+    opens: dict[str, int] = {}
+    writes: dict[str, int] = {}
+
+    class File(io.FileIO):
+        def write(self, data: Any) -> int:
+            name = Path(str(self.name)).name
+            _Disk.writes[name] = _Disk.writes.get(name, 0) + 1
+            if _Disk.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data) or 0
+
+    @staticmethod
+    def open(path: Any, mode: str = "r", buffering: int = -1) -> io.FileIO:
+        name = Path(path).name
+        _Disk.opens[name] = _Disk.opens.get(name, 0) + 1
+        return _Disk.File(path, mode.replace("b", ""))
+
+
+async def test_a_disk_full_for_minutes_is_tried_a_bounded_number_of_times_then_the_files_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three minutes of a full disk, a speaker talking through it: each file
+    is tried again after 1, 2, 4, 8, 16 s, then every 30 s (an open and a
+    write each), not per packet; one ERROR line per file when it pauses, one
+    WARNING when it goes on, nothing per failed try. Then both files go on
+    (the mix file used to end the recording), in time: the outage is
+    silence, the last granule the recording's length (time here is the
+    media path's own clock, 20 ms a packet, for 240 s)."""
+    import logging
+    import socket
+
+    from sfu.media import recorder as recorder_module
+    from sfu.media.mixer import Mixer
+    from sfu.media.recorder import RETRY_MAX, Recorder
+    from sfu.media.router import Publisher, Router
+
+    monkeypatch.setattr(recorder_module, "open", _Disk.open, raising=False)
+    monkeypatch.setattr(_Disk, "opens", {})
+    monkeypatch.setattr(_Disk, "writes", {})
+    monkeypatch.setattr(_Disk, "full", False)
+    caplog.set_level(logging.INFO, logger="sfu.media.recorder")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer, tmp_path / "talk.opus", per_speaker=True, identity_of=lambda number: "alice"
+    )
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    recorder.start(start)
+    alice = Publisher(number=7, payload_type=111, audio_level_id=1, ssrc=1234)
+    router.add_publisher(alice)
+    spoken = opus_tone(1000, 50)  # a second of a 1 kHz tone: it repeats seamlessly
+    mixed = opus_tone(440, 50)
+    full_from, full_until, end = 10.0, 200.0, 240.0
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    # (No await until the end: the mixer's task does not run, the test feeds
+    # the recorder the mix's packets, and the speaker's, itself.)
+    for i in range(1, round(end / 0.02) + 1):
+        now = start + i * 0.02
+        if i == round(full_from / 0.02):
+            _Disk.full = True
+            counts["before"] = {"opens": dict(_Disk.opens), "writes": dict(_Disk.writes)}
+            records_before = len(caplog.records)
+        if i == round(full_until / 0.02):
+            _Disk.full = False
+            counts["during"] = {"opens": dict(_Disk.opens), "writes": dict(_Disk.writes)}
+            assert _paused(recorder) == ["mix", "alice"]
+            during = caplog.records[records_before:]
+            records_before = len(caplog.records)
+        recorder._on_packet(mixed[i % 50], FRAME_SAMPLES, now)
+        packet = bytes([0x80, 111]) + bytes(10) + spoken[i % 50]
+        recorder._tap(alice, packet, 12, i & 0xFFFF, i * 960, 0, now)
+    recorder._finish(start + end)  # (stop() would mix up to the loop's own time)
+    await recorder.stop()
+    await mixer.close()
+    router.close()
+    sock.close()
+    after = caplog.records[records_before:]
+
+    outage = full_until - full_from
+    # 1+2+4+8+16 s, then every RETRY_MAX: the first failure, and the tries.
+    most = 1 + 5 + int((outage - 31) // RETRY_MAX) + 1
+    for name in ("talk.opus", "talk-alice.opus"):
+        writes = counts["during"]["writes"][name] - counts["before"]["writes"].get(name, 0)
+        assert 8 <= writes <= most, (name, writes, most)
+    opens = (
+        counts["during"]["opens"]["talk-alice.opus"] - counts["before"]["opens"]["talk-alice.opus"]
+    )
+    assert 8 <= opens <= most, (opens, most)
+    assert counts["during"]["opens"]["talk.opus"] == 1, "the mix file stays open"
+
+    paused = [r for r in during if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in paused] == ["ERROR", "ERROR"], [r.getMessage() for r in during]
+    assert {"talk.opus" in r.getMessage() for r in paused} == {True, False}
+    resumed = [r for r in after if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in resumed] == ["WARNING", "WARNING"], [r.getMessage() for r in after]
+    assert all("resumed after" in r.getMessage() for r in resumed)
+
+    stats = recorder.stats()
+    for file in (stats, stats["speakers"]["alice"]):
+        assert not file["paused"]
+        # From the last page written (at most a second before the disk filled)
+        # to the first try after it had room (at most RETRY_MAX later).
+        assert outage <= file["lost"] <= outage + 1.05 + RETRY_MAX, file["lost"]
+        assert abs(file["duration"] - end) <= 0.05, file["duration"]
+
+    for path, pre_skip in (
+        (tmp_path / "talk.opus", recorder._pre_skip),
+        (tmp_path / "talk-alice.opus", 0),
+    ):
+        assert_well_formed(path)
+        samples, peaks = decode_checked(path)
+        assert abs((last_granule(path) - pre_skip) / 48000 - end) <= 0.045, path.name
+        assert abs(samples / 48000 - end) <= 0.045, (path.name, samples / 48000)
+        loud = [peak for time, peak in peaks if full_from + 0.1 <= time <= full_until - 0.2]
+        assert loud and max(loud) < 1e-3, f"{path.name}: sound where the disk was full"
+        for span in ((1.0, full_from - 1.2), (full_until + RETRY_MAX + 0.2, end - 0.2)):
+            heard = [peak for time, peak in peaks if span[0] <= time <= span[1]]
+            assert heard and min(heard) > 0.05, f"{path.name}: silent in {span}"
 
 
 async def test_a_mix_file_that_fails_to_close_still_lets_the_speaker_files_end(
