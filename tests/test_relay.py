@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
@@ -816,7 +817,21 @@ def link_local_on_lo() -> tuple[str, int]:
         pytest.skip("needs the `ip` tool (iproute2) to add a link-local address")
     if added.returncode != 0:
         pytest.skip(f"`ip` could not add fe80::1 to lo: {added.stderr.decode().strip()}")
-    return "fe80::1", socket.if_nametoindex("lo")
+    scope = socket.if_nametoindex("lo")
+    # The kernel may drop what is sent in the first moments after the address
+    # appears (seen: one datagram in five runs lost): wait until one arrives.
+    with (
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe,
+    ):
+        sink.bind(("::", 0))
+        deadline = time.monotonic() + 10
+        while True:
+            probe.sendto(b"probe", ("fe80::1", sink.getsockname()[1], 0, scope))
+            if select.select([sink], [], [], 0.1)[0]:
+                break
+            assert time.monotonic() < deadline, "fe80::1 on lo never carried a datagram"
+    return "fe80::1", scope
 
 
 def test_link_local_receiver(impl: ModuleType, link_local_on_lo: tuple[str, int]) -> None:
