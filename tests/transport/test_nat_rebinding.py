@@ -140,13 +140,24 @@ async def connected_over(
     session = participant.session
     assert session is not None
     server_ufrag, pwd = answer_credentials(participant.answer)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
     sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
-    await asyncio.sleep(0.05)
-    datagrams(sock)
+    # Its success response read (and what came with it dropped): the address is taken.
+    while not any(d[:2] == b"\x01\x01" for d in datagrams(sock)):
+        assert loop.time() < deadline, "no response to the ICE check"
+        await asyncio.sleep(0.005)
     for datagram in client.start():
         sock.sendto(datagram, server_addr(server))
-    await asyncio.sleep(0.3)
-    for datagram in client.receive([d for d in datagrams(sock) if 19 < d[0] < 64]):
+    # The server's flight, fed to the client as it comes, until the client answers.
+    flight: list[bytes] = []
+    while not flight:
+        assert loop.time() < deadline, "no DTLS flight from the server"
+        await asyncio.sleep(0.005)
+        received = [d for d in datagrams(sock) if 19 < d[0] < 64]
+        if received:
+            flight = client.receive(received)
+    for datagram in flight:
         sock.sendto(datagram, server_addr(server))
     await wait_for(lambda: session.state == "connected", 3, "connected")
     return session, server_ufrag, pwd
