@@ -2,7 +2,9 @@
 # and a C compiler when missing, then run these):
 #   make test   install what is missing, then ruff, mypy, and the whole pytest
 #               suite twice: with the compiled extensions, and with
-#               SFU_NO_EXTENSIONS=1 (the pure-Python twins). Fails if any fails.
+#               SFU_NO_EXTENSIONS=1 (the pure-Python twins; this run
+#               deselects the tests marked compiled_and_python_alike, which
+#               reach nothing it selects: tests/alike.py). Fails if any fails.
 #   make demo   install what is missing, then run the demo server ($(DEMO)).
 #
 # Both install the Debian packages they need when missing (the tests: a browser,

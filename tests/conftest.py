@@ -22,6 +22,11 @@
   :func:`assert_no_leftover_tasks` yourself at a point of your choosing.
 * Logging: records of the ``sfu`` logger at DEBUG are captured and shown for
   a failing test; chatty third-party loggers are held at INFO.
+* Tests marked ``compiled_and_python_alike`` reach nothing that
+  ``SFU_NO_EXTENSIONS`` selects: the ``SFU_NO_EXTENSIONS=1`` run deselects
+  them (they ran in the compiled run), unless ``-m`` names the mark; wherever
+  one runs, the autouse ``alike_guard`` fails it if it used what that
+  variable selects (see :mod:`tests.alike`).
 
 Import the helpers as ``from tests.conftest import client_configuration``.
 """
@@ -43,6 +48,8 @@ from typing import Any
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration
+
+from . import alike, twins
 
 LOOPBACK = "127.0.0.1"
 
@@ -130,9 +137,15 @@ def _isolate_session() -> None:
     NETWORK_ISOLATION.reason = "own network namespace, lo only"
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     state = "isolated" if NETWORK_ISOLATION.isolated else "HOST NETWORK"
-    return f"network: {state} ({NETWORK_ISOLATION.reason})"
+    lines = [f"network: {state} ({NETWORK_ISOLATION.reason})"]
+    if twins.NO_EXTENSIONS and not _alike_asked(config):
+        lines.append(
+            f"SFU_NO_EXTENSIONS is set: tests marked {alike.MARK} are deselected "
+            "(they run alike in the compiled run; see tests/alike.py)"
+        )
+    return lines
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -141,9 +154,55 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "allow_leftover_tasks: skip the check for asyncio tasks left running by the test",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{alike.MARK}: reaches nothing SFU_NO_EXTENSIONS selects; run in the compiled "
+        "run only (tests/alike.py)",
+    )
     logging.getLogger("sfu").setLevel(logging.DEBUG)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+# ------------------------------------------------- compiled_and_python_alike
+
+
+def _alike_asked(config: pytest.Config) -> bool:
+    """``-m`` names the mark: the marked tests are wanted in this run too."""
+    return alike.MARK in (config.getoption("markexpr", "") or "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With SFU_NO_EXTENSIONS set, deselect the tests marked compiled_and_python_alike."""
+    if not twins.NO_EXTENSIONS or _alike_asked(config):
+        return
+    alike_items = [item for item in items if item.get_closest_marker(alike.MARK)]
+    if alike_items:
+        chosen = set(alike_items)
+        items[:] = [item for item in items if item not in chosen]
+        config.hook.pytest_deselected(items=alike_items)
+
+
+@pytest.fixture(autouse=True)
+def alike_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked compiled_and_python_alike fails if it used what
+    SFU_NO_EXTENSIONS selects or started a Python process (tests/alike.py).
+    ``SFU_ALIKE_REPORT=<file>``: every test is watched, none fails, and the
+    file says what each used."""
+    marked = request.node.get_closest_marker(alike.MARK) is not None
+    if not (marked or alike.REPORT):
+        yield
+        return
+    with alike.guard() as uses:
+        yield
+    if alike.REPORT:
+        alike.record(request.node.nodeid, uses)
+    elif (message := alike.violation(uses)) is not None:
+        pytest.fail(message, pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    alike.write_report()
 
 
 @pytest.fixture(autouse=True)

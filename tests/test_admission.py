@@ -8,6 +8,8 @@ import pytest
 
 from sfu.admission import Admission
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 class IterationCounter:
     """Counts event-loop iterations with a callback that re-schedules itself."""

@@ -12,6 +12,8 @@ import pytest
 from sfu import auth
 from sfu.errors import InvalidSetting, NotAllowed
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 SECRET = "s" * 40
 OTHER_SECRET = "o" * 40
 NOW = 1_800_000_000.0

@@ -34,6 +34,7 @@ def documented_call(prefix: str) -> dict[str, object]:
     return pairs
 
 
+@pytest.mark.compiled_and_python_alike
 def test_server_signature_matches_the_readme() -> None:
     documented = documented_call("Server")
     parameters = inspect.signature(sfu.Server).parameters
@@ -45,12 +46,14 @@ def test_server_signature_matches_the_readme() -> None:
     assert documented == actual
 
 
+@pytest.mark.compiled_and_python_alike
 def test_room_settings_match_the_readme() -> None:
     documented = documented_call("server.room")
     actual = {field.name: field.default for field in dataclasses.fields(RoomPolicy)}
     assert documented == actual
 
 
+@pytest.mark.compiled_and_python_alike
 def test_ci_runs_the_readme_test_command() -> None:
     """`.ci/run` must run what the README tells a newcomer to run, nothing weaker."""
     block = re.search(r"```sh\n(.*?)```", README, re.S)
@@ -210,6 +213,7 @@ async def test_room_methods_match_the_readme() -> None:
             assert hasattr(room, span) or span in parameters, f"README: Room has no {span!r}"
 
 
+@pytest.mark.compiled_and_python_alike
 def test_participant_api_matches_the_readme() -> None:
     cell = table_row("`Speaker`, `Listener`")
     for name, arguments in documented_calls(cell):
@@ -218,6 +222,7 @@ def test_participant_api_matches_the_readme() -> None:
         assert hasattr(sfu.Participant, span), f"README: Participant has no .{span}"
 
 
+@pytest.mark.compiled_and_python_alike
 def test_auth_functions_match_the_readme() -> None:
     cell = table_row("`sfu.auth`")
     calls = documented_calls(cell)
@@ -228,6 +233,7 @@ def test_auth_functions_match_the_readme() -> None:
     assert f"({sfu.auth.SIGNED_KEPT:,} tokens)" in cell
 
 
+@pytest.mark.compiled_and_python_alike
 def test_every_event_is_in_the_readme_and_every_named_one_exists() -> None:
     cell = table_row("`room.events()`")
     listed = set(re.search(r"Events: (.*?)\. Each", cell).group(1).split("`")[1::2])  # type: ignore[union-attr]
@@ -242,6 +248,7 @@ def test_every_event_is_in_the_readme_and_every_named_one_exists() -> None:
     assert {name for name in listed if name[0].isupper()} <= events
 
 
+@pytest.mark.compiled_and_python_alike
 def test_error_hierarchy_matches_the_readme() -> None:
     cell = table_row("`sfu.errors`")
     named = set(re.findall(r"`([A-Z][A-Za-z]+)`", cell)) - {"KeyError"}
@@ -256,6 +263,7 @@ def test_error_hierarchy_matches_the_readme() -> None:
     assert issubclass(sfu.errors.NotFound, KeyError)
 
 
+@pytest.mark.compiled_and_python_alike
 def test_dotted_names_in_the_readme_exist() -> None:
     """Every `sfu.module.NAME` the README names can be imported, and the
     constants it quotes have the values it gives."""
@@ -285,6 +293,7 @@ def signaling_section() -> str:
     return README.split("## Signaling, WHIP/WHEP and metrics", 1)[1].split("\n## ", 1)[0]
 
 
+@pytest.mark.compiled_and_python_alike
 async def test_aiohttp_snippet_mounts_what_it_says() -> None:
     """The README's aiohttp lines, run on a real app: /ws, WHIP/WHEP and a
     /metrics that serves the Prometheus text the README describes."""
@@ -433,6 +442,7 @@ async def test_starlette_snippet_serves_a_join(
         await pc.close()
 
 
+@pytest.mark.compiled_and_python_alike
 def test_every_results_file_the_benchmark_docs_cite_exists() -> None:
     """bench/README.md and the README cite results by name (or, after a first
     full name, by ``…-HHMMSS.json``): each must be in bench/results."""
@@ -450,6 +460,7 @@ def test_every_results_file_the_benchmark_docs_cite_exists() -> None:
         assert list((root / "bench" / "results").glob(pattern)), pattern
 
 
+@pytest.mark.compiled_and_python_alike
 def test_demo_options_in_the_readme_are_the_demo_servers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -485,6 +496,7 @@ def test_demo_options_in_the_readme_are_the_demo_servers(
     assert listed == options
 
 
+@pytest.mark.compiled_and_python_alike
 def test_benchmark_commands_in_the_docs_exist_with_their_flags() -> None:
     """Each `python bench/X.py --flag ...` that bench/README.md or the README
     shows names a script of bench/ and options its parser defines (in the
@@ -555,6 +567,7 @@ def layout_table() -> list[str]:
     return paths
 
 
+@pytest.mark.compiled_and_python_alike
 def test_the_readme_layout_lists_every_module_and_only_those() -> None:
     """A module split, renamed or removed without the Layout table following fails here."""
     package = ROOT / "sfu"
@@ -584,6 +597,7 @@ def descriptive_docs() -> dict[str, str]:
     return texts
 
 
+@pytest.mark.compiled_and_python_alike
 def test_files_and_dotted_names_the_docs_name_exist() -> None:
     """Every `sfu/...`, `tests/...`, `examples/...` or `bench/...` file and every
     `sfu.module.NAME` that the descriptive docs name is there."""
@@ -642,6 +656,7 @@ def _resolves(dotted: str) -> bool:
     return re.search(rf"self\.{attribute}\b\s*(?::[^=\n]*)?=", source) is not None
 
 
+@pytest.mark.compiled_and_python_alike
 def test_every_sphinx_reference_in_the_package_resolves() -> None:
     """Each :mod:/:class:/:func:/:meth:/:data:/:attr: reference in sfu's
     docstrings names something that exists: absolute, or relative to its
@@ -703,6 +718,7 @@ def documented_drop_reasons() -> set[str]:
     return reasons
 
 
+@pytest.mark.compiled_and_python_alike
 def test_every_drop_reason_counted_is_in_the_readme() -> None:
     """Each reason the code counts in ``server.drops`` (an f-string's fields
     stand for any value) or the collector adds is a row of the README's table,
@@ -730,6 +746,7 @@ def test_every_drop_reason_counted_is_in_the_readme() -> None:
         )
 
 
+@pytest.mark.compiled_and_python_alike
 def test_every_public_call_says_what_it_raises() -> None:
     """``help()`` of each public method of Server, Room, Participant and
     EventStream, and of each function of ``sfu.auth``, names what it raises

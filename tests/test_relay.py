@@ -30,6 +30,8 @@ from sfu import _relay_py, relay
 from sfu.errors import RoomFull
 from sfu.media.opus import SILENCE_MONO
 
+from .twins import ALIKE
+
 if TYPE_CHECKING:
     from sfu.media.router import Publisher, Router
 
@@ -50,9 +52,18 @@ def _compiled() -> ModuleType:
     return _relay  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=["python", "cython"])
+@pytest.fixture(params=[pytest.param("python", marks=ALIKE), "cython"])
 def impl(request: pytest.FixtureRequest) -> ModuleType:
     """The module providing FanOut: sfu._relay_py or the compiled sfu._relay."""
+    if request.param == "python":
+        return _relay_py
+    return _compiled()
+
+
+@pytest.fixture(params=["python", "cython"])
+def router_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """As ``impl``, for a test that also builds a Router (whose detector is the one
+    SFU_NO_EXTENSIONS selects) or a child process: it runs in both runs."""
     if request.param == "python":
         return _relay_py
     return _compiled()
@@ -634,10 +645,10 @@ print(json.dumps({"sent": sent, "fan_sent": fan.sent, "dropped": fan.dropped,
     sys.platform != "linux" or os.uname().machine != "x86_64",
     reason="the seccomp filter is written for Linux x86_64 system call numbers",
 )
-def test_kernel_eagain_drops_the_rest_of_the_batch(impl: ModuleType) -> None:
+def test_kernel_eagain_drops_the_rest_of_the_batch(router_impl: ModuleType) -> None:
     """A real EAGAIN from the send system call: the rest of that batch is
     dropped and counted, the next batch is tried, nothing blocks or raises."""
-    which = "python" if impl is _relay_py else "cython"
+    which = "python" if router_impl is _relay_py else "cython"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-c", _EAGAIN_CHILD, which],
@@ -1014,7 +1025,7 @@ class Turns:
 @pytest.mark.parametrize("lost", [False, True])
 @pytest.mark.parametrize("stints", [1, 3])
 def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
-    impl: ModuleType, stints: int, lost: bool
+    router_impl: ModuleType, stints: int, lost: bool
 ) -> None:
     """A speaker holds a slot for 34,000 packets (~11 minutes) without getting its
     own voice, in one turn or in three with the slot released between them (a
@@ -1025,7 +1036,7 @@ def test_a_long_turn_leaves_the_holder_able_to_hear_its_slot_again(
     from sfu.media.router import KEEP_IN_STEP
 
     server_sock, a_sock = udp_socket(), udp_socket()
-    router, inbound, a, b = holder_and_speaker(impl, server_sock, a_sock)
+    router, inbound, a, b = holder_and_speaker(router_impl, server_sock, a_sock)
     now = 0.0
 
     def packet(ssrc: int, index: int, level: int) -> bytes:
@@ -1140,7 +1151,7 @@ def test_a_full_socket_buffer_drops_and_counts_what_did_not_leave(
 
 
 def test_a_silence_frame_the_full_socket_dropped_is_sent_with_the_next_packet(
-    impl: ModuleType, slow_loopback: None
+    router_impl: ModuleType, slow_loopback: None
 ) -> None:
     """The silence frames that keep a slot's holder in step (see the test
     above) are due at moments a burst may have filled the socket's buffer:
@@ -1150,7 +1161,7 @@ def test_a_silence_frame_the_full_socket_dropped_is_sent_with_the_next_packet(
     from sfu.media.router import KEEP_IN_STEP
 
     server_sock, a_sock, sink = udp_socket(), udp_socket(), udp_socket()
-    router, inbound, a, b = holder_and_speaker(impl, server_sock, a_sock)
+    router, inbound, a, b = holder_and_speaker(router_impl, server_sock, a_sock)
 
     turns = Turns()
     router.detector = turns  # type: ignore[assignment]

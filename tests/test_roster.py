@@ -10,6 +10,8 @@ from sfu.auth import Role
 from sfu.events import RoomEvent, RosterChanged
 from sfu.roster import RosterBatch
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def batch() -> tuple[RosterBatch, list[RoomEvent]]:
     events: list[RoomEvent] = []

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SFU_JS = ROOT / "sfu" / "signaling" / "static" / "sfu.js"
 SCENARIOS = sorted(

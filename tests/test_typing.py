@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 mypy_api = pytest.importorskip("mypy.api")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 from playwright.async_api import Page
 
 from tests.e2e.browser import BrowserPeer, assert_loopback_candidates
+
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
 
 NewPage = Callable[..., Awaitable[Page]]
 

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from sfu.media.jitter import EMPTY, LOST, PACKET, TRIM_WINDOW, JitterBuffer
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def drain(buffer: JitterBuffer, pulls: int) -> list[str]:
     """What ``pulls`` pulls give: the payload as text, "lost" or "-" (empty)."""

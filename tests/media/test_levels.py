@@ -10,6 +10,8 @@ import pytest
 
 from sfu.media.levels import SILENCE, OpusLevelMeter, audio_level
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 RATE = 48000
 FRAME = 960  # 20 ms
 

@@ -29,6 +29,8 @@ from sfu.media.ogg import (
 
 from .mixing import decode_ogg, decode_payloads, opus_tone
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def reference_crc(data: bytes) -> int:
     """Bit-by-bit CRC-32, polynomial 0x04C11DB7, no reflection, init 0, no final XOR."""

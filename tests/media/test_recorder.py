@@ -347,6 +347,7 @@ async def test_stop_before_the_first_frame_still_makes_a_valid_file(tmp_path: Pa
     assert container_duration(tmp_path / "q.opus") < 0.1
 
 
+@pytest.mark.compiled_and_python_alike
 def test_speaker_track_fills_gaps_and_drops_late_packets(tmp_path: Path) -> None:
     packets = opus_tone(440, 10)
     track = SpeakerTrack(tmp_path / "s.opus", start=10.0)
@@ -370,6 +371,7 @@ def test_speaker_track_fills_gaps_and_drops_late_packets(tmp_path: Path) -> None
     assert abs(decoded_duration(tmp_path / "s.opus") - 3.0) < 0.001
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_speaker_silent_for_an_hour_stays_in_line_at_a_small_cost(tmp_path: Path) -> None:
     """The first packet after an hour's mute fills the hour (the file stays in
     line with the wall clock, the mix and the other speakers' files), in
@@ -464,6 +466,7 @@ async def test_speakers_that_come_and_go_leave_nothing_behind(tmp_path: Path) ->
         assert len(written) == 300
 
 
+@pytest.mark.compiled_and_python_alike
 def test_silence_frames_decode_to_silence() -> None:
     for frame, channels in ((SILENCE_MONO, 1), (SILENCE_STEREO, 2)):
         context = av.CodecContext.create("libopus", "r")
@@ -497,6 +500,7 @@ async def test_a_long_stall_leaves_the_mix_file_as_long_as_the_wall_clock(
     assert abs(container_duration(tmp_path / "s.opus") - wall) < 0.15
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_quiet_speaker_is_filled_as_time_passes_and_resumes_in_place(tmp_path: Path) -> None:
     """Filled a second at a time while quiet (the recorder does it from the
     mix's frames), so the first packet after a long mute has almost nothing
@@ -517,6 +521,7 @@ def test_a_quiet_speaker_is_filled_as_time_passes_and_resumes_in_place(tmp_path:
     assert abs(decoded_duration(tmp_path / "s.opus") - 3600.06) < 0.001
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_speaker_timeline_restarted_far_back_is_placed_by_the_wall_clock(
     tmp_path: Path,
 ) -> None:
@@ -544,6 +549,7 @@ def test_a_speaker_timeline_restarted_far_back_is_placed_by_the_wall_clock(
     assert track.duration == pytest.approx(3.04, abs=0.021)
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_speaker_clock_running_fast_stays_within_a_second_of_the_wall(
     tmp_path: Path,
 ) -> None:
@@ -564,6 +570,7 @@ def test_a_speaker_clock_running_fast_stays_within_a_second_of_the_wall(
     assert decoded_duration(tmp_path / "s.opus") == pytest.approx(track.duration, abs=0.001)
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_lost_10ms_packet_is_filled_with_10ms_of_silence(tmp_path: Path) -> None:
     """ptime 10 (legal, RFC 7587): a lost packet leaves a 480-sample gap, filled
     with a 10 ms silence frame, so the file does not slide 10 ms per loss."""
@@ -586,6 +593,7 @@ def test_a_lost_10ms_packet_is_filled_with_10ms_of_silence(tmp_path: Path) -> No
         assert frame[0] == toc and packet_samples(frame) == size
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_file_a_little_ahead_of_the_wall_clock_loses_no_packet(tmp_path: Path) -> None:
     """A burst (packets held by the network, then sent at once) leaves the file
     ahead of the wall clock by a packet or more; a new SSRC then (a reconnect)
@@ -600,6 +608,7 @@ def test_a_file_a_little_ahead_of_the_wall_clock_loses_no_packet(tmp_path: Path)
     assert track.packets == 25 and track.ahead == 0 and track.late == 0
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_burst_after_a_network_stall_is_written_whole(tmp_path: Path) -> None:
     """Packets held 1.5 s by the network arrive at once: placing the first by
     the wall clock would put the burst 1.5 s ahead of it and drop the excess;
@@ -617,6 +626,7 @@ def test_a_burst_after_a_network_stall_is_written_whole(tmp_path: Path) -> None:
     assert abs(ahead) <= FRAME_SAMPLES * 2, "back in line with the wall clock"
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_pause_with_frozen_timestamps_resumes_at_the_wall_clock(tmp_path: Path) -> None:
     """A sender whose timestamps do not advance while it is muted: the
     recorder fills the quiet time (as Recorder does once a second), and the
@@ -961,6 +971,7 @@ async def test_a_speakers_file_is_never_one_another_identity_already_writes(
         assert len(written) == 5, identity
 
 
+@pytest.mark.compiled_and_python_alike
 def test_a_packet_claiming_more_than_120_ms_is_not_written(tmp_path: Path) -> None:
     """No Opus packet is over 120 ms (RFC 6716 3.2.5): one that claims more
     (here 63 frames of 60 ms) would put a jump of seconds in the file."""

@@ -31,6 +31,8 @@ from sfu.signaling.messages import (
     parse_command,
 )
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def refused(text: str) -> tuple[str, str]:
     with pytest.raises(ProtocolError) as caught:

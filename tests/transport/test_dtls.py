@@ -31,6 +31,8 @@ from sfu.transport.dtls import (
 from sfu.transport.dtls_record import iter_records
 from sfu.transport.srtp import PROFILES, create_srtp_sessions, split_keying_material
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 GCM = b"SRTP_AEAD_AES_128_GCM"
 CM = b"SRTP_AES128_CM_SHA1_80"
 LENGTHS = {GCM: (16, 12), CM: (16, 14)}

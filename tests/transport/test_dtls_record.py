@@ -6,6 +6,8 @@ import pytest
 
 from sfu.transport.dtls_record import RecordKeys, RecordSecret, iter_records, prf
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def test_prf_sha256_vector() -> None:
     # The TLS 1.2 PRF test vector published on the IETF TLS list (P_SHA256).

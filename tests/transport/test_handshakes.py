@@ -7,12 +7,16 @@ import collections
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from sfu.transport.handshakes import (
     HANDSHAKES_PER_TURN,
     MAX_HANDSHAKE_BACKLOG,
     MAX_HANDSHAKE_QUEUED_PER_SESSION,
     Handshakes,
 )
+
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
 
 
 class FakeSession:

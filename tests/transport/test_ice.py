@@ -19,6 +19,8 @@ from sfu.transport.ice import (
     success_response,
 )
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 CREDENTIALS = IceCredentials("srvufrag", "p" * 32)
 
 

@@ -13,6 +13,8 @@ import pytest
 import sfu
 from sfu.transport.port import PortProtocol, open_socket
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 class BrokenServer:
     def __init__(self) -> None:

@@ -27,6 +27,8 @@ from sfu.transport.rtp import (
     uint16_gt,
 )
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def block(ssrc: int, lost: int = -3) -> RtcpReceiverInfo:
     return RtcpReceiverInfo(

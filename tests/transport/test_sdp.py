@@ -24,6 +24,8 @@ from sfu.transport import sdp
 from sfu.transport.answer import Negotiation, build_answer, negotiate
 from sfu.transport.sdp import AUDIO_LEVEL_URI, Offer, parse_offer
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 OFFERS = Path(__file__).resolve().parent.parent / "data" / "offers"
 
 UFRAG = "Zx4f"

@@ -16,6 +16,8 @@ from sfu.transport.srtp import (
     index_steps,
 )
 
+pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
+
 
 def rtp(sequence: int, ssrc: int, payload: bytes) -> bytes:
     return struct.pack("!BBHII", 0x80, 111, sequence, sequence * 960, ssrc) + payload
