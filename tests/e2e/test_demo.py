@@ -231,6 +231,9 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     for slot in await asyncio.gather(*(wait_hearing(page, "ann") for page in listeners)):
         assert slot["csrc"] == room["ann"].csrc
     await wait_ring(everyone, "ann", ["ben", "mod"])
+    # The pages ask for reduced motion (tests/e2e/browser.py): the ring stays still.
+    ring = "getComputedStyle(document.querySelector('.person[data-speaking=\"true\"] .avatar'))"
+    assert await mod.evaluate(f"{ring}.animationName") == "none"
     await asyncio.gather(
         *(
             wait_attribute(page, f"#stage {person('ben')}", "data-muted", "true")
