@@ -211,9 +211,9 @@ def _is_python(program: object) -> bool:
     program = os.fsdecode(program)
     found = shutil.which(program) or program
     resolved = os.path.realpath(found)
-    return resolved == os.path.realpath(sys.executable) or os.path.basename(
-        resolved
-    ).startswith("python")
+    if resolved == os.path.realpath(sys.executable):
+        return True
+    return os.path.basename(resolved).startswith("python")
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
