@@ -77,17 +77,17 @@ the outage is silence too (120 ms packets, ~40-60 ms of work per hour out,
 once), so the file goes on in line with the others and still lasts the
 wall time of the recording: the mix file counts the mixer's frames it
 dropped; a speaker's next packets go where their timestamps say, as after
-lost packets (by the wall clock if it disagrees by over a second). (The
-mix file used to end the whole recording instead: a disk full for a
-minute lost every file's rest.) A speaker file that could not be made is made once the
-disk lets it, silence from the start; a speaker whose file is paused goes
-on in it when it rejoins: one file made or tried per identity, at most
+lost packets (by the wall clock if it disagrees by over a second). A
+speaker file that could not be made is made once the disk lets it,
+silence from the start; a speaker whose file is paused goes on in it when
+it rejoins: one file made or tried per identity, at most
 :data:`MAX_SPEAKER_FILES`, and nothing kept per join. Logged: one ERROR
 line when a file pauses, one WARNING when it goes on (how long it was out,
-how much of it is silence), nothing per failed try. :meth:`Recorder.stats`
-gives each file's ``paused`` and ``lost`` (seconds the disk cost it). At the stop a paused file gets one last try; a disk that still
-refuses it leaves it ending at its last whole page (no end-of-stream flag:
-players read it up to there). A mix file that cannot be made at all, or
+how much of it is silence), nothing per failed try.
+:meth:`Recorder.stats` gives each file's ``paused`` and ``lost`` (seconds
+the disk cost it). At the stop a paused file gets one last try; a disk
+that still refuses it leaves it ending at its last whole page (no
+end-of-stream flag: players read it up to there). A mix file that cannot be made at all, or
 whose headers the disk refuses, raises in ``record()``.
 """
 
