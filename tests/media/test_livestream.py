@@ -78,6 +78,20 @@ async def http_server() -> AsyncIterator[tuple[sfu.Server, str]]:
             await runner.cleanup()
 
 
+@pytest.fixture
+async def mixer() -> AsyncIterator[Mixer]:
+    """A room's Mixer on a router of its own (no server), closed afterwards."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    try:
+        yield mixer
+    finally:
+        await mixer.close()
+        router.close()
+        sock.close()
+
+
 async def test_two_clients_hear_both_speakers(http_server: tuple[sfu.Server, str]) -> None:
     server, base = http_server
     room = server.room("stage")
@@ -319,7 +333,7 @@ def assert_continuous(data: bytes, first_sequence: int = 0, first_granule: int =
     return granule
 
 
-async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
+async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once(mixer: Mixer) -> None:
     """Chromium's media cache gives its demuxer whole 32 KiB blocks, nothing
     before the first is full: at 48 kbit/s a client joining a live stream
     heard nothing for ~4.5 s. One joining a running stream now gets, in its
@@ -327,9 +341,6 @@ async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
     headers, after the pre-roll of 4 packets its pre-skip discards: a valid
     stream (CRCs, page sequence, granules counting what it was sent) whose
     audio is the mix's up to the moment it joined, then the mix as it comes."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
     live = LiveStream(mixer, packets_per_page=5)
     first = live.subscribe()
     first_data = first.headers()
@@ -374,23 +385,17 @@ async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once() -> None:
     for client in (first, late):
         client.close()
     await mixer.wait_stopped()
-    await mixer.close()
-    router.close()
-    sock.close()
 
 
 @pytest.mark.parametrize("size", [16, 19, 120])
 async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(
-    size: int, monkeypatch: pytest.MonkeyPatch
+    mixer: Mixer, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An Ogg page holds at most 255 packets (lacing values): with
     ``packets_per_page=255`` the pre-roll and a page's worth of packets would
     not fit in one, and the page split off would put the burst a header past
     ``burst_bytes``. The burst's pages hold fewer packets instead."""
     monkeypatch.setattr(livestream, "MAX_BURST_SECONDS", 60.0)  # 32 KiB of 16 bytes: 38 s
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
     live = LiveStream(mixer, packets_per_page=255, max_lag=6.0, min_bitrate=0)
     first = live.subscribe()
     packets = [bytes((0xF8, index % 256)) + bytes(size - 2) for index in range(2000)]
@@ -408,19 +413,13 @@ async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(
     for client in (first, late):
         client.close()
     await mixer.wait_stopped()
-    await mixer.close()
-    router.close()
-    sock.close()
 
 
-async def test_a_burst_of_tiny_packets_holds_at_most_max_burst_seconds() -> None:
+async def test_a_burst_of_tiny_packets_holds_at_most_max_burst_seconds(mixer: Mixer) -> None:
     """With padding off, a quiet room's 3-byte packets would fill 32 KiB with
     three minutes of silence, every joiner playing that far behind live: a
     burst stops at MAX_BURST_SECONDS of audio. A stream started again after
     its clients left bursts nothing of what went before."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
     live = LiveStream(mixer, min_bitrate=0)
     first = live.subscribe()
     silence = [bytes((0xF8, 0xFF, 0xFE))] * 3000  # 60 s of 3-byte packets
@@ -436,17 +435,11 @@ async def test_a_burst_of_tiny_packets_holds_at_most_max_burst_seconds() -> None
     assert len(list(parse_pages(again.headers()))) == 2, "a new stream's first client: no burst"
     again.close()
     await mixer.wait_stopped()
-    await mixer.close()
-    router.close()
-    sock.close()
 
 
-async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge() -> None:
+async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge(mixer: Mixer) -> None:
     """``burst_bytes=0``: the headers alone, then the pre-roll on the first page
     of queued packets, as before bursts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
     live = LiveStream(mixer, burst_bytes=0, min_bitrate=0)
     first = live.subscribe()
     tone = opus_tone(440, 60)
@@ -463,9 +456,6 @@ async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge() -> None:
     for client in (first, late):
         client.close()
     await mixer.wait_stopped()
-    await mixer.close()
-    router.close()
-    sock.close()
 
 
 async def test_a_late_joiner_over_http_gets_seconds_of_audio_in_its_first_second(
@@ -526,10 +516,7 @@ async def test_silence_is_padded_to_the_mix_s_bit_rate(http_server: tuple[sfu.Se
     assert max(len(packet) for packet, _ in list(read_packets(unpadded))[2:]) < 10
 
 
-async def test_slow_client_skips_ahead_then_is_dropped() -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
+async def test_slow_client_skips_ahead_then_is_dropped(mixer: Mixer) -> None:
     live = LiveStream(mixer, max_lag=0.2, packets_per_page=5, max_skips=3)
     fast, slow = live.subscribe(), live.subscribe()
     cut: list[str] = []
@@ -551,9 +538,6 @@ async def test_slow_client_skips_ahead_then_is_dropped() -> None:
     assert live.clients == []
     await mixer.wait_stopped()
     assert not mixer.running
-    await mixer.close()
-    router.close()
-    sock.close()
 
 
 async def test_a_client_that_is_gone_does_not_stop_the_others(
