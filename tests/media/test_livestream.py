@@ -121,6 +121,26 @@ async def test_two_clients_hear_both_speakers(http_server: tuple[sfu.Server, str
         assert_tones(pcm[48000 // 2 :], present=[440, 1000])
 
 
+async def early_and_late(
+    http_server: tuple[sfu.Server, str], name: str, early: float, wait: float, late: float
+) -> tuple[bytes, bytes]:
+    """A speaker plays a tone in room ``name``; one client reads its stream for
+    ``early`` seconds, another joins ``wait`` seconds later and reads for
+    ``late``: (what each read)."""
+    server, base = http_server
+    speaker = await join(server.room(name), "alice", speaker=True, frequency=440)
+    url = f"{base}/rooms/{name}/live.ogg"
+    try:
+        await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
+        async with aiohttp.ClientSession() as session:
+            early_reading = asyncio.create_task(read_for(session, url, early))
+            await asyncio.sleep(wait)
+            late_data = await read_for(session, url, late)
+            return await early_reading, late_data
+    finally:
+        await speaker.close()
+
+
 def _first_index(packets: list[bytes], run: list[bytes]) -> int:
     """Where ``run`` starts in ``packets`` (the same encoded packets)."""
     for index in range(len(packets) - len(run) + 1):
@@ -137,19 +157,8 @@ async def test_a_late_joiner_decodes_converged_audio_from_its_first_sample(
     that the decoder has converged when the output begins. Decoded with
     FFmpeg, its first 20 ms match what a client there from the start
     decoded at the same place in the stream."""
-    server, base = http_server
-    room = server.room("joined-late")
-    speaker = await join(room, "alice", speaker=True, frequency=440)
-    url = f"{base}/rooms/joined-late/live.ogg"
-    try:
-        await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
-        async with aiohttp.ClientSession() as session:
-            early_reading = asyncio.create_task(read_for(session, url, 3.5))
-            await asyncio.sleep(1.5)  # the mix runs, tone and all
-            late = await read_for(session, url, 1.5)
-            early = await early_reading
-    finally:
-        await speaker.close()
+    # (1.5 s: the mix runs, tone and all)
+    early, late = await early_and_late(http_server, "joined-late", 3.5, 1.5, 1.5)
 
     def stream(data: bytes) -> tuple[int, list[bytes], np.ndarray, int]:
         packets = [packet for packet, _ in read_packets(data)]
@@ -464,19 +473,7 @@ async def test_a_late_joiner_over_http_gets_seconds_of_audio_in_its_first_second
     """The handler writes the burst first: a client joining a mix that has run
     for 4 s reads, within a second, more audio than a second's worth, the
     mix's latest, decodable and converged."""
-    server, base = http_server
-    room = server.room("bursting")
-    speaker = await join(room, "alice", speaker=True, frequency=440)
-    url = f"{base}/rooms/bursting/live.ogg"
-    try:
-        await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
-        async with aiohttp.ClientSession() as session:
-            early_reading = asyncio.create_task(read_for(session, url, 5.5))
-            await asyncio.sleep(4.0)
-            late = await read_for(session, url, 1.0)
-            early = await early_reading
-    finally:
-        await speaker.close()
+    early, late = await early_and_late(http_server, "bursting", 5.5, 4.0, 1.0)
     late_packets = [packet for packet, _ in read_packets(late)][2:]
     early_packets = [packet for packet, _ in read_packets(early)][2:]
     assert len(late_packets) * 0.02 >= 3.0, "the burst: seconds of audio at once"
