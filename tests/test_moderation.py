@@ -106,8 +106,11 @@ async def test_mute_and_demote_silence_within_one_packet() -> None:
                 "muted speakers do not rank"
             )
 
-            # A self-unmute cannot undo a moderator's mute.
+            # A self-unmute cannot undo a moderator's mute (muted by herself
+            # too first: unmuting what was not self-muted changes nothing anyway).
+            alice.participant.set_self_muted(True)
             alice.participant.set_self_muted(False)
+            assert alice.participant.muted and alice.participant.moderator_muted
             await asyncio.sleep(0.3)
             assert slot_packets_sent(bob) == frozen
 
@@ -130,23 +133,31 @@ async def test_mute_and_demote_silence_within_one_packet() -> None:
 
 
 async def test_listener_that_sends_rtp_anyway_is_never_heard() -> None:
+    """A listener's client that pushes Opus through its SRTP context anyway
+    reaches nobody, also while a speaker of the room is heard (whose slot
+    its packets could otherwise pass for the speaker's)."""
     async with sfu.Server() as server:
         room = server.room("sneaky")
+        alice = await join(room, "alice", speaker=True)
         sneaky = await join(room, "sneaky", speaker=False)
         honest = await join(room, "honest", speaker=False)
         try:
-            assert sneaky.participant is not None
+            assert sneaky.participant is not None and alice.participant is not None
             await sneaky.participant.wait_connected(10)
-            assert honest.participant is not None
-            await honest.participant.wait_connected(10)
+            await wait_for(lambda: len(honest.packets(0)) >= 10, 10, "alice heard")
             await sneaky.wait_connected(10)
-            # A modified client: push RTP through its own SRTP context anyway.
+            # A modified client: push RTP through its own SRTP context anyway,
+            # with the room's Opus payload type.
             transport = sneaky.pc.getTransceivers()[0].sender.transport
+            forged = b"\xfc" + b"x" * 60
             for sequence in range(100):
                 packet = RtpPacket(
-                    payload_type=111, sequence_number=sequence, timestamp=960 * sequence, ssrc=1234
+                    payload_type=alice.participant.negotiation.payload_type,
+                    sequence_number=sequence,
+                    timestamp=960 * sequence,
+                    ssrc=1234,
                 )
-                packet.payload = b"\xfc" + b"x" * 60
+                packet.payload = forged
                 await transport._send_rtp(packet.serialize())
                 await asyncio.sleep(0.002)
             await wait_for(
@@ -154,10 +165,35 @@ async def test_listener_that_sends_rtp_anyway_is_never_heard() -> None:
                 5,
                 "drops",
             )
-            assert honest.total_received() == 0
+            heard = len(honest.packets(0))
+            await wait_for(lambda: len(honest.packets(0)) >= heard + 10, 5, "alice still heard")
+            for receiver in (honest, alice):
+                payloads = [p.payload for slot in range(3) for p in receiver.packets(slot)]
+                assert forged not in payloads, f"{receiver.identity} heard the listener"
             assert server.drops["rtp from a participant that may not send"] >= 100
         finally:
-            await asyncio.gather(sneaky.close(), honest.close())
+            await asyncio.gather(alice.close(), sneaky.close(), honest.close())
+
+
+async def test_a_self_muted_speaker_is_not_forwarded_until_it_unmutes() -> None:
+    """A member's own mute is kept by the server, not left to its client: what
+    its client still sends is not forwarded from the mute on."""
+    async with sfu.Server() as server:
+        room = server.room("self-mute")
+        alice = await join(room, "alice", speaker=True)
+        bob = await join(room, "bob", speaker=False)
+        try:
+            assert alice.participant is not None
+            await wait_for(lambda: len(bob.packets(0)) >= 10, 10, "alice heard")
+            alice.participant.set_self_muted(True)
+            frozen = slot_packets_sent(bob)
+            sending = len(alice.sent)
+            await wait_for(lambda: len(alice.sent) >= sending + 25, 5, "alice's client sending")
+            assert slot_packets_sent(bob) == frozen, "a self-muted speaker was forwarded"
+            alice.participant.set_self_muted(False)
+            await wait_for(lambda: slot_packets_sent(bob) > frozen + 10, 5, "alice heard again")
+        finally:
+            await asyncio.gather(alice.close(), bob.close())
 
 
 async def test_remove_closes_the_session_and_a_ban_keeps_the_token_out() -> None:
