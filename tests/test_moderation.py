@@ -298,8 +298,9 @@ async def test_private_room_tokens_roles_and_capacity() -> None:
 async def test_two_rooms_on_one_server_are_isolated() -> None:
     async with sfu.Server() as server:
         red, blue = server.room("red"), server.room("blue")
-        red_speaker = await join(red, "r-speaker", speaker=True, frequency=300)
-        blue_speaker = await join(blue, "b-speaker", speaker=True, frequency=900)
+        # Both clients send with one fixed SSRC (as OBS 30.0's WHIP output did).
+        red_speaker = await join(red, "r-speaker", speaker=True, frequency=300, ssrc=5002)
+        blue_speaker = await join(blue, "b-speaker", speaker=True, frequency=900, ssrc=5002)
         red_listener = await join(red, "r-listener", speaker=False)
         blue_listener = await join(blue, "b-listener", speaker=False)
         clients = [red_speaker, blue_speaker, red_listener, blue_listener]
@@ -315,6 +316,9 @@ async def test_two_rooms_on_one_server_are_isolated() -> None:
             red_ssrcs = {p.ssrc for s in range(3) for p in red_listener.packets(s)}
             blue_ssrcs = {p.ssrc for s in range(3) for p in blue_listener.packets(s)}
             assert not red_ssrcs & blue_ssrcs
+            for listener, other in ((red_listener, blue_speaker), (blue_listener, red_speaker)):
+                payloads = {p.payload for s in range(3) for p in listener.packets(s)}
+                assert not payloads & set(other.sent_payloads), "the other room's audio"
             assert red_speaker.total_received() == 0 and blue_speaker.total_received() == 0
         finally:
             await asyncio.gather(*(c.close() for c in clients))
