@@ -607,8 +607,11 @@ async def test_a_removed_member_neither_hears_nor_is_heard_on_its_old_path() -> 
             ssrc = mallory.sent_ssrc
             assert ssrc is not None
             paths = [OldPath(client) for client in (mallory, eve, mixed_eve)]
+            assert mallory.participant is not None
+            number = mallory.participant.number
             for member in ("mallory", "eve", "eve-mixed"):
                 await room.remove(member, "trolling")
+            assert number not in room.router.detector.holders(), "its slot is not freed"
             await asyncio.sleep(0.2)  # what was on its way has arrived
             for path in paths:
                 path.srtp_received()
