@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,7 @@ from sfu.events import EventStream, RoomEvent
 from sfu.signaling.aiohttp import add_signaling, add_whip_whep
 from sfu.signaling.protocol import SignalingSession
 
-from ..clients import close_peer
+from ..clients import close_peer, wait_for
 from ..sites import start_site
 from ..test_room_lifecycle import LISTENER, SECRET
 from .test_protocol_storm import count_token_decodes
@@ -367,4 +368,64 @@ async def test_a_whep_token_is_checked_in_its_admission_turn_in_a_room_that_exis
         finally:
             for participant in list(room.participants.values()):
                 await participant.close()
+            await runner.cleanup()
+
+
+async def test_a_bad_token_for_a_room_not_there_is_refused_before_the_room_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A join naming a room that does not exist yet, over the signaling or
+    WHIP/WHEP, with a token for another room, expired, not valid yet or
+    signed with another key: refused at once while the real joins wait their
+    turns (a crowd ahead), and the room it names is not made, not even until
+    its turn comes."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        runner, port = await whep_site(server)
+        crowd_ahead = hold_turns(monkeypatch, server)
+        sent: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            sent.append(json.loads(text))
+
+        async def close(code: int, reason: str) -> None:
+            pass
+
+        def factory(name: str) -> sfu.Room:  # as add_signaling's, which makes rooms on demand
+            return server.get_room(name) or server.room(name)
+
+        tokens = {
+            "for another room": auth.issue_token(SECRET, room="elsewhere", identity="x"),
+            "expired": auth.issue_token(SECRET, room="new", identity="x", ttl=1, now=1_000_000),
+            "not valid yet": auth.issue_token(
+                SECRET, room="new", identity="x", not_before=time.time() + 3600
+            ),
+            "of another key": auth.issue_token("o" * 40, room="new", identity="x"),
+        }
+        joins: list[asyncio.Future[Any]] = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for what, token in tokens.items():
+                    session = SignalingSession(server, send, close, room_factory=factory)
+                    message = {"type": "join", "room": "new", "token": token, "offer": LISTENER}
+                    joins.append(asyncio.ensure_future(session.handle(json.dumps(message))))
+                    await wait_for(joins[-1].done, 3, f"the join with a token {what} refused")
+                    assert sent[-1]["type"] == "error" and sent[-1]["code"] == "not_allowed"
+                    assert server.get_room("new") is None, f"a token {what} made the room"
+                    for kind in ("whip", "whep"):
+                        post = asyncio.ensure_future(
+                            http.post(
+                                f"http://127.0.0.1:{port}/rooms/new/{kind}",
+                                data=LISTENER,
+                                headers={**SDP, "Authorization": f"Bearer {token}"},
+                            )
+                        )
+                        joins.append(post)
+                        await wait_for(post.done, 3, f"the {kind} POST with a token {what} refused")
+                        response = await post
+                        assert response.status in (401, 403), await response.text()
+                        response.release()
+                        assert server.get_room("new") is None, f"a token {what} made the room"
+        finally:
+            crowd_ahead.set()
+            await asyncio.gather(*joins, return_exceptions=True)
             await runner.cleanup()
