@@ -176,8 +176,15 @@ async def test_join_moderate_and_leave(app: App) -> None:
 
         await mod.request({"type": "mute_participant", "identity": "bob", "muted": True})
         assert (await bob.expect("muted"))["muted"] is True
-        await bob.request({"type": "mute", "muted": False})  # self-unmute cannot lift it
-        assert app.server.rooms["hall"]["bob"].muted
+        # Neither a self-mute and self-unmute nor unmuting himself as a
+        # moderator would lift it: he is no moderator.
+        await bob.request({"type": "mute", "muted": True})
+        await bob.request({"type": "mute", "muted": False})
+        error = await bob.request(
+            {"type": "mute_participant", "identity": "bob", "muted": False}, "error"
+        )
+        assert error["code"] == "not_allowed"
+        assert app.server.rooms["hall"]["bob"].moderator_muted
         await mod.request({"type": "mute_participant", "identity": "bob", "muted": False})
         await mod.request({"type": "demote", "identity": "bob"})
         assert (await bob.expect("role_changed"))["role"] == "listener"
