@@ -115,6 +115,22 @@ def test_a_bad_padding_count_drops_the_packet_and_nothing_else(
     assert (second - first) & 0xFFFF == 1, "the dropped packet took no sequence number"
 
 
+def test_a_packet_of_another_payload_type_is_dropped_and_takes_no_sequence_number(
+    router: Routed,
+) -> None:
+    """Only the Opus the speaker negotiated is forwarded: a receiver would
+    decode anything else (PCMU, comfort noise, a DTMF event) as Opus."""
+    route, fanout, speaker = router
+    route.forward(speaker, packet(100, 0), 0.0)
+    good = packet(101, 960)
+    for payload_type in (0, 13, 101, 110, 112):
+        route.forward(speaker, good[:1] + bytes([payload_type]) + good[2:], 0.02)
+    assert route.packets_dropped == 5 and len(fanout.forwarded) == 1
+    route.forward(speaker, good, 0.04)
+    (_, first), (_, second) = fanout.forwarded
+    assert (second - first) & 0xFFFF == 1, "a dropped packet took a sequence number"
+
+
 def test_a_failing_tap_never_stops_the_listeners_audio(
     router: Routed,
 ) -> None:
