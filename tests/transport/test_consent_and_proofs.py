@@ -87,6 +87,27 @@ async def test_a_forged_check_sends_a_victim_at_most_three_datagrams() -> None:
                     victim.close()
 
 
+async def test_a_proofs_answer_counts_only_from_the_address_it_asked() -> None:
+    """A proof asks one address: the client's answer to it sent from another
+    port (the client holds the password) proves neither, and that port is not
+    let in (its DTLS or SRTP would be taken as the session's)."""
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (selected, asked), two_loopback_sockets() as (answering, _):
+            session, server_ufrag, pwd = await connected_over(selected, server)
+            unexpected = server.drops["stun response unexpected"]
+            nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+            asked.sendto(nominate, server_addr(server))
+            proofs: list[bytes] = []
+            await wait_for(lambda: bool(proofs.extend(proofs_to(asked)) or proofs), 5, "a proof")
+            answering.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
+            await wait_for(
+                lambda: server.drops["stun response unexpected"] > unexpected, 5, "answer dropped"
+            )
+            assert session.address == selected.getsockname()
+            assert set(session.checked_addresses) == {selected.getsockname()}
+            assert answering.getsockname() not in server._sessions_by_address
+
+
 async def test_proofs_to_other_addresses_are_capped_server_wide(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
