@@ -98,7 +98,12 @@ async def test_a_proofs_answer_counts_only_from_the_address_it_asked() -> None:
             nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
             asked.sendto(nominate, server_addr(server))
             proofs: list[bytes] = []
-            await wait_for(lambda: bool(proofs.extend(proofs_to(asked)) or proofs), 5, "a proof")
+
+            def proof_sent() -> bool:
+                proofs.extend(proofs_to(asked))
+                return bool(proofs)
+
+            await wait_for(proof_sent, 5, "the move's proof")
             answering.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
             await wait_for(
                 lambda: server.drops["stun response unexpected"] > unexpected, 5, "answer dropped"
