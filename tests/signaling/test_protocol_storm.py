@@ -418,6 +418,53 @@ async def test_a_closed_session_does_not_act_for_a_rejoined_namesake(
         await new.close()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"type": "lower_hand", "identity": "carl"},
+        {"type": "promote", "identity": "carl"},
+        {"type": "promote", "identity": "alice", "role": "moderator"},
+        {"type": "demote", "identity": "bob"},
+        {"type": "mute_participant", "identity": "bob", "muted": True},
+        {"type": "mute_participant", "identity": "dora", "muted": False},
+        {"type": "remove", "identity": "bob"},
+        {"type": "remove", "identity": "bob", "ban": True},
+    ],
+    ids=lambda command: "-".join(str(value) for value in command.values()),
+)
+async def test_a_member_without_the_moderate_grant_moderates_nobody(
+    command: dict[str, Any],
+) -> None:
+    """Every moderation command of a speaker (no ``moderate`` grant) is refused
+    ``not_allowed`` and changes nothing: the server decides who may, whatever
+    a client sends."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        session, sent, _ = bare_session(server)
+        await session.handle(join_message("alice", "speaker"))
+        bob = await room.add_speaker(SPEAKER_OFFER, "bob")
+        carl = await room.add_listener(LISTENER_OFFER, "carl")
+        dora = await room.add_speaker(SPEAKER_OFFER, "dora")
+        await room.mute("dora")
+        room.raise_hand("carl")
+        members = (session.participant, bob, carl, dora)
+
+        def state() -> Any:
+            return (
+                room.hands,
+                [(m.role, m.grants, m.muted, m.closed) for m in members],
+                room.is_banned("bob"),
+            )
+
+        before = state()
+        sent.clear()
+        await session.handle(json.dumps({**command, "id": 7}))
+        [reply] = [message for message in sent if message.get("id") == 7]
+        assert reply["type"] == "error" and reply["code"] == "not_allowed", reply
+        assert state() == before
+        await session.close()
+
+
 async def test_a_session_whose_member_left_refuses_commands() -> None:
     """Between the member's end and the relay closing the connection, a command
     gets `session_ended` and does nothing."""
