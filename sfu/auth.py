@@ -12,7 +12,7 @@ random ``jti`` (so one token can be banned without banning the person).
 Every failure of a token raises :class:`sfu.errors.NotAllowed` with the
 reason: :class:`sfu.errors.InvalidToken` (a subclass) when the token itself
 is bad (malformed, expired, not signed with the key), a plain ``NotAllowed``
-when a good token is for another room (a secret shorter than 32 bytes is the server's mistake:
+when there is none or a good token is for another room (a secret shorter than 32 bytes is the server's mistake:
 :class:`sfu.errors.InvalidSetting`).
 
 ``subscribe`` is implied: every member of a room may listen (a room's
@@ -196,12 +196,15 @@ def verify_token(
     now: float | None = None,
 ) -> Claims:
     """Check ``token`` for ``room``; return its claims or raise :class:`NotAllowed`
-    (with the reason). A secret shorter than 32 bytes raises :class:`InvalidSetting`."""
+    (with the reason): :class:`InvalidToken` when the token itself is bad, a
+    plain ``NotAllowed`` when there is none or it is for another room. A
+    secret shorter than 32 bytes raises :class:`InvalidSetting`."""
     key = _key(secret)
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
     if not token:
-        raise InvalidToken("a join token is required for this room")
+        # No token is no credential, not a bad one (sfu.errors.InvalidToken).
+        raise NotAllowed("a join token is required for this room")
     if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         # A JWT is base64url text; anything else (a lone surrogate made PyJWT
         # raise UnicodeEncodeError) is refused before it is parsed.

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from sfu import auth
-from sfu.errors import InvalidSetting, NotAllowed
+from sfu.errors import InvalidSetting, InvalidToken, NotAllowed
 
 pytestmark = pytest.mark.compiled_and_python_alike  # see tests/alike.py
 
@@ -149,6 +149,23 @@ CASES = [
 def test_bad_tokens_are_refused_with_a_reason(token: str | None, at: float, reason: str) -> None:
     with pytest.raises(NotAllowed, match=reason):
         auth.verify_token(SECRET, token, room="hall", now=at)
+
+
+# Refusals that are not a bad token: none at all, or a good one for another room.
+NOT_A_BAD_TOKEN = {"missing", "empty", "wrong room"}
+
+
+@pytest.mark.parametrize(("name", "token", "at"), [c[:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_only_a_bad_token_is_an_invalid_token(name: str, token: str | None, at: float) -> None:
+    """InvalidToken (401 invalid_token over WHIP/WHEP: get a new token) is a
+    token that is itself bad; no token, or one for another room, is a plain
+    NotAllowed, as sfu.errors documents."""
+    with pytest.raises(NotAllowed) as refused:
+        auth.verify_token(SECRET, token, room="hall", now=at)
+    if name in NOT_A_BAD_TOKEN:
+        assert type(refused.value) is NotAllowed
+    else:
+        assert isinstance(refused.value, InvalidToken)
 
 
 def test_a_good_token_gives_its_claims() -> None:
