@@ -289,6 +289,61 @@ def test_dotted_names_in_the_readme_exist() -> None:
         assert holds and text in flat, f"the README no longer says {text!r}"
 
 
+@pytest.mark.compiled_and_python_alike
+def test_limits_the_readme_quotes_are_the_codes() -> None:
+    """Each limit, rate and default the README quotes as a figure is the
+    code's: the expected text is written from the constant, so a constant
+    changed without the README (or the other way round) fails here."""
+    from sfu import auth
+    from sfu.media import livestream, recorder
+    from sfu.signaling import aiohttp as adapter
+    from sfu.signaling import protocol
+    from sfu.transport import server, session
+
+    flat = " ".join(README.split())
+    rejoin = importlib.import_module("sfu.rejoin")
+    moderation = importlib.import_module("sfu.moderation")
+    streams = importlib.import_module("sfu.media.streams")
+    live = inspect.signature(adapter.live_stream_handler).parameters
+    quoted = [
+        f"`sfu.room.MAX_DECISIONS` = {rejoin.MAX_DECISIONS:,} identities",
+        f"at most {auth.MAX_NAME_LENGTH} characters (`sfu.auth.MAX_NAME_LENGTH`",
+        f"one 20 ms silence frame per {streams.KEEP_IN_STEP:,} sequence numbers missed",
+        f"checked once and remembered ({auth.SIGNED_KEPT:,} tokens)",
+        f"{auth.DEFAULT_LEEWAY:g} s clock-skew leeway",
+        f"`token_secret` (≥ {auth.MIN_SECRET_BYTES} bytes)",
+        f"At most {recorder.MAX_SPEAKER_FILES} speakers get a file of their own",
+        f"tried again after {recorder.RETRY_FIRST:g} s",
+        f"at most every {recorder.RETRY_MAX:g} s (`RETRY_FIRST`, `RETRY_MAX`",
+        f"`sfu.signaling.aiohttp.ANSWER_WAIT`, {adapter.ANSWER_WAIT:g} s",
+        f"the oldest {moderation.MAX_HANDS_LISTED} and how many",
+        f"4 already under way for the session, or past its rate "
+        f"({session.SESSION_PROOFS_PER_SECOND:g} a second) or the server's "
+        f"(`PROOFS_PER_SECOND`, {server.PROOFS_PER_SECOND:g})",
+        f"at {session.SESSION_PROOFS_PER_SECOND:g} a second per session (bursts of "
+        f"{session.SESSION_PROOF_BURST:g}) and {server.PROOFS_PER_SECOND:g} a second "
+        f"server-wide (bursts of {server.PROOF_BURST:g})",
+        f"re-sent once after {session.PROOF_RESEND:g} s",
+        f"SRTCP is cut at {session.RTCP_PER_SECOND:g} packets a second (bursts of "
+        f"{session.RTCP_BURST:g};",
+        f"at most {streams.PACKET_RATE:g} packets a second (the most an Opus voice "
+        f"sends; bursts of {streams.PACKET_BURST})",
+        f"a frame to it has waited {protocol.SEND_TIMEOUT:g} s",
+        f"has not joined {protocol.JOIN_DEADLINE:g} s after it opened is closed "
+        f"({protocol.CLOSE_NO_JOIN})",
+        f"`max_clients` ({live['max_clients'].default:,}) clients at once",
+        f"`max_lag` ({live['max_lag'].default:g} s) behind",
+        f"`max_skips` ({live['max_skips'].default}) times",
+        f"`packets_per_page` ({live['packets_per_page'].default}) packets",
+        f"`burst_bytes` ({live['burst_bytes'].default}, with the headers",
+        f"never more than {livestream.MAX_BURST_SECONDS:g} s of audio",
+        f"`sfu.transport.session.MAX_INBOUND_SSRCS` ({session.MAX_INBOUND_SSRCS}: "
+        f"four offers' worth of {session.SSRCS_PER_OFFER - 3} receiving lines",
+    ]
+    for text in quoted:
+        assert text in flat, f"the README no longer says {text!r}"
+
+
 def signaling_section() -> str:
     return README.split("## Signaling, WHIP/WHEP and metrics", 1)[1].split("\n## ", 1)[0]
 
