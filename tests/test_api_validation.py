@@ -113,6 +113,18 @@ async def test_concurrent_starts_bind_one_socket() -> None:
     assert port > 0
 
 
+async def test_the_port_of_a_server_not_running_says_whether_it_is_not_started_or_closed() -> None:
+    server = sfu.Server()
+    with pytest.raises(sfu.ServerClosed, match="not started"):
+        _ = server.port
+    await server.start()
+    assert server.port > 0
+    await server.close()
+    for read in (lambda: server.port, lambda: server.socket):
+        with pytest.raises(sfu.ServerClosed, match="the server is closed"):
+            read()
+
+
 @pytest.mark.parametrize(
     "settings",
     [

@@ -297,6 +297,7 @@ class Server:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called (it cannot be started again)."""
         return self._closed
 
     async def close(self) -> None:
@@ -400,15 +401,26 @@ class Server:
 
     @property
     def port(self) -> int:
+        """The UDP port bound (the free one picked for ``port=0``).
+
+        Raises :class:`~sfu.errors.ServerClosed` before :meth:`start` and
+        after :meth:`close`."""
         if self._socket is None:
-            raise ServerClosed("the server is not started")
+            raise ServerClosed(self._not_running())
         return self._bound_port
 
     @property
     def socket(self) -> socket.socket:
+        """The one UDP socket every room's media goes through (for its
+        address or options; reading from it would take datagrams from the
+        server). Raises :class:`~sfu.errors.ServerClosed` before
+        :meth:`start` and after :meth:`close`."""
         if self._socket is None:
-            raise ServerClosed("the server is not started")
+            raise ServerClosed(self._not_running())
         return self._socket
+
+    def _not_running(self) -> str:
+        return "the server is closed" if self._closed else "the server is not started"
 
     def room(self, name: str, **settings: Unpack[RoomSettings]) -> Room:
         """The room called ``name``, created on first use.
@@ -507,6 +519,8 @@ class Server:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server was started in (its rooms' timers run
+        there). Raises :class:`~sfu.errors.ServerClosed` before :meth:`start`."""
         if self._loop is None:
             raise ServerClosed("the server is not started")
         return self._loop
