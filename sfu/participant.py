@@ -157,6 +157,8 @@ class Participant:
 
     @property
     def can_publish(self) -> bool:
+        """It holds the ``publish`` grant: its voice may be forwarded (a
+        speaker or moderator; see :attr:`can_speak` for whether it can send)."""
         return "publish" in self.grants
 
     @property
@@ -168,6 +170,8 @@ class Participant:
 
     @property
     def is_moderator(self) -> bool:
+        """It holds the ``moderate`` grant (a moderator, on the stage or seated
+        in the audience)."""
         return "moderate" in self.grants
 
     @property
@@ -182,14 +186,19 @@ class Participant:
 
     @property
     def slot_count(self) -> int:
+        """How many of its client's receiving audio lines were answered (at
+        most the room's ``slots``): its slot streams, or for a mixed member
+        the lines whose first carries the mix."""
         return len(self.negotiation.slots)
 
     @property
     def closed(self) -> bool:
+        """True once it has left (see :attr:`close_reason`)."""
         return self._closed
 
     @property
     def connected(self) -> bool:
+        """ICE and DTLS are done and it has not left (see :meth:`wait_connected`)."""
         return self._connected and not self._closed
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -539,8 +548,10 @@ class Participant:
         return result
 
     # -- SessionHandler ----------------------------------------------------------
+    # Called by its media session (sfu.transport.session), not by applications.
 
     def session_connected(self, session: Session) -> None:
+        """Its session's DTLS handshake is done: media starts (for the session)."""
         self.connected_at = time.time()
         if self.join_seconds is None:
             self.join_seconds = time.monotonic() - self._answered
@@ -551,12 +562,14 @@ class Participant:
         self.room._participant_connected(self)
 
     def session_address_changed(self, session: Session) -> None:
+        """Its client's address moved (a proven NAT rebinding; for the session)."""
         if self._receiving and self.mixed:
             self.room.mixer.set_receiver_address(self)
         elif self._receiving:
             self.room.router.set_receiver_address(self.receiver_id, session.address)
 
     def session_rtp(self, session: Session, packet: bytes, now: float) -> None:
+        """One decrypted RTP packet from its client (for the session)."""
         publisher = self.publisher
         if publisher is None:
             # A listener (or a demoted speaker) is never forwarded.
@@ -566,6 +579,7 @@ class Participant:
         self.room.router.forward(publisher, packet, now)
 
     def session_rtcp(self, session: Session, packet: bytes, now: float) -> None:
+        """One decrypted RTCP compound from its client (for the session)."""
         self.rtcp_received += 1
         router = self.room.router
         # Only reports on streams the server sends it are read: a datagram
@@ -604,6 +618,7 @@ class Participant:
             self._slot_reports.setdefault(slot, {}).update(values)
 
     def session_closed(self, session: Session, reason: str) -> None:
+        """Its session ended (consent expired, handshake failed...): it leaves."""
         self._close(reason)
 
 

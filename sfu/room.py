@@ -128,10 +128,12 @@ class Room:
 
     @property
     def slots(self) -> int:
+        """Slot streams each receiver gets (the ``slots`` setting)."""
         return self.policy.slots
 
     @property
     def closed(self) -> bool:
+        """True once the room is closing or closed (see :attr:`close_reason`)."""
         return self._closing.closed
 
     @property
@@ -143,6 +145,7 @@ class Room:
 
     @property
     def participants(self) -> dict[str, Participant]:
+        """Every member by identity, in join order (a copy)."""
         return dict(self._participants)
 
     @property
@@ -152,6 +155,7 @@ class Room:
 
     @property
     def listeners(self) -> list[Participant]:
+        """Members not allowed to publish (the audience)."""
         return [p for p in self._participants.values() if not p.can_publish]
 
     def get(self, identity: str) -> Participant | None:
@@ -460,6 +464,8 @@ class Room:
 
     @property
     def dominant_speaker(self) -> str | None:
+        """The identity of the dominant speaker right now, or None (the
+        events tell its changes: :class:`~sfu.events.DominantSpeakerChanged`)."""
         return self._stage.dominant
 
     def _told_stage(self) -> tuple[tuple[SlotInfo | None, ...], str | None]:
