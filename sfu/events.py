@@ -433,6 +433,7 @@ class Subscribers:
         self._collected = self._forget_collected
 
     def add(self, stream: EventStream) -> None:
+        """Offer the room's events to ``stream`` from now on."""
         self._all.add(stream)
         member = stream.member
         if member is None:
@@ -459,12 +460,14 @@ class Subscribers:
             del self._by_member[member]
 
     def discard(self, stream: EventStream) -> None:
+        """Offer ``stream`` nothing more (it closed)."""
         self._all.discard(stream)
         self._unscoped.discard(stream)
         if stream.member is not None:
             self._keep_live(stream.member, stream)
 
     def emit(self, event: RoomEvent) -> None:
+        """Queue ``event`` on every open stream it is for; closed ones are let go."""
         if isinstance(event, MEMBER_SCOPED_EVENTS):
             streams = list(self._unscoped)
             scoped = self._by_member.get(event.identity)
@@ -483,6 +486,7 @@ class Subscribers:
                 stream._put(event)
 
     def clear(self) -> None:
+        """Let every stream go (the room closed: its ``RoomClosed`` was their last event)."""
         for stream in list(self._all):
             stream._subscribers = None
         self._all.clear()

@@ -187,10 +187,12 @@ class Mixer:
 
     @property
     def task(self) -> asyncio.Task[None] | None:
+        """The task mixing frames while it runs (None while stopped)."""
         return self._task
 
     @property
     def closed(self) -> bool:
+        """True once closed (its room closed): it takes no consumer any more."""
         return self._closed
 
     @property
@@ -303,6 +305,7 @@ class Mixer:
         self._start()
 
     def set_receiver_address(self, participant: Participant) -> None:
+        """Send a mixed member's stream to its session's new address (a NAT rebinding)."""
         self._mix_receivers.set_address(participant)
 
     def remove_receiver(self, participant: Participant, *, keep_counts: bool = False) -> None:

@@ -491,6 +491,7 @@ class SpeakerTrack:
 
     @property
     def duration(self) -> float:
+        """Seconds of the file written (pre-skip excluded)."""
         return self.position / SAMPLE_RATE
 
 

@@ -735,6 +735,7 @@ class SignalingSession:
     # -- output -------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Send one protocol message (a dict) as a JSON frame; see :meth:`send_text`."""
         await self.send_text(encode(message))
 
     async def send_text(self, text: str) -> None:
