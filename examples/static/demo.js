@@ -316,6 +316,7 @@ $("#audience-load").addEventListener("click", async () => {
     const who = document.createElement("span");
     who.className = "who";
     who.textContent = m.identity;
+    who.title = m.identity;
     const buttons = document.createElement("span");
     setActions(buttons, m.canSpeak ? [["promote", "Invite"], ["remove", "Remove"]] : [["remove", "Remove"]]);
     li.append(who, ...buttons.children);
@@ -466,6 +467,7 @@ function render() {
       li.dataset.identity = identity;
       li.innerHTML = `<span class="hand-icon">${HAND_SVG}</span><span class="who"></span>`;
       li.querySelector(".who").textContent = identity;
+      li.querySelector(".who").title = identity; // a long name is cut short
       const buttons = document.createElement("span");
       const canSpeak = c.roster.get(identity)?.canSpeak !== false;
       setActions(buttons, canSpeak ? [["promote", "Invite"], ["dismiss", "Dismiss"]] : [["dismiss", "Dismiss"]]);

@@ -1208,6 +1208,46 @@ async def test_a_card_shows_whole_characters_of_a_name_with_emoji(
     await page.click("#leave-button")
 
 
+async def test_long_names_do_not_widen_a_phone_screen(new_page: NewPage, demo: Demo) -> None:
+    """A room or member name may be one 64-character word: on a phone-wide
+    page it wraps (the room's title) or is cut short (the hands and listener
+    lists), and the page never scrolls sideways (the moderator's menus and
+    the hands panel's buttons would be off screen). A removed listener's
+    notice stays inside the screen too."""
+    room = "R" * 64
+    long_name = "W" * 64
+    host = await join(new_page, demo, room, "host", "moderator")
+    guest = await join(new_page, demo, room, long_name, "listener")
+    for page in (host, guest):
+        await page.set_viewport_size({"width": 375, "height": 740})
+    await guest.click("#hand-button")
+    await host.wait_for_selector(f'#hands li[data-identity="{long_name}"]', timeout=10000)
+    await host.click("#audience-load")
+    await host.wait_for_selector(f'#audience-list li[data-identity="{long_name}"]', timeout=10000)
+    layout = await host.evaluate(
+        """() => {
+          const panel = document.querySelector('#hands-panel').getBoundingClientRect();
+          const rows = [...document.querySelectorAll('#hands-panel li.hand')];
+          return {scroll: document.documentElement.scrollWidth, width: innerWidth,
+                  panelRight: panel.right,
+                  rowsRight: Math.max(...rows.map((li) => li.getBoundingClientRect().right))};
+        }"""
+    )
+    assert layout["scroll"] <= layout["width"], layout
+    assert layout["rowsRight"] <= layout["panelRight"], layout
+    await host.click(f"{person(long_name)} .menu-button")
+    await host.click(f"{person(long_name)} .actions button[data-action=remove]")
+    await wait_attribute(guest, "#notice", "data-kind", "removed")
+    card = await guest.evaluate(
+        "() => { const r = document.querySelector('.notice-card').getBoundingClientRect();"
+        " return {left: r.left, right: r.right, width: innerWidth,"
+        " scroll: document.documentElement.scrollWidth}; }"
+    )
+    assert card["left"] > 0 and card["right"] < card["width"], card
+    assert card["scroll"] <= card["width"], card
+    await host.click("#leave-button")
+
+
 async def test_the_overflow_box_says_when_the_live_stream_ended(
     new_page: NewPage, demo: Demo
 ) -> None:
