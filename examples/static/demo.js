@@ -95,12 +95,23 @@ function offerLiveStream(room, token) {
   const box = $("#overflow");
   box.hidden = false;
   $("#overflow-room").textContent = room;
-  $("#overflow-status").textContent = "You are listening to its live stream.";
+  // Said once it plays: the browser buffers a few seconds of a stream that just started.
+  $("#overflow-status").textContent = "Its live stream is starting…";
   const audio = $("#overflow-audio");
   audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
-  liveStreamSrc = audio.src;
-  audio.play().catch(() => {}); // autoplay may wait for a click on the controls
+  const src = audio.src;
+  liveStreamSrc = src;
+  audio.play().catch(() => {
+    // Autoplay refused (a page opened from a link, nothing clicked): the controls start it.
+    if (liveStreamSrc === src) $("#overflow-status").textContent = "Press play to listen to its live stream.";
+  });
 }
+
+$("#overflow-audio").addEventListener("playing", (event) => {
+  if (liveStreamSrc && event.target.src === liveStreamSrc) {
+    $("#overflow-status").textContent = "You are listening to its live stream.";
+  }
+});
 
 // The stream ends with the room (or the server): the box must not go on saying it plays.
 for (const type of ["ended", "error"]) {
