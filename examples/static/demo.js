@@ -70,8 +70,10 @@ async function demoToken(room, identity, role) {
 
 $("#join-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const room = $("#room-input").value.trim();
-  const identity = $("#name-input").value.trim();
+  // The server takes names in one spelling (composed, NFC): "é" typed or pasted
+  // as "e" plus an accent is the same name, not a refusal.
+  const room = $("#room-input").value.trim().normalize("NFC");
+  const identity = $("#name-input").value.trim().normalize("NFC");
   const role = new FormData(event.target).get("role") || "listener";
   const button = $("#join-button");
   button.disabled = true;

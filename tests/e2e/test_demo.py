@@ -1220,6 +1220,29 @@ async def test_a_card_shows_whole_characters_of_a_name_with_emoji(
     await page.click("#leave-button")
 
 
+async def test_a_name_typed_decomposed_joins_under_its_composed_spelling(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Keyboards and pasted text may give "é" as "e" plus a combining accent
+    (NFD); the server takes a name in one spelling only (NFC). The page
+    sends the composed form, so the name joins instead of being refused
+    with a message about "composed form" a user cannot act on."""
+    page = await new_page(f"{demo.url}/?room=Cafe\u0301")
+    await page.fill("#name-input", "Zoe\u0301")
+    await page.check("input[name=role][value=listener]")
+    await page.click("#join-button")
+    await page.wait_for_function(
+        "() => document.querySelector('#connection-state').dataset.state === 'live'"
+        " || document.querySelector('#join-error').textContent !== ''",
+        timeout=15000,
+    )
+    assert await page.text_content("#join-error") == ""
+    composed = "Zo\u00e9"
+    await page.wait_for_selector(f"{person(composed)}.self", timeout=10000)
+    assert composed in demo.server.rooms["Caf\u00e9"].participants
+    await page.click("#leave-button")
+
+
 async def test_long_names_do_not_widen_a_phone_screen(new_page: NewPage, demo: Demo) -> None:
     """A room or member name may be one 64-character word: on a phone-wide
     page it wraps (the room's title) or is cut short (the hands and listener
