@@ -192,6 +192,12 @@ async function enter(token) {
   $("#room-name").textContent = next.room;
   document.title = `${next.room} · sfu rooms`;
   render();
+  // The room remembers a moderator's demotion by name: a "Speaker" join comes
+  // back to the audience. Said, so that the choice made in the lobby is not
+  // silently overruled.
+  if (tokenClaims(token).role === "speaker" && next.role === "listener" && !next.isModerator) {
+    toast("A moderator moved you to the audience earlier: raise your hand to speak.");
+  }
 }
 
 function onClosed(closed, detail) {

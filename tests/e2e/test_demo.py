@@ -1243,6 +1243,28 @@ async def test_a_name_typed_decomposed_joins_under_its_composed_spelling(
     await page.click("#leave-button")
 
 
+async def test_a_demoted_speaker_joining_again_as_a_speaker_is_told_why_it_is_in_the_audience(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """The room remembers a moderator's demotion by name: a page that joins
+    again picking "Speaker" lands in the audience, and says why instead of
+    overruling the lobby's choice in silence."""
+    host = await join(new_page, demo, "second-go", "host", "moderator")
+    sam = await join(new_page, demo, "second-go", "sam", "speaker")
+    await moderate(host, "sam", "demote")
+    await wait_attribute(sam, person("sam"), "data-role", "listener")
+    await sam.click("#leave-button")
+    await sam.click("#notice-button")
+    await sam.check("input[name=role][value=speaker]")
+    await sam.click("#join-button")
+    await wait_attribute(sam, "#connection-state", "data-state", "live", timeout=15)
+    assert await attribute(sam, person("sam"), "data-role") == "listener"
+    await sam.wait_for_selector("#toast:not([hidden])", timeout=5000)
+    assert "audience" in (await sam.text_content("#toast") or "")
+    for page in (host, sam):
+        await page.click("#leave-button")
+
+
 async def test_long_names_do_not_widen_a_phone_screen(new_page: NewPage, demo: Demo) -> None:
     """A room or member name may be one 64-character word: on a phone-wide
     page it wraps (the room's title) or is cut short (the hands and listener
