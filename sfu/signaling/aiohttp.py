@@ -315,14 +315,38 @@ class _Cors:
         return handler
 
     def wrap(self, handler: Handler) -> Handler:
-        """``handler`` whose every answer (errors too) carries the CORS headers."""
+        """``handler`` whose every answer carries the CORS headers: errors too,
+        including aiohttp's own raised ones and the 500 of a handler that
+        failed, so that a page of another origin can read why, not only
+        "TypeError: Failed to fetch"."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # an answer raised (it is a Response)
+                self.allow(request, exc)
+                raise
+            except Exception:
+                # What aiohttp would do (log it, answer 500), readable by the page.
+                logger.exception("%s %s failed", request.method, f"{request.path!r:.120}")
+                response = _plain(500, "the server failed to answer this request (see its log)")
             self.allow(request, response)
             return response
 
         return wrapped
+
+    def method_not_allowed(self, methods: str) -> Handler:
+        """The answer to any method a URL does not take: 405 with ``Allow``,
+        CORS headers and all (aiohttp's own 405 has none)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return _plain(
+                405,
+                f"{request.method[:20]} is not allowed here; this URL takes {methods}",
+                Allow=f"OPTIONS, {methods}",
+            )
+
+        return self.wrap(handler)
 
 
 def _refused(
@@ -657,14 +681,15 @@ def add_whip_whep(
     for kind in ("whip", "whep"):
         endpoint = f"{prefix}/rooms/{{room}}/{kind}"
         session = f"{endpoint}/{{resource}}"
-        app.router.add_post(endpoint, cors.wrap(make(kind)))
-        app.router.add_route(
-            "OPTIONS", endpoint, cors.options("POST", **{"Accept-Post": "application/sdp"})
-        )
+        posts = app.router.add_resource(endpoint)
+        posts.add_route("POST", cors.wrap(make(kind)))
+        posts.add_route("OPTIONS", cors.options("POST", **{"Accept-Post": "application/sdp"}))
+        posts.add_route("*", cors.method_not_allowed("POST"))
         sessions[kind] = app.router.add_resource(session)
         sessions[kind].add_route("DELETE", cors.wrap(make_delete(kind)))
         sessions[kind].add_route("PATCH", cors.wrap(make_patch(kind)))
         sessions[kind].add_route("OPTIONS", cors.options("PATCH, DELETE"))
+        sessions[kind].add_route("*", cors.method_not_allowed("PATCH, DELETE"))
 
 
 def metrics_handler(server: Server) -> Handler:

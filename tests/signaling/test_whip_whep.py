@@ -4,6 +4,7 @@ on the session URL answers, with which headers."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from aiohttp import web
 
 import sfu
 from sfu import auth
-from sfu.signaling.aiohttp import add_whip_whep
+from sfu.signaling.aiohttp import _Cors, add_whip_whep
 
 from ..sites import start_site
 from ..test_room_lifecycle import offer
@@ -123,6 +124,64 @@ async def test_options_on_the_endpoint_says_what_to_post_and_answers_a_preflight
         assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"OPTIONS", "PATCH", "DELETE"}
     async with site.http.delete(session, headers={"Origin": BROWSER_PAGE}) as r:
         assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@KINDS
+async def test_a_method_the_url_does_not_take_is_405_readable_by_the_page(
+    site: Site, kind: str
+) -> None:
+    """A method neither URL takes gets 405 with ``Allow``, and, like every
+    other answer of these URLs, the CORS headers (aiohttp's own 405 has none,
+    and a page of another origin could then not read why it failed)."""
+    endpoint = f"{site.base}/rooms/hall/{kind}"
+    session = await site.session(kind, f"{kind}-asker")
+    for url, takes in ((endpoint, {"OPTIONS", "POST"}), (session, {"OPTIONS", "PATCH", "DELETE"})):
+        for method in ("GET", "PUT"):
+            async with site.http.request(method, url, headers={"Origin": BROWSER_PAGE}) as r:
+                assert r.status == 405, (method, url, await r.text())
+                assert set(r.headers["Allow"].replace(" ", "").split(",")) == takes
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+                assert method in await r.text()
+    assert not site.server.rooms["hall"][f"{kind}-asker"].closed  # nothing else happened
+
+
+async def test_an_answer_raised_or_a_failed_handler_carries_the_cors_headers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wrapper every WHIP/WHEP handler runs in: an answer raised
+    (aiohttp's HTTPException) keeps its status and gains the CORS headers; a
+    handler that fails is logged with its traceback and answered 500, with
+    them too, so a page of another origin reads a status, not a network error."""
+
+    async def raises_answer(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTooManyRequests(text="slow down")
+
+    async def fails(request: web.Request) -> web.StreamResponse:
+        raise RuntimeError("a bug in a handler")
+
+    cors = _Cors("*")
+    app = web.Application()
+    app.router.add_post("/answer", cors.wrap(raises_answer))
+    app.router.add_post("/bug", cors.wrap(fails))
+    runner, port = await start_site(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            base, origin = f"http://127.0.0.1:{port}", {"Origin": BROWSER_PAGE}
+            async with http.post(f"{base}/answer", headers=origin) as r:
+                assert r.status == 429 and await r.text() == "slow down"
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+            with caplog.at_level(logging.ERROR, logger="sfu.signaling.aiohttp"):
+                async with http.post(f"{base}/bug", headers=origin) as r:
+                    assert r.status == 500
+                    assert r.headers["Access-Control-Allow-Origin"] == "*"
+                    assert "a bug in a handler" not in await r.text()  # details stay in the log
+            failed = [rec for rec in caplog.records if rec.name == "sfu.signaling.aiohttp"]
+            assert len(failed) == 1 and "/bug" in failed[0].getMessage()
+            assert failed[0].exc_info is not None and "a bug in a handler" in str(
+                failed[0].exc_info[1]
+            )
+    finally:
+        await runner.cleanup()
 
 
 async def test_cors_origins_lets_in_only_the_origins_named() -> None:
