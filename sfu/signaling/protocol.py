@@ -206,6 +206,16 @@ def _frames(room: Room) -> RoomFrames:
 RELAYS_PER_TURN = 64
 _relay_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDictionary()
 
+#: Frames whose handling starts per event-loop iteration, per server. A
+#: crowd's join frames arrive together (a storm's hundreds in one read of the
+#: sockets), and each costs ~50 µs before its join waits for its admission
+#: turn (the frame's JSON, the token's signature, the member's event
+#: stream): begun in one iteration they held the loop for 30-50 ms. Above
+#: the joins admitted per iteration (Server's ``joins_per_turn``), so that
+#: the admission, not this, paces a crowd.
+FRAMES_PER_TURN = 32
+_frame_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDictionary()
+
 
 class _SendWatch:
     """The sessions of one server waiting in a send right now, looked over
@@ -244,6 +254,10 @@ def _send_watch(server: Server) -> _SendWatch:
 
 def _relay_turn(server: Server) -> Admission:
     return _kept(_relay_turns, server, lambda: Admission(RELAYS_PER_TURN))
+
+
+def _frame_turn(server: Server) -> Admission:
+    return _kept(_frame_turns, server, lambda: Admission(FRAMES_PER_TURN))
 
 
 #: Each command's handler, a method of SignalingSession (a table per class, not
@@ -490,6 +504,8 @@ class SignalingSession:
             )
             return
         try:
+            # Safe to cancel (the session closing): the frame is then not handled.
+            await _frame_turn(self.server).turn()
             message = parse_command(text)
             message_id = message.get("id")
             kind = message.get("type")

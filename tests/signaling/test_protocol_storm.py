@@ -366,6 +366,46 @@ async def test_an_event_every_member_is_told_of_is_sent_a_few_relays_per_turn(
             await session.close()
 
 
+async def test_a_crowd_s_frames_begin_a_few_per_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crowd's join frames are read together; each costs ~50 µs before its
+    join waits for its admission turn (its JSON, its token's signature, its
+    event stream). Begun all in one loop iteration, a storm's held the loop
+    for tens of milliseconds: at most FRAMES_PER_TURN begin per iteration,
+    first come first served, and every join is still made."""
+    monkeypatch.setattr(protocol, "FRAMES_PER_TURN", 8)
+    begun: list[int] = []  # the loop iteration each frame's handling began in
+    texts: list[str] = []
+    iteration = 0
+    parse = protocol.parse_command
+
+    def counted(text: str) -> Any:
+        begun.append(iteration)
+        texts.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(protocol, "parse_command", counted)
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        sessions = [bare_session(server) for _ in range(40)]
+        frames = [join_message(f"fan-{i}") for i in range(40)]
+        handled = [
+            asyncio.ensure_future(session.handle(frame))
+            for (session, _, _), frame in zip(sessions, frames)
+        ]
+        while not all(h.done() for h in handled):
+            await asyncio.sleep(0)  # one loop iteration
+            iteration += 1
+            assert iteration < 1000
+        per_iteration = collections.Counter(begun)
+        assert len(begun) == 40 and max(per_iteration.values()) <= 8, per_iteration
+        assert len(per_iteration) >= 40 // 8
+        assert texts == frames  # first come, first served
+        assert len(room.participants) == 40
+        assert all(sent[0]["type"] == "joined" for _, sent, _ in sessions)
+        for session, _, _ in sessions:
+            await session.close()
+
+
 async def _now(function: Any, *args: Any) -> None:
     function(*args)
 
