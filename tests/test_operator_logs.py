@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -47,6 +48,8 @@ async def test_a_moderators_mute_and_removal_are_logged_with_who_did_them(
 async def test_a_refused_signaling_join_is_logged_at_info_without_the_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The line names the room, whom the join was for when a token the
+    server signed says so (quoted as need be, cut short), and why."""
     from sfu.signaling.protocol import SignalingSession
 
     caplog.set_level(logging.INFO, logger="sfu")
@@ -60,24 +63,36 @@ async def test_a_refused_signaling_join_is_logged_at_info_without_the_token(
         async def close(code: int, reason: str) -> None:
             pass
 
-        tokens = [
-            auth.issue_token("x" * 40, room="hall", identity="dave", role="listener"),
-            auth.issue_token(SECRET, room="hall", identity="carol", role="listener"),
+        long_name = "mallory\n" + "x" * 200
+        joins = [
+            # Not signed with the key: whom it names is nobody's word.
+            ("hall", auth.issue_token("x" * 40, room="hall", identity="dave", role="listener")),
+            ("hall", auth.issue_token(SECRET, room="hall", identity="carol", role="listener")),
+            # Expired, for a room not made yet (the token is checked in full first).
+            (
+                "attic",
+                auth.issue_token(
+                    SECRET, room="attic", identity=long_name, ttl=60, now=time.time() - 3600
+                ),
+            ),
         ]
-        for token, offer in zip(tokens, ["v=0\r\n", "v=0\r\nbogus"], strict=True):
+        for (room, token), offer in zip(joins, ["v=0\r\n", "v=0\r\nbogus", LISTENER], strict=True):
             session = SignalingSession(server, send, close)
             await session.handle(
-                json.dumps({"type": "join", "room": "hall", "token": token, "offer": offer})
+                json.dumps({"type": "join", "room": room, "token": token, "offer": offer})
             )
             assert sent[-1]["type"] == "error"
             await session.close()
         refusals = [m for m in messages(caplog) if "refused" in m]
-        assert len(refusals) == 2, messages(caplog)
-        assert all("'hall'" in m for m in refusals), refusals
-        assert "not_allowed" in refusals[0] and "signature" in refusals[0]
-        assert "invalid_offer" in refusals[1]
+        assert len(refusals) == 3, messages(caplog)
+        assert "join of room 'hall' refused: not_allowed" in refusals[0], refusals
+        assert "signature" in refusals[0] and "dave" not in refusals[0]
+        assert "join of room 'hall' as carol refused: invalid_offer" in refusals[1]
+        assert "join of room 'attic' as 'mallory\\nxxx" in refusals[2], refusals
+        assert "expired" in refusals[2] and "x" * 80 not in refusals[2]
+        assert not [m for m in refusals if "\n" in m], refusals
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
-        assert not any(token in caplog.text for token in tokens)
+        assert not any(token in caplog.text for _, token in joins)
 
 
 async def test_a_removal_reason_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -340,6 +340,9 @@ class SignalingSession:
         # cancelling that wait), and whether close() did.
         self._join_waiter: asyncio.Task[Any] | None = None
         self._join_abandoned = False
+        # Whom the join under way is for, once a token the server signed names
+        # it: the line logging its refusal says so (see _refuse).
+        self._join_identity: str | None = None
         self._joined_sent: asyncio.Event | None = None
         # Events about this identity before its own ParticipantJoined are about a
         # predecessor of the same name (it left while this join waited its turn).
@@ -580,6 +583,7 @@ class SignalingSession:
     # -- commands ---------------------------------------------------------------
 
     async def _join(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._join_identity = None
         if self.participant is not None:
             raise ProtocolError(
                 "already_joined", "this connection has already joined; open another to join again"
@@ -602,11 +606,18 @@ class SignalingSession:
         if identity is None:
             # The whole check first: a bad token must not create the room it
             # names, nor wait a turn with the real joins.
-            identity = verify_token(self.server.token_secret, token, room=name).identity
+            try:
+                identity = verify_token(self.server.token_secret, token, room=name).identity
+            except NotAllowed:
+                # Whom a token the server signed names (an expired one, say)
+                # is worth its refusal's log line; a forged token names nobody.
+                self._join_identity = signed_identity(self.server.token_secret, token, room=name)
+                raise
         # Else only its signature was checked (a few µs); the room checks the
         # rest in the join's admission turn (Gate.join), as it always does: in
         # a crowd whose join frames arrive together, PyJWT's ~80 µs then runs
         # for a few joins per loop iteration, not for every frame read in one.
+        self._join_identity = identity
         room = (self._room_factory or self.server.get_room)(name)
         if room is None:
             raise ProtocolError("not_found", f"no room {name!r}")
@@ -643,6 +654,7 @@ class SignalingSession:
         finally:
             self._join_waiter = None
         self.participant = participant
+        self._join_identity = None
         # The `joined` snapshot below is the room as it is now, built before
         # anything else runs. The events queued while this join waited its turn
         # (in a join storm, one per join ahead of it: more than the queue holds)
@@ -810,12 +822,15 @@ class SignalingSession:
         self, kind: Any, command: dict[str, Any], code: str, message: str, message_id: Any
     ) -> None:
         """The error reply to a command; a refused join is also logged at INFO
-        (the room it asked for, why; never its token), other refusals at DEBUG."""
+        (the room it asked for, for whom when its token named someone, why;
+        never the token), other refusals at DEBUG."""
         if kind == "join":
+            identity, self._join_identity = self._join_identity, None
             logger.info(
-                "%r: join of room %s refused: %s: %s",
+                "%r: join of room %s%s refused: %s: %s",
                 self,
                 f"{command.get('room')!r:.80}",
+                "" if identity is None else f" as {shown(identity):.80}",
                 code,
                 message,
             )
