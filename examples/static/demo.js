@@ -1,6 +1,7 @@
 // The demo page's logic: lobby -> token -> SfuClient -> render the room.
 // Everything about media and signaling is in /sfu.js; this file only renders.
 import { SfuClient, tokenClaims } from "/sfu.js";
+import { removalText } from "./wording.js";
 
 const $ = (selector) => document.querySelector(selector);
 const ROLE_LABEL = { moderator: "Moderator", speaker: "", listener: "" };
@@ -176,8 +177,7 @@ async function enter(token) {
     render(); // a microphone that could not be opened changes the mic button
   });
   next.on("closed", (detail) => onClosed(next, detail));
-  next.on("removed", (detail) => showNotice("removed", "You were removed from the room",
-    `${detail.by ? `${detail.by} removed you` : "You were removed"}${detail.reason ? `: ${detail.reason}` : "."}`));
+  next.on("removed", (detail) => showNotice("removed", "Removed from the room", removalText(detail)));
   client = next;
   window.demo.client = next;
   $("#audience-list").replaceChildren(); // another room's pages
@@ -213,7 +213,7 @@ function onClosed(closed, detail) {
   } else if (detail.reason === "removed") {
     // Usually the "removed" event said it already (and showNotice keeps it);
     // if the socket closed before that message came, say it here.
-    showNotice("removed", "You were removed from the room", "You were removed.");
+    showNotice("removed", "Removed from the room", removalText(null));
   } else if ($("#room").hidden === false) {
     showNotice("disconnected", "Disconnected", `The connection to the room was lost (${detail.reason}).`);
   }
@@ -300,7 +300,9 @@ document.addEventListener("click", (event) => {
     demote: () => client.demote(identity),
     mute: () => client.muteParticipant(identity, true),
     unmute: () => client.muteParticipant(identity, false),
-    remove: () => client.remove(identity, { reason: "removed by a moderator" }),
+    // No reason: the page has no field for one (the library's default says
+    // "removed by a moderator"; the removed page names who did it).
+    remove: () => client.remove(identity),
     dismiss: () => client.lowerHand(identity),
   };
   const action = actions[button.dataset.action];
