@@ -23,7 +23,8 @@ Everything the page uses is part of the ``sfu`` package, not demo code:
 * ``GET /metrics``: Prometheus text.
 
 Only ``POST /api/token`` is demo-only: it signs a join token for any room,
-name and role (``{"room", "identity", "role"}`` -> ``{"token", "name_key"}``),
+name and role (``{"room", "identity", "role"}`` -> ``{"token", "name_key"}``;
+a refusal is ``{"error", "code"}``, the code telling the page what to say),
 so anyone can try it out. A name in a room belongs to the browser that took
 it first: later tokens for it need the ``name_key`` that came with the first
 (a room remembers who was promoted by name, so a name taken over would be a
@@ -157,13 +158,24 @@ async def client_script(request: web.Request) -> web.FileResponse:
     )
 
 
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+def _refusal(code: str, message: str) -> dict[str, str]:
+    """A refused token request's JSON: ``error`` says why in the API's terms,
+    ``code`` lets the page tell the person what to change in the form."""
+    return {"error": message, "code": code}
+
+
+def _bad_request(message: str, code: str = "bad_request") -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps(_refusal(code, message)), content_type="application/json"
+    )
 
 
 async def issue_demo_token(request: web.Request) -> web.Response:
     """``POST /api/token`` ``{"room", "identity", "role", "name_key"?, "owner_key"?}``
-    -> ``{"token", "name_key", "owner_key"?}``: try-it-out only.
+    -> ``{"token", "name_key", "owner_key"?}``: try-it-out only. A refusal is
+    ``{"error", "code"}``: ``error`` in the API's terms, ``code`` (``bad_room``,
+    ``bad_identity``, ``name_taken``, ``room_moderated``, ``room_owned``,
+    ``too_many_rooms``, ``busy``...) for the page to word it for the form.
 
     The first token for a name in a room comes with a ``name_key``; later
     tokens for that name need it, while the name's last token is valid or
@@ -183,7 +195,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BODY,
             actual_size=request.content_length or 0,
-            text=json.dumps({"error": f"a token request is at most {MAX_BODY} bytes"}),
+            text=json.dumps(_refusal("too_large", f"a token request is at most {MAX_BODY} bytes")),
             content_type="application/json",
         ) from None
     # RecursionError: nested deeper than json can read; LookupError: an unknown charset.
@@ -196,10 +208,11 @@ async def issue_demo_token(request: web.Request) -> web.Response:
         if not _valid_name(value):
             raise _bad_request(
                 f"{field} must be 1 to {_MAX_NAME} visible characters, in composed form "
-                "(no control, zero-width, blank or direction-changing ones, no double spaces)"
+                "(no control, zero-width, blank or direction-changing ones, no double spaces)",
+                f"bad_{field}",
             )
     if role not in ROLES:
-        raise _bad_request(f"role must be one of {', '.join(ROLES)}")
+        raise _bad_request(f"role must be one of {', '.join(ROLES)}", "bad_role")
     assert isinstance(room, str) and isinstance(identity, str)
     # Checked first, recorded last: a request refused below claims nothing.
     name_claim, name_key, stale_claim = _check_name(
@@ -229,13 +242,17 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             moderated = any("moderate" in member.grants for member in members)
             raise web.HTTPForbidden(
                 text=json.dumps(
-                    {
-                        "error": "this room has a moderator already: join and ask to be promoted"
-                        if moderated
-                        # Its opener is away (or not in yet): nobody here could promote you.
-                        else "this room was opened by someone else, who alone moderates it: "
-                        "join as a speaker or listener, or open a room of another name"
-                    }
+                    _refusal(
+                        "room_moderated",
+                        "this room has a moderator already: join and ask to be promoted",
+                    )
+                    if moderated
+                    # Its opener is away (or not in yet): nobody here could promote you.
+                    else _refusal(
+                        "room_owned",
+                        "this room was opened by someone else, who alone moderates it: "
+                        "join as a speaker or listener, or open a room of another name",
+                    )
                 ),
                 content_type="application/json",
             )
@@ -250,7 +267,7 @@ async def issue_demo_token(request: web.Request) -> web.Response:
             )
             if unopened is None:
                 raise web.HTTPTooManyRequests(
-                    text=json.dumps({"error": "too many rooms are open: try later"}),
+                    text=json.dumps(_refusal("busy", "too many rooms are open: try later")),
                     content_type="application/json",
                 )
             del owners[unopened]
@@ -317,7 +334,10 @@ def _spend_room_claim(request: web.Request, now: float) -> None:
         openers[address] = (left, now)
         raise web.HTTPTooManyRequests(
             text=json.dumps(
-                {"error": "too many rooms opened from here: join one, or try again in a minute"}
+                _refusal(
+                    "too_many_rooms",
+                    "too many rooms opened from here: join one, or try again in a minute",
+                )
             ),
             content_type="application/json",
         )
@@ -377,7 +397,9 @@ def _check_name(
     if held is not None and (held[0] > now or server.get_room(room) is not None):
         if not _key_matches(presented, held[1]):
             raise web.HTTPForbidden(
-                text=json.dumps({"error": "this name is taken in this room: pick another name"}),
+                text=json.dumps(
+                    _refusal("name_taken", "this name is taken in this room: pick another name")
+                ),
                 content_type="application/json",
             )
         return claim, held[1], None
@@ -391,7 +413,7 @@ def _check_name(
         )
         if stale is None:
             raise web.HTTPTooManyRequests(
-                text=json.dumps({"error": "too many names are in use: try later"}),
+                text=json.dumps(_refusal("busy", "too many names are in use: try later")),
                 content_type="application/json",
             )
     # A new claim (or one whose token expired in a room no longer open).

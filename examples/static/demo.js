@@ -1,7 +1,7 @@
 // The demo page's logic: lobby -> token -> SfuClient -> render the room.
 // Everything about media and signaling is in /sfu.js; this file only renders.
 import { SfuClient, tokenClaims } from "/sfu.js";
-import { removalText } from "./wording.js";
+import { refusalText, removalText } from "./wording.js";
 
 const $ = (selector) => document.querySelector(selector);
 const ROLE_LABEL = { moderator: "Moderator", speaker: "", listener: "" };
@@ -63,7 +63,11 @@ async function demoToken(room, identity, role) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || `The token request failed (${response.status}).`);
+  if (!response.ok) {
+    const refused = new Error(body.error || `The token request failed (${response.status}).`);
+    refused.code = body.code; // what the lobby says (refusalText)
+    throw refused;
+  }
   if (body.name_key) store(nameKeyName, body.name_key);
   if (body.owner_key) store(keyName, body.owner_key);
   return body.token;
@@ -79,12 +83,13 @@ $("#join-form").addEventListener("submit", async (event) => {
   const button = $("#join-button");
   button.disabled = true;
   $("#join-error").textContent = "";
+  $("#join-error").title = "";
   let token = null;
   try {
     token = await demoToken(room, identity, role);
     await enter(token);
   } catch (err) {
-    if (!(token && offerLiveStreamIfFull(err, token))) $("#join-error").textContent = describeError(err);
+    if (!(token && offerLiveStreamIfFull(err, token))) showRefusal(err, role);
   } finally {
     button.disabled = false;
   }
@@ -145,14 +150,13 @@ function stopLiveStream() {
   $("#overflow").hidden = true;
 }
 
-function describeError(err) {
-  const messages = {
-    duplicate_identity: "Someone in this room already has that name. Pick another one.",
-    not_allowed: "You may not join this room with this token.",
-    room_full: "The room is full.",
-    room_closed: "The room is closed.",
-  };
-  return messages[err.code] || err.message || String(err);
+// The lobby says what to change in the form; the server's own words (about
+// API fields) stay in the title and the console, for developers.
+function showRefusal(err, role) {
+  const shown = $("#join-error");
+  shown.textContent = refusalText(err, role);
+  shown.title = err && err.message && err.message !== shown.textContent ? err.message : "";
+  console.info("join refused:", err && err.code, err && err.message);
 }
 
 async function enter(token) {
@@ -173,7 +177,7 @@ async function enter(token) {
     if (next === client) $("#audio-button").hidden = !blocked;
   });
   next.on("error", (err) => {
-    toast(err.message || describeError(err), err.code);
+    toast(err.message || refusalText(err), err.code);
     render(); // a microphone that could not be opened changes the mic button
   });
   next.on("closed", (detail) => onClosed(next, detail));
@@ -555,6 +559,6 @@ window.demo = {
 if (params.get("token")) {
   const token = params.get("token");
   enter(token).catch((err) => {
-    if (!offerLiveStreamIfFull(err, token)) $("#join-error").textContent = describeError(err);
+    if (!offerLiveStreamIfFull(err, token)) showRefusal(err, tokenClaims(token).role);
   });
 }

@@ -497,16 +497,18 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
             token = (await response.json())["token"]
         claims = sfu.auth.verify_token(demo.secret, token, room="r")
         assert (claims.identity, claims.role) == ("zoe", "moderator")
-        for bad in (
-            {"room": "r", "identity": "zoe", "role": "admin"},
-            {"room": "", "identity": "zoe", "role": "speaker"},
-            {"room": "r", "identity": "x" * 65, "role": "speaker"},
-            {"room": "r"},
-            ["not", "an", "object"],
+        # The code is what the page words for its form (examples/static/wording.js).
+        for bad, code in (
+            ({"room": "r", "identity": "zoe", "role": "admin"}, "bad_role"),
+            ({"room": "", "identity": "zoe", "role": "speaker"}, "bad_room"),
+            ({"room": "r", "identity": "x" * 65, "role": "speaker"}, "bad_identity"),
+            ({"room": "r"}, "bad_identity"),
+            (["not", "an", "object"], "bad_request"),
         ):
             async with http.post(demo.url + "/api/token", json=bad) as response:
                 assert response.status == 400, bad
-                assert "error" in await response.json()
+                reply = await response.json()
+                assert reply["code"] == code and reply["error"], (bad, reply)
         async with http.post(demo.url + "/api/token", data="{") as response:
             assert response.status == 400
         huge = b'{"room": "' + b"r" * (300 * 1024) + b'"}'
@@ -982,6 +984,7 @@ async def test_demo_names_belong_to_the_browser_that_took_them(
 
         status, refused = await mint("club", "carol", "listener")
         assert status == 403 and "name is taken" in refused["error"]
+        assert refused["code"] == "name_taken"
         assert (await mint("club", "carol", "listener", "a guess"))[0] == 403
         status, again = await mint("club", "carol", "listener", carol["name_key"])
         assert status == 200 and again["name_key"] == carol["name_key"]
@@ -1197,13 +1200,14 @@ async def test_a_refused_moderator_token_says_why_truthfully(demo: Demo) -> None
         status, reply = await ask("away", "visitor")
         assert status == 403
         assert "ask to be promoted" not in reply["error"], reply["error"]
-        assert "opened" in reply["error"], reply["error"]
+        assert "opened" in reply["error"] and reply["code"] == "room_owned", reply
         # With the opener in the room, asking it is the way.
         token = demo.token("here", "chair", "moderator")
         room = demo.server.room("here", private=True, close_when_empty=300.0)
         chair = await room.join(SPEAKER_OFFER, token=token)
         status, reply = await ask("here", "visitor")
         assert status == 403 and "ask to be promoted" in reply["error"], reply
+        assert reply["code"] == "room_moderated"
         await chair.close()
 
 
@@ -1256,6 +1260,18 @@ async def test_a_demoted_speaker_joining_again_as_a_speaker_is_told_why_it_is_in
     await wait_attribute(sam, person("sam"), "data-role", "listener")
     await sam.click("#leave-button")
     await sam.click("#notice-button")
+    # Refused in the lobby: told what to pick instead, the server's words in the title.
+    await sam.check("input[name=role][value=moderator]")
+    await sam.click("#join-button")
+    await sam.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''", timeout=10000
+    )
+    assert await sam.text_content("#join-error") == (
+        "This room already has a moderator: join as a speaker or listener, and ask to be promoted."
+    )
+    assert await attribute(sam, "#join-error", "title") == (
+        "this room has a moderator already: join and ask to be promoted"
+    )
     await sam.check("input[name=role][value=speaker]")
     await sam.click("#join-button")
     await wait_attribute(sam, "#connection-state", "data-state", "live", timeout=15)
