@@ -51,6 +51,8 @@ __all__ = [
     "MAX_IDENTITY_LENGTH",
     "REPLACED",
     "Gate",
+    "check_claims_before_room",
+    "check_role_granted",
     "joining_via",
     "member_identity",
     "replacing",
@@ -115,6 +117,31 @@ def member_identity(identity: object) -> str:
             f"identity must be a non-empty string of at most {MAX_IDENTITY_LENGTH} characters"
         )
     return identity
+
+
+def check_role_granted(claims: Claims, role: Role) -> None:
+    """NotAllowed unless the token of ``claims`` grants ``role`` by itself
+    (``subscribe`` is implied): what :meth:`Gate.join` asks of a join with a
+    token that asks for a role no decision of the room gives it."""
+    if not grants_of(role) <= claims.grants | {"subscribe"}:
+        raise NotAllowed(f"the token does not grant the {role!r} role")
+
+
+def check_claims_before_room(claims: Claims, role: Role) -> None:
+    """Refuse, before its room exists, a join with a verified token that
+    :meth:`Gate.join` would refuse in a room that has nothing: the checks it
+    makes of the token alone, in its order (an identity no member can have:
+    InvalidSetting; a ``role`` the token does not grant: NotAllowed).
+
+    Only for a room that does not exist (yet): in one that does, a
+    moderator's earlier promotion may let this identity take a role its
+    token does not grant, which only the gate, in the join's turn, can tell.
+    A signaling adapter calls it before it makes a room for a join, so that a
+    join bound to be refused makes none (see
+    :func:`sfu.signaling.aiohttp.add_whip_whep`).
+    """
+    member_identity(claims.identity)
+    check_role_granted(claims, role)
 
 
 def _without_taken_moderate(
@@ -183,9 +210,8 @@ class Gate:
                 # A moderator's promotion covers it: a promoted member may
                 # rejoin with its token asking for that role or less.
                 grants = grants_of(role) | (claims.grants & {"moderate"})
-            elif not grants_of(role) <= claims.grants | {"subscribe"}:
-                raise NotAllowed(f"the token does not grant the {role!r} role")
             else:
+                check_role_granted(claims, role)
                 grants = grants_of(role) | (claims.grants & {"moderate"})
         else:
             role = role or "listener"

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from aiohttp import WSMsgType, web
 
 from .._values import shown
-from ..auth import signed_identity, verify_token
+from ..auth import Role, signed_identity, verify_token
 from ..errors import (
     DuplicateIdentity,
     InvalidOffer,
@@ -35,7 +35,7 @@ from ..errors import (
     RoomClosed,
     RoomFull,
 )
-from ..gate import joining_via, replacing
+from ..gate import check_claims_before_room, joining_via, replacing
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
 from ..policy import RoomSettings
@@ -393,9 +393,14 @@ def add_whip_whep(
     bad one, RFC 6750 §3.1), a good one that does not allow the join
     (another room, a listener's on WHIP, a banned name) 403. Without one (a server
     with no authentication at all) the resource gets a random identity and
-    an ``Authorization`` header is ignored. A room made for a POST that is
-    then refused is closed again; rooms made by successful joins stay unless
-    ``room_settings`` has ``close_when_empty``. A resource answers only at
+    an ``Authorization`` header is ignored. A POST that its token alone
+    refuses (bad, for another room, a listener's on WHIP) makes no room:
+    for a room that does not exist yet, the token is checked in full, and
+    the role is checked against its grants (as the room would, with nothing
+    decided in it: :func:`sfu.gate.check_claims_before_room`), before the
+    room is made. A room made for a POST that is then refused otherwise (a
+    bad offer, capacity) is closed again; rooms made by successful joins
+    stay unless ``room_settings`` has ``close_when_empty``. A resource answers only at
     its own URL (room and kind), and only while its session lasts (one the
     server ended answers 404, as after a DELETE).
 
@@ -478,7 +483,8 @@ def add_whip_whep(
         return may_replace
 
     def make(kind: str) -> Handler:
-        publish = kind == "whip"
+        # What its joins ask for: WHIP publishes (Room.add_speaker), WHEP listens.
+        role: Role = "speaker" if kind == "whip" else "listener"
 
         async def post(request: web.Request) -> web.StreamResponse:
             if request.content_type != "application/sdp":
@@ -524,8 +530,14 @@ def add_whip_whep(
                     try:
                         # The whole check first: a bad token must not create
                         # the room it names, nor wait a turn.
-                        verify_token(server.token_secret, token, room=name)
-                    except NotAllowed as exc:
+                        claims = verify_token(server.token_secret, token, room=name)
+                        if not existed and create_rooms:
+                            # Nor a good one whose join the room would refuse
+                            # whatever it holds (a listener's on WHIP): the
+                            # gate's checks of the token alone, which a room
+                            # made now (nothing decided in it) would make.
+                            check_claims_before_room(claims, role)
+                    except (NotAllowed, InvalidSetting) as exc:
                         return _refused(
                             request,
                             kind,
@@ -583,14 +595,9 @@ def add_whip_whep(
                 room._closing.made_for_join = True  # refused, it leaves no room behind
             try:
                 with joining_via(f"{kind.upper()} from {request.remote}"), replacing(may_replace):
-                    if publish:
-                        participant = await room.add_speaker(
-                            offer, identity, token=token, mixed=mixed
-                        )
-                    else:
-                        participant = await room.add_listener(
-                            offer, identity, token=token, mixed=mixed
-                        )
+                    participant = await room.join(
+                        offer, token=token, identity=identity, role=role, mixed=mixed
+                    )
             except BaseException as exc:
                 status = _join_error_status(exc)
                 if status is None:

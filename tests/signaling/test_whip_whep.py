@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
+import jwt
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -19,7 +21,8 @@ from sfu import auth
 from sfu.signaling.aiohttp import _Cors, add_whip_whep
 
 from ..sites import start_site
-from ..test_room_lifecycle import offer
+from ..test_operator_logs import messages
+from ..test_room_lifecycle import LISTENER, offer
 
 SECRET = secrets.token_urlsafe(32)
 PUBLISHER_OFFER = offer("sendonly")
@@ -293,3 +296,83 @@ async def test_a_bad_token_is_401_invalid_token_and_a_token_granting_too_little_
         async with site.http.post(endpoint, data=body, headers=headers) as r:
             assert r.status == 403, await r.text()
             assert "WWW-Authenticate" not in r.headers
+
+
+async def test_a_join_its_token_alone_refuses_makes_no_room(
+    site: Site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A good token that does not grant what the endpoint asks (a listener's
+    on WHIP) is refused 403 before any room is made for it: not made, then
+    closed again as unused (events, logs and a room's cost for a join bound
+    to fail). The refusal is the one the room gives (body, INFO line). In a
+    room that exists the room decides, as a promotion may let that token
+    publish; a token that grants publishing still makes the room."""
+    caplog.set_level(logging.INFO, logger="sfu")
+    made: list[str] = []
+    init = sfu.room.Room.__init__
+
+    def spied(room: sfu.Room, server: sfu.Server, name: str, policy: sfu.RoomPolicy) -> None:
+        made.append(name)
+        init(room, server, name, policy)
+
+    monkeypatch.setattr(sfu.room.Room, "__init__", spied)
+    listener = site.headers("lou", role="listener", room="fresh")
+    async with site.http.post(
+        f"{site.base}/rooms/fresh/whip", data=PUBLISHER_OFFER, headers=listener
+    ) as r:
+        assert r.status == 403, await r.text()
+        assert await r.text() == "the token does not grant the 'speaker' role\n"
+        assert "WWW-Authenticate" not in r.headers
+    assert made == [] and "fresh" not in site.server.rooms
+    refusals = [m for m in messages(caplog) if "refused" in m]
+    assert refusals == [
+        "WHIP join from 127.0.0.1 of room 'fresh' refused (403): "
+        "the token does not grant the 'speaker' role"
+    ]
+    assert not [m for m in messages(caplog) if "closed" in m], messages(caplog)
+
+    # An identity no member can have (a backend signed it by hand): 400, no room.
+    claims = {"sub": "x" * 257, "room": "fresh", "role": "speaker", "jti": "j"}
+    now = int(time.time())
+    long_named = jwt.encode({**claims, "nbf": now, "exp": now + 60}, SECRET, algorithm="HS256")
+    headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {long_named}"}
+    async with site.http.post(
+        f"{site.base}/rooms/fresh/whip", data=PUBLISHER_OFFER, headers=headers
+    ) as r:
+        assert r.status == 400 and "identity" in await r.text()
+    assert made == []
+
+    # A listener's token on WHEP, or a speaker's on WHIP, makes the room and joins.
+    for kind, body, identity, role in (
+        ("whep", PLAYER_OFFER, "lou", "listener"),
+        ("whip", PUBLISHER_OFFER, "sue", "speaker"),
+    ):
+        room = f"fresh-{kind}"
+        async with site.http.post(
+            f"{site.base}/rooms/{room}/{kind}",
+            data=body,
+            headers=site.headers(identity, role=role, room=room),
+        ) as r:
+            assert r.status == 201, await r.text()
+        assert made[-1] == room and site.server.rooms[room][identity].role == role
+    assert isinstance(site.server.rooms["fresh-whip"]["sue"], sfu.Speaker)
+
+    # In a room that exists: the same token is refused by the room, which stays...
+    hall = site.server.room("hall")
+    hall_listener = site.headers("lou", role="listener")
+    async with site.http.post(
+        f"{site.base}/rooms/hall/whip", data=PUBLISHER_OFFER, headers=hall_listener
+    ) as r:
+        assert r.status == 403 and "does not grant the 'speaker' role" in await r.text()
+    assert site.server.rooms["hall"] is hall and not hall.closed
+    # ...and let in once a moderator promoted that identity there.
+    token = hall_listener["Authorization"].removeprefix("Bearer ")
+    lou = await hall.join(LISTENER, token=token)
+    await hall.promote("lou")
+    await lou.close()
+    async with site.http.post(
+        f"{site.base}/rooms/hall/whip", data=PUBLISHER_OFFER, headers=hall_listener
+    ) as r:
+        assert r.status == 201, await r.text()
+    assert isinstance(hall["lou"], sfu.Speaker)
+    assert made == ["fresh-whep", "fresh-whip", "hall"]
