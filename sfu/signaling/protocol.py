@@ -23,11 +23,11 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._values import refilled, shown, take_token
 from ..admission import Admission
-from ..auth import signed_identity, verify_token
+from ..auth import Role, signed_identity, verify_token
 from ..errors import NotAllowed, SfuError
 from ..events import (
     DominantSpeakerChanged,
@@ -39,7 +39,13 @@ from ..events import (
     RoomEvent,
 )
 from ..events import RoomClosed as RoomClosedEvent
-from ..gate import REPLACED, joining_via, replacing
+from ..gate import (
+    REPLACED,
+    check_claims_before_room,
+    joining_via,
+    member_identity,
+    replacing,
+)
 from .messages import (
     AUDIENCE_PAGE,
     MAX_MESSAGE,
@@ -607,12 +613,25 @@ class SignalingSession:
             # The whole check first: a bad token must not create the room it
             # names, nor wait a turn with the real joins.
             try:
-                identity = verify_token(self.server.token_secret, token, room=name).identity
+                claims = verify_token(self.server.token_secret, token, room=name)
             except NotAllowed:
                 # Whom a token the server signed names (an expired one, say)
                 # is worth its refusal's log line; a forged token names nobody.
                 self._join_identity = signed_identity(self.server.token_secret, token, room=name)
                 raise
+            identity = claims.identity
+            if not existed:
+                self._join_identity = identity
+                # Nor a good one whose join a room made now (nothing decided in
+                # it) would refuse: an identity no member can have, a role its
+                # token does not grant (a listener's, asking for the stage). In
+                # a room that exists, a moderator's promotion may allow that
+                # role: the gate decides there. (Without a role asked for, the
+                # join takes the token's, whatever its grants, as the gate does.)
+                if role is None:
+                    member_identity(identity)
+                else:
+                    check_claims_before_room(claims, cast(Role, role))
         # Else only its signature was checked (a few µs); the room checks the
         # rest in the join's admission turn (Gate.join), as it always does: in
         # a crowd whose join frames arrive together, PyJWT's ~80 µs then runs

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 
@@ -376,9 +377,9 @@ async def test_a_bad_token_for_a_room_not_there_is_refused_before_the_room_is_ma
 ) -> None:
     """A join naming a room that does not exist yet, over the signaling or
     WHIP/WHEP, with a token for another room, expired, not valid yet or
-    signed with another key: refused at once while the real joins wait their
-    turns (a crowd ahead), and the room it names is not made, not even until
-    its turn comes."""
+    signed with another key, or one that does not grant the role the join
+    asks for: refused at once while the real joins wait their turns (a crowd
+    ahead), and the room it names is not made, not even until its turn comes."""
     async with sfu.Server(token_secret=SECRET) as server:
         runner, port = await whep_site(server)
         crowd_ahead = hold_turns(monkeypatch, server)
@@ -425,6 +426,34 @@ async def test_a_bad_token_for_a_room_not_there_is_refused_before_the_room_is_ma
                         assert response.status in (401, 403), await response.text()
                         response.release()
                         assert server.get_room("new") is None, f"a token {what} made the room"
+                # A good token that does not grant the role the join asks for
+                # (a listener's, for the stage): what a room made now, with
+                # nothing decided in it, would refuse; refused so, at once.
+                session = SignalingSession(server, send, close, room_factory=factory)
+                listener = auth.issue_token(SECRET, room="new", identity="lou", role="listener")
+                message = {
+                    "type": "join",
+                    "room": "new",
+                    "token": listener,
+                    "offer": LISTENER,
+                    "role": "speaker",
+                }
+                joins.append(asyncio.ensure_future(session.handle(json.dumps(message))))
+                await wait_for(joins[-1].done, 3, "the join asking for a role not granted refused")
+                assert sent[-1]["type"] == "error" and sent[-1]["code"] == "not_allowed"
+                assert "does not grant the 'speaker' role" in sent[-1]["message"]
+                assert server.get_room("new") is None, "a join its token refuses made the room"
+                # A token naming an identity no member can have (a backend signed it by hand).
+                now = int(time.time())
+                claims = {"sub": "x" * 257, "room": "new", "role": "listener", "jti": "j"}
+                long_named = jwt.encode({**claims, "nbf": now, "exp": now + 60}, SECRET, "HS256")
+                session = SignalingSession(server, send, close, room_factory=factory)
+                message = {"type": "join", "room": "new", "token": long_named, "offer": LISTENER}
+                joins.append(asyncio.ensure_future(session.handle(json.dumps(message))))
+                await wait_for(joins[-1].done, 3, "the join naming a bad identity refused")
+                assert sent[-1]["type"] == "error" and sent[-1]["code"] == "bad_message"
+                assert "identity" in sent[-1]["message"]
+                assert server.get_room("new") is None, "a join naming a bad identity made the room"
         finally:
             crowd_ahead.set()
             await asyncio.gather(*joins, return_exceptions=True)
