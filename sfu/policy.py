@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
 from ._values import is_int, is_number
@@ -118,6 +119,27 @@ class RoomPolicy:
         if self.thresholds is not None:
             settings["c1"], settings["c2"], settings["c3"] = self.thresholds
         return settings
+
+
+def policy_of(settings: Mapping[str, object]) -> RoomPolicy:
+    """The :class:`RoomPolicy` of ``settings`` (:class:`RoomSettings`), checked.
+
+    Raises :class:`~sfu.errors.InvalidSetting` for a value ``RoomPolicy``
+    refuses, and for a name it does not have, saying which names it has
+    (a misspelt ``slot`` is not taken for ``slots``).
+    """
+    if not isinstance(settings, Mapping):
+        raise InvalidSetting(
+            f"room settings must be a mapping of RoomPolicy fields, got {type(settings).__name__}"
+        )
+    known = [field.name for field in fields(RoomPolicy)]
+    unknown = [name for name in settings if name not in known]
+    if unknown:
+        raise InvalidSetting(
+            f"unknown room setting {', '.join(f'{name!r:.40}' for name in unknown)}; "
+            f"the settings are {', '.join(known)}"
+        )
+    return RoomPolicy(**settings)  # type: ignore[arg-type]  # (the values are checked there)
 
 
 class RoomSettings(TypedDict, total=False):

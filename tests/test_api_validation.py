@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 
 import pytest
+from aiohttp import web
 
 import sfu
 from sfu import auth
 from sfu.policy import RoomPolicy
+from sfu.signaling.aiohttp import add_signaling, add_whip_whep, websocket_handler
 
 from .test_room_lifecycle import LISTENER, SPEAKER
 
@@ -153,8 +156,38 @@ async def test_room_names_are_checked_before_use() -> None:
             server.room(["a"])  # type: ignore[arg-type]
         with pytest.raises(sfu.InvalidSetting, match="at most 256"):
             server.room("x" * 300)
-        with pytest.raises(sfu.InvalidSetting, match="unknown room setting"):
-            server.room("r", colour="red")  # type: ignore[call-arg]
+        # The misspelt name, and the names there are to pick from.
+        with pytest.raises(
+            sfu.InvalidSetting,
+            match=r"unknown room setting 'slot'; the settings are slots, max_speakers, ",
+        ):
+            server.room("r", slot=2)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [
+        lambda server, settings: add_signaling(web.Application(), server, room_settings=settings),
+        lambda server, settings: add_whip_whep(web.Application(), server, room_settings=settings),
+        lambda server, settings: websocket_handler(server, room_settings=settings),
+    ],
+    ids=["add_signaling", "add_whip_whep", "websocket_handler"],
+)
+def test_the_adapters_room_settings_are_checked_when_mounted(
+    mount: Callable[[sfu.Server, object], object],
+) -> None:
+    """A backend's mistake in ``room_settings`` raises where it is made, not
+    as a refusal of each client whose join would create a room (a 400 or a
+    ``bad_message`` blaming the client, for as long as the server runs)."""
+    with pytest.raises(sfu.InvalidSetting, match=r"unknown room setting 'slot'; .* slots,"):
+        mount(sfu.Server(), {"slot": 2})
+    with pytest.raises(sfu.InvalidSetting, match="close_when_empty must be"):
+        mount(sfu.Server(), {"close_when_empty": -1})
+    with pytest.raises(sfu.InvalidSetting, match="must be a mapping"):
+        mount(sfu.Server(), [("slots", 2)])
+    with pytest.raises(sfu.InvalidSetting, match="token_secret"):
+        mount(sfu.Server(), {"private": True})
+    mount(sfu.Server(token_secret=SECRET), {"private": True, "close_when_empty": 60})
 
 
 @pytest.mark.parametrize(

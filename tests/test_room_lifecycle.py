@@ -115,8 +115,14 @@ async def test_asking_for_an_existing_room_without_settings_returns_it() -> None
         room = server.room("r", slots=5)
         assert server.room("r") is room
         assert server.room("r", slots=5) is room
-        with pytest.raises(sfu.InvalidSetting, match="other settings"):
+        # The message says which setting differs, also one left to its default.
+        with pytest.raises(sfu.InvalidSetting, match="other settings: slots is 5, not 3 "):
             server.room("r", slots=3)
+        with pytest.raises(
+            sfu.InvalidSetting, match="slots is 5, not 3, the default, as not given"
+        ) as refused:
+            server.room("r", hold=1.0)
+        assert "hold" not in str(refused.value)  # asked for as the room has it
 
 
 async def test_moderating_an_absent_identity() -> None:

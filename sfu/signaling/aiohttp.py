@@ -38,7 +38,7 @@ from ..errors import (
 from ..gate import check_claims_before_room, joining_via, replacing
 from ..media.livestream import live_stream_handler
 from ..participant import Participant
-from ..policy import RoomSettings
+from ..policy import RoomSettings, policy_of
 from ..room import Room
 from ..transport.sdp import MAX_OFFER_SIZE
 from ..transport.server import Server
@@ -99,6 +99,16 @@ def _mix_asked(request: web.Request) -> bool | None:
 def _room_factory(
     server: Server, create_rooms: bool, room_settings: RoomSettings | None
 ) -> Callable[[str], Room | None]:
+    # Checked when mounted: a misspelt or wrong setting is the backend's
+    # mistake, not refused to each client whose join would make a room.
+    if room_settings is not None:
+        policy = policy_of(room_settings)
+        if policy.private and server.token_secret is None:
+            raise InvalidSetting(
+                "room_settings make private rooms, which need tokens: "
+                "create the Server with token_secret=..."
+            )
+
     def factory(name: str) -> Room | None:
         room = server.get_room(name)
         if room is None and create_rooms:
@@ -191,7 +201,9 @@ def websocket_handler(
     ``create_rooms``: a join for an unknown room creates it (with
     ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields; give it
     ``close_when_empty`` so that rooms named once do not stay for ever);
-    otherwise it is refused with ``not_found``.
+    otherwise it is refused with ``not_found``. ``room_settings`` are
+    checked here: :class:`~sfu.errors.InvalidSetting` for an unknown or
+    invalid one, or ``private`` on a server without a ``token_secret``.
 
     ``compress``: agree to permessage-deflate when the client offers it
     (browsers do). Off by default: aiohttp then keeps a compressor for each
@@ -217,7 +229,8 @@ def add_signaling(
     compress: bool = False,
 ) -> SignalingHandler:
     """Mount the signaling WebSocket at ``path`` and close its connections on
-    shutdown; the options are :func:`websocket_handler`'s."""
+    shutdown; the options are :func:`websocket_handler`'s, and so is the
+    :class:`~sfu.errors.InvalidSetting` for bad ``room_settings``."""
     handler = SignalingHandler(
         server, _room_factory(server, create_rooms, room_settings), compress=compress
     )
@@ -400,7 +413,9 @@ def add_whip_whep(
     decided in it: :func:`sfu.gate.check_claims_before_room`), before the
     room is made. A room made for a POST that is then refused otherwise (a
     bad offer, capacity) is closed again; rooms made by successful joins
-    stay unless ``room_settings`` has ``close_when_empty``. A resource answers only at
+    stay unless ``room_settings`` has ``close_when_empty`` (the settings are
+    checked here, as :func:`websocket_handler` does:
+    :class:`~sfu.errors.InvalidSetting`). A resource answers only at
     its own URL (room and kind), and only while its session lasts (one the
     server ended answers 404, as after a DELETE).
 

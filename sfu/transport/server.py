@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -436,7 +437,7 @@ class Server:
         or name, and :class:`~sfu.errors.ServerClosed` before
         :meth:`start` or after :meth:`close`.
         """
-        from ..policy import RoomPolicy
+        from ..policy import policy_of
         from ..room import Room
 
         if self._closed:
@@ -462,13 +463,21 @@ class Server:
             return room  # the common case, once per join: no settings to compare
         if slots is not None:
             policy["slots"] = slots
-        try:
-            wanted = RoomPolicy(**policy)  # type: ignore[arg-type]  # (checked there)
-        except TypeError as exc:  # only an unknown keyword: the values are checked in RoomPolicy
-            raise InvalidSetting(f"unknown room setting: {exc}") from None
+        wanted = policy_of(policy)
         if room is not None:
             if room.policy != wanted:
-                raise InvalidSetting(f"room {name!r} exists with other settings: {room.policy}")
+                # A setting not asked for is compared as its default.
+                differ = [
+                    f"{field.name} is {getattr(room.policy, field.name)!r}, "
+                    f"not {getattr(wanted, field.name)!r}"
+                    + ("" if field.name in policy else ", the default, as not given")
+                    for field in dataclasses.fields(room.policy)
+                    if getattr(room.policy, field.name) != getattr(wanted, field.name)
+                ]
+                raise InvalidSetting(
+                    f"room {name!r} exists with other settings: {'; '.join(differ)} "
+                    "(ask with no settings to get it as it is)"
+                )
             return room
         room = Room(self, name, wanted)
         self._rooms[name] = room
