@@ -856,7 +856,7 @@ class SignalingSession:
         await self._error(code, message, message_id)
 
     async def _error(self, code: str, message: str, message_id: Any = None) -> None:
-        logger.debug("x %r: %s: %s", self, code, message)
+        logger.debug("%r: error sent: %s: %s", self, code, message)
         await self.send(error_message(code, message, message_id))
 
     async def _relay_events(self, room: Room, participant: Participant, events: Any) -> None:
