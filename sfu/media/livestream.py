@@ -70,7 +70,11 @@ ban=True)``) ends at its next page, like a stream of a closed room.
 
 The live stream is a Mixer consumer: the first client starts the room's
 mixer, the last one leaving lets it stop. The room closing ends every
-stream (with an end-of-stream page).
+stream (with an end-of-stream page), and nothing else does: at shutdown
+close the :class:`~sfu.Server` before the aiohttp runner (``await
+server.close()``, then ``await runner.cleanup()``, as the demo does). The
+other way round, ``runner.cleanup()`` waits for the open streams for
+aiohttp's ``shutdown_timeout`` (60 s) and then as long again, ~2 minutes.
 """
 
 from __future__ import annotations
@@ -433,6 +437,10 @@ def live_stream_handler(
     over 20 ms, 0..256000; None: the room mixer's bit rate, 0: none) are
     padded to it (see the module documentation for why and what it costs).
     :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
+
+    A stream ends when its client leaves or its room closes, not when the
+    app shuts down: close the server before ``runner.cleanup()``, or that
+    waits ~2 minutes for open streams (see the module documentation).
     """
     _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
     if not isinstance(public, bool):
