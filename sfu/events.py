@@ -47,6 +47,9 @@ Role = Literal["moderator", "speaker", "listener"]
 
 @dataclass(frozen=True)
 class RoomEvent:
+    """The base of every room event: ``room`` is the room's name. A stream
+    yields :data:`Event`, the union of the concrete ones, for ``match``."""
+
     room: str
 
 
@@ -85,13 +88,20 @@ class ParticipantRemoved(RoomEvent):
 
 @dataclass(frozen=True)
 class HandRaised(RoomEvent):
+    """A listener raised its hand (a member that may speak has none to
+    raise); the hands as a list come batched in :class:`HandsChanged`."""
+
     identity: str
 
 
 @dataclass(frozen=True)
 class HandLowered(RoomEvent):
+    """A raised hand went down. ``by`` is the moderator who lowered it, or
+    whose promotion answered it; ``None`` when the member lowered it itself,
+    the backend did (``by=None``), or the member left."""
+
     identity: str
-    by: str | None  # None: the participant itself (or the backend)
+    by: str | None
 
 
 @dataclass(frozen=True)

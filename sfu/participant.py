@@ -37,7 +37,26 @@ logger = logging.getLogger(__name__)
 
 
 class Participant:
-    """A member of a room. See :class:`Speaker` and :class:`Listener`."""
+    """A member of a room. See :class:`Speaker` and :class:`Listener`.
+
+    Made by :meth:`Room.join <sfu.Room.join>` (and ``add_speaker``,
+    ``add_listener``); a promotion or demotion changes its class in place
+    (same object). Its plain attributes, beside the properties below:
+    ``answer`` (the SDP answer to send its client; a renegotiation's is
+    returned by :meth:`renegotiate`), ``identity``, ``room``, ``role``
+    (``"moderator"``, ``"speaker"`` or ``"listener"``), ``grants`` (a
+    frozenset of :data:`sfu.auth.Grant`), ``own_grants`` (what its token,
+    or the role the backend gave a join without one, granted: it may not
+    promote itself past them), ``csrc`` (the CSRC its voice carries to
+    receivers, unique in the room), ``mixed`` (it receives the room mix,
+    not slots), ``moderator_muted`` and ``self_muted`` (the two causes of
+    :attr:`muted`), ``renegotiates`` (its client answers a
+    ``RoleChanged(renegotiate=True)`` with a new offer; set it False as
+    soon as the join returns for a client that cannot), ``close_reason``
+    (why it left; None while in), ``joined_at`` and ``connected_at``
+    (wall-clock ``time.time()``; None before it connects) and
+    ``join_seconds`` (answer to DTLS done).
+    """
 
     # Slots, not a __dict__: a room holds thousands of these (bench: bytes per listener).
     __slots__ = (

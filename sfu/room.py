@@ -76,7 +76,18 @@ MODERATOR_REJOIN_GRACE = 60.0
 
 
 class Room:
-    """A named audio room; see the module and README for the API."""
+    """A named audio room: its members, their roles, moderation, events.
+
+    Get one with ``server.room(name, **settings)`` (made on first use) or
+    ``server.get_room(name)``, not by calling the class. ``name`` is its
+    name, ``policy`` its :class:`~sfu.policy.RoomPolicy` (the settings it
+    was made with), ``server`` the :class:`~sfu.Server` holding it.
+    Members come in through :meth:`join` (or :meth:`add_speaker`,
+    :meth:`add_listener`), which answers their offer; :meth:`events`
+    tells what happens; ``by=None`` on a moderation call is the backend
+    itself, ``by=identity`` a member acting (it needs the ``moderate``
+    grant). The README's API table lists the rest.
+    """
 
     def __init__(self, server: Server, name: str, policy: RoomPolicy) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
@@ -319,7 +330,9 @@ class Room:
         The participant keeps its session, identity and slots; a client
         without a sending audio line must renegotiate with an offer that
         adds one (:class:`~sfu.events.RoleChanged` with ``renegotiate=True``
-        tells it).
+        tells it). A member that has the role already, or is asked for
+        ``speaker`` while it may publish (a moderator stays one), is
+        returned as it is: nothing changes, no event, no log line.
 
         A moderator may promote anyone, itself too (one seated in the
         audience takes the stage back so), but not itself past its own
@@ -351,7 +364,8 @@ class Room:
         token they carry), until ``promote(identity, role="moderator")``.
         The :class:`~sfu.events.RoleChanged` asks the client to renegotiate
         only when it has a sending line to drop: a member promoted that never
-        renegotiated (it never took its speaker line) is not asked.
+        renegotiated (it never took its speaker line) is not asked. A plain
+        listener (no ``moderate`` grant) is returned as it is: no event.
 
         Raises :class:`~sfu.errors.NotAllowed` for a ``by`` without the
         ``moderate`` grant, :class:`~sfu.errors.NotFound`,

@@ -125,6 +125,25 @@ async def test_asking_for_an_existing_room_without_settings_returns_it() -> None
         assert "hold" not in str(refused.value)  # asked for as the room has it
 
 
+async def test_promoting_to_a_role_held_or_demoting_a_listener_changes_nothing() -> None:
+    """As Room.promote and Room.demote say: returned as it is, no event (a
+    moderator asked for ``speaker`` stays a moderator)."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        alice = await room.add_speaker(SPEAKER, "alice")
+        mod = await room.join(SPEAKER, identity="mod", role="moderator")
+        bob = await room.add_listener(LISTENER, "bob")
+        events = room.events(accept=lambda e: isinstance(e, (sfu.RoleChanged, sfu.HandRaised)))
+        assert await room.promote("alice") is alice
+        assert await room.promote("mod") is mod
+        assert await room.promote("mod", role="moderator") is mod
+        assert await room.demote("bob") is bob
+        assert (alice.role, mod.role, bob.role) == ("speaker", "moderator", "listener")
+        assert mod.is_moderator
+        room.raise_hand("bob")  # a marker: the first event queued after the calls
+        assert isinstance(await events.next(5), sfu.HandRaised)
+
+
 async def test_moderating_an_absent_identity() -> None:
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("r")

@@ -149,6 +149,14 @@ class Server:
     Use ``async with Server(...) as server:`` or ``await server.start()``
     and ``await server.close()``; ``close`` is idempotent and leaves no
     task, socket or session behind.
+
+    Plain attributes, beside the properties below: ``announce_addresses``
+    (every address the answers name; an IPv4-mapped ``::ffff:a.b.c.d``
+    given is listed as its IPv4 address), ``announce`` (the first: the
+    answers' ``c=`` address),
+    ``token_secret``, ``consent_timeout`` and ``handshake_timeout`` as
+    given, and ``drops``, a :class:`collections.Counter` of the datagrams
+    dropped, by reason (the README's "What the server counts").
     """
 
     def __init__(
