@@ -19,7 +19,7 @@ Everything the page uses is part of the ``sfu`` package, not demo code:
   listening (Bearer token, ``application/sdp``; DELETE the ``Location``);
 * ``GET /rooms/{room}/live.ogg``: the room mix as a live Ogg/Opus stream,
   offered to the listeners a full room (``--max-listeners``) turns away,
-  :func:`sfu.signaling.aiohttp.live_stream_handler`;
+  :func:`sfu.signaling.aiohttp.add_live_stream`;
 * ``GET /metrics``: Prometheus text.
 
 Only ``POST /api/token`` is demo-only: it signs a join token for any room,
@@ -66,9 +66,9 @@ from aiohttp import web
 import sfu
 from sfu.signaling.aiohttp import (
     STATIC_DIR,
+    add_live_stream,
     add_signaling,
     add_whip_whep,
-    live_stream_handler,
     metrics_handler,
 )
 from sfu.transport.port import format_address
@@ -456,11 +456,10 @@ def make_app(
     # Private: every demo join carries a token, and so must the live stream
     # (else it would be open to anyone who knows a room's name, banned or not).
     room_settings = {"max_listeners": max_listeners, "close_when_empty": 300.0, "private": True}
-    sfu.RoomPolicy(**room_settings)  # checked now: a bad setting fails here, not at every join
-    add_signaling(app, server, room_settings=room_settings)
+    add_signaling(app, server, room_settings=room_settings)  # checks them: a bad one fails here
     app.router.add_get("/metrics", metrics_handler(server))
     # The overflow audience of a full room listens to the mix over plain HTTP.
-    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))
+    add_live_stream(app, server, "/rooms/{room}/live.ogg")  # its streams end at shutdown
     add_whip_whep(app, server, room_settings=room_settings)  # the same limits, whoever opens a room
     if demo_tokens:
         app.router.add_post("/api/token", issue_demo_token)

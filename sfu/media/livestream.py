@@ -70,11 +70,13 @@ ban=True)``) ends at its next page, like a stream of a closed room.
 
 The live stream is a Mixer consumer: the first client starts the room's
 mixer, the last one leaving lets it stop. The room closing ends every
-stream (with an end-of-stream page), and nothing else does: at shutdown
-close the :class:`~sfu.Server` before the aiohttp runner (``await
-server.close()``, then ``await runner.cleanup()``, as the demo does). The
-other way round, ``runner.cleanup()`` waits for the open streams for
-aiohttp's ``shutdown_timeout`` (60 s) and then as long again, ~2 minutes.
+stream (with an end-of-stream page); so does the app's shutdown when the
+handler was mounted with :func:`sfu.signaling.aiohttp.add_live_stream`
+(``LiveStream.close()`` on each of :func:`live_streams`). A handler mounted
+by hand has no such hook: at shutdown close the :class:`~sfu.Server` first
+(``await server.close()``, then ``await runner.cleanup()``), or
+``runner.cleanup()`` waits for the open streams for aiohttp's
+``shutdown_timeout`` (60 s) and then as long again, ~2 minutes.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -107,6 +110,7 @@ __all__ = [
     "LiveClient",
     "LiveStream",
     "live_stream_handler",
+    "live_streams",
 ]
 
 logger = logging.getLogger(__name__)
@@ -438,9 +442,10 @@ def live_stream_handler(
     padded to it (see the module documentation for why and what it costs).
     :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
 
-    A stream ends when its client leaves or its room closes, not when the
-    app shuts down: close the server before ``runner.cleanup()``, or that
-    waits ~2 minutes for open streams (see the module documentation).
+    A stream ends when its client leaves or its room closes, and, mounted
+    with :func:`sfu.signaling.aiohttp.add_live_stream`, when the app shuts
+    down. Mounted by hand, close the server before ``runner.cleanup()``, or
+    that waits ~2 minutes for open streams (see the module documentation).
     """
     _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
     if not isinstance(public, bool):
@@ -548,4 +553,19 @@ def live_stream_handler(
                 del streams[name]  # nobody listens: forget it (and its mixer)
         return response
 
+    _streams_of[handler] = streams
     return handler
+
+
+#: The open streams of each handler live_stream_handler made (for live_streams).
+_streams_of: weakref.WeakKeyDictionary[Handler, dict[str, LiveStream]] = weakref.WeakKeyDictionary()
+
+
+def live_streams(handler: Handler) -> list[LiveStream]:
+    """The streams ``handler`` (made by :func:`live_stream_handler`) serves
+    now, one per room with clients: ``LiveStream.close()`` ends one's
+    clients (each gets its last page, then its response ends)."""
+    streams = _streams_of.get(handler)
+    if streams is None:
+        raise InvalidSetting("not a handler made by live_stream_handler")
+    return list(streams.values())

@@ -5,7 +5,7 @@ Mount them in any aiohttp app::
     add_signaling(app, server)                 # GET /ws, closed on shutdown
     add_whip_whep(app, server)                 # POST /rooms/{room}/whip and /whep
     app.router.add_get("/metrics", metrics_handler(server))
-    app.router.add_get("/rooms/{room}/live.ogg", live_stream_handler(server))  # the room mix
+    add_live_stream(app, server)               # GET /rooms/{room}/live.ogg, the room mix
 
 Other frameworks: :class:`sfu.signaling.SignalingSession` needs only a
 ``send(text)`` and a ``close(code, reason)`` coroutine, and a ``receive()``
@@ -20,6 +20,7 @@ import logging
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
@@ -36,7 +37,7 @@ from ..errors import (
     RoomFull,
 )
 from ..gate import check_claims_before_room, joining_via, replacing
-from ..media.livestream import live_stream_handler
+from ..media.livestream import live_stream_handler, live_streams
 from ..participant import Participant
 from ..policy import RoomSettings, policy_of
 from ..room import Room
@@ -48,6 +49,7 @@ from .protocol import MAX_MESSAGE, SignalingSession
 
 __all__ = [
     "STATIC_DIR",
+    "add_live_stream",
     "add_signaling",
     "add_whip_whep",
     "live_stream_handler",
@@ -240,6 +242,30 @@ def add_signaling(
 
 
 # -- WHIP (RFC 9725) and WHEP --------------------------------------------------------
+
+
+def add_live_stream(
+    app: web.Application,
+    server: Server,
+    path: str = "/rooms/{room}/live.ogg",
+    **options: Any,
+) -> Handler:
+    """Mount :func:`~sfu.media.livestream.live_stream_handler` (``options``
+    are its own) at ``path`` (GET, and HEAD for headers only; it needs a
+    ``{room}`` part) and end its open streams when the app shuts down:
+    without that, ``runner.cleanup()`` would wait for the streams of rooms
+    still open (aiohttp's ``shutdown_timeout``, 60 s, twice)."""
+    if "{room}" not in path:
+        raise InvalidSetting(f"the live stream's path needs a {{room}} part, got {path!r:.80}")
+    handler = live_stream_handler(server, **options)
+
+    async def end_streams(app: web.Application) -> None:
+        for stream in live_streams(handler):
+            stream.close()
+
+    app.router.add_get(path, handler)
+    app.on_shutdown.append(end_streams)
+    return handler
 
 
 def _bearer(request: web.Request) -> str | None:

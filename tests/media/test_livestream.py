@@ -33,7 +33,7 @@ from sfu.media.ogg import (
     read_packets,
 )
 from sfu.media.router import Router
-from sfu.signaling.aiohttp import live_stream_handler
+from sfu.signaling.aiohttp import add_live_stream, live_stream_handler
 
 from ..clients import join, wait_for
 from ..sites import start_site
@@ -193,6 +193,32 @@ async def test_room_close_ends_the_stream(http_server: tuple[sfu.Server, str]) -
     pages = list(parse_pages(data))
     assert pages[-1].header_type & LAST_PAGE
     assert len(list(read_packets(data))) >= 2 + 10
+
+
+async def test_add_live_stream_ends_the_open_streams_when_the_app_shuts_down() -> None:
+    """Mounted with add_live_stream, a stream whose room is still open ends
+    (its last page, then the response's end) when the app shuts down, and
+    ``runner.cleanup()`` returns, rather than waiting for it for aiohttp's
+    shutdown_timeout (60 s), twice. The room itself stays."""
+    async with sfu.Server() as server:
+        room = server.room("open")
+        app = web.Application()
+        add_live_stream(app, server)
+        runner, port = await start_site(app)
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(f"http://127.0.0.1:{port}/rooms/open/live.ogg")
+            assert response.status == 200
+            data = await response.content.readany()  # streaming: the headers came
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            data += await asyncio.wait_for(response.read(), 10)
+            await asyncio.wait_for(cleanup, 10)
+        pages = list(parse_pages(data))
+        assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
+        assert not room.closed
+    with pytest.raises(sfu.InvalidSetting, match="room"):
+        add_live_stream(web.Application(), server, "/live.ogg")
+    with pytest.raises(sfu.InvalidSetting, match="max_clients"):
+        add_live_stream(web.Application(), server, max_clients=0)
 
 
 async def test_a_head_request_gets_headers_only(http_server: tuple[sfu.Server, str]) -> None:
