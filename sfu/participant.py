@@ -231,7 +231,13 @@ class Participant:
         self._check_open()
         if self._connected_event is None:
             self._connected_event = asyncio.Event()
-        await asyncio.wait_for(self._connected_event.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._connected_event.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(
+                f"{self.identity!r} in room {self.room.name!r} did not connect"
+                f" (ICE and DTLS) within {timeout:g} s"
+            ) from None
         self._check_open()
 
     def _check_open(self) -> None:

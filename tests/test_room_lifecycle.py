@@ -93,6 +93,17 @@ async def test_a_join_that_fails_late_leaves_nothing_behind(
         assert room.speakers == [bob]
 
 
+async def test_wait_connected_s_timeout_says_who_did_not_connect() -> None:
+    """No client ever connects for this offer: the TimeoutError says whose
+    connection it was, where, and how long was waited (not an empty one)."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        bob = await room.add_listener(LISTENER, "bob")
+        with pytest.raises(asyncio.TimeoutError, match=r"'bob' in room 'r' .* 0\.05 s"):
+            await bob.wait_connected(0.05)
+        assert not bob.closed  # only the wait ended
+
+
 async def test_wait_connected_ends_when_the_participant_closes() -> None:
     async with sfu.Server() as server:
         room = server.room("r")
