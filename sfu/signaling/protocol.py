@@ -217,8 +217,9 @@ _relay_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDict
 #: sockets), and each costs ~50 µs before its join waits for its admission
 #: turn (the frame's JSON, the token's signature, the member's event
 #: stream): begun in one iteration they held the loop for 30-50 ms. Above
-#: the joins admitted per iteration (Server's ``joins_per_turn``), so that
-#: the admission, not this, paces a crowd.
+#: the joins admitted per iteration (Server's ``joins_per_turn``; a server
+#: admitting more gets that many), so that the admission, not this, paces a
+#: crowd.
 FRAMES_PER_TURN = 32
 _frame_turns: weakref.WeakKeyDictionary[Server, Admission] = weakref.WeakKeyDictionary()
 
@@ -263,7 +264,11 @@ def _relay_turn(server: Server) -> Admission:
 
 
 def _frame_turn(server: Server) -> Admission:
-    return _kept(_frame_turns, server, lambda: Admission(FRAMES_PER_TURN))
+    return _kept(
+        _frame_turns,
+        server,
+        lambda: Admission(max(FRAMES_PER_TURN, server.admission.per_turn)),
+    )
 
 
 #: Each command's handler, a method of SignalingSession (a table per class, not
