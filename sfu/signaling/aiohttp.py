@@ -474,8 +474,9 @@ def add_whip_whep(
     (RFC 9725 §4.2): ``OPTIONS`` on the endpoint and on a session answers
     200 with ``Allow`` (and ``Accept-Post: application/sdp`` on the
     endpoint), a preflight's answer too, and every answer of these handlers
-    (refusals included; not aiohttp's own 405, nor a 500) names the origins
-    allowed. ``cors_origins``: ``"*"`` (the default) any origin, since the
+    names the origins allowed: refusals, the 405 to a method a URL does not
+    take (with ``Allow``) and the 500 of a handler that failed (logged)
+    included. ``cors_origins``: ``"*"`` (the default) any origin, since the
     credential is a Bearer token the page must hold (no cookie is ever
     allowed); a collection of origins (``{"https://app.example"}``) only
     those; empty, none (same-origin pages only).
