@@ -374,19 +374,6 @@ class _Cors:
 
         return wrapped
 
-    def method_not_allowed(self, methods: str) -> Handler:
-        """The answer to any method a URL does not take: 405 with ``Allow``,
-        CORS headers and all (aiohttp's own 405 has none)."""
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return _plain(
-                405,
-                f"{request.method[:20]} is not allowed here; this URL takes {methods}",
-                Allow=f"OPTIONS, {methods}",
-            )
-
-        return self.wrap(handler)
-
 
 def _refused(
     request: web.Request, kind: str, room: str, status: int, text: str, **headers: str
@@ -474,9 +461,10 @@ def add_whip_whep(
     (RFC 9725 §4.2): ``OPTIONS`` on the endpoint and on a session answers
     200 with ``Allow`` (and ``Accept-Post: application/sdp`` on the
     endpoint), a preflight's answer too, and every answer of these handlers
-    names the origins allowed: refusals, the 405 to a method a URL does not
-    take (with ``Allow``) and the 500 of a handler that failed (logged)
-    included. ``cors_origins``: ``"*"`` (the default) any origin, since the
+    names the origins allowed: refusals and the 500 of a handler that failed
+    (logged) included (not aiohttp's own 405 to a method a URL does not
+    take: a catch-all route for it would shadow the app's own routes of the
+    same path). ``cors_origins``: ``"*"`` (the default) any origin, since the
     credential is a Bearer token the page must hold (no cookie is ever
     allowed); a collection of origins (``{"https://app.example"}``) only
     those; empty, none (same-origin pages only).
@@ -733,12 +721,10 @@ def add_whip_whep(
         posts = app.router.add_resource(endpoint)
         posts.add_route("POST", cors.wrap(make(kind)))
         posts.add_route("OPTIONS", cors.options("POST", **{"Accept-Post": "application/sdp"}))
-        posts.add_route("*", cors.method_not_allowed("POST"))
         sessions[kind] = app.router.add_resource(session)
         sessions[kind].add_route("DELETE", cors.wrap(make_delete(kind)))
         sessions[kind].add_route("PATCH", cors.wrap(make_patch(kind)))
         sessions[kind].add_route("OPTIONS", cors.options("PATCH, DELETE"))
-        sessions[kind].add_route("*", cors.method_not_allowed("PATCH, DELETE"))
 
 
 def metrics_handler(server: Server) -> Handler:
