@@ -127,11 +127,13 @@ def check_role_granted(claims: Claims, role: Role) -> None:
         raise NotAllowed(f"the token does not grant the {role!r} role")
 
 
-def check_claims_before_room(claims: Claims, role: Role) -> None:
+def check_claims_before_room(claims: Claims, role: Role | None) -> None:
     """Refuse, before its room exists, a join with a verified token that
     :meth:`Gate.join` would refuse in a room that has nothing: the checks it
     makes of the token alone, in its order (an identity no member can have:
-    InvalidSetting; a ``role`` the token does not grant: NotAllowed).
+    InvalidSetting; a ``role`` the token does not grant: NotAllowed; with
+    ``role`` None the join takes the token's own, whatever its grants, as
+    the gate does).
 
     Only for a room that does not exist (yet): in one that does, a
     moderator's earlier promotion may let this identity take a role its
@@ -141,7 +143,8 @@ def check_claims_before_room(claims: Claims, role: Role) -> None:
     :func:`sfu.signaling.aiohttp.add_whip_whep`).
     """
     member_identity(claims.identity)
-    check_role_granted(claims, role)
+    if role is not None:
+        check_role_granted(claims, role)
 
 
 def _without_taken_moderate(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Collection
@@ -255,7 +256,7 @@ def add_live_stream(
     ``{room}`` part) and end its open streams when the app shuts down:
     without that, ``runner.cleanup()`` would wait for the streams of rooms
     still open (aiohttp's ``shutdown_timeout``, 60 s, twice)."""
-    if "{room}" not in path:
+    if not re.search(r"\{room(:[^}]*)?\}", path):
         raise InvalidSetting(f"the live stream's path needs a {{room}} part, got {path!r:.80}")
     handler = live_stream_handler(server, **options)
 

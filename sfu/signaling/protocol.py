@@ -43,7 +43,6 @@ from ..gate import (
     REPLACED,
     check_claims_before_room,
     joining_via,
-    member_identity,
     replacing,
 )
 from .messages import (
@@ -526,6 +525,9 @@ class SignalingSession:
             name = _HANDLERS.get(kind) if isinstance(kind, str) else None
             if name is None:
                 raise ProtocolError("bad_message", f"unknown message type {kind!r}")
+            if kind == "join" and self._closed and self.participant is None:
+                # Closed while the frame waited for its turn to begin.
+                raise ProtocolError("not_joined", "the connection closed during the join")
             if kind != "ping" and (
                 self._closed or (self.participant is not None and self.participant.closed)
             ):
@@ -631,12 +633,8 @@ class SignalingSession:
                 # it) would refuse: an identity no member can have, a role its
                 # token does not grant (a listener's, asking for the stage). In
                 # a room that exists, a moderator's promotion may allow that
-                # role: the gate decides there. (Without a role asked for, the
-                # join takes the token's, whatever its grants, as the gate does.)
-                if role is None:
-                    member_identity(identity)
-                else:
-                    check_claims_before_room(claims, cast(Role, role))
+                # role: the gate decides there.
+                check_claims_before_room(claims, cast("Role | None", role))
         # Else only its signature was checked (a few µs); the room checks the
         # rest in the join's admission turn (Gate.join), as it always does: in
         # a crowd whose join frames arrive together, PyJWT's ~80 µs then runs

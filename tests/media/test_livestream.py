@@ -217,6 +217,9 @@ async def test_add_live_stream_ends_the_open_streams_when_the_app_shuts_down() -
         assert not room.closed
     with pytest.raises(sfu.InvalidSetting, match="room"):
         add_live_stream(web.Application(), server, "/live.ogg")
+    add_live_stream(
+        web.Application(), server, "/r/{room:[a-z]+}/live.ogg"
+    )  # a {room} with a pattern
     with pytest.raises(sfu.InvalidSetting, match="max_clients"):
         add_live_stream(web.Application(), server, max_clients=0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -412,6 +413,32 @@ async def test_a_crowd_s_frames_begin_a_few_per_turn(
         assert all(sent[0]["type"] == "joined" for _, sent, _ in sessions)
         for session, _, _ in sessions:
             await session.close()
+
+
+async def test_a_join_frame_whose_connection_closes_while_it_waits_to_begin_makes_no_member(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A crowd's frames wait for their turn to begin; a connection that closes
+    meanwhile makes no member, and its refusal is logged as a join the
+    connection's closing ended (not as a command of a session that ended)."""
+    caplog.set_level(logging.INFO, logger="sfu.signaling")
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        room = server.room("hall")
+        await asyncio.sleep(0.01)
+        intake = protocol._frame_turn(server)
+        intake._used = intake.per_turn  # a crowd: this turn's frames have begun
+        session, sent, _ = bare_session(server)
+        joining = asyncio.ensure_future(session.handle(join_message("carol")))
+        await asyncio.sleep(0)
+        assert len(intake) == 1, "carol's frame waits for the next turn"
+        await session.close()
+        await asyncio.wait_for(joining, 2)
+        assert "carol" not in room.participants
+        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert (
+            len(refusals) == 1
+            and "not_joined: the connection closed during the join" in (refusals[0])
+        ), refusals
 
 
 async def _now(function: Any, *args: Any) -> None:
