@@ -89,7 +89,8 @@ class ParticipantRemoved(RoomEvent):
 @dataclass(frozen=True)
 class HandRaised(RoomEvent):
     """A listener raised its hand (a member that may speak has none to
-    raise); the hands as a list come batched in :class:`HandsChanged`."""
+    raise: its ``raise_hand`` is refused, :class:`~sfu.errors.NotAllowed`);
+    the hands as a list come batched in :class:`HandsChanged`."""
 
     identity: str
 

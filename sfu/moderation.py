@@ -108,7 +108,13 @@ class Moderation:
     def raise_hand(self, identity: str) -> None:
         self.check_open()
         participant = self.room[identity]
-        if participant.can_publish or identity in self._hands:
+        if participant.can_publish:
+            # Ignored, its caller would wait for a turn to speak it has.
+            raise NotAllowed(
+                f"{identity!r} may already speak in room {self.room.name!r} "
+                f"({participant.role}): a hand is raised to ask to speak"
+            )
+        if identity in self._hands:
             return
         self._hands[identity] = time.time()
         self.room._emit(HandRaised(self.room.name, identity))

@@ -265,15 +265,19 @@ class Participant:
         self._close(reason)
 
     def raise_hand(self) -> None:
-        """Raise its hand (a member that may speak has none to raise).
+        """Raise its hand: a listener asks to speak (see :meth:`Room.raise_hand <sfu.Room.raise_hand>`).
 
-        Raises :class:`~sfu.errors.ParticipantClosed` once it has left.
+        Raises :class:`~sfu.errors.NotAllowed` for a :class:`Speaker`, which
+        may speak already and has no hand to raise (a promotion lowers the
+        hand that asked for it), :class:`~sfu.errors.ParticipantClosed` once
+        it has left.
         """
         self._check_open()  # a late message must not touch a rejoined namesake
         self.room.raise_hand(self.identity)
 
     def lower_hand(self) -> None:
-        """Lower its hand, if raised. Raises :class:`~sfu.errors.ParticipantClosed` once it has left."""
+        """Lower its hand, if raised (nothing happens otherwise, also for a
+        :class:`Speaker`). Raises :class:`~sfu.errors.ParticipantClosed` once it has left."""
         self._check_open()
         self.room.lower_hand(self.identity)
 

@@ -304,16 +304,20 @@ class Room:
         return self._moderation.hands
 
     def raise_hand(self, identity: str) -> None:
-        """Raise a listener's hand (a member that may speak has none to raise).
+        """Raise a listener's hand: it asks to speak (idempotent; a moderator's
+        :meth:`promote` lowers it).
 
-        Raises :class:`~sfu.errors.NotFound` (no such member),
+        Raises :class:`~sfu.errors.NotAllowed` for a member that may speak
+        already (a :class:`~sfu.participant.Speaker`: it has no hand to
+        raise), :class:`~sfu.errors.NotFound` (no such member),
         :class:`~sfu.errors.InvalidSetting` (not an identity) or
         :class:`~sfu.errors.RoomClosed`.
         """
         self._moderation.raise_hand(identity)
 
     def lower_hand(self, identity: str, *, by: str | None = None) -> None:
-        """Lower ``identity``'s hand if it is raised (nothing happens otherwise).
+        """Lower ``identity``'s hand if it is raised (nothing happens otherwise,
+        also for a member that may speak: it has none).
 
         Raises :class:`~sfu.errors.NotAllowed` for a ``by`` other than
         ``identity`` without the ``moderate`` grant, and

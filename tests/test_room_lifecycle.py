@@ -155,6 +155,31 @@ async def test_promoting_to_a_role_held_or_demoting_a_listener_changes_nothing()
         assert isinstance(await events.next(5), sfu.HandRaised)
 
 
+async def test_a_member_that_may_speak_is_refused_a_raised_hand() -> None:
+    """A hand asks to speak: a Speaker (a speaker, a moderator, one promoted)
+    has none to raise, and is told so rather than ignored; lowering a hand
+    that is not raised changes nothing, whoever asks."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        alice = await room.add_speaker(SPEAKER, "alice")
+        await room.join(SPEAKER, identity="mod", role="moderator")
+        bob = await room.add_listener(LISTENER, "bob")
+        events = room.events(accept=lambda e: isinstance(e, (sfu.HandRaised, sfu.HandLowered)))
+        with pytest.raises(sfu.NotAllowed, match="'alice' may already speak in room 'r'"):
+            alice.raise_hand()
+        with pytest.raises(sfu.NotAllowed, match="'mod' may already speak in room 'r'"):
+            room.raise_hand("mod")
+        bob.raise_hand()
+        await room.promote("bob")  # the hand answered: lowered
+        with pytest.raises(sfu.NotAllowed, match="'bob' may already speak"):
+            bob.raise_hand()
+        alice.lower_hand()
+        assert room.hands == []
+        assert [type(await events.next(5)) for _ in range(2)] == [sfu.HandRaised, sfu.HandLowered]
+        with pytest.raises(asyncio.TimeoutError):
+            await events.next(0)  # nothing told of the refused hands
+
+
 async def test_moderating_an_absent_identity() -> None:
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("r")

@@ -906,6 +906,27 @@ async def test_the_relay_goes_on_when_the_joined_reply_could_not_be_sent() -> No
         await session.close()
 
 
+async def test_a_speakers_raise_hand_is_refused_not_allowed() -> None:
+    """A member that may speak has no hand to raise: its client is told so
+    (not_allowed, as documented), not answered ok for nothing; its
+    lower_hand, a hand not raised, is ok and changes nothing."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        server.room("hall")
+        session, sent, _ = bare_session(server)
+        token = auth.issue_token(SECRET, room="hall", identity="ann", role="speaker")
+        await session.handle(
+            json.dumps({"type": "join", "room": "hall", "token": token, "offer": offer("sendrecv")})
+        )
+        assert sent[-1]["type"] == "joined" and sent[-1]["role"] == "speaker", sent[-1]
+        await session.handle(json.dumps({"type": "raise_hand", "id": 1}))
+        assert sent[-1]["type"] == "error" and sent[-1]["id"] == 1, sent[-1]
+        assert sent[-1]["code"] == "not_allowed"
+        assert "'ann' may already speak" in sent[-1]["message"]
+        await session.handle(json.dumps({"type": "lower_hand", "id": 2}))
+        assert sent[-1] == {"type": "ok", "id": 2}
+        await session.close()
+
+
 async def test_a_member_lowering_its_own_hand_is_not_reported_as_a_moderator() -> None:
     """HandLowered.by is None for the member itself, through signaling as through the API."""
     async with sfu.Server(token_secret=SECRET) as server:

@@ -1151,6 +1151,7 @@ export class SfuClient {
     if (track) track.enabled = !this.muted && !this.mutedBy;
   }
 
+  /** Ask to speak (a listener): one that may publish already has no hand to raise ("not_allowed"). */
   raiseHand() {
     return this._command("raise_hand");
   }
