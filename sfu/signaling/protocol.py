@@ -17,6 +17,7 @@ themselves, read and built, are :mod:`sfu.signaling.messages`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import secrets
@@ -135,6 +136,9 @@ CLOSE_LEFT = 1000
 CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
 CLOSE_NO_JOIN = 1008  # the same: no join within JOIN_DEADLINE
 CLOSE_INTERNAL_ERROR = 1011  # the server failed handling a frame (RFC 6455 7.4.1)
+CLOSE_GOING_AWAY = 1001  # the server closed (RFC 6455 7.4.1), told to one not joined
+#: The reason a connection not joined is closed with when its server closes.
+SERVER_CLOSED = "server closed"
 
 _ROLES = ("listener", "speaker", "moderator")
 
@@ -252,6 +256,28 @@ class _SendWatch:
 #: How often a server's sessions waiting in a send are looked over.
 _SEND_SWEEP = 1.0
 _send_watches: weakref.WeakKeyDictionary[Server, _SendWatch] = weakref.WeakKeyDictionary()
+
+
+#: Each server's connections being served that have not joined: no room's
+#: closing ends them (a member's does), so the server's close does.
+_unjoined: weakref.WeakKeyDictionary[Server, set[SignalingSession]] = weakref.WeakKeyDictionary()
+
+
+def _unjoined_of(server: Server) -> set[SignalingSession]:
+    sessions = _unjoined.get(server)
+    if sessions is None:
+        sessions = _unjoined[server] = set()
+        # (The set, not the server: the table's value must not hold its key.)
+        server._close_callbacks.append(functools.partial(_close_unjoined, sessions))
+    return sessions
+
+
+def _close_unjoined(sessions: set[SignalingSession]) -> None:
+    """Its server closed: nothing is left to join."""
+    for session in list(sessions):
+        if not session._closed and session._ending is None:
+            session._close_soon(CLOSE_GOING_AWAY, SERVER_CLOSED)
+    sessions.clear()
 
 
 def _send_watch(server: Server) -> _SendWatch:
@@ -381,8 +407,12 @@ class SignalingSession:
         ``join`` waiting for its turn in a crowd) closes the session at
         once: the join is abandoned, no member is made. Safe to cancel.
         """
+        if self.server.closed:  # nothing to join: told now, not at JOIN_DEADLINE
+            await self.close(CLOSE_GOING_AWAY, SERVER_CLOSED)
+            return
         loop = asyncio.get_running_loop()
         self._join_deadline = loop.call_later(JOIN_DEADLINE, self._join_deadline_passed)
+        _unjoined_of(self.server).add(self)
         try:
             while not self._closed:
                 try:
@@ -420,6 +450,12 @@ class SignalingSession:
                 # Also when a second cancellation ends that wait: the member
                 # must not outlive its connection.
                 await self.close(1001, "signaling connection closed")
+
+    def _leave_unjoined(self) -> None:
+        """Joined or closed: no longer among the connections its server's close ends."""
+        sessions = _unjoined.get(self.server)
+        if sessions is not None:
+            sessions.discard(self)
 
     def _join_deadline_passed(self) -> None:
         """JOIN_DEADLINE after the connection opened: close it if it has not
@@ -676,6 +712,7 @@ class SignalingSession:
         finally:
             self._join_waiter = None
         self.participant = participant
+        self._leave_unjoined()
         self._join_identity = None
         # The `joined` snapshot below is the room as it is now, built before
         # anything else runs. The events queued while this join waited its turn
@@ -952,6 +989,7 @@ class SignalingSession:
         if self._closed:
             return
         self._closed = True
+        self._leave_unjoined()
         waiter = self._join_waiter
         if waiter is not None and waiter is not asyncio.current_task():
             # A join waiting for its turn (nothing is made before it): abandoned.

@@ -25,7 +25,7 @@ import logging
 import secrets
 import socket
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._values import is_int, is_number, take_token
@@ -233,6 +233,9 @@ class Server:
         self._starting: asyncio.Future[None] | None = None
         self._close_done: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None  # what close() waits for
+        # Called once as close() begins, for what the server ends but no room
+        # does: the signaling's connections that have not joined.
+        self._close_callbacks: list[Callable[[], None]] = []
 
     # -- life cycle --------------------------------------------------------
 
@@ -311,7 +314,9 @@ class Server:
 
     async def close(self) -> None:
         """Close every room, session and the socket; idempotent (a second call
-        returns when the first has finished).
+        returns when the first has finished). Signaling connections close too
+        (:mod:`sfu.signaling`): a member's is told its room closed, one that
+        has not joined is closed with 1001 ("going away").
 
         Safe to cancel: a close cancelled half-way has still ended every room
         (members told, recordings finished), session, timer and the socket,
@@ -325,6 +330,12 @@ class Server:
             return
         self._closed = True
         self._close_done = asyncio.Event()
+        for callback in self._close_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a callback of the server's close failed")
+        self._close_callbacks.clear()
         rooms: list[Room] = []
         begun: set[Room] = set()
         try:

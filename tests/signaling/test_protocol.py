@@ -548,6 +548,41 @@ async def test_app_shutdown_closes_signaling_connections() -> None:
             await client.close()
 
 
+async def test_closing_the_server_closes_the_connections_that_have_not_joined() -> None:
+    """After server.close() there is nothing to join: a connection that has
+    not joined (or whose join was refused) is closed with 1001, reason
+    "server closed", as members are told room_closed and closed with 4002,
+    without waiting for the app's shutdown; one opened later is closed at once."""
+    from sfu.signaling.aiohttp import add_signaling
+
+    async with sfu.Server(token_secret=SECRET) as server:
+        web_app = web.Application()
+        handler = add_signaling(web_app, server)
+        runner, port = await start_site(web_app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                app = App(server, f"http://127.0.0.1:{port}", http)
+                member, client = await joined(app, "guest")
+                idle = await app.ws()
+                await idle.request({"type": "ping"}, "pong")  # served, not joined
+                refused = await app.ws()
+                bad = {"type": "join", "room": "hall", "token": "x", "offer": LISTENER}
+                assert (await refused.request(bad, "error"))["code"] == "not_allowed"
+                await server.close()
+                assert (await member.expect("room_closed"))["reason"] == "server closed"
+                late = await app.ws()
+                for socket, code in ((member, 4002), (idle, 1001), (refused, 1001), (late, 1001)):
+                    closing = await socket.ws.receive(2)
+                    assert closing.type == aiohttp.WSMsgType.CLOSE, closing
+                    assert closing.data == code
+                    if code == 1001:
+                        assert closing.extra == "server closed"
+                await wait_for(lambda: not handler.sessions, 2, "every session ended")
+                await client.close()
+        finally:
+            await runner.cleanup()
+
+
 @pytest.mark.parametrize("compress", [False, True])
 async def test_permessage_deflate_only_when_the_application_turns_it_on(compress: bool) -> None:
     """Off by default (a compressor per connection is ~256 KB of server memory);
