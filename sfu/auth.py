@@ -11,7 +11,9 @@ Claims: ``sub`` (identity), ``room``, ``role``, ``grants`` (list of
 random ``jti`` (so one token can be banned without banning the person).
 Every failure of a token raises :class:`sfu.errors.NotAllowed` with the
 reason: :class:`sfu.errors.InvalidToken` (a subclass) when the token itself
-is bad (malformed, expired, not signed with the key), a plain ``NotAllowed``
+is bad (malformed, expired, not signed with the key; for a malformed one
+the message says what is wrong in its shape: its parts, their base64url or
+JSON, its ``alg``, a claim of the wrong type), a plain ``NotAllowed``
 when there is none or a good token is for another room (a secret shorter than 32 bytes is the server's mistake:
 :class:`sfu.errors.InvalidSetting`).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -32,7 +35,7 @@ from typing import Any, Literal, cast
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
-from jwt.utils import base64url_decode
+from jwt.utils import base64url_decode, base64url_encode
 
 from ._values import is_number
 from .errors import InvalidSetting, InvalidToken, NotAllowed
@@ -196,19 +199,25 @@ def verify_token(
     now: float | None = None,
 ) -> Claims:
     """Check ``token`` for ``room``; return its claims or raise :class:`NotAllowed`
-    (with the reason): :class:`InvalidToken` when the token itself is bad, a
-    plain ``NotAllowed`` when there is none or it is for another room. A
-    secret shorter than 32 bytes raises :class:`InvalidSetting`."""
+    (with the reason): :class:`InvalidToken` when the token itself is bad
+    (malformed: what is wrong in its shape, e.g. "its payload is not
+    base64url"), a plain ``NotAllowed`` when there is none or it is for
+    another room. A secret shorter than 32 bytes raises :class:`InvalidSetting`."""
     key = _key(secret)
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
     if not token:
         # No token is no credential, not a bad one (sfu.errors.InvalidToken).
         raise NotAllowed("a join token is required for this room")
-    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken(
+            f"the join token is malformed: it is longer than {MAX_TOKEN_LENGTH // 1024} KB"
+            " (a join token is a few hundred bytes)"
+        )
+    if not token.isascii():
         # A JWT is base64url text; anything else (a lone surrogate made PyJWT
         # raise UnicodeEncodeError) is refused before it is parsed.
-        raise InvalidToken("the join token is malformed: not a compact JWS of at most 8 KB")
+        raise InvalidToken("the join token is malformed: it is not ASCII (a JWT is base64url text)")
     try:
         payload = _decode(token, key, leeway, time.time() if now is None else now)
     except jwt.ExpiredSignatureError:
@@ -221,9 +230,78 @@ def verify_token(
         ) from None
     except jwt.MissingRequiredClaimError as exc:
         raise InvalidToken(f"the join token lacks the {exc.claim!r} claim") from None
-    except jwt.InvalidTokenError as exc:
-        raise InvalidToken(f"the join token is malformed: {exc}") from None
+    except jwt.InvalidTokenError:
+        # PyJWT's words name its internals ("Not enough segments"): say what
+        # is wrong in the token itself.
+        raise InvalidToken(_shape_problem(token)) from None
     return _claims(payload, room)
+
+
+#: A base64url part of a JWT: its alphabet, unpadded or padded (as PyJWT takes it).
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def _part(token_part: str, name: str) -> bytes:
+    """``token_part`` decoded; ValueError (saying which part) unless it is canonical base64url."""
+    unpadded = token_part.rstrip("=")
+    if (
+        not _BASE64URL.fullmatch(token_part)
+        or (unpadded != token_part and len(token_part) % 4)
+        or len(unpadded) % 4 == 1
+    ):
+        raise ValueError(f"its {name} is not base64url")
+    decoded = base64url_decode(unpadded)
+    if base64url_encode(decoded).decode() != unpadded:  # spare bits set: not what was encoded
+        raise ValueError(f"its {name} is not base64url")
+    return decoded
+
+
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"its {name} is not a JSON object")
+    return value
+
+
+def _shape_problem(token: str) -> str:
+    """What is wrong in the shape of ``token``, which PyJWT refused as
+    malformed (not for its signature, its times or a missing claim)."""
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError(
+                "a JWT is three base64url parts joined by dots (header.payload.signature),"
+                f" not {len(parts)}"
+            )
+        header = _json_object(_part(parts[0], "header"), "header")
+        alg = header.get("alg")
+        if alg is None:
+            raise ValueError(f"its header names no alg (a join token's is {ALGORITHM})")
+        if alg != ALGORITHM:
+            raise ValueError(f"its alg is {alg!r:.40}, not {ALGORITHM}")
+        payload = _json_object(_part(parts[1], "payload"), "payload")
+        _part(parts[2], "signature")
+        for parameter in ("crit", "b64"):
+            if parameter in header:
+                raise ValueError(f"its header has {parameter!r}, which join tokens do not use")
+        if "kid" in header and not isinstance(header["kid"], str):
+            raise ValueError("its header's key id (kid) is not a string")
+    except ValueError as problem:
+        return f"the join token is malformed: {problem}"
+    # Signed with the key (PyJWT checks these claims once the signature is good).
+    if "sub" in payload and not isinstance(payload["sub"], str):
+        return "the join token's subject (sub, its identity) is not a string"
+    if "jti" in payload and not isinstance(payload["jti"], str):
+        return "the join token's id (jti) is not a string"
+    if payload.get("aud"):
+        return (
+            "the join token has an audience (aud), which join tokens do not use"
+            " (its room claim says where it is good)"
+        )
+    return "the join token is malformed"
 
 
 #: Payloads of tokens whose signature checked out, by a digest of key and
@@ -265,7 +343,7 @@ def _decode(token: str, key: bytes, leeway: float, now: float) -> dict[str, obje
     payload = _signed_payload(token, key)
     exp, nbf = payload["exp"], payload["nbf"]
     if not is_number(exp) or not is_number(nbf):  # finite, not a bool
-        raise jwt.InvalidTokenError("exp and nbf must be finite numbers")
+        raise InvalidToken("the join token's exp and nbf are not both finite numbers (seconds)")
     if now > exp + leeway:
         raise jwt.ExpiredSignatureError("expired")
     if now < nbf - leeway:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -52,6 +54,23 @@ def signed(changes: dict[str, object]) -> str:
     }
     claims.update(changes)
     return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def signed_with(key: str, header: bytes, payload: bytes) -> str:
+    """A compact JWS of these raw header and payload bytes, its HS256 signature ``key``'s."""
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    mac = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+HS256_HEADER = b'{"alg":"HS256","typ":"JWT"}'
+GOOD_PAYLOAD = json.dumps(
+    {"sub": "a", "room": "hall", "role": "speaker", "exp": NOW + 60, "nbf": NOW, "jti": "x"}
+).encode()
 
 
 # Signed, so only the claims' types and values are wrong: (name, changes, reason).
@@ -168,6 +187,63 @@ def test_only_a_bad_token_is_an_invalid_token(name: str, token: str | None, at: 
         assert isinstance(refused.value, InvalidToken)
 
 
+# Tokens of the wrong shape: (name, token, what the refusal says is wrong).
+MALFORMED = [
+    ("one part", "not-a-jwt", "three base64url parts joined by dots"),
+    ("two parts", "a.b", "three base64url parts joined by dots (header.payload.signature), not 2"),
+    ("four parts", good() + ".x", "three base64url parts joined by dots"),
+    ("header not base64url", "%%%." + good().split(".", 1)[1], "its header is not base64url"),
+    ("header not JSON", f"{b64(b'{')}." + good().split(".", 1)[1], "header is not a JSON object"),
+    ("header a list", signed_with(SECRET, b"[1]", GOOD_PAYLOAD), "header is not a JSON object"),
+    ("no alg", signed_with(SECRET, b'{"typ":"JWT"}', GOOD_PAYLOAD), "its header names no alg"),
+    (
+        "alg none",
+        signed_with(SECRET, b'{"alg":"none"}', GOOD_PAYLOAD).rpartition(".")[0] + ".",
+        "its alg is 'none', not HS256",
+    ),
+    ("alg RS256", signed_with(SECRET, b'{"alg":"RS256"}', GOOD_PAYLOAD), "'RS256', not HS256"),
+    (
+        "crit header",
+        signed_with(SECRET, b'{"alg":"HS256","crit":["exp"]}', GOOD_PAYLOAD),
+        "its header has 'crit'",
+    ),
+    (
+        "payload not base64url",
+        good().split(".")[0] + ".%%%." + good().split(".")[2],
+        "its payload is not base64url",
+    ),
+    ("signature not base64url", good() + "%", "its signature is not base64url"),
+    (
+        "payload not JSON",
+        signed_with(SECRET, HS256_HEADER, b"\xff"),
+        "payload is not a JSON object",
+    ),
+    ("payload a list", signed_with(SECRET, HS256_HEADER, b"[]"), "payload is not a JSON object"),
+    ("sub a number", signed({"sub": 7}), "subject (sub, its identity) is not a string"),
+    ("jti a number", signed({"jti": 7}), "id (jti) is not a string"),
+    ("an audience", signed({"aud": "x"}), "has an audience (aud)"),
+    ("lone surrogate", "\ud800." + good().split(".", 1)[1], "it is not ASCII"),
+    ("over 8 KB", good() + "A" * 8192, "longer than 8 KB"),
+]
+# What PyJWT says, which means nothing to the library's user.
+PYJWT_WORDS = ("segments", "padding", "Invalid", "string:", "alg value", "JWT ID", "Subject")
+
+
+@pytest.mark.parametrize(
+    ("token", "wrong"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED]
+)
+def test_a_malformed_token_is_refused_saying_what_is_wrong_in_its_shape(
+    token: str, wrong: str
+) -> None:
+    """In the library's words (PyJWT's name its internals: "Not enough segments")."""
+    with pytest.raises(InvalidToken) as refused:
+        auth.verify_token(SECRET, token, room="hall", now=NOW)
+    message = str(refused.value)
+    assert message.startswith("the join token"), message
+    assert wrong in message, message
+    assert not any(words in message for words in PYJWT_WORDS), message
+
+
 def test_a_good_token_gives_its_claims() -> None:
     claims = auth.verify_token(SECRET, good(role="moderator"), room="hall", now=NOW + 10)
     assert claims.identity == "alice" and claims.role == "moderator" and claims.room == "hall"
@@ -249,18 +325,7 @@ def test_a_token_s_signature_is_checked_once_its_times_at_every_use(
 
 
 def test_the_signed_identity_is_a_quick_look_at_a_token_the_key_made() -> None:
-    import hashlib
-    import hmac
-
-    def signed_with(key: str, header: bytes, payload: bytes) -> str:
-        def b64(raw: bytes) -> str:
-            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-        signing_input = f"{b64(header)}.{b64(payload)}"
-        mac = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{b64(mac)}"
-
-    header = b'{"alg":"HS256","typ":"JWT"}'
+    header = HS256_HEADER
     assert auth.signed_identity(SECRET, good(), room="hall") == "alice"
     assert auth.signed_identity(SECRET, good(), room="lobby") is None  # another room's
     assert auth.signed_identity(OTHER_SECRET, good(), room="hall") is None
