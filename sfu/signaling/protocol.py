@@ -267,7 +267,6 @@ def _unjoined_of(server: Server) -> set[SignalingSession]:
     sessions = _unjoined.get(server)
     if sessions is None:
         sessions = _unjoined[server] = set()
-        # (The set, not the server: the table's value must not hold its key.)
         server._close_callbacks.append(functools.partial(_close_unjoined, sessions))
     return sessions
 
