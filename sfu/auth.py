@@ -93,8 +93,22 @@ def grants_of(role: str) -> frozenset[Grant]:
 
 
 def check_secret(secret: str | bytes) -> bytes:
-    """The HMAC key of ``secret``; :class:`~sfu.errors.InvalidSetting` if it is too short."""
-    return _key(secret)
+    """The HMAC key of ``secret``; :class:`~sfu.errors.InvalidSetting` if it
+    is too short, or is a public/private key or certificate (PEM, SSH, DER),
+    which PyJWT refuses as an HS256 secret at every token."""
+    key = _key(secret)
+    try:
+        _HS256.prepare_key(key)
+    except jwt.InvalidKeyError:
+        raise InvalidSetting(_NOT_A_SECRET) from None
+    return key
+
+
+#: Why a key PyJWT refuses as an HMAC secret is refused here too.
+_NOT_A_SECRET = (
+    "a token secret must be random bytes, not a public or private key or a certificate"
+    " (PEM, SSH or DER): HS256 tokens are signed with a shared secret"
+)
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -156,7 +170,10 @@ def issue_token(
         "exp": int(issued + ttl),
         "jti": secrets.token_urlsafe(12),
     }
-    return jwt.encode(payload, _key(secret), algorithm=ALGORITHM)
+    try:
+        return jwt.encode(payload, _key(secret), algorithm=ALGORITHM)
+    except jwt.InvalidKeyError:
+        raise InvalidSetting(_NOT_A_SECRET) from None
 
 
 #: PyJWT's own HS256 (the ALGORITHM tokens are signed with), for the quick look.
@@ -230,6 +247,8 @@ def verify_token(
         ) from None
     except jwt.MissingRequiredClaimError as exc:
         raise InvalidToken(f"the join token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidKeyError:  # the secret's fault, not the token's
+        raise InvalidSetting(_NOT_A_SECRET) from None
     except jwt.InvalidTokenError:
         # PyJWT's words name its internals ("Not enough segments"): say what
         # is wrong in the token itself.

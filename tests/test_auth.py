@@ -11,6 +11,7 @@ import time
 import jwt
 import pytest
 
+import sfu
 from sfu import auth
 from sfu.errors import InvalidSetting, InvalidToken, NotAllowed
 
@@ -289,6 +290,24 @@ def test_issue_validates(arguments: dict[str, object]) -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(InvalidSetting, match="32 bytes"):
         auth.issue_token("short", room="hall", identity="a")
+
+
+#: What a backend may paste by mistake: a key where a shared secret belongs.
+PEM_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----\n"
+
+
+def test_a_key_or_certificate_as_the_secret_is_refused_as_a_setting() -> None:
+    """PyJWT refuses a PEM/SSH key as an HS256 secret at every token, with an
+    exception of its own: refused at once as the backend's mistake."""
+    with pytest.raises(InvalidSetting, match="not a public or private key"):
+        auth.check_secret(PEM_PUBLIC_KEY)
+    with pytest.raises(InvalidSetting, match="not a public or private key"):
+        auth.issue_token(PEM_PUBLIC_KEY, room="hall", identity="a")
+    token = auth.issue_token(SECRET, room="hall", identity="a")
+    with pytest.raises(InvalidSetting, match="not a public or private key"):
+        auth.verify_token(PEM_PUBLIC_KEY, token, room="hall")
+    with pytest.raises(InvalidSetting, match="not a public or private key"):
+        sfu.Server(token_secret=PEM_PUBLIC_KEY)
 
 
 def test_a_token_s_signature_is_checked_once_its_times_at_every_use(
