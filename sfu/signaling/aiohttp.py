@@ -46,7 +46,7 @@ from ..transport.sdp import MAX_OFFER_SIZE
 from ..transport.server import Server
 from . import STATIC_DIR
 from .metrics import render_metrics
-from .protocol import MAX_MESSAGE, SignalingSession
+from .protocol import CLOSE_GOING_AWAY, MAX_MESSAGE, SignalingSession
 
 __all__ = [
     "STATIC_DIR",
@@ -181,13 +181,16 @@ class SignalingHandler:
             await session.serve(receive)
         finally:
             self.sessions.discard(session)
-            await session.close(1001, "signaling connection closed")
+            await session.close(CLOSE_GOING_AWAY, "signaling connection closed")
         return ws
 
     async def close_all(self, *_: object) -> None:
         """Close every open connection (1001 "going away"); their members leave."""
         await asyncio.gather(
-            *(session.close(1001, "server shutting down") for session in list(self.sessions)),
+            *(
+                session.close(CLOSE_GOING_AWAY, "server shutting down")
+                for session in list(self.sessions)
+            ),
             return_exceptions=True,
         )
 

@@ -136,7 +136,7 @@ CLOSE_LEFT = 1000
 CLOSE_FLOOD = 1008  # policy violation (RFC 6455 7.4.1): refused frames kept coming
 CLOSE_NO_JOIN = 1008  # the same: no join within JOIN_DEADLINE
 CLOSE_INTERNAL_ERROR = 1011  # the server failed handling a frame (RFC 6455 7.4.1)
-CLOSE_GOING_AWAY = 1001  # the server closed (RFC 6455 7.4.1), told to one not joined
+CLOSE_GOING_AWAY = 1001  # "going away" (RFC 6455 7.4.1): the socket or the server closed
 #: The reason a connection not joined is closed with when its server closes.
 SERVER_CLOSED = "server closed"
 
@@ -425,7 +425,7 @@ class SignalingSession:
                     if frame is None:
                         # Gone while its frame is handled: a join waiting its turn
                         # ends here, before it makes a member nobody would hear from.
-                        await self.close(1001, "signaling connection closed")
+                        await self.close(CLOSE_GOING_AWAY, "signaling connection closed")
                     # In order: the frame before this one first. (Waited, not
                     # awaited: a send given up on cancels its handling.)
                     await asyncio.wait((handling,))
@@ -448,7 +448,7 @@ class SignalingSession:
             finally:
                 # Also when a second cancellation ends that wait: the member
                 # must not outlive its connection.
-                await self.close(1001, "signaling connection closed")
+                await self.close(CLOSE_GOING_AWAY, "signaling connection closed")
 
     def _leave_unjoined(self) -> None:
         """Joined or closed: no longer among the connections its server's close ends."""
