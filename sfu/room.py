@@ -75,6 +75,13 @@ DEMOTED_REJOIN_GRACE = 60.0
 MODERATOR_REJOIN_GRACE = 60.0
 
 
+def check_policy_for(server: Server, policy: RoomPolicy) -> None:
+    """InvalidSetting if ``server`` cannot hold a room of ``policy``: a
+    private room needs join tokens, so a ``token_secret``."""
+    if policy.private and server.token_secret is None:
+        raise InvalidSetting("a private room needs tokens: create the Server with token_secret=...")
+
+
 class Room:
     """A named audio room: its members, their roles, moderation, events.
 
@@ -95,10 +102,7 @@ class Room:
                 f"a room name must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
                 f"got {name!r:.60}"
             )
-        if policy.private and server.token_secret is None:
-            raise InvalidSetting(
-                "a private room needs tokens: create the Server with token_secret=..."
-            )
+        check_policy_for(server, policy)
         self.server = server
         self.name = name
         self.policy = policy

@@ -41,7 +41,7 @@ from ..gate import check_claims_before_room, joining_via, replacing
 from ..media.livestream import live_stream_handler, live_streams
 from ..participant import Participant
 from ..policy import RoomSettings, policy_of
-from ..room import Room
+from ..room import Room, check_policy_for
 from ..transport.sdp import MAX_OFFER_SIZE
 from ..transport.server import Server
 from . import STATIC_DIR
@@ -105,12 +105,7 @@ def _room_factory(
     # Checked when mounted: a misspelt or wrong setting is the backend's
     # mistake, not refused to each client whose join would make a room.
     if room_settings is not None:
-        policy = policy_of(room_settings)
-        if policy.private and server.token_secret is None:
-            raise InvalidSetting(
-                "room_settings make private rooms, which need tokens: "
-                "create the Server with token_secret=..."
-            )
+        check_policy_for(server, policy_of(room_settings))
 
     def factory(name: str) -> Room | None:
         room = server.get_room(name)
