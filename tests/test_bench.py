@@ -518,3 +518,33 @@ async def test_the_speed_probe_samples_the_window_it_ran_in() -> None:
     median = probe.median_us(start, end)
     assert median is not None and 20 < median < 5_000
     assert probe.median_us(end + 1, end + 2) is None
+
+
+def test_offer_burst_answers_a_crowd_written_at_once_and_times_the_loop(tmp_path: Any) -> None:
+    """bench/offer_burst.py: every offer written at once on a kept connection
+    is answered, the crowd reaches its handlers together (more than one
+    begun in an iteration), and the longest iteration is recorded."""
+    import glob
+    import json
+    import subprocess
+
+    env = {**os.environ, "SFU_BENCH_RESULTS": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "offer_burst.py"), "--offers", "40", "--rounds", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    [path] = glob.glob(os.path.join(str(tmp_path), "offer_burst-*.json"))
+    with open(path) as f:
+        result = json.load(f)
+    assert len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert run["answered_200"] == 40, run
+        assert run["most_handlers_begun_in_one_iteration"] > 1, run
+        assert 0 < run["longest_iteration_ms"] < 10_000, run
+        assert run["loop_us_per_offer"] == pytest.approx(
+            run["longest_iteration_ms"] * 1000 / 40, rel=0.01
+        )
