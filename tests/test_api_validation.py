@@ -309,3 +309,47 @@ async def test_bans_of_absent_people_are_bounded_in_size_and_number(
         room.unban("a")
         await room.remove("d", ban=True)
         assert room.is_banned("d") and not room.is_banned("a")
+
+
+@pytest.mark.parametrize("adapter", ["add_signaling", "add_whip_whep"])
+async def test_the_adapters_make_rooms_with_the_settings_they_checked(adapter: str) -> None:
+    """The room a join makes has the ``room_settings`` checked when the
+    adapter was mounted: a change to the caller's dict afterwards (a value
+    the check would refuse too) does not reach it. Real joins over 127.0.0.1."""
+    import aiohttp
+
+    from .sites import start_site
+
+    settings: dict[str, object] = {"slots": 2}
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        app = web.Application()
+        mount = add_signaling if adapter == "add_signaling" else add_whip_whep
+        mount(app, server, room_settings=settings)  # type: ignore[arg-type]
+        settings["slots"] = 99  # out of range
+        settings["private"] = "yes"  # not a bool
+        runner, port = await start_site(app)
+        token = auth.issue_token(SECRET, room="hall", identity="ada", role="listener")
+        try:
+            async with aiohttp.ClientSession() as http:
+                if adapter == "add_signaling":
+                    async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                        await ws.send_json(
+                            {"type": "join", "room": "hall", "token": token, "offer": LISTENER}
+                        )
+                        reply = await asyncio.wait_for(ws.receive_json(), 10)
+                        assert reply["type"] == "joined", reply
+                        assert reply["slots"] == 2
+                else:
+                    async with http.post(
+                        f"http://127.0.0.1:{port}/rooms/hall/whep",
+                        data=LISTENER,
+                        headers={
+                            "Content-Type": "application/sdp",
+                            "Authorization": f"Bearer {token}",
+                        },
+                    ) as response:
+                        assert response.status == 201, await response.text()
+            room = server.rooms["hall"]
+            assert room.policy.slots == 2 and room.policy.private is False
+        finally:
+            await runner.cleanup()

@@ -106,6 +106,9 @@ def _room_factory(
     # mistake, not refused to each client whose join would make a room.
     if room_settings is not None:
         check_policy_for(server, policy_of(room_settings))
+        # A copy: the settings checked here are the ones every room gets, not
+        # whatever the caller's dict holds when a join makes one.
+        room_settings = RoomSettings(**room_settings)
 
     def factory(name: str) -> Room | None:
         room = server.get_room(name)
@@ -203,7 +206,8 @@ def websocket_handler(
     ``room_settings``, :class:`~sfu.policy.RoomPolicy` fields; give it
     ``close_when_empty`` so that rooms named once do not stay for ever);
     otherwise it is refused with ``not_found``. ``room_settings`` are
-    checked here: :class:`~sfu.errors.InvalidSetting` for an unknown or
+    checked and copied here (a later change to the dict does not reach the
+    rooms): :class:`~sfu.errors.InvalidSetting` for an unknown or
     invalid one, or ``private`` on a server without a ``token_secret``.
 
     ``compress``: agree to permessage-deflate when the client offers it
@@ -426,7 +430,7 @@ def add_whip_whep(
     room is made. A room made for a POST that is then refused otherwise (a
     bad offer, capacity) is closed again; rooms made by successful joins
     stay unless ``room_settings`` has ``close_when_empty`` (the settings are
-    checked here, as :func:`websocket_handler` does:
+    checked and copied here, as :func:`websocket_handler` does:
     :class:`~sfu.errors.InvalidSetting`). A resource answers only at
     its own URL (room and kind), and only while its session lasts (one the
     server ended answers 404, as after a DELETE).
