@@ -210,11 +210,17 @@ class Moderation:
         finally:
             counts[participant.can_publish] += 1
 
-    def demote(self, identity: str, by: str | None) -> Participant:
+    def demote(self, identity: str, by: str | None, role: Role = "listener") -> Participant:
+        if role not in ("listener", "speaker"):
+            raise InvalidSetting(
+                f"demote to 'listener' or 'speaker', got {shown(role)}; use promote() for 'moderator'"
+            )
         self.check_open()
         self.check_actor(by)
         room = self.room
         participant = room[identity]
+        if role == "speaker":
+            return self._step_down(participant, by)
         # Anyone but a plain listener: a listener with `moderate` (a moderator
         # listening, e.g. through WHEP) only loses the grant, keeping its media.
         if not participant.can_publish and participant.role == "listener":
@@ -239,6 +245,31 @@ class Moderation:
             _actor(by),
         )
         room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
+        room._listing.role_changed(room.server.loop, participant, was_in_audience)
+        return participant
+
+    def _step_down(self, participant: Participant, by: str | None) -> Participant:
+        """A moderator on the stage made a speaker: it loses ``moderate`` (for
+        its rejoins too, as a demotion's) and keeps its seat and sending line."""
+        room = self.room
+        identity = participant.identity
+        if not participant.is_moderator:
+            return participant  # a speaker already, or a plain listener: nothing to take
+        if not participant.can_publish:
+            raise InvalidSetting(
+                f"{identity!r} moderates from the audience: demote it to 'listener' to take "
+                "its 'moderate' grant (a step down to 'speaker' keeps a moderator on the stage)"
+            )
+        was_in_audience = room._listing.in_audience(participant)
+        self._change_role(participant, "speaker", grants_of("speaker"))
+        room._decisions.of(identity).update(role="speaker", moderate=False, role_by_itself=False)
+        logger.info(
+            "%s stepped down to speaker in room %r by %s",
+            shown(identity),
+            room.name,
+            _actor(by),
+        )
+        room._emit(RoleChanged(room.name, identity, "speaker", by, renegotiate=False))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
         return participant
 

@@ -363,8 +363,19 @@ class Room:
         """
         return self._moderation.promote(identity, role, by)
 
-    async def demote(self, identity: str, *, by: str | None = None) -> Participant:
+    async def demote(
+        self, identity: str, *, role: Role = "listener", by: str | None = None
+    ) -> Participant:
         """Send a speaker back to the audience: silent from its next packet on.
+
+        ``role="speaker"`` takes only a moderator's ``moderate`` grant: it
+        stays on the stage, speaking, with no renegotiation (its
+        :class:`~sfu.events.RoleChanged` says ``speaker``,
+        ``renegotiate=False``); the grant stays gone across its rejoins, as
+        a demotion's. A member without the grant is returned as it is; a
+        moderator seated in the audience (role ``listener`` with
+        ``moderate``) raises :class:`~sfu.errors.InvalidSetting`: demote it
+        to ``listener`` to take the grant.
 
         Never refused for capacity: the audience may go past ``max_listeners``
         by the people taken off the stage. A moderator demoted loses the
@@ -377,10 +388,11 @@ class Room:
 
         Raises :class:`~sfu.errors.NotAllowed` for a ``by`` without the
         ``moderate`` grant, :class:`~sfu.errors.NotFound`,
-        :class:`~sfu.errors.InvalidSetting` (not an identity) and
+        :class:`~sfu.errors.InvalidSetting` (not an identity, a ``role``
+        other than ``listener`` or ``speaker``) and
         :class:`~sfu.errors.RoomClosed`.
         """
-        return self._moderation.demote(identity, by)
+        return self._moderation.demote(identity, by, role)
 
     async def mute(self, identity: str, *, by: str | None = None) -> None:
         """Server-side mute: the speaker's packets are not forwarded and do not rank.

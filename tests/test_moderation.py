@@ -631,3 +631,67 @@ async def test_a_removed_member_neither_hears_nor_is_heard_on_its_old_path() -> 
             for path in paths:
                 path.close()
             await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_a_moderator_stepped_down_to_speaker_keeps_the_stage_and_is_still_heard() -> None:
+    """``demote(role="speaker")`` takes only the ``moderate`` grant: the
+    member stays on the stage, heard, asked for no new offer; it may no
+    longer moderate, and a rejoin with its moderator token brings it back a
+    speaker. ``promote(role="moderator")`` gives the grant again."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("panel")
+        events = room.events()
+        mod_token = auth.issue_token(SECRET, room="panel", identity="mia", role="moderator")
+        mia = await join_with_token(room, mod_token, speaker=True)
+        lou = await join(room, "lou", speaker=False)
+        try:
+            member = room["mia"]
+            await member.wait_connected(10)
+            await wait_for(lambda: heard_from(lou, member.csrc) >= 10, 10, "mia heard")
+            # Not a role demote() steps down to; nothing changed.
+            with pytest.raises(sfu.InvalidSetting, match="'listener' or 'speaker'"):
+                await room.demote("mia", role="moderator")
+            assert member.is_moderator
+
+            assert await room.demote("mia", role="speaker", by="mia") is member
+            assert member.role == "speaker" and not member.is_moderator and member.can_publish
+            changed = await drain(events, sfu.RoleChanged)
+            assert changed == sfu.RoleChanged("panel", "mia", "speaker", "mia", renegotiate=False)
+            heard = heard_from(lou, member.csrc)
+            await wait_for(lambda: heard_from(lou, member.csrc) > heard + 10, 5, "still heard")
+            with pytest.raises(sfu.NotAllowed):
+                await room.mute("lou", by="mia")
+            # A speaker has no grant to take: nothing changes, nothing is told.
+            assert await room.demote("mia", role="speaker") is member
+            assert member.role == "speaker"
+
+            await mia.close()
+            await wait_for(lambda: "mia" not in room.participants, 5, "mia gone")
+            mia = await join_with_token(room, mod_token, speaker=True)
+            back = room["mia"]
+            assert back.role == "speaker" and not back.is_moderator and back.can_publish
+
+            await room.promote("mia", role="moderator")
+            assert back.role == "moderator" and back.is_moderator
+        finally:
+            await asyncio.gather(mia.close(), lou.close())
+
+
+async def test_a_moderator_seated_in_the_audience_is_not_stepped_down_to_speaker() -> None:
+    """Stepping down to speaker keeps a moderator on the stage; one in the
+    audience (a listener holding ``moderate``) is refused, unchanged, and
+    ``demote()`` to listener takes its grant."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("panel")
+        token = auth.issue_token(SECRET, room="panel", identity="mod", role="moderator")
+        mod = await join_with_token(room, token, role="listener")
+        try:
+            member = room["mod"]
+            assert member.role == "listener" and member.is_moderator
+            with pytest.raises(sfu.InvalidSetting, match="moderates from the audience"):
+                await room.demote("mod", role="speaker")
+            assert member.role == "listener" and member.is_moderator
+            await room.demote("mod")
+            assert not member.is_moderator
+        finally:
+            await mod.close()

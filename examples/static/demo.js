@@ -302,6 +302,8 @@ document.addEventListener("click", (event) => {
     promote: () => client.promote(identity),
     "take-stage": () => client.promote(identity, "moderator"),
     demote: () => client.demote(identity),
+    "make-moderator": () => client.promote(identity, "moderator"),
+    "step-down": () => client.demote(identity, "speaker"),
     mute: () => client.muteParticipant(identity, true),
     unmute: () => client.muteParticipant(identity, false),
     // No reason: the page has no field for one (the library's default says
@@ -453,6 +455,8 @@ function render() {
           // A moderator lifts only a moderator's mute; a self-muted speaker may
           // still be muted by one (then it cannot unmute itself).
           actions.push(m.moderatorMuted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
+          if (m.role === "speaker") actions.push(["make-moderator", "Make moderator"]);
+          else if (m.role === "moderator") actions.push(["step-down", "Remove as moderator"]);
           actions.push(["demote", "To audience"]);
         }
         actions.push(["remove", "Remove"]);

@@ -776,7 +776,12 @@ class SignalingSession:
     async def _demote(self, message: dict[str, Any]) -> dict[str, Any]:
         participant = self.participant
         assert participant is not None
-        await participant.room.demote(field(message, "identity", str), by=participant.identity)
+        role = field(message, "role", str, required=False, default="listener")
+        if role not in ("listener", "speaker"):
+            raise ProtocolError("bad_message", "'role' must be 'listener' or 'speaker'")
+        await participant.room.demote(
+            field(message, "identity", str), role=role, by=participant.identity
+        )
         return {"type": "ok"}
 
     async def _mute_participant(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -295,6 +295,23 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
         "() => !document.querySelector('.person[data-speaking=\"true\"]')", timeout=10000
     )
 
+    # Made a moderator, then only that taken back: still on the stage, its
+    # microphone kept, its moderator's menu gone.
+    await moderate(mod, "lis1", "make-moderator")
+    await wait_attribute(lis1, person("lis1"), "data-role", "moderator")
+    await wait_for(lambda: room["lis1"].is_moderator, 10, "lis1 moderates")
+    await moderate(mod, "lis1", "step-down")
+    await asyncio.gather(
+        *(
+            wait_attribute(page, f"#stage {person('lis1')}", "data-role", "speaker")
+            for page in everyone
+        )
+    )
+    assert (room["lis1"].role, room["lis1"].is_moderator) == ("speaker", False)
+    assert await lis1.evaluate(
+        "window.demo.client.micStream !== null && !window.demo.client.isModerator"
+    )
+
     # Demote lis1: back in the audience, its microphone stopped and its first line recvonly again.
     await moderate(mod, "lis1", "demote")
     await asyncio.gather(

@@ -186,6 +186,22 @@ async def test_join_moderate_and_leave(app: App) -> None:
         assert error["code"] == "not_allowed"
         assert app.server.rooms["hall"]["bob"].moderator_muted
         await mod.request({"type": "mute_participant", "identity": "bob", "muted": False})
+        # Made a moderator, then only that taken back: on the stage, no offer asked.
+        await mod.request({"type": "promote", "identity": "bob", "role": "moderator"})
+        assert (await bob.expect("role_changed"))["role"] == "moderator"
+        await mod.request({"type": "demote", "identity": "bob", "role": "speaker"})
+        assert await bob.expect("role_changed") == {
+            "type": "role_changed",
+            "identity": "bob",
+            "role": "speaker",
+            "by": "mod",
+            "renegotiate": False,
+            "grants": ["publish", "subscribe"],
+        }
+        error = await mod.request(
+            {"type": "demote", "identity": "bob", "role": "moderator"}, "error"
+        )
+        assert error["code"] == "bad_message"
         await mod.request({"type": "demote", "identity": "bob"})
         assert (await bob.expect("role_changed"))["role"] == "listener"
 

@@ -1165,8 +1165,10 @@ export class SfuClient {
     return this._command("promote", { identity, role });
   }
 
-  demote(identity) {
-    return this._command("demote", { identity });
+  /** role "listener" (the default): off the stage; "speaker": a moderator
+   * keeps its seat and microphone and loses only its moderator's rights. */
+  demote(identity, role = "listener") {
+    return this._command("demote", { identity, role });
   }
 
   muteParticipant(identity, muted = true) {
