@@ -257,12 +257,19 @@ class Moderation:
             return participant  # a speaker already, or a plain listener: nothing to take
         if not participant.can_publish:
             raise InvalidSetting(
-                f"{identity!r} moderates from the audience: demote it to 'listener' to take "
-                "its 'moderate' grant (a step down to 'speaker' keeps a moderator on the stage)"
+                f"{identity!r} moderates without speaking (seated in the audience, or its token "
+                "does not grant 'publish'): demote it to 'listener' to take its 'moderate' grant"
             )
         was_in_audience = room._listing.in_audience(participant)
         self._change_role(participant, "speaker", grants_of("speaker"))
-        room._decisions.of(identity).update(role="speaker", moderate=False, role_by_itself=False)
+        decision = room._decisions.of(identity)
+        # Only the grant is taken: a rejoin gets what its token (or an earlier
+        # promotion, now to speaker, whoever made it) gives, less `moderate`.
+        # Recording a role here would seat it on the stage with a token that
+        # does not let it speak.
+        decision["moderate"] = False
+        if decision.get("role") is not None:
+            decision["role"] = "speaker"
         logger.info(
             "%s stepped down to speaker in room %r by %s",
             shown(identity),

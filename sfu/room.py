@@ -371,11 +371,15 @@ class Room:
         ``role="speaker"`` takes only a moderator's ``moderate`` grant: it
         stays on the stage, speaking, with no renegotiation (its
         :class:`~sfu.events.RoleChanged` says ``speaker``,
-        ``renegotiate=False``); the grant stays gone across its rejoins, as
-        a demotion's. A member without the grant is returned as it is; a
-        moderator seated in the audience (role ``listener`` with
-        ``moderate``) raises :class:`~sfu.errors.InvalidSetting`: demote it
-        to ``listener`` to take the grant.
+        ``renegotiate=False``). The grant stays gone across its rejoins, as
+        a demotion's; a rejoin otherwise gets what its token (or an earlier
+        promotion, now to ``speaker``) gives, as a speaker's would: a
+        moderator's token comes back a speaker, refused by a full stage
+        like one. A member without the grant is returned as it is, with no
+        event; a moderator that cannot publish (seated in the audience, or
+        its token does not grant ``publish``) raises
+        :class:`~sfu.errors.InvalidSetting`: demote it to ``listener`` to
+        take the grant.
 
         Never refused for capacity: the audience may go past ``max_listeners``
         by the people taken off the stage. A moderator demoted loses the

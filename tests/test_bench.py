@@ -545,6 +545,4 @@ def test_offer_burst_answers_a_crowd_written_at_once_and_times_the_loop(tmp_path
         assert run["answered_200"] == 40, run
         assert run["most_handlers_begun_in_one_iteration"] > 1, run
         assert 0 < run["longest_iteration_ms"] < 10_000, run
-        assert run["loop_us_per_offer"] == pytest.approx(
-            run["longest_iteration_ms"] * 1000 / 40, rel=0.01
-        )
+        assert run["handlers_begun_in_it"] <= run["most_handlers_begun_in_one_iteration"], run

@@ -636,12 +636,28 @@ async def test_a_removed_member_neither_hears_nor_is_heard_on_its_old_path() -> 
 async def test_a_moderator_stepped_down_to_speaker_keeps_the_stage_and_is_still_heard() -> None:
     """``demote(role="speaker")`` takes only the ``moderate`` grant: the
     member stays on the stage, heard, asked for no new offer; it may no
-    longer moderate, and a rejoin with its moderator token brings it back a
-    speaker. ``promote(role="moderator")`` gives the grant again."""
+    longer moderate. The grant stays gone when it rejoins, and nothing else
+    is decided for it: its moderator's token brings it back a speaker, a
+    listener's token a listener. ``promote(role="moderator")`` gives the
+    grant again."""
+
+    async def role_changes(events: sfu.EventStream, seconds: float) -> list[sfu.RoomEvent]:
+        seen: list[sfu.RoomEvent] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = await events.next(left)
+            except asyncio.TimeoutError:
+                break
+            if isinstance(event, sfu.RoleChanged):
+                seen.append(event)
+        return seen
+
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("panel")
         events = room.events()
         mod_token = auth.issue_token(SECRET, room="panel", identity="mia", role="moderator")
+        listener_token = auth.issue_token(SECRET, room="panel", identity="mia", role="listener")
         mia = await join_with_token(room, mod_token, speaker=True)
         lou = await join(room, "lou", speaker=False)
         try:
@@ -664,9 +680,14 @@ async def test_a_moderator_stepped_down_to_speaker_keeps_the_stage_and_is_still_
             # A speaker has no grant to take: nothing changes, nothing is told.
             assert await room.demote("mia", role="speaker") is member
             assert member.role == "speaker"
+            assert await role_changes(events, 0.3) == []
 
             await mia.close()
             await wait_for(lambda: "mia" not in room.participants, 5, "mia gone")
+            mia = await join_with_token(room, listener_token)
+            assert room["mia"].role == "listener" and not room["mia"].can_publish
+            await room["mia"].close("left")  # as the signaling's `leave` does
+            await mia.close()
             mia = await join_with_token(room, mod_token, speaker=True)
             back = room["mia"]
             assert back.role == "speaker" and not back.is_moderator and back.can_publish
@@ -688,7 +709,7 @@ async def test_a_moderator_seated_in_the_audience_is_not_stepped_down_to_speaker
         try:
             member = room["mod"]
             assert member.role == "listener" and member.is_moderator
-            with pytest.raises(sfu.InvalidSetting, match="moderates from the audience"):
+            with pytest.raises(sfu.InvalidSetting, match="moderates without speaking"):
                 await room.demote("mod", role="speaker")
             assert member.role == "listener" and member.is_moderator
             await room.demote("mod")

@@ -296,7 +296,7 @@ async def test_demo_room_in_six_tabs(new_page: NewPage, demo: Demo) -> None:
     )
 
     # Made a moderator, then only that taken back: still on the stage, its
-    # microphone kept, its moderator's menu gone.
+    # microphone kept, no longer a moderator in its own page either.
     await moderate(mod, "lis1", "make-moderator")
     await wait_attribute(lis1, person("lis1"), "data-role", "moderator")
     await wait_for(lambda: room["lis1"].is_moderator, 10, "lis1 moderates")
