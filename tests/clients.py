@@ -122,7 +122,8 @@ class Client:
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:
-    """``pc.close()``, and stop the ICE consent task that close() can miss.
+    """``pc.close()``, and stop the ICE consent task and the receivers' RTCP
+    tasks that close() can miss.
 
     aioice starts its consent task when ``connect()`` resumes after ICE
     completes; a close() that runs in between finds no task to stop, and
@@ -134,7 +135,27 @@ async def close_peer(pc: RTCPeerConnection) -> None:
         for transceiver in pc.getTransceivers()
         if transceiver.sender.transport is not None
     ]
+    # Its connect task, if one runs: a DTLS handshake that completed just
+    # before the close lets it go on to start a receiver (and its RTCP task)
+    # after the close stopped them all.
+    connecting = [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "") == "RTCPeerConnection.__connect"
+        and getattr(getattr(task.get_coro(), "cr_frame", None), "f_locals", {}).get("self") is pc
+    ]
     await pc.close()
+    if connecting:
+        await asyncio.wait(connecting, timeout=2.0)
+    for transceiver in pc.getTransceivers():
+        rtcp = getattr(transceiver.receiver, "_RTCRtpReceiver__rtcp_task", None)
+        if rtcp is not None and not rtcp.done():
+            rtcp.cancel()
+            try:
+                await rtcp
+            except asyncio.CancelledError:
+                pass
     # ICE may have completed just before the close while connect() was still in
     # its 20 ms check loop: it then takes ICE_COMPLETED from its queue later and
     # starts the consent task. Wait (bounded) until it has taken it.
