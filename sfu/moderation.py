@@ -172,15 +172,7 @@ class Moderation:
             decision.pop("moderate", None)  # a demotion's revocation ends
         # The hand was answered: everyone watching the hands sees it go down.
         self.drop_hand(identity, by)
-        logger.info(
-            "%s promoted to %s in room %r by %s",
-            shown(identity),
-            role,
-            room.name,
-            _actor(by),
-        )
-        room._emit(RoleChanged(room.name, identity, role, by, renegotiate=needs_offer))
-        room._listing.role_changed(room.server.loop, participant, was_in_audience)
+        self._announce(participant, f"promoted to {role}", by, needs_offer, was_in_audience)
         return participant
 
     def _check_self_promotion(self, participant: Participant, role: Role) -> None:
@@ -238,14 +230,7 @@ class Moderation:
         room._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
-        logger.info(
-            "%s demoted in room %r by %s",
-            shown(identity),
-            room.name,
-            _actor(by),
-        )
-        room._emit(RoleChanged(room.name, identity, "listener", by, renegotiate=renegotiate))
-        room._listing.role_changed(room.server.loop, participant, was_in_audience)
+        self._announce(participant, "demoted", by, renegotiate, was_in_audience)
         return participant
 
     def _step_down(self, participant: Participant, by: str | None) -> Participant:
@@ -270,15 +255,28 @@ class Moderation:
         decision["moderate"] = False
         if decision.get("role") is not None:
             decision["role"] = "speaker"
-        logger.info(
-            "%s stepped down to speaker in room %r by %s",
-            shown(identity),
-            room.name,
-            _actor(by),
-        )
-        room._emit(RoleChanged(room.name, identity, "speaker", by, renegotiate=False))
-        room._listing.role_changed(room.server.loop, participant, was_in_audience)
+        self._announce(participant, "stepped down to speaker", by, False, was_in_audience)
         return participant
+
+    def _announce(
+        self,
+        participant: Participant,
+        change: str,
+        by: str | None,
+        renegotiate: bool,
+        was_in_audience: bool,
+    ) -> None:
+        """Log a role change, tell the room, and update the roster's listing."""
+        room = self.room
+        logger.info(
+            "%s %s in room %r by %s", shown(participant.identity), change, room.name, _actor(by)
+        )
+        room._emit(
+            RoleChanged(
+                room.name, participant.identity, participant.role, by, renegotiate=renegotiate
+            )
+        )
+        room._listing.role_changed(room.server.loop, participant, was_in_audience)
 
     # -- mutes and removals ------------------------------------------------------------
 

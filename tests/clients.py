@@ -149,13 +149,7 @@ async def close_peer(pc: RTCPeerConnection) -> None:
     if connecting:
         await asyncio.wait(connecting, timeout=2.0)
     for transceiver in pc.getTransceivers():
-        rtcp = getattr(transceiver.receiver, "_RTCRtpReceiver__rtcp_task", None)
-        if rtcp is not None and not rtcp.done():
-            rtcp.cancel()
-            try:
-                await rtcp
-            except asyncio.CancelledError:
-                pass
+        await _cancel(getattr(transceiver.receiver, "_RTCRtpReceiver__rtcp_task", None))
     # ICE may have completed just before the close while connect() was still in
     # its 20 ms check loop: it then takes ICE_COMPLETED from its queue later and
     # starts the consent task. Wait (bounded) until it has taken it.
@@ -169,15 +163,20 @@ async def close_peer(pc: RTCPeerConnection) -> None:
     await asyncio.sleep(0)
     for connection in connections:
         # Newer aioice names it _query_consent_task.
-        handle = getattr(connection, "_query_consent_task", None) or getattr(
-            connection, "_query_consent_handle", None
+        await _cancel(
+            getattr(connection, "_query_consent_task", None)
+            or getattr(connection, "_query_consent_handle", None)
         )
-        if handle is not None and not handle.done():
-            handle.cancel()
-            try:
-                await handle
-            except asyncio.CancelledError:
-                pass
+
+
+async def _cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel ``task`` if it still runs, and wait for it to end."""
+    if task is not None and not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
 
 def _record_sent(client: Client) -> None:
