@@ -10,7 +10,7 @@ import collections
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from ._values import is_int
@@ -127,6 +127,11 @@ class RoleChanged(RoomEvent):
     role: Role
     by: str | None
     renegotiate: bool
+    #: It holds the ``moderate`` grant after the change. Not always
+    #: ``role == "moderator"``: a moderator seated in the audience (a full
+    #: stage) is a ``"listener"`` that moderates, and one invited on the
+    #: stage as ``"speaker"`` keeps moderating.
+    moderates: bool = field(kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -402,5 +402,14 @@ class Gate:
             room._emit_mute(participant, None)
         room._listing.joined(room.server.loop, participant)
         if must_offer:
-            room._emit(RoleChanged(room.name, identity, role, None, renegotiate=True))
+            room._emit(
+                RoleChanged(
+                    room.name,
+                    identity,
+                    role,
+                    None,
+                    renegotiate=True,
+                    moderates=participant.is_moderator,
+                )
+            )
         return participant

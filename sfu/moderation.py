@@ -273,7 +273,12 @@ class Moderation:
         )
         room._emit(
             RoleChanged(
-                room.name, participant.identity, participant.role, by, renegotiate=renegotiate
+                room.name,
+                participant.identity,
+                participant.role,
+                by,
+                renegotiate=renegotiate,
+                moderates=participant.is_moderator,
             )
         )
         room._listing.role_changed(room.server.loop, participant, was_in_audience)

@@ -368,7 +368,14 @@ class Participant:
         self._offer_asked_as_listener = False
         if must_offer:
             self.room._emit(
-                RoleChanged(self.room.name, self.identity, self.role, None, renegotiate=True)
+                RoleChanged(
+                    self.room.name,
+                    self.identity,
+                    self.role,
+                    None,
+                    renegotiate=True,
+                    moderates=self.is_moderator,
+                )
             )
         return answer
 

@@ -672,7 +672,9 @@ async def test_a_moderator_stepped_down_to_speaker_keeps_the_stage_and_is_still_
             assert await room.demote("mia", role="speaker", by="mia") is member
             assert member.role == "speaker" and not member.is_moderator and member.can_publish
             changed = await drain(events, sfu.RoleChanged)
-            assert changed == sfu.RoleChanged("panel", "mia", "speaker", "mia", renegotiate=False)
+            assert changed == sfu.RoleChanged(
+                "panel", "mia", "speaker", "mia", renegotiate=False, moderates=False
+            )
             heard = heard_from(lou, member.csrc)
             await wait_for(lambda: heard_from(lou, member.csrc) > heard + 10, 5, "still heard")
             with pytest.raises(sfu.NotAllowed):

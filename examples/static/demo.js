@@ -430,22 +430,26 @@ function render() {
   const stage = $("#stage");
   const audience = $("#audience");
   const members = [...c.roster.values()];
+  // Shown by what it may do: a speaker that moderates (invited on the stage
+  // from a moderator's seat in the audience) is one of the stage's moderators.
+  const shownRole = (m) => (m.role === "speaker" && m.moderates ? "moderator" : m.role);
   const onStage = members
     .filter((m) => m.role !== "listener")
-    .sort((a, b) => (a.role === "moderator" ? 0 : 1) - (b.role === "moderator" ? 0 : 1));
+    .sort((a, b) => (shownRole(a) === "moderator" ? 0 : 1) - (shownRole(b) === "moderator" ? 0 : 1));
   const inAudience = members.filter((m) => m.role === "listener");
   const seen = new Set();
   for (const [container, list] of [[stage, onStage], [audience, inAudience]]) {
     list.forEach((m, index) => {
       const el = card(m.identity);
       seen.add(m.identity);
-      el.dataset.role = m.role;
+      const role = shownRole(m);
+      el.dataset.role = role;
       el.dataset.muted = String(!!m.muted && m.role !== "listener");
       el.dataset.hand = String(!!m.hand);
       el.dataset.speaking = String(c.speaking.has(m.identity) && !m.muted);
       el.dataset.dominant = String(c.dominant === m.identity);
       el.classList.toggle("self", m.identity === c.identity);
-      el.querySelector(".role-label").textContent = ROLE_LABEL[m.role] || "";
+      el.querySelector(".role-label").textContent = ROLE_LABEL[role] || "";
       const actions = [];
       if (c.isModerator && m.identity !== c.identity && c.state === "joined") {
         if (m.role === "listener") {
@@ -455,8 +459,8 @@ function render() {
           // A moderator lifts only a moderator's mute; a self-muted speaker may
           // still be muted by one (then it cannot unmute itself).
           actions.push(m.moderatorMuted ? ["unmute", "Unmute"] : ["mute", "Mute"]);
-          if (m.role === "speaker") actions.push(["make-moderator", "Make moderator"]);
-          else if (m.role === "moderator") actions.push(["step-down", "Remove as moderator"]);
+          if (role === "speaker") actions.push(["make-moderator", "Make moderator"]);
+          else actions.push(["step-down", "Remove as moderator"]);
           actions.push(["demote", "To audience"]);
         }
         actions.push(["remove", "Remove"]);

@@ -196,7 +196,7 @@ def joined_message(
     }
 
 
-_RosterState = tuple[str, bool, bool, bool, bool]
+_RosterState = tuple[str, bool, bool, bool, bool, bool]
 
 
 def _named(room: Room) -> Iterator[Participant]:
@@ -205,11 +205,17 @@ def _named(room: Room) -> Iterator[Participant]:
 
 
 def _roster_state(p: Participant, hands: set[str]) -> _RosterState:
-    return (p.role, p.muted, p.moderator_muted, p.identity in hands, p.can_speak)
+    return (p.role, p.muted, p.moderator_muted, p.identity in hands, p.can_speak, p.is_moderator)
 
 
 def _roster_entry(
-    p: Participant, role: str, muted: bool, moderator_muted: bool, hand: bool, can_speak: bool
+    p: Participant,
+    role: str,
+    muted: bool,
+    moderator_muted: bool,
+    hand: bool,
+    can_speak: bool,
+    moderates: bool,
 ) -> dict[str, Any]:
     return {
         "identity": p.identity,
@@ -218,6 +224,7 @@ def _roster_entry(
         "moderator_muted": moderator_muted,
         "hand": hand,
         "can_speak": can_speak,
+        "moderates": moderates,
     }
 
 
@@ -255,6 +262,9 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
                 # Which of the two mutes a moderator can lift (a self-mute is not).
                 "moderator_muted": bool(member and member.moderator_muted),
                 "can_speak": bool(member and member.can_speak),
+                # Not only the role's: a "speaker" invited from the audience
+                # with a moderator's token moderates too.
+                "moderates": bool(member and member.is_moderator),
             }
 
         return {
@@ -281,6 +291,7 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
             "role": event.role,
             "by": event.by,
             "renegotiate": event.renegotiate,
+            "moderates": event.moderates,
         }
         if event.identity == participant.identity:
             # What the role now lets this client do (a token may have widened it).

@@ -1443,6 +1443,51 @@ async def test_a_whep_player_is_not_offered_the_stage(new_page: NewPage, demo: D
         await close_peer(pc)
 
 
+async def test_a_moderator_invited_on_the_stage_from_the_audience_is_shown_as_one(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A moderator seated in the audience by a full stage, then invited on it
+    ("Invite to speak": the role "speaker"), still moderates: every page shows
+    it as a moderator and a moderator's menu offers "Remove as moderator",
+    which leaves it on the stage as a speaker."""
+    room = demo.server.room("seats", max_speakers=2, private=True)
+
+    async def open_page(name: str, role: sfu.auth.Role) -> Page:
+        page = await new_page(f"{demo.url}/?token={demo.token('seats', name, role)}")
+        await wait_attribute(page, "#connection-state", "data-state", "live", timeout=20)
+        return page
+
+    chair = await open_page("chair", "moderator")
+    sam = await open_page("sam", "speaker")
+    vic = await open_page("vic", "moderator")  # the stage is full
+    everyone = [chair, sam, vic]
+    await chair.wait_for_selector(f"#audience {person('vic')}", timeout=10000)
+    assert (room["vic"].role, room["vic"].is_moderator) == ("listener", True)
+    await moderate(chair, "sam", "demote")
+    await wait_for(lambda: room["sam"].role == "listener", 10, "sam in the audience")
+    await moderate(chair, "vic", "promote")
+    await asyncio.gather(
+        *(
+            wait_attribute(page, f"#stage {person('vic')}", "data-role", "moderator")
+            for page in everyone
+        )
+    )
+    assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", True)
+    assert await card_actions(chair, "vic") == ["mute", "step-down", "demote", "remove"]
+    await moderate(chair, "vic", "step-down")
+    await asyncio.gather(
+        *(
+            wait_attribute(page, f"#stage {person('vic')}", "data-role", "speaker")
+            for page in everyone
+        )
+    )
+    assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", False)
+    assert await card_actions(chair, "vic") == ["mute", "make-moderator", "demote", "remove"]
+    assert not await vic.evaluate("window.demo.client.isModerator")
+    for page in everyone:
+        await page.click("#leave-button")
+
+
 async def test_listeners_past_the_named_ones_are_counted_and_a_moderator_pages_to_them(
     new_page: NewPage, demo: Demo
 ) -> None:

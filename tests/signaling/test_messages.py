@@ -110,18 +110,19 @@ def test_each_error_of_the_room_has_its_code(error: errors.SfuError, code: str) 
 
 def test_a_role_change_carries_grants_only_to_the_member_it_is_about() -> None:
     bob: Any = SimpleNamespace(identity="bob", grants={"speak", "listen"})
-    about_bob = RoleChanged("hall", "bob", "speaker", "alice", True)
-    about_carol = RoleChanged("hall", "carol", "speaker", "alice", False)
+    about_bob = RoleChanged("hall", "bob", "speaker", "alice", True, moderates=False)
+    about_carol = RoleChanged("hall", "carol", "speaker", "alice", False, moderates=True)
     assert event_message(about_bob, bob) == {
         "type": "role_changed",
         "identity": "bob",
         "role": "speaker",
         "by": "alice",
         "renegotiate": True,
+        "moderates": False,
         "grants": ["listen", "speak"],
     }
     told = event_message(about_carol, bob)
-    assert told is not None and "grants" not in told
+    assert told is not None and "grants" not in told and told["moderates"] is True
 
 
 def test_the_stage_lists_each_slot() -> None:
@@ -178,7 +179,7 @@ def test_hands_are_one_list_for_all_and_a_member_is_told_of_its_own_hand() -> No
 def test_an_event_s_text_is_shared_by_object_not_by_value() -> None:
     """Two equal RosterChanged are two moments: the second is built afresh,
     with the members as they are then; one event's text is the same for all."""
-    bob = SimpleNamespace(muted=False, moderator_muted=False, can_speak=True)
+    bob = SimpleNamespace(muted=False, moderator_muted=False, can_speak=True, is_moderator=False)
     room = SimpleNamespace(get={"bob": bob}.get)
     alice, carol = (
         SimpleNamespace(room=room, identity="alice"),
@@ -198,7 +199,7 @@ def test_an_event_s_text_is_shared_by_object_not_by_value() -> None:
     assert again == first
     assert bob_muted(frames.event_text(again, carol))  # type: ignore[arg-type]
     # A role change carries grants to the member it is about: never shared with it.
-    change = RoleChanged("hall", "alice", "speaker", None, False)
+    change = RoleChanged("hall", "alice", "speaker", None, False, moderates=False)
     alice.grants = frozenset({"speak"})
     assert "grants" not in json.loads(frames.event_text(change, carol))  # type: ignore[arg-type]
     assert json.loads(frames.event_text(change, alice))["grants"] == ["speak"]  # type: ignore[arg-type]

@@ -156,6 +156,7 @@ async def test_join_moderate_and_leave(app: App) -> None:
             "role": "speaker",
             "by": "mod",
             "renegotiate": True,
+            "moderates": False,
             "grants": ["publish", "subscribe"],  # told to bob only: it is about him
         }
         # Bob renegotiates on the same connection and is heard by the moderator.
@@ -196,6 +197,7 @@ async def test_join_moderate_and_leave(app: App) -> None:
             "role": "speaker",
             "by": "mod",
             "renegotiate": False,
+            "moderates": False,
             "grants": ["publish", "subscribe"],
         }
         error = await mod.request(
@@ -904,6 +906,7 @@ async def test_a_member_muted_within_a_roster_batch_is_listed_muted() -> None:
             "muted": True,
             "moderator_muted": False,
             "can_speak": True,
+            "moderates": False,
         }
         await session.close()
 
@@ -1229,6 +1232,69 @@ async def test_a_moderator_is_never_refused_a_full_stage_over_signaling(
         answer = await mod.request({"type": "offer", "sdp": await make_offer(pc)}, "answer")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         assert room["mod"].role == "moderator" and room["mod"].publisher is not None
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), *(s.ws.close() for s in sockets))
+
+
+async def vic_in_next_roster(socket: Socket) -> tuple[str, bool]:
+    """Vic's role, and whether it moderates, in the next roster batch that
+    names it (as joined, when the batch began before the member knew it)."""
+    while True:
+        roster = await socket.expect("roster")
+        for entry in roster["joined"] + roster["updated"]:
+            if entry["identity"] == "vic":
+                return entry["role"], entry["moderates"]
+
+
+async def test_the_roster_and_role_changes_say_who_moderates_whatever_the_role(app: App) -> None:
+    """A moderator seated in the audience by a full stage is listed as a
+    "listener" that moderates; invited on the stage as a "speaker" it still
+    moderates, and every member is told so; stepping down ends it."""
+    room = app.server.room("hall", max_speakers=2)
+    mod, mod_client = await joined(app, "mod", "moderator")
+    sam, sam_client = await joined(app, "sam", "speaker")
+    vic, vic_client = await joined(app, "vic", "moderator")  # the stage is full
+    sockets, clients = [mod, sam, vic], [mod_client, sam_client, vic_client]
+    try:
+        assert (room["vic"].role, room["vic"].is_moderator) == ("listener", True)
+        lee = await app.ws()
+        sockets.append(lee)
+        pc, lee_client = await peer()
+        clients.append(lee_client)
+        reply = await lee.request(
+            {
+                "type": "join",
+                "room": "hall",
+                "token": app.token("lee"),
+                "offer": pc.localDescription.sdp,
+            },
+            "joined",
+        )
+        listed = {e["identity"]: (e["role"], e["moderates"]) for e in reply["roster"]}
+        assert listed == {
+            "mod": ("moderator", True),
+            "sam": ("speaker", False),
+            "vic": ("listener", True),
+            "lee": ("listener", False),
+        }
+
+        await mod.request({"type": "demote", "identity": "sam"})
+        await mod.request({"type": "promote", "identity": "vic"})  # as "speaker"
+        changed = await sam.expect("role_changed")
+        while changed["identity"] != "vic":
+            changed = await sam.expect("role_changed")
+        assert (changed["role"], changed["moderates"]) == ("speaker", True)
+        assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", True)
+        assert await vic_in_next_roster(sam) == ("speaker", True)
+
+        await mod.request({"type": "demote", "identity": "vic", "role": "speaker"})
+        changed = await sam.expect("role_changed")
+        assert (changed["identity"], changed["role"], changed["moderates"]) == (
+            "vic",
+            "speaker",
+            False,
+        )
+        assert await vic_in_next_roster(sam) == ("speaker", False)
     finally:
         await asyncio.gather(*(c.close() for c in clients), *(s.ws.close() for s in sockets))
 

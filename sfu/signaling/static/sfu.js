@@ -31,10 +31,14 @@
  *   "state"           "new" | "connecting" | "joined" | "reconnecting" | "closed"
  *   "connection"      RTCPeerConnection.connectionState
  *   "joined"          the `joined` message
- *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand, canSpeak}
+ *   "roster"          Map identity -> {identity, role, muted, moderatorMuted, hand, canSpeak,
+ *                     moderates}
  *                     (muted: silenced either way; moderatorMuted: by a moderator, which a
  *                     moderator can lift; a self-mute only its owner can; canSpeak false:
- *                     its client can never send, e.g. a WHEP player: not to be promoted);
+ *                     its client can never send, e.g. a WHEP player: not to be promoted;
+ *                     moderates: it may moderate, whatever its role says: a moderator
+ *                     seated in the audience is a "listener", and one invited on the stage
+ *                     from there a "speaker");
  *                     it names the stage and the room's first listeners (the server's
  *                     `roster_listeners`, 100 by default), this client always;
  *                     `client.size` counts everyone in the room
@@ -42,7 +46,7 @@
  *                     server's list); `client.handsTotal` counts them all. Sent at most
  *                     a few times a second; this client's own hand (`client.handRaised`)
  *                     is told at once
- *   "role"            {identity, role, by, renegotiate} for role changes of anyone
+ *   "role"            {identity, role, by, renegotiate, moderates} for role changes of anyone
  *   "muted"           {identity, muted, by}
  *   "active_speakers" {slots, dominant}
  *   "slots"           array, per slot: identity or null (events + CSRC)
@@ -126,6 +130,12 @@ export function tokenClaims(token) {
   } catch {
     return {};
   }
+}
+
+/** Whether a roster entry or `role_changed` names a member that may moderate
+ * (a server that does not say: its moderators). */
+function moderates(entry) {
+  return entry.moderates ?? entry.role === "moderator";
 }
 
 function sleep(ms) {
@@ -221,7 +231,7 @@ export class SfuClient {
 
     this.state = "new";
     this.connectionState = "new";
-    /** @type {Map<string, {identity: string, role: string, muted: boolean, moderatorMuted: boolean, hand: boolean}>} */
+    /** @type {Map<string, {identity: string, role: string, muted: boolean, moderatorMuted: boolean, hand: boolean, canSpeak: boolean, moderates: boolean}>} */
     this.roster = new Map();
     this.size = 0; // members in the room, named in the roster or not
     this.hands = [];
@@ -518,6 +528,7 @@ export class SfuClient {
         moderatorMuted: !!(entry.moderator_muted ?? entry.muted),
         hand: !!entry.hand,
         canSpeak: entry.can_speak !== false, // (a server that does not say: anyone can)
+        moderates: moderates(entry),
       });
     }
     if (!this.roster.has(this.identity)) {
@@ -528,6 +539,7 @@ export class SfuClient {
         moderatorMuted: false,
         hand: false,
         canSpeak: true,
+        moderates: this.isModerator,
       });
     }
     // (A server that does not say names everyone.)
@@ -903,6 +915,7 @@ export class SfuClient {
         moderatorMuted: entry.moderator_muted ?? (old ? old.moderatorMuted : false),
         hand: old ? old.hand : this.hands.includes(entry.identity),
         canSpeak: entry.can_speak ?? (old ? old.canSpeak : true),
+        moderates: moderates(entry),
       });
     }
     for (const entry of message.updated || []) {
@@ -910,7 +923,7 @@ export class SfuClient {
       const muted = entry.muted ?? (old ? old.muted : false);
       const moderatorMuted = entry.moderator_muted ?? (old ? old.moderatorMuted : false);
       const canSpeak = entry.can_speak ?? (old ? old.canSpeak : true);
-      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted, canSpeak });
+      if (old) Object.assign(old, { role: entry.role, muted, moderatorMuted, canSpeak, moderates: moderates(entry) });
       // "updated" may name someone this client has not seen join (it left and
       // came back within one roster interval): added, with its hand as known.
       else {
@@ -921,6 +934,7 @@ export class SfuClient {
           moderatorMuted,
           hand: this.hands.includes(entry.identity),
           canSpeak,
+          moderates: moderates(entry),
         });
       }
     }
@@ -971,7 +985,7 @@ export class SfuClient {
 
   _onRoleChanged(message) {
     const entry = this.roster.get(message.identity);
-    if (entry) entry.role = message.role;
+    if (entry) Object.assign(entry, { role: message.role, moderates: moderates(message) });
     if (message.identity === this.identity) {
       // (Back in the audience after a reconnect to a full stage, a member
       // promoted earlier still offers its microphone: `_publishing` alone
@@ -1202,6 +1216,7 @@ export class SfuClient {
         moderatorMuted: !!entry.moderator_muted,
         hand: !!entry.hand,
         canSpeak: entry.can_speak !== false,
+        moderates: moderates(entry),
       })),
     };
   }
