@@ -217,15 +217,17 @@ def _roster_entry(
     can_speak: bool,
     moderates: bool,
 ) -> dict[str, Any]:
-    return {
+    entry = {
         "identity": p.identity,
         "role": role,
         "muted": muted,
         "moderator_muted": moderator_muted,
         "hand": hand,
         "can_speak": can_speak,
-        "moderates": moderates,
     }
+    if moderates:
+        entry["moderates"] = True  # (said only when true: a storm's rosters stay small)
+    return entry
 
 
 def audience_message(room: Room, offset: int, limit: int) -> dict[str, Any]:
@@ -255,17 +257,19 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
             # The mute as it is now: a `muted` event about a member this
             # client did not know yet (it joined within the batch) came before.
             member = room.get(identity)
-            return {
+            told: dict[str, Any] = {
                 "identity": identity,
                 "role": role,
                 "muted": bool(member and member.muted),
                 # Which of the two mutes a moderator can lift (a self-mute is not).
                 "moderator_muted": bool(member and member.moderator_muted),
                 "can_speak": bool(member and member.can_speak),
-                # Not only the role's: a "speaker" invited from the audience
-                # with a moderator's token moderates too.
-                "moderates": bool(member and member.is_moderator),
             }
+            if member is not None and member.is_moderator:
+                # Not only the role's: a "speaker" invited from the audience
+                # with a moderator's token moderates too. (Said only when true.)
+                told["moderates"] = True
+            return told
 
         return {
             "type": "roster",

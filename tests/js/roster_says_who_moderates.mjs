@@ -1,6 +1,7 @@
 // The roster says who may moderate (moderates), whatever the role: from the
-// `joined` snapshot, `joined` and `updated` entries and `role_changed`; a
-// server that does not say makes its moderators the ones that moderate.
+// `joined` snapshot, `joined` and `updated` entries and `role_changed`. The
+// server says it only when true; an entry that does not say: its role says
+// (a server that never says it makes its moderators the ones that moderate).
 import { check, clientOptions, joinedReply, onClientMessage, sleep } from "./fake_browser.mjs";
 
 const { SfuClient } = await import(process.env.SFU_JS);
@@ -13,6 +14,7 @@ onClientMessage((socket, message) => {
         { identity: "m", role: "moderator", muted: false, hand: false, moderates: true },
         { identity: "seated", role: "listener", muted: false, hand: false, moderates: true },
         { identity: "old", role: "moderator", muted: false, hand: false },
+        { identity: "sam", role: "speaker", muted: false, hand: false },
       ],
       hands: [],
     }),
@@ -25,7 +27,7 @@ onClientMessage((socket, message) => {
       type: "roster",
       joined: [{ identity: "q", role: "speaker", muted: false, moderates: true }],
       left: [],
-      updated: [{ identity: "old", role: "speaker", muted: false, moderates: false }],
+      updated: [{ identity: "old", role: "speaker", muted: false }],
       size: 4,
     });
   }, 40);
@@ -42,6 +44,7 @@ await client.join();
 check(client.roster.get("seated").moderates === true, "a moderator seated in the audience moderates");
 check(client.roster.get("old").moderates === true, "a server that does not say: a moderator moderates");
 check(client.roster.get("m").moderates === true, "the moderator itself moderates");
+check(client.roster.get("sam").moderates === false, "a speaker the server does not say moderates does not");
 await sleep(60);
 check(client.roster.get("seated").role === "speaker", "invited on the stage as a speaker");
 check(client.roster.get("seated").moderates === true, "invited on the stage, it still moderates");

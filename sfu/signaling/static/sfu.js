@@ -133,7 +133,8 @@ export function tokenClaims(token) {
 }
 
 /** Whether a roster entry or `role_changed` names a member that may moderate
- * (a server that does not say: its moderators). */
+ * (the server says `moderates: true` only for those; one that never says it:
+ * its moderators). */
 function moderates(entry) {
   return entry.moderates ?? entry.role === "moderator";
 }
