@@ -117,8 +117,9 @@ async def main() -> None:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
+        port = runner.addresses[0][1]  # the one bound (--port 0 picks one)
         print(
-            f"open http://{format_address((args.host, args.port))}/  "
+            f"open http://{format_address((args.host, port))}/  "
             f"(media on udp {' and '.join(format_address((a, server.port)) for a in server.announce_addresses)})",
             flush=True,
         )

@@ -424,11 +424,17 @@ class Room:
         """Close the participant's session, telling it why; ``ban`` keeps it (and its token) out.
 
         Banning someone who is not in the room (their connection just
-        dropped) still keeps them out; removing them without a ban raises
+        dropped) still keeps them out, up to ``MAX_BANS`` (1,000) bans of a
+        room (past it, :class:`~sfu.errors.InvalidSetting`: unban someone
+        first); removing them without a ban raises
         :class:`~sfu.errors.NotFound`; on a closed room it raises
-        :class:`~sfu.errors.RoomClosed`. A removed member's promotion ends:
-        back, it has the role its token (or the backend) gives; a demotion
-        and a moderator's mute stay.
+        :class:`~sfu.errors.RoomClosed`. ``by`` names the moderator acting
+        (:class:`~sfu.errors.NotAllowed` unless it is a member holding
+        ``moderate``); a malformed ``identity`` or ``reason``, or a ``ban``
+        that is not a bool, raises :class:`~sfu.errors.InvalidSetting`.
+
+        A removed member's promotion ends: back, it has the role its token
+        (or the backend) gives; a demotion and a moderator's mute stay.
 
         A ban lasts as long as the room, also an empty one: a room that
         closes itself (``close_when_empty``) forgets its bans with it. A

@@ -190,6 +190,20 @@ def test_the_adapters_room_settings_are_checked_when_mounted(
     mount(sfu.Server(token_secret=SECRET), {"private": True, "close_when_empty": 60})
 
 
+def test_the_signaling_websocket_is_refused_a_server_without_a_token_secret() -> None:
+    """Every join over the WebSocket carries a token: mounted on a server that
+    cannot check one, it would start and refuse everyone, so it raises
+    where it is mounted. WHIP/WHEP take tokenless joins and mount anyway."""
+    for mount in (
+        lambda: add_signaling(web.Application(), sfu.Server()),
+        lambda: websocket_handler(sfu.Server()),
+    ):
+        with pytest.raises(sfu.InvalidSetting, match="needs a Server with token_secret"):
+            mount()
+    add_signaling(web.Application(), sfu.Server(token_secret=SECRET))
+    add_whip_whep(web.Application(), sfu.Server())
+
+
 @pytest.mark.parametrize(
     "arguments",
     [

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -356,7 +357,7 @@ async def test_aiohttp_snippet_mounts_what_it_says() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     block = next(b for b in python_blocks(signaling_section()) if "add_signaling" in b)
-    async with sfu.Server() as server:
+    async with sfu.Server(token_secret=secrets.token_urlsafe(32)) as server:
         app = web.Application()
         exec(compile(block, "README", "exec"), {"app": app, "server": server})
         routes = {

@@ -3,7 +3,10 @@ aiortc client: join, hear nothing wrong, leave by the URL only the joiner knows.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -102,3 +105,27 @@ async def test_the_example_app_refuses_deep_json_and_leaves_no_rooms(
             await wait_for(lambda: not server.rooms, 5, "the refused joins' rooms close")
         finally:
             await runner.cleanup()
+
+
+async def test_the_example_prints_the_port_it_bound() -> None:
+    """``--port 0`` lets the kernel pick a port: the URL printed is the one
+    served (not ``:0``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        *("--port", "0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1])},
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        url = re.search(r"open (http://127\.0\.0\.1:(\d+)/)", line)
+        assert url and url.group(2) != "0", line
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url.group(1)) as response:
+                assert response.status == 200
+    finally:
+        process.terminate()
+        await process.wait()

@@ -130,6 +130,12 @@ class SignalingHandler:
     def __init__(
         self, server: Server, factory: Callable[[str], Room | None], *, compress: bool = False
     ) -> None:
+        if server.token_secret is None:
+            # Told when mounted: otherwise the app starts and refuses every join.
+            raise InvalidSetting(
+                "the signaling WebSocket needs a Server with token_secret=...: every join "
+                "over it carries a join token (sfu.auth.issue_token)"
+            )
         self.server = server
         self.factory = factory
         self.compress = compress
@@ -208,7 +214,9 @@ def websocket_handler(
     otherwise it is refused with ``not_found``. ``room_settings`` are
     checked and copied here (a later change to the dict does not reach the
     rooms): :class:`~sfu.errors.InvalidSetting` for an unknown or
-    invalid one, or ``private`` on a server without a ``token_secret``.
+    invalid one. Every join over the WebSocket carries a join token, so
+    ``server`` must have a ``token_secret`` (:class:`~sfu.errors.InvalidSetting`
+    otherwise, here rather than at each join).
 
     ``compress``: agree to permessage-deflate when the client offers it
     (browsers do). Off by default: aiohttp then keeps a compressor for each
@@ -235,7 +243,8 @@ def add_signaling(
 ) -> SignalingHandler:
     """Mount the signaling WebSocket at ``path`` and close its connections on
     shutdown; the options are :func:`websocket_handler`'s, and so is the
-    :class:`~sfu.errors.InvalidSetting` for bad ``room_settings``."""
+    :class:`~sfu.errors.InvalidSetting` for bad ``room_settings`` or a
+    ``server`` without a ``token_secret``."""
     handler = SignalingHandler(
         server, _room_factory(server, create_rooms, room_settings), compress=compress
     )
