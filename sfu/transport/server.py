@@ -673,6 +673,10 @@ class Server:
             # the port a reflector; the client retries with the right credentials.
             self.drops["stun bad credentials"] += 1
             return
+        if session.copied_check(request.transaction_id, addr):
+            # Sent again from elsewhere by someone who saw it go by: no answer.
+            self.drops["stun check copied from another address"] += 1
+            return
         if request.unknown or request.ice_controlled:
             # Not a check that passed (RFC 8489 6.3.1.1, RFC 8445 7.3.1.1): the
             # client is told why, signed, and its address is not taken.

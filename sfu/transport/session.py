@@ -56,6 +56,8 @@ MAX_INBOUND_SSRCS = 4 * SSRCS_PER_OFFER
 #: Addresses a session remembers as checked (a client on a few interfaces, a NAT
 #: rebinding); past it the oldest one not in use is forgotten.
 MAX_CHECKED_ADDRESSES = 8
+#: Transaction IDs of checks remembered until connected (see Session.copied_check).
+MAX_CHECKS_REMEMBERED = 32
 #: Address proofs (see Session.receive_binding) a session may have waiting at once.
 MAX_PROOFS = 4
 #: Proofs to addresses other than its selected one a session may send per
@@ -104,6 +106,7 @@ class SessionHandler(Protocol):
 
 class Session:
     __slots__ = (
+        "_checks_taken",
         "_flight_sent",
         "_nominated",
         "_proof_tokens",
@@ -172,6 +175,9 @@ class Session:
         # Addresses its binding requests came from, oldest first (at most
         # MAX_CHECKED_ADDRESSES: one client could otherwise add one per source port).
         self.checked_addresses: dict[Address, None] = {}
+        # Until connected: the transaction ID of each check taken, and where
+        # it came from (see copied_check); None from then on.
+        self._checks_taken: dict[bytes, Address] | None = {}
         self.last_valid = now
         # Authenticated SRTP/SRTCP from the selected address (see CONSENT_PROOF_AFTER).
         self.last_media = now
@@ -195,6 +201,34 @@ class Session:
         return f"<Session {self.credentials.ufrag} {self.state} {Shown(self.address)}>"
 
     # -- input from the server's socket --------------------------------
+
+    def copied_check(self, transaction_id: bytes, address: Address) -> bool:
+        """Whether a check that passed the credential check is a copy of one
+        that came from another address, sent before the session connected.
+
+        STUN has no freshness: anyone who sees a client's check go by can
+        send its bytes again from an address of its own. Taken, that address
+        would be let in while the DTLS handshake runs (its plaintext fatal
+        alert would end it; a copied nomination before the server's first
+        flight would send the flight there). A copy carries its original's
+        transaction ID, which MESSAGE-INTEGRITY covers, and the client's own
+        checks each have a new one (a retransmission, the same, from the same
+        address): so the first address an ID came from keeps it. (A copy that
+        arrives before its original takes the ID; the client's next check,
+        with a new one, is taken from its own address.) Once connected a
+        copy can do no harm (alerts must be authenticated, SRTP is
+        replay-protected, a move needs a proof), and nothing is kept.
+        """
+        taken = self._checks_taken
+        if taken is None:
+            return False
+        source = taken.get(transaction_id)
+        if source is not None:
+            return source != address
+        taken[transaction_id] = address
+        if len(taken) > MAX_CHECKS_REMEMBERED:
+            del taken[next(iter(taken))]
+        return False
 
     def receive_binding(self, request: BindingRequest, address: Address, now: float) -> None:
         """A binding request that passed the credential check.
@@ -380,6 +414,7 @@ class Session:
         if completed and self.dtls.keys is not None:
             self.srtp_tx, self.srtp_rx = create_srtp_sessions(self.dtls.keys)
             self.state = "connected"
+            self._checks_taken = None
             self.last_valid = self.last_media = now
             self.server.handshakes.done(self)
             logger.debug("%r connected", self)

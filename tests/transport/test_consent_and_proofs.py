@@ -13,11 +13,15 @@ from sfu.transport import server as server_module
 from sfu.transport import session as session_module
 
 from ..clients import wait_for
-from ..test_room_lifecycle import UFRAG
+from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG
+from .test_dtls import Client as DtlsClient
 from .test_nat_rebinding import connected_over, proofs_to, two_loopback_sockets
-from .test_server import binding_request, datagrams, proof_answer, server_addr
+from .test_server import answer_credentials, binding_request, datagrams, proof_answer, server_addr
 
 CONSENT = 1.5  # consent_timeout: a check alone renews it for CONSENT / 3 = 0.5 s
+#: A DTLS 1.2 record in plaintext (epoch 0): a fatal handshake_failure alert.
+FATAL_ALERT = bytes([21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 5, 0, 2, 2, 40])
+COPIED = "stun check copied from another address"
 
 
 async def test_a_replayed_check_does_not_keep_consent() -> None:
@@ -196,3 +200,49 @@ async def test_one_member_answering_its_own_proofs_leaves_the_servers_to_others(
                 assert proofs, "the victim's move was not proven: the server's proofs were spent"
                 moved.sendto(proof_answer(proofs[-1], victim.remote_pwd), server_addr(server))
                 await wait_for(lambda: victim.address == moved.getsockname(), 2, "victim moved")
+
+
+async def test_checks_copied_from_another_address_before_the_handshake_are_not_taken() -> None:
+    """Someone who sees a client's checks go by sends them again from its own
+    address while the DTLS handshake is under way. STUN has no freshness, but
+    a copy carries its original's transaction ID (MESSAGE-INTEGRITY covers
+    it): no answer, and its address is not let in, so its plaintext fatal
+    alert does not end the handshake and a copied nomination does not move
+    the handshake there. A retransmission from the client's own address is
+    answered as before, and the client connects."""
+    async with sfu.Server() as server:
+        with two_loopback_sockets() as (client_socket, copier):
+            client = DtlsClient()
+            offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
+            participant = await server.room("r").add_listener(offered, "lee")
+            session = participant.session
+            assert session is not None
+            server_ufrag, pwd = answer_credentials(participant.answer)
+            here = client_socket.getsockname()
+            for use_candidate in (False, True):
+                check = binding_request(server_ufrag, UFRAG, pwd, use_candidate=use_candidate)
+                for sock in (client_socket, copier, client_socket):  # the copy, a retransmission
+                    sock.sendto(check, server_addr(server))
+                    await asyncio.sleep(0.05)
+            assert [d[:2] for d in datagrams(client_socket)] == [b"\x01\x01"] * 4
+            assert datagrams(copier) == [], "a copy was answered"
+            assert server.drops[COPIED] == 2
+            assert list(session.checked_addresses) == [here] and session.address == here
+            copier.sendto(FATAL_ALERT, server_addr(server))
+            for datagram in client.start():
+                client_socket.sendto(datagram, server_addr(server))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            flight: list[bytes] = []
+            while not flight:
+                assert loop.time() < deadline, "no DTLS flight from the server"
+                await asyncio.sleep(0.005)
+                received = [d for d in datagrams(client_socket) if 19 < d[0] < 64]
+                if received:
+                    flight = client.receive(received)
+            # Copied again now that the flight went out: still not taken.
+            copier.sendto(check, server_addr(server))
+            for datagram in flight:
+                client_socket.sendto(datagram, server_addr(server))
+            await wait_for(lambda: session.state == "connected", 3, session.close_reason or "")
+            assert session.address == here and copier.getsockname() not in session.checked_addresses
