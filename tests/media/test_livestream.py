@@ -305,6 +305,15 @@ async def test_with_a_token_secret_every_room_s_stream_needs_a_token() -> None:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{base}/rooms/stage/live.ogg") as response:
                     assert response.status == 403
+                # Without a token for it, a room that does not exist answers
+                # as one that does: its name cannot be probed.
+                async with session.get(f"{base}/rooms/nowhere/live.ogg") as response:
+                    assert response.status == 403
+                elsewhere = issue_token(SECRET, room="nowhere", identity="fan", role="listener")
+                async with session.get(
+                    f"{base}/rooms/nowhere/live.ogg?token={elsewhere}"
+                ) as response:
+                    assert response.status == 404
                 async with session.get(f"{base}/rooms/stage/live.ogg?token={token}") as response:
                     assert response.status == 200
                     assert (await response.content.readexactly(4)) == b"OggS"
