@@ -1465,22 +1465,21 @@ async def test_a_moderator_invited_on_the_stage_from_the_audience_is_shown_as_on
     assert (room["vic"].role, room["vic"].is_moderator) == ("listener", True)
     await moderate(chair, "sam", "demote")
     await wait_for(lambda: room["sam"].role == "listener", 10, "sam in the audience")
-    await moderate(chair, "vic", "promote")
-    await asyncio.gather(
-        *(
-            wait_attribute(page, f"#stage {person('vic')}", "data-role", "moderator")
-            for page in everyone
+
+    async def shown_on_stage_as(role: str) -> None:
+        await asyncio.gather(
+            *(
+                wait_attribute(page, f"#stage {person('vic')}", "data-role", role)
+                for page in everyone
+            )
         )
-    )
+
+    await moderate(chair, "vic", "promote")
+    await shown_on_stage_as("moderator")
     assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", True)
     assert await card_actions(chair, "vic") == ["mute", "step-down", "demote", "remove"]
     await moderate(chair, "vic", "step-down")
-    await asyncio.gather(
-        *(
-            wait_attribute(page, f"#stage {person('vic')}", "data-role", "speaker")
-            for page in everyone
-        )
-    )
+    await shown_on_stage_as("speaker")
     assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", False)
     assert await card_actions(chair, "vic") == ["mute", "make-moderator", "demote", "remove"]
     assert not await vic.evaluate("window.demo.client.isModerator")

@@ -15,7 +15,7 @@ from sfu.transport import session as session_module
 from ..clients import wait_for
 from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG
 from .test_dtls import Client as DtlsClient
-from .test_nat_rebinding import connected_over, proofs_to, two_loopback_sockets
+from .test_nat_rebinding import client_flight, connected_over, proofs_to, two_loopback_sockets
 from .test_server import answer_credentials, binding_request, datagrams, proof_answer, server_addr
 
 CONSENT = 1.5  # consent_timeout: a check alone renews it for CONSENT / 3 = 0.5 s
@@ -229,18 +229,9 @@ async def test_checks_copied_from_another_address_before_the_handshake_are_not_t
             assert server.drops[COPIED] == 2
             assert list(session.checked_addresses) == [here] and session.address == here
             copier.sendto(FATAL_ALERT, server_addr(server))
-            for datagram in client.start():
-                client_socket.sendto(datagram, server_addr(server))
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5
-            flight: list[bytes] = []
-            while not flight:
-                assert loop.time() < deadline, "no DTLS flight from the server"
-                await asyncio.sleep(0.005)
-                received = [d for d in datagrams(client_socket) if 19 < d[0] < 64]
-                if received:
-                    flight = client.receive(received)
-            # Copied again now that the flight went out: still not taken.
+            deadline = asyncio.get_running_loop().time() + 5
+            flight = await client_flight(client_socket, server, client, deadline)
+            # Copied again now that the server's flight went out: still not taken.
             copier.sendto(check, server_addr(server))
             for datagram in flight:
                 client_socket.sendto(datagram, server_addr(server))

@@ -147,9 +147,20 @@ async def connected_over(
     while not any(d[:2] == b"\x01\x01" for d in datagrams(sock)):
         assert loop.time() < deadline, "no response to the ICE check"
         await asyncio.sleep(0.005)
+    for datagram in await client_flight(sock, server, client, deadline):
+        sock.sendto(datagram, server_addr(server))
+    await wait_for(lambda: session.state == "connected", 3, "connected")
+    return session, server_ufrag, pwd
+
+
+async def client_flight(
+    sock: socket.socket, server: sfu.Server, client: DtlsClient, deadline: float
+) -> list[bytes]:
+    """The client's second flight: its first sent from ``sock``, the server's
+    answer fed to it as it comes (what else came is dropped)."""
     for datagram in client.start():
         sock.sendto(datagram, server_addr(server))
-    # The server's flight, fed to the client as it comes, until the client answers.
+    loop = asyncio.get_running_loop()
     flight: list[bytes] = []
     while not flight:
         assert loop.time() < deadline, "no DTLS flight from the server"
@@ -157,10 +168,7 @@ async def connected_over(
         received = [d for d in datagrams(sock) if 19 < d[0] < 64]
         if received:
             flight = client.receive(received)
-    for datagram in flight:
-        sock.sendto(datagram, server_addr(server))
-    await wait_for(lambda: session.state == "connected", 3, "connected")
-    return session, server_ufrag, pwd
+    return flight
 
 
 @contextlib.contextmanager
