@@ -56,8 +56,9 @@ MAX_INBOUND_SSRCS = 4 * SSRCS_PER_OFFER
 #: Addresses a session remembers as checked (a client on a few interfaces, a NAT
 #: rebinding); past it the oldest one not in use is forgotten.
 MAX_CHECKED_ADDRESSES = 8
-#: Transaction IDs of checks remembered until connected (see Session.copied_check).
-MAX_CHECKS_REMEMBERED = 32
+#: Transaction IDs of checks remembered until connected (see Session.copied_check);
+#: past it, a check from an address not checked yet needs a proof.
+MAX_CHECKS_REMEMBERED = 128
 #: Address proofs (see Session.receive_binding) a session may have waiting at once.
 MAX_PROOFS = 4
 #: Proofs to addresses other than its selected one a session may send per
@@ -215,9 +216,12 @@ class Session:
         checks each have a new one (a retransmission, the same, from the same
         address): so the first address an ID came from keeps it. (A copy that
         arrives before its original takes the ID; the client's next check,
-        with a new one, is taken from its own address.) Once connected a
-        copy can do no harm (alerts must be authenticated, SRTP is
-        replay-protected, a move needs a proof), and nothing is kept.
+        with a new one, is taken from its own address.) None is forgotten
+        before the session connects (a forgotten ID's copy would pass): past
+        MAX_CHECKS_REMEMBERED, new IDs are not kept, and a check from an
+        address not checked yet needs a proof (:meth:`receive_binding`).
+        Once connected a copy can do no harm (alerts must be authenticated,
+        SRTP is replay-protected, a move needs a proof), and nothing is kept.
         """
         taken = self._checks_taken
         if taken is None:
@@ -225,10 +229,20 @@ class Session:
         source = taken.get(transaction_id)
         if source is not None:
             return source != address
-        taken[transaction_id] = address
-        if len(taken) > MAX_CHECKS_REMEMBERED:
-            del taken[next(iter(taken))]
+        if len(taken) < MAX_CHECKS_REMEMBERED:
+            taken[transaction_id] = address
         return False
+
+    def _unvouched(self, transaction_id: bytes, address: Address) -> bool:
+        """Not connected yet, too many checks to remember this one's ID, and
+        from an address not checked yet: a copy of a check whose ID was not
+        kept would look just like it (see :meth:`copied_check`)."""
+        taken = self._checks_taken
+        return (
+            taken is not None
+            and transaction_id not in taken
+            and address not in self.checked_addresses
+        )
 
     def receive_binding(self, request: BindingRequest, address: Address, now: float) -> None:
         """A binding request that passed the credential check.
@@ -263,7 +277,8 @@ class Session:
             self._rebind_to = address
             nominated = True
         moved = self._flight_sent and nominated and address != self.address
-        if (stolen or moved) and self.remote_pwd:
+        unvouched = self._unvouched(request.transaction_id, address)
+        if (stolen or moved or unvouched) and self.remote_pwd:
             if request.use_candidate:
                 self._nominated = address
             self._prove(address, now)

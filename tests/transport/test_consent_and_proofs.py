@@ -237,3 +237,57 @@ async def test_checks_copied_from_another_address_before_the_handshake_are_not_t
                 client_socket.sendto(datagram, server_addr(server))
             await wait_for(lambda: session.state == "connected", 3, session.close_reason or "")
             assert session.address == here and copier.getsockname() not in session.checked_addresses
+
+
+async def test_past_the_checks_remembered_a_new_address_needs_a_proof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that sent more checks than the session remembers before it
+    connected: an old check's copy would no longer be told apart, so a check
+    from an address not checked yet is taken only once a proof sent there is
+    answered, which a copier cannot do and the client's other candidate does."""
+    monkeypatch.setattr(session_module, "MAX_CHECKS_REMEMBERED", 3)
+    async with sfu.Server() as server:
+        with (
+            two_loopback_sockets() as (client_socket, copier),
+            two_loopback_sockets() as (
+                second,
+                _,
+            ),
+        ):
+            client = DtlsClient()
+            offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
+            participant = await server.room("r").add_listener(offered, "lee")
+            session = participant.session
+            assert session is not None
+            server_ufrag, pwd = answer_credentials(participant.answer)
+            first = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
+            client_socket.sendto(first, server_addr(server))
+            for _ in range(3):  # more than the session keeps
+                check = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
+                client_socket.sendto(check, server_addr(server))
+            await asyncio.sleep(0.1)
+            copier.sendto(first, server_addr(server))  # its ID was kept: dropped
+            copier.sendto(check, server_addr(server))  # its ID was not: a proof first
+            other = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
+            second.sendto(other, server_addr(server))
+            proofs: list[bytes] = []
+
+            def proof_to_second() -> bool:
+                proofs.extend(proofs_to(second))
+                return bool(proofs)
+
+            await wait_for(proof_to_second, 5, "a proof to the second candidate")
+            second.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
+            here = client_socket.getsockname()
+            await wait_for(lambda: second.getsockname() in session.checked_addresses, 5, "proven")
+            await asyncio.sleep(session_module.PROOF_TIMEOUT + 0.5)  # the copier's proof lapses
+            assert server.drops[COPIED] == 1
+            assert proofs_to(copier), "the copier was asked, and could not answer"
+            assert set(session.checked_addresses) == {here, second.getsockname()}
+            assert session.address == here
+            copier.sendto(FATAL_ALERT, server_addr(server))
+            deadline = asyncio.get_running_loop().time() + 5
+            for datagram in await client_flight(client_socket, server, client, deadline):
+                client_socket.sendto(datagram, server_addr(server))
+            await wait_for(lambda: session.state == "connected", 3, session.close_reason or "")
