@@ -430,9 +430,10 @@ function render() {
   const stage = $("#stage");
   const audience = $("#audience");
   const members = [...c.roster.values()];
-  // Shown by what it may do: a speaker that moderates (invited on the stage
-  // from a moderator's seat in the audience) is one of the stage's moderators.
-  const shownRole = (m) => (m.role === "speaker" && m.moderates ? "moderator" : m.role);
+  // On the stage, shown by what it may do: a speaker that moderates (invited
+  // from a moderator's seat in the audience) is one of its moderators, and a
+  // "moderator" whose token withheld the grant is one of its speakers.
+  const shownRole = (m) => (m.role === "listener" ? "listener" : m.moderates ? "moderator" : "speaker");
   const onStage = members
     .filter((m) => m.role !== "listener")
     .sort((a, b) => (shownRole(a) === "moderator" ? 0 : 1) - (shownRole(b) === "moderator" ? 0 : 1));

@@ -225,8 +225,9 @@ def _roster_entry(
         "hand": hand,
         "can_speak": can_speak,
     }
-    if moderates:
-        entry["moderates"] = True  # (said only when true: a storm's rosters stay small)
+    if moderates != (role == "moderator"):
+        # Said only when the role does not say it (a storm's rosters stay small).
+        entry["moderates"] = moderates
     return entry
 
 
@@ -265,10 +266,12 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
                 "moderator_muted": bool(member and member.moderator_muted),
                 "can_speak": bool(member and member.can_speak),
             }
-            if member is not None and member.is_moderator:
-                # Not only the role's: a "speaker" invited from the audience
-                # with a moderator's token moderates too. (Said only when true.)
-                told["moderates"] = True
+            moderates = member is not None and member.is_moderator
+            if moderates != (role == "moderator"):
+                # Said only when the role does not say it: a "speaker" invited
+                # from the audience with a moderator's token moderates too, a
+                # "moderator" whose token withheld the grant does not.
+                told["moderates"] = moderates
             return told
 
         return {

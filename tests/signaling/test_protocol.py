@@ -1242,41 +1242,52 @@ async def vic_in_next_roster(socket: Socket) -> tuple[str, bool]:
         roster = await socket.expect("roster")
         for entry in roster["joined"] + roster["updated"]:
             if entry["identity"] == "vic":
-                return entry["role"], entry.get("moderates", False)
+                return entry["role"], entry.get("moderates", entry["role"] == "moderator")
 
 
 async def test_the_roster_and_role_changes_say_who_moderates_whatever_the_role(app: App) -> None:
     """A moderator seated in the audience by a full stage is listed as a
     "listener" that moderates; invited on the stage as a "speaker" it still
-    moderates, and every member is told so; stepping down ends it."""
-    room = app.server.room("hall", max_speakers=2)
+    moderates, and every member is told so; stepping down ends it. A
+    "moderator" whose token withheld the grant is listed as not moderating."""
+    room = app.server.room("hall", max_speakers=3)
     mod, mod_client = await joined(app, "mod", "moderator")
     sam, sam_client = await joined(app, "sam", "speaker")
-    vic, vic_client = await joined(app, "vic", "moderator")  # the stage is full
-    sockets, clients = [mod, sam, vic], [mod_client, sam_client, vic_client]
+    sockets, clients = [mod, sam], [mod_client, sam_client]
     try:
+        held = await app.ws()
+        sockets.append(held)
+        pc, held_client = await peer(speaker=True)
+        clients.append(held_client)
+        withheld = auth.issue_token(
+            SECRET, room="hall", identity="held", role="moderator", grants=["publish", "subscribe"]
+        )
+        join = {"type": "join", "room": "hall", "token": withheld}
+        await held.request({**join, "offer": pc.localDescription.sdp}, "joined")
+        vic, vic_client = await joined(app, "vic", "moderator")  # the stage is full
+        sockets.append(vic)
+        clients.append(vic_client)
         assert (room["vic"].role, room["vic"].is_moderator) == ("listener", True)
+        assert (room["held"].role, room["held"].is_moderator) == ("moderator", False)
         lee = await app.ws()
         sockets.append(lee)
         pc, lee_client = await peer()
         clients.append(lee_client)
-        reply = await lee.request(
-            {
-                "type": "join",
-                "room": "hall",
-                "token": app.token("lee"),
-                "offer": pc.localDescription.sdp,
-            },
-            "joined",
-        )
-        # (`moderates` is said only when true.)
-        listed = {e["identity"]: (e["role"], e.get("moderates", False)) for e in reply["roster"]}
+        join = {"type": "join", "room": "hall", "token": app.token("lee")}
+        reply = await lee.request({**join, "offer": pc.localDescription.sdp}, "joined")
+        # (`moderates` is said only when the role does not say it.)
+        listed = {
+            e["identity"]: (e["role"], e.get("moderates", e["role"] == "moderator"))
+            for e in reply["roster"]
+        }
         assert listed == {
             "mod": ("moderator", True),
             "sam": ("speaker", False),
+            "held": ("moderator", False),
             "vic": ("listener", True),
             "lee": ("listener", False),
         }
+        assert sum("moderates" in e for e in reply["roster"]) == 2  # held's and vic's
 
         await mod.request({"type": "demote", "identity": "sam"})
         await mod.request({"type": "promote", "identity": "vic"})  # as "speaker"

@@ -133,8 +133,7 @@ export function tokenClaims(token) {
 }
 
 /** Whether a roster entry or `role_changed` names a member that may moderate
- * (the server says `moderates: true` only for those; one that never says it:
- * its moderators). */
+ * (the server says `moderates` only when the role does not say it). */
 function moderates(entry) {
   return entry.moderates ?? entry.role === "moderator";
 }
