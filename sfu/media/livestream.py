@@ -431,9 +431,10 @@ def live_stream_handler(
     ``/rooms/{room}/live.ogg``. 404 for an unknown room (rooms are not
     created by listening). A token for the room is needed (403 without a
     valid one, or for a banned member) when the server has a
-    ``token_secret``, as for every other way in (checked first: without
-    one, an unknown room is a 403 too, so room names cannot be probed),
-    and for a private room;
+    ``token_secret``, as for every other way in, and for a private room;
+    on a server with a ``token_secret`` an unknown room answers 403 too
+    without a valid token for it (404 with one), so room names cannot be
+    probed;
     ``public=True`` opens the streams of the rooms that are not private to
     anyone (a broadcast). A room's stream takes ``max_clients`` clients at
     once (each costs its own Ogg pages, ~0.3 ms of CPU a second): 503 past
@@ -472,18 +473,20 @@ def live_stream_handler(
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["room"]
         claims = None
+        room = server.get_room(name)
+        if room is not None and room.closed:
+            room = None
         try:
-            if server.token_secret is not None and not public:
-                # Checked before the room is looked up: without a token for
-                # it, a room that exists and one that does not answer alike.
-                claims = verify_token(server.token_secret, _token(request), room=name)
-            room = server.get_room(name)
-            if room is None or room.closed:
+            secret = server.token_secret
+            if secret is not None and (not public or room is None or room.policy.private):
+                # Before "no such room": without a valid token for it, a room
+                # that does not exist answers as a private one does (403), so
+                # room names cannot be probed.
+                claims = verify_token(secret, _token(request), room=name)
+            if room is None:
                 return web.Response(status=404, text=f"no room {name!r}\n")
             if claims is None and room.policy.private:
-                if server.token_secret is None:
-                    raise NotAllowed("no token_secret")
-                claims = verify_token(server.token_secret, _token(request), room=name)
+                raise NotAllowed("no token_secret")  # (a private room needs one: not reached)
             if claims is not None and room.is_banned(claims.identity, claims.token_id):
                 raise NotAllowed(f"{claims.identity!r} was removed from room {name!r}")
         except NotAllowed as exc:
