@@ -13,15 +13,34 @@ from sfu.transport import server as server_module
 from sfu.transport import session as session_module
 
 from ..clients import wait_for
-from ..test_room_lifecycle import FINGERPRINT, LISTENER, UFRAG
+from ..test_room_lifecycle import UFRAG
 from .test_dtls import Client as DtlsClient
-from .test_nat_rebinding import client_flight, connected_over, proofs_to, two_loopback_sockets
-from .test_server import answer_credentials, binding_request, datagrams, proof_answer, server_addr
+from .test_nat_rebinding import (
+    client_flight,
+    connected_over,
+    listener_session,
+    proofs_to,
+    two_loopback_sockets,
+)
+from .test_server import binding_request, datagrams, proof_answer, server_addr
+
 
 CONSENT = 1.5  # consent_timeout: a check alone renews it for CONSENT / 3 = 0.5 s
 #: A DTLS 1.2 record in plaintext (epoch 0): a fatal handshake_failure alert.
 FATAL_ALERT = bytes([21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 5, 0, 2, 2, 40])
 COPIED = "stun check copied from another address"
+
+
+async def proof_sent_to(sock: socket.socket, what: str) -> bytes:
+    """The first proof (the server's own binding request) ``sock`` receives."""
+    proofs: list[bytes] = []
+
+    def sent() -> bool:
+        proofs.extend(proofs_to(sock))
+        return bool(proofs)
+
+    await wait_for(sent, 5, what)
+    return proofs[0]
 
 
 async def test_a_replayed_check_does_not_keep_consent() -> None:
@@ -101,14 +120,8 @@ async def test_a_proofs_answer_counts_only_from_the_address_it_asked() -> None:
             unexpected = server.drops["stun response unexpected"]
             nominate = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
             asked.sendto(nominate, server_addr(server))
-            proofs: list[bytes] = []
-
-            def proof_sent() -> bool:
-                proofs.extend(proofs_to(asked))
-                return bool(proofs)
-
-            await wait_for(proof_sent, 5, "the move's proof")
-            answering.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
+            proof = await proof_sent_to(asked, "the move's proof")
+            answering.sendto(proof_answer(proof, session.remote_pwd), server_addr(server))
             await wait_for(
                 lambda: server.drops["stun response unexpected"] > unexpected, 5, "answer dropped"
             )
@@ -213,11 +226,7 @@ async def test_checks_copied_from_another_address_before_the_handshake_are_not_t
     async with sfu.Server() as server:
         with two_loopback_sockets() as (client_socket, copier):
             client = DtlsClient()
-            offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
-            participant = await server.room("r").add_listener(offered, "lee")
-            session = participant.session
-            assert session is not None
-            server_ufrag, pwd = answer_credentials(participant.answer)
+            session, server_ufrag, pwd = await listener_session(server, client)
             here = client_socket.getsockname()
             for use_candidate in (False, True):
                 check = binding_request(server_ufrag, UFRAG, pwd, use_candidate=use_candidate)
@@ -256,11 +265,7 @@ async def test_past_the_checks_remembered_a_new_address_needs_a_proof(
             ),
         ):
             client = DtlsClient()
-            offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
-            participant = await server.room("r").add_listener(offered, "lee")
-            session = participant.session
-            assert session is not None
-            server_ufrag, pwd = answer_credentials(participant.answer)
+            session, server_ufrag, pwd = await listener_session(server, client)
             first = binding_request(server_ufrag, UFRAG, pwd, use_candidate=True)
             client_socket.sendto(first, server_addr(server))
             for _ in range(3):  # more than the session keeps
@@ -271,14 +276,8 @@ async def test_past_the_checks_remembered_a_new_address_needs_a_proof(
             copier.sendto(check, server_addr(server))  # its ID was not: a proof first
             other = binding_request(server_ufrag, UFRAG, pwd, use_candidate=False)
             second.sendto(other, server_addr(server))
-            proofs: list[bytes] = []
-
-            def proof_to_second() -> bool:
-                proofs.extend(proofs_to(second))
-                return bool(proofs)
-
-            await wait_for(proof_to_second, 5, "a proof to the second candidate")
-            second.sendto(proof_answer(proofs[0], session.remote_pwd), server_addr(server))
+            proof = await proof_sent_to(second, "a proof to the second candidate")
+            second.sendto(proof_answer(proof, session.remote_pwd), server_addr(server))
             here = client_socket.getsockname()
             await wait_for(lambda: second.getsockname() in session.checked_addresses, 5, "proven")
             await asyncio.sleep(session_module.PROOF_TIMEOUT + 0.5)  # the copier's proof lapses

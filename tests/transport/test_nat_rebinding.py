@@ -135,11 +135,7 @@ async def connected_over(
     """A listener session in room "r" whose handshake ran from ``sock`` (raw
     STUN, in-memory DTLS ``client``: pass one to protect SRTP with its keys)."""
     client = client or DtlsClient()
-    offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
-    participant = await server.room("r").add_listener(offered, identity)
-    session = participant.session
-    assert session is not None
-    server_ufrag, pwd = answer_credentials(participant.answer)
+    session, server_ufrag, pwd = await listener_session(server, client, identity)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
     sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
@@ -151,6 +147,18 @@ async def connected_over(
         sock.sendto(datagram, server_addr(server))
     await wait_for(lambda: session.state == "connected", 3, "connected")
     return session, server_ufrag, pwd
+
+
+async def listener_session(
+    server: sfu.Server, client: DtlsClient, identity: str = "lee"
+) -> tuple[Session, str, str]:
+    """A listener in room "r" whose offer names ``client``'s certificate: its
+    session, not checked yet, and the answer's ICE ufrag and password."""
+    offered = LISTENER.replace(FINGERPRINT, client.fingerprints[0][1])
+    participant = await server.room("r").add_listener(offered, identity)
+    assert participant.session is not None
+    server_ufrag, pwd = answer_credentials(participant.answer)
+    return participant.session, server_ufrag, pwd
 
 
 async def client_flight(
