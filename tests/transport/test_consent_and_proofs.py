@@ -24,7 +24,6 @@ from .test_nat_rebinding import (
 )
 from .test_server import binding_request, datagrams, proof_answer, server_addr
 
-
 CONSENT = 1.5  # consent_timeout: a check alone renews it for CONSENT / 3 = 0.5 s
 #: A DTLS 1.2 record in plaintext (epoch 0): a fatal handshake_failure alert.
 FATAL_ALERT = bytes([21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 5, 0, 2, 2, 40])
