@@ -37,7 +37,7 @@ from .errors import (
     RoomClosed,
     RoomFull,
 )
-from .events import ParticipantJoined, RoleChanged
+from .events import ParticipantJoined
 from .participant import Listener, Participant, Speaker
 from .transport.answer import negotiate_or_listen
 from .transport.ice import IceCredentials
@@ -402,14 +402,5 @@ class Gate:
             room._emit_mute(participant, None)
         room._listing.joined(room.server.loop, participant)
         if must_offer:
-            room._emit(
-                RoleChanged(
-                    room.name,
-                    identity,
-                    role,
-                    None,
-                    renegotiate=True,
-                    moderates=participant.is_moderator,
-                )
-            )
+            room._emit(participant._role_changed(None, renegotiate=True))
         return participant

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ._values import check_identity, check_reason, shown
 from .auth import Grant, Role, grants_of
 from .errors import InvalidSetting, NotAllowed, NotFound, RoomClosed
-from .events import HandLowered, HandRaised, HandsChanged, ParticipantRemoved, RoleChanged
+from .events import HandLowered, HandRaised, HandsChanged, ParticipantRemoved
 from .gate import member_identity
 
 if TYPE_CHECKING:
@@ -271,16 +271,7 @@ class Moderation:
         logger.info(
             "%s %s in room %r by %s", shown(participant.identity), change, room.name, _actor(by)
         )
-        room._emit(
-            RoleChanged(
-                room.name,
-                participant.identity,
-                participant.role,
-                by,
-                renegotiate=renegotiate,
-                moderates=participant.is_moderator,
-            )
-        )
+        room._emit(participant._role_changed(by, renegotiate=renegotiate))
         room._listing.role_changed(room.server.loop, participant, was_in_audience)
 
     # -- mutes and removals ------------------------------------------------------------

@@ -367,17 +367,19 @@ class Participant:
         )
         self._offer_asked_as_listener = False
         if must_offer:
-            self.room._emit(
-                RoleChanged(
-                    self.room.name,
-                    self.identity,
-                    self.role,
-                    None,
-                    renegotiate=True,
-                    moderates=self.is_moderator,
-                )
-            )
+            self.room._emit(self._role_changed(None, renegotiate=True))
         return answer
+
+    def _role_changed(self, by: str | None, *, renegotiate: bool) -> RoleChanged:
+        """The event that tells the room this member's role and grant as they are now."""
+        return RoleChanged(
+            self.room.name,
+            self.identity,
+            self.role,
+            by,
+            renegotiate=renegotiate,
+            moderates=self.is_moderator,
+        )
 
     # -- changes made by the room ----------------------------------------------
 

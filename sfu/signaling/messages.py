@@ -225,10 +225,17 @@ def _roster_entry(
         "hand": hand,
         "can_speak": can_speak,
     }
-    if moderates != (role == "moderator"):
-        # Said only when the role does not say it (a storm's rosters stay small).
-        entry["moderates"] = moderates
+    _say_moderates(entry, role, moderates)
     return entry
+
+
+def _say_moderates(entry: dict[str, Any], role: str, moderates: bool) -> None:
+    """Put ``moderates`` in a roster entry only when its role does not say it
+    (a storm's rosters stay small): a "speaker" invited from the audience with
+    a moderator's token moderates, a "moderator" whose token withheld the
+    grant does not."""
+    if moderates != (role == "moderator"):
+        entry["moderates"] = moderates
 
 
 def audience_message(room: Room, offset: int, limit: int) -> dict[str, Any]:
@@ -266,12 +273,7 @@ def event_message(event: RoomEvent, participant: Participant) -> dict[str, Any] 
                 "moderator_muted": bool(member and member.moderator_muted),
                 "can_speak": bool(member and member.can_speak),
             }
-            moderates = member is not None and member.is_moderator
-            if moderates != (role == "moderator"):
-                # Said only when the role does not say it: a "speaker" invited
-                # from the audience with a moderator's token moderates too, a
-                # "moderator" whose token withheld the grant does not.
-                told["moderates"] = moderates
+            _say_moderates(told, role, member is not None and member.is_moderator)
             return told
 
         return {
