@@ -15,7 +15,13 @@ process on a shared machine) is measured again, up to ``--retries`` times. Loss 
 the server's fan-out dropped (EAGAIN), kernel receive-buffer drops at the
 listeners (the load generator falling behind), and the rest.
 
-Target (issue 7): >= 3,000 listeners with one speaker.
+Target (issue 7): >= 3,000 listeners with one speaker, where "the floor
+allows about 5,000". The floor moves with the machine's speed, so each climb
+ends by measuring it (``--floor`` bursts of the C floor, ``srtp_protect`` +
+``sendto`` of a forwarded-sized packet to every listener from the server's
+own socket, as ``cpu_per_packet.py`` does) and reports the listeners it
+would hold on one core at the speakers' packet rate: ``floor_listeners``,
+and ``held_x_floor``, the listeners held as a share of it.
 
 Run: ``python bench/max_listeners.py [--speakers 1 3] [--start 1000 --step 500]``.
 Writes ``bench/results/max_listeners-<date>.json``.
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 from typing import Any
 
+import cpu_per_packet
 import harness
 import loadgen
 
@@ -73,6 +80,30 @@ async def measure_step(
     return step, failures, contended
 
 
+def floor_ceiling(floor_us: float, speakers: int) -> int:
+    """Listeners whose packets the C floor's sends alone would keep one core busy with."""
+    packets_per_listener_second = speakers / loadgen.PACKET_TIME
+    return int(1e6 / (floor_us * packets_per_listener_second))
+
+
+async def measure_floor(
+    gen: loadgen.LoadGen, args: argparse.Namespace, control: int, speakers: int
+) -> dict[str, Any]:
+    """The C floor at the climb's last N, and the listeners it would hold."""
+    ports = [peer.sock.getsockname()[1] for peer in gen.listeners]
+    profile = next((peer.profile.decode() for peer in gen.listeners if peer.profile), None)
+    floor = await harness.run_floor(
+        ports,
+        cpu_per_packet.forwarded_packet(gen),
+        args.floor,
+        profile or "SRTP_AES128_CM_SHA1_80",
+        control=control,
+        sink=gen.sink,
+    )
+    floor["floor_listeners"] = floor_ceiling(floor["us_per_packet"], speakers)
+    return floor
+
+
 async def climb(args: argparse.Namespace, speakers: int) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     best = 0
@@ -105,7 +136,18 @@ async def climb(args: argparse.Namespace, speakers: int) -> dict[str, Any]:
                     break
                 best = step["listeners"]
                 n += args.step if speakers == 1 else args.step_3
-    return {"speakers": speakers, "max_listeners": best, "stopped_because": reason, "steps": steps}
+            floor = await measure_floor(gen, args, server.control, speakers) if args.floor else None
+    result = {
+        "speakers": speakers,
+        "max_listeners": best,
+        "stopped_because": reason,
+        "steps": steps,
+    }
+    if floor is not None:
+        result["floor"] = floor
+        result["floor_listeners"] = floor["floor_listeners"]
+        result["held_x_floor"] = best / floor["floor_listeners"]
+    return result
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -114,6 +156,13 @@ async def main(args: argparse.Namespace) -> None:
     for result in results:
         print(
             f"{result['speakers']} speaker(s): {result['max_listeners']} listeners held ({result['stopped_because']})"
+            + (
+                f"; the C floor, {result['floor']['us_per_packet']:.2f} us a packet in this run, "
+                f"would fill the core at {result['floor_listeners']} "
+                f"(held {result['held_x_floor']:.2f}x of that)"
+                if "floor" in result
+                else ""
+            )
         )
     print(
         f"wrote {harness.write_result('max_listeners', {'args': vars(args), 'loadgen_cpus': cpus, 'results': results})}"
@@ -136,6 +185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="seconds the server may still be busy with a window's packets after it ends",
+    )
+    parser.add_argument(
+        "--floor",
+        type=int,
+        default=50,
+        help="C floor bursts (one datagram per listener) after each climb; 0: no floor",
     )
     parser.add_argument(
         "--retries", type=int, default=2, help="re-measure a failed step the server was starved in"

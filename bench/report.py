@@ -82,12 +82,18 @@ def max_listeners() -> None:
     data = {"results": [results[k] for k in sorted(results)]}
     names = ", ".join(f"`{name}`" for name in sorted(set(files)))
     print(f"### Maximum listeners on one core ({names})\n")
-    print("| speakers | listeners held | stopped at | because |")
-    print("|---:|---:|---:|---|")
+    print(
+        "| speakers | listeners held | stopped at | because | C floor µs/packet | the floor would hold | held × the floor's |"
+    )
+    print("|---:|---:|---:|---|---:|---:|---:|")
     for result in data["results"]:
         last = result["steps"][-1]["listeners"] if result["steps"] else "–"
+        # Runs before the twenty-fifth session did not measure the floor.
+        floor = result.get("floor", {})
         print(
-            f"| {result['speakers']} | {result['max_listeners']} | {last} | {result['stopped_because']} |"
+            f"| {result['speakers']} | {result['max_listeners']} | {last} | {result['stopped_because']} "
+            f"| {num(floor.get('us_per_packet'))} | {result.get('floor_listeners', '–')} "
+            f"| {num(result.get('held_x_floor'))} |"
         )
     print("\nEvery step (exact counts per listener):\n")
     print(

@@ -443,6 +443,26 @@ async def test_max_listeners_step_fails_on_any_listener_past_the_loss_target(
     assert failures == ([failure] if failure else [])
 
 
+async def test_max_listeners_measures_the_floor_and_the_listeners_it_would_hold() -> None:
+    """A climb ends with the C floor measured on its own listeners, from the
+    server's socket (every burst reaches every listener), and the listeners
+    that floor would hold on one core at the speakers' rate: 50 packets a
+    second each, so a 4 µs floor holds 5,000 with one speaker, 1,666 with three."""
+    max_listeners = importlib.import_module("max_listeners")
+    assert max_listeners.floor_ceiling(4.0, 1) == 5000
+    assert max_listeners.floor_ceiling(4.0, 3) == 1666
+    args = max_listeners.parse_args(
+        ["--start", "6", "--step", "6", "--max", "6", "--seconds", "0.5", "--floor", "4"]
+    )
+    result = await max_listeners.climb(args, 1)
+    assert result["max_listeners"] == 6, result["stopped_because"]
+    floor = result["floor"]
+    assert floor["source"] == "server socket" and floor["receivers"] == 6
+    assert floor["delivered"] == (5 + 3 * 4) * 6  # warm-up, then three measured runs
+    assert result["floor_listeners"] == max_listeners.floor_ceiling(floor["us_per_packet"], 1)
+    assert result["held_x_floor"] == 6 / result["floor_listeners"]
+
+
 def test_sink_counts_a_packet_that_fails_authentication_as_failed() -> None:
     """The sink's sampled srtp_unprotect tells: a listener sent SRTP under its
     own keys counts it as authenticated; one sent SRTP under other keys (or a
