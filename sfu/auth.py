@@ -151,14 +151,20 @@ def issue_token(
     for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
         if seconds is not None and not is_number(seconds):
             raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")
-    if ttl <= 0:
+    if ttl is None or ttl <= 0:
         raise InvalidSetting(f"ttl must be a positive number of seconds, got {ttl!r}")
     if isinstance(grants, (str, bytes)):
         raise InvalidSetting(f"grants must be a list of grant names, got the string {grants!r}")
-    granted = grants_of(role) if grants is None else frozenset(grants)
+    try:
+        granted = grants_of(role) if grants is None else frozenset(grants)
+    except TypeError:  # not iterable, or an item that is not hashable (a list)
+        raise InvalidSetting(
+            f"grants must be an iterable of grant names, got {grants!r:.60}"
+        ) from None
     unknown = granted - GRANTS
     if unknown:
-        raise InvalidSetting(f"unknown grants {sorted(unknown)}; known: {sorted(GRANTS)}")
+        # (sorted by their text: a misspelt name beside an int must not raise TypeError)
+        raise InvalidSetting(f"unknown grants {sorted(unknown, key=repr)}; known: {sorted(GRANTS)}")
     issued = time.time() if now is None else now
     payload = {
         "sub": identity,
@@ -219,8 +225,15 @@ def verify_token(
     (with the reason): :class:`InvalidToken` when the token itself is bad
     (malformed: what is wrong in its shape, e.g. "its payload is not
     base64url"), a plain ``NotAllowed`` when there is none or it is for
-    another room. A secret shorter than 32 bytes raises :class:`InvalidSetting`."""
+    another room. A secret shorter than 32 bytes, a ``leeway`` that is not a
+    finite number of seconds >= 0 or a ``now`` that is not a finite number
+    raise :class:`InvalidSetting`."""
     key = _key(secret)
+    # A NaN leeway made every time comparison False: an expired token passed.
+    if not is_number(leeway) or leeway < 0:
+        raise InvalidSetting(f"leeway must be a finite number of seconds >= 0, got {leeway!r}")
+    if now is not None and not is_number(now):
+        raise InvalidSetting(f"now must be None or a finite number of seconds, got {now!r}")
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
     if not token:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from ._values import is_int
+from ._values import is_int, is_number
 from .errors import InvalidSetting
 
 logger = logging.getLogger(__name__)
@@ -409,7 +409,12 @@ class EventStream(AsyncIterator[Event]):
         """The next event, waiting at most ``timeout`` seconds (``asyncio.TimeoutError``;
         a queued event is returned at once, even with ``timeout=0``). After the
         last event (``RoomClosed``, or :meth:`close`) it raises
-        ``StopAsyncIteration``, as iterating would end."""
+        ``StopAsyncIteration``, as iterating would end. A ``timeout`` that is
+        not None or a number raises :class:`~sfu.errors.InvalidSetting`."""
+        if timeout is not None and not is_number(timeout):
+            raise InvalidSetting(
+                f"timeout must be None or a number of seconds, got {timeout!r:.40}"
+            )
         if self._events:
             return cast(Event, self._events.popleft())
         if timeout is not None and timeout <= 0:

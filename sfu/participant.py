@@ -16,7 +16,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, cast
 
-from ._values import check_reason, shown
+from ._values import check_reason, is_number, shown
 from .auth import Grant, Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
@@ -224,8 +224,14 @@ class Participant:
         """Wait until ICE and DTLS are done (``asyncio.TimeoutError`` after ``timeout``).
 
         Raises :class:`~sfu.errors.ParticipantClosed` if the participant
-        closes first (it left, was removed, its handshake failed).
+        closes first (it left, was removed, its handshake failed), and
+        :class:`~sfu.errors.InvalidSetting` for a ``timeout`` that is not
+        None or a number.
         """
+        if timeout is not None and not is_number(timeout):
+            raise InvalidSetting(
+                f"timeout must be None or a number of seconds, got {timeout!r:.40}"
+            )
         if self._connected and not self._closed:
             return
         self._check_open()

@@ -446,9 +446,14 @@ class Room:
     def is_banned(self, identity: str, token_id: str | None = None) -> bool:
         """True if ``identity`` (or the token with id ``token_id``) was removed with a ban.
 
-        Raises :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is not one.
+        Raises :class:`~sfu.errors.InvalidSetting` for an ``identity`` that is
+        not one, or a ``token_id`` that is neither None nor a str.
         """
         check_identity(identity)
+        if token_id is not None and not isinstance(token_id, str):
+            raise InvalidSetting(
+                f"token_id must be a token's id (str) or None, got {type(token_id).__name__}"
+            )
         return self._bans.keeps_out(identity, token_id)
 
     def unban(self, identity: str) -> None:

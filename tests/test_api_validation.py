@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -367,3 +368,33 @@ async def test_the_adapters_make_rooms_with_the_settings_they_checked(adapter: s
             assert room.policy.slots == 2 and room.policy.private is False
         finally:
             await runner.cleanup()
+
+
+async def test_get_room_never_raises() -> None:
+    """``Server.get_room``: "Never raises" (None for a room that is not
+    there); a name that is not hashable raised TypeError."""
+    async with sfu.Server() as server:
+        server.room("r")
+        assert server.get_room(["r"]) is None  # type: ignore[arg-type]
+        assert server.get_room({"r": 1}) is None  # type: ignore[arg-type]
+        assert server.get_room("r") is not None
+
+
+async def test_timeouts_and_token_ids_of_the_wrong_type_are_invalid_settings() -> None:
+    async with sfu.Server() as server:
+        room = server.room("r")
+        stream = room.events()
+        with pytest.raises(sfu.InvalidSetting, match="timeout"):
+            await stream.next("1")  # type: ignore[arg-type]
+        listener = await room.add_listener(LISTENER, "bob")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(sfu.InvalidSetting, match="timeout"):
+                await listener.wait_connected("1")  # type: ignore[arg-type]
+            gc.collect()  # a coroutine made and dropped warns "never awaited" here
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        with pytest.raises(sfu.InvalidSetting, match="token_id"):
+            room.is_banned("bob", ["jti"])  # type: ignore[arg-type]
+        with pytest.raises(sfu.InvalidSetting, match="token_id"):
+            room.is_banned("bob", 5)  # type: ignore[arg-type]
+        stream.close()

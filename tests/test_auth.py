@@ -365,3 +365,37 @@ def test_the_signed_identity_is_a_quick_look_at_a_token_the_key_made() -> None:
         assert auth.signed_identity(SECRET, token, room="hall") is None, token
     assert auth.signed_identity(SECRET, 7, room="hall") is None  # type: ignore[arg-type]
     assert auth.signed_identity("short", good(), room="hall") is None  # not a usable key
+
+
+@pytest.mark.parametrize("leeway", [float("nan"), float("inf"), "5", None, True, -10.0])
+def test_verify_token_refuses_a_leeway_that_is_not_a_number_of_seconds(leeway: object) -> None:
+    """A NaN leeway made ``now > exp + leeway`` False for every token: an
+    expired one was accepted. A str leeway raised TypeError from inside."""
+    expired = auth.issue_token(SECRET, room="r", identity="a", ttl=60, now=time.time() - 3600)
+    with pytest.raises(sfu.InvalidSetting, match="leeway"):
+        auth.verify_token(SECRET, expired, room="r", leeway=leeway)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("now", [float("nan"), "soon"])
+def test_verify_token_refuses_a_now_that_is_not_a_number(now: object) -> None:
+    expired = auth.issue_token(SECRET, room="r", identity="a", ttl=60, now=time.time() - 3600)
+    with pytest.raises(sfu.InvalidSetting, match="now"):
+        auth.verify_token(SECRET, expired, room="r", now=now)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"ttl": None},
+        {"grants": 5},
+        {"grants": [["publish"]]},
+        {"grants": [1, "x"]},
+    ],
+)
+def test_issue_token_refuses_a_ttl_or_grants_of_the_wrong_type(
+    arguments: dict[str, object],
+) -> None:
+    """Documented: InvalidSetting for an unknown grant or "a ttl that is not
+    a positive number"; these raised TypeError from inside."""
+    with pytest.raises(sfu.InvalidSetting):
+        auth.issue_token(SECRET, room="r", identity="a", **arguments)  # type: ignore[arg-type]

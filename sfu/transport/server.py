@@ -509,7 +509,10 @@ class Server:
 
     def get_room(self, name: str) -> Room | None:
         """The open room called ``name``, or None; unlike :meth:`room`, never
-        creates one, and unlike :attr:`rooms`, copies nothing. Never raises."""
+        creates one, and unlike :attr:`rooms`, copies nothing. Never raises
+        (a ``name`` that is not a str names no room: None)."""
+        if not isinstance(name, str):
+            return None
         return self._rooms.get(name)
 
     def sessions(self) -> Iterator[Session]:
