@@ -12,10 +12,12 @@ replace that member: the signaling's reconnect that proves it is the same
 client (its resume key), or a WHIP/WHEP POST for a session of the same
 endpoint whose client no longer answers
 (:func:`sfu.signaling.aiohttp.add_whip_whep`). The member replaced then
-leaves first, as a member that dropped (:data:`REPLACED`: its graces open,
-the decisions about it stay), in the same admission turn and with no await
-in between, so the room never holds two members of one identity nor counts
-one seat twice.
+leaves, as a member that dropped (:data:`REPLACED`: its graces open, the
+decisions about it stay), once nothing can refuse the join (its offer
+negotiated, a seat found), just before the new member is registered: in the
+same admission turn with no await in between, so the room never holds two
+members of one identity nor counts one seat twice, and a refused join ends
+nobody.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ def replacing(may_replace: Callable[[Participant], bool] | None) -> Iterator[Non
 
     Where a join would be refused with DuplicateIdentity, the gate asks
     ``may_replace(member)`` (in the join's admission turn, once the token was
-    checked in full and no ban keeps the identity out); True ends that
-    member first (reason :data:`REPLACED`) and the join goes on as a rejoin.
+    checked in full and no ban keeps the identity out); True: the join goes
+    on as a rejoin, and that member leaves (reason :data:`REPLACED`) once
+    nothing can refuse the join.
     For an adapter that can tell a reconnect of the same client (the
     signaling's resume key; WHIP/WHEP, whose earlier client stopped
     answering); the Python API never replaces anyone. None:
@@ -229,9 +232,21 @@ class Gate:
                     f"{identity!r} is already in room {room.name!r}; pick another identity or close the other one"
                 )
             # The same client again (its old connection is gone, or going): the
-            # member leaves now, as one that dropped, and this join is its
-            # rejoin. Synchronous: nothing runs before this join is admitted.
-            present._close(REPLACED)
+            # member leaves, as one that dropped, and this join is its rejoin.
+            # It leaves only once nothing can refuse this join (in admit(), in
+            # this turn, with no await in between): until then its seat counts
+            # as free and its graces as open, as they would be once it left.
+        now = room.server.loop.time()
+        freed = present.can_publish if present is not None else None
+        # The graces its leaving will open (Room._participant_closed), open already.
+        replaced_demoted = present is not None and identity in room._demoted_present
+        demoted_grace = room._demoted_rejoin.holds(identity, now) or replaced_demoted
+        moderator_grace = room._moderator_rejoin.holds(identity, now) or (
+            present is not None
+            and not replaced_demoted
+            and present.can_publish
+            and present.is_moderator
+        )
         # A moderator promoted or demoted this identity earlier in this room:
         # that role stands over the token when it comes back (a reconnect),
         # unless the caller asks for less (one may always join with fewer rights).
@@ -246,9 +261,8 @@ class Gate:
         # A moderator is never refused for capacity: the room is its to run.
         moderating = "moderate" in grants
         seated_in_audience = False
-        now = room.server.loop.time()
-        if publish and not self.has_place(True):
-            if moderating and room._moderator_rejoin.holds(identity, now):
+        if publish and not self.has_place(True, freed):
+            if moderating and moderator_grace:
                 pass  # dropped from the stage a moment ago: back on it, past max_speakers
             elif moderating:
                 # The stage filled up: in the audience, still moderating; it
@@ -263,10 +277,10 @@ class Gate:
                 role, grants = _without_taken_moderate(decision, base_role, base_grants)
                 publish = "publish" in grants
                 promoted = False
-        if not moderating and (publish or not room._demoted_rejoin.holds(identity, now)):
+        if not moderating and (publish or not demoted_grace):
             # (A member a moderator demoted that dropped comes back past
             # max_listeners for a while, as demote() let it stay: a reconnect.)
-            self.check_capacity(publish)
+            self.check_capacity(publish, freed)
         try:
             participant = self.admit(
                 offer,
@@ -279,11 +293,12 @@ class Gate:
                 moderator_muted=bool(decision.get("moderator_muted")),
                 promoted=promoted,
                 own_grants=own_grants,
+                replacing=present,
             )
         except InvalidOffer:
             if seated_in_audience:
                 # It can only send (a WHIP publisher): not "a bad offer", a full stage.
-                self.check_capacity(True)
+                self.check_capacity(True, freed)
             raise
         room._demoted_rejoin.end(identity)
         room._moderator_rejoin.end(identity)
@@ -300,13 +315,15 @@ class Gate:
             raise NotAllowed("this server does not accept tokens (no token_secret configured)")
         return verify_token(secret, token, room=room.name)
 
-    def has_place(self, publish: bool) -> bool:
+    def has_place(self, publish: bool, freed: bool | None = None) -> bool:
+        """Whether a seat of that kind is free; ``freed``: the kind of a seat
+        counted as free already (that of a member this join replaces)."""
         room = self.room
         limit = room.policy.max_speakers if publish else room.policy.max_listeners
-        return limit is None or room._counts[publish] < limit
+        return limit is None or room._counts[publish] - (1 if freed == publish else 0) < limit
 
-    def check_capacity(self, publish: bool) -> None:
-        if not self.has_place(publish):
+    def check_capacity(self, publish: bool, freed: bool | None = None) -> None:
+        if not self.has_place(publish, freed):
             if publish:
                 limit, what = self.room.policy.max_speakers, "speakers"
             else:
@@ -328,6 +345,7 @@ class Gate:
         moderator_muted: bool = False,
         promoted: bool = False,
         own_grants: frozenset[Grant] | None = None,
+        replacing: Participant | None = None,
     ) -> Participant:
         room = self.room
         offer = parse_offer(offer_sdp)
@@ -375,6 +393,10 @@ class Gate:
         participant.csrc = room.router.new_csrc()  # before a publisher is made with it
         try:
             participant._apply_negotiation(negotiation, connected=False)  # may add a publisher
+            if replacing is not None:
+                # Nothing can refuse this join now: the member it replaces leaves
+                # (its ParticipantLeft before this one's ParticipantJoined).
+                replacing._close(REPLACED)
             room.server._register(session)
         except BaseException:
             if participant.publisher is not None:
