@@ -252,9 +252,11 @@ def test_an_ordinary_check_has_no_unknown_attributes() -> None:
 
 
 def test_a_request_full_of_unknown_attributes_names_a_few() -> None:
-    """The 420 lists at most eight types (parsing, before the credential check,
-    stays linear in the datagram's size)."""
-    attributes = [(kind, b"") for kind in range(0x4000, 0x4000 + 300)]
+    """The 420 lists at most eight types; past 32 attributes (parsed before the
+    credential check) the request is malformed."""
+    attributes = [(kind, b"") for kind in range(0x4000, 0x4000 + 20)]
     parsed = parse_binding_request(signed_request(*attributes))
     assert parsed.unknown == tuple(range(0x4000, 0x4008))
     assert parsed.check(CREDENTIALS, "cli1")
+    with pytest.raises(ValueError, match="more than 32 attributes"):
+        parse_binding_request(signed_request(*[(0x8100, b"")] * 300))
