@@ -328,6 +328,8 @@ class OggWriter:
     def _emit(self, flags: int, granule: int | None = None) -> bytes:
         if granule is None:
             granule = self.granule
+        if not any(value < 255 for value in self._lacing):
+            granule = -1  # no packet completes on this page (RFC 3533 section 6)
         header_type = flags | (CONTINUED if self._continued else 0)
         page = _page(
             header_type,

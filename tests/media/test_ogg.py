@@ -284,3 +284,27 @@ def test_a_rewound_writer_goes_on_from_the_pages_written_without_a_gap() -> None
     assert audio == packets[:30] + packets[70:]
     assert pages[-1].granule == len(audio) * 960
     assert len(decode_ogg(written)) == len(audio) * 960
+
+
+def test_an_empty_end_of_stream_page_after_a_flush_has_no_granule_position() -> None:
+    """RFC 3533 section 6 (and this module's docstring): -1 when no packet
+    completes on a page. The live stream flushes every read, so the EOS page
+    its clients get at the end is always such an empty page."""
+    silence = b"\xf8\xff\xfe"
+    writer = OggWriter(7, packets_per_page=255)
+    data = writer.headers(opus_head(1, 312), opus_tags())
+    granule = 0
+    for _ in range(10):
+        granule += 960
+        data += writer.write(silence, granule)
+    data += writer.flush()
+    data += writer.close()
+    pages = list(parse_pages(data))
+    last = pages[-1]
+    assert last.header_type & LAST_PAGE and last.segments == b""
+    assert last.granule == -1, f"empty EOS page carries granule {last.granule}"
+    assert pages[-2].granule == 9600  # the last page a packet completes on
+    # FFmpeg still reads the stream and its length from the last real page.
+    with av.open(io.BytesIO(data), format="ogg") as container:
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    assert samples == 9600 - 312

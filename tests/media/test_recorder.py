@@ -103,8 +103,12 @@ def decode_checked(path: Path) -> tuple[int, list[tuple[float, float]]]:
     return samples, peaks
 
 
-def last_granule(path: Path) -> int:
-    return list(parse_pages(path.read_bytes()))[-1].granule
+def last_granule(data: Path | bytes) -> int:
+    """The granule of the last page a packet completes on (an empty end page
+    that follows a flush has none: -1, RFC 3533 section 6): the stream's length."""
+    if isinstance(data, Path):
+        data = data.read_bytes()
+    return [page.granule for page in parse_pages(data) if page.granule >= 0][-1]
 
 
 def assert_duration(path: Path, wall: float) -> None:
