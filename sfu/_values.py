@@ -9,10 +9,19 @@ a mistake, so both checks refuse it.
 from __future__ import annotations
 
 import math
+import numbers
 
 from .errors import InvalidSetting
 
-__all__ = ["check_identity", "check_reason", "is_int", "is_number", "refilled", "shown"]
+__all__ = [
+    "check_identity",
+    "check_reason",
+    "is_int",
+    "is_number",
+    "is_seconds",
+    "refilled",
+    "shown",
+]
 
 
 def shown(name: str) -> str:
@@ -45,6 +54,21 @@ def is_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int past 1.8e308
         return False
+
+
+def is_seconds(value: object, *, finite: bool = True) -> bool:
+    """A number of seconds as a caller may hold one: any real number (an
+    int, a float, a numpy scalar, a Fraction), not a bool and not NaN, and
+    with ``finite`` not infinite either. ``math.inf`` as a timeout means
+    "wait as long as it takes", as ``asyncio.wait_for`` reads it, so waits
+    pass ``finite=False``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        seconds = float(value)
+    except (OverflowError, ValueError, TypeError):  # an int past 1.8e308
+        return False
+    return not math.isnan(seconds) and (math.isfinite(seconds) or not finite)
 
 
 def check_identity(identity: object, name: str = "identity") -> None:

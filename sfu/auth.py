@@ -37,7 +37,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 from jwt.utils import base64url_decode, base64url_encode
 
-from ._values import is_number
+from ._values import is_number, is_seconds
 from .errors import InvalidSetting, InvalidToken, NotAllowed
 
 __all__ = [
@@ -149,7 +149,7 @@ def issue_token(
         )
     grants_of(role)  # InvalidSetting unless one of ROLES
     for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
-        if seconds is not None and not is_number(seconds):
+        if seconds is not None and not is_seconds(seconds):
             raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")
     if ttl is None or ttl <= 0:
         raise InvalidSetting(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -230,9 +230,9 @@ def verify_token(
     raise :class:`InvalidSetting`."""
     key = _key(secret)
     # A NaN leeway made every time comparison False: an expired token passed.
-    if not is_number(leeway) or leeway < 0:
+    if not is_seconds(leeway) or leeway < 0:
         raise InvalidSetting(f"leeway must be a finite number of seconds >= 0, got {leeway!r}")
-    if now is not None and not is_number(now):
+    if now is not None and not is_seconds(now):
         raise InvalidSetting(f"now must be None or a finite number of seconds, got {now!r}")
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
@@ -249,7 +249,7 @@ def verify_token(
         # raise UnicodeEncodeError) is refused before it is parsed.
         raise InvalidToken("the join token is malformed: it is not ASCII (a JWT is base64url text)")
     try:
-        payload = _decode(token, key, leeway, time.time() if now is None else now)
+        payload = _decode(token, key, float(leeway), time.time() if now is None else float(now))
     except jwt.ExpiredSignatureError:
         raise InvalidToken("the join token has expired") from None
     except jwt.ImmatureSignatureError:

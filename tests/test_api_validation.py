@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -393,8 +395,44 @@ async def test_timeouts_and_token_ids_of_the_wrong_type_are_invalid_settings() -
                 await listener.wait_connected("1")  # type: ignore[arg-type]
             gc.collect()  # a coroutine made and dropped warns "never awaited" here
         assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        for refused in (math.nan, True, "1"):
+            with pytest.raises(sfu.InvalidSetting, match="timeout"):
+                await stream.next(refused)  # type: ignore[arg-type]
+            with pytest.raises(sfu.InvalidSetting, match="timeout"):
+                await listener.wait_connected(refused)  # type: ignore[arg-type]
         with pytest.raises(sfu.InvalidSetting, match="token_id"):
             room.is_banned("bob", ["jti"])  # type: ignore[arg-type]
         with pytest.raises(sfu.InvalidSetting, match="token_id"):
             room.is_banned("bob", 5)  # type: ignore[arg-type]
+        stream.close()
+
+
+async def test_an_infinite_or_numpy_timeout_is_a_timeout() -> None:
+    """``math.inf`` means "wait as long as it takes", as asyncio reads it,
+    and a numpy scalar is a number of seconds: neither is refused."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        stream = room.events()
+        while True:  # drain what the room has said so far
+            try:
+                await stream.next(0)
+            except asyncio.TimeoutError:
+                break
+        listener = await room.add_listener(LISTENER, "bob")  # never connects
+        for timeout in (np.int64(0), np.float32(0.01), 0.01):
+            with pytest.raises(asyncio.TimeoutError):
+                await listener.wait_connected(timeout)
+        for timeout in (math.inf, np.float64(math.inf)):
+            with pytest.raises(asyncio.TimeoutError):  # only the outer bound ends it
+                await asyncio.wait_for(listener.wait_connected(timeout), 0.1)
+        stream.close()
+        stream = room.events()
+        while True:
+            try:
+                await stream.next(np.float32(0.01))
+            except asyncio.TimeoutError:
+                break
+        for timeout in (math.inf, np.int64(10**6)):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.next(timeout), 0.1)
         stream.close()

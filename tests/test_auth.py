@@ -9,6 +9,7 @@ import json
 import time
 
 import jwt
+import numpy as np
 import pytest
 
 import sfu
@@ -376,7 +377,17 @@ def test_verify_token_refuses_a_leeway_that_is_not_a_number_of_seconds(leeway: o
         auth.verify_token(SECRET, expired, room="r", leeway=leeway)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("now", [float("nan"), "soon"])
+@pytest.mark.parametrize("leeway", [np.float32(5.0), np.int64(5), 5])
+def test_verify_token_takes_a_leeway_of_any_real_type(leeway: object) -> None:
+    """A numpy scalar is a number of seconds; only the leeway decides."""
+    issued = time.time() - 63
+    token = auth.issue_token(SECRET, room="r", identity="a", ttl=60, now=issued)
+    assert auth.verify_token(SECRET, token, room="r", leeway=leeway).identity == "a"  # type: ignore[arg-type]
+    with pytest.raises(InvalidToken, match="expired"):
+        auth.verify_token(SECRET, token, room="r", leeway=leeway, now=np.float64(issued + 70))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("now", [float("nan"), "soon", np.float64("nan"), True])
 def test_verify_token_refuses_a_now_that_is_not_a_number(now: object) -> None:
     expired = auth.issue_token(SECRET, room="r", identity="a", ttl=60, now=time.time() - 3600)
     with pytest.raises(sfu.InvalidSetting, match="now"):
