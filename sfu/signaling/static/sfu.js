@@ -77,8 +77,11 @@
  * yet that the old connection is gone (a phone that switched networks leaves
  * it half-open for up to ~30 s), that proves it is the same client, and the
  * server replaces the old member at once instead of refusing the join with
- * `duplicate_identity`. A page's own `join()` sends no key. A microphone
- * that cannot be opened then ends the session with the "microphone" error
+ * `duplicate_identity`; a reconnect refused so (a server that had not noticed,
+ * and no key or a lost one) is tried again for `duplicateIdentityTimeout` (60 s),
+ * then ends with that error. A page's own `join()` sends no key, and raises no
+ * hand of the session it left. A microphone that cannot be opened then ends
+ * the session with the "microphone" error
  * (a promoted listener goes back in listening instead), except a busy one
  * (NotReadableError, AbortError), which is tried again up to three times first.
  */
@@ -182,6 +185,10 @@ export class SfuClient {
    * @param {number} [options.joinTimeout=60000] ms to wait for `joined`: in a crowd a join
    *   waits its turn at the server (which gives up on it after 120 s), and a client that
    *   gave up sooner would only join again at the back of the queue
+   * @param {number} [options.duplicateIdentityTimeout=60000] ms a reconnect keeps trying while
+   *   the server refuses it with `duplicate_identity` (its old member is still in: the
+   *   server drops it when its heartbeat goes unanswered, ~20-30 s); past it the session
+   *   ends with that error (another client of the same identity holds the seat)
    * @param {boolean} [options.mutedOnPromotion] default true: promoted by someone else (a
    *   moderator, the backend), the microphone opens self-muted, so nobody is on the air
    *   before they choose to speak; `setMuted(false)` speaks
@@ -205,6 +212,7 @@ export class SfuClient {
       pingInterval = 15000,
       backoffInitial = 500,
       backoffMax = 10000,
+      duplicateIdentityTimeout = 60000,
       rtcConfiguration = { iceServers: [] },
       mutedOnPromotion = true,
     } = options || {};
@@ -226,7 +234,7 @@ export class SfuClient {
     this.options = {
       audioContainer, audio, reconnect, levelInterval, speakingThreshold, speakingHold,
       iceGatheringTimeout, requestTimeout, joinTimeout, pingInterval, backoffInitial, backoffMax,
-      rtcConfiguration, mutedOnPromotion,
+      duplicateIdentityTimeout, rtcConfiguration, mutedOnPromotion,
     };
 
     this.state = "new";
@@ -357,6 +365,7 @@ export class SfuClient {
     this._ending = null;
     this._everJoined = false;
     this._resumeKey = null; // a page's join is no reconnect: it replaces nobody
+    this.handRaised = false; // nor raises a hand of the session it left
     this.microphoneError = null;
     this._reconnectAttempt = 0;
     this._microphoneRetries = 0;
@@ -546,15 +555,18 @@ export class SfuClient {
     this.size = typeof joined.size === "number" ? joined.size : this.roster.size;
     // Its own hand as the roster says (the hands list may not name it).
     const own = this.roster.get(this.identity);
-    const hadHand = this.handRaised; // before a reconnect: the old member's
-    this.handRaised = !!(own && own.hand);
+    // Its hand went with the old member: raised again below (at the back of
+    // the queue), so a network blip does not silently take it down. It shows
+    // raised meanwhile, so that another drop before the server confirms it
+    // raises it again too.
+    const raiseAgain = this.handRaised && !(own && own.hand) && !this.canPublish;
+    this.handRaised = !!(own && own.hand) || raiseAgain;
     this._setHands(joined.hands || [], joined.hands_total, false);
     const me = this.roster.get(this.identity);
     // Muted at join: a moderator's mute that outlived a reconnect (self-mute
     // is restored below, after the join).
     this.mutedBy = me.moderatorMuted ? "a moderator" : null;
     const wasMuted = this.muted;
-    this.handRaised = me.hand;
     this._everJoined = true;
     // The reconnect backoff restarts once media connects, not on `joined`:
     // a network that lets signaling through but not UDP must not loop fast.
@@ -570,10 +582,15 @@ export class SfuClient {
     // (also under a moderator's mute, which outlives the reconnect on its own).
     this._selfMuteAck = false; // a new member on the server: not self-muted
     if (wasMuted && this.canPublish) this._sendSelfMute().catch(() => {});
-    // Its hand went with the old member: raised again (at the back of the
-    // queue), so a network blip does not silently take it down.
-    if (hadHand && !this.handRaised && !this.canPublish) {
-      this._request("raise_hand").catch(() => {});
+    if (raiseAgain) {
+      const generation = this._generation;
+      this._request("raise_hand").catch((err) => {
+        // Refused (or unanswered): the hand is down. One the connection's end
+        // cut short ("closed") stays up for the next join to raise again.
+        if (generation === this._generation && !(err instanceof SfuError && err.code === "closed")) {
+          this._onOwnHand({ raised: false, by: null });
+        }
+      });
     }
   }
 
@@ -688,6 +705,7 @@ export class SfuClient {
     const { backoffInitial, backoffMax } = this.options;
     // Over when the client leaves, or joins anew (leave() then join() while it slept).
     const over = () => this._ending || this.state === "closed" || joins !== this._joins;
+    let duplicateSince = null; // when the server first refused it as a duplicate
     while (!over()) {
       const attempt = this._reconnectAttempt++;
       const delay = Math.min(backoffMax, backoffInitial * 2 ** attempt);
@@ -735,6 +753,17 @@ export class SfuClient {
           this._emit("error", err);
           this._finish({ reason: err.code, code: 0 });
           return;
+        }
+        if (err instanceof SfuError && err.code === "duplicate_identity") {
+          // Longer than any heartbeat takes to drop a half-open connection:
+          // another live client holds the seat (the same token on another
+          // device). Retrying for ever would keep the microphone open here.
+          duplicateSince ??= performance.now();
+          if (performance.now() - duplicateSince >= this.options.duplicateIdentityTimeout) {
+            this._emit("error", err);
+            this._finish({ reason: err.code, code: 0 });
+            return;
+          }
         }
         // duplicate_identity: the old member is still in and the key sent
         // did not replace it (a server without resume keys, or a join whose
