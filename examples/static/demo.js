@@ -1,7 +1,7 @@
 // The demo page's logic: lobby -> token -> SfuClient -> render the room.
 // Everything about media and signaling is in /sfu.js; this file only renders.
 import { SfuClient, tokenClaims } from "/sfu.js";
-import { refusalText, removalText } from "./wording.js";
+import { closedText, refusalText, removalText } from "./wording.js";
 
 const $ = (selector) => document.querySelector(selector);
 const ROLE_LABEL = { moderator: "Moderator", speaker: "", listener: "" };
@@ -219,7 +219,7 @@ function onClosed(closed, detail) {
     // if the socket closed before that message came, say it here.
     showNotice("removed", "Removed from the room", removalText(null));
   } else if ($("#room").hidden === false) {
-    showNotice("disconnected", "Disconnected", `The connection to the room was lost (${detail.reason}).`);
+    showNotice("disconnected", "Disconnected", closedText(detail));
   }
 }
 

@@ -71,3 +71,27 @@ export function removalText(detail) {
   const again = banned ? " You may not join it again." : "";
   return who + why + again;
 }
+
+/**
+ * What the page says when the session ended without the person leaving, the
+ * room closing or a removal (each of which has its own notice): sfu.js's
+ * "closed" event's `reason` is "disconnected", "replaced", or the code of
+ * the error that refused its reconnect.
+ */
+export function closedText(detail) {
+  const reason = (detail && detail.reason) || "disconnected";
+  if (reason === "disconnected") return "The connection to the room was lost.";
+  if (reason === "replaced") {
+    return "You joined this room again from another tab or device, so this page left it.";
+  }
+  if (reason === "duplicate_identity") {
+    return (
+      "The connection was lost, and someone with your name is in the room now (you, in another tab?): " +
+      "leave there first, then join again."
+    );
+  }
+  if (reason === "room_full" || REFUSALS[reason]) {
+    return `The connection was lost, and joining again did not work. ${refusalText({ code: reason })}`;
+  }
+  return `The connection to the room was lost (${reason}).`;
+}
