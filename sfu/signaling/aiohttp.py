@@ -330,7 +330,12 @@ class _Cors:
             self.origins: frozenset[str] = frozenset()
         else:
             self.any = False
-            self.origins = frozenset(origins)
+            try:
+                self.origins = frozenset(origins)
+            except TypeError:  # not iterable (a number), or an unhashable item (a list)
+                raise InvalidSetting(
+                    f'cors_origins must be "*" or a collection of origins, got {origins!r:.60}'
+                ) from None
             wrong = [o for o in self.origins if not isinstance(o, str) or o.endswith("/")]
             if wrong:
                 raise InvalidSetting(
