@@ -165,15 +165,17 @@ def issue_token(
     if unknown:
         # (sorted by their text: a misspelt name beside an int must not raise TypeError)
         raise InvalidSetting(f"unknown grants {sorted(unknown, key=repr)}; known: {sorted(GRANTS)}")
-    issued = time.time() if now is None else now
+    # As Python floats: numpy's own arithmetic on a narrow scalar (float32,
+    # int32) would lose the ttl or wrap past 2**31.
+    issued = time.time() if now is None else float(now)
     payload = {
         "sub": identity,
         "room": room,
         "role": role,
         "grants": sorted(granted),
         "iat": int(issued),
-        "nbf": int(issued if not_before is None else not_before),
-        "exp": int(issued + ttl),
+        "nbf": int(issued if not_before is None else float(not_before)),
+        "exp": int(issued + float(ttl)),
         "jti": secrets.token_urlsafe(12),
     }
     try:

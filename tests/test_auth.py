@@ -410,3 +410,20 @@ def test_issue_token_refuses_a_ttl_or_grants_of_the_wrong_type(
     a positive number"; these raised TypeError from inside."""
     with pytest.raises(sfu.InvalidSetting):
         auth.issue_token(SECRET, room="r", identity="a", **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("now", "ttl"),
+    [
+        (np.float32(1_700_000_000), 60),  # float32 steps by 128 s there: now + 60 == now
+        (np.float32(1_700_000_000), np.float32(3600)),
+        (np.int32(1_700_000_000), 20 * 365 * 86400),  # past 2**31: int32 wraps negative
+    ],
+)
+def test_issue_token_keeps_the_ttl_of_numpy_times(now: object, ttl: object) -> None:
+    """A numpy scalar is taken as a number of seconds: the token's lifetime is
+    ``ttl`` however narrow the type ``now`` came in (not numpy's arithmetic)."""
+    token = auth.issue_token(SECRET, room="r", identity="a", ttl=ttl, now=now)  # type: ignore[arg-type]
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert payload["exp"] - payload["iat"] == int(ttl)  # type: ignore[call-overload]
+    assert payload["exp"] > payload["iat"] >= 1_699_999_900
