@@ -754,7 +754,11 @@ export class SfuClient {
           this._finish({ reason: err.code, code: 0 });
           return;
         }
-        if (err instanceof SfuError && err.code === "duplicate_identity") {
+        // (A run of refusals: one another failure broke started none. A join
+        // whose `joined` was lost left a member of its own, whose heartbeat
+        // is to be waited out from its first refusal.)
+        if (!(err instanceof SfuError && err.code === "duplicate_identity")) duplicateSince = null;
+        else {
           // Longer than any heartbeat takes to drop a half-open connection:
           // another live client holds the seat (the same token on another
           // device). Retrying for ever would keep the microphone open here.
