@@ -219,7 +219,7 @@ function onClosed(closed, detail) {
     // if the socket closed before that message came, say it here.
     showNotice("removed", "Removed from the room", removalText(null));
   } else if ($("#room").hidden === false) {
-    showNotice("disconnected", "Disconnected", closedText(detail));
+    showNotice("disconnected", "Disconnected", closedText(detail, closed.role));
   }
 }
 

@@ -76,9 +76,10 @@ export function removalText(detail) {
  * What the page says when the session ended without the person leaving, the
  * room closing or a removal (each of which has its own notice): sfu.js's
  * "closed" event's `reason` is "disconnected", "replaced", or the code of
- * the error that refused its reconnect.
+ * the error that refused its reconnect. `role` is the role it had (a
+ * speaker refused with room_full lost its seat on the stage).
  */
-export function closedText(detail) {
+export function closedText(detail, role = "listener") {
   const reason = (detail && detail.reason) || "disconnected";
   if (reason === "disconnected") return "The connection to the room was lost.";
   if (reason === "replaced") {
@@ -90,8 +91,9 @@ export function closedText(detail) {
       "leave there first, then join again."
     );
   }
+  if (reason === "not_found") return "The connection was lost, and the room has ended meanwhile.";
   if (reason === "room_full" || REFUSALS[reason]) {
-    return `The connection was lost, and joining again did not work. ${refusalText({ code: reason })}`;
+    return `The connection was lost, and joining again did not work. ${refusalText({ code: reason }, role)}`;
   }
   return `The connection to the room was lost (${reason}).`;
 }

@@ -15,5 +15,7 @@ assert.match(closedText({ reason: "replaced" }), /another tab or device/);
 assert.equal(closedText({ reason: "disconnected", code: 1006 }), "The connection to the room was lost.");
 assert.ok(closedText({ reason: "not_allowed" }).endsWith(refusalText({ code: "not_allowed" })));
 assert.match(closedText({ reason: "room_full" }), /The room is full/);
+// The room it was in is gone: no room name to check, as a lobby refusal says.
+assert.match(closedText({ reason: "not_found" }), /room has ended/);
 // A reason the page has no words for is still named, for whoever debugs it.
 assert.match(closedText({ reason: "something_new" }), /\(something_new\)\.$/);
