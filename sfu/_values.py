@@ -41,6 +41,17 @@ def shown(name: str) -> str:
     return repr(name)
 
 
+def brief(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message about
+    a bad argument: an int of more than 4,300 digits, whose repr raises
+    ValueError, is told by its size."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an int of {value.bit_length()} bits" if isinstance(value, int) else "?"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def is_int(value: object) -> bool:
     """An int, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)

@@ -37,7 +37,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 from jwt.utils import base64url_decode, base64url_encode
 
-from ._values import is_number, is_seconds
+from ._values import brief, is_number, is_seconds
 from .errors import InvalidSetting, InvalidToken, NotAllowed
 
 __all__ = [
@@ -150,9 +150,9 @@ def issue_token(
     grants_of(role)  # InvalidSetting unless one of ROLES
     for name, seconds in (("ttl", ttl), ("not_before", not_before), ("now", now)):
         if seconds is not None and not is_seconds(seconds):
-            raise InvalidSetting(f"{name} must be a finite number of seconds, got {seconds!r}")
+            raise InvalidSetting(f"{name} must be a finite number of seconds, got {brief(seconds)}")
     if ttl is None or ttl <= 0:
-        raise InvalidSetting(f"ttl must be a positive number of seconds, got {ttl!r}")
+        raise InvalidSetting(f"ttl must be a positive number of seconds, got {brief(ttl)}")
     if isinstance(grants, (str, bytes)):
         raise InvalidSetting(f"grants must be a list of grant names, got the string {grants!r}")
     try:
@@ -233,9 +233,9 @@ def verify_token(
     key = _key(secret)
     # A NaN leeway made every time comparison False: an expired token passed.
     if not is_seconds(leeway) or leeway < 0:
-        raise InvalidSetting(f"leeway must be a finite number of seconds >= 0, got {leeway!r}")
+        raise InvalidSetting(f"leeway must be a finite number of seconds >= 0, got {brief(leeway)}")
     if now is not None and not is_seconds(now):
-        raise InvalidSetting(f"now must be None or a finite number of seconds, got {now!r}")
+        raise InvalidSetting(f"now must be None or a finite number of seconds, got {brief(now)}")
     if token is not None and not isinstance(token, str):
         raise NotAllowed(f"a join token must be a str, got {type(token).__name__}")
     if not token:

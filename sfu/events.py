@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from ._values import is_int, is_seconds
+from ._values import brief, is_int, is_seconds
 from .errors import InvalidSetting
 
 logger = logging.getLogger(__name__)
@@ -414,7 +414,7 @@ class EventStream(AsyncIterator[Event]):
         not None or a number raises :class:`~sfu.errors.InvalidSetting`."""
         if timeout is not None and not is_seconds(timeout, finite=False):
             raise InvalidSetting(
-                f"timeout must be None or a number of seconds, got {timeout!r:.40}"
+                f"timeout must be None or a number of seconds, got {brief(timeout)}"
             )
         if timeout is not None:
             timeout = None if timeout == math.inf else float(timeout)

@@ -17,7 +17,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, cast
 
-from ._values import check_reason, is_seconds, shown
+from ._values import brief, check_reason, is_seconds, shown
 from .auth import Grant, Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
@@ -231,7 +231,7 @@ class Participant:
         """
         if timeout is not None and not is_seconds(timeout, finite=False):
             raise InvalidSetting(
-                f"timeout must be None or a number of seconds, got {timeout!r:.40}"
+                f"timeout must be None or a number of seconds, got {brief(timeout)}"
             )
         if timeout is not None:
             timeout = None if timeout == math.inf else float(timeout)

@@ -368,7 +368,10 @@ def test_the_signed_identity_is_a_quick_look_at_a_token_the_key_made() -> None:
     assert auth.signed_identity("short", good(), room="hall") is None  # not a usable key
 
 
-@pytest.mark.parametrize("leeway", [float("nan"), float("inf"), "5", None, True, -10.0])
+@pytest.mark.parametrize(
+    "leeway",
+    [float("nan"), float("inf"), "5", None, True, -10.0, pytest.param(10**5000, id="5000-digits")],
+)
 def test_verify_token_refuses_a_leeway_that_is_not_a_number_of_seconds(leeway: object) -> None:
     """A NaN leeway made ``now > exp + leeway`` False for every token: an
     expired one was accepted. A str leeway raised TypeError from inside."""
@@ -401,6 +404,9 @@ def test_verify_token_refuses_a_now_that_is_not_a_number(now: object) -> None:
         {"grants": 5},
         {"grants": [["publish"]]},
         {"grants": [1, "x"]},
+        # repr() of an int this large raises ValueError: the message must not.
+        pytest.param({"ttl": 10**5000}, id="ttl-of-5000-digits"),
+        pytest.param({"now": -(10**5000)}, id="now-of-5000-digits"),
     ],
 )
 def test_issue_token_refuses_a_ttl_or_grants_of_the_wrong_type(
