@@ -1,23 +1,12 @@
 // A listener's hand raised again after a reconnect is still raised if the
 // connection drops again before the server confirms it: the next join raises
 // it again. One the server refuses to raise again shows lowered.
-import { check, clientOptions, joinedReply, onClientMessage, sleep, sockets } from "./fake_browser.mjs";
+import { check, clientOptions, handServer, sleep, sockets } from "./fake_browser.mjs";
 const { SfuClient } = await import(process.env.SFU_JS);
 console.warn = () => {};
 const raised = [];
 let answerRaise = "yes"; // "yes", "never" (no reply) or "refuse"
-onClientMessage((socket, m) => {
-  if (m.type === "join") socket.reply(joinedReply(m.id, "lou", "listener"));
-  else if (m.type === "raise_hand") {
-    raised.push(sockets.indexOf(socket));
-    if (answerRaise === "yes") {
-      socket.reply({ type: "ok", id: m.id });
-      socket.reply({ type: "hand", raised: true });
-    } else if (answerRaise === "refuse") {
-      socket.reply({ type: "error", id: m.id, code: "rate_limited", message: "too many commands" });
-    }
-  } else socket.reply({ type: "ok", id: m.id });
-});
+handServer(raised, () => answerRaise);
 const client = new SfuClient(clientOptions("lou", "listener", { backoffInitial: 10, backoffMax: 20 }));
 await client.join();
 await client.raiseHand();

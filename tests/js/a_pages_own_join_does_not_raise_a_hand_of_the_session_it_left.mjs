@@ -1,17 +1,10 @@
 // A hand raised in a session the page left is not raised again by the page's
 // next join(): that is a new visit, not a reconnect.
-import { check, clientOptions, joinedReply, onClientMessage, sleep, sockets } from "./fake_browser.mjs";
+import { check, clientOptions, handServer, sleep, sockets } from "./fake_browser.mjs";
 const { SfuClient } = await import(process.env.SFU_JS);
 console.warn = () => {};
 const raised = [];
-onClientMessage((socket, m) => {
-  if (m.type === "join") socket.reply(joinedReply(m.id, "lou", "listener"));
-  else if (m.type === "raise_hand") {
-    raised.push(sockets.indexOf(socket));
-    socket.reply({ type: "ok", id: m.id });
-    socket.reply({ type: "hand", raised: true });
-  } else socket.reply({ type: "ok", id: m.id });
-});
+handServer(raised);
 const client = new SfuClient(clientOptions("lou", "listener", { backoffInitial: 10, backoffMax: 20 }));
 await client.join();
 await client.raiseHand();

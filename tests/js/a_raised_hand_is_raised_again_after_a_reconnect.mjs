@@ -2,21 +2,11 @@
 // hand with the old member. After the reconnect the client raises it again,
 // so the moderators' queue does not silently lose it; one that lowered its
 // hand, or was promoted meanwhile, does not.
-import { check, clientOptions, joinedReply, onClientMessage, sleep, sockets } from "./fake_browser.mjs";
+import { check, clientOptions, handServer, sleep, sockets } from "./fake_browser.mjs";
 const { SfuClient } = await import(process.env.SFU_JS);
 console.warn = () => {};
 const raised = [];
-onClientMessage((socket, m) => {
-  if (m.type === "join") socket.reply(joinedReply(m.id, "lou", "listener"));
-  else if (m.type === "raise_hand") {
-    raised.push(sockets.indexOf(socket));
-    socket.reply({ type: "ok", id: m.id });
-    socket.reply({ type: "hand", raised: true });
-  } else if (m.type === "lower_hand") {
-    socket.reply({ type: "ok", id: m.id });
-    socket.reply({ type: "hand", raised: false });
-  } else socket.reply({ type: "ok", id: m.id });
-});
+handServer(raised);
 const client = new SfuClient(clientOptions("lou", "listener", { backoffInitial: 10, backoffMax: 20 }));
 await client.join();
 await client.raiseHand();

@@ -239,3 +239,29 @@ export function check(condition, message) {
     process.exit(1);
   }
 }
+
+/**
+ * A fake server for the listener "lou" that answers `raise_hand` and
+ * `lower_hand` as the real one does (`ok`, then `hand`) and everything else
+ * with `ok`; `raised` gets, for each `raise_hand`, the index of its socket.
+ * `raiseAnswer()` may instead say "never" (no reply) or "refuse" (refused
+ * as `rate_limited`).
+ */
+export function handServer(raised, raiseAnswer = () => "yes") {
+  onClientMessage((socket, m) => {
+    if (m.type === "join") socket.reply(joinedReply(m.id, "lou", "listener"));
+    else if (m.type === "raise_hand") {
+      raised.push(sockets.indexOf(socket));
+      const answer = raiseAnswer();
+      if (answer === "yes") {
+        socket.reply({ type: "ok", id: m.id });
+        socket.reply({ type: "hand", raised: true });
+      } else if (answer === "refuse") {
+        socket.reply({ type: "error", id: m.id, code: "rate_limited", message: "too many commands" });
+      }
+    } else if (m.type === "lower_hand") {
+      socket.reply({ type: "ok", id: m.id });
+      socket.reply({ type: "hand", raised: false });
+    } else socket.reply({ type: "ok", id: m.id });
+  });
+}
