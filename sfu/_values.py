@@ -14,6 +14,7 @@ import numbers
 from .errors import InvalidSetting
 
 __all__ = [
+    "brief",
     "check_identity",
     "check_reason",
     "is_int",
