@@ -497,7 +497,7 @@ class SignalingSession:
         try:
             if isinstance(frame, str):
                 await self.handle(frame)
-            else:
+            elif await self._frame_admitted():  # a frame of any kind counts
                 await self._error("bad_message", "send text frames (JSON)")
         except Exception:
             await self._end_after_failure("handling a frame")
@@ -533,23 +533,28 @@ class SignalingSession:
         self._frame_tokens = tokens - 1.0
         return True
 
+    async def _frame_admitted(self) -> bool:
+        """Whether the frame limit lets the frame in; if not, it is refused
+        (or the connection, flooding, closed)."""
+        if self._take_frame():
+            return True
+        self._frames_refused += 1
+        if self._frames_refused > FRAME_BURST:
+            logger.warning("%r: disconnected, it sent on past %d refused frames", self, FRAME_BURST)
+            await self.close(CLOSE_FLOOD, "too many messages")
+            return False
+        await self._error(
+            "rate_limited",
+            f"too many messages: at most {FRAME_RATE:g} per second after a burst of "
+            f"{FRAME_BURST}; this one was not read",
+        )
+        return False
+
     async def _handle(self, text: str) -> None:
         message_id: Any = None
         message: dict[str, Any] = {}
         kind: Any = None
-        if not self._take_frame():
-            self._frames_refused += 1
-            if self._frames_refused > FRAME_BURST:
-                logger.warning(
-                    "%r: disconnected, it sent on past %d refused frames", self, FRAME_BURST
-                )
-                await self.close(CLOSE_FLOOD, "too many messages")
-                return
-            await self._error(
-                "rate_limited",
-                f"too many messages: at most {FRAME_RATE:g} per second after a burst of "
-                f"{FRAME_BURST}; this one was not read",
-            )
+        if not await self._frame_admitted():
             return
         try:
             # Safe to cancel (the session closing): the frame is then not handled.

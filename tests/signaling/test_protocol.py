@@ -1396,6 +1396,32 @@ async def test_a_connection_flooding_frames_is_refused_then_disconnected(app: Ap
     await other.ws.close()
 
 
+async def test_binary_frames_count_in_the_connection_s_frame_limit(app: App) -> None:
+    """A binary frame is a frame too: a flood of them was answered one
+    `bad_message` each, for ever, never refused nor disconnected (1008) as
+    the same flood of text frames is."""
+    from sfu.signaling.protocol import CLOSE_FLOOD, FRAME_BURST
+
+    flood = await app.ws()
+    other = await app.ws()
+    total = 3 * FRAME_BURST + 50
+    for _ in range(total):
+        await flood.ws.send_bytes(b"\x00" * 16)
+    replies: list[dict[str, Any]] = []
+    while True:
+        message = await flood.ws.receive(5)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            break
+        replies.append(json.loads(message.data))
+    assert flood.ws.close_code == CLOSE_FLOOD
+    refused = [m for m in replies if m.get("code") == "rate_limited"]
+    assert len(refused) == FRAME_BURST, len(refused)
+    assert [m["code"] for m in replies[:FRAME_BURST]] == ["bad_message"] * FRAME_BURST
+    assert len(replies) < total, "every frame was answered: the flood was not cut off"
+    assert (await other.request({"type": "ping"}, "pong"))["type"] == "pong"
+    await other.ws.close()
+
+
 async def test_a_close_cancelled_while_it_waits_for_the_relay_is_cancelled() -> None:
     """close() cancels the member's event relay and awaits it; a cancellation
     of close() itself landing then was taken for the relay's and swallowed:
