@@ -58,7 +58,8 @@ def send_in_step(
     """Bring one receiver's SRTP context for the stream ``ssrc`` on ``slot``
     of ``fanout`` from ``last``, the last sequence number it was sent, to
     ``target``, the stream's last one (``target_timestamp`` its timestamp),
-    with a 20 ms silence frame per :func:`~sfu.transport.srtp.index_steps`.
+    with a 20 ms silence frame per :func:`~sfu.transport.srtp.index_steps`,
+    stamped one frame apart up to ``target_timestamp``.
 
     For a stream given back to a receiver after a while without it (it
     renegotiated fewer lines, then more again; a mixed member's role changed
@@ -68,8 +69,14 @@ def send_in_step(
     packets (~11 minutes). Returns (packets sent, payload bytes sent).
     """
     sent = 0
-    for sequence in index_steps(last, target):
-        behind = (target - sequence) & 0xFFFF
+    steps = index_steps(last, target)
+    for position, sequence in enumerate(steps):
+        # One frame apart, ending at the stream's last timestamp: never stamped
+        # before what the receiver last got, whatever the stream's packet
+        # duration (4,096 missed packets of even 2.5 ms are ~10 s of its clock,
+        # at most 16 frames ~0.3 s). Stamped by sequence distance at 20 ms, a
+        # stream of 10 ms packets would have gone back by up to minutes.
+        behind = len(steps) - 1 - position
         sent += fanout.forward(
             slot,
             SILENCE_RTP,

@@ -455,3 +455,75 @@ def test_a_jump_ahead_moves_a_slot_by_one_step_at_most(router: Routed) -> None:
     assert len(fanout.forwarded) == 22
     assert steps[9:] == [MAX_SLOT_STEP] * 11 + [1]
     assert route.packets_dropped == 0
+
+
+def test_a_slot_given_back_never_takes_its_timestamps_back() -> None:
+    """A receiver that gets a slot back after a while (it renegotiated fewer
+    lines, then more) is first sent silence frames to bring its SRTP index up
+    to the slot. The slot's timestamps only go forward, also for a speaker
+    sending 10 ms packets (the answer's minptime=10 allows them): those frames
+    must not be stamped further back than what the receiver last got."""
+    import pylibsrtp
+
+    class SecondSlot:
+        def observe(self, number: int, level: int, now: float) -> int:
+            return 1
+
+        def add(self, number: int) -> None:
+            pass
+
+        def remove(self, number: int) -> None:
+            pass
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sink.setblocking(False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    route = Router(sock, 2)
+    route.detector = SecondSlot()  # type: ignore[assignment]
+    tx = pylibsrtp.Session(
+        pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
+    speaker = Publisher(number=1, payload_type=111, audio_level_id=1)
+    route.add_publisher(speaker)
+    options: dict[str, Any] = dict(payload_type=111, audio_level_id=1)
+    received: list[tuple[int, int]] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = sink.recv(2048)
+            except BlockingIOError:
+                return
+            sequence, timestamp, ssrc = struct.unpack("!HII", data[2:12])
+            if ssrc == route.slots[1].ssrc:
+                received.append((sequence, timestamp))
+
+    def talk_10ms(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            route.forward(speaker, packet(1000 + index, index * 480), index * 0.01)
+            if index % 200 == 0:
+                drain()
+
+    try:
+        route.add_receiver(9, sink.getsockname(), tx, slot_count=2, now=0.0, **options)
+        talk_10ms(0, 10)
+        route.remove_receiver(9, keep_counts=True)
+        route.add_receiver(9, sink.getsockname(), tx, slot_count=1, now=0.1, **options)
+        talk_10ms(10, 3 * 4096)  # two minutes without slot 1
+        route.remove_receiver(9, keep_counts=True)
+        route.add_receiver(9, sink.getsockname(), tx, slot_count=2, now=200.0, **options)
+        talk_10ms(10 + 3 * 4096, 5)
+        drain()
+        assert len(received) > 15, "the silence frames and the packets after them arrived"
+        for (sequence, timestamp), (after, stamped) in zip(received, received[1:]):
+            assert 0 < (after - sequence) & 0xFFFF < 1 << 15
+            assert 0 < (stamped - timestamp) & 0xFFFFFFFF < 1 << 31, (
+                f"timestamp went back from {timestamp} (sequence {sequence}) "
+                f"to {stamped} (sequence {after})"
+            )
+    finally:
+        route.close()
+        sock.close()
+        sink.close()
