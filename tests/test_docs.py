@@ -827,3 +827,42 @@ def test_every_public_call_says_what_it_raises() -> None:
         if inspect.isfunction(value) and not says.search(inspect.getdoc(value) or ""):
             silent.append(f"sfu.auth.{name}")
     assert not silent, f"public calls whose docstring does not say what they raise: {silent}"
+
+
+def test_the_figures_and_codes_docs_signaling_quotes_are_the_codes() -> None:
+    """docs/signaling.md, the protocol's reference for client authors: every
+    error code the signaling can send is listed there, and each limit it
+    quotes is the constant's, so a change on either side fails here."""
+    from sfu.signaling import messages, protocol
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "signaling.md").read_text()
+    flat = " ".join(text.split())
+    sources = Path(protocol.__file__).read_text() + Path(messages.__file__).read_text()
+    sent = set(re.findall(r'(?:_error|ProtocolError|error_message)\(\s*"([a-z_]+)"', sources))
+    sent |= {code for _kind, code in messages._ERROR_CODES}
+    assert {"rate_limited", "bad_message", "session_ended", "room_full"} <= sent  # the scan works
+    assert [code for code in sorted(sent) if f"`{code}`" not in flat] == []
+    quoted = [
+        f"Messages larger than {messages.MAX_MESSAGE // 1024} KiB",
+        f"more than {protocol.COMMAND_BURST} commands that every member",
+        f"or {protocol.COMMAND_RATE:g} per second after it",
+        f"more than {protocol.FRAME_BURST} messages of any kind in a burst, or "
+        f"{protocol.FRAME_RATE:g} per second after it, on one connection",
+        f"refused {protocol.FRAME_BURST} more before it has been quiet for two seconds is "
+        f"closed with {protocol.CLOSE_FLOOD}",
+        f"has waited {protocol.SEND_TIMEOUT:g} s to be sent",
+        f"has not joined {protocol.JOIN_DEADLINE:g} s after it opened is closed with "
+        f"{protocol.CLOSE_NO_JOIN}",
+        f"({protocol.COMMAND_BURST} commands, then {protocol.COMMAND_RATE:g} a second)",
+        f"(a burst of {protocol.FRAME_BURST}, then {protocol.FRAME_RATE:g} a second)",
+    ]
+    assert [q for q in quoted if q not in flat] == []
+    for code in (
+        protocol.CLOSE_REMOVED,
+        protocol.CLOSE_ROOM_CLOSED,
+        protocol.CLOSE_SESSION_ENDED,
+        protocol.CLOSE_REPLACED,
+        protocol.CLOSE_INTERNAL_ERROR,
+        protocol.CLOSE_GOING_AWAY,
+    ):
+        assert str(code) in flat, code
