@@ -58,6 +58,7 @@ __all__ = [
     "joining_via",
     "member_identity",
     "replacing",
+    "without_renegotiation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ _joining_via: ContextVar[str] = ContextVar("sfu_joining_via", default="the Pytho
 _replacing: ContextVar[Callable[[Participant], bool] | None] = ContextVar(
     "sfu_replacing", default=None
 )
+# Whether the join under way is of a client that never renegotiates (see without_renegotiation).
+_fixed_lines: ContextVar[bool] = ContextVar("sfu_fixed_lines", default=False)
 
 
 @contextmanager
@@ -110,6 +113,20 @@ def replacing(may_replace: Callable[[Participant], bool] | None) -> Iterator[Non
         yield
     finally:
         _replacing.reset(token)
+
+
+@contextmanager
+def without_renegotiation() -> Iterator[None]:
+    """The joins awaited inside are of clients whose media lines are fixed at
+    the join (WHIP/WHEP: ``participant.renegotiates`` is set False): such a
+    member can never add a sending line, so a moderator's join that asks to
+    publish is refused by a full stage (RoomFull) rather than seated in the
+    audience, from where it could never take the stage back."""
+    token = _fixed_lines.set(True)
+    try:
+        yield
+    finally:
+        _fixed_lines.reset(token)
 
 
 def member_identity(identity: object) -> str:
@@ -264,6 +281,10 @@ class Gate:
         if publish and not self.has_place(True, freed):
             if moderating and moderator_grace:
                 pass  # dropped from the stage a moment ago: back on it, past max_speakers
+            elif moderating and _fixed_lines.get():
+                # Seated in the audience it could never take the stage back
+                # (promote() needs an offer its client never sends): refused.
+                self.check_capacity(True, freed)
             elif moderating:
                 # The stage filled up: in the audience, still moderating; it
                 # takes the stage back with promote(itself, role="moderator")

@@ -37,7 +37,7 @@ from ..errors import (
     RoomClosed,
     RoomFull,
 )
-from ..gate import check_claims_before_room, joining_via, replacing
+from ..gate import check_claims_before_room, joining_via, replacing, without_renegotiation
 from ..media.livestream import live_stream_handler, live_streams
 from ..participant import Participant
 from ..policy import RoomSettings, policy_of
@@ -641,7 +641,11 @@ def add_whip_whep(
             if not existed:
                 room._closing.made_for_join = True  # refused, it leaves no room behind
             try:
-                with joining_via(f"{kind.upper()} from {request.remote}"), replacing(may_replace):
+                with (
+                    joining_via(f"{kind.upper()} from {request.remote}"),
+                    replacing(may_replace),
+                    without_renegotiation(),
+                ):
                     participant = await room.join(
                         offer, token=token, identity=identity, role=role, mixed=mixed
                     )

@@ -376,3 +376,24 @@ async def test_a_join_its_token_alone_refuses_makes_no_room(
         assert r.status == 201, await r.text()
     assert isinstance(hall["lou"], sfu.Speaker)
     assert made == ["fresh-whep", "fresh-whip", "hall"]
+
+
+async def test_a_whip_moderator_with_a_receiving_line_is_refused_by_a_full_stage(
+    site: Site,
+) -> None:
+    """A moderator's token on WHIP, its offer sendrecv (a WHIP client that also
+    receives), to a full stage: it cannot be seated in the audience, since it
+    can never take the stage from there (a WHIP session does not renegotiate,
+    so promote() refuses it): 409 room full, as a sendonly publisher is
+    refused, not a 201 for a publisher nobody will ever hear."""
+    room = site.server.room("hall", max_speakers=1)
+    await site.session("whip", "on-stage")
+    async with site.http.post(
+        f"{site.base}/rooms/hall/whip",
+        data=offer("sendrecv"),
+        headers=site.headers("mod", role="moderator"),
+    ) as response:
+        text = await response.text()
+        assert response.status == 409, (response.status, text)
+        assert "full" in text
+    assert "mod" not in room.participants
