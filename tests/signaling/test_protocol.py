@@ -1365,6 +1365,16 @@ async def test_a_backend_passing_a_wrong_type_is_told_and_no_member_is_left_half
     await client.close()
 
 
+async def replies_until_closed(ws: aiohttp.ClientWebSocketResponse[bool]) -> list[dict[str, Any]]:
+    """The messages a flooded connection is sent, until it closes."""
+    replies: list[dict[str, Any]] = []
+    while True:
+        message = await ws.receive(5)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return replies
+        replies.append(json.loads(message.data))
+
+
 async def test_a_connection_flooding_frames_is_refused_then_disconnected(app: App) -> None:
     """Frames of any kind past the connection's budget are refused unread, and
     a client that sends on past another burst of refusals is disconnected
@@ -1378,12 +1388,7 @@ async def test_a_connection_flooding_frames_is_refused_then_disconnected(app: Ap
     total = 3 * FRAME_BURST + 50
     for number in range(total):
         await flood.send({"type": "ping", "id": number})
-    replies: list[dict[str, Any]] = []
-    while True:
-        message = await flood.ws.receive(5)
-        if message.type != aiohttp.WSMsgType.TEXT:
-            break
-        replies.append(json.loads(message.data))
+    replies = await replies_until_closed(flood.ws)
     elapsed = loop.time() - started
     assert flood.ws.close_code == CLOSE_FLOOD
     pongs = [m for m in replies if m["type"] == "pong"]
@@ -1407,12 +1412,7 @@ async def test_binary_frames_count_in_the_connection_s_frame_limit(app: App) -> 
     total = 3 * FRAME_BURST + 50
     for _ in range(total):
         await flood.ws.send_bytes(b"\x00" * 16)
-    replies: list[dict[str, Any]] = []
-    while True:
-        message = await flood.ws.receive(5)
-        if message.type != aiohttp.WSMsgType.TEXT:
-            break
-        replies.append(json.loads(message.data))
+    replies = await replies_until_closed(flood.ws)
     assert flood.ws.close_code == CLOSE_FLOOD
     refused = [m for m in replies if m.get("code") == "rate_limited"]
     assert len(refused) == FRAME_BURST, len(refused)
