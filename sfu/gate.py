@@ -42,7 +42,6 @@ from .errors import (
 from .events import ParticipantJoined
 from .participant import Listener, Participant, Speaker
 from .transport.answer import negotiate_or_listen
-from .transport.ice import IceCredentials
 from .transport.sdp import parse_offer
 from .transport.session import Session
 
@@ -382,7 +381,7 @@ class Gate:
                 negotiation, must_offer = negotiate_or_listen(
                     offer, publish=publish, max_slots=1, listen_instead=promoted
                 )
-        credentials = IceCredentials.generate()
+        credentials = room.server._new_credentials()  # registered below, no await between
         cls = Speaker if publish else Listener
         participant: Participant = cls(
             room, identity, next(_participant_numbers), negotiation, role, grants, credentials

@@ -43,6 +43,7 @@ from .handshakes import Handshakes
 from .ice import (
     ROLE_CONFLICT,
     UNKNOWN_ATTRIBUTE,
+    IceCredentials,
     error_response,
     parse_binding_request,
     success_response,
@@ -555,6 +556,15 @@ class Server:
         if self._loop is None:
             raise ServerClosed("the server is not started")
         return self._loop
+
+    def _new_credentials(self) -> IceCredentials:
+        """ICE credentials for a new session whose ufrag (48 random bits) no
+        live session has: sessions are found by it, and one registered under
+        another's would take that session's checks (and so its consent) over."""
+        while True:
+            credentials = IceCredentials.generate()
+            if credentials.ufrag not in self._sessions_by_ufrag:
+                return credentials
 
     def _register(self, session: Session) -> None:
         if self._closed:

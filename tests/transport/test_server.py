@@ -617,3 +617,25 @@ async def test_a_client_that_believes_itself_controlled_is_told_to_nominate() ->
             assert session.address == (local.host, local.port)
     finally:
         await agent.close()
+
+
+async def test_a_new_session_never_takes_a_live_sessions_ufrag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sessions are found by their ufrag (48 random bits): a new one drawn
+    equal to a live session's would replace it in the server's table, and
+    that session's checks, so its consent, would go to the newcomer."""
+    from sfu.transport.ice import IceCredentials
+
+    drawn = iter(["sameufrg", "sameufrg", "otherufr"])
+    monkeypatch.setattr(
+        IceCredentials, "generate", classmethod(lambda cls: cls(next(drawn), "p" * 32))
+    )
+    async with sfu.Server(host="127.0.0.1") as server:
+        room = server.room("r")
+        first = await room.add_listener(LISTENER, "ada")
+        second = await room.add_listener(LISTENER, "bob")
+        assert first.session is not None and second.session is not None
+        assert first.session.credentials.ufrag == "sameufrg"
+        assert second.session.credentials.ufrag == "otherufr"
+        assert set(server.sessions()) == {first.session, second.session}
