@@ -22,6 +22,7 @@ __all__ = [
     "is_seconds",
     "refilled",
     "shown",
+    "timeout_seconds",
 ]
 
 
@@ -60,12 +61,7 @@ def is_int(value: object) -> bool:
 
 def is_number(value: object) -> bool:
     """A finite int or float, not a bool (nor an int too large for a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int past 1.8e308
-        return False
+    return isinstance(value, (int, float)) and is_seconds(value)
 
 
 def is_seconds(value: object, *, finite: bool = True) -> bool:
@@ -81,6 +77,18 @@ def is_seconds(value: object, *, finite: bool = True) -> bool:
     except (OverflowError, ValueError, TypeError):  # an int past 1.8e308
         return False
     return not math.isnan(seconds) and (math.isfinite(seconds) or not finite)
+
+
+def timeout_seconds(timeout: object) -> float | None:
+    """A wait's ``timeout`` as ``asyncio.wait_for`` takes it: None (and
+    ``math.inf``) wait as long as it takes, any other real number (see
+    :func:`is_seconds`) is a float; InvalidSetting for anything else."""
+    if timeout is None:
+        return None
+    if not is_seconds(timeout, finite=False):
+        raise InvalidSetting(f"timeout must be None or a number of seconds, got {brief(timeout)}")
+    seconds = float(timeout)  # type: ignore[arg-type]
+    return None if seconds == math.inf else seconds
 
 
 def check_identity(identity: object, name: str = "identity") -> None:

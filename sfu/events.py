@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from ._values import brief, is_int, is_seconds
+from ._values import is_int, timeout_seconds
 from .errors import InvalidSetting
 
 logger = logging.getLogger(__name__)
@@ -412,12 +411,7 @@ class EventStream(AsyncIterator[Event]):
         last event (``RoomClosed``, or :meth:`close`) it raises
         ``StopAsyncIteration``, as iterating would end. A ``timeout`` that is
         not None or a number raises :class:`~sfu.errors.InvalidSetting`."""
-        if timeout is not None and not is_seconds(timeout, finite=False):
-            raise InvalidSetting(
-                f"timeout must be None or a number of seconds, got {brief(timeout)}"
-            )
-        if timeout is not None:
-            timeout = None if timeout == math.inf else float(timeout)
+        timeout = timeout_seconds(timeout)
         if self._events:
             return cast(Event, self._events.popleft())
         if timeout is not None and timeout <= 0:

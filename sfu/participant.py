@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from typing import TYPE_CHECKING, cast
 
-from ._values import brief, check_reason, is_seconds, shown
+from ._values import check_reason, shown, timeout_seconds
 from .auth import Grant, Role
 from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
@@ -229,12 +228,7 @@ class Participant:
         :class:`~sfu.errors.InvalidSetting` for a ``timeout`` that is not
         None or a number.
         """
-        if timeout is not None and not is_seconds(timeout, finite=False):
-            raise InvalidSetting(
-                f"timeout must be None or a number of seconds, got {brief(timeout)}"
-            )
-        if timeout is not None:
-            timeout = None if timeout == math.inf else float(timeout)
+        timeout = timeout_seconds(timeout)
         if self._connected and not self._closed:
             return
         self._check_open()
