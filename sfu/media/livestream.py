@@ -53,13 +53,19 @@ encoder's delay, 312 samples with libopus, plus those 3840) has them
 decoded and discarded, as the client that started the mix has the
 encoder's delay alone discarded.
 
-Slow clients: every client has a bounded queue of packets, at most
-``max_lag`` seconds (2 s) of audio. A client that falls that far behind
-skips ahead: its queue is emptied and it continues from the live edge (an
-audible cut, and still a valid Ogg/Opus stream). A client that has had to
-skip ``max_skips`` times (5) is disconnected. Nothing is ever buffered
-without bound: memory per client is at most ``max_lag`` of audio plus what
-aiohttp holds for one write.
+Slow clients: every client has a bounded queue of packets. Its queue and
+the packets written to its connection that the peer has not taken yet
+(the transport's buffer and, on Linux, the kernel's send queue: SIOCOUTQ)
+hold at most ``max_lag`` seconds (2 s) of audio together. A client that
+falls that far behind skips ahead: its queue is emptied and it continues
+from the live edge (an audible cut, and still a valid Ogg/Opus stream). A
+client that has had to skip ``max_skips`` times (5) is disconnected. A
+connection that has not taken half of ``max_lag`` is written nothing more
+until it has: the kernel's send buffer grows to megabytes, minutes of the
+stream, and would otherwise take every packet while the client fell
+behind for good. Nothing is ever buffered without bound: memory per client
+is at most ``max_lag`` of audio plus what aiohttp holds for one write.
+(Elsewhere than Linux the kernel's queue is not counted.)
 
 Private rooms need a join token, as ``Authorization: Bearer <token>`` or,
 since ``<audio>`` cannot set headers, ``?token=<token>`` (aiohttp's access
@@ -83,8 +89,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
 import secrets
+import sys
+import termios
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -166,6 +175,14 @@ class LiveClient:
         #: Called when the client is dropped for being too slow: its writer may be
         #: blocked on a peer that does not read, so the connection must be cut.
         self.on_drop: Callable[[], None] | None = None
+        #: The bytes written to this client's connection that its peer has not
+        #: taken yet (see _unsent_bytes); None: not known (nothing counted).
+        self.unsent_bytes: Callable[[], int] | None = None
+        #: Queued packets written since (see wrote) that its peer has not
+        #: taken, as of the last measure(): they count in its lag.
+        self.unsent_packets = 0
+        # (wire bytes, packets) of each write not known to have been taken, oldest first.
+        self._unsent_writes: collections.deque[tuple[int, int]] = collections.deque()
         #: Asked before each read's pages are made: True ends the stream there
         #: (what is queued is dropped; the end-of-stream page follows).
         self.end_if: Callable[[], bool] | None = None
@@ -195,9 +212,40 @@ class LiveClient:
         self._burst = []
         return b"".join(out)
 
+    def wrote(self, size: int, packets: int) -> None:
+        """``size`` bytes went to the connection, carrying ``packets`` queued
+        packets (0 for the headers and burst: sent ahead of time, not late)."""
+        self._unsent_writes.append((size, packets))
+
+    def measure(self) -> int:
+        """How many packets written to the connection its peer has not taken
+        (``unsent_packets``, now): the newest writes that the unsent bytes span."""
+        unsent = self.unsent_bytes() if self.unsent_bytes is not None else 0
+        writes = self._unsent_writes
+        spanned = packets = 0
+        kept = 0
+        for size, count in reversed(writes):
+            if spanned >= unsent:
+                break
+            spanned += size
+            packets += count
+            kept += 1
+        for _ in range(len(writes) - kept):
+            writes.popleft()  # taken: older than the unsent bytes, for good
+        self.unsent_packets = packets
+        return packets
+
+    def _behind(self) -> bool:
+        """Whether the queue and the packets its peer has not taken yet make
+        ``max_lag`` (measured again first when written ones count in it)."""
+        limit = self.stream.max_packets
+        if len(self.queue) + self.unsent_packets < limit:
+            return False
+        return len(self.queue) + (self.measure() if self.unsent_packets else 0) >= limit
+
     def _put(self, packet: bytes, samples: int) -> None:
         queue = self.queue
-        if len(queue) >= self.stream.max_packets:
+        if self._behind():
             # Too far behind: skip to the live edge, or give up on this client.
             queue.clear()
             self.skips += 1
@@ -400,11 +448,32 @@ def _check_settings(
         raise InvalidSetting(f"max_skips must be an integer >= 1, got {max_skips!r}")
     if not is_number(max_lag):
         raise InvalidSetting(f"max_lag must be a finite number of seconds, got {max_lag!r}")
-    if max_lag < PTIME * packets_per_page:
+    if round(max_lag / PTIME) < packets_per_page:  # (in packets, as max_packets)
         raise InvalidSetting(
             f"max_lag must hold at least one page of packets ({packets_per_page} x "
             f"{PTIME * 1000:.0f} ms = {PTIME * packets_per_page:g} s), got {max_lag!r}"
         )
+
+
+def _unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """What was written to ``transport`` and its peer has not taken: its
+    buffer, and on Linux the kernel's send queue (unsent and unacknowledged
+    bytes, SIOCOUTQ); elsewhere the transport's buffer alone."""
+    if transport is None or transport.is_closing():
+        return 0
+    assert isinstance(transport, asyncio.WriteTransport)
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _SIOCOUTQ is not None and sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return unsent
+        unsent += int.from_bytes(queued, sys.byteorder)
+    return unsent
+
+
+_SIOCOUTQ = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
 
 
 def _token(request: web.Request) -> str | None:
@@ -519,6 +588,7 @@ def live_stream_handler(
                 transport.abort()
 
         client.on_drop = cut
+        client.unsent_bytes = lambda: _unsent_bytes(transport)
         if claims is not None:
             identity, token_id = claims.identity, claims.token_id
 
@@ -544,14 +614,30 @@ def live_stream_handler(
         # A peer that stops reading blocks a write; past this long it is cut off
         # (the packets meanwhile are skipped or the client dropped, as above).
         write_timeout = max(5.0, 4 * max_lag)
+        # A client whose connection has not taken half its max_lag of audio is
+        # written nothing more until it has: its packets wait in its queue,
+        # where they count (with the unsent ones) towards a skip. Else the
+        # transport's and the kernel's send buffers (megabytes, minutes of the
+        # stream) would take them all, and the client would fall behind for good.
+        hold = max(1, live.max_packets // 2)
+        page_seconds = PTIME * packets_per_page
+
+        async def write(chunk: bytes, packets: int) -> None:
+            await asyncio.wait_for(response.write(chunk), write_timeout)
+            framing = len(f"{len(chunk):x}") + 4 if response.chunked else 0
+            client.wrote(len(chunk) + framing, packets)
+            while not client.closed and client.measure() >= hold:
+                await asyncio.sleep(page_seconds)
+
         try:
             await response.prepare(request)
-            await asyncio.wait_for(response.write(client.headers()), write_timeout)
+            await write(client.headers(), 0)
             while True:
+                sent = client.sent_packets
                 chunk = await client.read()
                 if not chunk:
                     break
-                await asyncio.wait_for(response.write(chunk), write_timeout)
+                await write(chunk, client.sent_packets - sent)
             await asyncio.wait_for(response.write_eof(), write_timeout)
         except (ConnectionError, asyncio.TimeoutError):
             cut()  # the client went away, or stopped reading

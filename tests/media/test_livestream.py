@@ -8,7 +8,10 @@ Two aiortc speakers play 440 Hz and 1000 Hz; two HTTP clients read
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import sys
+import termios
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -700,6 +703,87 @@ async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
             client.close()
             await speaker.close()
             await runner.cleanup()
+
+
+async def test_a_client_that_stops_reading_skips_and_is_dropped_with_the_kernels_buffers() -> None:
+    """With the server's socket buffers as the kernel sizes them (up to
+    megabytes: minutes of a 48 kbit/s stream), a client that stops reading
+    must still skip once its unsent audio and queue reach ``max_lag``, and be
+    dropped after ``max_skips``: what the server holds for it stays about
+    ``max_lag`` of audio, while a client that reads never skips."""
+    async with sfu.Server() as server:
+        server.room("stalled")  # nobody speaks: the mix is padded silence, 48 kbit/s
+        transports: list[asyncio.Transport] = []
+
+        async def remember(request: web.Request, response: web.StreamResponse) -> None:
+            assert request.transport is not None
+            transports.append(request.transport)
+
+        app = web.Application()
+        app.on_response_prepare.append(remember)
+        handler = live_stream_handler(server, max_lag=0.5, max_skips=3, burst_bytes=0)
+        app.router.add_get("/rooms/{room}/live.ogg", handler)
+        runner, port = await start_site(app)
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        stalled = socket.socket()
+        stalled.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+        )  # the backlog stays server-side
+        stalled.setblocking(False)
+        try:
+            writer.write(b"GET /rooms/stalled/live.ogg HTTP/1.1\r\nHost: x\r\n\r\n")
+            await wait_for(lambda: len(transports) == 1, 5, "the reading client's stream")
+            reading = loop.create_task(_read_all(reader))
+            await loop.sock_connect(stalled, ("127.0.0.1", port))
+            stalled.send(b"GET /rooms/stalled/live.ogg HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
+            await wait_for(lambda: len(transports) == 2, 5, "the stalled client's stream")
+            stream = livestream.live_streams(handler)[0]
+            reader_client, stalled_client = stream.clients
+            most_unsent = 0
+            deadline = loop.time() + 15
+            while not transports[1].is_closing() and loop.time() < deadline:
+                most_unsent = max(most_unsent, _unsent(transports[1]))
+                await asyncio.sleep(0.02)
+            assert transports[1].is_closing(), (
+                f"not dropped: {stalled_client.skips} skips, {_unsent(transports[1])} bytes unsent"
+            )
+            assert stalled_client.skips == 3 and stalled_client not in stream.clients
+            # ~6 KB a second: max_lag and one page's write, not the kernel's megabytes.
+            assert most_unsent < 16384, most_unsent
+            assert reader_client.skips == 0 and reader_client in stream.clients
+            assert not reading.done()
+        finally:
+            stalled.close()
+            writer.close()
+            await runner.cleanup()
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to ``transport`` that its peer has not taken: the
+    transport's buffer and the kernel's send queue (Linux: SIOCOUTQ)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+    return transport.get_write_buffer_size() + int.from_bytes(queued, sys.byteorder)
+
+
+async def _read_all(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
+
+
+@pytest.mark.parametrize("packets_per_page", [35, 41, 47, 57, 5])
+async def test_a_max_lag_of_exactly_one_page_is_taken(packets_per_page: int) -> None:
+    """0.7 s is 35 packets of 20 ms, though 0.02 * 35 is 0.7000000000000001."""
+    async with sfu.Server() as server:
+        max_lag = packets_per_page * 20 / 1000
+        live_stream_handler(server, max_lag=max_lag, packets_per_page=packets_per_page)
+        stream = LiveStream(
+            server.room("page").mixer, max_lag=max_lag, packets_per_page=packets_per_page
+        )
+        assert stream.max_packets == packets_per_page
 
 
 @pytest.mark.parametrize(
