@@ -164,17 +164,27 @@ RETRY_MAX = 30.0
 RETRY_PROBE = 6.0
 _PROBE_SAMPLES = round(RETRY_PROBE * SAMPLE_RATE)
 
-# Every file a running recorder of this process writes (absolute paths), and
-# the recorder: a second recording of one of them would empty it under the
-# first. Weak, and only while that recorder's mixer runs: a recording whose
-# event loop was torn down without a close (its mixer's task cancelled)
-# holds no path for the rest of the process.
-_WRITING: weakref.WeakValueDictionary[Path, Recorder] = weakref.WeakValueDictionary()
+# Every file a running recorder of this process writes, and the recorder: a
+# second recording of one of them would empty it under the first. Each file
+# by its path with symbolic links resolved and, once it exists, by its
+# (device, inode) too: a hard link is another path to the same file. Weak,
+# and only while that recorder's mixer runs: a recording whose event loop
+# was torn down without a close (its mixer's task cancelled) holds no file
+# for the rest of the process.
+_WRITING: weakref.WeakValueDictionary[Path | tuple[int, int], Recorder] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def _writing(path: Path) -> bool:
-    """Whether a live recording writes ``path``."""
-    holder = _WRITING.get(Path(os.path.abspath(path)))
+    """Whether a live recording writes ``path`` (by whatever name)."""
+    holder = _WRITING.get(Path(os.path.realpath(path)))
+    if holder is None:
+        try:
+            found = os.stat(path)
+        except OSError:
+            return False
+        holder = _WRITING.get((found.st_dev, found.st_ino))
     return holder is not None and holder._mixer.running
 
 
@@ -547,7 +557,9 @@ class Recorder:
         self._track_of: dict[int, SpeakerTrack | None] = {}
         self._tapping = False
         self._stopped = False
-        self._claimed: list[Path] = []  # its entries in _WRITING, let go when it stops
+        self._claimed: list[
+            Path | tuple[int, int]
+        ] = []  # its entries in _WRITING, let go when it stops
         self.started_at = 0.0
         self.stopped_at: float | None = None
         self.packets = 0
@@ -603,6 +615,7 @@ class Recorder:
             raise
         self.started_at = now
         self._claim(self.path)
+        self._claim_file(os.fstat(self._file.fileno()))
         if self.per_speaker:
             self._mixer.router.taps.append(self._tap)
             self._mixer.router.released.append(self._released)
@@ -612,7 +625,13 @@ class Recorder:
         )
 
     def _claim(self, path: Path) -> None:
-        held = Path(os.path.abspath(path))
+        held = Path(os.path.realpath(path))
+        _WRITING[held] = self
+        self._claimed.append(held)
+
+    def _claim_file(self, made: os.stat_result) -> None:
+        """The file made for a claimed path, by any other name (a hard link)."""
+        held = (made.st_dev, made.st_ino)
         _WRITING[held] = self
         self._claimed.append(held)
 
@@ -752,6 +771,8 @@ class Recorder:
         when the disk refuses them."""
         try:
             with open(track.path, "ab" if track.made else "wb", buffering=0) as handle:
+                if not track.made:
+                    self._claim_file(os.fstat(handle.fileno()))
                 track.made = True
                 handle.seek(0, os.SEEK_END)
                 _write_whole(handle, pages)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -242,11 +243,22 @@ async def test_bad_record_arguments_are_refused_and_start_nothing(
 async def test_a_file_another_recording_writes_is_refused(tmp_path: Path) -> None:
     """Two recordings of one file would both write it (the second one's open
     emptied it under the first): one asked for while another writes that file,
-    in the same room or another, is refused until that one stops."""
+    in the same room or another, is refused until that one stops: by any
+    name of it (a symbolic link to it or to its folder, a hard link)."""
     async with sfu.Server() as server:
         first = await server.room("one").record(tmp_path / "show.opus")
+        (tmp_path / "link.opus").symlink_to(tmp_path / "show.opus")
+        (tmp_path / "folder").symlink_to(tmp_path, target_is_directory=True)
+        os.link(tmp_path / "show.opus", tmp_path / "hard.opus")
+        names = (
+            tmp_path / "show.opus",
+            f"{tmp_path}/./show.opus",
+            tmp_path / "link.opus",
+            tmp_path / "folder" / "show.opus",
+            tmp_path / "hard.opus",
+        )
         for name in ("one", "two"):
-            for path in (tmp_path / "show.opus", f"{tmp_path}/./show.opus"):
+            for path in names:
                 with pytest.raises(sfu.InvalidSetting, match="being recorded"):
                     await server.room(name).record(path)
         assert not server.room("two").mixer.running
