@@ -487,8 +487,20 @@ export class SfuClient {
     if (live && live.readyState === "live") return live;
     // One request at a time: a promotion and a reconnect asking together
     // (a permission prompt open) share it, so one microphone is opened.
+    const devices = globalThis.navigator && navigator.mediaDevices;
+    if (!devices || typeof devices.getUserMedia !== "function") {
+      // Browsers give a page a microphone only in a secure context: https, or
+      // localhost (a page at http://192.0.2.10 has no navigator.mediaDevices).
+      const failure = new SfuError(
+        "microphone",
+        "the microphone cannot be opened: this browser gives the page none (a page gets one only over https, or at localhost)",
+      );
+      failure.transient = false;
+      this.microphoneError = failure;
+      throw failure;
+    }
     if (!this._micRequest) {
-      this._micRequest = navigator.mediaDevices
+      this._micRequest = devices
         .getUserMedia({ audio: this.options.audio, video: false })
         .finally(() => (this._micRequest = null));
     }
