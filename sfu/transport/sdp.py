@@ -230,7 +230,7 @@ def _parse_attribute(line: str, target: _SectionBuilder) -> None:
     elif name == "fingerprint":
         target.fingerprints.append(_fingerprint(value))
     elif name == "setup":
-        target.setup = value.strip()
+        target.setup = value.strip().lower()  # (ABNF literals: any case)
 
 
 def _fingerprint(value: str) -> tuple[str, str]:

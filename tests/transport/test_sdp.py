@@ -472,6 +472,15 @@ def test_bundle_only_section_is_accepted() -> None:
     check_answer(answer_for(offer, negotiation), offer, negotiation)
 
 
+@pytest.mark.parametrize("written", ["ACTPASS", "ActPass", "ACTIVE"])
+def test_the_setup_role_is_read_whatever_its_case(written: str) -> None:
+    """RFC 4145's roles are ABNF literals, which are case-insensitive."""
+    offer = parse_offer(edit("a=setup:actpass", f"a=setup:{written}"))
+    assert offer.setup == written.lower()
+    negotiation = negotiate(offer, publish=True, max_slots=3)
+    check_answer(answer_for(offer, negotiation), offer, negotiation)
+
+
 def test_port_zero_without_bundle_only_is_rejected() -> None:
     offer = parse_offer(make_offer(audio("0", "sendrecv"), audio("1", "recvonly", port=0)))
     negotiation = negotiate(offer, publish=False, max_slots=3)
