@@ -143,6 +143,9 @@ class Server:
     (RFC 7675 consent freshness, seen from the ICE-lite side); once nothing
     authenticated (SRTP or SRTCP) came for a third of it, its checks renew
     consent only if it answers a check of the server's (a check can be replayed).
+    A session not connected (ICE check and DTLS handshake done)
+    ``handshake_timeout`` seconds after its answer was made is closed, its
+    member's seat given back.
     ``token_secret`` is the HS256 key that join tokens are checked with
     (:mod:`sfu.auth`); private rooms need it. ``joins_per_turn`` bounds how
     many joins run in one event-loop iteration (:mod:`sfu.admission`).
@@ -754,9 +757,18 @@ class Server:
 
     def _check_consent(self, now: float) -> None:
         limit = now - self.consent_timeout
+        unchecked_limit = now - self.handshake_timeout
         for session in list(self._sessions_by_ufrag.values()):
             if session.last_valid < limit:
-                try:
-                    session.close("consent expired: no valid STUN or SRTP from the client")
-                except Exception:
-                    logger.exception("%r: closing it failed", session)
+                reason = "consent expired: no valid STUN or SRTP from the client"
+            elif session.state == "new" and session.created < unchecked_limit:
+                # Never checked (the client is gone, or its UDP blocked): its seat
+                # goes back at the handshake's timeout, as a stalled handshake's.
+                # (The handshakes' own timer covers sessions past their first check.)
+                reason = "handshake timed out: no ICE check from the client"
+            else:
+                continue
+            try:
+                session.close(reason)
+            except Exception:
+                logger.exception("%r: closing it failed", session)

@@ -172,6 +172,23 @@ async def test_session_without_consent_is_closed(udp: socket.socket) -> None:
         assert kinds == ["ParticipantJoined", "ParticipantLeft"]
 
 
+async def test_a_join_whose_client_never_checks_ends_at_the_handshake_timeout() -> None:
+    """A join whose client sends no ICE check (gone, or its UDP blocked) must
+    give its seat back after ``handshake_timeout``, as one whose handshake
+    stalls does, not after the (longer) consent timeout."""
+    async with sfu.Server(handshake_timeout=1.0, consent_timeout=30.0) as server:
+        room = server.room("silent", max_listeners=1)
+        participant = await room.join(LISTENER, identity="ghost")
+        assert participant.session is not None and participant.session.state == "new"
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(participant.wait_closed(), 5)
+        assert asyncio.get_running_loop().time() - started < 3
+        assert participant.close_reason is not None
+        assert "handshake" in participant.close_reason, participant.close_reason
+        assert list(server.sessions()) == []
+        await room.join(LISTENER, identity="next")  # the seat is free again
+
+
 async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket) -> None:
     async with sfu.Server() as server:
         room = server.room("forged")
