@@ -414,8 +414,13 @@ class Session:
         self._accept_check(address, address == self._nominated or rebound, now, proven=True)
 
     def _path_quiet(self, now: float) -> bool:
-        """Connected, and nothing valid from the selected address for REBIND_SILENCE."""
-        return self.state == "connected" and now - self.last_valid > REBIND_SILENCE
+        """Connected, or handshaking with a flight sent to the selected address,
+        and nothing valid from that address for REBIND_SILENCE. (A NAT that
+        rebinds mid-handshake would otherwise have every flight go to the
+        old port until the handshake timed out.)"""
+        return (
+            self.state == "connected" or (self.state == "checking" and self._flight_sent)
+        ) and now - self.last_valid > REBIND_SILENCE
 
     def _forget_proof(self, transaction_id: bytes) -> None:
         del self._proofs[transaction_id]

@@ -126,6 +126,60 @@ async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays(
             nat.close()
 
 
+class RebindingOnTheFirstFlight(LoopbackNat):
+    """Rebinds when the server's first DTLS flight reaches the old port, which
+    loses it: the client's retransmissions and checks come from the new one."""
+
+    rebound = False
+
+    def _from_server(self, data: bytes, addr: Address) -> None:
+        if 19 < data[0] < 64 and not self.rebound:  # DTLS (RFC 7983)
+            self.rebound = True
+            asyncio.get_running_loop().create_task(self.rebind())
+            return
+        super()._from_server(data, addr)
+
+
+async def test_a_nat_that_rebinds_during_the_handshake_does_not_stall_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session moves to the new port once the old one is quiet, as after
+    the handshake; before, every flight went on to the old port until the
+    handshake timed out."""
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 1)
+    monkeypatch.setattr(session_module, "REBIND_SILENCE", 1.0)
+    async with sfu.Server(handshake_timeout=8.0) as server:
+        room = server.room("nat")
+        alice = await join(room, "alice", speaker=True)
+        nat = RebindingOnTheFirstFlight(("127.0.0.1", server.port))
+        inside_port = await nat.start()
+        pc = RTCPeerConnection(client_configuration())
+        bob = Client(pc=pc, identity="bob")
+        try:
+            for _ in range(3):
+                pc.addTransceiver("audio", direction="recvonly")
+            bob.participant = await room.add_listener(await make_offer(pc), identity="bob")
+            _record_received(bob)
+            answer = bob.participant.answer.replace(
+                f" {server.port} typ host", f" {inside_port} typ host"
+            )
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            session = bob.participant.session
+            assert session is not None
+            await wait_for(
+                lambda: session.state == "connected" or bob.participant.closed,  # type: ignore[union-attr]
+                7,
+                "the handshake done",
+            )
+            assert not bob.participant.closed, bob.participant.close_reason
+            assert nat.rebound and nat.outside is not None
+            assert session.address == tuple(nat.outside.get_extra_info("sockname"))
+            await wait_for(lambda: len(bob.packets(0)) >= 10, 10, "audio through the new port")
+        finally:
+            await asyncio.gather(alice.close(), close_peer(pc))
+            nat.close()
+
+
 async def connected_over(
     sock: socket.socket,
     server: sfu.Server,
