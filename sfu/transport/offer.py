@@ -170,12 +170,14 @@ def _unusable(section: MediaSection, bundle: tuple[str, ...]) -> str | None:
 def transport_group(
     sections: Sequence[MediaSection], bundle: tuple[str, ...]
 ) -> list[MediaSection]:
-    """The audio m-lines that share the transport, the transport one first.
+    """The audio m-lines that share the transport, the first one first.
 
-    With BUNDLE (RFC 8843) every usable audio m-line of the group shares the
-    transport of the first one; those whose Opus payload type or audio-level
-    id differ are left out, since one transport carries one mapping. Without
-    BUNDLE only the first usable audio m-line can be used.
+    With BUNDLE (RFC 8843) every usable audio m-line of the group shares its
+    transport (whose ICE and DTLS attributes the parse reads from the
+    offerer-tagged m-line when that has them, else from the first of these);
+    those whose Opus payload type or audio-level id differ from the first's
+    are left out, since one transport carries one mapping. Without BUNDLE
+    only the first usable audio m-line can be used.
     """
     audio = [s for s in sections if s.kind == "audio"]
     if not audio:

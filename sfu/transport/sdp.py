@@ -495,6 +495,14 @@ def _parse_lines(text: str) -> tuple[Offer, int]:
     sections = tuple(_section(builder, session) for builder in builders)
     bundle = bundle or ()
     transport = transport_group(sections, bundle)[0]
+    if bundle:
+        # RFC 8843: the group's transport is the offerer-tagged m-line's (its
+        # first mid, of any kind), which alone carries the attributes in a
+        # max-bundle or later offer. One that has none (a lax offerer that
+        # wrote them on the audio lines only) leaves them to the first audio.
+        tagged = next(section for section in sections if section.mid == bundle[0])
+        if tagged.ice_ufrag is not None and tagged.port != 0 and not tagged.bundle_only:
+            transport = tagged
     offer = Offer(sections, bundle, *check_transport(transport))
     return offer, next(i for i, section in enumerate(sections) if section is transport)
 

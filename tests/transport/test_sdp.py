@@ -481,6 +481,51 @@ def test_the_setup_role_is_read_whatever_its_case(written: str) -> None:
     check_answer(answer_for(offer, negotiation), offer, negotiation)
 
 
+TRANSPORT = [
+    f"a=ice-ufrag:{UFRAG}",
+    f"a=ice-pwd:{PWD}",
+    f"a=fingerprint:sha-256 {FINGERPRINT}",
+    "a=setup:actpass",
+]
+DATA_CHANNEL = [
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+    "c=IN IP4 0.0.0.0",
+    "a=mid:d",
+    *TRANSPORT,
+    "a=sctp-port:5000",
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # max-bundle: the tagged line is a data channel, audio is bundle-only
+        make_offer(
+            DATA_CHANNEL,
+            audio("0", "recvonly", port=0, transport=False, extra=["a=bundle-only"]),
+        ),
+        # a later offer: the transport's attributes on the tagged line only (RFC 8843 7.5)
+        make_offer(DATA_CHANNEL, audio("0", "recvonly", transport=False)),
+        # the group names the second audio line first, which alone has them
+        make_offer(
+            audio("0", "recvonly", transport=False),
+            audio("1", "recvonly"),
+            bundle=["1", "0"],
+        ),
+    ],
+    ids=["max-bundle", "attributes-on-the-tagged-line", "second-line-tagged"],
+)
+def test_the_bundle_transport_is_the_offerer_tagged_lines(text: str) -> None:
+    """RFC 8843: a BUNDLE group's transport is that of the m-line its first
+    mid names, of any kind; the other lines need not repeat its attributes."""
+    offer = parse_offer(text)
+    assert (offer.ice_ufrag, offer.ice_pwd, offer.setup) == (UFRAG, PWD, "actpass")
+    assert offer.fingerprints == (("sha-256", FINGERPRINT),)
+    negotiation = negotiate(offer, publish=False, max_slots=3)
+    assert negotiation.accepted
+    check_answer(answer_for(offer, negotiation), offer, negotiation)
+
+
 def test_port_zero_without_bundle_only_is_rejected() -> None:
     offer = parse_offer(make_offer(audio("0", "sendrecv"), audio("1", "recvonly", port=0)))
     negotiation = negotiate(offer, publish=False, max_slots=3)
