@@ -99,6 +99,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -177,13 +178,16 @@ _WRITING: weakref.WeakValueDictionary[Path | tuple[int, int], Recorder] = (
 
 
 def _writing(path: Path) -> bool:
-    """Whether a live recording writes ``path`` (by whatever name)."""
+    """Whether a live recording writes ``path`` (by whatever name). Never for
+    a device or a pipe (``/dev/null``): opening one empties nothing."""
+    try:
+        found: os.stat_result | None = os.stat(path)
+    except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        return False
     holder = _WRITING.get(Path(os.path.realpath(path)))
-    if holder is None:
-        try:
-            found = os.stat(path)
-        except OSError:
-            return False
+    if holder is None and found is not None:
         holder = _WRITING.get((found.st_dev, found.st_ino))
     return holder is not None and holder._mixer.running
 
@@ -631,6 +635,8 @@ class Recorder:
 
     def _claim_file(self, made: os.stat_result) -> None:
         """The file made for a claimed path, by any other name (a hard link)."""
+        if not stat.S_ISREG(made.st_mode):
+            return  # a device or a pipe (see _writing)
         held = (made.st_dev, made.st_ino)
         _WRITING[held] = self
         self._claimed.append(held)

@@ -270,6 +270,15 @@ async def test_a_file_another_recording_writes_is_refused(tmp_path: Path) -> Non
     assert_well_formed(tmp_path / "show.opus")
 
 
+async def test_two_recordings_may_write_to_a_device() -> None:
+    """Opening /dev/null empties nothing: the guard is for regular files."""
+    async with sfu.Server() as server:
+        first = await server.room("one").record("/dev/null")
+        second = await server.room("two").record("/dev/null")
+        await asyncio.sleep(0.1)
+        await asyncio.gather(first.stop(), second.stop())
+
+
 async def test_a_speaker_file_is_never_one_another_recording_writes(tmp_path: Path) -> None:
     """``talk.opus`` per speaker names alice's file ``talk-alice.opus``; while
     another recording writes that file, alice's gets another name."""
