@@ -99,11 +99,18 @@ def _mix_asked(request: web.Request) -> bool | None:
     return None
 
 
+_PREFIX = re.compile(r"(/[^/]+)+")
+
+
 def _room_factory(
     server: Server, create_rooms: bool, room_settings: RoomSettings | None
 ) -> Callable[[str], Room | None]:
     # Checked when mounted: a misspelt or wrong setting is the backend's
     # mistake, not refused to each client whose join would make a room.
+    if not isinstance(server, Server):
+        raise InvalidSetting(f"server must be an sfu.Server, got {type(server).__name__}")
+    if not isinstance(create_rooms, bool):
+        raise InvalidSetting(f"create_rooms must be True or False, got {create_rooms!r:.40}")
     if room_settings is not None:
         check_policy_for(server, policy_of(room_settings))
         # A copy: the settings checked here are the ones every room gets, not
@@ -130,6 +137,8 @@ class SignalingHandler:
     def __init__(
         self, server: Server, factory: Callable[[str], Room | None], *, compress: bool = False
     ) -> None:
+        if not isinstance(compress, bool):
+            raise InvalidSetting(f"compress must be True or False, got {compress!r:.40}")
         if server.token_secret is None:
             # Told when mounted: otherwise the app starts and refuses every join.
             raise InvalidSetting(
@@ -417,7 +426,8 @@ def add_whip_whep(
     room_settings: RoomSettings | None = None,
     cors_origins: str | Collection[str] = "*",
 ) -> None:
-    """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725);
+    """``POST {prefix}/rooms/{room}/whip`` publishes as a speaker (RFC 9725;
+    ``prefix``: empty, or a path like ``/api``, no trailing slash);
     ``POST {prefix}/rooms/{room}/whep`` listens (one slot per offered audio
     line; ``?mix=1`` asks for the room mix on the first line instead, and a
     player offering fewer lines than the room has slots gets it unasked, so
@@ -486,6 +496,12 @@ def add_whip_whep(
     allowed); a collection of origins (``{"https://app.example"}``) only
     those; empty, none (same-origin pages only).
     """
+    if not isinstance(prefix, str) or (prefix and not _PREFIX.fullmatch(prefix)):
+        # ("/api/" would mount "/api//rooms/...", which no request reaches.)
+        raise InvalidSetting(
+            f"prefix must be empty or a path that starts with / and does not end with one "
+            f"(like '/api'), got {prefix!r:.60}"
+        )
     factory = _room_factory(server, create_rooms, room_settings)
     cors = _Cors(cors_origins)
     # kind -> its session URLs' resource, which makes their Location.
