@@ -151,6 +151,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def no_favicon(request: web.Request) -> web.Response:
+    """Browsers ask for /favicon.ico whatever the page says: an empty answer,
+    not a 404 in every console."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
 async def client_script(request: web.Request) -> web.FileResponse:
     return web.FileResponse(
         STATIC_DIR / "sfu.js",
@@ -450,6 +456,7 @@ def make_app(
     app[NAMES_KEY] = collections.OrderedDict()
     app.router.add_get("/", index)
     app.router.add_get("/sfu.js", client_script)
+    app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_static("/static/", PAGE_DIR, append_version=False)
     # Rooms are made by whoever names one: each closes itself once it has been
     # empty for five minutes, so a long-running demo does not keep them all.

@@ -1,7 +1,15 @@
 // The demo page's logic: lobby -> token -> SfuClient -> render the room.
 // Everything about media and signaling is in /sfu.js; this file only renders.
 import { SfuClient, tokenClaims } from "/sfu.js";
-import { closedText, refusalText, removalText } from "./wording.js";
+import {
+  closedText,
+  errorText,
+  moderatingFromTheAudience,
+  overruledText,
+  refusalText,
+  removalText,
+  restartedText,
+} from "./wording.js";
 
 const $ = (selector) => document.querySelector(selector);
 const ROLE_LABEL = { moderator: "Moderator", speaker: "", listener: "" };
@@ -9,9 +17,31 @@ const STATE_LABEL = { connecting: "Connecting…", live: "Live", reconnecting: "
 
 let client = null;
 let toastTimer = null;
+// The lobby's request ({room, identity, role}) while the page's token came
+// from the demo's POST /api/token; null for a ?token= link from a backend
+// (then only that token joins: the page can get no other).
+let demoRequest = null;
 
 const params = new URLSearchParams(location.search);
 if (params.get("room")) $("#room-input").value = params.get("room");
+
+const ownerKeyName = (room) => `sfu-demo-owner:${room}`;
+function storedItem(name) {
+  try {
+    return localStorage.getItem(name);
+  } catch {
+    return null; // storage disabled
+  }
+}
+
+// This browser opened the room (it holds its owner key): back to it after a
+// reload, it is its moderator again, so the form offers that.
+function preselectModerator() {
+  const room = $("#room-input").value.trim().normalize("NFC");
+  if (room && storedItem(ownerKeyName(room))) $("input[name=role][value=moderator]").checked = true;
+}
+preselectModerator();
+$("#room-input").addEventListener("change", preselectModerator);
 
 // -- lobby ----------------------------------------------------------------------------------
 
@@ -21,14 +51,8 @@ async function demoToken(room, identity, role) {
   // The first moderator token of a room comes with a key that later ones
   // need (the opener's name alone is no proof: everyone in the room sees it).
   const nameKeyName = `sfu-demo-name:${room}:${identity}`;
-  const keyName = `sfu-demo-owner:${room}`;
-  const stored = (name) => {
-    try {
-      return localStorage.getItem(name);
-    } catch {
-      return null; // storage disabled: this browser cannot come back under the same name
-    }
-  };
+  const keyName = ownerKeyName(room);
+  const stored = storedItem; // (storage disabled: this browser cannot come back under the same name)
   const store = (name, value) => {
     try {
       localStorage.setItem(name, value);
@@ -47,18 +71,26 @@ async function demoToken(room, identity, role) {
     store(name, key);
     return key;
   };
-  const response = await fetch("/api/token", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({
-      room,
-      identity,
-      role,
-      name_key: keyFor(nameKeyName),
-      // (Only a moderator's request claims a room: a listener's keeps no key for it.)
-      owner_key: role === "moderator" ? keyFor(keyName) : stored(keyName),
-    }),
-  });
+  let response;
+  try {
+    response = await fetch("/api/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        room,
+        identity,
+        role,
+        name_key: keyFor(nameKeyName),
+        // (Only a moderator's request claims a room: a listener's keeps no key for it.)
+        owner_key: role === "moderator" ? keyFor(keyName) : stored(keyName),
+      }),
+    });
+  } catch (err) {
+    // fetch rejects (a TypeError, "Failed to fetch") when no reply came at all.
+    const unreachable = new Error(`The token request got no reply: ${err && err.message}`);
+    unreachable.code = "closed"; // what the lobby says: the server cannot be reached
+    throw unreachable;
+  }
   if (response.status === 404) {
     throw new Error("This server issues no demo tokens: open the page with ?token=… from your backend.");
   }
@@ -87,6 +119,7 @@ $("#join-form").addEventListener("submit", async (event) => {
   let token = null;
   try {
     token = await demoToken(room, identity, role);
+    demoRequest = { room, identity, role };
     await enter(token);
   } catch (err) {
     if (!(token && offerLiveStreamIfFull(err, token))) showRefusal(err, role);
@@ -159,10 +192,11 @@ function showRefusal(err, role) {
   console.info("join refused:", err && err.code, err && err.message);
 }
 
-async function enter(token) {
+// `publish: false` enters without a microphone (a moderator token keeps moderating).
+async function enter(token, { publish } = {}) {
   stopLiveStream();
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-  const next = new SfuClient({ url, token, audioContainer: $("#audio-sink") });
+  const next = new SfuClient({ url, token, audioContainer: $("#audio-sink"), ...(publish === false ? { publish } : {}) });
   next.on("state", render);
   next.on("connection", render);
   next.on("roster", render);
@@ -177,7 +211,12 @@ async function enter(token) {
     if (next === client) $("#audio-button").hidden = !blocked;
   });
   next.on("error", (err) => {
-    toast(err.message || refusalText(err), err.code);
+    console.info("sfu.js error:", err && err.code, err && err.message); // the server's words, for developers
+    // An error that ends the session (a refused reconnect) is followed at
+    // once by "closed", whose notice says why: no toast to contradict it.
+    queueMicrotask(() => {
+      if (next === client && next.state !== "closed") toast(errorText(err), err && err.code);
+    });
     render(); // a microphone that could not be opened changes the mic button
   });
   next.on("closed", (detail) => onClosed(next, detail));
@@ -187,8 +226,27 @@ async function enter(token) {
   $("#audience-list").replaceChildren(); // another room's pages
   $("#audience-load").dataset.next = "";
   $("#audience-load").textContent = "Show listeners";
-  await next.join(); // throws (and the lobby shows why) when the join is refused
-  history.replaceState(null, "", `?room=${encodeURIComponent(next.room)}`);
+  try {
+    await next.join(); // throws (and the lobby shows why) when the join is refused
+  } catch (err) {
+    // A moderator without a microphone still runs the room: from the audience
+    // (the same token, no sending line); the page's "Take the stage" brings
+    // it on once the browser allows the microphone. Nobody else could moderate
+    // the room meanwhile (it is this browser's).
+    if (err && err.code === "microphone" && publish !== false && tokenClaims(token).role === "moderator") {
+      await enter(token, { publish: false });
+      toast(moderatingFromTheAudience(), "microphone");
+      return;
+    }
+    throw err;
+  }
+  // A demo token's room is enough for a reload (the lobby asks for a new
+  // token); a ?token= link keeps its token in the address, or a reload (and
+  // the address copied) could not join again.
+  if (demoRequest) history.replaceState(null, "", `?room=${encodeURIComponent(next.room)}`);
+  // Anyone may join a room of the demo's by its name; a backend's link carries
+  // this person's own token, not one to share.
+  $("#share-button").hidden = !demoRequest;
   $("#lobby").hidden = true;
   $("#room").hidden = false;
   $("#controls").hidden = false;
@@ -197,10 +255,35 @@ async function enter(token) {
   document.title = `${next.room} · sfu rooms`;
   render();
   // The room remembers a moderator's demotion by name: a "Speaker" join comes
-  // back to the audience. Said, so that the choice made in the lobby is not
-  // silently overruled.
-  if (tokenClaims(token).role === "speaker" && next.role === "listener" && !next.isModerator) {
-    toast("A moderator moved you to the audience earlier: raise your hand to speak.");
+  // back to the audience, a "Moderator" one without its rights. Said, so that
+  // the choice made in the lobby is not silently overruled.
+  const overruled = overruledText(tokenClaims(token).role, next.role, next.isModerator);
+  if (overruled) toast(overruled);
+}
+
+// The server refused this session's token on a reconnect (not_allowed). The
+// demo's own tokens are refused so after a restart (a new random secret),
+// and the browser's stored keys still prove its name and room: it asks for
+// a fresh token and enters again. A ban is refused again, and told as one.
+async function enterAgain(closed, request) {
+  const banner = $("#banner");
+  banner.hidden = false;
+  banner.dataset.kind = "rejoining";
+  banner.textContent = "The server no longer accepted this session (it may have restarted). Joining again…";
+  let fresh = null;
+  try {
+    fresh = await demoToken(request.room, request.identity, request.role);
+    await enter(fresh);
+    // (A toast of the join's own, as moderating from the audience, says more.)
+    if ($("#toast").hidden) {
+      toast("The server no longer accepted your session (it may have restarted), so the page joined the room again.");
+    }
+  } catch (err) {
+    if (client !== closed && !(client && client.token === fresh)) return; // the person moved on meanwhile
+    banner.hidden = true;
+    // Refused again: not the restart (a ban of someone who had dropped, say), told as such.
+    const text = err && err.code === "not_allowed" ? closedText({ reason: "not_allowed" }) : restartedText(err, request.role);
+    showNotice("disconnected", "Disconnected", text);
   }
 }
 
@@ -214,6 +297,14 @@ function onClosed(closed, detail) {
     showNotice("left", "You left the room", "Come back any time.");
   } else if (offerLiveStreamIfFull({ code: detail.reason }, closed.token)) {
     showNotice("full", "The room filled up", "Your seat was taken while you were away: the room's live stream plays instead.");
+  } else if (detail.reason === "not_allowed" && demoRequest && $("#room").hidden === false) {
+    enterAgain(closed, demoRequest);
+  } else if (detail.reason === "microphone" && tokenClaims(closed.token).role === "moderator" && $("#room").hidden === false) {
+    // The microphone went away during a reconnect: a moderator goes on moderating, from the audience.
+    enter(closed.token, { publish: false }).then(
+      () => toast(moderatingFromTheAudience(), "microphone"),
+      (err) => showNotice("disconnected", "Disconnected", closedText({ reason: err.code || "disconnected" }, "moderator")),
+    );
   } else if (detail.reason === "removed") {
     // Usually the "removed" event said it already (and showNotice keeps it);
     // if the socket closed before that message came, say it here.
@@ -256,7 +347,15 @@ function toast(text, code = "") {
 // -- controls -------------------------------------------------------------------------------------
 
 $("#mic-button").addEventListener("click", () => {
-  if (!client || client.mutedBy) return;
+  if (!client) return;
+  if (client.mutedBy) {
+    // A moderator may lift a moderator's mute, its own too (the server allows it):
+    // lifted, then the microphone is on.
+    if (!client.isModerator) return;
+    const c = client;
+    c.muteParticipant(c.identity, false).then(() => c.setMuted(false)).then(render, () => {});
+    return;
+  }
   client.setMuted(!client.muted).catch(() => {});
   render();
 });
@@ -309,6 +408,9 @@ document.addEventListener("click", (event) => {
     // No reason: the page has no field for one (the library's default says
     // "removed by a moderator"; the removed page names who did it).
     remove: () => client.remove(identity),
+    // A removal alone lets the person join again at once; a ban keeps them out
+    // (by name) for as long as the room is open.
+    ban: () => client.remove(identity, { ban: true }),
     dismiss: () => client.lowerHand(identity),
   };
   const action = actions[button.dataset.action];
@@ -345,7 +447,8 @@ $("#audience-load").addEventListener("click", async () => {
     who.textContent = m.identity;
     who.title = m.identity;
     const buttons = document.createElement("span");
-    setActions(buttons, m.canSpeak ? [["promote", "Invite"], ["remove", "Remove"]] : [["remove", "Remove"]]);
+    const removals = [["remove", "Remove"], ["ban", "Remove and ban"]];
+    setActions(buttons, m.canSpeak ? [["promote", "Invite"], ...removals] : removals);
     li.append(who, ...buttons.children);
     list.append(li);
   }
@@ -464,7 +567,7 @@ function render() {
           else actions.push(["step-down", "Remove as moderator"]);
           actions.push(["demote", "To audience"]);
         }
-        actions.push(["remove", "Remove"]);
+        actions.push(["remove", "Remove"], ["ban", "Remove and ban"]);
       } else if (c.isModerator && m.identity === c.identity && m.role === "listener" && c.state === "joined") {
         // Seated in the audience because the stage was full: back on it once a seat is free.
         actions.push(["take-stage", "Take the stage"]);
@@ -523,14 +626,20 @@ function render() {
   // On the stage, and the microphone could not be opened (blocked, gone): no voice goes out.
   const noMic = c.canPublish && !!c.microphoneError && !c.micTrack;
   const muted = c.muted || !!c.mutedBy || noMic;
+  // A moderator muted by another may lift that mute itself (the button does).
+  const lockedOut = !!c.mutedBy && !c.isModerator;
   mic.dataset.muted = String(muted);
-  mic.disabled = !!c.mutedBy || noMic;
+  mic.disabled = lockedOut || noMic;
   mic.title = noMic
     ? c.microphoneError.message
-    : c.mutedBy ? `Muted by ${c.mutedBy}` : muted ? "Unmute your microphone" : "Mute your microphone";
+    : lockedOut
+      ? `Muted by ${c.mutedBy}`
+      : c.mutedBy
+        ? `Muted by ${c.mutedBy}: as a moderator you may unmute yourself`
+        : muted ? "Unmute your microphone" : "Mute your microphone";
   mic.querySelector(".label").textContent = noMic
     ? "No microphone"
-    : c.mutedBy ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
+    : lockedOut ? "Muted by a moderator" : muted ? "Unmute" : "Mute";
   const hand = $("#hand-button");
   hand.hidden = c.canPublish;
   hand.dataset.raised = String(c.handRaised);

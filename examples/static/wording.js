@@ -47,7 +47,82 @@ export function refusalText(err, role = "listener") {
       ? "The stage is full: join as a listener, and raise your hand to speak."
       : "The room is full: try again later, or pick another room name.";
   }
+  if (err && err.code === "microphone" && !secureContext()) {
+    return role === "moderator" ? INSECURE_PAGE : `${INSECURE_PAGE} Join as a listener meanwhile.`;
+  }
+  if (err && err.code === "microphone" && role === "moderator") {
+    // (The page then enters again without it: a moderator moderates from the audience.)
+    return "Your microphone could not be opened: allow it in the browser, then join again.";
+  }
   return (err && REFUSALS[err.code]) || (err && err.message) || String(err);
+}
+
+// A browser gives a page a microphone only in a secure context: over https,
+// or at localhost (a demo opened at http://192.0.2.10:8080 has none).
+const INSECURE_PAGE =
+  "This page is not on https (nor at localhost), so the browser gives it no microphone: " +
+  "open it at an https:// address to speak.";
+const secureContext = () => globalThis.isSecureContext !== false;
+
+/**
+ * A moderator's microphone could not be opened, so the page entered again
+ * without it (sfu.js `publish: false`): seated in the audience, still moderating.
+ */
+export function moderatingFromTheAudience() {
+  const remedy = secureContext()
+    ? "allow the microphone in the browser, then use Take the stage on your own card"
+    : "the browser gives a page not on https (nor at localhost) no microphone: open it at an https:// address to speak";
+  return `Your microphone could not be opened, so you moderate from the audience: ${remedy}.`;
+}
+
+/**
+ * The room remembers a moderator's demotion by name: a join that asked for
+ * more (the lobby's `asked` role) lands where the room put it. Said, so that
+ * the choice made in the lobby is not silently overruled; null when it was not.
+ * `role` and `moderates` are what the join got (SfuClient role, isModerator).
+ */
+export function overruledText(asked, role, moderates) {
+  if (moderates || (asked !== "speaker" && asked !== "moderator")) return null;
+  if (role === "listener") return "A moderator moved you to the audience earlier: raise your hand to speak.";
+  if (asked === "moderator") return "A moderator took your moderator rights earlier.";
+  return null;
+}
+
+// Commands refused in the room (moderation, hands, mutes): the server's
+// message names identities and rooms in the API's terms ("'ada' is not in
+// room 'hall'"); the toast says what happened.
+const COMMAND_ERRORS = {
+  not_found: "That person is no longer in the room.",
+  not_allowed: "You may not do that now: your role in the room may have changed.",
+  room_full: "The stage is full: wait for a seat to free up.",
+  rate_limited: "Too many actions in a short time: wait a moment, then try again.",
+  timeout: "The server did not answer in time: try again.",
+  closed: "The connection to the room is down: try again once it is back.",
+  session_ended: "The server ended this connection: the page joins again.",
+  microphone: "Your microphone could not be opened: allow it in the browser to speak.",
+  negotiation: "The audio connection could not be updated: leave the room and join again.",
+  internal: "The server failed to do that (a bug, logged on the server).",
+};
+
+/**
+ * The toast for sfu.js's "error" event (a refused command, a microphone that
+ * could not be opened...): worded for the person; the page puts the server's
+ * own message in the console.
+ */
+export function errorText(err) {
+  if (err && err.code === "microphone" && !secureContext()) return INSECURE_PAGE;
+  return (err && COMMAND_ERRORS[err.code]) || "That did not work (the browser's console says why).";
+}
+
+/**
+ * The notice when the server refused a reconnect with `not_allowed` and the
+ * page, which can ask for demo tokens, could not enter again with a fresh
+ * one: the server no longer takes this session's token (a restart gives it
+ * a new secret). `err` is why entering again failed (null: not tried).
+ */
+export function restartedText(err = null, role = "listener") {
+  const why = "The server no longer accepts this session (it may have restarted)";
+  return err ? `${why}, and joining again did not work. ${refusalText(err, role)}` : `${why}: join the room again.`;
 }
 
 /**

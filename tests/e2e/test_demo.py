@@ -508,6 +508,9 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
         async with http.get(demo.url + "/metrics") as response:
             assert response.status == 200
             assert "# TYPE" in await response.text()
+        # Browsers ask for it unasked: answered, not a 404 in every console.
+        async with http.get(demo.url + "/favicon.ico") as response:
+            assert response.status == 204
         body = {"room": "r", "identity": "zoe", "role": "moderator"}
         async with http.post(demo.url + "/api/token", json=body) as response:
             assert response.status == 200
@@ -1434,8 +1437,8 @@ async def test_a_whep_player_is_not_offered_the_stage(new_page: NewPage, demo: D
         await wait_attribute(late, "#connection-state", "data-state", "live", timeout=20)
         for page in (mod, late):
             await page.wait_for_selector(f"#audience {person('player')}", timeout=10000)
-            assert await card_actions(page, "fan") == ["promote", "remove"]
-            assert await card_actions(page, "player") == ["remove"]
+            assert await card_actions(page, "fan") == ["promote", "remove", "ban"]
+            assert await card_actions(page, "player") == ["remove", "ban"]
         assert room["player"].role == "listener"
         for page in (mod, lis, late):
             await page.click("#leave-button")
@@ -1477,11 +1480,11 @@ async def test_a_moderator_invited_on_the_stage_from_the_audience_is_shown_as_on
     await moderate(chair, "vic", "promote")
     await shown_on_stage_as("moderator")
     assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", True)
-    assert await card_actions(chair, "vic") == ["mute", "step-down", "demote", "remove"]
+    assert await card_actions(chair, "vic") == ["mute", "step-down", "demote", "remove", "ban"]
     await moderate(chair, "vic", "step-down")
     await shown_on_stage_as("speaker")
     assert (room["vic"].role, room["vic"].is_moderator) == ("speaker", False)
-    assert await card_actions(chair, "vic") == ["mute", "make-moderator", "demote", "remove"]
+    assert await card_actions(chair, "vic") == ["mute", "make-moderator", "demote", "remove", "ban"]
     assert not await vic.evaluate("window.demo.client.isModerator")
     for page in everyone:
         await page.click("#leave-button")
@@ -1570,6 +1573,258 @@ async def test_a_listener_joined_from_a_link_is_asked_before_the_audio_plays(
     finally:
         await strict.close()
     await speaker.click("#leave-button")
+
+
+DENY_MICROPHONE = """() => {
+    navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+}"""
+
+
+async def test_a_moderator_whose_microphone_is_refused_moderates_from_the_audience(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """The room is this browser's (nobody else may moderate it), so a refused
+    microphone must not send its opener to the listeners, whose token does not
+    moderate: the page enters again without the microphone, moderating from
+    the audience, says so, and "Take the stage" brings it on once the browser
+    allows the microphone."""
+    chair = await new_page(f"{demo.url}/?room=quiet-chair")
+    await chair.evaluate(DENY_MICROPHONE)
+    await chair.fill("#name-input", "chair")
+    await chair.check("input[name=role][value=moderator]")
+    await chair.click("#join-button")
+    await wait_attribute(chair, "#connection-state", "data-state", "live", timeout=15)
+    room = demo.server.rooms["quiet-chair"]
+    assert (room["chair"].role, room["chair"].is_moderator) == ("listener", True)
+    await chair.wait_for_selector("#toast[data-code=microphone]:not([hidden])", timeout=5000)
+    assert "moderate from the audience" in (await chair.text_content("#toast") or "")
+    assert await chair.is_visible("#hands-panel")
+    guest = await join(new_page, demo, "quiet-chair", "guest", "listener")
+    await guest.click("#hand-button")
+    await chair.click('#hands li[data-identity="guest"] button[data-action=promote]')
+    await wait_for(lambda: room["guest"].role == "speaker", 10, "the guest invited on the stage")
+    # Allowed now: it takes the stage, microphone and all.
+    await chair.evaluate("() => { delete navigator.mediaDevices.getUserMedia; }")
+    await moderate(chair, "chair", "take-stage")
+    await wait_for(lambda: room["chair"].role == "moderator", 10, "the chair on the stage")
+    await chair.wait_for_selector("#mic-button:visible", timeout=10000)
+    for page in (chair, guest):
+        await page.click("#leave-button")
+
+
+async def test_a_moderator_whose_microphone_is_gone_at_a_reconnect_goes_on_moderating(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """sfu.js ends a moderator's session when its microphone cannot be opened
+    at a reconnect; the page enters again without it, as at a join."""
+    chair = await join(new_page, demo, "mic-gone", "chair", "moderator")
+    room = demo.server.rooms["mic-gone"]
+    await chair.evaluate(DENY_MICROPHONE)
+    await chair.evaluate(
+        """() => {
+            const client = window.demo.client;
+            client.micTrack.stop();  // the device went away
+            client._scheduleReconnect("the network changed (test)");
+        }"""
+    )
+    await chair.wait_for_selector("#toast[data-code=microphone]:not([hidden])", timeout=15000)
+    assert "moderate from the audience" in (await chair.text_content("#toast") or "")
+    await wait_attribute(chair, "#connection-state", "data-state", "live", timeout=15)
+    assert (room["chair"].role, room["chair"].is_moderator) == ("listener", True)
+    assert await chair.is_hidden("#notice")
+    await chair.click("#leave-button")
+
+
+async def test_a_moderator_muted_by_another_moderator_unmutes_itself(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A moderator may lift a moderator's mute, its own too (the server allows
+    it): the mic button of a muted moderator stays enabled and lifts it."""
+    host = await join(new_page, demo, "co-chairs", "host", "moderator")
+    co = await join(new_page, demo, "co-chairs", "co", "speaker")
+    room = demo.server.rooms["co-chairs"]
+    await moderate(host, "co", "make-moderator")
+    await co.wait_for_selector("#hands-panel:not([hidden])", timeout=10000)
+    await moderate(host, "co", "mute")
+    await wait_for(lambda: room["co"].moderator_muted, 5, "the host's mute")
+    await wait_attribute(co, "#mic-button", "data-muted", "true")
+    assert not await co.is_disabled("#mic-button")
+    await co.click("#mic-button")
+    await wait_for(
+        lambda: not room["co"].moderator_muted and not room["co"].self_muted, 10, "co unmuted"
+    )
+    await wait_attribute(co, "#mic-button", "data-muted", "false")
+    await wait_attribute(host, person("co"), "data-muted", "false")
+    for page in (host, co):
+        await page.click("#leave-button")
+
+
+async def test_an_opener_demoted_by_its_own_moderator_is_told_when_it_joins_again(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """The room remembers a demotion by name: its opener, who made another
+    person moderator and was then demoted by them, joins again choosing
+    Moderator (the page picks it: this browser opened the room) and lands
+    without the rights, or in the audience; the page says why instead of
+    overruling the choice in silence."""
+    host = await join(new_page, demo, "coup", "host", "moderator")
+    co = await join(new_page, demo, "coup", "co", "speaker")
+    room = demo.server.rooms["coup"]
+    await moderate(host, "co", "make-moderator")
+    await co.wait_for_selector("#hands-panel:not([hidden])", timeout=10000)
+    await moderate(co, "host", "step-down")
+    await wait_for(lambda: not room["host"].is_moderator, 10, "the host's rights taken")
+    await host.click("#leave-button")
+    await host.click("#notice-button")
+    await host.click("#join-button")  # the form as it was: Moderator
+    await wait_attribute(host, "#connection-state", "data-state", "live", timeout=15)
+    assert (room["host"].role, room["host"].is_moderator) == ("speaker", False)
+    await host.wait_for_selector("#toast:not([hidden])", timeout=5000)
+    assert await host.text_content("#toast") == "A moderator took your moderator rights earlier."
+
+    await moderate(co, "host", "demote")
+    await wait_for(lambda: room["host"].role == "listener", 10, "the host in the audience")
+    await host.click("#leave-button")
+    await host.reload()
+    assert await host.is_checked("input[name=role][value=moderator]")
+    await host.fill("#name-input", "host")
+    await host.click("#join-button")
+    await wait_attribute(host, "#connection-state", "data-state", "live", timeout=15)
+    assert (room["host"].role, room["host"].is_moderator) == ("listener", False)
+    await host.wait_for_function(
+        "() => document.querySelector('#toast').textContent.startsWith("
+        "'A moderator moved you to the audience earlier')",
+        timeout=5000,
+    )
+    for page in (host, co):
+        await page.click("#leave-button")
+
+
+async def test_a_page_joins_again_by_itself_after_the_demo_server_restarts(
+    new_page: NewPage,
+) -> None:
+    """A restarted demo server has a new random secret: every reconnect is
+    refused not_allowed. The pages' stored keys still prove their names and
+    the opener's room, so each asks for a fresh demo token and joins again,
+    the opener moderating, instead of being told it may have been banned."""
+    async with sfu.Server("127.0.0.1", 0, token_secret=secrets.token_urlsafe(32)) as before:
+        runner, port = await start_site(demo_server.make_app(before))
+        site = Demo(before, f"http://127.0.0.1:{port}", "", runner, port)
+        host = await join(new_page, site, "phoenix", "host", "moderator")
+        fan = await join(new_page, site, "phoenix", "fan", "listener")
+        await runner.cleanup()  # every WebSocket closes: the pages reconnect
+        await wait_for(lambda: not before.rooms["phoenix"].participants, 5, "both dropped")
+    async with sfu.Server("127.0.0.1", 0, token_secret=secrets.token_urlsafe(32)) as after:
+        runner, _ = await start_site(demo_server.make_app(after), port)
+        try:
+            for page in (host, fan):
+                await wait_attribute(page, "#connection-state", "data-state", "live", timeout=30)
+                assert await page.is_hidden("#notice")
+            room = after.rooms["phoenix"]
+            assert room["host"].is_moderator and room["fan"].role == "listener"
+            assert "may have restarted" in (await host.text_content("#toast") or "")
+            for page in (host, fan):
+                await page.click("#leave-button")
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_ban_of_someone_who_dropped_is_still_told_as_one(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A reconnect refused not_allowed is not always a restart: banned while
+    its connection was down, the person's fresh demo token is refused too,
+    and the page says it may not join, as for any ban."""
+    await join(new_page, demo, "dropped-ban", "host", "moderator")
+    troll = await join(new_page, demo, "dropped-ban", "troll", "listener")
+    room = demo.server.rooms["dropped-ban"]
+    await demo.runner.cleanup()
+    await wait_for(lambda: not room.participants, 5, "both dropped")
+    await room.remove("troll", ban=True)
+    demo.runner, _ = await start_site(demo_server.make_app(demo.server), demo.port)
+    await wait_attribute(troll, "#notice", "data-kind", "disconnected", timeout=30)
+    assert "removed you for good" in (await troll.text_content("#notice-text") or "")
+
+
+async def test_a_page_joined_from_a_token_link_joins_again_when_reloaded(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """Without demo tokens the page's only way in is its ?token= link: the
+    address keeps it, so a reload joins again, and the page offers no invite
+    link (a ?room= one could not join; the token is this person's own)."""
+    runner, port = await start_site(demo_server.make_app(demo.server, demo_tokens=False))
+    try:
+        token = demo.token("backend-room", "lin", "speaker")
+        page = await new_page(f"http://127.0.0.1:{port}/?token={token}")
+        await wait_attribute(page, "#connection-state", "data-state", "live", timeout=20)
+        await page.reload()
+        await wait_attribute(page, "#connection-state", "data-state", "live", timeout=20)
+        assert "lin" in demo.server.rooms["backend-room"].participants
+        assert await page.is_hidden("#share-button")
+        await page.click("#leave-button")
+    finally:
+        await runner.cleanup()
+
+
+async def test_remove_and_ban_keeps_the_person_out(new_page: NewPage, demo: Demo) -> None:
+    """A plain "Remove" lets the person straight back in; "Remove and ban" does not."""
+    host = await join(new_page, demo, "no-trolls", "host", "moderator")
+    troll = await join(new_page, demo, "no-trolls", "troll", "listener")
+    await moderate(host, "troll", "ban")
+    await wait_attribute(troll, "#notice", "data-kind", "removed")
+    assert "You may not join it again." in (await troll.text_content("#notice-text") or "")
+    assert demo.server.rooms["no-trolls"].is_banned("troll")
+    await troll.click("#notice-button")
+    await troll.click("#join-button")
+    await troll.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''", timeout=10000
+    )
+    assert "may not join this room" in (await troll.text_content("#join-error") or "")
+    await host.click("#leave-button")
+
+
+async def test_a_command_the_server_refuses_is_toasted_in_words(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """A moderator acts on a listener row of someone who left meanwhile: the
+    toast says so in words; the server's message ("'lis' is not in room
+    'gone'") goes to the console."""
+    host = await join(new_page, demo, "gone", "host", "moderator")
+    lis = await join(new_page, demo, "gone", "lis", "listener")
+    await host.click("#audience-load")
+    await host.wait_for_selector('#audience-list li[data-identity="lis"]', timeout=10000)
+    await lis.click("#leave-button")
+    room = demo.server.rooms["gone"]
+    await wait_for(lambda: room.get("lis") is None, 5, "lis gone")
+    console: list[str] = []
+    host.on("console", lambda message: console.append(message.text))
+    await host.click('#audience-list li[data-identity="lis"] button[data-action=remove]')
+    await host.wait_for_selector("#toast[data-code=not_found]:not([hidden])", timeout=5000)
+    assert await host.text_content("#toast") == "That person is no longer in the room."
+    assert any("'lis'" in text for text in console), console
+    await host.click("#leave-button")
+
+
+async def test_a_token_request_that_gets_no_reply_says_the_server_cannot_be_reached(
+    new_page: NewPage, demo: Demo
+) -> None:
+    """fetch() fails with a TypeError ("Failed to fetch") when no reply comes:
+    the lobby says the server cannot be reached, not the browser's words."""
+    page = await new_page(f"{demo.url}/?room=offline")
+
+    async def unreachable(route: Any) -> None:
+        await route.abort()
+
+    await page.route("**/api/token", unreachable)
+    await page.fill("#name-input", "ada")
+    await page.click("#join-button")
+    await page.wait_for_function(
+        "() => document.querySelector('#join-error').textContent !== ''", timeout=10000
+    )
+    assert await page.text_content("#join-error") == (
+        "The server cannot be reached: check your connection, then try again."
+    )
 
 
 @pytest.mark.parametrize(
