@@ -112,7 +112,11 @@ async def main() -> None:
     if args.host in ("0.0.0.0", "::") and not args.announce:
         parser.error(f"--host {args.host} needs --announce ADDRESS (the address clients reach)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    async with sfu.Server(args.host, args.udp_port, announce=args.announce) as server:
+    try:
+        server = await sfu.Server(args.host, args.udp_port, announce=args.announce).start()
+    except sfu.InvalidSetting as exc:  # (a host name, an announce of the other family...)
+        parser.error(str(exc))
+    async with server:  # (started: closed on the way out)
         runner = web.AppRunner(make_app(server))
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)

@@ -549,9 +549,14 @@ async def main(argv: list[str] | None = None) -> None:
     secret = args.token_secret or secrets.token_urlsafe(32)
     if args.token_secret is None:
         logger.info("random token secret for this run (set SFU_TOKEN_SECRET to keep tokens valid)")
-    async with sfu.Server(
-        args.host, args.udp_port, announce=args.announce, token_secret=secret
-    ) as server:
+    try:
+        server = await sfu.Server(
+            args.host, args.udp_port, announce=args.announce, token_secret=secret
+        ).start()
+    except sfu.InvalidSetting as exc:  # (a host name, an announce of the other family...)
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None  # as argparse's own usage errors
+    async with server:  # (started: closed on the way out)
         runner = web.AppRunner(
             make_app(server, demo_tokens=args.demo_tokens, max_listeners=args.max_listeners)
         )

@@ -129,3 +129,36 @@ async def test_the_example_prints_the_port_it_bound() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (("--host", "localhost"), "host must be an IP address"),
+        (("--host", "::1", "--announce", "192.0.2.10"), "announce"),
+    ],
+)
+async def test_the_example_says_what_is_wrong_with_its_options(
+    arguments: tuple[str, ...], said: str
+) -> None:
+    """A setting the library refuses is a usage error (exit 2, one line),
+    not a traceback."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        *arguments,
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1])},
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = stderr.decode()
+    assert process.returncode == 2, text
+    assert said in text and "Traceback" not in text, text

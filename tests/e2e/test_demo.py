@@ -972,6 +972,25 @@ def test_a_bad_listener_cap_is_refused_at_start() -> None:
         demo_server.make_app(sfu.Server(token_secret="s" * 32), max_listeners=-1)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["--host", "localhost"], "host must be an IP address"),
+        (["--host", "::1", "--announce", "192.0.2.10"], "announce"),
+    ],
+)
+async def test_a_setting_the_library_refuses_is_a_usage_error(
+    arguments: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with one line saying what is wrong, as argparse's own errors:
+    not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        await demo_server.main([*arguments, "--port", "0", "--udp-port", "0"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error and "Traceback" not in error, error
+
+
 async def test_demo_names_belong_to_the_browser_that_took_them(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
