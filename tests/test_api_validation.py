@@ -4,6 +4,7 @@ built-in exception from deep inside, and nothing left running."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import math
 import warnings
@@ -436,3 +437,15 @@ async def test_an_infinite_or_numpy_timeout_is_a_timeout() -> None:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(stream.next(timeout), 0.1)
         stream.close()
+
+
+async def test_a_port_that_cannot_be_bound_says_which() -> None:
+    """An operator reading "Address already in use" must learn which address:
+    the OSError keeps its errno and names the host and port."""
+    async with sfu.Server(host="127.0.0.1") as first:
+        taken = sfu.Server(host="127.0.0.1", port=first.port)
+        with pytest.raises(OSError) as caught:
+            await taken.start()
+        assert caught.value.errno == errno.EADDRINUSE
+        assert f"127.0.0.1:{first.port}" in str(caught.value), caught.value
+        assert taken._socket is None and not taken._started

@@ -71,7 +71,11 @@ def open_socket(host: str, port: int, announce: str | Sequence[str]) -> socket.s
                 sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        sock.bind(sockaddr)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:  # the errno kept; the message names the address
+            where = format_address((host, port))
+            raise OSError(exc.errno, f"cannot bind udp {where}: {exc.strerror}") from exc
         for address in [announce] if isinstance(announce, str) else announce:
             _check_announce_family(sock, host, address)
     except BaseException:
