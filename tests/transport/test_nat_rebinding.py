@@ -81,6 +81,22 @@ class LoopbackNat:
                 transport.close()
 
 
+async def listener_behind(nat: LoopbackNat, room: sfu.Room) -> Client:
+    """An aiortc listener "bob" of ``room`` whose traffic goes through ``nat``
+    (started here): the answer's candidate is rewritten to the NAT's inside port."""
+    inside_port = await nat.start()
+    pc = RTCPeerConnection(client_configuration())
+    bob = Client(pc=pc, identity="bob")
+    for _ in range(3):
+        pc.addTransceiver("audio", direction="recvonly")
+    bob.participant = await room.add_listener(await make_offer(pc), identity="bob")
+    _record_received(bob)
+    port = room.server.port
+    answer = bob.participant.answer.replace(f" {port} typ host", f" {inside_port} typ host")
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    return bob
+
+
 async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -95,18 +111,10 @@ async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays(
         room = server.room("nat")
         alice = await join(room, "alice", speaker=True)
         nat = LoopbackNat(("127.0.0.1", server.port))
-        inside_port = await nat.start()
-        pc = RTCPeerConnection(client_configuration())
-        bob = Client(pc=pc, identity="bob")
+        bob = await listener_behind(nat, room)
+        pc = bob.pc
         try:
-            for _ in range(3):
-                pc.addTransceiver("audio", direction="recvonly")
-            bob.participant = await room.add_listener(await make_offer(pc), identity="bob")
-            _record_received(bob)
-            answer = bob.participant.answer.replace(
-                f" {server.port} typ host", f" {inside_port} typ host"
-            )
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert bob.participant is not None
             await wait_for(lambda: len(bob.packets(0)) >= 10, 15, "audio through the NAT")
             session = bob.participant.session
             assert session is not None
@@ -152,18 +160,10 @@ async def test_a_nat_that_rebinds_during_the_handshake_does_not_stall_it(
         room = server.room("nat")
         alice = await join(room, "alice", speaker=True)
         nat = RebindingOnTheFirstFlight(("127.0.0.1", server.port))
-        inside_port = await nat.start()
-        pc = RTCPeerConnection(client_configuration())
-        bob = Client(pc=pc, identity="bob")
+        bob = await listener_behind(nat, room)
+        pc = bob.pc
         try:
-            for _ in range(3):
-                pc.addTransceiver("audio", direction="recvonly")
-            bob.participant = await room.add_listener(await make_offer(pc), identity="bob")
-            _record_received(bob)
-            answer = bob.participant.answer.replace(
-                f" {server.port} typ host", f" {inside_port} typ host"
-            )
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert bob.participant is not None
             session = bob.participant.session
             assert session is not None
             await wait_for(
