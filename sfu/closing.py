@@ -96,7 +96,8 @@ class Closing:
         was decided in it: a refused request must not leave a room behind."""
         decided = self.room._decisions or self.room._bans
         if not self.closed and not self.held() and not decided:
-            logger.info("room %r closed: the join it was made for failed", self.room.name)
+            # (Logged once, by the close: "room ... closed: unused".)
+            logger.debug("room %r closing: the join it was made for failed", self.room.name)
             self.close_soon("unused")
 
     def close_soon(self, reason: str) -> None:

@@ -383,6 +383,8 @@ async def test_aiohttp_snippet_mounts_what_it_says() -> None:
         "sent_packets",
         "sent_payload_bytes",
         "drops",
+        "handshakes_timed_out",
+        "joins_refused",
     ):
         assert f"# TYPE sfu_{family}_total counter" in text, family
         assert f"`sfu_{family}_total" in README, family

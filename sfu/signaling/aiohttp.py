@@ -47,6 +47,7 @@ from ..transport.server import Server
 from . import STATIC_DIR
 from .metrics import render_metrics
 from .protocol import CLOSE_GOING_AWAY, MAX_MESSAGE, SignalingSession
+from .refusals import join_refusals
 
 __all__ = [
     "STATIC_DIR",
@@ -402,11 +403,21 @@ class _Cors:
 
 
 def _refused(
-    request: web.Request, kind: str, room: str, status: int, text: str, **headers: str
+    server: Server,
+    request: web.Request,
+    kind: str,
+    room: str,
+    status: int,
+    text: str,
+    **headers: str,
 ) -> web.Response:
-    """A refused WHIP/WHEP join: logged at INFO (who asked, which room, why;
-    never the token), as the signaling logs its refused joins."""
-    logger.info(
+    """A refused WHIP/WHEP join: counted, and logged at INFO (who asked, which
+    room, why; never the token) at a bounded rate, as the signaling's refused
+    joins are (:mod:`sfu.signaling.refusals`)."""
+    join_refusals(server).refused(
+        logger,
+        kind,
+        str(status),
         "%s join from %s of room %s refused (%d): %s",
         kind.upper(),
         request.remote,
@@ -578,6 +589,7 @@ def add_whip_whep(
             if server.token_secret is not None:
                 if token is None:
                     return _refused(
+                        server,
                         request,
                         kind,
                         name,
@@ -602,6 +614,7 @@ def add_whip_whep(
                             check_claims_before_room(claims, role)
                     except (NotAllowed, InvalidSetting) as exc:
                         return _refused(
+                            server,
                             request,
                             kind,
                             name,
@@ -620,7 +633,7 @@ def add_whip_whep(
             except RoomClosed as exc:  # the server is shutting down (ServerClosed)
                 return _plain(503, str(exc))
             if room is None:
-                return _refused(request, kind, name, 404, f"no room {name!r}")
+                return _refused(server, request, kind, name, 404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
             may_replace: Callable[[Participant], bool] | None = None
             if token is not None and existed:
@@ -633,10 +646,13 @@ def add_whip_whep(
                         verify_token(server.token_secret, token, room=name)
                     except NotAllowed as exc:
                         refusal = _join_error_status(exc) or 403
-                        return _refused(request, kind, name, refusal, str(exc), **_challenge(exc))
+                        return _refused(
+                            server, request, kind, name, refusal, str(exc), **_challenge(exc)
+                        )
                     asked = server.loop.time()
                     if await answers(earlier, asked):
                         return _refused(
+                            server,
                             request,
                             kind,
                             name,
@@ -669,7 +685,7 @@ def add_whip_whep(
                 status = _join_error_status(exc)
                 if status is None:
                     raise
-                return _refused(request, kind, name, status, str(exc), **_challenge(exc))
+                return _refused(server, request, kind, name, status, str(exc), **_challenge(exc))
             # Its media lines are fixed at this POST: it is never asked to offer
             # again. (Set before anything else runs, so every roster sees it.)
             participant.renegotiates = False

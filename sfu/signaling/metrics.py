@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .refusals import join_refusals
+
 if TYPE_CHECKING:
     from ..transport.server import Server
 
@@ -93,6 +95,21 @@ class ServerCollector(Collector):
             buckets=buckets,
             sum_value=server.join_sum,
         )
+        yield CounterMetricFamily(
+            "sfu_handshakes_timed_out",
+            "Sessions closed because ICE and DTLS were not done within handshake_timeout "
+            "(a client whose UDP does not reach the server, a wrong announce address)",
+            value=server.handshakes_timed_out,
+        )
+        refused = CounterMetricFamily(
+            "sfu_joins_refused",
+            "Joins the signaling adapters refused, by way in (websocket, whip, whep) and "
+            "reason (an error code; for WHIP and WHEP the HTTP status)",
+            labels=["via", "reason"],
+        )
+        for (via, reason), count in sorted(join_refusals(server).counts.items()):
+            refused.add_metric([via, reason], count)
+        yield refused
 
 
 _registries: weakref.WeakKeyDictionary[Server, CollectorRegistry] = weakref.WeakKeyDictionary()

@@ -61,6 +61,7 @@ from .messages import (
     removed_message,
     room_closed_message,
 )
+from .refusals import join_refusals
 
 if TYPE_CHECKING:
     from ..participant import Participant
@@ -889,12 +890,16 @@ class SignalingSession:
     async def _refuse(
         self, kind: Any, command: dict[str, Any], code: str, message: str, message_id: Any
     ) -> None:
-        """The error reply to a command; a refused join is also logged at INFO
-        (the room it asked for, for whom when its token named someone, why;
-        never the token), other refusals at DEBUG."""
+        """The error reply to a command; a refused join is also counted and
+        logged at INFO (the room it asked for, for whom when its token named
+        someone, why; never the token) at a bounded rate
+        (:mod:`sfu.signaling.refusals`), other refusals at DEBUG."""
         if kind == "join":
             identity, self._join_identity = self._join_identity, None
-            logger.info(
+            join_refusals(self.server).refused(
+                logger,
+                "websocket",
+                code,
                 "%r: join of room %s%s refused: %s: %s",
                 self,
                 f"{command.get('room')!r:.80}",

@@ -97,6 +97,7 @@ class Handshakes:
             try:
                 session.handle_timeout(now)
                 if session.state != "closed" and now - session.created > timeout:
+                    self.server.handshakes_timed_out += 1
                     session.close("handshake timed out")
             except Exception:
                 logger.exception("%r: handshake timer failed", session)

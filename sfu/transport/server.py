@@ -217,6 +217,8 @@ class Server:
         self.join_buckets = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, float("inf"))
         self.join_counts = [0] * len(self.join_buckets)
         self.join_sum = 0.0
+        #: Sessions closed because ICE and DTLS were not done within handshake_timeout.
+        self.handshakes_timed_out = 0
         # Media counters of rooms already closed, so totals never go back.
         self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0, "not_forwarded": 0}
         self._rooms: dict[str, Room] = {}
@@ -766,6 +768,7 @@ class Server:
                 # goes back at the handshake's timeout, as a stalled handshake's.
                 # (The handshakes' own timer covers sessions past their first check.)
                 reason = "handshake timed out: no ICE check from the client"
+                self.handshakes_timed_out += 1
             else:
                 continue
             try:

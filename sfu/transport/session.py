@@ -407,8 +407,9 @@ class Session:
         rebound = address == self._rebind_to and self._path_quiet(now)
         if rebound:
             logger.info(
-                "%r: moves to %s (the old address went quiet: a NAT rebinding)",
+                "%r of %r: moves to %s (the old address went quiet: a NAT rebinding)",
                 self,
+                self.handler,  # (the member: which room, whom)
                 Shown(address),
             )
         self._accept_check(address, address == self._nominated or rebound, now, proven=True)

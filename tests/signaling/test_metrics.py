@@ -17,7 +17,7 @@ from ..clients import join, wait_for
 
 #: Label names the server's metrics may have: none names a member, a room or an
 #: address, whose values would be unbounded.
-BOUNDED_LABELS = {"role", "reason", "le"}
+BOUNDED_LABELS = {"role", "reason", "le", "via"}
 UNITS = ("seconds", "bytes")
 
 
@@ -135,3 +135,17 @@ async def test_the_numbers_agree_with_what_aiortc_peers_did() -> None:
                 assert closed[(name, labels)] >= samples[(name, labels)], (name, labels)
         for name in ("sfu_sent_packets_total", "sfu_sent_payload_bytes_total"):
             assert value(closed, name) == value(samples, name), name
+
+
+async def test_sessions_whose_handshake_timed_out_are_counted() -> None:
+    """What an operator alerts on when clients' UDP does not reach the server
+    (a blocked port, a wrong announce address): joins answered, then never
+    connected."""
+    from ..test_room_lifecycle import LISTENER
+
+    async with sfu.Server(host="127.0.0.1", handshake_timeout=1.0) as server:
+        room = server.room("blocked")
+        assert value(scrape(server), "sfu_handshakes_timed_out_total") == 0
+        ghosts = [await room.join(LISTENER, identity=f"ghost{n}") for n in range(2)]
+        await asyncio.gather(*(ghost.wait_closed() for ghost in ghosts))
+        assert value(scrape(server), "sfu_handshakes_timed_out_total") == 2

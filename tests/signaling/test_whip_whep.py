@@ -397,3 +397,47 @@ async def test_a_whip_moderator_with_a_receiving_line_is_refused_by_a_full_stage
         assert response.status == 409, (response.status, text)
         assert "full" in text
     assert "mod" not in room.participants
+
+
+async def test_refused_joins_are_counted_and_their_log_lines_bounded(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No token is needed to be refused: one client posting bad joins as fast
+    as it can must not write the log as fast. Every refusal is counted for
+    /metrics; past a burst, lines are written at a bounded rate, and the next
+    one says how many were left out."""
+    from sfu.signaling import refusals
+    from sfu.signaling.metrics import render_metrics
+
+    clock = [1000.0]
+    monkeypatch.setattr(refusals.time, "monotonic", lambda: clock[0])
+    async with sfu.Server(host="127.0.0.1", token_secret=SECRET) as server:
+        app = web.Application()
+        add_whip_whep(app, server)
+        runner, port = await start_site(app)
+        try:
+            with caplog.at_level(logging.INFO, logger="sfu.signaling.aiohttp"):
+                async with aiohttp.ClientSession() as http:
+                    headers = {"Content-Type": "application/sdp", "Authorization": "Bearer x.y.z"}
+                    for _ in range(200):
+                        url = f"http://127.0.0.1:{port}/rooms/r/whep"
+                        async with http.post(url, data="v=0\r\n", headers=headers) as r:
+                            assert r.status == 401
+                    lines = [
+                        rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()
+                    ]
+                    assert len(lines) == refusals.LOG_BURST, len(lines)
+                    clock[0] += 1.0  # two lines' worth of budget again
+                    async with http.post(url, data="v=0\r\n", headers=headers) as r:
+                        assert r.status == 401
+            lines = [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
+            left_out = 200 - refusals.LOG_BURST
+            assert (
+                lines[-2]
+                == f"{left_out} refused joins were not logged (over 2 a second): {left_out} 401"
+            )
+            assert lines[-1].startswith("WHEP join from 127.0.0.1 of room 'r' refused (401)")
+            text = render_metrics(server)[0].decode()
+            assert 'sfu_joins_refused_total{reason="401",via="whep"} 201.0' in text, text
+        finally:
+            await runner.cleanup()

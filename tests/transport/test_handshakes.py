@@ -49,7 +49,9 @@ class FakeSession:
 
 
 def fake_server(loop: asyncio.AbstractEventLoop | None = None) -> Any:
-    return SimpleNamespace(drops=collections.Counter(), loop=loop, handshake_timeout=30.0)
+    return SimpleNamespace(
+        drops=collections.Counter(), loop=loop, handshake_timeout=30.0, handshakes_timed_out=0
+    )
 
 
 async def test_a_few_datagrams_are_worked_on_per_loop_turn() -> None:

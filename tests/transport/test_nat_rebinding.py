@@ -98,7 +98,7 @@ async def listener_behind(nat: LoopbackNat, room: sfu.Room) -> Client:
 
 
 async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The move comes with the client's first consent check once the old path
     # has been quiet: both quicker than by default (aioice checks every 4-6 s,
@@ -129,6 +129,9 @@ async def test_media_follows_a_listener_whose_nat_rebinds_and_it_stays(
             await asyncio.sleep(max(0.0, remaining))
             assert not bob.participant.closed, bob.participant.close_reason
             assert session.address == new_address
+            # The operator's line says whose media moved, and in which room.
+            moves = [r.getMessage() for r in caplog.records if "NAT rebinding" in r.getMessage()]
+            assert moves and "'bob'" in moves[0] and "'nat'" in moves[0], moves
         finally:
             await asyncio.gather(alice.close(), close_peer(pc))
             nat.close()
