@@ -61,11 +61,15 @@ falls that far behind skips ahead: its queue is emptied and it continues
 from the live edge (an audible cut, and still a valid Ogg/Opus stream). A
 client that has had to skip ``max_skips`` times (5) is disconnected. A
 connection that has not taken half of ``max_lag`` is written nothing more
-until it has: the kernel's send buffer grows to megabytes, minutes of the
+until it has: the server's send buffer grows to megabytes, minutes of the
 stream, and would otherwise take every packet while the client fell
 behind for good. Nothing is ever buffered without bound: memory per client
 is at most ``max_lag`` of audio plus what aiohttp holds for one write.
-(Elsewhere than Linux the kernel's queue is not counted.)
+What the client's own system has taken (acknowledged) but its player has
+not read yet is not seen: a client that stops reading falls behind
+unnoticed until its receive buffer is full (megabytes, when the system
+grows it), and is skipped from then on. (Elsewhere than Linux the server's
+kernel queue is not counted.)
 
 Private rooms need a join token, as ``Authorization: Bearer <token>`` or,
 since ``<audio>`` cannot set headers, ``?token=<token>`` (aiohttp's access

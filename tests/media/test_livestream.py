@@ -705,12 +705,15 @@ async def test_a_dropped_client_that_stopped_reading_is_disconnected() -> None:
             await runner.cleanup()
 
 
-async def test_a_client_that_stops_reading_skips_and_is_dropped_with_the_kernels_buffers() -> None:
+async def test_a_client_that_stops_reading_skips_and_is_dropped_with_the_servers_buffers() -> None:
     """With the server's socket buffers as the kernel sizes them (up to
     megabytes: minutes of a 48 kbit/s stream), a client that stops reading
-    must still skip once its unsent audio and queue reach ``max_lag``, and be
-    dropped after ``max_skips``: what the server holds for it stays about
-    ``max_lag`` of audio, while a client that reads never skips."""
+    must still skip once what the server holds for it and its queue reach
+    ``max_lag``, and be dropped after ``max_skips``: what the server holds
+    for it stays about ``max_lag`` of audio, while a client that reads never
+    skips. (The stalled client's own receive buffer is made small, so that
+    the backlog reaches the server at once: what a client's system took and
+    its player did not read, the server cannot see.)"""
     async with sfu.Server() as server:
         server.room("stalled")  # nobody speaks: the mix is padded silence, 48 kbit/s
         transports: list[asyncio.Transport] = []
