@@ -4,7 +4,6 @@ and a join is one INFO line saying how it came."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -364,34 +363,3 @@ def test_socket_addresses_are_formatted_as_logs_show_them(
     from sfu.transport.port import format_address
 
     assert format_address(address) == logged
-
-
-async def test_a_room_made_for_a_refused_join_is_logged_closed_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """One close, one line: an operator counting "closed" lines counted such
-    a room twice (once "the join it was made for failed", once "unused")."""
-    from sfu.signaling.protocol import SignalingSession
-
-    caplog.set_level(logging.INFO, logger="sfu")
-    async with sfu.Server(token_secret=SECRET) as server:
-        sent: list[dict[str, Any]] = []
-
-        async def send(text: str) -> None:
-            sent.append(json.loads(text))
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        session = SignalingSession(server, send, close, room_factory=server.room)
-        token = auth.issue_token(SECRET, room="new", identity="carol", role="listener")
-        await session.handle(
-            json.dumps({"type": "join", "room": "new", "token": token, "offer": "v=0\r\nbogus"})
-        )
-        assert sent[-1]["type"] == "error" and sent[-1]["code"] == "invalid_offer"
-        await session.close()
-        for _ in range(20):
-            await asyncio.sleep(0)  # the close's task
-        assert server.get_room("new") is None
-        closes = [m for m in messages(caplog) if "room 'new' closed" in m]
-        assert len(closes) == 1, messages(caplog)

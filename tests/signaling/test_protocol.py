@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -1049,9 +1050,12 @@ async def test_open_whip_whep_ignores_a_bearer_and_refused_posts_leave_no_room()
             await runner.cleanup()
 
 
-async def test_a_refused_signaling_join_leaves_no_room() -> None:
+async def test_a_refused_signaling_join_leaves_no_room(caplog: pytest.LogCaptureFixture) -> None:
+    """And the room is logged closed once (an operator counting "closed"
+    lines counted it twice: "the join it was made for failed", "unused")."""
     from sfu.signaling.protocol import SignalingSession
 
+    caplog.set_level(logging.INFO, logger="sfu")
     async with sfu.Server(token_secret=SECRET) as server:
         sent: list[dict[str, Any]] = []
 
@@ -1070,6 +1074,10 @@ async def test_a_refused_signaling_join_leaves_no_room() -> None:
         await asyncio.sleep(0)
         assert "ghost" not in server.rooms
         await session.close()
+        for _ in range(20):
+            await asyncio.sleep(0)  # the close's task
+        closes = [r.getMessage() for r in caplog.records if "room 'ghost' clos" in r.getMessage()]
+        assert closes == ["room 'ghost' closed: unused"], closes
 
 
 async def test_the_command_limit_holds_across_a_members_reconnects() -> None:
