@@ -561,9 +561,8 @@ class Recorder:
         self._track_of: dict[int, SpeakerTrack | None] = {}
         self._tapping = False
         self._stopped = False
-        self._claimed: list[
-            Path | tuple[int, int]
-        ] = []  # its entries in _WRITING, let go when it stops
+        # Its entries in _WRITING (paths, and files by inode), let go when it stops.
+        self._claimed: list[Path | tuple[int, int]] = []
         self.started_at = 0.0
         self.stopped_at: float | None = None
         self.packets = 0
