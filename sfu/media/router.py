@@ -446,6 +446,8 @@ class Router:
             stream.last_sequence = out_sequence
             stream.last_timestamp = out_timestamp
             stream.last_time = now
+            stream.last_packet = packet
+            stream.last_offset = offset
         marker = marker or stream.marker_pending
         for tap in self.taps:
             try:

@@ -18,6 +18,7 @@ from ..transport.rtp import OPUS_CLOCK_RATE, ReceiveStatistics
 from ..transport.srtp import INDEX_STEP, index_steps
 from .levels import SILENCE as SILENCE_LEVEL
 from .levels import OpusLevelMeter
+from .ogg import MAX_PACKET_SAMPLES, packet_samples
 from .opus import FRAME_SAMPLES, SILENCE_MONO
 
 __all__ = [
@@ -131,6 +132,8 @@ class SlotStream:
         "csrc",
         "holder_last_sequence",
         "holder_receiver",
+        "last_offset",
+        "last_packet",
         "last_sequence",
         "last_time",
         "last_timestamp",
@@ -158,6 +161,10 @@ class SlotStream:
         self.last_sequence = secrets.randbelow(1 << 15)
         self.last_timestamp = secrets.randbelow(1 << 31)
         self.last_time: float | None = None
+        # The packet sent with last_timestamp and where its Opus payload
+        # starts (a reference, no copy): how long it lasts on the receivers' clock.
+        self.last_packet = b""
+        self.last_offset = 0
         # The last sequence number the holder's own receiver got on this slot,
         # and whose receiver that is (kept while the slot is released: the same
         # speaker taking it back has still missed everything since).
@@ -171,8 +178,16 @@ class SlotStream:
         if self.last_time is None:
             next_timestamp = self.last_timestamp
         else:
-            elapsed = max(now - self.last_time, 0.020)
-            next_timestamp = self.last_timestamp + int(elapsed * OPUS_CLOCK_RATE)
+            # Not before the end of the last packet sent: a receiver's jitter
+            # buffer drops a packet stamped inside a frame it already played
+            # (40, 60, 120 ms packets: a new speaker's first words cut).
+            try:
+                lasts = packet_samples(self.last_packet[self.last_offset : self.last_offset + 2])
+            except ValueError:
+                lasts = FRAME_SAMPLES
+            lasts = min(max(lasts, FRAME_SAMPLES), MAX_PACKET_SAMPLES)
+            elapsed = int(max(now - self.last_time, 0.0) * OPUS_CLOCK_RATE)
+            next_timestamp = self.last_timestamp + max(elapsed, lasts)
         self.publisher = publisher
         self.source_ssrc = ssrc
         self.csrc = publisher.csrc

@@ -21,6 +21,7 @@ from sfu.relay import MAX_PAYLOAD
 class RecordingFanOut:
     def __init__(self) -> None:
         self.forwarded: list[tuple[int, int]] = []  # (slot, out sequence)
+        self.timestamps: list[int] = []  # the out timestamp of each
         self.markers: list[bool] = []  # the marker bit of each
         self.csrcs: list[int] = []  # the CSRC of each
         self.sent = self.dropped = 0
@@ -39,6 +40,7 @@ class RecordingFanOut:
         *rest: Any,
     ) -> int:
         self.forwarded.append((slot, sequence))
+        self.timestamps.append(timestamp)
         self.markers.append(marker)
         self.csrcs.append(rest[0])
         return self.delivers
@@ -50,11 +52,13 @@ class RecordingFanOut:
         pass
 
 
-def packet(sequence: int, timestamp: int, ssrc: int = 0x1234, level: int = 30) -> bytes:
+def packet(
+    sequence: int, timestamp: int, ssrc: int = 0x1234, level: int = 30, payload: bytes = b"opus"
+) -> bytes:
     """Opus RTP with a one-byte audio-level extension (id 1, V=1: speech)."""
     header = struct.pack("!BBHII", 0x90, 111, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
     extension = bytes([0xBE, 0xDE, 0, 1, 0x10, 0x80 | level, 0, 0])
-    return header + extension + b"opus"
+    return header + extension + payload
 
 
 Routed = tuple[Router, RecordingFanOut, Publisher]
@@ -527,3 +531,61 @@ def test_a_slot_given_back_never_takes_its_timestamps_back() -> None:
         route.close()
         sock.close()
         sink.close()
+
+
+class OneHolder:
+    """A detector that gives slot 0 to one speaker at a time (``holder``)."""
+
+    def __init__(self, holder: int) -> None:
+        self.holder = holder
+
+    def observe(self, number: int, level: int, now: float) -> int:
+        return 0 if number == self.holder else -1
+
+    def add(self, number: int) -> None:
+        pass
+
+    def remove(self, number: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("samples", [1920, 2880])
+def test_a_new_speaker_in_a_slot_starts_after_the_last_frame_of_the_one_before(
+    samples: int,
+) -> None:
+    """A speaker sending 40 or 60 ms packets (RFC 7587 allows them; WHIP
+    encoders send them) hands the slot over, and the next speaker's first
+    packet comes 20 ms after its last one. That first packet must be stamped
+    past the end of the last one's frame: a receiver's jitter buffer drops a
+    packet stamped inside audio it already played, and the new speaker's
+    first words (the packet with the marker) would be cut."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    route = Router(sock, 1)
+    fanout = RecordingFanOut()
+    route.fanout = fanout  # type: ignore[assignment]
+    detector = OneHolder(1)
+    route.detector = detector  # type: ignore[assignment]
+    first = Publisher(number=1, payload_type=111, audio_level_id=1)
+    second = Publisher(number=2, payload_type=111, audio_level_id=1)
+    route.add_publisher(first)
+    route.add_publisher(second)
+    # Opus TOC: config 10 is SILK WB 40 ms, 11 is 60 ms; one frame a packet.
+    long_frames = bytes([(10 if samples == 1920 else 11) << 3]) + b"silk"
+    try:
+        period = samples / 48_000
+        for index in range(10):
+            route.forward(
+                first,
+                packet(100 + index, 5000 + index * samples, ssrc=0xA, payload=long_frames),
+                index * period,
+            )
+        detector.holder = 2
+        route.forward(second, packet(900, 123, ssrc=0xB), 9 * period + 0.020)
+        assert (
+            fanout.markers[-1] and (fanout.forwarded[-1][1] - fanout.forwarded[-2][1]) & 0xFFFF == 1
+        )
+        step = (fanout.timestamps[-1] - fanout.timestamps[-2]) & 0xFFFFFFFF
+        assert step >= samples, f"stamped {step} samples after a packet that lasts {samples}"
+    finally:
+        route.close()
+        sock.close()
