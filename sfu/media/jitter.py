@@ -13,6 +13,13 @@ payload) and pulled once per mixer frame, in sequence order. The buffer
   conceals it: Opus PLC), and after ``max_conceal`` consecutive misses
   goes idle (:data:`EMPTY`: the speaker stopped, was muted or lost its
   slot) and buffers afresh on the next packet;
+* on an underrun (nothing buffered at all when a turn comes) conceals the
+  frame but keeps waiting for that packet: arriving late, it is played and
+  the delay grows by a frame, as a receiver's jitter buffer grows its own.
+  Skipped, it would be dropped as late and the delay would never grow back:
+  a speaker whose clock runs slow, or jitter past the depth once, would then
+  lose a packet at every later spike. If a later packet comes first, the
+  frames concealed stood for the lost ones and are not concealed again;
 * is bounded: past ``capacity`` packets (a sender bursting, or a stalled
   mixer) the oldest are dropped and play skips ahead (``overflow``);
 * keeps its delay near ``depth``: when more than ``depth`` packets stayed
@@ -66,6 +73,7 @@ class JitterBuffer:
         "_sequences",
         "_timestamps",
         "_trim_pulls",
+        "_underrun",
         "_waited",
         "capacity",
         "depth",
@@ -96,6 +104,7 @@ class JitterBuffer:
         self._waited = 0  # pulls while buffering
         self._misses = 0  # consecutive LOST
         self._trim_pulls = 0  # pulls in this trim window, while playing
+        self._underrun = 0  # frames concealed with nothing buffered, _next still awaited
         self._fewest = capacity  # fewest packets buffered at a pull of this window
         self.played = 0
         self.concealed = 0
@@ -122,6 +131,7 @@ class JitterBuffer:
         self._waited = 0
         self._misses = 0
         self._trim_pulls = 0
+        self._underrun = 0
         self._fewest = self.capacity
 
     def _extend(self, sequence: int) -> int:
@@ -182,21 +192,39 @@ class JitterBuffer:
             # A gap longer than the buffer: concealing all of it would only add delay.
             self.concealed += sequences[0] - self._next
             self._next = sequences[0]
+        if self._underrun and sequences and sequences[0] > self._next:
+            # The frames concealed while nothing was buffered stood for the
+            # packets before the first one here (lost, as it now shows): they
+            # are not concealed twice.
+            self._next += min(self._underrun, sequences[0] - self._next)
+            self._underrun = 0
         if sequences and sequences[0] == self._next:
             head = sequences.pop(0)
             self._next += 1
             self._floor = self._next
             self._misses = 0
+            self._underrun = 0
             self.played += 1
             return PACKET, self._payloads.pop(head), self._timestamps.pop(head)
         # Its turn came and it is not here (a later one is, or nothing is).
         self._misses += 1
-        if not sequences and self._misses > self.max_conceal:
-            # Idle. What comes next may be the packet after the last one
-            # played: a sender pausing in silence (DTX) numbers on from there.
-            self._playing = False
-            self._waited = 0
-            return EMPTY, b"", -1
+        if not sequences:
+            if self._misses > self.max_conceal:
+                # Idle. What comes next may be the packet after the last one
+                # played: a sender pausing in silence (DTX) numbers on from there.
+                self._playing = False
+                self._waited = 0
+                self._underrun = 0
+                return EMPTY, b"", -1
+            # Nothing buffered: an underrun, not (yet) a loss. This frame is
+            # concealed but the packet is still awaited: arriving late, it is
+            # played, and the delay grows by the frame (as NetEq's expand
+            # does). Skipped, it would be dropped as late, the delay would
+            # never grow back, and a speaker whose clock runs slow, or any
+            # jitter after one underrun, would lose packet after packet.
+            self._underrun += 1
+            self.concealed += 1
+            return LOST, b"", -1
         self._next += 1
         self.concealed += 1
         return LOST, b"", -1
