@@ -386,11 +386,17 @@ def _decode(token: str, key: bytes, leeway: float, now: float) -> dict[str, obje
 
 
 def _claims(payload: dict[str, object], room: str) -> Claims:
+    if not isinstance(payload.get("room"), str):
+        raise InvalidToken("the join token's room claim is not a string")
     if payload.get("room") != room:
         raise NotAllowed(f"the join token is for room {payload.get('room')!r}, not {room!r}")
     identity, role = payload.get("sub"), payload.get("role")
     if not isinstance(identity, str) or not identity:
         raise InvalidToken("the join token's subject (identity) is empty")
+    if len(identity) > MAX_NAME_LENGTH:
+        raise InvalidToken(
+            f"the join token's subject (identity) is longer than {MAX_NAME_LENGTH} characters"
+        )
     if not isinstance(role, str) or role not in ROLES:
         raise InvalidToken(f"the join token's role {role!r} is not one of {sorted(ROLES)}")
     raw_grants = payload.get("grants", sorted(ROLES[role]))

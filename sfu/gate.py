@@ -192,6 +192,7 @@ class Gate:
     ) -> Participant:
         """A new member for ``offer``, or an error and nothing registered (see Room.join)."""
         room = self.room
+        room.server._check_loop()
         await room.server.admission.turn()
         if room.closed:
             raise RoomClosed(f"room {room.name!r} is closed")

@@ -664,12 +664,16 @@ class Participant:
 
 
 class Speaker(Participant):
-    """A participant allowed to publish its voice (role speaker or moderator)."""
+    """A participant allowed to publish its voice: it holds the ``publish``
+    grant (a speaker or moderator, or any role whose token's ``grants`` add
+    ``publish``: ``role`` may then say ``"listener"``)."""
 
     __slots__ = ()
 
 
 class Listener(Participant):
-    """A participant that only receives the room's slots."""
+    """A participant that only receives the room's slots: it lacks the
+    ``publish`` grant (a listener, or any role whose token's ``grants``
+    leave ``publish`` out: ``role`` may then say ``"speaker"``)."""
 
     __slots__ = ()

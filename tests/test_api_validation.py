@@ -449,3 +449,28 @@ async def test_a_port_that_cannot_be_bound_says_which() -> None:
         assert caught.value.errno == errno.EADDRINUSE
         assert f"127.0.0.1:{first.port}" in str(caught.value), caught.value
         assert taken._socket is None and not taken._started
+
+
+def test_a_server_used_from_another_event_loop_says_so_and_registers_nothing() -> None:
+    """A Server started in one loop and used from another (a second
+    asyncio.run, a test framework's loop per test): its socket, timers and
+    rooms live in the first. The join fails with InvalidSetting saying so,
+    and leaves no member behind (it used to raise "Event loop is closed"
+    from inside the join, with the member registered)."""
+    home = asyncio.new_event_loop()
+    server = sfu.Server()
+    home.run_until_complete(server.start())
+    room = server.room("elsewhere")
+
+    async def join_from_another_loop() -> None:
+        with pytest.raises(sfu.InvalidSetting, match="another event loop"):
+            await room.add_listener(LISTENER, identity="a")
+        with pytest.raises(sfu.InvalidSetting, match="another event loop"):
+            server.room("other")
+
+    try:
+        asyncio.run(join_from_another_loop())
+        assert list(room.participants) == []
+    finally:
+        home.run_until_complete(server.close())
+        home.close()

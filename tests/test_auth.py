@@ -433,3 +433,17 @@ def test_issue_token_keeps_the_ttl_of_numpy_times(now: object, ttl: object) -> N
     payload = jwt.decode(token, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] == int(ttl)  # type: ignore[call-overload]
     assert payload["exp"] > payload["iat"] >= 1_699_999_900
+
+
+def test_a_token_naming_an_identity_no_member_can_have_is_an_invalid_token() -> None:
+    """A subject over 256 characters (a token signed by another issuer): the
+    token is at fault, so InvalidToken (401 invalid_token over WHIP), not the
+    join's InvalidSetting about an identity the client never passed."""
+    with pytest.raises(InvalidToken, match="longer than 256"):
+        auth.verify_token(SECRET, signed({"sub": "x" * 257}), room="hall", now=NOW)
+    assert auth.verify_token(SECRET, signed({"sub": "x" * 256}), room="hall", now=NOW)
+
+
+def test_a_room_claim_that_is_not_a_string_is_an_invalid_token() -> None:
+    with pytest.raises(InvalidToken, match="room claim is not a string"):
+        auth.verify_token(SECRET, signed({"room": 5}), room="hall", now=NOW)

@@ -349,7 +349,6 @@ def signaling_section() -> str:
     return README.split("## Signaling, WHIP/WHEP and metrics", 1)[1].split("\n## ", 1)[0]
 
 
-@pytest.mark.compiled_and_python_alike
 async def test_aiohttp_snippet_mounts_what_it_says() -> None:
     """The README's aiohttp lines, run on a real app: /ws, WHIP/WHEP and a
     /metrics that serves the Prometheus text the README describes."""

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 import secrets
+import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -318,6 +319,30 @@ _CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match"
 _CORS_EXPOSED_HEADERS = "Location, WWW-Authenticate"
 
 
+def _origin(text: str) -> str | None:
+    """``text`` as a browser serializes an origin in its ``Origin`` header
+    (lower-case scheme and host, no default port, no path), or None if it
+    is not one: an entry of another form would never match."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
 class _Cors:
     """CORS (the Fetch standard) for the WHIP/WHEP URLs, which RFC 9725 §4.2
     requires: a browser's WHIP client is usually served by another origin
@@ -346,11 +371,13 @@ class _Cors:
                 raise InvalidSetting(
                     f'cors_origins must be "*" or a collection of origins, got {origins!r:.60}'
                 ) from None
-            wrong = [o for o in self.origins if not isinstance(o, str) or o.endswith("/")]
+            wrong = [o for o in self.origins if not isinstance(o, str) or _origin(o) != o]
             if wrong:
+                canonical = _origin(wrong[0]) if isinstance(wrong[0], str) else None
                 raise InvalidSetting(
                     f"cors_origins are origins like 'https://app.example' (scheme, host,"
                     f" port; no path), got {wrong[0]!r}"
+                    + (f": a browser sends {canonical!r}" if canonical else "")
                 )
 
     def allow(self, request: web.Request, response: web.StreamResponse) -> None:

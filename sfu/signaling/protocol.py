@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .._values import refilled, shown, take_token
 from ..admission import Admission
 from ..auth import Role, signed_identity, verify_token
-from ..errors import NotAllowed, SfuError
+from ..errors import InvalidSetting, NotAllowed, SfuError
 from ..events import (
     DominantSpeakerChanged,
     MixerFailed,
@@ -348,6 +348,13 @@ class SignalingSession:
         peer: str = "?",
         abort: Abort | None = None,
     ) -> None:
+        if getattr(server, "token_secret", None) is None:
+            # Said when the app makes its first session, not as a not_allowed
+            # to every join (which sfu.js takes for final).
+            raise InvalidSetting(
+                "the signaling needs a Server with token_secret=...: every join over it"
+                " carries a join token (sfu.auth.issue_token)"
+            )
         self.server = server
         self._send = send
         self._close_transport = close

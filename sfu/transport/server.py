@@ -467,6 +467,7 @@ class Server:
 
         if self._closed:
             raise ServerClosed("the server is closed")
+        self._check_loop()
         if not self._started:
             raise ServerClosed(
                 "start the server first: `async with Server() as server` or `await server.start()`"
@@ -561,6 +562,20 @@ class Server:
         if self._loop is None:
             raise ServerClosed("the server is not started")
         return self._loop
+
+    def _check_loop(self) -> None:
+        """InvalidSetting when called from an event loop other than the one
+        the server started in (its socket, timers and rooms live there: a
+        second ``asyncio.run()``, or a test framework's per-test loop)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # plain synchronous use (server.room() before a loop runs it)
+        if self._loop is not None and running is not self._loop:
+            raise InvalidSetting(
+                "this Server was started in another event loop: start, use and close it"
+                " in one loop (one asyncio.run)"
+            )
 
     def _new_credentials(self) -> IceCredentials:
         """ICE credentials for a new session whose ufrag (48 random bits) no
@@ -690,6 +705,7 @@ class Server:
             # No error response: answering unauthenticated requests would make
             # the port a reflector; the client retries with the right credentials.
             self.drops["stun bad credentials"] += 1
+            session.bad_checks += 1
             return
         if session.copied_check(request.transaction_id, addr):
             # Sent again from elsewhere by someone who saw it go by: no answer.
@@ -767,7 +783,12 @@ class Server:
                 # Never checked (the client is gone, or its UDP blocked): its seat
                 # goes back at the handshake's timeout, as a stalled handshake's.
                 # (The handshakes' own timer covers sessions past their first check.)
-                reason = "handshake timed out: no ICE check from the client"
+                reason = (
+                    f"handshake timed out: {session.bad_checks} ICE checks came with the wrong"
+                    " credentials (not this answer's ufrag and password)"
+                    if session.bad_checks
+                    else "handshake timed out: no ICE check from the client"
+                )
                 self.handshakes_timed_out += 1
             else:
                 continue

@@ -117,6 +117,7 @@ class Session:
         "_rtcp_tokens",
         "_rtcp_tokens_at",
         "address",
+        "bad_checks",
         "checked_addresses",
         "close_reason",
         "created",
@@ -183,6 +184,10 @@ class Session:
         # Authenticated SRTP/SRTCP from the selected address (see CONSENT_PROOF_AFTER).
         self.last_media = now
         self.created = now
+        # Checks naming this session that failed its credentials (the client
+        # applied another session's answer, or munged the SDP): told in the
+        # reason if the handshake then times out.
+        self.bad_checks = 0
         self.dtls_fingerprints = remote_fingerprints
         self.handshake_queued = 0  # its datagrams waiting in the server's handshake backlog
         # SSRCs whose packets authenticated: libsrtp keeps a stream for each

@@ -1485,3 +1485,23 @@ async def test_a_relay_failing_after_a_cancelled_close_is_still_logged(
         await asyncio.sleep(0.1)
         assert "the event relay failed" in caplog.text
         assert "the relay broke while ending" in caplog.text
+
+
+async def test_a_signaling_session_on_a_server_without_a_token_secret_is_refused_when_made() -> (
+    None
+):
+    """Every join over the signaling carries a token, so a server without
+    token_secret could take none: made anyway (the README's FastAPI recipe
+    makes SignalingSession itself), each join was refused not_allowed, which
+    sfu.js takes for final. The app's mistake is said when it is made."""
+    from sfu.signaling.protocol import SignalingSession
+
+    async def send(text: str) -> None:
+        pass
+
+    async def close(code: int, reason: str) -> None:
+        pass
+
+    async with sfu.Server() as server:
+        with pytest.raises(sfu.InvalidSetting, match="token_secret"):
+            SignalingSession(server, send, close)

@@ -451,7 +451,9 @@ async def test_a_bad_token_for_a_room_not_there_is_refused_before_the_room_is_ma
                 message = {"type": "join", "room": "new", "token": long_named, "offer": LISTENER}
                 joins.append(asyncio.ensure_future(session.handle(json.dumps(message))))
                 await wait_for(joins[-1].done, 3, "the join naming a bad identity refused")
-                assert sent[-1]["type"] == "error" and sent[-1]["code"] == "bad_message"
+                assert (
+                    sent[-1]["type"] == "error" and sent[-1]["code"] == "not_allowed"
+                )  # the token is at fault (review)
                 assert "identity" in sent[-1]["message"]
                 assert server.get_room("new") is None, "a join naming a bad identity made the room"
         finally:

@@ -214,6 +214,19 @@ async def test_cors_origins_lets_in_only_the_origins_named() -> None:
         for wrong in (["https://app.example/"], "everyone", 5, [["https://app.example"]], [5]):
             with pytest.raises(sfu.errors.InvalidSetting, match="cors_origins"):
                 add_whip_whep(web.Application(), server, cors_origins=wrong)  # type: ignore[arg-type]
+        # Origins no browser's Origin header can equal: taken, they never
+        # matched, and the page's WHIP POST failed with nothing on the server.
+        for written, sent in (
+            ("https://app.example:443", "https://app.example"),
+            ("https://App.Example", "https://app.example"),
+            ("app.example", None),
+            ("https://app.example/x", None),
+        ):
+            with pytest.raises(sfu.errors.InvalidSetting, match="cors_origins") as refused:
+                add_whip_whep(web.Application(), server, cors_origins={written})
+            if sent:
+                assert f"a browser sends {sent!r}" in str(refused.value)
+        add_whip_whep(web.Application(), server, cors_origins={"http://[::1]:8080"})
 
 
 async def test_the_location_is_right_when_the_endpoints_are_in_a_sub_application() -> None:
@@ -331,7 +344,8 @@ async def test_a_join_its_token_alone_refuses_makes_no_room(
     ]
     assert not [m for m in messages(caplog) if "closed" in m], messages(caplog)
 
-    # An identity no member can have (a backend signed it by hand): 400, no room.
+    # An identity no member can have (a backend signed it by hand): the token
+    # is at fault, 401 invalid_token (the review's proposal; was 400), no room.
     claims = {"sub": "x" * 257, "room": "fresh", "role": "speaker", "jti": "j"}
     now = int(time.time())
     long_named = jwt.encode({**claims, "nbf": now, "exp": now + 60}, SECRET, algorithm="HS256")
@@ -339,7 +353,7 @@ async def test_a_join_its_token_alone_refuses_makes_no_room(
     async with site.http.post(
         f"{site.base}/rooms/fresh/whip", data=PUBLISHER_OFFER, headers=headers
     ) as r:
-        assert r.status == 400 and "identity" in await r.text()
+        assert r.status == 401 and "identity" in await r.text()
     assert made == []
 
     # A listener's token on WHEP, or a speaker's on WHIP, makes the room and joins.

@@ -189,6 +189,30 @@ async def test_a_join_whose_client_never_checks_ends_at_the_handshake_timeout() 
         await room.join(LISTENER, identity="next")  # the seat is free again
 
 
+async def test_a_join_whose_checks_carry_the_wrong_password_says_so_when_it_times_out(
+    udp: socket.socket,
+) -> None:
+    """Checks that name the session but fail its password (the client applied
+    another join's answer, or the SDP was changed on the way) are not "no ICE
+    check": the reason says they came, so the operator looks at the
+    signaling rather than at firewalls."""
+    async with sfu.Server(handshake_timeout=1.0, consent_timeout=30.0) as server:
+        room = server.room("mixed-up")
+        participant = await room.join(LISTENER, identity="mixed")
+        server_ufrag, _ = answer_credentials(participant.answer)
+        for _ in range(3):
+            udp.sendto(
+                binding_request(server_ufrag, UFRAG, "not-the-password-0123"),
+                ("127.0.0.1", server.port),
+            )
+        await wait_for(lambda: server.drops["stun bad credentials"] >= 3, 5, "the checks read")
+        await asyncio.wait_for(participant.wait_closed(), 5)
+        assert participant.close_reason is not None
+        assert "3 ICE checks came with the wrong credentials" in participant.close_reason, (
+            participant.close_reason
+        )
+
+
 async def test_forged_rtp_claiming_a_speakers_ssrc_is_dropped(udp: socket.socket) -> None:
     async with sfu.Server() as server:
         room = server.room("forged")
