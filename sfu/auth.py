@@ -113,7 +113,12 @@ _NOT_A_SECRET = (
 
 def _key(secret: str | bytes) -> bytes:
     key = secret.encode() if isinstance(secret, str) else secret
-    if not isinstance(key, bytes) or len(key) < MIN_SECRET_BYTES:
+    if not isinstance(key, bytes):
+        raise InvalidSetting(
+            f"a token secret is a str or bytes of at least {MIN_SECRET_BYTES} bytes,"
+            f" got {type(secret).__name__}"
+        )
+    if len(key) < MIN_SECRET_BYTES:
         raise InvalidSetting(
             f"a token secret must be at least {MIN_SECRET_BYTES} bytes (HS256 keys shorter than the hash are weak)"
         )

@@ -38,6 +38,7 @@ from .errors import (
     NotAllowed,
     RoomClosed,
     RoomFull,
+    ServerClosed,
 )
 from .events import ParticipantJoined
 from .participant import Listener, Participant, Speaker
@@ -194,6 +195,8 @@ class Gate:
         room = self.room
         room.server._check_loop()
         await room.server.admission.turn()
+        if room.server.closed:
+            raise ServerClosed("the server is closed")
         if room.closed:
             raise RoomClosed(f"room {room.name!r} is closed")
         if role is not None:

@@ -447,3 +447,9 @@ def test_a_token_naming_an_identity_no_member_can_have_is_an_invalid_token() -> 
 def test_a_room_claim_that_is_not_a_string_is_an_invalid_token() -> None:
     with pytest.raises(InvalidToken, match="room claim is not a string"):
         auth.verify_token(SECRET, signed({"room": 5}), room="hall", now=NOW)
+
+
+@pytest.mark.parametrize("secret", [5, None, ["s" * 40]])
+def test_a_secret_of_the_wrong_type_is_named(secret: object) -> None:
+    with pytest.raises(InvalidSetting, match=f"got {type(secret).__name__}"):
+        auth.issue_token(secret, room="hall", identity="a")  # type: ignore[arg-type]

@@ -995,3 +995,19 @@ async def test_the_demoted_members_grace_is_one_reconnect_and_not_after_a_remova
         await back.close()  # and once more
         with pytest.raises(sfu.RoomFull):
             await room.join(LISTENER, identity="pat")
+
+
+async def test_joins_waiting_their_turn_when_the_server_closes_are_told_the_server_closed() -> None:
+    """More joins at once than a turn takes, and the server closes before the
+    later ones run: they raise ServerClosed (the server's end, not a room's),
+    and no member is left."""
+    server = sfu.Server(joins_per_turn=1)
+    await server.start()
+    room = server.room("hall")
+    joins = [asyncio.ensure_future(room.add_listener(LISTENER, identity=f"m{i}")) for i in range(4)]
+    await asyncio.sleep(0)
+    await server.close()
+    outcomes = await asyncio.gather(*joins, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert refused and all(type(o) is sfu.ServerClosed for o in refused), outcomes
+    assert list(room.participants) == []
