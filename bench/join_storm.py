@@ -266,6 +266,12 @@ async def main(args: argparse.Namespace) -> None:
                 # late enough to fire a client's timer mean repeated work.
                 "server_datagrams_in": during["server"]["packets_in"]
                 - before["server"]["packets_in"],
+                # Packets the server sent in the same window (the speaker's
+                # fan-out to the listeners already in, the 0.5 s after the
+                # storm included): a longer storm forwards more, so a slow
+                # storm's CPU is not all joins. Priced at the floor below.
+                "server_packets_out": during["server"]["packets_out"]
+                - before["server"]["packets_out"],
                 "client_retransmissions": sum(p.retransmissions for p in gen.listeners)
                 + sum(p.retransmissions for p in gen.failed),
                 # Time the hypervisor ran others while this VM's CPUs wanted to run.
@@ -284,6 +290,14 @@ async def main(args: argparse.Namespace) -> None:
                     "opened_before_the_storm_s": round(signaling_open_s or 0.0, 3),
                     **signaling,
                 }
+            if floor and result["joined"]:
+                # The window's CPU less its sends priced at the floor's cost
+                # per datagram: what the joins themselves cost, about.
+                fan_out_s = result["server_packets_out"] * floor["us_per_packet"] / 1e6
+                result["server_fan_out_at_floor_s"] = round(fan_out_s, 3)
+                result["server_cpu_per_join_less_fan_out_us"] = round(
+                    (result["server_cpu_s"] - fan_out_s) * 1e6 / result["joined"], 1
+                )
             if crypto_us and result["joined"]:
                 result["server_cpu_per_join_in_handshake_cryptos"] = round(
                     result["server_cpu_s"] * 1e6 / result["joined"] / crypto_us, 2
@@ -325,7 +339,10 @@ async def main(args: argparse.Namespace) -> None:
         f"the speed probe before / during the storm "
         f"{result['machine_handshake_crypto_before_storm_us']} / "
         f"{result['machine_handshake_crypto_during_storm_us']} us "
-        f"(a join cost {result.get('server_cpu_per_join_in_storm_cryptos')} of the latter)"
+        f"(a join cost {result.get('server_cpu_per_join_in_storm_cryptos')} of the latter); "
+        f"{result['server_packets_out']} packets sent in the window, "
+        f"{result.get('server_fan_out_at_floor_s')} s of it at the floor, "
+        f"{result.get('server_cpu_per_join_less_fan_out_us')} us a join without it"
     )
     if signaling is not None:
         print(
