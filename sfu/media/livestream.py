@@ -465,8 +465,10 @@ def _unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
     bytes, SIOCOUTQ); elsewhere the transport's buffer alone."""
     if transport is None or transport.is_closing():
         return 0
-    assert isinstance(transport, asyncio.WriteTransport)
-    unsent = transport.get_write_buffer_size()
+    # Duck-typed: uvloop's transports have the method but do not derive from
+    # asyncio.WriteTransport (an isinstance check failed every stream there).
+    buffered = getattr(transport, "get_write_buffer_size", None)
+    unsent = int(buffered()) if buffered is not None else 0
     sock = transport.get_extra_info("socket")
     if _SIOCOUTQ is not None and sock is not None:
         try:
