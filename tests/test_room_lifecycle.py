@@ -8,6 +8,7 @@ decision be lost.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -1011,3 +1012,28 @@ async def test_joins_waiting_their_turn_when_the_server_closes_are_told_the_serv
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert refused and all(type(o) is sfu.ServerClosed for o in refused), outcomes
     assert list(room.participants) == []
+
+
+def test_a_start_cancelled_on_uvloop_leaves_its_port_free() -> None:
+    """A start cancelled while its endpoint is made (a shutdown during
+    start-up): asyncio's loop closes the transport it was making, uvloop's
+    keeps it, with the socket bound, for the loop's life. The port must be
+    free again for the next server (a supervisor's retry, a fixed port)."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop (the 'fast' extra) is not installed")
+
+    async def start_cancelled_then_again() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        first = sfu.Server(port=port)
+        starting = asyncio.ensure_future(first.start())
+        await asyncio.sleep(0)
+        starting.cancel()
+        (outcome,) = await asyncio.gather(starting, return_exceptions=True)
+        assert isinstance(outcome, asyncio.CancelledError)
+        await first.close()
+        await asyncio.sleep(0.1)
+        async with sfu.Server(port=port) as again:
+            return again.port
+
+    uvloop.run(start_cancelled_then_again())

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import dataclasses
 import errno
+import functools
 import ipaddress
 import logging
 import secrets
@@ -86,6 +87,16 @@ def _cancelled_itself(awaited: asyncio.Future[None]) -> bool:
     if cancelling is not None:
         return bool(cancelling())
     return not awaited.cancelled()
+
+
+def _release_endpoint(
+    sock: socket.socket, endpoint: asyncio.Future[tuple[asyncio.DatagramTransport, Any]]
+) -> None:
+    """Close what a start that failed or was cancelled made: the transport (if
+    the endpoint was made after all) and the socket."""
+    if not endpoint.cancelled() and endpoint.exception() is None:
+        endpoint.result()[0].close()
+    sock.close()
 
 
 def _announced(host: str, announce: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -285,12 +296,20 @@ class Server:
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         sock = open_socket(self.host, self.requested_port, self.announce_addresses)
+        # Made in a task of its own and shielded: uvloop's endpoint, cancelled
+        # while it waits for connection_made, keeps the transport it made (the
+        # socket's fd and port with it) for the loop's life; asyncio's closes
+        # it. Cancelled here, the endpoint is let finish and then closed.
+        endpoint = self._loop.create_task(
+            self._loop.create_datagram_endpoint(lambda: PortProtocol(self), sock=sock)
+        )
         try:
-            transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: PortProtocol(self), sock=sock
-            )
+            transport, _ = await asyncio.shield(endpoint)
         except BaseException:
-            sock.close()
+            if endpoint.done():
+                _release_endpoint(sock, endpoint)
+            else:
+                endpoint.add_done_callback(functools.partial(_release_endpoint, sock))
             raise
         if self._closed:  # close() ran while the endpoint was being made
             transport.close()
