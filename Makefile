@@ -4,7 +4,9 @@
 #               suite twice: with the compiled extensions, and with
 #               SFU_NO_EXTENSIONS=1 (the pure-Python twins; this run
 #               deselects the tests marked compiled_and_python_alike, which
-#               reach nothing it selects: tests/alike.py). Fails if any fails.
+#               reach nothing it selects: tests/alike.py), the second on
+#               uvloop (SFU_TEST_LOOP=uvloop: the demo serves on it), the
+#               first on asyncio's own loop. Fails if any fails.
 #   make demo   install what is missing, then run the demo server ($(DEMO)).
 #
 # Both install the Debian packages they need when missing (the tests: a browser,
@@ -68,8 +70,8 @@ test: system-packages $(STAMP)
 	$(BIN)/mypy || { status=1; failed="$$failed mypy"; }; \
 	echo "== pytest (compiled extensions)"; \
 	env -u SFU_NO_EXTENSIONS $(BIN)/python -m pytest $(PYTEST_ARGS) || { status=1; failed="$$failed pytest"; }; \
-	echo "== pytest (SFU_NO_EXTENSIONS=1)"; \
-	SFU_NO_EXTENSIONS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) || { status=1; failed="$$failed pytest-no-extensions"; }; \
+	echo "== pytest (SFU_NO_EXTENSIONS=1, on uvloop)"; \
+	SFU_NO_EXTENSIONS=1 SFU_TEST_LOOP=uvloop $(BIN)/python -m pytest $(PYTEST_ARGS) || { status=1; failed="$$failed pytest-no-extensions-uvloop"; }; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED:$$failed" >&2; fi; \
 	exit $$status
 

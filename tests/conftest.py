@@ -28,6 +28,11 @@
   one runs, the autouse ``alike_guard`` fails it if it used what that
   variable selects (see :mod:`tests.alike`).
 
+* ``SFU_TEST_LOOP=uvloop`` runs every asyncio test on uvloop's loop (the
+  demo and ``bench/`` serve on it when it is installed, and its transports
+  differ from asyncio's in ways the product must cope with); by default the
+  tests run on asyncio's own loop, as an application without uvloop does.
+
 Import the helpers as ``from tests.conftest import client_configuration``.
 """
 
@@ -52,6 +57,25 @@ from aiortc import RTCConfiguration
 from . import alike, twins
 
 LOOPBACK = "127.0.0.1"
+
+if os.environ.get("SFU_TEST_LOOP", "asyncio") not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(
+        f"SFU_TEST_LOOP is 'asyncio' or 'uvloop', not {os.environ['SFU_TEST_LOOP']!r}"
+    )
+
+ON_UVLOOP = os.environ.get("SFU_TEST_LOOP") == "uvloop"
+
+#: Tests that measure asyncio's own loop through its internals (its iteration
+#: ``_run_once``): deselected on uvloop, whose loop has none of them.
+ASYNCIO_INTERNALS = "asyncio_loop_internals"
+
+if ON_UVLOOP:
+    import uvloop
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        """Every asyncio test on uvloop (pytest-asyncio's hook)."""
+        return {"uvloop": uvloop.new_event_loop}
+
 
 # Tasks that libraries start on their own behalf and own for longer than one
 # test (Playwright's connection to its driver, pytest-asyncio's runner).
@@ -145,6 +169,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"SFU_NO_EXTENSIONS is set: tests marked {alike.MARK} are deselected "
             "(they run alike in the compiled run; see tests/alike.py)"
         )
+    if ON_UVLOOP:
+        lines.append(
+            f"SFU_TEST_LOOP=uvloop: asyncio tests run on uvloop; tests marked "
+            f"{ASYNCIO_INTERNALS} are deselected (they measure asyncio's own loop)"
+        )
     return lines
 
 
@@ -158,6 +187,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{alike.MARK}: reaches nothing SFU_NO_EXTENSIONS selects; run in the compiled "
         "run only (tests/alike.py)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{ASYNCIO_INTERNALS}: measures asyncio's own loop through its internals; "
+        "deselected when SFU_TEST_LOOP=uvloop",
     )
     logging.getLogger("sfu").setLevel(logging.DEBUG)
     for name in QUIET_LOGGERS:
@@ -173,7 +207,14 @@ def _alike_asked(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With SFU_NO_EXTENSIONS set, deselect the tests marked compiled_and_python_alike."""
+    """With SFU_NO_EXTENSIONS set, deselect the tests marked compiled_and_python_alike;
+    on uvloop, those marked asyncio_loop_internals."""
+    if ON_UVLOOP:
+        internal = [item for item in items if item.get_closest_marker(ASYNCIO_INTERNALS)]
+        if internal:
+            chosen = set(internal)
+            items[:] = [item for item in items if item not in chosen]
+            config.hook.pytest_deselected(items=internal)
     if not twins.NO_EXTENSIONS or _alike_asked(config):
         return
     alike_items = [item for item in items if item.get_closest_marker(alike.MARK)]

@@ -68,6 +68,7 @@ def test_per_turn_is_validated() -> None:
         Admission(0)
 
 
+@pytest.mark.asyncio_loop_internals
 @pytest.mark.parametrize(("per_turn", "burst", "arriving"), [(1, 3, 1), (2, 5, 3), (4, 5, 3)])
 async def test_joins_arriving_every_iteration_stay_within_the_budget(
     per_turn: int, burst: int, arriving: int
