@@ -17,6 +17,8 @@ import pytest
 from sfu.media.router import MAX_SLOT_STEP, Publisher, Router
 from sfu.relay import MAX_PAYLOAD
 
+from ..test_relay import Turns
+
 
 class RecordingFanOut:
     def __init__(self) -> None:
@@ -533,22 +535,6 @@ def test_a_slot_given_back_never_takes_its_timestamps_back() -> None:
         sink.close()
 
 
-class OneHolder:
-    """A detector that gives slot 0 to one speaker at a time (``holder``)."""
-
-    def __init__(self, holder: int) -> None:
-        self.holder = holder
-
-    def observe(self, number: int, level: int, now: float) -> int:
-        return 0 if number == self.holder else -1
-
-    def add(self, number: int) -> None:
-        pass
-
-    def remove(self, number: int) -> None:
-        pass
-
-
 @pytest.mark.parametrize("samples", [1920, 2880])
 def test_a_new_speaker_in_a_slot_starts_after_the_last_frame_of_the_one_before(
     samples: int,
@@ -563,7 +549,8 @@ def test_a_new_speaker_in_a_slot_starts_after_the_last_frame_of_the_one_before(
     route = Router(sock, 1)
     fanout = RecordingFanOut()
     route.fanout = fanout  # type: ignore[assignment]
-    detector = OneHolder(1)
+    detector = Turns()
+    detector.holder = 1
     route.detector = detector  # type: ignore[assignment]
     first = Publisher(number=1, payload_type=111, audio_level_id=1)
     second = Publisher(number=2, payload_type=111, audio_level_id=1)
