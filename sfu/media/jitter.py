@@ -188,16 +188,17 @@ class JitterBuffer:
             self._trim_pulls = 0
             self._fewest = self.capacity
         self._trim(sequences)
+        if self._underrun and sequences and sequences[0] > self._next:
+            # The frames concealed while nothing was buffered stood for the
+            # packets before the first one here (lost, as it now shows): they
+            # are not concealed twice (nor counted again by the gap's skip
+            # below, whose gap starts after them, as it did before).
+            self._next += min(self._underrun, sequences[0] - self._next)
+            self._underrun = 0
         if sequences and sequences[0] - self._next > self.capacity:
             # A gap longer than the buffer: concealing all of it would only add delay.
             self.concealed += sequences[0] - self._next
             self._next = sequences[0]
-        if self._underrun and sequences and sequences[0] > self._next:
-            # The frames concealed while nothing was buffered stood for the
-            # packets before the first one here (lost, as it now shows): they
-            # are not concealed twice.
-            self._next += min(self._underrun, sequences[0] - self._next)
-            self._underrun = 0
         if sequences and sequences[0] == self._next:
             head = sequences.pop(0)
             self._next += 1

@@ -134,7 +134,8 @@ class MixSpeakers:
             self.retired_trimmed += speaker.jitter.trimmed
 
     def concealed(self) -> int:
-        """Packets concealed (lost or refused), of every speaker heard."""
+        """Frames concealed (a packet lost or refused, or not yet come: an
+        underrun, whose packet may still be played), of every speaker heard."""
         return self.retired_concealed + sum(s.jitter.concealed for s in self.by_number.values())
 
     def late(self) -> int:

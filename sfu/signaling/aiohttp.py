@@ -16,9 +16,11 @@ Starlette/FastAPI.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import secrets
+import socket
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Collection
@@ -319,6 +321,39 @@ _CORS_REQUEST_HEADERS = "Authorization, Content-Type, If-Match"
 _CORS_EXPOSED_HEADERS = "Location, WWW-Authenticate"
 
 
+def _browser_host(host: str) -> str | None:
+    """``host`` (lower-case, brackets off) as the URL standard serializes it,
+    or None if no browser sends it: an IPv6 address compressed
+    (``[::1]``, ``[::ffff:7f00:1]``), a dotted or shorthand IPv4 address
+    in four decimals (``127.1`` is ``127.0.0.1``), a Unicode name in
+    punycode (``xn--``)."""
+    if ":" in host:
+        if "%" in host:  # a zone (fe80::1%eth0): not in a URL a browser sends
+            return None
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:  # not an address
+            return None
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            # In hex, as browsers write it (Python 3.13 writes it dotted).
+            high, low = int(mapped) >> 16, int(mapped) & 0xFFFF
+            return f"[::ffff:{high:x}:{low:x}]"
+        return f"[{address.compressed}]"
+    last = host.rstrip(".").rpartition(".")[2]
+    if last.isdigit() or last.startswith("0x"):  # the URL standard reads an IPv4 address
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    if not host.isascii():
+        try:
+            return host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return host
+
+
 def _origin(text: str) -> str | None:
     """``text`` as a browser serializes an origin in its ``Origin`` header
     (lower-case scheme and host, no default port, no path), or None if it
@@ -338,7 +373,9 @@ def _origin(text: str) -> str | None:
     ):
         return None
     scheme = parts.scheme.lower()
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    host = _browser_host(parts.hostname)
+    if host is None:
+        return None
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
@@ -378,6 +415,12 @@ class _Cors:
                     f"cors_origins are origins like 'https://app.example' (scheme, host,"
                     f" port; no path), got {wrong[0]!r}"
                     + (f": a browser sends {canonical!r}" if canonical else "")
+                    + (
+                        ' (cors_origins="*" lets every origin in; "null", the origin of'
+                        " sandboxed and file pages, is not let in by name)"
+                        if wrong[0] in ("*", "null")
+                        else ""
+                    )
                 )
 
     def allow(self, request: web.Request, response: web.StreamResponse) -> None:

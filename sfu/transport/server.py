@@ -802,10 +802,12 @@ class Server:
                 # Never checked (the client is gone, or its UDP blocked): its seat
                 # goes back at the handshake's timeout, as a stalled handshake's.
                 # (The handshakes' own timer covers sessions past their first check.)
+                checks = session.bad_checks
                 reason = (
-                    f"handshake timed out: {session.bad_checks} ICE checks came with the wrong"
-                    " credentials (not this answer's ufrag and password)"
-                    if session.bad_checks
+                    f"handshake timed out: {checks} ICE check{'s' if checks > 1 else ''} came"
+                    " with the wrong credentials (not this answer's password, or another"
+                    " client's ufrag)"
+                    if checks
                     else "handshake timed out: no ICE check from the client"
                 )
                 self.handshakes_timed_out += 1

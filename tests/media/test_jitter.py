@@ -256,3 +256,16 @@ def test_a_speaker_whose_clock_runs_slow_loses_about_a_frame_per_frame_of_drift(
     assert buffer.concealed <= drift_frames + 5, (
         f"{buffer.concealed} frames concealed for {drift_frames:.0f} frames of drift"
     )
+
+
+def test_frames_an_underrun_concealed_are_not_counted_again_by_a_long_gap() -> None:
+    """Two frames concealed while nothing was buffered, then a packet past a
+    gap longer than the buffer: 101..109 are the 9 packets lost, and the two
+    frames already concealed stood for 101 and 102 (as they do for a short
+    gap): ``concealed`` counts 9, not 11."""
+    buffer = JitterBuffer(depth=1, capacity=4, max_conceal=3)
+    push(buffer, 100)
+    assert drain(buffer, 3) == ["100", "lost", "lost"]
+    push(buffer, 110)
+    assert drain(buffer, 1) == ["110"]
+    assert buffer.concealed == 9, buffer.concealed

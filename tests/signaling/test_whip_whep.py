@@ -227,6 +227,9 @@ async def test_cors_origins_lets_in_only_the_origins_named() -> None:
             if sent:
                 assert f"a browser sends {sent!r}" in str(refused.value)
         add_whip_whep(web.Application(), server, cors_origins={"http://[::1]:8080"})
+        for named in ("*", "null"):
+            with pytest.raises(sfu.errors.InvalidSetting, match='cors_origins="\\*" lets every'):
+                add_whip_whep(web.Application(), server, cors_origins=[named])
 
 
 async def test_the_location_is_right_when_the_endpoints_are_in_a_sub_application() -> None:
@@ -455,3 +458,29 @@ async def test_refused_joins_are_counted_and_their_log_lines_bounded(
             assert 'sfu_joins_refused_total{reason="401",via="whep"} 201.0' in text, text
         finally:
             await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("http://[0:0:0:0:0:0:0:1]:8080", "http://[::1]:8080"),
+        ("http://[::FFFF:127.0.0.1]", "http://[::ffff:7f00:1]"),
+        ("http://[::ffff:127.0.0.1]", "http://[::ffff:7f00:1]"),
+        ("http://127.1:8080", "http://127.0.0.1:8080"),
+        ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ("http://[fe80::1%25eth0]", None),
+    ],
+)
+async def test_cors_origins_a_browser_never_sends_are_refused_with_what_it_sends(
+    written: str, sent: str | None
+) -> None:
+    """The URL standard serializes an IPv6 host compressed (and an IPv4-mapped
+    one in hex), a shorthand IPv4 host in four decimals, a Unicode name in
+    punycode: an entry written otherwise never equals an Origin header, and
+    the hint must name the form the browser sends."""
+    async with sfu.Server() as server:
+        with pytest.raises(sfu.errors.InvalidSetting, match="cors_origins") as refused:
+            add_whip_whep(web.Application(), server, cors_origins={written})
+        if sent:
+            assert f"a browser sends {sent!r}" in str(refused.value), refused.value
+            add_whip_whep(web.Application(), server, cors_origins={sent})
