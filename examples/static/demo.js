@@ -139,6 +139,7 @@ function offerLiveStream(room, token) {
   // Said once it plays: the browser buffers a few seconds of a stream that just started.
   $("#overflow-status").textContent = "Its live stream is starting…";
   const audio = $("#overflow-audio");
+  audio.hidden = false;
   audio.src = `/rooms/${encodeURIComponent(room)}/live.ogg?token=${encodeURIComponent(token)}`;
   const src = audio.src;
   liveStreamSrc = src;
@@ -160,6 +161,11 @@ for (const type of ["ended", "error"]) {
     if (!liveStreamSrc || event.target.src !== liveStreamSrc) return; // stopped on purpose
     liveStreamSrc = null;
     $("#overflow-status").textContent = "Its live stream has ended.";
+    // Let the player go: its play button would replay what it still holds.
+    const audio = event.target;
+    audio.hidden = true;
+    audio.removeAttribute("src");
+    audio.load();
   });
 }
 

@@ -1385,6 +1385,12 @@ async def test_the_overflow_box_says_when_the_live_stream_ended(
             timeout=15000,
         )
         assert "ended" in (await late.text_content("#overflow") or "")
+        # Its player is let go: pressed, the play button would replay the
+        # seconds it still holds as if the room went on.
+        assert await late.evaluate(
+            "() => { const a = document.querySelector('#overflow-audio');"
+            " return a.hidden && !a.getAttribute('src'); }"
+        )
     finally:
         await runner.cleanup()
 
