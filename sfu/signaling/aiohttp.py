@@ -363,8 +363,9 @@ def _origin(text: str) -> str | None:
         port = parts.port
     except ValueError:
         return None
+    scheme = parts.scheme  # (urlsplit gives scheme and hostname in lower case)
     if (
-        parts.scheme.lower() not in ("http", "https")
+        scheme not in ("http", "https")
         or not parts.hostname
         or parts.path
         or parts.query
@@ -372,7 +373,6 @@ def _origin(text: str) -> str | None:
         or parts.username is not None
     ):
         return None
-    scheme = parts.scheme.lower()
     host = _browser_host(parts.hostname)
     if host is None:
         return None
