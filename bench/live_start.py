@@ -30,10 +30,13 @@ joins: an overflow listener arriving at a room that has live listeners
 already. Without it every run's client starts the stream (and the mixer).
 ``--silent``: the speaker sends silence (a quiet room). ``--pause S``: once
 the element plays, the speaker is silent for S seconds, then speaks again.
+``stops``: each ``waiting`` event once the element played (where, and for
+how long): with ``--settle 16`` a run plays through three of Chromium's
+32 KiB blocks.
 
 Run: ``python bench/live_start.py [--runs 5] [--warm] [--silent] [--pause 30]
 [--ear] [--burst-bytes 32768] [--min-bitrate 48000] [--bitrate 48000]
-[--packets-per-page 5] [--label TEXT]``. ``SFU_TREE=/path`` measures
+[--packets-per-page 5] [--start-silence 1.0] [--settle 3] [--label TEXT]``. ``SFU_TREE=/path`` measures
 another tree (e.g. ``git archive HEAD``, as in bench/README.md's
 Commands): the options the handler of that tree does not have must then
 be left out. Needs /usr/bin/chromium and the playwright package. Prints a
@@ -72,7 +75,7 @@ PAGE = """<!doctype html>
   const audio = document.getElementById("live");
   const now = () => performance.timeOrigin + performance.now();
   window.live = {origin: performance.timeOrigin, events: {}, counts: {}, errors: [],
-                 firstTime: null, armed: false, heard: null};
+                 firstTime: null, armed: false, heard: null, stops: []};
   for (const name of ["loadstart", "loadedmetadata", "loadeddata", "canplay",
                       "canplaythrough", "playing", "waiting", "stalled"]) {
     audio.addEventListener(name, () => {
@@ -80,6 +83,14 @@ PAGE = """<!doctype html>
       window.live.counts[name] = (window.live.counts[name] || 0) + 1;
     });
   }
+  // Stops once it played: where (currentTime), and for how long (s).
+  audio.addEventListener("waiting", () => {
+    if ("playing" in window.live.events) window.live.stops.push([audio.currentTime, now(), null]);
+  });
+  audio.addEventListener("playing", () => {
+    const last = window.live.stops[window.live.stops.length - 1];
+    if (last && last[2] === null) last[2] = (now() - last[1]) / 1000;
+  });
   audio.addEventListener("error", () =>
     window.live.errors.push(audio.error ? audio.error.code + " " + audio.error.message : "error"));
   setInterval(() => {
@@ -235,6 +246,7 @@ async def one_run(
             break
         await asyncio.sleep(0.5)
     state = await page.evaluate("window.live")
+    await_time = await page.evaluate("document.getElementById('live').currentTime")
     await page.close()
     origin = state["origin"] / 1000
     events = {name: stamp / 1000 - origin for name, stamp in state["events"].items()}
@@ -253,6 +265,12 @@ async def one_run(
         "lag_max": max(lags),
         "lag_before_pause": lag_before_pause,
         "waiting": state["counts"].get("waiting", 0),
+        # Once playing: [currentTime, seconds stopped] of each stop (None: not resumed).
+        "stops": [
+            [round(at, 3), None if held is None else round(held, 3)]
+            for at, _, held in state["stops"]
+        ],
+        "played": round(await_time, 3),
         "errors": state["errors"],
         # The server's writes up to a second after playing:
         # (seconds since navigation, bytes, pages, seconds of audio).
@@ -275,7 +293,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     instrument()
     options: dict[str, Any] = {}
-    for name in ("packets_per_page", "burst_bytes", "min_bitrate"):
+    for name in ("packets_per_page", "burst_bytes", "min_bitrate", "start_silence"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     results = []
@@ -335,6 +353,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "packets_per_page",
             "burst_bytes",
             "min_bitrate",
+            "start_silence",
+            "settle",
         )
     }
     return {"settings": settings, "chromium": CHROMIUM_VERSION, "runs": results}
@@ -381,6 +401,16 @@ def summarize(report: dict[str, Any]) -> None:
     print(f"  bytes by playing  : {stats([r['sent_by_playing']['bytes'] for r in runs])}")
     print(f"  audio by playing s: {stats([r['sent_by_playing']['audio'] for r in runs])}")
     print(f"  behind live      s: {stats([r['lag'] for r in runs])}")
+    stops = [stop for r in runs for stop in r.get("stops", [])]
+    played = sum(r.get("played", 0.0) for r in runs)
+    print(
+        f"  stops once playing: {len(stops)} in {played:.1f} s played"
+        + (
+            f", at {[at for at, _ in stops]} s, held {[held for _, held in stops]} s"
+            if stops
+            else ""
+        )
+    )
     ears = [r["ear"] for r in runs if r.get("ear") is not None]
     if ears:
         print(f"  mouth to ear     s: {stats(ears)}")
@@ -408,7 +438,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--min-bitrate", type=int, default=None, help="live_stream_handler's (default: its own)"
     )
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds of lag probes")
+    parser.add_argument(
+        "--start-silence", type=float, default=None, help="live_stream_handler's (default: its own)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds of lag probes (and of looking for stops)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for playing")
     parser.add_argument("--label", default="")
     return parser.parse_args()

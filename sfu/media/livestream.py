@@ -44,14 +44,28 @@ settings keep that short:
   ``min_bitrate`` shortens Chromium's lag for that bandwidth; 0 turns
   padding off. The packets are padded once, for every client.
 
+Stalls: with playback started at the first block, a player has no audio
+in hand when the next one comes (bytes come as fast as they are played),
+and Chromium stopped for 10-250 ms at some block ends, every ~5 s. So
+every client's stream starts with ``start_silence`` seconds (1 s) of
+silence in 1-byte packets: they add that much to what the player holds
+and almost nothing to the bytes, so each next block comes about a second
+before it is needed; the stream plays that much further behind live, in
+every player. It covers blocks whose audio differs in length by up to a
+second (at the default padding a block holds ~5 s of silence, less of
+speech the encoder gives more than 48 kbit/s). After the silence, a
+client that joined a running mix hears its pre-roll (below) too: its
+decoder converges on it (80 ms fading in) before the burst.
+
 A client that joins a running mix starts mid-stream, where a decoder
 needs a run-up to converge (RFC 7845 section 4.2: at least 3840 samples,
 80 ms): its first audio page starts with the four packets before the
 first one it plays (the burst's first, or without a burst the first
-packet mixed after it joined), and its OpusHead's pre-skip (the
-encoder's delay, 312 samples with libopus, plus those 3840) has them
-decoded and discarded, as the client that started the mix has the
-encoder's delay alone discarded.
+packet mixed after it joined). After the silence they play; with
+``start_silence=0`` its OpusHead's pre-skip (the encoder's delay, 312
+samples with libopus, plus those 3840) has them decoded and discarded,
+as the client that started the mix has the encoder's delay alone
+discarded.
 
 Slow clients: every client has a bounded queue of packets. Its queue and
 the packets written to its connection that the peer has not taken yet
@@ -120,6 +134,8 @@ __all__ = [
     "BURST_BYTES",
     "MAX_BURST_BYTES",
     "MAX_BURST_SECONDS",
+    "MAX_START_SILENCE",
+    "START_SILENCE",
     "LiveClient",
     "LiveStream",
     "live_stream_handler",
@@ -134,6 +150,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: its headers included): Chromium's media cache hands the demuxer whole
 #: blocks of 32 KiB and nothing before the first one is full.
 BURST_BYTES = 32768
+#: Seconds of silence each client's stream starts with, by default: what a
+#: player has in hand when each next block comes (see the module documentation).
+START_SILENCE = 1.0
+#: The longest ``start_silence`` taken (s).
+MAX_START_SILENCE = 10.0
 #: The largest ``burst_bytes`` taken (each room's stream keeps that much of its audio).
 MAX_BURST_BYTES = 262144
 #: A burst holds at most this much audio (s), whatever ``burst_bytes``: with
@@ -149,6 +170,25 @@ def _ogg_size(packet: bytes) -> int:
     return len(packet) // 255 + 1 + len(packet)
 
 
+# 20 ms with nothing coded: a TOC byte (CELT, fullband, 20 ms, mono; its
+# stereo bit set for a stereo stream) and a frame of 0 bytes, which decoders
+# conceal (RFC 6716 section 3.2.1): from nothing, as silence. Unlike coded
+# silence (3 bytes) it leaves a decoder as it was made, so the pre-roll after
+# it converges one as at a stream's start. Pages of a second each.
+_SILENCE = b"\xf8"
+_SILENCE_PER_PAGE = 50
+
+
+def _silence_packet(channels: int) -> bytes:
+    return bytes([_SILENCE[0] | (0x04 if channels == 2 else 0)])
+
+
+def _silence_bytes(packets: int) -> int:
+    """What ``packets`` silence packets take on the wire, in their pages."""
+    pages = -(-packets // _SILENCE_PER_PAGE)
+    return packets * _ogg_size(_SILENCE) + pages * _PAGE_HEADER
+
+
 class LiveClient:
     """One HTTP client of a :class:`LiveStream`: a bounded packet queue and its Ogg pages."""
 
@@ -160,6 +200,7 @@ class LiveClient:
         preroll: Sequence[bytes] = (),
         burst: Sequence[bytes] = (),
         burst_per_page: int = 255,
+        silence: int = 0,
     ) -> None:
         self.stream = stream
         # Kept: the stream's mixer output may be gone (the room closed) by the
@@ -171,6 +212,8 @@ class LiveClient:
         # The mix's latest packets, played before the first one queued.
         self._burst = list(burst)
         self._burst_per_page = burst_per_page
+        # Silence packets to start with (see start_silence), before the pre-roll.
+        self._silence = silence
         self.writer = OggWriter(serial, packets_per_page=255)
         self.queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self.skips = 0
@@ -194,13 +237,21 @@ class LiveClient:
         self._wake = asyncio.Event()
 
     def headers(self) -> bytes:
-        """The first thing on the wire: the OpusHead and OpusTags pages, then the
-        burst's pages (``packets_per_page`` packets each, fewer when that many
-        would not fit in one page; the first one preceded by the pre-roll).
-        Without a burst the pre-roll packets go on the first page of queued
-        ones."""
+        """The first thing on the wire: the OpusHead and OpusTags pages, the
+        silence's pages, then the burst's pages (``packets_per_page`` packets
+        each, fewer when that many would not fit in one page; the first one
+        preceded by the pre-roll). Without a burst the pre-roll packets go on
+        the first page of queued ones."""
         out = [self.writer.headers(self._opus_head, _TAGS)]
         per_page = self._burst_per_page
+        if self._silence:
+            silence = _silence_packet(parse_opus_head(self._opus_head)[0])
+            for index in range(1, self._silence + 1):
+                self._granule += packet_samples(silence)
+                out.append(self.writer.write(silence, self._granule))
+                if index % _SILENCE_PER_PAGE == 0 or index == self._silence:
+                    out.append(self.writer.flush())
+            self._silence = 0
         for packet in self._preroll:
             self._granule += packet_samples(packet)
             self.sent_packets += 1
@@ -304,8 +355,11 @@ class LiveStream:
         max_skips: int = 5,
         burst_bytes: int = BURST_BYTES,
         min_bitrate: int | None = None,
+        start_silence: float = START_SILENCE,
     ) -> None:
-        _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
+        _check_settings(
+            max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate, start_silence
+        )
         self.mixer = mixer
         self.max_lag = max_lag
         self.packets_per_page = packets_per_page
@@ -313,6 +367,8 @@ class LiveStream:
         self.max_skips = max_skips
         self.burst_bytes = burst_bytes
         self.min_bitrate = min_bitrate
+        self.start_silence = start_silence
+        self.silence_packets = round(start_silence / PTIME)
         self.clients: list[LiveClient] = []
         self.skipped = 0
         self._serial = secrets.randbits(32)
@@ -344,12 +400,14 @@ class LiveStream:
     def subscribe(self) -> LiveClient:
         """A new client; the first one attaches the stream to the mixer.
 
-        Its stream starts with a burst of the latest packets (up to
-        ``burst_bytes`` with the headers) and the pre-roll before them: the
-        :data:`~sfu.media.mix_stream.PREROLL_PACKETS` packets before the
-        first one played, which the OpusHead's pre-skip discards (RFC 7845
-        section 4.2; only a stream's very first packets have fewer). The
-        first client has no burst: the stream is just starting.
+        Its stream starts with ``start_silence`` of silence, then a burst of
+        the latest packets (up to ``burst_bytes`` with the headers) and the
+        pre-roll before them: the :data:`~sfu.media.mix_stream.PREROLL_PACKETS`
+        packets before the first one played, for the decoder to converge on
+        (RFC 7845 section 4.2; only a stream's very first packets have
+        fewer). Without the silence the OpusHead's pre-skip discards the
+        pre-roll; after it the pre-roll plays, the decoder converging from
+        silence. The first client has no burst: the stream is just starting.
         """
         if self._output is None:
             self._output = self.mixer.add_output(self._on_packet, on_close=self._on_mixer_closed)
@@ -361,9 +419,17 @@ class LiveStream:
             self._before.extend(padded_to(packet, floor) for packet in preroll)
         preroll, burst, per_page = self._start()
         head = self._output.opus_head
-        pre_skip = parse_opus_head(head)[1] + sum(packet_samples(p) for p in preroll)
+        pre_skip = parse_opus_head(head)[1]
+        if not self.silence_packets:
+            pre_skip += sum(packet_samples(p) for p in preroll)
         client = LiveClient(
-            self, self._serial, with_pre_skip(head, pre_skip), preroll, burst, per_page
+            self,
+            self._serial,
+            with_pre_skip(head, pre_skip),
+            preroll,
+            burst,
+            per_page,
+            self.silence_packets,
         )
         self.clients.append(client)
         return client
@@ -373,9 +439,13 @@ class LiveStream:
         packets whose pages fit in ``burst_bytes`` with the headers', and up to
         PREROLL_PACKETS before them."""
         packets = [*self._before, *self._recent]
-        # The headers' pages, and the first audio page's header and pre-roll.
+        # The headers' and the silence's pages, and the first audio page's
+        # header and pre-roll.
         budget = self.burst_bytes - (
-            2 * _PAGE_HEADER + _ogg_size(self.opus_head) + _ogg_size(_TAGS)
+            2 * _PAGE_HEADER
+            + _ogg_size(self.opus_head)
+            + _ogg_size(_TAGS)
+            + _silence_bytes(self.silence_packets)
         )
         sizes = [len(packet) // 255 + 1 + len(packet) for packet in packets]  # _ogg_size
         # Pages the Ogg writer does not split (at most 255 lacing values, the
@@ -435,8 +505,14 @@ def _check_settings(
     max_skips: int,
     burst_bytes: int = BURST_BYTES,
     min_bitrate: int | None = None,
+    start_silence: float = START_SILENCE,
 ) -> None:
     """:class:`~sfu.errors.InvalidSetting` naming the first bad setting."""
+    if not is_number(start_silence) or not 0 <= start_silence <= MAX_START_SILENCE:
+        raise InvalidSetting(
+            f"start_silence must be a number of seconds in 0..{MAX_START_SILENCE:g}, "
+            f"got {start_silence!r}"
+        )
     if not is_int(burst_bytes) or not 0 <= burst_bytes <= MAX_BURST_BYTES:
         raise InvalidSetting(
             f"burst_bytes must be an integer in 0..{MAX_BURST_BYTES}, got {burst_bytes!r}"
@@ -499,6 +575,7 @@ def live_stream_handler(
     max_clients: int = 1000,
     burst_bytes: int = BURST_BYTES,
     min_bitrate: int | None = None,
+    start_silence: float = START_SILENCE,
 ) -> Handler:
     """A GET handler streaming room ``{room}``'s mix as chunked ``audio/ogg``.
 
@@ -517,7 +594,10 @@ def live_stream_handler(
     up to ``burst_bytes`` (0..262144, 32 KiB: what Chromium waits for before
     it plays) with the headers; packets shorter than ``min_bitrate`` (bit/s
     over 20 ms, 0..256000; None: the room mixer's bit rate, 0: none) are
-    padded to it (see the module documentation for why and what it costs).
+    padded to it; every client's stream starts with ``start_silence``
+    seconds of silence (0..10, 1 s: what a browser has in hand when each
+    next block of the stream comes; it plays that much further behind
+    live). See the module documentation for why and what each costs.
     :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
 
     A stream ends when its client leaves or its room closes, and, mounted
@@ -525,7 +605,7 @@ def live_stream_handler(
     down. Mounted by hand, close the server before ``runner.cleanup()``, or
     that waits ~2 minutes for open streams (see the module documentation).
     """
-    _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate)
+    _check_settings(max_lag, packets_per_page, max_skips, burst_bytes, min_bitrate, start_silence)
     if not isinstance(public, bool):
         raise InvalidSetting(f"public must be True or False, got {public!r}")
     if not is_int(max_clients) or max_clients < 1:
@@ -542,6 +622,7 @@ def live_stream_handler(
                 max_skips=max_skips,
                 burst_bytes=burst_bytes,
                 min_bitrate=min_bitrate,
+                start_silence=start_silence,
             )
         return live
 

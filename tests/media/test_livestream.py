@@ -44,6 +44,23 @@ from .mixing import assert_tones, decode_ogg, opus_tone
 from .test_recorder import last_granule
 
 SECRET = "s" * 40
+SILENCE = bytes((0xF8,))  # 20 ms with nothing coded (a frame of 0 bytes), mono
+
+
+def converging(silence: int) -> int:
+    """Packets a client's decoder converges on before the audio compared: the
+    pre-roll's 4, and after silence two more for FFmpeg's decoder (its frames
+    of 0 bytes leave it as coded silence does, where libopus, which browsers
+    use, conceals them and stays as it was made)."""
+    return 4 + (2 if silence else 0)
+
+
+def audio_of(packets: list[bytes]) -> list[bytes]:
+    """A stream's packets after its headers and the silence it starts with."""
+    start = 2
+    while start < len(packets) and packets[start] == SILENCE:
+        start += 1
+    return packets[start:]
 
 
 async def serve(server: sfu.Server, **settings: Any) -> tuple[web.AppRunner, str]:
@@ -119,20 +136,32 @@ async def test_two_clients_hear_both_speakers(http_server: tuple[sfu.Server, str
         assert [p.sequence for p in pages] == list(range(len(pages))), "each client: its own pages"
         packets = [packet for packet, _ in read_packets(data)]
         assert packets[0].startswith(b"OpusHead") and packets[1].startswith(b"OpusTags")
-        # About `seconds` of audio, sent as it is mixed (not faster, not much later).
-        assert seconds - 0.5 <= (len(packets) - 2) * 0.02 <= seconds + 0.1
+        # A second of silence first (start_silence), then about `seconds` of
+        # audio, sent as it is mixed (not faster, not much later).
+        audio = audio_of(packets)
+        assert len(packets) - 2 - len(audio) == 50
+        assert seconds - 0.5 <= len(audio) * 0.02 <= seconds + 0.1
         pcm = decode_ogg(data)
-        assert_tones(pcm[48000 // 2 :], present=[440, 1000])
+        assert float(np.abs(pcm[: 48000 - 312]).max()) < 1.0, "silence"
+        assert_tones(pcm[48000 + 48000 // 2 :], present=[440, 1000])
 
 
 async def early_and_late(
-    http_server: tuple[sfu.Server, str], name: str, early: float, wait: float, late: float
+    http_server: tuple[sfu.Server, str],
+    name: str,
+    early: float,
+    wait: float,
+    late: float,
+    **settings: Any,
 ) -> tuple[bytes, bytes]:
     """A speaker plays a tone in room ``name``; one client reads its stream for
     ``early`` seconds, another joins ``wait`` seconds later and reads for
-    ``late``: (what each read)."""
+    ``late``: (what each read). ``settings``: the handler's, when not the defaults."""
     server, base = http_server
     speaker = await join(server.room(name), "alice", speaker=True, frequency=440)
+    runner = None
+    if settings:
+        runner, base = await serve(server, public=True, **settings)
     url = f"{base}/rooms/{name}/live.ogg"
     try:
         await wait_for(lambda: len(speaker.sent) > 25, 15, "the speaker to send")
@@ -143,6 +172,8 @@ async def early_and_late(
             return await early_reading, late_data
     finally:
         await speaker.close()
+        if runner is not None:
+            await runner.cleanup()
 
 
 def _first_index(packets: list[bytes], run: list[bytes]) -> int:
@@ -153,16 +184,21 @@ def _first_index(packets: list[bytes], run: list[bytes]) -> int:
     raise AssertionError("the packets are not a run of the other stream's")
 
 
+@pytest.mark.parametrize("start_silence", [0, 1.0])
 async def test_a_late_joiner_decodes_converged_audio_from_its_first_sample(
-    http_server: tuple[sfu.Server, str],
+    http_server: tuple[sfu.Server, str], start_silence: float
 ) -> None:
     """A client that joins a running mix starts mid-stream: RFC 7845 section
-    4.2 wants at least 3840 samples (80 ms) decoded and discarded first, so
-    that the decoder has converged when the output begins. Decoded with
-    FFmpeg, its first 20 ms match what a client there from the start
-    decoded at the same place in the stream."""
+    4.2 wants at least 3840 samples (80 ms) decoded first, so that the
+    decoder has converged when the mix's audio begins: discarded (the
+    pre-skip) without ``start_silence``, played after it (the decoder
+    converging from silence). Decoded with FFmpeg, the first 20 ms of the
+    burst match what a client there from the start decoded at the same
+    place in the stream; the silence before decodes to zeros."""
     # (1.5 s: the mix runs, tone and all)
-    early, late = await early_and_late(http_server, "joined-late", 3.5, 1.5, 1.5)
+    early, late = await early_and_late(
+        http_server, "joined-late", 3.5, 1.5, 1.5, start_silence=start_silence
+    )
 
     def stream(data: bytes) -> tuple[int, list[bytes], np.ndarray, int]:
         packets = [packet for packet, _ in read_packets(data)]
@@ -174,15 +210,29 @@ async def test_a_late_joiner_decodes_converged_audio_from_its_first_sample(
 
     early_skip, early_packets, early_pcm, _ = stream(early)
     late_skip, late_packets, late_pcm, late_count = stream(late)
-    assert late_skip >= 3840, "RFC 7845 4.2: at least 80 ms of pre-roll mid-stream"
-    # Where each stream's first played sample is in the encoder's output.
-    start = _first_index(early_packets, late_packets[:10]) * 960 + late_skip - early_skip
+    silence = round(start_silence / 0.02)
+    assert late_packets[:silence] == [SILENCE] * silence
+    assert SILENCE not in late_packets[silence:]
+    if silence:
+        assert late_skip == early_skip, "the pre-roll plays, after the silence"
+        assert float(np.abs(late_pcm[: silence * 960 - late_skip]).max()) < 1.0, "silence"
+    else:
+        assert late_skip >= 3840, "RFC 7845 4.2: at least 80 ms of pre-roll mid-stream"
+    # The burst's first packet comes after the silence and the 4 packets of
+    # pre-roll; packet i decodes to samples from 960 * i, the pre-skip
+    # discarding the first ones. Its first sample played (with the pre-roll
+    # discarded, the pre-skip's encoder delay into it), in each stream's output:
+    first = silence + converging(silence)
+    late_start = max(0, first * 960 - late_skip)
+    into = late_start + late_skip - first * 960
+    start = _first_index(early_packets, late_packets[first : first + 10]) * 960
+    start += into - early_skip
     expected = early_pcm[start : start + 960]
-    error = late_pcm[:960] - expected
+    error = late_pcm[late_start : late_start + 960] - expected
     rms = float(np.sqrt(np.mean(expected**2)))
     assert rms > 1000, "a tone to compare"
     assert float(np.sqrt(np.mean(error**2))) < 0.25 * rms, "the decoder had not converged"
-    assert late_count * 0.02 >= 1.0
+    assert (late_count - silence) * 0.02 >= 1.0
 
 
 async def test_room_close_ends_the_stream(http_server: tuple[sfu.Server, str]) -> None:
@@ -389,18 +439,25 @@ def assert_continuous(data: bytes, first_sequence: int = 0, first_granule: int =
     return granule
 
 
-async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once(mixer: Mixer) -> None:
+@pytest.mark.parametrize("start_silence", [0, 1.0])
+async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once(
+    mixer: Mixer, start_silence: float
+) -> None:
     """Chromium's media cache gives its demuxer whole 32 KiB blocks, nothing
     before the first is full: at 48 kbit/s a client joining a live stream
     heard nothing for ~4.5 s. One joining a running stream now gets, in its
     first write, the latest packets whose pages fill ``burst_bytes`` with the
-    headers, after the pre-roll of 4 packets its pre-skip discards: a valid
-    stream (CRCs, page sequence, granules counting what it was sent) whose
-    audio is the mix's up to the moment it joined, then the mix as it comes."""
-    live = LiveStream(mixer, packets_per_page=5)
+    headers and the silence it starts with, after the pre-roll of 4 packets
+    (which its pre-skip discards when there is no silence): a valid stream
+    (CRCs, page sequence, granules counting what it was sent) whose audio is
+    the mix's up to the moment it joined, then the mix as it comes."""
+    live = LiveStream(mixer, packets_per_page=5, start_silence=start_silence)
+    silence = round(start_silence / 0.02)
     first = live.subscribe()
     first_data = first.headers()
-    assert len(list(parse_pages(first_data))) == 2, "the stream's first client: no burst"
+    pages = list(parse_pages(first_data))
+    assert len(pages) == (3 if silence else 2), "the stream's first client: no burst"
+    assert [p for p, _ in read_packets(first_data)][2:] == [SILENCE] * silence
     tone = opus_tone(440, 420)
     floor = live.min_packet_bytes
     assert floor == 120  # 48 kbit/s over 20 ms
@@ -414,28 +471,39 @@ async def test_a_late_joiner_gets_a_burst_of_the_latest_audio_at_once(mixer: Mix
     assert BURST_BYTES - 1000 < len(start) <= BURST_BYTES == 32768
     packets = [packet for packet, _ in read_packets(start)]
     pre_skip = parse_opus_head(packets[0])[1]
-    assert pre_skip == parse_opus_head(live.opus_head)[1] + 4 * 960, "4 packets of pre-roll"
-    audio = packets[2:]
+    if silence:
+        assert pre_skip == parse_opus_head(live.opus_head)[1], "the pre-roll plays"
+    else:
+        assert pre_skip == parse_opus_head(live.opus_head)[1] + 4 * 960, "4 packets of pre-roll"
+    assert packets[2 : 2 + silence] == [SILENCE] * silence
+    audio = audio_of(packets)
+    assert len(audio) == len(packets) - 2 - silence
     assert audio == mixed[400 - len(audio) : 400], "the latest packets, in order"
-    assert len(audio) * 0.02 > 3.5, "at 48 kbit/s, 32 KiB hold more than 3.5 s"
+    assert len(audio) * 0.02 > 3.4, "at 48 kbit/s, 32 KiB hold more than 3.4 s"
     granule = assert_continuous(start)
-    assert granule == len(audio) * 960
-    # Decodable at once: FFmpeg's Ogg demuxer and libopus play all but the pre-roll,
-    # and the decoder has converged: the audio is what the first client heard there.
+    assert granule == (silence + len(audio)) * 960
+    # Decodable at once: FFmpeg's Ogg demuxer and libopus play all but the
+    # pre-skip, and the decoder has converged at the burst's first packet
+    # (after the silence and the pre-roll): the audio is what the first client heard there.
     pcm = decode_ogg(start)
     assert len(pcm) == granule - pre_skip
     early = decode_ogg(first_data)
     early_skip = parse_opus_head(next(read_packets(first_data))[0])[1]
-    offset = (400 - len(audio)) * 960 + pre_skip - early_skip  # where its first sample is
-    expected = early[offset : offset + len(pcm)]
-    error = pcm[:960] - expected[:960]
-    assert float(np.sqrt(np.mean(error**2))) < 0.25 * float(np.sqrt(np.mean(expected[:960] ** 2)))
+    burst_first = silence + converging(silence)  # packet i decodes to samples from 960 * i
+    played = max(0, burst_first * 960 - pre_skip)  # its first sample played
+    into = played + pre_skip - burst_first * 960
+    offset = (burst_first + 400 - len(audio)) * 960 + into - early_skip
+    expected = early[offset : offset + 960]
+    error = pcm[played : played + 960] - expected
+    assert float(np.sqrt(np.mean(error**2))) < 0.25 * float(np.sqrt(np.mean(expected**2)))
+    if silence:
+        assert float(np.abs(pcm[: silence * 960 - pre_skip]).max()) < 1.0, "silence"
     # Then the mix as it comes, in the same stream; the queue is bounded as before.
     for index, packet in enumerate(tone[400:], 400):
         live._on_packet(packet, 960, index * 0.02)
     assert len(late.queue) == 20 <= live.max_packets
     more = await late.read()
-    assert [p for p, _ in read_packets(start + more)][2:] == mixed[400 - len(audio) : 420]
+    assert audio_of([p for p, _ in read_packets(start + more)]) == mixed[400 - len(audio) : 420]
     last = list(parse_pages(start))[-1]
     assert_continuous(more, last.sequence + 1, granule)
     for client in (first, late):
@@ -463,7 +531,7 @@ async def test_a_burst_of_long_pages_still_fits_in_burst_bytes(
     assert BURST_BYTES - 2 * size - 60 < len(start) <= BURST_BYTES
     pages = list(parse_pages(start))
     assert all(len(page.segments) <= 255 for page in pages)
-    audio = [packet for packet, _ in read_packets(start)][2:]
+    audio = audio_of([packet for packet, _ in read_packets(start)])
     assert audio == packets[len(packets) - len(audio) :]
     assert_continuous(start)
     for client in (first, late):
@@ -483,19 +551,21 @@ async def test_a_burst_of_tiny_packets_holds_at_most_max_burst_seconds(mixer: Mi
         live._on_packet(packet, 960, index * 0.02)
         first.queue.clear()
     late = live.subscribe()
-    audio = [packet for packet, _ in read_packets(late.headers())][2:]
+    audio = audio_of([packet for packet, _ in read_packets(late.headers())])
     assert (len(audio) - 4) * 0.02 == pytest.approx(livestream.MAX_BURST_SECONDS)  # 4: pre-roll
     for client in (first, late):
         client.close()
     again = live.subscribe()
-    assert len(list(parse_pages(again.headers()))) == 2, "a new stream's first client: no burst"
+    assert audio_of([p for p, _ in read_packets(again.headers())]) == [], (
+        "a new stream's first client: no burst"
+    )
     again.close()
     await mixer.wait_stopped()
 
 
 async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge(mixer: Mixer) -> None:
-    """``burst_bytes=0``: the headers alone, then the pre-roll on the first page
-    of queued packets, as before bursts."""
+    """``burst_bytes=0``: the headers and the silence alone, then the pre-roll
+    on the first page of queued packets, as before bursts."""
     live = LiveStream(mixer, burst_bytes=0, min_bitrate=0)
     first = live.subscribe()
     tone = opus_tone(440, 60)
@@ -503,11 +573,13 @@ async def test_without_a_burst_a_late_joiner_starts_at_the_live_edge(mixer: Mixe
         live._on_packet(packet, 960, index * 0.02)
     late = live.subscribe()
     start = late.headers()
-    assert len(list(parse_pages(start))) == 2
+    assert audio_of([p for p, _ in read_packets(start)]) == [], "headers and silence alone"
     for index, packet in enumerate(tone[50:], 50):
         live._on_packet(packet, 960, index * 0.02)
     data = start + await late.read()
-    assert [p for p, _ in read_packets(data)][2:] == tone[46:60], "pre-roll, then live, unpadded"
+    assert audio_of([p for p, _ in read_packets(data)]) == tone[46:60], (
+        "pre-roll, then live, unpadded"
+    )
     assert_continuous(data)
     for client in (first, late):
         client.close()
@@ -521,15 +593,15 @@ async def test_a_late_joiner_over_http_gets_seconds_of_audio_in_its_first_second
     for 4 s reads, within a second, more audio than a second's worth, the
     mix's latest, decodable and converged."""
     early, late = await early_and_late(http_server, "bursting", 5.5, 4.0, 1.0)
-    late_packets = [packet for packet, _ in read_packets(late)][2:]
-    early_packets = [packet for packet, _ in read_packets(early)][2:]
+    late_packets = audio_of([packet for packet, _ in read_packets(late)])
+    early_packets = audio_of([packet for packet, _ in read_packets(early)])
     assert len(late_packets) * 0.02 >= 3.0, "the burst: seconds of audio at once"
     _first_index(early_packets, late_packets[:10])  # the mix's own packets (4 s fit in 32 KiB)
     granule = assert_continuous(late)
     pre_skip = parse_opus_head(next(read_packets(late))[0])[1]
     pcm = decode_ogg(late)
     assert len(pcm) == granule - pre_skip
-    assert_tones(pcm[: 48000 * 2], present=[440])
+    assert_tones(pcm[48000 : 48000 * 3], present=[440])  # after the second of silence
 
 
 async def test_silence_is_padded_to_the_mix_s_bit_rate(http_server: tuple[sfu.Server, str]) -> None:
@@ -551,7 +623,7 @@ async def test_silence_is_padded_to_the_mix_s_bit_rate(http_server: tuple[sfu.Se
     finally:
         await runner.cleanup()
     for stream, size in ((data, 120), (faster, 240)):
-        packets = [packet for packet, _ in read_packets(stream)][2:]
+        packets = audio_of([packet for packet, _ in read_packets(stream)])
         assert len(packets) >= 25
         assert {len(packet) for packet in packets} == {size}
         assert_continuous(stream)
@@ -809,6 +881,11 @@ async def test_a_max_lag_of_exactly_one_page_is_taken(packets_per_page: int) -> 
         {"min_bitrate": 256001},
         {"min_bitrate": "48000"},
         {"min_bitrate": False},
+        {"start_silence": -0.02},
+        {"start_silence": 10.5},
+        {"start_silence": float("nan")},
+        {"start_silence": "1"},
+        {"start_silence": True},
     ],
 )
 async def test_bad_settings_are_refused_when_the_handler_is_made(settings: dict[str, Any]) -> None:
