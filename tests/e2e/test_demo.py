@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -589,15 +590,33 @@ async def test_demo_http_endpoints(demo: Demo) -> None:
         await runner.cleanup()
 
 
-async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo) -> None:
+async def lobby_listener(new_page: NewPage, demo: Demo, room: str, name: str) -> Page:
+    """A page with the lobby filled in to join ``room`` as listener ``name``, not yet joined."""
+    page = await new_page(f"{demo.url}/?room={room}")
+    await page.fill("#name-input", name)
+    await page.check("input[name=role][value=listener]")
+    return page
+
+
+@contextlib.asynccontextmanager
+async def full_room(new_page: NewPage, demo: Demo, room: str) -> AsyncIterator[Demo]:
+    """A demo site of ``demo``'s server whose rooms seat one listener, with
+    ``room`` full (a moderator and a listener in it); they leave at the end."""
     runner, port = await start_site(demo_server.make_app(demo.server, max_listeners=1))
     full = Demo(demo.server, f"http://127.0.0.1:{port}", demo.secret, runner, port)
     try:
-        host = await join(new_page, full, "packed", "host", "moderator")
-        fan = await join(new_page, full, "packed", "fan", "listener")
-        late = await new_page(f"{full.url}/?room=packed")
-        await late.fill("#name-input", "late")
-        await late.check("input[name=role][value=listener]")
+        host = await join(new_page, full, room, "host", "moderator")
+        fan = await join(new_page, full, room, "fan", "listener")
+        yield full
+        for page in (host, fan):
+            await page.click("#leave-button")
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo) -> None:
+    async with full_room(new_page, demo, "packed") as full:
+        late = await lobby_listener(new_page, full, "packed", "late")
         await late.evaluate(
             "() => document.querySelector('#overflow-audio')"
             ".addEventListener('playing', () => { window.streamPlayed = true; })"
@@ -625,10 +644,6 @@ async def test_a_full_room_offers_its_live_stream(new_page: NewPage, demo: Demo)
         linked = await new_page(f"{full.url}/?token={token}")
         await linked.wait_for_selector("#overflow:not([hidden])", timeout=15000)
         assert "linked" not in demo.server.rooms["packed"].participants
-        for page in (host, fan):
-            await page.click("#leave-button")
-    finally:
-        await runner.cleanup()
 
 
 # Records, on a page, the overflow player's `waiting` events once it played,
@@ -663,26 +678,18 @@ async def test_the_live_stream_plays_on_without_stalling_in_chromium(
     """Chromium's media cache hands the player the stream in 32 KiB blocks
     (~5 s of it), each as its last byte comes: started on the first, a player
     had nothing left when the next came, and Chromium stopped for a moment at
-    some (25-250 ms, every few blocks). Each stream now starts with a second
+    some (10-250 ms, every few blocks). Each stream now starts with a second
     of silence in a few bytes: the first client's (no burst) and a later
     one's (a burst of the latest audio) both play through three blocks with
     no stop, each next block coming with most of a second still in hand."""
-    runner, port = await start_site(demo_server.make_app(demo.server, max_listeners=1))
-    full = Demo(demo.server, f"http://127.0.0.1:{port}", demo.secret, runner, port)
-    try:
-        host = await join(new_page, full, "steady", "host", "moderator")
-        fan = await join(new_page, full, "steady", "fan", "listener")
-        first = await new_page(f"{full.url}/?room=steady")
+    async with full_room(new_page, demo, "steady") as full:
+        first = await lobby_listener(new_page, full, "steady", "first")
         await first.evaluate(WATCH_THE_PLAYER)
-        await first.fill("#name-input", "first")
-        await first.check("input[name=role][value=listener]")
         await first.click("#join-button")
         playing = "() => window.player.played && document.querySelector('#overflow-audio').currentTime > 1"
         await first.wait_for_function(playing, timeout=20000)
-        later = await new_page(f"{full.url}/?room=steady")
+        later = await lobby_listener(new_page, full, "steady", "later")
         await later.evaluate(WATCH_THE_PLAYER)
-        await later.fill("#name-input", "later")
-        await later.check("input[name=role][value=listener]")
         await later.click("#join-button")
         for page in (first, later):
             await page.wait_for_function(
@@ -696,10 +703,6 @@ async def test_the_live_stream_plays_on_without_stalling_in_chromium(
             margins = margins_at_new_blocks(player["samples"])
             assert len(margins) >= 3, f"the {name} client's player got {len(margins)} new blocks"
             assert min(margins) > 0.5, f"the {name} client's player had {margins} s in hand"
-        for page in (host, fan):
-            await page.click("#leave-button")
-    finally:
-        await runner.cleanup()
 
 
 async def test_leaving_while_reconnecting_stays_left(new_page: NewPage, demo: Demo) -> None:
