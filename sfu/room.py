@@ -97,6 +97,12 @@ class Room:
     """
 
     def __init__(self, server: Server, name: str, policy: RoomPolicy) -> None:
+        if getattr(server, "_making_room", None) != name:
+            # Made by hand, the server would not know it: server.room(name)
+            # would make another, and closing the server would leave it open.
+            raise InvalidSetting(
+                f"make a room with server.room({name!r:.60}, **settings), not sfu.Room(...)"
+            )
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
             raise InvalidSetting(
                 f"a room name must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "

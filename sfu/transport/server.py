@@ -233,6 +233,7 @@ class Server:
         # Media counters of rooms already closed, so totals never go back.
         self._retired_out = {"packets": 0, "dropped": 0, "payload_bytes": 0, "not_forwarded": 0}
         self._rooms: dict[str, Room] = {}
+        self._making_room: str | None = None  # the name server.room() is making a Room of
         self._closing_rooms: set[Room] = set()  # closing, no longer in _rooms
         self._sessions_by_ufrag: dict[str, Session] = {}
         self._sessions_by_address: dict[Address, Session] = {}
@@ -524,7 +525,11 @@ class Server:
                     "(ask with no settings to get it as it is)"
                 )
             return room
-        room = Room(self, name, wanted)
+        self._making_room = name  # (Room refuses to be made otherwise)
+        try:
+            room = Room(self, name, wanted)
+        finally:
+            self._making_room = None
         self._rooms[name] = room
         return room
 
