@@ -88,7 +88,7 @@ class Participant:
         "number",
         "own_grants",
         "publisher",
-        "renegotiates",
+        "_renegotiates",
         "role",
         "room",
         "rtcp_received",
@@ -164,15 +164,26 @@ class Participant:
         self._next_mix_report = 0.0
         self.rtcp_received = 0
         self.rtp_dropped = 0
-        #: Whether its client answers a ``RoleChanged(renegotiate=True)`` with a
-        #: new offer (sfu.signaling's WebSocket, a backend's own signaling).
-        #: The WHIP/WHEP adapter sets it False: its media lines are fixed at the POST.
-        self.renegotiates = True
+        self._renegotiates = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} ({self.role}) in {self.room.name!r}>"
 
     # -- state ---------------------------------------------------------------
+
+    @property
+    def renegotiates(self) -> bool:
+        """Whether its client answers a ``RoleChanged(renegotiate=True)`` with a
+        new offer (sfu.signaling's WebSocket, a backend's own signaling). The
+        WHIP/WHEP adapter sets it False: its media lines are fixed at the POST.
+        True or False only (:class:`~sfu.errors.InvalidSetting` otherwise)."""
+        return self._renegotiates
+
+    @renegotiates.setter
+    def renegotiates(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidSetting(f"renegotiates must be True or False, got {value!r:.60}")
+        self._renegotiates = value
 
     @property
     def can_publish(self) -> bool:

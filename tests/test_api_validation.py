@@ -474,3 +474,28 @@ def test_a_server_used_from_another_event_loop_says_so_and_registers_nothing() -
     finally:
         home.run_until_complete(server.close())
         home.close()
+
+
+async def test_a_room_made_by_calling_the_class_is_refused() -> None:
+    """``sfu.Room(server, name, policy)`` made a room the server did not know:
+    ``server.room(name)`` then made a second one of that name, and closing
+    the server left the first open. It is refused, pointing at server.room."""
+    async with sfu.Server() as server:
+        with pytest.raises(sfu.InvalidSetting, match=r"server\.room\("):
+            sfu.Room(server, "hand-made", RoomPolicy())
+        assert server.get_room("hand-made") is None
+        room = server.room("hand-made")
+        assert server.get_room("hand-made") is room and room.name == "hand-made"
+
+
+async def test_renegotiates_takes_true_or_false_only() -> None:
+    """``participant.renegotiates = "no"`` read as True (a non-empty string):
+    the room then promoted a client that cannot add a sending line."""
+    async with sfu.Server() as server:
+        member = await server.room("flags").add_listener(LISTENER, "flag")
+        for value in ("no", 0, None):
+            with pytest.raises(sfu.InvalidSetting, match="renegotiates"):
+                member.renegotiates = value  # type: ignore[assignment]
+        assert member.renegotiates is True
+        member.renegotiates = False
+        assert member.renegotiates is False and not member.can_speak
