@@ -437,8 +437,54 @@ def _listener_count(text: str) -> int:
     return value
 
 
+def _forwarded_address(value: str) -> str | None:
+    """The address in an X-Forwarded-For entry (``192.0.2.1``, ``2001:db8::1``,
+    or either with a port: ``192.0.2.1:4711``, ``[2001:db8::1]:4711``); None if it is none."""
+    value = value.strip()
+    if value.startswith("["):
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)  # (a dual-stack socket shows IPv4 peers mapped)
+
+
+def forwarded_client(trusted_proxies: Iterable[str]) -> Any:
+    """A middleware: a request from one of ``trusted_proxies`` (addresses) is
+    taken as from the last entry of its X-Forwarded-For (the address the
+    proxy saw), for the room-opening budget and the logs; from any other
+    peer the header is ignored, or anyone could claim any address."""
+    trusted = set()
+    for address in trusted_proxies:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"trusted_proxies takes IP addresses, got {address!r:.80}") from None
+        trusted.add(_forwarded_address(str(ip)))
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded is None or _forwarded_address(request.remote or "") not in trusted:
+            return await handler(request)
+        client = _forwarded_address(forwarded.rpartition(",")[2])
+        if client is None:
+            return web.Response(status=400, text=f"bad X-Forwarded-For: {forwarded!r:.80}\n")
+        return await handler(request.clone(remote=client))
+
+    return middleware
+
+
 def make_app(
-    server: sfu.Server, *, demo_tokens: bool = True, max_listeners: int | None = None
+    server: sfu.Server,
+    *,
+    demo_tokens: bool = True,
+    max_listeners: int | None = None,
+    trusted_proxies: Iterable[str] = (),
 ) -> web.Application:
     """The demo's aiohttp application for a started-or-not ``server``.
 
@@ -446,10 +492,14 @@ def make_app(
     ``demo_tokens``: serve ``POST /api/token``; otherwise it is a 404.
     ``max_listeners``: rooms hold at most that many listeners; the page
     offers the others the room's live stream (``/rooms/{room}/live.ogg``).
+    ``trusted_proxies``: the addresses of reverse proxies in front of it,
+    whose X-Forwarded-For names the client (see :func:`forwarded_client`).
     """
     if server.token_secret is None:
         raise ValueError("the demo needs a Server with token_secret=... (joins carry tokens)")
-    app = web.Application(client_max_size=MAX_BODY)
+    proxies = list(trusted_proxies)
+    middlewares = [forwarded_client(proxies)] if proxies else []
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[SERVER_KEY] = server
     app[OWNERS_KEY] = collections.OrderedDict()
     app[OPENERS_KEY] = collections.OrderedDict()
@@ -511,8 +561,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="do not serve POST /api/token (tokens must come from your backend)",
     )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="the address of a reverse proxy in front of the demo (repeatable): from it, "
+        "X-Forwarded-For names the client, for the room-opening limit per address and the logs",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
+    for address in args.trusted_proxy:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            parser.error(f"--trusted-proxy takes an IP address, got {address!r}")
     if args.host in ("0.0.0.0", "::") and not args.announce:
         parser.error(f"--host {args.host} needs --announce ADDRESS (the address clients reach)")
     if args.token_secret is not None and len(args.token_secret.encode()) < 32:
@@ -558,7 +621,12 @@ async def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None  # as argparse's own usage errors
     async with server:  # (started: closed on the way out)
         runner = web.AppRunner(
-            make_app(server, demo_tokens=args.demo_tokens, max_listeners=args.max_listeners)
+            make_app(
+                server,
+                demo_tokens=args.demo_tokens,
+                max_listeners=args.max_listeners,
+                trusted_proxies=args.trusted_proxy,
+            )
         )
         await runner.setup()
         try:

@@ -1009,6 +1009,58 @@ async def test_room_openers_are_counted_by_client_not_by_address_form(
         dual.close()
 
 
+async def test_behind_a_trusted_proxy_openers_are_counted_by_their_forwarded_address(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a reverse proxy every request comes from the proxy's address,
+    so the room-opening budget was one for all the demo's users.
+    ``trusted_proxies``: from those peers, the client is X-Forwarded-For's
+    last entry (the address the proxy saw). From any other peer, and by
+    default, the header is ignored (else anyone could claim any address);
+    a malformed one from a trusted proxy is a 400."""
+    monkeypatch.setattr(demo_server, "NEW_ROOMS_BURST", 2)
+
+    async def mint(url: str, room: str, forwarded: str | None) -> int:
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        body = {"room": room, "identity": "opener", "role": "moderator"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url + "/api/token", json=body, headers=headers) as response:
+                return response.status
+
+    for trusted, expected in (
+        (["127.0.0.1"], [200, 200, 429, 200, 200, 200]),
+        ([], [200, 200, 429, 429, 429, 429]),  # the header ignored: one budget
+        (["127.0.0.2"], [200, 200, 429, 429, 429, 429]),  # not from that proxy
+    ):
+        app = demo_server.make_app(demo.server, trusted_proxies=trusted)
+        runner, port = await start_site(app)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            statuses = [
+                await mint(url, f"a{len(trusted)}-0", "203.0.113.7, 198.51.100.1"),
+                await mint(url, f"a{len(trusted)}-1", "198.51.100.1"),
+                await mint(url, f"a{len(trusted)}-2", "198.51.100.1"),
+                await mint(url, f"b{len(trusted)}-0", "198.51.100.2"),
+                await mint(url, f"b{len(trusted)}-1", "[2001:db8::1]:4711"),  # a port kept
+                await mint(url, f"b{len(trusted)}-2", "192.0.2.9:4711"),
+            ]
+            assert statuses == expected, trusted
+            if trusted == ["127.0.0.1"]:
+                assert await mint(url, "bad", "not an address") == 400
+                assert await mint(url, "none", None) == 200, "no header: the proxy itself"
+                # The signaling WebSocket opens through it, and answers.
+                async with aiohttp.ClientSession() as http:
+                    headers = {"X-Forwarded-For": "198.51.100.3"}
+                    async with http.ws_connect(url + "/ws", headers=headers) as ws:
+                        await ws.send_str("not json")
+                        reply = await ws.receive(timeout=5)
+                        assert reply.type == aiohttp.WSMsgType.TEXT and "error" in reply.data
+        finally:
+            await runner.cleanup()
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        demo_server.make_app(demo.server, trusted_proxies=["proxy.example"])
+
+
 async def test_the_demo_on_the_ipv6_wildcard_serves_the_url_it_prints() -> None:
     """``--host ::`` takes media from both families (a dual-stack UDP socket,
     announcing an address of each) and prints an http://127.0.0.1 URL: the
