@@ -27,6 +27,7 @@ from sfu.transport.offer import (
     AUDIO_LEVEL_URI,
     RECEIVING,
     SENDING,
+    MediaSection,
     Offer,
     transport_group,
 )
@@ -175,7 +176,15 @@ def build_answer(
     default address (``c=``); ``other_addresses`` are more host candidates
     on the same port (a dual-stack server's other family), less preferred;
     ``slot_ssrcs[i]`` is the SSRC the server sends slot ``i`` with.
-    Rejected m-lines get port 0 and stay out of the BUNDLE group.
+
+    An RTP m-line of a bundled offer that the server does not use (video,
+    audio it cannot take) is kept in the BUNDLE group, ``a=inactive``, with
+    the transport's attributes and its first format, as a browser answers
+    a line it will not use: GStreamer's webrtcbin and aiortc refuse an
+    answer whose port-0 line lacks them (an audio+video WHIP or WHEP
+    client), and RFC 9725 asks WHIP endpoints not to answer partially.
+    Other m-lines the server does not take (a data channel, a line outside
+    the group or one the client disabled) get port 0 and stay out of it.
     """
     # A crowd's answers differ only in the ICE credentials and the session id
     # and version: the rest is written once per kind of offer and kept (11 ->
@@ -184,7 +193,11 @@ def build_answer(
     # whose members renegotiate filled the table and emptied it over and over.)
     key = (
         offer.bundle,
-        tuple((s.index, s.kind, s.protocol, s.mid, s.formats[:1]) for s in offer.sections),
+        tuple(
+            (s.index, s.kind, s.protocol, s.mid, s.formats[:1], s.port != 0, s.bundle_only)
+            + (s.first_rtpmap,)
+            for s in offer.sections
+        ),
         negotiation,
         fingerprint,
         address,
@@ -236,6 +249,18 @@ _ANSWERS_SIZE = 256
 _ANSWERS: dict[tuple[Any, ...], tuple[str, list[tuple[str, str]]]] = {}
 
 
+def _kept_unused(section: MediaSection, bundle: Sequence[str], protocol: str) -> bool:
+    """Whether an m-line the server does not use is answered inactive in the
+    group (see build_answer): one in the BUNDLE group, of the transport's RTP
+    profile (``protocol``), not disabled."""
+    return (
+        section.mid in bundle
+        and section.protocol == protocol
+        and bool(section.formats)
+        and (section.port != 0 or section.bundle_only)
+    )
+
+
 def _write_answer(
     offer: Offer,
     negotiation: Negotiation,
@@ -270,6 +295,13 @@ def _write_answer(
 
     accepted = [offer.sections[i] for i in negotiation.accepted]
     bundled = bool(offer.bundle) and all(s.mid in offer.bundle for s in accepted)
+    unused = {
+        s.index
+        for s in offer.sections
+        if bundled
+        and s.index not in negotiation.accepted
+        and _kept_unused(s, offer.bundle, accepted[0].protocol)
+    }
     lines = [
         "v=0",
         f"o=- {session_id} {session_version} {net}",
@@ -278,12 +310,35 @@ def _write_answer(
         "a=ice-lite",
     ]
     if bundled:
-        lines.append("a=group:BUNDLE " + " ".join(str(s.mid) for s in accepted))
+        group = [
+            str(s.mid)
+            for s in offer.sections
+            if s.index in negotiation.accepted or s.index in unused
+        ]
+        lines.append("a=group:BUNDLE " + " ".join(group))
     lines.append("a=msid-semantic:WMS sfu")
+    transport = [
+        f"a=ice-ufrag:{ice_ufrag}",
+        f"a=ice-pwd:{ice_pwd}",
+        f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:passive",
+        # Repeated on every m-line kept: some clients (aiortc) read the
+        # candidates of the last bundled m-line only.
+        *candidates,
+        "a=end-of-candidates",
+    ]
 
     pt = negotiation.payload_type
     for section in offer.sections:
         mid = [f"a=mid:{section.mid}"] if section.mid is not None else []
+        if section.index in unused:
+            fmt = section.formats[0]
+            lines += [f"m={section.kind} {port} {section.protocol} {fmt}", f"c={net}", *mid]
+            lines += ["a=inactive", "a=rtcp-mux"]
+            if section.first_rtpmap is not None:
+                lines.append(f"a=rtpmap:{fmt} {section.first_rtpmap}")
+            lines += transport
+            continue
         if section.index not in negotiation.accepted:
             fmt = section.formats[0] if section.formats else "0"
             lines += [f"m={section.kind} 0 {section.protocol} {fmt}", f"c={net}", *mid]
@@ -294,16 +349,7 @@ def _write_answer(
         lines.append(f"a=fmtp:{pt} {OPUS_ANSWER_FMTP}")
         if negotiation.audio_level_id:
             lines.append(f"a=extmap:{negotiation.audio_level_id} {AUDIO_LEVEL_URI}")
-        lines += [
-            f"a=ice-ufrag:{ice_ufrag}",
-            f"a=ice-pwd:{ice_pwd}",
-            f"a=fingerprint:sha-256 {fingerprint}",
-            "a=setup:passive",
-            # Repeated on every accepted m-line: some clients (aiortc) read the
-            # candidates of the last bundled m-line only.
-            *candidates,
-            "a=end-of-candidates",
-        ]
+        lines += transport
         if section.index in negotiation.slots:
             slot = negotiation.slots.index(section.index)
             lines += [

@@ -84,6 +84,9 @@ class MediaSection:
     setup: str | None
     formats: tuple[str, ...] = ()
     bundle_only: bool = False
+    #: The first format's ``a=rtpmap`` encoding (``VP8/90000``), if it has one:
+    #: an answer that keeps the line unused repeats it.
+    first_rtpmap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,8 @@ def check_transport(
     if setup == "passive":
         raise InvalidOffer(
             f"{where}: a=setup:passive asks the server to be the DTLS client, but the "
-            "server is always the DTLS server; offer a=setup:actpass or active"
+            "server is always the DTLS server; offer a=setup:actpass or active "
+            "(ffmpeg's WHIP muxer: -whip_flags dtls_active)"
         )
     if setup not in ("actpass", "active"):
         what = "cannot be used" if setup in SETUP_VALUES else "is unknown"

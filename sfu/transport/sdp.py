@@ -528,4 +528,15 @@ def _section(builder: _SectionBuilder, session: _SectionBuilder) -> MediaSection
         setup=builder.setup if builder.setup is not None else session.setup,
         formats=builder.formats,
         bundle_only=builder.bundle_only,
+        first_rtpmap=_first_rtpmap(builder),
     )
+
+
+def _first_rtpmap(builder: _SectionBuilder) -> str | None:
+    """``name/clock rate[/channels]`` of the m-line's first format, if it has an rtpmap."""
+    pt = _int(builder.formats[0]) if builder.formats else None
+    encoding = builder.rtpmaps.get(pt) if pt is not None else None
+    if encoding is None:
+        return None
+    name, clock_rate, channels = encoding
+    return f"{name}/{clock_rate}" + (f"/{channels}" if channels != 1 else "")

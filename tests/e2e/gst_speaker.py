@@ -25,6 +25,13 @@ gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
+# --video: a small VP8 picture on a line before the audio's, as whipsink's
+# audio+video pipelines offer (the server answers it inactive).
+VIDEO = (
+    "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=5/1 ! "
+    "vp8enc deadline=1 ! rtpvp8pay pt=97 ! "
+    "application/x-rtp,media=video,encoding-name=VP8,payload=97 ! webrtc. "
+)
 PIPELINE = (
     "webrtcbin name=webrtc bundle-policy=max-bundle "
     # 0.68 s of 440 Hz every 1.2 s: talk and pause, as a voice would.
@@ -42,9 +49,14 @@ def say(message: dict[str, object]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--video", action="store_true", help="a video line first")
     args = parser.parse_args()
     Gst.init(None)
-    pipeline = Gst.parse_launch(PIPELINE)
+    pipeline = Gst.parse_launch(
+        PIPELINE.replace("bundle-policy=max-bundle ", "bundle-policy=max-bundle " + VIDEO)
+        if args.video
+        else PIPELINE
+    )
     webrtc = pipeline.get_by_name("webrtc")
     loop = GLib.MainLoop()
 

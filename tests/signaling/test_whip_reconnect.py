@@ -330,3 +330,37 @@ async def test_only_a_session_of_the_same_endpoint_is_replaced(app: App) -> None
             child.kill()
             await child.wait()
         await asyncio.gather(socket.ws.close(), *(close_peer(pc) for pc in peers))
+
+
+async def test_audio_and_video_clients_connect_with_their_video_line_unused(site: Site) -> None:
+    """GStreamer's whipsink and whepsrc, OBS and aiortc offer video beside
+    the audio. The answer rejected the video line with port 0 and nothing
+    else, which webrtcbin refuses ("No fingerprint lines in sdp for media
+    1") and aiortc too ("ICE username fragment or password is missing"):
+    such a client never connected. Kept in the group, inactive, it does:
+    an audio+video publisher is heard by a video-first audio+video player."""
+    publisher_pc = RTCPeerConnection(client_configuration())
+    player_pc = RTCPeerConnection(client_configuration())
+    publisher = Client(pc=publisher_pc, identity="cam", track=ToneTrack(660))
+    player = Client(pc=player_pc, identity="viewer")
+    try:
+        publisher_pc.addTransceiver(publisher.track, direction="sendonly")
+        publisher_pc.addTransceiver("video", direction="sendonly")
+        player_pc.addTransceiver("video", direction="recvonly")  # video first, as whepsrc's
+        player_pc.addTransceiver("audio", direction="recvonly")
+        for client, kind, role in ((publisher, "whip", "speaker"), (player, "whep", "listener")):
+            await client.pc.setLocalDescription(await client.pc.createOffer())
+            status, answer, _, _ = await site.post(
+                kind, site.token(client.identity, role), client.pc
+            )
+            assert status == 201, answer
+            if kind == "whep":
+                _record_received(client)
+            await client.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await client.wait_connected(10)
+        room = site.server.rooms["hall"]
+        await wait_for(lambda: packets_in(room["cam"]) >= 20, 10, "the publisher's audio")
+        await wait_for(lambda: len(player.packets(1)) >= 20, 10, "the player hearing it")
+        assert player.packets(0) == [], "nothing on the video line"
+    finally:
+        await asyncio.gather(publisher.close(), player.close())

@@ -168,23 +168,56 @@ def check_answer(
     address: str = "127.0.0.1",
     slot_ssrcs: Sequence[int] = SLOT_SSRCS,
 ) -> list[str | None]:
-    """Check everything the answer promises; return each m-line's direction (None: rejected)."""
+    """Check everything the answer promises; return each m-line's direction
+    (None: rejected, UNUSED: kept in the group, inactive)."""
     answer = read_answer(text)
     assert "a=ice-lite" in answer.session
     assert any(line.startswith("a=msid-semantic:") for line in answer.session)
     groups = [line for line in answer.session if line.startswith("a=group:")]
     accepted_mids = [offer.sections[i].mid for i in negotiation.accepted]
-    if offer.bundle and all(mid in offer.bundle for mid in accepted_mids):
-        assert groups == ["a=group:BUNDLE " + " ".join(map(str, accepted_mids))]
+    bundled = bool(offer.bundle) and all(mid in offer.bundle for mid in accepted_mids)
+    transport_protocol = offer.sections[negotiation.accepted[0]].protocol
+    # RFC 9725 (no partial answers) and what webrtcbin and aiortc accept: an
+    # RTP line of the group that the server does not use is kept, inactive.
+    unused = [
+        s.index
+        for s in offer.sections
+        if bundled
+        and s.index not in negotiation.accepted
+        and s.mid in offer.bundle
+        and s.protocol == transport_protocol
+        and s.formats
+        and (s.port != 0 or s.bundle_only)
+    ]
+    if bundled:
+        grouped = [s.mid for s in offer.sections if s.index in (*negotiation.accepted, *unused)]
+        assert groups == ["a=group:BUNDLE " + " ".join(map(str, grouped))]
     else:
         assert groups == []
     assert len(answer.sections) == len(offer.sections)
 
     net = "IN IP6" if ":" in address else "IN IP4"
     directions: list[str | None] = []
+    transport = [
+        f"ice-ufrag:{SERVER_UFRAG}",
+        f"ice-pwd:{SERVER_PWD}",
+        f"fingerprint:sha-256 {SERVER_FINGERPRINT}",
+        "setup:passive",
+        f"candidate:1 1 udp 2130706431 {address} {port} typ host",
+        "end-of-candidates",
+    ]
     for offered, section in zip(offer.sections, answer.sections):
         mids = section.values("mid")
         assert mids == ([offered.mid] if offered.mid is not None else [])
+        if offered.index in unused:
+            fmt = offered.formats[0]
+            assert section.m == [offered.kind, str(port), offered.protocol, fmt]
+            assert section.connection == f"{net} {address}"
+            rtpmap = [f"rtpmap:{fmt} {offered.first_rtpmap}"] if offered.first_rtpmap else []
+            others = [a for a in section.attributes if not a.startswith("mid:")]
+            assert others == ["inactive", "rtcp-mux", *rtpmap, *transport]
+            directions.append(UNUSED)
+            continue
         if offered.index not in negotiation.accepted:
             assert section.m[:3] == [offered.kind, "0", offered.protocol]
             assert len(section.m) == 4
@@ -237,6 +270,7 @@ def check_answer(
 
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+UNUSED = "unused"  # check_answer: an m-line the server keeps in the group, inactive
 
 
 # ----------------------------------------------------- malformed / unusable offers
@@ -300,7 +334,12 @@ INVALID: list[tuple[str, str, bool, str]] = [
     ("fingerprint-separator", edit(FINGERPRINT, FINGERPRINT.replace(":", "-")), True, "malformed"),
     ("fingerprint-no-value", edit(f"sha-256 {FINGERPRINT}", "sha-256"), True, "malformed"),
     ("fingerprint-sha1-size", edit("sha-256", "sha-1"), True, "sha-1 value is malformed"),
-    ("setup-passive", edit("a=setup:actpass", "a=setup:passive"), True, "always the DTLS server"),
+    (
+        "setup-passive",
+        edit("a=setup:actpass", "a=setup:passive"),
+        True,
+        "DTLS server; offer a=setup:actpass or active (ffmpeg's WHIP muxer: -whip_flags dtls_active)",
+    ),
     ("setup-holdconn", edit("a=setup:actpass", "a=setup:holdconn"), True, "cannot be used"),
     ("setup-unknown", edit("a=setup:actpass", "a=setup:sideways"), True, "is unknown"),
     ("rtpmap-pt-text", edit("a=rtpmap:0 PCMU", "a=rtpmap:zero PCMU"), True, "invalid payload type"),
@@ -679,9 +718,17 @@ def test_negotiation_rules(
     assert check_answer(answer_for(offer, negotiation), offer, negotiation) == answered
 
 
-def test_non_audio_sections_are_rejected() -> None:
+def test_a_video_line_is_kept_inactive_and_a_data_channel_rejected() -> None:
+    """A video line of the group is answered as a browser answers a line it
+    will not use: kept in the group, inactive, with the transport's
+    attributes and its first format. Rejected with port 0 and nothing else,
+    as before, GStreamer's webrtcbin refused the whole answer ("No
+    fingerprint lines in sdp for media 1") and aiortc too ("ICE username
+    fragment or password is missing"): an audio+video WHIP or WHEP client
+    could not connect. A data channel is still rejected (the server speaks
+    no SCTP)."""
     text = make_offer(
-        ["m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:v", "a=rtcp-mux", "a=rtpmap:96 VP8/90000"],
+        ["m=video 9 UDP/TLS/RTP/SAVPF 96 97", "a=mid:v", "a=rtcp-mux", "a=rtpmap:96 VP8/90000"],
         audio("a", "sendrecv"),
         ["m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "a=mid:d"],
         audio("b", "recvonly"),
@@ -690,10 +737,11 @@ def test_non_audio_sections_are_rejected() -> None:
     negotiation = negotiate(offer, publish=True, max_slots=3)
     assert negotiation == Negotiation(1, (1, 3), (1, 3), 111, 1)
     answer = answer_for(offer, negotiation)
-    assert check_answer(answer, offer, negotiation) == [None, SR, None, SO]
-    assert "\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n" in answer
+    assert check_answer(answer, offer, negotiation) == [UNUSED, SR, None, SO]
+    assert "\r\nm=video 40000 UDP/TLS/RTP/SAVPF 96\r\n" in answer
+    assert "\r\na=rtpmap:96 VP8/90000\r\n" in answer
     assert "\r\nm=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n" in answer
-    assert "a=group:BUNDLE a b\r\n" in answer
+    assert "a=group:BUNDLE v a b\r\n" in answer
 
 
 @pytest.mark.parametrize(
@@ -714,7 +762,11 @@ def test_bundle_members_must_match_the_transport(
     assert negotiation.accepted == accepted
     assert negotiation.slots == tuple(i for i in accepted)
     directions = check_answer(answer_for(offer, negotiation), offer, negotiation)
-    assert [d is not None for d in directions] == [i in accepted for i in range(3)]
+    # One not taken stays in the group, unused (plain RTP, another profile, is rejected).
+    unused = None if "RTP/AVP" in second[0] else UNUSED
+    assert [d if d in (None, UNUSED) else "taken" for d in directions] == [
+        "taken" if i in accepted else unused for i in range(3)
+    ]
 
 
 def test_transport_is_the_first_usable_audio_section() -> None:
@@ -730,8 +782,8 @@ def test_transport_is_the_first_usable_audio_section() -> None:
     negotiation = negotiate(offer, publish=True, max_slots=3)
     assert negotiation == Negotiation(2, (2, 3), (2, 3), 96, 3)
     answer = answer_for(offer, negotiation)
-    assert check_answer(answer, offer, negotiation) == [None, None, SR, SO]
-    assert "a=group:BUNDLE 1 2\r\n" in answer
+    assert check_answer(answer, offer, negotiation) == [UNUSED, UNUSED, SR, SO]
+    assert "a=group:BUNDLE v 0 1 2\r\n" in answer
 
 
 def test_unusable_reasons_are_listed() -> None:
