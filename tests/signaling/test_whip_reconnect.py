@@ -341,10 +341,11 @@ async def test_audio_and_video_clients_connect_with_their_video_line_unused(site
     an audio+video publisher is heard by a video-first audio+video player."""
     publisher_pc = RTCPeerConnection(client_configuration())
     player_pc = RTCPeerConnection(client_configuration())
-    publisher = Client(pc=publisher_pc, identity="cam", track=ToneTrack(660))
+    tone = ToneTrack(660)
+    publisher = Client(pc=publisher_pc, identity="cam", track=tone)
     player = Client(pc=player_pc, identity="viewer")
     try:
-        publisher_pc.addTransceiver(publisher.track, direction="sendonly")
+        publisher_pc.addTransceiver(tone, direction="sendonly")
         publisher_pc.addTransceiver("video", direction="sendonly")
         player_pc.addTransceiver("video", direction="recvonly")  # video first, as whepsrc's
         player_pc.addTransceiver("audio", direction="recvonly")
