@@ -1867,6 +1867,12 @@ async def test_a_page_joins_again_by_itself_after_the_demo_server_restarts(
         fan = await join(new_page, site, "phoenix", "fan", "listener")
         await runner.cleanup()  # every WebSocket closes: the pages reconnect
         await wait_for(lambda: not before.rooms["phoenix"].participants, 5, "both dropped")
+        # The server drops them before the pages hear of it: until a page has
+        # run its socket's close, it still shows the old session "live", which
+        # the wait for "live" below would take for the new one (the test then
+        # looked for members not joined yet: it failed once in a full run).
+        for page in (host, fan):
+            await wait_attribute(page, "#connection-state", "data-state", "reconnecting")
     async with sfu.Server("127.0.0.1", 0, token_secret=secrets.token_urlsafe(32)) as after:
         runner, _ = await start_site(demo_server.make_app(after), port)
         try:
