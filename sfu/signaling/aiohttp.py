@@ -631,11 +631,16 @@ def add_whip_whep(
         role: Role = "speaker" if kind == "whip" else "listener"
 
         async def post(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["room"]
+
+            def refused(status: int, text: str) -> web.Response:
+                return _refused(server, request, kind, name, status, text)
+
             if request.content_type != "application/sdp":
-                return _plain(415, "send the SDP offer with Content-Type: application/sdp")
+                return refused(415, "send the SDP offer with Content-Type: application/sdp")
             too_large = f"the offer is larger than {MAX_OFFER_SIZE // 1024} KiB"
             if request.content_length is not None and request.content_length > MAX_OFFER_SIZE:
-                return _plain(413, too_large)
+                return refused(413, too_large)
             # Read to the limit, whatever the framing (a chunked body has no
             # Content-Length): one byte past it is enough to refuse.
             body = bytearray()
@@ -645,15 +650,14 @@ def add_whip_whep(
                     break
                 body += piece
             if len(body) > MAX_OFFER_SIZE:
-                return _plain(413, too_large)
+                return refused(413, too_large)
             try:
                 offer = body.decode(request.charset or "utf-8")
             except (UnicodeDecodeError, LookupError):
-                return _plain(400, "the offer must be SDP text in UTF-8")
+                return refused(400, "the offer must be SDP text in UTF-8")
             # Without a token_secret the server takes no tokens: a client's
             # Authorization header (OBS sends one) is ignored, not refused.
             token = _bearer(request) if server.token_secret is not None else None
-            name = request.match_info["room"]
             # (Nothing below awaits until the room is made or found.)
             existed = server.get_room(name) is not None
             if server.token_secret is not None:
@@ -695,15 +699,15 @@ def add_whip_whep(
             try:
                 mixed = _mix_asked(request)
             except InvalidSetting as exc:
-                return _plain(400, str(exc))
+                return refused(400, str(exc))
             try:
                 room = factory(name)
             except InvalidSetting as exc:
-                return _plain(400, str(exc))
+                return refused(400, str(exc))
             except RoomClosed as exc:  # the server is shutting down (ServerClosed)
-                return _plain(503, str(exc))
+                return refused(503, str(exc))
             if room is None:
-                return _refused(server, request, kind, name, 404, f"no room {name!r}")
+                return refused(404, f"no room {name!r}")
             identity = None if token is not None else f"{kind}-{secrets.token_hex(4)}"
             may_replace: Callable[[Participant], bool] | None = None
             if token is not None and existed:
@@ -792,7 +796,7 @@ def add_whip_whep(
             )
             return web.Response(
                 status=201,
-                text=participant.answer,
+                body=participant.answer.encode(),  # (text= would add a charset)
                 content_type="application/sdp",
                 headers={"Location": location},
             )

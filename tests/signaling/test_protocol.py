@@ -397,7 +397,8 @@ async def test_whip_publish_and_whep_listen(app: App) -> None:
             "Authorization": f"Bearer {app.token('viewer')}",
         }
         async with app.http.post(url, data=whep_pc.localDescription.sdp, headers=headers) as r:
-            assert r.status == 201 and r.content_type == "application/sdp"
+            # application/sdp has no charset parameter (RFC 8866 5): none is sent.
+            assert r.status == 201 and r.headers["Content-Type"] == "application/sdp"
             whep_location = r.headers["Location"]
             whep_answer = await r.text()
         _record_received(whep_client)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 import sfu
 from sfu import auth
-from sfu.signaling.aiohttp import _Cors, add_whip_whep
+from sfu.signaling.aiohttp import MAX_OFFER_SIZE, _Cors, add_whip_whep
 
 from ..sites import start_site
 from ..test_operator_logs import messages
@@ -484,3 +484,30 @@ async def test_cors_origins_a_browser_never_sends_are_refused_with_what_it_sends
         if sent:
             assert f"a browser sends {sent!r}" in str(refused.value), refused.value
             add_whip_whep(web.Application(), server, cors_origins={sent})
+
+
+async def test_joins_refused_before_their_offer_is_read_are_counted_too(site: Site) -> None:
+    """A wrong Content-Type (415), an offer too large (413), a body that is
+    not UTF-8 text or a bad ``?mix`` (400) are refused joins as well:
+    ``sfu_joins_refused_total`` counted only those refused for their token,
+    room or offer."""
+    from sfu.signaling.metrics import render_metrics
+
+    url = f"{site.base}/rooms/hall/whep"
+    sdp = {"Content-Type": "application/sdp"}
+    for data, headers, query, status in (
+        ("v=0\r\n", {"Content-Type": "text/plain"}, "", 415),
+        ("v" * (MAX_OFFER_SIZE + 1), sdp, "", 413),
+        (b"\xff\xfe", sdp, "", 400),
+        (
+            PLAYER_OFFER,
+            site.headers("m", "listener"),
+            "?mix=2",
+            400,
+        ),
+    ):
+        async with site.http.post(url + query, data=data, headers=headers) as response:
+            assert response.status == status, await response.text()
+    text = render_metrics(site.server)[0].decode()
+    for reason, count in (("415", 1), ("413", 1), ("400", 2)):
+        assert f'sfu_joins_refused_total{{reason="{reason}",via="whep"}} {count}.0' in text, text
