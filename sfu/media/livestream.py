@@ -46,16 +46,19 @@ settings keep that short:
 
 Stalls: with playback started at the first block, a player has no audio
 in hand when the next one comes (bytes come as fast as they are played),
-and Chromium stopped for 10-250 ms at some block ends, every ~5 s. So
+and Chromium stopped for a moment (8-250 ms) at some block ends. So
 every client's stream starts with ``start_silence`` seconds (1 s) of
 silence in 1-byte packets: they add that much to what the player holds
 and almost nothing to the bytes, so each next block comes about a second
 before it is needed; the stream plays that much further behind live, in
 every player. It covers blocks whose audio differs in length by up to a
 second (at the default padding a block holds ~5 s of silence, less of
-speech the encoder gives more than 48 kbit/s). After the silence, a
-client that joined a running mix hears its pre-roll (below) too: its
-decoder converges on it (80 ms fading in) before the burst.
+speech the encoder gives more than 48 kbit/s). It is rounded to whole
+20 ms packets (``silence_packets``). After the silence, a client that
+joined a running mix hears its pre-roll (below) too: its decoder
+converges on it, the audio fading in over ~80 ms with libopus (browsers)
+and ~140 ms with FFmpeg's own decoder, which decodes the empty frames as
+coded silence rather than concealing them.
 
 A client that joins a running mix starts mid-stream, where a decoder
 needs a run-up to converge (RFC 7845 section 4.2: at least 3840 samples,
@@ -174,7 +177,8 @@ def _ogg_size(packet: bytes) -> int:
 # stereo bit set for a stereo stream) and a frame of 0 bytes, which decoders
 # conceal (RFC 6716 section 3.2.1): from nothing, as silence. Unlike coded
 # silence (3 bytes) it leaves a decoder as it was made, so the pre-roll after
-# it converges one as at a stream's start. Pages of a second each.
+# it converges one as at a stream's start (in libopus; FFmpeg's own decoder
+# takes it as coded silence). Pages of a second each.
 _SILENCE = b"\xf8"
 _SILENCE_PER_PAGE = 50
 
@@ -207,7 +211,8 @@ class LiveClient:
         # time the handler writes the headers.
         self._opus_head = opus_head
         # The mix's packets before the first one played, for its decoder to
-        # converge on (the OpusHead's pre-skip discards them).
+        # converge on (the OpusHead's pre-skip discards them, or after the
+        # silence they play).
         self._preroll = list(preroll)
         # The mix's latest packets, played before the first one queued.
         self._burst = list(burst)
@@ -595,9 +600,9 @@ def live_stream_handler(
     it plays) with the headers; packets shorter than ``min_bitrate`` (bit/s
     over 20 ms, 0..256000; None: the room mixer's bit rate, 0: none) are
     padded to it; every client's stream starts with ``start_silence``
-    seconds of silence (0..10, 1 s: what a browser has in hand when each
-    next block of the stream comes; it plays that much further behind
-    live). See the module documentation for why and what each costs.
+    seconds of silence (0..10, 1 s, rounded to whole 20 ms packets: what a
+    browser has in hand when each next block of the stream comes; it plays
+    that much further behind live). See the module documentation for why and what each costs.
     :class:`~sfu.errors.InvalidSetting` at once for a bad setting.
 
     A stream ends when its client leaves or its room closes, and, mounted

@@ -678,7 +678,7 @@ async def test_the_live_stream_plays_on_without_stalling_in_chromium(
     """Chromium's media cache hands the player the stream in 32 KiB blocks
     (~5 s of it), each as its last byte comes: started on the first, a player
     had nothing left when the next came, and Chromium stopped for a moment at
-    some (10-250 ms, every few blocks). Each stream now starts with a second
+    some (8-250 ms). Each stream now starts with a second
     of silence in a few bytes: the first client's (no burst) and a later
     one's (a burst of the latest audio) both play through three blocks with
     no stop, each next block coming with most of a second still in hand."""
