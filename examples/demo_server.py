@@ -468,9 +468,11 @@ def forwarded_client(trusted_proxies: Iterable[str]) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded is None or _forwarded_address(request.remote or "") not in trusted:
+        # Every line of it, in order: the proxy may add its own after the client's.
+        lines = request.headers.getall("X-Forwarded-For", [])
+        if not lines or _forwarded_address(request.remote or "") not in trusted:
             return await handler(request)
+        forwarded = ",".join(lines)
         client = _forwarded_address(forwarded.rpartition(",")[2])
         if client is None:
             return web.Response(status=400, text=f"bad X-Forwarded-For: {forwarded!r:.80}\n")

@@ -32,6 +32,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import aiohttp
+import multidict
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -1048,6 +1049,14 @@ async def test_behind_a_trusted_proxy_openers_are_counted_by_their_forwarded_add
             if trusted == ["127.0.0.1"]:
                 assert await mint(url, "bad", "not an address") == 400
                 assert await mint(url, "none", None) == 200, "no header: the proxy itself"
+                # A client's own header, then the proxy's own line: the last counts.
+                async with aiohttp.ClientSession() as http:
+                    two_lines = multidict.CIMultiDict(
+                        [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "198.51.100.4")]
+                    )
+                    body = {"room": "two-lines", "identity": "opener", "role": "moderator"}
+                    async with http.post(url + "/api/token", json=body, headers=two_lines) as r:
+                        assert r.status == 200, "198.51.100.4, not the spent 198.51.100.1"
                 # The signaling WebSocket opens through it, and answers.
                 async with aiohttp.ClientSession() as http:
                     headers = {"X-Forwarded-For": "198.51.100.3"}
