@@ -473,7 +473,9 @@ def forwarded_client(trusted_proxies: Iterable[str]) -> Any:
         if not lines or _forwarded_address(request.remote or "") not in trusted:
             return await handler(request)
         forwarded = ",".join(lines)
-        client = _forwarded_address(forwarded.rpartition(",")[2])
+        # Empty elements are ignored (RFC 9110 section 5.6.1).
+        entries = [entry for entry in forwarded.split(",") if entry.strip()]
+        client = _forwarded_address(entries[-1]) if entries else None
         if client is None:
             return web.Response(status=400, text=f"bad X-Forwarded-For: {forwarded!r:.80}\n")
         return await handler(request.clone(remote=client))

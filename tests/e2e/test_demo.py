@@ -1043,7 +1043,7 @@ async def test_behind_a_trusted_proxy_openers_are_counted_by_their_forwarded_add
                 await mint(url, f"a{len(trusted)}-2", "198.51.100.1"),
                 await mint(url, f"b{len(trusted)}-0", "198.51.100.2"),
                 await mint(url, f"b{len(trusted)}-1", "[2001:db8::1]:4711"),  # a port kept
-                await mint(url, f"b{len(trusted)}-2", "192.0.2.9:4711"),
+                await mint(url, f"b{len(trusted)}-2", "192.0.2.9:4711, "),  # an empty element
             ]
             assert statuses == expected, trusted
             if trusted == ["127.0.0.1"]:
