@@ -575,11 +575,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    for address in args.trusted_proxy:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            parser.error(f"--trusted-proxy takes an IP address, got {address!r}")
+    try:
+        forwarded_client(args.trusted_proxy)  # (checks the addresses)
+    except ValueError as exc:
+        parser.error(f"--trusted-proxy: {exc}")
     if args.host in ("0.0.0.0", "::") and not args.announce:
         parser.error(f"--host {args.host} needs --announce ADDRESS (the address clients reach)")
     if args.token_secret is not None and len(args.token_secret.encode()) < 32:

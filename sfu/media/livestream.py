@@ -251,8 +251,9 @@ class LiveClient:
         per_page = self._burst_per_page
         if self._silence:
             silence = _silence_packet(parse_opus_head(self._opus_head)[0])
+            samples = packet_samples(silence)
             for index in range(1, self._silence + 1):
-                self._granule += packet_samples(silence)
+                self._granule += samples
                 out.append(self.writer.write(silence, self._granule))
                 if index % _SILENCE_PER_PAGE == 0 or index == self._silence:
                     out.append(self.writer.flush())

@@ -633,8 +633,8 @@ def add_whip_whep(
         async def post(request: web.Request) -> web.StreamResponse:
             name = request.match_info["room"]
 
-            def refused(status: int, text: str) -> web.Response:
-                return _refused(server, request, kind, name, status, text)
+            def refused(status: int, text: str, **headers: str) -> web.Response:
+                return _refused(server, request, kind, name, status, text, **headers)
 
             if request.content_type != "application/sdp":
                 return refused(415, "send the SDP offer with Content-Type: application/sdp")
@@ -662,11 +662,7 @@ def add_whip_whep(
             existed = server.get_room(name) is not None
             if server.token_secret is not None:
                 if token is None:
-                    return _refused(
-                        server,
-                        request,
-                        kind,
-                        name,
+                    return refused(
                         401,
                         "a join token is required: Authorization: Bearer <token>",
                         **{"WWW-Authenticate": "Bearer"},
@@ -687,15 +683,7 @@ def add_whip_whep(
                             # made now (nothing decided in it) would make.
                             check_claims_before_room(claims, role)
                     except (NotAllowed, InvalidSetting) as exc:
-                        return _refused(
-                            server,
-                            request,
-                            kind,
-                            name,
-                            _join_error_status(exc) or 403,
-                            str(exc),
-                            **_challenge(exc),
-                        )
+                        return refused(_join_error_status(exc) or 403, str(exc), **_challenge(exc))
             try:
                 mixed = _mix_asked(request)
             except InvalidSetting as exc:
@@ -720,16 +708,10 @@ def add_whip_whep(
                         verify_token(server.token_secret, token, room=name)
                     except NotAllowed as exc:
                         refusal = _join_error_status(exc) or 403
-                        return _refused(
-                            server, request, kind, name, refusal, str(exc), **_challenge(exc)
-                        )
+                        return refused(refusal, str(exc), **_challenge(exc))
                     asked = server.loop.time()
                     if await answers(earlier, asked):
-                        return _refused(
-                            server,
-                            request,
-                            kind,
-                            name,
+                        return refused(
                             409,
                             f"{named!r} is already in room {name!r} by {kind.upper()} and its "
                             "client still answers: DELETE that session first, or use another "
@@ -759,7 +741,7 @@ def add_whip_whep(
                 status = _join_error_status(exc)
                 if status is None:
                     raise
-                return _refused(server, request, kind, name, status, str(exc), **_challenge(exc))
+                return refused(status, str(exc), **_challenge(exc))
             # Its media lines are fixed at this POST: it is never asked to offer
             # again. (Set before anything else runs, so every roster sees it.)
             participant.renegotiates = False
