@@ -397,12 +397,11 @@ class Gate:
         participant.moderator_muted = moderator_muted
         if mixed:
             participant._mix_exclude = participant._own_mix_exclude()
-        participant.answer = room._answer(
+        participant._answer_template = room._answer(
             offer,
             negotiation,
-            credentials,
+            participant._answer_values(participant._answer_version),
             room._mix_ssrcs(participant._mix_exclude) if mixed else None,
-            participant._session_id,
         )
         session = Session(
             room.server,

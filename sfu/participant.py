@@ -22,7 +22,13 @@ from .errors import InvalidOffer, InvalidSetting, ParticipantClosed
 from .events import RoleChanged
 from .media.streams import Publisher
 from .stats import ParticipantStats, SlotStats, SocketAddress
-from .transport.answer import Negotiation, negotiate_or_listen
+from .transport.answer import (
+    AnswerTemplate,
+    AnswerValues,
+    Negotiation,
+    fill_answer,
+    negotiate_or_listen,
+)
 from .transport.ice import IceCredentials
 from .transport.rtp import OPUS_CLOCK_RATE, ntp_time, read_reports
 from .transport.sdp import parse_offer
@@ -41,9 +47,8 @@ class Participant:
 
     Made by :meth:`Room.join <sfu.Room.join>` (and ``add_speaker``,
     ``add_listener``); a promotion or demotion changes its class in place
-    (same object). Its plain attributes, beside the properties below:
-    ``answer`` (the SDP answer to send its client; a renegotiation's is
-    returned by :meth:`renegotiate`), ``identity``, ``room``, ``role``
+    (same object). Its plain attributes, beside the properties below
+    (:attr:`answer` among them): ``identity``, ``room``, ``role``
     (``"moderator"``, ``"speaker"`` or ``"listener"``), ``grants`` (a
     frozenset of :data:`sfu.auth.Grant`), ``own_grants`` (what its token,
     or the role the backend gave a join without one, granted: it may not
@@ -61,6 +66,7 @@ class Participant:
     # Slots, not a __dict__: a room holds thousands of these (bench: bytes per listener).
     __slots__ = (
         "__weakref__",
+        "_answer_template",
         "_answer_version",
         "_answered",
         "_closed",
@@ -73,7 +79,6 @@ class Participant:
         "_session_id",
         "_next_mix_report",
         "_slot_reports",
-        "answer",
         "close_reason",
         "connected_at",
         "csrc",
@@ -126,7 +131,9 @@ class Participant:
         #: backend's word) those of the role the backend gave. A member may
         #: not promote itself past them (:meth:`sfu.Room.promote`).
         self.own_grants: frozenset[Grant] = grants
-        self.answer = ""
+        # Its last answer without its own values (see the answer property):
+        # shared with every member answered alike.
+        self._answer_template: AnswerTemplate = ("", ())
         self.session: Session | None = None
         self.publisher: Publisher | None = None
         self.moderator_muted = False
@@ -168,6 +175,16 @@ class Participant:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity!r} ({self.role}) in {self.room.name!r}>"
+
+    @property
+    def answer(self) -> str:
+        """The SDP answer to send its client: its join's, or its last
+        :meth:`renegotiate`'s (which returns it too). Written out at each
+        read from a template shared by the members answered alike."""
+        return fill_answer(self._answer_template, self._answer_values(self._answer_version))
+
+    def _answer_values(self, version: int) -> AnswerValues:
+        return AnswerValues(self.credentials.ufrag, self.credentials.pwd, self._session_id, version)
 
     # -- state ---------------------------------------------------------------
 
@@ -351,9 +368,7 @@ class Participant:
         mix_ssrcs = self.room._mix_ssrcs(exclude) if self.mixed else None
         # The same session, its next version (RFC 3264 8: the o= line's id stays).
         version = self._answer_version + 1
-        answer = self.room._answer(
-            offer, negotiation, self.credentials, mix_ssrcs, self._session_id, version
-        )
+        template = self.room._answer(offer, negotiation, self._answer_values(version), mix_ssrcs)
         connected = self.session.state == "connected"
         announced = self._mix_exclude
         changed_stream = self.mixed and exclude != announced
@@ -370,7 +385,7 @@ class Participant:
             if connected:
                 self._start_receiving()  # the previous stream again
             raise
-        self.answer = answer
+        self._answer_template = template
         self._answer_version = version
         logger.info(
             "%s renegotiated in room %r (%s, %s)",
@@ -382,7 +397,7 @@ class Participant:
         self._offer_asked_as_listener = False
         if must_offer:
             self.room._emit(self._role_changed(None, renegotiate=True))
-        return answer
+        return self.answer
 
     def _role_changed(self, by: str | None, *, renegotiate: bool) -> RoleChanged:
         """The event that tells the room this member's role and grant as they are now."""

@@ -52,8 +52,7 @@ from .rejoin import MAX_DECISIONS as MAX_DECISIONS
 from .rejoin import Bans, Decisions, Grace
 from .roster import RosterBatch, RosterListing
 from .stage import Stage
-from .transport.answer import Negotiation, build_answer
-from .transport.ice import IceCredentials
+from .transport.answer import AnswerTemplate, AnswerValues, Negotiation, answer_template
 from .transport.port import Shown
 from .transport.sdp import Offer
 
@@ -286,23 +285,20 @@ class Room:
         self,
         offer: Offer,
         negotiation: Negotiation,
-        credentials: IceCredentials,
+        values: AnswerValues,
         slot_ssrcs: list[int] | None,
-        session_id: int,
-        session_version: int = 1,
-    ) -> str:
-        return build_answer(
+    ) -> AnswerTemplate:
+        """The template of a member's answer (its values filled in by
+        :attr:`Participant.answer <sfu.Participant.answer>`)."""
+        return answer_template(
             offer,
             negotiation,
-            ice_ufrag=credentials.ufrag,
-            ice_pwd=credentials.pwd,
             fingerprint=self.server.certificate.fingerprint,
             address=self.server.announce,
             port=self.server.port,
             slot_ssrcs=self.router.slot_ssrcs if slot_ssrcs is None else slot_ssrcs,
             cname=self._cname,
-            session_id=session_id,
-            session_version=session_version,
+            values=values,
             other_addresses=self.server.announce_addresses[1:],
         )
 

@@ -850,6 +850,32 @@ async def test_renegotiated_answers_keep_the_session_id_and_count_the_version() 
         ids = {origin.split()[1] for origin in origins}
         assert len(ids) == 1
         assert [origin.split()[2] for origin in origins] == ["1", "2", "3"]
+        assert lou.answer == answers[-1], "the last renegotiation's answer is the member's"
+
+
+async def test_members_answered_alike_share_their_answer_text_but_their_own_values() -> None:
+    """A crowd's answers differ only in ICE credentials and the session id: a
+    member keeps the text they share once (~2 KB a listener, bench/idle_cost),
+    and its answer still carries its own values."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        listeners = [await room.add_listener(LISTENER, f"l{i}") for i in range(3)]
+        answers = [listener.answer for listener in listeners]
+        assert len(set(answers)) == 3
+        for listener, answer in zip(listeners, answers):
+            assert f"a=ice-ufrag:{listener.credentials.ufrag}\r\n" in answer
+            assert f"a=ice-pwd:{listener.credentials.pwd}\r\n" in answer
+            assert f"\r\no=- {listener._session_id} 1 IN IP4 " in answer
+        first, *others = (listener._answer_template for listener in listeners)
+        assert all(other is first for other in others), "each member keeps its own copy"
+        # With its values in place, the answers are the same text.
+        anonymous = [
+            answer.replace(listener.credentials.ufrag, "U")
+            .replace(listener.credentials.pwd, "P")
+            .replace(f"o=- {listener._session_id} ", "o=- S ")
+            for listener, answer in zip(listeners, answers)
+        ]
+        assert len(set(anonymous)) == 1
 
 
 async def test_an_offer_changing_the_ice_password_is_refused_on_renegotiation() -> None:

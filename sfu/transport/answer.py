@@ -32,7 +32,16 @@ from sfu.transport.offer import (
     transport_group,
 )
 
-__all__ = ["Negotiation", "build_answer", "negotiate", "negotiate_or_listen"]
+__all__ = [
+    "AnswerTemplate",
+    "AnswerValues",
+    "Negotiation",
+    "answer_template",
+    "build_answer",
+    "fill_answer",
+    "negotiate",
+    "negotiate_or_listen",
+]
 
 #: The answer's Opus parameters: what the server wants to receive (RFC 7587
 #: §7), not an echo of the offer's, which are the offerer's own receive
@@ -186,6 +195,54 @@ def build_answer(
     Other m-lines the server does not take (a data channel, a line outside
     the group or one the client disabled) get port 0 and stay out of it.
     """
+    values = AnswerValues(ice_ufrag, ice_pwd, session_id, session_version)
+    template = answer_template(
+        offer,
+        negotiation,
+        fingerprint=fingerprint,
+        address=address,
+        port=port,
+        slot_ssrcs=slot_ssrcs,
+        cname=cname,
+        other_addresses=other_addresses,
+        values=values,
+    )
+    return fill_answer(template, values)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerValues:
+    """What differs between two answers to the same kind of offer."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    session_id: int
+    session_version: int
+
+
+#: An answer without its :class:`AnswerValues`: the text before the first
+#: value, then each value's letter (``u``, ``p``, ``s``, ``v``) with the text
+#: after it. Shared by every answer to the same kind of offer, so a member
+#: keeps its answer as this and its own values (~2 KB less a member).
+AnswerTemplate = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def answer_template(
+    offer: Offer,
+    negotiation: Negotiation,
+    *,
+    fingerprint: str,
+    address: str,
+    port: int,
+    slot_ssrcs: Sequence[int],
+    cname: str,
+    values: AnswerValues,
+    other_addresses: Sequence[str] = (),
+) -> AnswerTemplate:
+    """The template of :func:`build_answer`'s answer (same arguments), which
+    :func:`fill_answer` with ``values`` makes the answer. (A ``cname`` holding
+    a NUL, the template's own marker, gives the whole answer written with
+    ``values`` and nothing to fill.)"""
     # A crowd's answers differ only in the ICE credentials and the session id
     # and version: the rest is written once per kind of offer and kept (11 ->
     # 4 µs). (The version is left out of the key as the id is: with it, each
@@ -225,18 +282,33 @@ def build_answer(
 
     template = _ANSWERS.get(key)
     if template is None and _MARK in cname:
-        return write(ice_ufrag, ice_pwd, session_id, session_version)
+        return write(
+            values.ice_ufrag, values.ice_pwd, values.session_id, values.session_version
+        ), ()
     if template is None:
         text = write(_MARK + "u", _MARK + "p", _MARK + "s", _MARK + "v")
         pieces = text.split(_MARK)
-        template = pieces[0], [(piece[0], piece[1:]) for piece in pieces[1:]]
+        template = pieces[0], tuple((piece[0], piece[1:]) for piece in pieces[1:])
         if len(_ANSWERS) >= _ANSWERS_SIZE:
             _ANSWERS.clear()
         _ANSWERS[key] = template
-    values = {"u": ice_ufrag, "p": ice_pwd, "s": str(session_id), "v": str(session_version)}
-    out = [template[0]]
-    for marker, after in template[1]:
-        out.append(values[marker])
+    return template
+
+
+def fill_answer(template: AnswerTemplate, values: AnswerValues) -> str:
+    """The answer that ``template`` (:func:`answer_template`) is with ``values``."""
+    head, rest = template
+    if not rest:
+        return head
+    by_letter = {
+        "u": values.ice_ufrag,
+        "p": values.ice_pwd,
+        "s": str(values.session_id),
+        "v": str(values.session_version),
+    }
+    out = [head]
+    for letter, after in rest:
+        out.append(by_letter[letter])
         out.append(after)
     return "".join(out)
 
@@ -246,7 +318,7 @@ def build_answer(
 # written in full).
 _MARK = "\x00"
 _ANSWERS_SIZE = 256
-_ANSWERS: dict[tuple[Any, ...], tuple[str, list[tuple[str, str]]]] = {}
+_ANSWERS: dict[tuple[Any, ...], AnswerTemplate] = {}
 
 
 def _kept_unused(section: MediaSection, bundle: Sequence[str], protocol: str) -> bool:
