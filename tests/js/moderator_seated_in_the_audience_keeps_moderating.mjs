@@ -16,7 +16,11 @@ onClientMessage((socket, m) => {
 });
 const client = new SfuClient(clientOptions("mo", "moderator", { backoffInitial: 20, backoffMax: 20 }));
 client.on("error", (e) => console.log("error event", e.code, e.message));
+const roles = [];
+client.on("role", (r) => roles.push(r));
 await client.join();
+check(roles.length === 1 && roles[0].role === "listener" && roles[0].moderates === true,
+  `the join's role event does not say it moderates: ${JSON.stringify(roles)}`);
 console.log("role", client.role, "moderator", client.isModerator, "tracks", tracks.map((t) => t.readyState));
 check(client.isModerator, "a moderator seated in the audience is no moderator to the app");
 check(!client.canPublish, "it may not publish from the audience");

@@ -181,7 +181,14 @@ export class SfuClient {
    * @param {number} [options.speakingThreshold=0.01] decoded level (0..1) that counts as speech
    * @param {number} [options.speakingHold=700] ms a voice stays "speaking" after its last loud sample
    * @param {RTCConfiguration} [options.rtcConfiguration] default {iceServers: []} (the server is ICE-lite)
+   * @param {number} [options.iceGatheringTimeout=5000] ms to wait for the browser's ICE
+   *   gathering before an offer is sent with the candidates it has
    * @param {number} [options.requestTimeout=10000] ms to wait for the reply to a command
+   * @param {number} [options.pingInterval=15000] ms between the client's pings on the
+   *   signaling socket (a reply not coming in time counts as the connection lost)
+   * @param {number} [options.backoffInitial=500] ms before the first reconnect attempt; it
+   *   doubles per failed attempt, up to `backoffMax`
+   * @param {number} [options.backoffMax=10000] the longest wait between reconnect attempts
    * @param {number} [options.joinTimeout=60000] ms to wait for `joined`: in a crowd a join
    *   waits its turn at the server (which gives up on it after 120 s), and a client that
    *   gave up sooner would only join again at the back of the queue
@@ -483,8 +490,14 @@ export class SfuClient {
   }
 
   async _microphone() {
+    // Leaving: no permission prompt for a session that is ending (a promotion
+    // read while leave() waits for the server's "ok").
+    if (this._ending || this.state === "closed") {
+      throw new SfuError("closed", "the client left before the microphone was opened");
+    }
     const live = this.micTrack;
     if (live && live.readyState === "live") return live;
+    const joins = this._joins;
     // One request at a time: a promotion and a reconnect asking together
     // (a permission prompt open) share it, so one microphone is opened.
     const devices = globalThis.navigator && navigator.mediaDevices;
@@ -515,8 +528,9 @@ export class SfuClient {
       throw failure;
     }
     this.microphoneError = null;
-    if (this._ending || this.state === "closed") {
-      // Left while the permission prompt was open: give the microphone back at once.
+    if (this._ending || this.state === "closed" || joins !== this._joins) {
+      // Left (or left and joined again) while the permission prompt was open:
+      // give the microphone back at once; the new session asks for its own.
       for (const track of stream.getTracks()) track.stop();
       throw new SfuError("closed", "the client left while the microphone was being opened");
     }
@@ -585,7 +599,13 @@ export class SfuClient {
     this._setState("joined");
     this._applyTrackEnabled();
     this._emit("joined", joined);
-    this._emit("role", { identity: this.identity, role: this.role, by: null, renegotiate: false });
+    this._emit("role", {
+      identity: this.identity,
+      role: this.role,
+      by: null,
+      renegotiate: false,
+      moderates: this.isModerator,
+    });
     this._emit("roster", this.roster);
     this._emit("hands", this.hands);
     if (joined.active_speakers) this._onActiveSpeakers(joined.active_speakers);
@@ -1102,7 +1122,7 @@ export class SfuClient {
     const generation = this._generation;
     const run = this._negotiation.then(step).catch((err) => {
       // Left or reconnected meanwhile: that connection's failure is nobody's news.
-      if (generation !== this._generation || this.state === "closed") return;
+      if (generation !== this._generation || this.state === "closed" || this._ending) return;
       console.error("sfu.js: renegotiation failed", err);
       this._emit("error", err instanceof SfuError ? err : new SfuError("negotiation", String(err)));
     });
