@@ -156,7 +156,9 @@ class Server:
     consent only if it answers a check of the server's (a check can be replayed).
     A session not connected (ICE check and DTLS handshake done)
     ``handshake_timeout`` seconds after its answer was made is closed, its
-    member's seat given back.
+    member's seat given back (one never checked at all goes at
+    ``consent_timeout`` when that is shorter); each is counted in
+    ``handshakes_timed_out``.
     ``token_secret`` is the HS256 key that join tokens are checked with
     (:mod:`sfu.auth`); private rooms need it. ``joins_per_turn`` bounds how
     many joins run in one event-loop iteration (:mod:`sfu.admission`).
@@ -801,12 +803,14 @@ class Server:
         limit = now - self.consent_timeout
         unchecked_limit = now - self.handshake_timeout
         for session in list(self._sessions_by_ufrag.values()):
-            if session.last_valid < limit:
-                reason = "consent expired: no valid STUN or SRTP from the client"
-            elif session.state == "new" and session.created < unchecked_limit:
+            if session.state == "new" and (
+                session.created < unchecked_limit or session.last_valid < limit
+            ):
                 # Never checked (the client is gone, or its UDP blocked): its seat
-                # goes back at the handshake's timeout, as a stalled handshake's.
-                # (The handshakes' own timer covers sessions past their first check.)
+                # goes back at the handshake's timeout, as a stalled handshake's, or
+                # at consent's when that is shorter; either way it is a handshake
+                # that timed out, the counter an operator alerts on. (The
+                # handshakes' own timer covers sessions past their first check.)
                 checks = session.bad_checks
                 reason = (
                     f"handshake timed out: {checks} ICE check{'s' if checks > 1 else ''} came"
@@ -816,6 +820,8 @@ class Server:
                     else "handshake timed out: no ICE check from the client"
                 )
                 self.handshakes_timed_out += 1
+            elif session.last_valid < limit:
+                reason = "consent expired: no valid STUN or SRTP from the client"
             else:
                 continue
             try:

@@ -149,3 +149,20 @@ async def test_sessions_whose_handshake_timed_out_are_counted() -> None:
         ghosts = [await room.join(LISTENER, identity=f"ghost{n}") for n in range(2)]
         await asyncio.gather(*(ghost.wait_closed() for ghost in ghosts))
         assert value(scrape(server), "sfu_handshakes_timed_out_total") == 2
+
+
+async def test_a_session_never_checked_counts_as_a_timed_out_handshake_under_a_shorter_consent() -> (
+    None
+):
+    """With consent_timeout below handshake_timeout a never-checked session
+    goes at the shorter of the two; it is still a handshake that timed out,
+    counted and told as one (review: it was closed as "consent expired",
+    uncounted, and the operator's alert never fired)."""
+    from ..test_room_lifecycle import LISTENER
+
+    async with sfu.Server(host="127.0.0.1", consent_timeout=1.0, handshake_timeout=30.0) as server:
+        room = server.room("blocked")
+        ghost = await room.join(LISTENER, identity="ghost")
+        await asyncio.wait_for(ghost.wait_closed(), 10)
+        assert value(scrape(server), "sfu_handshakes_timed_out_total") == 1
+        assert ghost.close_reason is not None and "handshake timed out" in ghost.close_reason
