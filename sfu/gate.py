@@ -226,8 +226,9 @@ class Gate:
             and not grants_of(decided) <= own_grants | {"subscribe"}
         ):
             # A promotion the member gave itself stands only as far as this
-            # join's own grants would let it take that step again.
-            decided = None
+            # join's own grants would let it take that step again: what
+            # another moderator (or the backend) gave it stands instead.
+            decided = decision.get("role_given")
         if claims is not None:
             grants = claims.grants
             if role is None:

@@ -165,8 +165,12 @@ class Moderation:
         decision = room._decisions.of(identity)
         decision["role"] = role
         # Whose step it was: one a member took for itself gives it, when it
-        # comes back, no more than its token then allows (sfu.gate).
-        decision["role_by_itself"] = by is not None and by == identity
+        # comes back, no more than its token then allows (sfu.gate); the role
+        # another moderator (or the backend) gave it last stands under it.
+        by_itself = by is not None and by == identity
+        decision["role_by_itself"] = by_itself
+        if not by_itself:
+            decision["role_given"] = role
         room._demoted_present.discard(identity)  # on the stage again: no demoted grace
         if role == "moderator":
             decision.pop("moderate", None)  # a demotion's revocation ends
@@ -183,9 +187,9 @@ class Moderation:
         limits only the step a member takes for itself.)"""
         allowed = participant.own_grants | participant.grants | {"subscribe"}
         decision = self.room._decisions.get(participant.identity) or {}
-        decided = decision.get("role")
-        if decided is not None and not decision.get("role_by_itself"):
-            allowed |= grants_of(decided)  # another moderator, or the backend, gave it
+        given = decision.get("role_given")
+        if given is not None:
+            allowed |= grants_of(given)  # another moderator, or the backend, gave it
         missing = grants_of(role) - allowed
         if missing:
             raise NotAllowed(
@@ -226,7 +230,9 @@ class Moderation:
         self._change_role(participant, "listener", grants_of("listener"))
         # The `moderate` grant goes too, and stays gone when the same token
         # comes back; promote(role="moderator") gives it again.
-        room._decisions.of(identity).update(role="listener", moderate=False, role_by_itself=False)
+        decision = room._decisions.of(identity)
+        decision.update(role="listener", moderate=False, role_by_itself=False)
+        decision.pop("role_given", None)
         room._demoted_present.add(identity)
         if renegotiate:
             participant._offer_asked_as_listener = True
@@ -255,6 +261,8 @@ class Moderation:
         decision["moderate"] = False
         if decision.get("role") is not None:
             decision["role"] = "speaker"
+        if decision.get("role_given") is not None:
+            decision["role_given"] = "speaker"
         self._announce(participant, "stepped down to speaker", by, False, was_in_audience)
         return participant
 
@@ -313,9 +321,11 @@ class Moderation:
                 )
         # Checked: from here the removal happens, and it ends a promotion.
         decision = room._decisions.get(identity)
-        if decision is not None and decision.get("role") in ("speaker", "moderator"):
-            del decision["role"]
-            decision.pop("role_by_itself", None)
+        if decision is not None:
+            if decision.get("role") in ("speaker", "moderator"):
+                del decision["role"]
+                decision.pop("role_by_itself", None)
+            decision.pop("role_given", None)
         if participant is None:
             room._bans.add(identity)
             logger.info(

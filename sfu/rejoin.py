@@ -56,8 +56,10 @@ class Bans:
 class Decisions:
     """Moderators' decisions per identity, kept so that a rejoin does not undo them.
 
-    Each is a dict: ``role`` (a promotion or demotion), ``moderate`` (False:
-    the grant was taken), ``moderator_muted``. The most recently decided come
+    Each is a dict: ``role`` (a promotion or demotion), ``role_by_itself``
+    (the member took that step itself), ``role_given`` (the promotion another
+    moderator or the backend gave it last, which a step of its own does not
+    undo), ``moderate`` (False: the grant was taken), ``moderator_muted``. The most recently decided come
     last; past :data:`MAX_DECISIONS`, the oldest about an identity not in the
     room (``present`` says who is) is dropped, so that a long-lived room
     moderating a stream of passing members does not grow without bound.

@@ -131,3 +131,32 @@ async def test_a_promotion_a_member_gave_itself_is_no_pass_for_a_narrower_token(
         # The full token again: its own step stands as before.
         mo = await room.join(SPEAKER, token=full)
         assert mo.role == "moderator" and mo.can_publish
+
+
+async def test_a_step_a_member_takes_itself_does_not_undo_anothers_promotion() -> None:
+    """Promoted to speaker by another moderator, a member whose token grants
+    `moderate` but not `publish` takes the moderator role itself (it adds no
+    grant); when it comes back, the seat the other gave it still stands (the
+    self-step is refused for its token, the other's promotion is not:
+    review, it came back a listener). A demotion ends both."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        boss = auth.issue_token(SECRET, room="r", identity="boss", role="moderator")
+        await room.join(SPEAKER, token=boss)
+        narrow = auth.issue_token(
+            SECRET, room="r", identity="m", role="listener", grants=MODERATE_ONLY
+        )
+        m = await room.join(SPEAKER, token=narrow)
+        await room.promote("m", role="speaker", by="boss")
+        await room.promote("m", role="moderator", by="m")
+        assert m.role == "moderator" and m.can_publish
+        await m.close("network dropped")
+        m = await room.join(SPEAKER, token=narrow)
+        assert (m.role, m.can_publish, m.is_moderator) == ("speaker", True, True)
+        # And the other's promotion still lets it take the step again.
+        await room.promote("m", role="moderator", by="m")
+        assert m.role == "moderator"
+        await room.demote("m", by="boss")
+        await m.close()
+        m = await room.join(SPEAKER, token=narrow)
+        assert not m.can_publish, "a demotion ends the promotion it was given"
