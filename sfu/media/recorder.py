@@ -39,7 +39,9 @@ time of the recording:
   minutes), after which the mix file is shorter than the speaker files by
   the rest. Packets
   arriving with an older timestamp than one already written are dropped
-  and counted in ``late``, unless two in a row, more than a second back,
+  and counted in ``late`` (all but those less than 2.5 ms older: a sender
+  stamping from its capture clock is a sample or two off, and those go on
+  in place), unless two in a row, more than a second back,
   show that the sender restarted its numbering: then the stream is placed
   by the wall clock again.
 
@@ -132,6 +134,9 @@ SPEAKER_PRE_SKIP = 0  # see the module documentation
 _MAX_TIMESTAMP_GAP = 60 * SAMPLE_RATE  # larger jumps are placed by the wall clock
 _MAX_CLOCK_DISAGREEMENT = SAMPLE_RATE  # 1 s between RTP timeline and wall clock
 _BEHIND_GRACE = 1.0  # seconds a stream may stay over that far behind before it is re-placed
+# A timestamp this little behind what is written (the shortest Opus frame,
+# 2.5 ms) is a sender's clock a sample or two off, not a late packet: in place.
+_TIMESTAMP_SLIP = 120
 # Opus CELT-only fullband silence frames shorter than 20 ms (RFC 6716 3.1,
 # configurations 30, 29, 28) as (samples, TOC with the stereo bit clear).
 _SHORT_SILENCE = (
@@ -179,7 +184,7 @@ _WRITING: weakref.WeakValueDictionary[Path | tuple[int, int], Recorder] = (
 
 def _writing(path: Path) -> bool:
     """Whether a live recording writes ``path`` (by whatever name). Never for
-    a device or a pipe (``/dev/null``): opening one empties nothing."""
+    a device (``/dev/null``): opening one empties nothing."""
     try:
         found: os.stat_result | None = os.stat(path)
     except OSError:
@@ -190,6 +195,22 @@ def _writing(path: Path) -> bool:
     if holder is None and found is not None:
         holder = _WRITING.get((found.st_dev, found.st_ino))
     return holder is not None and holder._mixer.running
+
+
+def _open_file(path: Path, *, append: bool) -> IO[bytes]:
+    """Open a recording's file to write, unbuffered: made, or emptied unless
+    ``append``. A pipe or socket there raises OSError (ESPIPE) before it is
+    opened, which would block the event loop until a reader came: the file is
+    written in whole pages that a refused write takes back, which needs a file
+    that seeks."""
+    try:
+        found = os.stat(path).st_mode
+    except OSError:
+        pass  # not there yet (the open makes it), or the open says why
+    else:
+        if stat.S_ISFIFO(found) or stat.S_ISSOCK(found):
+            raise OSError(errno.ESPIPE, "a pipe or socket cannot be recorded to", str(path))
+    return open(path, "ab" if append else "wb", buffering=0)
 
 
 def _write_whole(handle: IO[bytes], data: bytes) -> None:
@@ -378,6 +399,8 @@ class SpeakerTrack:
             by_wall = True
         else:
             gap = ((timestamp - self._next_timestamp + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+            if -_TIMESTAMP_SLIP < gap < 0:
+                gap = 0
             if gap < 0:
                 # Older than what is written. Less than a second: reordered (and
                 # a numbering restarted that little back waits until it passes).
@@ -527,11 +550,13 @@ class Recorder:
         identity_of: Callable[[int], str | None] | None = None,
         title: str | None = None,
     ) -> None:
-        if not isinstance(path, (str, os.PathLike)) or not str(path):
+        if not isinstance(path, (str, os.PathLike)) or not str(path) or "\0" in str(path):
             raise InvalidSetting(f"path must be a file path (str or os.PathLike), got {path!r:.60}")
         if not isinstance(per_speaker, bool):
             raise InvalidSetting(f"per_speaker must be True or False, got {per_speaker!r:.40}")
-        self.path = Path(path)
+        # Absolute: the speaker files are opened by name at each write, and an
+        # application changing directory must not send them elsewhere.
+        self.path = Path(os.path.abspath(path))
         self.per_speaker = per_speaker
         self.speaker_paths: dict[str, Path] = {}
         self._files_full_told = False  # MAX_SPEAKER_FILES reached, logged once
@@ -599,7 +624,15 @@ class Recorder:
             )
         # Unbuffered: each write is whole pages, and one the disk cannot take
         # is undone (see _write_whole). Closed by stop().
-        self._file = open(self.path, "wb", buffering=0)
+        try:
+            self._file = _open_file(self.path, append=False)
+        except OSError as error:
+            if error.errno == errno.ESPIPE:
+                raise InvalidSetting(
+                    f"{str(self.path)!r:.200} is a pipe or socket: a recording is a file "
+                    "(its pages are written whole, a refused write taken back)"
+                ) from None
+            raise
         try:
             self._output = self._mixer.add_output(
                 self._on_packet, on_close=self._on_mixer_closed, on_gap=self._on_gap
@@ -635,7 +668,7 @@ class Recorder:
     def _claim_file(self, made: os.stat_result) -> None:
         """The file made for a claimed path, by any other name (a hard link)."""
         if not stat.S_ISREG(made.st_mode):
-            return  # a device or a pipe (see _writing)
+            return  # a device (see _writing)
         held = (made.st_dev, made.st_ino)
         _WRITING[held] = self
         self._claimed.append(held)
@@ -775,7 +808,7 @@ class Recorder:
         first write); False, and the track gone back to what the file holds,
         when the disk refuses them."""
         try:
-            with open(track.path, "ab" if track.made else "wb", buffering=0) as handle:
+            with _open_file(track.path, append=track.made) as handle:
                 if not track.made:
                     self._claim_file(os.fstat(handle.fileno()))
                 track.made = True

@@ -12,8 +12,12 @@ import asyncio
 import errno
 import io
 import os
+import random
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +26,24 @@ import numpy as np
 import pytest
 
 import sfu
-from sfu.media.ogg import LAST_PAGE, packet_samples, parse_opus_head, parse_pages, read_packets
+from sfu.media.mixer import Mixer
+from sfu.media.ogg import (
+    FIRST_PAGE,
+    LAST_PAGE,
+    packet_samples,
+    parse_opus_head,
+    parse_pages,
+    read_packets,
+)
 from sfu.media.opus import FRAME_SAMPLES
 from sfu.media.recorder import (
     SILENCE_MONO,
     SILENCE_STEREO,
+    Recorder,
     SpeakerTrack,
     _six_frames,
 )
+from sfu.media.router import Publisher, Router
 
 from ..clients import Client, join, wait_for
 from .mixing import assert_tones, decode_ogg, opus_tone, speak_once
@@ -1119,3 +1133,87 @@ asyncio.run(again())
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "recorded again True" in done.stdout
+
+
+async def test_a_path_with_a_nul_byte_is_an_invalid_setting(tmp_path: Path) -> None:
+    async with sfu.Server() as server:
+        room = server.room("nul")
+        with pytest.raises(sfu.InvalidSetting, match="file path"):
+            await room.record(str(tmp_path / "a\0b.opus"))
+
+
+async def test_a_named_pipe_is_refused_at_once_without_waiting_for_a_reader(
+    tmp_path: Path,
+) -> None:
+    """A recording's pages are written whole, a refused write taken back: it
+    needs a file that seeks. Opening a pipe to write waits for a reader, which
+    would hold the event loop (review: 3 s, then "Illegal seek"); a reader
+    opens it after 2 s here, so the test ends either way."""
+    fifo = tmp_path / "live.fifo"
+    os.mkfifo(fifo)
+
+    def open_reader_later() -> None:
+        time.sleep(2)
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+    reader = threading.Thread(target=open_reader_later, daemon=True)
+    reader.start()
+    try:
+        async with sfu.Server() as server:
+            room = server.room("fifo")
+            with pytest.raises(sfu.InvalidSetting, match="pipe or socket"):
+                await room.record(fifo)
+    finally:
+        reader.join(5)
+
+
+async def test_a_relative_path_keeps_each_speaker_file_whole_across_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Speaker files are opened by name at each write: an application that
+    changes directory mid-recording must not split one in two (review)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(mixer, "talk.opus", per_speaker=True, identity_of=lambda n: "alice")
+    assert recorder.path == first / "talk.opus"
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    alice = Publisher(number=1, payload_type=111, audio_level_id=1, ssrc=1)
+    payload = opus_tone(440, 1)[0]
+    now = loop.time()
+    try:
+        for sequence in range(300):
+            if sequence == 150:
+                os.chdir(second)  # the application changes directory mid-recording
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(alice, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+        await recorder.stop()
+    finally:
+        await mixer.close()
+        router.close()
+        sock.close()
+    assert not (second / "talk-alice.opus").exists(), "the file went on in another directory"
+    pages = list(parse_pages((first / "talk-alice.opus").read_bytes()))
+    assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
+    assert [page.sequence for page in pages] == list(range(len(pages)))
+
+
+@pytest.mark.parametrize("slip", [1, 2, 59])
+def test_timestamps_a_few_samples_off_lose_no_packet(tmp_path: Path, slip: int) -> None:
+    """A sender stamping RTP time from its capture clock (960 +- a sample or
+    two per 20 ms packet) is written whole, not a third dropped as late and
+    silence put in their place (review)."""
+    packets = opus_tone(440, 10)
+    rnd = random.Random(1)
+    track = SpeakerTrack(tmp_path / "s.opus", start=0.0)
+    for index in range(1000):
+        timestamp = index * 960 + rnd.randint(-slip, slip)
+        track.packet(1, timestamp, packets[index % 10], 0.02 * index)
+    assert (track.late, track.filled, track.packets) == (0, 0, 1000)
