@@ -246,6 +246,21 @@ def _safe_name(identity: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", identity)[:64] or "speaker"
 
 
+# A file name's longest on the usual file systems, in bytes (NAME_MAX), less
+# room for the "-<number>-<attempt>" a clash adds.
+_SPEAKER_NAME_MAX = 255 - 24
+
+
+def _speaker_file_name(mix: Path, identity: str) -> str:
+    """``<mix stem>-<identity>.<suffix>``, the mix's stem cut short when the
+    whole would be too long a name for the file system (which would refuse
+    it as if the disk did, again and again)."""
+    tail = f"-{_safe_name(identity)}{mix.suffix or '.opus'}"
+    room = _SPEAKER_NAME_MAX - len(os.fsencode(tail))
+    stem = os.fsencode(mix.stem)[:room].decode(errors="ignore") if room > 0 else ""
+    return stem + tail
+
+
 class Outage:
     """A file's outages: whether the disk takes it now, when it is tried
     again, and what the outages cost it (bookkeeping only: the
@@ -783,8 +798,7 @@ class Recorder:
                     MAX_SPEAKER_FILES,
                 )
             return None
-        name = f"{self.path.stem}-{_safe_name(identity)}{self.path.suffix or '.opus'}"
-        path = self.path.with_name(name)
+        path = self.path.with_name(_speaker_file_name(self.path, identity))
         taken = {*self.speaker_paths.values(), self.path}
         if path in taken or _writing(path):
             # Numbered; an identity may be that numbered name already ("a-7"):

@@ -1217,3 +1217,38 @@ def test_timestamps_a_few_samples_off_lose_no_packet(tmp_path: Path, slip: int) 
         timestamp = index * 960 + rnd.randint(-slip, slip)
         track.packet(1, timestamp, packets[index % 10], 0.02 * index)
     assert (track.late, track.filled, track.packets) == (0, 0, 1000)
+
+
+async def test_a_long_mix_name_and_identity_still_make_a_speaker_file(tmp_path: Path) -> None:
+    """A 200-character mix name and a 64-character identity: the speaker
+    file's name is cut to one the file system takes (review: 270 bytes, refused
+    as if the disk were full, tried again every 30 s, never made)."""
+    identity = "i" * 64
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    router = Router(sock, 3)
+    mixer = Mixer(router)
+    recorder = Recorder(
+        mixer, tmp_path / ("m" * 200 + ".opus"), per_speaker=True, identity_of=lambda n: identity
+    )
+    loop = asyncio.get_running_loop()
+    recorder.start(loop.time())
+    alice = Publisher(number=1, payload_type=111, audio_level_id=1, ssrc=1)
+    payload = opus_tone(440, 1)[0]
+    now = loop.time()
+    try:
+        for sequence in range(50):
+            packet = bytes([0x80, 111]) + bytes(10) + payload
+            for tap in list(router.taps):
+                tap(alice, packet, 12, sequence, sequence * 960, 0, now)
+            now += 0.02
+        await recorder.stop()
+    finally:
+        await mixer.close()
+        router.close()
+        sock.close()
+    path = recorder.speaker_paths[identity]
+    assert path.name.endswith("-" + identity + ".opus") and len(path.name) <= 255
+    assert path.parent == tmp_path
+    assert recorder.stats()["speakers"][identity]["paused"] is False
+    pages = list(parse_pages(path.read_bytes()))
+    assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
