@@ -156,7 +156,9 @@ class MixStreams:
             position = self.positions.pop(stream.ssrc, None)
             if position is not None:
                 sequence, timestamp, stopped = position
-                elapsed = max(FRAME_SAMPLES, int((time.monotonic() - stopped) * SAMPLE_RATE))
+                # (The timestamp kept is the next packet's already: made again
+                # at once, the stream goes on with no gap.)
+                elapsed = max(0, int((time.monotonic() - stopped) * SAMPLE_RATE))
                 stream.sequence = sequence
                 stream.timestamp = (timestamp + elapsed) & 0xFFFFFFFF
         return stream
