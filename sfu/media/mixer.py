@@ -22,6 +22,8 @@ that keep time, a recording, fill it with silence):
    when the speaker is idle;
 2. the loudest ``max_speakers`` frames (RFC 6464 level) are summed into an
    int32 accumulator (:func:`sfu.mix.mix_add`, Cython with a Python twin);
+   a mix-minus stream of one of them gets the next loudest too, so that each
+   speaker hears ``max_speakers`` others when there are that many;
 3. each output stream takes the sum through the soft limiter
    (:func:`sfu.mix.mix_limit`: never wraps) into int16, minus one speaker's
    own frame for a mix-minus stream, and encodes it with its own libopus
@@ -512,8 +514,11 @@ class Mixer:
                 gone.append(number)
         for number in gone:
             self._mix_speakers.drop(number)
+        next_loudest: tuple[int, int, bytes] | None = None
         if self.max_speakers is not None and len(frames) > self.max_speakers:
             frames.sort()  # lowest level byte (-dBov) = loudest first
+            # A mix-minus of one of those kept has room for the next one.
+            next_loudest = frames[self.max_speakers]
             del frames[self.max_speakers :]
 
         started = time.thread_time()
@@ -528,13 +533,20 @@ class Mixer:
         contributors = len(frames)
         ranked = sorted(frames)  # loudest first: each stream names its loudest contributor
 
+        with_next: bytearray | None = None
         for stream in list(self._streams.values()):
             mine = own.get(stream.exclude)
             started = time.thread_time()
+            heard = ranked
             if mine is not None:
-                energy = mix_limit(acc, self._minus, mine)
+                if next_loudest is not None:
+                    if with_next is None:
+                        with_next = bytearray(acc)
+                        mix_add(with_next, next_loudest[2])
+                    heard = [*ranked, next_loudest]
+                energy = mix_limit(acc if with_next is None else with_next, self._minus, mine)
                 pcm_out: bytes | bytearray = self._minus
-                voiced = contributors > 1
+                voiced = len(heard) > 1
             else:
                 if full_energy < 0:
                     full_energy = mix_limit(acc, self._full)
@@ -546,7 +558,7 @@ class Mixer:
             packets = stream.encoder.encode(bytes(pcm_out))
             timing[2] += time.thread_time() - encoding
             level = mixed_level(energy, voiced)
-            csrc = self._csrc(ranked, stream.exclude)
+            csrc = self._csrc(heard, stream.exclude)
             for packet in packets:
                 self._deliver(stream, packet, now, level, csrc)
         self.frames += 1

@@ -18,7 +18,7 @@ import pytest
 
 from sfu.errors import InvalidSetting, RoomClosed
 from sfu.media.mixer import MAX_CATCH_UP, PTIME, Mixer
-from sfu.media.opus import OpusDecoder, plc_packet
+from sfu.media.opus import FRAME_SAMPLES, OpusDecoder, plc_packet
 from sfu.media.router import Publisher, Router
 
 from ..clients import wait_for
@@ -167,6 +167,26 @@ async def test_only_the_loudest_max_speakers_are_mixed(router: Router) -> None:
     run(mixer, router, speakers)
     await mixer.close()
     assert_tones(decode_payloads(full.packets)[9600:], present=[440, 1000], absent=[2500])
+
+
+async def test_the_loudest_speakers_mix_minus_still_holds_max_speakers_others(
+    router: Router,
+) -> None:
+    """With ``max_speakers=1`` the room mix is the loudest alone; the loudest
+    speaker's own mix-minus is then the next loudest, not silence (review: it
+    heard nobody interrupting it)."""
+    mixer = Mixer(router, max_speakers=1)
+    full, loudest_minus = Collector(), Collector()
+    mixer.add_output(full)
+    mixer.add_output(loudest_minus, exclude=1)
+    speakers = {
+        publisher(1, level=0x80 | 10): opus_tone(440, 60),
+        publisher(2, level=0x80 | 30): opus_tone(1000, 60),
+    }
+    run(mixer, router, speakers)
+    await mixer.close()
+    assert_tones(decode_payloads(full.packets)[9600:], present=[440], absent=[1000])
+    assert_tones(decode_payloads(loudest_minus.packets)[9600:], present=[1000], absent=[440])
 
 
 async def test_lost_packets_are_concealed(router: Router) -> None:
@@ -521,3 +541,21 @@ async def test_a_deeper_jitter_buffer_still_hears_its_speakers(router: Router) -
     assert router.taps == [mixer._tap]
     assert_tones(decode_payloads(collector.packets[20:]), [440])
     await mixer.close()
+
+
+def test_a_stream_made_again_at_once_goes_on_without_a_gap_in_its_timestamps() -> None:
+    """A mixed member re-registered by a renegotiation, alone on its stream:
+    the stream is dropped and made again in one call. Its next packet follows
+    the last one sent by one sequence number and one frame (review: two
+    frames, a 20 ms gap for the receiver)."""
+    from sfu.media.mix_stream import MixStreams
+
+    streams = MixStreams()
+    first = streams.get(-1, 48000, "cname")
+    # As a frame's delivery leaves it: the next packet's numbers.
+    next_sequence, next_timestamp = first.sequence, first.timestamp
+    streams.drop_if_empty(first)
+    again = streams.get(-1, 48000, "cname")
+    assert again is not first and again.ssrc == first.ssrc
+    assert again.sequence == next_sequence
+    assert (again.timestamp - next_timestamp) & 0xFFFFFFFF < FRAME_SAMPLES // 2
