@@ -495,11 +495,12 @@ def _parse_lines(text: str) -> tuple[Offer, int]:
     sections = tuple(_section(builder, session) for builder in builders)
     bundle = bundle or ()
     transport = transport_group(sections, bundle)[0]
-    if bundle:
+    if transport.mid is not None and transport.mid in bundle:
         # RFC 8843: the group's transport is the offerer-tagged m-line's (its
         # first mid, of any kind), which alone carries the attributes in a
         # max-bundle or later offer. One that has none (a lax offerer that
         # wrote them on the audio lines only) leaves them to the first audio.
+        # (Audio outside the group, one of video only, is its own transport.)
         tagged = next(section for section in sections if section.mid == bundle[0])
         if tagged.ice_ufrag is not None and tagged.port != 0 and not tagged.bundle_only:
             transport = tagged

@@ -565,6 +565,32 @@ def test_the_bundle_transport_is_the_offerer_tagged_lines(text: str) -> None:
     check_answer(answer_for(offer, negotiation), offer, negotiation)
 
 
+def test_audio_outside_a_bundle_group_of_video_keeps_its_own_transport() -> None:
+    """A group that names only a video line bundles nothing the server uses:
+    the audio line outside it is its own transport, with its own ICE
+    credentials (the parse took the video line's, and every check with the
+    audio's failed)."""
+    video = [
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:VVvv",
+        "a=ice-pwd:" + "v" * 24,
+        f"a=fingerprint:sha-256 {FINGERPRINT}",
+        "a=setup:actpass",
+        "a=mid:v",
+        "a=sendrecv",
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+    ]
+    offer = parse_offer(make_offer(video, audio("a", "recvonly"), bundle=["v"]))
+    assert (offer.ice_ufrag, offer.ice_pwd) == (UFRAG, PWD)
+    negotiation = negotiate(offer, publish=False, max_slots=3)
+    assert negotiation.accepted == (1,)
+    answer = answer_for(offer, negotiation)
+    assert "a=group:BUNDLE" not in answer
+    check_answer(answer, offer, negotiation)
+
+
 def test_port_zero_without_bundle_only_is_rejected() -> None:
     offer = parse_offer(make_offer(audio("0", "sendrecv"), audio("1", "recvonly", port=0)))
     negotiation = negotiate(offer, publish=False, max_slots=3)
