@@ -471,7 +471,8 @@ def _parse_lines(text: str) -> tuple[Offer, int]:
             continue  # o=, s=, c=, t=, b= ...: the server has no use for them
         if value.startswith("group:"):
             fields = _fields(value[len("group:") :])
-            if fields and fields[0] == "BUNDLE" and bundle is None:
+            # (The semantics token is ABNF, case-insensitive: RFC 5888 5, RFC 5234 2.3.)
+            if fields and fields[0].upper() == "BUNDLE" and bundle is None:
                 bundle = tuple(dict.fromkeys(fields[1:]))
         elif value == "ice-lite":
             ice_lite = True

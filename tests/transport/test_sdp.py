@@ -565,6 +565,15 @@ def test_the_bundle_transport_is_the_offerer_tagged_lines(text: str) -> None:
     check_answer(answer_for(offer, negotiation), offer, negotiation)
 
 
+@pytest.mark.parametrize("written", ["bundle", "Bundle"])
+def test_the_bundle_group_is_read_whatever_its_case(written: str) -> None:
+    offer = parse_offer(BASE.replace("a=group:BUNDLE ", f"a=group:{written} "))
+    assert offer.bundle == ("0", "1")
+    negotiation = negotiate(offer, publish=False, max_slots=3)
+    assert negotiation.slots == (0, 1), "both lines share the one transport"
+    check_answer(answer_for(offer, negotiation), offer, negotiation)
+
+
 def test_audio_outside_a_bundle_group_of_video_keeps_its_own_transport() -> None:
     """A group that names only a video line bundles nothing the server uses:
     the audio line outside it is its own transport, with its own ICE
