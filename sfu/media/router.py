@@ -362,10 +362,12 @@ class Router:
             # Only Opus was negotiated; anything else is not ours to forward.
             self.packets_dropped += 1
             return
-        if len(packet) - offset > MAX_PAYLOAD:
+        if not 0 < len(packet) - offset <= MAX_PAYLOAD:
             # Larger than the fan-out sends (an Opus frame's limit, RFC 6716
             # 3.2.1): dropped before it moves a slot's numbering that no
             # receiver would then see (their SRTP indices would fall behind).
+            # Empty (a header alone, or padding): no Opus packet (one has at
+            # least its TOC byte, RFC 6716 3.1), nothing to forward.
             self.packets_dropped += 1
             return
         if ssrc != publisher.ssrc:

@@ -446,6 +446,23 @@ def test_a_payload_no_receiver_would_get_moves_no_slot(router: Routed) -> None:
     assert (sequences[-1] - sequences[-2]) & 0xFFFF == 1
 
 
+def test_a_packet_without_an_opus_byte_is_not_forwarded(router: Routed) -> None:
+    """A header alone, or padding alone, holds no Opus packet (RFC 6716 3.1:
+    at least its TOC byte): dropped and counted, not sent on to every
+    receiver as an empty packet, nor moving the slot (fuzzing review)."""
+    route, fanout, speaker = router
+    talk(router, 1000, 10)
+    header_only = packet(1010, 10 * 960, payload=b"")
+    padding_only = bytearray(packet(1011, 11 * 960, payload=bytes([0, 0, 3])))
+    padding_only[0] |= 0x20
+    route.forward(speaker, header_only, 0.3)
+    route.forward(speaker, bytes(padding_only), 0.32)
+    assert len(fanout.forwarded) == 10 and route.packets_dropped == 2
+    route.forward(speaker, packet(1012, 12 * 960), 0.34)
+    sequences = [sequence for _, sequence in fanout.forwarded]
+    assert (sequences[-1] - sequences[-2]) & 0xFFFF == 3, "receivers see two lost, as sent"
+
+
 def test_a_jump_ahead_moves_a_slot_by_one_step_at_most(router: Routed) -> None:
     """A speaker jumping its numbering ahead by up to MAX_DROPOUT a packet:
     each jump is carried as a step of MAX_SLOT_STEP, so that a receiver that
