@@ -289,6 +289,7 @@ export class SfuClient {
     this._joins = 0; // join() calls: a reconnect loop belongs to one
     this._publishing = false; // whether (re)connections offer a sending line
     this._micRequest = null; // the getUserMedia call under way, shared
+    this._micRequestJoins = 0; // the join() that waits on it last
     this._heldEvents = null; // events received between `joined` and its being applied
     // The last `joined`'s resume_key: a reconnect's join sends it (`resume`).
     this._resumeKey = null;
@@ -517,6 +518,8 @@ export class SfuClient {
         .getUserMedia({ audio: this.options.audio, video: false })
         .finally(() => (this._micRequest = null));
     }
+    // The newest join waiting on the prompt holds what it opens.
+    this._micRequestJoins = joins;
     let stream;
     try {
       stream = await this._micRequest;
@@ -530,8 +533,10 @@ export class SfuClient {
     this.microphoneError = null;
     if (this._ending || this.state === "closed" || joins !== this._joins) {
       // Left (or left and joined again) while the permission prompt was open:
-      // give the microphone back at once; the new session asks for its own.
-      for (const track of stream.getTracks()) track.stop();
+      // give the microphone back at once, unless the session joined since
+      // waits on the same prompt (it takes the stream).
+      const taken = !this._ending && this.state !== "closed" && this._micRequestJoins === this._joins;
+      if (!taken) for (const track of stream.getTracks()) track.stop();
       throw new SfuError("closed", "the client left while the microphone was being opened");
     }
     if (this.micStream !== stream) {
