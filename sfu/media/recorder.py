@@ -96,6 +96,7 @@ whose headers the disk refuses, raises in ``record()``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import math
 import os
@@ -199,18 +200,29 @@ def _writing(path: Path) -> bool:
 
 def _open_file(path: Path, *, append: bool) -> IO[bytes]:
     """Open a recording's file to write, unbuffered: made, or emptied unless
-    ``append``. A pipe or socket there raises OSError (ESPIPE) before it is
-    opened, which would block the event loop until a reader came: the file is
-    written in whole pages that a refused write takes back, which needs a file
-    that seeks."""
+    ``append``. A pipe or socket there raises OSError (ESPIPE), opened without
+    blocking (a pipe's open would wait for a reader, holding the event loop):
+    the file is written in whole pages that a refused write takes back, which
+    needs a file that seeks."""
+    return open(path, "ab" if append else "wb", buffering=0, opener=_open_seekable)
+
+
+def _open_seekable(path: str, flags: int) -> int:
     try:
-        found = os.stat(path).st_mode
-    except OSError:
-        pass  # not there yet (the open makes it), or the open says why
-    else:
-        if stat.S_ISFIFO(found) or stat.S_ISSOCK(found):
-            raise OSError(errno.ESPIPE, "a pipe or socket cannot be recorded to", str(path))
-    return open(path, "ab" if append else "wb", buffering=0)
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o666)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a pipe nobody reads
+            raise OSError(errno.ESPIPE, "a pipe cannot be recorded to", path) from None
+        raise
+    try:
+        found = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(found) or stat.S_ISCHR(found)):
+            raise OSError(errno.ESPIPE, "a pipe or socket cannot be recorded to", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_whole(handle: IO[bytes], data: bytes) -> None:
@@ -249,16 +261,40 @@ def _safe_name(identity: str) -> str:
 # A file name's longest on the usual file systems, in bytes (NAME_MAX), less
 # room for the "-<number>-<attempt>" a clash adds.
 _SPEAKER_NAME_MAX = 255 - 24
+# A mix file's suffix longer than this is taken as part of its name.
+_SUFFIX_MAX = 16
 
 
 def _speaker_file_name(mix: Path, identity: str) -> str:
-    """``<mix stem>-<identity>.<suffix>``, the mix's stem cut short when the
-    whole would be too long a name for the file system (which would refuse
-    it as if the disk did, again and again)."""
-    tail = f"-{_safe_name(identity)}{mix.suffix or '.opus'}"
-    room = _SPEAKER_NAME_MAX - len(os.fsencode(tail))
-    stem = os.fsencode(mix.stem)[:room].decode(errors="ignore") if room > 0 else ""
-    return stem + tail
+    """``<mix stem>-<identity>.<suffix>``. When that would be too long a name
+    for the file system (which would refuse it as if the disk did, again and
+    again), the mix's part is cut and a digest of the whole mix name put
+    after it, so that two long mix names cut alike still differ."""
+    stem, suffix = mix.stem, mix.suffix or ".opus"
+    if len(os.fsencode(suffix)) > _SUFFIX_MAX:
+        stem, suffix = mix.name, ".opus"
+    tail = f"-{_safe_name(identity)}{suffix}"
+    name = stem + tail
+    if len(os.fsencode(name)) <= _SPEAKER_NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(mix.name)).hexdigest()[:8]
+    tail = f"-{digest}{tail}"
+    cut = os.fsencode(stem)[: _SPEAKER_NAME_MAX - len(tail)]
+    # Back to a whole UTF-8 character (a name's bytes are kept as they are).
+    while cut and cut[-1] & 0xC0 == 0x80:
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:
+        cut = cut[:-1]
+    return os.fsdecode(cut) + tail
+
+
+def _unwritable(path: Path) -> bool:
+    """A pipe or socket at ``path``: no recording's file (see _open_file)."""
+    try:
+        found = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(found) or stat.S_ISSOCK(found)
 
 
 class Outage:
@@ -571,7 +607,7 @@ class Recorder:
             raise InvalidSetting(f"per_speaker must be True or False, got {per_speaker!r:.40}")
         # Absolute: the speaker files are opened by name at each write, and an
         # application changing directory must not send them elsewhere.
-        self.path = Path(os.path.abspath(path))
+        self.path = Path(path).absolute()  # (not normalised: "link/.." is the OS's to follow)
         self.per_speaker = per_speaker
         self.speaker_paths: dict[str, Path] = {}
         self._files_full_told = False  # MAX_SPEAKER_FILES reached, logged once
@@ -800,12 +836,13 @@ class Recorder:
             return None
         path = self.path.with_name(_speaker_file_name(self.path, identity))
         taken = {*self.speaker_paths.values(), self.path}
-        if path in taken or _writing(path):
+        if path in taken or _writing(path) or _unwritable(path):
             # Numbered; an identity may be that numbered name already ("a-7"):
-            # never a file another speaker writes (opening it would empty it).
+            # never a file another speaker writes (opening it would empty it),
+            # nor a pipe or socket (never writable: no file at all).
             stem, attempt = f"{path.stem}-{number}", 1
             path = path.with_name(f"{stem}{path.suffix}")
-            while path in taken or _writing(path):
+            while path in taken or _writing(path) or _unwritable(path):
                 attempt += 1
                 path = path.with_name(f"{stem}-{attempt}{path.suffix}")
         self._claim(path)

@@ -42,6 +42,7 @@ from sfu.media.recorder import (
     Recorder,
     SpeakerTrack,
     _six_frames,
+    _speaker_file_name,
 )
 from sfu.media.router import Publisher, Router
 
@@ -774,7 +775,9 @@ async def test_a_disk_that_fills_leaves_whole_pages_and_the_files_go_on_when_it_
     file goes on, as long as the recording, the outage silence."""
     import sfu.media.recorder as recorder_module
 
-    def open_on_a_small_disk(path: Any, mode: str = "r", buffering: int = -1) -> io.FileIO:
+    def open_on_a_small_disk(
+        path: Any, mode: str = "r", buffering: int = -1, opener: Any = None
+    ) -> io.FileIO:
         return _DiskFillingFile(path, mode.replace("b", ""))
 
     async with sfu.Server() as server:
@@ -836,7 +839,7 @@ class _Disk:
             return super().write(data) or 0
 
     @staticmethod
-    def open(path: Any, mode: str = "r", buffering: int = -1) -> io.FileIO:
+    def open(path: Any, mode: str = "r", buffering: int = -1, opener: Any = None) -> io.FileIO:
         name = Path(path).name
         _Disk.opens[name] = _Disk.opens.get(name, 0) + 1
         return _Disk.File(path, mode.replace("b", ""))
@@ -1219,17 +1222,13 @@ def test_timestamps_a_few_samples_off_lose_no_packet(tmp_path: Path, slip: int) 
     assert (track.late, track.filled, track.packets) == (0, 0, 1000)
 
 
-async def test_a_long_mix_name_and_identity_still_make_a_speaker_file(tmp_path: Path) -> None:
-    """A 200-character mix name and a 64-character identity: the speaker
-    file's name is cut to one the file system takes (review: 270 bytes, refused
-    as if the disk were full, tried again every 30 s, never made)."""
-    identity = "i" * 64
+async def recorded_speaker_file(mix: Path | str, identity: str) -> tuple[Recorder, Path]:
+    """A recording of ``mix`` with one speaker file, ``identity``'s, 50
+    packets long: the recorder, and the speaker's file (whole: checked)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
     mixer = Mixer(router)
-    recorder = Recorder(
-        mixer, tmp_path / ("m" * 200 + ".opus"), per_speaker=True, identity_of=lambda n: identity
-    )
+    recorder = Recorder(mixer, mix, per_speaker=True, identity_of=lambda n: identity)
     loop = asyncio.get_running_loop()
     recorder.start(loop.time())
     alice = Publisher(number=1, payload_type=111, audio_level_id=1, ssrc=1)
@@ -1247,8 +1246,60 @@ async def test_a_long_mix_name_and_identity_still_make_a_speaker_file(tmp_path: 
         router.close()
         sock.close()
     path = recorder.speaker_paths[identity]
-    assert path.name.endswith("-" + identity + ".opus") and len(path.name) <= 255
-    assert path.parent == tmp_path
     assert recorder.stats()["speakers"][identity]["paused"] is False
     pages = list(parse_pages(path.read_bytes()))
     assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
+    return recorder, path
+
+
+@pytest.mark.parametrize(
+    "mix",
+    ["m" * 200 + ".opus", "talk v1." + "x" * 200, "\u00e9" * 120 + ".opus"],
+    ids=["long-stem", "long-suffix", "two-byte-characters"],
+)
+async def test_a_long_mix_name_and_identity_still_make_a_speaker_file(
+    tmp_path: Path, mix: str
+) -> None:
+    """A mix name of 200 characters (or bytes) and a 64-character identity:
+    the speaker file's name is cut to one the file system takes (review: 270
+    bytes, refused as if the disk were full, tried every 30 s, never made)."""
+    identity = "i" * 64
+    _, path = await recorded_speaker_file(tmp_path / mix, identity)
+    assert path.parent == tmp_path
+    assert path.name.endswith("-" + identity + ".opus")
+    assert len(os.fsencode(path.name)) <= 255
+
+
+def test_two_long_mix_names_cut_alike_still_get_speaker_files_of_their_own() -> None:
+    first, second = ("a" * 220 + f"-part{n}.opus" for n in (1, 2))
+    names = {_speaker_file_name(Path(mix), "alice") for mix in (first, second)}
+    assert len(names) == 2, names
+
+
+def test_a_short_mix_name_is_kept_byte_for_byte_in_its_speaker_files() -> None:
+    mix = Path(os.fsdecode(b"caf\xe9.opus"))  # not UTF-8
+    assert _speaker_file_name(mix, "alice") == os.fsdecode(b"caf\xe9-alice.opus")
+
+
+async def test_a_pipe_at_a_speaker_files_name_gets_the_numbered_name(tmp_path: Path) -> None:
+    """A pipe where a speaker's file would go is never writable: the speaker
+    gets the numbered name at once, as at a clash (review: paused as if the
+    disk were full, tried every 30 s, never made)."""
+    os.mkfifo(tmp_path / "talk-alice.opus")
+    recorder, path = await recorded_speaker_file(tmp_path / "talk.opus", "alice")
+    assert path.parent == tmp_path and path.name.startswith("talk-alice-")
+
+
+async def test_a_path_through_a_symbolic_link_and_dotdot_goes_where_the_os_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``link/../talk.opus`` is the parent of where the link points, as
+    ``open`` says: made absolute, the path is not normalised by its text
+    (review: the recording went to ``./talk.opus``)."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    monkeypatch.chdir(tmp_path)
+    await recorded_speaker_file("link/../talk.opus", "alice")
+    assert (tmp_path / "real" / "talk.opus").exists()
+    assert (tmp_path / "real" / "talk-alice.opus").exists()
+    assert not (tmp_path / "talk.opus").exists()
