@@ -144,11 +144,13 @@ class Moderation:
         room = self.room
         participant = room[identity]
         if role == "speaker" and participant.can_publish:
+            self._given_again(identity, role, by)
             return participant
         # A listener holding the moderate grant (a moderator token joined as
         # listener) keeps it, as a join with such a token does.
         grants = grants_of(role) | (participant.grants & {"moderate"})
         if role == participant.role and grants == participant.grants:
+            self._given_again(identity, role, by)
             return participant  # a moderator made moderator: nothing changes, nothing to tell
         if by is not None and by == identity:
             self._check_self_promotion(participant, role)
@@ -178,6 +180,20 @@ class Moderation:
         self.drop_hand(identity, by)
         self._announce(participant, f"promoted to {role}", by, needs_offer, was_in_audience)
         return participant
+
+    def _given_again(self, identity: str, role: Role, by: str | None) -> None:
+        """Another moderator (or the backend) promotes a member to what it had
+        made itself: nothing changes now, but the step is theirs from here on,
+        for its rejoins (sfu.gate)."""
+        decision = self.room._decisions.get(identity)
+        if (
+            (by is None or by != identity)
+            and decision is not None
+            and decision.get("role_by_itself")
+            and decision.get("role") == role
+        ):
+            decision["role_by_itself"] = False
+            decision["role_given"] = role
 
     def _check_self_promotion(self, participant: Participant, role: Role) -> None:
         """A member promoting itself gets no grant that its own token (or

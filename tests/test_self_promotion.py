@@ -160,3 +160,24 @@ async def test_a_step_a_member_takes_itself_does_not_undo_anothers_promotion() -
         await m.close()
         m = await room.join(SPEAKER, token=narrow)
         assert not m.can_publish, "a demotion ends the promotion it was given"
+
+
+async def test_another_moderator_saying_again_what_a_member_made_itself_is_kept() -> None:
+    """A member's own step to moderator, then another moderator promoting it
+    to moderator too (nothing changes now): the step is the other's from
+    then on, and a rejoin on a token that does not cover it keeps it
+    (second review: it came back a speaker)."""
+    async with sfu.Server(token_secret=SECRET) as server:
+        room = server.room("r")
+        boss = auth.issue_token(SECRET, room="r", identity="boss", role="moderator")
+        await room.join(SPEAKER, token=boss)
+        narrow = auth.issue_token(
+            SECRET, room="r", identity="m", role="listener", grants=MODERATE_ONLY
+        )
+        m = await room.join(SPEAKER, token=narrow)
+        await room.promote("m", role="speaker", by="boss")
+        await room.promote("m", role="moderator", by="m")
+        await room.promote("m", role="moderator", by="boss")
+        await m.close("network dropped")
+        m = await room.join(SPEAKER, token=narrow)
+        assert (m.role, m.can_publish) == ("moderator", True)
