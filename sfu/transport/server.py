@@ -156,7 +156,7 @@ class Server:
     consent only if it answers a check of the server's (a check can be replayed).
     A session not connected (ICE check and DTLS handshake done)
     ``handshake_timeout`` seconds after its answer was made is closed, its
-    member's seat given back (one never checked at all goes at
+    member's seat given back (one whose client goes silent first goes at
     ``consent_timeout`` when that is shorter); each is counted in
     ``handshakes_timed_out``.
     ``token_secret`` is the HS256 key that join tokens are checked with
@@ -819,6 +819,11 @@ class Server:
                     if checks
                     else "handshake timed out: no ICE check from the client"
                 )
+                self.handshakes_timed_out += 1
+            elif session.last_valid < limit and session.state != "connected":
+                # Checked, then silent before its DTLS handshake was done: also a
+                # handshake that timed out (at consent's timeout, the shorter).
+                reason = "handshake timed out: the client went silent during the DTLS handshake"
                 self.handshakes_timed_out += 1
             elif session.last_valid < limit:
                 reason = "consent expired: no valid STUN or SRTP from the client"

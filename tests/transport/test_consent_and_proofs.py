@@ -289,3 +289,20 @@ async def test_past_the_checks_remembered_a_new_address_needs_a_proof(
             for datagram in await client_flight(client_socket, server, client, deadline):
                 client_socket.sendto(datagram, server_addr(server))
             await wait_for(lambda: session.state == "connected", 3, session.close_reason or "")
+
+
+async def test_a_client_silent_after_its_check_is_a_handshake_that_timed_out() -> None:
+    """A client checks, then nothing (its DTLS never comes): closed at
+    consent's timeout when that is shorter than the handshake's, counted in
+    handshakes_timed_out and told so, as one that never checked is (second
+    review: "consent expired", uncounted)."""
+    async with sfu.Server(consent_timeout=CONSENT, handshake_timeout=30.0) as server:
+        with two_loopback_sockets() as (sock, _):
+            client = DtlsClient()
+            session, server_ufrag, pwd = await listener_session(server, client)
+            sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
+            await wait_for(lambda: session.state == "checking", 3, "checked")
+            await wait_for(lambda: session.state == "closed", 3 * CONSENT + 2, "closed")
+            assert session.close_reason is not None
+            assert session.close_reason.startswith("handshake timed out"), session.close_reason
+            assert server.handshakes_timed_out == 1
