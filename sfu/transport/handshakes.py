@@ -30,9 +30,12 @@ logger = logging.getLogger(__name__)
 
 #: DTLS handshake datagrams worked on per event-loop iteration, and the most that may wait.
 HANDSHAKES_PER_TURN = 4
-#: Handshake datagrams one session may have waiting (a flight is 1-3, and
-#: retransmissions of them).
-MAX_HANDSHAKE_QUEUED_PER_SESSION = 8
+#: Handshake datagrams one session may have waiting: a whole flight, which
+#: may come at once (uvloop reads a burst before a turn works on any) and be
+#: many datagrams (a client certificate chain of several KB, a record per
+#: datagram: 12 for 8.6 KB). Fewer, and the flight's tail is dropped at every
+#: retransmission alike: the handshake never completes.
+MAX_HANDSHAKE_QUEUED_PER_SESSION = 32
 MAX_HANDSHAKE_BACKLOG = 8192
 
 

@@ -55,6 +55,26 @@ def fingerprint(certificate: x509.Certificate, algorithm: hashes.HashAlgorithm) 
     return ":".join(f"{b:02X}" for b in certificate.fingerprint(algorithm))
 
 
+def named_certificate(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, names: int
+) -> x509.Certificate:
+    """A self-signed certificate naming ``names`` hosts."""
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "client")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    hosts = [x509.DNSName(f"host{number}.example.org") for number in range(names)]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 class Client:
     """A DTLS-SRTP client as a browser would be: connect state, own certificate."""
 
@@ -66,6 +86,7 @@ class Client:
         certificate: bool = True,
         accept_server: bool = True,
         ciphers: bytes | None = None,
+        host_names: int = 0,
     ) -> None:
         if key_type == "rsa":
             key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = rsa.generate_private_key(
@@ -73,7 +94,10 @@ class Client:
             )
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-        self.certificate = self_signed(key, datetime.timedelta(days=1))
+        if host_names:  # a larger certificate (~20 bytes a name), as a CA-issued one is
+            self.certificate = named_certificate(key, host_names)
+        else:
+            self.certificate = self_signed(key, datetime.timedelta(days=1))
         self.fingerprints = [("sha-256", fingerprint(self.certificate, hashes.SHA256()))]
         context = SSL.Context(SSL.DTLS_METHOD)
         context.set_options(SSL.OP_NO_QUERY_MTU)
