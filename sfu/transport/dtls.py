@@ -370,6 +370,10 @@ class DtlsServer:
             self._flush(ssl)
             self._arm_timer(ssl, now)
             return False
+        if outcome == openssl_session.CLOSED:
+            logger.debug("< dtls %s: close_notify during the handshake", self._label)
+            self._end("closed", None, notify=False)
+            return False
         if outcome == FAILED:
             reasons = openssl_session.error_reasons()
             if self._peer_rejected:

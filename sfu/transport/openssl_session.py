@@ -225,14 +225,18 @@ class OpenSslSession:
         lib.BIO_write(self._into_ssl, data, len(data))
 
     def do_handshake(self) -> int:
-        """Advance the handshake: DONE, WANT_READ, or FAILED (see :func:`error_reasons`)."""
+        """Advance the handshake: DONE, WANT_READ, CLOSED (the client sent
+        close_notify: it hung up), or FAILED (see :func:`error_reasons`)."""
         # SSL_get_error reads the thread's error queue: start it empty.
         lib.ERR_clear_error()
         result = lib.SSL_do_handshake(self.ssl)
         if result == 1:
             return DONE
-        if lib.SSL_get_error(self.ssl, result) == lib.SSL_ERROR_WANT_READ:
+        error = lib.SSL_get_error(self.ssl, result)
+        if error == lib.SSL_ERROR_WANT_READ:
             return WANT_READ
+        if error == lib.SSL_ERROR_ZERO_RETURN:
+            return CLOSED
         return FAILED
 
     def read_output(self) -> bytes:

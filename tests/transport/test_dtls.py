@@ -694,6 +694,23 @@ def test_client_close_notify(certificate: Certificate) -> None:
     assert notify[0] == 21
 
 
+def test_a_client_hanging_up_during_the_handshake_closes_it_as_the_clients_doing(
+    certificate: Certificate,
+) -> None:
+    """close_notify (plaintext, epoch 0) after the server's first flight: the
+    client hung up; "closed", as after the handshake, not a failure with an
+    empty reason (review: "handshake failed: unknown error")."""
+    client = Client()
+    wire = Wire(client.fingerprints, certificate)
+    for datagram in client.start():
+        wire.server.feed(datagram, 1000.0)
+    assert wire.take(), "the server's first flight"
+    close_notify = bytes([21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 9, 0, 2, 1, 0])
+    wire.server.feed(close_notify, 1000.01)
+    assert (wire.server.state, wire.server.failure) == ("closed", None)
+    assert wire.server.keys is None
+
+
 # -- after the handshake, without OpenSSL (sfu.transport.dtls_record) -----------------
 
 

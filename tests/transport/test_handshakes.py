@@ -27,6 +27,7 @@ class FakeSession:
         self.state = "checking"
         self.handshake_queued = 0
         self.received: list[bytes] = []
+        self.after_closing: list[bytes] = []
         self.timeouts: list[float] = []
         self.close_reason: str | None = None
 
@@ -36,6 +37,9 @@ class FakeSession:
     def receive_dtls(self, data: bytes, now: float) -> None:
         if self.broken:
             raise RuntimeError("a bug")
+        if self.state == "closed":  # (a Session counts it: "dtls before ice")
+            self.after_closing.append(data)
+            return
         self.received.append(data)
 
     def handle_timeout(self, now: float) -> None:
@@ -100,6 +104,7 @@ async def test_a_failing_handshake_closes_its_session_only() -> None:
     assert broken.close_reason == "internal error in the DTLS handshake"
     assert server.drops["dtls handshake error"] == 1
     assert closed.received == [] and closed.handshake_queued == 0
+    assert closed.after_closing == [b"flight"], "handed to its session, which counts it"
     assert fine.received == [b"flight"] and fine.state == "checking"
 
 
