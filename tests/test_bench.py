@@ -394,20 +394,30 @@ def test_janus_fanout_against_janus(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("worst_listener_loss", "auth_failed", "failure"),
+    ("worst_listener_loss", "auth_failed", "server_cpu_s", "backlog", "failure"),
     [
-        (0.0, 0, None),
-        (0.004, 0, None),
-        (0.006, 0, "a listener lost 0.60%"),
-        (0.0, 1, "1 sampled packets failed SRTP authentication"),
+        (0.0, 0, 2.5, 0.01, None),
+        (0.004, 0, 2.5, 0.01, None),
+        (0.006, 0, 2.5, 0.01, "a listener lost 0.60%"),
+        (0.0, 1, 2.5, 0.01, "1 sampled packets failed SRTP authentication"),
+        # A core and a bit per second of speech, not yet behind in 5 s: fails.
+        (0.0, 0, 5.4, 0.01, "the server needed 1.08 of a core per second of speech"),
+        (0.0, 0, 4.9, 0.01, None),
+        (0.0, 0, 4.9, 0.3, "server fell 0.30 s behind (core at 98%)"),
     ],
 )
 async def test_max_listeners_step_fails_on_any_listener_past_the_loss_target(
-    worst_listener_loss: float, auth_failed: int, failure: str | None
+    worst_listener_loss: float,
+    auth_failed: int,
+    server_cpu_s: float,
+    backlog: float,
+    failure: str | None,
 ) -> None:
     """max_listeners: the < 0.5 % target holds for every listener (one losing
-    0.6 % fails the step although the average stays far below), and a sampled
-    packet that fails authentication fails it too."""
+    0.6 % fails the step although the average stays far below), a sampled
+    packet that fails authentication fails it too, and so does a server that
+    needs a whole core or more per second of speech (a review: steps needing
+    1.09-1.15 passed, a 5 s window showing them less than 0.5 s behind)."""
     max_listeners = importlib.import_module("max_listeners")
     summary = {
         "loss": worst_listener_loss / 100,  # one listener in a hundred lost that much
@@ -416,17 +426,20 @@ async def test_max_listeners_step_fails_on_any_listener_past_the_loss_target(
         "fanout_dropped": 0,
         "udp_rcvbuf_errors": 0,
         "server_cpu_share": 0.5,
+        "server_cpu_s": server_cpu_s,
+        "speaker_packets": 250,  # 5 s of one speaker
         "loadgen_cpu_share": 0.1,
     }
 
     class Window:
         server = {"lag": {"worst_ms": 1.0}}
-        backlog = 0.01
         server_wait = 0.0
         seconds = 5.0
 
         def summary(self) -> dict[str, Any]:
             return summary
+
+    Window.backlog = backlog  # type: ignore[attr-defined]
 
     class Gen:
         listeners = [object()] * 100
