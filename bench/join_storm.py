@@ -8,7 +8,9 @@ kernel's receive time of the listener's first packet), p50/p99/max; whether
 every listener then receives audio (an exact-count window afterwards); the
 server's worst event-loop lag during the storm (its 10 ms ticker; also
 less the time the loop's thread waited for a CPU, as when the hypervisor
-runs another guest: what server code held the loop) and its CPU; then how
+runs another guest: what server code held the loop; a tick reads a block
+short by the part of its sleep already run, so the target is checked
+against the lag plus the ticker's interval) and its CPU; then how
 fast the shared machine was: the C floor's cost per datagram and a DTLS
 handshake's crypto (X25519, ECDSA sign and verify) on the server's CPU
 after the storm, and the storm's CPU per join in units of the latter (a
@@ -225,6 +227,11 @@ async def main(args: argparse.Namespace) -> None:
                 # (By the end of the check window that follows the storm.)
                 "listeners_with_audio_during_storm": len(first),
                 "server_lag_worst_ms": round(during["lag"]["worst_ms"], 2),
+                # A tick reads a block short by the part of its sleep already
+                # run (up to one interval): the longest block was at most this.
+                "server_block_bound_ms": round(
+                    during["lag"]["worst_ms"] + during["lag"]["interval_ms"], 2
+                ),
                 "server_lag_over_50ms_ticks": during["lag"]["over_50ms"],
                 # The same ticks less the time the loop's thread waited for a
                 # CPU (run queue, hypervisor steal): what server code held it.
@@ -319,8 +326,10 @@ async def main(args: argparse.Namespace) -> None:
                 "all_receive_audio": result["all_receive_audio"],
                 "p99_first_packet_le_2s": (result["offer_to_first_packet_p99_ms_of_all"] or 1e9)
                 <= 2000,
-                "no_lag_over_50ms": result["server_lag_worst_ms"] <= 50,
-                "no_hold_over_50ms": result["server_lag_worst_held_ms"] <= 50,
+                "no_lag_over_50ms": result["server_block_bound_ms"] <= 50,
+                "no_hold_over_50ms": result["server_lag_worst_held_ms"]
+                + during["lag"]["interval_ms"]
+                <= 50,
             }
             check_loss = np.round(summary["loss"], 5)
     print(
@@ -329,6 +338,7 @@ async def main(args: argparse.Namespace) -> None:
         f"offer->first packet p50 {result['offer_to_first_packet']['p50_ms']} ms, "
         f"p99 {result['offer_to_first_packet']['p99_ms']} ms, max {result['offer_to_first_packet']['max_ms']} ms; "
         f"worst server loop lag {result['server_lag_worst_ms']} ms "
+        f"(a block of at most {result['server_block_bound_ms']} ms) "
         f"(held by its code {result['server_lag_worst_held_ms']} ms) "
         f"(worst full GC {(result['server_gc'] or {}).get('worst_ms', [0, 0, None])[2]} ms); "
         f"all receive audio: {result['all_receive_audio']} (loss after the storm {check_loss:.3%}); "
