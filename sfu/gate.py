@@ -204,6 +204,8 @@ class Gate:
         if mixed is not None and not isinstance(mixed, bool):
             raise InvalidSetting(f"mixed must be True, False or None, got {mixed!r}")
         asked = role  # what the caller asked for (None: the token's role)
+        if identity is not None:
+            member_identity(identity)  # a bad one is InvalidSetting, token or not
         claims = self.check_token(token)
         if claims is not None:
             if identity is not None and identity != claims.identity:

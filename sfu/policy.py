@@ -79,8 +79,12 @@ class RoomPolicy:
             raise InvalidSetting(f"private must be True or False, got {self.private!r}")
         for name in ("roster_interval", "stage_interval", "hold", "decision_interval"):
             value = getattr(self, name)
-            if value is not None and not is_number(value):
-                raise InvalidSetting(f"{name} must be a number of seconds, got {value!r}")
+            if value is None and name == "decision_interval":
+                continue
+            if not is_number(value):
+                raise InvalidSetting(
+                    f"{name} must be a number of seconds (an int or float), got {value!r}"
+                )
         if not 0 < self.roster_interval <= 60:
             raise InvalidSetting(
                 f"roster_interval must be in (0, 60] seconds, got {self.roster_interval!r}"

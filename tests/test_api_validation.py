@@ -144,13 +144,17 @@ async def test_the_port_of_a_server_not_running_says_whether_it_is_not_started_o
         {"roster_listeners": 2.5},
         {"hold": float("nan")},
         {"decision_interval": True},
+        # None is decision_interval's alone (review: a bare TypeError for these).
+        {"hold": None},
+        {"stage_interval": None},
+        {"roster_interval": None},
         {"thresholds": (10**400, 2, 0)},  # OverflowError in the detector, not InvalidSetting
         {"thresholds": (1.0, float("nan"), 0)},
         {"thresholds": (True, 2, 0)},
     ],
 )
 def test_room_policy_refuses_wrong_types(settings: dict[str, object]) -> None:
-    with pytest.raises(sfu.InvalidSetting):
+    with pytest.raises(sfu.InvalidSetting, match=next(iter(settings))):
         RoomPolicy(**settings)  # type: ignore[arg-type]
 
 
@@ -499,3 +503,17 @@ async def test_renegotiates_takes_true_or_false_only() -> None:
         assert member.renegotiates is True
         member.renegotiates = False
         assert member.renegotiates is False and not member.can_speak
+
+
+@pytest.mark.parametrize("identity", [123, "", b"lou"])
+async def test_a_bad_identity_is_an_invalid_setting_with_a_token_or_without(
+    identity: object,
+) -> None:
+    """(Review: with a token, identity=123 read "the token is for 'lou', not 123", NotAllowed.)"""
+    secret = "s" * 32
+    token = auth.issue_token(secret, room="r", identity="lou", role="listener")
+    async with sfu.Server(token_secret=secret) as server:
+        room = server.room("r")
+        for given in ({"token": token}, {}):
+            with pytest.raises(sfu.InvalidSetting, match="identity must be a non-empty string"):
+                await room.join(LISTENER, identity=identity, **given)  # type: ignore[arg-type]
