@@ -69,6 +69,14 @@ class Closing:
             if not joined:
                 self.drop_if_unused()
 
+    def join_undone(self) -> None:
+        """A join into a room made for it succeeded, but its client left before
+        its answer (its member closed): as if it had failed. The room is one
+        made for joins again, closed now if nothing holds it, or when the last
+        of those still waiting their turn fails too."""
+        self.made_for_join = True
+        self.drop_if_unused()
+
     def held(self) -> bool:
         """Whether anything keeps the room: members, joins or a live mix. Not
         bans: they end with the room, or any moderator could keep one for ever."""

@@ -428,7 +428,8 @@ class Room:
         Banning someone who is not in the room (their connection just
         dropped) still keeps them out, up to ``MAX_BANS`` (1,000) bans of a
         room (past it, :class:`~sfu.errors.InvalidSetting`: unban someone
-        first); removing them without a ban raises
+        first; a member present is banned whatever the count, so that its
+        removal never fails, and each such ban is a moderator's act); removing them without a ban raises
         :class:`~sfu.errors.NotFound`; on a closed room it raises
         :class:`~sfu.errors.RoomClosed`. ``by`` names the moderator acting
         (:class:`~sfu.errors.NotAllowed` unless it is a member holding

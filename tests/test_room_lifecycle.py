@@ -1063,3 +1063,24 @@ def test_a_start_cancelled_on_uvloop_leaves_its_port_free() -> None:
             return again.port
 
     uvloop.run(start_cancelled_then_again())
+
+
+async def test_a_room_made_for_joins_that_all_came_to_nothing_is_not_left_open() -> None:
+    """What the WHIP/WHEP adapter does for a room it made: a POST whose client
+    left before its answer undoes its join (Closing.join_undone) while a
+    second POST for the room still waits its turn; that one fails too. No
+    member, nothing decided: the room closes (review: the first join's
+    success had ended the room's "made for a join", and it stayed open)."""
+    async with sfu.Server(joins_per_turn=1) as server:
+        room = server.room("r")
+        room._closing.made_for_join = True  # as the adapter marks a room it made
+        first = asyncio.create_task(room.add_listener(LISTENER, "a"))
+        second = asyncio.create_task(room.add_listener(offer("inactive"), "b"))
+        member = await first
+        await member.close("the client left before its answer")
+        room._closing.join_undone()
+        assert not room.closed, "the second join still holds it"
+        with pytest.raises(sfu.InvalidOffer):
+            await second
+        assert room.closed and room.close_reason == "unused"
+        assert server.get_room("r") is None

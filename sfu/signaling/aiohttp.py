@@ -755,7 +755,7 @@ def add_whip_whep(
                 )
                 await participant.close("the client left before its answer")
                 if not existed:
-                    room._closing.drop_if_unused()
+                    room._closing.join_undone()
                 return _plain(499, "the client left before its answer")
             resource = secrets.token_urlsafe(16)
             resources[kind, resource] = participant
