@@ -266,6 +266,8 @@ async def main(args: argparse.Namespace) -> None:
                     joins["failed"] == 0
                     and summary["listeners_with_nothing"] == 0
                     and len(first) == args.listeners
+                    # (Sampled packets authenticated: audio, not bytes.)
+                    and summary["auth_failed"] == 0
                 ),
                 "server_drops": during["server"].get("drops"),
                 # Datagrams the server read during the storm (the speaker's

@@ -87,7 +87,9 @@ async def main(args: argparse.Namespace) -> None:
                 "loadgen_cpus": cpus,
             }
     print(
-        f"N={result['listeners']}: {result['packets_with_all_copies']} packets with every copy; "
+        f"N={result['listeners']}: {result['packets_with_all_copies']} of "
+        f"{result['packets_sent']} packets with every copy (only those are timed: a missing "
+        "copy would be the latest); "
         f"first copy p50 {result['first_copy']['p50_ms']} ms p99 {result['first_copy']['p99_ms']} ms; "
         f"last copy p50 {result['last_copy']['p50_ms']} ms p99 {result['last_copy']['p99_ms']} ms "
         f"(max {result['last_copy']['max_ms']} ms); loss {result['window']['loss']:.3%}"
