@@ -133,23 +133,31 @@ async def test_a_promotion_a_member_gave_itself_is_no_pass_for_a_narrower_token(
         assert mo.role == "moderator" and mo.can_publish
 
 
+async def promoted_then_stepped_up_itself(room: sfu.Room) -> tuple[sfu.Participant, str]:
+    """In ``room``: "boss", a moderator, promotes "m" (a token granting
+    `moderate`, not `publish`) to speaker; "m" then makes itself moderator
+    (it adds no grant). "m", and its token."""
+    boss = auth.issue_token(SECRET, room=room.name, identity="boss", role="moderator")
+    await room.join(SPEAKER, token=boss)
+    narrow = auth.issue_token(
+        SECRET, room=room.name, identity="m", role="listener", grants=MODERATE_ONLY
+    )
+    m = await room.join(SPEAKER, token=narrow)
+    await room.promote("m", role="speaker", by="boss")
+    await room.promote("m", role="moderator", by="m")
+    assert m.role == "moderator" and m.can_publish
+    return m, narrow
+
+
 async def test_a_step_a_member_takes_itself_does_not_undo_anothers_promotion() -> None:
     """Promoted to speaker by another moderator, a member whose token grants
-    `moderate` but not `publish` takes the moderator role itself (it adds no
-    grant); when it comes back, the seat the other gave it still stands (the
-    self-step is refused for its token, the other's promotion is not:
-    review, it came back a listener). A demotion ends both."""
+    `moderate` but not `publish` takes the moderator role itself; when it
+    comes back, the seat the other gave it still stands (the self-step is
+    refused for its token, the other's promotion is not: review, it came
+    back a listener). A demotion ends both."""
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("r")
-        boss = auth.issue_token(SECRET, room="r", identity="boss", role="moderator")
-        await room.join(SPEAKER, token=boss)
-        narrow = auth.issue_token(
-            SECRET, room="r", identity="m", role="listener", grants=MODERATE_ONLY
-        )
-        m = await room.join(SPEAKER, token=narrow)
-        await room.promote("m", role="speaker", by="boss")
-        await room.promote("m", role="moderator", by="m")
-        assert m.role == "moderator" and m.can_publish
+        m, narrow = await promoted_then_stepped_up_itself(room)
         await m.close("network dropped")
         m = await room.join(SPEAKER, token=narrow)
         assert (m.role, m.can_publish, m.is_moderator) == ("speaker", True, True)
@@ -169,14 +177,7 @@ async def test_another_moderator_saying_again_what_a_member_made_itself_is_kept(
     (second review: it came back a speaker)."""
     async with sfu.Server(token_secret=SECRET) as server:
         room = server.room("r")
-        boss = auth.issue_token(SECRET, room="r", identity="boss", role="moderator")
-        await room.join(SPEAKER, token=boss)
-        narrow = auth.issue_token(
-            SECRET, room="r", identity="m", role="listener", grants=MODERATE_ONLY
-        )
-        m = await room.join(SPEAKER, token=narrow)
-        await room.promote("m", role="speaker", by="boss")
-        await room.promote("m", role="moderator", by="m")
+        m, narrow = await promoted_then_stepped_up_itself(room)
         await room.promote("m", role="moderator", by="boss")
         await m.close("network dropped")
         m = await room.join(SPEAKER, token=narrow)

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1179,32 +1180,17 @@ async def test_a_relative_path_keeps_each_speaker_file_whole_across_a_chdir(
     first.mkdir()
     second.mkdir()
     monkeypatch.chdir(first)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    router = Router(sock, 3)
-    mixer = Mixer(router)
-    recorder = Recorder(mixer, "talk.opus", per_speaker=True, identity_of=lambda n: "alice")
-    assert recorder.path == first / "talk.opus"
-    loop = asyncio.get_running_loop()
-    recorder.start(loop.time())
-    alice = Publisher(number=1, payload_type=111, audio_level_id=1, ssrc=1)
-    payload = opus_tone(440, 1)[0]
-    now = loop.time()
-    try:
-        for sequence in range(300):
-            if sequence == 150:
-                os.chdir(second)  # the application changes directory mid-recording
-            packet = bytes([0x80, 111]) + bytes(10) + payload
-            for tap in list(router.taps):
-                tap(alice, packet, 12, sequence, sequence * 960, 0, now)
-            now += 0.02
-        await recorder.stop()
-    finally:
-        await mixer.close()
-        router.close()
-        sock.close()
+
+    def change_directory(sequence: int) -> None:
+        if sequence == 150:
+            os.chdir(second)  # the application changes directory mid-recording
+
+    recorder, path = await recorded_speaker_file(
+        "talk.opus", "alice", packets=300, each=change_directory
+    )
+    assert recorder.path == first / "talk.opus" and path == first / "talk-alice.opus"
     assert not (second / "talk-alice.opus").exists(), "the file went on in another directory"
-    pages = list(parse_pages((first / "talk-alice.opus").read_bytes()))
-    assert pages[0].header_type & FIRST_PAGE and pages[-1].header_type & LAST_PAGE
+    pages = list(parse_pages(path.read_bytes()))
     assert [page.sequence for page in pages] == list(range(len(pages)))
 
 
@@ -1222,9 +1208,16 @@ def test_timestamps_a_few_samples_off_lose_no_packet(tmp_path: Path, slip: int) 
     assert (track.late, track.filled, track.packets) == (0, 0, 1000)
 
 
-async def recorded_speaker_file(mix: Path | str, identity: str) -> tuple[Recorder, Path]:
-    """A recording of ``mix`` with one speaker file, ``identity``'s, 50
-    packets long: the recorder, and the speaker's file (whole: checked)."""
+async def recorded_speaker_file(
+    mix: Path | str,
+    identity: str,
+    *,
+    packets: int = 50,
+    each: Callable[[int], None] | None = None,
+) -> tuple[Recorder, Path]:
+    """A recording of ``mix`` with one speaker file, ``identity``'s,
+    ``packets`` long (``each`` called before each): the recorder, and the
+    speaker's file (whole: checked)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     router = Router(sock, 3)
     mixer = Mixer(router)
@@ -1235,7 +1228,9 @@ async def recorded_speaker_file(mix: Path | str, identity: str) -> tuple[Recorde
     payload = opus_tone(440, 1)[0]
     now = loop.time()
     try:
-        for sequence in range(50):
+        for sequence in range(packets):
+            if each is not None:
+                each(sequence)
             packet = bytes([0x80, 111]) + bytes(10) + payload
             for tap in list(router.taps):
                 tap(alice, packet, 12, sequence, sequence * 960, 0, now)

@@ -11,15 +11,16 @@ before its backlog gets a turn, whatever loop the tests run on.
 
 from __future__ import annotations
 
-import asyncio
-
 import sfu
 
 from ..clients import wait_for
-from ..test_room_lifecycle import UFRAG
 from .test_dtls import Client as DtlsClient
-from .test_nat_rebinding import client_flight, listener_session, two_loopback_sockets
-from .test_server import binding_request, datagrams, server_addr
+from .test_nat_rebinding import (
+    checked_from,
+    client_flight,
+    listener_session,
+    two_loopback_sockets,
+)
 
 
 async def test_a_flight_of_many_datagrams_arriving_at_once_completes_the_handshake() -> None:
@@ -27,12 +28,7 @@ async def test_a_flight_of_many_datagrams_arriving_at_once_completes_the_handsha
         with two_loopback_sockets() as (sock, _):
             client = DtlsClient(host_names=400)  # an ~11 KB certificate
             session, server_ufrag, pwd = await listener_session(server, client)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5
-            sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
-            while not any(d[:2] == b"\x01\x01" for d in datagrams(sock)):
-                assert loop.time() < deadline, "no response to the ICE check"
-                await asyncio.sleep(0.005)
+            deadline = await checked_from(sock, server, server_ufrag, pwd)
             flight = await client_flight(sock, server, client, deadline)
             assert len(flight) > 8, f"a flight of {len(flight)} datagrams: not a burst to test"
             address = sock.getsockname()

@@ -193,17 +193,25 @@ async def connected_over(
     STUN, in-memory DTLS ``client``: pass one to protect SRTP with its keys)."""
     client = client or DtlsClient()
     session, server_ufrag, pwd = await listener_session(server, client, identity)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
-    # Its success response read (and what came with it dropped): the address is taken.
-    while not any(d[:2] == b"\x01\x01" for d in datagrams(sock)):
-        assert loop.time() < deadline, "no response to the ICE check"
-        await asyncio.sleep(0.005)
+    deadline = await checked_from(sock, server, server_ufrag, pwd)
     for datagram in await client_flight(sock, server, client, deadline):
         sock.sendto(datagram, server_addr(server))
     await wait_for(lambda: session.state == "connected", 3, "connected")
     return session, server_ufrag, pwd
+
+
+async def checked_from(
+    sock: socket.socket, server: sfu.Server, server_ufrag: str, pwd: str
+) -> float:
+    """An ICE check from ``sock``, its success response read (and what came
+    with it dropped): the address is taken. The loop time 5 s from now."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    sock.sendto(binding_request(server_ufrag, UFRAG, pwd), server_addr(server))
+    while not any(d[:2] == b"\x01\x01" for d in datagrams(sock)):
+        assert loop.time() < deadline, "no response to the ICE check"
+        await asyncio.sleep(0.005)
+    return deadline
 
 
 async def listener_session(
