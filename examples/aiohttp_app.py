@@ -93,12 +93,19 @@ def make_app(server: sfu.Server) -> web.Application:
     return app
 
 
+def port_number(text: str) -> int:
+    """--port: 0 (any free one) to 65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {text!r}")
+    return int(text)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument("--port", type=port_number, default=8080, help="HTTP port (default 8080)")
     parser.add_argument(
         "--udp-port", type=int, default=0, help="media UDP port (default: any free one)"
     )
@@ -114,13 +121,17 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         server = await sfu.Server(args.host, args.udp_port, announce=args.announce).start()
-    except sfu.InvalidSetting as exc:  # (a host name, an announce of the other family...)
-        parser.error(str(exc))
+    except (sfu.InvalidSetting, OSError) as exc:  # (a port in use, an address not here...)
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     async with server:  # (started: closed on the way out)
         runner = web.AppRunner(make_app(server))
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the HTTP port in use, or the address not this host's
+            await runner.cleanup()
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
         port = runner.addresses[0][1]  # the one bound (--port 0 picks one)
         print(
             f"open http://{format_address((args.host, port))}/  "

@@ -59,7 +59,7 @@ import time
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -437,6 +437,17 @@ def _listener_count(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """--port: 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {text!r}")
+    return value
+
+
 def _forwarded_address(value: str) -> str | None:
     """The address in an X-Forwarded-For entry (``192.0.2.1``, ``2001:db8::1``,
     or either with a port: ``192.0.2.1:4711``, ``[2001:db8::1]:4711``); None if it is none."""
@@ -536,7 +547,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="127.0.0.1",
         help="HTTP and UDP address (default 127.0.0.1; :: takes IPv4 and IPv6)",
     )
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument("--port", type=_port, default=8080, help="HTTP port (default 8080)")
     parser.add_argument(
         "--udp-port", type=int, default=0, help="the media UDP port (default 0: any free one)"
     )
@@ -619,9 +630,8 @@ async def main(argv: list[str] | None = None) -> None:
         server = await sfu.Server(
             args.host, args.udp_port, announce=args.announce, token_secret=secret
         ).start()
-    except sfu.InvalidSetting as exc:  # (a host name, an announce of the other family...)
-        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None  # as argparse's own usage errors
+    except (sfu.InvalidSetting, OSError) as exc:  # (a port in use, an address not here...)
+        _exit_with(exc)
     async with server:  # (started: closed on the way out)
         runner = web.AppRunner(
             make_app(
@@ -637,7 +647,10 @@ async def main(argv: list[str] | None = None) -> None:
             # default 128) the kernel drops connections and each client waits
             # a 1 s SYN retransmission. The kernel caps it at net.core.somaxconn.
             site = _http_site(runner, args.host, args.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # the HTTP port in use, or the address not this host's
+                _exit_with(exc)
             # Start-up objects are never scanned by the cyclic GC again: short
             # full collections when a crowd joins (README, "Running it").
             gc.collect()
@@ -667,6 +680,12 @@ async def main(argv: list[str] | None = None) -> None:
             # closes, so the HTTP shutdown does not wait for open sockets.
             await server.close()
             await runner.cleanup()
+
+
+def _exit_with(error: Exception) -> NoReturn:
+    """A start-up error as one line and exit status 2, as argparse's own usage errors."""
+    print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -136,29 +137,40 @@ async def test_the_example_prints_the_port_it_bound() -> None:
     [
         (("--host", "localhost"), "host must be an IP address"),
         (("--host", "::1", "--announce", "192.0.2.10"), "announce"),
+        (("--port", "70000"), "port number 0..65535"),
+        (("--udp-port", "TAKEN"), "in use"),
+        (("--port", "TAKEN"), "in use"),
     ],
 )
 async def test_the_example_says_what_is_wrong_with_its_options(
     arguments: tuple[str, ...], said: str
 ) -> None:
-    """A setting the library refuses is a usage error (exit 2, one line),
-    not a traceback."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLE),
-        *arguments,
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1])},
-    )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    """A setting the library refuses, a port out of range or one in use is a
+    usage error (exit 2, one line), not a traceback. (TAKEN: a port another
+    socket holds, TCP for --port, UDP for --udp-port.)"""
+    kind = socket.SOCK_STREAM if arguments[0] == "--port" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        taken = str(holder.getsockname()[1])
+        given = [taken if argument == "TAKEN" else argument for argument in arguments]
+        if "--port" not in given:
+            given += ["--port", "0"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLE),
+            *given,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1])},
+        )
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
     text = stderr.decode()
     assert process.returncode == 2, text
     assert said in text and "Traceback" not in text, text

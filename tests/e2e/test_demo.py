@@ -1127,6 +1127,35 @@ async def test_a_setting_the_library_refuses_is_a_usage_error(
     assert said in error and "Traceback" not in error, error
 
 
+def test_an_http_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """(Review: 70000 was served on 4464 under uvloop, -5 a traceback.)"""
+    for port in ("70000", "-5", "http"):
+        with pytest.raises(SystemExit) as exited:
+            demo_server._parse_args(["--port", port])
+        assert exited.value.code == 2
+        assert "port number 0..65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("taken", ["--port", "--udp-port"])
+async def test_a_port_in_use_is_one_line_saying_so(
+    taken: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's default 8080 is often taken: exit 2 with the reason, not
+    a traceback (review), and nothing left open."""
+    kind = socket.SOCK_STREAM if taken == "--port" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        port = str(holder.getsockname()[1])
+        ports = {"--port": "0", "--udp-port": "0", taken: port}
+        with pytest.raises(SystemExit) as exited:
+            await demo_server.main([f"{flag}={value}" for flag, value in ports.items()])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "in use" in error and "Traceback" not in error, error
+
+
 async def test_demo_names_belong_to_the_browser_that_took_them(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
