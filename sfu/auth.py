@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 import time
@@ -112,7 +113,10 @@ _NOT_A_SECRET = (
 
 
 def _key(secret: str | bytes) -> bytes:
-    key = secret.encode() if isinstance(secret, str) else secret
+    try:
+        key = secret.encode() if isinstance(secret, str) else secret
+    except UnicodeEncodeError:  # a lone surrogate: no bytes to sign with
+        raise InvalidSetting("a token secret given as str must encode as UTF-8") from None
     if not isinstance(key, bytes):
         raise InvalidSetting(
             f"a token secret is a str or bytes of at least {MIN_SECRET_BYTES} bytes,"
@@ -142,7 +146,9 @@ def issue_token(
     listener allowed to moderate); by default it is the role's grants.
     Raises :class:`~sfu.errors.InvalidSetting` for a secret shorter than 32
     bytes, an empty or over-long ``room`` or ``identity``, an unknown
-    ``role`` or grant, or a ``ttl`` that is not a positive number.
+    ``role`` or grant, a ``ttl`` that is not a positive number, or a
+    ``not_before`` at or past the token's end. The end is rounded up to a
+    whole second (the token lives at least ``ttl``).
     """
     if not isinstance(room, str) or not room or len(room) > MAX_NAME_LENGTH:
         raise InvalidSetting(
@@ -173,14 +179,25 @@ def issue_token(
     # As Python floats: numpy's own arithmetic on a narrow scalar (float32,
     # int32) would lose the ttl or wrap past 2**31.
     issued = time.time() if now is None else float(now)
+    # Whole seconds (RFC 7519 NumericDate as PyJWT writes it): the end rounded
+    # up, so that a token lives at least ttl, and one of 0.5 s is not dead at issue.
+    expires = issued + float(ttl)
+    starts = issued if not_before is None else float(not_before)
+    if not math.isfinite(expires):
+        raise InvalidSetting(f"now + ttl must be a finite time, got {brief(expires)}")
+    if starts >= expires:
+        raise InvalidSetting(
+            f"not_before ({brief(starts)}) is not before the token expires ({brief(expires)}):"
+            " it could never be used"
+        )
     payload = {
         "sub": identity,
         "room": room,
         "role": role,
         "grants": sorted(granted),
         "iat": int(issued),
-        "nbf": int(issued if not_before is None else float(not_before)),
-        "exp": int(issued + float(ttl)),
+        "nbf": int(starts),
+        "exp": math.ceil(expires),
         "jti": secrets.token_urlsafe(12),
     }
     try:
@@ -383,7 +400,7 @@ def _decode(token: str, key: bytes, leeway: float, now: float) -> dict[str, obje
     exp, nbf = payload["exp"], payload["nbf"]
     if not is_number(exp) or not is_number(nbf):  # finite, not a bool
         raise InvalidToken("the join token's exp and nbf are not both finite numbers (seconds)")
-    if now > exp + leeway:
+    if now >= exp + leeway:  # (RFC 7519 4.1.4: valid only before exp)
         raise jwt.ExpiredSignatureError("expired")
     if now < nbf - leeway:
         raise jwt.ImmatureSignatureError("not yet valid")

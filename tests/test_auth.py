@@ -92,7 +92,7 @@ CASES = [
     ("garbage", "not-a-jwt", NOW, "malformed"),
     ("wrong room", good(room="other"), NOW, "for room 'other'"),
     ("expired", good(ttl=60), NOW + 120, "expired"),
-    ("not yet valid", good(not_before=NOW + 600), NOW, "not valid yet"),
+    ("not yet valid", good(not_before=NOW + 600, ttl=3600), NOW, "not valid yet"),
     ("tampered role", tamper(good(role="listener"), role="moderator"), NOW, "signature"),
     ("tampered room", tamper(good(), room="hall2"), NOW, "signature"),
     (
@@ -279,6 +279,9 @@ def test_tokens_are_unique_and_verified_against_the_real_clock() -> None:
         {"room": ""},
         {"identity": ""},
         {"grants": ["publish", "root"]},
+        # (Review: these raised OverflowError, or issued a token never valid.)
+        {"now": 1e308, "ttl": 1e308},
+        {"now": 1000, "ttl": 10, "not_before": 1e9},
     ],
 )
 def test_issue_validates(arguments: dict[str, object]) -> None:
@@ -291,6 +294,26 @@ def test_issue_validates(arguments: dict[str, object]) -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(InvalidSetting, match="32 bytes"):
         auth.issue_token("short", room="hall", identity="a")
+
+
+def test_a_secret_that_is_not_text_is_refused_as_a_setting() -> None:
+    """(Review: a lone surrogate raised UnicodeEncodeError, from the server's set-up too.)"""
+    with pytest.raises(InvalidSetting, match="UTF-8"):
+        auth.issue_token("\ud800" * 32, room="hall", identity="a")
+    with pytest.raises(InvalidSetting, match="UTF-8"):
+        auth.check_secret("\ud800" * 32)
+
+
+def test_a_token_lives_at_least_its_ttl_and_not_at_its_exp() -> None:
+    """Its end is rounded up to a whole second (a ttl of 0.5 s was a token
+    dead at issue), and at exp it is expired (RFC 7519 4.1.4: valid only
+    before it; the check let it through at exp itself)."""
+    token = auth.issue_token(SECRET, room="hall", identity="a", ttl=0.5, now=1000.0)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert exp == 1001
+    assert auth.verify_token(SECRET, token, room="hall", now=1000.9, leeway=0).identity == "a"
+    with pytest.raises(NotAllowed, match="expired"):
+        auth.verify_token(SECRET, token, room="hall", now=1001.0, leeway=0)
 
 
 #: What a backend may paste by mistake: a key where a shared secret belongs.
