@@ -185,7 +185,9 @@ def issue_token(
     starts = issued if not_before is None else float(not_before)
     if not math.isfinite(expires):
         raise InvalidSetting(f"now + ttl must be a finite time, got {brief(expires)}")
-    if starts >= expires:
+    if starts >= math.ceil(expires):
+        if not_before is None:
+            raise InvalidSetting(f"ttl {brief(ttl)} is too short: the token would end as it starts")
         raise InvalidSetting(
             f"not_before ({brief(starts)}) is not before the token expires ({brief(expires)}):"
             " it could never be used"

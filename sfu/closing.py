@@ -73,7 +73,10 @@ class Closing:
         """A join into a room made for it succeeded, but its client left before
         its answer (its member closed): as if it had failed. The room is one
         made for joins again, closed now if nothing holds it, or when the last
-        of those still waiting their turn fails too."""
+        of those still waiting their turn fails too. (Another member in it:
+        it stays, as any room does.)"""
+        if self.room._participants:
+            return
         self.made_for_join = True
         self.drop_if_unused()
 

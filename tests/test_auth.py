@@ -282,6 +282,7 @@ def test_tokens_are_unique_and_verified_against_the_real_clock() -> None:
         # (Review: these raised OverflowError, or issued a token never valid.)
         {"now": 1e308, "ttl": 1e308},
         {"now": 1000, "ttl": 10, "not_before": 1e9},
+        {"now": 1_700_000_000, "ttl": 1e-9},  # no later than it starts, as a float
     ],
 )
 def test_issue_validates(arguments: dict[str, object]) -> None:
@@ -476,3 +477,9 @@ def test_a_room_claim_that_is_not_a_string_is_an_invalid_token() -> None:
 def test_a_secret_of_the_wrong_type_is_named(secret: object) -> None:
     with pytest.raises(InvalidSetting, match=f"got {type(secret).__name__}"):
         auth.issue_token(secret, room="hall", identity="a")  # type: ignore[arg-type]
+
+
+def test_a_ttl_too_short_to_end_after_the_start_says_so() -> None:
+    """(Second review: it named a not_before the caller never gave.)"""
+    with pytest.raises(InvalidSetting, match="ttl 1e-09 is too short"):
+        auth.issue_token(SECRET, room="hall", identity="a", ttl=1e-9, now=1_700_000_000)

@@ -1084,3 +1084,21 @@ async def test_a_room_made_for_joins_that_all_came_to_nothing_is_not_left_open()
             await second
         assert room.closed and room.close_reason == "unused"
         assert server.get_room("r") is None
+
+
+async def test_a_join_undone_beside_a_member_leaves_the_room_as_any_room() -> None:
+    """Undone while another member is in: the room stays, and a refused join
+    much later does not close it as "unused" (second review: the mark
+    stayed, and it did)."""
+    async with sfu.Server() as server:
+        room = server.room("r")
+        room._closing.made_for_join = True
+        first = await room.add_listener(LISTENER, "a")
+        other = await room.add_listener(LISTENER, "b")
+        await first.close("the client left before its answer")
+        room._closing.join_undone()
+        assert not room.closed
+        await other.close()
+        with pytest.raises(sfu.InvalidOffer):
+            await room.add_listener(offer("inactive"), "c")
+        assert not room.closed, "a room that had a member stays as any room does"
