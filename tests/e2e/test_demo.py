@@ -682,7 +682,7 @@ async def test_the_live_stream_plays_on_without_stalling_in_chromium(
     some (8-250 ms). Each stream now starts with a second
     of silence in a few bytes: the first client's (no burst) and a later
     one's (a burst of the latest audio) both play through three blocks with
-    no stop, each next block coming with most of a second still in hand."""
+    no stop, each next block coming with audio still in hand."""
     async with full_room(new_page, demo, "steady") as full:
         first = await lobby_listener(new_page, full, "steady", "first")
         await first.evaluate(WATCH_THE_PLAYER)
@@ -703,7 +703,10 @@ async def test_the_live_stream_plays_on_without_stalling_in_chromium(
             )
             margins = margins_at_new_blocks(player["samples"])
             assert len(margins) >= 3, f"the {name} client's player got {len(margins)} new blocks"
-            assert min(margins) > 0.5, f"the {name} client's player had {margins} s in hand"
+            # Without the silence a block came with ~0 s in hand (and a stop);
+            # with it ~1 s compiled, 0.33-0.45 s on the pure-Python path
+            # (SFU_NO_EXTENSIONS=1: 0.5 failed there 2 runs in 6, at 4a559b3 too).
+            assert min(margins) > 0.25, f"the {name} client's player had {margins} s in hand"
 
 
 async def test_leaving_while_reconnecting_stays_left(new_page: NewPage, demo: Demo) -> None:
