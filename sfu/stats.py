@@ -33,7 +33,8 @@ SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
 
 class ServerStats(TypedDict):
-    """:meth:`Server.stats <sfu.Server.stats>`: totals since start."""
+    """:meth:`Server.stats <sfu.Server.stats>`: ``rooms``, ``sessions`` and
+    ``participants`` now; the rest totals since start."""
 
     rooms: int
     sessions: int

@@ -97,8 +97,8 @@ class ServerCollector(Collector):
         )
         yield CounterMetricFamily(
             "sfu_handshakes_timed_out",
-            "Sessions closed because ICE and DTLS were not done within handshake_timeout "
-            "(a client whose UDP does not reach the server, a wrong announce address)",
+            "Sessions closed because ICE and DTLS were not done within handshake_timeout, "
+            "or within consent_timeout when that is shorter (a client whose UDP does not reach the server, a wrong announce address)",
             value=server.handshakes_timed_out,
         )
         refused = CounterMetricFamily(
