@@ -633,6 +633,69 @@ async def test_a_removed_member_neither_hears_nor_is_heard_on_its_old_path() -> 
             await asyncio.gather(*(client.close() for client in clients))
 
 
+def go_silent(client: Client) -> None:
+    """Nothing more leaves the client's ICE sockets (no checks, RTP or RTCP):
+    a client that vanished, as the server sees it."""
+    transport = client.pc.getTransceivers()[0].sender.transport
+    for protocol in transport.transport._connection._protocols:
+
+        async def send_data(data: bytes, addr: tuple[str, int]) -> None:
+            return None
+
+        protocol.send_data = send_data
+        protocol.send_stun = lambda message, addr: None
+
+
+async def test_a_member_whose_consent_expired_gets_nothing_when_its_client_comes_back() -> None:
+    """A speaker and a listener go silent until their consent expires: their
+    sessions close. When their clients send again on the same 5-tuple (SRTP
+    with keys still good), the speaker is heard by nobody and nothing of the
+    room reaches either socket: consent, once lost, is not regained."""
+    async with sfu.Server(consent_timeout=2.0) as server:
+        room = server.room("lapse")
+        alice = await join(room, "alice", speaker=True, frequency=440)
+        mallory = await join(room, "mallory", speaker=True, frequency=880)
+        eve = await join(room, "eve", speaker=False)
+        bob = await join(room, "bob", speaker=False)
+        clients = [alice, mallory, eve, bob]
+        paths: list[OldPath] = []
+        try:
+            await wait_for(
+                lambda: heard_from(bob, mallory.csrc) >= 20 and len(eve.packets(0)) >= 20,
+                15,
+                "everyone hears the speakers",
+            )
+            ssrc = mallory.sent_ssrc
+            assert ssrc is not None and mallory.participant and eve.participant
+            paths = [OldPath(client) for client in (mallory, eve)]
+            for client in (mallory, eve):
+                go_silent(client)
+            await wait_for(
+                lambda: mallory.participant.closed and eve.participant.closed,  # type: ignore[union-attr]
+                8,
+                "consent expires",
+            )
+            assert "consent" in (eve.participant.close_reason or "")
+            await asyncio.sleep(0.2)  # what was on its way has arrived
+            for path in paths:
+                path.srtp_received()
+            heard = heard_from(bob, mallory.csrc)
+            bob_before = len(bob.packets(0))
+            for _ in range(25):
+                paths[0].send_voice(ssrc, 2)
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            assert heard_from(bob, mallory.csrc) == heard, "a lapsed speaker was heard"
+            assert len(bob.packets(0)) > bob_before, "alice is still heard"
+            assert [path.srtp_received() for path in paths] == [0, 0], (
+                "room audio reached a lapsed member's socket"
+            )
+        finally:
+            for path in paths:
+                path.close()
+            await asyncio.gather(*(client.close() for client in clients))
+
+
 async def test_a_moderator_stepped_down_to_speaker_keeps_the_stage_and_is_still_heard() -> None:
     """``demote(role="speaker")`` takes only the ``moderate`` grant: the
     member stays on the stage, heard, asked for no new offer; it may no
