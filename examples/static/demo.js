@@ -421,29 +421,30 @@ document.addEventListener("click", (event) => {
   };
   const action = actions[button.dataset.action];
   if (!action) return;
-  // A row of the listener pages goes once acted on, and the next page starts
-  // one earlier (the server's list moved up); a refresh shows who is left.
+  // A row of the listener pages goes once acted on (the next page goes on
+  // from the server's cursor, which its leaving does not move); a refresh
+  // shows who is left.
   const paged = holder.closest("#audience-list") ? holder : null;
   action().then(() => {
-    if (!paged || !paged.isConnected) return;
-    paged.remove();
-    const load = $("#audience-load");
-    if (load.dataset.next) load.dataset.next = String(Math.max(0, Number(load.dataset.next) - 1));
+    if (paged && paged.isConnected) paged.remove();
   }, () => {});
 });
 
 // Every listener, a page at a time (the roster names only the first ones).
+const AUDIENCE_PAGE = 100; // the most the server sends in one
 $("#audience-load").addEventListener("click", async () => {
   if (!client) return;
   const button = $("#audience-load");
   if (button.disabled) return;
   const list = $("#audience-list");
-  const offset = Number(button.dataset.next || 0);
+  // From where the last page ended (a cursor: listeners leaving meanwhile
+  // shift no one past it), or from the start.
+  const after = button.dataset.after ? Number(button.dataset.after) : undefined;
   button.disabled = true; // one page at a time: a double click would fetch it twice
-  const page = await client.audience({ offset }).catch(() => null);
+  const page = await client.audience({ after, limit: AUDIENCE_PAGE }).catch(() => null);
   button.disabled = false;
   if (!page) return;
-  if (offset === 0) list.replaceChildren();
+  if (after === undefined) list.replaceChildren();
   for (const m of page.members) {
     const li = document.createElement("li");
     li.className = "hand";
@@ -458,9 +459,9 @@ $("#audience-load").addEventListener("click", async () => {
     li.append(who, ...buttons.children);
     list.append(li);
   }
-  const next = offset + page.members.length;
-  button.dataset.next = next < page.listeners ? String(next) : "";
-  button.textContent = next < page.listeners ? "Show more" : "Refresh";
+  const more = page.members.length === AUDIENCE_PAGE; // a short page was the last
+  button.dataset.after = more ? String(page.next) : "";
+  button.textContent = more ? "Show more" : "Refresh";
 });
 
 // -- rendering -----------------------------------------------------------------------------------

@@ -238,20 +238,39 @@ def _say_moderates(entry: dict[str, Any], role: str, moderates: bool) -> None:
         entry["moderates"] = moderates
 
 
-def audience_message(room: Room, offset: int, limit: int) -> dict[str, Any]:
-    """The reply to ``audience``: listeners ``offset`` to ``offset + limit`` in the
-    order they came, named by the roster or not, and how many listen (a
-    moderator seated in the audience is of the stage, as the roster says)."""
+def audience_message(
+    room: Room, offset: int, limit: int, after: int | None = None
+) -> dict[str, Any]:
+    """The reply to ``audience``: ``limit`` listeners in the order they came,
+    named by the roster or not, from ``offset`` or, given ``after`` (the
+    ``next`` of an earlier reply), from the first who came after the last one
+    that reply listed; and how many listen (a moderator seated in the
+    audience is of the stage, as the roster says).
+
+    ``next`` is a member's number: numbers grow in the order members joined
+    (a member's place in ``room._participants``) and are never reused, so
+    members leaving between two pages do not shift the second, as they
+    shift an offset (one who came before the page's start and left would
+    make the next page skip someone)."""
     raised = set(room.hands)
     in_audience = room._listing.in_audience
     audience = [p for p in room._participants.values() if in_audience(p)]
+    if after is None:
+        page = audience[offset : offset + limit]
+        before = audience[: offset][-1:]  # the page's start, were it empty
+    else:
+        page = [p for p in audience if p.number > after][:limit]
+        before = []
+    if page:
+        next_after = page[-1].number
+    else:
+        next_after = before[0].number if before else (after or 0)
     return {
         "type": "audience",
         "offset": offset,
-        "members": [
-            _roster_entry(p, *_roster_state(p, raised)) for p in audience[offset : offset + limit]
-        ],
+        "members": [_roster_entry(p, *_roster_state(p, raised)) for p in page],
         "listeners": len(audience),
+        "next": next_after,
     }
 
 

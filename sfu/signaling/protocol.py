@@ -829,12 +829,18 @@ class SignalingSession:
         assert self.participant is not None
         offset = field(message, "offset", int, required=False, default=0)
         limit = field(message, "limit", int, required=False, default=AUDIENCE_PAGE)
+        after = field(message, "after", int, required=False, default=None)
         if offset < 0 or not 1 <= limit <= AUDIENCE_PAGE:
             raise ProtocolError(
                 "bad_message",
                 f"'offset' must be >= 0 and 'limit' between 1 and {AUDIENCE_PAGE}",
             )
-        return audience_message(self.participant.room, offset, limit)
+        if after is not None and (after < 0 or "offset" in message):
+            raise ProtocolError(
+                "bad_message",
+                "'after' must be >= 0 (the 'next' of an earlier audience reply), without 'offset'",
+            )
+        return audience_message(self.participant.room, offset, limit, after)
 
     # -- output -------------------------------------------------------------------
 

@@ -271,6 +271,58 @@ async def test_any_listener_can_be_found_page_by_page() -> None:
             await session.close()
 
 
+async def test_pages_after_a_cursor_skip_nobody_when_listeners_leave_between_them() -> None:
+    """Paged by ``after`` (each reply's ``next``), a moderator finds every
+    listener present throughout, although listeners of pages already read
+    leave between pages (by ``offset`` the next page would start one place
+    too far); one who joins meanwhile comes last. Bad cursors are refused."""
+    async with sfu.Server(token_secret=SECRET, host="127.0.0.1") as server:
+        server.room("hall", roster_interval=INTERVAL, roster_listeners=2)
+        host, sent, _ = bare_session(server)
+        await host.handle(join_message("host", role="moderator"))
+        fans = [bare_session(server) for _ in range(8)]
+        for i, (session, _, _) in enumerate(fans[:7]):
+            await session.handle(join_message(f"fan-{i}"))
+
+        async def page(**fields: Any) -> dict[str, Any]:
+            sent.clear()
+            await host.handle(json.dumps({"type": "audience", "limit": 3, **fields}))
+            (reply,) = sent
+            assert reply["type"] == "audience", reply
+            return reply
+
+        first = await page(offset=0)
+        assert [e["identity"] for e in first["members"]] == ["fan-0", "fan-1", "fan-2"]
+        await fans[0][0].close()  # of a page read: by offset, fan-3 would be skipped
+        await fans[1][0].close()
+        seen = [e["identity"] for e in first["members"]]
+        cursor = first["next"]
+        for _ in range(5):
+            reply = await page(after=cursor)
+            seen += [e["identity"] for e in reply["members"]]
+            assert reply["next"] >= cursor
+            cursor = reply["next"]
+            if not reply["members"]:
+                break
+            if len(seen) == 6:
+                await fans[7][0].handle(join_message("fan-7"))  # comes during the pass
+        assert seen == ["fan-0", "fan-1", "fan-2", "fan-3", "fan-4", "fan-5", "fan-6", "fan-7"]
+        assert (await page(after=cursor))["members"] == []
+        # An offset's reply gives a cursor too, past the end as well.
+        by_offset = await page(offset=2)  # fan-2 ... fan-7 listen now
+        assert [e["identity"] for e in by_offset["members"]] == ["fan-4", "fan-5", "fan-6"]
+        rest = await page(after=by_offset["next"])
+        assert [e["identity"] for e in rest["members"]] == ["fan-7"]
+        beyond = await page(offset=10)
+        assert beyond["members"] == [] and beyond["next"] == rest["next"]
+        for bad in ({"after": -1}, {"after": "3"}, {"after": 0, "offset": 0}):
+            sent.clear()
+            await host.handle(json.dumps({"type": "audience", **bad}))
+            assert [m["code"] for m in sent] == ["bad_message"], bad
+        for session, _, _ in [(host, sent, None), *fans]:
+            await session.close()
+
+
 async def test_a_client_that_joined_within_an_interval_is_told_the_size_it_ends_with() -> None:
     """Its snapshot counted an unnamed member who came in that interval; one
     who leaves in the same interval brings the room back to the size the last

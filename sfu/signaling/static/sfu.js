@@ -1271,13 +1271,19 @@ export class SfuClient {
 
   /**
    * A page of the audience, named by the roster or not, in the order they came:
-   * resolves to {offset, members: [{identity, role, muted, moderatorMuted, hand,
-   * canSpeak}], listeners (how many listen now)}. At most 100 a page.
+   * resolves to {offset, next, members: [{identity, role, muted, moderatorMuted,
+   * hand, canSpeak}], listeners (how many listen now)}. At most 100 a page.
+   * Page on with {after: reply.next}: listeners leaving between pages shift an
+   * offset (the next page would skip one), never that cursor.
    */
-  async audience({ offset = 0, limit = 100 } = {}) {
-    const reply = await this._command("audience", { offset, limit });
+  async audience({ offset, limit = 100, after } = {}) {
+    const fields = { limit };
+    if (after !== undefined) fields.after = after;
+    else fields.offset = offset === undefined ? 0 : offset;
+    const reply = await this._command("audience", fields);
     return {
       offset: reply.offset,
+      next: reply.next,
       listeners: reply.listeners,
       members: (reply.members || []).map((entry) => ({
         identity: entry.identity,
