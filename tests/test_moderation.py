@@ -642,8 +642,8 @@ def go_silent(client: Client) -> None:
         async def send_data(data: bytes, addr: tuple[str, int]) -> None:
             return None
 
-        protocol.send_data = send_data
-        protocol.send_stun = lambda message, addr: None
+        protocol.send_data = send_data  # type: ignore[method-assign]
+        protocol.send_stun = lambda message, addr: None  # type: ignore[method-assign]
 
 
 async def test_a_member_whose_consent_expired_gets_nothing_when_its_client_comes_back() -> None:

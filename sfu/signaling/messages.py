@@ -257,7 +257,7 @@ def audience_message(
     audience = [p for p in room._participants.values() if in_audience(p)]
     if after is None:
         page = audience[offset : offset + limit]
-        before = audience[: offset][-1:]  # the page's start, were it empty
+        before = audience[:offset][-1:]  # the page's start, were it empty
     else:
         page = [p for p in audience if p.number > after][:limit]
         before = []
